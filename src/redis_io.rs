@@ -1,0 +1,97 @@
+//! Small helpers over the Redis module API: replicated calls, binary-safe reading of
+//! hashes, marking the module's own writes so capture ignores them, and logging
+//! that is safe from any thread.
+
+use redis_module::{CallOptions, CallOptionsBuilder, CallResult, Context, RedisValue, MODULE_CONTEXT};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set while the module itself writes keys; capture ignores those events. Only the
+/// holder of the Redis lock reads or writes it, so there is no race.
+static OWN_WRITE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the current keyspace event comes from one of the module's own writes.
+pub fn is_own_write() -> bool {
+    OWN_WRITE.load(Ordering::Relaxed)
+}
+
+/// Runs `f` with capture switched off, for writes the module makes itself.
+pub fn own_writes<T>(f: impl FnOnce() -> T) -> T {
+    let previous = OWN_WRITE.swap(true, Ordering::Relaxed);
+    let out = f();
+    OWN_WRITE.store(previous, Ordering::Relaxed);
+    out
+}
+
+fn options() -> CallOptions {
+    // `replicate`: the write goes to the AOF and replicas with the command that
+    // caused it; `errors_as_replies`: a failing call returns its error to us.
+    CallOptionsBuilder::new().replicate().errors_as_replies().build()
+}
+
+/// Calls a Redis command, replicating it, and returns its reply or error text.
+pub fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
+    let reply: CallResult = ctx.call_ext(command, &options(), args);
+    match reply {
+        Ok(r) => Ok((&r).into()),
+        Err(e) => Err(e.to_utf8_string().unwrap_or_else(|| "unknown error".into())),
+    }
+}
+
+/// Calls a command and logs (rather than returns) a failure: for best-effort writes
+/// such as ack streams, where a failure must not stop the rest.
+pub fn call_logged(ctx: &Context, command: &str, args: &[&[u8]]) {
+    if let Err(e) = call(ctx, command, args) {
+        warn(&format!("{command} failed: {e}"));
+    }
+}
+
+/// The bytes of a string reply.
+pub fn bytes(value: &RedisValue) -> Option<Vec<u8>> {
+    match value {
+        RedisValue::SimpleString(s) | RedisValue::BulkString(s) => Some(s.as_bytes().to_vec()),
+        RedisValue::StringBuffer(b) => Some(b.clone()),
+        RedisValue::BulkRedisString(s) => Some(s.as_slice().to_vec()),
+        _ => None,
+    }
+}
+
+/// Every field and value of a hash (empty when the key is missing).
+pub fn hgetall(ctx: &Context, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    match call(ctx, "HGETALL", &[key]) {
+        Ok(RedisValue::Array(items)) => {
+            let flat: Vec<Vec<u8>> = items.iter().filter_map(bytes).collect();
+            flat.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect()
+        }
+        Ok(RedisValue::Map(map)) => map
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let k = match k {
+                    redis_module::redisvalue::RedisValueKey::String(s) => s.into_bytes(),
+                    redis_module::redisvalue::RedisValueKey::BulkString(b) => b,
+                    _ => return None,
+                };
+                bytes(&v).map(|v| (k, v))
+            })
+            .collect(),
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            warn(&format!("HGETALL {} failed: {e}", String::from_utf8_lossy(key)));
+            Vec::new()
+        }
+    }
+}
+
+/// Logs a warning to the Redis log; safe from any thread.
+pub fn warn(message: &str) {
+    MODULE_CONTEXT.log_warning(&clean(message));
+}
+
+/// Logs a notice to the Redis log; safe from any thread.
+pub fn notice(message: &str) {
+    MODULE_CONTEXT.log_notice(&clean(message));
+}
+
+/// Redis log lines are C strings: drop NUL bytes that user data may carry.
+fn clean(message: &str) -> String {
+    format!("{}", message.replace('\0', "\\0"))
+}

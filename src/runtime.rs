@@ -1,0 +1,199 @@
+//! The module's running state: mappings, queue, counters, the Postgres pool and the
+//! background threads (workers and the schema checker), created once at load.
+
+use crate::config;
+use crate::mapping::Mappings;
+use crate::pg::error::Error;
+use crate::pg::schema::{self, TableSchema};
+use crate::queue::Queue;
+use crate::redis_io::{notice, warn};
+use crate::stats::{MappingStats, PostgresState};
+use crate::worker;
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+/// The Postgres connection pool type.
+pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// Everything the module shares between Redis callbacks and its threads.
+pub struct Runtime {
+    /// The mappings from the mapping file.
+    pub mappings: Mappings,
+    /// Dirty rows waiting for, or in, a batch.
+    pub queue: Queue,
+    /// Counters by mapping index.
+    pub stats: Vec<MappingStats>,
+    /// Whether Postgres is reachable.
+    pub postgres: PostgresState,
+    /// Postgres connections shared by workers and the schema checker.
+    pub pool: Pool,
+    /// True while this server is a replica: it must not write to Postgres.
+    pub replica: AtomicBool,
+    /// True once the journal left by a previous run has been queued again.
+    pub recovered: AtomicBool,
+    schemas: RwLock<Vec<Option<Arc<TableSchema>>>>,
+    worker_slots: Mutex<Vec<bool>>,
+}
+
+static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+
+/// The running module, once loaded.
+pub fn get() -> Option<&'static Arc<Runtime>> {
+    RUNTIME.get()
+}
+
+/// Builds the runtime from the configs and starts its threads. Postgres need not be
+/// reachable: connections are made lazily and retried.
+pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String> {
+    let mut pg_config = postgres::Config::from_str(url)
+        .map_err(|e| format!("pgsync.postgres-url is not a valid Postgres URL ({}): {e}", config::redact(url)))?;
+    pg_config.application_name("redis-pgsync");
+    if pg_config.get_connect_timeout().is_none() {
+        pg_config.connect_timeout(Duration::from_secs(5));
+    }
+    let pool = r2d2::Pool::builder()
+        .max_size(config::MAX_WORKERS as u32 + 2)
+        .min_idle(Some(0))
+        .connection_timeout(Duration::from_secs(2))
+        .test_on_check_out(false)
+        .build_unchecked(PostgresConnectionManager::new(pg_config, NoTls));
+    let count = mappings.all().len();
+    let runtime = Arc::new(Runtime {
+        stats: (0..count).map(|_| MappingStats::default()).collect(),
+        queue: Queue::default(),
+        postgres: PostgresState::default(),
+        pool,
+        replica: AtomicBool::new(replica),
+        recovered: AtomicBool::new(false),
+        schemas: RwLock::new(vec![None; count]),
+        worker_slots: Mutex::new(vec![false; config::MAX_WORKERS as usize]),
+        mappings,
+    });
+    RUNTIME.set(runtime.clone()).map_err(|_| "pgsync is already loaded".to_string())?;
+    spawn("pgsync-schema", move || schema_checker(&runtime))?;
+    ensure_workers();
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                warn(&format!("thread stopped by a bug: {}", panic_message(&panic)));
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("cannot start a thread: {e}"))
+}
+
+/// Text of a caught panic.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Starts workers up to `pgsync.workers`; extra ones stop on their own.
+pub fn ensure_workers() {
+    let Some(rt) = get() else { return };
+    let wanted = config::count(&config::WORKERS);
+    let mut slots = rt.worker_slots.lock().unwrap_or_else(|p| p.into_inner());
+    for slot in 0..wanted.min(slots.len()) {
+        if !slots[slot] {
+            let name = format!("pgsync-worker-{slot}");
+            match spawn(&name, move || worker::run(slot)) {
+                Ok(()) => slots[slot] = true,
+                Err(e) => warn(&e),
+            }
+        }
+    }
+}
+
+impl Runtime {
+    /// Whether worker `slot` should keep running; marks it stopped when not.
+    pub fn keep_worker(&self, slot: usize) -> bool {
+        let mut slots = self.worker_slots.lock().unwrap_or_else(|p| p.into_inner());
+        let keep = slot < config::count(&config::WORKERS) && !self.queue.is_shut_down();
+        if !keep {
+            slots[slot] = false;
+        }
+        keep
+    }
+
+    /// The checked schema of a mapping's table, once loaded.
+    pub fn schema(&self, mapping: usize) -> Option<Arc<TableSchema>> {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
+        schemas.get(mapping).cloned().flatten()
+    }
+
+    /// Forgets a mapping's schema so the checker reads it again (after a 42xxx error).
+    pub fn invalidate_schema(&self, mapping: usize) {
+        let mut schemas = self.schemas.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = schemas.get_mut(mapping) {
+            *slot = None;
+        }
+    }
+
+    fn set_schema(&self, mapping: usize, schema: TableSchema) {
+        let mut schemas = self.schemas.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = schemas.get_mut(mapping) {
+            *slot = Some(Arc::new(schema));
+        }
+    }
+
+    /// Whether this server may write to Postgres now.
+    pub fn is_replica(&self) -> bool {
+        self.replica.load(Ordering::Relaxed)
+    }
+}
+
+/// Loads and checks each mapping's table until all are fine, then re-checks any the
+/// workers invalidate. Errors go to the log and to `SYNC.STATUS`.
+fn schema_checker(rt: &Runtime) {
+    while !rt.queue.is_shut_down() {
+        let missing: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.schema(i).is_none()).collect();
+        if !missing.is_empty() {
+            match rt.pool.get() {
+                Ok(mut conn) => {
+                    rt.postgres.mark_up();
+                    for i in missing {
+                        let mapping = &rt.mappings.all()[i];
+                        match schema::load(&mut conn, mapping) {
+                            Ok(schema) => {
+                                if rt.stats[i].schema_error().is_some() {
+                                    notice(&format!("mapping \"{}\": schema is fine now", mapping.name));
+                                }
+                                rt.stats[i].set_schema_error(None);
+                                rt.set_schema(i, schema);
+                            }
+                            Err(e) => report_schema_error(rt, i, &e),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = Error::from(e);
+                    if rt.postgres.describe() != "down" {
+                        warn(&format!("Postgres unreachable, will keep retrying: {e}"));
+                    }
+                    rt.postgres.mark_down(&e.message);
+                }
+            }
+        }
+        rt.queue.sleep(Duration::from_secs(1));
+    }
+}
+
+fn report_schema_error(rt: &Runtime, mapping: usize, e: &Error) {
+    if rt.stats[mapping].schema_error().as_deref() != Some(e.message.as_str()) {
+        warn(&format!("schema check failed: {e}"));
+    }
+    rt.stats[mapping].set_schema_error(Some(e.message.clone()));
+    rt.stats[mapping].set_last_error(&e.message);
+}

@@ -1,0 +1,100 @@
+//! Counters per mapping and the Postgres connection state, as shown by
+//! `SYNC.STATUS` and `INFO pgsync`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Counters of one mapping.
+#[derive(Default)]
+pub struct MappingStats {
+    /// Rows committed to Postgres.
+    pub synced: AtomicU64,
+    /// Changes rejected (by Postgres, or before SQL for a bad key or value).
+    pub failed: AtomicU64,
+    /// Batches put back to wait because Postgres was unavailable.
+    pub retries: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    schema_error: Mutex<Option<String>>,
+}
+
+fn read(slot: &Mutex<Option<String>>) -> Option<String> {
+    slot.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+}
+
+fn write(slot: &Mutex<Option<String>>, value: Option<String>) {
+    match slot.lock() {
+        Ok(mut s) => *s = value,
+        Err(p) => *p.into_inner() = value,
+    }
+}
+
+impl MappingStats {
+    /// Adds one to a counter.
+    pub fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Remembers the latest error of this mapping.
+    pub fn set_last_error(&self, message: &str) {
+        write(&self.last_error, Some(message.to_string()));
+    }
+
+    /// The latest error of this mapping, if any.
+    pub fn last_error(&self) -> Option<String> {
+        read(&self.last_error)
+    }
+
+    /// Records the outcome of the latest schema check (`None` = schema is fine).
+    pub fn set_schema_error(&self, message: Option<String>) {
+        write(&self.schema_error, message);
+    }
+
+    /// The schema problem of this mapping, if any.
+    pub fn schema_error(&self) -> Option<String> {
+        read(&self.schema_error)
+    }
+}
+
+/// Whether Postgres answered the last attempt, and the error if it did not.
+#[derive(Default)]
+pub struct PostgresState {
+    up: AtomicBool,
+    seen: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl PostgresState {
+    /// Records a successful round trip.
+    pub fn mark_up(&self) {
+        self.seen.store(true, Ordering::Relaxed);
+        if !self.up.swap(true, Ordering::Relaxed) {
+            write(&self.error, None);
+        }
+    }
+
+    /// Records a failure to reach Postgres.
+    pub fn mark_down(&self, message: &str) {
+        self.seen.store(true, Ordering::Relaxed);
+        self.up.store(false, Ordering::Relaxed);
+        write(&self.error, Some(message.to_string()));
+    }
+
+    /// `up`, `down`, or `connecting` before the first attempt finished.
+    pub fn describe(&self) -> &'static str {
+        match (self.seen.load(Ordering::Relaxed), self.up.load(Ordering::Relaxed)) {
+            (false, _) => "connecting",
+            (true, true) => "up",
+            (true, false) => "down",
+        }
+    }
+
+    /// The last connection error, if Postgres is down.
+    pub fn error(&self) -> Option<String> {
+        read(&self.error)
+    }
+}

@@ -1,0 +1,72 @@
+//! The figures of `SYNC.STATUS` and `INFO pgsync`, computed once in one place.
+
+use crate::runtime::Runtime;
+use crate::stats::MappingStats;
+use redis_module::{InfoContext, RedisValue};
+
+/// One figure: a name and its value.
+pub enum Figure {
+    /// A counter.
+    Int(i64),
+    /// A word or message.
+    Text(String),
+}
+
+/// Every figure of one mapping, in display order.
+pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
+    let m = &rt.mappings.all()[mapping];
+    let s = &rt.stats[mapping];
+    let backlog = rt.queue.backlog(mapping);
+    let lag_ms = backlog.oldest.map_or(0, |t| t.elapsed().as_millis() as i64);
+    let count = |c: &std::sync::atomic::AtomicU64| Figure::Int(MappingStats::get(c) as i64);
+    vec![
+        ("mode", Figure::Text(m.mode.as_str().into())),
+        ("table", Figure::Text(m.table.clone())),
+        ("key_prefix", Figure::Text(m.key_prefix.clone())),
+        ("pending", Figure::Int(backlog.pending as i64)),
+        ("in_flight", Figure::Int(backlog.in_flight as i64)),
+        ("synced", count(&s.synced)),
+        ("failed", count(&s.failed)),
+        ("retries", count(&s.retries)),
+        ("lag_ms", Figure::Int(lag_ms)),
+        ("last_error", Figure::Text(s.last_error().unwrap_or_default())),
+        ("schema", Figure::Text(s.schema_error().map_or_else(|| schema_state(rt, mapping), |e| format!("error: {e}")))),
+        ("postgres", Figure::Text(rt.postgres.describe().into())),
+        ("postgres_error", Figure::Text(rt.postgres.error().unwrap_or_default())),
+        ("role", Figure::Text(if rt.is_replica() { "replica" } else { "primary" }.into())),
+    ]
+}
+
+fn schema_state(rt: &Runtime, mapping: usize) -> String {
+    if rt.schema(mapping).is_some() { "ok" } else { "unchecked" }.into()
+}
+
+/// `SYNC.STATUS` reply for one mapping: a flat list of name, value pairs.
+pub fn mapping_reply(rt: &Runtime, mapping: usize) -> RedisValue {
+    let mut out = Vec::new();
+    for (name, figure) in figures(rt, mapping) {
+        out.push(RedisValue::BulkString(name.into()));
+        out.push(match figure {
+            Figure::Int(n) => RedisValue::Integer(n),
+            Figure::Text(t) => RedisValue::BulkString(t),
+        });
+    }
+    RedisValue::Array(out)
+}
+
+/// Adds the `pgsync` section to `INFO`: `<mapping>_<figure>:<value>` lines.
+// The builder API wants a section name and would print `pgsync_<name>`; the plain
+// calls give the section the module's own name, which `INFO pgsync` selects.
+#[allow(deprecated)]
+pub fn add_info(ctx: &InfoContext, rt: &Runtime) {
+    ctx.add_info_section(None);
+    for (i, m) in rt.mappings.all().iter().enumerate() {
+        for (name, figure) in figures(rt, i) {
+            let field = format!("{}_{}", m.name, name);
+            match figure {
+                Figure::Int(n) => ctx.add_info_field_long_long(&field, n),
+                Figure::Text(t) => ctx.add_info_field_str(&field, &t.replace(['\r', '\n'], " ")),
+            };
+        }
+    }
+}
