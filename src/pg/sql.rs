@@ -25,33 +25,50 @@ pub struct TypedColumn {
 
 /// Multi-row upsert of `columns` for rows keyed by `pk`. Parameter `$1` holds the
 /// keys and `$2..` one array per column, all `text[]` of equal length. Only the
-/// listed columns are updated on conflict, so a partial write leaves the others.
+/// listed columns are written, so a partial write leaves the others alone.
+///
+/// Existing rows are updated first and only the rest inserted: a plain
+/// `INSERT ... ON CONFLICT` would check NOT NULL on the proposed row before it sees
+/// the conflict, and so refuse a partial update of a row that exists.
 pub fn upsert(table: &str, pk: &TypedColumn, columns: &[&TypedColumn]) -> String {
+    let table = quote_table(table);
+    let pk_name = quote_ident(&pk.name);
     let all: Vec<&TypedColumn> = std::iter::once(pk).chain(columns.iter().copied()).collect();
-    let mut sql = format!("INSERT INTO {} (", quote_table(table));
-    sql.push_str(&all.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", "));
-    sql.push_str(") SELECT ");
-    let casts: Vec<String> = all.iter().enumerate().map(|(i, c)| format!("u.c{i}::{}", c.sql_type)).collect();
-    sql.push_str(&casts.join(", "));
-    sql.push_str(" FROM unnest(");
-    let params: Vec<String> = (1..=all.len()).map(|i| format!("${i}::text[]")).collect();
-    sql.push_str(&params.join(", "));
-    sql.push_str(") AS u(");
-    sql.push_str(&(0..all.len()).map(|i| format!("c{i}")).collect::<Vec<_>>().join(", "));
-    let _ = write!(sql, ") ON CONFLICT ({}) DO ", quote_ident(&pk.name));
+    let list = |f: &dyn Fn(usize, &TypedColumn) -> String| {
+        all.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(", ")
+    };
+    let names = list(&|_, c| quote_ident(&c.name));
+    let values = list(&|i, _| format!("v.c{i}"));
+    let mut sql = format!(
+        "WITH v AS (SELECT {} FROM unnest({}) AS u({}))",
+        list(&|i, c| format!("u.c{i}::{} AS c{i}", c.sql_type)),
+        list(&|i, _| format!("${}::text[]", i + 1)),
+        list(&|i, _| format!("c{i}")),
+    );
     if columns.is_empty() {
-        sql.push_str("NOTHING");
-    } else {
-        sql.push_str("UPDATE SET ");
-        let sets: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let q = quote_ident(&c.name);
-                format!("{q} = EXCLUDED.{q}")
-            })
-            .collect();
-        sql.push_str(&sets.join(", "));
+        let _ = write!(sql, " INSERT INTO {table} ({names}) SELECT {values} FROM v ON CONFLICT ({pk_name}) DO NOTHING");
+        return sql;
     }
+    let sets: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = v.c{}", quote_ident(&c.name), i + 1))
+        .collect();
+    let excluded: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            let q = quote_ident(&c.name);
+            format!("{q} = EXCLUDED.{q}")
+        })
+        .collect();
+    let _ = write!(
+        sql,
+        ", updated AS (UPDATE {table} AS t SET {} FROM v WHERE t.{pk_name} = v.c0 RETURNING t.{pk_name} AS id) \
+         INSERT INTO {table} ({names}) SELECT {values} FROM v WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.id = v.c0) \
+         ON CONFLICT ({pk_name}) DO UPDATE SET {}",
+        sets.join(", "),
+        excluded.join(", ")
+    );
     sql
 }
 
@@ -84,8 +101,10 @@ mod tests {
         let sql = upsert("users", &col("id", "integer"), &[&col("score", "integer")]);
         assert_eq!(
             sql,
-            "INSERT INTO \"users\" (\"id\", \"score\") SELECT u.c0::integer, u.c1::integer \
-             FROM unnest($1::text[], $2::text[]) AS u(c0, c1) \
+            "WITH v AS (SELECT u.c0::integer AS c0, u.c1::integer AS c1 FROM unnest($1::text[], $2::text[]) AS u(c0, c1)), \
+             updated AS (UPDATE \"users\" AS t SET \"score\" = v.c1 FROM v WHERE t.\"id\" = v.c0 RETURNING t.\"id\" AS id) \
+             INSERT INTO \"users\" (\"id\", \"score\") SELECT v.c0, v.c1 FROM v \
+             WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.id = v.c0) \
              ON CONFLICT (\"id\") DO UPDATE SET \"score\" = EXCLUDED.\"score\""
         );
         let bare = upsert("users", &col("id", "integer"), &[]);

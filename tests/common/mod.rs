@@ -1,0 +1,351 @@
+//! Shared test harness: a real redis-server/valkey-server with the built module
+//! loaded (killed on drop), a fresh Postgres database per test (dropped on drop),
+//! and a private Postgres cluster for tests that stop the database.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The users table of the seed scenario.
+pub const USERS_SQL: &str = include_str!("../../examples/schema.sql");
+
+/// The seed scenario's mapping, write-through.
+pub const USERS_MAPPING: &str = include_str!("../../examples/pgsync.json");
+
+/// Upper bound for anything the tests wait for; generous because the machines are shared.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique name for this process and call.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Postgres server the shared test databases live in.
+pub fn admin_url() -> String {
+    std::env::var("PGSYNC_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn url_with_db(base: &str, db: &str) -> String {
+    match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => format!("{}/{}", &base[..i], db),
+        _ => format!("{base}/{db}"),
+    }
+}
+
+/// A database created for one test and dropped afterwards.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin: String,
+}
+
+impl TestDb {
+    /// A new empty database on `admin` (a Postgres URL).
+    pub fn on(admin: &str, schema: &str) -> TestDb {
+        let name = unique("pgsync_test");
+        let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("connect to Postgres for tests");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
+        let url = url_with_db(admin, &name);
+        let db = TestDb { name, url, admin: admin.to_string() };
+        db.client().batch_execute(schema).expect("create schema");
+        db
+    }
+
+    /// A new database on the shared Postgres with `schema` applied.
+    pub fn new(schema: &str) -> TestDb {
+        Self::on(&admin_url(), schema)
+    }
+
+    /// A new connection to this database.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// The server binary under test: `PGSYNC_SERVER_BIN`, else `valkey-server`.
+pub fn server_bin() -> String {
+    std::env::var("PGSYNC_SERVER_BIN").unwrap_or_else(|_| "valkey-server".into())
+}
+
+/// The module built by cargo next to the test binary.
+pub fn module_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join("libredis_pgsync.so");
+    assert!(path.exists(), "{} is missing: run `cargo build` first", path.display());
+    path
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+/// A running server with the module loaded, killed on drop.
+pub struct Server {
+    pub dir: TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server with the module configured by `module_args` (name, value pairs)
+    /// and extra server `args`; panics if it does not answer PING in time.
+    pub fn start(module_args: &[(&str, &str)], args: &[&str]) -> Server {
+        let dir = TempDir::new("pgsync_srv");
+        let mut all: Vec<String> = vec![
+            "--port".into(),
+            free_port().to_string(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--dir".into(),
+            dir.0.display().to_string(),
+            "--save".into(),
+            "".into(),
+            "--logfile".into(),
+            "server.log".into(),
+            "--loadmodule".into(),
+            module_path().display().to_string(),
+        ];
+        for (name, value) in module_args {
+            all.push(name.to_string());
+            all.push(value.to_string());
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        let port = all[1].parse().expect("port");
+        let mut server = Server { dir, port, child: None, args: all };
+        server.spawn();
+        server
+    }
+
+    /// Starts a server on `db` with the users mapping and `extra` module settings.
+    pub fn users(db: &TestDb, extra: &[(&str, &str)]) -> Server {
+        Self::with_mapping(db, USERS_MAPPING, extra, &[])
+    }
+
+    /// Starts a server on `db` with a mapping file holding `mapping`.
+    pub fn with_mapping(db: &TestDb, mapping: &str, extra: &[(&str, &str)], args: &[&str]) -> Server {
+        let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_mapping")));
+        std::fs::write(&file, mapping).expect("write mapping file");
+        let file = file.display().to_string();
+        let mut module_args = vec![("postgres-url", db.url.as_str()), ("mappings", file.as_str())];
+        module_args.extend_from_slice(extra);
+        Self::start(&module_args, args)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(server_bin())
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_bin()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = self.try_connection() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("server exited with {status}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "server did not answer PING:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()
+    }
+
+    /// A new client connection.
+    pub fn conn(&self) -> redis::Connection {
+        self.try_connection().expect("connect to server")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("server.log")).unwrap_or_default()
+    }
+
+    /// Kills the server with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again with the same arguments and data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs `SYNC.WAIT` and asserts everything landed.
+pub fn sync_wait(c: &mut redis::Connection) {
+    let left: i64 = redis::cmd("SYNC.WAIT").arg(PATIENCE.as_millis() as u64).query(c).expect("SYNC.WAIT");
+    assert_eq!(left, 0, "changes still pending after SYNC.WAIT");
+}
+
+/// `SYNC.STATUS <mapping>` as name → value text.
+pub fn status(c: &mut redis::Connection, mapping: &str) -> std::collections::HashMap<String, String> {
+    let flat: Vec<redis::Value> = redis::cmd("SYNC.STATUS").arg(mapping).query(c).expect("SYNC.STATUS");
+    flat.chunks(2)
+        .map(|p| {
+            let text = |v: &redis::Value| match v {
+                redis::Value::Int(n) => n.to_string(),
+                other => redis::from_redis_value::<String>(other).unwrap_or_default(),
+            };
+            (text(&p[0]), text(&p[1]))
+        })
+        .collect()
+}
+
+/// Polls `check` until it returns true or `PATIENCE` runs out.
+pub fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        assert!(Instant::now() < deadline, "gave up waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A Postgres cluster of the test's own (initdb into a temp dir, run as the
+/// `postgres` user), for tests that stop and start the database.
+pub struct PrivatePg {
+    pub dir: TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+fn pg_bin_dir() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.pop().expect("PostgreSQL binaries under /usr/lib/postgresql")
+}
+
+fn as_postgres(program: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = if unsafe_is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    cmd.args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+}
+
+fn unsafe_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
+}
+
+impl PrivatePg {
+    /// initdb and start a cluster on a free port.
+    pub fn start() -> PrivatePg {
+        let dir = TempDir::new("pgsync_pg");
+        if unsafe_is_root() {
+            let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir.0).status();
+        }
+        let bin = pg_bin_dir();
+        let data = dir.0.join("data");
+        let out = as_postgres(&bin.join("initdb"), &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"]);
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let pg = PrivatePg { dir, port: free_port(), bin };
+        pg.up();
+        pg
+    }
+
+    /// URL of the cluster's `postgres` database.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the cluster and waits until it accepts connections.
+    pub fn up(&self) {
+        let data = self.dir.0.join("data");
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.0.display());
+        let log = self.dir.0.join("pg.log");
+        let out = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"],
+        );
+        assert!(out.status.success(), "pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the cluster (fast shutdown: connections are cut).
+    pub fn down(&self) {
+        let data = self.dir.0.join("data");
+        let out = as_postgres(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let data = self.dir.0.join("data");
+        let _ = as_postgres(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]);
+    }
+}
+
+/// HSET on a key with field/value pairs.
+pub fn hset(c: &mut redis::Connection, key: &str, pairs: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("HSET");
+    cmd.arg(key);
+    for (f, v) in pairs {
+        cmd.arg(*f).arg(*v);
+    }
+    let _: i64 = cmd.query(c).unwrap_or_else(|e| panic!("HSET {key}: {e}"));
+}
+
+/// HGETALL as a sorted map of text.
+pub fn hgetall(c: &mut redis::Connection, key: &str) -> std::collections::BTreeMap<String, String> {
+    redis::cmd("HGETALL").arg(key).query(c).expect("HGETALL")
+}
+
+/// EXISTS.
+pub fn exists(c: &mut redis::Connection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query::<i64>(c).expect("EXISTS") == 1
+}
