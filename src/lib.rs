@@ -43,16 +43,33 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     }
 }
 
-fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
-    // Post-notification jobs (Redis/Valkey 7.2) journal a change atomically with
-    // the write that caused it; without them the module cannot keep its promise.
-    // SAFETY: the API table is filled once by RedisModule_Init, before this runs,
-    // and never written again; reading one pointer from it is a plain load.
-    let has_post_jobs = unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_AddPostNotificationJob).read().is_some() };
-    if !has_post_jobs {
-        let version = ctx.get_redis_version().map(|v| format!(" (this server is {}.{}.{})", v.major, v.minor, v.patch));
-        return Err(format!("redis-pgsync needs Redis 7.2+ or Valkey 7.2+{}", version.unwrap_or_default()));
+/// Whether the server has post-notification jobs (Redis/Valkey 7.2+), which
+/// journal a change atomically with the write that caused it.
+fn server_is_supported() -> bool {
+    // SAFETY: the API table is filled once by RedisModule_Init, before any of our
+    // code runs, and never written again; this reads one pointer from it.
+    unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_AddPostNotificationJob).read().is_some() }
+}
+
+/// Flags of the first registered command, doubling as the server-version gate.
+/// The `redis-module` crate registers commands before calling `init`, and on a
+/// pre-7.2 server its registration unwraps missing 7.2 APIs and aborts the server.
+/// This expression is the first of our code it evaluates: on an old server it logs
+/// why and hands back flags Redis refuses, so the load fails cleanly instead.
+fn first_command_flags(flags: &'static str) -> &'static str {
+    if server_is_supported() {
+        return flags;
     }
+    // SAFETY: as above; GetServerVersion exists since Redis 6.0 and takes no context.
+    let version = unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_GetServerVersion).read() }
+        .map(|get| unsafe { get() })
+        .map(|v| format!(" (this server is {}.{}.{})", v >> 16, (v >> 8) & 0xff, v & 0xff))
+        .unwrap_or_default();
+    redis_io::warn(&format!("redis-pgsync needs Redis 7.2+ or Valkey 7.2+{version}; module not loaded"));
+    "pgsync-needs-redis-7.2"
+}
+
+fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
     config::check_module_args(&args)?;
     let path = config::string(&config::MAPPINGS_PATH);
@@ -124,7 +141,7 @@ redis_module! {
     init: init,
     deinit: deinit,
     commands: [
-        ["sync.hset", commands::sync_hset, "write deny-oom", 1, 1, 1, ""],
+        ["sync.hset", commands::sync_hset, first_command_flags("write deny-oom"), 1, 1, 1, ""],
         ["sync.wait", commands::sync_wait, "readonly", 0, 0, 0, ""],
         ["sync.status", commands::sync_status, "readonly", 0, 0, 0, ""],
     ],
