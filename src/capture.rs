@@ -26,7 +26,9 @@ pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, _event: &str, key: &[u8]
     if rt.is_replica() || flags.intersects(ContextFlags::LOADING | ContextFlags::REPLICATED) {
         return;
     }
-    let Some(resolved) = rt.mappings.resolve(key) else { return };
+    let Some(resolved) = rt.mappings.resolve(key) else {
+        return;
+    };
     let mapping = resolved.mapping;
     if rt.mappings.all()[mapping].mode != Mode::WriteThrough || resolved.role != KeyRole::Temp {
         return;
@@ -54,7 +56,10 @@ pub fn capture_staged(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -
             own_writes(|| call_logged(ctx, "HDEL", &[key, OP_FIELD]));
             decode_op(&value)
         }
-        None => Ok(OpTag { op: SyncOp::Replicate, uuid: None }),
+        None => Ok(OpTag {
+            op: SyncOp::Replicate,
+            uuid: None,
+        }),
     };
     let id_bytes = &key[3 + m.key_prefix.len()..key.len() - 1];
     let checked = tag.and_then(|tag| check_id(id_bytes).map(|id| (tag, id)));
@@ -67,7 +72,10 @@ pub fn capture_staged(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -
         }
     };
     let acks: Vec<String> = tag.uuid.into_iter().collect();
-    let row = RowKey { mapping, id: id.to_string() };
+    let row = RowKey {
+        mapping,
+        id: id.to_string(),
+    };
     let main_key = m.main_key(id);
     match tag.op {
         SyncOp::Replicate | SyncOp::Delete => {

@@ -14,13 +14,17 @@ use redis_module::{
 use std::time::{Duration, Instant};
 
 fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
-    runtime::get().map(|rt| &**rt).ok_or(RedisError::Str("ERR pgsync is not running"))
+    runtime::get()
+        .map(|rt| &**rt)
+        .ok_or(RedisError::Str("ERR pgsync is not running"))
 }
 
 fn refuse_when_cannot_block(ctx: &Context, command: &str) -> Result<(), RedisError> {
     let flags = ctx.get_flags();
     if flags.intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {
-        return Err(RedisError::String(format!("ERR {command} blocks and cannot run inside MULTI or a script")));
+        return Err(RedisError::String(format!(
+            "ERR {command} blocks and cannot run inside MULTI or a script"
+        )));
     }
     Ok(())
 }
@@ -50,7 +54,7 @@ fn integer(reply: &RedisValue) -> i64 {
 /// `SYNC.HSET key field value [field value ...]`: write-through that replies only
 /// after the row is committed in Postgres, or with Postgres's error.
 pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    if args.len() < 4 || args.len() % 2 != 0 {
+    if args.len() < 4 || !args.len().is_multiple_of(2) {
         return Err(RedisError::WrongArity);
     }
     let rt = runtime_or_err()?;
@@ -68,7 +72,9 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             m.mode.as_str()
         )));
     }
-    let id = check_id(resolved.id).map_err(|e| RedisError::String(format!("ERR {e}")))?.to_string();
+    let id = check_id(resolved.id)
+        .map_err(|e| RedisError::String(format!("ERR {e}")))?
+        .to_string();
     if args[2..].chunks(2).any(|p| p[0].as_slice() == crate::change::OP_FIELD) {
         return Err(RedisError::Str("ERR SYNC.HSET does not take the # field"));
     }
@@ -78,12 +84,14 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let staged = m.temp_key(&id);
     let mut hset: Vec<&[u8]> = vec![staged.as_bytes()];
     hset.extend(args[2..].iter().map(|a| a.as_slice()));
-    let row = RowKey { mapping: resolved.mapping, id };
+    let row = RowKey {
+        mapping: resolved.mapping,
+        id,
+    };
     rt.queue.watch(&row);
     let written = own_writes(|| call(ctx, "HSET", &hset));
-    let captured = written.and_then(|reply| {
-        capture::capture_staged(ctx, rt, resolved.mapping, staged.as_bytes()).map(|v| (reply, v))
-    });
+    let captured = written
+        .and_then(|reply| capture::capture_staged(ctx, rt, resolved.mapping, staged.as_bytes()).map(|v| (reply, v)));
     let (reply, version) = match captured {
         Ok((reply, Some(version))) => (integer(&reply), version),
         Ok((_, None)) => {
@@ -126,7 +134,9 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     refuse_when_cannot_block(ctx, "SYNC.WAIT")?;
     let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
-    reply_later(ctx, move || Ok(RedisValue::Integer(rt.queue.wait_all(version, deadline) as i64)))
+    reply_later(ctx, move || {
+        Ok(RedisValue::Integer(rt.queue.wait_all(version, deadline) as i64))
+    })
 }
 
 /// `SYNC.STATUS [mapping]`: the figures of every mapping, or of one.
@@ -146,7 +156,12 @@ pub fn sync_status(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         None => Ok(RedisValue::Array(
             (0..rt.mappings.all().len())
-                .flat_map(|i| [RedisValue::BulkString(rt.mappings.all()[i].name.clone()), status::mapping_reply(rt, i)])
+                .flat_map(|i| {
+                    [
+                        RedisValue::BulkString(rt.mappings.all()[i].name.clone()),
+                        status::mapping_reply(rt, i),
+                    ]
+                })
                 .collect(),
         )),
     }

@@ -63,7 +63,9 @@ pub fn recover(ctx: &Context, rt: &Runtime) -> usize {
 }
 
 fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> bool {
-    let Some(resolved) = rt.mappings.resolve(key) else { return false };
+    let Some(resolved) = rt.mappings.resolve(key) else {
+        return false;
+    };
     let Ok(id) = check_id(resolved.id) else { return false };
     let text = String::from_utf8_lossy(value);
     let mut parts = text.split(' ');
@@ -82,7 +84,10 @@ fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> bool 
     if op != RowOp::Delete && fields.is_empty() {
         return false;
     }
-    let row = RowKey { mapping: resolved.mapping, id: id.to_string() };
+    let row = RowKey {
+        mapping: resolved.mapping,
+        id: id.to_string(),
+    };
     rt.queue.push(row, op, fields, acks);
     true
 }

@@ -48,7 +48,11 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 fn server_is_supported() -> bool {
     // SAFETY: the API table is filled once by RedisModule_Init, before any of our
     // code runs, and never written again; this reads one pointer from it.
-    unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_AddPostNotificationJob).read().is_some() }
+    unsafe {
+        std::ptr::addr_of!(redis_module::raw::RedisModule_AddPostNotificationJob)
+            .read()
+            .is_some()
+    }
 }
 
 /// Flags of the first registered command, doubling as the server-version gate.
@@ -65,7 +69,9 @@ fn first_command_flags(flags: &'static str) -> &'static str {
         .map(|get| unsafe { get() })
         .map(|v| format!(" (this server is {}.{}.{})", v >> 16, (v >> 8) & 0xff, v & 0xff))
         .unwrap_or_default();
-    redis_io::warn(&format!("redis-pgsync needs Redis 7.2+ or Valkey 7.2+{version}; module not loaded"));
+    redis_io::warn(&format!(
+        "redis-pgsync needs Redis 7.2+ or Valkey 7.2+{version}; module not loaded"
+    ));
     "pgsync-needs-redis-7.2"
 }
 
@@ -83,7 +89,11 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let mappings = mapping::Mappings::load(&path)?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
-    let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), config::redact(&url));
+    let summary = format!(
+        "pgsync loaded: mappings [{}], Postgres {}",
+        names.join(", "),
+        config::redact(&url)
+    );
     runtime::start(mappings.clone(), &url, replica)?;
     std::panic::set_hook(Box::new(|info| redis_io::warn(&format!("panic caught: {info}"))));
     ctx.log_notice(&summary);

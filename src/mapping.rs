@@ -127,8 +127,7 @@ pub struct Mappings {
 impl Mappings {
     /// Parses and validates a mapping file's JSON text.
     pub fn parse(json: &str) -> Result<Mappings, String> {
-        let file: MappingFile =
-            serde_json::from_str(json).map_err(|e| format!("invalid mapping file: {e}"))?;
+        let file: MappingFile = serde_json::from_str(json).map_err(|e| format!("invalid mapping file: {e}"))?;
         if file.mappings.is_empty() {
             return Err("invalid mapping file: \"mappings\" is empty".into());
         }
@@ -156,8 +155,7 @@ impl Mappings {
 
     /// Reads and parses a mapping file.
     pub fn load(path: &str) -> Result<Mappings, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read mapping file {path}: {e}"))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read mapping file {path}: {e}"))?;
         Self::parse(&text).map_err(|e| format!("{path}: {e}"))
     }
 
@@ -218,7 +216,10 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         ));
     }
     if raw.table.split('.').count() > 2 || raw.table.split('.').any(str::is_empty) {
-        return Err(format!("{who}: table \"{}\" must be \"table\" or \"schema.table\"", raw.table));
+        return Err(format!(
+            "{who}: table \"{}\" must be \"table\" or \"schema.table\"",
+            raw.table
+        ));
     }
     if let Some(fields) = &raw.fields {
         if fields.contains_key("#") {
@@ -228,7 +229,9 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         for (field, column) in fields {
             non_empty(&format!("fields.{field}"), column)?;
             if column == &raw.primary_key {
-                return Err(format!("{who}: field \"{field}\" maps to the primary key column, which comes from the key name"));
+                return Err(format!(
+                    "{who}: field \"{field}\" maps to the primary key column, which comes from the key name"
+                ));
             }
             if !columns.insert(column) {
                 return Err(format!("{who}: column \"{column}\" is mapped by two fields"));

@@ -83,7 +83,13 @@ impl Queue {
         let inner = &mut *guard;
         inner.last_version += 1;
         let version = inner.last_version;
-        let change = Change { op, fields, acks, version, first_version: version };
+        let change = Change {
+            op,
+            fields,
+            acks,
+            version,
+            first_version: version,
+        };
         let entry = match inner.pending.entry(row) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let entry = e.into_mut();
@@ -92,10 +98,17 @@ impl Queue {
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 inner.order.push_back(e.key().clone());
-                e.insert(Entry { change, since: Instant::now() })
+                e.insert(Entry {
+                    change,
+                    since: Instant::now(),
+                })
             }
         };
-        let pushed = Pushed { version, op: entry.change.op, acks: entry.change.acks.clone() };
+        let pushed = Pushed {
+            version,
+            op: entry.change.op,
+            acks: entry.change.acks.clone(),
+        };
         drop(guard);
         self.work.notify_one();
         pushed
@@ -139,7 +152,9 @@ impl Queue {
                 continue;
             }
             if let Some(entry) = inner.pending.remove(&row) {
-                inner.in_flight.insert(row.clone(), (entry.change.first_version, entry.since));
+                inner
+                    .in_flight
+                    .insert(row.clone(), (entry.change.first_version, entry.since));
                 batch.push((row, entry));
             }
         }
@@ -316,7 +331,11 @@ impl Inner {
     }
 
     fn unsettled_up_to(&self, version: u64) -> usize {
-        let pending = self.pending.values().filter(|e| e.change.first_version <= version).count();
+        let pending = self
+            .pending
+            .values()
+            .filter(|e| e.change.first_version <= version)
+            .count();
         let flying = self.in_flight.values().filter(|(v, _)| *v <= version).count();
         pending + flying
     }
@@ -327,7 +346,10 @@ mod tests {
     use super::*;
 
     fn row(id: &str) -> RowKey {
-        RowKey { mapping: 0, id: id.into() }
+        RowKey {
+            mapping: 0,
+            id: id.into(),
+        }
     }
 
     fn fields(v: &str) -> Fields {

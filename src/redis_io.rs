@@ -93,5 +93,5 @@ pub fn notice(message: &str) {
 
 /// Redis log lines are C strings: drop NUL bytes that user data may carry.
 fn clean(message: &str) -> String {
-    format!("{}", message.replace('\0', "\\0"))
+    message.replace('\0', "\\0")
 }

@@ -49,8 +49,12 @@ pub fn get() -> Option<&'static Arc<Runtime>> {
 /// Builds the runtime from the configs and starts its threads. Postgres need not be
 /// reachable: connections are made lazily and retried.
 pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String> {
-    let mut pg_config = postgres::Config::from_str(url)
-        .map_err(|e| format!("pgsync.postgres-url is not a valid Postgres URL ({}): {e}", config::redact(url)))?;
+    let mut pg_config = postgres::Config::from_str(url).map_err(|e| {
+        format!(
+            "pgsync.postgres-url is not a valid Postgres URL ({}): {e}",
+            config::redact(url)
+        )
+    })?;
     pg_config.application_name("redis-pgsync");
     if pg_config.get_connect_timeout().is_none() {
         pg_config.connect_timeout(Duration::from_secs(5));
@@ -73,7 +77,9 @@ pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String>
         worker_slots: Mutex::new(vec![false; config::MAX_WORKERS as usize]),
         mappings,
     });
-    RUNTIME.set(runtime.clone()).map_err(|_| "pgsync is already loaded".to_string())?;
+    RUNTIME
+        .set(runtime.clone())
+        .map_err(|_| "pgsync is already loaded".to_string())?;
     spawn("pgsync-schema", move || schema_checker(&runtime))?;
     ensure_workers();
     Ok(())
@@ -158,7 +164,9 @@ impl Runtime {
 /// workers invalidate. Errors go to the log and to `SYNC.STATUS`.
 fn schema_checker(rt: &Runtime) {
     while !rt.queue.is_shut_down() {
-        let missing: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.schema(i).is_none()).collect();
+        let missing: Vec<usize> = (0..rt.mappings.all().len())
+            .filter(|&i| rt.schema(i).is_none())
+            .collect();
         if !missing.is_empty() {
             match rt.pool.get() {
                 Ok(mut conn) => {

@@ -64,7 +64,9 @@ fn wait_after_failure(rt: &Runtime, batch: Vec<(RowKey, Entry)>, failure: &Error
     }
     if failure.kind == ErrorKind::Unavailable {
         if rt.postgres.describe() != "down" {
-            warn(&format!("Postgres unavailable, changes wait and are retried: {failure}"));
+            warn(&format!(
+                "Postgres unavailable, changes wait and are retried: {failure}"
+            ));
         }
         rt.postgres.mark_down(&failure.message);
     }
@@ -78,8 +80,16 @@ fn sync_batch(rt: &Runtime, batch: &[(RowKey, Entry)]) -> Result<(), Error> {
     for (row, _) in batch {
         if schemas[row.mapping].is_none() {
             let schema = rt.schema(row.mapping).ok_or_else(|| {
-                let why = rt.stats[row.mapping].schema_error().unwrap_or_else(|| "not checked yet".into());
-                Error::new(ErrorKind::Schema, format!("table of mapping \"{}\" unusable: {why}", rt.mappings.all()[row.mapping].name))
+                let why = rt.stats[row.mapping]
+                    .schema_error()
+                    .unwrap_or_else(|| "not checked yet".into());
+                Error::new(
+                    ErrorKind::Schema,
+                    format!(
+                        "table of mapping \"{}\" unusable: {why}",
+                        rt.mappings.all()[row.mapping].name
+                    ),
+                )
             })?;
             schemas[row.mapping] = Some(schema);
         }

@@ -11,7 +11,14 @@ use std::time::{Duration, Instant};
 fn failed_start(server: &str, module_args: &[&str]) -> (std::process::ExitStatus, String) {
     let dir = TempDir::new("pgsync_fail");
     let mut child = Command::new(server)
-        .args(["--port", &free_port().to_string(), "--dir", &dir.0.display().to_string(), "--logfile", "server.log"])
+        .args([
+            "--port",
+            &free_port().to_string(),
+            "--dir",
+            &dir.0.display().to_string(),
+            "--logfile",
+            "server.log",
+        ])
         .arg("--loadmodule")
         .arg(module_path())
         .args(module_args)
@@ -30,7 +37,10 @@ fn failed_start(server: &str, module_args: &[&str]) -> (std::process::ExitStatus
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    (status, std::fs::read_to_string(dir.0.join("server.log")).unwrap_or_default())
+    (
+        status,
+        std::fs::read_to_string(dir.0.join("server.log")).unwrap_or_default(),
+    )
 }
 
 fn write_mapping(text: &str) -> String {
@@ -51,14 +61,28 @@ fn bad_configuration_fails_the_load_with_a_message() {
     let url = "postgres://postgres@127.0.0.1:5432/postgres";
     let broken = write_mapping("{\"mappings\": [");
     assert_refused(&["postgres-url", url, "mappings", &broken], "invalid mapping file");
-    let bad_mode = write_mapping(r#"{"mappings": [{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id", "mode": "sideways"}]}"#);
+    let bad_mode = write_mapping(
+        r#"{"mappings": [{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id", "mode": "sideways"}]}"#,
+    );
     assert_refused(&["postgres-url", url, "mappings", &bad_mode], "sideways");
-    assert_refused(&["postgres-url", url, "mappings", "/nonexistent/pgsync.json"], "cannot read mapping file");
+    assert_refused(
+        &["postgres-url", url, "mappings", "/nonexistent/pgsync.json"],
+        "cannot read mapping file",
+    );
     let good = write_mapping(USERS_MAPPING);
-    assert_refused(&["postgres-url", url, "mappings", &good, "colour", "blue"], "unknown option \"colour\"");
+    assert_refused(
+        &["postgres-url", url, "mappings", &good, "colour", "blue"],
+        "unknown option \"colour\"",
+    );
     assert_refused(&["mappings", &good], "pgsync.postgres-url is not set");
-    assert_refused(&["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good], "not a valid Postgres URL");
-    let (_, log) = failed_start(&server_bin(), &["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good]);
+    assert_refused(
+        &["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good],
+        "not a valid Postgres URL",
+    );
+    let (_, log) = failed_start(
+        &server_bin(),
+        &["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good],
+    );
     assert!(!log.contains("hunter2"), "the password never reaches the log:\n{log}");
 }
 
@@ -69,8 +93,14 @@ fn unreachable_postgres_does_not_stop_redis() {
     let mapping = write_mapping(USERS_MAPPING);
     let server = Server::start(&[("postgres-url", &url), ("mappings", &mapping)], &[]);
     let mut c = server.conn();
-    hset(&mut c, "__{users:1}", &[("username", "a"), ("email", "a@x"), ("pwhash", "p")]);
-    eventually("Postgres reported down", || status(&mut c, "users")["postgres"] == "down");
+    hset(
+        &mut c,
+        "__{users:1}",
+        &[("username", "a"), ("email", "a@x"), ("pwhash", "p")],
+    );
+    eventually("Postgres reported down", || {
+        status(&mut c, "users")["postgres"] == "down"
+    });
     let st = status(&mut c, "users");
     assert_eq!(st["pending"], "1", "{st:?}");
     assert!(!st["postgres_error"].is_empty());
@@ -96,16 +126,43 @@ fn tunable_configs_work_with_config_get_and_set() {
     assert_eq!(get(&mut c, "pgsync.batch-size"), "7");
     assert_eq!(get(&mut c, "pgsync.batch-delay-ms"), "1");
     assert_eq!(get(&mut c, "pgsync.retry-max-delay-ms"), "5000");
-    for (name, value) in [("pgsync.workers", "1"), ("pgsync.batch-size", "100"), ("pgsync.batch-delay-ms", "5"), ("pgsync.retry-max-delay-ms", "1000")] {
-        let _: () = redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query(&mut c).unwrap();
+    for (name, value) in [
+        ("pgsync.workers", "1"),
+        ("pgsync.batch-size", "100"),
+        ("pgsync.batch-delay-ms", "5"),
+        ("pgsync.retry-max-delay-ms", "1000"),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut c)
+            .unwrap();
         assert_eq!(get(&mut c, name), value);
     }
-    let err = redis::cmd("CONFIG").arg("SET").arg("pgsync.workers").arg("0").query::<()>(&mut c).unwrap_err();
+    let err = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("pgsync.workers")
+        .arg("0")
+        .query::<()>(&mut c)
+        .unwrap_err();
     assert!(err.to_string().contains("pgsync.workers"), "{err}");
-    let err = redis::cmd("CONFIG").arg("SET").arg("pgsync.mappings").arg("/x").query::<()>(&mut c).unwrap_err();
-    assert!(err.to_string().to_lowercase().contains("immutable") || err.to_string().contains("can't set"), "{err}");
+    let err = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("pgsync.mappings")
+        .arg("/x")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string().to_lowercase().contains("immutable") || err.to_string().contains("can't set"),
+        "{err}"
+    );
     // Still syncing with one worker after the change.
-    hset(&mut c, "__{users:1}", &[("username", "a"), ("email", "a@x"), ("pwhash", "p")]);
+    hset(
+        &mut c,
+        "__{users:1}",
+        &[("username", "a"), ("email", "a@x"), ("pwhash", "p")],
+    );
     sync_wait(&mut c);
     let n: i64 = db.client().query_one("SELECT count(*) FROM users", &[]).unwrap().get(0);
     assert_eq!(n, 1);
@@ -119,16 +176,24 @@ fn a_mapping_that_does_not_match_the_table_is_reported() {
         {"name": "ghosts", "table": "ghosts", "key_prefix": "ghosts:", "primary_key": "id", "mode": "write-through"}]}"#;
     let server = Server::with_mapping(&db, mapping, &[], &[]);
     let mut c = server.conn();
-    eventually("schema errors reported", || status(&mut c, "ghosts")["schema"].contains("does not exist"));
+    eventually("schema errors reported", || {
+        status(&mut c, "ghosts")["schema"].contains("does not exist")
+    });
     assert!(status(&mut c, "users")["schema"].contains("column \"scroe\" does not exist"));
     assert!(server.log().contains("\"ghosts\" does not exist"));
     let err = redis::cmd("SYNC.STATUS").arg("nope").query::<()>(&mut c).unwrap_err();
     assert!(err.to_string().contains("unknown mapping"), "{err}");
     // Fixing the table lets the waiting change through.
     hset(&mut c, "__{ghosts:1}", &[("name", "boo")]);
-    db.client().batch_execute("CREATE TABLE ghosts (id int PRIMARY KEY, name text)").unwrap();
+    db.client()
+        .batch_execute("CREATE TABLE ghosts (id int PRIMARY KEY, name text)")
+        .unwrap();
     sync_wait(&mut c);
-    let name: String = db.client().query_one("SELECT name FROM ghosts WHERE id = 1", &[]).unwrap().get(0);
+    let name: String = db
+        .client()
+        .query_one("SELECT name FROM ghosts WHERE id = 1", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(name, "boo");
 }
 
@@ -140,9 +205,20 @@ fn servers_older_than_7_2_refuse_the_module_cleanly() {
         panic!("{old} not found: install Debian's redis-server 7.0 or set PGSYNC_OLD_SERVER_BIN");
     };
     let text = String::from_utf8_lossy(&version.stdout).to_string();
-    assert!(text.contains("v=7.0") || text.contains("v=6."), "{old} is not an old server: {text}");
+    assert!(
+        text.contains("v=7.0") || text.contains("v=6."),
+        "{old} is not an old server: {text}"
+    );
     let mapping = write_mapping(USERS_MAPPING);
-    let (status, log) = failed_start(&old, &["postgres-url", "postgres://postgres@127.0.0.1/postgres", "mappings", &mapping]);
+    let (status, log) = failed_start(
+        &old,
+        &[
+            "postgres-url",
+            "postgres://postgres@127.0.0.1/postgres",
+            "mappings",
+            &mapping,
+        ],
+    );
     assert!(status.code().is_some(), "refused without a crash: {status}");
     assert!(log.contains("needs Redis 7.2+"), "{log}");
 }
@@ -152,15 +228,33 @@ fn info_and_status_cover_every_mapping() {
     let db = TestDb::new(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
-    hset(&mut c, "__{users:1}", &[("username", "a"), ("email", "a@x"), ("pwhash", "p")]);
+    hset(
+        &mut c,
+        "__{users:1}",
+        &[("username", "a"), ("email", "a@x"), ("pwhash", "p")],
+    );
     sync_wait(&mut c);
     let info: String = redis::cmd("INFO").arg("pgsync").query(&mut c).unwrap();
-    for field in ["mode:write-through", "pending:0", "in_flight:0", "synced:1", "failed:0", "retries:0", "lag_ms:0", "postgres:up", "role:primary"] {
+    for field in [
+        "mode:write-through",
+        "pending:0",
+        "in_flight:0",
+        "synced:1",
+        "failed:0",
+        "retries:0",
+        "lag_ms:0",
+        "postgres:up",
+        "role:primary",
+    ] {
         assert!(info.contains(&format!("pgsync_users_{field}")), "{field} in {info}");
     }
     let all: Vec<redis::Value> = redis::cmd("SYNC.STATUS").query(&mut c).unwrap();
     assert_eq!(all.len(), 2);
-    let err = redis::cmd("SYNC.STATUS").arg("a").arg("b").query::<()>(&mut c).unwrap_err();
+    let err = redis::cmd("SYNC.STATUS")
+        .arg("a")
+        .arg("b")
+        .query::<()>(&mut c)
+        .unwrap_err();
     assert!(err.to_string().contains("wrong number of arguments"));
     let err = redis::cmd("SYNC.WAIT").arg("soon").query::<()>(&mut c).unwrap_err();
     assert!(err.to_string().contains("timeout-ms"));

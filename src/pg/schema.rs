@@ -27,7 +27,10 @@ pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error
     if rows.is_empty() {
         return Err(Error::new(
             ErrorKind::Schema,
-            format!("mapping \"{}\": table \"{}\" does not exist", mapping.name, mapping.table),
+            format!(
+                "mapping \"{}\": table \"{}\" does not exist",
+                mapping.name, mapping.table
+            ),
         ));
     }
     let mut columns = HashMap::new();
@@ -83,7 +86,18 @@ mod tests {
         .unwrap();
         let cols: HashMap<_, _> = ["id", "score"]
             .iter()
-            .map(|n| (n.to_string(), (TypedColumn { name: n.to_string(), sql_type: "integer".into() }, false)))
+            .map(|n| {
+                (
+                    n.to_string(),
+                    (
+                        TypedColumn {
+                            name: n.to_string(),
+                            sql_type: "integer".into(),
+                        },
+                        false,
+                    ),
+                )
+            })
             .collect();
         let err = check(&m.all()[0], cols).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Schema);

@@ -35,7 +35,11 @@ pub fn upsert(table: &str, pk: &TypedColumn, columns: &[&TypedColumn]) -> String
     let pk_name = quote_ident(&pk.name);
     let all: Vec<&TypedColumn> = std::iter::once(pk).chain(columns.iter().copied()).collect();
     let list = |f: &dyn Fn(usize, &TypedColumn) -> String| {
-        all.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(", ")
+        all.iter()
+            .enumerate()
+            .map(|(i, c)| f(i, c))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     let names = list(&|_, c| quote_ident(&c.name));
     let values = list(&|i, _| format!("v.c{i}"));
@@ -46,7 +50,10 @@ pub fn upsert(table: &str, pk: &TypedColumn, columns: &[&TypedColumn]) -> String
         list(&|i, _| format!("c{i}")),
     );
     if columns.is_empty() {
-        let _ = write!(sql, " INSERT INTO {table} ({names}) SELECT {values} FROM v ON CONFLICT ({pk_name}) DO NOTHING");
+        let _ = write!(
+            sql,
+            " INSERT INTO {table} ({names}) SELECT {values} FROM v ON CONFLICT ({pk_name}) DO NOTHING"
+        );
         return sql;
     }
     let sets: Vec<String> = columns
@@ -87,7 +94,10 @@ mod tests {
     use super::*;
 
     fn col(name: &str, t: &str) -> TypedColumn {
-        TypedColumn { name: name.into(), sql_type: t.into() }
+        TypedColumn {
+            name: name.into(),
+            sql_type: t.into(),
+        }
     }
 
     #[test]

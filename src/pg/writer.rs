@@ -30,8 +30,12 @@ pub fn prepare(mapping_index: usize, mapping: &Mapping, id: &str, change: &Chang
     let mut values = BTreeMap::new();
     if change.op != RowOp::Delete {
         for (field, value) in &change.fields {
-            let Ok(field) = std::str::from_utf8(field) else { continue };
-            let Some(column) = mapping.column_for(field) else { continue };
+            let Ok(field) = std::str::from_utf8(field) else {
+                continue;
+            };
+            let Some(column) = mapping.column_for(field) else {
+                continue;
+            };
             let value = match value {
                 Some(bytes) => Some(String::from_utf8(bytes.clone()).map_err(|_| {
                     format!("field \"{field}\" holds bytes that are not valid UTF-8 and cannot be stored in column \"{column}\"")
@@ -41,7 +45,12 @@ pub fn prepare(mapping_index: usize, mapping: &Mapping, id: &str, change: &Chang
             values.insert(column.to_string(), value);
         }
     }
-    Ok(PreparedRow { mapping: mapping_index, op: change.op, id: id.to_string(), values })
+    Ok(PreparedRow {
+        mapping: mapping_index,
+        op: change.op,
+        id: id.to_string(),
+        values,
+    })
 }
 
 /// One statement of a plan and the batch rows it covers.
@@ -68,30 +77,43 @@ fn plan(tables: &Tables<'_>, rows: &[&PreparedRow]) -> Result<Vec<Statement>, Er
             upserts.entry((row.mapping, cols)).or_default().push(row);
         }
     }
-    let table = |i: usize| {
-        tables(i).ok_or_else(|| Error::new(super::error::ErrorKind::Schema, "table schema not loaded yet"))
-    };
+    let table =
+        |i: usize| tables(i).ok_or_else(|| Error::new(super::error::ErrorKind::Schema, "table schema not loaded yet"));
     let mut out = Vec::new();
     for (mapping, ids) in deletes {
         let (m, schema) = table(mapping)?;
-        out.push(Statement { sql: sql::delete(&m.table, &schema.pk), params: vec![ids] });
+        out.push(Statement {
+            sql: sql::delete(&m.table, &schema.pk),
+            params: vec![ids],
+        });
     }
     for ((mapping, cols), group) in upserts {
         let (m, schema) = table(mapping)?;
         let typed: Vec<&TypedColumn> = cols.iter().filter_map(|c| schema.column(c)).collect();
         let mut params = vec![group.iter().map(|r| Some(r.id.clone())).collect::<Vec<_>>()];
         for col in &typed {
-            params.push(group.iter().map(|r| r.values.get(&col.name).cloned().flatten()).collect());
+            params.push(
+                group
+                    .iter()
+                    .map(|r| r.values.get(&col.name).cloned().flatten())
+                    .collect(),
+            );
         }
-        out.push(Statement { sql: sql::upsert(&m.table, &schema.pk, &typed), params });
+        out.push(Statement {
+            sql: sql::upsert(&m.table, &schema.pk, &typed),
+            params,
+        });
     }
     Ok(out)
 }
 
 fn run(client: &mut impl GenericClient, statements: &[Statement]) -> Result<(), Error> {
     for s in statements {
-        let params: Vec<(&(dyn ToSql + Sync), Type)> =
-            s.params.iter().map(|p| (p as &(dyn ToSql + Sync), Type::TEXT_ARRAY)).collect();
+        let params: Vec<(&(dyn ToSql + Sync), Type)> = s
+            .params
+            .iter()
+            .map(|p| (p as &(dyn ToSql + Sync), Type::TEXT_ARRAY))
+            .collect();
         client.execute_typed(&s.sql, &params)?;
     }
     Ok(())
