@@ -5,6 +5,7 @@
 
 use crate::ack;
 use crate::change::RowOp;
+use crate::deadletter;
 use crate::journal;
 use crate::mapping::Mode;
 use crate::queue::{Entry, Outcome, RowKey};
@@ -44,6 +45,7 @@ fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: 
             let message = format!("{}: row {} rejected: {e}", m.name, row.id);
             warn(&message);
             stats.set_last_error(&message);
+            deadletter::add(ctx, m, row, change, e);
         }
     }
     if m.mode == Mode::WriteThrough {

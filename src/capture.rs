@@ -1,21 +1,46 @@
-//! Capture: the keyspace handler that notices writes to mapped keys, and the
-//! post-notification job that, inside the same command, reads the staged hash,
-//! decodes `#`, queues the change and journals it. Work here is O(size of the hash)
-//! and never touches Postgres.
+//! Capture: the keyspace handlers that notice writes to mapped keys, and the
+//! post-notification job that, inside the same command, reads the key, decodes `#`,
+//! queues the change and journals it. Work here is O(size of the hash) and never
+//! touches Postgres. Expiry and eviction are not subscribed: they are cache events,
+//! never deletes.
 
 use crate::ack;
 use crate::change::{decode_op, Fields, OpTag, RowOp, SyncOp, OP_FIELD};
 use crate::journal;
-use crate::mapping::{check_id, KeyRole, Mode};
+use crate::mapping::{check_id, KeyRole, Mapping, Mode};
 use crate::queue::RowKey;
-use crate::redis_io::{call, call_logged, hgetall, is_own_write, own_writes, warn};
+use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, warn};
 use crate::runtime::{self, Runtime};
 use crate::stats::MappingStats;
 use redis_module::{Context, ContextFlags, NotifyEvent};
 
-/// Keyspace handler for hash events. Writes are unsafe here, so the work is
-/// deferred to a post-notification job, which still runs inside the same command.
+/// Keyspace handler for hash events (HSET, HDEL, HINCRBY, ...).
 pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, _event: &str, key: &[u8]) {
+    schedule_capture(ctx, key);
+}
+
+/// Keyspace handler for generic events: DEL/UNLINK, RENAME, RESTORE, COPY change
+/// which rows exist in write-behind mode. Other generic events change no row.
+pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
+    if matches!(
+        event,
+        "del" | "rename_from" | "rename_to" | "restore" | "copy_to" | "move_to" | "move_from"
+    ) {
+        schedule_capture(ctx, key);
+    }
+}
+
+/// Whether writes to this key are sent to Postgres.
+fn captured(mapping: &Mapping, role: KeyRole) -> bool {
+    matches!(
+        (mapping.mode, role),
+        (Mode::WriteThrough, KeyRole::Temp) | (Mode::WriteBehind, KeyRole::Main)
+    )
+}
+
+/// Writes are unsafe inside a keyspace callback, so the capture is deferred to a
+/// post-notification job, which still runs inside the same command.
+fn schedule_capture(ctx: &Context, key: &[u8]) {
     if is_own_write() {
         return;
     }
@@ -30,29 +55,43 @@ pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, _event: &str, key: &[u8]
         return;
     };
     let mapping = resolved.mapping;
-    if rt.mappings.all()[mapping].mode != Mode::WriteThrough || resolved.role != KeyRole::Temp {
+    if !captured(&rt.mappings.all()[mapping], resolved.role) {
         return;
     }
     let key = key.to_vec();
     let scheduled = ctx.add_post_notification_job(move |ctx| {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| capture_staged(ctx, rt, mapping, &key)));
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| capture_key(ctx, rt, mapping, &key)));
     });
     if scheduled == redis_module::Status::Err {
-        warn("could not schedule the capture of a write; is the server older than 7.2?");
+        warn("could not schedule the capture of a write");
     }
 }
 
-/// Captures the staged write in `__{<prefix><id>}`; returns the queued version when
-/// the change goes to Postgres.
-pub fn capture_staged(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> Result<Option<u64>, String> {
+/// Captures the current state of a mapped key: the staged hash `__{<prefix><id>}`
+/// (write-through) or the hash `<prefix><id>` itself (write-behind). Returns the
+/// queued version when the change goes to Postgres.
+pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> Result<Option<u64>, String> {
     let m = &rt.mappings.all()[mapping];
-    let mut staged = hgetall(ctx, key);
-    if staged.is_empty() {
+    let write_behind = m.mode == Mode::WriteBehind;
+    let id_bytes = if write_behind {
+        &key[m.key_prefix.len()..]
+    } else {
+        &key[3 + m.key_prefix.len()..key.len() - 1]
+    };
+    let mut state = match hgetall(ctx, key) {
+        Ok(state) => state,
+        Err(e) => {
+            let message = format!("{}: {} cannot be synced: {e}", m.name, String::from_utf8_lossy(key));
+            refuse(rt, mapping, &message);
+            return Err(message);
+        }
+    };
+    if state.is_empty() && !write_behind {
         return Ok(None);
     }
-    let tag = match staged.iter().position(|(f, _)| f == OP_FIELD) {
+    let tag = match state.iter().position(|(f, _)| f == OP_FIELD) {
         Some(pos) => {
-            let (_, value) = staged.remove(pos);
+            let (_, value) = state.remove(pos);
             own_writes(|| call_logged(ctx, "HDEL", &[key, OP_FIELD]));
             decode_op(&value)
         }
@@ -61,45 +100,58 @@ pub fn capture_staged(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -
             uuid: None,
         }),
     };
-    let id_bytes = &key[3 + m.key_prefix.len()..key.len() - 1];
-    let checked = tag.and_then(|tag| check_id(id_bytes).map(|id| (tag, id)));
-    let (tag, id) = match checked {
+    let (tag, id) = match tag.and_then(|tag| check_id(id_bytes).map(|id| (tag, id))) {
         Ok(ok) => ok,
         Err(e) => {
             let message = format!("{}: write to {} refused: {e}", m.name, String::from_utf8_lossy(key));
-            refuse(ctx, rt, mapping, key, &message);
+            refuse(rt, mapping, &message);
+            // A staged write that can never sync is dropped; a cached row is kept.
+            if !write_behind {
+                own_writes(|| call_logged(ctx, "DEL", &[key]));
+            }
             return Err(message);
         }
     };
     let acks: Vec<String> = tag.uuid.into_iter().collect();
-    let row = RowKey {
-        mapping,
-        id: id.to_string(),
-    };
     let main_key = m.main_key(id);
+    let queue = |op: RowOp, fields: Fields, acks: Vec<String>| {
+        let pushed = rt.queue.push(
+            RowKey {
+                mapping,
+                id: id.to_string(),
+            },
+            op,
+            fields,
+            acks,
+        );
+        journal::mark(ctx, key, pushed.op, &pushed.acks);
+        Ok(Some(pushed.version))
+    };
     match tag.op {
-        SyncOp::Replicate | SyncOp::Delete => {
-            let (op, fields): (RowOp, Fields) = if tag.op == SyncOp::Delete {
-                // The staged write is consumed now; later writes start afresh.
-                own_writes(|| call_logged(ctx, "DEL", &[key]));
-                (RowOp::Delete, Fields::new())
-            } else {
-                (RowOp::Upsert, staged.into_iter().map(|(f, v)| (f, Some(v))).collect())
-            };
-            let pushed = rt.queue.push(row, op, fields, acks);
-            journal::mark(ctx, key, pushed.op, &pushed.acks);
-            Ok(Some(pushed.version))
+        SyncOp::Replicate if state.is_empty() => queue(RowOp::Delete, Fields::new(), acks),
+        SyncOp::Replicate if write_behind => queue(RowOp::Upsert, whole_row(rt, mapping, state), acks),
+        SyncOp::Replicate => queue(
+            RowOp::Upsert,
+            state.into_iter().map(|(f, v)| (f, Some(v))).collect(),
+            acks,
+        ),
+        SyncOp::Delete => {
+            // The staged write (or the cached row) is consumed now.
+            own_writes(|| call_logged(ctx, "DEL", &[key]));
+            queue(RowOp::Delete, Fields::new(), acks)
         }
         SyncOp::RedisOnlyUpsert => {
-            own_writes(|| {
-                let mut args: Vec<&[u8]> = vec![main_key.as_bytes()];
-                for (f, v) in &staged {
-                    args.push(f);
-                    args.push(v);
-                }
-                call_logged(ctx, "HSET", &args);
-                call_logged(ctx, "DEL", &[key]);
-            });
+            if !write_behind {
+                own_writes(|| {
+                    let mut args: Vec<&[u8]> = vec![main_key.as_bytes()];
+                    for (f, v) in &state {
+                        args.push(f);
+                        args.push(v);
+                    }
+                    call_logged(ctx, "HSET", &args);
+                    call_logged(ctx, "DEL", &[key]);
+                });
+            }
             ack::send(ctx, m, id, &acks, &Ok(()));
             Ok(None)
         }
@@ -114,15 +166,31 @@ pub fn capture_staged(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -
     }
 }
 
-/// Drops a staged write that cannot be synced (bad key or `#`), and says why.
-fn refuse(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8], message: &str) {
+/// In write-behind mode the hash is the whole row: every mapped field it lacks was
+/// removed (`None`), so coalescing with an older write cannot resurrect it.
+pub fn whole_row(rt: &Runtime, mapping: usize, state: Vec<(Vec<u8>, Vec<u8>)>) -> Fields {
+    let m = &rt.mappings.all()[mapping];
+    let mut fields: Fields = match &m.fields {
+        Some(map) => map.keys().map(|f| (f.as_bytes().to_vec(), None)).collect(),
+        None => rt
+            .schema(mapping)
+            .map(|s| {
+                s.columns
+                    .keys()
+                    .filter(|c| **c != m.primary_key)
+                    .map(|c| (c.as_bytes().to_vec(), None))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    fields.extend(state.into_iter().map(|(f, v)| (f, Some(v))));
+    fields
+}
+
+/// Reports a write that cannot be synced (bad key, bad `#`, wrong type).
+fn refuse(rt: &Runtime, mapping: usize, message: &str) {
     warn(message);
     let stats = &rt.stats[mapping];
     MappingStats::bump(&stats.failed, 1);
     stats.set_last_error(message);
-    own_writes(|| {
-        if let Err(e) = call(ctx, "DEL", &[key]) {
-            warn(&format!("cannot remove {}: {e}", String::from_utf8_lossy(key)));
-        }
-    });
 }

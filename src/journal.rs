@@ -5,6 +5,7 @@
 //! Dirty keys rather than an event log: one entry per key bounds its size and makes
 //! coalescing free, and the key itself holds the latest state to write.
 
+use crate::capture::whole_row;
 use crate::change::{Fields, RowOp};
 use crate::mapping::{check_id, KeyRole};
 use crate::queue::RowKey;
@@ -76,14 +77,23 @@ fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> bool 
         _ => return false,
     };
     let acks: Vec<String> = parts.map(str::to_string).collect();
-    let fields: Fields = if op == RowOp::Delete || resolved.role != KeyRole::Temp {
-        Fields::new()
-    } else {
-        hgetall(ctx, key).into_iter().map(|(f, v)| (f, Some(v))).collect()
+    let state = match hgetall(ctx, key) {
+        Ok(state) => state,
+        Err(e) => {
+            warn(&format!("journal entry {} dropped: {e}", String::from_utf8_lossy(key)));
+            return false;
+        }
     };
-    if op != RowOp::Delete && fields.is_empty() {
-        return false;
-    }
+    // The key holds the latest state: write-behind syncs whatever it is now (gone
+    // means deleted); write-through syncs what is still staged.
+    let (op, fields) = match (resolved.role, op) {
+        (KeyRole::Main, _) if state.is_empty() => (RowOp::Delete, Fields::new()),
+        (KeyRole::Main, RowOp::Replace) => (RowOp::Replace, whole_row(rt, resolved.mapping, state)),
+        (KeyRole::Main, _) => (RowOp::Upsert, whole_row(rt, resolved.mapping, state)),
+        (KeyRole::Temp, RowOp::Delete) => (RowOp::Delete, Fields::new()),
+        (KeyRole::Temp, _) if state.is_empty() => return false,
+        (KeyRole::Temp, op) => (op, state.into_iter().map(|(f, v)| (f, Some(v))).collect()),
+    };
     let row = RowKey {
         mapping: resolved.mapping,
         id: id.to_string(),

@@ -7,6 +7,7 @@ pub mod capture;
 pub mod change;
 pub mod commands;
 pub mod config;
+pub mod deadletter;
 pub mod journal;
 pub mod mapping;
 pub mod pg;
@@ -95,6 +96,14 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         config::redact(&url)
     );
     runtime::start(mappings.clone(), &url, replica)?;
+    // The crate has no wrapper for the shutdown event; subscribe through the raw API.
+    // The header's `RedisModuleEvent_Shutdown` is a static inline value, not a
+    // symbol, so build the same value here.
+    let event = redis_module::raw::RedisModuleEvent {
+        id: redis_module::raw::REDISMODULE_EVENT_SHUTDOWN,
+        dataver: 1,
+    };
+    redis_module::raw::subscribe_to_server_event(ctx.ctx, event, Some(on_shutdown));
     std::panic::set_hook(Box::new(|info| redis_io::warn(&format!("panic caught: {info}"))));
     ctx.log_notice(&summary);
     Ok(())
@@ -105,6 +114,19 @@ fn deinit(ctx: &Context) -> Status {
     // stopping them here could deadlock, and unloading under them would crash.
     ctx.log_warning("pgsync cannot be unloaded; restart redis-server to remove it");
     Status::Err
+}
+
+/// Stops the workers and wakes every waiter when the server exits; what is still
+/// pending is in the journal and lands after the restart.
+extern "C" fn on_shutdown(
+    _ctx: *mut redis_module::raw::RedisModuleCtx,
+    _event: redis_module::raw::RedisModuleEvent,
+    _subevent: u64,
+    _data: *mut std::ffi::c_void,
+) {
+    if let Some(rt) = runtime::get() {
+        rt.queue.shut_down();
+    }
 }
 
 #[cron_event_handler]
@@ -154,9 +176,13 @@ redis_module! {
         ["sync.hset", commands::sync_hset, first_command_flags("write deny-oom"), 1, 1, 1, ""],
         ["sync.wait", commands::sync_wait, "readonly", 0, 0, 0, ""],
         ["sync.status", commands::sync_status, "readonly", 0, 0, 0, ""],
+        ["sync.failed", commands::deadletter::sync_failed, "readonly", 0, 0, 0, ""],
+        ["sync.retry", commands::deadletter::sync_retry, "write", 0, 0, 0, ""],
+        ["sync.discard", commands::deadletter::sync_discard, "write", 0, 0, 0, ""],
     ],
     event_handlers: [
         [@HASH: capture::on_hash_event],
+        [@GENERIC: capture::on_generic_event],
     ],
     configurations: [
         i64: [

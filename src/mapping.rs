@@ -206,6 +206,13 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         }
     };
     non_empty("name", &raw.name)?;
+    if !raw
+        .name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!("{who}: the name may hold only letters, digits, _ and -"));
+    }
     non_empty("table", &raw.table)?;
     non_empty("key_prefix", &raw.key_prefix)?;
     non_empty("primary_key", &raw.primary_key)?;

@@ -55,14 +55,15 @@ pub fn bytes(value: &RedisValue) -> Option<Vec<u8>> {
     }
 }
 
-/// Every field and value of a hash (empty when the key is missing).
-pub fn hgetall(ctx: &Context, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    match call(ctx, "HGETALL", &[key]) {
-        Ok(RedisValue::Array(items)) => {
+/// Every field and value of a hash: empty when the key is missing, an error when
+/// the key holds another type.
+pub fn hgetall(ctx: &Context, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    match call(ctx, "HGETALL", &[key])? {
+        RedisValue::Array(items) => {
             let flat: Vec<Vec<u8>> = items.iter().filter_map(bytes).collect();
-            flat.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect()
+            Ok(flat.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone())).collect())
         }
-        Ok(RedisValue::Map(map)) => map
+        RedisValue::Map(map) => Ok(map
             .into_iter()
             .filter_map(|(k, v)| {
                 let k = match k {
@@ -72,12 +73,8 @@ pub fn hgetall(ctx: &Context, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
                 };
                 bytes(&v).map(|v| (k, v))
             })
-            .collect(),
-        Ok(_) => Vec::new(),
-        Err(e) => {
-            warn(&format!("HGETALL {} failed: {e}", String::from_utf8_lossy(key)));
-            Vec::new()
-        }
+            .collect()),
+        _ => Ok(Vec::new()),
     }
 }
 

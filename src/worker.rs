@@ -98,7 +98,16 @@ fn sync_batch(rt: &Runtime, batch: &[(RowKey, Entry)]) -> Result<(), Error> {
     let mut prepared = Vec::with_capacity(batch.len());
     let mut positions = Vec::with_capacity(batch.len());
     for (i, (row, entry)) in batch.iter().enumerate() {
-        match writer::prepare(row.mapping, &rt.mappings.all()[row.mapping], &row.id, &entry.change) {
+        let schema = schemas[row.mapping]
+            .as_deref()
+            .ok_or_else(|| Error::new(ErrorKind::Schema, "schema vanished"))?;
+        match writer::prepare(
+            row.mapping,
+            &rt.mappings.all()[row.mapping],
+            schema,
+            &row.id,
+            &entry.change,
+        ) {
             Ok(p) => {
                 prepared.push(p);
                 positions.push(i);

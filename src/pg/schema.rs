@@ -13,11 +13,20 @@ use std::collections::HashMap;
 pub struct TableSchema {
     /// The primary-key column and its type.
     pub pk: TypedColumn,
-    /// Every column by name, with its type and whether it is NOT NULL.
-    pub columns: HashMap<String, (TypedColumn, bool)>,
+    /// Every column by name.
+    pub columns: HashMap<String, ColumnInfo>,
 }
 
-const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), a.attnotnull \
+/// One column of a mapped table.
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    /// Name and type.
+    pub typed: TypedColumn,
+    /// Whether the column has a DEFAULT (left alone when its field is absent).
+    pub has_default: bool,
+}
+
+const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), a.atthasdef \
      FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
@@ -37,13 +46,19 @@ pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error
     for row in rows {
         let name: String = row.try_get(0)?;
         let sql_type: String = row.try_get(1)?;
-        let not_null: bool = row.try_get(2)?;
-        columns.insert(name.clone(), (TypedColumn { name, sql_type }, not_null));
+        let has_default: bool = row.try_get(2)?;
+        columns.insert(
+            name.clone(),
+            ColumnInfo {
+                typed: TypedColumn { name, sql_type },
+                has_default,
+            },
+        );
     }
     check(mapping, columns)
 }
 
-fn check(mapping: &Mapping, columns: HashMap<String, (TypedColumn, bool)>) -> Result<TableSchema, Error> {
+fn check(mapping: &Mapping, columns: HashMap<String, ColumnInfo>) -> Result<TableSchema, Error> {
     let missing = |column: &str| {
         Error::new(
             ErrorKind::Schema,
@@ -55,7 +70,7 @@ fn check(mapping: &Mapping, columns: HashMap<String, (TypedColumn, bool)>) -> Re
     };
     let pk = columns
         .get(&mapping.primary_key)
-        .map(|(c, _)| c.clone())
+        .map(|c| c.typed.clone())
         .ok_or_else(|| missing(&mapping.primary_key))?;
     if let Some(fields) = &mapping.fields {
         if let Some(column) = fields.values().find(|c| !columns.contains_key(*c)) {
@@ -68,7 +83,7 @@ fn check(mapping: &Mapping, columns: HashMap<String, (TypedColumn, bool)>) -> Re
 impl TableSchema {
     /// The column a mapped field writes to, if it exists.
     pub fn column(&self, name: &str) -> Option<&TypedColumn> {
-        self.columns.get(name).map(|(c, _)| c)
+        self.columns.get(name).map(|c| &c.typed)
     }
 }
 
@@ -87,15 +102,16 @@ mod tests {
         let cols: HashMap<_, _> = ["id", "score"]
             .iter()
             .map(|n| {
+                let typed = TypedColumn {
+                    name: n.to_string(),
+                    sql_type: "integer".into(),
+                };
                 (
                     n.to_string(),
-                    (
-                        TypedColumn {
-                            name: n.to_string(),
-                            sql_type: "integer".into(),
-                        },
-                        false,
-                    ),
+                    ColumnInfo {
+                        typed,
+                        has_default: false,
+                    },
                 )
             })
             .collect();

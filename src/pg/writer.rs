@@ -26,7 +26,15 @@ pub struct PreparedRow {
 
 /// Translates a change into columns. Unmapped fields are dropped here, so they never
 /// reach SQL. A value that is not UTF-8 cannot be Postgres text: the row is rejected.
-pub fn prepare(mapping_index: usize, mapping: &Mapping, id: &str, change: &Change) -> Result<PreparedRow, String> {
+/// A removed field (`None`) makes its column NULL, except for columns with a
+/// DEFAULT, which are left alone.
+pub fn prepare(
+    mapping_index: usize,
+    mapping: &Mapping,
+    schema: &TableSchema,
+    id: &str,
+    change: &Change,
+) -> Result<PreparedRow, String> {
     let mut values = BTreeMap::new();
     if change.op != RowOp::Delete {
         for (field, value) in &change.fields {
@@ -36,10 +44,14 @@ pub fn prepare(mapping_index: usize, mapping: &Mapping, id: &str, change: &Chang
             let Some(column) = mapping.column_for(field) else {
                 continue;
             };
+            let Some(info) = schema.columns.get(column) else {
+                continue;
+            };
             let value = match value {
                 Some(bytes) => Some(String::from_utf8(bytes.clone()).map_err(|_| {
                     format!("field \"{field}\" holds bytes that are not valid UTF-8 and cannot be stored in column \"{column}\"")
                 })?),
+                None if info.has_default => continue,
                 None => None,
             };
             values.insert(column.to_string(), value);
@@ -176,6 +188,25 @@ mod tests {
     use super::*;
     use crate::mapping::Mappings;
 
+    fn schema() -> TableSchema {
+        let col = |n: &str, has_default: bool| {
+            let typed = TypedColumn {
+                name: n.into(),
+                sql_type: "text".into(),
+            };
+            (n.to_string(), crate::pg::schema::ColumnInfo { typed, has_default })
+        };
+        TableSchema {
+            pk: TypedColumn {
+                name: "id".into(),
+                sql_type: "integer".into(),
+            },
+            columns: [col("id", true), col("password_hash", false), col("score", true)]
+                .into_iter()
+                .collect(),
+        }
+    }
+
     fn users() -> Mappings {
         Mappings::parse(
             r#"{"mappings": [{"name": "users", "table": "users", "key_prefix": "users:",
@@ -197,14 +228,35 @@ mod tests {
     #[test]
     fn unmapped_fields_never_reach_sql() {
         let m = users();
-        let row = prepare(0, &m.all()[0], "1", &change(&[(b"pwhash", b"x"), (b"nick'; --", b"y")])).unwrap();
+        let row = prepare(
+            0,
+            &m.all()[0],
+            &schema(),
+            "1",
+            &change(&[(b"pwhash", b"x"), (b"nick'; --", b"y")]),
+        )
+        .unwrap();
         assert_eq!(row.values.keys().collect::<Vec<_>>(), vec!["password_hash"]);
     }
 
     #[test]
     fn non_utf8_values_are_rejected_with_the_field_name() {
         let m = users();
-        let err = prepare(0, &m.all()[0], "1", &change(&[(b"score", b"\xff\xfe")])).unwrap_err();
+        let err = prepare(0, &m.all()[0], &schema(), "1", &change(&[(b"score", b"\xff\xfe")])).unwrap_err();
         assert!(err.contains("\"score\""), "{err}");
+    }
+
+    #[test]
+    fn removed_fields_become_null_unless_the_column_has_a_default() {
+        let m = users();
+        let mut c = change(&[]);
+        c.fields.insert(b"pwhash".to_vec(), None);
+        c.fields.insert(b"score".to_vec(), None);
+        let row = prepare(0, &m.all()[0], &schema(), "1", &c).unwrap();
+        assert_eq!(row.values.get("password_hash"), Some(&None));
+        assert!(
+            !row.values.contains_key("score"),
+            "a column with a default is left alone"
+        );
     }
 }

@@ -3,6 +3,9 @@
 //! and a private Postgres cluster for tests that stop the database.
 #![allow(dead_code)]
 
+pub mod items;
+
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

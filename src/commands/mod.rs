@@ -2,6 +2,8 @@
 //! or capture, turn the result into a reply. Blocking commands block only their own
 //! client; a helper thread waits and replies.
 
+pub mod deadletter;
+
 use crate::capture;
 use crate::mapping::{check_id, KeyRole, Mode};
 use crate::queue::RowKey;
@@ -13,7 +15,7 @@ use redis_module::{
 };
 use std::time::{Duration, Instant};
 
-fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
+pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
     runtime::get()
         .map(|rt| &**rt)
         .ok_or(RedisError::Str("ERR pgsync is not running"))
@@ -91,7 +93,7 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     rt.queue.watch(&row);
     let written = own_writes(|| call(ctx, "HSET", &hset));
     let captured = written
-        .and_then(|reply| capture::capture_staged(ctx, rt, resolved.mapping, staged.as_bytes()).map(|v| (reply, v)));
+        .and_then(|reply| capture::capture_key(ctx, rt, resolved.mapping, staged.as_bytes()).map(|v| (reply, v)));
     let (reply, version) = match captured {
         Ok((reply, Some(version))) => (integer(&reply), version),
         Ok((_, None)) => {
