@@ -9,7 +9,7 @@ use crate::change::{decode_op, Fields, OpTag, RowOp, SyncOp, OP_FIELD};
 use crate::journal;
 use crate::mapping::{check_id, KeyRole, Mapping, Mode};
 use crate::queue::RowKey;
-use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, warn};
+use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, warn, HashPairs};
 use crate::runtime::{self, Runtime};
 use crate::stats::MappingStats;
 use redis_module::{Context, ContextFlags, NotifyEvent};
@@ -168,7 +168,7 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
 
 /// In write-behind mode the hash is the whole row: every mapped field it lacks was
 /// removed (`None`), so coalescing with an older write cannot resurrect it.
-pub fn whole_row(rt: &Runtime, mapping: usize, state: Vec<(Vec<u8>, Vec<u8>)>) -> Fields {
+pub fn whole_row(rt: &Runtime, mapping: usize, state: HashPairs) -> Fields {
     let m = &rt.mappings.all()[mapping];
     let mut fields: Fields = match &m.fields {
         Some(map) => map.keys().map(|f| (f.as_bytes().to_vec(), None)).collect(),

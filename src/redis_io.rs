@@ -55,9 +55,12 @@ pub fn bytes(value: &RedisValue) -> Option<Vec<u8>> {
     }
 }
 
+/// A hash's fields and values, in Redis's order.
+pub type HashPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Every field and value of a hash: empty when the key is missing, an error when
 /// the key holds another type.
-pub fn hgetall(ctx: &Context, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+pub fn hgetall(ctx: &Context, key: &[u8]) -> Result<HashPairs, String> {
     match call(ctx, "HGETALL", &[key])? {
         RedisValue::Array(items) => {
             let flat: Vec<Vec<u8>> = items.iter().filter_map(bytes).collect();
