@@ -9,7 +9,7 @@ use crate::change::{decode_op, Fields, OpTag, RowOp, SyncOp, OP_FIELD};
 use crate::journal;
 use crate::mapping::{check_id, KeyRole, Mapping, Mode};
 use crate::queue::RowKey;
-use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, warn, HashPairs};
+use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, selected_db, warn, HashPairs};
 use crate::runtime::{self, Runtime};
 use crate::stats::MappingStats;
 use redis_module::{Context, ContextFlags, NotifyEvent};
@@ -49,6 +49,10 @@ fn schedule_capture(ctx: &Context, key: &[u8]) {
     // with the writes; capturing again would duplicate them.
     let flags = ctx.get_flags();
     if rt.is_replica() || flags.intersects(ContextFlags::LOADING | ContextFlags::REPLICATED) {
+        return;
+    }
+    // Mapped keys live in database 0, where the module applies its own writes.
+    if selected_db(ctx) != 0 {
         return;
     }
     let Some(resolved) = rt.mappings.resolve(key) else {

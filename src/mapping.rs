@@ -245,6 +245,12 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
             }
         }
     }
+    // Postgres → Redis is not built yet: refuse rather than silently do nothing.
+    if raw.mode == Mode::ReadOnly || raw.listen || raw.notify.is_some() {
+        return Err(format!(
+            "{who}: \"read-only\" mode, \"listen\" and \"notify\" are not supported yet"
+        ));
+    }
     if raw.notify.as_deref().is_some_and(|n| n.is_empty()) {
         return Err(format!("{who}: \"notify\" must not be empty"));
     }

@@ -14,6 +14,17 @@ pub fn is_own_write() -> bool {
     OWN_WRITE.load(Ordering::Relaxed)
 }
 
+/// The database the current client has selected (0 when unknown).
+pub fn selected_db(ctx: &Context) -> i32 {
+    // SAFETY: the API table is filled at load and never written again; the context
+    // is the live one Redis handed to this callback.
+    unsafe {
+        std::ptr::addr_of!(redis_module::raw::RedisModule_GetSelectedDb)
+            .read()
+            .map_or(0, |get| get(ctx.ctx))
+    }
+}
+
 /// Runs `f` with capture switched off, for writes the module makes itself.
 pub fn own_writes<T>(f: impl FnOnce() -> T) -> T {
     let previous = OWN_WRITE.swap(true, Ordering::Relaxed);

@@ -44,8 +44,14 @@ fn hash_writes_deletes_and_renames_reach_postgres() {
 
     let _: i64 = c.del("items:1").unwrap();
     let _: i64 = c.unlink("items:3").unwrap();
+    let mut other_db = server.conn();
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut other_db).unwrap();
+    hset(&mut other_db, "items:9", &[("name", "elsewhere")]);
     sync_wait(&mut c);
-    assert!(pg_items(&db).is_empty(), "DEL and UNLINK delete rows");
+    assert!(
+        pg_items(&db).is_empty(),
+        "DEL and UNLINK delete rows; database 1 is not synced"
+    );
     assert!(!exists(&mut c, "pgsync:{journal}"), "journal drained");
 }
 
