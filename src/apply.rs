@@ -7,7 +7,9 @@ use crate::ack;
 use crate::change::RowOp;
 use crate::deadletter;
 use crate::journal;
+use crate::pg::reader::PgRow;
 use crate::mapping::Mode;
+use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::queue::{Entry, Outcome, RowKey};
 use crate::redis_io::{bytes, call, call_logged, own_writes, warn};
 use crate::runtime::Runtime;
@@ -50,6 +52,15 @@ fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: 
     }
     if m.mode == Mode::WriteThrough {
         clear_synced_fields(ctx, &staged_key, &change.fields);
+    }
+    if outcome.is_ok() {
+        let key = m.main_key(&row.id);
+        let (op, fields) = match change.op {
+            RowOp::Delete => (EventOp::Delete, Vec::new()),
+            RowOp::Upsert | RowOp::Replace => (EventOp::Upsert, change.fields.keys().map(|f| String::from_utf8_lossy(f).into_owned()).collect()),
+        };
+        let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
+        notify::send(ctx, m, &event);
     }
     ack::send(ctx, m, &row.id, &change.acks, outcome);
     if !rt.queue.has_pending(row) {
@@ -101,4 +112,49 @@ fn clear_synced_fields(ctx: &Context, staged_key: &str, fields: &crate::change::
     if delete.len() > 1 {
         call_logged(ctx, "HDEL", &delete);
     }
+}
+
+/// Writes rows read from Postgres (listener, reload) into their hashes, under one
+/// short lock: mapped fields are set, NULL columns removed, unmapped fields kept.
+/// `gone` lists ids whose row no longer exists: their keys are deleted. Rows with
+/// a change still on its way to Postgres are skipped: Redis is newer for them.
+pub fn apply_pg_rows(rt: &Runtime, mapping: usize, rows: &[PgRow], gone: &[String], source: Source) {
+    let m = &rt.mappings.all()[mapping];
+    let tsc = ThreadSafeContext::new();
+    let ctx = tsc.lock();
+    own_writes(|| {
+        for row in rows {
+            if rt.queue.is_dirty(&RowKey { mapping, id: row.id.clone() }) {
+                continue;
+            }
+            let key = m.main_key(&row.id);
+            let mut set: Vec<&[u8]> = vec![key.as_bytes()];
+            let mut unset: Vec<&[u8]> = vec![key.as_bytes()];
+            for (field, value) in &row.fields {
+                match value {
+                    Some(v) => {
+                        set.push(field.as_bytes());
+                        set.push(v.as_bytes());
+                    }
+                    None => unset.push(field.as_bytes()),
+                }
+            }
+            if unset.len() > 1 {
+                call_logged(&ctx, "HDEL", &unset);
+            }
+            if set.len() > 1 {
+                call_logged(&ctx, "HSET", &set);
+            }
+            let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
+            notify::send(&ctx, m, &Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() });
+        }
+        for id in gone {
+            if rt.queue.is_dirty(&RowKey { mapping, id: id.clone() }) {
+                continue;
+            }
+            let key = m.main_key(id);
+            call_logged(&ctx, "DEL", &[key.as_bytes()]);
+            notify::send(&ctx, m, &Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() });
+        }
+    });
 }

@@ -7,6 +7,7 @@
 use crate::ack;
 use crate::change::{decode_op, Fields, OpTag, RowOp, SyncOp, OP_FIELD};
 use crate::journal;
+use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::mapping::{check_id, KeyRole, Mapping, Mode};
 use crate::queue::RowKey;
 use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, selected_db, warn, HashPairs};
@@ -156,6 +157,8 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
                     call_logged(ctx, "DEL", &[key]);
                 });
             }
+            let fields = state.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
+            announce(ctx, m, &main_key, id, EventOp::Upsert, fields);
             ack::send(ctx, m, id, &acks, &Ok(()));
             Ok(None)
         }
@@ -164,10 +167,16 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
                 call_logged(ctx, "DEL", &[main_key.as_bytes()]);
                 call_logged(ctx, "DEL", &[key]);
             });
+            announce(ctx, m, &main_key, id, EventOp::Delete, Vec::new());
             ack::send(ctx, m, id, &acks, &Ok(()));
             Ok(None)
         }
     }
+}
+
+/// Publishes a Redis-only change (`#` `+` or `-`).
+fn announce(ctx: &Context, m: &Mapping, key: &str, id: &str, op: EventOp, fields: Vec<String>) {
+    notify::send(ctx, m, &Event { key, id, op, source: Source::Redis, fields, time: now_ms() });
 }
 
 /// In write-behind mode the hash is the whole row: every mapped field it lacks was

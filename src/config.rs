@@ -1,7 +1,7 @@
 //! The `pgsync.*` configs: their storage, limits and defaults, the check of module
 //! arguments, and redaction of the Postgres password wherever the URL is shown.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 
 /// `pgsync.postgres-url`: where the rows live (immutable; sensitive).
@@ -16,6 +16,10 @@ pub static BATCH_SIZE: AtomicI64 = AtomicI64::new(DEFAULT_BATCH_SIZE);
 pub static BATCH_DELAY_MS: AtomicI64 = AtomicI64::new(DEFAULT_BATCH_DELAY_MS);
 /// `pgsync.retry-max-delay-ms`: cap of the exponential backoff while Postgres is down.
 pub static RETRY_MAX_DELAY_MS: AtomicI64 = AtomicI64::new(DEFAULT_RETRY_MAX_DELAY_MS);
+
+/// `pgsync.reload-on-start`: reload every mapping when the module starts on an
+/// empty dataset (the recovery after Redis lost its data).
+pub static RELOAD_ON_START: AtomicBool = AtomicBool::new(false);
 
 /// Default of `pgsync.workers`.
 pub const DEFAULT_WORKERS: i64 = 2;

@@ -9,10 +9,13 @@ pub mod commands;
 pub mod config;
 pub mod deadletter;
 pub mod journal;
+pub mod listen;
 pub mod mapping;
+pub mod notify;
 pub mod pg;
 pub mod queue;
 pub mod redis_io;
+pub mod reload;
 pub mod runtime;
 pub mod stats;
 pub mod status;
@@ -138,6 +141,12 @@ fn on_cron(ctx: &Context, _hz: u64) {
     if !rt.recovered.swap(true, Ordering::Relaxed) {
         journal::recover(ctx, rt);
     }
+    if !rt.start_reload_checked.swap(true, Ordering::Relaxed) && config::RELOAD_ON_START.load(Ordering::Relaxed) {
+        let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
+        if empty {
+            runtime::reload_on_start();
+        }
+    }
 }
 
 #[role_changed_event_handler]
@@ -176,6 +185,7 @@ redis_module! {
         ["sync.hset", commands::sync_hset, first_command_flags("write deny-oom"), 1, 1, 1, ""],
         ["sync.wait", commands::sync_wait, "readonly", 0, 0, 0, ""],
         ["sync.status", commands::sync_status, "readonly", 0, 0, 0, ""],
+        ["sync.reload", commands::sync_reload, "write", 0, 0, 0, ""],
         ["sync.failed", commands::deadletter::sync_failed, "readonly", 0, 0, 0, ""],
         ["sync.retry", commands::deadletter::sync_retry, "write", 0, 0, 0, ""],
         ["sync.discard", commands::deadletter::sync_discard, "write", 0, 0, 0, ""],
@@ -195,7 +205,9 @@ redis_module! {
             ["postgres-url", &config::POSTGRES_URL, "", ConfigurationFlags::IMMUTABLE | ConfigurationFlags::SENSITIVE, None],
             ["mappings", &config::MAPPINGS_PATH, "", ConfigurationFlags::IMMUTABLE, None],
         ],
-        bool: [],
+        bool: [
+            ["reload-on-start", &config::RELOAD_ON_START, false, ConfigurationFlags::DEFAULT, None],
+        ],
         enum: [],
         module_args_as_configuration: true,
     ]

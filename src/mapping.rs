@@ -47,6 +47,25 @@ struct RawMapping {
     listen: bool,
     #[serde(default)]
     notify: Option<String>,
+    #[serde(default)]
+    notify_reload: bool,
+    #[serde(default)]
+    changelog: Option<Changelog>,
+}
+
+/// Where change events are also appended, for consumers that were away.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Changelog {
+    /// Stream key.
+    pub stream: String,
+    /// Approximate cap on the stream's length (`MAXLEN ~`).
+    #[serde(default = "default_changelog_maxlen")]
+    pub maxlen: u64,
+}
+
+fn default_changelog_maxlen() -> u64 {
+    100_000
 }
 
 /// One validated mapping between a Redis key prefix and a Postgres table.
@@ -66,8 +85,12 @@ pub struct Mapping {
     pub mode: Mode,
     /// Whether Postgres changes are pushed into Redis.
     pub listen: bool,
-    /// Pub/sub channel prefix for change notifications.
+    /// Pub/sub channel prefix for change notifications (`<notify>:<id>`).
     pub notify: Option<String>,
+    /// Whether `SYNC.RELOAD` publishes an event per loaded row too.
+    pub notify_reload: bool,
+    /// Stream that also receives every change event.
+    pub changelog: Option<Changelog>,
 }
 
 impl Mapping {
@@ -89,6 +112,27 @@ impl Mapping {
     /// The temporary key write-through writers use for this id (rgsync's convention).
     pub fn temp_key(&self, id: &str) -> String {
         format!("__{{{}{}}}", self.key_prefix, id)
+    }
+
+    /// The Postgres NOTIFY channel of this mapping's triggers.
+    pub fn pg_channel(&self) -> String {
+        format!("pgsync_{}", self.name)
+    }
+
+    /// Hash field → column pairs for the given table columns: the `fields` map, or
+    /// every non-key column under its own name.
+    pub fn field_columns<'a>(&'a self, table_columns: impl Iterator<Item = &'a String>) -> Vec<(String, String)> {
+        match &self.fields {
+            Some(map) => map.iter().map(|(f, c)| (f.clone(), c.clone())).collect(),
+            None => {
+                let mut cols: Vec<(String, String)> = table_columns
+                    .filter(|c| **c != self.primary_key)
+                    .map(|c| (c.clone(), c.clone()))
+                    .collect();
+                cols.sort();
+                cols
+            }
+        }
     }
 
     /// The stream that receives the outcome of a change tagged with `uuid`.
@@ -245,14 +289,11 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
             }
         }
     }
-    // Postgres → Redis is not built yet: refuse rather than silently do nothing.
-    if raw.mode == Mode::ReadOnly || raw.listen || raw.notify.is_some() {
-        return Err(format!(
-            "{who}: \"read-only\" mode, \"listen\" and \"notify\" are not supported yet"
-        ));
-    }
     if raw.notify.as_deref().is_some_and(|n| n.is_empty()) {
         return Err(format!("{who}: \"notify\" must not be empty"));
+    }
+    if raw.changelog.as_ref().is_some_and(|c| c.stream.is_empty() || c.maxlen == 0) {
+        return Err(format!("{who}: \"changelog\" needs a stream name and a maxlen above 0"));
     }
     Ok(Mapping {
         name: raw.name,
@@ -261,8 +302,11 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         primary_key: raw.primary_key,
         fields: raw.fields,
         mode: raw.mode,
-        listen: raw.listen,
+        // A read-only mapping exists to follow Postgres.
+        listen: raw.listen || raw.mode == Mode::ReadOnly,
         notify: raw.notify,
+        notify_reload: raw.notify_reload,
+        changelog: raw.changelog,
     })
 }
 

@@ -203,6 +203,13 @@ impl Queue {
         self.lock().pending.contains_key(row)
     }
 
+    /// Whether `row` has a change not yet settled: Redis is newer than Postgres
+    /// for it, so a row read from Postgres must not overwrite it.
+    pub fn is_dirty(&self, row: &RowKey) -> bool {
+        let inner = self.lock();
+        inner.pending.contains_key(row) || inner.in_flight.contains_key(row)
+    }
+
     /// Number of rows holding a change with version `<= version` not yet settled.
     pub fn unsettled_up_to(&self, version: u64) -> usize {
         let inner = self.lock();

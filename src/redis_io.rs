@@ -33,18 +33,27 @@ pub fn own_writes<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-fn options() -> CallOptions {
-    // `replicate`: the write goes to the AOF and replicas with the command that
-    // caused it; `errors_as_replies`: a failing call returns its error to us.
-    CallOptionsBuilder::new().replicate().errors_as_replies().build()
+fn call_with(ctx: &Context, options: &CallOptions, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
+    let reply: CallResult = ctx.call_ext(command, options, args);
+    match reply {
+        Ok(r) => Ok((&r).into()),
+        Err(e) => Err(e.to_utf8_string().unwrap_or_else(|| "unknown error".into())),
+    }
 }
 
 /// Calls a Redis command, replicating it, and returns its reply or error text.
 pub fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
-    let reply: CallResult = ctx.call_ext(command, &options(), args);
-    match reply {
-        Ok(r) => Ok((&r).into()),
-        Err(e) => Err(e.to_utf8_string().unwrap_or_else(|| "unknown error".into())),
+    // `replicate`: the write goes to the AOF and replicas with the command that
+    // caused it; `errors_as_replies`: a failing call returns its error to us.
+    call_with(ctx, &CallOptionsBuilder::new().replicate().errors_as_replies().build(), command, args)
+}
+
+/// Publishes a message on this server only: notifications are not data, so they
+/// are not written to the AOF or sent to replicas.
+pub fn publish(ctx: &Context, channel: &[u8], message: &[u8]) {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    if let Err(e) = call_with(ctx, &options, "PUBLISH", &[channel, message]) {
+        warn(&format!("PUBLISH failed: {e}"));
     }
 }
 

@@ -4,7 +4,9 @@
 use crate::config;
 use crate::mapping::Mappings;
 use crate::pg::error::Error;
+use crate::listen;
 use crate::pg::schema::{self, TableSchema};
+use crate::pg::triggers;
 use crate::queue::Queue;
 use crate::redis_io::{notice, warn};
 use crate::stats::{MappingStats, PostgresState};
@@ -12,7 +14,7 @@ use crate::worker;
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -35,6 +37,14 @@ pub struct Runtime {
     pub replica: AtomicBool,
     /// True once the journal left by a previous run has been queued again.
     pub recovered: AtomicBool,
+    /// Connection settings, for connections outside the pool (the listener).
+    pub pg_config: postgres::Config,
+    /// True while a reload runs.
+    pub reload_running: AtomicBool,
+    /// Rows loaded by the current (or last) reload.
+    pub reload_rows: AtomicU64,
+    /// True once `pgsync.reload-on-start` has been considered.
+    pub start_reload_checked: AtomicBool,
     schemas: RwLock<Vec<Option<Arc<TableSchema>>>>,
     worker_slots: Mutex<Vec<bool>>,
 }
@@ -56,6 +66,12 @@ pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String>
         )
     })?;
     pg_config.application_name("redis-pgsync");
+    // Marks the module's sessions so the NOTIFY triggers do not echo its writes.
+    let options = match pg_config.get_options() {
+        Some(existing) => format!("{existing} -c pgsync.origin={}", triggers::ORIGIN),
+        None => format!("-c pgsync.origin={}", triggers::ORIGIN),
+    };
+    pg_config.options(&options);
     if pg_config.get_connect_timeout().is_none() {
         pg_config.connect_timeout(Duration::from_secs(5));
     }
@@ -64,7 +80,7 @@ pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String>
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(2))
         .test_on_check_out(false)
-        .build_unchecked(PostgresConnectionManager::new(pg_config, NoTls));
+        .build_unchecked(PostgresConnectionManager::new(pg_config.clone(), NoTls));
     let count = mappings.all().len();
     let runtime = Arc::new(Runtime {
         stats: (0..count).map(|_| MappingStats::default()).collect(),
@@ -73,6 +89,10 @@ pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String>
         pool,
         replica: AtomicBool::new(replica),
         recovered: AtomicBool::new(false),
+        pg_config,
+        reload_running: AtomicBool::new(false),
+        reload_rows: AtomicU64::new(0),
+        start_reload_checked: AtomicBool::new(false),
         schemas: RwLock::new(vec![None; count]),
         worker_slots: Mutex::new(vec![false; config::MAX_WORKERS as usize]),
         mappings,
@@ -80,7 +100,9 @@ pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String>
     RUNTIME
         .set(runtime.clone())
         .map_err(|_| "pgsync is already loaded".to_string())?;
-    spawn("pgsync-schema", move || schema_checker(&runtime))?;
+    let checker = runtime.clone();
+    spawn("pgsync-schema", move || schema_checker(&checker))?;
+    spawn("pgsync-listener", move || listen::run(&runtime))?;
     ensure_workers();
     Ok(())
 }
@@ -204,4 +226,33 @@ fn report_schema_error(rt: &Runtime, mapping: usize, e: &Error) {
     }
     rt.stats[mapping].set_schema_error(Some(e.message.clone()));
     rt.stats[mapping].set_last_error(&e.message);
+}
+
+/// Reloads every mapping in the background, retrying until it succeeds: the
+/// recovery of `pgsync.reload-on-start` after Redis lost its data.
+pub fn reload_on_start() {
+    let Some(rt) = get() else { return };
+    let started = spawn("pgsync-reload", move || {
+        let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
+        let mut delay = Duration::from_millis(200);
+        while !rt.queue.is_shut_down() {
+            let outcome = crate::reload::begin(rt)
+                .map_err(|e| Error::new(crate::pg::error::ErrorKind::Unavailable, e))
+                .and_then(|_guard| crate::reload::run(rt, &all, false, crate::notify::Source::Reload));
+            match outcome {
+                Ok(rows) => {
+                    notice(&format!("reload on start loaded {rows} rows"));
+                    return;
+                }
+                Err(e) => {
+                    warn(&format!("reload on start failed, will retry: {e}"));
+                    rt.queue.sleep(delay);
+                    delay = (delay * 2).min(config::millis(&config::RETRY_MAX_DELAY_MS));
+                }
+            }
+        }
+    });
+    if let Err(e) = started {
+        warn(&e);
+    }
 }

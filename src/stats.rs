@@ -15,6 +15,7 @@ pub struct MappingStats {
     pub retries: AtomicU64,
     last_error: Mutex<Option<String>>,
     schema_error: Mutex<Option<String>>,
+    listener: Mutex<Option<String>>,
 }
 
 fn read(slot: &Mutex<Option<String>>) -> Option<String> {
@@ -54,6 +55,16 @@ impl MappingStats {
     /// Records the outcome of the latest schema check (`None` = schema is fine).
     pub fn set_schema_error(&self, message: Option<String>) {
         write(&self.schema_error, message);
+    }
+
+    /// Records the listener's state for this mapping (`listening`, `down: ...`).
+    pub fn set_listener(&self, state: &str) {
+        write(&self.listener, Some(state.to_string()));
+    }
+
+    /// The listener's state for this mapping, if it listens.
+    pub fn listener(&self) -> Option<String> {
+        read(&self.listener)
     }
 
     /// The schema problem of this mapping, if any.

@@ -3,6 +3,7 @@
 use crate::runtime::Runtime;
 use crate::stats::MappingStats;
 use redis_module::{InfoContext, RedisValue};
+use std::sync::atomic::Ordering;
 
 /// One figure: a name and its value.
 pub enum Figure {
@@ -43,7 +44,18 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
             "role",
             Figure::Text(if rt.is_replica() { "replica" } else { "primary" }.into()),
         ),
+        ("listener", Figure::Text(s.listener().unwrap_or_else(|| if m.listen { "starting" } else { "off" }.into()))),
+        ("reload", Figure::Text(reload_state(rt))),
     ]
+}
+
+fn reload_state(rt: &Runtime) -> String {
+    let rows = rt.reload_rows.load(Ordering::Relaxed);
+    match (rt.reload_running.load(Ordering::Relaxed), rows) {
+        (true, rows) => format!("running: {rows} rows loaded"),
+        (false, 0) => "idle".into(),
+        (false, rows) => format!("idle: last reload loaded {rows} rows"),
+    }
 }
 
 fn schema_state(rt: &Runtime, mapping: usize) -> String {
@@ -79,7 +91,7 @@ pub fn add_info(ctx: &InfoContext, rt: &Runtime) {
             let field = format!("{}_{}", m.name, name);
             match figure {
                 Figure::Int(n) => ctx.add_info_field_long_long(&field, n),
-                Figure::Text(t) => ctx.add_info_field_str(&field, &t.replace(['\r', '\n'], " ")),
+                Figure::Text(t) => ctx.add_info_field_str(&field, &t.replace(['\r', '\n', '\0'], " ")),
             };
         }
     }

@@ -5,6 +5,8 @@
 pub mod deadletter;
 
 use crate::capture;
+use crate::notify::Source;
+use crate::reload;
 use crate::mapping::{check_id, KeyRole, Mode};
 use crate::queue::RowKey;
 use crate::redis_io::{call, own_writes};
@@ -167,4 +169,42 @@ pub fn sync_status(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 .collect(),
         )),
     }
+}
+
+/// `SYNC.RELOAD [mapping ...] [FLUSH]`: loads the tables from Postgres into their
+/// hashes and replies with the number of rows; FLUSH also deletes the mappings' keys
+/// that have no row. Blocks only its own client; Redis keeps serving.
+pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let rt = runtime_or_err()?;
+    let mut flush = false;
+    let mut mappings = Vec::new();
+    for arg in args.iter().skip(1) {
+        let arg = arg.to_string_lossy();
+        if arg.eq_ignore_ascii_case("FLUSH") {
+            flush = true;
+            continue;
+        }
+        let (i, _) = rt
+            .mappings
+            .by_name(&arg)
+            .ok_or_else(|| RedisError::String(format!("ERR unknown mapping \"{arg}\"")))?;
+        if !mappings.contains(&i) {
+            mappings.push(i);
+        }
+    }
+    if mappings.is_empty() {
+        mappings = (0..rt.mappings.all().len()).collect();
+    }
+    if rt.is_replica() {
+        return Err(RedisError::Str("READONLY SYNC.RELOAD writes keys; run it on the primary"));
+    }
+    refuse_when_cannot_block(ctx, "SYNC.RELOAD")?;
+    let guard = reload::begin(rt).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    reply_later(ctx, move || {
+        let _running = guard;
+        match reload::run(rt, &mappings, flush, Source::Reload) {
+            Ok(rows) => Ok(RedisValue::Integer(rows as i64)),
+            Err(e) => Err(RedisError::String(format!("ERR reload failed: {e}"))),
+        }
+    })
 }

@@ -1,7 +1,10 @@
 //! Everything that talks SQL: error classification, schema checks, statement
-//! building and batch writing. No Redis types here.
+//! building, batch writing, reading rows back and the NOTIFY triggers. No Redis
+//! types here.
 
 pub mod error;
+pub mod reader;
 pub mod schema;
 pub mod sql;
+pub mod triggers;
 pub mod writer;

@@ -89,6 +89,26 @@ pub fn delete(table: &str, pk: &TypedColumn) -> String {
     )
 }
 
+/// Selects the key and `columns` of a table, all as text. With `by_keys`, only the
+/// rows whose keys are in `$1` (`text[]`).
+pub fn select_rows(table: &str, pk: &TypedColumn, columns: &[&str], by_keys: bool) -> String {
+    let mut sql = format!("SELECT {}::text", quote_ident(&pk.name));
+    for c in columns {
+        let _ = write!(sql, ", {}::text", quote_ident(c));
+    }
+    let _ = write!(sql, " FROM {}", quote_table(table));
+    if by_keys {
+        let _ = write!(sql, " WHERE {} = ANY($1::text[]::{}[])", quote_ident(&pk.name), pk.sql_type);
+    }
+    sql
+}
+
+/// Quotes a string literal (`it's` → `'it''s'`), for the trigger's arguments, which
+/// come from the mapping file.
+pub fn quote_literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +139,15 @@ mod tests {
         );
         let bare = upsert("users", &col("id", "integer"), &[]);
         assert!(bare.ends_with("DO NOTHING"), "{bare}");
+    }
+
+    #[test]
+    fn selects_cast_every_column_to_text() {
+        assert_eq!(
+            select_rows("users", &col("id", "integer"), &["score"], true),
+            "SELECT \"id\"::text, \"score\"::text FROM \"users\" WHERE \"id\" = ANY($1::text[]::integer[])"
+        );
+        assert_eq!(quote_literal("it's"), "'it''s'");
     }
 
     #[test]

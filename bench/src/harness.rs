@@ -1,0 +1,282 @@
+//! What every phase needs: servers started on a free port in a temp dir (with or
+//! without the module), a Postgres database of the run's own, and small helpers
+//! around `SYNC.*` commands.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Everything a phase needs to know about the programs under test.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Path of `libredis_pgsync.so`.
+    pub module: PathBuf,
+    /// Server binary (valkey-server or redis-server).
+    pub server_bin: String,
+    /// Admin URL of the Postgres server the run's database is created on.
+    pub pg_admin: String,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this process and call, usable as a SQL identifier.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A free TCP port on loopback (never 6379/6380, which the OS does not hand out
+/// from the ephemeral range anyway).
+pub fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        if port != 6379 && port != 6380 {
+            return port;
+        }
+    }
+}
+
+/// A temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates a fresh directory under the system temp dir.
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Replaces the database name at the end of a Postgres URL.
+fn url_with_db(base: &str, db: &str) -> String {
+    match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => format!("{}/{}", &base[..i], db),
+        _ => format!("{base}/{db}"),
+    }
+}
+
+/// A database created for the run and dropped on drop.
+pub struct Db {
+    /// Database name.
+    pub name: String,
+    /// URL of the database.
+    pub url: String,
+    admin: String,
+}
+
+impl Db {
+    /// Creates an empty database on the admin URL's server and runs `schema` in it.
+    pub fn create(admin: &str, schema: &str) -> Db {
+        let name = unique("pgsync_bench");
+        let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("connect to Postgres (admin URL)");
+        c.batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create bench database");
+        let db = Db {
+            url: url_with_db(admin, &name),
+            name,
+            admin: admin.to_string(),
+        };
+        db.client().batch_execute(schema).expect("create bench schema");
+        db
+    }
+
+    /// A new connection to the database.
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to bench database")
+    }
+
+    /// Runs statements, ignoring errors other than a lost connection (used to reset
+    /// tables between runs).
+    pub fn exec(&self, sql: &str) {
+        if let Err(e) = self.client().batch_execute(sql) {
+            eprintln!("warning: `{sql}` failed: {e}");
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
+}
+
+/// A running server, killed on drop.
+pub struct Server {
+    /// Port it listens on (127.0.0.1).
+    pub port: u16,
+    dir: TempDir,
+    child: Child,
+}
+
+impl Server {
+    /// Starts `bin` without the module.
+    pub fn plain(bin: &str) -> Server {
+        Self::start(bin, &[])
+    }
+
+    /// Starts `bin` with the module on `db`, the mapping file holding `mapping` and
+    /// extra module settings (`name`, `value` pairs), and waits until the module
+    /// reports Postgres up and the mapping's schema checked.
+    pub fn with_module(setup: &Setup, db: &Db, mapping: &str, mapping_name: &str, extra: &[(&str, &str)]) -> Server {
+        let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_bench_mapping")));
+        std::fs::write(&file, mapping).expect("write mapping file");
+        let mut args = vec![
+            "--loadmodule".to_string(),
+            setup.module.display().to_string(),
+            "postgres-url".into(),
+            db.url.clone(),
+            "mappings".into(),
+            file.display().to_string(),
+        ];
+        for (name, value) in extra {
+            args.push(name.to_string());
+            args.push(value.to_string());
+        }
+        let server = Self::start(&setup.server_bin, &args);
+        let _ = std::fs::remove_file(&file);
+        server.wait_module_ready(mapping_name);
+        server
+    }
+
+    fn start(bin: &str, extra: &[String]) -> Server {
+        let dir = TempDir::new("pgsync_bench_srv");
+        let port = free_port();
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            &dir.0.display().to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            "server.log",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend_from_slice(extra);
+        let child = Command::new(bin)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let mut server = Server { port, dir, child };
+        server.wait_ping();
+        server
+    }
+
+    fn wait_ping(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = self.try_conn() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("server exited with {status}:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "server did not answer PING:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_module_ready(&self, mapping: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut c = self.conn();
+        loop {
+            let s = status(&mut c, mapping);
+            let get = |k: &str| s.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str()).unwrap_or("");
+            if get("postgres") == "up" && get("schema") == "ok" {
+                return;
+            }
+            if Instant::now() > deadline {
+                eprintln!("warning: module not ready after 30 s: {s:?}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()
+    }
+
+    /// A new client connection.
+    pub fn conn(&self) -> redis::Connection {
+        self.try_conn().expect("connect to server")
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `SYNC.STATUS <mapping>` as (name, value text) pairs; empty on error.
+pub fn status(c: &mut redis::Connection, mapping: &str) -> Vec<(String, String)> {
+    let flat: Vec<redis::Value> = match redis::cmd("SYNC.STATUS").arg(mapping).query(c) {
+        Ok(v) => v,
+        Err(_) => return Vec::new(),
+    };
+    let text = |v: &redis::Value| match v {
+        redis::Value::Int(n) => n.to_string(),
+        other => redis::from_redis_value::<String>(other).unwrap_or_default(),
+    };
+    flat.chunks(2)
+        .filter(|p| p.len() == 2)
+        .map(|p| (text(&p[0]), text(&p[1])))
+        .collect()
+}
+
+/// One figure of `SYNC.STATUS <mapping>` as an integer (0 if missing).
+pub fn status_int(c: &mut redis::Connection, mapping: &str, figure: &str) -> i64 {
+    status(c, mapping)
+        .into_iter()
+        .find(|(n, _)| n == figure)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `SYNC.WAIT <timeout-ms>`: the number of rows still pending, or an error text.
+pub fn sync_wait(c: &mut redis::Connection, timeout: Duration) -> Result<i64, String> {
+    redis::cmd("SYNC.WAIT")
+        .arg(timeout.as_millis() as u64)
+        .query(c)
+        .map_err(|e| e.to_string())
+}
+
+/// Asks Postgres for a checkpoint so a timed run does not start with a backlog of
+/// dirty pages from the previous one (needs a superuser; ignored otherwise).
+pub fn checkpoint(db: &Db) {
+    let _ = db.client().batch_execute("CHECKPOINT");
+}

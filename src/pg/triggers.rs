@@ -1,0 +1,64 @@
+//! The NOTIFY triggers that tell the listener which rows changed. The payload is
+//! only `{"op", "id"}`, so it stays under Postgres's 8000-byte limit whatever the
+//! row size; the listener reads the row itself. Changes made by the module's own
+//! sessions (marked with the `pgsync.origin` setting) are not announced, so they
+//! never echo back into Redis.
+
+use super::error::Error;
+use super::sql::{quote_literal, quote_table};
+use crate::mapping::Mapping;
+use postgres::types::Type;
+use postgres::Client;
+
+/// Value of `pgsync.origin` on the module's writing sessions.
+pub const ORIGIN: &str = "redis-pgsync";
+
+/// The trigger function, shared by every mapped table of a database.
+pub const FUNCTION_SQL: &str = r#"CREATE OR REPLACE FUNCTION pgsync_notify() RETURNS trigger
+LANGUAGE plpgsql AS $pgsync$
+DECLARE
+    new_id text;
+    old_id text;
+BEGIN
+    IF current_setting('pgsync.origin', true) = 'redis-pgsync' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN new_id := to_jsonb(NEW) ->> TG_ARGV[0]; END IF;
+    IF TG_OP <> 'INSERT' THEN old_id := to_jsonb(OLD) ->> TG_ARGV[0]; END IF;
+    IF length(coalesce(new_id, old_id)) > 7000 THEN
+        RAISE WARNING 'pgsync: key too long to announce on %', TG_ARGV[1];
+        RETURN NULL;
+    END IF;
+    IF old_id IS NOT NULL AND old_id IS DISTINCT FROM new_id THEN
+        PERFORM pg_notify(TG_ARGV[1], json_build_object('op', 'delete', 'id', old_id)::text);
+    END IF;
+    IF new_id IS NOT NULL THEN
+        PERFORM pg_notify(TG_ARGV[1], json_build_object('op', 'upsert', 'id', new_id)::text);
+    END IF;
+    RETURN NULL;
+END
+$pgsync$"#;
+
+/// The statement that attaches the trigger to a mapping's table.
+pub fn trigger_sql(mapping: &Mapping) -> String {
+    format!(
+        "CREATE TRIGGER pgsync_notify AFTER INSERT OR UPDATE OR DELETE ON {} \
+         FOR EACH ROW EXECUTE FUNCTION pgsync_notify({}, {})",
+        quote_table(&mapping.table),
+        quote_literal(&mapping.primary_key),
+        quote_literal(&mapping.pg_channel())
+    )
+}
+
+/// Installs the function and the table's trigger unless it is already there.
+pub fn install(client: &mut Client, mapping: &Mapping) -> Result<(), Error> {
+    client.batch_execute(FUNCTION_SQL)?;
+    let exists = client.query_typed_opt(
+        "SELECT 1 FROM pg_trigger WHERE tgname = 'pgsync_notify' AND tgrelid = to_regclass($1)",
+        &[(&quote_table(&mapping.table), Type::TEXT)],
+    )?;
+    if exists.is_none() {
+        client.batch_execute(&trigger_sql(mapping))?;
+    }
+    Ok(())
+}

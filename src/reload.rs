@@ -1,0 +1,120 @@
+//! `SYNC.RELOAD`: streams mapped tables out of Postgres through a cursor into their
+//! hashes, a chunk at a time, holding the Redis lock only briefly per chunk so Redis
+//! keeps serving. With FLUSH it then removes the mapping's keys that have no row.
+//! One reload runs at a time; `SYNC.STATUS` shows its progress.
+
+use crate::apply::apply_pg_rows;
+use crate::mapping::KeyRole;
+use crate::notify::Source;
+use crate::pg::error::Error;
+use crate::pg::reader::RowShape;
+use crate::queue::RowKey;
+use crate::redis_io::{bytes, call, call_logged, own_writes};
+use crate::runtime::Runtime;
+use redis_module::{RedisValue, ThreadSafeContext};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+/// Rows per chunk (one short Redis lock each).
+const CHUNK: i32 = 1000;
+/// Keys examined per SCAN step of FLUSH.
+const SCAN_COUNT: &str = "1000";
+
+/// Marks a reload as running; refuses a second one.
+pub fn begin(rt: &Runtime) -> Result<ReloadGuard<'_>, String> {
+    if rt.reload_running.swap(true, Ordering::SeqCst) {
+        return Err("a reload is already running; see SYNC.STATUS".into());
+    }
+    rt.reload_rows.store(0, Ordering::Relaxed);
+    Ok(ReloadGuard(rt))
+}
+
+/// Clears the running mark when the reload ends, however it ends.
+pub struct ReloadGuard<'a>(&'a Runtime);
+
+impl Drop for ReloadGuard<'_> {
+    fn drop(&mut self) {
+        self.0.reload_running.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Reloads `mappings` (indexes); returns the number of rows loaded.
+pub fn run(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
+    let mut conn = rt.pool.get()?;
+    let mut total = 0;
+    for &mapping in mappings {
+        let m = &rt.mappings.all()[mapping];
+        let schema = rt.schema(mapping).ok_or_else(|| {
+            let why = rt.stats[mapping].schema_error().unwrap_or_else(|| "not checked yet".into());
+            Error::new(crate::pg::error::ErrorKind::Schema, format!("mapping \"{}\": table unusable: {why}", m.name))
+        })?;
+        let shape = RowShape::new(m, &schema);
+        let mut loaded: HashSet<String> = HashSet::new();
+        total += shape.stream(&mut conn, CHUNK, |rows| {
+            if flush {
+                loaded.extend(rows.iter().map(|r| r.id.clone()));
+            }
+            apply_pg_rows(rt, mapping, &rows, &[], source);
+            rt.reload_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })?;
+        if flush {
+            flush_missing(rt, mapping, &loaded);
+        }
+    }
+    Ok(total)
+}
+
+/// Deletes the mapping's keys whose row does not exist (and that have no change
+/// on its way to Postgres), scanning the keyspace a step per short lock.
+fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>) {
+    let m = &rt.mappings.all()[mapping];
+    let pattern = format!("{}*", glob_escape(&m.key_prefix));
+    let mut cursor = b"0".to_vec();
+    loop {
+        let tsc = ThreadSafeContext::new();
+        let ctx = tsc.lock();
+        let reply = call(&ctx, "SCAN", &[&cursor, b"MATCH", pattern.as_bytes(), b"COUNT", SCAN_COUNT.as_bytes()]);
+        let Ok(RedisValue::Array(parts)) = reply else { return };
+        let (Some(next), Some(RedisValue::Array(keys))) = (parts.first().and_then(bytes), parts.get(1)) else { return };
+        own_writes(|| {
+            for key in keys.iter().filter_map(bytes) {
+                let Some(resolved) = rt.mappings.resolve(&key) else { continue };
+                if resolved.mapping != mapping || resolved.role != KeyRole::Main {
+                    continue;
+                }
+                let id = String::from_utf8_lossy(resolved.id).into_owned();
+                if !loaded.contains(&id) && !rt.queue.is_dirty(&RowKey { mapping, id }) {
+                    call_logged(&ctx, "DEL", &[&key]);
+                }
+            }
+        });
+        if next == b"0" {
+            return;
+        }
+        cursor = next;
+    }
+}
+
+/// Escapes glob metacharacters so a key prefix matches literally in SCAN MATCH.
+fn glob_escape(prefix: &str) -> String {
+    let mut out = String::with_capacity(prefix.len());
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_in_prefixes_match_literally() {
+        assert_eq!(glob_escape("users:"), "users:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}
