@@ -7,9 +7,9 @@ use crate::ack;
 use crate::change::RowOp;
 use crate::deadletter;
 use crate::journal;
-use crate::pg::reader::PgRow;
 use crate::mapping::Mode;
 use crate::notify::{self, now_ms, Event, EventOp, Source};
+use crate::pg::reader::PgRow;
 use crate::queue::{Entry, Outcome, RowKey};
 use crate::redis_io::{bytes, call, call_logged, own_writes, warn};
 use crate::runtime::Runtime;
@@ -57,9 +57,23 @@ fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: 
         let key = m.main_key(&row.id);
         let (op, fields) = match change.op {
             RowOp::Delete => (EventOp::Delete, Vec::new()),
-            RowOp::Upsert | RowOp::Replace => (EventOp::Upsert, change.fields.keys().map(|f| String::from_utf8_lossy(f).into_owned()).collect()),
+            RowOp::Upsert | RowOp::Replace => (
+                EventOp::Upsert,
+                change
+                    .fields
+                    .keys()
+                    .map(|f| String::from_utf8_lossy(f).into_owned())
+                    .collect(),
+            ),
         };
-        let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
+        let event = Event {
+            key: &key,
+            id: &row.id,
+            op,
+            source: Source::Redis,
+            fields,
+            time: now_ms(),
+        };
         notify::send(ctx, m, &event);
     }
     ack::send(ctx, m, &row.id, &change.acks, outcome);
@@ -124,7 +138,10 @@ pub fn apply_pg_rows(rt: &Runtime, mapping: usize, rows: &[PgRow], gone: &[Strin
     let ctx = tsc.lock();
     own_writes(|| {
         for row in rows {
-            if rt.queue.is_dirty(&RowKey { mapping, id: row.id.clone() }) {
+            if rt.queue.is_dirty(&RowKey {
+                mapping,
+                id: row.id.clone(),
+            }) {
                 continue;
             }
             let key = m.main_key(&row.id);
@@ -146,15 +163,40 @@ pub fn apply_pg_rows(rt: &Runtime, mapping: usize, rows: &[PgRow], gone: &[Strin
                 call_logged(&ctx, "HSET", &set);
             }
             let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
-            notify::send(&ctx, m, &Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() });
+            notify::send(
+                &ctx,
+                m,
+                &Event {
+                    key: &key,
+                    id: &row.id,
+                    op: EventOp::Upsert,
+                    source,
+                    fields,
+                    time: now_ms(),
+                },
+            );
         }
         for id in gone {
-            if rt.queue.is_dirty(&RowKey { mapping, id: id.clone() }) {
+            if rt.queue.is_dirty(&RowKey {
+                mapping,
+                id: id.clone(),
+            }) {
                 continue;
             }
             let key = m.main_key(id);
             call_logged(&ctx, "DEL", &[key.as_bytes()]);
-            notify::send(&ctx, m, &Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() });
+            notify::send(
+                &ctx,
+                m,
+                &Event {
+                    key: &key,
+                    id,
+                    op: EventOp::Delete,
+                    source,
+                    fields: Vec::new(),
+                    time: now_ms(),
+                },
+            );
         }
     });
 }

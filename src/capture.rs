@@ -7,8 +7,8 @@
 use crate::ack;
 use crate::change::{decode_op, Fields, OpTag, RowOp, SyncOp, OP_FIELD};
 use crate::journal;
-use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::mapping::{check_id, KeyRole, Mapping, Mode};
+use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::queue::RowKey;
 use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, selected_db, warn, HashPairs};
 use crate::runtime::{self, Runtime};
@@ -157,7 +157,10 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
                     call_logged(ctx, "DEL", &[key]);
                 });
             }
-            let fields = state.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
+            let fields = state
+                .iter()
+                .map(|(f, _)| String::from_utf8_lossy(f).into_owned())
+                .collect();
             announce(ctx, m, &main_key, id, EventOp::Upsert, fields);
             ack::send(ctx, m, id, &acks, &Ok(()));
             Ok(None)
@@ -176,7 +179,18 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
 
 /// Publishes a Redis-only change (`#` `+` or `-`).
 fn announce(ctx: &Context, m: &Mapping, key: &str, id: &str, op: EventOp, fields: Vec<String>) {
-    notify::send(ctx, m, &Event { key, id, op, source: Source::Redis, fields, time: now_ms() });
+    notify::send(
+        ctx,
+        m,
+        &Event {
+            key,
+            id,
+            op,
+            source: Source::Redis,
+            fields,
+            time: now_ms(),
+        },
+    );
 }
 
 /// In write-behind mode the hash is the whole row: every mapped field it lacks was

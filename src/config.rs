@@ -40,6 +40,7 @@ pub const NAMES: &[&str] = &[
     "batch-size",
     "batch-delay-ms",
     "retry-max-delay-ms",
+    "reload-on-start",
 ];
 
 /// Reads a string config.

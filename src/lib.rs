@@ -142,7 +142,10 @@ fn on_cron(ctx: &Context, _hz: u64) {
         journal::recover(ctx, rt);
     }
     if !rt.start_reload_checked.swap(true, Ordering::Relaxed) && config::RELOAD_ON_START.load(Ordering::Relaxed) {
-        let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
+        let empty = matches!(
+            ctx.call("DBSIZE", &[] as &[&str]),
+            Ok(redis_module::RedisValue::Integer(0))
+        );
         if empty {
             runtime::reload_on_start();
         }

@@ -31,15 +31,16 @@ struct Payload {
 /// Body of the listener thread; returns on shutdown, or at once when no mapping
 /// listens.
 pub fn run(rt: &Runtime) {
-    let listening: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.mappings.all()[i].listen).collect();
+    let listening: Vec<usize> = (0..rt.mappings.all().len())
+        .filter(|&i| rt.mappings.all()[i].listen)
+        .collect();
     if listening.is_empty() {
         return;
     }
-    let mut connected_before = false;
+    let mut listened_before = false;
     let mut delay = FIRST_RETRY_DELAY;
     while !rt.queue.is_shut_down() {
-        let result = connect_and_listen(rt, &listening, connected_before);
-        connected_before = connected_before || result.as_ref().map_or(false, |ok| *ok);
+        let result = connect_and_listen(rt, &listening, &mut listened_before);
         if let Err(e) = result {
             for &i in &listening {
                 rt.stats[i].set_listener(&format!("down: {e}"));
@@ -52,8 +53,9 @@ pub fn run(rt: &Runtime) {
     }
 }
 
-/// One connection's life. `Ok(true)` once it listened and then ended cleanly.
-fn connect_and_listen(rt: &Runtime, listening: &[usize], catch_up: bool) -> Result<bool, Error> {
+/// One connection's life, until it fails or the module stops. `listened_before`
+/// says whether an earlier connection listened: then this one catches up first.
+fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut bool) -> Result<(), Error> {
     let mut config = rt.pg_config.clone();
     config.application_name("redis-pgsync-listener");
     let mut client = config.connect(NoTls)?;
@@ -65,7 +67,10 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], catch_up: bool) -> Resu
             return Err(Error::new(ErrorKind::Schema, "schema not checked yet"));
         };
         if let Err(e) = triggers::install(&mut client, m) {
-            let message = format!("cannot install the NOTIFY trigger on {}: {e} (see README for the SQL to run by hand)", m.table);
+            let message = format!(
+                "cannot install the NOTIFY trigger on {}: {e} (see README for the SQL to run by hand)",
+                m.table
+            );
             warn(&message);
             rt.stats[i].set_listener(&format!("error: {message}"));
             continue;
@@ -73,7 +78,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], catch_up: bool) -> Resu
         client.batch_execute(&format!("LISTEN {}", quote_ident(&m.pg_channel())))?;
         ready.push((i, RowShape::new(m, &schema)));
     }
-    if catch_up {
+    if *listened_before {
         for (i, _) in &ready {
             rt.stats[*i].set_listener("catching up");
         }
@@ -89,20 +94,29 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], catch_up: bool) -> Resu
     for (i, _) in &ready {
         rt.stats[*i].set_listener("listening");
     }
-    let shapes: BTreeMap<String, (usize, RowShape)> =
-        ready.into_iter().map(|(i, shape)| (rt.mappings.all()[i].pg_channel(), (i, shape))).collect();
+    *listened_before = true;
+    let shapes: BTreeMap<String, (usize, RowShape)> = ready
+        .into_iter()
+        .map(|(i, shape)| (rt.mappings.all()[i].pg_channel(), (i, shape)))
+        .collect();
     while !rt.queue.is_shut_down() {
         let announced = receive(&mut client)?;
         for (channel, ids) in announced {
-            let Some((mapping, shape)) = shapes.get(&channel) else { continue };
+            let Some((mapping, shape)) = shapes.get(&channel) else {
+                continue;
+            };
             let ids: Vec<String> = ids.into_iter().collect();
             let rows = shape.fetch(&mut client, &ids)?;
             let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-            let gone: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
+            let gone: Vec<String> = ids
+                .iter()
+                .filter(|id| !present.contains(id.as_str()))
+                .cloned()
+                .collect();
             apply_pg_rows(rt, *mapping, &rows, &gone, Source::Postgres);
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Waits briefly for notifications and drains what has arrived: channel → ids.

@@ -292,7 +292,11 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     if raw.notify.as_deref().is_some_and(|n| n.is_empty()) {
         return Err(format!("{who}: \"notify\" must not be empty"));
     }
-    if raw.changelog.as_ref().is_some_and(|c| c.stream.is_empty() || c.maxlen == 0) {
+    if raw
+        .changelog
+        .as_ref()
+        .is_some_and(|c| c.stream.is_empty() || c.maxlen == 0)
+    {
         return Err(format!("{who}: \"changelog\" needs a stream name and a maxlen above 0"));
     }
     Ok(Mapping {

@@ -49,7 +49,10 @@ pub struct Event<'a> {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Whether `mapping` publishes changes from `source` at all.
@@ -69,6 +72,18 @@ pub fn send(ctx: &Context, mapping: &Mapping, event: &Event<'_>) {
     }
     if let Some(log) = &mapping.changelog {
         let maxlen = log.maxlen.to_string();
-        call_logged(ctx, "XADD", &[log.stream.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event", json.as_bytes()]);
+        call_logged(
+            ctx,
+            "XADD",
+            &[
+                log.stream.as_bytes(),
+                b"MAXLEN",
+                b"~",
+                maxlen.as_bytes(),
+                b"*",
+                b"event",
+                json.as_bytes(),
+            ],
+        );
     }
 }

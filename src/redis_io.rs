@@ -45,7 +45,12 @@ fn call_with(ctx: &Context, options: &CallOptions, command: &str, args: &[&[u8]]
 pub fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
     // `replicate`: the write goes to the AOF and replicas with the command that
     // caused it; `errors_as_replies`: a failing call returns its error to us.
-    call_with(ctx, &CallOptionsBuilder::new().replicate().errors_as_replies().build(), command, args)
+    call_with(
+        ctx,
+        &CallOptionsBuilder::new().replicate().errors_as_replies().build(),
+        command,
+        args,
+    )
 }
 
 /// Publishes a message on this server only: notifications are not data, so they

@@ -6,7 +6,7 @@
 use crate::apply::apply_pg_rows;
 use crate::mapping::KeyRole;
 use crate::notify::Source;
-use crate::pg::error::Error;
+use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::queue::RowKey;
 use crate::redis_io::{bytes, call, call_logged, own_writes};
@@ -38,15 +38,32 @@ impl Drop for ReloadGuard<'_> {
     }
 }
 
-/// Reloads `mappings` (indexes); returns the number of rows loaded.
+/// Reloads `mappings` (indexes); returns the number of rows loaded. A pooled
+/// connection that died (Postgres restarted) gets one retry on a fresh one.
 pub fn run(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
+    let result = match run_once(rt, mappings, flush, source) {
+        Err(e) if e.kind == ErrorKind::Unavailable => run_once(rt, mappings, flush, source),
+        other => other,
+    };
+    result.map_err(|e| match e.kind {
+        ErrorKind::Unavailable => Error::new(e.kind, format!("Postgres is unavailable: {e}")),
+        _ => e,
+    })
+}
+
+fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
     let mut conn = rt.pool.get()?;
     let mut total = 0;
     for &mapping in mappings {
         let m = &rt.mappings.all()[mapping];
         let schema = rt.schema(mapping).ok_or_else(|| {
-            let why = rt.stats[mapping].schema_error().unwrap_or_else(|| "not checked yet".into());
-            Error::new(crate::pg::error::ErrorKind::Schema, format!("mapping \"{}\": table unusable: {why}", m.name))
+            let why = rt.stats[mapping]
+                .schema_error()
+                .unwrap_or_else(|| "not checked yet".into());
+            Error::new(
+                ErrorKind::Schema,
+                format!("mapping \"{}\": table unusable: {why}", m.name),
+            )
         })?;
         let shape = RowShape::new(m, &schema);
         let mut loaded: HashSet<String> = HashSet::new();
@@ -74,12 +91,20 @@ fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>) {
     loop {
         let tsc = ThreadSafeContext::new();
         let ctx = tsc.lock();
-        let reply = call(&ctx, "SCAN", &[&cursor, b"MATCH", pattern.as_bytes(), b"COUNT", SCAN_COUNT.as_bytes()]);
+        let reply = call(
+            &ctx,
+            "SCAN",
+            &[&cursor, b"MATCH", pattern.as_bytes(), b"COUNT", SCAN_COUNT.as_bytes()],
+        );
         let Ok(RedisValue::Array(parts)) = reply else { return };
-        let (Some(next), Some(RedisValue::Array(keys))) = (parts.first().and_then(bytes), parts.get(1)) else { return };
+        let (Some(next), Some(RedisValue::Array(keys))) = (parts.first().and_then(bytes), parts.get(1)) else {
+            return;
+        };
         own_writes(|| {
             for key in keys.iter().filter_map(bytes) {
-                let Some(resolved) = rt.mappings.resolve(&key) else { continue };
+                let Some(resolved) = rt.mappings.resolve(&key) else {
+                    continue;
+                };
                 if resolved.mapping != mapping || resolved.role != KeyRole::Main {
                     continue;
                 }

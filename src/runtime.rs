@@ -2,9 +2,9 @@
 //! background threads (workers and the schema checker), created once at load.
 
 use crate::config;
+use crate::listen;
 use crate::mapping::Mappings;
 use crate::pg::error::Error;
-use crate::listen;
 use crate::pg::schema::{self, TableSchema};
 use crate::pg::triggers;
 use crate::queue::Queue;

@@ -95,7 +95,13 @@ fn measure(setup: &Setup, db: &Db, kind: Kind, cfg: &Config, total: u64, depth: 
         Kind::Plain => Server::plain(&setup.server_bin),
         Kind::Module => Server::with_module(setup, db, ITEMS_MAPPING, "items", &[]),
     };
-    hset_load(&server, cfg.clients, (total / 20).max(cfg.clients as u64), depth, cfg.keys);
+    hset_load(
+        &server,
+        cfg.clients,
+        (total / 20).max(cfg.clients as u64),
+        depth,
+        cfg.keys,
+    );
     if kind == Kind::Module {
         let _ = harness::sync_wait(&mut server.conn(), Duration::from_secs(60));
     }

@@ -5,8 +5,6 @@ use std::time::Duration;
 /// p50, p99 and max of a set of latency samples.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Latency {
-    /// Number of samples.
-    pub count: usize,
     /// Median.
     pub p50: Duration,
     /// 99th percentile.
@@ -30,7 +28,6 @@ impl Latency {
         };
         let total: Duration = samples.iter().sum();
         Latency {
-            count: samples.len(),
             p50: rank(0.50),
             p99: rank(0.99),
             max: samples[samples.len() - 1],
@@ -54,7 +51,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

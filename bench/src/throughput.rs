@@ -131,7 +131,8 @@ fn raw_run(db: &Db, cfg: &Config, items: Arc<Vec<Item>>) -> (Duration, u64) {
         .map(|_| {
             let mut client = db.client();
             let statement = client.prepare(RAW_UPSERT).expect("prepare raw upsert");
-            let (items, next, barrier, batch) = (Arc::clone(&items), Arc::clone(&next), Arc::clone(&barrier), cfg.batch);
+            let (items, next, barrier, batch) =
+                (Arc::clone(&items), Arc::clone(&next), Arc::clone(&barrier), cfg.batch);
             thread::spawn(move || {
                 barrier.wait();
                 let mut failed = 0;
@@ -195,10 +196,18 @@ pub fn run(setup: &Setup, db: &Db, cfg: &Config) -> Section {
 
     let all: Arc<Vec<Item>> = Arc::new((0..cfg.changes).map(|s| cfg.item(s)).collect());
     let (raw_all, failed_all) = raw_run(db, cfg, all);
-    notes.extend(digest_note("raw run of every change", items_digest(&mut db.client()).ok(), want));
+    notes.extend(digest_note(
+        "raw run of every change",
+        items_digest(&mut db.client()).ok(),
+        want,
+    ));
     println!("  raw, every change: {}", ms(raw_all));
     let (raw_final, failed_final) = raw_run(db, cfg, Arc::new(final_rows(cfg)));
-    notes.extend(digest_note("raw run of the final rows", items_digest(&mut db.client()).ok(), want));
+    notes.extend(digest_note(
+        "raw run of the final rows",
+        items_digest(&mut db.client()).ok(),
+        want,
+    ));
     println!("  raw, final rows: {}", ms(raw_final));
     if failed_all + failed_final > 0 {
         notes.push(format!("{} raw statements failed", failed_all + failed_final));
@@ -260,7 +269,10 @@ fn rows(cfg: &Config, m: &ModuleRun, raw_all: Duration, raw_final: Duration) -> 
     let r2 = rows_ours / rows_raw.max(1e-9);
     vec![
         Row {
-            name: format!("{} changes, first HSET → SYNC.WAIT: changes/s vs raw upsert of every change (a)", thousands(cfg.changes)),
+            name: format!(
+                "{} changes, first HSET → SYNC.WAIT: changes/s vs raw upsert of every change (a)",
+                thousands(cfg.changes)
+            ),
             ours: rate(changes_ours),
             baseline: rate(changes_raw),
             ratio: format!("{r1:.3}"),
@@ -268,7 +280,10 @@ fn rows(cfg: &Config, m: &ModuleRun, raw_all: Duration, raw_final: Duration) -> 
             met: Met::from(r1 >= 0.8),
         },
         Row {
-            name: format!("{} distinct final rows/s vs raw upsert of the final rows (b)", thousands(cfg.keys)),
+            name: format!(
+                "{} distinct final rows/s vs raw upsert of the final rows (b)",
+                thousands(cfg.keys)
+            ),
             ours: rate(rows_ours),
             baseline: rate(rows_raw),
             ratio: format!("{r2:.3}"),
@@ -289,7 +304,11 @@ fn rows(cfg: &Config, m: &ModuleRun, raw_all: Duration, raw_final: Duration) -> 
         ),
         Row::info(
             "module: HSET intake (first to last reply) / drain after the last reply",
-            format!("{} / {}", rate(per_second(cfg.changes, m.writes_done)), ms(m.landed.saturating_sub(m.writes_done))),
+            format!(
+                "{} / {}",
+                rate(per_second(cfg.changes, m.writes_done)),
+                ms(m.landed.saturating_sub(m.writes_done))
+            ),
             "—".into(),
             "—".into(),
         ),

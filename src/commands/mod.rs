@@ -5,11 +5,11 @@
 pub mod deadletter;
 
 use crate::capture;
-use crate::notify::Source;
-use crate::reload;
 use crate::mapping::{check_id, KeyRole, Mode};
+use crate::notify::Source;
 use crate::queue::RowKey;
 use crate::redis_io::{call, own_writes};
+use crate::reload;
 use crate::runtime::{self, Runtime};
 use crate::status;
 use redis_module::{
@@ -196,7 +196,9 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         mappings = (0..rt.mappings.all().len()).collect();
     }
     if rt.is_replica() {
-        return Err(RedisError::Str("READONLY SYNC.RELOAD writes keys; run it on the primary"));
+        return Err(RedisError::Str(
+            "READONLY SYNC.RELOAD writes keys; run it on the primary",
+        ));
     }
     refuse_when_cannot_block(ctx, "SYNC.RELOAD")?;
     let guard = reload::begin(rt).map_err(|e| RedisError::String(format!("ERR {e}")))?;

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Why a Postgres operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Connection lost, server shutting down, pool exhausted: retry later.
     Unavailable,

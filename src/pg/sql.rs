@@ -98,7 +98,12 @@ pub fn select_rows(table: &str, pk: &TypedColumn, columns: &[&str], by_keys: boo
     }
     let _ = write!(sql, " FROM {}", quote_table(table));
     if by_keys {
-        let _ = write!(sql, " WHERE {} = ANY($1::text[]::{}[])", quote_ident(&pk.name), pk.sql_type);
+        let _ = write!(
+            sql,
+            " WHERE {} = ANY($1::text[]::{}[])",
+            quote_ident(&pk.name),
+            pk.sql_type
+        );
     }
     sql
 }

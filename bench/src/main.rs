@@ -1,0 +1,199 @@
+//! Benchmarks of the redis-pgsync module. Starts its own servers (with and without
+//! the module) and its own Postgres database, measures each figure together with a
+//! baseline on the same machine, prints the results and writes them as Markdown.
+//!
+//! Usage: `pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>]
+//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5]`
+
+mod capture;
+mod harness;
+mod lag;
+mod report;
+mod stats;
+mod sync_hset;
+mod throughput;
+mod workload;
+
+use harness::{Db, Setup};
+use report::{Machine, Met, Report, Row, Section};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Command-line options.
+struct Options {
+    setup: Setup,
+    out: PathBuf,
+    commit: Option<String>,
+    quick: bool,
+    phases: Vec<u32>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>] \
+         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Options {
+    let mut module = None;
+    let mut server_bin = "valkey-server".to_string();
+    let mut pg_admin = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
+    let mut out = PathBuf::from("BENCHMARKS.md");
+    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5]);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| usage());
+        match arg.as_str() {
+            "--module" => module = Some(PathBuf::from(value())),
+            "--server" => server_bin = value(),
+            "--pg" => pg_admin = value(),
+            "--out" => out = PathBuf::from(value()),
+            "--commit" => commit = Some(value()),
+            "--quick" => quick = true,
+            "--phases" => phases = value().split(',').filter_map(|p| p.trim().parse().ok()).collect(),
+            _ => usage(),
+        }
+    }
+    let module = module.unwrap_or_else(|| usage());
+    if !module.is_file() {
+        eprintln!("module {} does not exist: build it first", module.display());
+        std::process::exit(2);
+    }
+    Options {
+        setup: Setup {
+            module: module.canonicalize().unwrap_or(module),
+            server_bin,
+            pg_admin,
+        },
+        out,
+        commit,
+        quick,
+        phases,
+    }
+}
+
+/// The sizes of every phase: the full run, or a quick smoke run.
+struct Sizes {
+    capture: capture::Config,
+    throughput: throughput::Config,
+    lag: lag::Config,
+    sync_hset: sync_hset::Config,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        let scale = if quick { 10 } else { 1 };
+        Sizes {
+            capture: capture::Config {
+                clients: 50,
+                ops_unpipelined: 200_000 / scale,
+                ops_pipelined: 800_000 / scale,
+                depth: 16,
+                keys: 100_000,
+                rounds: if quick { 1 } else { 3 },
+            },
+            throughput: throughput::Config {
+                changes: 500_000 / scale,
+                keys: 100_000 / scale,
+                writers: 4,
+                depth: 64,
+                batch: 500,
+                connections: 2,
+            },
+            lag: lag::Config {
+                rate: 10_000,
+                duration: Duration::from_secs(if quick { 2 } else { 10 }),
+                poll_every: Duration::from_micros(500),
+            },
+            sync_hset: sync_hset::Config {
+                calls: 2_000 / scale,
+                warmup: 100,
+            },
+        }
+    }
+}
+
+/// Figure 5, not measurable yet.
+fn reload_section() -> Section {
+    println!("== 5. SYNC.RELOAD: not measured: SYNC.RELOAD not implemented yet");
+    Section {
+        title: "5. SYNC.RELOAD".into(),
+        method: vec!["not measured: SYNC.RELOAD not implemented yet".into()],
+        rows: vec![Row {
+            name: "SYNC.RELOAD".into(),
+            ours: "not measured".into(),
+            baseline: "not measured".into(),
+            ratio: "—".into(),
+            target: "—".into(),
+            met: Met::NotMeasured,
+        }],
+        notes: Vec::new(),
+    }
+}
+
+fn run_phases(opts: &Options, sizes: &Sizes, db: &Db) -> Vec<Section> {
+    let mut sections = Vec::new();
+    for phase in &opts.phases {
+        let section = match phase {
+            1 => capture::run(&opts.setup, db, &sizes.capture),
+            2 => throughput::run(&opts.setup, db, &sizes.throughput),
+            3 => lag::run(&opts.setup, db, &sizes.lag),
+            4 => sync_hset::run(&opts.setup, db, &sizes.sync_hset),
+            5 => reload_section(),
+            _ => continue,
+        };
+        report::print_section(&section);
+        sections.push(section);
+    }
+    sections
+}
+
+fn run_facts(opts: &Options, elapsed: Duration) -> Vec<(String, String)> {
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let mut facts = vec![
+        ("date".to_string(), date),
+        ("server binary".into(), format!("`{}`", opts.setup.server_bin)),
+        ("module".into(), format!("`{}`", opts.setup.module.display())),
+        ("bench run time".into(), format!("{:.0} s", elapsed.as_secs_f64())),
+    ];
+    if let Some(c) = &opts.commit {
+        facts.insert(1, ("module commit".into(), c.clone()));
+    }
+    if opts.quick {
+        facts.push((
+            "sizes".into(),
+            "**quick smoke run (--quick): sizes divided by 10**".into(),
+        ));
+    }
+    facts
+}
+
+fn main() {
+    let opts = parse_args();
+    let started = Instant::now();
+    let machine = Machine::describe(&opts.setup.server_bin, &opts.setup.pg_admin);
+    println!(
+        "pgsync-bench: {} on {} CPUs, {}",
+        machine.server, machine.cpus, machine.postgres
+    );
+    let sizes = Sizes::new(opts.quick);
+    let db = Db::create(&opts.setup.pg_admin, workload::SCHEMA_SQL);
+    let sections = run_phases(&opts, &sizes, &db);
+    drop(db);
+    let report = Report {
+        machine,
+        run: run_facts(&opts, started.elapsed()),
+        sections,
+    };
+    report.print();
+    match std::fs::write(&opts.out, report.markdown()) {
+        Ok(()) => println!("\nwrote {}", opts.out.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", opts.out.display()),
+    }
+}
