@@ -17,7 +17,7 @@ use redis_module::{Context, ContextFlags, NotifyEvent};
 
 /// Keyspace handler for hash events (HSET, HDEL, HINCRBY, ...).
 pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, _event: &str, key: &[u8]) {
-    schedule_capture(ctx, key);
+    guard(|| schedule_capture(ctx, key));
 }
 
 /// Keyspace handler for generic events: DEL/UNLINK, RENAME, RESTORE, COPY change
@@ -27,8 +27,14 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
         event,
         "del" | "rename_from" | "rename_to" | "restore" | "copy_to" | "move_to" | "move_from"
     ) {
-        schedule_capture(ctx, key);
+        guard(|| schedule_capture(ctx, key));
     }
+}
+
+/// Keeps a panic (a bug) from unwinding into redis-server; it is logged by the
+/// panic hook and the write is left uncaptured.
+fn guard(f: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
 }
 
 /// Whether writes to this key are sent to Postgres.
@@ -65,7 +71,9 @@ fn schedule_capture(ctx: &Context, key: &[u8]) {
     }
     let key = key.to_vec();
     let scheduled = ctx.add_post_notification_job(move |ctx| {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| capture_key(ctx, rt, mapping, &key)));
+        guard(|| {
+            let _ = capture_key(ctx, rt, mapping, &key);
+        })
     });
     if scheduled == redis_module::Status::Err {
         warn("could not schedule the capture of a write");

@@ -17,6 +17,18 @@ use redis_module::{
 };
 use std::time::{Duration, Instant};
 
+/// Runs a command handler, turning a panic (a bug) into an error reply: a panic
+/// must never unwind into redis-server.
+pub fn guarded(
+    ctx: &Context,
+    args: Vec<RedisString>,
+    handler: fn(&Context, Vec<RedisString>) -> RedisResult,
+) -> RedisResult {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(ctx, args))).unwrap_or_else(|panic| {
+        Err(RedisError::String(format!("ERR pgsync internal error: {}", crate::runtime::panic_message(&panic))))
+    })
+}
+
 pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
     runtime::get()
         .map(|rt| &**rt)
