@@ -398,3 +398,44 @@ fn read_only_mappings_follow_postgres_and_never_write_to_it() {
         .unwrap();
     eventually("listener applies", || hgetall(&mut c, "users:2")["score"] == "5");
 }
+
+#[test]
+fn missing_rights_to_install_triggers_are_reported_clearly() {
+    let db = TestDb::new(SCHEMA);
+    let role = unique("pgsync_limited");
+    let mut admin = db.client();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT SELECT, INSERT, UPDATE, DELETE ON users, write_log TO {role}; \
+             GRANT USAGE ON SEQUENCE write_log_n_seq TO {role}; \
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+        ))
+        .unwrap();
+    let url = db.url.replace("postgres://postgres@", &format!("postgres://{role}@"));
+    let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_mapping")));
+    std::fs::write(&file, LISTENING_USERS).unwrap();
+    let server = Server::start(
+        &[("postgres-url", &url), ("mappings", &file.display().to_string())],
+        &[],
+    );
+    let mut c = server.conn();
+    eventually("listener error reported", || {
+        status(&mut c, "users")["listener"].starts_with("error")
+    });
+    let state = status(&mut c, "users")["listener"].clone();
+    assert!(
+        state.contains("permission denied") && state.contains("README"),
+        "{state}"
+    );
+    // Writing still works with the rights the role has.
+    hset(&mut c, "__{users:1}", &[("username", "a"), ("email", "a@x")]);
+    sync_wait(&mut c);
+    assert_eq!(writes(&db), 1);
+    drop(server);
+    drop(c);
+    let mut admin = postgres::Client::connect(&admin_url(), postgres::NoTls).unwrap();
+    let _ = admin.batch_execute(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE); DROP ROLE IF EXISTS {role}",
+        db.name
+    ));
+}

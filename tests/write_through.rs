@@ -120,6 +120,54 @@ fn ack(c: &mut redis::Connection, stream: &str) -> Vec<String> {
 }
 
 #[test]
+fn every_hash_write_command_on_the_staging_key_is_captured() {
+    let db = TestDb::new(USERS_SQL);
+    let server = Server::users(&db, &[]);
+    let mut c = server.conn();
+    let _: () = redis::cmd("HMSET")
+        .arg("__{users:1}")
+        .arg(&["username", "h", "email", "h@x", "pwhash", "p"])
+        .query(&mut c)
+        .unwrap();
+    sync_wait(&mut c);
+    let _: i64 = redis::cmd("HSETNX")
+        .arg("__{users:1}")
+        .arg("first")
+        .arg("Ana")
+        .query(&mut c)
+        .unwrap();
+    sync_wait(&mut c);
+    let _: i64 = redis::cmd("HINCRBY")
+        .arg("__{users:1}")
+        .arg("score")
+        .arg(7)
+        .query(&mut c)
+        .unwrap();
+    sync_wait(&mut c);
+    let _: String = redis::cmd("HINCRBYFLOAT")
+        .arg("__{users:1}")
+        .arg("last")
+        .arg("1.5")
+        .query(&mut c)
+        .unwrap();
+    sync_wait(&mut c);
+    let row = db
+        .client()
+        .query_one(
+            "SELECT username, first_name, score, last_name FROM users WHERE id = 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "h");
+    assert_eq!(row.get::<_, String>(1), "Ana");
+    assert_eq!(row.get::<_, i32>(2), 7);
+    assert_eq!(row.get::<_, String>(3), "1.5");
+    let cached = hgetall(&mut c, "users:1");
+    assert_eq!((cached["first"].as_str(), cached["score"].as_str()), ("Ana", "7"));
+    assert!(!exists(&mut c, "__{users:1}"));
+}
+
+#[test]
 fn every_hash_op_works_with_and_without_uuid() {
     let db = TestDb::new(USERS_SQL);
     let server = Server::users(&db, &[]);

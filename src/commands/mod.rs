@@ -25,7 +25,10 @@ pub fn guarded(
     handler: fn(&Context, Vec<RedisString>) -> RedisResult,
 ) -> RedisResult {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(ctx, args))).unwrap_or_else(|panic| {
-        Err(RedisError::String(format!("ERR pgsync internal error: {}", crate::runtime::panic_message(&panic))))
+        Err(RedisError::String(format!(
+            "ERR pgsync internal error: {}",
+            crate::runtime::panic_message(&panic)
+        )))
     })
 }
 
