@@ -15,9 +15,33 @@ use crate::runtime::{self, Runtime};
 use crate::stats::MappingStats;
 use redis_module::{Context, ContextFlags, NotifyEvent};
 
-/// Keyspace handler for hash events (HSET, HDEL, HINCRBY, ...).
-pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, _event: &str, key: &[u8]) {
+/// Keyspace handler for hash events (HSET, HDEL, HINCRBY, ...). Setting or
+/// removing a field's TTL changes no data, and a field expiring is a cache event
+/// like a key expiring: none of them reaches Postgres.
+pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
+    if event == "hexpired" {
+        remember_field_expiry(key);
+        return;
+    }
+    if matches!(event, "hexpire" | "hpersist") {
+        return;
+    }
     guard(|| schedule_capture(ctx, key));
+}
+
+thread_local! {
+    /// The key whose last field just expired: Redis follows with a `del` for it,
+    /// which is the expiry's doing, not a delete. Only the main thread uses it.
+    static EXPIRED_FIELD_KEY: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn remember_field_expiry(key: &[u8]) {
+    EXPIRED_FIELD_KEY.with(|k| *k.borrow_mut() = Some(key.to_vec()));
+}
+
+/// Whether this `del` is the one that follows a field expiry on the same key.
+fn follows_field_expiry(key: &[u8]) -> bool {
+    EXPIRED_FIELD_KEY.with(|k| k.borrow_mut().take().is_some_and(|expired| expired == key))
 }
 
 /// Keyspace handler for generic events: DEL/UNLINK, RENAME, RESTORE, COPY change
@@ -27,6 +51,9 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
         event,
         "del" | "rename_from" | "rename_to" | "restore" | "copy_to" | "move_to" | "move_from"
     ) {
+        if event == "del" && follows_field_expiry(key) {
+            return;
+        }
         guard(|| schedule_capture(ctx, key));
     }
 }
@@ -141,6 +168,11 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
         Ok(Some(pushed.version))
     };
     match tag.op {
+        // Staging nothing but `#` writes nothing.
+        SyncOp::Replicate if state.is_empty() && !write_behind => {
+            ack::send(ctx, m, id, &acks, &Ok(()));
+            Ok(None)
+        }
         SyncOp::Replicate if state.is_empty() => queue(RowOp::Delete, Fields::new(), acks),
         SyncOp::Replicate if write_behind => queue(RowOp::Upsert, whole_row(rt, mapping, state), acks),
         SyncOp::Replicate => queue(

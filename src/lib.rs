@@ -41,7 +41,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     match start(ctx, args) {
         Ok(()) => Status::Ok,
         Err(e) => {
-            ctx.log_warning(&format!("pgsync not loaded: {e}"));
+            redis_io::warn(&format!("pgsync not loaded: {e}"));
             Status::Err
         }
     }
@@ -108,14 +108,14 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     };
     redis_module::raw::subscribe_to_server_event(ctx.ctx, event, Some(on_shutdown));
     std::panic::set_hook(Box::new(|info| redis_io::warn(&format!("panic caught: {info}"))));
-    ctx.log_notice(&summary);
+    redis_io::notice(&summary);
     Ok(())
 }
 
-fn deinit(ctx: &Context) -> Status {
+fn deinit(_ctx: &Context) -> Status {
     // Worker threads may be waiting for the Redis lock that MODULE UNLOAD holds;
     // stopping them here could deadlock, and unloading under them would crash.
-    ctx.log_warning("pgsync cannot be unloaded; restart redis-server to remove it");
+    redis_io::warn("pgsync cannot be unloaded; restart redis-server to remove it");
     Status::Err
 }
 
@@ -157,7 +157,11 @@ fn on_role_changed(_ctx: &Context, role: ServerRole) {
     let Some(rt) = runtime::get() else { return };
     let replica = matches!(role, ServerRole::Replica);
     rt.replica.store(replica, Ordering::Relaxed);
-    if !replica {
+    if replica {
+        // The new primary owns these changes now (its journal has them); keeping
+        // them here would write stale states if this server is promoted later.
+        rt.queue.drop_pending();
+    } else {
         // A promoted replica carries on with what its primary journaled.
         rt.recovered.store(false, Ordering::Relaxed);
     }

@@ -184,6 +184,16 @@ impl Mappings {
             }
             all.push(m);
         }
+        for m in &all {
+            if let Some(stream) = m.changelog.as_ref().map(|c| c.stream.as_str()) {
+                if let Some(owner) = all.iter().find(|o| stream.starts_with(&o.key_prefix)) {
+                    return Err(format!(
+                        "mapping \"{}\": changelog stream \"{stream}\" lies under the key prefix of mapping \"{}\"",
+                        m.name, owner.name
+                    ));
+                }
+            }
+        }
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
                 if a.key_prefix.starts_with(&b.key_prefix) || b.key_prefix.starts_with(&a.key_prefix) {
@@ -240,6 +250,12 @@ pub fn check_id(id: &[u8]) -> Result<&str, String> {
     Ok(text)
 }
 
+/// Longest mapping name: `pgsync_<name>` must fit Postgres's 63-byte channel names.
+const MAX_NAME_LEN: usize = 56;
+
+/// Keys the module keeps for itself; no mapping may cover them.
+const OWN_KEYS: &[&str] = &["pgsync:{journal}", "pgsync:{deadletter}"];
+
 fn validate(raw: RawMapping) -> Result<Mapping, String> {
     let who = format!("mapping \"{}\"", raw.name);
     let non_empty = |what: &str, v: &str| {
@@ -250,12 +266,12 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         }
     };
     non_empty("name", &raw.name)?;
-    if !raw
-        .name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(format!("{who}: the name may hold only letters, digits, _ and -"));
+    let valid_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !raw.name.chars().all(valid_char) || raw.name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "{who}: the name may hold only letters, digits, _ and -, at most {MAX_NAME_LEN} of them \
+             (it names the Postgres NOTIFY channel)"
+        ));
     }
     non_empty("table", &raw.table)?;
     non_empty("key_prefix", &raw.key_prefix)?;
@@ -263,6 +279,12 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     if raw.key_prefix.contains(['{', '}']) || raw.key_prefix.starts_with("__") {
         return Err(format!(
             "{who}: key_prefix \"{}\" must not contain braces or start with \"__\"",
+            raw.key_prefix
+        ));
+    }
+    if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&raw.key_prefix)) {
+        return Err(format!(
+            "{who}: key_prefix \"{}\" would cover the module's own key {own}",
             raw.key_prefix
         ));
     }

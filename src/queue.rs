@@ -288,6 +288,15 @@ impl Queue {
         b
     }
 
+    /// Forgets every queued change (not those in flight), waking the waiters.
+    pub fn drop_pending(&self) {
+        let mut inner = self.lock();
+        inner.pending.clear();
+        inner.order.clear();
+        drop(inner);
+        self.settled.notify_all();
+    }
+
     /// Wakes every waiter and makes workers return; used when the module stops.
     pub fn shut_down(&self) {
         self.lock().shutdown = true;

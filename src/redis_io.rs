@@ -116,7 +116,16 @@ pub fn notice(message: &str) {
     MODULE_CONTEXT.log_notice(&clean(message));
 }
 
-/// Redis log lines are C strings: drop NUL bytes that user data may carry.
+/// Redis takes a log line as a printf format and a C string: escape `%` and drop
+/// NUL bytes, both of which key names and Postgres messages can carry.
 fn clean(message: &str) -> String {
-    message.replace('\0', "\\0")
+    message.replace('\0', "\\0").replace('%', "%%")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_lines_cannot_inject_format_directives() {
+        assert_eq!(super::clean("users:%s\0"), "users:%%s\\0");
+    }
 }

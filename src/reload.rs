@@ -4,7 +4,7 @@
 //! One reload runs at a time; `SYNC.STATUS` shows its progress.
 
 use crate::apply::apply_pg_rows;
-use crate::mapping::KeyRole;
+use crate::mapping::{check_id, KeyRole};
 use crate::notify::Source;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
@@ -91,11 +91,17 @@ fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>) {
     loop {
         let tsc = ThreadSafeContext::new();
         let ctx = tsc.lock();
-        let reply = call(
-            &ctx,
-            "SCAN",
-            &[&cursor, b"MATCH", pattern.as_bytes(), b"COUNT", SCAN_COUNT.as_bytes()],
-        );
+        // Only hashes are rows; a stream or string under the prefix is someone else's.
+        let args: [&[u8]; 7] = [
+            &cursor,
+            b"MATCH",
+            pattern.as_bytes(),
+            b"COUNT",
+            SCAN_COUNT.as_bytes(),
+            b"TYPE",
+            b"hash",
+        ];
+        let reply = call(&ctx, "SCAN", &args);
         let Ok(RedisValue::Array(parts)) = reply else { return };
         let (Some(next), Some(RedisValue::Array(keys))) = (parts.first().and_then(bytes), parts.get(1)) else {
             return;
@@ -108,7 +114,9 @@ fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>) {
                 if resolved.mapping != mapping || resolved.role != KeyRole::Main {
                     continue;
                 }
-                let id = String::from_utf8_lossy(resolved.id).into_owned();
+                let Ok(id) = check_id(resolved.id).map(str::to_string) else {
+                    continue;
+                };
                 if !loaded.contains(&id) && !rt.queue.is_dirty(&RowKey { mapping, id }) {
                     call_logged(&ctx, "DEL", &[&key]);
                 }

@@ -8,10 +8,10 @@ use redis::Commands;
 use std::time::{Duration, Instant};
 
 /// Users, write-through, listening, publishing on `sync:users:<id>` and logging to
-/// the `users:changes` stream.
+/// the `changes:users` stream.
 const LISTENING_USERS: &str = r#"{"mappings": [{"name": "users", "table": "users", "key_prefix": "users:",
   "primary_key": "id", "mode": "write-through", "listen": true, "notify": "sync:users", "notify_reload": true,
-  "changelog": {"stream": "users:changes", "maxlen": 1000},
+  "changelog": {"stream": "changes:users", "maxlen": 1000},
   "fields": {"username": "username", "email": "email", "pwhash": "password_hash", "score": "score", "bio": "bio"}}]}"#;
 
 const SCHEMA: &str = "CREATE TABLE users (id serial PRIMARY KEY, username text UNIQUE NOT NULL, email text NOT NULL, \
@@ -242,7 +242,7 @@ fn subscribers_get_exactly_their_events_from_every_source() {
     listening(&mut c);
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
-        .arg("users:changes")
+        .arg("changes:users")
         .arg("audit")
         .arg("$")
         .arg("MKSTREAM")
@@ -329,7 +329,7 @@ fn subscribers_get_exactly_their_events_from_every_source() {
         .arg("audit")
         .arg("c1")
         .arg("STREAMS")
-        .arg("users:changes")
+        .arg("changes:users")
         .arg(">")
         .query(&mut c)
         .unwrap();
