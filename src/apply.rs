@@ -10,7 +10,7 @@ use crate::journal;
 use crate::mapping::Mode;
 use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::pg::reader::PgRow;
-use crate::queue::{Entry, Outcome, RowKey};
+use crate::queue::{Entry, Outcome, RowKey, Snapshot};
 use crate::redis_io::{bytes, call, call_logged, own_writes, warn};
 use crate::runtime::Runtime;
 use crate::stats::MappingStats;
@@ -77,8 +77,10 @@ fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: 
         notify::send(ctx, m, &event);
     }
     ack::send(ctx, m, &row.id, &change.acks, outcome);
-    if !rt.queue.has_pending(row) {
-        journal::clear(ctx, staged_key.as_bytes());
+    // The journal keeps what is still queued for the row, and nothing else.
+    match rt.queue.pending_change(row) {
+        None => journal::clear(ctx, staged_key.as_bytes()),
+        Some((op, acks)) => journal::mark(ctx, staged_key.as_bytes(), op, &acks),
     }
     rt.queue.complete(row, change.version, outcome.clone());
 }
@@ -130,18 +132,31 @@ fn clear_synced_fields(ctx: &Context, staged_key: &str, fields: &crate::change::
 
 /// Writes rows read from Postgres (listener, reload) into their hashes, under one
 /// short lock: mapped fields are set, NULL columns removed, unmapped fields kept.
-/// `gone` lists ids whose row no longer exists: their keys are deleted. Rows with
-/// a change still on its way to Postgres are skipped: Redis is newer for them.
-pub fn apply_pg_rows(rt: &Runtime, mapping: usize, rows: &[PgRow], gone: &[String], source: Source) {
+/// `gone` lists ids whose row no longer exists: their keys are deleted. Rows Redis
+/// changed since `snapshot` (taken before the read) are skipped, since Redis is
+/// newer for them; their ids are returned.
+pub fn apply_pg_rows(
+    rt: &Runtime,
+    mapping: usize,
+    snapshot: &Snapshot<'_>,
+    rows: &[PgRow],
+    gone: &[String],
+    source: Source,
+) -> Vec<String> {
     let m = &rt.mappings.all()[mapping];
+    let newer = |id: &str| {
+        snapshot.redis_is_newer(&RowKey {
+            mapping,
+            id: id.to_string(),
+        })
+    };
+    let mut skipped = Vec::new();
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
     own_writes(|| {
         for row in rows {
-            if rt.queue.is_dirty(&RowKey {
-                mapping,
-                id: row.id.clone(),
-            }) {
+            if newer(&row.id) {
+                skipped.push(row.id.clone());
                 continue;
             }
             let key = m.main_key(&row.id);
@@ -163,40 +178,33 @@ pub fn apply_pg_rows(rt: &Runtime, mapping: usize, rows: &[PgRow], gone: &[Strin
                 call_logged(&ctx, "HSET", &set);
             }
             let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
-            notify::send(
-                &ctx,
-                m,
-                &Event {
-                    key: &key,
-                    id: &row.id,
-                    op: EventOp::Upsert,
-                    source,
-                    fields,
-                    time: now_ms(),
-                },
-            );
+            let event = Event {
+                key: &key,
+                id: &row.id,
+                op: EventOp::Upsert,
+                source,
+                fields,
+                time: now_ms(),
+            };
+            notify::send(&ctx, m, &event);
         }
         for id in gone {
-            if rt.queue.is_dirty(&RowKey {
-                mapping,
-                id: id.clone(),
-            }) {
+            if newer(id) {
+                skipped.push(id.clone());
                 continue;
             }
             let key = m.main_key(id);
             call_logged(&ctx, "DEL", &[key.as_bytes()]);
-            notify::send(
-                &ctx,
-                m,
-                &Event {
-                    key: &key,
-                    id,
-                    op: EventOp::Delete,
-                    source,
-                    fields: Vec::new(),
-                    time: now_ms(),
-                },
-            );
+            let event = Event {
+                key: &key,
+                id,
+                op: EventOp::Delete,
+                source,
+                fields: Vec::new(),
+                time: now_ms(),
+            };
+            notify::send(&ctx, m, &event);
         }
     });
+    skipped
 }

@@ -5,7 +5,7 @@
 //! never deletes.
 
 use crate::ack;
-use crate::change::{decode_op, Fields, OpTag, RowOp, SyncOp, OP_FIELD};
+use crate::change::{decode_op, Fields, OpTag, RowOp, SyncOp, Write, OP_FIELD};
 use crate::journal;
 use crate::mapping::{check_id, KeyRole, Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
@@ -154,15 +154,22 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
     };
     let acks: Vec<String> = tag.uuid.into_iter().collect();
     let main_key = m.main_key(id);
-    let queue = |op: RowOp, fields: Fields, acks: Vec<String>| {
+    let queue = |op: RowOp, state: HashPairs, acks: Vec<String>| {
+        // In write-behind mode the hash is the whole row: a mapped field it lacks
+        // was removed, and its column becomes NULL (see `writer::prepare`).
+        let fields: Fields = state.into_iter().map(|(f, v)| (f, Some(v))).collect();
+        let write = Write {
+            op,
+            fields,
+            whole_row: write_behind,
+            acks,
+        };
         let pushed = rt.queue.push(
             RowKey {
                 mapping,
                 id: id.to_string(),
             },
-            op,
-            fields,
-            acks,
+            write,
         );
         journal::mark(ctx, key, pushed.op, &pushed.acks);
         Ok(Some(pushed.version))
@@ -173,17 +180,12 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
             ack::send(ctx, m, id, &acks, &Ok(()));
             Ok(None)
         }
-        SyncOp::Replicate if state.is_empty() => queue(RowOp::Delete, Fields::new(), acks),
-        SyncOp::Replicate if write_behind => queue(RowOp::Upsert, whole_row(rt, mapping, state), acks),
-        SyncOp::Replicate => queue(
-            RowOp::Upsert,
-            state.into_iter().map(|(f, v)| (f, Some(v))).collect(),
-            acks,
-        ),
+        SyncOp::Replicate if state.is_empty() => queue(RowOp::Delete, Vec::new(), acks),
+        SyncOp::Replicate => queue(RowOp::Upsert, state, acks),
         SyncOp::Delete => {
             // The staged write (or the cached row) is consumed now.
             own_writes(|| call_logged(ctx, "DEL", &[key]));
-            queue(RowOp::Delete, Fields::new(), acks)
+            queue(RowOp::Delete, Vec::new(), acks)
         }
         SyncOp::RedisOnlyUpsert => {
             if !write_behind {
@@ -231,27 +233,6 @@ fn announce(ctx: &Context, m: &Mapping, key: &str, id: &str, op: EventOp, fields
             time: now_ms(),
         },
     );
-}
-
-/// In write-behind mode the hash is the whole row: every mapped field it lacks was
-/// removed (`None`), so coalescing with an older write cannot resurrect it.
-pub fn whole_row(rt: &Runtime, mapping: usize, state: HashPairs) -> Fields {
-    let m = &rt.mappings.all()[mapping];
-    let mut fields: Fields = match &m.fields {
-        Some(map) => map.keys().map(|f| (f.as_bytes().to_vec(), None)).collect(),
-        None => rt
-            .schema(mapping)
-            .map(|s| {
-                s.columns
-                    .keys()
-                    .filter(|c| **c != m.primary_key)
-                    .map(|c| (c.as_bytes().to_vec(), None))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
-    fields.extend(state.into_iter().map(|(f, v)| (f, Some(v))));
-    fields
 }
 
 /// Reports a write that cannot be synced (bad key, bad `#`, wrong type).

@@ -69,6 +69,20 @@ pub enum RowOp {
     Replace,
 }
 
+/// A captured write before it is queued.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// What to do in Postgres.
+    pub op: RowOp,
+    /// The fields to write; empty for deletes.
+    pub fields: Fields,
+    /// True when `fields` is the whole row (write-behind): every mapped field it
+    /// lacks was removed and its column becomes NULL.
+    pub whole_row: bool,
+    /// Uuids whose ack streams await the outcome.
+    pub acks: Vec<String>,
+}
+
 /// The latest unsynced state of one row, possibly several writes coalesced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
@@ -76,6 +90,8 @@ pub struct Change {
     pub op: RowOp,
     /// The fields to write; empty for deletes.
     pub fields: Fields,
+    /// See [`Write::whole_row`].
+    pub whole_row: bool,
     /// Uuids whose ack streams await this change's outcome.
     pub acks: Vec<String>,
     /// Version of the newest write merged in; grows with every capture.
@@ -85,29 +101,41 @@ pub struct Change {
 }
 
 impl Change {
-    /// Merges a newer change to the same row on top of this one: the newer state wins
-    /// field by field, a delete discards earlier fields, a write after a delete
-    /// becomes a replace.
+    /// A change holding one write.
+    pub fn new(write: Write, version: u64) -> Change {
+        Change {
+            op: write.op,
+            fields: write.fields,
+            whole_row: write.whole_row,
+            acks: write.acks,
+            version,
+            first_version: version,
+        }
+    }
+
+    /// Merges a newer change to the same row on top of this one: a whole-row state
+    /// replaces the fields, a partial one wins field by field, a delete discards
+    /// earlier fields, a write after a delete becomes a replace.
     pub fn absorb(&mut self, newer: Change) {
-        match newer.op {
-            RowOp::Delete => {
-                self.op = RowOp::Delete;
-                self.fields.clear();
-            }
-            RowOp::Replace => {
-                self.op = RowOp::Replace;
-                self.fields = newer.fields;
-            }
-            RowOp::Upsert => {
-                if self.op != RowOp::Upsert {
-                    self.op = RowOp::Replace;
-                }
-                self.fields.extend(newer.fields);
-            }
+        self.op = combine(self.op, newer.op);
+        if newer.op != RowOp::Upsert || newer.whole_row {
+            self.fields = newer.fields;
+            self.whole_row = newer.whole_row;
+        } else {
+            self.fields.extend(newer.fields);
         }
         self.acks.extend(newer.acks);
         self.version = self.version.max(newer.version);
         self.first_version = self.first_version.min(newer.first_version);
+    }
+}
+
+/// The operation of an older change followed by a newer one.
+pub fn combine(older: RowOp, newer: RowOp) -> RowOp {
+    match (older, newer) {
+        (_, RowOp::Delete) => RowOp::Delete,
+        (_, RowOp::Replace) | (RowOp::Delete | RowOp::Replace, RowOp::Upsert) => RowOp::Replace,
+        (RowOp::Upsert, RowOp::Upsert) => RowOp::Upsert,
     }
 }
 
@@ -116,16 +144,19 @@ mod tests {
     use super::*;
 
     fn change(op: RowOp, fields: &[(&str, &str)], version: u64) -> Change {
-        Change {
-            op,
-            fields: fields
-                .iter()
-                .map(|(f, v)| (f.as_bytes().to_vec(), Some(v.as_bytes().to_vec())))
-                .collect(),
-            acks: vec![],
+        let fields = fields
+            .iter()
+            .map(|(f, v)| (f.as_bytes().to_vec(), Some(v.as_bytes().to_vec())))
+            .collect();
+        Change::new(
+            Write {
+                op,
+                fields,
+                whole_row: false,
+                acks: vec![],
+            },
             version,
-            first_version: version,
-        }
+        )
     }
 
     #[test]
@@ -147,6 +178,16 @@ mod tests {
         assert_eq!(c.fields.get(&b"b"[..]), Some(&Some(b"2".to_vec())));
         assert_eq!(c.fields.len(), 2);
         assert_eq!((c.first_version, c.version), (1, 2));
+    }
+
+    #[test]
+    fn a_whole_row_state_replaces_older_fields() {
+        let mut c = change(RowOp::Upsert, &[("a", "1"), ("b", "1")], 1);
+        let mut newer = change(RowOp::Upsert, &[("a", "2")], 2);
+        newer.whole_row = true;
+        c.absorb(newer);
+        assert_eq!(c.fields.len(), 1, "b was removed from the hash meanwhile");
+        assert!(c.whole_row);
     }
 
     #[test]

@@ -5,8 +5,7 @@
 //! Dirty keys rather than an event log: one entry per key bounds its size and makes
 //! coalescing free, and the key itself holds the latest state to write.
 
-use crate::capture::whole_row;
-use crate::change::{Fields, RowOp};
+use crate::change::{Fields, RowOp, Write};
 use crate::mapping::{check_id, KeyRole};
 use crate::queue::RowKey;
 use crate::redis_io::{bytes, call, call_logged, hgetall, notice, own_writes, warn};
@@ -86,18 +85,31 @@ fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> bool 
     };
     // The key holds the latest state: write-behind syncs whatever it is now (gone
     // means deleted); write-through syncs what is still staged.
-    let (op, fields) = match (resolved.role, op) {
-        (KeyRole::Main, _) if state.is_empty() => (RowOp::Delete, Fields::new()),
-        (KeyRole::Main, RowOp::Replace) => (RowOp::Replace, whole_row(rt, resolved.mapping, state)),
-        (KeyRole::Main, _) => (RowOp::Upsert, whole_row(rt, resolved.mapping, state)),
-        (KeyRole::Temp, RowOp::Delete) => (RowOp::Delete, Fields::new()),
+    let whole_row = resolved.role == KeyRole::Main;
+    let op = match (resolved.role, op) {
+        (KeyRole::Main, _) if state.is_empty() => RowOp::Delete,
+        (KeyRole::Main, RowOp::Replace) => RowOp::Replace,
+        (KeyRole::Main, _) => RowOp::Upsert,
+        (KeyRole::Temp, RowOp::Delete) => RowOp::Delete,
         (KeyRole::Temp, _) if state.is_empty() => return false,
-        (KeyRole::Temp, op) => (op, state.into_iter().map(|(f, v)| (f, Some(v))).collect()),
+        (KeyRole::Temp, op) => op,
+    };
+    let fields: Fields = match op {
+        RowOp::Delete => Fields::new(),
+        _ => state.into_iter().map(|(f, v)| (f, Some(v))).collect(),
     };
     let row = RowKey {
         mapping: resolved.mapping,
         id: id.to_string(),
     };
-    rt.queue.push(row, op, fields, acks);
+    rt.queue.push(
+        row,
+        Write {
+            op,
+            fields,
+            whole_row,
+            acks,
+        },
+    );
     true
 }

@@ -99,13 +99,20 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut b
         .into_iter()
         .map(|(i, shape)| (rt.mappings.all()[i].pg_channel(), (i, shape)))
         .collect();
+    // Rows skipped because Redis was newer are read again in the next round, so a
+    // change to other columns still arrives once Redis's own change has landed.
+    let mut deferred: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     while !rt.queue.is_shut_down() {
-        let announced = receive(&mut client)?;
+        let mut announced = receive(&mut client)?;
+        for (channel, ids) in std::mem::take(&mut deferred) {
+            announced.entry(channel).or_default().extend(ids);
+        }
         for (channel, ids) in announced {
             let Some((mapping, shape)) = shapes.get(&channel) else {
                 continue;
             };
             let ids: Vec<String> = ids.into_iter().collect();
+            let snapshot = rt.queue.snapshot();
             let rows = shape.fetch(&mut client, &ids)?;
             let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
             let gone: Vec<String> = ids
@@ -113,7 +120,10 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut b
                 .filter(|id| !present.contains(id.as_str()))
                 .cloned()
                 .collect();
-            apply_pg_rows(rt, *mapping, &rows, &gone, Source::Postgres);
+            let skipped = apply_pg_rows(rt, *mapping, &snapshot, &rows, &gone, Source::Postgres);
+            if !skipped.is_empty() {
+                deferred.insert(channel, skipped.into_iter().collect());
+            }
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use crate::mapping::{check_id, KeyRole};
 use crate::notify::Source;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
-use crate::queue::RowKey;
+use crate::queue::{RowKey, Snapshot};
 use crate::redis_io::{bytes, call, call_logged, own_writes};
 use crate::runtime::Runtime;
 use redis_module::{RedisValue, ThreadSafeContext};
@@ -67,16 +67,19 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
         })?;
         let shape = RowShape::new(m, &schema);
         let mut loaded: HashSet<String> = HashSet::new();
+        // Taken before the cursor opens: rows Redis changes from now on are newer
+        // than what the cursor returns, and must not be overwritten.
+        let snapshot = rt.queue.snapshot();
         total += shape.stream(&mut conn, CHUNK, |rows| {
             if flush {
                 loaded.extend(rows.iter().map(|r| r.id.clone()));
             }
-            apply_pg_rows(rt, mapping, &rows, &[], source);
+            apply_pg_rows(rt, mapping, &snapshot, &rows, &[], source);
             rt.reload_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
             Ok(())
         })?;
         if flush {
-            flush_missing(rt, mapping, &loaded);
+            flush_missing(rt, mapping, &loaded, &snapshot);
         }
     }
     Ok(total)
@@ -84,7 +87,7 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
 
 /// Deletes the mapping's keys whose row does not exist (and that have no change
 /// on its way to Postgres), scanning the keyspace a step per short lock.
-fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>) {
+fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
     let m = &rt.mappings.all()[mapping];
     let pattern = format!("{}*", glob_escape(&m.key_prefix));
     let mut cursor = b"0".to_vec();
@@ -117,7 +120,7 @@ fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>) {
                 let Ok(id) = check_id(resolved.id).map(str::to_string) else {
                     continue;
                 };
-                if !loaded.contains(&id) && !rt.queue.is_dirty(&RowKey { mapping, id }) {
+                if !loaded.contains(&id) && !snapshot.redis_is_newer(&RowKey { mapping, id }) {
                     call_logged(&ctx, "DEL", &[&key]);
                 }
             }

@@ -16,7 +16,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The Postgres connection pool type.
 pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -45,6 +45,8 @@ pub struct Runtime {
     pub reload_rows: AtomicU64,
     /// True once `pgsync.reload-on-start` has been considered.
     pub start_reload_checked: AtomicBool,
+    /// Retry delay of each mapping while its rows cannot be written.
+    pub backoffs: Vec<Backoff>,
     schemas: RwLock<Vec<Option<Arc<TableSchema>>>>,
     worker_slots: Mutex<Vec<bool>>,
 }
@@ -94,6 +96,7 @@ pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String>
         reload_rows: AtomicU64::new(0),
         start_reload_checked: AtomicBool::new(false),
         schemas: RwLock::new(vec![None; count]),
+        backoffs: (0..count).map(|_| Backoff::default()).collect(),
         worker_slots: Mutex::new(vec![false; config::MAX_WORKERS as usize]),
         mappings,
     });
@@ -141,6 +144,37 @@ pub fn ensure_workers() {
                 Err(e) => warn(&e),
             }
         }
+    }
+}
+
+/// Capped exponential backoff of one mapping.
+#[derive(Default)]
+pub struct Backoff(Mutex<(Option<Instant>, Duration)>);
+
+impl Backoff {
+    fn state(&self) -> std::sync::MutexGuard<'_, (Option<Instant>, Duration)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the mapping's rows may be tried now.
+    pub fn ready(&self) -> bool {
+        self.state().0.is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// Records a failure: wait `first`, then twice as long each time, up to `cap`.
+    pub fn failed(&self, first: Duration, cap: Duration) {
+        let mut state = self.state();
+        let delay = if state.1.is_zero() {
+            first
+        } else {
+            (state.1 * 2).min(cap)
+        };
+        *state = (Some(Instant::now() + delay), delay);
+    }
+
+    /// Records a success: no more waiting.
+    pub fn reset(&self) {
+        *self.state() = (None, Duration::ZERO);
     }
 }
 

@@ -186,3 +186,53 @@ fn killing_the_module_backends_mid_run_loses_nothing() {
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
 }
+
+#[test]
+fn hdel_while_postgres_is_down_nulls_the_column_without_a_field_map() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url(), ITEMS_SQL);
+    let mapping = r#"{"mappings": [{"name": "items", "table": "items", "key_prefix": "items:",
+        "primary_key": "id", "mode": "write-behind"}]}"#;
+    let mut server = Server::with_mapping(&db, mapping, &[("retry-max-delay-ms", "300")], AOF);
+    let mut c = server.conn();
+    hset(&mut c, "items:1", &[("name", "n"), ("tag", "t")]);
+    sync_wait(&mut c);
+    pg.down();
+    let _: i64 = redis::cmd("HDEL").arg("items:1").arg("tag").query(&mut c).unwrap();
+    // Restart too, so the change is recovered from the journal before any schema check.
+    server.restart();
+    let mut c = server.conn();
+    pg.up();
+    sync_wait(&mut c);
+    assert_eq!(pg_items(&db)[&1], [Some("n".into()), None, None]);
+}
+
+#[test]
+fn field_expiry_is_a_cache_event_not_a_delete() {
+    let db = TestDb::new(ITEMS_SQL);
+    let server = Server::with_mapping(&db, ITEMS_MAPPING, &[], &[]);
+    let mut c = server.conn();
+    let supported: Vec<redis::Value> = redis::cmd("COMMAND").arg("INFO").arg("HPEXPIRE").query(&mut c).unwrap();
+    if matches!(supported.first(), None | Some(redis::Value::Nil)) {
+        println!("this server has no hash-field expiry (HPEXPIRE); nothing to check");
+        return;
+    }
+    hset(&mut c, "items:1", &[("name", "n"), ("tag", "t")]);
+    sync_wait(&mut c);
+    let _: Vec<i64> = redis::cmd("HPEXPIRE")
+        .arg("items:1")
+        .arg(50)
+        .arg("FIELDS")
+        .arg(2)
+        .arg("name")
+        .arg("tag")
+        .query(&mut c)
+        .unwrap();
+    eventually("fields expired", || !exists(&mut c, "items:1"));
+    sync_wait(&mut c);
+    assert_eq!(
+        pg_items(&db)[&1],
+        [Some("n".into()), None, Some("t".into())],
+        "the row is untouched"
+    );
+}

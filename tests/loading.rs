@@ -183,8 +183,31 @@ fn a_mapping_that_does_not_match_the_table_is_reported() {
     assert!(server.log().contains("\"ghosts\" does not exist"));
     let err = redis::cmd("SYNC.STATUS").arg("nope").query::<()>(&mut c).unwrap_err();
     assert!(err.to_string().contains("unknown mapping"), "{err}");
-    // Fixing the table lets the waiting change through.
+    // The broken mapping's changes wait without holding up the healthy one.
     hset(&mut c, "__{ghosts:1}", &[("name", "boo")]);
+    db.client()
+        .batch_execute(
+            "ALTER TABLE users ADD COLUMN scroe integer; \
+             INSERT INTO users (id, username, email, password_hash) VALUES (1, 'u', 'u@x', 'p')",
+        )
+        .unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("pgsync.retry-max-delay-ms")
+        .arg("200")
+        .query::<()>(&mut c)
+        .unwrap();
+    hset(&mut c, "__{users:1}", &[("score", "4")]);
+    eventually("the healthy mapping syncs", || {
+        let n: i64 = db
+            .client()
+            .query_one("SELECT count(*) FROM users WHERE scroe = 4", &[])
+            .unwrap()
+            .get(0);
+        n == 1
+    });
+    assert_eq!(status(&mut c, "ghosts")["pending"], "1");
+    // Fixing the table lets the waiting change through.
     db.client()
         .batch_execute("CREATE TABLE ghosts (id int PRIMARY KEY, name text)")
         .unwrap();

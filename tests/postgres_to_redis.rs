@@ -61,6 +61,7 @@ fn reload_restores_every_row_and_flush_removes_strays_without_writing_back() {
     );
     assert!(!hgetall(&mut c, "users:7").contains_key("score"), "NULL → field absent");
     hset(&mut c, "users:999", &[("username", "stray")]);
+    let _: () = c.set("users:notes", "not a row").unwrap();
     let loaded: i64 = redis::cmd("SYNC.RELOAD")
         .arg("users")
         .arg("FLUSH")
@@ -69,6 +70,7 @@ fn reload_restores_every_row_and_flush_removes_strays_without_writing_back() {
     assert_eq!(loaded, 50);
     assert!(!exists(&mut c, "users:999"), "FLUSH removed the key without a row");
     assert!(exists(&mut c, "users:50"));
+    assert!(exists(&mut c, "users:notes"), "FLUSH leaves keys that are not hashes");
     sync_wait(&mut c);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(

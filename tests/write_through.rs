@@ -201,6 +201,12 @@ fn every_hash_op_works_with_and_without_uuid() {
     assert!(!hgetall(&mut c, "users:1").contains_key("#"));
     assert_eq!(ack(&mut c, "{users:2}u2"), ["status", "done"]);
 
+    // `#` with nothing else staged writes nothing, and acks.
+    write(&mut c, 1, "=u1", vec![]);
+    sync_wait(&mut c);
+    assert_eq!(count(&mut pg, 1), 1, "the row is still there");
+    assert_eq!(ack(&mut c, "{users:1}u1"), ["status", "done"]);
+
     // `+`: Redis only.
     write(&mut c, 3, "+", base("c"));
     write(&mut c, 4, "+u4", base("d"));
@@ -429,8 +435,26 @@ fn keys_that_do_not_parse_are_refused_without_a_crash() {
         .query(&mut c)
         .unwrap();
     assert_eq!(acked[0].1[1], "failed");
+    // Key names and values reach the log; printf directives in them must stay text.
+    hset(&mut c, "__{users:%s%s%s%s%s%s%s%s%n}", &[("#", "*%s%n")]);
+    hset(
+        &mut c,
+        "__{users:9}",
+        &[
+            ("username", "%s%s%s%s%n"),
+            ("email", "x"),
+            ("pwhash", "p"),
+            ("score", "%s%n"),
+        ],
+    );
+    sync_wait(&mut c);
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
+    let log = server.log();
+    assert!(
+        log.contains("__{users:%s%s%s%s%s%s%s%s%n}") && log.contains("\"%s%n\""),
+        "logged verbatim:\n{log}"
+    );
     let err = redis::cmd("SYNC.HSET")
         .arg("users:")
         .arg("a")

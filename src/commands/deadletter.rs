@@ -3,7 +3,7 @@
 
 use super::runtime_or_err;
 use crate::capture;
-use crate::change::{Fields, RowOp};
+use crate::change::{Fields, RowOp, Write};
 use crate::deadletter::{self, DeadLetter};
 use crate::journal;
 use crate::mapping::Mode;
@@ -129,14 +129,18 @@ fn restage(ctx: &Context, key: &[u8], e: &DeadLetter) -> Result<(), String> {
 
 fn requeue_delete(ctx: &Context, rt: &Runtime, mapping: usize, e: &DeadLetter) -> Option<u64> {
     let m = &rt.mappings.all()[mapping];
+    let write = Write {
+        op: RowOp::Delete,
+        fields: Fields::new(),
+        whole_row: false,
+        acks: Vec::new(),
+    };
     let pushed = rt.queue.push(
         RowKey {
             mapping,
             id: e.id.clone(),
         },
-        RowOp::Delete,
-        Fields::new(),
-        Vec::new(),
+        write,
     );
     journal::mark(ctx, m.temp_key(&e.id).as_bytes(), pushed.op, &pushed.acks);
     Some(pushed.version)

@@ -44,14 +44,16 @@ impl fmt::Display for Error {
     }
 }
 
-/// Classifies by SQLSTATE: class 22 (data exception) and 23 (integrity constraint)
-/// are the row's fault; 42 (undefined table/column, privileges) is the schema's;
-/// everything else (connection, shutdown, resources, serialization) may heal.
+/// Classifies by SQLSTATE. Connection trouble, shutdown, resources, locks and
+/// serialization failures (08, 53, 55, 57, 58, 40) may heal by waiting; undefined
+/// tables, columns or rights (42, 3D, 3F) are the schema's, and heal when it is
+/// fixed; anything else (bad values, constraints, trigger exceptions, ...) is the
+/// row's own fault.
 pub fn kind_of_sqlstate(code: &str) -> ErrorKind {
     match code.get(..2) {
-        Some("22") | Some("23") => ErrorKind::Rejected,
-        Some("42") => ErrorKind::Schema,
-        _ => ErrorKind::Unavailable,
+        Some("08" | "53" | "55" | "57" | "58" | "40") => ErrorKind::Unavailable,
+        Some("42" | "3D" | "3F") => ErrorKind::Schema,
+        _ => ErrorKind::Rejected,
     }
 }
 
@@ -89,6 +91,10 @@ mod tests {
         assert_eq!(kind_of_sqlstate("42P01"), ErrorKind::Schema);
         assert_eq!(kind_of_sqlstate("57P01"), ErrorKind::Unavailable);
         assert_eq!(kind_of_sqlstate("08006"), ErrorKind::Unavailable);
+        assert_eq!(kind_of_sqlstate("40001"), ErrorKind::Unavailable);
+        assert_eq!(kind_of_sqlstate("21000"), ErrorKind::Rejected, "ON CONFLICT hit twice");
+        assert_eq!(kind_of_sqlstate("P0001"), ErrorKind::Rejected, "a trigger raised");
+        assert_eq!(kind_of_sqlstate("54000"), ErrorKind::Rejected, "index row too big");
         assert!(Error::new(ErrorKind::Schema, "x").is_retryable());
         assert!(!Error::new(ErrorKind::Rejected, "x").is_retryable());
     }

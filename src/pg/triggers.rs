@@ -50,9 +50,23 @@ pub fn trigger_sql(mapping: &Mapping) -> String {
     )
 }
 
-/// Installs the function and the table's trigger unless it is already there.
+/// The function's body, as `pg_proc.prosrc` holds it.
+fn function_body() -> &'static str {
+    FUNCTION_SQL.split("$pgsync$").nth(1).unwrap_or_default()
+}
+
+/// Installs what is missing: the function (unless the same one is there) and the
+/// table's trigger. Nothing is replaced that is already right, so a user without
+/// the rights to create them can have the owner run the README's SQL once.
 pub fn install(client: &mut Client, mapping: &Mapping) -> Result<(), Error> {
-    client.batch_execute(FUNCTION_SQL)?;
+    let current = client.query_typed_opt(
+        "SELECT prosrc FROM pg_proc WHERE proname = 'pgsync_notify' AND pronargs = 0 LIMIT 1",
+        &[],
+    )?;
+    let current: Option<String> = current.map(|row| row.try_get(0)).transpose()?;
+    if current.as_deref() != Some(function_body()) {
+        client.batch_execute(FUNCTION_SQL)?;
+    }
     let exists = client.query_typed_opt(
         "SELECT 1 FROM pg_trigger WHERE tgname = 'pgsync_notify' AND tgrelid = to_regclass($1)",
         &[(&quote_table(&mapping.table), Type::TEXT)],
@@ -61,4 +75,19 @@ pub fn install(client: &mut Client, mapping: &Mapping) -> Result<(), Error> {
         client.batch_execute(&trigger_sql(mapping))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_shows_the_sql_the_module_installs() {
+        let readme = include_str!("../../README.md");
+        assert!(
+            readme.contains(FUNCTION_SQL),
+            "README's trigger function differs from FUNCTION_SQL"
+        );
+        assert!(function_body().contains("pg_notify"));
+    }
 }

@@ -26,8 +26,9 @@ pub struct PreparedRow {
 
 /// Translates a change into columns. Unmapped fields are dropped here, so they never
 /// reach SQL. A value that is not UTF-8 cannot be Postgres text: the row is rejected.
-/// A removed field (`None`) makes its column NULL, except for columns with a
-/// DEFAULT, which are left alone.
+/// A removed field (`None`), or in a whole-row change a mapped field that is
+/// absent, makes its column NULL, except for columns with a DEFAULT, which are
+/// left alone.
 pub fn prepare(
     mapping_index: usize,
     mapping: &Mapping,
@@ -36,6 +37,15 @@ pub fn prepare(
     change: &Change,
 ) -> Result<PreparedRow, String> {
     let mut values = BTreeMap::new();
+    if change.op != RowOp::Delete && change.whole_row {
+        for (field, column) in mapping.field_columns(schema.columns.keys()) {
+            if !change.fields.contains_key(field.as_bytes())
+                && schema.columns.get(&column).is_some_and(|c| !c.has_default)
+            {
+                values.insert(column, None);
+            }
+        }
+    }
     if change.op != RowOp::Delete {
         for (field, value) in &change.fields {
             let Ok(field) = std::str::from_utf8(field) else {
@@ -216,13 +226,16 @@ mod tests {
     }
 
     fn change(fields: &[(&[u8], &[u8])]) -> Change {
-        Change {
-            op: RowOp::Upsert,
-            fields: fields.iter().map(|(f, v)| (f.to_vec(), Some(v.to_vec()))).collect(),
-            acks: vec![],
-            version: 1,
-            first_version: 1,
-        }
+        let fields = fields.iter().map(|(f, v)| (f.to_vec(), Some(v.to_vec()))).collect();
+        Change::new(
+            crate::change::Write {
+                op: RowOp::Upsert,
+                fields,
+                whole_row: false,
+                acks: vec![],
+            },
+            1,
+        )
     }
 
     #[test]
@@ -244,6 +257,18 @@ mod tests {
         let m = users();
         let err = prepare(0, &m.all()[0], &schema(), "1", &change(&[(b"score", b"\xff\xfe")])).unwrap_err();
         assert!(err.contains("\"score\""), "{err}");
+    }
+
+    #[test]
+    fn a_whole_row_change_nulls_the_mapped_columns_it_lacks() {
+        let m = users();
+        let mut c = change(&[(b"pwhash", b"x")]);
+        c.whole_row = true;
+        let mut schema = schema();
+        schema.columns.get_mut("score").unwrap().has_default = false;
+        let row = prepare(0, &m.all()[0], &schema, "1", &c).unwrap();
+        assert_eq!(row.values.get("score"), Some(&None));
+        assert_eq!(row.values.get("password_hash"), Some(&Some("x".to_string())));
     }
 
     #[test]
