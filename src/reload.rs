@@ -56,15 +56,7 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
     let mut total = 0;
     for &mapping in mappings {
         let m = &rt.mappings.all()[mapping];
-        let schema = rt.schema(mapping).ok_or_else(|| {
-            let why = rt.stats[mapping]
-                .schema_error()
-                .unwrap_or_else(|| "not checked yet".into());
-            Error::new(
-                ErrorKind::Schema,
-                format!("mapping \"{}\": table unusable: {why}", m.name),
-            )
-        })?;
+        let schema = rt.usable_schema(mapping)?;
         let shape = RowShape::new(m, &schema);
         let mut loaded: HashSet<String> = HashSet::new();
         // Taken before the cursor opens: rows Redis changes from now on are newer

@@ -195,6 +195,20 @@ impl Runtime {
         schemas.get(mapping).cloned().flatten()
     }
 
+    /// The checked schema of a mapping's table, or why it cannot be used yet.
+    pub fn usable_schema(&self, mapping: usize) -> Result<Arc<TableSchema>, Error> {
+        self.schema(mapping).ok_or_else(|| {
+            let why = self.stats[mapping]
+                .schema_error()
+                .unwrap_or_else(|| "not checked yet".into());
+            let name = &self.mappings.all()[mapping].name;
+            Error::new(
+                crate::pg::error::ErrorKind::Schema,
+                format!("table of mapping \"{name}\" unusable: {why}"),
+            )
+        })
+    }
+
     /// Forgets a mapping's schema so the checker reads it again (after a 42xxx error).
     pub fn invalidate_schema(&self, mapping: usize) {
         let mut schemas = self.schemas.write().unwrap_or_else(|p| p.into_inner());

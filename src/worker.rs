@@ -109,15 +109,7 @@ fn sync_mapping(
     conn: &mut Option<Connection>,
 ) -> Result<(), Error> {
     let m = &rt.mappings.all()[mapping];
-    let schema = rt.schema(mapping).ok_or_else(|| {
-        let why = rt.stats[mapping]
-            .schema_error()
-            .unwrap_or_else(|| "not checked yet".into());
-        Error::new(
-            ErrorKind::Schema,
-            format!("table of mapping \"{}\" unusable: {why}", m.name),
-        )
-    })?;
+    let schema = rt.usable_schema(mapping)?;
     let mut outcomes: Vec<Outcome> = vec![Ok(()); rows.len()];
     let mut prepared = Vec::with_capacity(rows.len());
     let mut positions = Vec::with_capacity(rows.len());

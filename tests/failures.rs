@@ -13,10 +13,7 @@ fn write_items(port: u16, clients: usize, per_client: usize, offset: usize) {
     let threads: Vec<_> = (0..clients)
         .map(|t| {
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut c = connect(port);
                 for i in 0..per_client {
                     let id = offset + t * per_client + i + 1;
                     hset(

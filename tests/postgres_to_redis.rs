@@ -94,10 +94,7 @@ fn redis_answers_every_ping_and_get_during_a_large_reload() {
     let pinger = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut p = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                .unwrap()
-                .get_connection()
-                .unwrap();
+            let mut p = connect(port);
             p.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let (mut sent, mut worst) = (0u64, Duration::ZERO);
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {

@@ -202,10 +202,7 @@ fn random_concurrent_writes_converge() {
         .map(|t| {
             std::thread::spawn(move || {
                 use rand::Rng;
-                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut c = connect(port);
                 let mut rng = rand::thread_rng();
                 let per_client = total / clients;
                 let mut done = 0;

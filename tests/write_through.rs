@@ -521,10 +521,7 @@ fn concurrent_writers_converge_postgres_to_redis() {
     let writers: Vec<_> = (0..5)
         .map(|w| {
             std::thread::spawn(move || {
-                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-                    .unwrap()
-                    .get_connection()
-                    .unwrap();
+                let mut c = connect(port);
                 let mut rng = rand::thread_rng();
                 for i in 0..2000 {
                     let id: u32 = rand::Rng::gen_range(&mut rng, 1..=500);

@@ -126,6 +126,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+fn try_connect(port: u16) -> redis::RedisResult<redis::Connection> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))?.get_connection()
+}
+
+/// A new connection to the server on `port` (for writer threads that cannot
+/// borrow the [`Server`]).
+pub fn connect(port: u16) -> redis::Connection {
+    try_connect(port).expect("connect to server")
+}
+
 /// A running server with the module loaded, killed on drop.
 pub struct Server {
     pub dir: TempDir,
@@ -208,12 +218,12 @@ impl Server {
     }
 
     fn try_connection(&self) -> redis::RedisResult<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?.get_connection()
+        try_connect(self.port)
     }
 
     /// A new client connection.
     pub fn conn(&self) -> redis::Connection {
-        self.try_connection().expect("connect to server")
+        connect(self.port)
     }
 
     /// The server's log so far.
