@@ -1,40 +1,93 @@
-//! Apply: after a batch is committed (or rows rejected), take the Redis lock once
-//! and bring Redis in line: merge committed fields into `<prefix><id>`, clear the
-//! staged fields that were synced (keeping any written meanwhile), send acks, clear
-//! journal entries, and wake the waiters.
+//! Apply: before a batch is written, read each dirty key's current state (one
+//! short lock); after it is committed (or rows rejected), take the Redis lock once
+//! more and bring Redis in line: merge committed fields into `<prefix><id>`, clear
+//! the staged fields that were synced (keeping any written meanwhile), send acks
+//! and notifications, update the journal, and answer `SYNC.HSET` clients.
 
 use crate::ack;
-use crate::change::RowOp;
+use crate::change::{Fields, RowOp, OP_FIELD};
 use crate::deadletter;
 use crate::journal;
-use crate::mapping::Mode;
+use crate::mapping::{Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::pg::reader::PgRow;
 use crate::queue::{Entry, Outcome, RowKey, Snapshot};
-use crate::redis_io::{bytes, call, call_logged, own_writes, warn};
+use crate::redis_io::{bytes, call, call_logged, hgetall, own_writes, warn};
 use crate::runtime::Runtime;
 use crate::stats::MappingStats;
+use crate::waiters;
 use redis_module::{Context, RedisValue, ThreadSafeContext};
+
+/// The key a row's writers write: the staging key (write-through) or the row's
+/// own hash (write-behind).
+fn written_key(m: &Mapping, id: &str) -> String {
+    match m.mode {
+        Mode::WriteThrough => m.temp_key(id),
+        Mode::WriteBehind | Mode::ReadOnly => m.main_key(id),
+    }
+}
+
+/// Reads the current state of every row of a batch that is not a delete, under one
+/// short lock. A write-behind hash that is gone turns a replace into a delete and
+/// an upsert into nothing (it expired or was evicted: not a delete).
+pub fn read_batch(rt: &Runtime, batch: &mut [(RowKey, Entry)]) {
+    let tsc = ThreadSafeContext::new();
+    let ctx = tsc.lock();
+    for (row, entry) in batch.iter_mut() {
+        let change = &mut entry.change;
+        if change.op == RowOp::Delete {
+            change.fields = Fields::new();
+            continue;
+        }
+        let m = &rt.mappings.all()[row.mapping];
+        let state = hgetall(&ctx, written_key(m, &row.id).as_bytes()).unwrap_or_default();
+        change.fields = state
+            .into_iter()
+            .filter(|(f, _)| f != OP_FIELD)
+            .map(|(f, v)| (f, Some(v)))
+            .collect();
+        if change.fields.is_empty() && change.op == RowOp::Replace {
+            change.op = RowOp::Delete;
+        }
+    }
+}
+
+/// Whether a row turned out to have nothing to write (its key vanished).
+pub fn nothing_to_write(entry: &Entry) -> bool {
+    entry.change.op == RowOp::Upsert && entry.change.fields.is_empty()
+}
 
 /// Applies a settled batch; `outcomes[i]` belongs to `batch[i]`.
 pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[Outcome]) {
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
     own_writes(|| {
+        let mut settled_keys: Vec<String> = Vec::new();
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
-            apply_row(&ctx, rt, row, entry, outcome);
+            let key = written_key(&rt.mappings.all()[row.mapping], &row.id);
+            apply_row(&ctx, rt, row, entry, outcome, &key);
+            // The journal keeps what is still queued for the row, and nothing else.
+            match rt.queue.pending_change(row) {
+                None => settled_keys.push(key),
+                Some((op, acks)) => journal::mark(&ctx, key.as_bytes(), op, &acks),
+            }
+        }
+        journal::clear_all(&ctx, &settled_keys);
+        rt.queue.complete(batch.iter().map(|(row, _)| row));
+        for ((row, entry), outcome) in batch.iter().zip(outcomes) {
+            waiters::settle(row, entry.change.version, outcome);
         }
     });
 }
 
-fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: &Outcome) {
+fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: &Outcome, written: &str) {
     let m = &rt.mappings.all()[row.mapping];
     let stats = &rt.stats[row.mapping];
     let change = &entry.change;
-    let staged_key = match m.mode {
-        Mode::WriteThrough => m.temp_key(&row.id),
-        Mode::WriteBehind | Mode::ReadOnly => m.main_key(&row.id),
-    };
+    if nothing_to_write(entry) {
+        ack::send(ctx, m, &row.id, &change.acks, outcome);
+        return;
+    }
     match outcome {
         Ok(()) => {
             MappingStats::bump(&stats.synced, 1);
@@ -51,7 +104,7 @@ fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: 
         }
     }
     if m.mode == Mode::WriteThrough {
-        clear_synced_fields(ctx, &staged_key, &change.fields);
+        clear_synced_fields(ctx, written, &change.fields);
     }
     if outcome.is_ok() {
         let key = m.main_key(&row.id);
@@ -77,12 +130,6 @@ fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: 
         notify::send(ctx, m, &event);
     }
     ack::send(ctx, m, &row.id, &change.acks, outcome);
-    // The journal keeps what is still queued for the row, and nothing else.
-    match rt.queue.pending_change(row) {
-        None => journal::clear(ctx, staged_key.as_bytes()),
-        Some((op, acks)) => journal::mark(ctx, staged_key.as_bytes(), op, &acks),
-    }
-    rt.queue.complete(row, change.version, outcome.clone());
 }
 
 fn merge_into_main(ctx: &Context, main_key: &str, op: RowOp, fields: &crate::change::Fields) {

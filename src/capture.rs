@@ -1,19 +1,20 @@
 //! Capture: the keyspace handlers that notice writes to mapped keys, and the
-//! post-notification job that, inside the same command, reads the key, decodes `#`,
-//! queues the change and journals it. Work here is O(size of the hash) and never
-//! touches Postgres. Expiry and eviction are not subscribed: they are cache events,
-//! never deletes.
+//! post-notification job that, inside the same command, decodes `#`, queues the
+//! row as dirty and journals it. It copies no field values (the worker reads the
+//! key when the batch is taken), so its work is O(1) for an ordinary write, and it
+//! never touches Postgres. Expiry and eviction are not subscribed: they are cache
+//! events, never deletes.
 
 use crate::ack;
-use crate::change::{decode_op, Fields, OpTag, RowOp, SyncOp, Write, OP_FIELD};
+use crate::change::{decode_op, OpTag, RowOp, SyncOp, Write, OP_FIELD};
 use crate::journal;
 use crate::mapping::{check_id, KeyRole, Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::queue::RowKey;
-use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, selected_db, warn, HashPairs};
+use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, selected_db, warn};
 use crate::runtime::{self, Runtime};
 use crate::stats::MappingStats;
-use redis_module::{Context, ContextFlags, NotifyEvent};
+use redis_module::{Context, ContextFlags, KeyType, NotifyEvent};
 
 /// Keyspace handler for hash events (HSET, HDEL, HINCRBY, ...). Setting or
 /// removing a field's TTL changes no data, and a field expiring is a cache event
@@ -107,9 +108,33 @@ fn schedule_capture(ctx: &Context, key: &[u8]) {
     }
 }
 
-/// Captures the current state of a mapped key: the staged hash `__{<prefix><id>}`
-/// (write-through) or the hash `<prefix><id>` itself (write-behind). Returns the
-/// queued version when the change goes to Postgres.
+/// What a mapped key holds at capture time, read through the key API (no command
+/// call, nothing copied but the `#` field).
+enum KeyState {
+    Missing,
+    Hash { op_field: Option<Vec<u8>> },
+    WrongType,
+}
+
+fn inspect(ctx: &Context, key: &[u8]) -> KeyState {
+    let name = ctx.create_string(key);
+    let opened = ctx.open_key(&name);
+    match opened.key_type() {
+        KeyType::Empty => KeyState::Missing,
+        KeyType::Hash => match opened.hash_get("#") {
+            Ok(value) => KeyState::Hash {
+                op_field: value.map(|v| v.as_slice().to_vec()),
+            },
+            Err(_) => KeyState::WrongType,
+        },
+        _ => KeyState::WrongType,
+    }
+}
+
+/// Captures a write to a mapped key: the staged hash `__{<prefix><id>}`
+/// (write-through) or the hash `<prefix><id>` itself (write-behind). Only the fact
+/// that the row is dirty is queued (and journaled); the worker reads the key when
+/// the batch is taken. Returns the queued version when the change goes to Postgres.
 pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> Result<Option<u64>, String> {
     let m = &rt.mappings.all()[mapping];
     let write_behind = m.mode == Mode::WriteBehind;
@@ -118,20 +143,19 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
     } else {
         &key[3 + m.key_prefix.len()..key.len() - 1]
     };
-    let mut state = match hgetall(ctx, key) {
-        Ok(state) => state,
-        Err(e) => {
-            let message = format!("{}: {} cannot be synced: {e}", m.name, String::from_utf8_lossy(key));
-            refuse(rt, mapping, &message);
-            return Err(message);
-        }
+    let refused = |why: String| {
+        let message = format!("{}: write to {} refused: {why}", m.name, String::from_utf8_lossy(key));
+        refuse(rt, mapping, &message);
+        Err(message)
     };
-    if state.is_empty() && !write_behind {
-        return Ok(None);
-    }
-    let tag = match state.iter().position(|(f, _)| f == OP_FIELD) {
-        Some(pos) => {
-            let (_, value) = state.remove(pos);
+    let op_field = match inspect(ctx, key) {
+        KeyState::WrongType => return refused("the key is not a hash".into()),
+        KeyState::Missing if !write_behind => return Ok(None),
+        KeyState::Missing => None,
+        KeyState::Hash { op_field } => op_field,
+    };
+    let tag = match op_field {
+        Some(value) => {
             own_writes(|| call_logged(ctx, "HDEL", &[key, OP_FIELD]));
             decode_op(&value)
         }
@@ -143,24 +167,18 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
     let (tag, id) = match tag.and_then(|tag| check_id(id_bytes).map(|id| (tag, id))) {
         Ok(ok) => ok,
         Err(e) => {
-            let message = format!("{}: write to {} refused: {e}", m.name, String::from_utf8_lossy(key));
-            refuse(rt, mapping, &message);
             // A staged write that can never sync is dropped; a cached row is kept.
             if !write_behind {
                 own_writes(|| call_logged(ctx, "DEL", &[key]));
             }
-            return Err(message);
+            return refused(e);
         }
     };
     let acks: Vec<String> = tag.uuid.into_iter().collect();
     let main_key = m.main_key(id);
-    let queue = |op: RowOp, state: HashPairs, acks: Vec<String>| {
-        // In write-behind mode the hash is the whole row: a mapped field it lacks
-        // was removed, and its column becomes NULL (see `writer::prepare`).
-        let fields: Fields = state.into_iter().map(|(f, v)| (f, Some(v))).collect();
+    let queue = |op: RowOp, acks: Vec<String>| {
         let write = Write {
             op,
-            fields,
             whole_row: write_behind,
             acks,
         };
@@ -171,35 +189,42 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
             },
             write,
         );
-        journal::mark(ctx, key, pushed.op, &pushed.acks);
+        if pushed.journal_changed {
+            journal::mark(ctx, key, pushed.op, &pushed.acks);
+        }
         Ok(Some(pushed.version))
     };
+    let exists_now = || matches!(inspect(ctx, key), KeyState::Hash { .. });
     match tag.op {
-        // Staging nothing but `#` writes nothing.
-        SyncOp::Replicate if state.is_empty() && !write_behind => {
+        SyncOp::Replicate if exists_now() => queue(RowOp::Upsert, acks),
+        // Write-behind: the hash is gone, so is the row.
+        SyncOp::Replicate if write_behind => queue(RowOp::Delete, acks),
+        // Write-through: staging nothing but `#` writes nothing.
+        SyncOp::Replicate => {
             ack::send(ctx, m, id, &acks, &Ok(()));
             Ok(None)
         }
-        SyncOp::Replicate if state.is_empty() => queue(RowOp::Delete, Vec::new(), acks),
-        SyncOp::Replicate => queue(RowOp::Upsert, state, acks),
         SyncOp::Delete => {
             // The staged write (or the cached row) is consumed now.
             own_writes(|| call_logged(ctx, "DEL", &[key]));
-            queue(RowOp::Delete, Vec::new(), acks)
+            queue(RowOp::Delete, acks)
         }
         SyncOp::RedisOnlyUpsert => {
+            let staged = hgetall(ctx, key).unwrap_or_default();
             if !write_behind {
                 own_writes(|| {
                     let mut args: Vec<&[u8]> = vec![main_key.as_bytes()];
-                    for (f, v) in &state {
+                    for (f, v) in &staged {
                         args.push(f);
                         args.push(v);
                     }
-                    call_logged(ctx, "HSET", &args);
+                    if args.len() > 1 {
+                        call_logged(ctx, "HSET", &args);
+                    }
                     call_logged(ctx, "DEL", &[key]);
                 });
             }
-            let fields = state
+            let fields = staged
                 .iter()
                 .map(|(f, _)| String::from_utf8_lossy(f).into_owned())
                 .collect();

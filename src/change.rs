@@ -69,14 +69,14 @@ pub enum RowOp {
     Replace,
 }
 
-/// A captured write before it is queued.
+/// A captured write before it is queued. It carries no field values: the key
+/// holds the latest state, and the worker reads it when the row's batch is taken,
+/// so capture stays O(1) and ten writes to a key cost one read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Write {
     /// What to do in Postgres.
     pub op: RowOp,
-    /// The fields to write; empty for deletes.
-    pub fields: Fields,
-    /// True when `fields` is the whole row (write-behind): every mapped field it
+    /// True when the hash is the whole row (write-behind): every mapped field it
     /// lacks was removed and its column becomes NULL.
     pub whole_row: bool,
     /// Uuids whose ack streams await the outcome.
@@ -88,7 +88,7 @@ pub struct Write {
 pub struct Change {
     /// What to do in Postgres.
     pub op: RowOp,
-    /// The fields to write; empty for deletes.
+    /// The fields to write, read from the key when the batch is taken.
     pub fields: Fields,
     /// See [`Write::whole_row`].
     pub whole_row: bool,
@@ -105,7 +105,7 @@ impl Change {
     pub fn new(write: Write, version: u64) -> Change {
         Change {
             op: write.op,
-            fields: write.fields,
+            fields: Fields::new(),
             whole_row: write.whole_row,
             acks: write.acks,
             version,
@@ -113,17 +113,11 @@ impl Change {
         }
     }
 
-    /// Merges a newer change to the same row on top of this one: a whole-row state
-    /// replaces the fields, a partial one wins field by field, a delete discards
-    /// earlier fields, a write after a delete becomes a replace.
+    /// Merges a newer change to the same row on top of this one: a delete wins, a
+    /// write after a delete becomes a replace. Fields are read afresh anyway.
     pub fn absorb(&mut self, newer: Change) {
         self.op = combine(self.op, newer.op);
-        if newer.op != RowOp::Upsert || newer.whole_row {
-            self.fields = newer.fields;
-            self.whole_row = newer.whole_row;
-        } else {
-            self.fields.extend(newer.fields);
-        }
+        self.whole_row = newer.whole_row;
         self.acks.extend(newer.acks);
         self.version = self.version.max(newer.version);
         self.first_version = self.first_version.min(newer.first_version);
@@ -143,17 +137,13 @@ pub fn combine(older: RowOp, newer: RowOp) -> RowOp {
 mod tests {
     use super::*;
 
-    fn change(op: RowOp, fields: &[(&str, &str)], version: u64) -> Change {
-        let fields = fields
-            .iter()
-            .map(|(f, v)| (f.as_bytes().to_vec(), Some(v.as_bytes().to_vec())))
-            .collect();
+    fn change(op: RowOp, version: u64, acks: &[&str]) -> Change {
+        let acks = acks.iter().map(|a| a.to_string()).collect();
         Change::new(
             Write {
                 op,
-                fields,
                 whole_row: false,
-                acks: vec![],
+                acks,
             },
             version,
         )
@@ -172,35 +162,23 @@ mod tests {
     }
 
     #[test]
-    fn later_writes_win_field_by_field() {
-        let mut c = change(RowOp::Upsert, &[("a", "1"), ("b", "1")], 1);
-        c.absorb(change(RowOp::Upsert, &[("b", "2")], 2));
-        assert_eq!(c.fields.get(&b"b"[..]), Some(&Some(b"2".to_vec())));
-        assert_eq!(c.fields.len(), 2);
-        assert_eq!((c.first_version, c.version), (1, 2));
-    }
-
-    #[test]
-    fn a_whole_row_state_replaces_older_fields() {
-        let mut c = change(RowOp::Upsert, &[("a", "1"), ("b", "1")], 1);
-        let mut newer = change(RowOp::Upsert, &[("a", "2")], 2);
-        newer.whole_row = true;
-        c.absorb(newer);
-        assert_eq!(c.fields.len(), 1, "b was removed from the hash meanwhile");
-        assert!(c.whole_row);
+    fn coalesced_writes_keep_every_ack_and_the_oldest_version() {
+        let mut c = change(RowOp::Upsert, 1, &["a"]);
+        c.absorb(change(RowOp::Upsert, 2, &["b"]));
+        assert_eq!((c.op, c.first_version, c.version), (RowOp::Upsert, 1, 2));
+        assert_eq!(c.acks, ["a", "b"]);
     }
 
     #[test]
     fn delete_then_write_becomes_replace() {
-        let mut c = change(RowOp::Upsert, &[("a", "1")], 1);
-        c.absorb(change(RowOp::Delete, &[], 2));
+        let mut c = change(RowOp::Upsert, 1, &[]);
+        c.absorb(change(RowOp::Delete, 2, &[]));
         assert_eq!(c.op, RowOp::Delete);
-        c.absorb(change(RowOp::Upsert, &[("b", "3")], 3));
+        c.absorb(change(RowOp::Upsert, 3, &[]));
         assert_eq!(c.op, RowOp::Replace);
-        assert_eq!(c.fields.len(), 1, "fields written before the delete are gone");
-        c.absorb(change(RowOp::Upsert, &[("c", "4")], 4));
+        c.absorb(change(RowOp::Upsert, 4, &[]));
         assert_eq!(c.op, RowOp::Replace);
-        c.absorb(change(RowOp::Delete, &[], 5));
+        c.absorb(change(RowOp::Delete, 5, &[]));
         assert_eq!(c.op, RowOp::Delete);
     }
 }

@@ -5,10 +5,10 @@
 //! Dirty keys rather than an event log: one entry per key bounds its size and makes
 //! coalescing free, and the key itself holds the latest state to write.
 
-use crate::change::{Fields, RowOp, Write};
+use crate::change::{RowOp, Write};
 use crate::mapping::{check_id, KeyRole};
 use crate::queue::RowKey;
-use crate::redis_io::{bytes, call, call_logged, hgetall, notice, own_writes, warn};
+use crate::redis_io::{bytes, call, call_logged, notice, own_writes, warn};
 use crate::runtime::Runtime;
 use redis_module::{Context, RedisValue};
 
@@ -38,6 +38,16 @@ pub fn clear(ctx: &Context, key: &[u8]) {
     own_writes(|| call_logged(ctx, "HDEL", &[JOURNAL_KEY.as_bytes(), key]));
 }
 
+/// Forgets many settled keys in one command.
+pub fn clear_all(ctx: &Context, keys: &[String]) {
+    if keys.is_empty() {
+        return;
+    }
+    let mut args: Vec<&[u8]> = vec![JOURNAL_KEY.as_bytes()];
+    args.extend(keys.iter().map(|k| k.as_bytes()));
+    own_writes(|| call_logged(ctx, "HDEL", &args));
+}
+
 /// Queues again every change the journal holds; returns how many.
 pub fn recover(ctx: &Context, rt: &Runtime) -> usize {
     let entries = match call(ctx, "HGETALL", &[JOURNAL_KEY.as_bytes()]) {
@@ -50,7 +60,7 @@ pub fn recover(ctx: &Context, rt: &Runtime) -> usize {
     };
     let mut count = 0;
     for pair in entries.chunks_exact(2) {
-        if requeue_entry(ctx, rt, &pair[0], &pair[1]) {
+        if requeue_entry(rt, &pair[0], &pair[1]) {
             count += 1;
         } else {
             clear(ctx, &pair[0]);
@@ -62,7 +72,7 @@ pub fn recover(ctx: &Context, rt: &Runtime) -> usize {
     count
 }
 
-fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> bool {
+fn requeue_entry(rt: &Runtime, key: &[u8], value: &[u8]) -> bool {
     let Some(resolved) = rt.mappings.resolve(key) else {
         return false;
     };
@@ -76,40 +86,12 @@ fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> bool 
         _ => return false,
     };
     let acks: Vec<String> = parts.map(str::to_string).collect();
-    let state = match hgetall(ctx, key) {
-        Ok(state) => state,
-        Err(e) => {
-            warn(&format!("journal entry {} dropped: {e}", String::from_utf8_lossy(key)));
-            return false;
-        }
-    };
-    // The key holds the latest state: write-behind syncs whatever it is now (gone
-    // means deleted); write-through syncs what is still staged.
+    // The key itself holds the state to write; the worker reads it with the batch.
     let whole_row = resolved.role == KeyRole::Main;
-    let op = match (resolved.role, op) {
-        (KeyRole::Main, _) if state.is_empty() => RowOp::Delete,
-        (KeyRole::Main, RowOp::Replace) => RowOp::Replace,
-        (KeyRole::Main, _) => RowOp::Upsert,
-        (KeyRole::Temp, RowOp::Delete) => RowOp::Delete,
-        (KeyRole::Temp, _) if state.is_empty() => return false,
-        (KeyRole::Temp, op) => op,
-    };
-    let fields: Fields = match op {
-        RowOp::Delete => Fields::new(),
-        _ => state.into_iter().map(|(f, v)| (f, Some(v))).collect(),
-    };
     let row = RowKey {
         mapping: resolved.mapping,
         id: id.to_string(),
     };
-    rt.queue.push(
-        row,
-        Write {
-            op,
-            fields,
-            whole_row,
-            acks,
-        },
-    );
+    rt.queue.push(row, Write { op, whole_row, acks });
     true
 }

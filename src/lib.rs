@@ -19,6 +19,7 @@ pub mod reload;
 pub mod runtime;
 pub mod stats;
 pub mod status;
+pub mod waiters;
 pub mod worker;
 
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
@@ -130,6 +131,7 @@ extern "C" fn on_shutdown(
     if let Some(rt) = runtime::get() {
         rt.queue.shut_down();
     }
+    waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart");
 }
 
 #[cron_event_handler]
@@ -161,6 +163,7 @@ fn on_role_changed(_ctx: &Context, role: ServerRole) {
         // The new primary owns these changes now (its journal has them); keeping
         // them here would write stale states if this server is promoted later.
         rt.queue.drop_pending();
+        waiters::fail_all("ERR this server became a replica; the new primary syncs the row");
     } else {
         // A promoted replica carries on with what its primary journaled.
         rt.recovered.store(false, Ordering::Relaxed);

@@ -1,12 +1,11 @@
 //! The in-memory queue of dirty rows shared by capture (producer) and the workers
 //! (consumers). One entry per dirty row: later writes coalesce into it, a row is in
 //! at most one batch at a time (so one row's changes never overtake each other),
-//! and waiters (`SYNC.WAIT`, `SYNC.HSET`) are woken when rows settle. Readers of
-//! Postgres (reload, listener) open a snapshot to learn which rows Redis changed
-//! after they read them.
+//! and `SYNC.WAIT` is woken when rows settle. Readers of Postgres (reload,
+//! listener) open a snapshot to learn which rows Redis changed after they read them.
 
 use crate::change::{combine, Change, RowOp, Write};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -40,14 +39,42 @@ struct Flight {
     acks: Vec<String>,
 }
 
+/// Counts of unsettled changes by their oldest version, so "is everything up to
+/// version v settled?" costs a lookup rather than a scan of the queue.
+#[derive(Default)]
+struct Unsettled(BTreeMap<u64, usize>);
+
+impl Unsettled {
+    fn add(&mut self, version: u64) {
+        *self.0.entry(version).or_default() += 1;
+    }
+
+    fn remove(&mut self, version: u64) {
+        if let Some(n) = self.0.get_mut(&version) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(&version);
+            }
+        }
+    }
+
+    fn up_to(&self, version: u64) -> usize {
+        self.0.range(..=version).map(|(_, n)| n).sum()
+    }
+
+    fn any_up_to(&self, version: u64) -> bool {
+        self.0.keys().next().is_some_and(|v| *v <= version)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     order: VecDeque<RowKey>,
     pending: HashMap<RowKey, Entry>,
     in_flight: HashMap<RowKey, Flight>,
     last_version: u64,
-    watched: HashMap<RowKey, usize>,
-    outcomes: HashMap<RowKey, (u64, Outcome)>,
+    unsettled: Unsettled,
+    hurry: bool,
     open_snapshots: usize,
     touched: HashMap<RowKey, u64>,
     shutdown: bool,
@@ -64,6 +91,9 @@ pub struct Pushed {
     pub op: RowOp,
     /// Every ack uuid waiting on the row.
     pub acks: Vec<String>,
+    /// Whether the journal entry must be (re)written: the row just became dirty,
+    /// or its operation or acks changed.
+    pub journal_changed: bool,
 }
 
 /// Pending and in-flight figures of one mapping.
@@ -136,13 +166,17 @@ impl Queue {
             inner.touched.insert(row.clone(), version);
         }
         let change = Change::new(write, version);
-        let (mut op, mut acks) = match inner.pending.get_mut(&row) {
+        let adds_acks = !change.acks.is_empty();
+        let (mut op, mut acks, journal_changed) = match inner.pending.get_mut(&row) {
             Some(entry) => {
+                let before = entry.change.op;
                 entry.change.absorb(change);
-                (entry.change.op, entry.change.acks.clone())
+                let changed = adds_acks || before != entry.change.op;
+                (entry.change.op, entry.change.acks.clone(), changed)
             }
             None => {
-                let summary = (change.op, change.acks.clone());
+                let summary = (change.op, change.acks.clone(), true);
+                inner.unsettled.add(version);
                 inner.order.push_back(row.clone());
                 inner.pending.insert(
                     row.clone(),
@@ -160,7 +194,12 @@ impl Queue {
         }
         drop(guard);
         self.work.notify_one();
-        Pushed { version, op, acks }
+        Pushed {
+            version,
+            op,
+            acks,
+            journal_changed,
+        }
     }
 
     /// The version of the newest change captured so far.
@@ -170,8 +209,8 @@ impl Queue {
 
     /// Waits for work and takes up to `max` rows that are not already in a batch
     /// and whose mapping is `ready`. When fewer than `max` are queued it lingers up
-    /// to `delay` for more. Returns an empty batch on shutdown, or after `idle`
-    /// with nothing to take.
+    /// to `delay` for more, unless someone is in a hurry. Returns an empty batch on
+    /// shutdown, or after `idle` with nothing to take.
     pub fn take_batch(
         &self,
         max: usize,
@@ -186,10 +225,10 @@ impl Queue {
             if inner.shutdown {
                 return Vec::new();
             }
-            if !inner.order.is_empty() && !lingered && inner.order.len() < max && !delay.is_zero() {
+            if !inner.order.is_empty() && !lingered && !delay.is_zero() {
                 lingered = true;
                 let linger_until = Instant::now() + delay;
-                while !inner.shutdown && inner.order.len() < max {
+                while !inner.shutdown && !inner.hurry && inner.order.len() < max {
                     let now = Instant::now();
                     if now >= linger_until {
                         break;
@@ -199,6 +238,7 @@ impl Queue {
             }
             let batch = inner.take(max, ready);
             if !batch.is_empty() {
+                inner.hurry = false;
                 return batch;
             }
             let now = Instant::now();
@@ -217,6 +257,7 @@ impl Queue {
             inner.in_flight.remove(&row);
             match inner.pending.remove(&row) {
                 Some(newer) => {
+                    inner.unsettled.remove(newer.change.first_version);
                     old.change.absorb(newer.change);
                     inner.pending.insert(row, old);
                 }
@@ -231,16 +272,24 @@ impl Queue {
         self.settled.notify_all();
     }
 
-    /// Marks a row of a finished batch as settled with its outcome.
-    pub fn complete(&self, row: &RowKey, version: u64, outcome: Outcome) {
+    /// Marks the rows of a finished batch as settled.
+    pub fn complete<'a>(&self, rows: impl IntoIterator<Item = &'a RowKey>) {
         let mut inner = self.lock();
-        inner.in_flight.remove(row);
-        if inner.watched.contains_key(row) {
-            inner.outcomes.insert(row.clone(), (version, outcome));
+        for row in rows {
+            if let Some(flight) = inner.in_flight.remove(row) {
+                inner.unsettled.remove(flight.first_version);
+            }
         }
         drop(inner);
         self.work.notify_all();
         self.settled.notify_all();
+    }
+
+    /// Asks the workers to take the next batch at once instead of lingering for a
+    /// fuller one: someone (`SYNC.HSET`) waits for it.
+    pub fn hurry(&self) {
+        self.lock().hurry = true;
+        self.work.notify_all();
     }
 
     /// The operation and acks of the change queued for `row` (not in flight), if any.
@@ -263,7 +312,7 @@ impl Queue {
 
     /// Number of rows holding a change with version `<= version` not yet settled.
     pub fn unsettled_up_to(&self, version: u64) -> usize {
-        self.lock().unsettled_up_to(version)
+        self.lock().unsettled.up_to(version)
     }
 
     /// Blocks until every change up to `version` is settled or `deadline` passes;
@@ -271,48 +320,18 @@ impl Queue {
     pub fn wait_all(&self, version: u64, deadline: Option<Instant>) -> usize {
         let mut inner = self.lock();
         loop {
-            let left = inner.unsettled_up_to(version);
-            if left == 0 || inner.shutdown {
-                return left;
+            if !inner.unsettled.any_up_to(version) || inner.shutdown {
+                return inner.unsettled.up_to(version);
             }
             let wait = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(w) if !w.is_zero() => w,
-                    _ => return left,
+                    _ => return inner.unsettled.up_to(version),
                 },
                 None => Duration::from_secs(1),
             };
             inner = self.wait(&self.settled, inner, wait);
         }
-    }
-
-    /// Starts recording outcomes for `row` so [`Queue::wait_row`] can report them.
-    pub fn watch(&self, row: &RowKey) {
-        *self.lock().watched.entry(row.clone()).or_default() += 1;
-    }
-
-    /// Stops watching `row` without waiting (the change was never queued).
-    pub fn unwatch(&self, row: &RowKey) {
-        self.lock().release_watch(row);
-    }
-
-    /// Blocks until the change with `version` to a watched `row` settles, then stops
-    /// watching it. Returns `None` on shutdown.
-    pub fn wait_row(&self, row: &RowKey, version: u64) -> Option<Outcome> {
-        let mut inner = self.lock();
-        let result = loop {
-            if let Some((v, outcome)) = inner.outcomes.get(row) {
-                if *v >= version {
-                    break Some(outcome.clone());
-                }
-            }
-            if inner.shutdown {
-                break None;
-            }
-            inner = self.wait(&self.settled, inner, Duration::from_secs(1));
-        };
-        inner.release_watch(row);
-        result
     }
 
     /// Pending and in-flight figures for one mapping.
@@ -339,10 +358,14 @@ impl Queue {
 
     /// Forgets every queued change (not those in flight), waking the waiters.
     pub fn drop_pending(&self) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        for entry in inner.pending.values() {
+            inner.unsettled.remove(entry.change.first_version);
+        }
         inner.pending.clear();
         inner.order.clear();
-        drop(inner);
+        drop(guard);
         self.settled.notify_all();
     }
 
@@ -400,32 +423,11 @@ impl Inner {
         }
         batch
     }
-
-    fn release_watch(&mut self, row: &RowKey) {
-        if let Some(n) = self.watched.get_mut(row) {
-            *n -= 1;
-            if *n == 0 {
-                self.watched.remove(row);
-                self.outcomes.remove(row);
-            }
-        }
-    }
-
-    fn unsettled_up_to(&self, version: u64) -> usize {
-        let pending = self
-            .pending
-            .values()
-            .filter(|e| e.change.first_version <= version)
-            .count();
-        let flying = self.in_flight.values().filter(|f| f.first_version <= version).count();
-        pending + flying
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::Fields;
 
     fn row(id: &str) -> RowKey {
         RowKey {
@@ -434,18 +436,16 @@ mod tests {
         }
     }
 
-    fn write(op: RowOp, v: &str, acks: &[&str]) -> Write {
-        let fields: Fields = [(b"score".to_vec(), Some(v.as_bytes().to_vec()))].into_iter().collect();
+    fn write(op: RowOp, acks: &[&str]) -> Write {
         Write {
             op,
-            fields,
             whole_row: false,
             acks: acks.iter().map(|a| a.to_string()).collect(),
         }
     }
 
-    fn upsert(v: &str) -> Write {
-        write(RowOp::Upsert, v, &[])
+    fn upsert() -> Write {
+        write(RowOp::Upsert, &[])
     }
 
     const NOW: Duration = Duration::ZERO;
@@ -456,30 +456,30 @@ mod tests {
     }
 
     #[test]
-    fn writes_to_one_row_coalesce() {
+    fn writes_to_one_row_coalesce_and_journal_once() {
         let q = Queue::default();
-        q.push(row("1"), upsert("1"));
-        let v = q.push(row("1"), upsert("2")).version;
+        assert!(q.push(row("1"), upsert()).journal_changed);
+        let second = q.push(row("1"), upsert());
+        assert!(!second.journal_changed, "nothing new for the journal");
         let batch = take(&q);
         assert_eq!(batch.len(), 1);
-        assert_eq!(batch[0].1.change.version, v);
-        assert_eq!(batch[0].1.change.fields, upsert("2").fields);
+        assert_eq!(batch[0].1.change.version, second.version);
+        assert!(q.push(row("1"), write(RowOp::Upsert, &["ack"])).journal_changed);
     }
 
     #[test]
     fn a_row_in_flight_is_not_taken_twice() {
         let q = Queue::default();
-        q.push(row("1"), upsert("1"));
+        q.push(row("1"), upsert());
         let first = take(&q);
-        q.push(row("1"), upsert("2"));
-        q.push(row("2"), upsert("2"));
+        q.push(row("1"), upsert());
+        q.push(row("2"), upsert());
         let second = take(&q);
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].0, row("2"));
-        q.complete(&row("1"), first[0].1.change.version, Ok(()));
+        q.complete([&first[0].0]);
         let third = take(&q);
         assert_eq!(third[0].0, row("1"));
-        assert_eq!(third[0].1.change.fields, upsert("2").fields);
     }
 
     #[test]
@@ -490,9 +490,9 @@ mod tests {
                 mapping: 1,
                 id: "1".into(),
             },
-            upsert("1"),
+            upsert(),
         );
-        q.push(row("2"), upsert("2"));
+        q.push(row("2"), upsert());
         let batch = q.take_batch(10, NOW, NOW, &|m| m == 0);
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].0, row("2"));
@@ -502,24 +502,28 @@ mod tests {
     #[test]
     fn requeued_rows_keep_newer_writes_on_top() {
         let q = Queue::default();
-        q.push(row("1"), write(RowOp::Upsert, "1", &["a"]));
+        q.push(row("1"), write(RowOp::Upsert, &["a"]));
         let batch = take(&q);
-        q.push(row("1"), write(RowOp::Upsert, "2", &["b"]));
+        q.push(row("1"), write(RowOp::Delete, &["b"]));
         assert_eq!(q.unsettled_up_to(1), 1);
+        assert_eq!(q.unsettled_up_to(2), 2);
         q.requeue(batch);
+        assert_eq!(q.unsettled_up_to(2), 1, "one row, one change");
         let again = take(&q);
         assert_eq!(again.len(), 1);
-        assert_eq!(again[0].1.change.fields, upsert("2").fields);
+        assert_eq!(again[0].1.change.op, RowOp::Delete);
         assert_eq!(again[0].1.change.acks, vec!["a".to_string(), "b".to_string()]);
         assert_eq!(again[0].1.change.first_version, 1);
+        q.complete([&again[0].0]);
+        assert_eq!(q.wait_all(2, Some(Instant::now())), 0);
     }
 
     #[test]
     fn the_journal_hears_of_a_delete_still_in_flight() {
         let q = Queue::default();
-        q.push(row("1"), write(RowOp::Delete, "", &["gone"]));
+        q.push(row("1"), write(RowOp::Delete, &["gone"]));
         let _flying = take(&q);
-        let pushed = q.push(row("1"), write(RowOp::Upsert, "1", &["back"]));
+        let pushed = q.push(row("1"), write(RowOp::Upsert, &["back"]));
         assert_eq!(pushed.op, RowOp::Replace);
         assert_eq!(pushed.acks, ["gone", "back"]);
     }
@@ -527,15 +531,14 @@ mod tests {
     #[test]
     fn snapshots_see_rows_changed_after_them() {
         let q = Queue::default();
-        q.push(row("1"), upsert("1"));
+        q.push(row("1"), upsert());
         let batch = take(&q);
         let snapshot = q.snapshot();
-        q.complete(&row("1"), batch[0].1.change.version, Ok(()));
+        q.complete([&batch[0].0]);
         assert!(!snapshot.redis_is_newer(&row("1")), "settled before the snapshot");
-        let v = q.push(row("1"), upsert("2")).version;
+        q.push(row("1"), upsert());
         let batch = take(&q);
-        q.complete(&row("1"), v, Ok(()));
-        drop(batch);
+        q.complete([&batch[0].0]);
         assert!(
             snapshot.redis_is_newer(&row("1")),
             "changed after the snapshot, even though settled"
@@ -545,13 +548,11 @@ mod tests {
     }
 
     #[test]
-    fn waiters_see_outcomes() {
+    fn dropped_rows_are_settled_for_waiters() {
         let q = Queue::default();
-        q.watch(&row("1"));
-        let v = q.push(row("1"), upsert("x")).version;
-        let batch = take(&q);
-        q.complete(&batch[0].0, v, Err("bad".into()));
-        assert_eq!(q.wait_row(&row("1"), v), Some(Err("bad".into())));
-        assert_eq!(q.wait_all(v, Some(Instant::now())), 0);
+        q.push(row("1"), upsert());
+        q.push(row("2"), upsert());
+        q.drop_pending();
+        assert_eq!(q.wait_all(2, Some(Instant::now())), 0);
     }
 }

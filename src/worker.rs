@@ -53,9 +53,9 @@ fn sync_batch(rt: &Runtime, batch: Rows) {
         groups.entry(row.mapping).or_default().push((row, entry));
     }
     let mut conn: Option<Connection> = None;
-    for (mapping, rows) in groups {
+    for (mapping, mut rows) in groups {
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            sync_mapping(rt, mapping, &rows, &mut conn)
+            sync_mapping(rt, mapping, &mut rows, &mut conn)
         }));
         let failure = match result {
             Ok(Ok(())) => {
@@ -105,15 +105,19 @@ fn connection<'c>(pool: &Pool, conn: &'c mut Option<Connection>) -> Result<&'c m
 fn sync_mapping(
     rt: &Runtime,
     mapping: usize,
-    rows: &[(RowKey, Entry)],
+    rows: &mut [(RowKey, Entry)],
     conn: &mut Option<Connection>,
 ) -> Result<(), Error> {
     let m = &rt.mappings.all()[mapping];
     let schema = rt.usable_schema(mapping)?;
+    apply::read_batch(rt, rows);
     let mut outcomes: Vec<Outcome> = vec![Ok(()); rows.len()];
     let mut prepared = Vec::with_capacity(rows.len());
     let mut positions = Vec::with_capacity(rows.len());
     for (i, (row, entry)) in rows.iter().enumerate() {
+        if apply::nothing_to_write(entry) {
+            continue;
+        }
         match writer::prepare(mapping, m, &schema, &row.id, &entry.change) {
             Ok(p) => {
                 prepared.push(p);

@@ -3,7 +3,7 @@
 
 use super::runtime_or_err;
 use crate::capture;
-use crate::change::{Fields, RowOp, Write};
+use crate::change::{RowOp, Write};
 use crate::deadletter::{self, DeadLetter};
 use crate::journal;
 use crate::mapping::Mode;
@@ -131,7 +131,6 @@ fn requeue_delete(ctx: &Context, rt: &Runtime, mapping: usize, e: &DeadLetter) -
     let m = &rt.mappings.all()[mapping];
     let write = Write {
         op: RowOp::Delete,
-        fields: Fields::new(),
         whole_row: false,
         acks: Vec::new(),
     };

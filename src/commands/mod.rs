@@ -5,13 +5,14 @@
 pub mod deadletter;
 
 use crate::capture;
-use crate::mapping::{check_id, KeyRole, Mode};
+use crate::mapping::{check_id, Mode};
 use crate::notify::Source;
 use crate::queue::RowKey;
 use crate::redis_io::{call, own_writes};
 use crate::reload;
 use crate::runtime::{self, Runtime};
 use crate::status;
+use crate::waiters;
 use redis_module::{
     BlockedClient, Context, ContextFlags, NextArg, RedisError, RedisResult, RedisString, RedisValue, ThreadSafeContext,
 };
@@ -97,36 +98,30 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args[2..].chunks(2).any(|p| p[0].as_slice() == crate::change::OP_FIELD) {
         return Err(RedisError::Str("ERR SYNC.HSET does not take the # field"));
     }
-    if resolved.role == KeyRole::Temp && rt.is_replica() {
+    if rt.is_replica() {
         return Err(RedisError::Str("READONLY this server is a replica"));
     }
     let staged = m.temp_key(&id);
     let mut hset: Vec<&[u8]> = vec![staged.as_bytes()];
     hset.extend(args[2..].iter().map(|a| a.as_slice()));
-    let row = RowKey {
-        mapping: resolved.mapping,
-        id,
-    };
-    rt.queue.watch(&row);
     let written = own_writes(|| call(ctx, "HSET", &hset));
     let captured = written
         .and_then(|reply| capture::capture_key(ctx, rt, resolved.mapping, staged.as_bytes()).map(|v| (reply, v)));
-    let (reply, version) = match captured {
-        Ok((reply, Some(version))) => (integer(&reply), version),
-        Ok((_, None)) => {
-            rt.queue.unwatch(&row);
-            return Err(RedisError::Str("ERR nothing to sync"));
+    match captured {
+        Ok((reply, Some(version))) => {
+            // Still under the Redis lock: apply cannot settle the row before the
+            // client is registered.
+            let row = RowKey {
+                mapping: resolved.mapping,
+                id,
+            };
+            waiters::add(row, version, ctx.block_client(), integer(&reply));
+            rt.queue.hurry();
+            Ok(RedisValue::NoReply)
         }
-        Err(e) => {
-            rt.queue.unwatch(&row);
-            return Err(RedisError::String(format!("ERR {e}")));
-        }
-    };
-    reply_later(ctx, move || match rt.queue.wait_row(&row, version) {
-        Some(Ok(())) => Ok(RedisValue::Integer(reply)),
-        Some(Err(e)) => Err(RedisError::String(format!("ERR Postgres rejected the row: {e}"))),
-        None => Err(RedisError::Str("ERR pgsync stopped before the row was synced")),
-    })
+        Ok((_, None)) => Err(RedisError::Str("ERR nothing to sync")),
+        Err(e) => Err(RedisError::String(format!("ERR {e}"))),
+    }
 }
 
 /// `SYNC.WAIT [timeout-ms]`: blocks until every change captured before the call has

@@ -226,16 +226,14 @@ mod tests {
     }
 
     fn change(fields: &[(&[u8], &[u8])]) -> Change {
-        let fields = fields.iter().map(|(f, v)| (f.to_vec(), Some(v.to_vec()))).collect();
-        Change::new(
-            crate::change::Write {
-                op: RowOp::Upsert,
-                fields,
-                whole_row: false,
-                acks: vec![],
-            },
-            1,
-        )
+        let write = crate::change::Write {
+            op: RowOp::Upsert,
+            whole_row: false,
+            acks: vec![],
+        };
+        let mut change = Change::new(write, 1);
+        change.fields = fields.iter().map(|(f, v)| (f.to_vec(), Some(v.to_vec()))).collect();
+        change
     }
 
     #[test]
