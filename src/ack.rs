@@ -15,11 +15,7 @@ pub fn send(ctx: &Context, mapping: &Mapping, id: &str, uuids: &[String], outcom
         let stream = stream.as_bytes();
         match outcome {
             Ok(()) => call_logged(ctx, "XADD", &[stream, b"*", b"status", b"done"]),
-            Err(e) => call_logged(
-                ctx,
-                "XADD",
-                &[stream, b"*", b"status", b"failed", b"error", e.as_bytes()],
-            ),
+            Err(e) => call_logged(ctx, "XADD", &[stream, b"*", b"status", b"failed", b"error", e.as_bytes()]),
         }
         call_logged(ctx, "EXPIRE", &[stream, ACK_TTL_SECS.as_bytes()]);
     }

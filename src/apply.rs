@@ -41,11 +41,7 @@ pub fn read_batch(rt: &Runtime, batch: &mut [(RowKey, Entry)]) {
         }
         let m = &rt.mappings.all()[row.mapping];
         let state = hgetall(&ctx, written_key(m, &row.id).as_bytes()).unwrap_or_default();
-        change.fields = state
-            .into_iter()
-            .filter(|(f, _)| f != OP_FIELD)
-            .map(|(f, v)| (f, Some(v)))
-            .collect();
+        change.fields = state.into_iter().filter(|(f, _)| f != OP_FIELD).map(|(f, v)| (f, Some(v))).collect();
         if change.fields.is_empty() && change.op == RowOp::Replace {
             change.op = RowOp::Delete;
         }
@@ -110,23 +106,11 @@ fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: 
         let key = m.main_key(&row.id);
         let (op, fields) = match change.op {
             RowOp::Delete => (EventOp::Delete, Vec::new()),
-            RowOp::Upsert | RowOp::Replace => (
-                EventOp::Upsert,
-                change
-                    .fields
-                    .keys()
-                    .map(|f| String::from_utf8_lossy(f).into_owned())
-                    .collect(),
-            ),
+            RowOp::Upsert | RowOp::Replace => {
+                (EventOp::Upsert, change.fields.keys().map(|f| String::from_utf8_lossy(f).into_owned()).collect())
+            }
         };
-        let event = Event {
-            key: &key,
-            id: &row.id,
-            op,
-            source: Source::Redis,
-            fields,
-            time: now_ms(),
-        };
+        let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
         notify::send(ctx, m, &event);
     }
     ack::send(ctx, m, &row.id, &change.acks, outcome);
@@ -191,12 +175,7 @@ pub fn apply_pg_rows(
     source: Source,
 ) -> Vec<String> {
     let m = &rt.mappings.all()[mapping];
-    let newer = |id: &str| {
-        snapshot.redis_is_newer(&RowKey {
-            mapping,
-            id: id.to_string(),
-        })
-    };
+    let newer = |id: &str| snapshot.redis_is_newer(&RowKey { mapping, id: id.to_string() });
     let mut skipped = Vec::new();
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
@@ -225,14 +204,7 @@ pub fn apply_pg_rows(
                 call_logged(&ctx, "HSET", &set);
             }
             let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
-            let event = Event {
-                key: &key,
-                id: &row.id,
-                op: EventOp::Upsert,
-                source,
-                fields,
-                time: now_ms(),
-            };
+            let event = Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() };
             notify::send(&ctx, m, &event);
         }
         for id in gone {
@@ -242,14 +214,7 @@ pub fn apply_pg_rows(
             }
             let key = m.main_key(id);
             call_logged(&ctx, "DEL", &[key.as_bytes()]);
-            let event = Event {
-                key: &key,
-                id,
-                op: EventOp::Delete,
-                source,
-                fields: Vec::new(),
-                time: now_ms(),
-            };
+            let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
             notify::send(&ctx, m, &event);
         }
     });

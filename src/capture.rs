@@ -48,10 +48,7 @@ fn follows_field_expiry(key: &[u8]) -> bool {
 /// Keyspace handler for generic events: DEL/UNLINK, RENAME, RESTORE, COPY change
 /// which rows exist in write-behind mode. Other generic events change no row.
 pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
-    if matches!(
-        event,
-        "del" | "rename_from" | "rename_to" | "restore" | "copy_to" | "move_to" | "move_from"
-    ) {
+    if matches!(event, "del" | "rename_from" | "rename_to" | "restore" | "copy_to" | "move_to" | "move_from") {
         if event == "del" && follows_field_expiry(key) {
             return;
         }
@@ -67,10 +64,7 @@ fn guard(f: impl FnOnce()) {
 
 /// Whether writes to this key are sent to Postgres.
 fn captured(mapping: &Mapping, role: KeyRole) -> bool {
-    matches!(
-        (mapping.mode, role),
-        (Mode::WriteThrough, KeyRole::Temp) | (Mode::WriteBehind, KeyRole::Main)
-    )
+    matches!((mapping.mode, role), (Mode::WriteThrough, KeyRole::Temp) | (Mode::WriteBehind, KeyRole::Main))
 }
 
 /// Writes are unsafe inside a keyspace callback, so the capture is deferred to a
@@ -122,9 +116,7 @@ fn inspect(ctx: &Context, key: &[u8]) -> KeyState {
     match opened.key_type() {
         KeyType::Empty => KeyState::Missing,
         KeyType::Hash => match opened.hash_get("#") {
-            Ok(value) => KeyState::Hash {
-                op_field: value.map(|v| v.as_slice().to_vec()),
-            },
+            Ok(value) => KeyState::Hash { op_field: value.map(|v| v.as_slice().to_vec()) },
             Err(_) => KeyState::WrongType,
         },
         _ => KeyState::WrongType,
@@ -138,11 +130,7 @@ fn inspect(ctx: &Context, key: &[u8]) -> KeyState {
 pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> Result<Option<u64>, String> {
     let m = &rt.mappings.all()[mapping];
     let write_behind = m.mode == Mode::WriteBehind;
-    let id_bytes = if write_behind {
-        &key[m.key_prefix.len()..]
-    } else {
-        &key[3 + m.key_prefix.len()..key.len() - 1]
-    };
+    let id_bytes = if write_behind { &key[m.key_prefix.len()..] } else { &key[3 + m.key_prefix.len()..key.len() - 1] };
     let refused = |why: String| {
         let message = format!("{}: write to {} refused: {why}", m.name, String::from_utf8_lossy(key));
         refuse(rt, mapping, &message);
@@ -159,10 +147,7 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
             own_writes(|| call_logged(ctx, "HDEL", &[key, OP_FIELD]));
             decode_op(&value)
         }
-        None => Ok(OpTag {
-            op: SyncOp::Replicate,
-            uuid: None,
-        }),
+        None => Ok(OpTag { op: SyncOp::Replicate, uuid: None }),
     };
     let (tag, id) = match tag.and_then(|tag| check_id(id_bytes).map(|id| (tag, id))) {
         Ok(ok) => ok,
@@ -177,18 +162,8 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
     let acks: Vec<String> = tag.uuid.into_iter().collect();
     let main_key = m.main_key(id);
     let queue = |op: RowOp, acks: Vec<String>| {
-        let write = Write {
-            op,
-            whole_row: write_behind,
-            acks,
-        };
-        let pushed = rt.queue.push(
-            RowKey {
-                mapping,
-                id: id.to_string(),
-            },
-            write,
-        );
+        let write = Write { op, whole_row: write_behind, acks };
+        let pushed = rt.queue.push(RowKey { mapping, id: id.to_string() }, write);
         if pushed.journal_changed {
             journal::mark(ctx, key, pushed.op, &pushed.acks);
         }
@@ -224,10 +199,7 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
                     call_logged(ctx, "DEL", &[key]);
                 });
             }
-            let fields = staged
-                .iter()
-                .map(|(f, _)| String::from_utf8_lossy(f).into_owned())
-                .collect();
+            let fields = staged.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
             announce(ctx, m, &main_key, id, EventOp::Upsert, fields);
             ack::send(ctx, m, id, &acks, &Ok(()));
             Ok(None)
@@ -246,18 +218,7 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
 
 /// Publishes a Redis-only change (`#` `+` or `-`).
 fn announce(ctx: &Context, m: &Mapping, key: &str, id: &str, op: EventOp, fields: Vec<String>) {
-    notify::send(
-        ctx,
-        m,
-        &Event {
-            key,
-            id,
-            op,
-            source: Source::Redis,
-            fields,
-            time: now_ms(),
-        },
-    );
+    notify::send(ctx, m, &Event { key, id, op, source: Source::Redis, fields, time: now_ms() });
 }
 
 /// Reports a write that cannot be synced (bad key, bad `#`, wrong type).

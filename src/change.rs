@@ -30,19 +30,15 @@ pub struct OpTag {
 
 /// Decodes a `#` value such as `=`, `~` or `=6ce0...`.
 pub fn decode_op(value: &[u8]) -> Result<OpTag, String> {
-    let (sign, rest) = value
-        .split_first()
-        .ok_or_else(|| "the # field is empty; expected one of = + - ~".to_string())?;
+    let (sign, rest) =
+        value.split_first().ok_or_else(|| "the # field is empty; expected one of = + - ~".to_string())?;
     let op = match sign {
         b'=' => SyncOp::Replicate,
         b'+' => SyncOp::RedisOnlyUpsert,
         b'-' => SyncOp::RedisOnlyDelete,
         b'~' => SyncOp::Delete,
         _ => {
-            return Err(format!(
-                "unknown # operation \"{}\"; expected one of = + - ~",
-                String::from_utf8_lossy(value)
-            ))
+            return Err(format!("unknown # operation \"{}\"; expected one of = + - ~", String::from_utf8_lossy(value)))
         }
     };
     let uuid = match rest {
@@ -139,14 +135,7 @@ mod tests {
 
     fn change(op: RowOp, version: u64, acks: &[&str]) -> Change {
         let acks = acks.iter().map(|a| a.to_string()).collect();
-        Change::new(
-            Write {
-                op,
-                whole_row: false,
-                acks,
-            },
-            version,
-        )
+        Change::new(Write { op, whole_row: false, acks }, version)
     }
 
     #[test]

@@ -33,22 +33,12 @@ pub const DEFAULT_RETRY_MAX_DELAY_MS: i64 = 5000;
 pub const MAX_WORKERS: i64 = 64;
 
 /// Names accepted as module arguments (`loadmodule lib.so <name> <value> ...`).
-pub const NAMES: &[&str] = &[
-    "postgres-url",
-    "mappings",
-    "workers",
-    "batch-size",
-    "batch-delay-ms",
-    "retry-max-delay-ms",
-    "reload-on-start",
-];
+pub const NAMES: &[&str] =
+    &["postgres-url", "mappings", "workers", "batch-size", "batch-delay-ms", "retry-max-delay-ms", "reload-on-start"];
 
 /// Reads a string config.
 pub fn string(value: &Mutex<String>) -> String {
-    value
-        .lock()
-        .map(|s| s.clone())
-        .unwrap_or_else(|p| p.into_inner().clone())
+    value.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
 }
 
 /// Reads an integer config as a count, never below 1.
@@ -68,15 +58,10 @@ pub fn check_module_args(args: &[String]) -> Result<(), String> {
     while let Some(name) = it.next() {
         let bare = name.strip_prefix("pgsync.").unwrap_or(name);
         if !NAMES.contains(&bare) {
-            return Err(format!(
-                "unknown option \"{name}\"; known options: {}",
-                NAMES.join(", ")
-            ));
+            return Err(format!("unknown option \"{name}\"; known options: {}", NAMES.join(", ")));
         }
         if bare != name.as_str() {
-            return Err(format!(
-                "write module arguments without the prefix: \"{bare}\", not \"{name}\""
-            ));
+            return Err(format!("write module arguments without the prefix: \"{bare}\", not \"{name}\""));
         }
         if it.next().is_none() {
             return Err(format!("option \"{name}\" has no value"));
@@ -113,24 +98,16 @@ mod tests {
 
     #[test]
     fn passwords_are_hidden() {
-        assert_eq!(
-            redact("postgres://bob:s3cret@db:5432/app"),
-            "postgres://bob:***@db:5432/app"
-        );
+        assert_eq!(redact("postgres://bob:s3cret@db:5432/app"), "postgres://bob:***@db:5432/app");
         assert_eq!(redact("postgres://bob@db/app"), "postgres://bob@db/app");
-        assert_eq!(
-            redact("host=db password=s3cret user=bob"),
-            "host=db password=*** user=bob"
-        );
+        assert_eq!(redact("host=db password=s3cret user=bob"), "host=db password=*** user=bob");
     }
 
     #[test]
     fn unknown_module_arguments_are_refused() {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(check_module_args(&args(&["workers", "4", "mappings", "/x.json"])).is_ok());
-        assert!(check_module_args(&args(&["wrokers", "4"]))
-            .unwrap_err()
-            .contains("wrokers"));
+        assert!(check_module_args(&args(&["wrokers", "4"])).unwrap_err().contains("wrokers"));
         assert!(check_module_args(&args(&["workers"])).unwrap_err().contains("no value"));
     }
 }

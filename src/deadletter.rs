@@ -36,10 +36,7 @@ pub struct DeadLetter {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn op_name(op: RowOp) -> &'static str {
@@ -61,10 +58,7 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
             .fields
             .iter()
             .map(|(f, v)| {
-                (
-                    String::from_utf8_lossy(f).into_owned(),
-                    v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
-                )
+                (String::from_utf8_lossy(f).into_owned(), v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()))
             })
             .collect(),
         error: error.to_string(),
@@ -75,13 +69,7 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
     };
     // Ids sort by time; the sequence keeps two rejections in one millisecond apart.
     let id = format!("{time_ms}-{}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
-    own_writes(|| {
-        call_logged(
-            ctx,
-            "HSET",
-            &[DEADLETTER_KEY.as_bytes(), id.as_bytes(), json.as_bytes()],
-        )
-    });
+    own_writes(|| call_logged(ctx, "HSET", &[DEADLETTER_KEY.as_bytes(), id.as_bytes(), json.as_bytes()]));
 }
 
 /// Every entry, oldest first, as (entry id, entry).

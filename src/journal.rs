@@ -88,10 +88,7 @@ fn requeue_entry(rt: &Runtime, key: &[u8], value: &[u8]) -> bool {
     let acks: Vec<String> = parts.map(str::to_string).collect();
     // The key itself holds the state to write; the worker reads it with the batch.
     let whole_row = resolved.role == KeyRole::Main;
-    let row = RowKey {
-        mapping: resolved.mapping,
-        id: id.to_string(),
-    };
+    let row = RowKey { mapping: resolved.mapping, id: id.to_string() };
     rt.queue.push(row, Write { op, whole_row, acks });
     true
 }

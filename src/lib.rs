@@ -53,11 +53,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 fn server_is_supported() -> bool {
     // SAFETY: the API table is filled once by RedisModule_Init, before any of our
     // code runs, and never written again; this reads one pointer from it.
-    unsafe {
-        std::ptr::addr_of!(redis_module::raw::RedisModule_AddPostNotificationJob)
-            .read()
-            .is_some()
-    }
+    unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_AddPostNotificationJob).read().is_some() }
 }
 
 /// Flags of the first registered command, doubling as the server-version gate.
@@ -74,9 +70,7 @@ fn first_command_flags(flags: &'static str) -> &'static str {
         .map(|get| unsafe { get() })
         .map(|v| format!(" (this server is {}.{}.{})", v >> 16, (v >> 8) & 0xff, v & 0xff))
         .unwrap_or_default();
-    redis_io::warn(&format!(
-        "redis-pgsync needs Redis 7.2+ or Valkey 7.2+{version}; module not loaded"
-    ));
+    redis_io::warn(&format!("redis-pgsync needs Redis 7.2+ or Valkey 7.2+{version}; module not loaded"));
     "pgsync-needs-redis-7.2"
 }
 
@@ -94,19 +88,12 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let mappings = mapping::Mappings::load(&path)?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
-    let summary = format!(
-        "pgsync loaded: mappings [{}], Postgres {}",
-        names.join(", "),
-        config::redact(&url)
-    );
+    let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), config::redact(&url));
     runtime::start(mappings.clone(), &url, replica)?;
     // The crate has no wrapper for the shutdown event; subscribe through the raw API.
     // The header's `RedisModuleEvent_Shutdown` is a static inline value, not a
     // symbol, so build the same value here.
-    let event = redis_module::raw::RedisModuleEvent {
-        id: redis_module::raw::REDISMODULE_EVENT_SHUTDOWN,
-        dataver: 1,
-    };
+    let event = redis_module::raw::RedisModuleEvent { id: redis_module::raw::REDISMODULE_EVENT_SHUTDOWN, dataver: 1 };
     redis_module::raw::subscribe_to_server_event(ctx.ctx, event, Some(on_shutdown));
     std::panic::set_hook(Box::new(|info| redis_io::warn(&format!("panic caught: {info}"))));
     redis_io::notice(&summary);
@@ -144,10 +131,7 @@ fn on_cron(ctx: &Context, _hz: u64) {
         journal::recover(ctx, rt);
     }
     if !rt.start_reload_checked.swap(true, Ordering::Relaxed) && config::RELOAD_ON_START.load(Ordering::Relaxed) {
-        let empty = matches!(
-            ctx.call("DBSIZE", &[] as &[&str]),
-            Ok(redis_module::RedisValue::Integer(0))
-        );
+        let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
         if empty {
             runtime::reload_on_start();
         }

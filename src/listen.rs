@@ -31,9 +31,7 @@ struct Payload {
 /// Body of the listener thread; returns on shutdown, or at once when no mapping
 /// listens.
 pub fn run(rt: &Runtime) {
-    let listening: Vec<usize> = (0..rt.mappings.all().len())
-        .filter(|&i| rt.mappings.all()[i].listen)
-        .collect();
+    let listening: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.mappings.all()[i].listen).collect();
     if listening.is_empty() {
         return;
     }
@@ -95,10 +93,8 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut b
         rt.stats[*i].set_listener("listening");
     }
     *listened_before = true;
-    let shapes: BTreeMap<String, (usize, RowShape)> = ready
-        .into_iter()
-        .map(|(i, shape)| (rt.mappings.all()[i].pg_channel(), (i, shape)))
-        .collect();
+    let shapes: BTreeMap<String, (usize, RowShape)> =
+        ready.into_iter().map(|(i, shape)| (rt.mappings.all()[i].pg_channel(), (i, shape))).collect();
     // Rows skipped because Redis was newer are read again in the next round, so a
     // change to other columns still arrives once Redis's own change has landed.
     let mut deferred: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -115,11 +111,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut b
             let snapshot = rt.queue.snapshot();
             let rows = shape.fetch(&mut client, &ids)?;
             let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-            let gone: Vec<String> = ids
-                .iter()
-                .filter(|id| !present.contains(id.as_str()))
-                .cloned()
-                .collect();
+            let gone: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
             let skipped = apply_pg_rows(rt, *mapping, &snapshot, &rows, &gone, Source::Postgres);
             if !skipped.is_empty() {
                 deferred.insert(channel, skipped.into_iter().collect());

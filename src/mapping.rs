@@ -125,10 +125,8 @@ impl Mapping {
         match &self.fields {
             Some(map) => map.iter().map(|(f, c)| (f.clone(), c.clone())).collect(),
             None => {
-                let mut cols: Vec<(String, String)> = table_columns
-                    .filter(|c| **c != self.primary_key)
-                    .map(|c| (c.clone(), c.clone()))
-                    .collect();
+                let mut cols: Vec<(String, String)> =
+                    table_columns.filter(|c| **c != self.primary_key).map(|c| (c.clone(), c.clone())).collect();
                 cols.sort();
                 cols
             }
@@ -230,9 +228,7 @@ impl Mappings {
             None => (KeyRole::Main, key),
         };
         self.all.iter().enumerate().find_map(|(mapping, m)| {
-            inner
-                .strip_prefix(m.key_prefix.as_bytes())
-                .map(|id| ResolvedKey { mapping, role, id })
+            inner.strip_prefix(m.key_prefix.as_bytes()).map(|id| ResolvedKey { mapping, role, id })
         })
     }
 }
@@ -277,22 +273,13 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     non_empty("key_prefix", &raw.key_prefix)?;
     non_empty("primary_key", &raw.primary_key)?;
     if raw.key_prefix.contains(['{', '}']) || raw.key_prefix.starts_with("__") {
-        return Err(format!(
-            "{who}: key_prefix \"{}\" must not contain braces or start with \"__\"",
-            raw.key_prefix
-        ));
+        return Err(format!("{who}: key_prefix \"{}\" must not contain braces or start with \"__\"", raw.key_prefix));
     }
     if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&raw.key_prefix)) {
-        return Err(format!(
-            "{who}: key_prefix \"{}\" would cover the module's own key {own}",
-            raw.key_prefix
-        ));
+        return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", raw.key_prefix));
     }
     if raw.table.split('.').count() > 2 || raw.table.split('.').any(str::is_empty) {
-        return Err(format!(
-            "{who}: table \"{}\" must be \"table\" or \"schema.table\"",
-            raw.table
-        ));
+        return Err(format!("{who}: table \"{}\" must be \"table\" or \"schema.table\"", raw.table));
     }
     if let Some(fields) = &raw.fields {
         if fields.contains_key("#") {
@@ -314,11 +301,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     if raw.notify.as_deref().is_some_and(|n| n.is_empty()) {
         return Err(format!("{who}: \"notify\" must not be empty"));
     }
-    if raw
-        .changelog
-        .as_ref()
-        .is_some_and(|c| c.stream.is_empty() || c.maxlen == 0)
-    {
+    if raw.changelog.as_ref().is_some_and(|c| c.stream.is_empty() || c.maxlen == 0) {
         return Err(format!("{who}: \"changelog\" needs a stream name and a maxlen above 0"));
     }
     Ok(Mapping {

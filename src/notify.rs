@@ -49,10 +49,7 @@ pub struct Event<'a> {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Whether `mapping` publishes changes from `source` at all.
@@ -75,15 +72,7 @@ pub fn send(ctx: &Context, mapping: &Mapping, event: &Event<'_>) {
         call_logged(
             ctx,
             "XADD",
-            &[
-                log.stream.as_bytes(),
-                b"MAXLEN",
-                b"~",
-                maxlen.as_bytes(),
-                b"*",
-                b"event",
-                json.as_bytes(),
-            ],
+            &[log.stream.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event", json.as_bytes()],
         );
     }
 }

@@ -178,13 +178,7 @@ impl Queue {
                 let summary = (change.op, change.acks.clone(), true);
                 inner.unsettled.add(version);
                 inner.order.push_back(row.clone());
-                inner.pending.insert(
-                    row.clone(),
-                    Entry {
-                        change,
-                        since: Instant::now(),
-                    },
-                );
+                inner.pending.insert(row.clone(), Entry { change, since: Instant::now() });
                 summary
             }
         };
@@ -194,12 +188,7 @@ impl Queue {
         }
         drop(guard);
         self.work.notify_one();
-        Pushed {
-            version,
-            op,
-            acks,
-            journal_changed,
-        }
+        Pushed { version, op, acks, journal_changed }
     }
 
     /// The version of the newest change captured so far.
@@ -294,20 +283,14 @@ impl Queue {
 
     /// The operation and acks of the change queued for `row` (not in flight), if any.
     pub fn pending_change(&self, row: &RowKey) -> Option<(RowOp, Vec<String>)> {
-        self.lock()
-            .pending
-            .get(row)
-            .map(|e| (e.change.op, e.change.acks.clone()))
+        self.lock().pending.get(row).map(|e| (e.change.op, e.change.acks.clone()))
     }
 
     /// Opens a snapshot for a reader about to read rows from Postgres.
     pub fn snapshot(&self) -> Snapshot<'_> {
         let mut inner = self.lock();
         inner.open_snapshots += 1;
-        Snapshot {
-            queue: self,
-            version: inner.last_version,
-        }
+        Snapshot { queue: self, version: inner.last_version }
     }
 
     /// Number of rows holding a change with version `<= version` not yet settled.
@@ -430,18 +413,11 @@ mod tests {
     use super::*;
 
     fn row(id: &str) -> RowKey {
-        RowKey {
-            mapping: 0,
-            id: id.into(),
-        }
+        RowKey { mapping: 0, id: id.into() }
     }
 
     fn write(op: RowOp, acks: &[&str]) -> Write {
-        Write {
-            op,
-            whole_row: false,
-            acks: acks.iter().map(|a| a.to_string()).collect(),
-        }
+        Write { op, whole_row: false, acks: acks.iter().map(|a| a.to_string()).collect() }
     }
 
     fn upsert() -> Write {
@@ -485,13 +461,7 @@ mod tests {
     #[test]
     fn rows_of_a_mapping_that_is_not_ready_wait_their_turn() {
         let q = Queue::default();
-        q.push(
-            RowKey {
-                mapping: 1,
-                id: "1".into(),
-            },
-            upsert(),
-        );
+        q.push(RowKey { mapping: 1, id: "1".into() }, upsert());
         q.push(row("2"), upsert());
         let batch = q.take_batch(10, NOW, NOW, &|m| m == 0);
         assert_eq!(batch.len(), 1);
@@ -539,10 +509,7 @@ mod tests {
         q.push(row("1"), upsert());
         let batch = take(&q);
         q.complete([&batch[0].0]);
-        assert!(
-            snapshot.redis_is_newer(&row("1")),
-            "changed after the snapshot, even though settled"
-        );
+        assert!(snapshot.redis_is_newer(&row("1")), "changed after the snapshot, even though settled");
         drop(snapshot);
         assert!(!q.snapshot().redis_is_newer(&row("1")));
     }

@@ -18,11 +18,7 @@ pub fn is_own_write() -> bool {
 pub fn selected_db(ctx: &Context) -> i32 {
     // SAFETY: the API table is filled at load and never written again; the context
     // is the live one Redis handed to this callback.
-    unsafe {
-        std::ptr::addr_of!(redis_module::raw::RedisModule_GetSelectedDb)
-            .read()
-            .map_or(0, |get| get(ctx.ctx))
-    }
+    unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_GetSelectedDb).read().map_or(0, |get| get(ctx.ctx)) }
 }
 
 /// Runs `f` with capture switched off, for writes the module makes itself.
@@ -45,12 +41,7 @@ fn call_with(ctx: &Context, options: &CallOptions, command: &str, args: &[&[u8]]
 pub fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
     // `replicate`: the write goes to the AOF and replicas with the command that
     // caused it; `errors_as_replies`: a failing call returns its error to us.
-    call_with(
-        ctx,
-        &CallOptionsBuilder::new().replicate().errors_as_replies().build(),
-        command,
-        args,
-    )
+    call_with(ctx, &CallOptionsBuilder::new().replicate().errors_as_replies().build(), command, args)
 }
 
 /// Publishes a message on this server only: notifications are not data, so they

@@ -87,15 +87,8 @@ fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapsho
         let tsc = ThreadSafeContext::new();
         let ctx = tsc.lock();
         // Only hashes are rows; a stream or string under the prefix is someone else's.
-        let args: [&[u8]; 7] = [
-            &cursor,
-            b"MATCH",
-            pattern.as_bytes(),
-            b"COUNT",
-            SCAN_COUNT.as_bytes(),
-            b"TYPE",
-            b"hash",
-        ];
+        let args: [&[u8]; 7] =
+            [&cursor, b"MATCH", pattern.as_bytes(), b"COUNT", SCAN_COUNT.as_bytes(), b"TYPE", b"hash"];
         let reply = call(&ctx, "SCAN", &args);
         let Ok(RedisValue::Array(parts)) = reply else { return };
         let (Some(next), Some(RedisValue::Array(keys))) = (parts.first().and_then(bytes), parts.get(1)) else {

@@ -61,12 +61,8 @@ pub fn get() -> Option<&'static Arc<Runtime>> {
 /// Builds the runtime from the configs and starts its threads. Postgres need not be
 /// reachable: connections are made lazily and retried.
 pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String> {
-    let mut pg_config = postgres::Config::from_str(url).map_err(|e| {
-        format!(
-            "pgsync.postgres-url is not a valid Postgres URL ({}): {e}",
-            config::redact(url)
-        )
-    })?;
+    let mut pg_config = postgres::Config::from_str(url)
+        .map_err(|e| format!("pgsync.postgres-url is not a valid Postgres URL ({}): {e}", config::redact(url)))?;
     pg_config.application_name("redis-pgsync");
     // Marks the module's sessions so the NOTIFY triggers do not echo its writes.
     let options = match pg_config.get_options() {
@@ -100,9 +96,7 @@ pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String>
         worker_slots: Mutex::new(vec![false; config::MAX_WORKERS as usize]),
         mappings,
     });
-    RUNTIME
-        .set(runtime.clone())
-        .map_err(|_| "pgsync is already loaded".to_string())?;
+    RUNTIME.set(runtime.clone()).map_err(|_| "pgsync is already loaded".to_string())?;
     let checker = runtime.clone();
     spawn("pgsync-schema", move || schema_checker(&checker))?;
     spawn("pgsync-listener", move || listen::run(&runtime))?;
@@ -164,11 +158,7 @@ impl Backoff {
     /// Records a failure: wait `first`, then twice as long each time, up to `cap`.
     pub fn failed(&self, first: Duration, cap: Duration) {
         let mut state = self.state();
-        let delay = if state.1.is_zero() {
-            first
-        } else {
-            (state.1 * 2).min(cap)
-        };
+        let delay = if state.1.is_zero() { first } else { (state.1 * 2).min(cap) };
         *state = (Some(Instant::now() + delay), delay);
     }
 
@@ -198,14 +188,9 @@ impl Runtime {
     /// The checked schema of a mapping's table, or why it cannot be used yet.
     pub fn usable_schema(&self, mapping: usize) -> Result<Arc<TableSchema>, Error> {
         self.schema(mapping).ok_or_else(|| {
-            let why = self.stats[mapping]
-                .schema_error()
-                .unwrap_or_else(|| "not checked yet".into());
+            let why = self.stats[mapping].schema_error().unwrap_or_else(|| "not checked yet".into());
             let name = &self.mappings.all()[mapping].name;
-            Error::new(
-                crate::pg::error::ErrorKind::Schema,
-                format!("table of mapping \"{name}\" unusable: {why}"),
-            )
+            Error::new(crate::pg::error::ErrorKind::Schema, format!("table of mapping \"{name}\" unusable: {why}"))
         })
     }
 
@@ -234,9 +219,7 @@ impl Runtime {
 /// workers invalidate. Errors go to the log and to `SYNC.STATUS`.
 fn schema_checker(rt: &Runtime) {
     while !rt.queue.is_shut_down() {
-        let missing: Vec<usize> = (0..rt.mappings.all().len())
-            .filter(|&i| rt.schema(i).is_none())
-            .collect();
+        let missing: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.schema(i).is_none()).collect();
         if !missing.is_empty() {
             match rt.pool.get() {
                 Ok(mut conn) => {

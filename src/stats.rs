@@ -19,9 +19,7 @@ pub struct MappingStats {
 }
 
 fn read(slot: &Mutex<Option<String>>) -> Option<String> {
-    slot.lock()
-        .map(|s| s.clone())
-        .unwrap_or_else(|p| p.into_inner().clone())
+    slot.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
 }
 
 fn write(slot: &Mutex<Option<String>>, value: Option<String>) {

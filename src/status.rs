@@ -31,26 +31,11 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
         ("retries", count(&s.retries)),
         ("lag_ms", Figure::Int(lag_ms)),
         ("last_error", Figure::Text(s.last_error().unwrap_or_default())),
-        (
-            "schema",
-            Figure::Text(
-                s.schema_error()
-                    .map_or_else(|| schema_state(rt, mapping), |e| format!("error: {e}")),
-            ),
-        ),
+        ("schema", Figure::Text(s.schema_error().map_or_else(|| schema_state(rt, mapping), |e| format!("error: {e}")))),
         ("postgres", Figure::Text(rt.postgres.describe().into())),
         ("postgres_error", Figure::Text(rt.postgres.error().unwrap_or_default())),
-        (
-            "role",
-            Figure::Text(if rt.is_replica() { "replica" } else { "primary" }.into()),
-        ),
-        (
-            "listener",
-            Figure::Text(
-                s.listener()
-                    .unwrap_or_else(|| if m.listen { "starting" } else { "off" }.into()),
-            ),
-        ),
+        ("role", Figure::Text(if rt.is_replica() { "replica" } else { "primary" }.into())),
+        ("listener", Figure::Text(s.listener().unwrap_or_else(|| if m.listen { "starting" } else { "off" }.into()))),
         ("reload", Figure::Text(reload_state(rt))),
     ]
 }
@@ -65,12 +50,7 @@ fn reload_state(rt: &Runtime) -> String {
 }
 
 fn schema_state(rt: &Runtime, mapping: usize) -> String {
-    if rt.schema(mapping).is_some() {
-        "ok"
-    } else {
-        "unchecked"
-    }
-    .into()
+    if rt.schema(mapping).is_some() { "ok" } else { "unchecked" }.into()
 }
 
 /// `SYNC.STATUS` reply for one mapping: a flat list of name, value pairs.

@@ -22,10 +22,7 @@ fn waiters() -> MutexGuard<'static, HashMap<RowKey, Vec<Waiter>>> {
 /// Blocks `client` until the change `version` of `row` settles; then it gets
 /// `reply`, or Postgres's error.
 pub fn add(row: RowKey, version: u64, client: BlockedClient, reply: i64) {
-    waiters()
-        .entry(row)
-        .or_default()
-        .push(Waiter { version, client, reply });
+    waiters().entry(row).or_default().push(Waiter { version, client, reply });
 }
 
 /// Answers the clients waiting for changes of `row` up to `version`.

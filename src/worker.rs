@@ -54,9 +54,8 @@ fn sync_batch(rt: &Runtime, batch: Rows) {
     }
     let mut conn: Option<Connection> = None;
     for (mapping, mut rows) in groups {
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            sync_mapping(rt, mapping, &mut rows, &mut conn)
-        }));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sync_mapping(rt, mapping, &mut rows, &mut conn)));
         let failure = match result {
             Ok(Ok(())) => {
                 rt.backoffs[mapping].reset();
@@ -82,9 +81,7 @@ fn put_back(rt: &Runtime, mapping: usize, rows: Rows, failure: &Error) {
         ErrorKind::Schema => rt.invalidate_schema(mapping),
         ErrorKind::Unavailable => {
             if rt.postgres.describe() != "down" {
-                warn(&format!(
-                    "Postgres unavailable, changes wait and are retried: {failure}"
-                ));
+                warn(&format!("Postgres unavailable, changes wait and are retried: {failure}"));
             }
             rt.postgres.mark_down(&failure.message);
         }
@@ -97,8 +94,7 @@ fn connection<'c>(pool: &Pool, conn: &'c mut Option<Connection>) -> Result<&'c m
     if conn.is_none() {
         *conn = Some(pool.get()?);
     }
-    conn.as_mut()
-        .ok_or_else(|| Error::new(ErrorKind::Unavailable, "no connection"))
+    conn.as_mut().ok_or_else(|| Error::new(ErrorKind::Unavailable, "no connection"))
 }
 
 /// Writes one mapping's rows and applies their outcomes; `Err` leaves them to retry.

@@ -16,11 +16,7 @@ fn write_items(port: u16, clients: usize, per_client: usize, offset: usize) {
                 let mut c = connect(port);
                 for i in 0..per_client {
                     let id = offset + t * per_client + i + 1;
-                    hset(
-                        &mut c,
-                        &format!("items:{id}"),
-                        &[("name", &format!("n{id}")), ("score", &id.to_string())],
-                    );
+                    hset(&mut c, &format!("items:{id}"), &[("name", &format!("n{id}")), ("score", &id.to_string())]);
                 }
             })
         })
@@ -38,9 +34,7 @@ fn ten_thousand_writes_made_while_postgres_is_down_all_land() {
     pg.down();
     write_items(server.port, 5, 2000, 0);
     let mut c = server.conn();
-    eventually("Postgres reported down", || {
-        status(&mut c, "items")["postgres"] == "down"
-    });
+    eventually("Postgres reported down", || status(&mut c, "items")["postgres"] == "down");
     let st = status(&mut c, "items");
     let waiting: i64 = st["pending"].parse::<i64>().unwrap() + st["in_flight"].parse::<i64>().unwrap();
     assert_eq!(waiting, 10_000, "{st:?}");
@@ -89,16 +83,10 @@ fn shutdown_with_pending_changes_loses_nothing() {
     server.restart();
     pg.up();
     let mut c = server.conn();
-    eventually("journal recovered", || {
-        status(&mut c, "items")["synced"] != "0" || pg_items(&db).len() == 200
-    });
+    eventually("journal recovered", || status(&mut c, "items")["synced"] != "0" || pg_items(&db).len() == 200);
     sync_wait(&mut c);
     assert_eq!(pg_items(&db).len(), 200);
-    assert!(
-        server.log().contains("queued 200 unsynced change(s) from the journal"),
-        "{}",
-        server.log()
-    );
+    assert!(server.log().contains("queued 200 unsynced change(s) from the journal"), "{}", server.log());
 }
 
 #[test]
@@ -124,11 +112,7 @@ fn a_replica_never_writes_and_carries_on_when_promoted() {
     let _: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut p).unwrap();
     let st = status(&mut r, "items");
     assert_eq!(st["role"], "replica");
-    assert_eq!(
-        (st["synced"].as_str(), st["pending"].as_str()),
-        ("0", "0"),
-        "the replica wrote nothing: {st:?}"
-    );
+    assert_eq!((st["synced"].as_str(), st["pending"].as_str()), ("0", "0"), "the replica wrote nothing: {st:?}");
     assert_eq!(status(&mut p, "items")["synced"], "100");
 
     pg.down();
@@ -152,12 +136,7 @@ fn a_replica_never_writes_and_carries_on_when_promoted() {
 #[test]
 fn killing_the_module_backends_mid_run_loses_nothing() {
     let db = TestDb::new(ITEMS_SQL);
-    let server = Server::with_mapping(
-        &db,
-        ITEMS_MAPPING,
-        &[("retry-max-delay-ms", "200"), ("batch-size", "50")],
-        &[],
-    );
+    let server = Server::with_mapping(&db, ITEMS_MAPPING, &[("retry-max-delay-ms", "200"), ("batch-size", "50")], &[]);
     let port = server.port;
     let writer = std::thread::spawn(move || write_items(port, 4, 5000, 0));
     let mut admin = db.client();
@@ -227,9 +206,5 @@ fn field_expiry_is_a_cache_event_not_a_delete() {
         .unwrap();
     eventually("fields expired", || !exists(&mut c, "items:1"));
     sync_wait(&mut c);
-    assert_eq!(
-        pg_items(&db)[&1],
-        [Some("n".into()), None, Some("t".into())],
-        "the row is untouched"
-    );
+    assert_eq!(pg_items(&db)[&1], [Some("n".into()), None, Some("t".into())], "the row is untouched");
 }

@@ -11,14 +11,7 @@ use std::time::{Duration, Instant};
 fn failed_start(server: &str, module_args: &[&str]) -> (std::process::ExitStatus, String) {
     let dir = TempDir::new("pgsync_fail");
     let mut child = Command::new(server)
-        .args([
-            "--port",
-            &free_port().to_string(),
-            "--dir",
-            &dir.0.display().to_string(),
-            "--logfile",
-            "server.log",
-        ])
+        .args(["--port", &free_port().to_string(), "--dir", &dir.0.display().to_string(), "--logfile", "server.log"])
         .arg("--loadmodule")
         .arg(module_path())
         .args(module_args)
@@ -37,10 +30,7 @@ fn failed_start(server: &str, module_args: &[&str]) -> (std::process::ExitStatus
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    (
-        status,
-        std::fs::read_to_string(dir.0.join("server.log")).unwrap_or_default(),
-    )
+    (status, std::fs::read_to_string(dir.0.join("server.log")).unwrap_or_default())
 }
 
 fn write_mapping(text: &str) -> String {
@@ -65,24 +55,12 @@ fn bad_configuration_fails_the_load_with_a_message() {
         r#"{"mappings": [{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id", "mode": "sideways"}]}"#,
     );
     assert_refused(&["postgres-url", url, "mappings", &bad_mode], "sideways");
-    assert_refused(
-        &["postgres-url", url, "mappings", "/nonexistent/pgsync.json"],
-        "cannot read mapping file",
-    );
+    assert_refused(&["postgres-url", url, "mappings", "/nonexistent/pgsync.json"], "cannot read mapping file");
     let good = write_mapping(USERS_MAPPING);
-    assert_refused(
-        &["postgres-url", url, "mappings", &good, "colour", "blue"],
-        "unknown option \"colour\"",
-    );
+    assert_refused(&["postgres-url", url, "mappings", &good, "colour", "blue"], "unknown option \"colour\"");
     assert_refused(&["mappings", &good], "pgsync.postgres-url is not set");
-    assert_refused(
-        &["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good],
-        "not a valid Postgres URL",
-    );
-    let (_, log) = failed_start(
-        &server_bin(),
-        &["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good],
-    );
+    assert_refused(&["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good], "not a valid Postgres URL");
+    let (_, log) = failed_start(&server_bin(), &["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good]);
     assert!(!log.contains("hunter2"), "the password never reaches the log:\n{log}");
 }
 
@@ -93,14 +71,8 @@ fn unreachable_postgres_does_not_stop_redis() {
     let mapping = write_mapping(USERS_MAPPING);
     let server = Server::start(&[("postgres-url", &url), ("mappings", &mapping)], &[]);
     let mut c = server.conn();
-    hset(
-        &mut c,
-        "__{users:1}",
-        &[("username", "a"), ("email", "a@x"), ("pwhash", "p")],
-    );
-    eventually("Postgres reported down", || {
-        status(&mut c, "users")["postgres"] == "down"
-    });
+    hset(&mut c, "__{users:1}", &[("username", "a"), ("email", "a@x"), ("pwhash", "p")]);
+    eventually("Postgres reported down", || status(&mut c, "users")["postgres"] == "down");
     let st = status(&mut c, "users");
     assert_eq!(st["pending"], "1", "{st:?}");
     assert!(!st["postgres_error"].is_empty());
@@ -132,37 +104,15 @@ fn tunable_configs_work_with_config_get_and_set() {
         ("pgsync.batch-delay-ms", "5"),
         ("pgsync.retry-max-delay-ms", "1000"),
     ] {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query(&mut c)
-            .unwrap();
+        let _: () = redis::cmd("CONFIG").arg("SET").arg(name).arg(value).query(&mut c).unwrap();
         assert_eq!(get(&mut c, name), value);
     }
-    let err = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgsync.workers")
-        .arg("0")
-        .query::<()>(&mut c)
-        .unwrap_err();
+    let err = redis::cmd("CONFIG").arg("SET").arg("pgsync.workers").arg("0").query::<()>(&mut c).unwrap_err();
     assert!(err.to_string().contains("pgsync.workers"), "{err}");
-    let err = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgsync.mappings")
-        .arg("/x")
-        .query::<()>(&mut c)
-        .unwrap_err();
-    assert!(
-        err.to_string().to_lowercase().contains("immutable") || err.to_string().contains("can't set"),
-        "{err}"
-    );
+    let err = redis::cmd("CONFIG").arg("SET").arg("pgsync.mappings").arg("/x").query::<()>(&mut c).unwrap_err();
+    assert!(err.to_string().to_lowercase().contains("immutable") || err.to_string().contains("can't set"), "{err}");
     // Still syncing with one worker after the change.
-    hset(
-        &mut c,
-        "__{users:1}",
-        &[("username", "a"), ("email", "a@x"), ("pwhash", "p")],
-    );
+    hset(&mut c, "__{users:1}", &[("username", "a"), ("email", "a@x"), ("pwhash", "p")]);
     sync_wait(&mut c);
     let n: i64 = db.client().query_one("SELECT count(*) FROM users", &[]).unwrap().get(0);
     assert_eq!(n, 1);
@@ -176,9 +126,7 @@ fn a_mapping_that_does_not_match_the_table_is_reported() {
         {"name": "ghosts", "table": "ghosts", "key_prefix": "ghosts:", "primary_key": "id", "mode": "write-through"}]}"#;
     let server = Server::with_mapping(&db, mapping, &[], &[]);
     let mut c = server.conn();
-    eventually("schema errors reported", || {
-        status(&mut c, "ghosts")["schema"].contains("does not exist")
-    });
+    eventually("schema errors reported", || status(&mut c, "ghosts")["schema"].contains("does not exist"));
     assert!(status(&mut c, "users")["schema"].contains("column \"scroe\" does not exist"));
     assert!(server.log().contains("\"ghosts\" does not exist"));
     let err = redis::cmd("SYNC.STATUS").arg("nope").query::<()>(&mut c).unwrap_err();
@@ -191,32 +139,17 @@ fn a_mapping_that_does_not_match_the_table_is_reported() {
              INSERT INTO users (id, username, email, password_hash) VALUES (1, 'u', 'u@x', 'p')",
         )
         .unwrap();
-    redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgsync.retry-max-delay-ms")
-        .arg("200")
-        .query::<()>(&mut c)
-        .unwrap();
+    redis::cmd("CONFIG").arg("SET").arg("pgsync.retry-max-delay-ms").arg("200").query::<()>(&mut c).unwrap();
     hset(&mut c, "__{users:1}", &[("score", "4")]);
     eventually("the healthy mapping syncs", || {
-        let n: i64 = db
-            .client()
-            .query_one("SELECT count(*) FROM users WHERE scroe = 4", &[])
-            .unwrap()
-            .get(0);
+        let n: i64 = db.client().query_one("SELECT count(*) FROM users WHERE scroe = 4", &[]).unwrap().get(0);
         n == 1
     });
     assert_eq!(status(&mut c, "ghosts")["pending"], "1");
     // Fixing the table lets the waiting change through.
-    db.client()
-        .batch_execute("CREATE TABLE ghosts (id int PRIMARY KEY, name text)")
-        .unwrap();
+    db.client().batch_execute("CREATE TABLE ghosts (id int PRIMARY KEY, name text)").unwrap();
     sync_wait(&mut c);
-    let name: String = db
-        .client()
-        .query_one("SELECT name FROM ghosts WHERE id = 1", &[])
-        .unwrap()
-        .get(0);
+    let name: String = db.client().query_one("SELECT name FROM ghosts WHERE id = 1", &[]).unwrap().get(0);
     assert_eq!(name, "boo");
 }
 
@@ -228,20 +161,10 @@ fn servers_older_than_7_2_refuse_the_module_cleanly() {
         panic!("{old} not found: install Debian's redis-server 7.0 or set PGSYNC_OLD_SERVER_BIN");
     };
     let text = String::from_utf8_lossy(&version.stdout).to_string();
-    assert!(
-        text.contains("v=7.0") || text.contains("v=6."),
-        "{old} is not an old server: {text}"
-    );
+    assert!(text.contains("v=7.0") || text.contains("v=6."), "{old} is not an old server: {text}");
     let mapping = write_mapping(USERS_MAPPING);
-    let (status, log) = failed_start(
-        &old,
-        &[
-            "postgres-url",
-            "postgres://postgres@127.0.0.1/postgres",
-            "mappings",
-            &mapping,
-        ],
-    );
+    let (status, log) =
+        failed_start(&old, &["postgres-url", "postgres://postgres@127.0.0.1/postgres", "mappings", &mapping]);
     assert!(status.code().is_some(), "refused without a crash: {status}");
     assert!(log.contains("needs Redis 7.2+"), "{log}");
 }
@@ -251,11 +174,7 @@ fn info_and_status_cover_every_mapping() {
     let db = TestDb::new(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
-    hset(
-        &mut c,
-        "__{users:1}",
-        &[("username", "a"), ("email", "a@x"), ("pwhash", "p")],
-    );
+    hset(&mut c, "__{users:1}", &[("username", "a"), ("email", "a@x"), ("pwhash", "p")]);
     sync_wait(&mut c);
     let info: String = redis::cmd("INFO").arg("pgsync").query(&mut c).unwrap();
     for field in [
@@ -273,11 +192,7 @@ fn info_and_status_cover_every_mapping() {
     }
     let all: Vec<redis::Value> = redis::cmd("SYNC.STATUS").query(&mut c).unwrap();
     assert_eq!(all.len(), 2);
-    let err = redis::cmd("SYNC.STATUS")
-        .arg("a")
-        .arg("b")
-        .query::<()>(&mut c)
-        .unwrap_err();
+    let err = redis::cmd("SYNC.STATUS").arg("a").arg("b").query::<()>(&mut c).unwrap_err();
     assert!(err.to_string().contains("wrong number of arguments"));
     let err = redis::cmd("SYNC.WAIT").arg("soon").query::<()>(&mut c).unwrap_err();
     assert!(err.to_string().contains("timeout-ms"));

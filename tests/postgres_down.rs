@@ -11,11 +11,7 @@ fn writes_queue_while_postgres_is_down_and_land_when_it_returns() {
     let db = TestDb::on(&pg.admin_url(), USERS_SQL);
     let server = Server::users(&db, &[("retry-max-delay-ms", "200")]);
     let mut c = server.conn();
-    hset(
-        &mut c,
-        "__{users:1}",
-        &[("username", "first"), ("email", "1@x"), ("pwhash", "p")],
-    );
+    hset(&mut c, "__{users:1}", &[("username", "first"), ("email", "1@x"), ("pwhash", "p")]);
     sync_wait(&mut c);
 
     pg.down();
@@ -31,9 +27,7 @@ fn writes_queue_while_postgres_is_down_and_land_when_it_returns() {
         assert_eq!(pong, "PONG");
     }
     hset(&mut c, "__{users:1}", &[("score", "42")]);
-    eventually("Postgres reported down", || {
-        status(&mut c, "users")["postgres"] == "down"
-    });
+    eventually("Postgres reported down", || status(&mut c, "users")["postgres"] == "down");
     let st = status(&mut c, "users");
     let waiting: i64 = st["pending"].parse::<i64>().unwrap() + st["in_flight"].parse::<i64>().unwrap();
     assert_eq!(waiting, 301, "{st:?}");
@@ -45,10 +39,7 @@ fn writes_queue_while_postgres_is_down_and_land_when_it_returns() {
     let mut client = db.client();
     let n: i64 = client.query_one("SELECT count(*) FROM users", &[]).unwrap().get(0);
     assert_eq!(n, 301);
-    let score: i32 = client
-        .query_one("SELECT score FROM users WHERE id = 1", &[])
-        .unwrap()
-        .get(0);
+    let score: i32 = client.query_one("SELECT score FROM users WHERE id = 1", &[]).unwrap().get(0);
     assert_eq!(score, 42);
     let st = status(&mut c, "users");
     assert_eq!(st["postgres"], "up");

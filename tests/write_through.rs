@@ -71,10 +71,7 @@ fn seed_users_arrive_as_typed_rows_and_move_to_their_hash() {
     for id in 1..=3 {
         let cached = hgetall(&mut c, &format!("users:{id}"));
         assert_eq!(cached.len(), 9, "users:{id} holds every field: {cached:?}");
-        assert!(
-            !exists(&mut c, &format!("__{{users:{id}}}")),
-            "staging key of {id} is gone"
-        );
+        assert!(!exists(&mut c, &format!("__{{users:{id}}}")), "staging key of {id} is gone");
     }
     assert_eq!(hgetall(&mut c, "users:2")["username"], "beltrano");
 }
@@ -90,17 +87,12 @@ fn partial_update_changes_only_that_column() {
     sync_wait(&mut c);
 
     let mut pg = db.client();
-    let row = pg
-        .query_one("SELECT score, username, email, first_name FROM users WHERE id = 2", &[])
-        .unwrap();
+    let row = pg.query_one("SELECT score, username, email, first_name FROM users WHERE id = 2", &[]).unwrap();
     assert_eq!(row.get::<_, i32>(0), 524187);
     assert_eq!(row.get::<_, String>(1), "beltrano");
     assert_eq!(row.get::<_, String>(2), "beltrano@detal.com.br");
     assert_eq!(row.get::<_, String>(3), "Beltrano");
-    let other: i32 = pg
-        .query_one("SELECT score FROM users WHERE id = 1", &[])
-        .unwrap()
-        .get(0);
+    let other: i32 = pg.query_one("SELECT score FROM users WHERE id = 1", &[]).unwrap().get(0);
     assert_eq!(other, 0);
     let cached = hgetall(&mut c, "users:2");
     assert_eq!(cached["score"], "524187");
@@ -112,10 +104,7 @@ fn ack(c: &mut redis::Connection, stream: &str) -> Vec<String> {
     let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query(c).unwrap();
     assert_eq!(entries.len(), 1, "one ack in {stream}");
     let ttl: i64 = redis::cmd("TTL").arg(stream).query(c).unwrap();
-    assert!(
-        ttl > 3500 && ttl <= 3600,
-        "ack stream expires within the hour, ttl {ttl}"
-    );
+    assert!(ttl > 3500 && ttl <= 3600, "ack stream expires within the hour, ttl {ttl}");
     entries.into_iter().next().unwrap().1
 }
 
@@ -130,34 +119,14 @@ fn every_hash_write_command_on_the_staging_key_is_captured() {
         .query(&mut c)
         .unwrap();
     sync_wait(&mut c);
-    let _: i64 = redis::cmd("HSETNX")
-        .arg("__{users:1}")
-        .arg("first")
-        .arg("Ana")
-        .query(&mut c)
-        .unwrap();
+    let _: i64 = redis::cmd("HSETNX").arg("__{users:1}").arg("first").arg("Ana").query(&mut c).unwrap();
     sync_wait(&mut c);
-    let _: i64 = redis::cmd("HINCRBY")
-        .arg("__{users:1}")
-        .arg("score")
-        .arg(7)
-        .query(&mut c)
-        .unwrap();
+    let _: i64 = redis::cmd("HINCRBY").arg("__{users:1}").arg("score").arg(7).query(&mut c).unwrap();
     sync_wait(&mut c);
-    let _: String = redis::cmd("HINCRBYFLOAT")
-        .arg("__{users:1}")
-        .arg("last")
-        .arg("1.5")
-        .query(&mut c)
-        .unwrap();
+    let _: String = redis::cmd("HINCRBYFLOAT").arg("__{users:1}").arg("last").arg("1.5").query(&mut c).unwrap();
     sync_wait(&mut c);
-    let row = db
-        .client()
-        .query_one(
-            "SELECT username, first_name, score, last_name FROM users WHERE id = 1",
-            &[],
-        )
-        .unwrap();
+    let row =
+        db.client().query_one("SELECT username, first_name, score, last_name FROM users WHERE id = 1", &[]).unwrap();
     assert_eq!(row.get::<_, String>(0), "h");
     assert_eq!(row.get::<_, String>(1), "Ana");
     assert_eq!(row.get::<_, i32>(2), 7);
@@ -174,16 +143,10 @@ fn every_hash_op_works_with_and_without_uuid() {
     let mut c = server.conn();
     let mut pg = db.client();
     let count = |pg: &mut postgres::Client, id: i32| -> i64 {
-        pg.query_one("SELECT count(*) FROM users WHERE id = $1", &[&id])
-            .unwrap()
-            .get(0)
+        pg.query_one("SELECT count(*) FROM users WHERE id = $1", &[&id]).unwrap().get(0)
     };
     let base = |n: &str| {
-        vec![
-            ("username".to_string(), n.to_string()),
-            ("email".into(), format!("{n}@x")),
-            ("pwhash".into(), "p".into()),
-        ]
+        vec![("username".to_string(), n.to_string()), ("email".into(), format!("{n}@x")), ("pwhash".into(), "p".into())]
     };
     let write = |c: &mut redis::Connection, id: u32, op: &str, extra: Vec<(String, String)>| {
         let mut pairs = extra;
@@ -234,12 +197,7 @@ fn every_hash_op_works_with_and_without_uuid() {
     assert_eq!(ack(&mut c, "{users:2}u2c"), ["status", "done"]);
 
     // A rejected write acks `status failed error <text>`.
-    write(
-        &mut c,
-        5,
-        "=u5",
-        vec![("username".into(), "e".into()), ("score".into(), "abc".into())],
-    );
+    write(&mut c, 5, "=u5", vec![("username".into(), "e".into()), ("score".into(), "abc".into())]);
     sync_wait(&mut c);
     let failed = ack(&mut c, "{users:5}u5");
     assert_eq!(&failed[..4], ["status", "failed", "error", failed[3].as_str()]);
@@ -265,14 +223,8 @@ fn rejected_rows_are_isolated_from_their_batch() {
 
     let mut pipe = redis::pipe();
     pipe.atomic();
-    pipe.cmd("HSET")
-        .arg("__{users:10}")
-        .arg(&["username", "ten", "email", "ten@x", "pwhash", "p"])
-        .ignore();
-    pipe.cmd("HSET")
-        .arg("__{users:2}")
-        .arg(&["email", "fulano@detal.com.br"])
-        .ignore(); // duplicate email
+    pipe.cmd("HSET").arg("__{users:10}").arg(&["username", "ten", "email", "ten@x", "pwhash", "p"]).ignore();
+    pipe.cmd("HSET").arg("__{users:2}").arg(&["email", "fulano@detal.com.br"]).ignore(); // duplicate email
     pipe.cmd("HSET")
         .arg("__{users:11}")
         .arg(&["username", "eleven", "email", "e@x", "pwhash", "p", "dob", "notadate"])
@@ -286,27 +238,11 @@ fn rejected_rows_are_isolated_from_their_batch() {
     sync_wait(&mut c);
 
     let mut pg = db.client();
-    let ids: Vec<i32> = pg
-        .query("SELECT id FROM users ORDER BY id", &[])
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(
-        ids,
-        [1, 2, 3, 10, 12],
-        "good rows of the batch committed, bad ones did not"
-    );
-    let email: String = pg
-        .query_one("SELECT email FROM users WHERE id = 2", &[])
-        .unwrap()
-        .get(0);
+    let ids: Vec<i32> = pg.query("SELECT id FROM users ORDER BY id", &[]).unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [1, 2, 3, 10, 12], "good rows of the batch committed, bad ones did not");
+    let email: String = pg.query_one("SELECT email FROM users WHERE id = 2", &[]).unwrap().get(0);
     assert_eq!(email, "beltrano@detal.com.br");
-    assert_eq!(
-        hgetall(&mut c, "users:2"),
-        before,
-        "users:2 untouched by its rejected write"
-    );
+    assert_eq!(hgetall(&mut c, "users:2"), before, "users:2 untouched by its rejected write");
     assert_eq!(hgetall(&mut c, "users:3")["score"], "0");
     assert!(!exists(&mut c, "users:11"));
     for key in ["__{users:2}", "__{users:3}", "__{users:11}"] {
@@ -326,13 +262,7 @@ fn unmapped_fields_stay_in_redis_and_hostile_input_does_no_harm() {
     hset(
         &mut c,
         "__{users:1}",
-        &[
-            ("username", evil),
-            ("email", "e@x"),
-            ("pwhash", "p"),
-            ("nickname", "bobby"),
-            ("a\"b'; --", "x;y"),
-        ],
+        &[("username", evil), ("email", "e@x"), ("pwhash", "p"), ("nickname", "bobby"), ("a\"b'; --", "x;y")],
     );
     let _: i64 = redis::cmd("HSET")
         .arg("__{users:2}")
@@ -357,47 +287,23 @@ fn unmapped_fields_stay_in_redis_and_hostile_input_does_no_harm() {
         .query(&mut c)
         .unwrap();
     let huge = "x".repeat(1 << 20);
-    hset(
-        &mut c,
-        "__{users:4}",
-        &[("username", "four"), ("email", "4@x"), ("pwhash", "p"), ("bio", &huge)],
-    );
-    hset(
-        &mut c,
-        "__{users:5}",
-        &[("username", "five"), ("email", "5@x"), ("pwhash", &huge)],
-    );
+    hset(&mut c, "__{users:4}", &[("username", "four"), ("email", "4@x"), ("pwhash", "p"), ("bio", &huge)]);
+    hset(&mut c, "__{users:5}", &[("username", "five"), ("email", "5@x"), ("pwhash", &huge)]);
     sync_wait(&mut c);
 
     let mut pg = db.client();
-    let name: String = pg
-        .query_one("SELECT username FROM users WHERE id = 1", &[])
-        .unwrap()
-        .get(0);
+    let name: String = pg.query_one("SELECT username FROM users WHERE id = 1", &[]).unwrap().get(0);
     assert_eq!(name, evil, "the value is stored verbatim, not executed");
     let cached = hgetall(&mut c, "users:1");
     assert_eq!(cached["nickname"], "bobby");
     assert_eq!(cached["a\"b'; --"], "x;y");
     let blob: Vec<u8> = redis::cmd("HGET").arg("users:2").arg("blob").query(&mut c).unwrap();
     assert_eq!(blob, b"\xff\x00\xfe", "binary unmapped value kept in Redis");
-    let n: i64 = pg
-        .query_one("SELECT count(*) FROM users WHERE id IN (2, 4)", &[])
-        .unwrap()
-        .get(0);
+    let n: i64 = pg.query_one("SELECT count(*) FROM users WHERE id IN (2, 4)", &[]).unwrap().get(0);
     assert_eq!(n, 2);
-    assert_eq!(
-        hgetall(&mut c, "users:4")["bio"].len(),
-        1 << 20,
-        "a 1 MiB unmapped value stays in Redis"
-    );
-    let n3: i64 = pg
-        .query_one("SELECT count(*) FROM users WHERE id IN (3, 5)", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        n3, 0,
-        "a non-UTF-8 value, and one too long for its column, are rejected"
-    );
+    assert_eq!(hgetall(&mut c, "users:4")["bio"].len(), 1 << 20, "a 1 MiB unmapped value stays in Redis");
+    let n3: i64 = pg.query_one("SELECT count(*) FROM users WHERE id IN (3, 5)", &[]).unwrap().get(0);
+    assert_eq!(n3, 0, "a non-UTF-8 value, and one too long for its column, are rejected");
     let log = server.log();
     assert!(log.contains("not valid UTF-8"), "{log}");
     assert!(log.contains("value too long"), "{log}");
@@ -409,58 +315,26 @@ fn keys_that_do_not_parse_are_refused_without_a_crash() {
     let db = TestDb::new(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
-    hset(
-        &mut c,
-        "__{users:}",
-        &[("username", "x"), ("email", "x@x"), ("pwhash", "p")],
-    );
+    hset(&mut c, "__{users:}", &[("username", "x"), ("email", "x@x"), ("pwhash", "p")]);
     let st = status(&mut c, "users");
     assert!(st["last_error"].contains("no id"), "{st:?}");
-    hset(
-        &mut c,
-        "__{users:abc}",
-        &[("username", "y"), ("email", "y@x"), ("pwhash", "p"), ("#", "=k1")],
-    );
+    hset(&mut c, "__{users:abc}", &[("username", "y"), ("email", "y@x"), ("pwhash", "p"), ("#", "=k1")]);
     sync_wait(&mut c);
     let st = status(&mut c, "users");
-    assert!(
-        st["last_error"].contains("invalid input syntax for type integer"),
-        "{st:?}"
-    );
+    assert!(st["last_error"].contains("invalid input syntax for type integer"), "{st:?}");
     assert_eq!(st["failed"], "2");
-    let acked: Vec<(String, Vec<String>)> = redis::cmd("XRANGE")
-        .arg("{users:abc}k1")
-        .arg("-")
-        .arg("+")
-        .query(&mut c)
-        .unwrap();
+    let acked: Vec<(String, Vec<String>)> =
+        redis::cmd("XRANGE").arg("{users:abc}k1").arg("-").arg("+").query(&mut c).unwrap();
     assert_eq!(acked[0].1[1], "failed");
     // Key names and values reach the log; printf directives in them must stay text.
     hset(&mut c, "__{users:%s%s%s%s%s%s%s%s%n}", &[("#", "*%s%n")]);
-    hset(
-        &mut c,
-        "__{users:9}",
-        &[
-            ("username", "%s%s%s%s%n"),
-            ("email", "x"),
-            ("pwhash", "p"),
-            ("score", "%s%n"),
-        ],
-    );
+    hset(&mut c, "__{users:9}", &[("username", "%s%s%s%s%n"), ("email", "x"), ("pwhash", "p"), ("score", "%s%n")]);
     sync_wait(&mut c);
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
     let log = server.log();
-    assert!(
-        log.contains("__{users:%s%s%s%s%s%s%s%s%n}") && log.contains("\"%s%n\""),
-        "logged verbatim:\n{log}"
-    );
-    let err = redis::cmd("SYNC.HSET")
-        .arg("users:")
-        .arg("a")
-        .arg("b")
-        .query::<i64>(&mut c)
-        .unwrap_err();
+    assert!(log.contains("__{users:%s%s%s%s%s%s%s%s%n}") && log.contains("\"%s%n\""), "logged verbatim:\n{log}");
+    let err = redis::cmd("SYNC.HSET").arg("users:").arg("a").arg("b").query::<i64>(&mut c).unwrap_err();
     assert!(err.to_string().contains("no id"), "{err}");
     let n: i64 = db.client().query_one("SELECT count(*) FROM users", &[]).unwrap().get(0);
     assert_eq!(n, 0);
@@ -482,10 +356,7 @@ fn sync_hset_replies_after_commit_or_with_the_postgres_error() {
             .unwrap();
         assert_eq!(added, 4);
         // Visible to another connection the moment the reply arrives.
-        let n: i64 = pg
-            .query_one("SELECT count(*) FROM users WHERE id = $1", &[&id])
-            .unwrap()
-            .get(0);
+        let n: i64 = pg.query_one("SELECT count(*) FROM users WHERE id = $1", &[&id]).unwrap().get(0);
         assert_eq!(n, 1, "row {id} committed before SYNC.HSET replied");
         assert_eq!(hgetall(&mut c, &format!("users:{id}"))["score"], "7");
     }
@@ -495,10 +366,7 @@ fn sync_hset_replies_after_commit_or_with_the_postgres_error() {
         .query::<i64>(&mut c)
         .unwrap_err();
     let text = err.to_string();
-    assert!(
-        text.contains("Postgres rejected the row") && text.contains("users_username_key"),
-        "{text}"
-    );
+    assert!(text.contains("Postgres rejected the row") && text.contains("users_username_key"), "{text}");
     assert!(!exists(&mut c, "users:21"));
 
     let wrong = |args: &[&str]| {
@@ -531,12 +399,7 @@ fn concurrent_writers_converge_postgres_to_redis() {
                     hset(
                         &mut c,
                         &format!("__{{users:{id}}}"),
-                        &[
-                            ("username", &name),
-                            ("email", &email),
-                            ("pwhash", "p"),
-                            ("score", &score),
-                        ],
+                        &[("username", &name), ("email", &email), ("pwhash", "p"), ("score", &score)],
                     );
                 }
             })
@@ -548,22 +411,15 @@ fn concurrent_writers_converge_postgres_to_redis() {
     let mut c = server.conn();
     sync_wait(&mut c);
     let mut pg = db.client();
-    let rows: BTreeMap<i32, i32> = pg
-        .query("SELECT id, score FROM users", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let rows: BTreeMap<i32, i32> =
+        pg.query("SELECT id, score FROM users", &[]).unwrap().iter().map(|r| (r.get(0), r.get(1))).collect();
     let mut redis_scores = BTreeMap::new();
     for id in 1..=500 {
         let cached = hgetall(&mut c, &format!("users:{id}"));
         if let Some(score) = cached.get("score") {
             redis_scores.insert(id, score.parse::<i32>().unwrap());
         }
-        assert!(
-            !exists(&mut c, &format!("__{{users:{id}}}")),
-            "staging key {id} drained"
-        );
+        assert!(!exists(&mut c, &format!("__{{users:{id}}}")), "staging key {id} drained");
     }
     assert!(redis_scores.len() > 400, "most keys were written");
     assert_eq!(rows, redis_scores, "Postgres equals Redis for every key");

@@ -25,9 +25,7 @@ pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     while i < args.len() {
         if args[i].eq_ignore_ascii_case("COUNT") {
             let n = args.get(i + 1).ok_or(RedisError::Str("ERR COUNT needs a number"))?;
-            count = n
-                .parse()
-                .map_err(|_| RedisError::Str("ERR COUNT must be a non-negative integer"))?;
+            count = n.parse().map_err(|_| RedisError::Str("ERR COUNT must be a non-negative integer"))?;
             i += 2;
         } else if mapping.is_none() && i == 0 {
             rt.mappings
@@ -129,18 +127,8 @@ fn restage(ctx: &Context, key: &[u8], e: &DeadLetter) -> Result<(), String> {
 
 fn requeue_delete(ctx: &Context, rt: &Runtime, mapping: usize, e: &DeadLetter) -> Option<u64> {
     let m = &rt.mappings.all()[mapping];
-    let write = Write {
-        op: RowOp::Delete,
-        whole_row: false,
-        acks: Vec::new(),
-    };
-    let pushed = rt.queue.push(
-        RowKey {
-            mapping,
-            id: e.id.clone(),
-        },
-        write,
-    );
+    let write = Write { op: RowOp::Delete, whole_row: false, acks: Vec::new() };
+    let pushed = rt.queue.push(RowKey { mapping, id: e.id.clone() }, write);
     journal::mark(ctx, m.temp_key(&e.id).as_bytes(), pushed.op, &pushed.acks);
     Some(pushed.version)
 }
@@ -148,9 +136,6 @@ fn requeue_delete(ctx: &Context, rt: &Runtime, mapping: usize, e: &DeadLetter) -
 /// `SYNC.DISCARD <entry>|ALL`: drops entries; replies with how many.
 pub fn sync_discard(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let selected = select(ctx, &args)?;
-    let removed = selected
-        .iter()
-        .filter(|(entry, _)| deadletter::remove(ctx, entry))
-        .count();
+    let removed = selected.iter().filter(|(entry, _)| deadletter::remove(ctx, entry)).count();
     Ok(RedisValue::Integer(removed as i64))
 }

@@ -26,25 +26,18 @@ pub fn guarded(
     handler: fn(&Context, Vec<RedisString>) -> RedisResult,
 ) -> RedisResult {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(ctx, args))).unwrap_or_else(|panic| {
-        Err(RedisError::String(format!(
-            "ERR pgsync internal error: {}",
-            crate::runtime::panic_message(&panic)
-        )))
+        Err(RedisError::String(format!("ERR pgsync internal error: {}", crate::runtime::panic_message(&panic))))
     })
 }
 
 pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
-    runtime::get()
-        .map(|rt| &**rt)
-        .ok_or(RedisError::Str("ERR pgsync is not running"))
+    runtime::get().map(|rt| &**rt).ok_or(RedisError::Str("ERR pgsync is not running"))
 }
 
 fn refuse_when_cannot_block(ctx: &Context, command: &str) -> Result<(), RedisError> {
     let flags = ctx.get_flags();
     if flags.intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {
-        return Err(RedisError::String(format!(
-            "ERR {command} blocks and cannot run inside MULTI or a script"
-        )));
+        return Err(RedisError::String(format!("ERR {command} blocks and cannot run inside MULTI or a script")));
     }
     Ok(())
 }
@@ -92,9 +85,7 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             m.mode.as_str()
         )));
     }
-    let id = check_id(resolved.id)
-        .map_err(|e| RedisError::String(format!("ERR {e}")))?
-        .to_string();
+    let id = check_id(resolved.id).map_err(|e| RedisError::String(format!("ERR {e}")))?.to_string();
     if args[2..].chunks(2).any(|p| p[0].as_slice() == crate::change::OP_FIELD) {
         return Err(RedisError::Str("ERR SYNC.HSET does not take the # field"));
     }
@@ -111,10 +102,7 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Ok((reply, Some(version))) => {
             // Still under the Redis lock: apply cannot settle the row before the
             // client is registered.
-            let row = RowKey {
-                mapping: resolved.mapping,
-                id,
-            };
+            let row = RowKey { mapping: resolved.mapping, id };
             waiters::add(row, version, ctx.block_client(), integer(&reply));
             rt.queue.hurry();
             Ok(RedisValue::NoReply)
@@ -148,9 +136,7 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     refuse_when_cannot_block(ctx, "SYNC.WAIT")?;
     let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
-    reply_later(ctx, move || {
-        Ok(RedisValue::Integer(rt.queue.wait_all(version, deadline) as i64))
-    })
+    reply_later(ctx, move || Ok(RedisValue::Integer(rt.queue.wait_all(version, deadline) as i64)))
 }
 
 /// `SYNC.STATUS [mapping]`: the figures of every mapping, or of one.
@@ -170,12 +156,7 @@ pub fn sync_status(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         None => Ok(RedisValue::Array(
             (0..rt.mappings.all().len())
-                .flat_map(|i| {
-                    [
-                        RedisValue::BulkString(rt.mappings.all()[i].name.clone()),
-                        status::mapping_reply(rt, i),
-                    ]
-                })
+                .flat_map(|i| [RedisValue::BulkString(rt.mappings.all()[i].name.clone()), status::mapping_reply(rt, i)])
                 .collect(),
         )),
     }
@@ -194,10 +175,8 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             flush = true;
             continue;
         }
-        let (i, _) = rt
-            .mappings
-            .by_name(&arg)
-            .ok_or_else(|| RedisError::String(format!("ERR unknown mapping \"{arg}\"")))?;
+        let (i, _) =
+            rt.mappings.by_name(&arg).ok_or_else(|| RedisError::String(format!("ERR unknown mapping \"{arg}\"")))?;
         if !mappings.contains(&i) {
             mappings.push(i);
         }
@@ -206,9 +185,7 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         mappings = (0..rt.mappings.all().len()).collect();
     }
     if rt.is_replica() {
-        return Err(RedisError::Str(
-            "READONLY SYNC.RELOAD writes keys; run it on the primary",
-        ));
+        return Err(RedisError::Str("READONLY SYNC.RELOAD writes keys; run it on the primary"));
     }
     refuse_when_cannot_block(ctx, "SYNC.RELOAD")?;
     let guard = reload::begin(rt).map_err(|e| RedisError::String(format!("ERR {e}")))?;

@@ -36,10 +36,7 @@ pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error
     if rows.is_empty() {
         return Err(Error::new(
             ErrorKind::Schema,
-            format!(
-                "mapping \"{}\": table \"{}\" does not exist",
-                mapping.name, mapping.table
-            ),
+            format!("mapping \"{}\": table \"{}\" does not exist", mapping.name, mapping.table),
         ));
     }
     let mut columns = HashMap::new();
@@ -47,13 +44,7 @@ pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error
         let name: String = row.try_get(0)?;
         let sql_type: String = row.try_get(1)?;
         let has_default: bool = row.try_get(2)?;
-        columns.insert(
-            name.clone(),
-            ColumnInfo {
-                typed: TypedColumn { name, sql_type },
-                has_default,
-            },
-        );
+        columns.insert(name.clone(), ColumnInfo { typed: TypedColumn { name, sql_type }, has_default });
     }
     check(mapping, columns)
 }
@@ -68,10 +59,7 @@ fn check(mapping: &Mapping, columns: HashMap<String, ColumnInfo>) -> Result<Tabl
             ),
         )
     };
-    let pk = columns
-        .get(&mapping.primary_key)
-        .map(|c| c.typed.clone())
-        .ok_or_else(|| missing(&mapping.primary_key))?;
+    let pk = columns.get(&mapping.primary_key).map(|c| c.typed.clone()).ok_or_else(|| missing(&mapping.primary_key))?;
     if let Some(fields) = &mapping.fields {
         if let Some(column) = fields.values().find(|c| !columns.contains_key(*c)) {
             return Err(missing(column));
@@ -102,17 +90,8 @@ mod tests {
         let cols: HashMap<_, _> = ["id", "score"]
             .iter()
             .map(|n| {
-                let typed = TypedColumn {
-                    name: n.to_string(),
-                    sql_type: "integer".into(),
-                };
-                (
-                    n.to_string(),
-                    ColumnInfo {
-                        typed,
-                        has_default: false,
-                    },
-                )
+                let typed = TypedColumn { name: n.to_string(), sql_type: "integer".into() };
+                (n.to_string(), ColumnInfo { typed, has_default: false })
             })
             .collect();
         let err = check(&m.all()[0], cols).unwrap_err();

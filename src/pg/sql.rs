@@ -35,11 +35,7 @@ pub fn upsert(table: &str, pk: &TypedColumn, columns: &[&TypedColumn]) -> String
     let pk_name = quote_ident(&pk.name);
     let all: Vec<&TypedColumn> = std::iter::once(pk).chain(columns.iter().copied()).collect();
     let list = |f: &dyn Fn(usize, &TypedColumn) -> String| {
-        all.iter()
-            .enumerate()
-            .map(|(i, c)| f(i, c))
-            .collect::<Vec<_>>()
-            .join(", ")
+        all.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(", ")
     };
     let names = list(&|_, c| quote_ident(&c.name));
     let values = list(&|i, _| format!("v.c{i}"));
@@ -50,17 +46,11 @@ pub fn upsert(table: &str, pk: &TypedColumn, columns: &[&TypedColumn]) -> String
         list(&|i, _| format!("c{i}")),
     );
     if columns.is_empty() {
-        let _ = write!(
-            sql,
-            " INSERT INTO {table} ({names}) SELECT {values} FROM v ON CONFLICT ({pk_name}) DO NOTHING"
-        );
+        let _ = write!(sql, " INSERT INTO {table} ({names}) SELECT {values} FROM v ON CONFLICT ({pk_name}) DO NOTHING");
         return sql;
     }
-    let sets: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} = v.c{}", quote_ident(&c.name), i + 1))
-        .collect();
+    let sets: Vec<String> =
+        columns.iter().enumerate().map(|(i, c)| format!("{} = v.c{}", quote_ident(&c.name), i + 1)).collect();
     let excluded: Vec<String> = columns
         .iter()
         .map(|c| {
@@ -81,12 +71,7 @@ pub fn upsert(table: &str, pk: &TypedColumn, columns: &[&TypedColumn]) -> String
 
 /// Deletes the rows whose keys are in `$1` (`text[]`).
 pub fn delete(table: &str, pk: &TypedColumn) -> String {
-    format!(
-        "DELETE FROM {} WHERE {} = ANY($1::text[]::{}[])",
-        quote_table(table),
-        quote_ident(&pk.name),
-        pk.sql_type
-    )
+    format!("DELETE FROM {} WHERE {} = ANY($1::text[]::{}[])", quote_table(table), quote_ident(&pk.name), pk.sql_type)
 }
 
 /// Selects the key and `columns` of a table, all as text. With `by_keys`, only the
@@ -98,12 +83,7 @@ pub fn select_rows(table: &str, pk: &TypedColumn, columns: &[&str], by_keys: boo
     }
     let _ = write!(sql, " FROM {}", quote_table(table));
     if by_keys {
-        let _ = write!(
-            sql,
-            " WHERE {} = ANY($1::text[]::{}[])",
-            quote_ident(&pk.name),
-            pk.sql_type
-        );
+        let _ = write!(sql, " WHERE {} = ANY($1::text[]::{}[])", quote_ident(&pk.name), pk.sql_type);
     }
     sql
 }
@@ -119,10 +99,7 @@ mod tests {
     use super::*;
 
     fn col(name: &str, t: &str) -> TypedColumn {
-        TypedColumn {
-            name: name.into(),
-            sql_type: t.into(),
-        }
+        TypedColumn { name: name.into(), sql_type: t.into() }
     }
 
     #[test]

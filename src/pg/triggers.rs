@@ -59,10 +59,8 @@ fn function_body() -> &'static str {
 /// table's trigger. Nothing is replaced that is already right, so a user without
 /// the rights to create them can have the owner run the README's SQL once.
 pub fn install(client: &mut Client, mapping: &Mapping) -> Result<(), Error> {
-    let current = client.query_typed_opt(
-        "SELECT prosrc FROM pg_proc WHERE proname = 'pgsync_notify' AND pronargs = 0 LIMIT 1",
-        &[],
-    )?;
+    let current = client
+        .query_typed_opt("SELECT prosrc FROM pg_proc WHERE proname = 'pgsync_notify' AND pronargs = 0 LIMIT 1", &[])?;
     let current: Option<String> = current.map(|row| row.try_get(0)).transpose()?;
     if current.as_deref() != Some(function_body()) {
         client.batch_execute(FUNCTION_SQL)?;
@@ -84,10 +82,7 @@ mod tests {
     #[test]
     fn the_readme_shows_the_sql_the_module_installs() {
         let readme = include_str!("../../README.md");
-        assert!(
-            readme.contains(FUNCTION_SQL),
-            "README's trigger function differs from FUNCTION_SQL"
-        );
+        assert!(readme.contains(FUNCTION_SQL), "README's trigger function differs from FUNCTION_SQL");
         assert!(function_body().contains("pg_notify"));
     }
 }

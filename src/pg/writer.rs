@@ -67,12 +67,7 @@ pub fn prepare(
             values.insert(column.to_string(), value);
         }
     }
-    Ok(PreparedRow {
-        mapping: mapping_index,
-        op: change.op,
-        id: id.to_string(),
-        values,
-    })
+    Ok(PreparedRow { mapping: mapping_index, op: change.op, id: id.to_string(), values })
 }
 
 /// One statement of a plan and the batch rows it covers.
@@ -104,38 +99,24 @@ fn plan(tables: &Tables<'_>, rows: &[&PreparedRow]) -> Result<Vec<Statement>, Er
     let mut out = Vec::new();
     for (mapping, ids) in deletes {
         let (m, schema) = table(mapping)?;
-        out.push(Statement {
-            sql: sql::delete(&m.table, &schema.pk),
-            params: vec![ids],
-        });
+        out.push(Statement { sql: sql::delete(&m.table, &schema.pk), params: vec![ids] });
     }
     for ((mapping, cols), group) in upserts {
         let (m, schema) = table(mapping)?;
         let typed: Vec<&TypedColumn> = cols.iter().filter_map(|c| schema.column(c)).collect();
         let mut params = vec![group.iter().map(|r| Some(r.id.clone())).collect::<Vec<_>>()];
         for col in &typed {
-            params.push(
-                group
-                    .iter()
-                    .map(|r| r.values.get(&col.name).cloned().flatten())
-                    .collect(),
-            );
+            params.push(group.iter().map(|r| r.values.get(&col.name).cloned().flatten()).collect());
         }
-        out.push(Statement {
-            sql: sql::upsert(&m.table, &schema.pk, &typed),
-            params,
-        });
+        out.push(Statement { sql: sql::upsert(&m.table, &schema.pk, &typed), params });
     }
     Ok(out)
 }
 
 fn run(client: &mut impl GenericClient, statements: &[Statement]) -> Result<(), Error> {
     for s in statements {
-        let params: Vec<(&(dyn ToSql + Sync), Type)> = s
-            .params
-            .iter()
-            .map(|p| (p as &(dyn ToSql + Sync), Type::TEXT_ARRAY))
-            .collect();
+        let params: Vec<(&(dyn ToSql + Sync), Type)> =
+            s.params.iter().map(|p| (p as &(dyn ToSql + Sync), Type::TEXT_ARRAY)).collect();
         client.execute_typed(&s.sql, &params)?;
     }
     Ok(())
@@ -200,20 +181,12 @@ mod tests {
 
     fn schema() -> TableSchema {
         let col = |n: &str, has_default: bool| {
-            let typed = TypedColumn {
-                name: n.into(),
-                sql_type: "text".into(),
-            };
+            let typed = TypedColumn { name: n.into(), sql_type: "text".into() };
             (n.to_string(), crate::pg::schema::ColumnInfo { typed, has_default })
         };
         TableSchema {
-            pk: TypedColumn {
-                name: "id".into(),
-                sql_type: "integer".into(),
-            },
-            columns: [col("id", true), col("password_hash", false), col("score", true)]
-                .into_iter()
-                .collect(),
+            pk: TypedColumn { name: "id".into(), sql_type: "integer".into() },
+            columns: [col("id", true), col("password_hash", false), col("score", true)].into_iter().collect(),
         }
     }
 
@@ -226,11 +199,7 @@ mod tests {
     }
 
     fn change(fields: &[(&[u8], &[u8])]) -> Change {
-        let write = crate::change::Write {
-            op: RowOp::Upsert,
-            whole_row: false,
-            acks: vec![],
-        };
+        let write = crate::change::Write { op: RowOp::Upsert, whole_row: false, acks: vec![] };
         let mut change = Change::new(write, 1);
         change.fields = fields.iter().map(|(f, v)| (f.to_vec(), Some(v.to_vec()))).collect();
         change
@@ -239,14 +208,7 @@ mod tests {
     #[test]
     fn unmapped_fields_never_reach_sql() {
         let m = users();
-        let row = prepare(
-            0,
-            &m.all()[0],
-            &schema(),
-            "1",
-            &change(&[(b"pwhash", b"x"), (b"nick'; --", b"y")]),
-        )
-        .unwrap();
+        let row = prepare(0, &m.all()[0], &schema(), "1", &change(&[(b"pwhash", b"x"), (b"nick'; --", b"y")])).unwrap();
         assert_eq!(row.values.keys().collect::<Vec<_>>(), vec!["password_hash"]);
     }
 
@@ -277,9 +239,6 @@ mod tests {
         c.fields.insert(b"score".to_vec(), None);
         let row = prepare(0, &m.all()[0], &schema(), "1", &c).unwrap();
         assert_eq!(row.values.get("password_hash"), Some(&None));
-        assert!(
-            !row.values.contains_key("score"),
-            "a column with a default is left alone"
-        );
+        assert!(!row.values.contains_key("score"), "a column with a default is left alone");
     }
 }

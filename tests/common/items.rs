@@ -26,10 +26,7 @@ pub fn redis_items(c: &mut redis::Connection, n: i32) -> BTreeMap<i32, [Option<S
     for id in 1..=n {
         let h = hgetall(c, &format!("items:{id}"));
         if !h.is_empty() {
-            out.insert(
-                id,
-                [h.get("name").cloned(), h.get("score").cloned(), h.get("tag").cloned()],
-            );
+            out.insert(id, [h.get("name").cloned(), h.get("score").cloned(), h.get("tag").cloned()]);
         }
     }
     out

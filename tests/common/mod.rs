@@ -25,11 +25,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique name for this process and call.
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A fresh temporary directory, removed on drop.
@@ -73,14 +69,9 @@ impl TestDb {
     pub fn on(admin: &str, schema: &str) -> TestDb {
         let name = unique("pgsync_test");
         let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("connect to Postgres for tests");
-        c.batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create test database");
+        c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
         let url = url_with_db(admin, &name);
-        let db = TestDb {
-            name,
-            url,
-            admin: admin.to_string(),
-        };
+        let db = TestDb { name, url, admin: admin.to_string() };
         db.client().batch_execute(schema).expect("create schema");
         db
     }
@@ -120,10 +111,7 @@ pub fn module_path() -> PathBuf {
 
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
 fn try_connect(port: u16) -> redis::RedisResult<redis::Connection> {
@@ -169,12 +157,7 @@ impl Server {
         }
         all.extend(args.iter().map(|a| a.to_string()));
         let port = all[1].parse().expect("port");
-        let mut server = Server {
-            dir,
-            port,
-            child: None,
-            args: all,
-        };
+        let mut server = Server { dir, port, child: None, args: all };
         server.spawn();
         server
     }
@@ -254,10 +237,7 @@ impl Drop for Server {
 
 /// Runs `SYNC.WAIT` and asserts everything landed.
 pub fn sync_wait(c: &mut redis::Connection) {
-    let left: i64 = redis::cmd("SYNC.WAIT")
-        .arg(PATIENCE.as_millis() as u64)
-        .query(c)
-        .expect("SYNC.WAIT");
+    let left: i64 = redis::cmd("SYNC.WAIT").arg(PATIENCE.as_millis() as u64).query(c).expect("SYNC.WAIT");
     assert_eq!(left, 0, "changes still pending after SYNC.WAIT");
 }
 
@@ -308,17 +288,11 @@ fn as_postgres(program: &Path, args: &[&str]) -> std::process::Output {
     } else {
         Command::new(program)
     };
-    cmd.args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
+    cmd.args(args).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()))
 }
 
 fn unsafe_is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
 
 impl PrivatePg {
@@ -326,36 +300,16 @@ impl PrivatePg {
     pub fn start() -> PrivatePg {
         let dir = TempDir::new("pgsync_pg");
         if unsafe_is_root() {
-            let _ = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir.0)
-                .status();
+            let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir.0).status();
         }
         let bin = pg_bin_dir();
         let data = dir.0.join("data");
         let out = as_postgres(
             &bin.join("initdb"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
+            &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
         );
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let pg = PrivatePg {
-            dir,
-            port: free_port(),
-            bin,
-        };
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let pg = PrivatePg { dir, port: free_port(), bin };
         pg.up();
         pg
     }
@@ -368,54 +322,27 @@ impl PrivatePg {
     /// Starts the cluster and waits until it accepts connections.
     pub fn up(&self) {
         let data = self.dir.0.join("data");
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.dir.0.display()
-        );
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.0.display());
         let log = self.dir.0.join("pg.log");
         let out = as_postgres(
             &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-o",
-                &opts,
-                "-l",
-                log.to_str().unwrap(),
-                "-w",
-                "start",
-            ],
+            &["-D", data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"],
         );
-        assert!(
-            out.status.success(),
-            "pg_ctl start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "pg_ctl start failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Stops the cluster (fast shutdown: connections are cut).
     pub fn down(&self) {
         let data = self.dir.0.join("data");
-        let out = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl stop failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = as_postgres(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
 impl Drop for PrivatePg {
     fn drop(&mut self) {
         let data = self.dir.0.join("data");
-        let _ = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"],
-        );
+        let _ = as_postgres(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "immediate", "stop"]);
     }
 }
 
