@@ -5,7 +5,9 @@
 //! listener) open a snapshot to learn which rows Redis changed after they read them.
 
 use crate::change::{combine, Change, RowOp, Write};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+// aHash: fast, and seeded per process, so crafted key names cannot force collisions.
+use ahash::AHashMap as HashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -67,14 +69,21 @@ impl Unsettled {
     }
 }
 
+/// Most queued rows one take walks past (rows in flight, or of a mapping that is
+/// backing off) before it settles for a smaller batch.
+const MAX_SKIPPED: usize = 10_000;
+
 #[derive(Default)]
 struct Inner {
     order: VecDeque<RowKey>,
     pending: HashMap<RowKey, Entry>,
+    pending_by_mapping: HashMap<usize, usize>,
     in_flight: HashMap<RowKey, Flight>,
     last_version: u64,
     unsettled: Unsettled,
     hurry: bool,
+    idle_workers: usize,
+    batch_hint: usize,
     open_snapshots: usize,
     touched: HashMap<RowKey, u64>,
     shutdown: bool,
@@ -167,6 +176,7 @@ impl Queue {
         }
         let change = Change::new(write, version);
         let adds_acks = !change.acks.is_empty();
+        let mut wake = false;
         let (mut op, mut acks, journal_changed) = match inner.pending.get_mut(&row) {
             Some(entry) => {
                 let before = entry.change.op;
@@ -177,7 +187,12 @@ impl Queue {
             None => {
                 let summary = (change.op, change.acks.clone(), true);
                 inner.unsettled.add(version);
+                *inner.pending_by_mapping.entry(row.mapping).or_default() += 1;
                 inner.order.push_back(row.clone());
+                // Wake an idle worker for the first row, and for every further
+                // batch's worth: a wake-up per write would cost more than the write.
+                let queued = inner.order.len();
+                wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
                 inner.pending.insert(row.clone(), Entry { change, since: Instant::now() });
                 summary
             }
@@ -187,7 +202,9 @@ impl Queue {
             acks = flight.acks.iter().chain(&acks).cloned().collect();
         }
         drop(guard);
-        self.work.notify_one();
+        if wake {
+            self.work.notify_one();
+        }
         Pushed { version, op, acks, journal_changed }
     }
 
@@ -208,6 +225,7 @@ impl Queue {
         ready: &dyn Fn(usize) -> bool,
     ) -> Vec<(RowKey, Entry)> {
         let mut inner = self.lock();
+        inner.batch_hint = max;
         let idle_until = Instant::now() + idle;
         let mut lingered = false;
         loop {
@@ -234,7 +252,9 @@ impl Queue {
             if now >= idle_until {
                 return Vec::new();
             }
+            inner.idle_workers += 1;
             inner = self.wait(&self.work, inner, idle_until - now);
+            inner.idle_workers -= 1;
         }
     }
 
@@ -251,6 +271,7 @@ impl Queue {
                     inner.pending.insert(row, old);
                 }
                 None => {
+                    *inner.pending_by_mapping.entry(row.mapping).or_default() += 1;
                     inner.order.push_front(row.clone());
                     inner.pending.insert(row, old);
                 }
@@ -270,7 +291,8 @@ impl Queue {
             }
         }
         drop(inner);
-        self.work.notify_all();
+        // Rows that waited behind this batch may be taken now.
+        self.work.notify_one();
         self.settled.notify_all();
     }
 
@@ -347,6 +369,7 @@ impl Queue {
             inner.unsettled.remove(entry.change.first_version);
         }
         inner.pending.clear();
+        inner.pending_by_mapping.clear();
         inner.order.clear();
         drop(guard);
         self.settled.notify_all();
@@ -383,14 +406,22 @@ impl Inner {
     /// ready; the rest keep their place in line.
     fn take(&mut self, max: usize, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Entry)> {
         let mut batch = Vec::new();
+        // While Postgres is down every mapping waits: say so without walking a
+        // queue that may hold millions of rows, on every wake-up.
+        if !self.pending_by_mapping.iter().any(|(m, n)| *n > 0 && ready(*m)) {
+            return batch;
+        }
         let mut skipped = Vec::new();
-        while batch.len() < max {
+        while batch.len() < max && skipped.len() < MAX_SKIPPED {
             let Some(row) = self.order.pop_front() else { break };
             if self.in_flight.contains_key(&row) || !ready(row.mapping) {
                 skipped.push(row);
                 continue;
             }
             if let Some(entry) = self.pending.remove(&row) {
+                if let Some(n) = self.pending_by_mapping.get_mut(&row.mapping) {
+                    *n -= 1;
+                }
                 let flight = Flight {
                     first_version: entry.change.first_version,
                     since: entry.since,
