@@ -92,9 +92,23 @@ fn redis_answers_every_ping_and_get_during_a_large_reload() {
             (sent, worst)
         })
     };
-    let loaded: i64 = redis::cmd("SYNC.RELOAD").arg("users").query(&mut c).unwrap();
+    let reload = std::thread::spawn(move || {
+        let loaded: i64 = redis::cmd("SYNC.RELOAD").arg("users").query(&mut connect(port)).unwrap();
+        loaded
+    });
+    let mut progress = String::new();
+    eventually("the reload shows its progress", || {
+        progress = status(&mut c, "users")["reload"].clone();
+        progress.starts_with("running") || reload.is_finished()
+    });
+    if progress.starts_with("running") {
+        let err = redis::cmd("SYNC.RELOAD").query::<i64>(&mut c).unwrap_err();
+        assert!(err.to_string().contains("already running"), "{err}");
+    }
+    let loaded = reload.join().unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (answered, worst) = pinger.join().unwrap();
+    assert!(progress.starts_with("running"), "SYNC.STATUS showed the reload running ({progress})");
     assert_eq!(loaded, 200_000);
     assert!(answered > 10, "the other client kept being served ({answered} round trips)");
     println!("{answered} PING+GET round trips during the reload, worst {worst:?}");
