@@ -203,7 +203,9 @@ impl Queue {
         }
         drop(guard);
         if wake {
-            self.work.notify_one();
+            // All: a worker lingering for a fuller batch waits on the same condvar
+            // and must not swallow the wake-up meant for an idle one.
+            self.work.notify_all();
         }
         Pushed { version, op, acks, journal_changed }
     }
@@ -292,7 +294,7 @@ impl Queue {
         }
         drop(inner);
         // Rows that waited behind this batch may be taken now.
-        self.work.notify_one();
+        self.work.notify_all();
         self.settled.notify_all();
     }
 
