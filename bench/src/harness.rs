@@ -100,6 +100,18 @@ impl Db {
         postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to bench database")
     }
 
+    /// Transactions committed in this database so far (`pg_stat_database`; a
+    /// backend reports its counts at exit or at most once a second).
+    pub fn xact_commits(&self) -> Option<i64> {
+        self.client()
+            .query_one(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .ok()
+            .map(|r| r.get(0))
+    }
+
     /// Runs statements, ignoring errors other than a lost connection (used to reset
     /// tables between runs).
     pub fn exec(&self, sql: &str) {
@@ -116,6 +128,10 @@ impl Drop for Db {
         }
     }
 }
+
+/// A Postgres URL nothing listens on (port 1 of loopback is closed): a module
+/// pointed at it queues every change in Redis and never writes anything.
+pub const UNREACHABLE_PG: &str = "postgres://postgres@127.0.0.1:1/none";
 
 /// A running server, killed on drop.
 pub struct Server {
@@ -135,13 +151,35 @@ impl Server {
     /// extra module settings (`name`, `value` pairs), and waits until the module
     /// reports Postgres up and the mapping's schema checked.
     pub fn with_module(setup: &Setup, db: &Db, mapping: &str, mapping_name: &str, extra: &[(&str, &str)]) -> Server {
+        let server = Self::start_module(setup, &db.url, mapping, extra);
+        server.wait_module_ready(mapping_name);
+        server
+    }
+
+    /// Starts `bin` with the module pointed at [`UNREACHABLE_PG`]: every captured
+    /// change stays queued in Redis. Waits until `SYNC.STATUS <mapping_name>` answers.
+    pub fn with_module_queueing(setup: &Setup, mapping: &str, mapping_name: &str) -> Server {
+        let server = Self::start_module(setup, UNREACHABLE_PG, mapping, &[]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut c = server.conn();
+        while status(&mut c, mapping_name).is_empty() {
+            if Instant::now() > deadline {
+                eprintln!("warning: SYNC.STATUS {mapping_name} did not answer after 30 s");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn start_module(setup: &Setup, url: &str, mapping: &str, extra: &[(&str, &str)]) -> Server {
         let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_bench_mapping")));
         std::fs::write(&file, mapping).expect("write mapping file");
         let mut args = vec![
             "--loadmodule".to_string(),
             setup.module.display().to_string(),
             "postgres-url".into(),
-            db.url.clone(),
+            url.to_string(),
             "mappings".into(),
             file.display().to_string(),
         ];
@@ -151,7 +189,6 @@ impl Server {
         }
         let server = Self::start(&setup.server_bin, &args);
         let _ = std::fs::remove_file(&file);
-        server.wait_module_ready(mapping_name);
         server
     }
 
@@ -242,6 +279,20 @@ impl Drop for Server {
     }
 }
 
+/// `INFO memory`'s `used_memory` in bytes (0 when unreadable).
+pub fn used_memory(c: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("memory").query(c).unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A byte count in MiB with one decimal.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 /// `SYNC.STATUS <mapping>` as (name, value text) pairs; empty on error.
 pub fn status(c: &mut redis::Connection, mapping: &str) -> Vec<(String, String)> {
     let flat: Vec<redis::Value> = match redis::cmd("SYNC.STATUS").arg(mapping).query(c) {
@@ -275,8 +326,40 @@ pub fn sync_wait(c: &mut redis::Connection, timeout: Duration) -> Result<i64, St
         .map_err(|e| e.to_string())
 }
 
+/// Polls `SYNC.STATUS <mapping>` every 10 ms until nothing is pending or in flight;
+/// returns the rows left (0 when drained, more on timeout).
+pub fn poll_drained(c: &mut redis::Connection, mapping: &str, timeout: Duration) -> Result<i64, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = status(c, mapping);
+        if s.is_empty() {
+            return Err("SYNC.STATUS failed".into());
+        }
+        let get = |k: &str| {
+            s.iter()
+                .find(|(n, _)| n == k)
+                .and_then(|(_, v)| v.parse::<i64>().ok())
+                .unwrap_or(0)
+        };
+        let left = get("pending") + get("in_flight");
+        if left == 0 || Instant::now() > deadline {
+            return Ok(left);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Asks Postgres for a checkpoint so a timed run does not start with a backlog of
 /// dirty pages from the previous one (needs a superuser; ignored otherwise).
 pub fn checkpoint(db: &Db) {
     let _ = db.client().batch_execute("CHECKPOINT");
+}
+
+/// One figure of `SYNC.STATUS <mapping>` as text (empty if missing).
+pub fn status_text(c: &mut redis::Connection, mapping: &str, figure: &str) -> String {
+    status(c, mapping)
+        .into_iter()
+        .find(|(n, _)| n == figure)
+        .map(|(_, v)| v)
+        .unwrap_or_default()
 }

@@ -257,7 +257,8 @@ fn method(cfg: &Config) -> Vec<String> {
              catch-up, not by a lower rate), each change a new row. Ours: `HSET items:<id> name .. score .. tag ..` to \
              the server with the module (write-behind, default settings: 2 workers, batch-size 500, batch-delay-ms 1). \
              Baseline: a single-row autocommit `INSERT INTO items ... VALUES (...)` of the same row straight to \
-             Postgres on one connection.",
+             Postgres on one connection (when one connection cannot keep up with the \
+             schedule it simply runs as fast as it can; the achieved rates are in the notes).",
             thousands(cfg.rate),
             cfg.duration.as_secs_f64()
         ),

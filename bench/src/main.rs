@@ -8,6 +8,8 @@
 mod capture;
 mod harness;
 mod lag;
+mod quiet;
+mod reload;
 mod report;
 mod stats;
 mod sync_hset;
@@ -15,7 +17,7 @@ mod throughput;
 mod workload;
 
 use harness::{Db, Setup};
-use report::{Machine, Met, Report, Row, Section};
+use report::{Machine, Report, Section};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -80,6 +82,7 @@ struct Sizes {
     throughput: throughput::Config,
     lag: lag::Config,
     sync_hset: sync_hset::Config,
+    reload: reload::Config,
 }
 
 impl Sizes {
@@ -111,39 +114,31 @@ impl Sizes {
                 calls: 2_000 / scale,
                 warmup: 100,
             },
+            reload: reload::Config {
+                rows: 1_000_000 / scale,
+                rounds: if quick { 1 } else { 3 },
+                ping_every: Duration::from_millis(1),
+            },
         }
-    }
-}
-
-/// Figure 5, not measurable yet.
-fn reload_section() -> Section {
-    println!("== 5. SYNC.RELOAD: not measured: SYNC.RELOAD not implemented yet");
-    Section {
-        title: "5. SYNC.RELOAD".into(),
-        method: vec!["not measured: SYNC.RELOAD not implemented yet".into()],
-        rows: vec![Row {
-            name: "SYNC.RELOAD".into(),
-            ours: "not measured".into(),
-            baseline: "not measured".into(),
-            ratio: "—".into(),
-            target: "—".into(),
-            met: Met::NotMeasured,
-        }],
-        notes: Vec::new(),
     }
 }
 
 fn run_phases(opts: &Options, sizes: &Sizes, db: &Db) -> Vec<Section> {
     let mut sections = Vec::new();
     for phase in &opts.phases {
-        let section = match phase {
+        let settled = quiet::wait_for_idle(quiet::THRESHOLD, Duration::from_secs(180));
+        let monitor = quiet::Monitor::start();
+        let mut section = match phase {
             1 => capture::run(&opts.setup, db, &sizes.capture),
             2 => throughput::run(&opts.setup, db, &sizes.throughput),
             3 => lag::run(&opts.setup, db, &sizes.lag),
             4 => sync_hset::run(&opts.setup, db, &sizes.sync_hset),
-            5 => reload_section(),
+            5 => reload::run(&opts.setup, &sizes.reload),
             _ => continue,
         };
+        let (busy, waited) = settled;
+        section.notes.push(quiet::note(busy, waited, quiet::THRESHOLD));
+        section.notes.extend(monitor.finish("this phase"));
         report::print_section(&section);
         sections.push(section);
     }

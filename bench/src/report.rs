@@ -169,6 +169,12 @@ impl Report {
         for s in &self.sections {
             section_markdown(&mut out, s);
         }
+        // Profiling findings and before/after figures are kept by hand in
+        // bench/PROFILING.md and carried into every report.
+        if let Ok(notes) = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/PROFILING.md")) {
+            out.push('\n');
+            out.push_str(&notes);
+        }
         out
     }
 
