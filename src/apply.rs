@@ -175,10 +175,14 @@ pub fn apply_pg_rows(
     source: Source,
 ) -> Vec<String> {
     let m = &rt.mappings.all()[mapping];
-    let newer = |id: &str| snapshot.redis_is_newer(&RowKey { mapping, id: id.to_string() });
     let mut skipped = Vec::new();
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
+    // Checked under the Redis lock, so capture (which needs it) cannot dirty a row
+    // between the check and the write; one queue lock for the whole chunk.
+    let ids = rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str));
+    let newer_ids = snapshot.newer_among(mapping, ids);
+    let newer = |id: &str| newer_ids.contains(id);
     own_writes(|| {
         for row in rows {
             if newer(&row.id) {

@@ -7,7 +7,7 @@
 use crate::change::{combine, Change, RowOp, Write};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -135,10 +135,22 @@ impl Snapshot<'_> {
     /// Whether Redis holds a change to `row` that the reader's rows may predate:
     /// one still on its way to Postgres, or one captured after the snapshot.
     pub fn redis_is_newer(&self, row: &RowKey) -> bool {
+        self.queue.lock().redis_is_newer(row, self.version)
+    }
+}
+
+impl Snapshot<'_> {
+    /// The ids among `ids` of `mapping` for which [`Snapshot::redis_is_newer`]
+    /// holds, under one lock.
+    pub fn newer_among<'i>(&self, mapping: usize, ids: impl Iterator<Item = &'i str>) -> HashSet<&'i str> {
         let inner = self.queue.lock();
-        inner.pending.contains_key(row)
-            || inner.in_flight.contains_key(row)
-            || inner.touched.get(row).is_some_and(|v| *v > self.version)
+        let mut row = RowKey { mapping, id: String::new() };
+        ids.filter(|id| {
+            row.id.clear();
+            row.id.push_str(id);
+            inner.redis_is_newer(&row, self.version)
+        })
+        .collect()
     }
 }
 
@@ -404,6 +416,14 @@ impl Queue {
 }
 
 impl Inner {
+    /// Whether `row` has a change still on its way to Postgres, or one captured
+    /// after `version`.
+    fn redis_is_newer(&self, row: &RowKey, version: u64) -> bool {
+        self.pending.contains_key(row)
+            || self.in_flight.contains_key(row)
+            || self.touched.get(row).is_some_and(|v| *v > version)
+    }
+
     /// Takes up to `max` queued rows that are not in flight and whose mapping is
     /// ready; the rest keep their place in line.
     fn take(&mut self, max: usize, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Entry)> {
