@@ -135,7 +135,7 @@ fn a_replica_never_writes_and_carries_on_when_promoted() {
 
 #[test]
 fn killing_the_module_backends_mid_run_loses_nothing() {
-    let db = TestDb::new(ITEMS_SQL);
+    let db = test_db(ITEMS_SQL);
     let server = Server::with_mapping(&db, ITEMS_MAPPING, &[("retry-max-delay-ms", "200"), ("batch-size", "50")], &[]);
     let port = server.port;
     let writer = std::thread::spawn(move || write_items(port, 4, 5000, 0));
@@ -185,7 +185,7 @@ fn hdel_while_postgres_is_down_nulls_the_column_without_a_field_map() {
 
 #[test]
 fn field_expiry_is_a_cache_event_not_a_delete() {
-    let db = TestDb::new(ITEMS_SQL);
+    let db = test_db(ITEMS_SQL);
     let server = Server::with_mapping(&db, ITEMS_MAPPING, &[], &[]);
     let mut c = server.conn();
     let supported: Vec<redis::Value> = redis::cmd("COMMAND").arg("INFO").arg("HPEXPIRE").query(&mut c).unwrap();

@@ -87,7 +87,7 @@ fn unreachable_postgres_does_not_stop_redis() {
 
 #[test]
 fn tunable_configs_work_with_config_get_and_set() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[("workers", "3"), ("batch-size", "7")]);
     let mut c = server.conn();
     let get = |c: &mut redis::Connection, name: &str| -> String {
@@ -120,7 +120,7 @@ fn tunable_configs_work_with_config_get_and_set() {
 
 #[test]
 fn a_mapping_that_does_not_match_the_table_is_reported() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let mapping = r#"{"mappings": [{"name": "users", "table": "users", "key_prefix": "users:",
         "primary_key": "id", "mode": "write-through", "fields": {"score": "scroe"}},
         {"name": "ghosts", "table": "ghosts", "key_prefix": "ghosts:", "primary_key": "id", "mode": "write-through"}]}"#;
@@ -171,7 +171,7 @@ fn servers_older_than_7_2_refuse_the_module_cleanly() {
 
 #[test]
 fn info_and_status_cover_every_mapping() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
     hset(&mut c, "__{users:1}", &[("username", "a"), ("email", "a@x"), ("pwhash", "p")]);

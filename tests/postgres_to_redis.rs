@@ -39,7 +39,7 @@ fn listening(c: &mut redis::Connection) {
 
 #[test]
 fn reload_restores_every_row_and_flush_removes_strays_without_writing_back() {
-    let db = TestDb::new(SCHEMA);
+    let db = test_db(SCHEMA);
     insert_users(&db, 1, 50);
     db.client().execute("UPDATE users SET bio = NULL, score = NULL WHERE id = 7", &[]).unwrap();
     let server = Server::with_mapping(&db, LISTENING_USERS, &[], &[]);
@@ -67,7 +67,7 @@ fn reload_restores_every_row_and_flush_removes_strays_without_writing_back() {
 
 #[test]
 fn redis_answers_every_ping_and_get_during_a_large_reload() {
-    let db = TestDb::new(SCHEMA);
+    let db = test_db(SCHEMA);
     insert_users(&db, 1, 200_000);
     let server = Server::with_mapping(&db, LISTENING_USERS, &[], &[]);
     let mut c = server.conn();
@@ -118,7 +118,7 @@ fn redis_answers_every_ping_and_get_during_a_large_reload() {
 
 #[test]
 fn inserts_updates_and_deletes_in_postgres_reach_redis() {
-    let db = TestDb::new(SCHEMA);
+    let db = test_db(SCHEMA);
     let server = Server::with_mapping(&db, LISTENING_USERS, &[], &[]);
     let mut c = server.conn();
     listening(&mut c);
@@ -141,7 +141,7 @@ fn inserts_updates_and_deletes_in_postgres_reach_redis() {
 
 #[test]
 fn module_writes_are_not_echoed_back_by_the_listener() {
-    let db = TestDb::new(SCHEMA);
+    let db = test_db(SCHEMA);
     let server = Server::with_mapping(&db, LISTENING_USERS, &[], &[]);
     let mut c = server.conn();
     listening(&mut c);
@@ -164,7 +164,7 @@ fn module_writes_are_not_echoed_back_by_the_listener() {
 
 #[test]
 fn the_listener_catches_up_after_its_connection_is_killed() {
-    let db = TestDb::new(SCHEMA);
+    let db = test_db(SCHEMA);
     insert_users(&db, 1, 3);
     let server = Server::with_mapping(&db, LISTENING_USERS, &[("retry-max-delay-ms", "2000")], &[]);
     let mut c = server.conn();
@@ -200,7 +200,7 @@ fn the_listener_catches_up_after_its_connection_is_killed() {
 
 #[test]
 fn subscribers_get_exactly_their_events_from_every_source() {
-    let db = TestDb::new(SCHEMA);
+    let db = test_db(SCHEMA);
     let server = Server::with_mapping(&db, LISTENING_USERS, &[], &[]);
     let mut c = server.conn();
     listening(&mut c);
@@ -304,7 +304,7 @@ fn bad_requests_get_clear_errors() {
 
 #[test]
 fn read_only_mappings_follow_postgres_and_never_write_to_it() {
-    let db = TestDb::new(SCHEMA);
+    let db = test_db(SCHEMA);
     insert_users(&db, 1, 2);
     let mapping = r#"{"mappings": [{"name": "users", "table": "users", "key_prefix": "users:", "primary_key": "id",
         "mode": "read-only", "fields": {"username": "username", "score": "score"}}]}"#;
@@ -325,7 +325,7 @@ fn read_only_mappings_follow_postgres_and_never_write_to_it() {
 
 #[test]
 fn missing_rights_to_install_triggers_are_reported_clearly() {
-    let db = TestDb::new(SCHEMA);
+    let db = test_db(SCHEMA);
     let role = unique("pgsync_limited");
     let mut admin = db.client();
     admin

@@ -12,7 +12,7 @@ fn row(db: &TestDb, id: i32) -> Option<[Option<String>; 3]> {
 
 #[test]
 fn hash_writes_deletes_and_renames_reach_postgres() {
-    let db = TestDb::new(ITEMS_SQL);
+    let db = test_db(ITEMS_SQL);
     let server = Server::with_mapping(&db, ITEMS_MAPPING, &[], &[]);
     let mut c = server.conn();
     hset(&mut c, "items:1", &[("name", "one"), ("score", "1"), ("tag", "t"), ("extra", "kept")]);
@@ -43,7 +43,7 @@ fn hash_writes_deletes_and_renames_reach_postgres() {
 
 #[test]
 fn expiry_and_eviction_never_delete_rows() {
-    let db = TestDb::new(ITEMS_SQL);
+    let db = test_db(ITEMS_SQL);
     let server = Server::with_mapping(&db, ITEMS_MAPPING, &[], &["--maxmemory-policy", "volatile-lru"]);
     let mut c = server.conn();
     for id in 1..=50 {
@@ -74,7 +74,7 @@ fn expiry_and_eviction_never_delete_rows() {
 
 #[test]
 fn a_bad_row_is_dead_lettered_while_the_rest_of_its_batch_commits() {
-    let db = TestDb::new(ITEMS_SQL);
+    let db = test_db(ITEMS_SQL);
     let server = Server::with_mapping(&db, ITEMS_MAPPING, &[("batch-size", "1000"), ("batch-delay-ms", "500")], &[]);
     let mut c = server.conn();
     let mut pipe = redis::pipe();
@@ -127,7 +127,7 @@ fn a_bad_row_is_dead_lettered_while_the_rest_of_its_batch_commits() {
 
 #[test]
 fn random_concurrent_writes_converge() {
-    let db = TestDb::new(ITEMS_SQL);
+    let db = test_db(ITEMS_SQL);
     let server = Server::with_mapping(&db, ITEMS_MAPPING, &[("workers", "4")], &[]);
     let port = server.port;
     let total = std::env::var("PGSYNC_STRESS_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);

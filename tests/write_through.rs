@@ -35,7 +35,7 @@ fn seed_all(c: &mut redis::Connection) {
 
 #[test]
 fn seed_users_arrive_as_typed_rows_and_move_to_their_hash() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
     seed_all(&mut c);
@@ -78,7 +78,7 @@ fn seed_users_arrive_as_typed_rows_and_move_to_their_hash() {
 
 #[test]
 fn partial_update_changes_only_that_column() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
     seed_all(&mut c);
@@ -110,7 +110,7 @@ fn ack(c: &mut redis::Connection, stream: &str) -> Vec<String> {
 
 #[test]
 fn every_hash_write_command_on_the_staging_key_is_captured() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
     let _: () = redis::cmd("HMSET")
@@ -138,7 +138,7 @@ fn every_hash_write_command_on_the_staging_key_is_captured() {
 
 #[test]
 fn every_hash_op_works_with_and_without_uuid() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
     let mut pg = db.client();
@@ -213,7 +213,7 @@ fn every_hash_op_works_with_and_without_uuid() {
 
 #[test]
 fn rejected_rows_are_isolated_from_their_batch() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     // A long batch delay makes the good and bad rows share one batch.
     let server = Server::users(&db, &[("batch-delay-ms", "300")]);
     let mut c = server.conn();
@@ -255,7 +255,7 @@ fn rejected_rows_are_isolated_from_their_batch() {
 
 #[test]
 fn unmapped_fields_stay_in_redis_and_hostile_input_does_no_harm() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
     let evil = "Robert'); DROP TABLE users; --\"";
@@ -312,7 +312,7 @@ fn unmapped_fields_stay_in_redis_and_hostile_input_does_no_harm() {
 
 #[test]
 fn keys_that_do_not_parse_are_refused_without_a_crash() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
     hset(&mut c, "__{users:}", &[("username", "x"), ("email", "x@x"), ("pwhash", "p")]);
@@ -342,7 +342,7 @@ fn keys_that_do_not_parse_are_refused_without_a_crash() {
 
 #[test]
 fn sync_hset_replies_after_commit_or_with_the_postgres_error() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[("batch-delay-ms", "50")]);
     let mut c = server.conn();
     let mut pg = db.client();
@@ -383,7 +383,7 @@ fn sync_hset_replies_after_commit_or_with_the_postgres_error() {
 
 #[test]
 fn concurrent_writers_converge_postgres_to_redis() {
-    let db = TestDb::new(USERS_SQL);
+    let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let port = server.port;
     let writers: Vec<_> = (0..5)

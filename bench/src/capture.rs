@@ -2,7 +2,7 @@
 //! write-behind mapping covering every written key, against the same server binary
 //! without the module.
 
-use crate::harness::{self, Db, Server, Setup};
+use crate::harness::{self, Db, DbExt, Server, Setup};
 use crate::quiet;
 use crate::report::{Met, Row, Section};
 use crate::stats::{median, per_second, rate, thousands};
@@ -54,11 +54,7 @@ fn hset_load(server: &Server, clients: usize, total: u64, depth: usize, keys: u6
     barrier.wait();
     let start = Instant::now();
     let errors: u64 = handles.into_iter().map(|h| h.join().unwrap_or(per_client)).sum();
-    Load {
-        ops: per_client * clients as u64,
-        errors,
-        elapsed: start.elapsed(),
-    }
+    Load { ops: per_client * clients as u64, errors, elapsed: start.elapsed() }
 }
 
 /// One client's HSETs; returns how many failed.
@@ -128,13 +124,7 @@ fn measure(setup: &Setup, db: &Db, kind: Kind, cfg: &Config, total: u64, depth: 
         Kind::Module => Server::with_module(setup, db, ITEMS_MAPPING, "items", &[]),
         Kind::Queueing => Server::with_module_queueing(setup, ITEMS_MAPPING, "items"),
     };
-    hset_load(
-        &server,
-        cfg.clients,
-        (total / 20).max(cfg.clients as u64),
-        depth,
-        cfg.keys,
-    );
+    hset_load(&server, cfg.clients, (total / 20).max(cfg.clients as u64), depth, cfg.keys);
     // Nothing drains while queueing (SYNC.WAIT would only time out): the warm-up's
     // rows simply stay queued.
     if kind == Kind::Module {
@@ -166,20 +156,12 @@ fn variant(setup: &Setup, db: &Db, cfg: &Config, total: u64, depth: usize, targe
         order.rotate_left(round % Kind::ALL.len());
         for kind in order {
             let m = measure(setup, db, kind, cfg, total, depth);
-            println!(
-                "  capture depth {depth} round {round} {}: {}",
-                kind.label(),
-                rate(m.ops)
-            );
+            println!("  capture depth {depth} round {round} {}: {}", kind.label(), rate(m.ops));
             if let Some(b) = m.busy {
                 notes.push(format!("depth {depth} round {round} {}: {b}", kind.label()));
             }
             if m.errors > 0 {
-                notes.push(format!(
-                    "{} HSETs failed in a {} run (depth {depth})",
-                    m.errors,
-                    kind.label()
-                ));
+                notes.push(format!("{} HSETs failed in a {} run (depth {depth})", m.errors, kind.label()));
             }
             if let Some(p) = m.pending {
                 notes.push(format!(

@@ -2,10 +2,8 @@
 //! without the module), a Postgres database of the run's own, and small helpers
 //! around `SYNC.*` commands.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Everything a phase needs to know about the programs under test.
@@ -19,112 +17,34 @@ pub struct Setup {
     pub pg_admin: String,
 }
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
+/// The run's database: the test harness's guard (created with a schema, dropped
+/// on drop), shared through `tests/common/scratch.rs`.
+pub type Db = crate::scratch::TestDb;
 
-/// A name unique to this process and call, usable as a SQL identifier.
-pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+pub use crate::scratch::{free_port, unique, TempDir};
 
-/// A free TCP port on loopback (never 6379/6380, which the OS does not hand out
-/// from the ephemeral range anyway).
-pub fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        if port != 6379 && port != 6380 {
-            return port;
-        }
-    }
-}
-
-/// A temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// Creates a fresh directory under the system temp dir.
-    pub fn new(prefix: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique(prefix));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Replaces the database name at the end of a Postgres URL.
-fn url_with_db(base: &str, db: &str) -> String {
-    match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => format!("{}/{}", &base[..i], db),
-        _ => format!("{base}/{db}"),
-    }
-}
-
-/// A database created for the run and dropped on drop.
-pub struct Db {
-    /// Database name.
-    pub name: String,
-    /// URL of the database.
-    pub url: String,
-    admin: String,
-}
-
-impl Db {
-    /// Creates an empty database on the admin URL's server and runs `schema` in it.
-    pub fn create(admin: &str, schema: &str) -> Db {
-        let name = unique("pgsync_bench");
-        let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("connect to Postgres (admin URL)");
-        c.batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create bench database");
-        let db = Db {
-            url: url_with_db(admin, &name),
-            name,
-            admin: admin.to_string(),
-        };
-        db.client().batch_execute(schema).expect("create bench schema");
-        db
-    }
-
-    /// A new connection to the database.
-    pub fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to bench database")
-    }
-
+/// What the benchmark asks of its database beyond the shared guard.
+pub trait DbExt {
     /// Transactions committed in this database so far (`pg_stat_database`; a
     /// backend reports its counts at exit or at most once a second).
-    pub fn xact_commits(&self) -> Option<i64> {
+    fn xact_commits(&self) -> Option<i64>;
+
+    /// Runs statements, printing (not failing on) an error; used to reset tables
+    /// between runs.
+    fn exec(&self, sql: &str);
+}
+
+impl DbExt for Db {
+    fn xact_commits(&self) -> Option<i64> {
         self.client()
-            .query_one(
-                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
-                &[],
-            )
+            .query_one("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()", &[])
             .ok()
             .map(|r| r.get(0))
     }
 
-    /// Runs statements, ignoring errors other than a lost connection (used to reset
-    /// tables between runs).
-    pub fn exec(&self, sql: &str) {
+    fn exec(&self, sql: &str) {
         if let Err(e) = self.client().batch_execute(sql) {
             eprintln!("warning: `{sql}` failed: {e}");
-        }
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
         }
     }
 }
@@ -282,10 +202,7 @@ impl Drop for Server {
 /// `INFO memory`'s `used_memory` in bytes (0 when unreadable).
 pub fn used_memory(c: &mut redis::Connection) -> u64 {
     let info: String = redis::cmd("INFO").arg("memory").query(c).unwrap_or_default();
-    info.lines()
-        .find_map(|l| l.strip_prefix("used_memory:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// A byte count in MiB with one decimal.
@@ -303,27 +220,17 @@ pub fn status(c: &mut redis::Connection, mapping: &str) -> Vec<(String, String)>
         redis::Value::Int(n) => n.to_string(),
         other => redis::from_redis_value::<String>(other).unwrap_or_default(),
     };
-    flat.chunks(2)
-        .filter(|p| p.len() == 2)
-        .map(|p| (text(&p[0]), text(&p[1])))
-        .collect()
+    flat.chunks(2).filter(|p| p.len() == 2).map(|p| (text(&p[0]), text(&p[1]))).collect()
 }
 
 /// One figure of `SYNC.STATUS <mapping>` as an integer (0 if missing).
 pub fn status_int(c: &mut redis::Connection, mapping: &str, figure: &str) -> i64 {
-    status(c, mapping)
-        .into_iter()
-        .find(|(n, _)| n == figure)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
+    status(c, mapping).into_iter().find(|(n, _)| n == figure).and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
 }
 
 /// `SYNC.WAIT <timeout-ms>`: the number of rows still pending, or an error text.
 pub fn sync_wait(c: &mut redis::Connection, timeout: Duration) -> Result<i64, String> {
-    redis::cmd("SYNC.WAIT")
-        .arg(timeout.as_millis() as u64)
-        .query(c)
-        .map_err(|e| e.to_string())
+    redis::cmd("SYNC.WAIT").arg(timeout.as_millis() as u64).query(c).map_err(|e| e.to_string())
 }
 
 /// Polls `SYNC.STATUS <mapping>` every 10 ms until nothing is pending or in flight;
@@ -335,12 +242,7 @@ pub fn poll_drained(c: &mut redis::Connection, mapping: &str, timeout: Duration)
         if s.is_empty() {
             return Err("SYNC.STATUS failed".into());
         }
-        let get = |k: &str| {
-            s.iter()
-                .find(|(n, _)| n == k)
-                .and_then(|(_, v)| v.parse::<i64>().ok())
-                .unwrap_or(0)
-        };
+        let get = |k: &str| s.iter().find(|(n, _)| n == k).and_then(|(_, v)| v.parse::<i64>().ok()).unwrap_or(0);
         let left = get("pending") + get("in_flight");
         if left == 0 || Instant::now() > deadline {
             return Ok(left);
@@ -357,9 +259,5 @@ pub fn checkpoint(db: &Db) {
 
 /// One figure of `SYNC.STATUS <mapping>` as text (empty if missing).
 pub fn status_text(c: &mut redis::Connection, mapping: &str, figure: &str) -> String {
-    status(c, mapping)
-        .into_iter()
-        .find(|(n, _)| n == figure)
-        .map(|(_, v)| v)
-        .unwrap_or_default()
+    status(c, mapping).into_iter().find(|(n, _)| n == figure).map(|(_, v)| v).unwrap_or_default()
 }

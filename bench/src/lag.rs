@@ -3,7 +3,7 @@
 //! its own connection looks for new rows; both the module run and the direct
 //! INSERT baseline are measured by the same poller.
 
-use crate::harness::{self, Db, Server, Setup};
+use crate::harness::{self, Db, DbExt, Server, Setup};
 use crate::report::{Met, Row, Section};
 use crate::stats::{ms, per_second, rate, thousands, Latency};
 use crate::workload::{Item, ITEMS_MAPPING, RESET_ITEMS};
@@ -94,9 +94,7 @@ fn paced_writer(cfg: &Config, marks: &Marks, mut write: impl FnMut(u64) -> bool)
 /// Polls `items` for ids at or above the lowest one not seen yet, recording when
 /// each first became visible, until every written id was seen or `deadline`.
 fn poller(mut client: postgres::Client, marks: &Marks, every: Duration, patience: Duration) -> Seen {
-    let statement = client
-        .prepare("SELECT id FROM items WHERE id >= $1")
-        .expect("prepare poll");
+    let statement = client.prepare("SELECT id FROM items WHERE id >= $1").expect("prepare poll");
     let mut visible = vec![0u64; marks.sent.len()];
     let mut low: usize = 1;
     let (mut polls, mut poll_time) = (0u64, Duration::ZERO);
@@ -129,11 +127,7 @@ fn poller(mut client: postgres::Client, marks: &Marks, every: Duration, patience
         }
         thread::sleep(every);
     }
-    Seen {
-        visible,
-        polls,
-        poll_time,
-    }
+    Seen { visible, polls, poll_time }
 }
 
 /// Latencies from `from` (send or reply marks) to visibility; counts ids never seen.
@@ -206,9 +200,7 @@ fn module_run(setup: &Setup, db: &Db, cfg: &Config) -> Run {
     harness::checkpoint(db);
     let server = Server::with_module(setup, db, ITEMS_MAPPING, "items", &[]);
     let mut conn = server.conn();
-    paced_run(db, cfg, move |id| {
-        Item::new(id, id).hset().query::<i64>(&mut conn).is_ok()
-    })
+    paced_run(db, cfg, move |id| Item::new(id, id).hset().query::<i64>(&mut conn).is_ok())
 }
 
 /// The baseline: one Postgres connection INSERTs the same rows, autocommit.
@@ -216,14 +208,11 @@ fn direct_run(db: &Db, cfg: &Config) -> Run {
     db.exec(RESET_ITEMS);
     harness::checkpoint(db);
     let mut client = db.client();
-    let insert = client
-        .prepare("INSERT INTO items (id, name, score, tag) VALUES ($1, $2, $3, $4)")
-        .expect("prepare insert");
+    let insert =
+        client.prepare("INSERT INTO items (id, name, score, tag) VALUES ($1, $2, $3, $4)").expect("prepare insert");
     paced_run(db, cfg, move |id| {
         let item = Item::new(id, id);
-        client
-            .execute(&insert, &[&(id as i32), &item.name, &(item.score as i64), &item.tag])
-            .is_ok()
+        client.execute(&insert, &[&(id as i32), &item.name, &(item.score as i64), &item.tag]).is_ok()
     })
 }
 
@@ -231,17 +220,9 @@ fn direct_run(db: &Db, cfg: &Config) -> Run {
 pub fn run(setup: &Setup, db: &Db, cfg: &Config) -> Section {
     println!("== 3. lag");
     let ours = module_run(setup, db, cfg);
-    println!(
-        "  module: p50 {} p99 {}",
-        ms(ours.from_reply.p50),
-        ms(ours.from_reply.p99)
-    );
+    println!("  module: p50 {} p99 {}", ms(ours.from_reply.p50), ms(ours.from_reply.p99));
     let base = direct_run(db, cfg);
-    println!(
-        "  direct: p50 {} p99 {}",
-        ms(base.from_send.p50),
-        ms(base.from_send.p99)
-    );
+    println!("  direct: p50 {} p99 {}", ms(base.from_send.p50), ms(base.from_send.p99));
     Section {
         title: "3. Lag at a steady rate".into(),
         method: method(cfg),
@@ -292,24 +273,14 @@ fn lag_row(name: &str, ours: Duration, base: Duration, target: Option<Duration>)
 fn rows(ours: &Run, base: &Run) -> Vec<Row> {
     let (o, b) = (&ours.from_reply, &base.from_send);
     vec![
-        lag_row(
-            "p50 (ours: HSET reply → visible; baseline: INSERT send → visible)",
-            o.p50,
-            b.p50,
-            None,
-        ),
+        lag_row("p50 (ours: HSET reply → visible; baseline: INSERT send → visible)", o.p50, b.p50, None),
         lag_row(
             "p99 (ours: HSET reply → visible; baseline: INSERT send → visible)",
             o.p99,
             b.p99,
             Some(Duration::from_millis(20)),
         ),
-        lag_row(
-            "max (ours: HSET reply → visible; baseline: INSERT send → visible)",
-            o.max,
-            b.max,
-            None,
-        ),
+        lag_row("max (ours: HSET reply → visible; baseline: INSERT send → visible)", o.max, b.max, None),
         Row::info(
             "client round trip p50 / p99 (HSET; INSERT)",
             format!("{} / {}", ms(ours.round_trip.p50), ms(ours.round_trip.p99)),

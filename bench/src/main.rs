@@ -11,6 +11,8 @@ mod lag;
 mod quiet;
 mod reload;
 mod report;
+#[path = "../../tests/common/scratch.rs"]
+mod scratch;
 mod stats;
 mod sync_hset;
 mod throughput;
@@ -64,11 +66,7 @@ fn parse_args() -> Options {
         std::process::exit(2);
     }
     Options {
-        setup: Setup {
-            module: module.canonicalize().unwrap_or(module),
-            server_bin,
-            pg_admin,
-        },
+        setup: Setup { module: module.canonicalize().unwrap_or(module), server_bin, pg_admin },
         out,
         commit,
         quick,
@@ -110,10 +108,7 @@ impl Sizes {
                 duration: Duration::from_secs(if quick { 2 } else { 10 }),
                 poll_every: Duration::from_micros(500),
             },
-            sync_hset: sync_hset::Config {
-                calls: 2_000 / scale,
-                warmup: 100,
-            },
+            sync_hset: sync_hset::Config { calls: 2_000 / scale, warmup: 100 },
             reload: reload::Config {
                 rows: 1_000_000 / scale,
                 rounds: if quick { 1 } else { 3 },
@@ -161,10 +156,7 @@ fn run_facts(opts: &Options, elapsed: Duration) -> Vec<(String, String)> {
         facts.insert(1, ("module commit".into(), c.clone()));
     }
     if opts.quick {
-        facts.push((
-            "sizes".into(),
-            "**quick smoke run (--quick): sizes divided by 10**".into(),
-        ));
+        facts.push(("sizes".into(), "**quick smoke run (--quick): sizes divided by 10**".into()));
     }
     facts
 }
@@ -173,19 +165,12 @@ fn main() {
     let opts = parse_args();
     let started = Instant::now();
     let machine = Machine::describe(&opts.setup.server_bin, &opts.setup.pg_admin);
-    println!(
-        "pgsync-bench: {} on {} CPUs, {}",
-        machine.server, machine.cpus, machine.postgres
-    );
+    println!("pgsync-bench: {} on {} CPUs, {}", machine.server, machine.cpus, machine.postgres);
     let sizes = Sizes::new(opts.quick);
-    let db = Db::create(&opts.setup.pg_admin, workload::SCHEMA_SQL);
+    let db = Db::on(&opts.setup.pg_admin, workload::SCHEMA_SQL);
     let sections = run_phases(&opts, &sizes, &db);
     drop(db);
-    let report = Report {
-        machine,
-        run: run_facts(&opts, started.elapsed()),
-        sections,
-    };
+    let report = Report { machine, run: run_facts(&opts, started.elapsed()), sections };
     report.print();
     match std::fs::write(&opts.out, report.markdown()) {
         Ok(()) => println!("\nwrote {}", opts.out.display()),

@@ -132,14 +132,7 @@ fn scan(me: u32) -> HashMap<u32, Usage> {
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
         let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
         let foreign = is_foreign(me, num(1) as u32, pid, &comm);
-        out.insert(
-            pid,
-            Usage {
-                ticks: num(11) + num(12),
-                comm,
-                foreign,
-            },
-        );
+        out.insert(pid, Usage { ticks: num(11) + num(12), comm, foreign });
     }
     out
 }
@@ -174,11 +167,7 @@ impl Monitor {
             }
             by_comm
         });
-        Monitor {
-            stop,
-            handle,
-            started: Instant::now(),
-        }
+        Monitor { stop, handle, started: Instant::now() }
     }
 
     /// Stops sampling; a note when other processes used a noticeable share of the

@@ -2,7 +2,7 @@
 //! `redis-cli --pipe` loading the same hashes into a plain server, and the worst
 //! `PING` latency another client sees meanwhile.
 
-use crate::harness::{self, Db, Server, Setup, TempDir};
+use crate::harness::{self, Db, DbExt, Server, Setup, TempDir};
 use crate::quiet;
 use crate::report::{Met, Row, Section};
 use crate::stats::{median, ms, per_second, rate, thousands, Latency};
@@ -75,11 +75,7 @@ impl Prober {
                 samples.push(t.elapsed());
                 thread::sleep(pause);
             }
-            Pings {
-                count: samples.len(),
-                latency: Latency::of(&mut samples),
-                errors,
-            }
+            Pings { count: samples.len(), latency: Latency::of(&mut samples), errors }
         });
         Prober { stop, handle }
     }
@@ -111,10 +107,7 @@ fn check(server: &Server, rows: u64) -> (u64, bool) {
     let keys: u64 = redis::cmd("DBSIZE").query(&mut c).unwrap_or(0);
     let id = rows.div_ceil(2).max(1);
     let want = Item::new(id, id);
-    let got: Vec<(String, String)> = redis::cmd("HGETALL")
-        .arg(format!("items:{id}"))
-        .query(&mut c)
-        .unwrap_or_default();
+    let got: Vec<(String, String)> = redis::cmd("HGETALL").arg(format!("items:{id}")).query(&mut c).unwrap_or_default();
     let mut got = got;
     got.sort();
     let mut expected = vec![
@@ -151,9 +144,7 @@ fn reload_once(setup: &Setup, db: &Db, cfg: &Config, notes: &mut Vec<String>) ->
     }
     let listener = wait_listening(&server);
     if listener != "listening" {
-        notes.push(format!(
-            "the listener was `{listener}` before the reload, not `listening`"
-        ));
+        notes.push(format!("the listener was `{listener}` before the reload, not `listening`"));
     }
     let monitor = quiet::Monitor::start();
     let prober = Prober::start(&server, cfg.ping_every);
@@ -198,15 +189,7 @@ fn write_protocol(path: &std::path::Path, rows: u64) -> std::io::Result<u64> {
 /// `errors: E, replies: R` from `redis-cli --pipe`'s last line.
 fn pipe_counts(output: &str) -> Option<(u64, u64)> {
     let line = output.lines().rev().find(|l| l.contains("replies:"))?;
-    let num = |name: &str| {
-        line.split(name)
-            .nth(1)?
-            .trim()
-            .split(|c: char| !c.is_ascii_digit())
-            .next()?
-            .parse()
-            .ok()
-    };
+    let num = |name: &str| line.split(name).nth(1)?.trim().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok();
     Some((num("errors:")?, num("replies:")?))
 }
 
@@ -229,11 +212,7 @@ fn pipe_once(setup: &Setup, cfg: &Config, file: &std::path::Path) -> Load {
     let busy = busy.or(monitor.finish("this --pipe load"));
     let reported = match output {
         Ok(o) => {
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+            let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
             match pipe_counts(&text) {
                 Some((0, replies)) if o.status.success() => Ok(replies),
                 Some((errors, replies)) => Err(format!("{errors} errors in {replies} replies")),
@@ -243,15 +222,7 @@ fn pipe_once(setup: &Setup, cfg: &Config, file: &std::path::Path) -> Load {
         Err(e) => Err(format!("cannot run {REDIS_CLI}: {e}")),
     };
     let (keys, sample_ok) = check(&server, cfg.rows);
-    Load {
-        elapsed,
-        reported,
-        keys,
-        sample_ok,
-        pings,
-        memory: harness::used_memory(&mut server.conn()),
-        busy,
-    }
+    Load { elapsed, reported, keys, sample_ok, pings, memory: harness::used_memory(&mut server.conn()), busy }
 }
 
 /// Notes about one load's outcome; empty when it loaded every row correctly.
@@ -259,11 +230,7 @@ fn load_notes(what: &str, cfg: &Config, l: &Load) -> Vec<String> {
     let mut notes = Vec::new();
     match &l.reported {
         Ok(n) if *n == cfg.rows => {}
-        Ok(n) => notes.push(format!(
-            "{what}: reported {} rows, expected {}",
-            thousands(*n),
-            thousands(cfg.rows)
-        )),
+        Ok(n) => notes.push(format!("{what}: reported {} rows, expected {}", thousands(*n), thousands(cfg.rows))),
         Err(e) => notes.push(format!("{what}: failed: {e}")),
     }
     if l.keys != cfg.rows {
@@ -286,16 +253,12 @@ fn load_notes(what: &str, cfg: &Config, l: &Load) -> Vec<String> {
 /// Runs figure 5.
 pub fn run(setup: &Setup, cfg: &Config) -> Section {
     println!("== 5. SYNC.RELOAD");
-    let db = Db::create(&setup.pg_admin, TABLE_SQL);
+    let db = Db::on(&setup.pg_admin, TABLE_SQL);
     let filled = Instant::now();
     db.exec(&fill_sql(cfg.rows));
     db.exec("VACUUM ANALYZE items");
     harness::checkpoint(&db);
-    println!(
-        "  table filled with {} rows in {}",
-        thousands(cfg.rows),
-        ms(filled.elapsed())
-    );
+    println!("  table filled with {} rows in {}", thousands(cfg.rows), ms(filled.elapsed()));
     let dir = TempDir::new("pgsync_bench_pipe");
     let file = dir.0.join("items.resp");
     let bytes = write_protocol(&file, cfg.rows).unwrap_or_else(|e| panic!("cannot write {}: {e}", file.display()));
@@ -411,10 +374,7 @@ fn rows(cfg: &Config, ours: &[Load], base: &[Load]) -> Vec<Row> {
     let times = |a: Duration, b: Duration| format!("{:.1}×", a.as_secs_f64() / b.as_secs_f64().max(1e-9));
     vec![
         Row {
-            name: format!(
-                "{} rows → hashes: rows/s, SYNC.RELOAD vs redis-cli --pipe",
-                thousands(cfg.rows)
-            ),
+            name: format!("{} rows → hashes: rows/s, SYNC.RELOAD vs redis-cli --pipe", thousands(cfg.rows)),
             ours: rate(r_ours),
             baseline: rate(r_base),
             ratio: format!("{ratio:.3}"),
@@ -437,16 +397,8 @@ fn rows(cfg: &Config, ours: &[Load], base: &[Load]) -> Vec<Row> {
         ),
         Row::info(
             "PING round trip p50 / p99 during the load",
-            format!(
-                "{} / {}",
-                ms(secs(ours, |l| l.pings.latency.p50)),
-                ms(secs(ours, |l| l.pings.latency.p99))
-            ),
-            format!(
-                "{} / {}",
-                ms(secs(base, |l| l.pings.latency.p50)),
-                ms(secs(base, |l| l.pings.latency.p99))
-            ),
+            format!("{} / {}", ms(secs(ours, |l| l.pings.latency.p50)), ms(secs(ours, |l| l.pings.latency.p99))),
+            format!("{} / {}", ms(secs(base, |l| l.pings.latency.p50)), ms(secs(base, |l| l.pings.latency.p99))),
             "—".into(),
         ),
     ]

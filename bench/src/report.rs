@@ -57,14 +57,7 @@ pub struct Row {
 impl Row {
     /// A row without a target.
     pub fn info(name: &str, ours: String, baseline: String, ratio: String) -> Row {
-        Row {
-            name: name.into(),
-            ours,
-            baseline,
-            ratio,
-            target: "—".into(),
-            met: Met::NotApplicable,
-        }
+        Row { name: name.into(), ours, baseline, ratio, target: "—".into(), met: Met::NotApplicable }
     }
 }
 
@@ -118,10 +111,7 @@ impl Machine {
 }
 
 fn field(text: &str, name: &str) -> Option<String> {
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, v)| v.trim().to_string())
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
 }
 
 fn mem_total(meminfo: &str) -> String {

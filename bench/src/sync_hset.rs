@@ -40,17 +40,8 @@ fn user_values(id: u64) -> [String; 9] {
 }
 
 /// Hash fields of the users mapping, in the order of [`user_values`].
-const USER_FIELDS: [&str; 9] = [
-    "username",
-    "email",
-    "pwhash",
-    "first",
-    "last",
-    "dob",
-    "score",
-    "created_at",
-    "updated_at",
-];
+const USER_FIELDS: [&str; 9] =
+    ["username", "email", "pwhash", "first", "last", "dob", "score", "created_at", "updated_at"];
 
 /// Times `calls` sequential `call(id)` for ids from `first` after `warmup` untimed ones.
 fn timed(cfg: &Config, first: u64, mut call: impl FnMut(u64) -> bool) -> (Latency, u64) {
@@ -103,17 +94,10 @@ pub fn run(setup: &Setup, db: &Db, cfg: &Config) -> Section {
     let mut conn = server.conn();
     let (ours, f1) = timed(cfg, 1, |id| sync_hset_call(&mut conn, id));
     println!("  SYNC.HSET: p50 {} p99 {}", ms(ours.p50), ms(ours.p99));
-    let set: redis::RedisResult<()> = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("pgsync.batch-delay-ms")
-        .arg(0)
-        .query(&mut conn);
+    let set: redis::RedisResult<()> =
+        redis::cmd("CONFIG").arg("SET").arg("pgsync.batch-delay-ms").arg(0).query(&mut conn);
     let (no_delay, f2) = timed(cfg, 1_000_000, |id| sync_hset_call(&mut conn, id));
-    println!(
-        "  SYNC.HSET, batch-delay-ms 0: p50 {} p99 {}",
-        ms(no_delay.p50),
-        ms(no_delay.p99)
-    );
+    println!("  SYNC.HSET, batch-delay-ms 0: p50 {} p99 {}", ms(no_delay.p50), ms(no_delay.p99));
     drop(server);
     let (base, f3) = direct(db, cfg);
     println!("  direct upsert: p50 {} p99 {}", ms(base.p50), ms(base.p99));
@@ -125,12 +109,7 @@ pub fn run(setup: &Setup, db: &Db, cfg: &Config) -> Section {
     if let Err(e) = set {
         notes.push(format!("CONFIG SET pgsync.batch-delay-ms 0 failed: {e}"));
     }
-    Section {
-        title: "4. SYNC.HSET latency".into(),
-        method: method(),
-        rows: rows(&ours, &no_delay, &base),
-        notes,
-    }
+    Section { title: "4. SYNC.HSET latency".into(), method: method(), rows: rows(&ours, &no_delay, &base), notes }
 }
 
 fn method() -> Vec<String> {
@@ -151,11 +130,7 @@ fn method() -> Vec<String> {
 fn rows(ours: &Latency, no_delay: &Latency, base: &Latency) -> Vec<Row> {
     let diff = |a: Duration, b: Duration| {
         let d = a.as_secs_f64() - b.as_secs_f64();
-        format!(
-            "{:+.3} ms ({:.2}×)",
-            d * 1000.0,
-            a.as_secs_f64() / b.as_secs_f64().max(1e-9)
-        )
+        format!("{:+.3} ms ({:.2}×)", d * 1000.0, a.as_secs_f64() / b.as_secs_f64().max(1e-9))
     };
     let limit = base.p50 + Duration::from_micros(300);
     vec![

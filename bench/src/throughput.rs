@@ -2,7 +2,7 @@
 //! against the same rows upserted straight into Postgres with the same statement
 //! shape, batch size and number of connections.
 
-use crate::harness::{self, Db, Server, Setup};
+use crate::harness::{self, Db, DbExt, Server, Setup};
 use crate::report::{Met, Row, Section};
 use crate::stats::{ms, per_second, rate, thousands};
 use crate::workload::{items_digest, raw_upsert, Item, ITEMS_MAPPING, RAW_UPSERT, RESET_ITEMS};
@@ -240,18 +240,10 @@ pub fn run(setup: &Setup, db: &Db, cfg: &Config) -> Section {
     notes.extend(module_notes("module run (SYNC.STATUS polling)", &polled, want));
     let all: Arc<Vec<Item>> = Arc::new((0..cfg.changes).map(|s| cfg.item(s)).collect());
     let (raw_all, failed_all) = raw_run(db, cfg, all);
-    notes.extend(digest_note(
-        "raw run of every change",
-        items_digest(&mut db.client()).ok(),
-        want,
-    ));
+    notes.extend(digest_note("raw run of every change", items_digest(&mut db.client()).ok(), want));
     println!("  raw, every change: {}", ms(raw_all));
     let (raw_final, failed_final) = raw_run(db, cfg, Arc::new(final_rows(cfg)));
-    notes.extend(digest_note(
-        "raw run of the final rows",
-        items_digest(&mut db.client()).ok(),
-        want,
-    ));
+    notes.extend(digest_note("raw run of the final rows", items_digest(&mut db.client()).ok(), want));
     println!("  raw, final rows: {}", ms(raw_final));
     if failed_all + failed_final > 0 {
         notes.push(format!("{} raw statements failed", failed_all + failed_final));
@@ -323,11 +315,7 @@ fn rows(cfg: &Config, m: &ModuleRun, polled: &ModuleRun, raw_all: Duration, raw_
         met: Met::from(ours / base.max(1e-9) >= 0.8),
     };
     let intake = |r: &ModuleRun| {
-        format!(
-            "{} / {}",
-            rate(per_second(cfg.changes, r.writes_done)),
-            ms(r.landed.saturating_sub(r.writes_done))
-        )
+        format!("{} / {}", rate(per_second(cfg.changes, r.writes_done)), ms(r.landed.saturating_sub(r.writes_done)))
     };
     vec![
         target_row(
@@ -339,10 +327,7 @@ fn rows(cfg: &Config, m: &ModuleRun, polled: &ModuleRun, raw_all: Duration, raw_
             changes_raw,
         ),
         target_row(
-            format!(
-                "{} distinct final rows/s vs raw upsert of the final rows (b)",
-                thousands(cfg.keys)
-            ),
+            format!("{} distinct final rows/s vs raw upsert of the final rows (b)", thousands(cfg.keys)),
             distinct(m),
             rows_raw,
         ),
@@ -366,11 +351,7 @@ fn rows(cfg: &Config, m: &ModuleRun, polled: &ModuleRun, raw_all: Duration, raw_
         ),
         Row::info(
             "rows written to Postgres (module: `synced`, after coalescing)",
-            format!(
-                "{} / {}",
-                thousands(m.rows_written.max(0) as u64),
-                thousands(polled.rows_written.max(0) as u64)
-            ),
+            format!("{} / {}", thousands(m.rows_written.max(0) as u64), thousands(polled.rows_written.max(0) as u64)),
             format!("(a) {} / (b) {}", thousands(cfg.changes), thousands(cfg.keys)),
             "—".into(),
         ),

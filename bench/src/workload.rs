@@ -40,12 +40,7 @@ pub struct Item {
 impl Item {
     /// The row written by change number `seq` to row `id`.
     pub fn new(id: u64, seq: u64) -> Item {
-        Item {
-            id,
-            name: format!("item-{id}"),
-            score: seq,
-            tag: format!("tag-{}", seq % 97),
-        }
+        Item { id, name: format!("item-{id}"), score: seq, tag: format!("tag-{}", seq % 97) }
     }
 
     /// `HSET items:<id> name .. score .. tag ..`.

@@ -4,12 +4,13 @@
 #![allow(dead_code)]
 
 pub mod items;
+pub mod scratch;
+
+pub use scratch::{free_port, unique, TempDir, TestDb};
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The users table of the seed scenario.
@@ -21,78 +22,14 @@ pub const USERS_MAPPING: &str = include_str!("../../examples/pgsync.json");
 /// Upper bound for anything the tests wait for; generous because the machines are shared.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A unique name for this process and call.
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A fresh temporary directory, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        let path = std::env::temp_dir().join(unique(prefix));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The Postgres server the shared test databases live in.
 pub fn admin_url() -> String {
     std::env::var("PGSYNC_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn url_with_db(base: &str, db: &str) -> String {
-    match base.rfind('/') {
-        Some(i) if i > "postgres://".len() => format!("{}/{}", &base[..i], db),
-        _ => format!("{base}/{db}"),
-    }
-}
-
-/// A database created for one test and dropped afterwards.
-pub struct TestDb {
-    pub name: String,
-    pub url: String,
-    admin: String,
-}
-
-impl TestDb {
-    /// A new empty database on `admin` (a Postgres URL).
-    pub fn on(admin: &str, schema: &str) -> TestDb {
-        let name = unique("pgsync_test");
-        let mut c = postgres::Client::connect(admin, postgres::NoTls).expect("connect to Postgres for tests");
-        c.batch_execute(&format!("CREATE DATABASE {name}")).expect("create test database");
-        let url = url_with_db(admin, &name);
-        let db = TestDb { name, url, admin: admin.to_string() };
-        db.client().batch_execute(schema).expect("create schema");
-        db
-    }
-
-    /// A new database on the shared Postgres with `schema` applied.
-    pub fn new(schema: &str) -> TestDb {
-        Self::on(&admin_url(), schema)
-    }
-
-    /// A new connection to this database.
-    pub fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).expect("connect to test database")
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        }
-    }
+/// A new database on the shared Postgres with `schema` applied.
+pub fn test_db(schema: &str) -> TestDb {
+    TestDb::on(&admin_url(), schema)
 }
 
 /// The server binary under test: `PGSYNC_SERVER_BIN`, else `valkey-server`.
@@ -107,11 +44,6 @@ pub fn module_path() -> PathBuf {
     let path = dir.join("libredis_pgsync.so");
     assert!(path.exists(), "{} is missing: run `cargo build` first", path.display());
     path
-}
-
-/// A free TCP port on loopback.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
 fn try_connect(port: u16) -> redis::RedisResult<redis::Connection> {
