@@ -273,23 +273,11 @@ pub fn run(setup: &Setup, cfg: &Config) -> Section {
         for reload_side in [round % 2 == 0, round % 2 == 1] {
             if reload_side {
                 let l = reload_once(setup, &db, cfg, &mut notes);
-                println!(
-                    "  round {round} SYNC.RELOAD: {} ({}), worst PING {}",
-                    ms(l.elapsed),
-                    rate(per_second(cfg.rows, l.elapsed)),
-                    ms(l.pings.latency.max)
-                );
-                notes.extend(load_notes(&format!("round {round} SYNC.RELOAD"), cfg, &l));
+                record_round(&format!("round {round} SYNC.RELOAD"), cfg, &l, &mut notes);
                 ours.push(l);
             } else {
                 let l = pipe_once(setup, cfg, &file);
-                println!(
-                    "  round {round} redis-cli --pipe: {} ({}), worst PING {}",
-                    ms(l.elapsed),
-                    rate(per_second(cfg.rows, l.elapsed)),
-                    ms(l.pings.latency.max)
-                );
-                notes.extend(load_notes(&format!("round {round} redis-cli --pipe"), cfg, &l));
+                record_round(&format!("round {round} redis-cli --pipe"), cfg, &l, &mut notes);
                 base.push(l);
             }
         }
@@ -428,6 +416,13 @@ fn round_notes(cfg: &Config, ours: &[Load], base: &[Load]) -> Vec<String> {
             mems(base)
         ),
     ]
+}
+
+/// Prints one load's figures and adds its notes.
+fn record_round(label: &str, cfg: &Config, l: &Load, notes: &mut Vec<String>) {
+    let speed = rate(per_second(cfg.rows, l.elapsed));
+    println!("  {label}: {} ({speed}), worst PING {}", ms(l.elapsed), ms(l.pings.latency.max));
+    notes.extend(load_notes(label, cfg, l));
 }
 
 #[cfg(test)]

@@ -190,17 +190,7 @@ impl Report {
         let _ = writeln!(out, "|---|---|---|---|---|---|");
         for s in &self.sections {
             for r in s.rows.iter().filter(|r| r.met != Met::NotApplicable) {
-                let _ = writeln!(
-                    out,
-                    "| {}: {} | {} | {} | {} | {} | {} |",
-                    s.title,
-                    r.name,
-                    r.ours,
-                    r.baseline,
-                    r.ratio,
-                    r.target,
-                    r.met.text()
-                );
+                table_row(out, &format!("{}: {}", s.title, r.name), r);
             }
         }
         let _ = writeln!(out);
@@ -215,6 +205,11 @@ impl Report {
     }
 }
 
+/// One Markdown table row: the figure's name, then its values.
+fn table_row(out: &mut String, name: &str, r: &Row) {
+    let _ = writeln!(out, "| {name} | {} | {} | {} | {} | {} |", r.ours, r.baseline, r.ratio, r.target, r.met.text());
+}
+
 fn section_markdown(out: &mut String, s: &Section) {
     let _ = writeln!(out, "## {}\n", s.title);
     for p in &s.method {
@@ -223,16 +218,7 @@ fn section_markdown(out: &mut String, s: &Section) {
     let _ = writeln!(out, "| figure | ours | baseline | ratio | target | met |");
     let _ = writeln!(out, "|---|---|---|---|---|---|");
     for r in &s.rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} |",
-            r.name,
-            r.ours,
-            r.baseline,
-            r.ratio,
-            r.target,
-            r.met.text()
-        );
+        table_row(out, &r.name, r);
     }
     let _ = writeln!(out);
     if !s.notes.is_empty() {
