@@ -174,6 +174,8 @@ fn info_and_status_cover_every_mapping() {
     let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
+    // A write made before the schema check finishes waits (and counts a retry).
+    eventually("schema checked", || status(&mut c, "users")["schema"] == "ok");
     hset(&mut c, "__{users:1}", &[("username", "a"), ("email", "a@x"), ("pwhash", "p")]);
     sync_wait(&mut c);
     let info: String = redis::cmd("INFO").arg("pgsync").query(&mut c).unwrap();
