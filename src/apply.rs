@@ -1,18 +1,20 @@
-//! Apply: before a batch is written, read each dirty key's current state (one
-//! short lock); after it is committed (or rows rejected), take the Redis lock once
-//! more and bring Redis in line: merge committed fields into `<prefix><id>`, clear
-//! the staged fields that were synced (keeping any written meanwhile), send acks
-//! and notifications, update the journal, and answer `SYNC.HSET` clients.
+//! Apply: after a batch is committed (or rows rejected), take the Redis lock once
+//! and bring Redis in line: merge committed fields into `<prefix><id>`
+//! (write-through), set incremented fields to the sums Postgres computed, clear the
+//! staged fields that were synced (keeping any written meanwhile), send acks and
+//! notifications, update the journal, and answer `SYNC.HSET` clients. Also writes
+//! rows read from Postgres (listener, reload) into their hashes.
 
 use crate::ack;
-use crate::change::{Fields, RowOp, OP_FIELD};
+use crate::change::{Change, FieldChange, RowOp};
 use crate::deadletter;
 use crate::journal;
 use crate::mapping::{Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::pg::reader::PgRow;
-use crate::queue::{Entry, Outcome, RowKey, Snapshot};
-use crate::redis_io::{bytes, call, call_logged, hgetall, own_writes, warn};
+use crate::pg::writer::{Returned, RowOutcome};
+use crate::queue::{Entry, RowKey, Snapshot};
+use crate::redis_io::{bytes, call, call_logged, own_writes, warn};
 use crate::runtime::Runtime;
 use crate::stats::MappingStats;
 use crate::waiters;
@@ -27,68 +29,48 @@ fn written_key(m: &Mapping, id: &str) -> String {
     }
 }
 
-/// Reads the current state of every row of a batch that is not a delete, under one
-/// short lock. A write-behind hash that is gone turns a replace into a delete and
-/// an upsert into nothing (it expired or was evicted: not a delete).
-pub fn read_batch(rt: &Runtime, batch: &mut [(RowKey, Entry)]) {
-    let tsc = ThreadSafeContext::new();
-    let ctx = tsc.lock();
-    for (row, entry) in batch.iter_mut() {
-        let change = &mut entry.change;
-        if change.op == RowOp::Delete {
-            change.fields = Fields::new();
-            continue;
-        }
-        let m = &rt.mappings.all()[row.mapping];
-        let state = hgetall(&ctx, written_key(m, &row.id).as_bytes()).unwrap_or_default();
-        change.fields = state.into_iter().filter(|(f, _)| f != OP_FIELD).map(|(f, v)| (f, Some(v))).collect();
-        if change.fields.is_empty() && change.op == RowOp::Replace {
-            change.op = RowOp::Delete;
-        }
-    }
-}
-
-/// Whether a row turned out to have nothing to write (its key vanished).
-pub fn nothing_to_write(entry: &Entry) -> bool {
-    entry.change.op == RowOp::Upsert && entry.change.fields.is_empty()
-}
-
 /// Applies a settled batch; `outcomes[i]` belongs to `batch[i]`.
-pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[Outcome]) {
+pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutcome]) {
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
     own_writes(|| {
         let mut settled_keys: Vec<String> = Vec::new();
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             let key = written_key(&rt.mappings.all()[row.mapping], &row.id);
-            apply_row(&ctx, rt, row, entry, outcome, &key);
+            let pending = rt.queue.pending_change(row);
+            apply_row(&ctx, rt, row, &entry.change, outcome, &key, pending.as_ref());
             // The journal keeps what is still queued for the row, and nothing else.
-            match rt.queue.pending_change(row) {
+            match pending {
                 None => settled_keys.push(key),
-                Some((op, acks)) => journal::mark(&ctx, key.as_bytes(), op, &acks),
+                Some(newer) => journal::mark(&ctx, key.as_bytes(), &newer),
             }
         }
         journal::clear_all(&ctx, &settled_keys);
         rt.queue.complete(batch.iter().map(|(row, _)| row));
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
-            waiters::settle(row, entry.change.version, outcome);
+            waiters::settle(row, entry.change.version, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         }
     });
 }
 
-fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: &Outcome, written: &str) {
+fn apply_row(
+    ctx: &Context,
+    rt: &Runtime,
+    row: &RowKey,
+    change: &Change,
+    outcome: &RowOutcome,
+    written: &str,
+    pending: Option<&Change>,
+) {
     let m = &rt.mappings.all()[row.mapping];
     let stats = &rt.stats[row.mapping];
-    let change = &entry.change;
-    if nothing_to_write(entry) {
-        ack::send(ctx, m, &row.id, &change.acks, outcome);
-        return;
-    }
     match outcome {
-        Ok(()) => {
+        Ok(returned) => {
             MappingStats::bump(&stats.synced, 1);
-            if m.mode == Mode::WriteThrough {
-                merge_into_main(ctx, &m.main_key(&row.id), change.op, &change.fields);
+            let sums = sums(m, change, returned);
+            match m.mode {
+                Mode::WriteThrough => merge_into_main(ctx, &m.main_key(&row.id), change, &sums),
+                Mode::WriteBehind | Mode::ReadOnly => correct_sums(ctx, written, &sums, pending),
             }
         }
         Err(e) => {
@@ -100,7 +82,7 @@ fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: 
         }
     }
     if m.mode == Mode::WriteThrough {
-        clear_synced_fields(ctx, written, &change.fields);
+        clear_synced_fields(ctx, written, change);
     }
     if outcome.is_ok() {
         let key = m.main_key(&row.id);
@@ -113,35 +95,92 @@ fn apply_row(ctx: &Context, rt: &Runtime, row: &RowKey, entry: &Entry, outcome: 
         let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
         notify::send(ctx, m, &event);
     }
-    ack::send(ctx, m, &row.id, &change.acks, outcome);
+    ack::send(ctx, m, &row.id, &change.acks, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
 }
 
-fn merge_into_main(ctx: &Context, main_key: &str, op: RowOp, fields: &crate::change::Fields) {
-    if op != RowOp::Upsert {
-        call_logged(ctx, "DEL", &[main_key.as_bytes()]);
+/// The values Postgres computed for the incremented fields: field → new value.
+fn sums(m: &Mapping, change: &Change, returned: &Returned) -> Vec<(Vec<u8>, Option<String>)> {
+    change
+        .fields
+        .iter()
+        .filter(|(_, c)| matches!(c, FieldChange::Add { .. }))
+        .filter_map(|(field, _)| {
+            let column = m.column_for(std::str::from_utf8(field).ok()?)?;
+            returned.get(column).map(|v| (field.clone(), v.clone()))
+        })
+        .collect()
+}
+
+/// Write-behind: an increment was added to the row's own value, which Redis may
+/// not have held (the key was not cached): set each incremented field to the sum
+/// Postgres computed, unless a newer write to that field is still on its way (its
+/// own commit brings the sum later). A key that is gone stays gone.
+fn correct_sums(ctx: &Context, key: &str, sums: &[(Vec<u8>, Option<String>)], pending: Option<&Change>) {
+    let sums: Vec<_> = sums.iter().filter(|(f, _)| !pending.is_some_and(|p| p.touches(f))).collect();
+    if sums.is_empty() || !matches!(call(ctx, "EXISTS", &[key.as_bytes()]), Ok(RedisValue::Integer(1))) {
+        return;
     }
-    let mut args: Vec<&[u8]> = vec![main_key.as_bytes()];
-    for (f, v) in fields {
-        if let Some(v) = v {
-            args.push(f);
-            args.push(v);
+    for (field, value) in sums {
+        match value {
+            Some(v) => call_logged(ctx, "HSET", &[key.as_bytes(), field, v.as_bytes()]),
+            None => call_logged(ctx, "HDEL", &[key.as_bytes(), field]),
         }
     }
-    if args.len() > 1 {
-        call_logged(ctx, "HSET", &args);
+}
+
+/// Write-through: the committed change becomes the cached row's state.
+fn merge_into_main(ctx: &Context, main_key: &str, change: &Change, sums: &[(Vec<u8>, Option<String>)]) {
+    let key = main_key.as_bytes();
+    if change.op != RowOp::Upsert {
+        call_logged(ctx, "DEL", &[key]);
+    }
+    let mut set: Vec<&[u8]> = vec![key];
+    let mut unset: Vec<&[u8]> = vec![key];
+    for (field, value) in &change.fields {
+        match value {
+            FieldChange::Set(v) => {
+                set.push(field);
+                set.push(v);
+            }
+            FieldChange::Remove => unset.push(field),
+            FieldChange::Add { .. } => {}
+        }
+    }
+    for (field, value) in sums {
+        match value {
+            Some(v) => {
+                set.push(field);
+                set.push(v.as_bytes());
+            }
+            None => unset.push(field),
+        }
+    }
+    if unset.len() > 1 {
+        call_logged(ctx, "HDEL", &unset);
+    }
+    if set.len() > 1 {
+        call_logged(ctx, "HSET", &set);
     }
 }
 
 /// Removes the staged fields whose value is still the one that was synced; a field
 /// rewritten meanwhile stays for the next round.
-fn clear_synced_fields(ctx: &Context, staged_key: &str, fields: &crate::change::Fields) {
-    if fields.is_empty() {
+fn clear_synced_fields(ctx: &Context, staged_key: &str, change: &Change) {
+    let synced: Vec<(&[u8], &[u8])> = change
+        .fields
+        .iter()
+        .filter_map(|(f, c)| match c {
+            FieldChange::Set(v) => Some((f.as_slice(), v.as_slice())),
+            FieldChange::Add { redis_after, .. } => Some((f.as_slice(), redis_after.as_slice())),
+            FieldChange::Remove => None,
+        })
+        .collect();
+    if synced.is_empty() {
         return;
     }
     let key = staged_key.as_bytes();
-    let names: Vec<&[u8]> = fields.keys().map(Vec::as_slice).collect();
     let mut args = vec![key];
-    args.extend(&names);
+    args.extend(synced.iter().map(|(f, _)| *f));
     let current = match call(ctx, "HMGET", &args) {
         Ok(RedisValue::Array(values)) => values,
         Ok(_) => return,
@@ -151,8 +190,8 @@ fn clear_synced_fields(ctx: &Context, staged_key: &str, fields: &crate::change::
         }
     };
     let mut delete = vec![key];
-    for ((name, synced), now) in fields.iter().zip(&current) {
-        if bytes(now).as_ref() == synced.as_ref() {
+    for ((name, value), now) in synced.iter().zip(&current) {
+        if bytes(now).as_deref() == Some(*value) {
             delete.push(name);
         }
     }

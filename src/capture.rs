@@ -1,207 +1,156 @@
-//! Capture: the keyspace handlers that notice writes to mapped keys, and the
-//! post-notification job that, inside the same command, decodes `#`, queues the
-//! row as dirty and journals it. It copies no field values (the worker reads the
-//! key when the batch is taken), so its work is O(1) for an ordinary write, and it
-//! never touches Postgres. Expiry and eviction are not subscribed: they are cache
-//! events, never deletes.
+//! Capture: records, inside the command that wrote a mapped key, exactly what the
+//! write changed (fields set, removed or incremented, or the row deleted), queues
+//! it and journals the row's unsynced change, all in the same atomic step as the
+//! write. Hash writes and DEL/UNLINK reach it through `SYNC.WRITE`/`SYNC.DELETE`
+//! (see `filter.rs`), so their arguments say what they meant. Whole-key commands
+//! that are not rerouted (RENAME, RESTORE, COPY, MOVE) and writes by other modules
+//! arrive as keyspace events and are captured as the key's whole hash. Expiry,
+//! eviction and other deletions that nobody asked for are cache events and never
+//! reach Postgres.
 
 use crate::ack;
-use crate::change::{decode_op, OpTag, RowOp, SyncOp, Write, OP_FIELD};
+use crate::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
 use crate::journal;
-use crate::mapping::{check_id, KeyRole, Mapping, Mode};
+use crate::mapping::{KeyRole, Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::queue::RowKey;
 use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, selected_db, warn};
+use crate::row_id::{check_canonical, check_id};
 use crate::runtime::{self, Runtime};
 use crate::stats::MappingStats;
-use redis_module::{Context, ContextFlags, KeyType, NotifyEvent};
+use redis_module::{Context, ContextFlags, NotifyEvent};
 
-/// Keyspace handler for hash events (HSET, HDEL, HINCRBY, ...). Setting or
-/// removing a field's TTL changes no data, and a field expiring is a cache event
-/// like a key expiring: none of them reaches Postgres.
-pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
-    if event == "hexpired" {
-        remember_field_expiry(key);
-        return;
-    }
-    if matches!(event, "hexpire" | "hpersist") {
-        return;
-    }
-    guard(|| schedule_capture(ctx, key));
+/// The row a captured key writes to.
+pub struct Target {
+    /// Index of the mapping.
+    pub mapping: usize,
+    /// Whether the key is the staging key (write-through) or the row's own hash.
+    pub role: KeyRole,
+    /// The row's primary key, checked and canonical.
+    pub id: String,
 }
 
-thread_local! {
-    /// The key whose last field just expired: Redis follows with a `del` for it,
-    /// which is the expiry's doing, not a delete. Only the main thread uses it.
-    static EXPIRED_FIELD_KEY: std::cell::RefCell<Option<Vec<u8>>> = const { std::cell::RefCell::new(None) };
-}
-
-fn remember_field_expiry(key: &[u8]) {
-    EXPIRED_FIELD_KEY.with(|k| *k.borrow_mut() = Some(key.to_vec()));
-}
-
-/// Whether this `del` is the one that follows a field expiry on the same key.
-fn follows_field_expiry(key: &[u8]) -> bool {
-    EXPIRED_FIELD_KEY.with(|k| k.borrow_mut().take().is_some_and(|expired| expired == key))
-}
-
-/// Keyspace handler for generic events: DEL/UNLINK, RENAME, RESTORE, COPY change
-/// which rows exist in write-behind mode. Other generic events change no row.
-pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
-    if matches!(event, "del" | "rename_from" | "rename_to" | "restore" | "copy_to" | "move_to" | "move_from") {
-        if event == "del" && follows_field_expiry(key) {
-            return;
-        }
-        guard(|| schedule_capture(ctx, key));
+impl Target {
+    /// The queue's name for the row.
+    pub fn row(&self) -> RowKey {
+        RowKey { mapping: self.mapping, id: self.id.clone() }
     }
 }
 
-/// Keeps a panic (a bug) from unwinding into redis-server; it is logged by the
-/// panic hook and the write is left uncaptured.
-fn guard(f: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-}
-
-/// Whether writes to this key are sent to Postgres.
-fn captured(mapping: &Mapping, role: KeyRole) -> bool {
+/// Whether writes to a key of this mapping and role are sent to Postgres.
+pub fn captured(mapping: &Mapping, role: KeyRole) -> bool {
     matches!((mapping.mode, role), (Mode::WriteThrough, KeyRole::Temp) | (Mode::WriteBehind, KeyRole::Main))
 }
 
-/// Writes are unsafe inside a keyspace callback, so the capture is deferred to a
-/// post-notification job, which still runs inside the same command.
-fn schedule_capture(ctx: &Context, key: &[u8]) {
-    if is_own_write() {
-        return;
-    }
-    let Some(rt) = runtime::get() else { return };
-    // A replica, or a server replaying its AOF, receives the journal entries along
-    // with the writes; capturing again would duplicate them.
+/// Whether this server captures writes now: a primary, in database 0 (where the
+/// module applies its own writes), not replaying its AOF or a primary's stream.
+pub fn capturing(ctx: &Context, rt: &Runtime) -> bool {
     let flags = ctx.get_flags();
-    if rt.is_replica() || flags.intersects(ContextFlags::LOADING | ContextFlags::REPLICATED) {
-        return;
+    !rt.is_replica() && !flags.intersects(ContextFlags::LOADING | ContextFlags::REPLICATED) && selected_db(ctx) == 0
+}
+
+/// The row behind `key` when writes to it are captured: `None` for keys the module
+/// does not sync, `Err` (with the mapping) for a key whose id can be no row's key.
+pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)>> {
+    let resolved = rt.mappings.resolve(key)?;
+    let m = &rt.mappings.all()[resolved.mapping];
+    if !captured(m, resolved.role) {
+        return None;
     }
-    // Mapped keys live in database 0, where the module applies its own writes.
-    if selected_db(ctx) != 0 {
-        return;
-    }
-    let Some(resolved) = rt.mappings.resolve(key) else {
-        return;
-    };
-    let mapping = resolved.mapping;
-    if !captured(&rt.mappings.all()[mapping], resolved.role) {
-        return;
-    }
-    let key = key.to_vec();
-    let scheduled = ctx.add_post_notification_job(move |ctx| {
-        guard(|| {
-            let _ = capture_key(ctx, rt, mapping, &key);
-        })
+    let checked = check_id(resolved.id).and_then(|id| {
+        // Before the first schema check the key type is unknown; the worker checks
+        // the id again against the schema before any SQL.
+        match rt.schema(resolved.mapping) {
+            Some(schema) => check_canonical(id, &schema.pk.sql_type).map(|()| id),
+            None => Ok(id),
+        }
     });
-    if scheduled == redis_module::Status::Err {
-        warn("could not schedule the capture of a write");
-    }
-}
-
-/// What a mapped key holds at capture time, read through the key API (no command
-/// call, nothing copied but the `#` field).
-enum KeyState {
-    Missing,
-    Hash { op_field: Option<Vec<u8>> },
-    WrongType,
-}
-
-fn inspect(ctx: &Context, key: &[u8]) -> KeyState {
-    let name = ctx.create_string(key);
-    let opened = ctx.open_key(&name);
-    match opened.key_type() {
-        KeyType::Empty => KeyState::Missing,
-        KeyType::Hash => match opened.hash_get("#") {
-            Ok(value) => KeyState::Hash { op_field: value.map(|v| v.as_slice().to_vec()) },
-            Err(_) => KeyState::WrongType,
-        },
-        _ => KeyState::WrongType,
-    }
-}
-
-/// Captures a write to a mapped key: the staged hash `__{<prefix><id>}`
-/// (write-through) or the hash `<prefix><id>` itself (write-behind). Only the fact
-/// that the row is dirty is queued (and journaled); the worker reads the key when
-/// the batch is taken. Returns the queued version when the change goes to Postgres.
-pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> Result<Option<u64>, String> {
-    let m = &rt.mappings.all()[mapping];
-    let write_behind = m.mode == Mode::WriteBehind;
-    let id_bytes = if write_behind { &key[m.key_prefix.len()..] } else { &key[3 + m.key_prefix.len()..key.len() - 1] };
-    let refused = |why: String| {
-        let message = format!("{}: write to {} refused: {why}", m.name, String::from_utf8_lossy(key));
-        refuse(rt, mapping, &message);
-        Err(message)
-    };
-    let op_field = match inspect(ctx, key) {
-        KeyState::WrongType => return refused("the key is not a hash".into()),
-        KeyState::Missing if !write_behind => return Ok(None),
-        KeyState::Missing => None,
-        KeyState::Hash { op_field } => op_field,
-    };
-    let tag = match op_field {
-        Some(value) => {
-            own_writes(|| call_logged(ctx, "HDEL", &[key, OP_FIELD]));
-            decode_op(&value)
+    Some(match checked {
+        Ok(id) => Ok(Target { mapping: resolved.mapping, role: resolved.role, id: id.to_string() }),
+        Err(why) => {
+            let message =
+                format!("{}: write to {} refused: {why}", m.name, String::from_utf8_lossy(key).escape_debug());
+            Err((resolved.mapping, message))
         }
-        None => Ok(OpTag { op: SyncOp::Replicate, uuid: None }),
+    })
+}
+
+/// Counts and logs a write refused before it reached Redis or Postgres.
+pub fn refuse(rt: &Runtime, mapping: usize, message: &str) {
+    warn(message);
+    let stats = &rt.stats[mapping];
+    MappingStats::bump(&stats.refused, 1);
+    stats.set_last_error(message);
+}
+
+/// Keeps only the fields that reach a column: with an explicit `fields` map, the
+/// others stay in Redis and cost the queue and journal nothing.
+fn mapped_only(m: &Mapping, mut fields: Fields) -> Fields {
+    fields.remove(OP_FIELD);
+    if let Some(map) = &m.fields {
+        fields.retain(|f, _| std::str::from_utf8(f).is_ok_and(|f| map.contains_key(f)));
+    }
+    fields
+}
+
+/// Field/value pairs as `Set` changes (a field named twice keeps its last value).
+pub fn set_fields(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Fields {
+    pairs.into_iter().map(|(f, v)| (f, FieldChange::Set(v))).collect()
+}
+
+/// Queues a captured write of a row and journals everything unsynced for it, in
+/// the command that made the write. Returns the change's version, or `None` when
+/// nothing goes to Postgres (a write of unmapped fields only: its acks are done).
+pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: Write) -> Option<u64> {
+    let m = &rt.mappings.all()[target.mapping];
+    // Write-through merges every staged field into the cached row after the commit,
+    // unmapped ones included; write-behind need not remember fields SQL ignores.
+    let fields = match m.mode {
+        Mode::WriteBehind => mapped_only(m, write.fields),
+        Mode::WriteThrough | Mode::ReadOnly => write.fields.into_iter().filter(|(f, _)| f != OP_FIELD).collect(),
     };
-    let (tag, id) = match tag.and_then(|tag| check_id(id_bytes).map(|id| (tag, id))) {
-        Ok(ok) => ok,
-        Err(e) => {
-            // A staged write that can never sync is dropped; a cached row is kept.
-            if !write_behind {
-                own_writes(|| call_logged(ctx, "DEL", &[key]));
-            }
-            return refused(e);
-        }
-    };
+    let write = Write { fields, ..write };
+    if write.op == RowOp::Upsert && write.fields.is_empty() {
+        ack::send(ctx, m, &target.id, &write.acks, &Ok(()));
+        return None;
+    }
+    let pushed = rt.queue.push(target.row(), write);
+    journal::mark(ctx, key, &pushed.unsynced);
+    Some(pushed.version)
+}
+
+/// Carries out an rgsync `#` operation written with HSET: `=` writes the other
+/// fields and syncs them, `~` deletes in Redis and Postgres, `+` and `-` change
+/// Redis only. Returns the version when the change goes to Postgres.
+pub fn tagged_write(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    key: &[u8],
+    op_value: &[u8],
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Option<u64>, String> {
+    let m = &rt.mappings.all()[target.mapping];
+    let tag = decode_op(op_value)?;
     let acks: Vec<String> = tag.uuid.into_iter().collect();
-    let main_key = m.main_key(id);
-    let queue = |op: RowOp, acks: Vec<String>| {
-        let write = Write { op, whole_row: write_behind, acks };
-        let pushed = rt.queue.push(RowKey { mapping, id: id.to_string() }, write);
-        if pushed.journal_changed {
-            journal::mark(ctx, key, pushed.op, &pushed.acks);
-        }
-        Ok(Some(pushed.version))
-    };
-    let exists_now = || matches!(inspect(ctx, key), KeyState::Hash { .. });
+    let main_key = m.main_key(&target.id);
+    let names = || pairs.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
     match tag.op {
-        SyncOp::Replicate if exists_now() => queue(RowOp::Upsert, acks),
-        // Write-behind: the hash is gone, so is the row.
-        SyncOp::Replicate if write_behind => queue(RowOp::Delete, acks),
-        // Write-through: staging nothing but `#` writes nothing.
         SyncOp::Replicate => {
-            ack::send(ctx, m, id, &acks, &Ok(()));
-            Ok(None)
+            hset(ctx, key, &pairs);
+            Ok(record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields: set_fields(pairs), acks }))
         }
         SyncOp::Delete => {
-            // The staged write (or the cached row) is consumed now.
-            own_writes(|| call_logged(ctx, "DEL", &[key]));
-            queue(RowOp::Delete, acks)
+            own_writes(|| {
+                call_logged(ctx, "DEL", &[main_key.as_bytes()]);
+                call_logged(ctx, "DEL", &[key]);
+            });
+            Ok(record(ctx, rt, target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks }))
         }
         SyncOp::RedisOnlyUpsert => {
-            let staged = hgetall(ctx, key).unwrap_or_default();
-            if !write_behind {
-                own_writes(|| {
-                    let mut args: Vec<&[u8]> = vec![main_key.as_bytes()];
-                    for (f, v) in &staged {
-                        args.push(f);
-                        args.push(v);
-                    }
-                    if args.len() > 1 {
-                        call_logged(ctx, "HSET", &args);
-                    }
-                    call_logged(ctx, "DEL", &[key]);
-                });
-            }
-            let fields = staged.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
-            announce(ctx, m, &main_key, id, EventOp::Upsert, fields);
-            ack::send(ctx, m, id, &acks, &Ok(()));
+            hset(ctx, main_key.as_bytes(), &pairs);
+            announce(ctx, m, &main_key, &target.id, EventOp::Upsert, names());
+            ack::send(ctx, m, &target.id, &acks, &Ok(()));
             Ok(None)
         }
         SyncOp::RedisOnlyDelete => {
@@ -209,11 +158,23 @@ pub fn capture_key(ctx: &Context, rt: &Runtime, mapping: usize, key: &[u8]) -> R
                 call_logged(ctx, "DEL", &[main_key.as_bytes()]);
                 call_logged(ctx, "DEL", &[key]);
             });
-            announce(ctx, m, &main_key, id, EventOp::Delete, Vec::new());
-            ack::send(ctx, m, id, &acks, &Ok(()));
+            announce(ctx, m, &main_key, &target.id, EventOp::Delete, Vec::new());
+            ack::send(ctx, m, &target.id, &acks, &Ok(()));
             Ok(None)
         }
     }
+}
+
+fn hset(ctx: &Context, key: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) {
+    if pairs.is_empty() {
+        return;
+    }
+    let mut args: Vec<&[u8]> = vec![key];
+    for (f, v) in pairs {
+        args.push(f);
+        args.push(v);
+    }
+    own_writes(|| call_logged(ctx, "HSET", &args));
 }
 
 /// Publishes a Redis-only change (`#` `+` or `-`).
@@ -221,10 +182,76 @@ fn announce(ctx: &Context, m: &Mapping, key: &str, id: &str, op: EventOp, fields
     notify::send(ctx, m, &Event { key, id, op, source: Source::Redis, fields, time: now_ms() });
 }
 
-/// Reports a write that cannot be synced (bad key, bad `#`, wrong type).
-fn refuse(rt: &Runtime, mapping: usize, message: &str) {
-    warn(message);
-    let stats = &rt.stats[mapping];
-    MappingStats::bump(&stats.failed, 1);
-    stats.set_last_error(message);
+/// Keyspace handler for hash events. Writes by clients come through `SYNC.WRITE`,
+/// which captures them itself (its own call of the command is an own write); an
+/// event here is a write by another module, captured as the key's whole hash.
+/// Field TTLs and field expiry change no data and never reach Postgres.
+pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
+    if matches!(event, "hexpire" | "hpersist" | "hexpired") {
+        return;
+    }
+    guard(|| schedule_whole_key(ctx, key, false));
+}
+
+/// Keyspace handler for generic events. RENAME (the old key's row is deleted, the
+/// new key's hash upserted), RESTORE, COPY and MOVE are captured as whole keys.
+/// `del` is not: DEL and UNLINK come through `SYNC.DELETE`, and every other `del`
+/// (a hash's last field removed or expired, MIGRATE moving a key away) deletes
+/// nothing in Postgres.
+pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
+    let gone = match event {
+        "rename_from" | "move_from" => true,
+        "rename_to" | "restore" | "copy_to" | "move_to" => false,
+        _ => return,
+    };
+    guard(|| schedule_whole_key(ctx, key, gone));
+}
+
+/// Keeps a panic (a bug) from unwinding into redis-server; the panic hook logs it.
+fn guard(f: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+}
+
+/// Writes are unsafe inside a keyspace callback, so the capture is deferred to a
+/// post-notification job, which still runs inside the same command.
+fn schedule_whole_key(ctx: &Context, key: &[u8], gone: bool) {
+    if is_own_write() {
+        return;
+    }
+    let Some(rt) = runtime::get() else { return };
+    if !capturing(ctx, rt) {
+        return;
+    }
+    let target = match target(rt, key) {
+        None => return,
+        Some(Err((mapping, message))) => return refuse(rt, mapping, &message),
+        Some(Ok(target)) => target,
+    };
+    let key = key.to_vec();
+    let scheduled = ctx.add_post_notification_job(move |ctx| {
+        guard(|| capture_whole_key(ctx, rt, &target, &key, gone));
+    });
+    if scheduled == redis_module::Status::Err {
+        warn("could not schedule the capture of a write");
+    }
+}
+
+fn capture_whole_key(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], gone: bool) {
+    let m = &rt.mappings.all()[target.mapping];
+    if gone {
+        if m.mode == Mode::WriteBehind {
+            record(ctx, rt, target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
+        }
+        return;
+    }
+    match hgetall(ctx, key) {
+        Ok(pairs) => {
+            let fields = set_fields(pairs.into_iter().filter(|(f, _)| f != OP_FIELD).collect());
+            record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
+        }
+        Err(e) => {
+            let message = format!("{}: write to {} refused: {e}", m.name, String::from_utf8_lossy(key).escape_debug());
+            refuse(rt, target.mapping, &message);
+        }
+    }
 }

@@ -51,13 +51,89 @@ pub fn decode_op(value: &[u8]) -> Result<OpTag, String> {
     Ok(OpTag { op, uuid })
 }
 
-/// Field name → value; `None` means the field was removed (its column becomes NULL).
-pub type Fields = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+/// How one hash field changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldChange {
+    /// Set to this value (HSET, HSETNX, ...).
+    Set(Vec<u8>),
+    /// Removed (HDEL): its column becomes NULL.
+    Remove,
+    /// Incremented (HINCRBY, HINCRBYFLOAT) by `delta`; `redis_after` is the value
+    /// Redis held right after the latest increment. Postgres adds the delta to the
+    /// row's own value, so an increment on a key Redis does not hold still counts.
+    Add {
+        /// Sum of the increments coalesced here.
+        delta: Delta,
+        /// The field's value in Redis after the latest of them.
+        redis_after: Vec<u8>,
+    },
+}
+
+/// An increment, as HINCRBY (integer) or HINCRBYFLOAT (float) gave it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Delta {
+    /// HINCRBY: i128 so that sums of i64 deltas cannot overflow.
+    Int(i128),
+    /// HINCRBYFLOAT.
+    Float(f64),
+}
+
+impl Delta {
+    /// The sum of two increments; a float makes the sum a float.
+    pub fn plus(self, other: Delta) -> Delta {
+        match (self, other) {
+            (Delta::Int(a), Delta::Int(b)) => Delta::Int(a.saturating_add(b)),
+            (a, b) => Delta::Float(a.as_f64() + b.as_f64()),
+        }
+    }
+
+    fn as_f64(self) -> f64 {
+        match self {
+            Delta::Int(n) => n as f64,
+            Delta::Float(f) => f,
+        }
+    }
+
+    /// The delta as SQL literal text (bound as a parameter, never spliced).
+    pub fn to_text(self) -> String {
+        match self {
+            Delta::Int(n) => n.to_string(),
+            Delta::Float(f) => format!("{f:?}"),
+        }
+    }
+
+    /// Parses a delta written by [`Delta::to_text`] or given to HINCRBY(FLOAT).
+    pub fn parse(text: &[u8], float: bool) -> Option<Delta> {
+        let text = std::str::from_utf8(text).ok()?;
+        if float {
+            text.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(Delta::Float)
+        } else {
+            text.parse::<i64>().ok().map(|n| Delta::Int(n.into()))
+        }
+    }
+}
+
+/// Field name → how it changed.
+pub type Fields = BTreeMap<Vec<u8>, FieldChange>;
+
+/// Merges a newer change of one field on top of an older one.
+fn merge_field(older: &mut FieldChange, newer: FieldChange) {
+    *older = match (std::mem::replace(older, FieldChange::Remove), newer) {
+        (FieldChange::Add { delta: a, .. }, FieldChange::Add { delta: b, redis_after }) => {
+            FieldChange::Add { delta: a.plus(b), redis_after }
+        }
+        // After an absolute value, Redis's value after the increment is absolute too.
+        (FieldChange::Set(_) | FieldChange::Remove, FieldChange::Add { redis_after, .. }) => {
+            FieldChange::Set(redis_after)
+        }
+        (_, newer) => newer,
+    };
+}
 
 /// What must happen to the row in Postgres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowOp {
-    /// Insert or update the columns present in `fields`.
+    /// Write the fields of the change; other columns keep their values.
     Upsert,
     /// Delete the row.
     Delete,
@@ -65,29 +141,24 @@ pub enum RowOp {
     Replace,
 }
 
-/// A captured write before it is queued. It carries no field values: the key
-/// holds the latest state, and the worker reads it when the row's batch is taken,
-/// so capture stays O(1) and ten writes to a key cost one read.
+/// One captured write: exactly what the command changed, O(size of the write).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Write {
     /// What to do in Postgres.
     pub op: RowOp,
-    /// True when the hash is the whole row (write-behind): every mapped field it
-    /// lacks was removed and its column becomes NULL.
-    pub whole_row: bool,
+    /// The fields the command set, removed or incremented (empty for a delete).
+    pub fields: Fields,
     /// Uuids whose ack streams await the outcome.
     pub acks: Vec<String>,
 }
 
-/// The latest unsynced state of one row, possibly several writes coalesced.
+/// The unsynced changes of one row, several writes coalesced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// What to do in Postgres.
     pub op: RowOp,
-    /// The fields to write, read from the key when the batch is taken.
+    /// The fields to write: every field any coalesced write touched, latest first.
     pub fields: Fields,
-    /// See [`Write::whole_row`].
-    pub whole_row: bool,
     /// Uuids whose ack streams await this change's outcome.
     pub acks: Vec<String>,
     /// Version of the newest write merged in; grows with every capture.
@@ -99,24 +170,33 @@ pub struct Change {
 impl Change {
     /// A change holding one write.
     pub fn new(write: Write, version: u64) -> Change {
-        Change {
-            op: write.op,
-            fields: Fields::new(),
-            whole_row: write.whole_row,
-            acks: write.acks,
-            version,
-            first_version: version,
-        }
+        Change { op: write.op, fields: write.fields, acks: write.acks, version, first_version: version }
     }
 
-    /// Merges a newer change to the same row on top of this one: a delete wins, a
-    /// write after a delete becomes a replace. Fields are read afresh anyway.
+    /// Merges a newer change to the same row on top of this one: a delete drops
+    /// every earlier field, a write after a delete becomes a replace, and fields
+    /// merge one by one (the newer value wins; increments add up).
     pub fn absorb(&mut self, newer: Change) {
         self.op = combine(self.op, newer.op);
-        self.whole_row = newer.whole_row;
+        if newer.op != RowOp::Upsert {
+            self.fields.clear();
+        }
+        for (field, change) in newer.fields {
+            match self.fields.get_mut(&field) {
+                Some(older) => merge_field(older, change),
+                None => {
+                    self.fields.insert(field, change);
+                }
+            }
+        }
         self.acks.extend(newer.acks);
         self.version = self.version.max(newer.version);
         self.first_version = self.first_version.min(newer.first_version);
+    }
+
+    /// Whether a field has a change here (used to keep apply from overwriting it).
+    pub fn touches(&self, field: &[u8]) -> bool {
+        self.op != RowOp::Upsert || self.fields.contains_key(field)
     }
 }
 
@@ -135,7 +215,52 @@ mod tests {
 
     fn change(op: RowOp, version: u64, acks: &[&str]) -> Change {
         let acks = acks.iter().map(|a| a.to_string()).collect();
-        Change::new(Write { op, whole_row: false, acks }, version)
+        Change::new(Write { op, fields: Fields::new(), acks }, version)
+    }
+
+    fn with(field: &str, f: FieldChange) -> Change {
+        let fields = [(field.as_bytes().to_vec(), f)].into_iter().collect();
+        Change::new(Write { op: RowOp::Upsert, fields, acks: vec![] }, 1)
+    }
+
+    fn add(delta: Delta, after: &str) -> FieldChange {
+        FieldChange::Add { delta, redis_after: after.as_bytes().to_vec() }
+    }
+
+    #[test]
+    fn increments_add_up_and_an_absolute_value_absorbs_them() {
+        let mut c = with("score", add(Delta::Int(5), "5"));
+        c.absorb(with("score", add(Delta::Int(-2), "3")));
+        assert_eq!(c.fields[&b"score"[..]], add(Delta::Int(3), "3"));
+        c.absorb(with("score", add(Delta::Float(0.5), "3.5")));
+        assert_eq!(c.fields[&b"score"[..]], add(Delta::Float(3.5), "3.5"));
+        c.absorb(with("score", FieldChange::Set(b"10".to_vec())));
+        c.absorb(with("score", add(Delta::Int(1), "11")));
+        assert_eq!(c.fields[&b"score"[..]], FieldChange::Set(b"11".to_vec()), "set then incremented: absolute");
+        c.absorb(with("score", FieldChange::Remove));
+        c.absorb(with("score", add(Delta::Int(4), "4")));
+        assert_eq!(c.fields[&b"score"[..]], FieldChange::Set(b"4".to_vec()), "removed then incremented: absolute");
+    }
+
+    #[test]
+    fn fields_of_separate_writes_accumulate_and_a_delete_drops_them() {
+        let mut c = with("a", FieldChange::Set(b"1".to_vec()));
+        c.absorb(with("b", FieldChange::Remove));
+        assert_eq!(c.fields.len(), 2);
+        assert!(c.touches(b"a") && c.touches(b"b") && !c.touches(b"c"));
+        c.absorb(change(RowOp::Delete, 2, &[]));
+        assert!(c.fields.is_empty());
+        c.absorb(with("c", FieldChange::Set(b"3".to_vec())));
+        assert_eq!((c.op, c.fields.len()), (RowOp::Replace, 1));
+    }
+
+    #[test]
+    fn deltas_round_trip_as_text() {
+        assert_eq!(Delta::parse(b"-7", false), Some(Delta::Int(-7)));
+        assert_eq!(Delta::parse(b"1.5", true), Some(Delta::Float(1.5)));
+        assert_eq!(Delta::parse(b"x", false), None);
+        assert_eq!(Delta::parse(b"inf", true), None);
+        assert_eq!(Delta::parse(Delta::Float(0.1).to_text().as_bytes(), true), Some(Delta::Float(0.1)));
     }
 
     #[test]

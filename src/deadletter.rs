@@ -3,7 +3,7 @@
 //! replicas. Operators list them (`SYNC.FAILED`), queue them again after fixing the
 //! cause (`SYNC.RETRY`) or drop them (`SYNC.DISCARD`).
 
-use crate::change::{Change, RowOp};
+use crate::change::{Change, Delta, FieldChange, Fields, RowOp, Write};
 use crate::mapping::Mapping;
 use crate::queue::RowKey;
 use crate::redis_io::{bytes, call, call_logged, own_writes};
@@ -27,12 +27,41 @@ pub struct DeadLetter {
     pub id: String,
     /// `upsert`, `delete` or `replace`.
     pub op: String,
-    /// The fields that were written (non-UTF-8 bytes shown lossily); `null` = removed.
+    /// The fields that were set (non-UTF-8 bytes shown lossily); `null` = removed.
     pub fields: BTreeMap<String, Option<String>>,
+    /// The fields that were incremented, with the increment.
+    #[serde(default)]
+    pub increments: BTreeMap<String, String>,
     /// Postgres's error message.
     pub error: String,
     /// When it was rejected, in ms since the Unix epoch.
     pub time_ms: u64,
+}
+
+impl DeadLetter {
+    /// The rejected change as a write to queue again (`SYNC.RETRY`).
+    pub fn to_write(&self) -> Write {
+        let op = match self.op.as_str() {
+            "delete" => RowOp::Delete,
+            "replace" => RowOp::Replace,
+            _ => RowOp::Upsert,
+        };
+        let mut fields: Fields = self
+            .fields
+            .iter()
+            .map(|(f, v)| {
+                let change = v.as_ref().map_or(FieldChange::Remove, |v| FieldChange::Set(v.clone().into_bytes()));
+                (f.clone().into_bytes(), change)
+            })
+            .collect();
+        for (f, delta) in &self.increments {
+            let float = delta.contains(['.', 'e', 'E', 'i', 'n']);
+            if let Some(delta) = Delta::parse(delta.as_bytes(), float) {
+                fields.insert(f.clone().into_bytes(), FieldChange::Add { delta, redis_after: Vec::new() });
+            }
+        }
+        Write { op, fields, acks: Vec::new() }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -57,8 +86,21 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
         fields: change
             .fields
             .iter()
-            .map(|(f, v)| {
-                (String::from_utf8_lossy(f).into_owned(), v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()))
+            .filter_map(|(f, c)| {
+                let value = match c {
+                    FieldChange::Set(v) => Some(String::from_utf8_lossy(v).into_owned()),
+                    FieldChange::Remove => None,
+                    FieldChange::Add { .. } => return None,
+                };
+                Some((String::from_utf8_lossy(f).into_owned(), value))
+            })
+            .collect(),
+        increments: change
+            .fields
+            .iter()
+            .filter_map(|(f, c)| match c {
+                FieldChange::Add { delta, .. } => Some((String::from_utf8_lossy(f).into_owned(), delta.to_text())),
+                _ => None,
             })
             .collect(),
         error: error.to_string(),

@@ -1,36 +1,27 @@
 //! The durable side of the queue: a Redis hash that maps every dirty key to its
-//! pending operation (and ack uuids). It is written in the same command as the
-//! change it records (a post-notification job), so AOF, RDB and replication carry
-//! both together; after a restart or a promotion it is read back into the queue.
-//! Dirty keys rather than an event log: one entry per key bounds its size and makes
-//! coalescing free, and the key itself holds the latest state to write.
+//! unsynced change (the fields set, removed or incremented, and ack uuids). It is
+//! written in the same command as the change it records, so AOF, RDB and
+//! replication carry both together; after a restart or a promotion it is read back
+//! into the queue. One entry per dirty key bounds its size and makes coalescing
+//! free; it holds the values, so a key evicted or expired before its change is
+//! synced loses nothing.
 
-use crate::change::{RowOp, Write};
-use crate::mapping::{check_id, KeyRole};
+use crate::change::{Change, FieldChange, RowOp, Write};
+use crate::journal_codec::{decode, encode};
 use crate::queue::RowKey;
-use crate::redis_io::{bytes, call, call_logged, notice, own_writes, warn};
+use crate::redis_io::{bytes, call, call_logged, hgetall, notice, own_writes, warn};
+use crate::row_id::check_id;
 use crate::runtime::Runtime;
 use redis_module::{Context, RedisValue};
 
 /// The journal hash. The hashtag lets a future cluster mode pin it to a slot.
 pub const JOURNAL_KEY: &str = "pgsync:{journal}";
 
-fn op_code(op: RowOp) -> &'static str {
-    match op {
-        RowOp::Upsert => "u",
-        RowOp::Delete => "d",
-        RowOp::Replace => "r",
-    }
-}
-
-/// Records that `key` has an unsynced change (`op`, waiting acks).
-pub fn mark(ctx: &Context, key: &[u8], op: RowOp, acks: &[String]) {
-    let mut value = op_code(op).to_string();
-    for uuid in acks {
-        value.push(' ');
-        value.push_str(uuid);
-    }
-    own_writes(|| call_logged(ctx, "HSET", &[JOURNAL_KEY.as_bytes(), key, value.as_bytes()]));
+/// Records everything unsynced for the row written through `key`: the values
+/// themselves, so a write survives its key being evicted or expiring first.
+pub fn mark(ctx: &Context, key: &[u8], unsynced: &Change) {
+    let value = encode(unsynced.op, &unsynced.fields, &unsynced.acks);
+    own_writes(|| call_logged(ctx, "HSET", &[JOURNAL_KEY.as_bytes(), key, &value]));
 }
 
 /// Forgets `key` once its change is settled and nothing newer is queued.
@@ -60,7 +51,7 @@ pub fn recover(ctx: &Context, rt: &Runtime) -> usize {
     };
     let mut count = 0;
     for pair in entries.chunks_exact(2) {
-        if requeue_entry(rt, &pair[0], &pair[1]) {
+        if requeue_entry(ctx, rt, &pair[0], &pair[1]) {
             count += 1;
         } else {
             clear(ctx, &pair[0]);
@@ -72,23 +63,39 @@ pub fn recover(ctx: &Context, rt: &Runtime) -> usize {
     count
 }
 
-fn requeue_entry(rt: &Runtime, key: &[u8], value: &[u8]) -> bool {
+fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> bool {
     let Some(resolved) = rt.mappings.resolve(key) else {
         return false;
     };
     let Ok(id) = check_id(resolved.id) else { return false };
-    let text = String::from_utf8_lossy(value);
-    let mut parts = text.split(' ');
-    let op = match parts.next() {
-        Some("u") => RowOp::Upsert,
-        Some("d") => RowOp::Delete,
-        Some("r") => RowOp::Replace,
-        _ => return false,
+    let Some(write) = decode(value).or_else(|| legacy_entry(ctx, key, value)) else {
+        warn(&format!("dropped an unreadable journal entry for {}", String::from_utf8_lossy(key)));
+        return false;
     };
-    let acks: Vec<String> = parts.map(str::to_string).collect();
-    // The key itself holds the state to write; the worker reads it with the batch.
-    let whole_row = resolved.role == KeyRole::Main;
-    let row = RowKey { mapping: resolved.mapping, id: id.to_string() };
-    rt.queue.push(row, Write { op, whole_row, acks });
+    rt.queue.push(RowKey { mapping: resolved.mapping, id: id.to_string() }, write);
     true
+}
+
+/// An entry of the first journal format (`u|d|r` and acks, no values), left by an
+/// older version of the module: the key itself then holds the state to write.
+fn legacy_entry(ctx: &Context, key: &[u8], value: &[u8]) -> Option<Write> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.split(' ');
+    let op = match parts.next()? {
+        "u" => RowOp::Upsert,
+        "d" => RowOp::Delete,
+        "r" => RowOp::Replace,
+        _ => return None,
+    };
+    let acks = parts.map(str::to_string).collect();
+    let fields = match op {
+        RowOp::Delete => Default::default(),
+        RowOp::Upsert | RowOp::Replace => hgetall(ctx, key)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(f, _)| f != crate::change::OP_FIELD)
+            .map(|(f, v)| (f, FieldChange::Set(v)))
+            .collect(),
+    };
+    Some(Write { op, fields, acks })
 }

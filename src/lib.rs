@@ -8,7 +8,10 @@ pub mod change;
 pub mod commands;
 pub mod config;
 pub mod deadletter;
+pub mod filter;
+pub mod intent;
 pub mod journal;
+pub mod journal_codec;
 pub mod listen;
 pub mod mapping;
 pub mod notify;
@@ -16,6 +19,7 @@ pub mod pg;
 pub mod queue;
 pub mod redis_io;
 pub mod reload;
+pub mod row_id;
 pub mod runtime;
 pub mod stats;
 pub mod status;
@@ -90,6 +94,7 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
     let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), config::redact(&url));
     runtime::start(mappings.clone(), &url, replica)?;
+    filter::register(ctx)?;
     // The crate has no wrapper for the shutdown event; subscribe through the raw API.
     // The header's `RedisModuleEvent_Shutdown` is a static inline value, not a
     // symbol, so build the same value here.
@@ -183,6 +188,8 @@ redis_module! {
         ["sync.failed", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_failed), "readonly", 0, 0, 0, ""],
         ["sync.retry", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_retry), "write", 0, 0, 0, ""],
         ["sync.discard", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_discard), "write", 0, 0, 0, ""],
+        ["sync.write", |ctx, args| commands::guarded(ctx, args, commands::write::sync_write), "write", 2, 2, 1, "write hash fast"],
+        ["sync.delete", |ctx, args| commands::guarded(ctx, args, commands::write::sync_delete), "write", 2, -1, 1, "write keyspace"],
     ],
     event_handlers: [
         [@HASH: capture::on_hash_event],

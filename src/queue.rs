@@ -4,7 +4,7 @@
 //! and `SYNC.WAIT` is woken when rows settle. Readers of Postgres (reload,
 //! listener) open a snapshot to learn which rows Redis changed after they read them.
 
-use crate::change::{combine, Change, RowOp, Write};
+use crate::change::{Change, Write};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -32,13 +32,12 @@ pub struct Entry {
 /// How a settled row ended: committed, or rejected with Postgres's message.
 pub type Outcome = Result<(), String>;
 
-/// What is known of a row while its batch is being written.
+/// What is known of a row while its batch is being written: the change itself,
+/// so the journal can keep it together with a newer one until it commits.
 #[derive(Debug, Clone)]
 struct Flight {
-    first_version: u64,
     since: Instant,
-    op: RowOp,
-    acks: Vec<String>,
+    change: Change,
 }
 
 /// Counts of unsettled changes by their oldest version, so "is everything up to
@@ -96,13 +95,8 @@ struct Inner {
 pub struct Pushed {
     /// Version of the pushed change.
     pub version: u64,
-    /// The row's operation, in-flight and pending combined.
-    pub op: RowOp,
-    /// Every ack uuid waiting on the row.
-    pub acks: Vec<String>,
-    /// Whether the journal entry must be (re)written: the row just became dirty,
-    /// or its operation or acks changed.
-    pub journal_changed: bool,
+    /// Everything unsynced for the row: in flight and pending, combined.
+    pub unsynced: Change,
 }
 
 /// Pending and in-flight figures of one mapping.
@@ -187,17 +181,13 @@ impl Queue {
             inner.touched.insert(row.clone(), version);
         }
         let change = Change::new(write, version);
-        let adds_acks = !change.acks.is_empty();
         let mut wake = false;
-        let (mut op, mut acks, journal_changed) = match inner.pending.get_mut(&row) {
+        let pending = match inner.pending.get_mut(&row) {
             Some(entry) => {
-                let before = entry.change.op;
                 entry.change.absorb(change);
-                let changed = adds_acks || before != entry.change.op;
-                (entry.change.op, entry.change.acks.clone(), changed)
+                entry.change.clone()
             }
             None => {
-                let summary = (change.op, change.acks.clone(), true);
                 inner.unsettled.add(version);
                 *inner.pending_by_mapping.entry(row.mapping).or_default() += 1;
                 inner.order.push_back(row.clone());
@@ -205,21 +195,25 @@ impl Queue {
                 // batch's worth: a wake-up per write would cost more than the write.
                 let queued = inner.order.len();
                 wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
-                inner.pending.insert(row.clone(), Entry { change, since: Instant::now() });
-                summary
+                inner.pending.insert(row.clone(), Entry { change: change.clone(), since: Instant::now() });
+                change
             }
         };
-        if let Some(flight) = inner.in_flight.get(&row) {
-            op = combine(flight.op, op);
-            acks = flight.acks.iter().chain(&acks).cloned().collect();
-        }
+        let unsynced = match inner.in_flight.get(&row) {
+            Some(flight) => {
+                let mut both = flight.change.clone();
+                both.absorb(pending);
+                both
+            }
+            None => pending,
+        };
         drop(guard);
         if wake {
             // All: a worker lingering for a fuller batch waits on the same condvar
             // and must not swallow the wake-up meant for an idle one.
             self.work.notify_all();
         }
-        Pushed { version, op, acks, journal_changed }
+        Pushed { version, unsynced }
     }
 
     /// The version of the newest change captured so far.
@@ -278,6 +272,7 @@ impl Queue {
         let mut inner = self.lock();
         for (row, mut old) in batch.into_iter().rev() {
             inner.in_flight.remove(&row);
+            inner.note_settled(&row);
             match inner.pending.remove(&row) {
                 Some(newer) => {
                     inner.unsettled.remove(newer.change.first_version);
@@ -301,8 +296,9 @@ impl Queue {
         let mut inner = self.lock();
         for row in rows {
             if let Some(flight) = inner.in_flight.remove(row) {
-                inner.unsettled.remove(flight.first_version);
+                inner.unsettled.remove(flight.change.first_version);
             }
+            inner.note_settled(row);
         }
         drop(inner);
         // Rows that waited behind this batch may be taken now.
@@ -317,9 +313,9 @@ impl Queue {
         self.work.notify_all();
     }
 
-    /// The operation and acks of the change queued for `row` (not in flight), if any.
-    pub fn pending_change(&self, row: &RowKey) -> Option<(RowOp, Vec<String>)> {
-        self.lock().pending.get(row).map(|e| (e.change.op, e.change.acks.clone()))
+    /// The change queued for `row` (not in flight), if any.
+    pub fn pending_change(&self, row: &RowKey) -> Option<Change> {
+        self.lock().pending.get(row).map(|e| e.change.clone())
     }
 
     /// Opens a snapshot for a reader about to read rows from Postgres.
@@ -416,6 +412,15 @@ impl Queue {
 }
 
 impl Inner {
+    /// A row whose change just committed (or went back to wait) may now hold, in
+    /// Postgres, a value that a reader's earlier read does not show: to an open
+    /// snapshot the row counts as changed by Redis after it was taken.
+    fn note_settled(&mut self, row: &RowKey) {
+        if self.open_snapshots > 0 {
+            self.touched.insert(row.clone(), self.last_version + 1);
+        }
+    }
+
     /// Whether `row` has a change still on its way to Postgres, or one captured
     /// after `version`.
     fn redis_is_newer(&self, row: &RowKey, version: u64) -> bool {
@@ -444,12 +449,7 @@ impl Inner {
                 if let Some(n) = self.pending_by_mapping.get_mut(&row.mapping) {
                     *n -= 1;
                 }
-                let flight = Flight {
-                    first_version: entry.change.first_version,
-                    since: entry.since,
-                    op: entry.change.op,
-                    acks: entry.change.acks.clone(),
-                };
+                let flight = Flight { since: entry.since, change: entry.change.clone() };
                 self.in_flight.insert(row.clone(), flight);
                 batch.push((row, entry));
             }
@@ -464,13 +464,14 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::change::RowOp;
 
     fn row(id: &str) -> RowKey {
         RowKey { mapping: 0, id: id.into() }
     }
 
     fn write(op: RowOp, acks: &[&str]) -> Write {
-        Write { op, whole_row: false, acks: acks.iter().map(|a| a.to_string()).collect() }
+        Write { op, fields: Default::default(), acks: acks.iter().map(|a| a.to_string()).collect() }
     }
 
     fn upsert() -> Write {
@@ -485,15 +486,14 @@ mod tests {
     }
 
     #[test]
-    fn writes_to_one_row_coalesce_and_journal_once() {
+    fn writes_to_one_row_coalesce() {
         let q = Queue::default();
-        assert!(q.push(row("1"), upsert()).journal_changed);
-        let second = q.push(row("1"), upsert());
-        assert!(!second.journal_changed, "nothing new for the journal");
+        q.push(row("1"), upsert());
+        let second = q.push(row("1"), write(RowOp::Upsert, &["ack"]));
+        assert_eq!(second.unsynced.acks, ["ack"]);
         let batch = take(&q);
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].1.change.version, second.version);
-        assert!(q.push(row("1"), write(RowOp::Upsert, &["ack"])).journal_changed);
     }
 
     #[test]
@@ -547,8 +547,8 @@ mod tests {
         q.push(row("1"), write(RowOp::Delete, &["gone"]));
         let _flying = take(&q);
         let pushed = q.push(row("1"), write(RowOp::Upsert, &["back"]));
-        assert_eq!(pushed.op, RowOp::Replace);
-        assert_eq!(pushed.acks, ["gone", "back"]);
+        assert_eq!(pushed.unsynced.op, RowOp::Replace);
+        assert_eq!(pushed.unsynced.acks, ["gone", "back"]);
     }
 
     #[test]
@@ -556,8 +556,8 @@ mod tests {
         let q = Queue::default();
         q.push(row("1"), upsert());
         let batch = take(&q);
-        let snapshot = q.snapshot();
         q.complete([&batch[0].0]);
+        let snapshot = q.snapshot();
         assert!(!snapshot.redis_is_newer(&row("1")), "settled before the snapshot");
         q.push(row("1"), upsert());
         let batch = take(&q);
@@ -565,6 +565,18 @@ mod tests {
         assert!(snapshot.redis_is_newer(&row("1")), "changed after the snapshot, even though settled");
         drop(snapshot);
         assert!(!q.snapshot().redis_is_newer(&row("1")));
+    }
+
+    #[test]
+    fn a_row_that_commits_while_a_reader_reads_counts_as_newer() {
+        let q = Queue::default();
+        q.push(row("1"), upsert());
+        let batch = take(&q);
+        let snapshot = q.snapshot();
+        // The commit may land after the reader's read: its row must not be
+        // overwritten with what the reader saw.
+        q.complete([&batch[0].0]);
+        assert!(snapshot.redis_is_newer(&row("1")));
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //! One reload runs at a time; `SYNC.STATUS` shows its progress.
 
 use crate::apply::apply_pg_rows;
-use crate::mapping::{check_id, KeyRole};
+use crate::mapping::KeyRole;
 use crate::notify::Source;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::queue::{RowKey, Snapshot};
 use crate::redis_io::{bytes, call, call_logged, own_writes};
+use crate::row_id::check_id;
 use crate::runtime::Runtime;
 use redis_module::{RedisValue, ThreadSafeContext};
 use std::collections::HashSet;

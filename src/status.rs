@@ -29,6 +29,7 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
         ("synced", count(&s.synced)),
         ("failed", count(&s.failed)),
         ("retries", count(&s.retries)),
+        ("refused", count(&s.refused)),
         ("lag_ms", Figure::Int(lag_ms)),
         ("last_error", Figure::Text(s.last_error().unwrap_or_default())),
         ("schema", Figure::Text(s.schema_error().map_or_else(|| schema_state(rt, mapping), |e| format!("error: {e}")))),

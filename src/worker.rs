@@ -7,8 +7,8 @@
 use crate::apply;
 use crate::config;
 use crate::pg::error::{Error, ErrorKind};
-use crate::pg::writer;
-use crate::queue::{Entry, Outcome, RowKey};
+use crate::pg::writer::{self, RowOutcome};
+use crate::queue::{Entry, RowKey};
 use crate::redis_io::warn;
 use crate::runtime::{self, panic_message, Pool, Runtime};
 use crate::stats::MappingStats;
@@ -106,15 +106,12 @@ fn sync_mapping(
 ) -> Result<(), Error> {
     let m = &rt.mappings.all()[mapping];
     let schema = rt.usable_schema(mapping)?;
-    apply::read_batch(rt, rows);
-    let mut outcomes: Vec<Outcome> = vec![Ok(()); rows.len()];
+    let mut outcomes: Vec<RowOutcome> = vec![Ok(Default::default()); rows.len()];
     let mut prepared = Vec::with_capacity(rows.len());
     let mut positions = Vec::with_capacity(rows.len());
     for (i, (row, entry)) in rows.iter().enumerate() {
-        if apply::nothing_to_write(entry) {
-            continue;
-        }
         match writer::prepare(mapping, m, &schema, &row.id, &entry.change) {
+            Ok(p) if writer::writes_nothing(&p) => {}
             Ok(p) => {
                 prepared.push(p);
                 positions.push(i);

@@ -2,14 +2,9 @@
 //! actions on, the dead-letter list.
 
 use super::runtime_or_err;
-use crate::capture;
-use crate::change::{RowOp, Write};
+use crate::capture::{self, Target};
 use crate::deadletter::{self, DeadLetter};
-use crate::journal;
-use crate::mapping::Mode;
-use crate::queue::RowKey;
-use crate::redis_io::{call, own_writes};
-use crate::runtime::Runtime;
+use crate::mapping::{KeyRole, Mode};
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 const DEFAULT_COUNT: usize = 100;
@@ -51,6 +46,7 @@ pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 fn entry_reply(id: String, e: DeadLetter) -> RedisValue {
     let text = |s: &str| RedisValue::BulkString(s.to_string());
     let fields = serde_json::to_string(&e.fields).unwrap_or_default();
+    let increments = serde_json::to_string(&e.increments).unwrap_or_default();
     RedisValue::Array(vec![
         text("entry"),
         text(&id),
@@ -66,6 +62,8 @@ fn entry_reply(id: String, e: DeadLetter) -> RedisValue {
         RedisValue::Integer(e.time_ms as i64),
         text("fields"),
         text(&fields),
+        text("increments"),
+        text(&increments),
     ])
 }
 
@@ -86,9 +84,8 @@ fn select(ctx: &Context, args: &[RedisString]) -> Result<Vec<(String, DeadLetter
     Ok(found)
 }
 
-/// `SYNC.RETRY <entry>|ALL`: queues the entries again and removes them from the
-/// list; replies with how many were queued. Write-through entries are staged again
-/// as they were; write-behind entries sync the key's current state.
+/// `SYNC.RETRY <entry>|ALL`: queues the entries' changes again, exactly as they
+/// were rejected, and removes them from the list; replies with how many.
 pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let mut queued = 0;
@@ -96,41 +93,16 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let Some((mapping, m)) = rt.mappings.by_name(&e.mapping) else {
             continue;
         };
-        let result = match m.mode {
-            Mode::WriteThrough if e.op == "delete" => Ok(requeue_delete(ctx, rt, mapping, &e)),
-            Mode::WriteThrough => restage(ctx, m.temp_key(&e.id).as_bytes(), &e)
-                .and_then(|_| capture::capture_key(ctx, rt, mapping, m.temp_key(&e.id).as_bytes())),
-            Mode::WriteBehind | Mode::ReadOnly => capture::capture_key(ctx, rt, mapping, m.main_key(&e.id).as_bytes()),
+        let (role, key) = match m.mode {
+            Mode::WriteThrough => (KeyRole::Temp, m.temp_key(&e.id)),
+            Mode::WriteBehind | Mode::ReadOnly => (KeyRole::Main, m.main_key(&e.id)),
         };
-        if let Err(err) = result {
-            return Err(RedisError::String(format!("ERR cannot retry {entry}: {err}")));
-        }
+        let target = Target { mapping, role, id: e.id.clone() };
+        capture::record(ctx, rt, &target, key.as_bytes(), e.to_write());
         deadletter::remove(ctx, &entry);
         queued += 1;
     }
     Ok(RedisValue::Integer(queued))
-}
-
-fn restage(ctx: &Context, key: &[u8], e: &DeadLetter) -> Result<(), String> {
-    let mut args: Vec<&[u8]> = vec![key];
-    for (f, v) in &e.fields {
-        if let Some(v) = v {
-            args.push(f.as_bytes());
-            args.push(v.as_bytes());
-        }
-    }
-    if args.len() == 1 {
-        return Err("the entry has no fields to write".into());
-    }
-    own_writes(|| call(ctx, "HSET", &args)).map(|_| ())
-}
-
-fn requeue_delete(ctx: &Context, rt: &Runtime, mapping: usize, e: &DeadLetter) -> Option<u64> {
-    let m = &rt.mappings.all()[mapping];
-    let write = Write { op: RowOp::Delete, whole_row: false, acks: Vec::new() };
-    let pushed = rt.queue.push(RowKey { mapping, id: e.id.clone() }, write);
-    journal::mark(ctx, m.temp_key(&e.id).as_bytes(), pushed.op, &pushed.acks);
-    Some(pushed.version)
 }
 
 /// `SYNC.DISCARD <entry>|ALL`: drops entries; replies with how many.

@@ -3,13 +3,15 @@
 //! client; a helper thread waits and replies.
 
 pub mod deadletter;
+pub mod write;
 
 use crate::capture;
-use crate::mapping::{check_id, Mode};
+use crate::change::{RowOp, Write};
+use crate::intent::Command;
+use crate::mapping::Mode;
 use crate::notify::Source;
-use crate::queue::RowKey;
-use crate::redis_io::{call, own_writes};
 use crate::reload;
+use crate::row_id::check_id;
 use crate::runtime::{self, Runtime};
 use crate::status;
 use crate::waiters;
@@ -85,30 +87,36 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             m.mode.as_str()
         )));
     }
-    let id = check_id(resolved.id).map_err(|e| RedisError::String(format!("ERR {e}")))?.to_string();
     if args[2..].chunks(2).any(|p| p[0].as_slice() == crate::change::OP_FIELD) {
         return Err(RedisError::Str("ERR SYNC.HSET does not take the # field"));
     }
     if rt.is_replica() {
         return Err(RedisError::Str("READONLY this server is a replica"));
     }
-    let staged = m.temp_key(&id);
+    let id = check_id(resolved.id).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    let staged = m.temp_key(id);
+    let target = match capture::target(rt, staged.as_bytes()) {
+        Some(Ok(target)) => target,
+        Some(Err((mapping, message))) => {
+            capture::refuse(rt, mapping, &message);
+            return Err(RedisError::String(format!("ERR pgsync: {message}")));
+        }
+        None => return Err(RedisError::Str("ERR the key is not synced")),
+    };
     let mut hset: Vec<&[u8]> = vec![staged.as_bytes()];
     hset.extend(args[2..].iter().map(|a| a.as_slice()));
-    let written = own_writes(|| call(ctx, "HSET", &hset));
-    let captured = written
-        .and_then(|reply| capture::capture_key(ctx, rt, resolved.mapping, staged.as_bytes()).map(|v| (reply, v)));
-    match captured {
-        Ok((reply, Some(version))) => {
+    let reply = write::run(ctx, Command::Hset, &hset)?;
+    let pairs = args[2..].chunks_exact(2).map(|p| (p[0].as_slice().to_vec(), p[1].as_slice().to_vec())).collect();
+    let write = Write { op: RowOp::Upsert, fields: capture::set_fields(pairs), acks: Vec::new() };
+    match capture::record(ctx, rt, &target, staged.as_bytes(), write) {
+        Some(version) => {
             // Still under the Redis lock: apply cannot settle the row before the
             // client is registered.
-            let row = RowKey { mapping: resolved.mapping, id };
-            waiters::add(row, version, ctx.block_client(), integer(&reply));
+            waiters::add(target.row(), version, ctx.block_client(), integer(&reply));
             rt.queue.hurry();
             Ok(RedisValue::NoReply)
         }
-        Ok((_, None)) => Err(RedisError::Str("ERR nothing to sync")),
-        Err(e) => Err(RedisError::String(format!("ERR {e}"))),
+        None => Ok(reply),
     }
 }
 

@@ -2,14 +2,24 @@
 //! possible, runs them, and when Postgres rejects one row, isolates it: the batch is
 //! replayed row by row inside savepoints so every other row still commits.
 
-use super::error::Error;
+use super::error::{Error, ErrorKind};
 use super::schema::TableSchema;
-use super::sql::{self, TypedColumn};
-use crate::change::{Change, RowOp};
+use super::sql::{self, TypedColumn, WrittenColumn};
+use crate::change::{Change, FieldChange, RowOp};
 use crate::mapping::Mapping;
+use crate::row_id::check_canonical;
 use postgres::types::{ToSql, Type};
 use postgres::GenericClient;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// What a write does to one column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnWrite {
+    /// Set to this text value (`None` = NULL).
+    Set(Option<String>),
+    /// Add this delta (text) to the column's value.
+    Add(String),
+}
 
 /// A row change translated to columns, ready for SQL.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,15 +30,24 @@ pub struct PreparedRow {
     pub op: RowOp,
     /// Primary-key value as text.
     pub id: String,
-    /// Column → text value (`None` = NULL). Only mapped, existing columns.
-    pub values: BTreeMap<String, Option<String>>,
+    /// Column → what to write. Only mapped, existing columns.
+    pub values: BTreeMap<String, ColumnWrite>,
 }
 
+/// New values of incremented columns, as Postgres returned them: column → text.
+pub type Returned = BTreeMap<String, Option<String>>;
+
+/// How one row ended: committed (with the columns Postgres computed), or
+/// rejected with Postgres's message.
+pub type RowOutcome = Result<Returned, String>;
+
+/// Column types an increment can add to.
+const NUMERIC_TYPES: &[&str] = &["smallint", "integer", "bigint", "numeric", "real", "double precision"];
+
 /// Translates a change into columns. Unmapped fields are dropped here, so they never
-/// reach SQL. A value that is not UTF-8 cannot be Postgres text: the row is rejected.
-/// A removed field (`None`), or in a whole-row change a mapped field that is
-/// absent, makes its column NULL, except for columns with a DEFAULT, which are
-/// left alone.
+/// reach SQL. An id that is not the key column's canonical text, a value that is not
+/// UTF-8, or an increment of a non-numeric column rejects the row. A removed field
+/// makes its column NULL.
 pub fn prepare(
     mapping_index: usize,
     mapping: &Mapping,
@@ -36,16 +55,8 @@ pub fn prepare(
     id: &str,
     change: &Change,
 ) -> Result<PreparedRow, String> {
+    check_canonical(id, &schema.pk.sql_type)?;
     let mut values = BTreeMap::new();
-    if change.op != RowOp::Delete && change.whole_row {
-        for (field, column) in mapping.field_columns(schema.columns.keys()) {
-            if !change.fields.contains_key(field.as_bytes())
-                && schema.columns.get(&column).is_some_and(|c| !c.has_default)
-            {
-                values.insert(column, None);
-            }
-        }
-    }
     if change.op != RowOp::Delete {
         for (field, value) in &change.fields {
             let Ok(field) = std::str::from_utf8(field) else {
@@ -57,67 +68,129 @@ pub fn prepare(
             let Some(info) = schema.columns.get(column) else {
                 continue;
             };
-            let value = match value {
-                Some(bytes) => Some(String::from_utf8(bytes.clone()).map_err(|_| {
+            let write = match value {
+                FieldChange::Set(bytes) => ColumnWrite::Set(Some(String::from_utf8(bytes.clone()).map_err(|_| {
                     format!("field \"{field}\" holds bytes that are not valid UTF-8 and cannot be stored in column \"{column}\"")
-                })?),
-                None if info.has_default => continue,
-                None => None,
+                })?)),
+                FieldChange::Remove => ColumnWrite::Set(None),
+                FieldChange::Add { delta, .. } if NUMERIC_TYPES.contains(&info.typed.sql_type.as_str()) => {
+                    ColumnWrite::Add(delta.to_text())
+                }
+                FieldChange::Add { .. } => {
+                    return Err(format!(
+                        "field \"{field}\" was incremented, but column \"{column}\" is {}, not a number",
+                        info.typed.sql_type
+                    ))
+                }
             };
-            values.insert(column.to_string(), value);
+            values.insert(column.to_string(), write);
         }
     }
     Ok(PreparedRow { mapping: mapping_index, op: change.op, id: id.to_string(), values })
 }
 
-/// One statement of a plan and the batch rows it covers.
+/// Whether a prepared row writes nothing: an upsert of unmapped fields only.
+pub fn writes_nothing(row: &PreparedRow) -> bool {
+    row.op == RowOp::Upsert && row.values.is_empty()
+}
+
+/// One statement of a plan. `rows` are the positions of the batch rows it covers,
+/// for statements that return incremented columns.
 #[derive(Debug)]
 struct Statement {
     sql: String,
     params: Vec<Vec<Option<String>>>,
+    /// Names of the columns the statement returns after the key (increments).
+    returning: Vec<String>,
+    /// Batch positions of the rows, by id, for matching returned rows.
+    rows: HashMap<String, usize>,
 }
 
 /// The tables of the batch: schema by mapping index.
 pub type Tables<'a> = dyn Fn(usize) -> Option<(&'a Mapping, &'a TableSchema)> + 'a;
 
-/// Builds the statements for `rows`: one DELETE per table, then one INSERT per table
-/// and set of columns, so deletes-then-writes (replace) land in order.
-fn plan(tables: &Tables<'_>, rows: &[&PreparedRow]) -> Result<Vec<Statement>, Error> {
+/// Upserts group rows by table, by whether they may insert, and by which columns
+/// they set or increment.
+type UpsertGroup<'r> = (usize, bool, Vec<(&'r str, bool)>);
+
+/// Whether a row only removes fields: HDEL on a key Redis may not hold must
+/// not bring a row into being, so such a write updates an existing row only.
+fn only_removals(row: &PreparedRow) -> bool {
+    row.values.values().all(|w| *w == ColumnWrite::Set(None))
+}
+
+/// Builds the statements for `rows` (`(position, row)`): one DELETE per table, then
+/// one upsert per table and column shape, so deletes-then-writes (replace) land in
+/// order.
+fn plan(tables: &Tables<'_>, rows: &[(usize, &PreparedRow)]) -> Result<Vec<Statement>, Error> {
     let mut deletes: BTreeMap<usize, Vec<Option<String>>> = BTreeMap::new();
-    let mut upserts: BTreeMap<(usize, Vec<&str>), Vec<&PreparedRow>> = BTreeMap::new();
-    for row in rows {
+    let mut upserts: BTreeMap<UpsertGroup<'_>, Vec<(usize, &PreparedRow)>> = BTreeMap::new();
+    for &(pos, row) in rows {
         if row.op != RowOp::Upsert {
             deletes.entry(row.mapping).or_default().push(Some(row.id.clone()));
         }
-        if row.op != RowOp::Delete {
-            let cols = row.values.keys().map(String::as_str).collect();
-            upserts.entry((row.mapping, cols)).or_default().push(row);
+        // A replace that only removes fields leaves no key in Redis: a delete.
+        let inserts = !only_removals(row);
+        if row.op == RowOp::Upsert && !writes_nothing(row) || row.op == RowOp::Replace && inserts {
+            let shape = row.values.iter().map(|(c, w)| (c.as_str(), matches!(w, ColumnWrite::Add(_)))).collect();
+            upserts.entry((row.mapping, inserts, shape)).or_default().push((pos, row));
         }
     }
-    let table =
-        |i: usize| tables(i).ok_or_else(|| Error::new(super::error::ErrorKind::Schema, "table schema not loaded yet"));
+    let table = |i: usize| tables(i).ok_or_else(|| Error::new(ErrorKind::Schema, "table schema not loaded yet"));
     let mut out = Vec::new();
     for (mapping, ids) in deletes {
         let (m, schema) = table(mapping)?;
-        out.push(Statement { sql: sql::delete(&m.table, &schema.pk), params: vec![ids] });
+        let sql = sql::delete(&m.table, &schema.pk);
+        out.push(Statement { sql, params: vec![ids], returning: Vec::new(), rows: HashMap::new() });
     }
-    for ((mapping, cols), group) in upserts {
+    for ((mapping, inserts, shape), group) in upserts {
         let (m, schema) = table(mapping)?;
-        let typed: Vec<&TypedColumn> = cols.iter().filter_map(|c| schema.column(c)).collect();
-        let mut params = vec![group.iter().map(|r| Some(r.id.clone())).collect::<Vec<_>>()];
-        for col in &typed {
-            params.push(group.iter().map(|r| r.values.get(&col.name).cloned().flatten()).collect());
+        let typed: Vec<(&TypedColumn, bool)> =
+            shape.iter().filter_map(|(c, add)| schema.column(c).map(|t| (t, *add))).collect();
+        let columns: Vec<WrittenColumn<'_>> =
+            typed.iter().map(|(column, add)| WrittenColumn { column, add: *add }).collect();
+        let mut params = vec![group.iter().map(|(_, r)| Some(r.id.clone())).collect::<Vec<_>>()];
+        for (col, _) in &typed {
+            params.push(
+                group
+                    .iter()
+                    .map(|(_, r)| match r.values.get(&col.name) {
+                        Some(ColumnWrite::Set(v)) => v.clone(),
+                        Some(ColumnWrite::Add(delta)) => Some(delta.clone()),
+                        None => None,
+                    })
+                    .collect(),
+            );
         }
-        out.push(Statement { sql: sql::upsert(&m.table, &schema.pk, &typed), params });
+        let returning: Vec<String> = typed.iter().filter(|(_, add)| *add).map(|(c, _)| c.name.clone()).collect();
+        let rows =
+            if returning.is_empty() { HashMap::new() } else { group.iter().map(|(p, r)| (r.id.clone(), *p)).collect() };
+        let sql = if inserts {
+            sql::upsert(&m.table, &schema.pk, &columns)
+        } else {
+            sql::update(&m.table, &schema.pk, &columns)
+        };
+        out.push(Statement { sql, params, returning, rows });
     }
     Ok(out)
 }
 
-fn run(client: &mut impl GenericClient, statements: &[Statement]) -> Result<(), Error> {
+/// Runs the statements, recording returned columns into `returned` by position.
+fn run(client: &mut impl GenericClient, statements: &[Statement], returned: &mut [Returned]) -> Result<(), Error> {
     for s in statements {
         let params: Vec<(&(dyn ToSql + Sync), Type)> =
             s.params.iter().map(|p| (p as &(dyn ToSql + Sync), Type::TEXT_ARRAY)).collect();
-        client.execute_typed(&s.sql, &params)?;
+        if s.returning.is_empty() {
+            client.execute_typed(&s.sql, &params)?;
+            continue;
+        }
+        for row in client.query_typed(&s.sql, &params)? {
+            let id: String = row.try_get(0)?;
+            let Some(&pos) = s.rows.get(&id) else { continue };
+            for (i, column) in s.returning.iter().enumerate() {
+                returned[pos].insert(column.clone(), row.try_get::<_, Option<String>>(i + 1)?);
+            }
+        }
     }
     Ok(())
 }
@@ -129,20 +202,21 @@ pub fn write(
     client: &mut impl GenericClient,
     tables: &Tables<'_>,
     rows: &[PreparedRow],
-) -> Result<Vec<Result<(), String>>, Error> {
-    let all: Vec<&PreparedRow> = rows.iter().collect();
+) -> Result<Vec<RowOutcome>, Error> {
+    let all: Vec<(usize, &PreparedRow)> = rows.iter().enumerate().collect();
     let statements = plan(tables, &all)?;
-    let attempt = if statements.len() == 1 {
+    let mut returned = vec![Returned::new(); rows.len()];
+    let attempt = if statements.len() <= 1 {
         // One statement is atomic on its own: save the BEGIN/COMMIT round trips.
-        run(client, &statements)
+        run(client, &statements, &mut returned)
     } else {
         client.transaction().map_err(Error::from).and_then(|mut tx| {
-            run(&mut tx, &statements)?;
+            run(&mut tx, &statements, &mut returned)?;
             tx.commit().map_err(Error::from)
         })
     };
     match attempt {
-        Ok(()) => Ok(vec![Ok(()); rows.len()]),
+        Ok(()) => Ok(returned.into_iter().map(Ok).collect()),
         Err(e) if e.is_retryable() => Err(e),
         Err(_) => write_row_by_row(client, tables, rows),
     }
@@ -152,16 +226,17 @@ fn write_row_by_row(
     client: &mut impl GenericClient,
     tables: &Tables<'_>,
     rows: &[PreparedRow],
-) -> Result<Vec<Result<(), String>>, Error> {
+) -> Result<Vec<RowOutcome>, Error> {
     let mut tx = client.transaction()?;
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in rows {
-        let statements = plan(tables, &[row])?;
+        let statements = plan(tables, &[(0, row)])?;
+        let mut returned = vec![Returned::new()];
         let mut savepoint = tx.savepoint("pgsync_row")?;
-        match run(&mut savepoint, &statements) {
+        match run(&mut savepoint, &statements, &mut returned) {
             Ok(()) => {
                 savepoint.commit()?;
-                outcomes.push(Ok(()));
+                outcomes.push(Ok(returned.pop().unwrap_or_default()));
             }
             Err(e) if e.is_retryable() => return Err(e),
             Err(e) => {
@@ -177,6 +252,7 @@ fn write_row_by_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::change::Delta;
     use crate::mapping::Mappings;
 
     fn schema() -> TableSchema {
@@ -199,10 +275,8 @@ mod tests {
     }
 
     fn change(fields: &[(&[u8], &[u8])]) -> Change {
-        let write = crate::change::Write { op: RowOp::Upsert, whole_row: false, acks: vec![] };
-        let mut change = Change::new(write, 1);
-        change.fields = fields.iter().map(|(f, v)| (f.to_vec(), Some(v.to_vec()))).collect();
-        change
+        let fields = fields.iter().map(|(f, v)| (f.to_vec(), FieldChange::Set(v.to_vec()))).collect();
+        Change::new(crate::change::Write { op: RowOp::Upsert, fields, acks: vec![] }, 1)
     }
 
     #[test]
@@ -220,25 +294,25 @@ mod tests {
     }
 
     #[test]
-    fn a_whole_row_change_nulls_the_mapped_columns_it_lacks() {
+    fn a_key_that_is_not_canonical_is_rejected() {
         let m = users();
-        let mut c = change(&[(b"pwhash", b"x")]);
-        c.whole_row = true;
-        let mut schema = schema();
-        schema.columns.get_mut("score").unwrap().has_default = false;
-        let row = prepare(0, &m.all()[0], &schema, "1", &c).unwrap();
-        assert_eq!(row.values.get("score"), Some(&None));
-        assert_eq!(row.values.get("password_hash"), Some(&Some("x".to_string())));
+        let err = prepare(0, &m.all()[0], &schema(), "007", &change(&[(b"score", b"1")])).unwrap_err();
+        assert!(err.contains("canonical"), "{err}");
     }
 
     #[test]
-    fn removed_fields_become_null_unless_the_column_has_a_default() {
+    fn removed_fields_become_null_and_increments_need_numbers() {
         let m = users();
         let mut c = change(&[]);
-        c.fields.insert(b"pwhash".to_vec(), None);
-        c.fields.insert(b"score".to_vec(), None);
-        let row = prepare(0, &m.all()[0], &schema(), "1", &c).unwrap();
-        assert_eq!(row.values.get("password_hash"), Some(&None));
-        assert!(!row.values.contains_key("score"), "a column with a default is left alone");
+        c.fields.insert(b"pwhash".to_vec(), FieldChange::Remove);
+        c.fields.insert(b"score".to_vec(), FieldChange::Add { delta: Delta::Int(2), redis_after: b"2".to_vec() });
+        let mut schema = schema();
+        schema.columns.get_mut("score").unwrap().typed.sql_type = "integer".into();
+        let row = prepare(0, &m.all()[0], &schema, "1", &c).unwrap();
+        assert_eq!(row.values.get("password_hash"), Some(&ColumnWrite::Set(None)));
+        assert_eq!(row.values.get("score"), Some(&ColumnWrite::Add("2".into())));
+        schema.columns.get_mut("score").unwrap().typed.sql_type = "text".into();
+        let err = prepare(0, &m.all()[0], &schema, "1", &c).unwrap_err();
+        assert!(err.contains("not a number"), "{err}");
     }
 }
