@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod deadletter;
 pub mod journal;
+pub mod keyscan;
 pub mod listen;
 pub mod mapping;
 pub mod notify;
@@ -19,6 +20,7 @@ pub mod reload;
 pub mod runtime;
 pub mod stats;
 pub mod status;
+pub mod truncate;
 pub mod waiters;
 pub mod worker;
 
