@@ -12,6 +12,7 @@ pub mod filter;
 pub mod intent;
 pub mod journal;
 pub mod journal_codec;
+pub mod keyscan;
 pub mod listen;
 pub mod mapping;
 pub mod notify;
@@ -23,6 +24,7 @@ pub mod row_id;
 pub mod runtime;
 pub mod stats;
 pub mod status;
+pub mod truncate;
 pub mod waiters;
 pub mod worker;
 

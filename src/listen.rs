@@ -1,8 +1,9 @@
 //! The listener: one thread, on its own Postgres connection, that installs the
 //! NOTIFY triggers, LISTENs on every listening mapping's channel and applies the
 //! announced rows to Redis (reading each row, since the payload only names it).
-//! After a lost connection it reconnects and catches up with a reload, so no
-//! change is silently missed.
+//! A TRUNCATE clears the mapping's cached rows first, then the rows announced
+//! after it are applied. After a lost connection it reconnects and catches up with
+//! a reload, so no change is silently missed.
 
 use crate::apply::apply_pg_rows;
 use crate::notify::Source;
@@ -13,6 +14,7 @@ use crate::pg::triggers;
 use crate::redis_io::{notice, warn};
 use crate::reload;
 use crate::runtime::Runtime;
+use crate::truncate;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use serde::Deserialize;
@@ -23,9 +25,21 @@ const POLL: Duration = Duration::from_millis(200);
 const MAX_NOTIFICATIONS_PER_ROUND: usize = 5000;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 
+/// A notification's payload (see `pg::triggers`).
 #[derive(Deserialize)]
-struct Payload {
-    id: String,
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Payload {
+    Upsert { id: String },
+    Delete { id: String },
+    Truncate,
+}
+
+/// What one round heard on a channel: whether the table was truncated, and the
+/// rows announced after the last TRUNCATE (earlier ones are gone with it).
+#[derive(Default)]
+struct Announced {
+    truncated: bool,
+    ids: BTreeSet<String>,
 }
 
 /// Body of the listener thread; returns on shutdown, or at once when no mapping
@@ -99,34 +113,41 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut b
     // change to other columns still arrives once Redis's own change has landed.
     let mut deferred: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     while !rt.queue.is_shut_down() {
-        let mut announced = receive(&mut client)?;
-        for (channel, ids) in std::mem::take(&mut deferred) {
-            announced.entry(channel).or_default().extend(ids);
-        }
-        for (channel, ids) in announced {
+        // Deferred rows come first, so a TRUNCATE heard in this round supersedes them.
+        let mut announced: BTreeMap<String, Announced> = std::mem::take(&mut deferred)
+            .into_iter()
+            .map(|(channel, ids)| (channel, Announced { truncated: false, ids }))
+            .collect();
+        receive(&mut client, &mut announced)?;
+        for (channel, Announced { truncated, ids }) in announced {
             let Some((mapping, shape)) = shapes.get(&channel) else {
                 continue;
             };
-            let ids: Vec<String> = ids.into_iter().collect();
-            let snapshot = rt.queue.snapshot();
-            let rows = shape.fetch(&mut client, &ids)?;
-            let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-            let gone: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
-            let skipped = apply_pg_rows(rt, *mapping, &snapshot, &rows, &gone, Source::Postgres);
-            if !skipped.is_empty() {
-                deferred.insert(channel, skipped.into_iter().collect());
+            let mut later = BTreeSet::new();
+            if truncated {
+                later.extend(truncate::clear(rt, &mut client, *mapping, shape)?);
+            }
+            if !ids.is_empty() {
+                let ids: Vec<String> = ids.into_iter().collect();
+                let snapshot = rt.queue.snapshot();
+                let rows = shape.fetch(&mut client, &ids)?;
+                let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                let gone: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
+                later.extend(apply_pg_rows(rt, *mapping, &snapshot, &rows, &gone, Source::Postgres));
+            }
+            if !later.is_empty() {
+                deferred.insert(channel, later);
             }
         }
     }
     Ok(())
 }
 
-/// Waits briefly for notifications and drains what has arrived: channel → ids.
-fn receive(client: &mut Client) -> Result<BTreeMap<String, BTreeSet<String>>, Error> {
+/// Waits briefly for notifications and adds what has arrived to `out`, by channel.
+fn receive(client: &mut Client, out: &mut BTreeMap<String, Announced>) -> Result<(), Error> {
     if client.is_closed() {
         return Err(Error::new(ErrorKind::Unavailable, "listener connection closed"));
     }
-    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut notifications = client.notifications();
     let mut first = notifications.timeout_iter(POLL);
     let mut batch = Vec::new();
@@ -143,11 +164,16 @@ fn receive(client: &mut Client) -> Result<BTreeMap<String, BTreeSet<String>>, Er
     }
     for n in batch {
         match serde_json::from_str::<Payload>(n.payload()) {
-            Ok(p) => {
-                out.entry(n.channel().to_string()).or_default().insert(p.id);
+            Ok(Payload::Upsert { id } | Payload::Delete { id }) => {
+                out.entry(n.channel().to_string()).or_default().ids.insert(id);
+            }
+            Ok(Payload::Truncate) => {
+                let announced = out.entry(n.channel().to_string()).or_default();
+                announced.truncated = true;
+                announced.ids.clear();
             }
             Err(e) => warn(&format!("ignored a malformed notification on {}: {e}", n.channel())),
         }
     }
-    Ok(out)
+    Ok(())
 }

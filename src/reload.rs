@@ -4,22 +4,19 @@
 //! One reload runs at a time; `SYNC.STATUS` shows its progress.
 
 use crate::apply::apply_pg_rows;
-use crate::mapping::KeyRole;
+use crate::keyscan::RowKeys;
 use crate::notify::Source;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
-use crate::queue::{RowKey, Snapshot};
-use crate::redis_io::{bytes, call, call_logged, own_writes};
-use crate::row_id::check_id;
+use crate::queue::Snapshot;
+use crate::redis_io::{call_logged, own_writes};
 use crate::runtime::Runtime;
-use redis_module::{RedisValue, ThreadSafeContext};
+use redis_module::ThreadSafeContext;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 /// Rows per chunk (one short Redis lock each).
 const CHUNK: i32 = 1000;
-/// Keys examined per SCAN step of FLUSH.
-const SCAN_COUNT: &str = "1000";
 
 /// Marks a reload as running; refuses a second one.
 pub fn begin(rt: &Runtime) -> Result<ReloadGuard<'_>, String> {
@@ -82,61 +79,17 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
 /// on its way to Postgres), scanning the keyspace a step per short lock.
 fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
     let m = &rt.mappings.all()[mapping];
-    let pattern = format!("{}*", glob_escape(&m.key_prefix));
-    let mut cursor = b"0".to_vec();
+    let mut keys = RowKeys::new(&rt.mappings, mapping);
     loop {
         let tsc = ThreadSafeContext::new();
         let ctx = tsc.lock();
-        // Only hashes are rows; a stream or string under the prefix is someone else's.
-        let args: [&[u8]; 7] =
-            [&cursor, b"MATCH", pattern.as_bytes(), b"COUNT", SCAN_COUNT.as_bytes(), b"TYPE", b"hash"];
-        let reply = call(&ctx, "SCAN", &args);
-        let Ok(RedisValue::Array(parts)) = reply else { return };
-        let (Some(next), Some(RedisValue::Array(keys))) = (parts.first().and_then(bytes), parts.get(1)) else {
-            return;
-        };
+        let Some(ids) = keys.next_step(&ctx) else { return };
+        let stray = ids.iter().map(String::as_str).filter(|id| !loaded.contains(*id));
+        let newer = snapshot.newer_among(mapping, stray.clone());
         own_writes(|| {
-            for key in keys.iter().filter_map(bytes) {
-                let Some(resolved) = rt.mappings.resolve(&key) else {
-                    continue;
-                };
-                if resolved.mapping != mapping || resolved.role != KeyRole::Main {
-                    continue;
-                }
-                let Ok(id) = check_id(resolved.id).map(str::to_string) else {
-                    continue;
-                };
-                if !loaded.contains(&id) && !snapshot.redis_is_newer(&RowKey { mapping, id }) {
-                    call_logged(&ctx, "DEL", &[&key]);
-                }
+            for id in stray.filter(|id| !newer.contains(id)) {
+                call_logged(&ctx, "DEL", &[m.main_key(id).as_bytes()]);
             }
         });
-        if next == b"0" {
-            return;
-        }
-        cursor = next;
-    }
-}
-
-/// Escapes glob metacharacters so a key prefix matches literally in SCAN MATCH.
-fn glob_escape(prefix: &str) -> String {
-    let mut out = String::with_capacity(prefix.len());
-    for c in prefix.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn glob_characters_in_prefixes_match_literally() {
-        assert_eq!(glob_escape("users:"), "users:");
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 }

@@ -1,8 +1,9 @@
 //! The NOTIFY triggers that tell the listener which rows changed. The payload is
 //! only `{"op", "id"}`, so it stays under Postgres's 8000-byte limit whatever the
-//! row size; the listener reads the row itself. Changes made by the module's own
-//! sessions (marked with the `pgsync.origin` setting) are not announced, so they
-//! never echo back into Redis.
+//! row size; the listener reads the row itself. TRUNCATE fires no row trigger, so
+//! a statement trigger announces it as `{"op": "truncate"}` (no id). Changes made
+//! by the module's own sessions (marked with the `pgsync.origin` setting) are not
+//! announced, so they never echo back into Redis.
 
 use super::error::Error;
 use super::sql::{quote_literal, quote_table};
@@ -39,7 +40,20 @@ BEGIN
 END
 $pgsync$"#;
 
-/// The statement that attaches the trigger to a mapping's table.
+/// The statement trigger's function, announcing a TRUNCATE of the table: its
+/// argument is the channel.
+pub const TRUNCATE_FUNCTION_SQL: &str = r#"CREATE OR REPLACE FUNCTION pgsync_notify_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $pgsync$
+BEGIN
+    IF current_setting('pgsync.origin', true) = 'redis-pgsync' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_notify(TG_ARGV[0], '{"op":"truncate"}');
+    RETURN NULL;
+END
+$pgsync$"#;
+
+/// The statement that attaches the row trigger to a mapping's table.
 pub fn trigger_sql(mapping: &Mapping) -> String {
     format!(
         "CREATE TRIGGER pgsync_notify AFTER INSERT OR UPDATE OR DELETE ON {} \
@@ -50,27 +64,52 @@ pub fn trigger_sql(mapping: &Mapping) -> String {
     )
 }
 
-/// The function's body, as `pg_proc.prosrc` holds it.
-fn function_body() -> &'static str {
-    FUNCTION_SQL.split("$pgsync$").nth(1).unwrap_or_default()
+/// The statement that attaches the TRUNCATE trigger to a mapping's table.
+pub fn truncate_trigger_sql(mapping: &Mapping) -> String {
+    format!(
+        "CREATE TRIGGER pgsync_truncate AFTER TRUNCATE ON {} \
+         FOR EACH STATEMENT EXECUTE FUNCTION pgsync_notify_truncate({})",
+        quote_table(&mapping.table),
+        quote_literal(&mapping.pg_channel())
+    )
 }
 
-/// Installs what is missing: the function (unless the same one is there) and the
-/// table's trigger. Nothing is replaced that is already right, so a user without
-/// the rights to create them can have the owner run the README's SQL once.
+/// A function's body, as `pg_proc.prosrc` holds it.
+fn body_of(function_sql: &str) -> &str {
+    function_sql.split("$pgsync$").nth(1).unwrap_or_default()
+}
+
+/// Installs what is missing: the functions (unless the same ones are there) and
+/// the table's triggers. Nothing is replaced that is already right, so a user
+/// without the rights to create them can have the owner run the README's SQL once.
 pub fn install(client: &mut Client, mapping: &Mapping) -> Result<(), Error> {
-    let current = client
-        .query_typed_opt("SELECT prosrc FROM pg_proc WHERE proname = 'pgsync_notify' AND pronargs = 0 LIMIT 1", &[])?;
+    ensure_function(client, "pgsync_notify", FUNCTION_SQL)?;
+    ensure_function(client, "pgsync_notify_truncate", TRUNCATE_FUNCTION_SQL)?;
+    ensure_trigger(client, mapping, "pgsync_notify", &trigger_sql(mapping))?;
+    ensure_trigger(client, mapping, "pgsync_truncate", &truncate_trigger_sql(mapping))
+}
+
+/// Creates (or replaces) the function `name` unless its body is already `sql`'s.
+fn ensure_function(client: &mut Client, name: &str, sql: &str) -> Result<(), Error> {
+    let current = client.query_typed_opt(
+        "SELECT prosrc FROM pg_proc WHERE proname = $1 AND pronargs = 0 LIMIT 1",
+        &[(&name, Type::TEXT)],
+    )?;
     let current: Option<String> = current.map(|row| row.try_get(0)).transpose()?;
-    if current.as_deref() != Some(function_body()) {
-        client.batch_execute(FUNCTION_SQL)?;
+    if current.as_deref() != Some(body_of(sql)) {
+        client.batch_execute(sql)?;
     }
+    Ok(())
+}
+
+/// Runs `sql` (a CREATE TRIGGER) unless the table already has a trigger `name`.
+fn ensure_trigger(client: &mut Client, mapping: &Mapping, name: &str, sql: &str) -> Result<(), Error> {
     let exists = client.query_typed_opt(
-        "SELECT 1 FROM pg_trigger WHERE tgname = 'pgsync_notify' AND tgrelid = to_regclass($1)",
-        &[(&quote_table(&mapping.table), Type::TEXT)],
+        "SELECT 1 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
+        &[(&name, Type::TEXT), (&quote_table(&mapping.table), Type::TEXT)],
     )?;
     if exists.is_none() {
-        client.batch_execute(&trigger_sql(mapping))?;
+        client.batch_execute(sql)?;
     }
     Ok(())
 }
@@ -83,6 +122,11 @@ mod tests {
     fn the_readme_shows_the_sql_the_module_installs() {
         let readme = include_str!("../../README.md");
         assert!(readme.contains(FUNCTION_SQL), "README's trigger function differs from FUNCTION_SQL");
-        assert!(function_body().contains("pg_notify"));
+        assert!(
+            readme.contains(TRUNCATE_FUNCTION_SQL),
+            "README's TRUNCATE trigger function differs from TRUNCATE_FUNCTION_SQL"
+        );
+        assert!(body_of(FUNCTION_SQL).contains("pg_notify"));
+        assert!(body_of(TRUNCATE_FUNCTION_SQL).contains("pg_notify"));
     }
 }
