@@ -7,6 +7,7 @@
 
 use crate::ack;
 use crate::change::{decode_op, OpTag, RowOp, SyncOp, Write, OP_FIELD};
+use crate::guard::guard;
 use crate::journal;
 use crate::mapping::{check_id, KeyRole, Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
@@ -54,12 +55,6 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
         }
         guard(|| schedule_capture(ctx, key));
     }
-}
-
-/// Keeps a panic (a bug) from unwinding into redis-server; it is logged by the
-/// panic hook and the write is left uncaptured.
-fn guard(f: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
 }
 
 /// Whether writes to this key are sent to Postgres.

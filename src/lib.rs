@@ -8,6 +8,7 @@ pub mod change;
 pub mod commands;
 pub mod config;
 pub mod deadletter;
+pub mod guard;
 pub mod journal;
 pub mod listen;
 pub mod mapping;
@@ -22,6 +23,7 @@ pub mod status;
 pub mod waiters;
 pub mod worker;
 
+use guard::guard;
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::server_events::ServerRole;
 use redis_module::{redis_module, Context, ContextFlags, InfoContext, RedisResult, RedisString, Status};
@@ -39,7 +41,7 @@ type Allocator = std::alloc::System;
 const ALLOCATOR: Allocator = std::alloc::System;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
-    match start(ctx, args) {
+    match guard::catch(|| start(ctx, args)).and_then(|started| started) {
         Ok(()) => Status::Ok,
         Err(e) => {
             redis_io::warn(&format!("pgsync not loaded: {e}"));
@@ -115,14 +117,22 @@ extern "C" fn on_shutdown(
     _subevent: u64,
     _data: *mut std::ffi::c_void,
 ) {
-    if let Some(rt) = runtime::get() {
-        rt.queue.shut_down();
-    }
-    waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart");
+    guard(|| {
+        if let Some(rt) = runtime::get() {
+            rt.queue.shut_down();
+        }
+        waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart");
+    });
 }
 
 #[cron_event_handler]
 fn on_cron(ctx: &Context, _hz: u64) {
+    guard(|| cron(ctx));
+}
+
+/// Once the server serves: recovers the journal, and reloads an empty dataset
+/// when `pgsync.reload-on-start` asks for it.
+fn cron(ctx: &Context) {
     let Some(rt) = runtime::get() else { return };
     if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
         return;
@@ -140,6 +150,11 @@ fn on_cron(ctx: &Context, _hz: u64) {
 
 #[role_changed_event_handler]
 fn on_role_changed(_ctx: &Context, role: ServerRole) {
+    guard(|| role_changed(role));
+}
+
+/// Replicas never write to Postgres; a promoted replica picks up its primary's journal.
+fn role_changed(role: ServerRole) {
     let Some(rt) = runtime::get() else { return };
     let replica = matches!(role, ServerRole::Replica);
     rt.replica.store(replica, Ordering::Relaxed);
@@ -157,13 +172,13 @@ fn on_role_changed(_ctx: &Context, role: ServerRole) {
 #[info_command_handler]
 fn on_info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
     if let (Some(rt), false) = (runtime::get(), for_crash_report) {
-        status::add_info(ctx, rt);
+        guard(|| status::add_info(ctx, rt));
     }
     Ok(())
 }
 
 fn on_workers_changed(_ctx: &ConfigurationContext, _name: &str, _value: &'static AtomicI64) {
-    runtime::ensure_workers();
+    guard(runtime::ensure_workers);
 }
 
 fn on_tunable_changed(_ctx: &ConfigurationContext, _name: &str, _value: &'static AtomicI64) {}

@@ -5,6 +5,7 @@
 pub mod deadletter;
 
 use crate::capture;
+use crate::guard;
 use crate::mapping::{check_id, Mode};
 use crate::notify::Source;
 use crate::queue::RowKey;
@@ -25,9 +26,8 @@ pub fn guarded(
     args: Vec<RedisString>,
     handler: fn(&Context, Vec<RedisString>) -> RedisResult,
 ) -> RedisResult {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(ctx, args))).unwrap_or_else(|panic| {
-        Err(RedisError::String(format!("ERR pgsync internal error: {}", crate::runtime::panic_message(&panic))))
-    })
+    guard::catch(|| handler(ctx, args))
+        .unwrap_or_else(|panic| Err(RedisError::String(format!("ERR pgsync internal error: {panic}"))))
 }
 
 pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
@@ -46,8 +46,8 @@ fn refuse_when_cannot_block(ctx: &Context, command: &str) -> Result<(), RedisErr
 fn reply_later(ctx: &Context, wait: impl FnOnce() -> RedisResult + Send + 'static) -> RedisResult {
     let blocked: BlockedClient = ctx.block_client();
     let spawned = std::thread::Builder::new().name("pgsync-waiter".into()).spawn(move || {
-        let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wait))
-            .unwrap_or_else(|_| Err(RedisError::Str("ERR pgsync internal error while waiting")));
+        let reply =
+            guard::catch(wait).unwrap_or_else(|_| Err(RedisError::Str("ERR pgsync internal error while waiting")));
         ThreadSafeContext::with_blocked_client(blocked).reply(reply);
     });
     match spawned {
