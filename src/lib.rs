@@ -2,6 +2,7 @@
 //! This file only registers the module: name, configs, commands, event handlers.
 
 pub mod ack;
+pub mod acl;
 pub mod apply;
 pub mod capture;
 pub mod change;
@@ -26,7 +27,8 @@ pub mod worker;
 use guard::guard;
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::server_events::ServerRole;
-use redis_module::{redis_module, Context, ContextFlags, InfoContext, RedisResult, RedisString, Status};
+// AclCategory: the `redis_module!` macro names it unqualified when it adds `acl_categories`.
+use redis_module::{redis_module, AclCategory, Context, ContextFlags, InfoContext, RedisResult, RedisString, Status};
 use redis_module_macros::{cron_event_handler, info_command_handler, role_changed_event_handler};
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -41,6 +43,7 @@ type Allocator = std::alloc::System;
 const ALLOCATOR: Allocator = std::alloc::System;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    commands::docs::register(ctx);
     match guard::catch(|| start(ctx, args)).and_then(|started| started) {
         Ok(()) => Status::Ok,
         Err(e) => {
@@ -188,16 +191,22 @@ redis_module! {
     version: 1,
     allocator: (Allocator, ALLOCATOR),
     data_types: [],
+    // Each command's ACL categories (README "Security"), then the module's own
+    // category `pgsync`, which servers before Redis 7.4 / Valkey 8 cannot add:
+    // there the command keeps only the first ones.
+    acl_categories: [
+        "pgsync",
+    ],
     init: init,
     deinit: deinit,
     commands: [
-        ["sync.hset", |ctx, args| commands::guarded(ctx, args, commands::sync_hset), first_command_flags("write deny-oom"), 1, 1, 1, ""],
-        ["sync.wait", |ctx, args| commands::guarded(ctx, args, commands::sync_wait), "readonly", 0, 0, 0, ""],
-        ["sync.status", |ctx, args| commands::guarded(ctx, args, commands::sync_status), "readonly", 0, 0, 0, ""],
-        ["sync.reload", |ctx, args| commands::guarded(ctx, args, commands::sync_reload), "write", 0, 0, 0, ""],
-        ["sync.failed", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_failed), "readonly", 0, 0, 0, ""],
-        ["sync.retry", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_retry), "write", 0, 0, 0, ""],
-        ["sync.discard", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_discard), "write", 0, 0, 0, ""],
+        ["sync.hset", |ctx, args| commands::guarded(ctx, args, commands::sync_hset), first_command_flags("write deny-oom"), 1, 1, 1, "write hash slow blocking", "pgsync"],
+        ["sync.wait", |ctx, args| commands::guarded(ctx, args, commands::sync_wait), "readonly", 0, 0, 0, "read slow blocking", "pgsync"],
+        ["sync.status", |ctx, args| commands::guarded(ctx, args, commands::sync_status), "readonly", 0, 0, 0, "read slow", "pgsync"],
+        ["sync.reload", |ctx, args| commands::guarded(ctx, args, commands::sync_reload), "write", 0, 0, 0, "write slow blocking dangerous", "pgsync"],
+        ["sync.failed", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_failed), "readonly", 0, 0, 0, "read slow", "pgsync"],
+        ["sync.retry", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_retry), "write", 0, 0, 0, "write slow dangerous", "pgsync"],
+        ["sync.discard", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_discard), "write", 0, 0, 0, "write slow dangerous", "pgsync"],
     ],
     event_handlers: [
         [@HASH: capture::on_hash_event],

@@ -5,6 +5,17 @@
 use redis_module::{CallOptions, CallOptionsBuilder, CallResult, Context, RedisValue, MODULE_CONTEXT};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Reads one pointer of the module API table (`api!(RedisModule_GetCommand)`), which
+/// `RedisModule_Init` fills once at load and nothing writes again: `None` when the
+/// server lacks that API, so callers can fall back instead of unwrapping.
+macro_rules! api {
+    ($name:ident) => {
+        // SAFETY: see above; this copies one `Option<fn>` out of the table.
+        unsafe { std::ptr::addr_of!(redis_module::raw::$name).read() }
+    };
+}
+pub(crate) use api;
+
 /// Set while the module itself writes keys; capture ignores those events. Only the
 /// holder of the Redis lock reads or writes it, so there is no race.
 static OWN_WRITE: AtomicBool = AtomicBool::new(false);

@@ -3,7 +3,9 @@
 //! client; a helper thread waits and replies.
 
 pub mod deadletter;
+pub mod docs;
 
+use crate::acl::{Access, Caller};
 use crate::capture;
 use crate::guard;
 use crate::mapping::{check_id, Mode};
@@ -93,6 +95,11 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::Str("READONLY this server is a replica"));
     }
     let staged = m.temp_key(&id);
+    // Redis checked the key as given; the command writes both the staging key
+    // and, once committed, the row.
+    let caller = Caller::of(ctx)?;
+    caller.check(ctx, staged.as_bytes(), Access::Write)?;
+    caller.check(ctx, m.main_key(&id).as_bytes(), Access::Write)?;
     let mut hset: Vec<&[u8]> = vec![staged.as_bytes()];
     hset.extend(args[2..].iter().map(|a| a.as_slice()));
     let written = own_writes(|| call(ctx, "HSET", &hset));
@@ -187,6 +194,7 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if rt.is_replica() {
         return Err(RedisError::Str("READONLY SYNC.RELOAD writes keys; run it on the primary"));
     }
+    check_reload_access(ctx, rt, &mappings)?;
     refuse_when_cannot_block(ctx, "SYNC.RELOAD")?;
     let guard = reload::begin(rt).map_err(|e| RedisError::String(format!("ERR {e}")))?;
     reply_later(ctx, move || {
@@ -196,4 +204,20 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Err(e) => Err(RedisError::String(format!("ERR reload failed: {e}"))),
         }
     })
+}
+
+/// A reload writes (and with FLUSH deletes) any key under each mapping's prefix,
+/// and appends to the changelog stream when reload events are announced: the
+/// caller must be allowed all of it.
+fn check_reload_access(ctx: &Context, rt: &Runtime, mappings: &[usize]) -> Result<(), RedisError> {
+    let caller = Caller::of(ctx)?;
+    for &i in mappings {
+        let m = &rt.mappings.all()[i];
+        let what = format!("SYNC.RELOAD writes the keys of mapping \"{}\"", m.name);
+        caller.check_prefix(ctx, m.key_prefix.as_bytes(), Access::Write, &what)?;
+        if let (true, Some(log)) = (m.notify_reload, &m.changelog) {
+            caller.check(ctx, log.stream.as_bytes(), Access::Write)?;
+        }
+    }
+    Ok(())
 }
