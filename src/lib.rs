@@ -56,9 +56,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 /// Whether the server has post-notification jobs (Redis/Valkey 7.2+), which
 /// journal a change atomically with the write that caused it.
 fn server_is_supported() -> bool {
-    // SAFETY: the API table is filled once by RedisModule_Init, before any of our
-    // code runs, and never written again; this reads one pointer from it.
-    unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_AddPostNotificationJob).read().is_some() }
+    redis_io::api!(RedisModule_AddPostNotificationJob).is_some()
 }
 
 /// Flags of the first registered command, doubling as the server-version gate.
@@ -70,8 +68,8 @@ fn first_command_flags(flags: &'static str) -> &'static str {
     if server_is_supported() {
         return flags;
     }
-    // SAFETY: as above; GetServerVersion exists since Redis 6.0 and takes no context.
-    let version = unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_GetServerVersion).read() }
+    let version = redis_io::api!(RedisModule_GetServerVersion)
+        // SAFETY: GetServerVersion exists since Redis 6.0 and takes no context.
         .map(|get| unsafe { get() })
         .map(|v| format!(" (this server is {}.{}.{})", v >> 16, (v >> 8) & 0xff, v & 0xff))
         .unwrap_or_default();
