@@ -10,6 +10,7 @@
 
 use crate::ack;
 use crate::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
+use crate::guard::guard;
 use crate::journal;
 use crate::mapping::{KeyRole, Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
@@ -205,11 +206,6 @@ pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u
         _ => return,
     };
     guard(|| schedule_whole_key(ctx, key, gone));
-}
-
-/// Keeps a panic (a bug) from unwinding into redis-server; the panic hook logs it.
-fn guard(f: impl FnOnce()) {
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
 }
 
 /// Writes are unsafe inside a keyspace callback, so the capture is deferred to a

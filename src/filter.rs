@@ -79,7 +79,7 @@ fn wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static [u8]>
 
 extern "C" fn route_writes(fctx: *mut raw::RedisModuleCommandFilterCtx) {
     // A panic must not unwind into redis-server; the command then runs unrouted.
-    let routed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wrapper(fctx)));
+    let routed = crate::guard::catch(|| wrapper(fctx));
     let Ok(Some(name)) = routed else { return };
     // SAFETY: the new string is created without a context and handed to Redis,
     // which owns it from then on, as ArgInsert requires.

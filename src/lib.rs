@@ -2,6 +2,7 @@
 //! This file only registers the module: name, configs, commands, event handlers.
 
 pub mod ack;
+pub mod acl;
 pub mod apply;
 pub mod capture;
 pub mod change;
@@ -9,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod deadletter;
 pub mod filter;
+pub mod guard;
 pub mod intent;
 pub mod journal;
 pub mod journal_codec;
@@ -28,9 +30,11 @@ pub mod truncate;
 pub mod waiters;
 pub mod worker;
 
+use guard::guard;
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::server_events::ServerRole;
-use redis_module::{redis_module, Context, ContextFlags, InfoContext, RedisResult, RedisString, Status};
+// AclCategory: the `redis_module!` macro names it unqualified when it adds `acl_categories`.
+use redis_module::{redis_module, AclCategory, Context, ContextFlags, InfoContext, RedisResult, RedisString, Status};
 use redis_module_macros::{cron_event_handler, info_command_handler, role_changed_event_handler};
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -45,7 +49,8 @@ type Allocator = std::alloc::System;
 const ALLOCATOR: Allocator = std::alloc::System;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
-    match start(ctx, args) {
+    commands::docs::register(ctx);
+    match guard::catch(|| start(ctx, args)).and_then(|started| started) {
         Ok(()) => Status::Ok,
         Err(e) => {
             redis_io::warn(&format!("pgsync not loaded: {e}"));
@@ -57,9 +62,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
 /// Whether the server has post-notification jobs (Redis/Valkey 7.2+), which
 /// journal a change atomically with the write that caused it.
 fn server_is_supported() -> bool {
-    // SAFETY: the API table is filled once by RedisModule_Init, before any of our
-    // code runs, and never written again; this reads one pointer from it.
-    unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_AddPostNotificationJob).read().is_some() }
+    redis_io::api!(RedisModule_AddPostNotificationJob).is_some()
 }
 
 /// Flags of the first registered command, doubling as the server-version gate.
@@ -71,8 +74,8 @@ fn first_command_flags(flags: &'static str) -> &'static str {
     if server_is_supported() {
         return flags;
     }
-    // SAFETY: as above; GetServerVersion exists since Redis 6.0 and takes no context.
-    let version = unsafe { std::ptr::addr_of!(redis_module::raw::RedisModule_GetServerVersion).read() }
+    let version = redis_io::api!(RedisModule_GetServerVersion)
+        // SAFETY: GetServerVersion exists since Redis 6.0 and takes no context.
         .map(|get| unsafe { get() })
         .map(|v| format!(" (this server is {}.{}.{})", v >> 16, (v >> 8) & 0xff, v & 0xff))
         .unwrap_or_default();
@@ -122,14 +125,22 @@ extern "C" fn on_shutdown(
     _subevent: u64,
     _data: *mut std::ffi::c_void,
 ) {
-    if let Some(rt) = runtime::get() {
-        rt.queue.shut_down();
-    }
-    waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart");
+    guard(|| {
+        if let Some(rt) = runtime::get() {
+            rt.queue.shut_down();
+        }
+        waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart");
+    });
 }
 
 #[cron_event_handler]
 fn on_cron(ctx: &Context, _hz: u64) {
+    guard(|| cron(ctx));
+}
+
+/// Once the server serves: recovers the journal, and reloads an empty dataset
+/// when `pgsync.reload-on-start` asks for it.
+fn cron(ctx: &Context) {
     let Some(rt) = runtime::get() else { return };
     if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
         return;
@@ -147,6 +158,11 @@ fn on_cron(ctx: &Context, _hz: u64) {
 
 #[role_changed_event_handler]
 fn on_role_changed(_ctx: &Context, role: ServerRole) {
+    guard(|| role_changed(role));
+}
+
+/// Replicas never write to Postgres; a promoted replica picks up its primary's journal.
+fn role_changed(role: ServerRole) {
     let Some(rt) = runtime::get() else { return };
     let replica = matches!(role, ServerRole::Replica);
     rt.replica.store(replica, Ordering::Relaxed);
@@ -164,13 +180,13 @@ fn on_role_changed(_ctx: &Context, role: ServerRole) {
 #[info_command_handler]
 fn on_info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
     if let (Some(rt), false) = (runtime::get(), for_crash_report) {
-        status::add_info(ctx, rt);
+        guard(|| status::add_info(ctx, rt));
     }
     Ok(())
 }
 
 fn on_workers_changed(_ctx: &ConfigurationContext, _name: &str, _value: &'static AtomicI64) {
-    runtime::ensure_workers();
+    guard(runtime::ensure_workers);
 }
 
 fn on_tunable_changed(_ctx: &ConfigurationContext, _name: &str, _value: &'static AtomicI64) {}
@@ -180,16 +196,22 @@ redis_module! {
     version: 1,
     allocator: (Allocator, ALLOCATOR),
     data_types: [],
+    // Each command's ACL categories (README "Security"), then the module's own
+    // category `pgsync`, which servers before Redis 7.4 / Valkey 8 cannot add:
+    // there the command keeps only the first ones.
+    acl_categories: [
+        "pgsync",
+    ],
     init: init,
     deinit: deinit,
     commands: [
-        ["sync.hset", |ctx, args| commands::guarded(ctx, args, commands::sync_hset), first_command_flags("write deny-oom"), 1, 1, 1, ""],
-        ["sync.wait", |ctx, args| commands::guarded(ctx, args, commands::sync_wait), "readonly", 0, 0, 0, ""],
-        ["sync.status", |ctx, args| commands::guarded(ctx, args, commands::sync_status), "readonly", 0, 0, 0, ""],
-        ["sync.reload", |ctx, args| commands::guarded(ctx, args, commands::sync_reload), "write", 0, 0, 0, ""],
-        ["sync.failed", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_failed), "readonly", 0, 0, 0, ""],
-        ["sync.retry", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_retry), "write", 0, 0, 0, ""],
-        ["sync.discard", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_discard), "write", 0, 0, 0, ""],
+        ["sync.hset", |ctx, args| commands::guarded(ctx, args, commands::sync_hset), first_command_flags("write deny-oom"), 1, 1, 1, "write hash slow blocking", "pgsync"],
+        ["sync.wait", |ctx, args| commands::guarded(ctx, args, commands::sync_wait), "readonly", 0, 0, 0, "read slow blocking", "pgsync"],
+        ["sync.status", |ctx, args| commands::guarded(ctx, args, commands::sync_status), "readonly", 0, 0, 0, "read slow", "pgsync"],
+        ["sync.reload", |ctx, args| commands::guarded(ctx, args, commands::sync_reload), "write", 0, 0, 0, "write slow blocking dangerous", "pgsync"],
+        ["sync.failed", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_failed), "readonly", 0, 0, 0, "read slow", "pgsync"],
+        ["sync.retry", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_retry), "write", 0, 0, 0, "write slow dangerous", "pgsync"],
+        ["sync.discard", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_discard), "write", 0, 0, 0, "write slow dangerous", "pgsync"],
         ["sync.write", |ctx, args| commands::guarded(ctx, args, commands::write::sync_write), "write", 2, 2, 1, "write hash fast"],
         ["sync.delete", |ctx, args| commands::guarded(ctx, args, commands::write::sync_delete), "write", 2, -1, 1, "write keyspace"],
     ],

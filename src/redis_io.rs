@@ -5,6 +5,17 @@
 use redis_module::{CallOptions, CallOptionsBuilder, CallResult, Context, RedisValue, MODULE_CONTEXT};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Reads one pointer of the module API table (`api!(RedisModule_GetCommand)`), which
+/// `RedisModule_Init` fills once at load and nothing writes again: `None` when the
+/// server lacks that API, so callers can fall back instead of unwrapping.
+macro_rules! api {
+    ($name:ident) => {
+        // SAFETY: see above; this copies one `Option<fn>` out of the table.
+        unsafe { std::ptr::addr_of!(redis_module::raw::$name).read() }
+    };
+}
+pub(crate) use api;
+
 /// Set while the module itself writes keys; capture ignores those events. Only the
 /// holder of the Redis lock reads or writes it, so there is no race.
 static OWN_WRITE: AtomicBool = AtomicBool::new(false);
@@ -23,10 +34,18 @@ pub fn selected_db(ctx: &Context) -> i32 {
 
 /// Runs `f` with capture switched off, for writes the module makes itself.
 pub fn own_writes<T>(f: impl FnOnce() -> T) -> T {
-    let previous = OWN_WRITE.swap(true, Ordering::Relaxed);
-    let out = f();
-    OWN_WRITE.store(previous, Ordering::Relaxed);
-    out
+    let _restore = RestoreOwnWrite(OWN_WRITE.swap(true, Ordering::Relaxed));
+    f()
+}
+
+/// Puts the own-write flag back when dropped, so a panic caught above `own_writes`
+/// cannot leave capture switched off for the rest of the process.
+struct RestoreOwnWrite(bool);
+
+impl Drop for RestoreOwnWrite {
+    fn drop(&mut self) {
+        OWN_WRITE.store(self.0, Ordering::Relaxed);
+    }
 }
 
 fn call_with(ctx: &Context, options: &CallOptions, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
@@ -115,8 +134,25 @@ fn clean(message: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{is_own_write, own_writes};
+
     #[test]
     fn log_lines_cannot_inject_format_directives() {
         assert_eq!(super::clean("users:%s\0"), "users:%%s\\0");
+    }
+
+    // The only unit test that touches the flag, so parallel tests cannot race on it.
+    #[test]
+    fn own_writes_restores_the_flag_even_when_it_unwinds() {
+        assert!(!is_own_write());
+        let nested = own_writes(|| {
+            own_writes(|| assert!(is_own_write()));
+            is_own_write()
+        });
+        assert!(nested, "the inner scope must restore the outer one's flag");
+        assert!(!is_own_write());
+        let caught = crate::guard::catch(|| own_writes(|| panic!("bug while writing")));
+        assert_eq!(caught, Err("bug while writing".to_string()));
+        assert!(!is_own_write(), "a caught panic left capture switched off");
     }
 }

@@ -2,6 +2,7 @@
 //! background threads (workers and the schema checker), created once at load.
 
 use crate::config;
+use crate::guard;
 use crate::listen;
 use crate::mapping::Mappings;
 use crate::pg::error::Error;
@@ -108,22 +109,16 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-                warn(&format!("thread stopped by a bug: {}", panic_message(&panic)));
+            if let Err(panic) = guard::catch(f) {
+                warn(&format!("thread stopped by a bug: {panic}"));
             }
         })
         .map(|_| ())
         .map_err(|e| format!("cannot start a thread: {e}"))
 }
 
-/// Text of a caught panic.
-pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
-}
+// The worker reads panic texts through this path.
+pub use crate::guard::panic_message;
 
 /// Starts workers up to `pgsync.workers`; extra ones stop on their own.
 pub fn ensure_workers() {

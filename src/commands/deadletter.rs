@@ -2,9 +2,11 @@
 //! actions on, the dead-letter list.
 
 use super::runtime_or_err;
+use crate::acl::{Access, Caller};
 use crate::capture::{self, Target};
-use crate::deadletter::{self, DeadLetter};
+use crate::deadletter::{self, DeadLetter, DEADLETTER_KEY};
 use crate::mapping::{KeyRole, Mode};
+use crate::runtime::Runtime;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 const DEFAULT_COUNT: usize = 100;
@@ -32,11 +34,15 @@ pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return Err(RedisError::Str("ERR syntax: SYNC.FAILED [mapping] [COUNT n]"));
         }
     }
+    let caller = Caller::of(ctx)?;
+    caller.check(ctx, DEADLETTER_KEY.as_bytes(), Access::Read)?;
     let entries = deadletter::list(ctx).map_err(|e| RedisError::String(format!("ERR {e}")))?;
     Ok(RedisValue::Array(
         entries
             .into_iter()
             .filter(|(_, e)| mapping.as_ref().is_none_or(|m| &e.mapping == m))
+            // An entry shows the row's fields: only readers of the row see it.
+            .filter(|(_, e)| denied_key(ctx, &caller, rt, e, Use::Read).is_none())
             .take(count)
             .map(|(id, e)| entry_reply(id, e))
             .collect(),
@@ -67,19 +73,60 @@ fn entry_reply(id: String, e: DeadLetter) -> RedisValue {
     ])
 }
 
-/// Entries selected by `<entry>|ALL`.
-fn select(ctx: &Context, args: &[RedisString]) -> Result<Vec<(String, DeadLetter)>, RedisError> {
+/// What a command does with an entry, which decides the keys the caller needs.
+#[derive(Clone, Copy, PartialEq)]
+enum Use {
+    /// SYNC.FAILED shows it: read the row.
+    Read,
+    /// SYNC.DISCARD drops it: the row's pending change is given up, so write the row.
+    Discard,
+    /// SYNC.RETRY queues it again: write the row and the staging key it restages.
+    Retry,
+}
+
+/// The first key (or key pattern) `caller` may not touch for `use_` of entry `e`,
+/// or `None` when it may. An entry of a mapping no longer loaded belongs to no
+/// known key: it is for users who may touch every key.
+fn denied_key(ctx: &Context, caller: &Caller, rt: &Runtime, e: &DeadLetter, use_: Use) -> Option<(Vec<u8>, Access)> {
+    let access = if use_ == Use::Read { Access::Read } else { Access::Write };
+    let Some((_, m)) = rt.mappings.by_name(&e.mapping) else {
+        return (!caller.may_prefix(ctx, b"", access)).then(|| (b"*".to_vec(), access));
+    };
+    let mut keys = vec![m.main_key(&e.id)];
+    if use_ == Use::Retry && m.mode == Mode::WriteThrough {
+        keys.push(m.temp_key(&e.id));
+    }
+    keys.into_iter().map(String::into_bytes).find(|key| !caller.may(ctx, key, access)).map(|key| (key, access))
+}
+
+/// Entries selected by `<entry>|ALL` that the caller may use as `use_`: ALL
+/// passes over the others; a named entry the caller may not touch is refused.
+fn select(
+    ctx: &Context,
+    rt: &Runtime,
+    args: &[RedisString],
+    use_: Use,
+) -> Result<Vec<(String, DeadLetter)>, RedisError> {
     if args.len() != 2 {
         return Err(RedisError::WrongArity);
     }
+    let caller = Caller::of(ctx)?;
+    // Both commands read the list and remove entries from it.
+    caller.check(ctx, DEADLETTER_KEY.as_bytes(), Access::Read)?;
+    caller.check(ctx, DEADLETTER_KEY.as_bytes(), Access::Write)?;
     let wanted = args[1].to_string_lossy();
     let entries = deadletter::list(ctx).map_err(|e| RedisError::String(format!("ERR {e}")))?;
     if wanted.eq_ignore_ascii_case("ALL") {
-        return Ok(entries);
+        return Ok(entries.into_iter().filter(|(_, e)| denied_key(ctx, &caller, rt, e, use_).is_none()).collect());
     }
     let found: Vec<_> = entries.into_iter().filter(|(id, _)| *id == wanted).collect();
     if found.is_empty() {
         return Err(RedisError::String(format!("ERR no failed entry \"{wanted}\"")));
+    }
+    for (_, e) in &found {
+        if let Some((key, access)) = denied_key(ctx, &caller, rt, e, use_) {
+            return Err(caller.refuse(ctx, &key, access));
+        }
     }
     Ok(found)
 }
@@ -89,7 +136,7 @@ fn select(ctx: &Context, args: &[RedisString]) -> Result<Vec<(String, DeadLetter
 pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let mut queued = 0;
-    for (entry, e) in select(ctx, &args)? {
+    for (entry, e) in select(ctx, rt, &args, Use::Retry)? {
         let Some((mapping, m)) = rt.mappings.by_name(&e.mapping) else {
             continue;
         };
@@ -107,7 +154,8 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 /// `SYNC.DISCARD <entry>|ALL`: drops entries; replies with how many.
 pub fn sync_discard(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    let selected = select(ctx, &args)?;
+    let rt = runtime_or_err()?;
+    let selected = select(ctx, rt, &args, Use::Discard)?;
     let removed = selected.iter().filter(|(entry, _)| deadletter::remove(ctx, entry)).count();
     Ok(RedisValue::Integer(removed as i64))
 }

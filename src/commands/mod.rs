@@ -3,10 +3,13 @@
 //! client; a helper thread waits and replies.
 
 pub mod deadletter;
+pub mod docs;
 pub mod write;
 
+use crate::acl::{Access, Caller};
 use crate::capture;
 use crate::change::{RowOp, Write};
+use crate::guard;
 use crate::intent::Command;
 use crate::mapping::Mode;
 use crate::notify::Source;
@@ -27,9 +30,8 @@ pub fn guarded(
     args: Vec<RedisString>,
     handler: fn(&Context, Vec<RedisString>) -> RedisResult,
 ) -> RedisResult {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(ctx, args))).unwrap_or_else(|panic| {
-        Err(RedisError::String(format!("ERR pgsync internal error: {}", crate::runtime::panic_message(&panic))))
-    })
+    guard::catch(|| handler(ctx, args))
+        .unwrap_or_else(|panic| Err(RedisError::String(format!("ERR pgsync internal error: {panic}"))))
 }
 
 pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
@@ -48,8 +50,8 @@ fn refuse_when_cannot_block(ctx: &Context, command: &str) -> Result<(), RedisErr
 fn reply_later(ctx: &Context, wait: impl FnOnce() -> RedisResult + Send + 'static) -> RedisResult {
     let blocked: BlockedClient = ctx.block_client();
     let spawned = std::thread::Builder::new().name("pgsync-waiter".into()).spawn(move || {
-        let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wait))
-            .unwrap_or_else(|_| Err(RedisError::Str("ERR pgsync internal error while waiting")));
+        let reply =
+            guard::catch(wait).unwrap_or_else(|_| Err(RedisError::Str("ERR pgsync internal error while waiting")));
         ThreadSafeContext::with_blocked_client(blocked).reply(reply);
     });
     match spawned {
@@ -95,6 +97,11 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let id = check_id(resolved.id).map_err(|e| RedisError::String(format!("ERR {e}")))?;
     let staged = m.temp_key(id);
+    // Redis checked the key as given; the command writes both the staging key
+    // and, once committed, the row.
+    let caller = Caller::of(ctx)?;
+    caller.check(ctx, staged.as_bytes(), Access::Write)?;
+    caller.check(ctx, m.main_key(id).as_bytes(), Access::Write)?;
     let target = match capture::target(rt, staged.as_bytes()) {
         Some(Ok(target)) => target,
         Some(Err((mapping, message))) => {
@@ -195,6 +202,7 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if rt.is_replica() {
         return Err(RedisError::Str("READONLY SYNC.RELOAD writes keys; run it on the primary"));
     }
+    check_reload_access(ctx, rt, &mappings)?;
     refuse_when_cannot_block(ctx, "SYNC.RELOAD")?;
     let guard = reload::begin(rt).map_err(|e| RedisError::String(format!("ERR {e}")))?;
     reply_later(ctx, move || {
@@ -204,4 +212,20 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Err(e) => Err(RedisError::String(format!("ERR reload failed: {e}"))),
         }
     })
+}
+
+/// A reload writes (and with FLUSH deletes) any key under each mapping's prefix,
+/// and appends to the changelog stream when reload events are announced: the
+/// caller must be allowed all of it.
+fn check_reload_access(ctx: &Context, rt: &Runtime, mappings: &[usize]) -> Result<(), RedisError> {
+    let caller = Caller::of(ctx)?;
+    for &i in mappings {
+        let m = &rt.mappings.all()[i];
+        let what = format!("SYNC.RELOAD writes the keys of mapping \"{}\"", m.name);
+        caller.check_prefix(ctx, m.key_prefix.as_bytes(), Access::Write, &what)?;
+        if let (true, Some(log)) = (m.notify_reload, &m.changelog) {
+            caller.check(ctx, log.stream.as_bytes(), Access::Write)?;
+        }
+    }
+    Ok(())
 }
