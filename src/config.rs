@@ -80,6 +80,19 @@ pub fn string(value: &Mutex<String>) -> String {
     value.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
 }
 
+/// The Postgres URL to connect with. `CONFIG REWRITE` saves what `CONFIG GET`
+/// shows, the URL with its password hidden, as a `pgsync.postgres-url` line that
+/// overrides the `loadmodule` arguments at the next start; the real URL is then
+/// still among those arguments (`args`), and is used.
+pub fn postgres_url(args: &[String]) -> String {
+    let url = POSTGRES_URL.get();
+    let from_args = args.chunks(2).find(|pair| pair[0] == "postgres-url").and_then(|pair| pair.get(1));
+    match from_args {
+        Some(real) if *real != url && redact(real) == url => real.clone(),
+        _ => url,
+    }
+}
+
 /// Whether log lines may show row values (`pgsync.log-values`).
 pub fn log_values() -> bool {
     LOG_VALUES.load(Ordering::Relaxed)

@@ -81,7 +81,7 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     if path.is_empty() {
         return Err("pgsync.mappings is not set (path of the JSON mapping file)".into());
     }
-    let url = config::POSTGRES_URL.get();
+    let url = config::postgres_url(&args);
     if url.is_empty() {
         return Err("pgsync.postgres-url is not set".into());
     }

@@ -78,6 +78,7 @@ pub fn start(mappings: Mappings, settings: Settings, replica: bool) -> Result<()
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(2))
         .test_on_check_out(false)
+        .error_handler(Box::new(crate::pg::error::KeepConnectError))
         .build_unchecked(PostgresConnectionManager::new(pg_config.clone(), tls.clone()));
     let count = mappings.all().len();
     let runtime = Arc::new(Runtime {

@@ -2,6 +2,7 @@
 //! a failure may heal by itself (retry) or is the row's own fault (dead letter).
 
 use std::fmt;
+use std::sync::Mutex;
 
 /// Why a Postgres operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +66,7 @@ impl From<postgres::Error> for Error {
                 }
                 Error::new(kind_of_sqlstate(db.code().code()), message)
             }
-            None => Error::new(ErrorKind::Unavailable, format!("connection error: {e}")),
+            None => Error::new(ErrorKind::Unavailable, format!("connection error: {}", with_causes(&e))),
         }
     }
 }
@@ -106,9 +107,40 @@ fn mask_values(message: &str) -> String {
     out
 }
 
+/// An error with its causes (`db error: FATAL: ...`, `error performing TLS
+/// handshake: ... certificate verify failed`): rust-postgres shows only the first.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+static LAST_CONNECT_ERROR: Mutex<String> = Mutex::new(String::new());
+
+/// Keeps the pool's last failed connection attempt with its causes, which
+/// r2d2's own error reduces to the first line (`db error`).
+#[derive(Debug)]
+pub struct KeepConnectError;
+
+impl r2d2::HandleError<postgres::Error> for KeepConnectError {
+    fn handle_error(&self, e: postgres::Error) {
+        *LAST_CONNECT_ERROR.lock().unwrap_or_else(|p| p.into_inner()) = with_causes(&e);
+    }
+}
+
 impl From<r2d2::Error> for Error {
     fn from(e: r2d2::Error) -> Error {
-        Error::new(ErrorKind::Unavailable, format!("cannot connect to Postgres: {e}"))
+        let last = LAST_CONNECT_ERROR.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let why = if last.is_empty() { e.to_string() } else { last };
+        Error::new(ErrorKind::Unavailable, format!("cannot connect to Postgres: {why}"))
     }
 }
 
