@@ -72,7 +72,8 @@ pub struct Settings {
 /// Parses a connection string; `password`, when given, replaces the string's own.
 /// Errors name the problem and never show the password.
 pub fn settings(url: &str, password: Option<&str>) -> Result<Settings, String> {
-    let invalid = |e: String| format!("pgsync.postgres-url is not valid ({}): {e}", conninfo::redact(url));
+    let invalid =
+        |e: String| format!("pgsync.postgres-url is not a valid Postgres URL ({}): {e}", conninfo::redact(url));
     let (rest, taken) = conninfo::take_params(url, &["sslmode", "sslrootcert"]).map_err(invalid)?;
     let param = |name: &str| taken.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let root_path = param("sslrootcert");
