@@ -126,10 +126,11 @@ pub fn take_params(s: &str, names: &[&str]) -> Result<(String, Vec<(String, Stri
     let (taken, kept): (Vec<Param>, Vec<Param>) = params.into_iter().partition(|p| names.contains(&p.key.as_str()));
     let taken = taken.into_iter().map(|p| (p.key, p.value)).collect();
     let kept: Vec<&str> = kept.iter().map(|p| &s[p.whole.clone()]).filter(|p| !p.is_empty()).collect();
-    let rest = match s.find('?').filter(|_| is_url(s)) {
-        Some(q) if kept.is_empty() => s[..q].to_string(),
-        Some(q) => format!("{}?{}", &s[..q], kept.join("&")),
-        None => kept.join(" "),
+    let rest = match (is_url(s), s.find('?')) {
+        (false, _) => kept.join(" "),
+        (true, None) => s.to_string(),
+        (true, Some(q)) if kept.is_empty() => s[..q].to_string(),
+        (true, Some(q)) => format!("{}?{}", &s[..q], kept.join("&")),
     };
     Ok((rest, taken))
 }
@@ -194,6 +195,7 @@ mod tests {
         assert_eq!(taken, [("sslmode".into(), "verify-full".into()), ("sslrootcert".into(), "/ca.pem".into())]);
         let (rest, _) = take_params("postgres://h/db?sslmode=require", &names).unwrap();
         assert_eq!(rest, "postgres://h/db");
+        assert_eq!(take_params("postgres://u:p@h/db", &names).unwrap(), ("postgres://u:p@h/db".into(), vec![]));
         let (rest, taken) = take_params("host=h sslrootcert = '/my ca.pem' dbname=d", &names).unwrap();
         assert_eq!(rest, "host=h dbname=d");
         assert_eq!(taken, [("sslrootcert".into(), "/my ca.pem".into())]);

@@ -63,12 +63,18 @@ pub struct Server {
     pub port: u16,
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts a server with the module configured by `module_args` (name, value pairs)
     /// and extra server `args`; panics if it does not answer PING in time.
     pub fn start(module_args: &[(&str, &str)], args: &[&str]) -> Server {
+        Self::start_with_env(module_args, args, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables for the server.
+    pub fn start_with_env(module_args: &[(&str, &str)], args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = TempDir::new("pgsync_srv");
         let mut all: Vec<String> = vec![
             "--port".into(),
@@ -90,7 +96,8 @@ impl Server {
         }
         all.extend(args.iter().map(|a| a.to_string()));
         let port = all[1].parse().expect("port");
-        let mut server = Server { dir, port, child: None, args: all };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut server = Server { dir, port, child: None, args: all, env };
         server.spawn();
         server
     }
@@ -113,6 +120,7 @@ impl Server {
     fn spawn(&mut self) {
         let child = Command::new(server_bin())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
