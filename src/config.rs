@@ -1,11 +1,19 @@
 //! The `pgsync.*` configs: their storage, limits and defaults, the check of module
-//! arguments, and redaction of the Postgres password wherever the URL is shown.
+//! arguments, and the Postgres URL that `CONFIG GET` shows without its password.
 
+use crate::pg::conninfo::redact;
+use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
+use redis_module::{RedisError, RedisString};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 
 /// `pgsync.postgres-url`: where the rows live (immutable; sensitive).
-pub static POSTGRES_URL: Mutex<String> = Mutex::new(String::new());
+pub static POSTGRES_URL: SecretUrl = SecretUrl(Mutex::new(String::new()));
+/// `pgsync.postgres-password-file`: file holding the Postgres password (immutable).
+pub static PASSWORD_FILE: Mutex<String> = Mutex::new(String::new());
+/// `pgsync.log-values`: whether log lines may show row values (from Postgres's
+/// error details); off by default, since rows can hold secrets.
+pub static LOG_VALUES: AtomicBool = AtomicBool::new(false);
 /// `pgsync.mappings`: path of the JSON mapping file (immutable).
 pub static MAPPINGS_PATH: Mutex<String> = Mutex::new(String::new());
 /// `pgsync.workers`: number of threads writing to Postgres.
@@ -33,12 +41,61 @@ pub const DEFAULT_RETRY_MAX_DELAY_MS: i64 = 5000;
 pub const MAX_WORKERS: i64 = 64;
 
 /// Names accepted as module arguments (`loadmodule lib.so <name> <value> ...`).
-pub const NAMES: &[&str] =
-    &["postgres-url", "mappings", "workers", "batch-size", "batch-delay-ms", "retry-max-delay-ms", "reload-on-start"];
+pub const NAMES: &[&str] = &[
+    "postgres-url",
+    "postgres-password-file",
+    "mappings",
+    "workers",
+    "batch-size",
+    "batch-delay-ms",
+    "retry-max-delay-ms",
+    "reload-on-start",
+    "log-values",
+];
+
+/// The Postgres URL config: `CONFIG GET` (and so `CONFIG GET *`) shows it with the
+/// password hidden; the module reads the real one with [`SecretUrl::get`].
+pub struct SecretUrl(Mutex<String>);
+
+impl SecretUrl {
+    /// The URL as configured, password included.
+    pub fn get(&self) -> String {
+        string(&self.0)
+    }
+}
+
+impl ConfigurationValue<RedisString> for SecretUrl {
+    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
+        RedisString::create(None, redact(&self.get()).as_str())
+    }
+
+    fn set(&self, _ctx: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = value.try_as_str()?.to_string();
+        Ok(())
+    }
+}
 
 /// Reads a string config.
 pub fn string(value: &Mutex<String>) -> String {
     value.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
+}
+
+/// The Postgres URL to connect with. `CONFIG REWRITE` saves what `CONFIG GET`
+/// shows, the URL with its password hidden, as a `pgsync.postgres-url` line that
+/// overrides the `loadmodule` arguments at the next start; the real URL is then
+/// still among those arguments (`args`), and is used.
+pub fn postgres_url(args: &[String]) -> String {
+    let url = POSTGRES_URL.get();
+    let from_args = args.chunks(2).find(|pair| pair[0] == "postgres-url").and_then(|pair| pair.get(1));
+    match from_args {
+        Some(real) if *real != url && redact(real) == url => real.clone(),
+        _ => url,
+    }
+}
+
+/// Whether log lines may show row values (`pgsync.log-values`).
+pub fn log_values() -> bool {
+    LOG_VALUES.load(Ordering::Relaxed)
 }
 
 /// Reads an integer config as a count, never below 1.
@@ -70,38 +127,9 @@ pub fn check_module_args(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// Hides the password of a Postgres URL or key=value connection string.
-pub fn redact(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            let userinfo = &rest[..at];
-            if let Some(colon) = userinfo.find(':') {
-                return format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &rest[at..]);
-            }
-        }
-        return url.to_string();
-    }
-    url.split_whitespace()
-        .map(|part| match part.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => part.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_hidden() {
-        assert_eq!(redact("postgres://bob:s3cret@db:5432/app"), "postgres://bob:***@db:5432/app");
-        assert_eq!(redact("postgres://bob@db/app"), "postgres://bob@db/app");
-        assert_eq!(redact("host=db password=s3cret user=bob"), "host=db password=*** user=bob");
-    }
 
     #[test]
     fn unknown_module_arguments_are_refused() {

@@ -90,15 +90,17 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     if path.is_empty() {
         return Err("pgsync.mappings is not set (path of the JSON mapping file)".into());
     }
-    let url = config::string(&config::POSTGRES_URL);
+    let url = config::postgres_url(&args);
     if url.is_empty() {
         return Err("pgsync.postgres-url is not set".into());
     }
+    let password = pg::connect::password_override(&config::string(&config::PASSWORD_FILE))?;
+    let settings = pg::connect::settings(&url, password.as_deref())?;
     let mappings = mapping::Mappings::load(&path)?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
-    let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), config::redact(&url));
-    runtime::start(mappings.clone(), &url, replica)?;
+    let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), pg::conninfo::redact(&url));
+    runtime::start(mappings.clone(), settings, replica)?;
     filter::register(ctx)?;
     // The crate has no wrapper for the shutdown event; subscribe through the raw API.
     // The header's `RedisModuleEvent_Shutdown` is a static inline value, not a
@@ -228,10 +230,12 @@ redis_module! {
         ],
         string: [
             ["postgres-url", &config::POSTGRES_URL, "", ConfigurationFlags::IMMUTABLE | ConfigurationFlags::SENSITIVE, None],
+            ["postgres-password-file", &config::PASSWORD_FILE, "", ConfigurationFlags::IMMUTABLE, None],
             ["mappings", &config::MAPPINGS_PATH, "", ConfigurationFlags::IMMUTABLE, None],
         ],
         bool: [
             ["reload-on-start", &config::RELOAD_ON_START, false, ConfigurationFlags::DEFAULT, None],
+            ["log-values", &config::LOG_VALUES, false, ConfigurationFlags::DEFAULT, None],
         ],
         enum: [],
         module_args_as_configuration: true,

@@ -16,7 +16,7 @@ use crate::reload;
 use crate::runtime::Runtime;
 use crate::truncate;
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -70,7 +70,7 @@ pub fn run(rt: &Runtime) {
 fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut bool) -> Result<(), Error> {
     let mut config = rt.pg_config.clone();
     config.application_name("redis-pgsync-listener");
-    let mut client = config.connect(NoTls)?;
+    let mut client = config.connect(rt.tls.clone())?;
     let mut ready = Vec::new();
     for &i in listening {
         let m = &rt.mappings.all()[i];

@@ -5,6 +5,7 @@ use crate::config;
 use crate::guard;
 use crate::listen;
 use crate::mapping::Mappings;
+use crate::pg::connect::{Settings, Tls};
 use crate::pg::error::Error;
 use crate::pg::schema::{self, TableSchema};
 use crate::pg::triggers;
@@ -12,15 +13,13 @@ use crate::queue::Queue;
 use crate::redis_io::{notice, warn};
 use crate::stats::{MappingStats, PostgresState};
 use crate::worker;
-use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// The Postgres connection pool type.
-pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub type Pool = r2d2::Pool<PostgresConnectionManager<Tls>>;
 
 /// Everything the module shares between Redis callbacks and its threads.
 pub struct Runtime {
@@ -40,6 +39,8 @@ pub struct Runtime {
     pub recovered: AtomicBool,
     /// Connection settings, for connections outside the pool (the listener).
     pub pg_config: postgres::Config,
+    /// The TLS policy of every connection (`sslmode`, `sslrootcert`).
+    pub tls: Tls,
     /// True while a reload runs.
     pub reload_running: AtomicBool,
     /// Rows loaded by the current (or last) reload.
@@ -61,9 +62,8 @@ pub fn get() -> Option<&'static Arc<Runtime>> {
 
 /// Builds the runtime from the configs and starts its threads. Postgres need not be
 /// reachable: connections are made lazily and retried.
-pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String> {
-    let mut pg_config = postgres::Config::from_str(url)
-        .map_err(|e| format!("pgsync.postgres-url is not a valid Postgres URL ({}): {e}", config::redact(url)))?;
+pub fn start(mappings: Mappings, settings: Settings, replica: bool) -> Result<(), String> {
+    let Settings { config: mut pg_config, tls } = settings;
     pg_config.application_name("redis-pgsync");
     // Marks the module's sessions so the NOTIFY triggers do not echo its writes.
     let options = match pg_config.get_options() {
@@ -79,7 +79,8 @@ pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String>
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(2))
         .test_on_check_out(false)
-        .build_unchecked(PostgresConnectionManager::new(pg_config.clone(), NoTls));
+        .error_handler(Box::new(crate::pg::error::KeepConnectError))
+        .build_unchecked(PostgresConnectionManager::new(pg_config.clone(), tls.clone()));
     let count = mappings.all().len();
     let runtime = Arc::new(Runtime {
         stats: (0..count).map(|_| MappingStats::default()).collect(),
@@ -89,6 +90,7 @@ pub fn start(mappings: Mappings, url: &str, replica: bool) -> Result<(), String>
         replica: AtomicBool::new(replica),
         recovered: AtomicBool::new(false),
         pg_config,
+        tls,
         reload_running: AtomicBool::new(false),
         reload_rows: AtomicU64::new(0),
         start_reload_checked: AtomicBool::new(false),

@@ -22,7 +22,7 @@ const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// per-mapping retry delays are honoured).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
-type Connection = PooledConnection<PostgresConnectionManager<postgres::NoTls>>;
+type Connection = PooledConnection<PostgresConnectionManager<crate::pg::connect::Tls>>;
 type Rows = Vec<(RowKey, Entry)>;
 
 /// Body of worker thread `slot`; returns when the slot is no longer wanted.

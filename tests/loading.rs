@@ -62,6 +62,15 @@ fn bad_configuration_fails_the_load_with_a_message() {
     assert_refused(&["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good], "not a valid Postgres URL");
     let (_, log) = failed_start(&server_bin(), &["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good]);
     assert!(!log.contains("hunter2"), "the password never reaches the log:\n{log}");
+    let with = |query: &str| format!("postgres://bob:hunter2@127.0.0.1/postgres?{query}");
+    assert_refused(&["postgres-url", &with("sslmode=sometimes"), "mappings", &good], "sslmode \"sometimes\"");
+    let unreadable = with("sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+    assert_refused(
+        &["postgres-url", &unreadable, "mappings", &good],
+        "cannot read sslrootcert \"/nonexistent/ca.pem\"",
+    );
+    let no_file = ["postgres-url", url, "mappings", &good, "postgres-password-file", "/nonexistent/pw"];
+    assert_refused(&no_file, "cannot read pgsync.postgres-password-file \"/nonexistent/pw\"");
 }
 
 #[test]

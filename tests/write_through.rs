@@ -313,7 +313,8 @@ fn unmapped_fields_stay_in_redis_and_hostile_input_does_no_harm() {
 #[test]
 fn keys_that_do_not_parse_are_refused_without_a_crash() {
     let db = test_db(USERS_SQL);
-    let server = Server::users(&db, &[]);
+    // log-values: the rejected values below must reach the log as plain text.
+    let server = Server::users(&db, &[("log-values", "yes")]);
     let mut c = server.conn();
     hset(&mut c, "__{users:}", &[("username", "x"), ("email", "x@x"), ("pwhash", "p")]);
     let st = status(&mut c, "users");

@@ -2,6 +2,8 @@
 //! building, batch writing, reading rows back and the NOTIFY triggers. No Redis
 //! types here.
 
+pub mod connect;
+pub mod conninfo;
 pub mod error;
 pub mod reader;
 pub mod schema;

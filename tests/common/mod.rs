@@ -5,6 +5,7 @@
 
 pub mod items;
 pub mod scratch;
+pub mod tls;
 
 pub use scratch::{free_port, unique, TempDir, TestDb};
 
@@ -62,12 +63,18 @@ pub struct Server {
     pub port: u16,
     child: Option<Child>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Server {
     /// Starts a server with the module configured by `module_args` (name, value pairs)
     /// and extra server `args`; panics if it does not answer PING in time.
     pub fn start(module_args: &[(&str, &str)], args: &[&str]) -> Server {
+        Self::start_with_env(module_args, args, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables for the server.
+    pub fn start_with_env(module_args: &[(&str, &str)], args: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = TempDir::new("pgsync_srv");
         let mut all: Vec<String> = vec![
             "--port".into(),
@@ -89,7 +96,8 @@ impl Server {
         }
         all.extend(args.iter().map(|a| a.to_string()));
         let port = all[1].parse().expect("port");
-        let mut server = Server { dir, port, child: None, args: all };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut server = Server { dir, port, child: None, args: all, env };
         server.spawn();
         server
     }
@@ -112,6 +120,7 @@ impl Server {
     fn spawn(&mut self) {
         let child = Command::new(server_bin())
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -202,6 +211,20 @@ pub struct PrivatePg {
     pub dir: TempDir,
     pub port: u16,
     bin: PathBuf,
+    /// Extra server options (`-c name=value ...`).
+    options: String,
+    /// The superuser's password, when TCP connections need one.
+    admin_password: Option<String>,
+}
+
+/// Settings of a [`PrivatePg`] beyond the defaults (trust, no TLS).
+#[derive(Default)]
+pub struct PgSetup {
+    /// TLS certificate and key (PEM) for the server: `ssl = on` with them.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Authentication method for TCP connections (`scram-sha-256`, `md5`), with
+    /// the superuser's password; `None` is trust.
+    pub host_auth: Option<(&'static str, &'static str)>,
 }
 
 fn pg_bin_dir() -> PathBuf {
@@ -230,31 +253,71 @@ fn unsafe_is_root() -> bool {
 impl PrivatePg {
     /// initdb and start a cluster on a free port.
     pub fn start() -> PrivatePg {
+        Self::start_with(PgSetup::default())
+    }
+
+    /// initdb and start a cluster on a free port, with TLS or password
+    /// authentication as `setup` says.
+    pub fn start_with(setup: PgSetup) -> PrivatePg {
         let dir = TempDir::new("pgsync_pg");
+        let bin = pg_bin_dir();
+        let data = dir.0.join("data");
+        let mut args = vec!["-D".to_string(), data.display().to_string(), "-U".into(), "postgres".into()];
+        args.extend(["-E".into(), "UTF8".into(), "--no-sync".into(), "--auth-local=trust".into()]);
+        let admin_password = setup.host_auth.map(|(method, password)| {
+            let file = dir.0.join("pwfile");
+            std::fs::write(&file, password).expect("write pwfile");
+            args.push(format!("--auth-host={method}"));
+            args.push(format!("--pwfile={}", file.display()));
+            password.to_string()
+        });
+        if admin_password.is_none() {
+            args.push("--auth-host=trust".into());
+        }
+        let mut options = String::new();
+        if let Some((cert, key)) = &setup.tls {
+            for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+                std::fs::copy(from, dir.0.join(to)).expect("copy TLS file");
+            }
+            let key = dir.0.join("server.key");
+            std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod key");
+            options = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                dir.0.join("server.crt").display(),
+                key.display()
+            );
+        }
         if unsafe_is_root() {
             let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir.0).status();
         }
-        let bin = pg_bin_dir();
-        let data = dir.0.join("data");
-        let out = as_postgres(
-            &bin.join("initdb"),
-            &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"],
-        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = as_postgres(&bin.join("initdb"), &args);
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let pg = PrivatePg { dir, port: free_port(), bin };
+        let pg = PrivatePg { dir, port: free_port(), bin, options, admin_password };
         pg.up();
         pg
     }
 
-    /// URL of the cluster's `postgres` database.
+    /// URL of the cluster's `postgres` database, as its superuser.
     pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        let password = self.admin_password.as_ref().map(|p| format!(":{p}")).unwrap_or_default();
+        format!("postgres://postgres{password}@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("pg.log")).unwrap_or_default()
     }
 
     /// Starts the cluster and waits until it accepts connections.
     pub fn up(&self) {
         let data = self.dir.0.join("data");
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.0.display());
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off{}",
+            self.port,
+            self.dir.0.display(),
+            self.options
+        );
         let log = self.dir.0.join("pg.log");
         let out = as_postgres(
             &self.bin.join("pg_ctl"),

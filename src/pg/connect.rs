@@ -1,0 +1,197 @@
+//! How the module connects to Postgres: the connection string with libpq's TLS
+//! parameters (`sslmode`, `sslrootcert`), the password from a file or the
+//! environment, and the TLS connector that enforces the chosen `sslmode`.
+
+use super::conninfo;
+use native_tls::{Certificate, Protocol, TlsConnector};
+use postgres::config::SslMode as WireMode;
+use std::str::FromStr;
+
+/// The TLS connector every module connection uses (pool and listener).
+pub type Tls = postgres_native_tls::MakeTlsConnector;
+
+/// Environment variable that may hold the Postgres password.
+pub const PASSWORD_ENV: &str = "PGSYNC_POSTGRES_PASSWORD";
+
+/// libpq's `sslmode`: whether to encrypt, and how much of the server's
+/// certificate to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain connection only.
+    Disable,
+    /// TLS when the server offers it, else plain; the certificate is not checked.
+    Prefer,
+    /// TLS or no connection; the certificate is not checked (unless `sslrootcert`
+    /// is given: then as `VerifyCa`).
+    Require,
+    /// TLS, and the certificate chain must lead to `sslrootcert`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate must name the host connected to.
+    VerifyFull,
+}
+
+impl FromStr for SslMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<SslMode, String> {
+        Ok(match s {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            // libpq's `allow` tries plain first; rust-postgres cannot, and
+            // silently treating it as `prefer` would change its meaning.
+            _ => {
+                return Err(format!(
+                    "sslmode \"{s}\" is not supported; use disable, prefer, require, verify-ca or verify-full"
+                ))
+            }
+        })
+    }
+}
+
+/// Where the trusted certificate authorities come from.
+enum Roots {
+    /// No `sslrootcert`: nothing to verify against.
+    None,
+    /// `sslrootcert=system`: the system's trusted roots (as libpq 16).
+    System,
+    /// The certificates of the `sslrootcert` file.
+    File(Vec<Certificate>),
+}
+
+/// Everything needed to open a connection.
+pub struct Settings {
+    /// Host, user, database, password, sslmode as rust-postgres takes them.
+    pub config: postgres::Config,
+    /// The connector enforcing the TLS policy.
+    pub tls: Tls,
+}
+
+/// Parses a connection string; `password`, when given, replaces the string's own.
+/// Errors name the problem and never show the password.
+pub fn settings(url: &str, password: Option<&str>) -> Result<Settings, String> {
+    let invalid =
+        |e: String| format!("pgsync.postgres-url is not a valid Postgres URL ({}): {e}", conninfo::redact(url));
+    let (rest, taken) = conninfo::take_params(url, &["sslmode", "sslrootcert"]).map_err(invalid)?;
+    let param = |name: &str| taken.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let root_path = param("sslrootcert");
+    let roots = match root_path {
+        None => Roots::None,
+        Some("system") => Roots::System,
+        Some(path) => Roots::File(read_roots(path)?),
+    };
+    let mode = match (param("sslmode"), &roots) {
+        (Some(mode), Roots::System) if mode != "verify-full" => {
+            return Err(format!("sslrootcert=system needs sslmode=verify-full (not {mode}), as in libpq"));
+        }
+        (Some(mode), _) => mode.parse().map_err(invalid)?,
+        (None, Roots::System) => SslMode::VerifyFull,
+        (None, _) => SslMode::Prefer,
+    };
+    if matches!((mode, &roots), (SslMode::VerifyCa | SslMode::VerifyFull, Roots::None)) {
+        // libpq would look for ~/.postgresql/root.crt; the server's home is no
+        // place to hide the trust anchor of the database, so ask for it.
+        return Err("sslmode=verify-ca and verify-full need sslrootcert=<CA file> (or sslrootcert=system \
+                    for the system's trusted roots)"
+            .into());
+    }
+    let mut config = postgres::Config::from_str(&rest).map_err(|e| invalid(e.to_string()))?;
+    if let Some(password) = password {
+        config.password(password);
+    }
+    config.ssl_mode(match mode {
+        SslMode::Disable => WireMode::Disable,
+        SslMode::Prefer => WireMode::Prefer,
+        _ => WireMode::Require,
+    });
+    let tls = connector(mode, roots).map_err(|e| format!("cannot set up TLS for Postgres: {e}"))?;
+    Ok(Settings { config, tls: Tls::new(tls) })
+}
+
+/// The TLS policy of `mode`, as libpq applies it.
+fn connector(mode: SslMode, roots: Roots) -> Result<TlsConnector, native_tls::Error> {
+    let mut builder = TlsConnector::builder();
+    builder.min_protocol_version(Some(Protocol::Tlsv12));
+    let verify = match (mode, &roots) {
+        (SslMode::Disable | SslMode::Prefer, _) | (SslMode::Require, Roots::None) => None,
+        // libpq: `require` with a root certificate file behaves as `verify-ca`.
+        (SslMode::Require | SslMode::VerifyCa, _) => Some(false),
+        (SslMode::VerifyFull, _) => Some(true),
+    };
+    match verify {
+        None => {
+            builder.danger_accept_invalid_certs(true);
+        }
+        Some(check_host) => {
+            builder.danger_accept_invalid_hostnames(!check_host);
+            if let Roots::File(certs) = roots {
+                // Only the given authorities, as libpq: a public CA must not be
+                // able to vouch for the database.
+                builder.disable_built_in_roots(true);
+                for cert in certs {
+                    builder.add_root_certificate(cert);
+                }
+            }
+        }
+    }
+    builder.build()
+}
+
+/// The certificates of a PEM file (one or a bundle, as cloud providers ship).
+fn read_roots(path: &str) -> Result<Vec<Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read sslrootcert \"{path}\": {e}"))?;
+    let certs = Certificate::stack_from_pem(&pem).map_err(|e| format!("sslrootcert \"{path}\" is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("sslrootcert \"{path}\" holds no certificate"));
+    }
+    Ok(certs)
+}
+
+/// The password to use instead of the connection string's: the content of
+/// `file` (if set; one trailing newline trimmed), else `PGSYNC_POSTGRES_PASSWORD`.
+pub fn password_override(file: &str) -> Result<Option<String>, String> {
+    if !file.is_empty() {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read pgsync.postgres-password-file \"{file}\": {e}"))?;
+        let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
+        return Ok(Some(text.to_string()));
+    }
+    Ok(std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sslmode_values() {
+        assert_eq!("verify-full".parse::<SslMode>(), Ok(SslMode::VerifyFull));
+        assert!("allow".parse::<SslMode>().unwrap_err().contains("not supported"));
+        assert!("Require".parse::<SslMode>().is_err());
+    }
+
+    #[test]
+    fn load_errors_are_clear_and_hide_the_password() {
+        let e = settings("postgres://u:hunter2@h/db?sslmode=bogus", None).err().unwrap();
+        assert!(e.contains("bogus") && !e.contains("hunter2"), "{e}");
+        let e = settings("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem", None).err().unwrap();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        let e = settings("host=h sslrootcert=system sslmode=require", None).err().unwrap();
+        assert!(e.contains("verify-full"), "{e}");
+        let e = settings("host=h sslmode=verify-ca", None).err().unwrap();
+        assert!(e.contains("sslrootcert"), "{e}");
+    }
+
+    #[test]
+    fn ssl_mode_reaches_the_wire_config() {
+        let s = settings("postgres://u@h/db", None).unwrap();
+        assert_eq!(s.config.get_ssl_mode(), WireMode::Prefer);
+        let s = settings("host=h user=u sslmode=verify-full sslrootcert=system", Some("pw")).unwrap();
+        assert_eq!(s.config.get_ssl_mode(), WireMode::Require);
+        assert_eq!(s.config.get_password(), Some(&b"pw"[..]));
+        let s = settings("postgres://u@h/db?sslmode=disable", None).unwrap();
+        assert_eq!(s.config.get_ssl_mode(), WireMode::Disable);
+    }
+}
