@@ -70,7 +70,7 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
         Ok(id) => Ok(Target { mapping: resolved.mapping, role: resolved.role, id: id.to_string() }),
         Err(why) => {
             let message =
-                format!("{}: write to {} refused: {why}", m.name, String::from_utf8_lossy(key).escape_debug());
+                format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
             Err((resolved.mapping, message))
         }
     })
@@ -246,7 +246,7 @@ fn capture_whole_key(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], g
             record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
         }
         Err(e) => {
-            let message = format!("{}: write to {} refused: {e}", m.name, String::from_utf8_lossy(key).escape_debug());
+            let message = format!("{}: write to {} refused: {e}", m.name, key.escape_ascii());
             refuse(rt, target.mapping, &message);
         }
     }

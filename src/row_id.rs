@@ -13,7 +13,7 @@ pub fn check_id(id: &[u8]) -> Result<&str, String> {
         return Err("the key's id contains a NUL byte, which Postgres cannot store".into());
     }
     if text.contains(['{', '}']) {
-        return Err(format!("the key's id \"{}\" contains a brace", text.escape_debug()));
+        return Err(format!("the key's id \"{}\" contains a brace", text.as_bytes().escape_ascii()));
     }
     Ok(text)
 }
@@ -33,7 +33,7 @@ pub fn check_canonical(id: &str, sql_type: &str) -> Result<(), String> {
     let refuse = |form: &str| {
         Err(format!(
             "the key's id \"{}\" is not a canonical {sql_type} ({form}); one row has exactly one key",
-            id.escape_debug()
+            id.as_bytes().escape_ascii()
         ))
     };
     if let Some((min, max)) = range {

@@ -79,7 +79,7 @@ pub fn sync_write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             return capture::tagged_write(ctx, rt, &target, key, &op, pairs)
                 .map(|_| RedisValue::Integer(written as i64))
                 .map_err(|e| {
-                    let message = format!("write to {} refused: {e}", String::from_utf8_lossy(key).escape_debug());
+                    let message = format!("write to {} refused: {e}", key.escape_ascii());
                     refuse(rt, target.mapping, &message);
                     RedisError::String(format!("ERR pgsync: {message}"))
                 });
