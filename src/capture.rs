@@ -69,8 +69,7 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
     Some(match checked {
         Ok(id) => Ok(Target { mapping: resolved.mapping, role: resolved.role, id: id.to_string() }),
         Err(why) => {
-            let message =
-                format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
+            let message = format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
             Err((resolved.mapping, message))
         }
     })

@@ -58,7 +58,14 @@ fn a_write_to_a_key_redis_does_not_hold_changes_only_its_fields() {
     sync_wait(&mut c);
     assert_eq!(
         row(&db, "prefs", "7").unwrap(),
-        vec![Some("e7".into()), Some("7".into()), Some("seven".into()), Some("keep".into()), Some("1.5".into()), Some("2".into())]
+        vec![
+            Some("e7".into()),
+            Some("7".into()),
+            Some("seven".into()),
+            Some("keep".into()),
+            Some("1.5".into()),
+            Some("2".into())
+        ]
     );
     assert_eq!(hgetall(&mut c, "prefs:7").len(), 1, "Redis holds what was written, nothing more");
     // ... and after the cached row expired.
@@ -67,7 +74,10 @@ fn a_write_to_a_key_redis_does_not_hold_changes_only_its_fields() {
     eventually("key expired", || !exists(&mut c, "prefs:12"));
     hset(&mut c, "prefs:12", &[("email", "new")]);
     sync_wait(&mut c);
-    assert_eq!(text(&db, "SELECT name || '/' || email || '/' || note FROM prefs WHERE id = 12").unwrap(), "twelve/new/keep");
+    assert_eq!(
+        text(&db, "SELECT name || '/' || email || '/' || note FROM prefs WHERE id = 12").unwrap(),
+        "twelve/new/keep"
+    );
     assert_eq!(status(&mut c, "prefs")["failed"], "0");
 }
 
@@ -75,7 +85,9 @@ fn a_write_to_a_key_redis_does_not_hold_changes_only_its_fields() {
 fn write_through_to_a_cold_row_keeps_its_not_null_columns() {
     let db = test_db(USERS_SQL);
     db.client()
-        .batch_execute("INSERT INTO users (id, username, email, password_hash, score) VALUES (7, 'u7', 'e7', 'h7', 100)")
+        .batch_execute(
+            "INSERT INTO users (id, username, email, password_hash, score) VALUES (7, 'u7', 'e7', 'h7', 100)",
+        )
         .unwrap();
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
@@ -124,7 +136,10 @@ fn hdel_nulls_only_its_column_and_removing_the_last_field_deletes_no_row() {
     let _: i64 = redis::cmd("HDEL").arg("prefs:7").arg("email").query(&mut c).unwrap();
     assert!(!exists(&mut c, "prefs:7"), "the hash lost its last field");
     sync_wait(&mut c);
-    assert_eq!(text(&db, "SELECT coalesce(email, 'NULL') || ' ' || name FROM prefs WHERE id = 7").unwrap(), "NULL seven");
+    assert_eq!(
+        text(&db, "SELECT coalesce(email, 'NULL') || ' ' || name FROM prefs WHERE id = 7").unwrap(),
+        "NULL seven"
+    );
     // HDEL of a NOT NULL column dead-letters.
     let _: i64 = redis::cmd("HDEL").arg("prefs:7").arg("name").query(&mut c).unwrap();
     sync_wait(&mut c);
@@ -175,7 +190,9 @@ fn keys_with_any_bytes_are_synced_or_refused_never_a_panic() {
         {"name": "users", "table": "users", "key_prefix": "users:", "primary_key": "id", "mode": "write-through"}]}"#;
     let server = Server::with_mapping(&db, mapping, &[], &[]);
     let mut c = server.conn();
-    eventually("schema checked", || status(&mut c, "users")["schema"] == "ok" && status(&mut c, "tags")["schema"] == "ok");
+    eventually("schema checked", || {
+        status(&mut c, "users")["schema"] == "ok" && status(&mut c, "tags")["schema"] == "ok"
+    });
     // Bug 5: a NUL byte.
     let err = redis::cmd("HSET").arg(&b"tags:a\0b"[..]).arg("label").arg("x").query::<i64>(&mut c).unwrap_err();
     assert!(err.to_string().contains("NUL"), "{err}");
@@ -199,9 +216,11 @@ fn keys_with_any_bytes_are_synced_or_refused_never_a_panic() {
 
 /// Whether the server has hash-field expiry (Redis 7.4+, not Valkey 8).
 fn has_field_expiry(c: &mut redis::Connection) -> bool {
-    redis::cmd("COMMAND").arg("INFO").arg("HPEXPIRE").query::<Vec<redis::Value>>(c).is_ok_and(|v| {
-        v.first().is_some_and(|x| !matches!(x, redis::Value::Nil))
-    })
+    redis::cmd("COMMAND")
+        .arg("INFO")
+        .arg("HPEXPIRE")
+        .query::<Vec<redis::Value>>(c)
+        .is_ok_and(|v| v.first().is_some_and(|x| !matches!(x, redis::Value::Nil)))
 }
 
 #[test]
@@ -215,7 +234,8 @@ fn del_after_a_field_expired_deletes_the_row_and_expiry_deletes_nothing() {
     }
     // Bug 6.
     hset(&mut c, "prefs:7", &[("name", "seven"), ("note", "tmp")]);
-    let _: redis::Value = redis::cmd("HPEXPIRE").arg("prefs:7").arg(30).arg("FIELDS").arg(1).arg("note").query(&mut c).unwrap();
+    let _: redis::Value =
+        redis::cmd("HPEXPIRE").arg("prefs:7").arg(30).arg("FIELDS").arg(1).arg("note").query(&mut c).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     eventually("field expired", || !hgetall(&mut c, "prefs:7").contains_key("note"));
     let _: i64 = redis::cmd("DEL").arg("prefs:7").query(&mut c).unwrap();
@@ -223,7 +243,8 @@ fn del_after_a_field_expired_deletes_the_row_and_expiry_deletes_nothing() {
     assert!(row(&db, "prefs", "7").is_none(), "DEL deleted the row");
     // A key whose only field expires is gone from Redis, not from Postgres.
     hset(&mut c, "prefs:12", &[("email", "e")]);
-    let _: redis::Value = redis::cmd("HPEXPIRE").arg("prefs:12").arg(30).arg("FIELDS").arg(1).arg("email").query(&mut c).unwrap();
+    let _: redis::Value =
+        redis::cmd("HPEXPIRE").arg("prefs:12").arg(30).arg("FIELDS").arg(1).arg("email").query(&mut c).unwrap();
     eventually("key gone", || !exists(&mut c, "prefs:12"));
     sync_wait(&mut c);
     assert_eq!(text(&db, "SELECT email FROM prefs WHERE id = 12").unwrap(), "e");
@@ -248,7 +269,8 @@ fn acknowledged_writes_survive_eviction_and_expiry_while_postgres_is_down() {
     let mut acknowledged = Vec::new();
     for id in 100..6100 {
         let key = format!("prefs:{id}");
-        let ok = redis::cmd("HSET").arg(&key).arg("name").arg(format!("n{id}")).arg("note").arg(&pad).query::<i64>(&mut c);
+        let ok =
+            redis::cmd("HSET").arg(&key).arg("name").arg(format!("n{id}")).arg("note").arg(&pad).query::<i64>(&mut c);
         if ok.is_ok() {
             acknowledged.push(id);
         }
@@ -262,14 +284,18 @@ fn acknowledged_writes_survive_eviction_and_expiry_while_postgres_is_down() {
     sync_wait(&mut c);
     let landed: Vec<i32> = db
         .client()
-        .query("SELECT id FROM prefs WHERE id >= 100 AND name = 'n' || id AND note = repeat('x', 1000) ORDER BY id", &[])
+        .query(
+            "SELECT id FROM prefs WHERE id >= 100 AND name = 'n' || id AND note = repeat('x', 1000) ORDER BY id",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
     assert_eq!(landed, acknowledged, "every acknowledged write is in Postgres");
     assert_eq!(text(&db, "SELECT name FROM prefs WHERE id = 3").unwrap(), "three");
-    let acks: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE").arg("{prefs:3}ack3").arg("-").arg("+").query(&mut c).unwrap();
+    let acks: Vec<(String, Vec<(String, String)>)> =
+        redis::cmd("XRANGE").arg("{prefs:3}ack3").arg("-").arg("+").query(&mut c).unwrap();
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0].1, [("status".to_string(), "done".to_string())]);
 }
