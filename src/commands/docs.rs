@@ -117,6 +117,20 @@ const DOCS: &[Doc] = &[
         arity: 2,
         args: &[arg("selector", ONE_OF).of(ENTRY_OR_ALL)],
     },
+    Doc {
+        name: "sync.write",
+        summary: "Runs a hash write on a synced key and records what it changed; clients' writes are routed here",
+        complexity: "O(N) where N is the size of the write, plus the wrapped command's own cost",
+        arity: -3,
+        args: &[arg("command", STRING), arg("key", KEY), arg("arg", STRING).optional().multiple()],
+    },
+    Doc {
+        name: "sync.delete",
+        summary: "Runs DEL or UNLINK and deletes the rows of synced keys; clients' deletes are routed here",
+        complexity: "O(N) where N is the number of keys, plus the wrapped command's own cost",
+        arity: -3,
+        args: &[arg("command", STRING), arg("key", KEY).multiple()],
+    },
 ];
 
 /// Sets the documentation of every `SYNC.*` command. A failure only costs the
