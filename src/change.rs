@@ -98,6 +98,9 @@ impl Delta {
     pub fn to_text(self) -> String {
         match self {
             Delta::Int(n) => n.to_string(),
+            // An integral float is written as an integer, so that it also adds
+            // to an integer column.
+            Delta::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => format!("{}", f as i64),
             Delta::Float(f) => format!("{f:?}"),
         }
     }
@@ -261,6 +264,7 @@ mod tests {
         assert_eq!(Delta::parse(b"x", false), None);
         assert_eq!(Delta::parse(b"inf", true), None);
         assert_eq!(Delta::parse(Delta::Float(0.1).to_text().as_bytes(), true), Some(Delta::Float(0.1)));
+        assert_eq!(Delta::Float(2.0).to_text(), "2", "adds to an integer column too");
     }
 
     #[test]

@@ -157,8 +157,7 @@ fn model_check(
     }
     sync_wait(&mut c);
     if let Some(headroom) = headroom {
-        let used: String = redis::cmd("INFO").arg("memory").query(&mut c).unwrap();
-        let used: u64 = used.lines().find_map(|l| l.strip_prefix("used_memory:")).unwrap().trim().parse().unwrap();
+        let used = info_number(&mut c, "memory", "used_memory");
         let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(used + headroom).query(&mut c).unwrap();
     }
     if let Some(pg) = outage {
@@ -249,8 +248,7 @@ fn acknowledged_writes_survive_eviction_and_an_outage() {
     let ops = std::env::var("PGSYNC_STRESS_WRITES").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(200_000) / 5;
     // Little room beyond the loaded half: writes to the cold half evict.
     model_check(ops, false, Some(&pg), Some(100_000), &db, &server);
-    let info: String = redis::cmd("INFO").arg("stats").query(&mut c).unwrap();
-    let evicted: u64 = info.lines().find_map(|l| l.strip_prefix("evicted_keys:")).unwrap().trim().parse().unwrap();
+    let evicted = info_number(&mut c, "stats", "evicted_keys");
     assert!(evicted > 0, "the test must evict");
 }
 

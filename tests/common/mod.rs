@@ -360,3 +360,13 @@ pub fn hgetall(c: &mut redis::Connection, key: &str) -> std::collections::BTreeM
 pub fn exists(c: &mut redis::Connection, key: &str) -> bool {
     redis::cmd("EXISTS").arg(key).query::<i64>(c).expect("EXISTS") == 1
 }
+
+/// A number from `INFO <section>`, e.g. `used_memory` or `evicted_keys`.
+pub fn info_number(c: &mut redis::Connection, section: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(c).expect("INFO");
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("INFO {section} has no number {field}"))
+}
