@@ -114,8 +114,9 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
         ack::send(ctx, m, &target.id, &write.acks, &Ok(()));
         return None;
     }
+    let new_acks = write.acks.clone();
     let pushed = rt.queue.push(target.row(), write);
-    journal::mark(ctx, key, &pushed.unsynced);
+    journal::mark(ctx, key, &pushed.unsynced, &new_acks);
     Some(pushed.version)
 }
 

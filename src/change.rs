@@ -197,6 +197,12 @@ impl Change {
         self.first_version = self.first_version.min(newer.first_version);
     }
 
+    /// A copy without the ack uuids: what the journal keeps in the row's entry
+    /// (acks have entries of their own), at a cost that does not grow with them.
+    pub fn without_acks(&self) -> Change {
+        Change { op: self.op, fields: self.fields.clone(), acks: Vec::new(), ..*self }
+    }
+
     /// Whether a field has a change here (used to keep apply from overwriting it).
     pub fn touches(&self, field: &[u8]) -> bool {
         self.op != RowOp::Upsert || self.fields.contains_key(field)

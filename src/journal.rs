@@ -17,11 +17,29 @@ use redis_module::{Context, RedisValue};
 /// The journal hash. The hashtag lets a future cluster mode pin it to a slot.
 pub const JOURNAL_KEY: &str = "pgsync:{journal}";
 
+/// Marks a journal field that holds an ack uuid waiting on a row, not a change.
+/// No mapped key holds a NUL byte (ids with one are refused), so it cannot clash.
+const ACK_MARK: &[u8] = b"\0ack\0";
+
+/// The journal field recording that `uuid` waits for the change of `key`. Each
+/// ack has its own field, so a hot key written with many uuids costs O(1) per
+/// write, not a rewrite of every uuid it waits on.
+pub fn ack_field(key: &[u8], uuid: &str) -> Vec<u8> {
+    [key, ACK_MARK, uuid.as_bytes()].concat()
+}
+
 /// Records everything unsynced for the row written through `key`: the values
-/// themselves, so a write survives its key being evicted or expiring first.
-pub fn mark(ctx: &Context, key: &[u8], unsynced: &Change) {
-    let value = encode(unsynced.op, &unsynced.fields, &unsynced.acks);
-    own_writes(|| call_logged(ctx, "HSET", &[JOURNAL_KEY.as_bytes(), key, &value]));
+/// themselves, so a write survives its key being evicted or expiring first, and
+/// the new ack uuids waiting on it.
+pub fn mark(ctx: &Context, key: &[u8], unsynced: &Change, new_acks: &[String]) {
+    let value = encode(unsynced.op, &unsynced.fields);
+    let acks: Vec<Vec<u8>> = new_acks.iter().map(|uuid| ack_field(key, uuid)).collect();
+    let mut args: Vec<&[u8]> = vec![JOURNAL_KEY.as_bytes(), key, &value];
+    for field in &acks {
+        args.push(field);
+        args.push(b"");
+    }
+    own_writes(|| call_logged(ctx, "HSET", &args));
 }
 
 /// Forgets `key` once its change is settled and nothing newer is queued.
@@ -29,13 +47,13 @@ pub fn clear(ctx: &Context, key: &[u8]) {
     own_writes(|| call_logged(ctx, "HDEL", &[JOURNAL_KEY.as_bytes(), key]));
 }
 
-/// Forgets many settled keys in one command.
-pub fn clear_all(ctx: &Context, keys: &[String]) {
-    if keys.is_empty() {
+/// Forgets many settled entries (changes and acks) in one command.
+pub fn clear_all(ctx: &Context, fields: &[Vec<u8>]) {
+    if fields.is_empty() {
         return;
     }
     let mut args: Vec<&[u8]> = vec![JOURNAL_KEY.as_bytes()];
-    args.extend(keys.iter().map(|k| k.as_bytes()));
+    args.extend(fields.iter().map(Vec::as_slice));
     own_writes(|| call_logged(ctx, "HDEL", &args));
 }
 
@@ -63,12 +81,25 @@ pub fn recover(ctx: &Context, rt: &Runtime) -> usize {
     count
 }
 
-fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> bool {
+fn requeue_entry(ctx: &Context, rt: &Runtime, field: &[u8], value: &[u8]) -> bool {
+    let (key, ack) = match field.windows(ACK_MARK.len()).position(|w| w == ACK_MARK) {
+        Some(at) => (&field[..at], Some(&field[at + ACK_MARK.len()..])),
+        None => (field, None),
+    };
     let Some(resolved) = rt.mappings.resolve(key) else {
         return false;
     };
     let Ok(id) = check_id(resolved.id) else { return false };
-    let Some(write) = decode(value).or_else(|| legacy_entry(ctx, key, value)) else {
+    let decoded = match ack {
+        // An ack waits on the row's change, whichever entry comes back first.
+        Some(uuid) => Some(Write {
+            op: RowOp::Upsert,
+            fields: Default::default(),
+            acks: vec![String::from_utf8_lossy(uuid).into()],
+        }),
+        None => decode(value).or_else(|| legacy_entry(ctx, key, value)),
+    };
+    let Some(write) = decoded else {
         warn(&format!("dropped an unreadable journal entry for {}", String::from_utf8_lossy(key)));
         return false;
     };

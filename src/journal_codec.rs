@@ -1,10 +1,9 @@
-//! The journal's value format: a row's unsynced change (operation, the fields it
-//! sets, removes or increments, and the ack uuids waiting on it) as compact,
-//! binary-safe bytes. Pure, unit-tested.
+//! The journal's value format: a row's unsynced change (operation and the fields
+//! it sets, removes or increments) as compact, binary-safe bytes. Ack uuids are
+//! journaled in fields of their own. Pure, unit-tested.
 //!
-//! Layout: `P2`, the op (`u`/`d`/`r`), then the acks and the fields, each list as a
-//! u32 count followed by items; every byte string is a u32 length and the bytes
-//! (little endian). A field is a kind (`s` set, `x` remove, `i`/`f` integer/float
+//! Layout: `P2`, the op (`u`/`d`/`r`), then the fields as a u32 count followed by
+//! items; every byte string is a u32 length and the bytes (little endian). A field is a kind (`s` set, `x` remove, `i`/`f` integer/float
 //! increment), its name, then its value (set) or delta text and Redis's value after
 //! (increment).
 
@@ -26,15 +25,11 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Encodes what the journal keeps for a row.
-pub fn encode(op: RowOp, fields: &Fields, acks: &[String]) -> Vec<u8> {
-    let size: usize = fields.keys().map(|f| f.len() + 32).sum::<usize>() + acks.len() * 40;
+pub fn encode(op: RowOp, fields: &Fields) -> Vec<u8> {
+    let size: usize = fields.keys().map(|f| f.len() + 32).sum::<usize>();
     let mut out = Vec::with_capacity(size + 16);
     out.extend_from_slice(MAGIC);
     out.push(op_code(op));
-    out.extend_from_slice(&(acks.len() as u32).to_le_bytes());
-    for uuid in acks {
-        put(&mut out, uuid.as_bytes());
-    }
     out.extend_from_slice(&(fields.len() as u32).to_le_bytes());
     for (name, change) in fields {
         match change {
@@ -95,10 +90,6 @@ pub fn decode(value: &[u8]) -> Option<Write> {
         b'r' => RowOp::Replace,
         _ => return None,
     };
-    let mut acks = Vec::new();
-    for _ in 0..r.count()? {
-        acks.push(String::from_utf8(r.bytes()?.to_vec()).ok()?);
-    }
     let mut fields = Fields::new();
     for _ in 0..r.count()? {
         let kind = r.byte()?;
@@ -114,7 +105,7 @@ pub fn decode(value: &[u8]) -> Option<Write> {
         };
         fields.insert(name, change);
     }
-    r.0.is_empty().then_some(Write { op, fields, acks })
+    r.0.is_empty().then_some(Write { op, fields, acks: Vec::new() })
 }
 
 #[cfg(test)]
@@ -128,15 +119,14 @@ mod tests {
         fields.insert(b"gone".to_vec(), FieldChange::Remove);
         fields.insert(b"n".to_vec(), FieldChange::Add { delta: Delta::Int(-12), redis_after: b"3".to_vec() });
         fields.insert(b"x".to_vec(), FieldChange::Add { delta: Delta::Float(0.25), redis_after: b"1.25".to_vec() });
-        let acks = vec!["6ce0".to_string(), "ab-1".to_string()];
-        let bytes = encode(RowOp::Replace, &fields, &acks);
-        assert_eq!(decode(&bytes), Some(Write { op: RowOp::Replace, fields, acks }));
+        let bytes = encode(RowOp::Replace, &fields);
+        assert_eq!(decode(&bytes), Some(Write { op: RowOp::Replace, fields, acks: Vec::new() }));
     }
 
     #[test]
     fn foreign_or_truncated_values_are_refused() {
         assert_eq!(decode(b"u 6ce0"), None);
-        let bytes = encode(RowOp::Delete, &Fields::new(), &["a".to_string()]);
+        let bytes = encode(RowOp::Delete, &Fields::new());
         assert!(decode(&bytes).is_some());
         assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
         let mut longer = bytes.clone();

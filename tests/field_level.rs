@@ -301,3 +301,33 @@ fn acknowledged_writes_survive_eviction_and_expiry_while_postgres_is_down() {
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0].1, [("status".to_string(), "done".to_string())]);
 }
+
+#[test]
+fn a_hot_key_with_many_ack_uuids_costs_the_journal_one_field_per_write() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url(), PREFS_SQL);
+    let server = prefs_server(&db, &[("retry-max-delay-ms", "200")], &[]);
+    let mut c = server.conn();
+    pg.down();
+    let writes = 3000;
+    for i in 0..writes {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET").arg("prefs:7").arg("#").arg(format!("=u{i}")).arg("score").arg(i).ignore();
+        let _: () = pipe.query(&mut c).unwrap();
+    }
+    // The row's entry holds its change only; each uuid has a small entry of its own.
+    let entry: i64 = redis::cmd("HSTRLEN").arg("pgsync:{journal}").arg("prefs:7").query(&mut c).unwrap();
+    assert!(entry < 100, "the row's journal entry grew to {entry} bytes");
+    let entries: i64 = redis::cmd("HLEN").arg("pgsync:{journal}").query(&mut c).unwrap();
+    assert_eq!(entries, writes + 1);
+    pg.up();
+    sync_wait(&mut c);
+    assert_eq!(text(&db, "SELECT score::text FROM prefs WHERE id = 7").unwrap(), (writes - 1).to_string());
+    for i in [0, writes / 2, writes - 1] {
+        let acks: Vec<(String, Vec<(String, String)>)> =
+            redis::cmd("XRANGE").arg(format!("{{prefs:7}}u{i}")).arg("-").arg("+").query(&mut c).unwrap();
+        assert_eq!(acks[0].1, [("status".to_string(), "done".to_string())], "ack u{i}");
+    }
+    let entries: i64 = redis::cmd("HLEN").arg("pgsync:{journal}").query(&mut c).unwrap();
+    assert_eq!(entries, 0, "settled acks leave the journal");
+}
