@@ -130,7 +130,7 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
     };
     let score = now_us().max(u64::try_from(newest).unwrap_or(0) + 1);
     let time_ms = score / 1000;
-    let previous = get(ctx, &entry_id).ok().flatten();
+    let previous = tally(ctx, &entry_id);
     let entry = DeadLetter {
         mapping: mapping.name.clone(),
         id: row.id.clone(),
@@ -157,13 +157,7 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
             .collect(),
         error: error.to_string(),
         time_ms,
-        first_time_ms: previous.as_ref().map_or(time_ms, |p| {
-            if p.first_time_ms == 0 {
-                p.time_ms
-            } else {
-                p.first_time_ms
-            }
-        }),
+        first_time_ms: previous.as_ref().map_or(time_ms, Tally::first),
         count: previous.as_ref().map_or(1, |p| p.count.saturating_add(1)),
     };
     let Ok(json) = serde_json::to_string(&entry) else {
@@ -175,6 +169,33 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
         call_logged(ctx, "ZADD", &[ORDER_KEY.as_bytes(), score.as_bytes(), entry_id.as_bytes()]);
         trim(ctx, config::count(&config::DEADLETTER_MAX));
     });
+}
+
+/// What a new rejection of a row takes over from its entry. Read alone, so the
+/// row's values (up to `pgsync.max-row-bytes`) are skipped, not copied.
+#[derive(Deserialize)]
+struct Tally {
+    time_ms: u64,
+    #[serde(default)]
+    first_time_ms: u64,
+    #[serde(default = "one")]
+    count: u64,
+}
+
+impl Tally {
+    /// The first rejection's time (entries of the first format have only one).
+    fn first(&self) -> u64 {
+        if self.first_time_ms == 0 {
+            self.time_ms
+        } else {
+            self.first_time_ms
+        }
+    }
+}
+
+fn tally(ctx: &Context, entry: &str) -> Option<Tally> {
+    let json = call(ctx, "HGET", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()]).ok()?;
+    serde_json::from_slice(&bytes(&json)?).ok()
 }
 
 /// Drops the stalest entries past `max`, counting the drops per mapping.
@@ -216,6 +237,11 @@ fn trim(ctx: &Context, max: usize) {
 pub fn get(ctx: &Context, entry: &str) -> Result<Option<DeadLetter>, String> {
     let json = call(ctx, "HGET", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()])?;
     Ok(bytes(&json).and_then(|json| serde_json::from_slice(&json).ok()))
+}
+
+/// Whether there is an entry `entry` (without reading it).
+pub fn exists(ctx: &Context, entry: &str) -> Result<bool, String> {
+    Ok(matches!(call(ctx, "HEXISTS", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()])?, RedisValue::Integer(1)))
 }
 
 /// Walks the entry ids oldest first, a step at a time, and returns up to `max`

@@ -133,7 +133,7 @@ fn select(ctx: &Context, rt: &Runtime, args: &[RedisString], use_: Use) -> Resul
         })
         .map_err(redis_err);
     }
-    let known = deadletter::get(ctx, &wanted).map_err(redis_err)?.is_some();
+    let known = deadletter::exists(ctx, &wanted).map_err(redis_err)?;
     let Some((mapping, id)) = deadletter::parse_entry_id(&wanted).filter(|_| known) else {
         return Err(RedisError::String(format!("ERR no failed entry \"{wanted}\"")));
     };
