@@ -203,6 +203,22 @@ impl Change {
         Change { op: self.op, fields: self.fields.clone(), acks: Vec::new(), ..*self }
     }
 
+    /// Bytes of field names and values the change carries: what bounds a batch
+    /// (`pgsync.batch-max-bytes`).
+    pub fn size_bytes(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|(field, change)| {
+                field.len()
+                    + match change {
+                        FieldChange::Set(value) => value.len(),
+                        FieldChange::Remove => 0,
+                        FieldChange::Add { redis_after, .. } => redis_after.len(),
+                    }
+            })
+            .sum()
+    }
+
     /// Whether a field has a change here (used to keep apply from overwriting it).
     pub fn touches(&self, field: &[u8]) -> bool {
         self.op != RowOp::Upsert || self.fields.contains_key(field)

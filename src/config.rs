@@ -24,6 +24,12 @@ pub static BATCH_SIZE: AtomicI64 = AtomicI64::new(DEFAULT_BATCH_SIZE);
 pub static BATCH_DELAY_MS: AtomicI64 = AtomicI64::new(DEFAULT_BATCH_DELAY_MS);
 /// `pgsync.retry-max-delay-ms`: cap of the exponential backoff while Postgres is down.
 pub static RETRY_MAX_DELAY_MS: AtomicI64 = AtomicI64::new(DEFAULT_RETRY_MAX_DELAY_MS);
+/// `pgsync.deadletter-max`: most entries (rows) the dead-letter list keeps.
+pub static DEADLETTER_MAX: AtomicI64 = AtomicI64::new(DEFAULT_DEADLETTER_MAX);
+/// `pgsync.batch-max-bytes`: most bytes of changes per batch (a larger row goes alone).
+pub static BATCH_MAX_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_BATCH_MAX_BYTES);
+/// `pgsync.max-row-bytes`: a row whose values are larger is dead-lettered, not sent.
+pub static MAX_ROW_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_MAX_ROW_BYTES);
 
 /// `pgsync.reload-on-start`: reload every mapping when the module starts on an
 /// empty dataset (the recovery after Redis lost its data).
@@ -37,6 +43,15 @@ pub const DEFAULT_BATCH_SIZE: i64 = 500;
 pub const DEFAULT_BATCH_DELAY_MS: i64 = 1;
 /// Default of `pgsync.retry-max-delay-ms`.
 pub const DEFAULT_RETRY_MAX_DELAY_MS: i64 = 5000;
+/// Default of `pgsync.deadletter-max`.
+pub const DEFAULT_DEADLETTER_MAX: i64 = 10_000;
+/// Default of `pgsync.batch-max-bytes`: 16 MiB.
+pub const DEFAULT_BATCH_MAX_BYTES: i64 = 16 << 20;
+/// Default of `pgsync.max-row-bytes`: 64 MiB.
+pub const DEFAULT_MAX_ROW_BYTES: i64 = 64 << 20;
+/// Most bytes `pgsync.batch-max-bytes` and `pgsync.max-row-bytes` accept: Postgres
+/// refuses a protocol message over 1 GiB, and a row travels in one.
+pub const MAX_BYTES: i64 = 1_000_000_000;
 /// Most worker threads `pgsync.workers` accepts.
 pub const MAX_WORKERS: i64 = 64;
 
@@ -50,6 +65,9 @@ pub const NAMES: &[&str] = &[
     "batch-delay-ms",
     "retry-max-delay-ms",
     "reload-on-start",
+    "deadletter-max",
+    "batch-max-bytes",
+    "max-row-bytes",
     "log-values",
 ];
 

@@ -9,6 +9,7 @@ pub mod change;
 pub mod commands;
 pub mod config;
 pub mod deadletter;
+pub mod fault;
 pub mod filter;
 pub mod guard;
 pub mod intent;
@@ -227,6 +228,9 @@ redis_module! {
             ["batch-size", &config::BATCH_SIZE, config::DEFAULT_BATCH_SIZE, 1, 100_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
             ["batch-delay-ms", &config::BATCH_DELAY_MS, config::DEFAULT_BATCH_DELAY_MS, 0, 10_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
             ["retry-max-delay-ms", &config::RETRY_MAX_DELAY_MS, config::DEFAULT_RETRY_MAX_DELAY_MS, 10, 3_600_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+            ["deadletter-max", &config::DEADLETTER_MAX, config::DEFAULT_DEADLETTER_MAX, 1, 10_000_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+            ["batch-max-bytes", &config::BATCH_MAX_BYTES, config::DEFAULT_BATCH_MAX_BYTES, 1024, config::MAX_BYTES, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+            ["max-row-bytes", &config::MAX_ROW_BYTES, config::DEFAULT_MAX_ROW_BYTES, 1024, config::MAX_BYTES, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
         ],
         string: [
             ["postgres-url", &config::POSTGRES_URL, "", ConfigurationFlags::IMMUTABLE | ConfigurationFlags::SENSITIVE, None],

@@ -224,12 +224,14 @@ impl Queue {
     }
 
     /// Waits for work and takes up to `max` rows that are not already in a batch
-    /// and whose mapping is `ready`. When fewer than `max` are queued it lingers up
+    /// and whose mapping is `ready`, and no more rows than fit in `max_bytes` (a
+    /// larger row goes alone). When fewer than `max` are queued it lingers up
     /// to `delay` for more, unless someone is in a hurry. Returns an empty batch on
     /// shutdown, or after `idle` with nothing to take.
     pub fn take_batch(
         &self,
         max: usize,
+        max_bytes: usize,
         delay: Duration,
         idle: Duration,
         ready: &dyn Fn(usize) -> bool,
@@ -253,7 +255,7 @@ impl Queue {
                     inner = self.wait(&self.work, inner, linger_until - now);
                 }
             }
-            let batch = inner.take(max, ready);
+            let batch = inner.take(max, max_bytes, ready);
             if !batch.is_empty() {
                 inner.hurry = false;
                 return batch;
@@ -431,10 +433,12 @@ impl Inner {
             || self.touched.get(row).is_some_and(|v| *v > version)
     }
 
-    /// Takes up to `max` queued rows that are not in flight and whose mapping is
-    /// ready; the rest keep their place in line.
-    fn take(&mut self, max: usize, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Entry)> {
+    /// Takes up to `max` queued rows (and `max_bytes` of changes, but at least
+    /// one row) that are not in flight and whose mapping is ready; the rest keep
+    /// their place in line.
+    fn take(&mut self, max: usize, max_bytes: usize, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Entry)> {
         let mut batch = Vec::new();
+        let mut bytes = 0usize;
         // While Postgres is down every mapping waits: say so without walking a
         // queue that may hold millions of rows, on every wake-up.
         if !self.pending_by_mapping.iter().any(|(m, n)| *n > 0 && ready(*m)) {
@@ -447,6 +451,14 @@ impl Inner {
                 skipped.push(row);
                 continue;
             }
+            let size = self.pending.get(&row).map_or(0, |entry| entry.change.size_bytes());
+            if !batch.is_empty() && bytes.saturating_add(size) > max_bytes {
+                // Big rows go in a batch of their own: one message to Postgres
+                // holds a whole batch, and it must stay far below its 1 GiB limit.
+                self.order.push_front(row);
+                break;
+            }
+            bytes = bytes.saturating_add(size);
             if let Some(entry) = self.pending.remove(&row) {
                 if let Some(n) = self.pending_by_mapping.get_mut(&row.mapping) {
                     *n -= 1;
@@ -466,7 +478,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::RowOp;
+    use crate::change::{FieldChange, RowOp};
 
     fn row(id: &str) -> RowKey {
         RowKey { mapping: 0, id: id.into() }
@@ -484,7 +496,7 @@ mod tests {
     const ALL: &dyn Fn(usize) -> bool = &|_| true;
 
     fn take(q: &Queue) -> Vec<(RowKey, Entry)> {
-        q.take_batch(10, NOW, NOW, ALL)
+        q.take_batch(10, usize::MAX, NOW, NOW, ALL)
     }
 
     #[test]
@@ -518,7 +530,7 @@ mod tests {
         let q = Queue::default();
         q.push(RowKey { mapping: 1, id: "1".into() }, upsert());
         q.push(row("2"), upsert());
-        let batch = q.take_batch(10, NOW, NOW, &|m| m == 0);
+        let batch = q.take_batch(10, usize::MAX, NOW, NOW, &|m| m == 0);
         assert_eq!(batch.len(), 1);
         assert_eq!(batch[0].0, row("2"));
         assert_eq!(take(&q)[0].0.mapping, 1);
@@ -587,5 +599,22 @@ mod tests {
         q.push(row("2"), upsert());
         q.drop_pending();
         assert_eq!(q.wait_all(2, Some(Instant::now())), 0);
+    }
+
+    #[test]
+    fn batches_are_bounded_in_bytes_and_a_big_row_goes_alone() {
+        let q = Queue::default();
+        let sized = |n: usize| {
+            let fields = [(b"f".to_vec(), FieldChange::Set(vec![b'x'; n]))].into_iter().collect();
+            Write { op: RowOp::Upsert, fields, acks: Vec::new() }
+        };
+        q.push(row("1"), sized(39));
+        q.push(row("2"), sized(39));
+        q.push(row("3"), sized(999));
+        q.push(row("4"), sized(9));
+        let ids = |batch: Vec<(RowKey, Entry)>| batch.into_iter().map(|(r, _)| r.id).collect::<Vec<_>>();
+        assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["1", "2"]);
+        assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["3"], "over the bound on its own");
+        assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["4"]);
     }
 }

@@ -119,9 +119,6 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
         .map_err(|e| format!("cannot start a thread: {e}"))
 }
 
-// The worker reads panic texts through this path.
-pub use crate::guard::panic_message;
-
 /// Starts workers up to `pgsync.workers`; extra ones stop on their own.
 pub fn ensure_workers() {
     let Some(rt) = get() else { return };

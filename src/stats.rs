@@ -13,6 +13,8 @@ pub struct MappingStats {
     pub failed: AtomicU64,
     /// Batches put back to wait because Postgres was unavailable.
     pub retries: AtomicU64,
+    /// Dead-letter entries dropped because the list was full (`pgsync.deadletter-max`).
+    pub dead_letters_dropped: AtomicU64,
     /// Writes refused at capture (a key that can be no row's key, a bad `#`).
     pub refused: AtomicU64,
     last_error: Mutex<Option<String>>,

@@ -30,6 +30,7 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
         ("failed", count(&s.failed)),
         ("retries", count(&s.retries)),
         ("refused", count(&s.refused)),
+        ("deadletter_dropped", count(&s.dead_letters_dropped)),
         ("lag_ms", Figure::Int(lag_ms)),
         ("last_error", Figure::Text(s.last_error().unwrap_or_default())),
         ("schema", Figure::Text(s.schema_error().map_or_else(|| schema_state(rt, mapping), |e| format!("error: {e}")))),

@@ -1,17 +1,23 @@
-//! Workers: each takes a batch of dirty rows from the queue, writes each mapping's
-//! rows to Postgres in multi-row statements, and hands the outcomes to apply. Rows
-//! of a mapping that cannot be written now (Postgres unavailable, table not usable)
-//! go back to the queue, the other mappings' rows go on, and the worker backs off
-//! exponentially up to `pgsync.retry-max-delay-ms`.
+//! Workers: each takes a batch of dirty rows from the queue (bounded in rows and
+//! bytes), writes each mapping's rows to Postgres in multi-row statements, and
+//! hands the outcomes to apply. Rows of a mapping that cannot be written now
+//! (Postgres unavailable, table not usable) go back to the queue, the other
+//! mappings' rows go on, and the worker backs off exponentially up to
+//! `pgsync.retry-max-delay-ms`. A row that can never be written (too large, or one
+//! that makes the worker panic) is dead-lettered instead, so it cannot stall its
+//! mapping.
 
 use crate::apply;
 use crate::config;
+use crate::fault;
+use crate::guard;
 use crate::pg::error::{Error, ErrorKind};
-use crate::pg::writer::{self, RowOutcome};
+use crate::pg::writer::{self, ColumnWrite, PreparedRow, RowOutcome};
 use crate::queue::{Entry, RowKey};
 use crate::redis_io::warn;
-use crate::runtime::{self, panic_message, Pool, Runtime};
+use crate::runtime::{self, Pool, Runtime};
 use crate::stats::MappingStats;
+use crate::waiters;
 use r2d2::PooledConnection;
 use r2d2_postgres::PostgresConnectionManager;
 use std::collections::BTreeMap;
@@ -35,6 +41,7 @@ pub fn run(slot: usize) {
         }
         let batch = rt.queue.take_batch(
             config::count(&config::BATCH_SIZE),
+            config::count(&config::BATCH_MAX_BYTES),
             config::millis(&config::BATCH_DELAY_MS),
             IDLE_WAIT,
             &|mapping| rt.backoffs[mapping].ready(),
@@ -53,16 +60,10 @@ fn sync_batch(rt: &Runtime, batch: Rows) {
         groups.entry(row.mapping).or_default().push((row, entry));
     }
     let mut conn: Option<Connection> = None;
-    for (mapping, mut rows) in groups {
-        let result =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sync_mapping(rt, mapping, &mut rows, &mut conn)));
-        let failure = match result {
-            Ok(Ok(())) => {
-                rt.backoffs[mapping].reset();
-                continue;
-            }
-            Ok(Err(e)) => e,
-            Err(panic) => Error::new(ErrorKind::Unavailable, format!("worker bug: {}", panic_message(&panic))),
+    for (mapping, rows) in groups {
+        let Err((rows, failure)) = sync_mapping(rt, mapping, rows, &mut conn) else {
+            rt.backoffs[mapping].reset();
+            continue;
         };
         // The connection may be what failed; the next mapping gets a fresh one.
         conn = None;
@@ -97,20 +98,76 @@ fn connection<'c>(pool: &Pool, conn: &'c mut Option<Connection>) -> Result<&'c m
     conn.as_mut().ok_or_else(|| Error::new(ErrorKind::Unavailable, "no connection"))
 }
 
-/// Writes one mapping's rows and applies their outcomes; `Err` leaves them to retry.
-fn sync_mapping(
+/// Rows that must wait (Postgres unavailable, table not usable), and why.
+type Wait = (Rows, Error);
+
+/// Writes one mapping's rows and settles their outcomes; rows that cannot be
+/// written now come back with the reason. A panic while writing is a bug, and
+/// retrying a bug would stall the mapping forever: the batch is written again a
+/// row at a time, and the row that panics on its own is dead-lettered with the
+/// panic message.
+fn sync_mapping(rt: &Runtime, mapping: usize, rows: Rows, conn: &mut Option<Connection>) -> Result<(), Wait> {
+    let outcomes = match guard::catch(|| write_rows(rt, mapping, &rows, conn)) {
+        Ok(Ok(outcomes)) => outcomes,
+        Ok(Err(e)) => return Err((rows, e)),
+        Err(panic) => {
+            // It may have stopped mid-transaction: never reuse the connection.
+            *conn = None;
+            if rows.len() > 1 {
+                return isolate(rt, mapping, rows, conn);
+            }
+            vec![Err(format!("pgsync bug: the worker panicked writing this row: {panic}"))]
+        }
+    };
+    settle(rt, &rows, &outcomes);
+    Ok(())
+}
+
+/// Writes the rows of a batch that panicked one at a time; stops at the first
+/// that must wait, and hands it and the rest back.
+fn isolate(rt: &Runtime, mapping: usize, rows: Rows, conn: &mut Option<Connection>) -> Result<(), Wait> {
+    let mut rows = rows.into_iter();
+    while let Some(row) = rows.next() {
+        if let Err((mut back, failure)) = sync_mapping(rt, mapping, vec![row], conn) {
+            back.extend(rows);
+            return Err((back, failure));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the outcomes of written rows. A panic here (a bug) comes after
+/// Postgres committed, and writing the rows again could count an increment twice:
+/// they are released instead (their journal entries bring them back after a
+/// restart), and `SYNC.HSET` callers waiting for them get the error.
+fn settle(rt: &Runtime, rows: &Rows, outcomes: &[RowOutcome]) {
+    let Err(panic) = guard::catch(|| apply::apply_batch(rt, rows, outcomes)) else {
+        return;
+    };
+    let message = format!("pgsync bug while applying a batch to Redis: {panic}");
+    warn(&message);
+    rt.queue.complete(rows.iter().map(|(row, _)| row));
+    for (row, entry) in rows {
+        waiters::settle(row, entry.change.version, &Err(message.clone()));
+    }
+}
+
+/// Writes one mapping's rows to Postgres; `Err` leaves them all to retry.
+fn write_rows(
     rt: &Runtime,
     mapping: usize,
-    rows: &mut [(RowKey, Entry)],
+    rows: &[(RowKey, Entry)],
     conn: &mut Option<Connection>,
-) -> Result<(), Error> {
+) -> Result<Vec<RowOutcome>, Error> {
     let m = &rt.mappings.all()[mapping];
     let schema = rt.usable_schema(mapping)?;
+    let max_row_bytes = config::count(&config::MAX_ROW_BYTES);
     let mut outcomes: Vec<RowOutcome> = vec![Ok(Default::default()); rows.len()];
     let mut prepared = Vec::with_capacity(rows.len());
     let mut positions = Vec::with_capacity(rows.len());
     for (i, (row, entry)) in rows.iter().enumerate() {
-        match writer::prepare(mapping, m, &schema, &row.id, &entry.change) {
+        fault::panic_if_targeted(&row.id);
+        match writer::prepare(mapping, m, &schema, &row.id, &entry.change).and_then(|p| within(p, max_row_bytes)) {
             Ok(p) if writer::writes_nothing(&p) => {}
             Ok(p) => {
                 prepared.push(p);
@@ -127,6 +184,28 @@ fn sync_mapping(
             outcomes[pos] = outcome;
         }
     }
-    apply::apply_batch(rt, rows, &outcomes);
-    Ok(())
+    Ok(outcomes)
+}
+
+/// Rejects a row whose values are over `pgsync.max-row-bytes`: Postgres takes at
+/// most 1 GiB in one message, and such a row would fail the same way forever,
+/// looking like a lost connection. A rejection is a dead letter, not a retry.
+fn within(row: PreparedRow, max: usize) -> Result<PreparedRow, String> {
+    let bytes: usize = row
+        .values
+        .iter()
+        .map(|(column, write)| {
+            column.len()
+                + match write {
+                    ColumnWrite::Set(value) => value.as_ref().map_or(0, String::len),
+                    ColumnWrite::Add(delta) => delta.len(),
+                }
+        })
+        .sum();
+    if bytes > max {
+        return Err(format!(
+            "the row's values are {bytes} bytes, over pgsync.max-row-bytes ({max}); not sent to Postgres"
+        ));
+    }
+    Ok(row)
 }

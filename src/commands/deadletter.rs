@@ -1,5 +1,7 @@
 //! `SYNC.FAILED`, `SYNC.RETRY` and `SYNC.DISCARD`: the operator's view of, and
-//! actions on, the dead-letter list.
+//! actions on, the dead-letter list. Which entries a caller may see or touch is
+//! decided from the entry ids alone (they name the row), so a listing reads only
+//! the entries it returns.
 
 use super::runtime_or_err;
 use crate::acl::{Access, Caller};
@@ -11,8 +13,13 @@ use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 const DEFAULT_COUNT: usize = 100;
 
-/// `SYNC.FAILED [mapping] [COUNT n]`: the oldest rejected changes, each as a list
-/// of name, value pairs (entry, mapping, id, op, error, time_ms, fields as JSON).
+fn redis_err(e: String) -> RedisError {
+    RedisError::String(format!("ERR {e}"))
+}
+
+/// `SYNC.FAILED [mapping] [COUNT n]`: the rows rejected longest ago, each as a
+/// list of name, value pairs (entry, mapping, id, op, error, time_ms, fields,
+/// increments as JSON, count, first_time_ms).
 pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let args: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy()).collect();
@@ -36,23 +43,21 @@ pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let caller = Caller::of(ctx)?;
     caller.check(ctx, DEADLETTER_KEY.as_bytes(), Access::Read)?;
-    let entries = deadletter::list(ctx).map_err(|e| RedisError::String(format!("ERR {e}")))?;
-    Ok(RedisValue::Array(
-        entries
-            .into_iter()
-            .filter(|(_, e)| mapping.as_ref().is_none_or(|m| &e.mapping == m))
-            // An entry shows the row's fields: only readers of the row see it.
-            .filter(|(_, e)| denied_key(ctx, &caller, rt, e, Use::Read).is_none())
-            .take(count)
-            .map(|(id, e)| entry_reply(id, e))
-            .collect(),
-    ))
+    let ids = deadletter::ids(ctx, count, &mut |entry| {
+        let Some((m, id)) = deadletter::parse_entry_id(entry) else { return false };
+        // An entry shows the row's fields: only readers of the row see it.
+        mapping.as_ref().is_none_or(|wanted| wanted == m) && denied_key(ctx, &caller, rt, m, id, Use::Read).is_none()
+    })
+    .map_err(redis_err)?;
+    let entries = deadletter::entries(ctx, ids).map_err(redis_err)?;
+    Ok(RedisValue::Array(entries.into_iter().map(|(id, e)| entry_reply(id, e)).collect()))
 }
 
 fn entry_reply(id: String, e: DeadLetter) -> RedisValue {
     let text = |s: &str| RedisValue::BulkString(s.to_string());
     let fields = serde_json::to_string(&e.fields).unwrap_or_default();
     let increments = serde_json::to_string(&e.increments).unwrap_or_default();
+    let first = if e.first_time_ms == 0 { e.time_ms } else { e.first_time_ms };
     RedisValue::Array(vec![
         text("entry"),
         text(&id),
@@ -70,6 +75,10 @@ fn entry_reply(id: String, e: DeadLetter) -> RedisValue {
         text(&fields),
         text("increments"),
         text(&increments),
+        text("count"),
+        RedisValue::Integer(i64::try_from(e.count).unwrap_or(i64::MAX)),
+        text("first_time_ms"),
+        RedisValue::Integer(first as i64),
     ])
 }
 
@@ -84,29 +93,32 @@ enum Use {
     Retry,
 }
 
-/// The first key (or key pattern) `caller` may not touch for `use_` of entry `e`,
-/// or `None` when it may. An entry of a mapping no longer loaded belongs to no
-/// known key: it is for users who may touch every key.
-fn denied_key(ctx: &Context, caller: &Caller, rt: &Runtime, e: &DeadLetter, use_: Use) -> Option<(Vec<u8>, Access)> {
+/// The first key (or key pattern) `caller` may not touch for `use_` of the entry
+/// of row `id` of mapping `mapping`, or `None` when it may. An entry of a mapping
+/// no longer loaded belongs to no known key: it is for users who may touch every key.
+fn denied_key(
+    ctx: &Context,
+    caller: &Caller,
+    rt: &Runtime,
+    mapping: &str,
+    id: &str,
+    use_: Use,
+) -> Option<(Vec<u8>, Access)> {
     let access = if use_ == Use::Read { Access::Read } else { Access::Write };
-    let Some((_, m)) = rt.mappings.by_name(&e.mapping) else {
+    let Some((_, m)) = rt.mappings.by_name(mapping) else {
         return (!caller.may_prefix(ctx, b"", access)).then(|| (b"*".to_vec(), access));
     };
-    let mut keys = vec![m.main_key(&e.id)];
+    let mut keys = vec![m.main_key(id)];
     if use_ == Use::Retry && m.mode == Mode::WriteThrough {
-        keys.push(m.temp_key(&e.id));
+        keys.push(m.temp_key(id));
     }
     keys.into_iter().map(String::into_bytes).find(|key| !caller.may(ctx, key, access)).map(|key| (key, access))
 }
 
-/// Entries selected by `<entry>|ALL` that the caller may use as `use_`: ALL
-/// passes over the others; a named entry the caller may not touch is refused.
-fn select(
-    ctx: &Context,
-    rt: &Runtime,
-    args: &[RedisString],
-    use_: Use,
-) -> Result<Vec<(String, DeadLetter)>, RedisError> {
+/// Entry ids selected by `<entry>|ALL` that the caller may use as `use_`: ALL
+/// passes over the others (walking the list a step at a time); a named entry the
+/// caller may not touch is refused.
+fn select(ctx: &Context, rt: &Runtime, args: &[RedisString], use_: Use) -> Result<Vec<String>, RedisError> {
     if args.len() != 2 {
         return Err(RedisError::WrongArity);
     }
@@ -115,20 +127,20 @@ fn select(
     caller.check(ctx, DEADLETTER_KEY.as_bytes(), Access::Read)?;
     caller.check(ctx, DEADLETTER_KEY.as_bytes(), Access::Write)?;
     let wanted = args[1].to_string_lossy();
-    let entries = deadletter::list(ctx).map_err(|e| RedisError::String(format!("ERR {e}")))?;
     if wanted.eq_ignore_ascii_case("ALL") {
-        return Ok(entries.into_iter().filter(|(_, e)| denied_key(ctx, &caller, rt, e, use_).is_none()).collect());
+        return deadletter::ids(ctx, usize::MAX, &mut |entry| {
+            deadletter::parse_entry_id(entry).is_some_and(|(m, id)| denied_key(ctx, &caller, rt, m, id, use_).is_none())
+        })
+        .map_err(redis_err);
     }
-    let found: Vec<_> = entries.into_iter().filter(|(id, _)| *id == wanted).collect();
-    if found.is_empty() {
+    let known = deadletter::exists(ctx, &wanted).map_err(redis_err)?;
+    let Some((mapping, id)) = deadletter::parse_entry_id(&wanted).filter(|_| known) else {
         return Err(RedisError::String(format!("ERR no failed entry \"{wanted}\"")));
+    };
+    if let Some((key, access)) = denied_key(ctx, &caller, rt, mapping, id, use_) {
+        return Err(caller.refuse(ctx, &key, access));
     }
-    for (_, e) in &found {
-        if let Some((key, access)) = denied_key(ctx, &caller, rt, e, use_) {
-            return Err(caller.refuse(ctx, &key, access));
-        }
-    }
-    Ok(found)
+    Ok(vec![wanted])
 }
 
 /// `SYNC.RETRY <entry>|ALL`: queues the entries' changes again, exactly as they
@@ -136,7 +148,10 @@ fn select(
 pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let mut queued = 0;
-    for (entry, e) in select(ctx, rt, &args, Use::Retry)? {
+    for entry in select(ctx, rt, &args, Use::Retry)? {
+        let Some(e) = deadletter::get(ctx, &entry).map_err(redis_err)? else {
+            continue;
+        };
         let Some((mapping, m)) = rt.mappings.by_name(&e.mapping) else {
             continue;
         };
@@ -156,6 +171,6 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 pub fn sync_discard(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let selected = select(ctx, rt, &args, Use::Discard)?;
-    let removed = selected.iter().filter(|(entry, _)| deadletter::remove(ctx, entry)).count();
+    let removed = selected.iter().filter(|entry| deadletter::remove(ctx, entry)).count();
     Ok(RedisValue::Integer(removed as i64))
 }

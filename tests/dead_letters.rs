@@ -1,0 +1,192 @@
+//! The dead-letter list under load: one entry per rejected row (with its count
+//! and first/last time), a cap that drops the stalest entries and counts the
+//! drops, `SYNC.FAILED COUNT n` returning n, and a worker panic dead-lettering
+//! the row that caused it instead of stalling its mapping.
+
+mod common;
+
+use common::items::*;
+use common::*;
+use std::collections::BTreeMap;
+
+const NO_BAD_NAMES: &str = "ALTER TABLE items ADD CONSTRAINT no_bad CHECK (name <> 'bad')";
+
+/// SYNC.FAILED's entries, each as field → text.
+fn failed(c: &mut redis::Connection, args: &[&str]) -> Vec<BTreeMap<String, String>> {
+    let reply: Vec<Vec<redis::Value>> = redis::cmd("SYNC.FAILED").arg(args).query(c).expect("SYNC.FAILED");
+    reply
+        .into_iter()
+        .map(|entry| {
+            entry
+                .chunks(2)
+                .map(|p| {
+                    let text = |v: &redis::Value| match v {
+                        redis::Value::Int(n) => n.to_string(),
+                        other => redis::from_redis_value::<String>(other).expect("text"),
+                    };
+                    (text(&p[0]), text(&p[1]))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn stored(c: &mut redis::Connection) -> (i64, i64) {
+    let hash: i64 = redis::cmd("HLEN").arg("pgsync:{deadletter}").query(c).unwrap();
+    let order: i64 = redis::cmd("ZCARD").arg("pgsync:{deadletter}:order").query(c).unwrap();
+    (hash, order)
+}
+
+fn reject(c: &mut redis::Connection, ids: impl IntoIterator<Item = usize>) {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HSET").arg(format!("items:{id}")).arg("name").arg("bad").ignore();
+    }
+    let _: () = pipe.query(c).unwrap();
+}
+
+fn number(entry: &BTreeMap<String, String>, field: &str) -> u64 {
+    entry[field].parse().unwrap_or_else(|_| panic!("{field} of {entry:?}"))
+}
+
+#[test]
+fn many_rejections_of_few_rows_make_one_entry_each_with_their_count() {
+    let db = test_db(&format!("{ITEMS_SQL}; {NO_BAD_NAMES}"));
+    let server = Server::with_mapping(&db, ITEMS_MAPPING, &[], &[]);
+    let mut c = server.conn();
+    // Five rounds, each settled before the next: five rejections of each row.
+    for _ in 0..5 {
+        reject(&mut c, 1..=20);
+        sync_wait(&mut c);
+    }
+    let entries = failed(&mut c, &["COUNT", "1000"]);
+    assert_eq!(entries.len(), 20, "one entry per row");
+    for e in &entries {
+        assert_eq!(e["count"], "5", "{e:?}");
+        assert!(number(e, "first_time_ms") <= number(e, "time_ms"), "{e:?}");
+        assert_eq!(e["entry"], format!("items:{}", e["id"]));
+        assert!(e["error"].contains("no_bad"), "{e:?}");
+    }
+    let first_times: BTreeMap<String, String> =
+        entries.iter().map(|e| (e["id"].clone(), e["first_time_ms"].clone())).collect();
+
+    // A burst: 40,000 rejected writes to the same 20 rows (coalesced as they wait).
+    for _ in 0..20 {
+        let mut pipe = redis::pipe();
+        for round in 0..100 {
+            for id in 1..=20 {
+                pipe.cmd("HSET").arg(format!("items:{id}")).arg("name").arg("bad").arg("tag").arg(round).ignore();
+            }
+        }
+        let _: () = pipe.query(&mut c).unwrap();
+    }
+    sync_wait(&mut c);
+    let entries = failed(&mut c, &["COUNT", "1000"]);
+    assert_eq!(entries.len(), 20, "still one entry per row");
+    assert_eq!(stored(&mut c), (20, 20));
+    let counted: u64 = entries.iter().map(|e| number(e, "count")).sum();
+    let st = status(&mut c, "items");
+    assert_eq!(counted.to_string(), st["failed"], "every rejection is counted in its row's entry: {st:?}");
+    assert_eq!(st["deadletter_dropped"], "0");
+    for e in &entries {
+        assert_eq!(first_times[&e["id"]], e["first_time_ms"], "the first failure stays: {e:?}");
+        assert!(e["fields"].contains("\"tag\""), "the latest change is kept: {e:?}");
+    }
+    assert!(pg_items(&db).is_empty());
+
+    // COUNT n returns n, oldest (least recently rejected) first.
+    for n in [0, 1, 7, 20] {
+        assert_eq!(failed(&mut c, &["COUNT", &n.to_string()]).len(), n);
+    }
+    let times: Vec<u64> = entries.iter().map(|e| number(e, "time_ms")).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert_eq!(failed(&mut c, &["items", "COUNT", "3"]).len(), 3);
+}
+
+#[test]
+fn the_list_is_capped_and_drops_the_stalest_entries() {
+    let db = test_db(&format!("{ITEMS_SQL}; {NO_BAD_NAMES}"));
+    let server = Server::with_mapping(&db, ITEMS_MAPPING, &[("deadletter-max", "5")], &[]);
+    let mut c = server.conn();
+    for id in 1..=12 {
+        reject(&mut c, [id]);
+        sync_wait(&mut c);
+    }
+    let ids = |c: &mut redis::Connection| failed(c, &[]).iter().map(|e| e["id"].clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&mut c), ["8", "9", "10", "11", "12"]);
+    assert_eq!(status(&mut c, "items")["deadletter_dropped"], "7");
+    assert_eq!(stored(&mut c), (5, 5));
+
+    // A row rejected again moves to the end and is not counted twice.
+    reject(&mut c, [8]);
+    sync_wait(&mut c);
+    assert_eq!(ids(&mut c), ["9", "10", "11", "12", "8"]);
+    assert_eq!(failed(&mut c, &[])[4]["count"], "2");
+    assert_eq!(status(&mut c, "items")["deadletter_dropped"], "7");
+
+    // A burst of 500 new rows: the cap holds.
+    reject(&mut c, 100..600);
+    sync_wait(&mut c);
+    assert_eq!(failed(&mut c, &["COUNT", "1000"]).len(), 5);
+    assert_eq!(stored(&mut c), (5, 5));
+    assert_eq!(status(&mut c, "items")["deadletter_dropped"], "507");
+
+    // A lower cap applies at the next rejection.
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("pgsync.deadletter-max").arg(3).query(&mut c).unwrap();
+    reject(&mut c, [7]);
+    sync_wait(&mut c);
+    assert_eq!(ids(&mut c), ["598", "599", "7"]);
+    assert_eq!(status(&mut c, "items")["deadletter_dropped"], "510");
+
+    // RETRY and DISCARD by entry id and ALL.
+    db.client().batch_execute("ALTER TABLE items DROP CONSTRAINT no_bad").unwrap();
+    assert_eq!(redis::cmd("SYNC.RETRY").arg("items:7").query::<i64>(&mut c).unwrap(), 1);
+    assert_eq!(redis::cmd("SYNC.DISCARD").arg("items:598").query::<i64>(&mut c).unwrap(), 1);
+    let err = redis::cmd("SYNC.DISCARD").arg("items:598").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("no failed entry"), "{err}");
+    assert_eq!(redis::cmd("SYNC.RETRY").arg("ALL").query::<i64>(&mut c).unwrap(), 1);
+    sync_wait(&mut c);
+    assert_eq!(stored(&mut c), (0, 0));
+    let landed: Vec<i32> = pg_items(&db).into_keys().collect();
+    assert_eq!(landed, [7, 599]);
+}
+
+#[test]
+fn a_row_that_makes_the_worker_panic_is_dead_lettered_and_the_rest_commit() {
+    let db = test_db(ITEMS_SQL);
+    let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_mapping")));
+    std::fs::write(&file, ITEMS_MAPPING).unwrap();
+    let file = file.display().to_string();
+    let server = Server::start_with_env(
+        &[("postgres-url", db.url.as_str()), ("mappings", &file), ("batch-size", "1000"), ("batch-delay-ms", "200")],
+        &[],
+        &[("PGSYNC_TEST_PANIC_ON_ID", "25")],
+    );
+    let mut c = server.conn();
+    // One transaction: the 50 rows are queued together and taken in one batch.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for id in 1..=50 {
+        pipe.cmd("HSET").arg(format!("items:{id}")).arg("name").arg(format!("n{id}")).ignore();
+    }
+    let _: () = pipe.query(&mut c).unwrap();
+    sync_wait(&mut c);
+    let rows = pg_items(&db);
+    assert_eq!(rows.len(), 49, "every other row of the batch committed");
+    assert!(!rows.contains_key(&25));
+    let entries = failed(&mut c, &[]);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["id"], "25");
+    assert!(entries[0]["error"].contains("panicked"), "{entries:?}");
+    assert!(entries[0]["error"].contains("PGSYNC_TEST_PANIC_ON_ID"), "{entries:?}");
+    let st = status(&mut c, "items");
+    assert_eq!((st["failed"].as_str(), st["retries"].as_str(), st["postgres"].as_str()), ("1", "0", "up"), "{st:?}");
+
+    // The mapping goes on, and the row fails again (as a bug would) when retried.
+    hset(&mut c, "items:60", &[("name", "later")]);
+    assert_eq!(redis::cmd("SYNC.RETRY").arg("items:25").query::<i64>(&mut c).unwrap(), 1);
+    sync_wait(&mut c);
+    assert_eq!(pg_items(&db)[&60][0].as_deref(), Some("later"));
+    assert_eq!(failed(&mut c, &[])[0]["count"], "1", "a retried entry starts anew");
+    assert_eq!(status(&mut c, "items")["failed"], "2");
+}
