@@ -25,6 +25,10 @@ pub static BATCH_DELAY_MS: AtomicI64 = AtomicI64::new(DEFAULT_BATCH_DELAY_MS);
 /// `pgsync.retry-max-delay-ms`: cap of the exponential backoff while Postgres is down.
 pub static RETRY_MAX_DELAY_MS: AtomicI64 = AtomicI64::new(DEFAULT_RETRY_MAX_DELAY_MS);
 
+/// `pgsync.hset-timeout-ms`: how long `SYNC.HSET` waits for the commit before it
+/// replies with an error (the change stays queued); 0 waits as long as it takes.
+pub static HSET_TIMEOUT_MS: AtomicI64 = AtomicI64::new(DEFAULT_HSET_TIMEOUT_MS);
+
 /// `pgsync.reload-on-start`: reload every mapping when the module starts on an
 /// empty dataset (the recovery after Redis lost its data).
 pub static RELOAD_ON_START: AtomicBool = AtomicBool::new(false);
@@ -37,6 +41,8 @@ pub const DEFAULT_BATCH_SIZE: i64 = 500;
 pub const DEFAULT_BATCH_DELAY_MS: i64 = 1;
 /// Default of `pgsync.retry-max-delay-ms`.
 pub const DEFAULT_RETRY_MAX_DELAY_MS: i64 = 5000;
+/// Default of `pgsync.hset-timeout-ms`.
+pub const DEFAULT_HSET_TIMEOUT_MS: i64 = 10_000;
 /// Most worker threads `pgsync.workers` accepts.
 pub const MAX_WORKERS: i64 = 64;
 
@@ -49,6 +55,7 @@ pub const NAMES: &[&str] = &[
     "batch-size",
     "batch-delay-ms",
     "retry-max-delay-ms",
+    "hset-timeout-ms",
     "reload-on-start",
     "log-values",
 ];
@@ -106,6 +113,12 @@ pub fn count(value: &AtomicI64) -> usize {
 /// Reads a millisecond config as a duration.
 pub fn millis(value: &AtomicI64) -> std::time::Duration {
     std::time::Duration::from_millis(u64::try_from(value.load(Ordering::Relaxed)).unwrap_or(0))
+}
+
+/// `SYNC.HSET`'s timeout (`pgsync.hset-timeout-ms`); `None` when it waits as long
+/// as it takes.
+pub fn hset_timeout() -> Option<std::time::Duration> {
+    Some(millis(&HSET_TIMEOUT_MS)).filter(|t| !t.is_zero())
 }
 
 /// Checks module arguments: `name value` pairs with known names, so a typo fails
