@@ -9,11 +9,11 @@ pub mod write;
 
 use crate::acl::{Access, Caller};
 use crate::capture;
-use crate::config;
-use crate::journal;
 use crate::change::{RowOp, Write};
+use crate::config;
 use crate::guard;
 use crate::intent::Command;
+use crate::journal;
 use crate::mapping::Mode;
 use crate::notify::Source;
 use crate::reload::{self, ReloadGuard};
