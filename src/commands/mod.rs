@@ -164,7 +164,8 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     // cron; they were captured before this call, so queue them now to count them.
     journal::recover_once(ctx, rt);
     let version = rt.queue.last_version();
-    if rt.queue.unsettled_up_to(version) == 0 {
+    // O(1): the oldest unsettled change, not a count of them all.
+    if rt.queue.oldest_unsettled().is_none_or(|oldest| oldest > version) {
         return Ok(RedisValue::Integer(0));
     }
     refuse_when_cannot_block(ctx, "SYNC.WAIT")?;
