@@ -52,6 +52,7 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             waiters::settle(row, entry.change.version, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         }
+        waiters::settle_waits(&rt.queue);
     });
 }
 

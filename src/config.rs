@@ -31,6 +31,10 @@ pub static BATCH_MAX_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_BATCH_MAX_BYTES);
 /// `pgsync.max-row-bytes`: a row whose values are larger is dead-lettered, not sent.
 pub static MAX_ROW_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_MAX_ROW_BYTES);
 
+/// `pgsync.hset-timeout-ms`: how long `SYNC.HSET` waits for the commit before it
+/// replies with an error (the change stays queued); 0 waits as long as it takes.
+pub static HSET_TIMEOUT_MS: AtomicI64 = AtomicI64::new(DEFAULT_HSET_TIMEOUT_MS);
+
 /// `pgsync.reload-on-start`: reload every mapping when the module starts on an
 /// empty dataset (the recovery after Redis lost its data).
 pub static RELOAD_ON_START: AtomicBool = AtomicBool::new(false);
@@ -52,6 +56,8 @@ pub const DEFAULT_MAX_ROW_BYTES: i64 = 64 << 20;
 /// Most bytes `pgsync.batch-max-bytes` and `pgsync.max-row-bytes` accept: Postgres
 /// refuses a protocol message over 1 GiB, and a row travels in one.
 pub const MAX_BYTES: i64 = 1_000_000_000;
+/// Default of `pgsync.hset-timeout-ms`.
+pub const DEFAULT_HSET_TIMEOUT_MS: i64 = 10_000;
 /// Most worker threads `pgsync.workers` accepts.
 pub const MAX_WORKERS: i64 = 64;
 
@@ -64,6 +70,7 @@ pub const NAMES: &[&str] = &[
     "batch-size",
     "batch-delay-ms",
     "retry-max-delay-ms",
+    "hset-timeout-ms",
     "reload-on-start",
     "deadletter-max",
     "batch-max-bytes",
@@ -124,6 +131,12 @@ pub fn count(value: &AtomicI64) -> usize {
 /// Reads a millisecond config as a duration.
 pub fn millis(value: &AtomicI64) -> std::time::Duration {
     std::time::Duration::from_millis(u64::try_from(value.load(Ordering::Relaxed)).unwrap_or(0))
+}
+
+/// `SYNC.HSET`'s timeout (`pgsync.hset-timeout-ms`); `None` when it waits as long
+/// as it takes.
+pub fn hset_timeout() -> Option<std::time::Duration> {
+    Some(millis(&HSET_TIMEOUT_MS)).filter(|t| !t.is_zero())
 }
 
 /// Checks module arguments: `name value` pairs with known names, so a typo fails

@@ -12,7 +12,8 @@ use crate::queue::RowKey;
 use crate::redis_io::{bytes, call, call_logged, hgetall, notice, own_writes, warn};
 use crate::row_id::check_id;
 use crate::runtime::Runtime;
-use redis_module::{Context, RedisValue};
+use redis_module::{Context, ContextFlags, RedisValue};
+use std::sync::atomic::Ordering;
 
 /// The journal hash. The hashtag lets a future cluster mode pin it to a slot.
 pub const JOURNAL_KEY: &str = "pgsync:{journal}";
@@ -79,6 +80,18 @@ pub fn recover(ctx: &Context, rt: &Runtime) -> usize {
         notice(&format!("queued {count} unsynced change(s) from the journal"));
     }
     count
+}
+
+/// Queues the journal again, once after each start or promotion (cron does it,
+/// or `SYNC.WAIT` first, which must count those changes); nothing on a replica or
+/// while the dataset is loading.
+pub fn recover_once(ctx: &Context, rt: &Runtime) {
+    if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
+        return;
+    }
+    if !rt.recovered.swap(true, Ordering::Relaxed) {
+        recover(ctx, rt);
+    }
 }
 
 fn requeue_entry(ctx: &Context, rt: &Runtime, field: &[u8], value: &[u8]) -> bool {

@@ -4,6 +4,7 @@
 pub mod ack;
 pub mod acl;
 pub mod apply;
+pub mod blocked;
 pub mod capture;
 pub mod change;
 pub mod commands;
@@ -131,8 +132,8 @@ extern "C" fn on_shutdown(
     guard(|| {
         if let Some(rt) = runtime::get() {
             rt.queue.shut_down();
+            waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart", &rt.queue);
         }
-        waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart");
     });
 }
 
@@ -148,9 +149,7 @@ fn cron(ctx: &Context) {
     if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
         return;
     }
-    if !rt.recovered.swap(true, Ordering::Relaxed) {
-        journal::recover(ctx, rt);
-    }
+    journal::recover_once(ctx, rt);
     if !rt.start_reload_checked.swap(true, Ordering::Relaxed) && config::RELOAD_ON_START.load(Ordering::Relaxed) {
         let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
         if empty {
@@ -173,7 +172,7 @@ fn role_changed(role: ServerRole) {
         // The new primary owns these changes now (its journal has them); keeping
         // them here would write stale states if this server is promoted later.
         rt.queue.drop_pending();
-        waiters::fail_all("ERR this server became a replica; the new primary syncs the row");
+        waiters::fail_all("ERR this server became a replica; the new primary syncs the row", &rt.queue);
     } else {
         // A promoted replica carries on with what its primary journaled.
         rt.recovered.store(false, Ordering::Relaxed);
@@ -231,6 +230,7 @@ redis_module! {
             ["deadletter-max", &config::DEADLETTER_MAX, config::DEFAULT_DEADLETTER_MAX, 1, 10_000_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
             ["batch-max-bytes", &config::BATCH_MAX_BYTES, config::DEFAULT_BATCH_MAX_BYTES, 1024, config::MAX_BYTES, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
             ["max-row-bytes", &config::MAX_ROW_BYTES, config::DEFAULT_MAX_ROW_BYTES, 1024, config::MAX_BYTES, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+            ["hset-timeout-ms", &config::HSET_TIMEOUT_MS, config::DEFAULT_HSET_TIMEOUT_MS, 0, 86_400_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
         ],
         string: [
             ["postgres-url", &config::POSTGRES_URL, "", ConfigurationFlags::IMMUTABLE | ConfigurationFlags::SENSITIVE, None],

@@ -1,7 +1,7 @@
 //! The in-memory queue of dirty rows shared by capture (producer) and the workers
 //! (consumers). One entry per dirty row: later writes coalesce into it, a row is in
 //! at most one batch at a time (so one row's changes never overtake each other),
-//! and `SYNC.WAIT` is woken when rows settle. Readers of Postgres (reload,
+//! and `SYNC.WAIT` learns which changes have settled. Readers of Postgres (reload,
 //! listener) open a snapshot to learn which rows Redis changed after they read them.
 
 use crate::change::{Change, Write};
@@ -63,8 +63,8 @@ impl Unsettled {
         self.0.range(..=version).map(|(_, n)| n).sum()
     }
 
-    fn any_up_to(&self, version: u64) -> bool {
-        self.0.keys().next().is_some_and(|v| *v <= version)
+    fn oldest(&self) -> Option<u64> {
+        self.0.keys().next().copied()
     }
 }
 
@@ -334,23 +334,10 @@ impl Queue {
         self.lock().unsettled.up_to(version)
     }
 
-    /// Blocks until every change up to `version` is settled or `deadline` passes;
-    /// returns how many rows are still unsettled.
-    pub fn wait_all(&self, version: u64, deadline: Option<Instant>) -> usize {
-        let mut inner = self.lock();
-        loop {
-            if !inner.unsettled.any_up_to(version) || inner.shutdown {
-                return inner.unsettled.up_to(version);
-            }
-            let wait = match deadline {
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(w) if !w.is_zero() => w,
-                    _ => return inner.unsettled.up_to(version),
-                },
-                None => Duration::from_secs(1),
-            };
-            inner = self.wait(&self.settled, inner, wait);
-        }
+    /// The oldest version not yet settled: every change before it has landed
+    /// (or was rejected or dropped). `None` when nothing is unsettled.
+    pub fn oldest_unsettled(&self) -> Option<u64> {
+        self.lock().unsettled.oldest()
     }
 
     /// Pending and in-flight figures for one mapping.
@@ -552,7 +539,7 @@ mod tests {
         assert_eq!(again[0].1.change.acks, vec!["a".to_string(), "b".to_string()]);
         assert_eq!(again[0].1.change.first_version, 1);
         q.complete([&again[0].0]);
-        assert_eq!(q.wait_all(2, Some(Instant::now())), 0);
+        assert_eq!(q.oldest_unsettled(), None);
     }
 
     #[test]
@@ -598,7 +585,7 @@ mod tests {
         q.push(row("1"), upsert());
         q.push(row("2"), upsert());
         q.drop_pending();
-        assert_eq!(q.wait_all(2, Some(Instant::now())), 0);
+        assert_eq!(q.oldest_unsettled(), None);
     }
 
     #[test]

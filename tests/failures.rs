@@ -134,6 +134,39 @@ fn a_replica_never_writes_and_carries_on_when_promoted() {
 }
 
 #[test]
+fn sync_wait_right_after_promotion_counts_the_journal() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url(), ITEMS_SQL);
+    let mut primary = Server::with_mapping(&db, ITEMS_MAPPING, &[("retry-max-delay-ms", "300")], &[]);
+    let replicaof = primary.port.to_string();
+    let replica = Server::with_mapping(
+        &db,
+        ITEMS_MAPPING,
+        &[("retry-max-delay-ms", "300")],
+        &["--replicaof", "127.0.0.1", &replicaof],
+    );
+    let mut p = primary.conn();
+    let mut r = replica.conn();
+    eventually("replica in sync", || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
+        info.contains("master_link_status:up")
+    });
+    pg.down();
+    write_items(primary.port, 4, 1000, 0);
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut p).unwrap();
+    assert_eq!(acked, 1);
+    primary.kill9();
+    // One round trip: the journal is not recovered by a cron in between.
+    let (_, left): ((), i64) =
+        redis::pipe().cmd("REPLICAOF").arg("NO").arg("ONE").cmd("SYNC.WAIT").arg(200).query(&mut r).unwrap();
+    assert_eq!(left, 4000, "SYNC.WAIT right after the promotion must count the journal's rows");
+    pg.up();
+    sync_wait(&mut r);
+    assert_eq!(pg_items(&db).len(), 4000);
+    assert_converged(&db, &mut r, 4000);
+}
+
+#[test]
 fn killing_the_module_backends_mid_run_loses_nothing() {
     let db = test_db(ITEMS_SQL);
     let server = Server::with_mapping(&db, ITEMS_MAPPING, &[("retry-max-delay-ms", "200"), ("batch-size", "50")], &[]);

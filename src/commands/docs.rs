@@ -69,14 +69,14 @@ const ENTRY_OR_ALL: &[Arg] = &[arg("entry", STRING), arg("all", TOKEN).token("AL
 const DOCS: &[Doc] = &[
     Doc {
         name: "sync.hset",
-        summary: "Writes hash fields through to Postgres; replies once the row is committed",
+        summary: "Writes hash fields through to Postgres; replies once the row is committed, or with an error after pgsync.hset-timeout-ms",
         complexity: "O(N) where N is the number of fields, plus the wait for the commit",
         arity: -4,
         args: &[arg("key", KEY), arg("data", BLOCK).multiple().of(&[arg("field", STRING), arg("value", STRING)])],
     },
     Doc {
         name: "sync.wait",
-        summary: "Blocks until every change captured before the call reached Postgres",
+        summary: "Blocks until every change captured before the call reached Postgres; replies with the rows still pending",
         complexity: "O(1), plus the wait",
         arity: -1,
         args: &[arg("timeout-ms", INTEGER).optional()],

@@ -1,6 +1,7 @@
 //! The `SYNC.*` commands. Handlers are thin: check arguments, call into the queue
 //! or capture, turn the result into a reply. Blocking commands block only their own
-//! client; a helper thread waits and replies.
+//! client: `SYNC.HSET` and `SYNC.WAIT` wait in [`waiters`] (no thread each), and
+//! `SYNC.RELOAD`'s own thread replies when it ends.
 
 pub mod deadletter;
 pub mod docs;
@@ -9,11 +10,13 @@ pub mod write;
 use crate::acl::{Access, Caller};
 use crate::capture;
 use crate::change::{RowOp, Write};
+use crate::config;
 use crate::guard;
 use crate::intent::Command;
+use crate::journal;
 use crate::mapping::Mode;
 use crate::notify::Source;
-use crate::reload;
+use crate::reload::{self, ReloadGuard};
 use crate::row_id::check_id;
 use crate::runtime::{self, Runtime};
 use crate::status;
@@ -21,7 +24,7 @@ use crate::waiters;
 use redis_module::{
     BlockedClient, Context, ContextFlags, NextArg, RedisError, RedisResult, RedisString, RedisValue, ThreadSafeContext,
 };
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs a command handler, turning a panic (a bug) into an error reply: a panic
 /// must never unwind into redis-server.
@@ -46,17 +49,30 @@ fn refuse_when_cannot_block(ctx: &Context, command: &str) -> Result<(), RedisErr
     Ok(())
 }
 
-/// Replies from a helper thread once `wait` returns, blocking only this client.
-fn reply_later(ctx: &Context, wait: impl FnOnce() -> RedisResult + Send + 'static) -> RedisResult {
+/// Runs a reload in its own thread, which replies when it ends; only this client
+/// blocks. One reload runs at a time (`running`), so this is at most one thread.
+fn reload_in_background(
+    ctx: &Context,
+    rt: &'static Runtime,
+    running: ReloadGuard<'static>,
+    mappings: Vec<usize>,
+    flush: bool,
+) -> RedisResult {
     let blocked: BlockedClient = ctx.block_client();
-    let spawned = std::thread::Builder::new().name("pgsync-waiter".into()).spawn(move || {
-        let reply =
-            guard::catch(wait).unwrap_or_else(|_| Err(RedisError::Str("ERR pgsync internal error while waiting")));
+    let spawned = std::thread::Builder::new().name("pgsync-reload".into()).spawn(move || {
+        let reply = guard::catch(|| {
+            let _running = running;
+            match reload::run(rt, &mappings, flush, Source::Reload) {
+                Ok(rows) => Ok(RedisValue::Integer(rows as i64)),
+                Err(e) => Err(RedisError::String(format!("ERR reload failed: {e}"))),
+            }
+        })
+        .unwrap_or_else(|_| Err(RedisError::Str("ERR pgsync internal error during the reload")));
         ThreadSafeContext::with_blocked_client(blocked).reply(reply);
     });
     match spawned {
         Ok(_) => Ok(RedisValue::NoReply),
-        Err(e) => Err(RedisError::String(format!("ERR cannot start a waiter thread: {e}"))),
+        Err(e) => Err(RedisError::String(format!("ERR cannot start the reload thread: {e}"))),
     }
 }
 
@@ -119,7 +135,7 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Some(version) => {
             // Still under the Redis lock: apply cannot settle the row before the
             // client is registered.
-            waiters::add(target.row(), version, ctx.block_client(), integer(&reply));
+            waiters::wait_for_row(ctx, target.row(), version, integer(&reply), config::hset_timeout())?;
             rt.queue.hurry();
             Ok(RedisValue::NoReply)
         }
@@ -144,14 +160,20 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         None => 0,
     };
     let rt = runtime_or_err()?;
+    // After a start or a promotion the journal's changes are queued by the next
+    // cron; they were captured before this call, so queue them now to count them.
+    journal::recover_once(ctx, rt);
     let version = rt.queue.last_version();
-    let left = rt.queue.unsettled_up_to(version);
-    if left == 0 {
+    // O(1): the oldest unsettled change, not a count of them all.
+    if rt.queue.oldest_unsettled().is_none_or(|oldest| oldest > version) {
         return Ok(RedisValue::Integer(0));
     }
     refuse_when_cannot_block(ctx, "SYNC.WAIT")?;
-    let deadline = (timeout_ms > 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
-    reply_later(ctx, move || Ok(RedisValue::Integer(rt.queue.wait_all(version, deadline) as i64)))
+    let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
+    // Under the Redis lock, like apply: nothing settles between the check above
+    // and the registration.
+    waiters::wait_for_all(ctx, version, timeout)?;
+    Ok(RedisValue::NoReply)
 }
 
 /// `SYNC.STATUS [mapping]`: the figures of every mapping, or of one.
@@ -204,14 +226,8 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     check_reload_access(ctx, rt, &mappings)?;
     refuse_when_cannot_block(ctx, "SYNC.RELOAD")?;
-    let guard = reload::begin(rt).map_err(|e| RedisError::String(format!("ERR {e}")))?;
-    reply_later(ctx, move || {
-        let _running = guard;
-        match reload::run(rt, &mappings, flush, Source::Reload) {
-            Ok(rows) => Ok(RedisValue::Integer(rows as i64)),
-            Err(e) => Err(RedisError::String(format!("ERR reload failed: {e}"))),
-        }
-    })
+    let running = reload::begin(rt).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    reload_in_background(ctx, rt, running, mappings, flush)
 }
 
 /// A reload writes (and with FLUSH deletes) any key under each mapping's prefix,
