@@ -89,24 +89,31 @@ fn shutdown_with_pending_changes_loses_nothing() {
     assert!(server.log().contains("queued 200 unsynced change(s) from the journal"), "{}", server.log());
 }
 
-#[test]
-fn a_replica_never_writes_and_carries_on_when_promoted() {
-    let pg = PrivatePg::start();
-    let db = TestDb::on(&pg.admin_url(), ITEMS_SQL);
-    let mut primary = Server::with_mapping(&db, ITEMS_MAPPING, &[("retry-max-delay-ms", "300")], &[]);
+/// A primary and its replica, both with the items mapping, the link up.
+fn primary_and_replica(db: &TestDb) -> (Server, Server) {
+    let primary = Server::with_mapping(db, ITEMS_MAPPING, &[("retry-max-delay-ms", "300")], &[]);
     let replicaof = primary.port.to_string();
     let replica = Server::with_mapping(
-        &db,
+        db,
         ITEMS_MAPPING,
         &[("retry-max-delay-ms", "300")],
         &["--replicaof", "127.0.0.1", &replicaof],
     );
-    let mut p = primary.conn();
     let mut r = replica.conn();
     eventually("replica in sync", || {
         let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
         info.contains("master_link_status:up")
     });
+    (primary, replica)
+}
+
+#[test]
+fn a_replica_never_writes_and_carries_on_when_promoted() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url(), ITEMS_SQL);
+    let (mut primary, replica) = primary_and_replica(&db);
+    let mut p = primary.conn();
+    let mut r = replica.conn();
     write_items(primary.port, 2, 50, 0);
     sync_wait(&mut p);
     let _: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut p).unwrap();
@@ -137,20 +144,9 @@ fn a_replica_never_writes_and_carries_on_when_promoted() {
 fn sync_wait_right_after_promotion_counts_the_journal() {
     let pg = PrivatePg::start();
     let db = TestDb::on(&pg.admin_url(), ITEMS_SQL);
-    let mut primary = Server::with_mapping(&db, ITEMS_MAPPING, &[("retry-max-delay-ms", "300")], &[]);
-    let replicaof = primary.port.to_string();
-    let replica = Server::with_mapping(
-        &db,
-        ITEMS_MAPPING,
-        &[("retry-max-delay-ms", "300")],
-        &["--replicaof", "127.0.0.1", &replicaof],
-    );
+    let (mut primary, replica) = primary_and_replica(&db);
     let mut p = primary.conn();
     let mut r = replica.conn();
-    eventually("replica in sync", || {
-        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
-        info.contains("master_link_status:up")
-    });
     pg.down();
     write_items(primary.port, 4, 1000, 0);
     let acked: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut p).unwrap();
