@@ -23,6 +23,7 @@ pub mod queue;
 pub mod redis_io;
 pub mod reload;
 pub mod row_id;
+pub mod row_map;
 pub mod runtime;
 pub mod stats;
 pub mod status;
