@@ -2,7 +2,7 @@
 //! unsynced change (the fields set, removed or incremented, and ack uuids). It is
 //! written in the same command as the change it records, so AOF, RDB and
 //! replication carry both together; after a restart or a promotion it is read back
-//! into the queue. One entry per dirty key bounds its size and makes coalescing
+//! into the queue, a chunk per server cron tick. One entry per dirty key bounds its size and makes coalescing
 //! free; it holds the values, so a key evicted or expired before its change is
 //! synced loses nothing.
 
@@ -10,6 +10,8 @@ use crate::change::{Change, FieldChange, RowOp, Write};
 use crate::journal_codec::{decode, encode};
 use crate::queue::RowKey;
 use crate::redis_io::{bytes, call, call_logged, hgetall, notice, own_writes, warn};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 use crate::row_id::check_id;
 use crate::runtime::Runtime;
 use redis_module::{Context, RedisValue};
@@ -39,41 +41,162 @@ pub fn clear_all(ctx: &Context, keys: &[String]) {
     own_writes(|| call_logged(ctx, "HDEL", &args));
 }
 
-/// Queues again every change the journal holds; returns how many.
-pub fn recover(ctx: &Context, rt: &Runtime) -> usize {
-    let entries = match call(ctx, "HGETALL", &[JOURNAL_KEY.as_bytes()]) {
-        Ok(RedisValue::Array(items)) => items.iter().filter_map(bytes).collect::<Vec<_>>(),
-        Ok(_) => Vec::new(),
-        Err(e) => {
-            warn(&format!("cannot read the journal {JOURNAL_KEY}: {e}"));
-            return 0;
-        }
-    };
-    let mut count = 0;
-    for pair in entries.chunks_exact(2) {
-        if requeue_entry(ctx, rt, &pair[0], &pair[1]) {
-            count += 1;
-        } else {
-            clear(ctx, &pair[0]);
-        }
-    }
-    if count > 0 {
-        notice(&format!("queued {count} unsynced change(s) from the journal"));
-    }
-    count
+/// Entries asked of one `HSCAN` during recovery.
+const RECOVERY_CHUNK: &[u8] = b"1000";
+/// Most time one server cron tick spends recovering; clients are served between
+/// ticks, so a journal of a million rows never freezes the server.
+const RECOVERY_BUDGET: Duration = Duration::from_millis(5);
+
+const WAITING: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+
+/// Where the recovery of the journal stands: waiting for the server to serve as
+/// a primary, running (an `HSCAN` cursor), or done. Written on the main thread
+/// only; read by any thread.
+#[derive(Default)]
+pub struct Recovery {
+    phase: AtomicU8,
+    cursor: AtomicU64,
+    queued: AtomicU64,
 }
 
-fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> bool {
+impl Recovery {
+    /// Recovery must run (again): at load, and on every change of role (a
+    /// promoted replica picks up its primary's journal).
+    pub fn restart(&self) {
+        self.phase.store(WAITING, Ordering::SeqCst);
+    }
+
+    /// Whether every journal entry is queued again (and this server is a primary
+    /// that has served since).
+    pub fn is_done(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) == DONE
+    }
+
+    /// The `recovery` figure of `SYNC.STATUS`.
+    pub fn describe(&self) -> String {
+        let queued = self.queued.load(Ordering::Relaxed);
+        match self.phase.load(Ordering::SeqCst) {
+            WAITING => "waiting".into(),
+            RUNNING => format!("recovering: {queued} changes queued"),
+            _ if queued == 0 => "done".into(),
+            _ => format!("done: {queued} changes queued"),
+        }
+    }
+}
+
+/// Blocks a background thread until the journal is recovered (readers of
+/// Postgres must not write a row over a journaled change not yet queued again).
+/// Returns false on shutdown.
+pub fn wait_until_recovered(rt: &Runtime) -> bool {
+    while !rt.recovery.is_done() {
+        if rt.queue.is_shut_down() {
+            return false;
+        }
+        rt.queue.sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// One step of the recovery, from the server cron: queues again the journal's
+/// entries an `HSCAN` chunk at a time, for at most [`RECOVERY_BUDGET`]. Rows
+/// already queued are skipped: `HSCAN` may return an entry twice, and a row
+/// written meanwhile had its entry queued by [`recover_row`] first.
+pub fn recover_step(ctx: &Context, rt: &Runtime) {
+    let recovery = &rt.recovery;
+    match recovery.phase.load(Ordering::SeqCst) {
+        DONE => return,
+        WAITING => {
+            recovery.cursor.store(0, Ordering::Relaxed);
+            recovery.queued.store(0, Ordering::Relaxed);
+            recovery.phase.store(RUNNING, Ordering::SeqCst);
+        }
+        _ => {}
+    }
+    let started = Instant::now();
+    loop {
+        let cursor = recovery.cursor.load(Ordering::Relaxed).to_string();
+        let (next, items) = match call(ctx, "HSCAN", &[JOURNAL_KEY.as_bytes(), cursor.as_bytes(), b"COUNT", RECOVERY_CHUNK]) {
+            Ok(RedisValue::Array(reply)) => scan_reply(&reply),
+            Ok(_) => None,
+            Err(e) => {
+                warn(&format!("cannot read the journal {JOURNAL_KEY}: {e}"));
+                None
+            }
+        }
+        .unwrap_or((0, Vec::new()));
+        let mut queued = 0;
+        for pair in items.chunks_exact(2) {
+            match requeue_entry(ctx, rt, &pair[0], &pair[1]) {
+                Requeued::Queued => queued += 1,
+                Requeued::AlreadyQueued => {}
+                Requeued::Unusable => clear(ctx, &pair[0]),
+            }
+        }
+        recovery.queued.fetch_add(queued, Ordering::Relaxed);
+        recovery.cursor.store(next, Ordering::Relaxed);
+        if next == 0 {
+            recovery.phase.store(DONE, Ordering::SeqCst);
+            let count = recovery.queued.load(Ordering::Relaxed);
+            if count > 0 {
+                notice(&format!("queued {count} unsynced change(s) from the journal"));
+            }
+            return;
+        }
+        if started.elapsed() >= RECOVERY_BUDGET {
+            return;
+        }
+    }
+}
+
+/// The cursor and the flat field/value list of an `HSCAN` reply.
+fn scan_reply(reply: &[RedisValue]) -> Option<(u64, Vec<Vec<u8>>)> {
+    let [cursor, RedisValue::Array(items)] = reply else { return None };
+    let cursor = std::str::from_utf8(&bytes(cursor)?).ok()?.parse().ok()?;
+    Some((cursor, items.iter().filter_map(bytes).collect()))
+}
+
+/// Called by capture before it queues a write, until the recovery is done: a row
+/// whose journal entry is not queued yet gets it queued first, so the entry the
+/// write journals keeps the older change too (else the write would overwrite it).
+pub fn recover_row(ctx: &Context, rt: &Runtime, row: &RowKey, key: &[u8]) {
+    if rt.recovery.is_done() || rt.queue.holds(row) {
+        return;
+    }
+    if let Ok(value) = call(ctx, "HGET", &[JOURNAL_KEY.as_bytes(), key]) {
+        if let Some(value) = bytes(&value) {
+            if let Requeued::Queued = requeue_entry(ctx, rt, key, &value) {
+                rt.recovery.queued.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// What became of one journal entry.
+enum Requeued {
+    Queued,
+    /// Its row is queued already (recovered earlier in this recovery).
+    AlreadyQueued,
+    /// No mapped row, or a value that cannot be read: the entry is dropped.
+    Unusable,
+}
+
+fn requeue_entry(ctx: &Context, rt: &Runtime, key: &[u8], value: &[u8]) -> Requeued {
     let Some(resolved) = rt.mappings.resolve(key) else {
-        return false;
+        return Requeued::Unusable;
     };
-    let Ok(id) = check_id(resolved.id) else { return false };
+    let Ok(id) = check_id(resolved.id) else { return Requeued::Unusable };
+    let row = RowKey { mapping: resolved.mapping, id: id.to_string() };
+    if rt.queue.holds(&row) {
+        return Requeued::AlreadyQueued;
+    }
     let Some(write) = decode(value).or_else(|| legacy_entry(ctx, key, value)) else {
         warn(&format!("dropped an unreadable journal entry for {}", String::from_utf8_lossy(key)));
-        return false;
+        return Requeued::Unusable;
     };
-    rt.queue.push(RowKey { mapping: resolved.mapping, id: id.to_string() }, write);
-    true
+    rt.queue.push(row, write);
+    Requeued::Queued
 }
 
 /// An entry of the first journal format (`u|d|r` and acks, no values), left by an

@@ -141,16 +141,14 @@ fn on_cron(ctx: &Context, _hz: u64) {
     guard(|| cron(ctx));
 }
 
-/// Once the server serves: recovers the journal, and reloads an empty dataset
+/// Once the server serves: recovers the journal (a step per tick), and reloads an empty dataset
 /// when `pgsync.reload-on-start` asks for it.
 fn cron(ctx: &Context) {
     let Some(rt) = runtime::get() else { return };
     if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
         return;
     }
-    if !rt.recovered.swap(true, Ordering::Relaxed) {
-        journal::recover(ctx, rt);
-    }
+    journal::recover_step(ctx, rt);
     if !rt.start_reload_checked.swap(true, Ordering::Relaxed) && config::RELOAD_ON_START.load(Ordering::Relaxed) {
         let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
         if empty {
@@ -169,14 +167,13 @@ fn role_changed(role: ServerRole) {
     let Some(rt) = runtime::get() else { return };
     let replica = matches!(role, ServerRole::Replica);
     rt.replica.store(replica, Ordering::Relaxed);
+    // A replica's journal is its primary's; a promoted one recovers it.
+    rt.recovery.restart();
     if replica {
         // The new primary owns these changes now (its journal has them); keeping
         // them here would write stale states if this server is promoted later.
         rt.queue.drop_pending();
-        waiters::fail_all("ERR this server became a replica; the new primary syncs the row");
-    } else {
-        // A promoted replica carries on with what its primary journaled.
-        rt.recovered.store(false, Ordering::Relaxed);
+        waiters::fail_all(waiters::DEMOTED);
     }
 }
 

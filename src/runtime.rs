@@ -35,8 +35,8 @@ pub struct Runtime {
     pub pool: Pool,
     /// True while this server is a replica: it must not write to Postgres.
     pub replica: AtomicBool,
-    /// True once the journal left by a previous run has been queued again.
-    pub recovered: AtomicBool,
+    /// How far the journal left by a previous run (or a primary) is queued again.
+    pub recovery: crate::journal::Recovery,
     /// Connection settings, for connections outside the pool (the listener).
     pub pg_config: postgres::Config,
     /// The TLS policy of every connection (`sslmode`, `sslrootcert`).
@@ -88,7 +88,7 @@ pub fn start(mappings: Mappings, settings: Settings, replica: bool) -> Result<()
         postgres: PostgresState::default(),
         pool,
         replica: AtomicBool::new(replica),
-        recovered: AtomicBool::new(false),
+        recovery: Default::default(),
         pg_config,
         tls,
         reload_running: AtomicBool::new(false),

@@ -3,7 +3,7 @@
 //! so no thread waits on their behalf.
 
 use crate::queue::{Outcome, RowKey};
-use redis_module::{BlockedClient, RedisError, RedisValue, ThreadSafeContext};
+use redis_module::{BlockedClient, RedisError, RedisResult, RedisValue, ThreadSafeContext};
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex, MutexGuard};
 
@@ -25,8 +25,24 @@ pub fn add(row: RowKey, version: u64, client: BlockedClient, reply: i64) {
     waiters().entry(row).or_default().push(Waiter { version, client, reply });
 }
 
+/// The error of clients whose row this server stopped syncing: it became a
+/// replica, and the new primary syncs the row.
+pub const DEMOTED: &str = "ERR this server became a replica; the new primary syncs the row";
+
 /// Answers the clients waiting for changes of `row` up to `version`.
 pub fn settle(row: &RowKey, version: u64, outcome: &Outcome) {
+    answer(row, version, |reply| match outcome {
+        Ok(()) => Ok(RedisValue::Integer(reply)),
+        Err(e) => Err(RedisError::String(format!("ERR Postgres rejected the row: {e}"))),
+    });
+}
+
+/// Answers the clients waiting for changes of `row` up to `version` with an error.
+pub fn fail(row: &RowKey, version: u64, message: &str) {
+    answer(row, version, |_| Err(RedisError::String(message.to_string())));
+}
+
+fn answer(row: &RowKey, version: u64, reply: impl Fn(i64) -> RedisResult) {
     let ready = {
         let mut all = waiters();
         let Some(list) = all.get_mut(row) else { return };
@@ -39,11 +55,7 @@ pub fn settle(row: &RowKey, version: u64, outcome: &Outcome) {
         ready
     };
     for w in ready {
-        let reply = match outcome {
-            Ok(()) => Ok(RedisValue::Integer(w.reply)),
-            Err(e) => Err(RedisError::String(format!("ERR Postgres rejected the row: {e}"))),
-        };
-        ThreadSafeContext::with_blocked_client(w.client).reply(reply);
+        ThreadSafeContext::with_blocked_client(w.client).reply(reply(w.reply));
     }
 }
 
