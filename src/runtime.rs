@@ -213,7 +213,8 @@ impl Runtime {
 }
 
 /// Loads and checks each mapping's table until all are fine, then re-checks any the
-/// workers invalidate. Errors go to the log and to `SYNC.STATUS`.
+/// workers invalidate. Errors go to the log and to `SYNC.STATUS`. Also gives the
+/// queue's unused memory back.
 fn schema_checker(rt: &Runtime) {
     while !rt.queue.is_shut_down() {
         let missing: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.schema(i).is_none()).collect();
@@ -244,6 +245,9 @@ fn schema_checker(rt: &Runtime) {
                 }
             }
         }
+        // Once a second is often enough to give back a drained backlog's memory,
+        // and keeps the shrinking off the main thread and the workers' path.
+        rt.queue.release_memory();
         rt.queue.sleep(Duration::from_secs(1));
     }
 }
