@@ -10,11 +10,11 @@ use crate::change::{Change, FieldChange, RowOp, Write};
 use crate::journal_codec::{decode, encode};
 use crate::queue::RowKey;
 use crate::redis_io::{bytes, call, call_logged, hgetall, notice, own_writes, warn};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::time::{Duration, Instant};
 use crate::row_id::check_id;
 use crate::runtime::Runtime;
 use redis_module::{Context, RedisValue};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 
 /// The journal hash. The hashtag lets a future cluster mode pin it to a slot.
 pub const JOURNAL_KEY: &str = "pgsync:{journal}";
@@ -117,15 +117,16 @@ pub fn recover_step(ctx: &Context, rt: &Runtime) {
     let started = Instant::now();
     loop {
         let cursor = recovery.cursor.load(Ordering::Relaxed).to_string();
-        let (next, items) = match call(ctx, "HSCAN", &[JOURNAL_KEY.as_bytes(), cursor.as_bytes(), b"COUNT", RECOVERY_CHUNK]) {
-            Ok(RedisValue::Array(reply)) => scan_reply(&reply),
-            Ok(_) => None,
-            Err(e) => {
-                warn(&format!("cannot read the journal {JOURNAL_KEY}: {e}"));
-                None
+        let (next, items) =
+            match call(ctx, "HSCAN", &[JOURNAL_KEY.as_bytes(), cursor.as_bytes(), b"COUNT", RECOVERY_CHUNK]) {
+                Ok(RedisValue::Array(reply)) => scan_reply(&reply),
+                Ok(_) => None,
+                Err(e) => {
+                    warn(&format!("cannot read the journal {JOURNAL_KEY}: {e}"));
+                    None
+                }
             }
-        }
-        .unwrap_or((0, Vec::new()));
+            .unwrap_or((0, Vec::new()));
         let mut queued = 0;
         for pair in items.chunks_exact(2) {
             match requeue_entry(ctx, rt, &pair[0], &pair[1]) {
