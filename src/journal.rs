@@ -87,16 +87,19 @@ impl Recovery {
 }
 
 /// Blocks a background thread until the journal is recovered (readers of
-/// Postgres must not write a row over a journaled change not yet queued again).
-/// Returns false on shutdown.
-pub fn wait_until_recovered(rt: &Runtime) -> bool {
+/// Postgres must not write a row over a journaled change not queued again yet).
+/// Gives up when this server is a replica (its keys are its primary's) or stops.
+pub fn wait_until_recovered(rt: &Runtime) -> Result<(), &'static str> {
     while !rt.recovery.is_done() {
+        if rt.is_replica() {
+            return Err("this server is a replica");
+        }
         if rt.queue.is_shut_down() {
-            return false;
+            return Err("pgsync is stopping");
         }
         rt.queue.sleep(Duration::from_millis(50));
     }
-    true
+    Ok(())
 }
 
 /// One step of the recovery, from the server cron: queues again the journal's

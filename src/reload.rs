@@ -42,9 +42,7 @@ impl Drop for ReloadGuard<'_> {
 pub fn run(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
     // A row journaled by Redis but not queued again yet would look unchanged to
     // the snapshot, and be overwritten: wait for the recovery (seconds at most).
-    if !crate::journal::wait_until_recovered(rt) {
-        return Err(Error::new(ErrorKind::Unavailable, "pgsync is stopping"));
-    }
+    crate::journal::wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
     let result = match run_once(rt, mappings, flush, source) {
         Err(e) if e.kind == ErrorKind::Unavailable => run_once(rt, mappings, flush, source),
         other => other,
