@@ -2,9 +2,9 @@
 //! unsynced change (the fields set, removed or incremented, and ack uuids). It is
 //! written in the same command as the change it records, so AOF, RDB and
 //! replication carry both together; after a restart or a promotion it is read back
-//! into the queue, a chunk per server cron tick. One entry per dirty key bounds its size and makes coalescing
-//! free; it holds the values, so a key evicted or expired before its change is
-//! synced loses nothing.
+//! into the queue, a chunk per server cron tick. One entry per dirty key bounds its
+//! size and makes coalescing free; it holds the values, so a key evicted or expired
+//! before its change is synced loses nothing.
 
 use crate::change::{Change, FieldChange, RowOp, Write};
 use crate::journal_codec::{decode, encode};

@@ -141,8 +141,8 @@ fn on_cron(ctx: &Context, _hz: u64) {
     guard(|| cron(ctx));
 }
 
-/// Once the server serves: recovers the journal (a step per tick), and reloads an empty dataset
-/// when `pgsync.reload-on-start` asks for it.
+/// Once the server serves: recovers the journal (a step per tick), and reloads an
+/// empty dataset when `pgsync.reload-on-start` asks for it.
 fn cron(ctx: &Context) {
     let Some(rt) = runtime::get() else { return };
     if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
