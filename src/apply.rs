@@ -18,7 +18,7 @@ use crate::redis_io::{bytes, call, call_logged, own_writes, warn};
 use crate::runtime::Runtime;
 use crate::stats::MappingStats;
 use crate::waiters;
-use redis_module::{Context, RedisValue, ThreadSafeContext};
+use redis_module::{Context, ContextFlags, RedisValue, ThreadSafeContext};
 
 /// The key a row's writers write: the staging key (write-through) or the row's
 /// own hash (write-behind).
@@ -33,6 +33,9 @@ fn written_key(m: &Mapping, id: &str) -> String {
 pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutcome]) {
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
+    if demoted(&ctx, rt) {
+        return settle_without_writes(rt, batch);
+    }
     own_writes(|| {
         let mut settled: Vec<Vec<u8>> = Vec::new();
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
@@ -54,6 +57,23 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         }
         waiters::settle_waits(&rt.queue);
     });
+}
+
+/// Whether this server became a replica while the batch was being written: its
+/// keys and journal now come from the new primary, which syncs these rows again
+/// from its own journal.
+fn demoted(ctx: &Context, rt: &Runtime) -> bool {
+    rt.is_replica() || ctx.get_flags().contains(ContextFlags::SLAVE)
+}
+
+/// Settles a batch that committed after a demotion: no key, journal entry, ack or
+/// dead letter is written (the new primary owns them); the queue forgets the rows
+/// and their `SYNC.HSET` clients get the demotion's error.
+fn settle_without_writes(rt: &Runtime, batch: &[(RowKey, Entry)]) {
+    rt.queue.complete(batch.iter().map(|(row, _)| row));
+    for (row, entry) in batch {
+        waiters::fail(row, entry.change.version, waiters::DEMOTED);
+    }
 }
 
 fn apply_row(

@@ -114,6 +114,7 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
         ack::send(ctx, m, &target.id, &write.acks, &Ok(()));
         return None;
     }
+    journal::recover_row(ctx, rt, &target.row(), key);
     let new_acks = write.acks.clone();
     let pushed = rt.queue.push(target.row(), write);
     journal::mark(ctx, key, &pushed.unsynced, &new_acks);

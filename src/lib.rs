@@ -25,6 +25,7 @@ pub mod queue;
 pub mod redis_io;
 pub mod reload;
 pub mod row_id;
+pub mod row_map;
 pub mod runtime;
 pub mod stats;
 pub mod status;
@@ -142,14 +143,14 @@ fn on_cron(ctx: &Context, _hz: u64) {
     guard(|| cron(ctx));
 }
 
-/// Once the server serves: recovers the journal, and reloads an empty dataset
-/// when `pgsync.reload-on-start` asks for it.
+/// Once the server serves: recovers the journal (a step per tick), and reloads an
+/// empty dataset when `pgsync.reload-on-start` asks for it.
 fn cron(ctx: &Context) {
     let Some(rt) = runtime::get() else { return };
     if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
         return;
     }
-    journal::recover_once(ctx, rt);
+    journal::recover_step(ctx, rt);
     if !rt.start_reload_checked.swap(true, Ordering::Relaxed) && config::RELOAD_ON_START.load(Ordering::Relaxed) {
         let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
         if empty {
@@ -168,14 +169,13 @@ fn role_changed(role: ServerRole) {
     let Some(rt) = runtime::get() else { return };
     let replica = matches!(role, ServerRole::Replica);
     rt.replica.store(replica, Ordering::Relaxed);
+    // A replica's journal is its primary's; a promoted one recovers it.
+    rt.recovery.restart();
     if replica {
         // The new primary owns these changes now (its journal has them); keeping
         // them here would write stale states if this server is promoted later.
         rt.queue.drop_pending();
-        waiters::fail_all("ERR this server became a replica; the new primary syncs the row", &rt.queue);
-    } else {
-        // A promoted replica carries on with what its primary journaled.
-        rt.recovered.store(false, Ordering::Relaxed);
+        waiters::fail_all(waiters::DEMOTED, &rt.queue);
     }
 }
 

@@ -2,8 +2,9 @@
 //! NOTIFY triggers, LISTENs on every listening mapping's channel and applies the
 //! announced rows to Redis (reading each row, since the payload only names it).
 //! A TRUNCATE clears the mapping's cached rows first, then the rows announced
-//! after it are applied. After a lost connection it reconnects and catches up with
-//! a reload, so no change is silently missed.
+//! after it are applied. Each mapping joins once its schema is loaded and catches
+//! up with a reload when it joins (at start, after a lost connection, once its
+//! schema loads), so no change made while nobody listened is missed.
 
 use crate::apply::apply_pg_rows;
 use crate::notify::Source;
@@ -49,11 +50,16 @@ pub fn run(rt: &Runtime) {
     if listening.is_empty() {
         return;
     }
-    let mut listened_before = false;
     let mut delay = FIRST_RETRY_DELAY;
     while !rt.queue.is_shut_down() {
-        let result = connect_and_listen(rt, &listening, &mut listened_before);
-        if let Err(e) = result {
+        if let Some(why) = not_ready(rt) {
+            for &i in &listening {
+                rt.stats[i].set_listener(why);
+            }
+            rt.queue.sleep(POLL);
+            continue;
+        }
+        if let Err(e) = connect_and_listen(rt, &listening) {
             for &i in &listening {
                 rt.stats[i].set_listener(&format!("down: {e}"));
             }
@@ -65,54 +71,47 @@ pub fn run(rt: &Runtime) {
     }
 }
 
-/// One connection's life, until it fails or the module stops. `listened_before`
-/// says whether an earlier connection listened: then this one catches up first.
-fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut bool) -> Result<(), Error> {
+/// Why rows read from Postgres may not be written into Redis now: a replica's
+/// keys come from its primary, and before the journal is recovered a row could be
+/// written over a Redis change that is journaled but not queued again yet.
+fn not_ready(rt: &Runtime) -> Option<&'static str> {
+    if rt.is_replica() {
+        Some("waiting: this server is a replica")
+    } else if !rt.recovery.is_done() {
+        Some("waiting for the journal recovery")
+    } else {
+        None
+    }
+}
+
+/// The mappings of one connection: those listening (by channel), those waiting
+/// for their schema, and those that joined but have not caught up yet.
+#[derive(Default)]
+struct Channels {
+    joined: BTreeMap<String, (usize, RowShape)>,
+    waiting: Vec<usize>,
+    to_catch_up: Vec<usize>,
+}
+
+/// One connection's life, until it fails, the server stops being ready (a
+/// demotion), or the module stops. Each mapping joins once its schema is loaded,
+/// so one broken mapping never keeps the others from listening, and catches up
+/// with a reload (with FLUSH) of its table: changes made while nobody listened
+/// (Redis down, the connection lost, the schema broken) are not missed.
+fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
     let mut config = rt.pg_config.clone();
     config.application_name("redis-pgsync-listener");
     let mut client = config.connect(rt.tls.clone())?;
-    let mut ready = Vec::new();
-    for &i in listening {
-        let m = &rt.mappings.all()[i];
-        let Some(schema) = rt.schema(i) else {
-            rt.stats[i].set_listener("waiting for the schema check");
-            return Err(Error::new(ErrorKind::Schema, "schema not checked yet"));
-        };
-        if let Err(e) = triggers::install(&mut client, m) {
-            let message = format!(
-                "cannot install the NOTIFY trigger on {}: {e} (see README for the SQL to run by hand)",
-                m.table
-            );
-            warn(&message);
-            rt.stats[i].set_listener(&format!("error: {message}"));
-            continue;
-        }
-        client.batch_execute(&format!("LISTEN {}", quote_ident(&m.pg_channel())))?;
-        ready.push((i, RowShape::new(m, &schema)));
-    }
-    if *listened_before {
-        for (i, _) in &ready {
-            rt.stats[*i].set_listener("catching up");
-        }
-        let indexes: Vec<usize> = ready.iter().map(|(i, _)| *i).collect();
-        match reload::begin(rt) {
-            Ok(_guard) => {
-                let rows = reload::run(rt, &indexes, true, Source::Postgres)?;
-                notice(&format!("listener reconnected and caught up ({rows} rows)"));
-            }
-            Err(_) => notice("listener reconnected while a reload runs; the reload catches up"),
-        }
-    }
-    for (i, _) in &ready {
-        rt.stats[*i].set_listener("listening");
-    }
-    *listened_before = true;
-    let shapes: BTreeMap<String, (usize, RowShape)> =
-        ready.into_iter().map(|(i, shape)| (rt.mappings.all()[i].pg_channel(), (i, shape))).collect();
+    let mut channels = Channels { waiting: listening.to_vec(), ..Default::default() };
     // Rows skipped because Redis was newer are read again in the next round, so a
     // change to other columns still arrives once Redis's own change has landed.
     let mut deferred: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     while !rt.queue.is_shut_down() {
+        if not_ready(rt).is_some() {
+            return Ok(());
+        }
+        join(rt, &mut client, &mut channels)?;
+        catch_up(rt, &mut channels.to_catch_up)?;
         // Deferred rows come first, so a TRUNCATE heard in this round supersedes them.
         let mut announced: BTreeMap<String, Announced> = std::mem::take(&mut deferred)
             .into_iter()
@@ -120,7 +119,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut b
             .collect();
         receive(&mut client, &mut announced)?;
         for (channel, Announced { truncated, ids }) in announced {
-            let Some((mapping, shape)) = shapes.get(&channel) else {
+            let Some((mapping, shape)) = channels.joined.get(&channel) else {
                 continue;
             };
             let mut later = BTreeSet::new();
@@ -140,6 +139,63 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize], listened_before: &mut b
             }
         }
     }
+    Ok(())
+}
+
+/// Installs the triggers of the waiting mappings whose schema is loaded and
+/// LISTENs on their channels; they then need a catch-up. A mapping whose trigger
+/// cannot be installed shows why and stays out until the next connection.
+fn join(rt: &Runtime, client: &mut Client, channels: &mut Channels) -> Result<(), Error> {
+    let mut still_waiting = Vec::new();
+    for i in std::mem::take(&mut channels.waiting) {
+        let m = &rt.mappings.all()[i];
+        let Some(schema) = rt.schema(i) else {
+            let why = rt.stats[i].schema_error().unwrap_or_else(|| "not checked yet".into());
+            rt.stats[i].set_listener(&format!("waiting for the schema: {why}"));
+            still_waiting.push(i);
+            continue;
+        };
+        if let Err(e) = triggers::install(client, m) {
+            let message = format!(
+                "cannot install the NOTIFY trigger on {}: {e} (see README for the SQL to run by hand)",
+                m.table
+            );
+            warn(&message);
+            rt.stats[i].set_listener(&format!("error: {message}"));
+            continue;
+        }
+        client.batch_execute(&format!("LISTEN {}", quote_ident(&m.pg_channel())))?;
+        rt.stats[i].set_listener("catching up");
+        channels.joined.insert(m.pg_channel(), (i, RowShape::new(m, &schema)));
+        channels.to_catch_up.push(i);
+    }
+    channels.waiting = still_waiting;
+    Ok(())
+}
+
+/// Reloads (with FLUSH) the mappings that joined since the last catch-up. Runs
+/// after a reload that is running (it may have read rows before the changes this
+/// catch-up is for): until then the mappings listen and wait their turn.
+fn catch_up(rt: &Runtime, mappings: &mut Vec<usize>) -> Result<(), Error> {
+    if mappings.is_empty() {
+        return Ok(());
+    }
+    let Ok(_guard) = reload::begin(rt) else {
+        for &i in mappings.iter() {
+            rt.stats[i].set_listener("catching up: waiting for the running reload");
+        }
+        return Ok(());
+    };
+    for &i in mappings.iter() {
+        rt.stats[i].set_listener("catching up");
+    }
+    let rows = reload::run(rt, mappings, true, Source::Postgres)?;
+    let names: Vec<&str> = mappings.iter().map(|&i| rt.mappings.all()[i].name.as_str()).collect();
+    notice(&format!("listener caught up on [{}] ({rows} rows)", names.join(", ")));
+    for &i in mappings.iter() {
+        rt.stats[i].set_listener("listening");
+    }
+    mappings.clear();
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 //! listener) open a snapshot to learn which rows Redis changed after they read them.
 
 use crate::change::{Change, Write};
+use crate::row_map::{shrink_deque, shrink_map, Captured, RowMap};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -29,6 +30,12 @@ pub struct Entry {
     pub since: Instant,
 }
 
+impl Captured for Entry {
+    fn since(&self) -> Instant {
+        self.since
+    }
+}
+
 /// How a settled row ended: committed, or rejected with Postgres's message.
 pub type Outcome = Result<(), String>;
 
@@ -38,6 +45,12 @@ pub type Outcome = Result<(), String>;
 struct Flight {
     since: Instant,
     change: Change,
+}
+
+impl Captured for Flight {
+    fn since(&self) -> Instant {
+        self.since
+    }
 }
 
 /// Counts of unsettled changes by their oldest version, so "is everything up to
@@ -75,9 +88,10 @@ const MAX_SKIPPED: usize = 10_000;
 #[derive(Default)]
 struct Inner {
     order: VecDeque<RowKey>,
-    pending: HashMap<RowKey, Entry>,
+    // Both keep per-mapping counts and oldest capture times for `backlog`.
+    pending: RowMap<Entry>,
     pending_by_mapping: HashMap<usize, usize>,
-    in_flight: HashMap<RowKey, Flight>,
+    in_flight: RowMap<Flight>,
     last_version: u64,
     unsettled: Unsettled,
     hurry: bool,
@@ -340,26 +354,36 @@ impl Queue {
         self.lock().unsettled.oldest()
     }
 
-    /// Pending and in-flight figures for one mapping.
+    /// Pending and in-flight figures for one mapping, in O(1) of the queue's size:
+    /// the maps keep them as rows come and go (see `row_map`).
     pub fn backlog(&self, mapping: usize) -> Backlog {
         let inner = self.lock();
-        let mut b = Backlog::default();
-        let mut consider = |since: Instant| {
-            b.oldest = Some(b.oldest.map_or(since, |o: Instant| o.min(since)));
+        let (pending, pending_since) = inner.pending.figures(mapping);
+        let (in_flight, flight_since) = inner.in_flight.figures(mapping);
+        let oldest = match (pending_since, flight_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        for (row, entry) in &inner.pending {
-            if row.mapping == mapping {
-                b.pending += 1;
-                consider(entry.since);
-            }
-        }
-        for (row, flight) in &inner.in_flight {
-            if row.mapping == mapping {
-                b.in_flight += 1;
-                consider(flight.since);
-            }
-        }
-        b
+        Backlog { pending, in_flight, oldest }
+    }
+
+    /// Whether `row` has a change queued or in flight.
+    pub fn holds(&self, row: &RowKey) -> bool {
+        let inner = self.lock();
+        inner.pending.contains_key(row) || inner.in_flight.contains_key(row)
+    }
+
+    /// Gives back the memory of a drained backlog: maps and the order keep their
+    /// capacity after rows leave, which after a million pending rows is hundreds
+    /// of MiB. Shrinks only what is far larger than needed, so it is cheap to call
+    /// often.
+    pub fn release_memory(&self) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.pending.shrink_if_sparse();
+        inner.in_flight.shrink_if_sparse();
+        shrink_map(&mut inner.touched);
+        shrink_deque(&mut inner.order);
     }
 
     /// Forgets every queued change (not those in flight), waking the waiters.
@@ -577,6 +601,29 @@ mod tests {
         // overwritten with what the reader saw.
         q.complete([&batch[0].0]);
         assert!(snapshot.redis_is_newer(&row("1")));
+    }
+
+    #[test]
+    fn backlog_counts_pending_and_in_flight_rows_per_mapping() {
+        let q = Queue::default();
+        q.push(row("1"), upsert());
+        q.push(row("2"), upsert());
+        q.push(row("2"), upsert());
+        q.push(RowKey { mapping: 1, id: "1".into() }, upsert());
+        let b = q.backlog(0);
+        assert_eq!((b.pending, b.in_flight), (2, 0));
+        assert!(b.oldest.is_some());
+        let batch = q.take_batch(1, usize::MAX, NOW, NOW, &|m| m == 0);
+        let b = q.backlog(0);
+        assert_eq!((b.pending, b.in_flight), (1, 1));
+        q.requeue(batch);
+        assert_eq!(q.backlog(0).pending, 2);
+        let batch = q.take_batch(10, usize::MAX, NOW, NOW, &|m| m == 0);
+        q.complete(batch.iter().map(|(r, _)| r));
+        assert_eq!(q.backlog(0), Backlog::default());
+        assert_eq!(q.backlog(1).pending, 1);
+        q.drop_pending();
+        assert_eq!(q.backlog(1), Backlog::default());
     }
 
     #[test]

@@ -36,9 +36,13 @@ impl Drop for ReloadGuard<'_> {
     }
 }
 
-/// Reloads `mappings` (indexes); returns the number of rows loaded. A pooled
-/// connection that died (Postgres restarted) gets one retry on a fresh one.
+/// Reloads `mappings` (indexes) once the journal is recovered; returns the number
+/// of rows loaded. A pooled connection that died (Postgres restarted) gets one
+/// retry on a fresh one.
 pub fn run(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
+    // A row journaled by Redis but not queued again yet would look unchanged to
+    // the snapshot, and be overwritten: wait for the recovery (seconds at most).
+    crate::journal::wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
     let result = match run_once(rt, mappings, flush, source) {
         Err(e) if e.kind == ErrorKind::Unavailable => run_once(rt, mappings, flush, source),
         other => other,

@@ -35,8 +35,8 @@ pub struct Runtime {
     pub pool: Pool,
     /// True while this server is a replica: it must not write to Postgres.
     pub replica: AtomicBool,
-    /// True once the journal left by a previous run has been queued again.
-    pub recovered: AtomicBool,
+    /// How far the journal left by a previous run (or a primary) is queued again.
+    pub recovery: crate::journal::Recovery,
     /// Connection settings, for connections outside the pool (the listener).
     pub pg_config: postgres::Config,
     /// The TLS policy of every connection (`sslmode`, `sslrootcert`).
@@ -88,7 +88,7 @@ pub fn start(mappings: Mappings, settings: Settings, replica: bool) -> Result<()
         postgres: PostgresState::default(),
         pool,
         replica: AtomicBool::new(replica),
-        recovered: AtomicBool::new(false),
+        recovery: Default::default(),
         pg_config,
         tls,
         reload_running: AtomicBool::new(false),
@@ -210,7 +210,8 @@ impl Runtime {
 }
 
 /// Loads and checks each mapping's table until all are fine, then re-checks any the
-/// workers invalidate. Errors go to the log and to `SYNC.STATUS`.
+/// workers invalidate. Errors go to the log and to `SYNC.STATUS`. Also gives the
+/// queue's unused memory back.
 fn schema_checker(rt: &Runtime) {
     while !rt.queue.is_shut_down() {
         let missing: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.schema(i).is_none()).collect();
@@ -241,6 +242,9 @@ fn schema_checker(rt: &Runtime) {
                 }
             }
         }
+        // Once a second is often enough to give back a drained backlog's memory,
+        // and keeps the shrinking off the main thread and the workers' path.
+        rt.queue.release_memory();
         rt.queue.sleep(Duration::from_secs(1));
     }
 }

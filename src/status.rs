@@ -39,6 +39,7 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
         ("role", Figure::Text(if rt.is_replica() { "replica" } else { "primary" }.into())),
         ("listener", Figure::Text(s.listener().unwrap_or_else(|| if m.listen { "starting" } else { "off" }.into()))),
         ("reload", Figure::Text(reload_state(rt))),
+        ("recovery", Figure::Text(rt.recovery.describe())),
     ]
 }
 

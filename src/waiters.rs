@@ -99,8 +99,21 @@ pub fn wait_for_all(ctx: &Context, version: u64, timeout: Option<Duration>) -> R
     Ok(())
 }
 
+/// The error of clients whose row this server stopped syncing: it became a
+/// replica, and the new primary syncs the row.
+pub const DEMOTED: &str = "ERR this server became a replica; the new primary syncs the row";
+
 /// Answers the clients waiting for changes of `row` up to `version`.
 pub fn settle(row: &RowKey, version: u64, outcome: &Outcome) {
+    answer(row, version, outcome.clone().map_err(|e| format!("ERR Postgres rejected the row: {e}")));
+}
+
+/// Answers the clients waiting for changes of `row` up to `version` with an error.
+pub fn fail(row: &RowKey, version: u64, message: &str) {
+    answer(row, version, Err(message.to_string()));
+}
+
+fn answer(row: &RowKey, version: u64, outcome: Result<(), String>) {
     let ready: Vec<Waiter> = {
         let mut all = registry();
         let ids: Vec<usize> = all
@@ -113,10 +126,10 @@ pub fn settle(row: &RowKey, version: u64, outcome: &Outcome) {
         ids.into_iter().filter_map(|id| all.remove(id)).collect()
     };
     for w in ready {
-        let reply = match (outcome, &w.awaits) {
+        let reply = match (&outcome, &w.awaits) {
             (Ok(()), Awaits::Row { reply, .. }) => Reply::Integer(*reply),
             (Ok(()), Awaits::Everything) => Reply::Integer(0),
-            (Err(e), _) => Reply::Error(format!("ERR Postgres rejected the row: {e}")),
+            (Err(e), _) => Reply::Error(e.clone()),
         };
         w.client.reply(reply);
     }

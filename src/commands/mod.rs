@@ -162,7 +162,7 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     // After a start or a promotion the journal's changes are queued by the next
     // cron; they were captured before this call, so queue them now to count them.
-    journal::recover_once(ctx, rt);
+    journal::recover_all(ctx, rt);
     let version = rt.queue.last_version();
     // O(1): the oldest unsettled change, not a count of them all.
     if rt.queue.oldest_unsettled().is_none_or(|oldest| oldest > version) {
