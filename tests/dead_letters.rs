@@ -106,7 +106,9 @@ fn many_rejections_of_few_rows_make_one_entry_each_with_their_count() {
 #[test]
 fn the_list_is_capped_and_drops_the_stalest_entries() {
     let db = test_db(&format!("{ITEMS_SQL}; {NO_BAD_NAMES}"));
-    let server = Server::with_mapping(&db, ITEMS_MAPPING, &[("deadletter-max", "5")], &[]);
+    // One worker: rows are rejected in the order they were written, which the
+    // expected order of the list below relies on.
+    let server = Server::with_mapping(&db, ITEMS_MAPPING, &[("deadletter-max", "5"), ("workers", "1")], &[]);
     let mut c = server.conn();
     for id in 1..=12 {
         reject(&mut c, [id]);
