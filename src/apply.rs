@@ -167,6 +167,11 @@ fn merge_into_main(ctx: &Context, main_key: &str, change: &Change, sums: &[(Vec<
                 set.push(v);
             }
             FieldChange::Remove => unset.push(field),
+            // Without a sum from Postgres (an unmapped field), Redis's own result.
+            FieldChange::Add { redis_after, .. } if !sums.iter().any(|(f, _)| f == field) => {
+                set.push(field);
+                set.push(redis_after);
+            }
             FieldChange::Add { .. } => {}
         }
     }

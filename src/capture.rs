@@ -10,16 +10,18 @@
 
 use crate::ack;
 use crate::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
+use crate::client_call::call_as_client;
 use crate::guard::guard;
+use crate::intent::Command;
 use crate::journal;
 use crate::mapping::{KeyRole, Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::queue::RowKey;
-use crate::redis_io::{call_logged, hgetall, is_own_write, own_writes, selected_db, warn};
+use crate::redis_io::{hgetall, is_own_write, selected_db, warn};
 use crate::row_id::{check_canonical, check_id};
 use crate::runtime::{self, Runtime};
 use crate::stats::MappingStats;
-use redis_module::{Context, ContextFlags, NotifyEvent};
+use redis_module::{Context, ContextFlags, NotifyEvent, RedisError};
 
 /// The row a captured key writes to.
 pub struct Target {
@@ -131,35 +133,33 @@ pub fn tagged_write(
     key: &[u8],
     op_value: &[u8],
     pairs: Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, RedisError> {
     let m = &rt.mappings.all()[target.mapping];
-    let tag = decode_op(op_value)?;
+    let tag = decode_op(op_value).map_err(|e| {
+        let message = format!("{}: write to {} refused: {e}", m.name, key.escape_ascii());
+        refuse(rt, target.mapping, &message);
+        RedisError::String(format!("ERR pgsync: {message}"))
+    })?;
     let acks: Vec<String> = tag.uuid.into_iter().collect();
     let main_key = m.main_key(&target.id);
     let names = || pairs.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
     match tag.op {
         SyncOp::Replicate => {
-            hset(ctx, key, &pairs);
+            hset(ctx, key, &pairs)?;
             Ok(record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields: set_fields(pairs), acks }))
         }
         SyncOp::Delete => {
-            own_writes(|| {
-                call_logged(ctx, "DEL", &[main_key.as_bytes()]);
-                call_logged(ctx, "DEL", &[key]);
-            });
+            delete(ctx, &[main_key.as_bytes(), key])?;
             Ok(record(ctx, rt, target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks }))
         }
         SyncOp::RedisOnlyUpsert => {
-            hset(ctx, main_key.as_bytes(), &pairs);
+            hset(ctx, main_key.as_bytes(), &pairs)?;
             announce(ctx, m, &main_key, &target.id, EventOp::Upsert, names());
             ack::send(ctx, m, &target.id, &acks, &Ok(()));
             Ok(None)
         }
         SyncOp::RedisOnlyDelete => {
-            own_writes(|| {
-                call_logged(ctx, "DEL", &[main_key.as_bytes()]);
-                call_logged(ctx, "DEL", &[key]);
-            });
+            delete(ctx, &[main_key.as_bytes(), key])?;
             announce(ctx, m, &main_key, &target.id, EventOp::Delete, Vec::new());
             ack::send(ctx, m, &target.id, &acks, &Ok(()));
             Ok(None)
@@ -167,16 +167,22 @@ pub fn tagged_write(
     }
 }
 
-fn hset(ctx: &Context, key: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) {
+/// The `#` operations write as the client would (its ACL, the OOM rule), also to
+/// the cached row's key, which the client did not name.
+fn hset(ctx: &Context, key: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), RedisError> {
     if pairs.is_empty() {
-        return;
+        return Ok(());
     }
     let mut args: Vec<&[u8]> = vec![key];
     for (f, v) in pairs {
         args.push(f);
         args.push(v);
     }
-    own_writes(|| call_logged(ctx, "HSET", &args));
+    call_as_client(ctx, Command::Hset, &args).map(|_| ())
+}
+
+fn delete(ctx: &Context, keys: &[&[u8]]) -> Result<(), RedisError> {
+    call_as_client(ctx, Command::Del, keys).map(|_| ())
 }
 
 /// Publishes a Redis-only change (`#` `+` or `-`).

@@ -94,6 +94,16 @@ impl Delta {
         }
     }
 
+    /// `value + self` as text, when `value` is a number of the delta's kind.
+    pub fn added_to(self, value: &[u8]) -> Option<Vec<u8>> {
+        let text = std::str::from_utf8(value).ok()?;
+        let sum = match self {
+            Delta::Int(d) => text.parse::<i128>().ok()?.checked_add(d).map(Delta::Int)?,
+            Delta::Float(d) => Delta::Float(text.trim().parse::<f64>().ok()? + d),
+        };
+        Some(sum.to_text().into_bytes())
+    }
+
     /// The delta as SQL literal text (bound as a parameter, never spliced).
     pub fn to_text(self) -> String {
         match self {
@@ -108,10 +118,12 @@ impl Delta {
     /// Parses a delta written by [`Delta::to_text`] or given to HINCRBY(FLOAT).
     pub fn parse(text: &[u8], float: bool) -> Option<Delta> {
         let text = std::str::from_utf8(text).ok()?;
+        // i128 and any float: a journaled sum may exceed what one command gives
+        // (Redis itself refuses non-finite increments before they are captured).
         if float {
-            text.trim().parse::<f64>().ok().filter(|f| f.is_finite()).map(Delta::Float)
+            text.trim().parse::<f64>().ok().map(Delta::Float)
         } else {
-            text.parse::<i64>().ok().map(|n| Delta::Int(n.into()))
+            text.parse::<i128>().ok().map(Delta::Int)
         }
     }
 }
@@ -125,10 +137,13 @@ fn merge_field(older: &mut FieldChange, newer: FieldChange) {
         (FieldChange::Add { delta: a, .. }, FieldChange::Add { delta: b, redis_after }) => {
             FieldChange::Add { delta: a.plus(b), redis_after }
         }
-        // After an absolute value, Redis's value after the increment is absolute too.
-        (FieldChange::Set(_) | FieldChange::Remove, FieldChange::Add { redis_after, .. }) => {
-            FieldChange::Set(redis_after)
+        // After an absolute value the increment's result is absolute too: the value
+        // plus the delta (not what Redis returned, which may have started from a
+        // key that was evicted or a staging key that was deleted meanwhile).
+        (FieldChange::Set(value), FieldChange::Add { delta, redis_after }) => {
+            FieldChange::Set(delta.added_to(&value).unwrap_or(redis_after))
         }
+        (FieldChange::Remove, FieldChange::Add { delta, .. }) => FieldChange::Set(delta.to_text().into_bytes()),
         (_, newer) => newer,
     };
 }
@@ -260,11 +275,15 @@ mod tests {
         c.absorb(with("score", add(Delta::Float(0.5), "3.5")));
         assert_eq!(c.fields[&b"score"[..]], add(Delta::Float(3.5), "3.5"));
         c.absorb(with("score", FieldChange::Set(b"10".to_vec())));
-        c.absorb(with("score", add(Delta::Int(1), "11")));
-        assert_eq!(c.fields[&b"score"[..]], FieldChange::Set(b"11".to_vec()), "set then incremented: absolute");
+        c.absorb(with("score", add(Delta::Int(1), "1")));
+        assert_eq!(
+            c.fields[&b"score"[..]],
+            FieldChange::Set(b"11".to_vec()),
+            "set then incremented: the sum, whatever Redis held"
+        );
         c.absorb(with("score", FieldChange::Remove));
-        c.absorb(with("score", add(Delta::Int(4), "4")));
-        assert_eq!(c.fields[&b"score"[..]], FieldChange::Set(b"4".to_vec()), "removed then incremented: absolute");
+        c.absorb(with("score", add(Delta::Int(4), "9")));
+        assert_eq!(c.fields[&b"score"[..]], FieldChange::Set(b"4".to_vec()), "removed then incremented: the delta");
     }
 
     #[test]
@@ -284,7 +303,7 @@ mod tests {
         assert_eq!(Delta::parse(b"-7", false), Some(Delta::Int(-7)));
         assert_eq!(Delta::parse(b"1.5", true), Some(Delta::Float(1.5)));
         assert_eq!(Delta::parse(b"x", false), None);
-        assert_eq!(Delta::parse(b"inf", true), None);
+        assert_eq!(Delta::parse(b"170141183460469231731687303715884105727", false), Some(Delta::Int(i128::MAX)));
         assert_eq!(Delta::parse(Delta::Float(0.1).to_text().as_bytes(), true), Some(Delta::Float(0.1)));
         assert_eq!(Delta::Float(2.0).to_text(), "2", "adds to an integer column too");
     }

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod blocked;
 pub mod capture;
 pub mod change;
+pub mod client_call;
 pub mod commands;
 pub mod config;
 pub mod deadletter;
@@ -171,10 +172,11 @@ fn role_changed(role: ServerRole) {
     rt.replica.store(replica, Ordering::Relaxed);
     // A replica's journal is its primary's; a promoted one recovers it.
     rt.recovery.restart();
+    // Either way the queue starts again from the journal: a demoted server's
+    // changes are the new primary's now, and a promoted one must not keep rows
+    // requeued while it was a replica over the journal's newer entries.
+    rt.queue.drop_pending();
     if replica {
-        // The new primary owns these changes now (its journal has them); keeping
-        // them here would write stale states if this server is promoted later.
-        rt.queue.drop_pending();
         waiters::fail_all(waiters::DEMOTED, &rt.queue);
     }
 }

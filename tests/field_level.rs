@@ -120,6 +120,18 @@ fn increments_on_a_key_redis_does_not_hold_add_to_the_row() {
     sync_wait(&mut c);
     assert_eq!(text(&db, "SELECT score::text FROM prefs WHERE id = 7").unwrap(), "100");
     assert_eq!(hgetall(&mut c, "prefs:7")["score"], "100");
+    // Replies reach scripts as the command gave them (a bulk string, not a status).
+    let kind: String = redis::cmd("EVAL")
+        .arg("return type(redis.call('HINCRBYFLOAT', KEYS[1], 'ratio', '0.25'))")
+        .arg(1)
+        .arg("prefs:7")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(kind, "string");
+    // A delta Redis reads but Rust's parser does not (hex) still reaches Postgres.
+    let after: String = redis::cmd("HINCRBYFLOAT").arg("prefs:7").arg("ratio").arg("0x10").query(&mut c).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(text(&db, "SELECT ratio::text FROM prefs WHERE id = 7").unwrap(), after);
     // An increment of a text column is a rejection with a clear error.
     let _: i64 = redis::cmd("HINCRBY").arg("prefs:7").arg("note").arg(1).query(&mut c).unwrap();
     sync_wait(&mut c);

@@ -10,6 +10,7 @@ pub mod write;
 use crate::acl::{Access, Caller};
 use crate::capture;
 use crate::change::{RowOp, Write};
+use crate::client_call::call_as_client;
 use crate::config;
 use crate::guard;
 use crate::intent::Command;
@@ -76,14 +77,6 @@ fn reload_in_background(
     }
 }
 
-/// HSET's reply: the number of fields it added.
-fn integer(reply: &RedisValue) -> i64 {
-    match reply {
-        RedisValue::Integer(n) => *n,
-        _ => 0,
-    }
-}
-
 /// `SYNC.HSET key field value [field value ...]`: write-through that replies only
 /// after the row is committed in Postgres, or with Postgres's error.
 pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -128,18 +121,18 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     };
     let mut hset: Vec<&[u8]> = vec![staged.as_bytes()];
     hset.extend(args[2..].iter().map(|a| a.as_slice()));
-    let reply = write::run(ctx, Command::Hset, &hset)?;
+    let reply = call_as_client(ctx, Command::Hset, &hset)?;
     let pairs = args[2..].chunks_exact(2).map(|p| (p[0].as_slice().to_vec(), p[1].as_slice().to_vec())).collect();
     let write = Write { op: RowOp::Upsert, fields: capture::set_fields(pairs), acks: Vec::new() };
     match capture::record(ctx, rt, &target, staged.as_bytes(), write) {
         Some(version) => {
             // Still under the Redis lock: apply cannot settle the row before the
             // client is registered.
-            waiters::wait_for_row(ctx, target.row(), version, integer(&reply), config::hset_timeout())?;
+            waiters::wait_for_row(ctx, target.row(), version, reply.integer().unwrap_or(0), config::hset_timeout())?;
             rt.queue.hurry();
             Ok(RedisValue::NoReply)
         }
-        None => Ok(reply),
+        None => reply.forward(ctx),
     }
 }
 

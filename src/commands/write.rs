@@ -8,29 +8,11 @@
 use super::runtime_or_err;
 use crate::capture::{self, record, refuse, set_fields, Target};
 use crate::change::{FieldChange, Fields, RowOp, Write};
+use crate::client_call::call_as_client;
 use crate::intent::{self, Command, Effect};
 use crate::mapping::{KeyRole, Mode};
-use crate::redis_io::own_writes;
 use crate::runtime::Runtime;
-use redis_module::{
-    CallOptionResp, CallOptionsBuilder, CallResult, Context, RedisError, RedisResult, RedisString, RedisValue,
-};
-
-/// Runs a write command as the calling client: its ACL is checked, deny-oom
-/// commands are refused under `maxmemory`, the write replicates, and capture
-/// ignores the keyspace events it raises (the caller captures it).
-pub fn run(ctx: &Context, command: Command, args: &[&[u8]]) -> RedisResult {
-    let mut options = CallOptionsBuilder::new().replicate().errors_as_replies().verify_acl().resp(CallOptionResp::Auto);
-    if command.deny_oom() {
-        options = options.verify_oom();
-    }
-    let options = options.build();
-    let reply: CallResult = own_writes(|| ctx.call_ext(command.name(), &options, args));
-    match reply {
-        Ok(r) => Ok((&r).into()),
-        Err(e) => Err(RedisError::String(e.to_utf8_string().unwrap_or_else(|| "ERR unknown error".into()))),
-    }
-}
+use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 fn command_arg(args: &[RedisString], deletes: bool) -> Result<Command, RedisError> {
     let name = args.get(1).map(|a| a.as_slice()).unwrap_or_default();
@@ -68,32 +50,26 @@ pub fn sync_write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let all: Vec<&[u8]> = args[2..].iter().map(|a| a.as_slice()).collect();
     let (key, rest) = (all[0], &all[1..]);
-    let (Some(target), Some(effect)) = (target_of(ctx, rt, key)?, intent::parse(command, rest)) else {
-        // Not a synced key, or arguments Redis will refuse with its own error.
-        return run(ctx, command, &all);
+    let Some(target) = target_of(ctx, rt, key)? else {
+        return call_as_client(ctx, command, &all)?.forward(ctx);
+    };
+    let Some(effect) = intent::parse(command, rest) else {
+        return unparsed_write(ctx, rt, &target, command, &all);
     };
     if let (Command::Hset | Command::Hmset, Effect::Set(pairs)) = (command, &effect) {
         let (pairs, op) = intent::take_op_field(pairs.clone());
         if let Some(op) = op {
             let written = pairs.len();
             return capture::tagged_write(ctx, rt, &target, key, &op, pairs)
-                .map(|_| RedisValue::Integer(written as i64))
-                .map_err(|e| {
-                    let message = format!("write to {} refused: {e}", key.escape_ascii());
-                    refuse(rt, target.mapping, &message);
-                    RedisError::String(format!("ERR pgsync: {message}"))
-                });
+                .map(|_| RedisValue::Integer(written as i64));
         }
     }
-    let reply = run(ctx, command, &all)?;
+    let reply = call_as_client(ctx, command, &all)?;
     let fields = match effect {
-        Effect::Set(_) if Effect::conditional(command) && !matches!(reply, RedisValue::Integer(1)) => Fields::new(),
+        Effect::Set(_) if Effect::conditional(command) && reply.integer() != Some(1) => Fields::new(),
         Effect::Set(pairs) => set_fields(pairs),
         Effect::Incr { field, delta } => {
-            let redis_after = match &reply {
-                RedisValue::Integer(n) => n.to_string().into_bytes(),
-                other => crate::redis_io::bytes(other).unwrap_or_default(),
-            };
+            let redis_after = reply.bytes().unwrap_or_default();
             [(field, FieldChange::Add { delta, redis_after })].into_iter().collect()
         }
         Effect::Remove(names) => names.into_iter().map(|f| (f, FieldChange::Remove)).collect(),
@@ -101,7 +77,20 @@ pub fn sync_write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if !fields.is_empty() {
         record(ctx, rt, &target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
     }
-    Ok(reply)
+    reply.forward(ctx)
+}
+
+/// A write whose arguments capture cannot read, though Redis may still accept
+/// them (`HINCRBYFLOAT k f 0x10`: Redis parses a long double): when it succeeds,
+/// the increment's result is recorded as the field's value, so nothing goes
+/// unsynced. Any other unreadable write is one Redis refuses too.
+fn unparsed_write(ctx: &Context, rt: &Runtime, target: &Target, command: Command, all: &[&[u8]]) -> RedisResult {
+    let reply = call_as_client(ctx, command, all)?;
+    if let (Command::Hincrby | Command::Hincrbyfloat, [key, field, _], Some(value)) = (command, all, reply.bytes()) {
+        let fields = [(field.to_vec(), FieldChange::Set(value))].into_iter().collect();
+        record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
+    }
+    reply.forward(ctx)
 }
 
 /// `SYNC.DELETE DEL|UNLINK key [key ...]`: deletes keys; each write-behind row key
@@ -124,9 +113,9 @@ pub fn sync_delete(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             }
         }
     }
-    let reply = run(ctx, command, &keys)?;
+    let reply = call_as_client(ctx, command, &keys)?;
     for (key, target) in rows {
         record(ctx, rt, &target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
     }
-    Ok(reply)
+    reply.forward(ctx)
 }

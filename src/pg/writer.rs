@@ -228,6 +228,9 @@ fn write_row_by_row(
     rows: &[PreparedRow],
 ) -> Result<Vec<RowOutcome>, Error> {
     let mut tx = client.transaction()?;
+    // A deferred constraint would only fail at COMMIT, for the whole batch, again
+    // and again: check every constraint at its row's statement instead.
+    tx.batch_execute("SET CONSTRAINTS ALL IMMEDIATE")?;
     let mut outcomes = Vec::with_capacity(rows.len());
     for row in rows {
         let statements = plan(tables, &[(0, row)])?;
