@@ -88,9 +88,9 @@ const MAX_SKIPPED: usize = 10_000;
 #[derive(Default)]
 struct Inner {
     order: VecDeque<RowKey>,
-    // Both keep per-mapping counts and oldest capture times for `backlog`.
+    // Both keep per-mapping counts and oldest capture times (for `backlog`, and
+    // so that `take` sees which mappings have rows without walking them).
     pending: RowMap<Entry>,
-    pending_by_mapping: HashMap<usize, usize>,
     in_flight: RowMap<Flight>,
     last_version: u64,
     unsettled: Unsettled,
@@ -204,7 +204,6 @@ impl Queue {
             }
             None => {
                 inner.unsettled.add(version);
-                *inner.pending_by_mapping.entry(row.mapping).or_default() += 1;
                 inner.order.push_back(row.clone());
                 // Wake an idle worker for the first row, and for every further
                 // batch's worth: a wake-up per write would cost more than the write.
@@ -298,7 +297,6 @@ impl Queue {
                     inner.pending.insert(row, old);
                 }
                 None => {
-                    *inner.pending_by_mapping.entry(row.mapping).or_default() += 1;
                     inner.order.push_front(row.clone());
                     inner.pending.insert(row, old);
                 }
@@ -394,7 +392,6 @@ impl Queue {
             inner.unsettled.remove(entry.change.first_version);
         }
         inner.pending.clear();
-        inner.pending_by_mapping.clear();
         inner.order.clear();
         drop(guard);
         self.settled.notify_all();
@@ -452,7 +449,7 @@ impl Inner {
         let mut bytes = 0usize;
         // While Postgres is down every mapping waits: say so without walking a
         // queue that may hold millions of rows, on every wake-up.
-        if !self.pending_by_mapping.iter().any(|(m, n)| *n > 0 && ready(*m)) {
+        if !self.pending.mappings().any(ready) {
             return batch;
         }
         let mut skipped = Vec::new();
@@ -471,9 +468,6 @@ impl Inner {
             }
             bytes = bytes.saturating_add(size);
             if let Some(entry) = self.pending.remove(&row) {
-                if let Some(n) = self.pending_by_mapping.get_mut(&row.mapping) {
-                    *n -= 1;
-                }
                 let flight = Flight { since: entry.since, change: entry.change.clone() };
                 self.in_flight.insert(row.clone(), flight);
                 batch.push((row, entry));

@@ -119,6 +119,11 @@ impl<V: Captured> RowMap<V> {
         (figures.count, oldest)
     }
 
+    /// The mappings that have rows in the map (at most one per mapping).
+    pub fn mappings(&self) -> impl Iterator<Item = usize> + '_ {
+        self.figures.iter().filter(|(_, f)| f.count > 0).map(|(m, _)| *m)
+    }
+
     /// Gives memory back once the map holds far fewer rows than it has room for
     /// (a drained backlog): a `HashMap` never shrinks on its own.
     pub fn shrink_if_sparse(&mut self) {
