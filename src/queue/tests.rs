@@ -1,0 +1,165 @@
+//! Unit tests of the queue: coalescing, batches, requeue, snapshots.
+
+use super::*;
+use crate::change::{FieldChange, RowOp};
+
+fn row(id: &str) -> RowKey {
+    RowKey { mapping: 0, id: id.into() }
+}
+
+fn write(op: RowOp, acks: &[&str]) -> Write {
+    Write { op, fields: Default::default(), acks: acks.iter().map(|a| a.to_string()).collect() }
+}
+
+fn upsert() -> Write {
+    write(RowOp::Upsert, &[])
+}
+
+const NOW: Duration = Duration::ZERO;
+const ALL: &dyn Fn(usize) -> bool = &|_| true;
+
+fn take(q: &Queue) -> Vec<(RowKey, Entry)> {
+    q.take_batch(10, usize::MAX, NOW, NOW, ALL)
+}
+
+#[test]
+fn writes_to_one_row_coalesce() {
+    let q = Queue::default();
+    q.push(row("1"), upsert());
+    let second = q.push(row("1"), write(RowOp::Upsert, &["ack"]));
+    assert!(second.unsynced.acks.is_empty(), "acks are journaled one by one");
+    let batch = take(&q);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].1.change.version, second.version);
+}
+
+#[test]
+fn a_row_in_flight_is_not_taken_twice() {
+    let q = Queue::default();
+    q.push(row("1"), upsert());
+    let first = take(&q);
+    q.push(row("1"), upsert());
+    q.push(row("2"), upsert());
+    let second = take(&q);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].0, row("2"));
+    q.complete([&first[0].0]);
+    let third = take(&q);
+    assert_eq!(third[0].0, row("1"));
+}
+
+#[test]
+fn rows_of_a_mapping_that_is_not_ready_wait_their_turn() {
+    let q = Queue::default();
+    q.push(RowKey { mapping: 1, id: "1".into() }, upsert());
+    q.push(row("2"), upsert());
+    let batch = q.take_batch(10, usize::MAX, NOW, NOW, &|m| m == 0);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].0, row("2"));
+    assert_eq!(take(&q)[0].0.mapping, 1);
+}
+
+#[test]
+fn requeued_rows_keep_newer_writes_on_top() {
+    let q = Queue::default();
+    q.push(row("1"), write(RowOp::Upsert, &["a"]));
+    let batch = take(&q);
+    q.push(row("1"), write(RowOp::Delete, &["b"]));
+    assert_eq!(q.unsettled_up_to(1), 1);
+    assert_eq!(q.unsettled_up_to(2), 2);
+    q.requeue(batch);
+    assert_eq!(q.unsettled_up_to(2), 1, "one row, one change");
+    let again = take(&q);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.change.op, RowOp::Delete);
+    assert_eq!(again[0].1.change.acks, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(again[0].1.change.first_version, 1);
+    q.complete([&again[0].0]);
+    assert_eq!(q.oldest_unsettled(), None);
+}
+
+#[test]
+fn the_journal_hears_of_a_delete_still_in_flight() {
+    let q = Queue::default();
+    q.push(row("1"), write(RowOp::Delete, &["gone"]));
+    let _flying = take(&q);
+    let pushed = q.push(row("1"), write(RowOp::Upsert, &["back"]));
+    assert_eq!(pushed.unsynced.op, RowOp::Replace);
+}
+
+#[test]
+fn snapshots_see_rows_changed_after_them() {
+    let q = Queue::default();
+    q.push(row("1"), upsert());
+    let batch = take(&q);
+    q.complete([&batch[0].0]);
+    let snapshot = q.snapshot();
+    assert!(!snapshot.redis_is_newer(&row("1")), "settled before the snapshot");
+    q.push(row("1"), upsert());
+    let batch = take(&q);
+    q.complete([&batch[0].0]);
+    assert!(snapshot.redis_is_newer(&row("1")), "changed after the snapshot, even though settled");
+    drop(snapshot);
+    assert!(!q.snapshot().redis_is_newer(&row("1")));
+}
+
+#[test]
+fn a_row_that_commits_while_a_reader_reads_counts_as_newer() {
+    let q = Queue::default();
+    q.push(row("1"), upsert());
+    let batch = take(&q);
+    let snapshot = q.snapshot();
+    // The commit may land after the reader's read: its row must not be
+    // overwritten with what the reader saw.
+    q.complete([&batch[0].0]);
+    assert!(snapshot.redis_is_newer(&row("1")));
+}
+
+#[test]
+fn backlog_counts_pending_and_in_flight_rows_per_mapping() {
+    let q = Queue::default();
+    q.push(row("1"), upsert());
+    q.push(row("2"), upsert());
+    q.push(row("2"), upsert());
+    q.push(RowKey { mapping: 1, id: "1".into() }, upsert());
+    let b = q.backlog(0);
+    assert_eq!((b.pending, b.in_flight), (2, 0));
+    assert!(b.oldest.is_some());
+    let batch = q.take_batch(1, usize::MAX, NOW, NOW, &|m| m == 0);
+    let b = q.backlog(0);
+    assert_eq!((b.pending, b.in_flight), (1, 1));
+    q.requeue(batch);
+    assert_eq!(q.backlog(0).pending, 2);
+    let batch = q.take_batch(10, usize::MAX, NOW, NOW, &|m| m == 0);
+    q.complete(batch.iter().map(|(r, _)| r));
+    assert_eq!(q.backlog(0), Backlog::default());
+    assert_eq!(q.backlog(1).pending, 1);
+    q.drop_pending();
+    assert_eq!(q.backlog(1), Backlog::default());
+}
+
+#[test]
+fn dropped_rows_are_settled_for_waiters() {
+    let q = Queue::default();
+    q.push(row("1"), upsert());
+    q.push(row("2"), upsert());
+    q.drop_pending();
+    assert_eq!(q.oldest_unsettled(), None);
+}
+
+#[test]
+fn batches_are_bounded_in_bytes_and_a_big_row_goes_alone() {
+    let q = Queue::default();
+    let sized = |n: usize| {
+        let fields = [(b"f".to_vec(), FieldChange::Set(vec![b'x'; n]))].into_iter().collect();
+        Write { op: RowOp::Upsert, fields, acks: Vec::new() }
+    };
+    q.push(row("1"), sized(39));
+    q.push(row("2"), sized(39));
+    q.push(row("3"), sized(999));
+    q.push(row("4"), sized(9));
+    let ids = |batch: Vec<(RowKey, Entry)>| batch.into_iter().map(|(r, _)| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["1", "2"]);
+    assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["3"], "over the bound on its own");
+    assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["4"]);
+}
