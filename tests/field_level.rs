@@ -294,6 +294,9 @@ fn acknowledged_writes_survive_eviction_and_expiry_while_postgres_is_down() {
     assert!(evicted > 0, "the test must evict");
     assert!(acknowledged.len() > 500, "only {} writes acknowledged", acknowledged.len());
     assert!(!exists(&mut c, "prefs:3"));
+    // The evictions have happened; from now on nothing may evict the ack stream
+    // the test reads below.
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut c).unwrap();
     pg.up();
     sync_wait(&mut c);
     let landed: Vec<i32> = db
