@@ -37,20 +37,13 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         return settle_without_writes(rt, batch);
     }
     own_writes(|| {
-        let mut settled: Vec<Vec<u8>> = Vec::new();
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             let key = written_key(&rt.mappings.all()[row.mapping], &row.id);
             let pending = rt.queue.pending_change(row);
             apply_row(&ctx, rt, row, &entry.change, outcome, &key, pending.as_ref());
-            // The journal keeps what is still queued for the row, and nothing else
-            // (the acks of the queued change have their entries already).
-            settled.extend(entry.change.acks.iter().map(|uuid| journal::ack_field(key.as_bytes(), uuid)));
-            match pending {
-                None => settled.push(key.into_bytes()),
-                Some(newer) => journal::mark(&ctx, key.as_bytes(), &newer, &[]),
-            }
+            // Newer writes to the row keep their own records.
+            journal::forget(&ctx, key.as_bytes(), &entry.records);
         }
-        journal::clear_all(&ctx, &settled);
         rt.queue.complete(batch.iter().map(|(row, _)| row));
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             waiters::settle(row, entry.change.version, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));

@@ -100,8 +100,8 @@ pub fn set_fields(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Fields {
     pairs.into_iter().map(|(f, v)| (f, FieldChange::Set(v))).collect()
 }
 
-/// Queues a captured write of a row and journals everything unsynced for it, in
-/// the command that made the write. Returns the change's version, or `None` when
+/// Queues a captured write of a row and journals it, in the command that made
+/// the write. Returns the change's version, or `None` when
 /// nothing goes to Postgres (a write of unmapped fields only: its acks are done).
 pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: Write) -> Option<u64> {
     let m = &rt.mappings.all()[target.mapping];
@@ -116,11 +116,7 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
         ack::send(ctx, m, &target.id, &write.acks, &Ok(()));
         return None;
     }
-    journal::recover_row(ctx, rt, &target.row(), key);
-    let new_acks = write.acks.clone();
-    let pushed = rt.queue.push(target.row(), write);
-    journal::mark(ctx, key, &pushed.unsynced, &new_acks);
-    Some(pushed.version)
+    Some(journal::mark(ctx, rt, target.row(), key, write))
 }
 
 /// Carries out an rgsync `#` operation written with HSET: `=` writes the other

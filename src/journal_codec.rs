@@ -1,15 +1,18 @@
-//! The journal's value format: a row's unsynced change (operation and the fields
-//! it sets, removes or increments) as compact, binary-safe bytes. Ack uuids are
-//! journaled in fields of their own. Pure, unit-tested.
+//! The journal's record format: one write, or several coalesced (operation, the
+//! fields set, removed or incremented, and the ack uuids waiting on it), as compact,
+//! binary-safe bytes. Pure, unit-tested.
 //!
-//! Layout: `P2`, the op (`u`/`d`/`r`), then the fields as a u32 count followed by
-//! items; every byte string is a u32 length and the bytes (little endian). A field is a kind (`s` set, `x` remove, `i`/`f` integer/float
-//! increment), its name, then its value (set) or delta text and Redis's value after
-//! (increment).
+//! Layout: `P3`, the op (`u`/`d`/`r`), then the fields as a u32 count followed by
+//! items, then the acks as a u32 count followed by strings; every byte string is a
+//! u32 length and the bytes (little endian). A field is a kind (`s` set, `x`
+//! remove, `i`/`f` integer/float increment), its name, then its value (set) or
+//! delta text and Redis's value after (increment). `P2`, the previous version's
+//! format, is the same without the acks; it is still read.
 
 use crate::change::{Delta, FieldChange, Fields, RowOp, Write};
 
-const MAGIC: &[u8] = b"P2";
+const MAGIC: &[u8] = b"P3";
+const MAGIC_V2: &[u8] = b"P2";
 
 fn op_code(op: RowOp) -> u8 {
     match op {
@@ -24,9 +27,10 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Encodes what the journal keeps for a row.
-pub fn encode(op: RowOp, fields: &Fields) -> Vec<u8> {
-    let size: usize = fields.keys().map(|f| f.len() + 32).sum::<usize>();
+/// Encodes a journal record: a write (or writes coalesced) and its acks.
+pub fn encode(op: RowOp, fields: &Fields, acks: &[String]) -> Vec<u8> {
+    let size = fields.iter().map(|(f, c)| f.len() + field_size(c) + 16).sum::<usize>()
+        + acks.iter().map(|a| a.len() + 4).sum::<usize>();
     let mut out = Vec::with_capacity(size + 16);
     out.extend_from_slice(MAGIC);
     out.push(op_code(op));
@@ -50,7 +54,19 @@ pub fn encode(op: RowOp, fields: &Fields) -> Vec<u8> {
             }
         }
     }
+    out.extend_from_slice(&(acks.len() as u32).to_le_bytes());
+    for uuid in acks {
+        put(&mut out, uuid.as_bytes());
+    }
     out
+}
+
+fn field_size(change: &FieldChange) -> usize {
+    match change {
+        FieldChange::Set(value) => value.len(),
+        FieldChange::Remove => 0,
+        FieldChange::Add { redis_after, .. } => redis_after.len() + 24,
+    }
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -80,10 +96,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a value written by [`encode`]; `None` when it is not one (a corrupt
-/// entry, or one written in another format).
+/// Decodes a record written by [`encode`] (or a `P2` entry of the previous
+/// version); `None` when it is not one (a corrupt entry, or another format).
 pub fn decode(value: &[u8]) -> Option<Write> {
-    let mut r = Reader(value.strip_prefix(MAGIC)?);
+    let (mut r, with_acks) = match (value.strip_prefix(MAGIC), value.strip_prefix(MAGIC_V2)) {
+        (Some(rest), _) => (Reader(rest), true),
+        (None, Some(rest)) => (Reader(rest), false),
+        (None, None) => return None,
+    };
     let op = match r.byte()? {
         b'u' => RowOp::Upsert,
         b'd' => RowOp::Delete,
@@ -105,7 +125,13 @@ pub fn decode(value: &[u8]) -> Option<Write> {
         };
         fields.insert(name, change);
     }
-    r.0.is_empty().then_some(Write { op, fields, acks: Vec::new() })
+    let mut acks = Vec::new();
+    if with_acks {
+        for _ in 0..r.count()? {
+            acks.push(String::from_utf8(r.bytes()?.to_vec()).ok()?);
+        }
+    }
+    r.0.is_empty().then_some(Write { op, fields, acks })
 }
 
 #[cfg(test)]
@@ -119,18 +145,33 @@ mod tests {
         fields.insert(b"gone".to_vec(), FieldChange::Remove);
         fields.insert(b"n".to_vec(), FieldChange::Add { delta: Delta::Int(-12), redis_after: b"3".to_vec() });
         fields.insert(b"x".to_vec(), FieldChange::Add { delta: Delta::Float(0.25), redis_after: b"1.25".to_vec() });
-        let bytes = encode(RowOp::Replace, &fields);
-        assert_eq!(decode(&bytes), Some(Write { op: RowOp::Replace, fields, acks: Vec::new() }));
+        let acks = vec!["6ce0".to_string(), "b-2".to_string()];
+        let bytes = encode(RowOp::Replace, &fields, &acks);
+        assert_eq!(decode(&bytes), Some(Write { op: RowOp::Replace, fields, acks }));
     }
 
     #[test]
     fn foreign_or_truncated_values_are_refused() {
         assert_eq!(decode(b"u 6ce0"), None);
-        let bytes = encode(RowOp::Delete, &Fields::new());
+        let bytes = encode(RowOp::Delete, &Fields::new(), &[]);
         assert!(decode(&bytes).is_some());
         assert_eq!(decode(&bytes[..bytes.len() - 1]), None);
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(decode(&longer), None);
+    }
+
+    #[test]
+    fn entries_of_the_previous_format_are_read_without_acks() {
+        // P2: op, one field set, no ack section.
+        let mut v2 = b"P2u".to_vec();
+        v2.extend_from_slice(&1u32.to_le_bytes());
+        v2.push(b's');
+        v2.extend_from_slice(&1u32.to_le_bytes());
+        v2.push(b'a');
+        v2.extend_from_slice(&1u32.to_le_bytes());
+        v2.push(b'1');
+        let write = decode(&v2).expect("a P2 entry");
+        assert_eq!((write.op, write.fields.len(), write.acks.len()), (RowOp::Upsert, 1, 0));
     }
 }

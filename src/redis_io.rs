@@ -156,3 +156,9 @@ mod tests {
         assert!(!is_own_write(), "a caught panic left capture switched off");
     }
 }
+
+/// A Redis string holding exactly `bytes`. The crate's `create_string` goes
+/// through a C string and panics on a NUL byte, which keys and values may hold.
+pub fn string(ctx: &Context, bytes: &[u8]) -> redis_module::RedisString {
+    redis_module::RedisString::create_from_slice(ctx.ctx, bytes)
+}

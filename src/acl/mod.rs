@@ -35,7 +35,7 @@ impl Caller {
         let Some(check) = api!(RedisModule_ACLCheckKeyPermissions) else {
             return false;
         };
-        let key = ctx.create_string(key);
+        let key = crate::redis_io::string(ctx, key);
         // SAFETY: the user and the string are alive for the call.
         unsafe { check(self.user.as_ptr(), key.inner, key_flags(access)) == raw::REDISMODULE_OK as i32 }
     }
@@ -68,7 +68,7 @@ impl Caller {
 
     /// Whether the user may read (or write) every key that starts with `prefix`.
     pub fn may_prefix(&self, ctx: &Context, prefix: &[u8], access: Access) -> bool {
-        let prefix_string = ctx.create_string(prefix);
+        let prefix_string = crate::redis_io::string(ctx, prefix);
         if let Some(check) = api!(RedisModule_ACLCheckKeyPrefixPermissions) {
             // SAFETY: the user and the string are alive for the call.
             return unsafe {
@@ -91,7 +91,7 @@ impl Caller {
         let Some(add) = api!(RedisModule_ACLAddLogEntry) else {
             return;
         };
-        let object = ctx.create_string(key);
+        let object = crate::redis_io::string(ctx, key);
         // SAFETY: the context, user and string are alive for the call.
         unsafe {
             add(ctx.ctx, self.user.as_ptr(), object.inner, raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY)

@@ -27,14 +27,66 @@ pub struct RowKey {
     pub id: String,
 }
 
-/// A queued change and when its oldest write was captured.
+/// A queued change, when its oldest write was captured, and the journal records
+/// that hold it.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The coalesced change.
     pub change: Change,
     /// Capture time of the oldest write merged in (for lag).
     pub since: Instant,
+    /// The journal records of the writes merged in: settling the change deletes
+    /// exactly these, and leaves the records of newer writes in place.
+    pub records: Records,
 }
+
+/// Ids and total size of the journal records that hold a change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Records {
+    /// Record ids (the versions of the writes that made them).
+    pub ids: Vec<u64>,
+    /// Bytes of the records, to tell when rewriting them as one pays off.
+    pub bytes: usize,
+}
+
+impl Records {
+    fn absorb(&mut self, newer: Records) {
+        self.ids.extend(newer.ids);
+        self.bytes += newer.bytes;
+    }
+}
+
+/// How the write being pushed is journaled.
+#[derive(Debug, Clone, Copy)]
+pub enum Journaled {
+    /// A new write: its record takes the write's version as its id.
+    Fresh {
+        /// Size of the write's record.
+        bytes: usize,
+    },
+    /// A record read back from the journal, which keeps its id.
+    Recovered {
+        /// The record's id.
+        id: u64,
+        /// Size of the record.
+        bytes: usize,
+    },
+}
+
+/// A row's pending records rewritten as one, when they have grown to more than
+/// twice what the coalesced change needs: this keeps the journal's work O(size of
+/// the write), amortized, for a row written over and over while Postgres is down.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compaction {
+    /// The row's whole pending change, acks included: the one record to write,
+    /// under the pushed write's id.
+    pub change: Change,
+    /// The records it replaces.
+    pub replaced: Vec<u64>,
+}
+
+/// Slack before a row's records are compacted: small rows never pay for it.
+const COMPACTION_SLACK: usize = 256;
 
 impl Captured for Entry {
     fn since(&self) -> Instant {
@@ -45,12 +97,12 @@ impl Captured for Entry {
 /// How a settled row ended: committed, or rejected with Postgres's message.
 pub type Outcome = Result<(), String>;
 
-/// What is known of a row while its batch is being written: the change itself,
-/// so the journal can keep it together with a newer one until it commits.
+/// What the queue keeps of a row while its batch is being written: the worker
+/// holds the change itself, and the journal its records.
 #[derive(Debug, Clone)]
 struct Flight {
     since: Instant,
-    change: Change,
+    first_version: u64,
 }
 
 impl Captured for Flight {
@@ -80,16 +132,13 @@ struct Inner {
     shutdown: bool,
 }
 
-/// What [`Queue::push`] recorded: the version, and what the journal must remember
-/// for the row (its pending change on top of any change still in flight, so a
-/// crash before the in-flight one commits loses neither).
+/// What [`Queue::push`] recorded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pushed {
     /// Version of the pushed change.
     pub version: u64,
-    /// Everything unsynced for the row, in flight and pending combined, without
-    /// the ack uuids (the journal keeps those one by one).
-    pub unsynced: Change,
+    /// Set when the row's pending records are to be rewritten as one.
+    pub compaction: Option<Compaction>,
 }
 
 /// Pending and in-flight figures of one mapping.
@@ -124,8 +173,8 @@ impl Queue {
         }
     }
 
-    /// Records a write to `row`; see [`Pushed`].
-    pub fn push(&self, row: RowKey, write: Write) -> Pushed {
+    /// Records a write to `row`, journaled as `journaled` says; see [`Pushed`].
+    pub fn push(&self, row: RowKey, write: Write, journaled: Journaled) -> Pushed {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.last_version += 1;
@@ -134,11 +183,19 @@ impl Queue {
             inner.touched.insert(row.clone(), version);
         }
         let change = Change::new(write, version);
+        let records = match journaled {
+            Journaled::Fresh { bytes } => Records { ids: vec![version], bytes },
+            Journaled::Recovered { id, bytes } => Records { ids: vec![id], bytes },
+        };
         let mut wake = false;
-        let pending = match inner.pending.get_mut(&row) {
+        let mut compaction = None;
+        match inner.pending.get_mut(&row) {
             Some(entry) => {
                 entry.change.absorb(change);
-                entry.change.without_acks()
+                entry.records.absorb(records);
+                if let Journaled::Fresh { .. } = journaled {
+                    compaction = compact(entry, version);
+                }
             }
             None => {
                 inner.unsettled.add(version);
@@ -147,26 +204,24 @@ impl Queue {
                 // batch's worth: a wake-up per write would cost more than the write.
                 let queued = inner.order.len();
                 wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
-                let unsynced = change.without_acks();
-                inner.pending.insert(row.clone(), Entry { change, since: Instant::now() });
-                unsynced
+                inner.pending.insert(row, Entry { change, since: Instant::now(), records });
             }
-        };
-        let unsynced = match inner.in_flight.get(&row) {
-            Some(flight) => {
-                let mut both = flight.change.without_acks();
-                both.absorb(pending);
-                both
-            }
-            None => pending,
-        };
+        }
         drop(guard);
         if wake {
             // All: a worker lingering for a fuller batch waits on the same condvar
             // and must not swallow the wake-up meant for an idle one.
             self.work.notify_all();
         }
-        Pushed { version, unsynced }
+        Pushed { version, compaction }
+    }
+
+    /// Makes every version from now on greater than `floor`: record ids are
+    /// versions, and those left in the journal by an earlier run (or a former
+    /// primary) must never be reused.
+    pub fn advance_versions(&self, floor: u64) {
+        let mut inner = self.lock();
+        inner.last_version = inner.last_version.max(floor);
     }
 
     /// The version of the newest change captured so far.
@@ -232,6 +287,7 @@ impl Queue {
                 Some(newer) => {
                     inner.unsettled.remove(newer.change.first_version);
                     old.change.absorb(newer.change);
+                    old.records.absorb(newer.records);
                     inner.pending.insert(row, old);
                 }
                 None => {
@@ -250,7 +306,7 @@ impl Queue {
         let mut inner = self.lock();
         for row in rows {
             if let Some(flight) = inner.in_flight.remove(row) {
-                inner.unsettled.remove(flight.change.first_version);
+                inner.unsettled.remove(flight.first_version);
             }
             inner.note_settled(row);
         }
@@ -354,6 +410,19 @@ impl Queue {
     }
 }
 
+/// Decides whether a row's pending records are rewritten as one record under id
+/// `into` (see [`Compaction`]), and if so notes the new single record.
+fn compact(entry: &mut Entry, into: u64) -> Option<Compaction> {
+    let needed = entry.change.size_bytes() + entry.change.acks.iter().map(|a| a.len()).sum::<usize>();
+    if entry.records.ids.len() < 2 || entry.records.bytes <= 2 * needed + COMPACTION_SLACK {
+        return None;
+    }
+    let replaced = std::mem::replace(&mut entry.records.ids, vec![into]);
+    entry.records.bytes = needed;
+    let replaced = replaced.into_iter().filter(|id| *id != into).collect();
+    Some(Compaction { change: entry.change.clone(), replaced })
+}
+
 impl Inner {
     /// Takes up to `max` queued rows (and `max_bytes` of changes, but at least
     /// one row) that are not in flight and whose mapping is ready; the rest keep
@@ -382,7 +451,7 @@ impl Inner {
             }
             bytes = bytes.saturating_add(size);
             if let Some(entry) = self.pending.remove(&row) {
-                let flight = Flight { since: entry.since, change: entry.change.clone() };
+                let flight = Flight { since: entry.since, first_version: entry.change.first_version };
                 self.in_flight.insert(row.clone(), flight);
                 batch.push((row, entry));
             }

@@ -11,6 +11,11 @@ fn write(op: RowOp, acks: &[&str]) -> Write {
     Write { op, fields: Default::default(), acks: acks.iter().map(|a| a.to_string()).collect() }
 }
 
+/// Pushes a write whose journal record is small.
+fn push(q: &Queue, row: RowKey, write: Write) -> Pushed {
+    q.push(row, write, Journaled::Fresh { bytes: 10 })
+}
+
 fn upsert() -> Write {
     write(RowOp::Upsert, &[])
 }
@@ -25,21 +30,22 @@ fn take(q: &Queue) -> Vec<(RowKey, Entry)> {
 #[test]
 fn writes_to_one_row_coalesce() {
     let q = Queue::default();
-    q.push(row("1"), upsert());
-    let second = q.push(row("1"), write(RowOp::Upsert, &["ack"]));
-    assert!(second.unsynced.acks.is_empty(), "acks are journaled one by one");
+    let first = push(&q, row("1"), upsert());
+    let second = push(&q, row("1"), write(RowOp::Upsert, &["ack"]));
+    assert_eq!(second.compaction, None, "two small records are not worth rewriting");
     let batch = take(&q);
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].1.change.version, second.version);
+    assert_eq!(batch[0].1.records.ids, vec![first.version, second.version]);
 }
 
 #[test]
 fn a_row_in_flight_is_not_taken_twice() {
     let q = Queue::default();
-    q.push(row("1"), upsert());
+    push(&q, row("1"), upsert());
     let first = take(&q);
-    q.push(row("1"), upsert());
-    q.push(row("2"), upsert());
+    push(&q, row("1"), upsert());
+    push(&q, row("2"), upsert());
     let second = take(&q);
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].0, row("2"));
@@ -51,8 +57,8 @@ fn a_row_in_flight_is_not_taken_twice() {
 #[test]
 fn rows_of_a_mapping_that_is_not_ready_wait_their_turn() {
     let q = Queue::default();
-    q.push(RowKey { mapping: 1, id: "1".into() }, upsert());
-    q.push(row("2"), upsert());
+    push(&q, RowKey { mapping: 1, id: "1".into() }, upsert());
+    push(&q, row("2"), upsert());
     let batch = q.take_batch(10, usize::MAX, NOW, NOW, &|m| m == 0);
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].0, row("2"));
@@ -62,9 +68,9 @@ fn rows_of_a_mapping_that_is_not_ready_wait_their_turn() {
 #[test]
 fn requeued_rows_keep_newer_writes_on_top() {
     let q = Queue::default();
-    q.push(row("1"), write(RowOp::Upsert, &["a"]));
+    push(&q, row("1"), write(RowOp::Upsert, &["a"]));
     let batch = take(&q);
-    q.push(row("1"), write(RowOp::Delete, &["b"]));
+    push(&q, row("1"), write(RowOp::Delete, &["b"]));
     assert_eq!(q.unsettled_up_to(1), 1);
     assert_eq!(q.unsettled_up_to(2), 2);
     q.requeue(batch);
@@ -79,23 +85,69 @@ fn requeued_rows_keep_newer_writes_on_top() {
 }
 
 #[test]
-fn the_journal_hears_of_a_delete_still_in_flight() {
+fn a_write_during_a_flight_keeps_its_own_record() {
     let q = Queue::default();
-    q.push(row("1"), write(RowOp::Delete, &["gone"]));
-    let _flying = take(&q);
-    let pushed = q.push(row("1"), write(RowOp::Upsert, &["back"]));
-    assert_eq!(pushed.unsynced.op, RowOp::Replace);
+    let gone = push(&q, row("1"), write(RowOp::Delete, &["gone"]));
+    let flying = take(&q);
+    assert_eq!(flying[0].1.records.ids, vec![gone.version]);
+    let back = push(&q, row("1"), write(RowOp::Upsert, &["back"]));
+    q.complete([&flying[0].0]);
+    let next = take(&q);
+    assert_eq!(next[0].1.records.ids, vec![back.version], "settling the delete leaves the newer record");
+}
+
+#[test]
+fn requeued_rows_keep_every_record() {
+    let q = Queue::default();
+    let a = push(&q, row("1"), upsert());
+    let batch = take(&q);
+    let b = push(&q, row("1"), upsert());
+    q.requeue(batch);
+    assert_eq!(take(&q)[0].1.records.ids, vec![a.version, b.version]);
+}
+
+#[test]
+fn records_of_a_hot_row_are_rewritten_as_one_when_they_outgrow_its_change() {
+    let q = Queue::default();
+    let one_field = || Write {
+        op: RowOp::Upsert,
+        fields: [(b"f".to_vec(), FieldChange::Set(b"v".to_vec()))].into_iter().collect(),
+        acks: Vec::new(),
+    };
+    let mut ids = Vec::new();
+    let compaction = loop {
+        let pushed = q.push(row("1"), one_field(), Journaled::Fresh { bytes: 40 });
+        ids.push(pushed.version);
+        if let Some(c) = pushed.compaction {
+            break c;
+        }
+        assert!(ids.len() < 100, "never compacted");
+    };
+    let last = *ids.last().expect("pushed");
+    assert_eq!(compaction.replaced, ids[..ids.len() - 1].to_vec());
+    assert_eq!(compaction.change.fields.len(), 1);
+    assert_eq!(take(&q)[0].1.records.ids, vec![last]);
+}
+
+#[test]
+fn recovered_records_keep_their_ids_and_versions_move_past_them() {
+    let q = Queue::default();
+    q.advance_versions(1_000);
+    q.push(row("1"), upsert(), Journaled::Recovered { id: 700, bytes: 10 });
+    let fresh = push(&q, row("1"), upsert());
+    assert!(fresh.version > 1_000);
+    assert_eq!(take(&q)[0].1.records.ids, vec![700, fresh.version]);
 }
 
 #[test]
 fn snapshots_see_rows_changed_after_them() {
     let q = Queue::default();
-    q.push(row("1"), upsert());
+    push(&q, row("1"), upsert());
     let batch = take(&q);
     q.complete([&batch[0].0]);
     let snapshot = q.snapshot();
     assert!(!snapshot.redis_is_newer(&row("1")), "settled before the snapshot");
-    q.push(row("1"), upsert());
+    push(&q, row("1"), upsert());
     let batch = take(&q);
     q.complete([&batch[0].0]);
     assert!(snapshot.redis_is_newer(&row("1")), "changed after the snapshot, even though settled");
@@ -106,7 +158,7 @@ fn snapshots_see_rows_changed_after_them() {
 #[test]
 fn a_row_that_commits_while_a_reader_reads_counts_as_newer() {
     let q = Queue::default();
-    q.push(row("1"), upsert());
+    push(&q, row("1"), upsert());
     let batch = take(&q);
     let snapshot = q.snapshot();
     // The commit may land after the reader's read: its row must not be
@@ -118,10 +170,10 @@ fn a_row_that_commits_while_a_reader_reads_counts_as_newer() {
 #[test]
 fn backlog_counts_pending_and_in_flight_rows_per_mapping() {
     let q = Queue::default();
-    q.push(row("1"), upsert());
-    q.push(row("2"), upsert());
-    q.push(row("2"), upsert());
-    q.push(RowKey { mapping: 1, id: "1".into() }, upsert());
+    push(&q, row("1"), upsert());
+    push(&q, row("2"), upsert());
+    push(&q, row("2"), upsert());
+    push(&q, RowKey { mapping: 1, id: "1".into() }, upsert());
     let b = q.backlog(0);
     assert_eq!((b.pending, b.in_flight), (2, 0));
     assert!(b.oldest.is_some());
@@ -141,8 +193,8 @@ fn backlog_counts_pending_and_in_flight_rows_per_mapping() {
 #[test]
 fn dropped_rows_are_settled_for_waiters() {
     let q = Queue::default();
-    q.push(row("1"), upsert());
-    q.push(row("2"), upsert());
+    push(&q, row("1"), upsert());
+    push(&q, row("2"), upsert());
     q.drop_pending();
     assert_eq!(q.oldest_unsettled(), None);
 }
@@ -154,10 +206,10 @@ fn batches_are_bounded_in_bytes_and_a_big_row_goes_alone() {
         let fields = [(b"f".to_vec(), FieldChange::Set(vec![b'x'; n]))].into_iter().collect();
         Write { op: RowOp::Upsert, fields, acks: Vec::new() }
     };
-    q.push(row("1"), sized(39));
-    q.push(row("2"), sized(39));
-    q.push(row("3"), sized(999));
-    q.push(row("4"), sized(9));
+    push(&q, row("1"), sized(39));
+    push(&q, row("2"), sized(39));
+    push(&q, row("3"), sized(999));
+    push(&q, row("4"), sized(9));
     let ids = |batch: Vec<(RowKey, Entry)>| batch.into_iter().map(|(r, _)| r.id).collect::<Vec<_>>();
     assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["1", "2"]);
     assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["3"], "over the bound on its own");

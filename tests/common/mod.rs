@@ -370,3 +370,18 @@ pub fn info_number(c: &mut redis::Connection, section: &str, field: &str) -> u64
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("INFO {section} has no number {field}"))
 }
+
+/// The journal's records (one per unsettled write, over every per-slot journal
+/// key): record field (`<key>\0<id>`) and size of its value.
+pub fn journal_records(c: &mut redis::Connection) -> Vec<(Vec<u8>, i64)> {
+    let keys: Vec<Vec<u8>> = redis::Commands::scan_match(c, b"pgsync:journal:*").unwrap().collect();
+    let mut records = Vec::new();
+    for key in keys {
+        let fields: Vec<Vec<u8>> = redis::cmd("HKEYS").arg(&key).query(c).unwrap();
+        for field in fields {
+            let len: i64 = redis::cmd("HSTRLEN").arg(&key).arg(&field).query(c).unwrap();
+            records.push((field, len));
+        }
+    }
+    records
+}
