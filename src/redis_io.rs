@@ -132,6 +132,12 @@ fn clean(message: &str) -> String {
     message.replace('\0', "\\0").replace('%', "%%")
 }
 
+/// A Redis string holding exactly `bytes`. The crate's `create_string` goes
+/// through a C string and panics on a NUL byte, which keys and values may hold.
+pub fn string(ctx: &Context, bytes: &[u8]) -> redis_module::RedisString {
+    redis_module::RedisString::create_from_slice(ctx.ctx, bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{is_own_write, own_writes};
@@ -155,10 +161,4 @@ mod tests {
         assert_eq!(caught, Err("bug while writing".to_string()));
         assert!(!is_own_write(), "a caught panic left capture switched off");
     }
-}
-
-/// A Redis string holding exactly `bytes`. The crate's `create_string` goes
-/// through a C string and panics on a NUL byte, which keys and values may hold.
-pub fn string(ctx: &Context, bytes: &[u8]) -> redis_module::RedisString {
-    redis_module::RedisString::create_from_slice(ctx.ctx, bytes)
 }
