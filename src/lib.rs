@@ -11,6 +11,7 @@ pub mod client_call;
 pub mod commands;
 pub mod config;
 pub mod deadletter;
+pub mod direct_write;
 pub mod fault;
 pub mod filter;
 pub mod guard;

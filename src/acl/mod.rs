@@ -59,6 +59,29 @@ impl Caller {
         Err(RedisError::String(format!("{}: {what}", refusal(&pattern, access))))
     }
 
+    /// `Ok` when the user may run `argv` (a command's name and arguments) as a
+    /// client would; else the `NOPERM` error Redis gives, logged in `ACL LOG`.
+    pub fn check_command(&self, ctx: &Context, argv: &[RedisString]) -> Result<(), RedisError> {
+        let Some(check) = api!(RedisModule_ACLCheckCommandPermissions) else {
+            return Ok(());
+        };
+        let mut ptrs: Vec<*mut raw::RedisModuleString> = argv.iter().map(|a| a.inner).collect();
+        // SAFETY: the user and the strings are alive for the call.
+        let allowed =
+            unsafe { check(self.user.as_ptr(), ptrs.as_mut_ptr(), ptrs.len() as i32) } == raw::REDISMODULE_OK as i32;
+        if allowed {
+            return Ok(());
+        }
+        if let (Some(add), Some(name)) = (api!(RedisModule_ACLAddLogEntry), argv.first()) {
+            // SAFETY: the context, user and string are alive for the call.
+            unsafe {
+                add(ctx.ctx, self.user.as_ptr(), name.inner, raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CMD)
+            };
+        }
+        let name = argv.first().map(|a| a.to_string_lossy().to_lowercase()).unwrap_or_default();
+        Err(RedisError::String(format!("NOPERM User has no permissions to run the '{name}' command")))
+    }
+
     /// The `NOPERM` error for `key` (a key, or a pattern of keys), logged in
     /// `ACL LOG` as Redis logs its own refusals.
     pub fn refuse(&self, ctx: &Context, key: &[u8], access: Access) -> RedisError {

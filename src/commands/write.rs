@@ -8,7 +8,7 @@
 use super::runtime_or_err;
 use crate::capture::{self, record, refuse, set_fields, Target};
 use crate::change::{FieldChange, Fields, RowOp, Write};
-use crate::client_call::call_as_client;
+use crate::client_call::run_as_client;
 use crate::intent::{self, Command, Effect};
 use crate::mapping::{KeyRole, Mode};
 use crate::runtime::Runtime;
@@ -50,11 +50,12 @@ pub fn sync_write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let all: Vec<&[u8]> = args[2..].iter().map(|a| a.as_slice()).collect();
     let (key, rest) = (all[0], &all[1..]);
+    let argv = &args[1..];
     let Some(target) = target_of(ctx, rt, key)? else {
-        return call_as_client(ctx, command, &all)?.forward(ctx);
+        return run_as_client(ctx, command, argv)?.forward(ctx);
     };
     let Some(effect) = intent::parse(command, rest) else {
-        return unparsed_write(ctx, rt, &target, command, &all);
+        return unparsed_write(ctx, rt, &target, command, argv);
     };
     if let (Command::Hset | Command::Hmset, Effect::Set(pairs)) = (command, &effect) {
         let (pairs, op) = intent::take_op_field(pairs.clone());
@@ -64,7 +65,7 @@ pub fn sync_write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 .map(|_| RedisValue::Integer(written as i64));
         }
     }
-    let reply = call_as_client(ctx, command, &all)?;
+    let reply = run_as_client(ctx, command, argv)?;
     let fields = match effect {
         Effect::Set(_) if Effect::conditional(command) && reply.integer() != Some(1) => Fields::new(),
         Effect::Set(pairs) => set_fields(pairs),
@@ -84,11 +85,12 @@ pub fn sync_write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 /// them (`HINCRBYFLOAT k f 0x10`: Redis parses a long double): when it succeeds,
 /// the increment's result is recorded as the field's value, so nothing goes
 /// unsynced. Any other unreadable write is one Redis refuses too.
-fn unparsed_write(ctx: &Context, rt: &Runtime, target: &Target, command: Command, all: &[&[u8]]) -> RedisResult {
-    let reply = call_as_client(ctx, command, all)?;
-    if let (Command::Hincrby | Command::Hincrbyfloat, [key, field, _], Some(value)) = (command, all, reply.bytes()) {
+fn unparsed_write(ctx: &Context, rt: &Runtime, target: &Target, command: Command, argv: &[RedisString]) -> RedisResult {
+    let reply = run_as_client(ctx, command, argv)?;
+    if let (Command::Hincrby | Command::Hincrbyfloat, [_, key, field, _], Some(value)) = (command, argv, reply.bytes())
+    {
         let fields = [(field.to_vec(), FieldChange::Set(value))].into_iter().collect();
-        record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
+        record(ctx, rt, target, key.as_slice(), Write { op: RowOp::Upsert, fields, acks: Vec::new() });
     }
     reply.forward(ctx)
 }
@@ -113,7 +115,7 @@ pub fn sync_delete(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             }
         }
     }
-    let reply = call_as_client(ctx, command, &keys)?;
+    let reply = run_as_client(ctx, command, &args[1..])?;
     for (key, target) in rows {
         record(ctx, rt, &target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
     }
