@@ -7,6 +7,7 @@
 //! schema loads), so no change made while nobody listened is missed.
 
 use crate::apply::apply_pg_rows;
+use crate::backoff::Backoff;
 use crate::notify::Source;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
@@ -50,7 +51,7 @@ pub fn run(rt: &Runtime) {
     if listening.is_empty() {
         return;
     }
-    let mut delay = FIRST_RETRY_DELAY;
+    let mut backoff = Backoff::new(FIRST_RETRY_DELAY);
     while !rt.queue.is_shut_down() {
         if let Some(why) = not_ready(rt) {
             for &i in &listening {
@@ -63,10 +64,9 @@ pub fn run(rt: &Runtime) {
             for &i in &listening {
                 rt.stats[i].set_listener(&format!("down: {e}"));
             }
-            rt.queue.sleep(delay);
-            delay = (delay * 2).min(crate::config::millis(&crate::config::RETRY_MAX_DELAY_MS).max(FIRST_RETRY_DELAY));
+            rt.queue.sleep(backoff.failed(crate::config::millis(&crate::config::RETRY_MAX_DELAY_MS)));
         } else {
-            delay = FIRST_RETRY_DELAY;
+            backoff.reset();
         }
     }
 }

@@ -6,7 +6,7 @@
 use crate::apply::apply_pg_rows;
 use crate::keyscan::RowKeys;
 use crate::notify::Source;
-use crate::pg::error::{Error, ErrorKind};
+use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::queue::Snapshot;
 use crate::redis_io::{call_logged, own_writes};
@@ -44,7 +44,7 @@ pub fn run(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Res
     // the snapshot, and be overwritten: wait for the recovery (seconds at most).
     crate::journal::wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
     let result = match run_once(rt, mappings, flush, source) {
-        Err(e) if e.kind == ErrorKind::Unavailable => run_once(rt, mappings, flush, source),
+        Err(e) if e.action() == Action::Reconnect => run_once(rt, mappings, flush, source),
         other => other,
     };
     result.map_err(|e| match e.kind {

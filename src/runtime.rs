@@ -1,6 +1,7 @@
 //! The module's running state: mappings, queue, counters, the Postgres pool and the
 //! background threads (workers and the schema checker), created once at load.
 
+use crate::backoff::{Backoff, SharedBackoff};
 use crate::config;
 use crate::guard;
 use crate::listen;
@@ -16,7 +17,7 @@ use crate::worker;
 use r2d2_postgres::PostgresConnectionManager;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Postgres connection pool type.
 pub type Pool = r2d2::Pool<PostgresConnectionManager<Tls>>;
@@ -48,7 +49,7 @@ pub struct Runtime {
     /// True once `pgsync.reload-on-start` has been considered.
     pub start_reload_checked: AtomicBool,
     /// Retry delay of each mapping while its rows cannot be written.
-    pub backoffs: Vec<Backoff>,
+    pub backoffs: Vec<SharedBackoff>,
     schemas: RwLock<Vec<Option<Arc<TableSchema>>>>,
     worker_slots: Mutex<Vec<bool>>,
 }
@@ -95,7 +96,7 @@ pub fn start(mappings: Mappings, settings: Settings, replica: bool) -> Result<()
         reload_rows: AtomicU64::new(0),
         start_reload_checked: AtomicBool::new(false),
         schemas: RwLock::new(vec![None; count]),
-        backoffs: (0..count).map(|_| Backoff::default()).collect(),
+        backoffs: (0..count).map(|_| SharedBackoff::new(worker::FIRST_RETRY_DELAY)).collect(),
         worker_slots: Mutex::new(vec![false; config::MAX_WORKERS as usize]),
         mappings,
     });
@@ -132,33 +133,6 @@ pub fn ensure_workers() {
                 Err(e) => warn(&e),
             }
         }
-    }
-}
-
-/// Capped exponential backoff of one mapping.
-#[derive(Default)]
-pub struct Backoff(Mutex<(Option<Instant>, Duration)>);
-
-impl Backoff {
-    fn state(&self) -> std::sync::MutexGuard<'_, (Option<Instant>, Duration)> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether the mapping's rows may be tried now.
-    pub fn ready(&self) -> bool {
-        self.state().0.is_none_or(|until| Instant::now() >= until)
-    }
-
-    /// Records a failure: wait `first`, then twice as long each time, up to `cap`.
-    pub fn failed(&self, first: Duration, cap: Duration) {
-        let mut state = self.state();
-        let delay = if state.1.is_zero() { first } else { (state.1 * 2).min(cap) };
-        *state = (Some(Instant::now() + delay), delay);
-    }
-
-    /// Records a success: no more waiting.
-    pub fn reset(&self) {
-        *self.state() = (None, Duration::ZERO);
     }
 }
 
@@ -263,7 +237,7 @@ pub fn reload_on_start() {
     let Some(rt) = get() else { return };
     let started = spawn("pgsync-reload", move || {
         let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200));
         while !rt.queue.is_shut_down() {
             let outcome = crate::reload::begin(rt)
                 .map_err(|e| Error::new(crate::pg::error::ErrorKind::Unavailable, e))
@@ -275,8 +249,7 @@ pub fn reload_on_start() {
                 }
                 Err(e) => {
                     warn(&format!("reload on start failed, will retry: {e}"));
-                    rt.queue.sleep(delay);
-                    delay = (delay * 2).min(config::millis(&config::RETRY_MAX_DELAY_MS));
+                    rt.queue.sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
                 }
             }
         }

@@ -1,10 +1,11 @@
-//! The one error type of the Postgres side and the one place that decides whether
-//! a failure may heal by itself (retry) or is the row's own fault (dead letter).
+//! The one error type of the change pipeline, its kinds, and the one policy that
+//! decides what a failure leads to: reconnect, retry, or dead letter (see
+//! `docs/errors.md`).
 
 use std::fmt;
 use std::sync::Mutex;
 
-/// Why a Postgres operation failed.
+/// Why an operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     /// Connection lost, server shutting down, pool exhausted: retry later.
@@ -30,10 +31,34 @@ impl Error {
         Error { kind, message: message.into() }
     }
 
+    /// What this failure leads to: the one retry policy.
+    pub fn action(&self) -> Action {
+        match self.kind {
+            ErrorKind::Unavailable => Action::Reconnect,
+            ErrorKind::Schema => Action::Retry,
+            ErrorKind::Rejected => Action::DeadLetter,
+        }
+    }
+
     /// Whether waiting and trying again may succeed.
     pub fn is_retryable(&self) -> bool {
-        self.kind != ErrorKind::Rejected
+        self.action() != Action::DeadLetter
     }
+}
+
+/// What a failure leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Postgres cannot be reached or cannot serve now: it is marked down, the
+    /// connection is given up, and the work waits out a backoff and is tried
+    /// again on a new connection.
+    Reconnect,
+    /// The table does not fit the mapping: its schema is read again, and the work
+    /// waits out a backoff and is tried again (it heals once the schema is fixed).
+    Retry,
+    /// The data is refused: trying again cannot help. The row that caused it is
+    /// isolated from its batch and dead-lettered; the other rows go on.
+    DeadLetter,
 }
 
 impl fmt::Display for Error {
@@ -160,6 +185,14 @@ mod tests {
         assert_eq!(kind_of_sqlstate("21000"), ErrorKind::Rejected, "ON CONFLICT hit twice");
         assert_eq!(kind_of_sqlstate("P0001"), ErrorKind::Rejected, "a trigger raised");
         assert_eq!(kind_of_sqlstate("54000"), ErrorKind::Rejected, "index row too big");
+    }
+
+    #[test]
+    fn each_kind_has_its_action() {
+        assert_eq!(Error::new(ErrorKind::Unavailable, "x").action(), Action::Reconnect);
+        assert_eq!(Error::new(ErrorKind::Schema, "x").action(), Action::Retry);
+        assert_eq!(Error::new(ErrorKind::Rejected, "x").action(), Action::DeadLetter);
+        assert!(Error::new(ErrorKind::Unavailable, "x").is_retryable());
         assert!(Error::new(ErrorKind::Schema, "x").is_retryable());
         assert!(!Error::new(ErrorKind::Rejected, "x").is_retryable());
     }
