@@ -4,6 +4,7 @@
 pub mod ack;
 pub mod acl;
 pub mod apply;
+pub mod apply_pg;
 pub mod blocked;
 pub mod capture;
 pub mod change;

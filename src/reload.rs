@@ -3,7 +3,7 @@
 //! keeps serving. With FLUSH it then removes the mapping's keys that have no row.
 //! One reload runs at a time; `SYNC.STATUS` shows its progress.
 
-use crate::apply::apply_pg_rows;
+use crate::apply_pg::apply_pg_rows;
 use crate::keyscan::RowKeys;
 use crate::notify::Source;
 use crate::pg::error::{Error, ErrorKind};
