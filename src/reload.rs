@@ -4,16 +4,18 @@
 //! One reload runs at a time; `SYNC.STATUS` shows its progress.
 
 use crate::apply_pg::apply_pg_rows;
+use crate::config;
 use crate::keyscan::RowKeys;
 use crate::notify::Source;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::queue::Snapshot;
-use crate::redis_io::{call_logged, own_writes};
+use crate::redis_io::{call_logged, notice, own_writes, warn};
 use crate::runtime::Runtime;
 use redis_module::ThreadSafeContext;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Rows per chunk (one short Redis lock each).
 const CHUNK: i32 = 1000;
@@ -95,5 +97,28 @@ fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapsho
                 call_logged(&ctx, "DEL", &[m.main_key(id).as_bytes()]);
             }
         });
+    }
+}
+
+/// Body of the `pgsync.reload-on-start` thread: reloads every mapping, retrying
+/// until it succeeds or the module stops; the recovery after Redis lost its data.
+pub fn on_start(rt: &Runtime) {
+    let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
+    let mut delay = Duration::from_millis(200);
+    while !rt.queue.is_shut_down() {
+        let outcome = begin(rt)
+            .map_err(|e| Error::new(ErrorKind::Unavailable, e))
+            .and_then(|_guard| run(rt, &all, false, Source::Reload));
+        match outcome {
+            Ok(rows) => {
+                notice(&format!("reload on start loaded {rows} rows"));
+                return;
+            }
+            Err(e) => {
+                warn(&format!("reload on start failed, will retry: {e}"));
+                rt.queue.sleep(delay);
+                delay = (delay * 2).min(config::millis(&config::RETRY_MAX_DELAY_MS));
+            }
+        }
     }
 }

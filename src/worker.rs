@@ -15,7 +15,7 @@ use crate::pg::error::{Error, ErrorKind};
 use crate::pg::writer::{self, ColumnWrite, PreparedRow, RowOutcome};
 use crate::queue::{Entry, RowKey};
 use crate::redis_io::warn;
-use crate::runtime::{self, Pool, Runtime};
+use crate::runtime::{Pool, Runtime};
 use crate::stats::MappingStats;
 use crate::waiters;
 use r2d2::PooledConnection;
@@ -31,10 +31,9 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 type Connection = PooledConnection<PostgresConnectionManager<crate::pg::connect::Tls>>;
 type Rows = Vec<(RowKey, Entry)>;
 
-/// Body of worker thread `slot`; returns when the slot is no longer wanted.
-pub fn run(slot: usize) {
-    let Some(rt) = runtime::get() else { return };
-    while rt.keep_worker(slot) {
+/// Body of a worker thread; returns once `keep_going` says it is no longer wanted.
+pub fn run(rt: &Runtime, keep_going: impl Fn() -> bool) {
+    while keep_going() {
         if rt.is_replica() {
             rt.queue.sleep(IDLE_WAIT);
             continue;
