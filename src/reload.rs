@@ -1,7 +1,8 @@
 //! `SYNC.RELOAD`: streams mapped tables out of Postgres through a cursor into their
 //! hashes, a chunk at a time, holding the Redis lock only briefly per chunk so Redis
 //! keeps serving. With FLUSH it then removes the mapping's keys that have no row.
-//! One reload runs at a time; `SYNC.STATUS` shows its progress.
+//! One reload runs at a time; `SYNC.STATUS` shows its progress. The same load runs
+//! at start under `pgsync.reload-on-start` ([`on_start`]).
 
 use crate::apply_pg::apply_pg_rows;
 use crate::config;
