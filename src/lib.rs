@@ -4,6 +4,7 @@
 pub mod ack;
 pub mod acl;
 pub mod apply;
+pub mod apply_pg;
 pub mod backoff;
 pub mod blocked;
 pub mod capture;
@@ -30,8 +31,10 @@ pub mod reload;
 pub mod row_id;
 pub mod row_map;
 pub mod runtime;
+pub mod schema_checker;
 pub mod stats;
 pub mod status;
+pub mod supervisor;
 pub mod truncate;
 pub mod waiters;
 pub mod worker;
@@ -40,9 +43,9 @@ use guard::guard;
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::server_events::ServerRole;
 // AclCategory: the `redis_module!` macro names it unqualified when it adds `acl_categories`.
-use redis_module::{redis_module, AclCategory, Context, ContextFlags, InfoContext, RedisResult, RedisString, Status};
+use redis_module::{redis_module, AclCategory, Context, InfoContext, RedisResult, RedisString, Status};
 use redis_module_macros::{cron_event_handler, info_command_handler, role_changed_event_handler};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 
 // Redis's allocator exists only inside redis-server; unit tests use the system one.
 #[cfg(not(test))]
@@ -56,8 +59,11 @@ const ALLOCATOR: Allocator = std::alloc::System;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     commands::docs::register(ctx);
-    match guard::catch(|| start(ctx, args)).and_then(|started| started) {
-        Ok(()) => Status::Ok,
+    match guard::catch(|| supervisor::start(ctx, args)).and_then(|started| started) {
+        Ok(()) => {
+            subscribe_to_shutdown(ctx);
+            Status::Ok
+        }
         Err(e) => {
             redis_io::warn(&format!("pgsync not loaded: {e}"));
             Status::Err
@@ -89,33 +95,12 @@ fn first_command_flags(flags: &'static str) -> &'static str {
     "pgsync-needs-redis-7.2"
 }
 
-fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
-    let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
-    config::check_module_args(&args)?;
-    let path = config::string(&config::MAPPINGS_PATH);
-    if path.is_empty() {
-        return Err("pgsync.mappings is not set (path of the JSON mapping file)".into());
-    }
-    let url = config::postgres_url(&args);
-    if url.is_empty() {
-        return Err("pgsync.postgres-url is not set".into());
-    }
-    let password = pg::connect::password_override(&config::string(&config::PASSWORD_FILE))?;
-    let settings = pg::connect::settings(&url, password.as_deref())?;
-    let mappings = mapping::Mappings::load(&path)?;
-    let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
-    let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
-    let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), pg::conninfo::redact(&url));
-    runtime::start(mappings.clone(), settings, replica)?;
-    filter::register(ctx)?;
-    // The crate has no wrapper for the shutdown event; subscribe through the raw API.
+/// The crate has no wrapper for the shutdown event; subscribe through the raw API.
+fn subscribe_to_shutdown(ctx: &Context) {
     // The header's `RedisModuleEvent_Shutdown` is a static inline value, not a
     // symbol, so build the same value here.
     let event = redis_module::raw::RedisModuleEvent { id: redis_module::raw::REDISMODULE_EVENT_SHUTDOWN, dataver: 1 };
     redis_module::raw::subscribe_to_server_event(ctx.ctx, event, Some(on_shutdown));
-    std::panic::set_hook(Box::new(|info| redis_io::warn(&format!("panic caught: {info}"))));
-    redis_io::notice(&summary);
-    Ok(())
 }
 
 fn deinit(_ctx: &Context) -> Status {
@@ -125,74 +110,34 @@ fn deinit(_ctx: &Context) -> Status {
     Status::Err
 }
 
-/// Stops the workers and wakes every waiter when the server exits; what is still
-/// pending is in the journal and lands after the restart.
+/// The server exits: what is still pending is in the journal and lands after the restart.
 extern "C" fn on_shutdown(
     _ctx: *mut redis_module::raw::RedisModuleCtx,
     _event: redis_module::raw::RedisModuleEvent,
     _subevent: u64,
     _data: *mut std::ffi::c_void,
 ) {
-    guard(|| {
-        if let Some(rt) = runtime::get() {
-            rt.queue.shut_down();
-            waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart", &rt.queue);
-        }
-    });
+    guard(supervisor::stop);
 }
 
 #[cron_event_handler]
 fn on_cron(ctx: &Context, _hz: u64) {
-    guard(|| cron(ctx));
-}
-
-/// Once the server serves: recovers the journal (a step per tick), and reloads an
-/// empty dataset when `pgsync.reload-on-start` asks for it.
-fn cron(ctx: &Context) {
-    let Some(rt) = runtime::get() else { return };
-    if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
-        return;
-    }
-    journal::recover_step(ctx, rt);
-    if !rt.start_reload_checked.swap(true, Ordering::Relaxed) && config::RELOAD_ON_START.load(Ordering::Relaxed) {
-        let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
-        if empty {
-            runtime::reload_on_start();
-        }
-    }
+    guard(|| supervisor::on_cron(ctx));
 }
 
 #[role_changed_event_handler]
 fn on_role_changed(_ctx: &Context, role: ServerRole) {
-    guard(|| role_changed(role));
-}
-
-/// Replicas never write to Postgres; a promoted replica picks up its primary's journal.
-fn role_changed(role: ServerRole) {
-    let Some(rt) = runtime::get() else { return };
-    let replica = matches!(role, ServerRole::Replica);
-    rt.replica.store(replica, Ordering::Relaxed);
-    // A replica's journal is its primary's; a promoted one recovers it.
-    rt.recovery.restart();
-    // Either way the queue starts again from the journal: a demoted server's
-    // changes are the new primary's now, and a promoted one must not keep rows
-    // requeued while it was a replica over the journal's newer entries.
-    rt.queue.drop_pending();
-    if replica {
-        waiters::fail_all(waiters::DEMOTED, &rt.queue);
-    }
+    guard(|| supervisor::on_role_changed(matches!(role, ServerRole::Replica)));
 }
 
 #[info_command_handler]
 fn on_info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
-    if let (Some(rt), false) = (runtime::get(), for_crash_report) {
-        guard(|| status::add_info(ctx, rt));
-    }
+    guard(|| status::info(ctx, for_crash_report));
     Ok(())
 }
 
 fn on_workers_changed(_ctx: &ConfigurationContext, _name: &str, _value: &'static AtomicI64) {
-    guard(runtime::ensure_workers);
+    guard(supervisor::ensure_workers);
 }
 
 fn on_tunable_changed(_ctx: &ConfigurationContext, _name: &str, _value: &'static AtomicI64) {}

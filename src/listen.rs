@@ -6,7 +6,7 @@
 //! up with a reload when it joins (at start, after a lost connection, once its
 //! schema loads), so no change made while nobody listened is missed.
 
-use crate::apply::apply_pg_rows;
+use crate::apply_pg::apply_pg_rows;
 use crate::backoff::Backoff;
 use crate::notify::Source;
 use crate::pg::error::{Error, ErrorKind};

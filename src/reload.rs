@@ -1,19 +1,23 @@
 //! `SYNC.RELOAD`: streams mapped tables out of Postgres through a cursor into their
 //! hashes, a chunk at a time, holding the Redis lock only briefly per chunk so Redis
 //! keeps serving. With FLUSH it then removes the mapping's keys that have no row.
-//! One reload runs at a time; `SYNC.STATUS` shows its progress.
+//! One reload runs at a time; `SYNC.STATUS` shows its progress. The same load runs
+//! at start under `pgsync.reload-on-start` ([`on_start`]).
 
-use crate::apply::apply_pg_rows;
+use crate::apply_pg::apply_pg_rows;
+use crate::backoff::Backoff;
+use crate::config;
 use crate::keyscan::RowKeys;
 use crate::notify::Source;
 use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::queue::Snapshot;
-use crate::redis_io::{call_logged, own_writes};
+use crate::redis_io::{call_logged, notice, own_writes, warn};
 use crate::runtime::Runtime;
 use redis_module::ThreadSafeContext;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// Rows per chunk (one short Redis lock each).
 const CHUNK: i32 = 1000;
@@ -95,5 +99,27 @@ fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapsho
                 call_logged(&ctx, "DEL", &[m.main_key(id).as_bytes()]);
             }
         });
+    }
+}
+
+/// Body of the `pgsync.reload-on-start` thread: reloads every mapping, retrying
+/// until it succeeds or the module stops; the recovery after Redis lost its data.
+pub fn on_start(rt: &Runtime) {
+    let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
+    let mut backoff = Backoff::new(Duration::from_millis(200));
+    while !rt.queue.is_shut_down() {
+        let outcome = begin(rt)
+            .map_err(|e| Error::new(ErrorKind::Unavailable, e))
+            .and_then(|_guard| run(rt, &all, false, Source::Reload));
+        match outcome {
+            Ok(rows) => {
+                notice(&format!("reload on start loaded {rows} rows"));
+                return;
+            }
+            Err(e) => {
+                warn(&format!("reload on start failed, will retry: {e}"));
+                rt.queue.sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The figures of `SYNC.STATUS` and `INFO pgsync`, computed once in one place.
 
-use crate::runtime::Runtime;
+use crate::runtime::{self, Runtime};
 use crate::stats::MappingStats;
 use redis_module::{InfoContext, RedisValue};
 use std::sync::atomic::Ordering;
@@ -67,6 +67,13 @@ pub fn mapping_reply(rt: &Runtime, mapping: usize) -> RedisValue {
         });
     }
     RedisValue::Array(out)
+}
+
+/// The `INFO` handler: the `pgsync` section, left out of crash reports.
+pub fn info(ctx: &InfoContext, for_crash_report: bool) {
+    if let (Some(rt), false) = (runtime::get(), for_crash_report) {
+        add_info(ctx, rt);
+    }
 }
 
 /// Adds the `pgsync` section to `INFO`: `<mapping>_<figure>:<value>` lines.

@@ -4,7 +4,7 @@
 //! serving: the keys are scanned a step per short lock, and Postgres is asked
 //! between the locks, never under one.
 
-use crate::apply::apply_pg_rows;
+use crate::apply_pg::apply_pg_rows;
 use crate::keyscan::RowKeys;
 use crate::notify::Source;
 use crate::pg::error::Error;

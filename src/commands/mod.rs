@@ -21,6 +21,7 @@ use crate::reload::{self, ReloadGuard};
 use crate::row_id::check_id;
 use crate::runtime::{self, Runtime};
 use crate::status;
+use crate::supervisor;
 use crate::waiters;
 use redis_module::{
     BlockedClient, Context, ContextFlags, NextArg, RedisError, RedisResult, RedisString, RedisValue, ThreadSafeContext,
@@ -60,7 +61,7 @@ fn reload_in_background(
     flush: bool,
 ) -> RedisResult {
     let blocked: BlockedClient = ctx.block_client();
-    let spawned = std::thread::Builder::new().name("pgsync-reload".into()).spawn(move || {
+    let spawned = supervisor::spawn("pgsync-reload", move || {
         let reply = guard::catch(|| {
             let _running = running;
             match reload::run(rt, &mappings, flush, Source::Reload) {
@@ -72,8 +73,8 @@ fn reload_in_background(
         ThreadSafeContext::with_blocked_client(blocked).reply(reply);
     });
     match spawned {
-        Ok(_) => Ok(RedisValue::NoReply),
-        Err(e) => Err(RedisError::String(format!("ERR cannot start the reload thread: {e}"))),
+        Ok(()) => Ok(RedisValue::NoReply),
+        Err(e) => Err(RedisError::String(format!("ERR {e}"))),
     }
 }
 

@@ -13,7 +13,7 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-use crate::runtime;
+use crate::runtime::Runtime;
 use std::time::Duration;
 
 /// The first retry delay of a mapping whose rows cannot be written.
@@ -22,12 +22,11 @@ pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// per-mapping retry delays are honoured).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
-/// Body of worker thread `slot`; returns when the slot is no longer wanted.
-pub fn run(slot: usize) {
-    let Some(rt) = runtime::get() else { return };
+/// Body of a worker thread; returns once `keep_going` says it is no longer wanted.
+pub fn run(rt: &Runtime, keep_going: impl Fn() -> bool) {
     let redis = live::LiveRedis(rt);
     let mut postgres = live::LivePostgres::new(rt);
-    while rt.keep_worker(slot) {
+    while keep_going() {
         if rt.is_replica() {
             rt.queue.sleep(IDLE_WAIT);
             continue;
