@@ -8,7 +8,6 @@
 use crate::ack;
 use crate::change::{Change, FieldChange, RowOp};
 use crate::deadletter;
-use crate::journal;
 use crate::mapping::{Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::pg::writer::{Returned, RowOutcome};
@@ -38,16 +37,14 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
     own_writes(|| {
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             let key = written_key(&rt.mappings.all()[row.mapping], &row.id);
-            let pending = rt.queue.pending_change(row);
+            let pending = rt.queue().pending_change(row);
             apply_row(&ctx, rt, row, &entry.change, outcome, &key, pending.as_ref());
-            // Newer writes to the row keep their own records.
-            journal::forget(&ctx, key.as_bytes(), &entry.records);
         }
-        rt.queue.complete(batch.iter().map(|(row, _)| row));
+        rt.dirty.settle(&ctx, batch, |row| written_key(&rt.mappings.all()[row.mapping], &row.id));
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             waiters::settle(row, entry.change.version, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         }
-        waiters::settle_waits(&rt.queue);
+        waiters::settle_waits(rt.queue());
     });
 }
 
@@ -62,7 +59,7 @@ fn demoted(ctx: &Context, rt: &Runtime) -> bool {
 /// dead letter is written (the new primary owns them); the queue forgets the rows
 /// and their `SYNC.HSET` clients get the demotion's error.
 fn settle_without_writes(rt: &Runtime, batch: &[(RowKey, Entry)]) {
-    rt.queue.complete(batch.iter().map(|(row, _)| row));
+    rt.dirty.release(batch);
     for (row, entry) in batch {
         waiters::fail(row, entry.change.version, waiters::DEMOTED);
     }

@@ -13,7 +13,6 @@ use crate::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIE
 use crate::client_call::call_as_client;
 use crate::guard::guard;
 use crate::intent::Command;
-use crate::journal;
 use crate::mapping::{KeyRole, Mapping, Mode};
 use crate::notify::{self, now_ms, Event, EventOp, Source};
 use crate::queue::RowKey;
@@ -116,7 +115,7 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
         ack::send(ctx, m, &target.id, &write.acks, &Ok(()));
         return None;
     }
-    Some(journal::mark(ctx, rt, target.row(), key, write))
+    Some(rt.dirty.mark(ctx, target.row(), key, write))
 }
 
 /// Carries out an rgsync `#` operation written with HSET: `=` writes the other

@@ -1,8 +1,9 @@
 //! The common writes to synced keys (HSET, HMSET, HSETNX, HINCRBY, HDEL, and
 //! DEL/UNLINK) carried out with the key API rather than a command call: the
-//! same checks (the caller's ACL for the command itself, `maxmemory` for commands
-//! that grow a hash, the key's type), the same reply and errors, keyspace events,
-//! and replication of the command as the client sent it. A command call costs a
+//! same checks (the caller's ACL for the command itself, the key's type; Redis
+//! itself applies `maxmemory` to the `deny-oom` wrapper `SYNC.WRITE`), the same
+//! reply and errors, keyspace events, and replication of the command as the
+//! client sent it. A command call costs a
 //! fake client, a command lookup and a reply object per write; this is most of
 //! what capture used to add to a write. HINCRBYFLOAT (Redis formats a long
 //! double), HSETEX and HGETDEL (field expiry) still go through a command call.
@@ -10,7 +11,7 @@
 use crate::acl::Caller;
 use crate::intent::Command;
 use crate::redis_io::{api, own_writes, string};
-use redis_module::{raw, Context, ContextFlags, NotifyEvent, RedisError, RedisString, RedisValue};
+use redis_module::{raw, Context, NotifyEvent, RedisError, RedisString, RedisValue};
 use std::ffi::CString;
 use std::os::raw::c_int;
 use std::ptr;
@@ -33,11 +34,6 @@ pub fn handles(command: Command) -> bool {
 /// would; the caller has checked [`handles`].
 pub fn run(ctx: &Context, command: Command, argv: &[RedisString]) -> Result<RedisValue, RedisError> {
     Caller::of(ctx)?.check_command(ctx, argv)?;
-    // As Redis decides for a deny-oom command: out of memory after the evictions
-    // it made before running this one, replication and AOF buffers not counted.
-    if command.deny_oom() && ctx.get_flags().contains(ContextFlags::OOM) {
-        return Err(RedisError::Str("OOM command not allowed when used memory > 'maxmemory'."));
-    }
     let reply = own_writes(|| match command {
         Command::Del | Command::Unlink => delete_keys(ctx, command, &argv[1..]),
         _ => write_hash(ctx, command, &argv[1], &argv[2..]),

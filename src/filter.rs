@@ -1,5 +1,5 @@
 //! The command filter that routes clients' writes to synced keys through
-//! `SYNC.WRITE` / `SYNC.DELETE`, so that capture learns what each write meant from
+//! `SYNC.WRITE` / `SYNC.REMOVE` / `SYNC.DELETE`, so that capture learns what each write meant from
 //! its arguments (a keyspace event names only the key). It runs before every
 //! command, also inside MULTI (when a command is queued) and in scripts, so it only
 //! compares the command name and, for the few write commands, one key prefix.
@@ -14,6 +14,7 @@ use redis_module::raw;
 use std::os::raw::c_int;
 
 const WRITE: &[u8] = b"SYNC.WRITE";
+const REMOVE: &[u8] = b"SYNC.REMOVE";
 const DELETE: &[u8] = b"SYNC.DELETE";
 
 /// Registers the filter; called once at load with the load context.
@@ -74,7 +75,10 @@ fn wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static [u8]>
     }
     let key = arg(fctx, 1)?;
     let resolved = rt.mappings.resolve(key)?;
-    captured(&rt.mappings.all()[resolved.mapping], resolved.role).then_some(WRITE)
+    // Removals have their own wrapper: Redis refuses `deny-oom` commands under
+    // maxmemory, and HDEL is not one.
+    let wrapper = if command.deny_oom() { WRITE } else { REMOVE };
+    captured(&rt.mappings.all()[resolved.mapping], resolved.role).then_some(wrapper)
 }
 
 extern "C" fn route_writes(fctx: *mut raw::RedisModuleCommandFilterCtx) {

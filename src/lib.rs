@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod deadletter;
 pub mod direct_write;
+pub mod dirty_set;
 pub mod fault;
 pub mod filter;
 pub mod guard;
@@ -163,7 +164,8 @@ redis_module! {
         ["sync.failed", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_failed), "readonly", 0, 0, 0, "read slow", "pgsync"],
         ["sync.retry", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_retry), "write", 0, 0, 0, "write slow dangerous", "pgsync"],
         ["sync.discard", |ctx, args| commands::guarded(ctx, args, commands::deadletter::sync_discard), "write", 0, 0, 0, "write slow dangerous", "pgsync"],
-        ["sync.write", |ctx, args| commands::guarded(ctx, args, commands::write::sync_write), "write", 2, 2, 1, "write hash fast"],
+        ["sync.write", |ctx, args| commands::guarded(ctx, args, commands::write::sync_write), "write deny-oom", 2, 2, 1, "write hash fast"],
+        ["sync.remove", |ctx, args| commands::guarded(ctx, args, commands::write::sync_remove), "write", 2, 2, 1, "write hash fast"],
         ["sync.delete", |ctx, args| commands::guarded(ctx, args, commands::write::sync_delete), "write", 2, -1, 1, "write keyspace"],
     ],
     event_handlers: [

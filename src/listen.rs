@@ -52,19 +52,19 @@ pub fn run(rt: &Runtime) {
         return;
     }
     let mut backoff = Backoff::new(FIRST_RETRY_DELAY);
-    while !rt.queue.is_shut_down() {
+    while !rt.queue().is_shut_down() {
         if let Some(why) = not_ready(rt) {
             for &i in &listening {
                 rt.stats[i].set_listener(why);
             }
-            rt.queue.sleep(POLL);
+            rt.queue().sleep(POLL);
             continue;
         }
         if let Err(e) = connect_and_listen(rt, &listening) {
             for &i in &listening {
                 rt.stats[i].set_listener(&format!("down: {e}"));
             }
-            rt.queue.sleep(backoff.failed(crate::config::millis(&crate::config::RETRY_MAX_DELAY_MS)));
+            rt.queue().sleep(backoff.failed(crate::config::millis(&crate::config::RETRY_MAX_DELAY_MS)));
         } else {
             backoff.reset();
         }
@@ -77,7 +77,7 @@ pub fn run(rt: &Runtime) {
 fn not_ready(rt: &Runtime) -> Option<&'static str> {
     if rt.is_replica() {
         Some("waiting: this server is a replica")
-    } else if !rt.recovery.is_done() {
+    } else if !rt.dirty.recovery().is_done() {
         Some("waiting for the journal recovery")
     } else {
         None
@@ -106,7 +106,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
     // Rows skipped because Redis was newer are read again in the next round, so a
     // change to other columns still arrives once Redis's own change has landed.
     let mut deferred: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    while !rt.queue.is_shut_down() {
+    while !rt.queue().is_shut_down() {
         if not_ready(rt).is_some() {
             return Ok(());
         }
@@ -128,7 +128,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
             }
             if !ids.is_empty() {
                 let ids: Vec<String> = ids.into_iter().collect();
-                let snapshot = rt.queue.snapshot();
+                let snapshot = rt.queue().snapshot();
                 let rows = shape.fetch(&mut client, &ids)?;
                 let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
                 let gone: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();

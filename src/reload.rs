@@ -67,7 +67,7 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
         let mut loaded: HashSet<String> = HashSet::new();
         // Taken before the cursor opens: rows Redis changes from now on are newer
         // than what the cursor returns, and must not be overwritten.
-        let snapshot = rt.queue.snapshot();
+        let snapshot = rt.queue().snapshot();
         total += shape.stream(&mut conn, CHUNK, |rows| {
             if flush {
                 loaded.extend(rows.iter().map(|r| r.id.clone()));
@@ -107,7 +107,7 @@ fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapsho
 pub fn on_start(rt: &Runtime) {
     let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
     let mut backoff = Backoff::new(Duration::from_millis(200));
-    while !rt.queue.is_shut_down() {
+    while !rt.queue().is_shut_down() {
         let outcome = begin(rt)
             .map_err(|e| Error::new(ErrorKind::Unavailable, e))
             .and_then(|_guard| run(rt, &all, false, Source::Reload));
@@ -118,7 +118,7 @@ pub fn on_start(rt: &Runtime) {
             }
             Err(e) => {
                 warn(&format!("reload on start failed, will retry: {e}"));
-                rt.queue.sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
+                rt.queue().sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
             }
         }
     }

@@ -4,6 +4,7 @@
 
 use crate::backoff::SharedBackoff;
 use crate::config;
+use crate::dirty_set::DirtySet;
 use crate::mapping::Mappings;
 use crate::pg::connect::{Settings, Tls};
 use crate::pg::error::Error;
@@ -24,7 +25,7 @@ pub struct Runtime {
     /// The mappings from the mapping file.
     pub mappings: Mappings,
     /// Dirty rows waiting for, or in, a batch.
-    pub queue: Queue,
+    pub dirty: DirtySet,
     /// Counters by mapping index.
     pub stats: Vec<MappingStats>,
     /// Whether Postgres is reachable.
@@ -33,8 +34,6 @@ pub struct Runtime {
     pub pool: Pool,
     /// True while this server is a replica: it must not write to Postgres.
     pub replica: AtomicBool,
-    /// How far the journal left by a previous run (or a primary) is queued again.
-    pub recovery: crate::journal::Recovery,
     /// Connection settings, for connections outside the pool (the listener).
     pub pg_config: postgres::Config,
     /// The TLS policy of every connection (`sslmode`, `sslrootcert`).
@@ -64,6 +63,11 @@ pub fn install(runtime: Runtime) -> Result<&'static Arc<Runtime>, String> {
 }
 
 impl Runtime {
+    /// The in-memory half of the dirty set, for readers (waits, snapshots, figures).
+    pub fn queue(&self) -> &Queue {
+        self.dirty.queue()
+    }
+
     /// Builds the state from the configs. Postgres need not be reachable:
     /// connections are made lazily and retried.
     pub fn new(mappings: Mappings, settings: Settings, replica: bool) -> Runtime {
@@ -88,11 +92,10 @@ impl Runtime {
         let count = mappings.all().len();
         Runtime {
             stats: (0..count).map(|_| MappingStats::default()).collect(),
-            queue: Queue::default(),
+            dirty: DirtySet::new(mappings.clone()),
             postgres: PostgresState::default(),
             pool,
             replica: AtomicBool::new(replica),
-            recovery: Default::default(),
             pg_config,
             tls,
             reload_running: AtomicBool::new(false),

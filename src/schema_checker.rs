@@ -11,7 +11,7 @@ use std::time::Duration;
 /// Body of the checker thread; returns on shutdown. Errors go to the log and to
 /// `SYNC.STATUS`. Also gives the queue's unused memory back.
 pub fn run(rt: &Runtime) {
-    while !rt.queue.is_shut_down() {
+    while !rt.queue().is_shut_down() {
         let missing: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.schema(i).is_none()).collect();
         if !missing.is_empty() {
             match rt.pool.get() {
@@ -42,8 +42,8 @@ pub fn run(rt: &Runtime) {
         }
         // Once a second is often enough to give back a drained backlog's memory,
         // and keeps the shrinking off the main thread and the workers' path.
-        rt.queue.release_memory();
-        rt.queue.sleep(Duration::from_secs(1));
+        rt.queue().release_memory();
+        rt.queue().sleep(Duration::from_secs(1));
     }
 }
 

@@ -17,7 +17,7 @@ pub enum Figure {
 pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
     let m = &rt.mappings.all()[mapping];
     let s = &rt.stats[mapping];
-    let backlog = rt.queue.backlog(mapping);
+    let backlog = rt.queue().backlog(mapping);
     let lag_ms = backlog.oldest.map_or(0, |t| t.elapsed().as_millis() as i64);
     let count = |c: &std::sync::atomic::AtomicU64| Figure::Int(MappingStats::get(c) as i64);
     vec![
@@ -39,7 +39,7 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
         ("role", Figure::Text(if rt.is_replica() { "replica" } else { "primary" }.into())),
         ("listener", Figure::Text(s.listener().unwrap_or_else(|| if m.listen { "starting" } else { "off" }.into()))),
         ("reload", Figure::Text(reload_state(rt))),
-        ("recovery", Figure::Text(rt.recovery.describe())),
+        ("recovery", Figure::Text(rt.dirty.recovery().describe())),
     ]
 }
 

@@ -14,7 +14,6 @@
 
 use crate::config;
 use crate::filter;
-use crate::journal;
 use crate::listen;
 use crate::mapping::Mappings;
 use crate::pg;
@@ -120,7 +119,7 @@ pub fn ensure_workers() {
 /// under the slots' lock, so `ensure_workers` cannot take it for still running.
 fn keep_worker(rt: &Runtime, slot: usize) -> bool {
     let mut slots = lock(&WORKER_SLOTS);
-    let keep = slot < config::count(&config::WORKERS) && !rt.queue.is_shut_down();
+    let keep = slot < config::count(&config::WORKERS) && !rt.queue().is_shut_down();
     if !keep {
         slots[slot] = false;
     }
@@ -134,7 +133,7 @@ pub fn on_cron(ctx: &Context) {
     if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
         return;
     }
-    journal::recover_step(ctx, rt);
+    rt.dirty.recover(ctx, false);
     if !rt.start_reload_checked.swap(true, Ordering::Relaxed) && config::RELOAD_ON_START.load(Ordering::Relaxed) {
         let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
         if empty {
@@ -150,13 +149,9 @@ pub fn on_role_changed(replica: bool) {
     let Some(rt) = runtime::get() else { return };
     rt.replica.store(replica, Ordering::Relaxed);
     // A replica's journal is its primary's; a promoted one recovers it.
-    rt.recovery.restart();
-    // Either way the queue starts again from the journal: a demoted server's
-    // changes are the new primary's now, and a promoted one must not keep rows
-    // requeued while it was a replica over the journal's newer entries.
-    rt.queue.drop_pending();
+    rt.dirty.restart();
     if replica {
-        waiters::fail_all(waiters::DEMOTED, &rt.queue);
+        waiters::fail_all(waiters::DEMOTED, rt.queue());
     }
 }
 
@@ -164,8 +159,8 @@ pub fn on_role_changed(replica: bool) {
 /// the threads within [`STOP_WAIT`] (see the module's comment for why it is bounded).
 pub fn stop() {
     let Some(rt) = runtime::get() else { return };
-    rt.queue.shut_down();
-    waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart", &rt.queue);
+    rt.queue().shut_down();
+    waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart", rt.queue());
     let threads = std::mem::take(&mut *lock(&THREADS));
     let busy = join_within(threads, STOP_WAIT);
     if !busy.is_empty() {

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 /// kept because Redis holds a change to them that is newer than what Postgres
 /// has: the listener reads those rows again once that change has landed.
 pub fn clear(rt: &Runtime, client: &mut Client, mapping: usize, shape: &RowShape) -> Result<Vec<String>, Error> {
-    let snapshot = rt.queue.snapshot();
+    let snapshot = rt.queue().snapshot();
     let mut keys = RowKeys::new(&rt.mappings, mapping);
     let mut kept = Vec::new();
     loop {

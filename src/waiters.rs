@@ -189,7 +189,7 @@ pub(crate) fn timed_out(id: usize) -> Reply {
                  the change stays queued and lands when Postgres is back"
             ))
         }
-        Awaits::Everything => Reply::Integer(runtime::get().map_or(0, |rt| pending(&rt.queue, w.version))),
+        Awaits::Everything => Reply::Integer(runtime::get().map_or(0, |rt| pending(rt.queue(), w.version))),
     }
     // `w.client` drops here: Redis needs the handle unblocked even after a timeout.
 }

@@ -222,3 +222,29 @@ fn key_checks_hold_for_users_allowed_every_command() {
     assert_eq!(run(&mut admin, &["SYNC.RELOAD", "FLUSH"]).unwrap(), Value::Int(2));
     assert!(!exists(&mut admin, "users:99"), "FLUSH removes the key without a row");
 }
+
+#[test]
+fn a_routed_write_is_checked_against_the_callers_rights_for_the_command_itself() {
+    let (db, server) = setup();
+    let mut admin = server.conn();
+    let user = ["nodel", "on", ">pw", "~*", "+@all", "-hdel", "-hincrby"];
+    let _: () = redis::cmd("ACL").arg("SETUSER").arg(&user).query(&mut admin).unwrap();
+    let mut nodel = login(&server, "nodel");
+    // HSET is allowed: it goes through SYNC.WRITE and lands.
+    let added: i64 = redis::cmd("HSET").arg(&["__{app:notes:5}", "body", "kept", "n", "1"]).query(&mut nodel).unwrap();
+    assert_eq!(added, 2);
+    sync_wait(&mut admin);
+    // HDEL and HINCRBY are not, though the wrappers are in @hash: refused, logged,
+    // and nothing changes in Redis or Postgres.
+    let error = refused(&mut nodel, &["HDEL", "app:notes:5", "body"]);
+    assert!(error.contains("hdel"), "{error}");
+    let error = refused(&mut nodel, &["HINCRBY", "__{app:notes:5}", "n", "1"]);
+    assert!(error.contains("hincrby"), "{error}");
+    assert_eq!(hgetall(&mut admin, "app:notes:5")["body"], "kept");
+    sync_wait(&mut admin);
+    let n: i32 = db.client().query_one("SELECT n FROM notes WHERE id = 5", &[]).unwrap().get(0);
+    assert_eq!(n, 1);
+    let log: Vec<Value> = redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+    let logged = log.iter().map(pairs).any(|e| text(&e["username"]) == "nodel" && text(&e["object"]) == "hincrby");
+    assert!(logged, "the refusal is in ACL LOG: {log:?}");
+}

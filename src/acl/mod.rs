@@ -72,13 +72,20 @@ impl Caller {
         if allowed {
             return Ok(());
         }
-        if let (Some(add), Some(name)) = (api!(RedisModule_ACLAddLogEntry), argv.first()) {
+        // Logged and named as Redis names its own refusals: the command in lower case.
+        let name = argv.first().map(|a| a.to_string_lossy().to_lowercase()).unwrap_or_default();
+        if let Some(add) = api!(RedisModule_ACLAddLogEntry) {
+            let object = crate::redis_io::string(ctx, name.as_bytes());
             // SAFETY: the context, user and string are alive for the call.
             unsafe {
-                add(ctx.ctx, self.user.as_ptr(), name.inner, raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CMD)
+                add(
+                    ctx.ctx,
+                    self.user.as_ptr(),
+                    object.inner,
+                    raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_CMD,
+                )
             };
         }
-        let name = argv.first().map(|a| a.to_string_lossy().to_lowercase()).unwrap_or_default();
         Err(RedisError::String(format!("NOPERM User has no permissions to run the '{name}' command")))
     }
 

@@ -125,6 +125,13 @@ const DOCS: &[Doc] = &[
         args: &[arg("command", STRING), arg("key", KEY), arg("arg", STRING).optional().multiple()],
     },
     Doc {
+        name: "sync.remove",
+        summary: "Runs HDEL or HGETDEL on a synced key and records the removed fields; clients' removals are routed here",
+        complexity: "O(N) where N is the number of fields",
+        arity: -3,
+        args: &[arg("command", STRING), arg("key", KEY), arg("field", STRING).multiple()],
+    },
+    Doc {
         name: "sync.delete",
         summary: "Runs DEL or UNLINK and deletes the rows of synced keys; clients' deletes are routed here",
         complexity: "O(N) where N is the number of keys, plus the wrapped command's own cost",

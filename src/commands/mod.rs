@@ -14,7 +14,6 @@ use crate::client_call::call_as_client;
 use crate::config;
 use crate::guard;
 use crate::intent::Command;
-use crate::journal;
 use crate::mapping::Mode;
 use crate::notify::Source;
 use crate::reload::{self, ReloadGuard};
@@ -130,7 +129,7 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             // Still under the Redis lock: apply cannot settle the row before the
             // client is registered.
             waiters::wait_for_row(ctx, target.row(), version, reply.integer().unwrap_or(0), config::hset_timeout())?;
-            rt.queue.hurry();
+            rt.queue().hurry();
             Ok(RedisValue::NoReply)
         }
         None => reply.forward(ctx),
@@ -156,10 +155,12 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     // After a start or a promotion the journal's changes are queued by the next
     // cron; they were captured before this call, so queue them now to count them.
-    journal::recover_all(ctx, rt);
-    let version = rt.queue.last_version();
+    if !rt.is_replica() {
+        rt.dirty.recover(ctx, true);
+    }
+    let version = rt.queue().last_version();
     // O(1): the oldest unsettled change, not a count of them all.
-    if rt.queue.oldest_unsettled().is_none_or(|oldest| oldest > version) {
+    if rt.queue().oldest_unsettled().is_none_or(|oldest| oldest > version) {
         return Ok(RedisValue::Integer(0));
     }
     refuse_when_cannot_block(ctx, "SYNC.WAIT")?;

@@ -14,14 +14,36 @@ use crate::mapping::{KeyRole, Mode};
 use crate::runtime::Runtime;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
-fn command_arg(args: &[RedisString], deletes: bool) -> Result<Command, RedisError> {
+/// The wrapper commands, by what they run. Growing writes and removals are
+/// apart so that Redis applies its own `maxmemory` rule (`deny-oom`) to the
+/// wrapper as it would to the command.
+#[derive(Clone, Copy, PartialEq)]
+enum Wrapper {
+    /// `SYNC.WRITE`: writes that can grow a hash.
+    Write,
+    /// `SYNC.REMOVE`: HDEL, HGETDEL.
+    Remove,
+    /// `SYNC.DELETE`: DEL, UNLINK.
+    Delete,
+}
+
+fn wrapper_of(command: Command) -> Wrapper {
+    match command {
+        Command::Del | Command::Unlink => Wrapper::Delete,
+        c if !c.deny_oom() => Wrapper::Remove,
+        _ => Wrapper::Write,
+    }
+}
+
+fn command_arg(args: &[RedisString], wrapper: Wrapper) -> Result<Command, RedisError> {
     let name = args.get(1).map(|a| a.as_slice()).unwrap_or_default();
     match Command::from_name(name) {
-        Some(c) if c.deletes_keys() == deletes => Ok(c),
-        _ if deletes => Err(RedisError::Str("ERR SYNC.DELETE runs DEL or UNLINK")),
-        _ => Err(RedisError::Str(
-            "ERR SYNC.WRITE runs HSET, HMSET, HSETNX, HSETEX, HINCRBY, HINCRBYFLOAT, HDEL or HGETDEL",
-        )),
+        Some(c) if wrapper_of(c) == wrapper => Ok(c),
+        _ => Err(RedisError::Str(match wrapper {
+            Wrapper::Delete => "ERR SYNC.DELETE runs DEL or UNLINK",
+            Wrapper::Remove => "ERR SYNC.REMOVE runs HDEL or HGETDEL",
+            Wrapper::Write => "ERR SYNC.WRITE runs HSET, HMSET, HSETNX, HSETEX, HINCRBY or HINCRBYFLOAT",
+        })),
     }
 }
 
@@ -40,13 +62,23 @@ fn target_of(ctx: &Context, rt: &Runtime, key: &[u8]) -> Result<Option<Target>, 
     }
 }
 
-/// `SYNC.WRITE <command> <key> [args ...]`: runs a hash write on a mapped key and
-/// records exactly what it changed.
+/// `SYNC.WRITE <command> <key> [args ...]`: runs a hash write that can grow the
+/// hash on a mapped key and records exactly what it changed.
 pub fn sync_write(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    hash_write(ctx, args, Wrapper::Write)
+}
+
+/// `SYNC.REMOVE HDEL|HGETDEL <key> [args ...]`: as `SYNC.WRITE`, for removals
+/// (allowed under `maxmemory`, as in Redis).
+pub fn sync_remove(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    hash_write(ctx, args, Wrapper::Remove)
+}
+
+fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisResult {
     if args.len() < 3 {
         return Err(RedisError::WrongArity);
     }
-    let command = command_arg(&args, false)?;
+    let command = command_arg(&args, wrapper)?;
     let rt = runtime_or_err()?;
     let all: Vec<&[u8]> = args[2..].iter().map(|a| a.as_slice()).collect();
     let (key, rest) = (all[0], &all[1..]);
@@ -102,7 +134,7 @@ pub fn sync_delete(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() < 3 {
         return Err(RedisError::WrongArity);
     }
-    let command = command_arg(&args, true)?;
+    let command = command_arg(&args, Wrapper::Delete)?;
     let rt = runtime_or_err()?;
     let keys: Vec<&[u8]> = args[2..].iter().map(|a| a.as_slice()).collect();
     let mut rows = Vec::new();

@@ -7,10 +7,10 @@
 use super::recovery::{row_of, Recovery};
 use super::store::LEGACY_KEY;
 use crate::change::{FieldChange, RowOp, Write, OP_FIELD};
+use crate::dirty_set::DirtySet;
 use crate::journal_codec::decode;
 use crate::queue::RowKey;
 use crate::redis_io::{bytes, call, call_logged, hgetall, own_writes, warn};
-use crate::runtime::Runtime;
 use redis_module::{Context, RedisValue};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -37,9 +37,9 @@ pub fn begin(ctx: &Context, recovery: &Recovery) -> bool {
 
 /// Moves old entries until `over()` says the tick's time is spent; true when the
 /// old journal has been read to its end.
-pub fn step(ctx: &Context, rt: &Runtime, over: &dyn Fn() -> bool) -> bool {
+pub fn step(ctx: &Context, set: &DirtySet, over: &dyn Fn() -> bool) -> bool {
     loop {
-        let cursor = rt.recovery.legacy.cursor.load(Ordering::Relaxed).to_string();
+        let cursor = set.recovery().legacy.cursor.load(Ordering::Relaxed).to_string();
         let (next, items) = match call(ctx, "HSCAN", &[LEGACY_KEY, cursor.as_bytes(), b"COUNT", CHUNK]) {
             Ok(RedisValue::Array(reply)) => scan_reply(&reply),
             Ok(_) => None,
@@ -50,9 +50,9 @@ pub fn step(ctx: &Context, rt: &Runtime, over: &dyn Fn() -> bool) -> bool {
         }
         .unwrap_or((0, Vec::new()));
         for pair in items.chunks_exact(2) {
-            move_entry(ctx, rt, &pair[0], &pair[1]);
+            move_entry(ctx, set, &pair[0], &pair[1]);
         }
-        rt.recovery.legacy.cursor.store(next, Ordering::Relaxed);
+        set.recovery().legacy.cursor.store(next, Ordering::Relaxed);
         if next == 0 {
             return true;
         }
@@ -63,19 +63,19 @@ pub fn step(ctx: &Context, rt: &Runtime, over: &dyn Fn() -> bool) -> bool {
 }
 
 /// Moves the old entry of one key, if it has one, before a write to it.
-pub fn recover_key(ctx: &Context, rt: &Runtime, key: &[u8]) {
+pub fn recover_key(ctx: &Context, set: &DirtySet, key: &[u8]) {
     if let Ok(Some(value)) = call(ctx, "HGET", &[LEGACY_KEY, key]).map(|v| bytes(&v)) {
-        move_entry(ctx, rt, key, &value);
+        move_entry(ctx, set, key, &value);
     }
 }
 
 /// Queues the acks read from the old journal, each journaled anew, now that
 /// every change is queued.
-pub fn finish(ctx: &Context, rt: &Runtime) {
-    let acks = std::mem::take(&mut *rt.recovery.legacy.acks.lock().unwrap_or_else(|p| p.into_inner()));
+pub fn finish(ctx: &Context, set: &DirtySet) {
+    let acks = std::mem::take(&mut *set.recovery().legacy.acks.lock().unwrap_or_else(|p| p.into_inner()));
     for (row, key, uuid) in acks {
         let write = Write { op: RowOp::Upsert, fields: Default::default(), acks: vec![uuid] };
-        super::mark(ctx, rt, row, &key, write);
+        set.mark(ctx, row, &key, write);
     }
 }
 
@@ -87,22 +87,22 @@ fn scan_reply(reply: &[RedisValue]) -> Option<(u64, Vec<Vec<u8>>)> {
 
 /// Deletes one old entry first (so that journaling it anew cannot find it again),
 /// then queues and journals it in the new format.
-fn move_entry(ctx: &Context, rt: &Runtime, field: &[u8], value: &[u8]) {
+fn move_entry(ctx: &Context, set: &DirtySet, field: &[u8], value: &[u8]) {
     own_writes(|| call_logged(ctx, "HDEL", &[LEGACY_KEY, field]));
     let (key, ack) = match field.windows(ACK_MARK.len()).position(|w| w == ACK_MARK) {
         Some(at) => (&field[..at], Some(&field[at + ACK_MARK.len()..])),
         None => (field, None),
     };
-    let Some(row) = row_of(rt, key) else { return };
+    let Some(row) = row_of(set, key) else { return };
     if let Some(uuid) = ack {
-        let mut acks = rt.recovery.legacy.acks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acks = set.recovery().legacy.acks.lock().unwrap_or_else(|p| p.into_inner());
         acks.push((row, key.to_vec(), String::from_utf8_lossy(uuid).into_owned()));
         return;
     }
     match decode(value).or_else(|| valueless_entry(ctx, key, value)) {
         Some(write) => {
-            super::mark(ctx, rt, row, key, write);
-            rt.recovery.count(1);
+            set.mark(ctx, row, key, write);
+            set.recovery().count(1);
         }
         None => warn(&format!("dropped an unreadable journal entry for {}", key.escape_ascii())),
     }

@@ -1,22 +1,18 @@
-//! The journal: the durable half of the dirty set. Every captured write is
-//! recorded, values and acks included, in the same command as the write, so the
-//! AOF, the RDB and the replicas carry the write and its record together; the
-//! in-memory queue is the other half. This module keeps the two in step: a write
-//! is queued and journaled in one call ([`mark`]), a settled change deletes
-//! exactly its own records ([`forget`]), and after a restart or a promotion the
+//! The journal: the durable half of the dirty set (`dirty_set.rs` keeps it in
+//! step with the in-memory queue). Every captured write is one record, values and
+//! acks included, written in the same command as the write, so the AOF, the RDB
+//! and the replicas carry the write and its record together. A settled change
+//! deletes exactly its own records, and after a restart or a promotion the
 //! records are queued again ([`recovery`]). See docs/journal.md.
 
 mod legacy;
 pub mod recovery;
 mod store;
 
-pub use recovery::{recover_all, recover_step, wait_until_recovered, Recovery};
+pub use recovery::{recover_all, recover_slot_of, recover_step, wait_until_recovered, Recovery};
 pub use store::is_journal_key;
 
-use crate::change::Write;
-use crate::journal_codec::encode;
-use crate::queue::{Journaled, Records, RowKey};
-use crate::runtime::Runtime;
+use crate::queue::Records;
 use redis_module::Context;
 
 /// The record field of write `id` to `key`: the key, NUL, the id in decimal. No
@@ -37,25 +33,19 @@ fn parse_field(field: &[u8]) -> Option<(&[u8], u64)> {
     Some((&field[..at], id))
 }
 
-/// Queues a captured write of `row` (written through `key`) and journals it, in
-/// the command that made the write. Returns the write's version.
-pub fn mark(ctx: &Context, rt: &Runtime, row: RowKey, key: &[u8], write: Write) -> u64 {
-    recovery::recover_slot_of(ctx, rt, key);
-    let value = encode(write.op, &write.fields, &write.acks);
+/// Writes the record of write `id` to `key`.
+pub fn record(ctx: &Context, key: &[u8], id: u64, value: &[u8]) {
     let slot = store::key_of_slot(store::slot_of(ctx, key));
-    let bytes = value.len() + key.len() + 24;
-    let pushed = rt.queue.push(row, write, Journaled::Fresh { bytes });
-    match pushed.compaction {
-        None => store::put(ctx, &slot, &record_field(key, pushed.version), &value),
-        Some(compaction) => {
-            let change = &compaction.change;
-            let whole = encode(change.op, &change.fields, &change.acks);
-            store::put(ctx, &slot, &record_field(key, pushed.version), &whole);
-            let replaced: Vec<Vec<u8>> = compaction.replaced.iter().map(|id| record_field(key, *id)).collect();
-            store::remove(ctx, &slot, &replaced);
-        }
-    }
-    pushed.version
+    store::put(ctx, &slot, &record_field(key, id), value);
+}
+
+/// Rewrites a row's pending records as one (see `queue::Compaction`): `whole`
+/// under id `into`, and the `replaced` records deleted.
+pub fn rewrite(ctx: &Context, key: &[u8], into: u64, whole: &[u8], replaced: &[u64]) {
+    let slot = store::key_of_slot(store::slot_of(ctx, key));
+    store::put(ctx, &slot, &record_field(key, into), whole);
+    let replaced: Vec<Vec<u8>> = replaced.iter().map(|id| record_field(key, *id)).collect();
+    store::remove(ctx, &slot, &replaced);
 }
 
 /// Deletes the records of a settled change (committed, or moved to the dead

@@ -6,6 +6,7 @@
 //! counted twice, and a later set must stay on top).
 
 use super::{legacy, parse_field, store};
+use crate::dirty_set::DirtySet;
 use crate::journal_codec::decode;
 use crate::queue::{Journaled, RowKey};
 use crate::redis_io::{notice, warn};
@@ -84,34 +85,32 @@ impl Recovery {
 /// Postgres must not write a row over a journaled change not queued again yet).
 /// Gives up when this server is a replica (its keys are its primary's) or stops.
 pub fn wait_until_recovered(rt: &Runtime) -> Result<(), &'static str> {
-    while !rt.recovery.is_done() {
+    while !rt.dirty.recovery().is_done() {
         if rt.is_replica() {
             return Err("this server is a replica");
         }
-        if rt.queue.is_shut_down() {
+        if rt.queue().is_shut_down() {
             return Err("pgsync is stopping");
         }
-        rt.queue.sleep(Duration::from_millis(50));
+        rt.queue().sleep(Duration::from_millis(50));
     }
     Ok(())
 }
 
 /// One step of the recovery, from the server cron.
-pub fn recover_step(ctx: &Context, rt: &Runtime) {
-    recover_within(ctx, rt, Some(BUDGET));
+pub fn recover_step(ctx: &Context, set: &DirtySet) {
+    recover_within(ctx, set, Some(BUDGET));
 }
 
 /// Finishes the recovery now, however long the journal: for `SYNC.WAIT` right
 /// after a promotion, which must count every journaled change.
-pub fn recover_all(ctx: &Context, rt: &Runtime) {
-    if !rt.is_replica() {
-        recover_within(ctx, rt, None);
-    }
+pub fn recover_all(ctx: &Context, set: &DirtySet) {
+    recover_within(ctx, set, None);
 }
 
 /// Starts a recovery if none runs; returns the phase it is in.
-fn begin(ctx: &Context, rt: &Runtime) -> u8 {
-    let recovery = &rt.recovery;
+fn begin(ctx: &Context, set: &DirtySet) -> u8 {
+    let recovery = &set.recovery();
     let phase = recovery.phase.load(Ordering::SeqCst);
     if phase != WAITING {
         return phase;
@@ -123,18 +122,18 @@ fn begin(ctx: &Context, rt: &Runtime) -> u8 {
     // earlier run (or a former primary) left. Versions count at most one per
     // nanosecond, so the clock is past every one of them.
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    rt.queue.advance_versions(nanos);
+    set.queue().advance_versions(nanos);
     let next = if legacy::begin(ctx, recovery) { LEGACY } else { SLOTS };
     recovery.phase.store(next, Ordering::SeqCst);
     next
 }
 
-fn recover_within(ctx: &Context, rt: &Runtime, budget: Option<Duration>) {
+fn recover_within(ctx: &Context, set: &DirtySet, budget: Option<Duration>) {
     let started = Instant::now();
     let over = || budget.is_some_and(|b| started.elapsed() >= b);
-    let recovery = &rt.recovery;
-    if begin(ctx, rt) == LEGACY {
-        if !legacy::step(ctx, rt, &over) {
+    let recovery = &set.recovery();
+    if begin(ctx, set) == LEGACY {
+        if !legacy::step(ctx, set, &over) {
             return;
         }
         recovery.phase.store(SLOTS, Ordering::SeqCst);
@@ -147,13 +146,13 @@ fn recover_within(ctx: &Context, rt: &Runtime, budget: Option<Duration>) {
         if slot >= u32::from(store::SLOTS) {
             break;
         }
-        recover_slot(ctx, rt, slot as u16);
+        recover_slot(ctx, set, slot as u16);
         recovery.next_slot.store(slot + 1, Ordering::Relaxed);
         if over() {
             return;
         }
     }
-    legacy::finish(ctx, rt);
+    legacy::finish(ctx, set);
     recovery.phase.store(DONE, Ordering::SeqCst);
     let count = recovery.queued.load(Ordering::Relaxed);
     if count > 0 {
@@ -163,22 +162,22 @@ fn recover_within(ctx: &Context, rt: &Runtime, budget: Option<Duration>) {
 
 /// Called by capture before it queues a write: until the recovery is done, the
 /// records of the written key's slot are queued first.
-pub fn recover_slot_of(ctx: &Context, rt: &Runtime, key: &[u8]) {
-    if rt.recovery.is_done() {
+pub fn recover_slot_of(ctx: &Context, set: &DirtySet, key: &[u8]) {
+    if set.recovery().is_done() {
         return;
     }
-    if begin(ctx, rt) == LEGACY {
-        legacy::recover_key(ctx, rt, key);
+    if begin(ctx, set) == LEGACY {
+        legacy::recover_key(ctx, set, key);
     }
-    recover_slot(ctx, rt, store::slot_of(ctx, key));
+    recover_slot(ctx, set, store::slot_of(ctx, key));
 }
 
 /// A record read back: the row's key, its id, its field and its value.
 type Record = (Vec<u8>, u64, Vec<u8>, Vec<u8>);
 
 /// Queues every record of one slot again, each row's in the order written.
-fn recover_slot(ctx: &Context, rt: &Runtime, slot: u16) {
-    if !rt.recovery.claim(slot) {
+fn recover_slot(ctx: &Context, set: &DirtySet, slot: u16) {
+    if !set.recovery().claim(slot) {
         return;
     }
     let journal = store::key_of_slot(slot);
@@ -195,7 +194,7 @@ fn recover_slot(ctx: &Context, rt: &Runtime, slot: u16) {
     // (key, whether its row is taken from this slot): decided at a row's first record.
     let mut current: Option<(Vec<u8>, bool)> = None;
     for (key, id, field, value) in records {
-        let (Some(row), Some(write)) = (row_of(rt, &key), decode(&value)) else {
+        let (Some(row), Some(write)) = (row_of(set, &key), decode(&value)) else {
             warn(&format!("dropped an unreadable journal record for {}", key.escape_ascii()));
             unusable.push(field);
             continue;
@@ -204,20 +203,20 @@ fn recover_slot(ctx: &Context, rt: &Runtime, slot: u16) {
             // A row the queue holds already (still in a batch after a role
             // flip-flop) keeps the records it tracks; reading them again would
             // count its increments twice.
-            current = Some((key.clone(), !rt.queue.holds(&row)));
+            current = Some((key.clone(), !set.queue().holds(&row)));
         }
         if current.as_ref().is_some_and(|(_, take)| *take) {
-            rt.queue.push(row, write, Journaled::Recovered { id, bytes: value.len() + field.len() });
+            set.queue().push(row, write, Journaled::Recovered { id, bytes: value.len() + field.len() });
             queued += 1;
         }
     }
     store::remove(ctx, &journal, &unusable);
-    rt.recovery.count(queued);
+    set.recovery().count(queued);
 }
 
 /// The row a journaled key writes to, if it still maps to one.
-pub(super) fn row_of(rt: &Runtime, key: &[u8]) -> Option<RowKey> {
-    let resolved = rt.mappings.resolve(key)?;
+pub(super) fn row_of(set: &DirtySet, key: &[u8]) -> Option<RowKey> {
+    let resolved = set.mappings().resolve(key)?;
     let id = check_id(resolved.id).ok()?;
     Some(RowKey { mapping: resolved.mapping, id: id.to_string() })
 }

@@ -34,7 +34,7 @@ impl RedisSide for LiveRedis<'_> {
     type Row = Row;
 
     fn take(&self, ready: &dyn Fn(usize) -> bool) -> Vec<Row> {
-        self.0.queue.take_batch(
+        self.0.dirty.take(
             config::count(&config::BATCH_SIZE),
             config::count(&config::BATCH_MAX_BYTES),
             config::millis(&config::BATCH_DELAY_MS),
@@ -59,7 +59,7 @@ impl RedisSide for LiveRedis<'_> {
             // A rejection that no single row could be blamed for: it waits like the rest.
             Action::DeadLetter => {}
         }
-        rt.queue.requeue(rows);
+        rt.dirty.requeue(rows);
     }
 
     fn apply(&self, rows: &[Row], outcomes: &[RowOutcome]) {
@@ -68,7 +68,7 @@ impl RedisSide for LiveRedis<'_> {
 
     fn release(&self, rows: &[Row], why: &str) {
         warn(why);
-        self.0.queue.complete(rows.iter().map(|(row, _)| row));
+        self.0.dirty.release(rows);
         for (row, entry) in rows {
             waiters::settle(row, entry.change.version, &Err(why.to_string()));
         }

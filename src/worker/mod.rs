@@ -28,7 +28,7 @@ pub fn run(rt: &Runtime, keep_going: impl Fn() -> bool) {
     let mut postgres = live::LivePostgres::new(rt);
     while keep_going() {
         if rt.is_replica() {
-            rt.queue.sleep(IDLE_WAIT);
+            rt.queue().sleep(IDLE_WAIT);
             continue;
         }
         sync::step(&redis, &mut postgres, &rt.backoffs);
