@@ -281,3 +281,9 @@ fn legacy_entry(ctx: &Context, key: &[u8], value: &[u8]) -> Option<Write> {
     };
     Some(Write { op, fields, acks })
 }
+
+/// Whether `key` is a journal key: the hash [`JOURNAL_KEY`], or a per-slot
+/// journal key `pgsync:journal:{<tag>}`.
+pub fn is_journal_key(key: &[u8]) -> bool {
+    key.starts_with(JOURNAL_KEY.as_bytes()) || key.starts_with(b"pgsync:journal:")
+}

@@ -10,7 +10,9 @@ pub mod change;
 pub mod client_call;
 pub mod commands;
 pub mod config;
+pub mod counting_alloc;
 pub mod deadletter;
+pub mod eviction;
 pub mod fault;
 pub mod filter;
 pub mod guard;
@@ -44,9 +46,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 // Redis's allocator exists only inside redis-server; unit tests use the system one.
 #[cfg(not(test))]
-type Allocator = redis_module::alloc::RedisAlloc;
+type Allocator = counting_alloc::Counting<redis_module::alloc::RedisAlloc>;
 #[cfg(not(test))]
-const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+const ALLOCATOR: Allocator = counting_alloc::Counting::global(redis_module::alloc::RedisAlloc);
 #[cfg(test)]
 type Allocator = std::alloc::System;
 #[cfg(test)]
@@ -106,6 +108,7 @@ fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), pg::conninfo::redact(&url));
     runtime::start(mappings.clone(), settings, replica)?;
     filter::register(ctx)?;
+    eviction::watch(ctx)?;
     // The crate has no wrapper for the shutdown event; subscribe through the raw API.
     // The header's `RedisModuleEvent_Shutdown` is a static inline value, not a
     // symbol, so build the same value here.
