@@ -2,11 +2,11 @@
 # Runs the benchmarks and rewrites BENCHMARKS.md: installs what is missing, makes
 # sure PostgreSQL runs, builds the module (release) and the bench program (bench/),
 # then runs it. The bench starts its own servers on free ports and creates (and
-# drops) its own database; it takes under ~10 minutes on 2 cores.
+# drops) its own database; it takes under ~15 minutes on 2 cores.
 #
 # Environment: PGSYNC_SERVER_BIN (server binary, default valkey-server; e.g. the
 # Redis 8.2 redis-server listed by scripts/servers.sh). Extra arguments go to the
-# bench program (e.g. --quick, --phases 1,3, --out /tmp/b.md).
+# bench program (e.g. --quick, --phases 1,6, --out /tmp/b.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

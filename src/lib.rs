@@ -12,9 +12,11 @@ pub mod change;
 pub mod client_call;
 pub mod commands;
 pub mod config;
+pub mod counting_alloc;
 pub mod deadletter;
 pub mod direct_write;
 pub mod dirty_set;
+pub mod eviction;
 pub mod fault;
 pub mod filter;
 pub mod guard;
@@ -50,9 +52,9 @@ use std::sync::atomic::AtomicI64;
 
 // Redis's allocator exists only inside redis-server; unit tests use the system one.
 #[cfg(not(test))]
-type Allocator = redis_module::alloc::RedisAlloc;
+type Allocator = counting_alloc::Counting<redis_module::alloc::RedisAlloc>;
 #[cfg(not(test))]
-const ALLOCATOR: Allocator = redis_module::alloc::RedisAlloc;
+const ALLOCATOR: Allocator = counting_alloc::Counting::global(redis_module::alloc::RedisAlloc);
 #[cfg(test)]
 type Allocator = std::alloc::System;
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The figures of `SYNC.STATUS` and `INFO pgsync`, computed once in one place.
 
+use crate::counting_alloc::module_bytes;
+use crate::eviction::journal_evictions;
 use crate::runtime::{self, Runtime};
 use crate::stats::MappingStats;
 use redis_module::{InfoContext, RedisValue};
@@ -43,6 +45,21 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
     ]
 }
 
+/// The figures of the whole module, in display order: the same for every mapping.
+pub fn module_figures(rt: &Runtime) -> Vec<(&'static str, Figure)> {
+    let unsynced: usize = (0..rt.mappings.all().len())
+        .map(|i| {
+            let backlog = rt.queue().backlog(i);
+            backlog.pending + backlog.in_flight
+        })
+        .sum();
+    vec![
+        ("module_bytes", Figure::Int(module_bytes() as i64)),
+        ("unsynced_rows", Figure::Int(unsynced as i64)),
+        ("journal_evictions", Figure::Int(journal_evictions() as i64)),
+    ]
+}
+
 fn reload_state(rt: &Runtime) -> String {
     let rows = rt.reload_rows.load(Ordering::Relaxed);
     match (rt.reload_running.load(Ordering::Relaxed), rows) {
@@ -56,10 +73,11 @@ fn schema_state(rt: &Runtime, mapping: usize) -> String {
     if rt.schema(mapping).is_some() { "ok" } else { "unchecked" }.into()
 }
 
-/// `SYNC.STATUS` reply for one mapping: a flat list of name, value pairs.
+/// `SYNC.STATUS` reply for one mapping: a flat list of name, value pairs, its
+/// own figures then the module's.
 pub fn mapping_reply(rt: &Runtime, mapping: usize) -> RedisValue {
     let mut out = Vec::new();
-    for (name, figure) in figures(rt, mapping) {
+    for (name, figure) in figures(rt, mapping).into_iter().chain(module_figures(rt)) {
         out.push(RedisValue::BulkString(name.into()));
         out.push(match figure {
             Figure::Int(n) => RedisValue::Integer(n),
@@ -76,19 +94,27 @@ pub fn info(ctx: &InfoContext, for_crash_report: bool) {
     }
 }
 
-/// Adds the `pgsync` section to `INFO`: `<mapping>_<figure>:<value>` lines.
+/// Adds the `pgsync` section to `INFO`: the module's `<figure>:<value>` lines,
+/// then each mapping's `<mapping>_<figure>:<value>` lines.
 // The builder API wants a section name and would print `pgsync_<name>`; the plain
 // calls give the section the module's own name, which `INFO pgsync` selects.
 #[allow(deprecated)]
 pub fn add_info(ctx: &InfoContext, rt: &Runtime) {
     ctx.add_info_section(None);
+    for (name, figure) in module_figures(rt) {
+        add_info_field(ctx, name, figure);
+    }
     for (i, m) in rt.mappings.all().iter().enumerate() {
         for (name, figure) in figures(rt, i) {
-            let field = format!("{}_{}", m.name, name);
-            match figure {
-                Figure::Int(n) => ctx.add_info_field_long_long(&field, n),
-                Figure::Text(t) => ctx.add_info_field_str(&field, &t.replace(['\r', '\n', '\0'], " ")),
-            };
+            add_info_field(ctx, &format!("{}_{}", m.name, name), figure);
         }
     }
+}
+
+#[allow(deprecated)]
+fn add_info_field(ctx: &InfoContext, field: &str, figure: Figure) {
+    match figure {
+        Figure::Int(n) => ctx.add_info_field_long_long(field, n),
+        Figure::Text(t) => ctx.add_info_field_str(field, &t.replace(['\r', '\n', '\0'], " ")),
+    };
 }

@@ -13,6 +13,7 @@
 //! is still in the journal and is synced after the restart.
 
 use crate::config;
+use crate::eviction;
 use crate::filter;
 use crate::listen;
 use crate::mapping::Mappings;
@@ -70,6 +71,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     spawn("pgsync-listener", move || listen::run(rt))?;
     ensure_workers();
     filter::register(ctx)?;
+    eviction::watch(ctx)?;
     std::panic::set_hook(Box::new(|info| warn(&format!("panic caught: {info}"))));
     notice(&summary);
     Ok(())

@@ -122,7 +122,7 @@ fn measure(setup: &Setup, db: &Db, kind: Kind, cfg: &Config, total: u64, depth: 
     let server = match kind {
         Kind::Plain => Server::plain(&setup.server_bin),
         Kind::Module => Server::with_module(setup, db, ITEMS_MAPPING, "items", &[]),
-        Kind::Queueing => Server::with_module_queueing(setup, ITEMS_MAPPING, "items"),
+        Kind::Queueing => Server::with_module_queueing(setup, ITEMS_MAPPING, "items", &[]),
     };
     hset_load(&server, cfg.clients, (total / 20).max(cfg.clients as u64), depth, cfg.keys);
     // Nothing drains while queueing (SYNC.WAIT would only time out): the warm-up's

@@ -59,12 +59,21 @@ pub struct Server {
     pub port: u16,
     dir: TempDir,
     child: Child,
+    bin: String,
+    args: Vec<String>,
+    /// The module's mapping file, read again on a restart; removed on drop.
+    mapping_file: Option<PathBuf>,
 }
 
 impl Server {
     /// Starts `bin` without the module.
     pub fn plain(bin: &str) -> Server {
         Self::start(bin, &[])
+    }
+
+    /// Starts `bin` without the module, with extra server arguments.
+    pub fn plain_with(bin: &str, server_args: &[&str]) -> Server {
+        Self::start(bin, &server_args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
     }
 
     /// Starts `bin` with the module on `db`, the mapping file holding `mapping` and
@@ -78,8 +87,9 @@ impl Server {
 
     /// Starts `bin` with the module pointed at [`UNREACHABLE_PG`]: every captured
     /// change stays queued in Redis. Waits until `SYNC.STATUS <mapping_name>` answers.
-    pub fn with_module_queueing(setup: &Setup, mapping: &str, mapping_name: &str) -> Server {
-        let server = Self::start_module(setup, UNREACHABLE_PG, mapping, &[]);
+    /// `server_args` are extra server arguments (`--appendonly yes`).
+    pub fn with_module_queueing(setup: &Setup, mapping: &str, mapping_name: &str, server_args: &[&str]) -> Server {
+        let server = Self::start_module_with(setup, UNREACHABLE_PG, mapping, &[], server_args);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut c = server.conn();
         while status(&mut c, mapping_name).is_empty() {
@@ -93,6 +103,16 @@ impl Server {
     }
 
     fn start_module(setup: &Setup, url: &str, mapping: &str, extra: &[(&str, &str)]) -> Server {
+        Self::start_module_with(setup, url, mapping, extra, &[])
+    }
+
+    fn start_module_with(
+        setup: &Setup,
+        url: &str,
+        mapping: &str,
+        extra: &[(&str, &str)],
+        server_args: &[&str],
+    ) -> Server {
         let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_bench_mapping")));
         std::fs::write(&file, mapping).expect("write mapping file");
         let mut args = vec![
@@ -107,8 +127,9 @@ impl Server {
             args.push(name.to_string());
             args.push(value.to_string());
         }
-        let server = Self::start(&setup.server_bin, &args);
-        let _ = std::fs::remove_file(&file);
+        args.extend(server_args.iter().map(|a| a.to_string()));
+        let mut server = Self::start(&setup.server_bin, &args);
+        server.mapping_file = Some(file);
         server
     }
 
@@ -133,19 +154,28 @@ impl Server {
         .map(|s| s.to_string())
         .collect();
         args.extend_from_slice(extra);
-        let child = Command::new(bin)
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
-        let mut server = Server { port, dir, child };
-        server.wait_ping();
+        let child = spawn(bin, &args);
+        let mut server = Server { port, dir, child, bin: bin.to_string(), args, mapping_file: None };
+        server.wait_ping(Duration::from_secs(20));
         server
     }
 
-    fn wait_ping(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+    /// Stops the server with `SHUTDOWN` (which writes out the AOF), starts it again
+    /// on the same directory and waits until it has loaded its data (up to `patience`).
+    pub fn restart(&mut self, patience: Duration) {
+        let _ = redis::cmd("SHUTDOWN").query::<()>(&mut self.conn());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.bin, &self.args);
+        self.wait_ping(patience);
+    }
+
+    fn wait_ping(&mut self, patience: Duration) {
+        let deadline = Instant::now() + patience;
         loop {
             if let Ok(mut c) = self.try_conn() {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
@@ -192,17 +222,35 @@ impl Server {
     }
 }
 
+fn spawn(bin: &str, args: &[String]) -> Child {
+    Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"))
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(file) = &self.mapping_file {
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 
 /// `INFO memory`'s `used_memory` in bytes (0 when unreadable).
 pub fn used_memory(c: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO").arg("memory").query(c).unwrap_or_default();
-    info.lines().find_map(|l| l.strip_prefix("used_memory:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    info_number(c, "memory", "used_memory")
+}
+
+/// A number of `INFO <section>` (0 when unreadable).
+pub fn info_number(c: &mut redis::Connection, section: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap_or_default();
+    let prefix = format!("{field}:");
+    info.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// A byte count in MiB with one decimal.

@@ -3,11 +3,13 @@
 //! baseline on the same machine, prints the results and writes them as Markdown.
 //!
 //! Usage: `pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>]
-//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5]`
+//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6]`
 
 mod capture;
 mod harness;
 mod lag;
+mod pending;
+mod probe;
 mod quiet;
 mod reload;
 mod report;
@@ -35,7 +37,7 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>] \
-         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5]"
+         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6]"
     );
     std::process::exit(2)
 }
@@ -45,7 +47,7 @@ fn parse_args() -> Options {
     let mut server_bin = "valkey-server".to_string();
     let mut pg_admin = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
     let mut out = PathBuf::from("BENCHMARKS.md");
-    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5]);
+    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6]);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -81,6 +83,7 @@ struct Sizes {
     lag: lag::Config,
     sync_hset: sync_hset::Config,
     reload: reload::Config,
+    pending: pending::Config,
 }
 
 impl Sizes {
@@ -114,6 +117,7 @@ impl Sizes {
                 rounds: if quick { 1 } else { 3 },
                 ping_every: Duration::from_millis(1),
             },
+            pending: pending::Config { rows: 1_000_000 / scale, ping_every: Duration::from_millis(1) },
         }
     }
 }
@@ -129,6 +133,7 @@ fn run_phases(opts: &Options, sizes: &Sizes, db: &Db) -> Vec<Section> {
             3 => lag::run(&opts.setup, db, &sizes.lag),
             4 => sync_hset::run(&opts.setup, db, &sizes.sync_hset),
             5 => reload::run(&opts.setup, &sizes.reload),
+            6 => pending::run(&opts.setup, &sizes.pending),
             _ => continue,
         };
         let (busy, waited) = settled;

@@ -3,15 +3,14 @@
 //! `PING` latency another client sees meanwhile.
 
 use crate::harness::{self, Db, DbExt, Server, Setup, TempDir};
+use crate::probe::{Pings, Prober};
 use crate::quiet;
 use crate::report::{Met, Row, Section};
-use crate::stats::{median, ms, per_second, rate, thousands, Latency};
+use crate::stats::{median, ms, per_second, rate, thousands};
 use crate::workload::Item;
 use std::io::{BufWriter, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// Sizes of the reload phase.
@@ -42,48 +41,6 @@ fn fill_sql(rows: u64) -> String {
         "INSERT INTO items (id, name, score, tag) \
          SELECT g, 'item-' || g, g, 'tag-' || (g % 97) FROM generate_series(1, {rows}) AS g"
     )
-}
-
-/// What the PING probe saw.
-#[derive(Debug, Clone, Copy, Default)]
-struct Pings {
-    latency: Latency,
-    count: usize,
-    errors: u64,
-}
-
-/// A thread that sends `PING` on its own connection, one at a time with a pause
-/// between them, and records each round trip.
-struct Prober {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<Pings>,
-}
-
-impl Prober {
-    fn start(server: &Server, pause: Duration) -> Prober {
-        let mut conn = server.conn();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let handle = thread::spawn(move || {
-            let mut samples = Vec::new();
-            let mut errors = 0;
-            while !flag.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                if redis::cmd("PING").query::<String>(&mut conn).is_err() {
-                    errors += 1;
-                }
-                samples.push(t.elapsed());
-                thread::sleep(pause);
-            }
-            Pings { count: samples.len(), latency: Latency::of(&mut samples), errors }
-        });
-        Prober { stop, handle }
-    }
-
-    fn finish(self) -> Pings {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or_default()
-    }
 }
 
 /// One timed load (either side).
