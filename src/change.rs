@@ -1,7 +1,7 @@
 //! A captured change to one mapped row, the rgsync `#` field that tags it, and the
 //! rule for coalescing several changes to the same row into one.
 
-use std::collections::BTreeMap;
+use crate::field_map::FieldMap;
 
 /// The hash field that carries the rgsync operation; never stored.
 pub const OP_FIELD: &[u8] = b"#";
@@ -129,7 +129,7 @@ impl Delta {
 }
 
 /// Field name → how it changed.
-pub type Fields = BTreeMap<Vec<u8>, FieldChange>;
+pub type Fields = FieldMap<FieldChange>;
 
 /// Merges a newer change of one field on top of an older one.
 fn merge_field(older: &mut FieldChange, newer: FieldChange) {
@@ -271,19 +271,23 @@ mod tests {
     fn increments_add_up_and_an_absolute_value_absorbs_them() {
         let mut c = with("score", add(Delta::Int(5), "5"));
         c.absorb(with("score", add(Delta::Int(-2), "3")));
-        assert_eq!(c.fields[&b"score"[..]], add(Delta::Int(3), "3"));
+        assert_eq!(c.fields.get(b"score").cloned().expect("score"), add(Delta::Int(3), "3"));
         c.absorb(with("score", add(Delta::Float(0.5), "3.5")));
-        assert_eq!(c.fields[&b"score"[..]], add(Delta::Float(3.5), "3.5"));
+        assert_eq!(c.fields.get(b"score").cloned().expect("score"), add(Delta::Float(3.5), "3.5"));
         c.absorb(with("score", FieldChange::Set(b"10".to_vec())));
         c.absorb(with("score", add(Delta::Int(1), "1")));
         assert_eq!(
-            c.fields[&b"score"[..]],
+            c.fields.get(b"score").cloned().expect("score"),
             FieldChange::Set(b"11".to_vec()),
             "set then incremented: the sum, whatever Redis held"
         );
         c.absorb(with("score", FieldChange::Remove));
         c.absorb(with("score", add(Delta::Int(4), "9")));
-        assert_eq!(c.fields[&b"score"[..]], FieldChange::Set(b"4".to_vec()), "removed then incremented: the delta");
+        assert_eq!(
+            c.fields.get(b"score").cloned().expect("score"),
+            FieldChange::Set(b"4".to_vec()),
+            "removed then incremented: the delta"
+        );
     }
 
     #[test]

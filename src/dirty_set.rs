@@ -3,8 +3,8 @@
 //! a record per write). This type owns the rule that keeps the two in step, in
 //! one place: a write is queued and journaled in the same command ([`mark`]); a
 //! batch is taken without touching the journal ([`take`]); a failed batch goes
-//! back with its records ([`requeue`]); a settled batch deletes exactly its
-//! records, leaving those of newer writes ([`settle`]); after a restart or a
+//! back, its records still in the journal ([`requeue`]); a settled batch leaves
+//! in the journal only what was written since ([`settle`]); after a restart or a
 //! promotion the journal is queued again ([`recover`]).
 //!
 //! [`mark`]: DirtySet::mark
@@ -55,16 +55,15 @@ impl DirtySet {
     /// Queues a captured write of `row` (written through `key`) and journals it,
     /// in the command that made the write. Returns the write's version.
     pub fn mark(&self, ctx: &Context, row: RowKey, key: &[u8], write: Write) -> u64 {
-        journal::recover_slot_of(ctx, self, key);
-        let value = encode(write.op, &write.fields, &write.acks);
-        let bytes = value.len() + key.len() + 24;
+        journal::recover_row(ctx, self, key);
+        let record = encode(write.op, &write.fields, &write.acks);
+        let bytes = journal::framed_len(record.len());
         let pushed = self.queue.push(row, write, Journaled::Fresh { bytes });
         match pushed.compaction {
-            None => journal::record(ctx, key, pushed.version, &value),
+            None => journal::append(ctx, key, &record),
             Some(compaction) => {
                 let change = &compaction.change;
-                let whole = encode(change.op, &change.fields, &change.acks);
-                journal::rewrite(ctx, key, pushed.version, &whole, &compaction.replaced);
+                journal::rewrite(ctx, key, &encode(change.op, &change.fields, &change.acks));
             }
         }
         pushed.version
@@ -88,12 +87,16 @@ impl DirtySet {
         self.queue.requeue(batch);
     }
 
-    /// A batch is done (committed, or its rows dead-lettered): its records are
-    /// deleted, `written_key` naming each row's journaled key, and its rows leave
-    /// the queue. Newer writes to the same rows keep their records and stay queued.
+    /// A batch is done (committed, or its rows dead-lettered): each row's log,
+    /// named by `written_key`, is deleted, or rewritten to hold just the change
+    /// written since (still queued); then the rows leave the queue.
     pub fn settle(&self, ctx: &Context, batch: &[(RowKey, Entry)], written_key: impl Fn(&RowKey) -> String) {
-        for (row, entry) in batch {
-            journal::forget(ctx, written_key(row).as_bytes(), &entry.records);
+        for (row, _) in batch {
+            let key = written_key(row);
+            match self.queue.pending_change(row) {
+                None => journal::forget(ctx, key.as_bytes()),
+                Some(newer) => journal::rewrite(ctx, key.as_bytes(), &encode(newer.op, &newer.fields, &newer.acks)),
+            }
         }
         self.release(batch);
     }

@@ -18,6 +18,7 @@ pub mod direct_write;
 pub mod dirty_set;
 pub mod eviction;
 pub mod fault;
+pub mod field_map;
 pub mod filter;
 pub mod guard;
 pub mod intent;

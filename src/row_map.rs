@@ -31,21 +31,36 @@ struct Figures {
 
 /// The map; see the module docs. The methods mirror `HashMap`'s.
 pub struct RowMap<V> {
-    rows: HashMap<RowKey, V>,
+    // Sharded, so that growing never moves every row at once: a map of a
+    // million rows doubling in one step stalled the server for hundreds of ms.
+    shards: Vec<HashMap<RowKey, V>>,
+    hasher: ahash::RandomState,
     figures: HashMap<usize, Figures>,
     epoch: Instant,
 }
 
 impl<V> Default for RowMap<V> {
     fn default() -> Self {
-        RowMap { rows: HashMap::default(), figures: HashMap::default(), epoch: Instant::now() }
+        RowMap {
+            shards: (0..SHARDS).map(|_| HashMap::default()).collect(),
+            hasher: ahash::RandomState::new(),
+            figures: HashMap::default(),
+            epoch: Instant::now(),
+        }
     }
 }
 
 /// Below this capacity a map is never shrunk: not worth a rehash.
 const MIN_SHRINK_CAPACITY: usize = 1024;
 
+/// Shards of a [`RowMap`]: growth moves at most 1/64 of the rows at a time.
+const SHARDS: usize = 64;
+
 impl<V: Captured> RowMap<V> {
+    fn shard(&self, row: &RowKey) -> usize {
+        (self.hasher.hash_one(row) >> 58) as usize % SHARDS
+    }
+
     fn millis(&self, value: &V) -> u64 {
         value.since().saturating_duration_since(self.epoch).as_millis() as u64
     }
@@ -57,9 +72,9 @@ impl<V: Captured> RowMap<V> {
         *figures.times.entry(ms).or_default() += 1;
     }
 
-    fn count_out(&mut self, row: &RowKey, value: &V) {
+    fn count_out(&mut self, mapping: usize, value: &V) {
         let ms = self.millis(value);
-        let Some(figures) = self.figures.get_mut(&row.mapping) else { return };
+        let Some(figures) = self.figures.get_mut(&mapping) else { return };
         figures.count = figures.count.saturating_sub(1);
         if let Some(n) = figures.times.get_mut(&ms) {
             *n -= 1;
@@ -72,43 +87,47 @@ impl<V: Captured> RowMap<V> {
     /// Adds or replaces a row's value.
     pub fn insert(&mut self, row: RowKey, value: V) -> Option<V> {
         self.count_in(&row, &value);
-        let old = self.rows.insert(row.clone(), value);
+        let mapping = row.mapping;
+        let shard = self.shard(&row);
+        let old = self.shards[shard].insert(row, value);
         if let Some(old) = &old {
-            self.count_out(&row, old);
+            self.count_out(mapping, old);
         }
         old
     }
 
     /// Removes a row.
     pub fn remove(&mut self, row: &RowKey) -> Option<V> {
-        let old = self.rows.remove(row)?;
-        self.count_out(row, &old);
+        let shard = self.shard(row);
+        let old = self.shards[shard].remove(row)?;
+        self.count_out(row.mapping, &old);
         Some(old)
     }
 
     /// A row's value.
     pub fn get(&self, row: &RowKey) -> Option<&V> {
-        self.rows.get(row)
+        self.shards[self.shard(row)].get(row)
     }
 
     /// A row's value, to change anything but its capture time.
     pub fn get_mut(&mut self, row: &RowKey) -> Option<&mut V> {
-        self.rows.get_mut(row)
+        let shard = self.shard(row);
+        self.shards[shard].get_mut(row)
     }
 
     /// Whether the row is in the map.
     pub fn contains_key(&self, row: &RowKey) -> bool {
-        self.rows.contains_key(row)
+        self.shards[self.shard(row)].contains_key(row)
     }
 
     /// Every value.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.rows.values()
+        self.shards.iter().flat_map(|shard| shard.values())
     }
 
     /// Removes every row.
     pub fn clear(&mut self) {
-        self.rows.clear();
+        self.shards.iter_mut().for_each(|shard| shard.clear());
         self.figures.clear();
     }
 
@@ -127,15 +146,19 @@ impl<V: Captured> RowMap<V> {
     /// Gives memory back once the map holds far fewer rows than it has room for
     /// (a drained backlog): a `HashMap` never shrinks on its own.
     pub fn shrink_if_sparse(&mut self) {
-        shrink_map(&mut self.rows);
+        self.shards.iter_mut().for_each(|shard| shrink_above(shard, MIN_SHRINK_CAPACITY / SHARDS));
     }
 }
 
 /// Shrinks a map to twice its length when it uses less than an eighth of its
 /// capacity. Halving steps keep the rehashing cost linear in what was removed.
 pub fn shrink_map<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
+    shrink_above(map, MIN_SHRINK_CAPACITY);
+}
+
+fn shrink_above<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, min: usize) {
     let len = map.len();
-    if map.capacity() > MIN_SHRINK_CAPACITY && len * 8 < map.capacity() {
+    if map.capacity() > min && len * 8 < map.capacity() {
         map.shrink_to(len * 2);
     }
 }
@@ -194,12 +217,13 @@ mod tests {
         for i in 0..100_000 {
             map.insert(row(0, &i.to_string()), At(now));
         }
-        let full = map.rows.capacity();
+        let capacity = |map: &RowMap<At>| map.shards.iter().map(|shard| shard.capacity()).sum::<usize>();
+        let full = capacity(&map);
         for i in 10..100_000 {
             map.remove(&row(0, &i.to_string()));
         }
         map.shrink_if_sparse();
-        assert!(map.rows.capacity() < full / 100, "{} of {full}", map.rows.capacity());
+        assert!(capacity(&map) < full / 100, "{} of {full}", capacity(&map));
         assert_eq!(map.figures(0).0, 10);
     }
 }

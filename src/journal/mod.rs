@@ -1,59 +1,58 @@
 //! The journal: the durable half of the dirty set (`dirty_set.rs` keeps it in
-//! step with the in-memory queue). Every captured write is one record, values and
-//! acks included, written in the same command as the write, so the AOF, the RDB
-//! and the replicas carry the write and its record together. A settled change
-//! deletes exactly its own records, and after a restart or a promotion the
-//! records are queued again ([`recovery`]). See docs/journal.md.
+//! step with the in-memory queue). Every row with unsynced writes has a log, a
+//! Redis string of records, one per write, values and acks included, appended in
+//! the same command as the write, so the AOF, the RDB and the replicas carry the
+//! write and its record together. A settled change leaves the log holding only
+//! what was written since, and after a restart or a promotion the logs are
+//! queued again ([`recovery`]). See docs/journal.md.
 
 mod legacy;
 pub mod recovery;
 mod store;
 
-pub use recovery::{recover_all, recover_slot_of, recover_step, wait_until_recovered, Recovery};
+pub use recovery::{recover_all, recover_row, recover_step, wait_until_recovered, Recovery};
 pub use store::is_journal_key;
 
-use crate::queue::Records;
 use redis_module::Context;
 
-/// The record field of write `id` to `key`: the key, NUL, the id in decimal. No
-/// mapped key holds a NUL byte (ids with one are refused), so it splits back.
-fn record_field(key: &[u8], id: u64) -> Vec<u8> {
-    let id = id.to_string();
-    let mut field = Vec::with_capacity(key.len() + 1 + id.len());
-    field.extend_from_slice(key);
-    field.push(0);
-    field.extend_from_slice(id.as_bytes());
-    field
+/// Frames one record for a log: its length (u32, little endian), then its bytes.
+fn frame(record: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(record.len() + 4);
+    out.extend_from_slice(&(record.len() as u32).to_le_bytes());
+    out.extend_from_slice(record);
+    out
 }
 
-/// The key and record id of a record field.
-fn parse_field(field: &[u8]) -> Option<(&[u8], u64)> {
-    let at = field.iter().rposition(|b| *b == 0)?;
-    let id = std::str::from_utf8(&field[at + 1..]).ok()?.parse().ok()?;
-    Some((&field[..at], id))
+/// The records of a log, oldest first; `None` when it is not a whole log.
+fn records(mut log: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !log.is_empty() {
+        let len = u32::from_le_bytes(log.get(..4)?.try_into().ok()?) as usize;
+        out.push(log.get(4..4 + len)?);
+        log = &log[4 + len..];
+    }
+    Some(out)
 }
 
-/// Writes the record of write `id` to `key`.
-pub fn record(ctx: &Context, key: &[u8], id: u64, value: &[u8]) {
-    let slot = store::key_of_slot(store::slot_of(ctx, key));
-    store::put(ctx, &slot, &record_field(key, id), value);
+/// Size in the journal of a record of `len` bytes.
+pub fn framed_len(len: usize) -> usize {
+    len + 4
 }
 
-/// Rewrites a row's pending records as one (see `queue::Compaction`): `whole`
-/// under id `into`, and the `replaced` records deleted.
-pub fn rewrite(ctx: &Context, key: &[u8], into: u64, whole: &[u8], replaced: &[u64]) {
-    let slot = store::key_of_slot(store::slot_of(ctx, key));
-    store::put(ctx, &slot, &record_field(key, into), whole);
-    let replaced: Vec<Vec<u8>> = replaced.iter().map(|id| record_field(key, *id)).collect();
-    store::remove(ctx, &slot, &replaced);
+/// Appends the record of a write to the log of the row written through `key`.
+pub fn append(ctx: &Context, key: &[u8], record: &[u8]) {
+    store::append(ctx, &store::key_for(ctx, key), &frame(record));
 }
 
-/// Deletes the records of a settled change (committed, or moved to the dead
-/// letters); records of writes made since stay for their own turn.
-pub fn forget(ctx: &Context, key: &[u8], records: &Records) {
-    let slot = store::key_of_slot(store::slot_of(ctx, key));
-    let fields: Vec<Vec<u8>> = records.ids.iter().map(|id| record_field(key, *id)).collect();
-    store::remove(ctx, &slot, &fields);
+/// Replaces the log of the row written through `key` with one record (a
+/// compaction, or what is still pending once a batch settles).
+pub fn rewrite(ctx: &Context, key: &[u8], record: &[u8]) {
+    store::replace(ctx, &store::key_for(ctx, key), &frame(record));
+}
+
+/// Deletes the log of the row written through `key`: nothing of it is unsynced.
+pub fn forget(ctx: &Context, key: &[u8]) {
+    store::delete(ctx, &store::key_for(ctx, key));
 }
 
 #[cfg(test)]
@@ -61,10 +60,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_fields_split_back_into_key_and_id() {
-        let field = record_field(b"__{users:42}", 1_763_790_000_000_000_123);
-        assert_eq!(parse_field(&field), Some((&b"__{users:42}"[..], 1_763_790_000_000_000_123)));
-        assert_eq!(parse_field(b"no-separator"), None);
-        assert_eq!(parse_field(b"k\0not-a-number"), None);
+    fn a_log_splits_back_into_its_records() {
+        let log = [frame(b"one"), frame(b""), frame(b"three\0")].concat();
+        assert_eq!(records(&log), Some(vec![&b"one"[..], b"", b"three\0"]));
+        assert_eq!(records(&log[..log.len() - 1]), None, "a cut record");
+        assert_eq!(records(b""), Some(Vec::new()));
+    }
+
+    #[test]
+    fn journal_keys_name_their_row() {
+        assert_eq!(store::row_key_of(b"pgsync:journal:{items:42}"), Some(&b"items:42"[..]));
+        assert_eq!(store::row_key_of(b"pgsync:journal:{x7}__{users:1}"), Some(&b"__{users:1}"[..]));
+        assert_eq!(store::row_key_of(b"items:42"), None);
     }
 }

@@ -35,54 +35,35 @@ pub struct Entry {
     pub change: Change,
     /// Capture time of the oldest write merged in (for lag).
     pub since: Instant,
-    /// The journal records of the writes merged in: settling the change deletes
-    /// exactly these, and leaves the records of newer writes in place.
-    pub records: Records,
-}
-
-/// Ids and total size of the journal records that hold a change.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Records {
-    /// Record ids (the versions of the writes that made them).
-    pub ids: Vec<u64>,
-    /// Bytes of the records, to tell when rewriting them as one pays off.
-    pub bytes: usize,
-}
-
-impl Records {
-    fn absorb(&mut self, newer: Records) {
-        self.ids.extend(newer.ids);
-        self.bytes += newer.bytes;
-    }
+    /// Bytes the journal holds for the change (the records of the writes merged
+    /// in), to tell when rewriting them as one pays off.
+    pub journal_bytes: usize,
 }
 
 /// How the write being pushed is journaled.
 #[derive(Debug, Clone, Copy)]
 pub enum Journaled {
-    /// A new write: its record takes the write's version as its id.
+    /// A new write, appended to the row's journal.
     Fresh {
         /// Size of the write's record.
         bytes: usize,
     },
-    /// A record read back from the journal, which keeps its id.
+    /// A record read back from the journal.
     Recovered {
-        /// The record's id.
-        id: u64,
         /// Size of the record.
         bytes: usize,
     },
 }
 
-/// A row's pending records rewritten as one, when they have grown to more than
-/// twice what the coalesced change needs: this keeps the journal's work O(size of
-/// the write), amortized, for a row written over and over while Postgres is down.
+/// A row's journal rewritten as one record, when its records have grown to more
+/// than twice what the coalesced change needs: this keeps the journal's work
+/// O(size of the write), amortized, for a row written over and over while
+/// Postgres is down. Only for a row not in flight, whose journal then holds its
+/// pending change alone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compaction {
-    /// The row's whole pending change, acks included: the one record to write,
-    /// under the pushed write's id.
+    /// The row's whole pending change, acks included: the one record to write.
     pub change: Change,
-    /// The records it replaces.
-    pub replaced: Vec<u64>,
 }
 
 /// Slack before a row's records are compacted: small rows never pay for it.
@@ -183,18 +164,18 @@ impl Queue {
             inner.touched.insert(row.clone(), version);
         }
         let change = Change::new(write, version);
-        let records = match journaled {
-            Journaled::Fresh { bytes } => Records { ids: vec![version], bytes },
-            Journaled::Recovered { id, bytes } => Records { ids: vec![id], bytes },
+        let (bytes, fresh) = match journaled {
+            Journaled::Fresh { bytes } => (bytes, true),
+            Journaled::Recovered { bytes } => (bytes, false),
         };
         let mut wake = false;
         let mut compaction = None;
         match inner.pending.get_mut(&row) {
             Some(entry) => {
                 entry.change.absorb(change);
-                entry.records.absorb(records);
-                if let Journaled::Fresh { .. } = journaled {
-                    compaction = compact(entry, version);
+                entry.journal_bytes += bytes;
+                if fresh && !inner.in_flight.contains_key(&row) {
+                    compaction = compact(entry);
                 }
             }
             None => {
@@ -204,7 +185,7 @@ impl Queue {
                 // batch's worth: a wake-up per write would cost more than the write.
                 let queued = inner.order.len();
                 wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
-                inner.pending.insert(row, Entry { change, since: Instant::now(), records });
+                inner.pending.insert(row, Entry { change, since: Instant::now(), journal_bytes: bytes });
             }
         }
         drop(guard);
@@ -214,14 +195,6 @@ impl Queue {
             self.work.notify_all();
         }
         Pushed { version, compaction }
-    }
-
-    /// Makes every version from now on greater than `floor`: record ids are
-    /// versions, and those left in the journal by an earlier run (or a former
-    /// primary) must never be reused.
-    pub fn advance_versions(&self, floor: u64) {
-        let mut inner = self.lock();
-        inner.last_version = inner.last_version.max(floor);
     }
 
     /// The version of the newest change captured so far.
@@ -287,7 +260,7 @@ impl Queue {
                 Some(newer) => {
                     inner.unsettled.remove(newer.change.first_version);
                     old.change.absorb(newer.change);
-                    old.records.absorb(newer.records);
+                    old.journal_bytes += newer.journal_bytes;
                     inner.pending.insert(row, old);
                 }
                 None => {
@@ -410,17 +383,15 @@ impl Queue {
     }
 }
 
-/// Decides whether a row's pending records are rewritten as one record under id
-/// `into` (see [`Compaction`]), and if so notes the new single record.
-fn compact(entry: &mut Entry, into: u64) -> Option<Compaction> {
+/// Decides whether a row's pending records are rewritten as one (see
+/// [`Compaction`]), and if so notes the size of that one record.
+fn compact(entry: &mut Entry) -> Option<Compaction> {
     let needed = entry.change.size_bytes() + entry.change.acks.iter().map(|a| a.len()).sum::<usize>();
-    if entry.records.ids.len() < 2 || entry.records.bytes <= 2 * needed + COMPACTION_SLACK {
+    if entry.journal_bytes <= 2 * needed + COMPACTION_SLACK {
         return None;
     }
-    let replaced = std::mem::replace(&mut entry.records.ids, vec![into]);
-    entry.records.bytes = needed;
-    let replaced = replaced.into_iter().filter(|id| *id != into).collect();
-    Some(Compaction { change: entry.change.clone(), replaced })
+    entry.journal_bytes = needed;
+    Some(Compaction { change: entry.change.clone() })
 }
 
 impl Inner {

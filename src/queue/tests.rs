@@ -30,13 +30,13 @@ fn take(q: &Queue) -> Vec<(RowKey, Entry)> {
 #[test]
 fn writes_to_one_row_coalesce() {
     let q = Queue::default();
-    let first = push(&q, row("1"), upsert());
+    push(&q, row("1"), upsert());
     let second = push(&q, row("1"), write(RowOp::Upsert, &["ack"]));
     assert_eq!(second.compaction, None, "two small records are not worth rewriting");
     let batch = take(&q);
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].1.change.version, second.version);
-    assert_eq!(batch[0].1.records.ids, vec![first.version, second.version]);
+    assert_eq!(batch[0].1.journal_bytes, 20);
 }
 
 #[test]
@@ -85,58 +85,57 @@ fn requeued_rows_keep_newer_writes_on_top() {
 }
 
 #[test]
-fn a_write_during_a_flight_keeps_its_own_record() {
+fn requeued_rows_keep_the_size_of_every_record() {
     let q = Queue::default();
-    let gone = push(&q, row("1"), write(RowOp::Delete, &["gone"]));
-    let flying = take(&q);
-    assert_eq!(flying[0].1.records.ids, vec![gone.version]);
-    let back = push(&q, row("1"), write(RowOp::Upsert, &["back"]));
-    q.complete([&flying[0].0]);
-    let next = take(&q);
-    assert_eq!(next[0].1.records.ids, vec![back.version], "settling the delete leaves the newer record");
+    push(&q, row("1"), upsert());
+    let batch = take(&q);
+    push(&q, row("1"), upsert());
+    q.requeue(batch);
+    assert_eq!(take(&q)[0].1.journal_bytes, 20);
 }
 
-#[test]
-fn requeued_rows_keep_every_record() {
-    let q = Queue::default();
-    let a = push(&q, row("1"), upsert());
-    let batch = take(&q);
-    let b = push(&q, row("1"), upsert());
-    q.requeue(batch);
-    assert_eq!(take(&q)[0].1.records.ids, vec![a.version, b.version]);
+fn one_field() -> Write {
+    Write {
+        op: RowOp::Upsert,
+        fields: [(b"f".to_vec(), FieldChange::Set(b"v".to_vec()))].into_iter().collect(),
+        acks: Vec::new(),
+    }
 }
 
 #[test]
 fn records_of_a_hot_row_are_rewritten_as_one_when_they_outgrow_its_change() {
     let q = Queue::default();
-    let one_field = || Write {
-        op: RowOp::Upsert,
-        fields: [(b"f".to_vec(), FieldChange::Set(b"v".to_vec()))].into_iter().collect(),
-        acks: Vec::new(),
-    };
-    let mut ids = Vec::new();
+    let mut pushed = 0;
     let compaction = loop {
-        let pushed = q.push(row("1"), one_field(), Journaled::Fresh { bytes: 40 });
-        ids.push(pushed.version);
-        if let Some(c) = pushed.compaction {
+        pushed += 1;
+        if let Some(c) = q.push(row("1"), one_field(), Journaled::Fresh { bytes: 40 }).compaction {
             break c;
         }
-        assert!(ids.len() < 100, "never compacted");
+        assert!(pushed < 100, "never compacted");
     };
-    let last = *ids.last().expect("pushed");
-    assert_eq!(compaction.replaced, ids[..ids.len() - 1].to_vec());
+    assert!(pushed > 2, "a few small records are not worth rewriting");
     assert_eq!(compaction.change.fields.len(), 1);
-    assert_eq!(take(&q)[0].1.records.ids, vec![last]);
+    assert_eq!(take(&q)[0].1.journal_bytes, 2, "the one record left");
 }
 
 #[test]
-fn recovered_records_keep_their_ids_and_versions_move_past_them() {
+fn a_row_in_flight_is_never_compacted() {
     let q = Queue::default();
-    q.advance_versions(1_000);
-    q.push(row("1"), upsert(), Journaled::Recovered { id: 700, bytes: 10 });
-    let fresh = push(&q, row("1"), upsert());
-    assert!(fresh.version > 1_000);
-    assert_eq!(take(&q)[0].1.records.ids, vec![700, fresh.version]);
+    push(&q, row("1"), one_field());
+    let _flying = take(&q);
+    for _ in 0..100 {
+        let pushed = q.push(row("1"), one_field(), Journaled::Fresh { bytes: 40 });
+        assert_eq!(pushed.compaction, None, "its journal also holds the change in flight");
+    }
+}
+
+#[test]
+fn recovered_records_are_never_compacted() {
+    let q = Queue::default();
+    for _ in 0..100 {
+        let pushed = q.push(row("1"), one_field(), Journaled::Recovered { bytes: 40 });
+        assert_eq!(pushed.compaction, None);
+    }
 }
 
 #[test]

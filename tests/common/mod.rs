@@ -371,17 +371,21 @@ pub fn info_number(c: &mut redis::Connection, section: &str, field: &str) -> u64
         .unwrap_or_else(|| panic!("INFO {section} has no number {field}"))
 }
 
-/// The journal's records (one per unsettled write, over every per-slot journal
-/// key): record field (`<key>\0<id>`) and size of its value.
+/// The journal's records (one per unsettled write, or one per row once
+/// rewritten), over every row's log `pgsync:journal:{...}`: the log's key and the
+/// size of each record.
 pub fn journal_records(c: &mut redis::Connection) -> Vec<(Vec<u8>, i64)> {
     let keys: Vec<Vec<u8>> = redis::Commands::scan_match(c, b"pgsync:journal:*").unwrap().collect();
     let mut records = Vec::new();
     for key in keys {
-        let fields: Vec<Vec<u8>> = redis::cmd("HKEYS").arg(&key).query(c).unwrap();
-        for field in fields {
-            let len: i64 = redis::cmd("HSTRLEN").arg(&key).arg(&field).query(c).unwrap();
-            records.push((field, len));
+        let log: Vec<u8> = redis::cmd("GET").arg(&key).query(c).unwrap();
+        let mut rest = log.as_slice();
+        while rest.len() >= 4 {
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            records.push((key.clone(), len as i64));
+            rest = &rest[4 + len..];
         }
+        assert!(rest.is_empty(), "a cut record in {}", String::from_utf8_lossy(&key));
     }
     records
 }
