@@ -1,51 +1,19 @@
 //! redis-pgsync: a Redis module that keeps Redis hashes and PostgreSQL rows in step.
 //! This file only registers the module: name, configs, commands, event handlers.
 
-pub mod ack;
-pub mod acl;
-pub mod apply;
-pub mod apply_pg;
-pub mod backoff;
-pub mod blocked;
-pub mod capture;
-pub mod change;
-pub mod client_call;
-pub mod commands;
-pub mod config;
-pub mod counting_alloc;
-pub mod deadletter;
-pub mod direct_write;
-pub mod dirty_set;
-pub mod eviction;
-pub mod fault;
-pub mod field_map;
-pub mod filter;
-pub mod guard;
-pub mod intent;
-pub mod journal;
-pub mod journal_codec;
-pub mod keyscan;
-pub mod listen;
-pub mod mapping;
-pub mod notify;
+pub mod model;
 pub mod pg;
-pub mod queue;
-pub mod redis_io;
-pub mod reload;
-pub mod row_id;
-pub mod row_map;
-pub mod runtime;
-pub mod schema_checker;
-pub mod stats;
-pub mod status;
-pub mod supervisor;
-pub mod truncate;
-pub mod waiters;
-pub mod worker;
+pub mod pipeline;
+pub mod server;
+pub mod sources;
 
-use guard::guard;
+#[cfg(not(test))]
+use model::counting_alloc;
+use model::guard::{self, guard};
+use pipeline::supervisor;
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::server_events::ServerRole;
+use server::{capture, commands, config, redis_io, status};
 // AclCategory: the `redis_module!` macro names it unqualified when it adds `acl_categories`.
 use redis_module::{redis_module, AclCategory, Context, InfoContext, RedisResult, RedisString, Status};
 use redis_module_macros::{cron_event_handler, info_command_handler, role_changed_event_handler};

@@ -4,7 +4,7 @@
 use super::error::Error;
 use super::schema::TableSchema;
 use super::sql;
-use crate::mapping::Mapping;
+use crate::model::mapping::Mapping;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Row};
 

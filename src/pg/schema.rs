@@ -3,7 +3,7 @@
 
 use super::error::{Error, ErrorKind};
 use super::sql::{quote_table, TypedColumn};
-use crate::mapping::Mapping;
+use crate::model::mapping::Mapping;
 use postgres::types::Type;
 use postgres::Client;
 use std::collections::HashMap;
@@ -78,7 +78,7 @@ impl TableSchema {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::Mappings;
+    use crate::model::mapping::Mappings;
 
     #[test]
     fn a_mapped_column_missing_from_the_table_is_named() {

@@ -7,7 +7,7 @@
 
 use super::error::Error;
 use super::sql::{quote_literal, quote_table};
-use crate::mapping::Mapping;
+use crate::model::mapping::Mapping;
 use postgres::types::Type;
 use postgres::Client;
 

@@ -5,9 +5,9 @@
 use super::error::{Error, ErrorKind};
 use super::schema::TableSchema;
 use super::sql::{self, TypedColumn, WrittenColumn};
-use crate::change::{Change, FieldChange, RowOp};
-use crate::mapping::Mapping;
-use crate::row_id::check_canonical;
+use crate::model::change::{Change, FieldChange, RowOp};
+use crate::model::mapping::Mapping;
+use crate::model::row_id::check_canonical;
 use postgres::types::{ToSql, Type};
 use postgres::GenericClient;
 use std::collections::{BTreeMap, HashMap};
@@ -255,8 +255,8 @@ fn write_row_by_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::Delta;
-    use crate::mapping::Mappings;
+    use crate::model::change::Delta;
+    use crate::model::mapping::Mappings;
 
     fn schema() -> TableSchema {
         let col = |n: &str, has_default: bool| {
@@ -279,7 +279,7 @@ mod tests {
 
     fn change(fields: &[(&[u8], &[u8])]) -> Change {
         let fields = fields.iter().map(|(f, v)| (f.to_vec(), FieldChange::Set(v.to_vec()))).collect();
-        Change::new(crate::change::Write { op: RowOp::Upsert, fields, acks: vec![] }, 1)
+        Change::new(crate::model::change::Write { op: RowOp::Upsert, fields, acks: vec![] }, 1)
     }
 
     #[test]

@@ -1,0 +1,17 @@
+//! The pure core: changes and how they coalesce, what a command means, row ids,
+//! the journal's record format, the queue of dirty rows, mappings, backoff and
+//! counters. No Redis or Postgres types: everything here is unit-tested alone.
+
+pub mod backoff;
+pub mod change;
+pub mod counting_alloc;
+pub mod fault;
+pub mod field_map;
+pub mod guard;
+pub mod intent;
+pub mod journal_codec;
+pub mod mapping;
+pub mod queue;
+pub mod row_id;
+pub mod row_map;
+pub mod stats;

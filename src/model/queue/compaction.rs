@@ -1,0 +1,45 @@
+//! How a write reaches the journal, and when a row's journal is rewritten as one
+//! record (the queue decides, since it holds the coalesced change).
+
+use super::Entry;
+use crate::model::change::Change;
+
+/// How the write being pushed is journaled.
+#[derive(Debug, Clone, Copy)]
+pub enum Journaled {
+    /// A new write, appended to the row's journal.
+    Fresh {
+        /// Size of the write's record.
+        bytes: usize,
+    },
+    /// A record read back from the journal.
+    Recovered {
+        /// Size of the record.
+        bytes: usize,
+    },
+}
+
+/// A row's journal rewritten as one record, when its records have grown to more
+/// than twice what the coalesced change needs: this keeps the journal's work
+/// O(size of the write), amortized, for a row written over and over while
+/// Postgres is down. Only for a row not in flight, whose journal then holds its
+/// pending change alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compaction {
+    /// The row's whole pending change, acks included: the one record to write.
+    pub change: Change,
+}
+
+/// Slack before a row's records are compacted: small rows never pay for it.
+const COMPACTION_SLACK: usize = 256;
+
+/// Decides whether a row's pending records are rewritten as one (see
+/// [`Compaction`]), and if so notes the size of that one record.
+pub(super) fn compact(entry: &mut Entry) -> Option<Compaction> {
+    let needed = entry.change.size_bytes() + entry.change.acks.iter().map(|a| a.len()).sum::<usize>();
+    if entry.journal_bytes <= 2 * needed + COMPACTION_SLACK {
+        return None;
+    }
+    entry.journal_bytes = needed;
+    Some(Compaction { change: entry.change.clone() })
+}

@@ -1,0 +1,401 @@
+//! The in-memory queue of dirty rows shared by capture (producer) and the workers
+//! (consumers). One entry per dirty row: later writes coalesce into it, a row is in
+//! at most one batch at a time (so one row's changes never overtake each other),
+//! and `SYNC.WAIT` learns which changes have settled. Readers of Postgres (reload,
+//! listener) open a snapshot to learn which rows Redis changed after they read them.
+
+mod compaction;
+mod snapshot;
+mod unsettled;
+
+use compaction::compact;
+pub use compaction::{Compaction, Journaled};
+pub use snapshot::Snapshot;
+use unsettled::Unsettled;
+
+use crate::model::change::{Change, Write};
+use crate::model::row_map::{shrink_deque, shrink_map, Captured, RowMap};
+// aHash: fast, and seeded per process, so crafted key names cannot force collisions.
+use ahash::AHashMap as HashMap;
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Identifies a mapped row: mapping index and primary-key text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RowKey {
+    /// Index into the mappings.
+    pub mapping: usize,
+    /// Primary-key value as it appears in the Redis key.
+    pub id: String,
+}
+
+/// A queued change, when its oldest write was captured, and the journal records
+/// that hold it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The coalesced change.
+    pub change: Change,
+    /// Capture time of the oldest write merged in (for lag).
+    pub since: Instant,
+    /// Bytes the journal holds for the change (the records of the writes merged
+    /// in), to tell when rewriting them as one pays off.
+    pub journal_bytes: usize,
+}
+
+impl Captured for Entry {
+    fn since(&self) -> Instant {
+        self.since
+    }
+}
+
+/// How a settled row ended: committed, or rejected with Postgres's message.
+pub type Outcome = Result<(), String>;
+
+/// What the queue keeps of a row while its batch is being written: the worker
+/// holds the change itself, and the journal its records.
+#[derive(Debug, Clone)]
+struct Flight {
+    since: Instant,
+    first_version: u64,
+}
+
+impl Captured for Flight {
+    fn since(&self) -> Instant {
+        self.since
+    }
+}
+
+/// Most queued rows one take walks past (rows in flight, or of a mapping that is
+/// backing off) before it settles for a smaller batch.
+const MAX_SKIPPED: usize = 10_000;
+
+#[derive(Default)]
+struct Inner {
+    order: VecDeque<RowKey>,
+    // Both keep per-mapping counts and oldest capture times (for `backlog`, and
+    // so that `take` sees which mappings have rows without walking them).
+    pending: RowMap<Entry>,
+    in_flight: RowMap<Flight>,
+    last_version: u64,
+    unsettled: Unsettled,
+    hurry: bool,
+    idle_workers: usize,
+    batch_hint: usize,
+    open_snapshots: usize,
+    touched: HashMap<RowKey, u64>,
+    shutdown: bool,
+}
+
+/// What [`Queue::push`] recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pushed {
+    /// Version of the pushed change.
+    pub version: u64,
+    /// Set when the row's pending records are to be rewritten as one.
+    pub compaction: Option<Compaction>,
+}
+
+/// Pending and in-flight figures of one mapping.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Rows waiting for a worker.
+    pub pending: usize,
+    /// Rows in a batch being written.
+    pub in_flight: usize,
+    /// Capture time of the oldest unsynced write.
+    pub oldest: Option<Instant>,
+}
+
+/// The shared queue; see the module docs.
+#[derive(Default)]
+pub struct Queue {
+    inner: Mutex<Inner>,
+    work: Condvar,
+    settled: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep going with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, cv: &Condvar, guard: MutexGuard<'a, Inner>, d: Duration) -> MutexGuard<'a, Inner> {
+        match cv.wait_timeout(guard, d) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        }
+    }
+
+    /// Records a write to `row`, journaled as `journaled` says; see [`Pushed`].
+    pub fn push(&self, row: RowKey, write: Write, journaled: Journaled) -> Pushed {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.last_version += 1;
+        let version = inner.last_version;
+        if inner.open_snapshots > 0 {
+            inner.touched.insert(row.clone(), version);
+        }
+        let change = Change::new(write, version);
+        let (bytes, fresh) = match journaled {
+            Journaled::Fresh { bytes } => (bytes, true),
+            Journaled::Recovered { bytes } => (bytes, false),
+        };
+        let mut wake = false;
+        let mut compaction = None;
+        match inner.pending.get_mut(&row) {
+            Some(entry) => {
+                entry.change.absorb(change);
+                entry.journal_bytes += bytes;
+                if fresh && !inner.in_flight.contains_key(&row) {
+                    compaction = compact(entry);
+                }
+            }
+            None => {
+                inner.unsettled.add(version);
+                inner.order.push_back(row.clone());
+                // Wake an idle worker for the first row, and for every further
+                // batch's worth: a wake-up per write would cost more than the write.
+                let queued = inner.order.len();
+                wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
+                inner.pending.insert(row, Entry { change, since: Instant::now(), journal_bytes: bytes });
+            }
+        }
+        drop(guard);
+        if wake {
+            // All: a worker lingering for a fuller batch waits on the same condvar
+            // and must not swallow the wake-up meant for an idle one.
+            self.work.notify_all();
+        }
+        Pushed { version, compaction }
+    }
+
+    /// The version of the newest change captured so far.
+    pub fn last_version(&self) -> u64 {
+        self.lock().last_version
+    }
+
+    /// Waits for work and takes up to `max` rows that are not already in a batch
+    /// and whose mapping is `ready`, and no more rows than fit in `max_bytes` (a
+    /// larger row goes alone). When fewer than `max` are queued it lingers up
+    /// to `delay` for more, unless someone is in a hurry. Returns an empty batch on
+    /// shutdown, or after `idle` with nothing to take.
+    pub fn take_batch(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        delay: Duration,
+        idle: Duration,
+        ready: &dyn Fn(usize) -> bool,
+    ) -> Vec<(RowKey, Entry)> {
+        let mut inner = self.lock();
+        inner.batch_hint = max;
+        let idle_until = Instant::now() + idle;
+        let mut lingered = false;
+        loop {
+            if inner.shutdown {
+                return Vec::new();
+            }
+            if !inner.order.is_empty() && !lingered && !delay.is_zero() {
+                lingered = true;
+                let linger_until = Instant::now() + delay;
+                while !inner.shutdown && !inner.hurry && inner.order.len() < max {
+                    let now = Instant::now();
+                    if now >= linger_until {
+                        break;
+                    }
+                    inner = self.wait(&self.work, inner, linger_until - now);
+                }
+            }
+            let batch = inner.take(max, max_bytes, ready);
+            if !batch.is_empty() {
+                inner.hurry = false;
+                return batch;
+            }
+            let now = Instant::now();
+            if now >= idle_until {
+                return Vec::new();
+            }
+            inner.idle_workers += 1;
+            inner = self.wait(&self.work, inner, idle_until - now);
+            inner.idle_workers -= 1;
+        }
+    }
+
+    /// Puts rows back after a failure that may heal (Postgres down); a newer change
+    /// captured meanwhile stays on top of the old one.
+    pub fn requeue(&self, batch: Vec<(RowKey, Entry)>) {
+        let mut inner = self.lock();
+        for (row, mut old) in batch.into_iter().rev() {
+            inner.in_flight.remove(&row);
+            inner.note_settled(&row);
+            match inner.pending.remove(&row) {
+                Some(newer) => {
+                    inner.unsettled.remove(newer.change.first_version);
+                    old.change.absorb(newer.change);
+                    old.journal_bytes += newer.journal_bytes;
+                    inner.pending.insert(row, old);
+                }
+                None => {
+                    inner.order.push_front(row.clone());
+                    inner.pending.insert(row, old);
+                }
+            }
+        }
+        drop(inner);
+        self.work.notify_all();
+        self.settled.notify_all();
+    }
+
+    /// Marks the rows of a finished batch as settled.
+    pub fn complete<'a>(&self, rows: impl IntoIterator<Item = &'a RowKey>) {
+        let mut inner = self.lock();
+        for row in rows {
+            if let Some(flight) = inner.in_flight.remove(row) {
+                inner.unsettled.remove(flight.first_version);
+            }
+            inner.note_settled(row);
+        }
+        drop(inner);
+        // Rows that waited behind this batch may be taken now.
+        self.work.notify_all();
+        self.settled.notify_all();
+    }
+
+    /// Asks the workers to take the next batch at once instead of lingering for a
+    /// fuller one: someone (`SYNC.HSET`) waits for it.
+    pub fn hurry(&self) {
+        self.lock().hurry = true;
+        self.work.notify_all();
+    }
+
+    /// The change queued for `row` (not in flight), if any.
+    pub fn pending_change(&self, row: &RowKey) -> Option<Change> {
+        self.lock().pending.get(row).map(|e| e.change.clone())
+    }
+
+    /// Number of rows holding a change with version `<= version` not yet settled.
+    pub fn unsettled_up_to(&self, version: u64) -> usize {
+        self.lock().unsettled.up_to(version)
+    }
+
+    /// The oldest version not yet settled: every change before it has landed
+    /// (or was rejected or dropped). `None` when nothing is unsettled.
+    pub fn oldest_unsettled(&self) -> Option<u64> {
+        self.lock().unsettled.oldest()
+    }
+
+    /// Pending and in-flight figures for one mapping, in O(1) of the queue's size:
+    /// the maps keep them as rows come and go (see `row_map`).
+    pub fn backlog(&self, mapping: usize) -> Backlog {
+        let inner = self.lock();
+        let (pending, pending_since) = inner.pending.figures(mapping);
+        let (in_flight, flight_since) = inner.in_flight.figures(mapping);
+        let oldest = match (pending_since, flight_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Backlog { pending, in_flight, oldest }
+    }
+
+    /// Whether `row` has a change queued or in flight.
+    pub fn holds(&self, row: &RowKey) -> bool {
+        let inner = self.lock();
+        inner.pending.contains_key(row) || inner.in_flight.contains_key(row)
+    }
+
+    /// Gives back the memory of a drained backlog: maps and the order keep their
+    /// capacity after rows leave, which after a million pending rows is hundreds
+    /// of MiB. Shrinks only what is far larger than needed, so it is cheap to call
+    /// often.
+    pub fn release_memory(&self) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        inner.pending.shrink_if_sparse();
+        inner.in_flight.shrink_if_sparse();
+        shrink_map(&mut inner.touched);
+        shrink_deque(&mut inner.order);
+    }
+
+    /// Forgets every queued change (not those in flight), waking the waiters.
+    pub fn drop_pending(&self) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        for entry in inner.pending.values() {
+            inner.unsettled.remove(entry.change.first_version);
+        }
+        inner.pending.clear();
+        inner.order.clear();
+        drop(guard);
+        self.settled.notify_all();
+    }
+
+    /// Wakes every waiter and makes workers return; used when the module stops.
+    pub fn shut_down(&self) {
+        self.lock().shutdown = true;
+        self.work.notify_all();
+        self.settled.notify_all();
+    }
+
+    /// Whether [`Queue::shut_down`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.lock().shutdown
+    }
+
+    /// Sleeps up to `d`, waking early on shutdown.
+    pub fn sleep(&self, d: Duration) {
+        let until = Instant::now() + d;
+        let mut inner = self.lock();
+        while !inner.shutdown {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            inner = self.wait(&self.settled, inner, until - now);
+        }
+    }
+}
+
+impl Inner {
+    /// Takes up to `max` queued rows (and `max_bytes` of changes, but at least
+    /// one row) that are not in flight and whose mapping is ready; the rest keep
+    /// their place in line.
+    fn take(&mut self, max: usize, max_bytes: usize, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Entry)> {
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        // While Postgres is down every mapping waits: say so without walking a
+        // queue that may hold millions of rows, on every wake-up.
+        if !self.pending.mappings().any(ready) {
+            return batch;
+        }
+        let mut skipped = Vec::new();
+        while batch.len() < max && skipped.len() < MAX_SKIPPED {
+            let Some(row) = self.order.pop_front() else { break };
+            if self.in_flight.contains_key(&row) || !ready(row.mapping) {
+                skipped.push(row);
+                continue;
+            }
+            let size = self.pending.get(&row).map_or(0, |entry| entry.change.size_bytes());
+            if !batch.is_empty() && bytes.saturating_add(size) > max_bytes {
+                // Big rows go in a batch of their own: one message to Postgres
+                // holds a whole batch, and it must stay far below its 1 GiB limit.
+                self.order.push_front(row);
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            if let Some(entry) = self.pending.remove(&row) {
+                let flight = Flight { since: entry.since, first_version: entry.change.first_version };
+                self.in_flight.insert(row.clone(), flight);
+                batch.push((row, entry));
+            }
+        }
+        for row in skipped.into_iter().rev() {
+            self.order.push_front(row);
+        }
+        batch
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+//! Unit tests of the queue: coalescing, batches, requeue, snapshots.
+
+use super::*;
+use crate::model::change::{FieldChange, RowOp};
+
+fn row(id: &str) -> RowKey {
+    RowKey { mapping: 0, id: id.into() }
+}
+
+fn write(op: RowOp, acks: &[&str]) -> Write {
+    Write { op, fields: Default::default(), acks: acks.iter().map(|a| a.to_string()).collect() }
+}
+
+/// Pushes a write whose journal record is small.
+fn push(q: &Queue, row: RowKey, write: Write) -> Pushed {
+    q.push(row, write, Journaled::Fresh { bytes: 10 })
+}
+
+fn upsert() -> Write {
+    write(RowOp::Upsert, &[])
+}
+
+const NOW: Duration = Duration::ZERO;
+const ALL: &dyn Fn(usize) -> bool = &|_| true;
+
+fn take(q: &Queue) -> Vec<(RowKey, Entry)> {
+    q.take_batch(10, usize::MAX, NOW, NOW, ALL)
+}
+
+#[test]
+fn writes_to_one_row_coalesce() {
+    let q = Queue::default();
+    push(&q, row("1"), upsert());
+    let second = push(&q, row("1"), write(RowOp::Upsert, &["ack"]));
+    assert_eq!(second.compaction, None, "two small records are not worth rewriting");
+    let batch = take(&q);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].1.change.version, second.version);
+    assert_eq!(batch[0].1.journal_bytes, 20);
+}
+
+#[test]
+fn a_row_in_flight_is_not_taken_twice() {
+    let q = Queue::default();
+    push(&q, row("1"), upsert());
+    let first = take(&q);
+    push(&q, row("1"), upsert());
+    push(&q, row("2"), upsert());
+    let second = take(&q);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].0, row("2"));
+    q.complete([&first[0].0]);
+    let third = take(&q);
+    assert_eq!(third[0].0, row("1"));
+}
+
+#[test]
+fn rows_of_a_mapping_that_is_not_ready_wait_their_turn() {
+    let q = Queue::default();
+    push(&q, RowKey { mapping: 1, id: "1".into() }, upsert());
+    push(&q, row("2"), upsert());
+    let batch = q.take_batch(10, usize::MAX, NOW, NOW, &|m| m == 0);
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].0, row("2"));
+    assert_eq!(take(&q)[0].0.mapping, 1);
+}
+
+#[test]
+fn requeued_rows_keep_newer_writes_on_top() {
+    let q = Queue::default();
+    push(&q, row("1"), write(RowOp::Upsert, &["a"]));
+    let batch = take(&q);
+    push(&q, row("1"), write(RowOp::Delete, &["b"]));
+    assert_eq!(q.unsettled_up_to(1), 1);
+    assert_eq!(q.unsettled_up_to(2), 2);
+    q.requeue(batch);
+    assert_eq!(q.unsettled_up_to(2), 1, "one row, one change");
+    let again = take(&q);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.change.op, RowOp::Delete);
+    assert_eq!(again[0].1.change.acks, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(again[0].1.change.first_version, 1);
+    q.complete([&again[0].0]);
+    assert_eq!(q.oldest_unsettled(), None);
+}
+
+#[test]
+fn requeued_rows_keep_the_size_of_every_record() {
+    let q = Queue::default();
+    push(&q, row("1"), upsert());
+    let batch = take(&q);
+    push(&q, row("1"), upsert());
+    q.requeue(batch);
+    assert_eq!(take(&q)[0].1.journal_bytes, 20);
+}
+
+fn one_field() -> Write {
+    Write {
+        op: RowOp::Upsert,
+        fields: [(b"f".to_vec(), FieldChange::Set(b"v".to_vec()))].into_iter().collect(),
+        acks: Vec::new(),
+    }
+}
+
+#[test]
+fn records_of_a_hot_row_are_rewritten_as_one_when_they_outgrow_its_change() {
+    let q = Queue::default();
+    let mut pushed = 0;
+    let compaction = loop {
+        pushed += 1;
+        if let Some(c) = q.push(row("1"), one_field(), Journaled::Fresh { bytes: 40 }).compaction {
+            break c;
+        }
+        assert!(pushed < 100, "never compacted");
+    };
+    assert!(pushed > 2, "a few small records are not worth rewriting");
+    assert_eq!(compaction.change.fields.len(), 1);
+    assert_eq!(take(&q)[0].1.journal_bytes, 2, "the one record left");
+}
+
+#[test]
+fn a_row_in_flight_is_never_compacted() {
+    let q = Queue::default();
+    push(&q, row("1"), one_field());
+    let _flying = take(&q);
+    for _ in 0..100 {
+        let pushed = q.push(row("1"), one_field(), Journaled::Fresh { bytes: 40 });
+        assert_eq!(pushed.compaction, None, "its journal also holds the change in flight");
+    }
+}
+
+#[test]
+fn recovered_records_are_never_compacted() {
+    let q = Queue::default();
+    for _ in 0..100 {
+        let pushed = q.push(row("1"), one_field(), Journaled::Recovered { bytes: 40 });
+        assert_eq!(pushed.compaction, None);
+    }
+}
+
+#[test]
+fn snapshots_see_rows_changed_after_them() {
+    let q = Queue::default();
+    push(&q, row("1"), upsert());
+    let batch = take(&q);
+    q.complete([&batch[0].0]);
+    let snapshot = q.snapshot();
+    assert!(!snapshot.redis_is_newer(&row("1")), "settled before the snapshot");
+    push(&q, row("1"), upsert());
+    let batch = take(&q);
+    q.complete([&batch[0].0]);
+    assert!(snapshot.redis_is_newer(&row("1")), "changed after the snapshot, even though settled");
+    drop(snapshot);
+    assert!(!q.snapshot().redis_is_newer(&row("1")));
+}
+
+#[test]
+fn a_row_that_commits_while_a_reader_reads_counts_as_newer() {
+    let q = Queue::default();
+    push(&q, row("1"), upsert());
+    let batch = take(&q);
+    let snapshot = q.snapshot();
+    // The commit may land after the reader's read: its row must not be
+    // overwritten with what the reader saw.
+    q.complete([&batch[0].0]);
+    assert!(snapshot.redis_is_newer(&row("1")));
+}
+
+#[test]
+fn backlog_counts_pending_and_in_flight_rows_per_mapping() {
+    let q = Queue::default();
+    push(&q, row("1"), upsert());
+    push(&q, row("2"), upsert());
+    push(&q, row("2"), upsert());
+    push(&q, RowKey { mapping: 1, id: "1".into() }, upsert());
+    let b = q.backlog(0);
+    assert_eq!((b.pending, b.in_flight), (2, 0));
+    assert!(b.oldest.is_some());
+    let batch = q.take_batch(1, usize::MAX, NOW, NOW, &|m| m == 0);
+    let b = q.backlog(0);
+    assert_eq!((b.pending, b.in_flight), (1, 1));
+    q.requeue(batch);
+    assert_eq!(q.backlog(0).pending, 2);
+    let batch = q.take_batch(10, usize::MAX, NOW, NOW, &|m| m == 0);
+    q.complete(batch.iter().map(|(r, _)| r));
+    assert_eq!(q.backlog(0), Backlog::default());
+    assert_eq!(q.backlog(1).pending, 1);
+    q.drop_pending();
+    assert_eq!(q.backlog(1), Backlog::default());
+}
+
+#[test]
+fn dropped_rows_are_settled_for_waiters() {
+    let q = Queue::default();
+    push(&q, row("1"), upsert());
+    push(&q, row("2"), upsert());
+    q.drop_pending();
+    assert_eq!(q.oldest_unsettled(), None);
+}
+
+#[test]
+fn batches_are_bounded_in_bytes_and_a_big_row_goes_alone() {
+    let q = Queue::default();
+    let sized = |n: usize| {
+        let fields = [(b"f".to_vec(), FieldChange::Set(vec![b'x'; n]))].into_iter().collect();
+        Write { op: RowOp::Upsert, fields, acks: Vec::new() }
+    };
+    push(&q, row("1"), sized(39));
+    push(&q, row("2"), sized(39));
+    push(&q, row("3"), sized(999));
+    push(&q, row("4"), sized(9));
+    let ids = |batch: Vec<(RowKey, Entry)>| batch.into_iter().map(|(r, _)| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["1", "2"]);
+    assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["3"], "over the bound on its own");
+    assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["4"]);
+}

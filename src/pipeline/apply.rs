@@ -1,0 +1,220 @@
+//! Apply: after a batch is committed (or rows rejected), take the Redis lock once
+//! and bring Redis in line: merge committed fields into `<prefix><id>`
+//! (write-through), set incremented fields to the sums Postgres computed, clear the
+//! staged fields that were synced (keeping any written meanwhile), send acks and
+//! notifications, update the journal, and answer `SYNC.HSET` clients. Rows read
+//! from Postgres are written into Redis by `apply_pg`.
+
+use crate::model::change::{Change, FieldChange, RowOp};
+use crate::model::mapping::{Mapping, Mode};
+use crate::model::queue::{Entry, RowKey};
+use crate::model::stats::MappingStats;
+use crate::pg::writer::{Returned, RowOutcome};
+use crate::pipeline::runtime::Runtime;
+use crate::server::ack;
+use crate::server::deadletter;
+use crate::server::notify::{self, now_ms, Event, EventOp, Source};
+use crate::server::redis_io::{bytes, call, call_logged, own_writes, warn};
+use crate::server::waiters;
+use redis_module::{Context, ContextFlags, RedisValue, ThreadSafeContext};
+
+/// The key a row's writers write: the staging key (write-through) or the row's
+/// own hash (write-behind).
+fn written_key(m: &Mapping, id: &str) -> String {
+    match m.mode {
+        Mode::WriteThrough => m.temp_key(id),
+        Mode::WriteBehind | Mode::ReadOnly => m.main_key(id),
+    }
+}
+
+/// Applies a settled batch; `outcomes[i]` belongs to `batch[i]`.
+pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutcome]) {
+    let tsc = ThreadSafeContext::new();
+    let ctx = tsc.lock();
+    if demoted(&ctx, rt) {
+        return settle_without_writes(rt, batch);
+    }
+    own_writes(|| {
+        for ((row, entry), outcome) in batch.iter().zip(outcomes) {
+            let key = written_key(&rt.mappings.all()[row.mapping], &row.id);
+            let pending = rt.queue().pending_change(row);
+            apply_row(&ctx, rt, row, &entry.change, outcome, &key, pending.as_ref());
+        }
+        rt.dirty.settle(&ctx, batch, |row| written_key(&rt.mappings.all()[row.mapping], &row.id));
+        for ((row, entry), outcome) in batch.iter().zip(outcomes) {
+            waiters::settle(row, entry.change.version, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        waiters::settle_waits(rt.queue());
+    });
+}
+
+/// Whether this server became a replica while the batch was being written: its
+/// keys and journal now come from the new primary, which syncs these rows again
+/// from its own journal.
+fn demoted(ctx: &Context, rt: &Runtime) -> bool {
+    rt.is_replica() || ctx.get_flags().contains(ContextFlags::SLAVE)
+}
+
+/// Settles a batch that committed after a demotion: no key, journal entry, ack or
+/// dead letter is written (the new primary owns them); the queue forgets the rows
+/// and their `SYNC.HSET` clients get the demotion's error.
+fn settle_without_writes(rt: &Runtime, batch: &[(RowKey, Entry)]) {
+    rt.dirty.release(batch);
+    for (row, entry) in batch {
+        waiters::fail(row, entry.change.version, waiters::DEMOTED);
+    }
+}
+
+fn apply_row(
+    ctx: &Context,
+    rt: &Runtime,
+    row: &RowKey,
+    change: &Change,
+    outcome: &RowOutcome,
+    written: &str,
+    pending: Option<&Change>,
+) {
+    let m = &rt.mappings.all()[row.mapping];
+    let stats = &rt.stats[row.mapping];
+    match outcome {
+        Ok(returned) => {
+            MappingStats::bump(&stats.synced, 1);
+            let sums = sums(m, change, returned);
+            match m.mode {
+                Mode::WriteThrough => merge_into_main(ctx, &m.main_key(&row.id), change, &sums),
+                Mode::WriteBehind | Mode::ReadOnly => correct_sums(ctx, written, &sums, pending),
+            }
+        }
+        Err(e) => {
+            MappingStats::bump(&stats.failed, 1);
+            let logged =
+                if crate::server::config::log_values() { e.clone() } else { crate::pg::error::without_values(e) };
+            let message = format!("{}: row {} rejected: {logged}", m.name, row.id);
+            warn(&message);
+            stats.set_last_error(&message);
+            deadletter::add(ctx, m, row, change, e);
+        }
+    }
+    if m.mode == Mode::WriteThrough {
+        clear_synced_fields(ctx, written, change);
+    }
+    if outcome.is_ok() {
+        let key = m.main_key(&row.id);
+        let (op, fields) = match change.op {
+            RowOp::Delete => (EventOp::Delete, Vec::new()),
+            RowOp::Upsert | RowOp::Replace => {
+                (EventOp::Upsert, change.fields.keys().map(|f| String::from_utf8_lossy(f).into_owned()).collect())
+            }
+        };
+        let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
+        notify::send(ctx, m, &event);
+    }
+    ack::send(ctx, m, &row.id, &change.acks, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+}
+
+/// The values Postgres computed for the incremented fields: field → new value.
+fn sums(m: &Mapping, change: &Change, returned: &Returned) -> Vec<(Vec<u8>, Option<String>)> {
+    change
+        .fields
+        .iter()
+        .filter(|(_, c)| matches!(c, FieldChange::Add { .. }))
+        .filter_map(|(field, _)| {
+            let column = m.column_for(std::str::from_utf8(field).ok()?)?;
+            returned.get(column).map(|v| (field.clone(), v.clone()))
+        })
+        .collect()
+}
+
+/// Write-behind: an increment was added to the row's own value, which Redis may
+/// not have held (the key was not cached): set each incremented field to the sum
+/// Postgres computed, unless a newer write to that field is still on its way (its
+/// own commit brings the sum later). A key that is gone stays gone.
+fn correct_sums(ctx: &Context, key: &str, sums: &[(Vec<u8>, Option<String>)], pending: Option<&Change>) {
+    let sums: Vec<_> = sums.iter().filter(|(f, _)| !pending.is_some_and(|p| p.touches(f))).collect();
+    if sums.is_empty() || !matches!(call(ctx, "EXISTS", &[key.as_bytes()]), Ok(RedisValue::Integer(1))) {
+        return;
+    }
+    for (field, value) in sums {
+        match value {
+            Some(v) => call_logged(ctx, "HSET", &[key.as_bytes(), field, v.as_bytes()]),
+            None => call_logged(ctx, "HDEL", &[key.as_bytes(), field]),
+        }
+    }
+}
+
+/// Write-through: the committed change becomes the cached row's state.
+fn merge_into_main(ctx: &Context, main_key: &str, change: &Change, sums: &[(Vec<u8>, Option<String>)]) {
+    let key = main_key.as_bytes();
+    if change.op != RowOp::Upsert {
+        call_logged(ctx, "DEL", &[key]);
+    }
+    let mut set: Vec<&[u8]> = vec![key];
+    let mut unset: Vec<&[u8]> = vec![key];
+    for (field, value) in &change.fields {
+        match value {
+            FieldChange::Set(v) => {
+                set.push(field);
+                set.push(v);
+            }
+            FieldChange::Remove => unset.push(field),
+            // Without a sum from Postgres (an unmapped field), Redis's own result.
+            FieldChange::Add { redis_after, .. } if !sums.iter().any(|(f, _)| f == field) => {
+                set.push(field);
+                set.push(redis_after);
+            }
+            FieldChange::Add { .. } => {}
+        }
+    }
+    for (field, value) in sums {
+        match value {
+            Some(v) => {
+                set.push(field);
+                set.push(v.as_bytes());
+            }
+            None => unset.push(field),
+        }
+    }
+    if unset.len() > 1 {
+        call_logged(ctx, "HDEL", &unset);
+    }
+    if set.len() > 1 {
+        call_logged(ctx, "HSET", &set);
+    }
+}
+
+/// Removes the staged fields whose value is still the one that was synced; a field
+/// rewritten meanwhile stays for the next round.
+fn clear_synced_fields(ctx: &Context, staged_key: &str, change: &Change) {
+    let synced: Vec<(&[u8], &[u8])> = change
+        .fields
+        .iter()
+        .filter_map(|(f, c)| match c {
+            FieldChange::Set(v) => Some((f.as_slice(), v.as_slice())),
+            FieldChange::Add { redis_after, .. } => Some((f.as_slice(), redis_after.as_slice())),
+            FieldChange::Remove => None,
+        })
+        .collect();
+    if synced.is_empty() {
+        return;
+    }
+    let key = staged_key.as_bytes();
+    let mut args = vec![key];
+    args.extend(synced.iter().map(|(f, _)| *f));
+    let current = match call(ctx, "HMGET", &args) {
+        Ok(RedisValue::Array(values)) => values,
+        Ok(_) => return,
+        Err(e) => {
+            warn(&format!("cannot read {staged_key}: {e}"));
+            return;
+        }
+    };
+    let mut delete = vec![key];
+    for ((name, value), now) in synced.iter().zip(&current) {
+        if bytes(now).as_deref() == Some(*value) {
+            delete.push(name);
+        }
+    }
+    if delete.len() > 1 {
+        call_logged(ctx, "HDEL", &delete);
+    }
+}

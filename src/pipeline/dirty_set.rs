@@ -1,0 +1,125 @@
+//! The dirty set: every row with a change not yet in Postgres, held twice, in
+//! memory (the queue, which workers take batches from) and durably (the journal,
+//! a record per write). This type owns the rule that keeps the two in step, in
+//! one place: a write is queued and journaled in the same command ([`mark`]); a
+//! batch is taken without touching the journal ([`take`]); a failed batch goes
+//! back, its records still in the journal ([`requeue`]); a settled batch leaves
+//! in the journal only what was written since ([`settle`]); after a restart or a
+//! promotion the journal is queued again ([`recover`]).
+//!
+//! [`mark`]: DirtySet::mark
+//! [`take`]: DirtySet::take
+//! [`requeue`]: DirtySet::requeue
+//! [`settle`]: DirtySet::settle
+//! [`recover`]: DirtySet::recover
+
+use crate::model::change::Write;
+use crate::model::journal_codec::encode;
+use crate::model::mapping::Mappings;
+use crate::model::queue::{Entry, Journaled, Queue, RowKey};
+use crate::server::journal::{self, Recovery};
+use redis_module::Context;
+use std::time::Duration;
+
+/// Rows taken together for one round of writes to Postgres.
+pub type Batch = Vec<(RowKey, Entry)>;
+
+/// The dirty set; see the module docs.
+pub struct DirtySet {
+    queue: Queue,
+    recovery: Recovery,
+    mappings: Mappings,
+}
+
+impl DirtySet {
+    /// An empty dirty set for these mappings (the journal is read on recovery).
+    pub fn new(mappings: Mappings) -> DirtySet {
+        DirtySet { queue: Queue::default(), recovery: Recovery::default(), mappings }
+    }
+
+    /// The in-memory half, for readers: waits, snapshots, backlog figures.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Where the recovery of the journal stands.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// The mappings, to name the rows of journaled keys.
+    pub fn mappings(&self) -> &Mappings {
+        &self.mappings
+    }
+
+    /// Queues a captured write of `row` (written through `key`) and journals it,
+    /// in the command that made the write. Returns the write's version.
+    pub fn mark(&self, ctx: &Context, row: RowKey, key: &[u8], write: Write) -> u64 {
+        journal::recover_row(ctx, self, key);
+        let record = encode(write.op, &write.fields, &write.acks);
+        let bytes = journal::framed_len(record.len());
+        let pushed = self.queue.push(row, write, Journaled::Fresh { bytes });
+        match pushed.compaction {
+            None => journal::append(ctx, key, &record),
+            Some(compaction) => {
+                let change = &compaction.change;
+                journal::rewrite(ctx, key, &encode(change.op, &change.fields, &change.acks));
+            }
+        }
+        pushed.version
+    }
+
+    /// Waits for work and takes a batch (see `Queue::take_batch`); the journal is
+    /// untouched until the batch settles.
+    pub fn take(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        delay: Duration,
+        idle: Duration,
+        ready: &dyn Fn(usize) -> bool,
+    ) -> Batch {
+        self.queue.take_batch(max, max_bytes, delay, idle, ready)
+    }
+
+    /// Puts a batch back after a failure that may heal; its records stay.
+    pub fn requeue(&self, batch: Batch) {
+        self.queue.requeue(batch);
+    }
+
+    /// A batch is done (committed, or its rows dead-lettered): each row's log,
+    /// named by `written_key`, is deleted, or rewritten to hold just the change
+    /// written since (still queued); then the rows leave the queue.
+    pub fn settle(&self, ctx: &Context, batch: &[(RowKey, Entry)], written_key: impl Fn(&RowKey) -> String) {
+        for (row, _) in batch {
+            let key = written_key(row);
+            match self.queue.pending_change(row) {
+                None => journal::forget(ctx, key.as_bytes()),
+                Some(newer) => journal::rewrite(ctx, key.as_bytes(), &encode(newer.op, &newer.fields, &newer.acks)),
+            }
+        }
+        self.release(batch);
+    }
+
+    /// A batch leaves the queue without touching the journal: this server became
+    /// a replica (the new primary owns the records), or its rows were given up.
+    pub fn release(&self, batch: &[(RowKey, Entry)]) {
+        self.queue.complete(batch.iter().map(|(row, _)| row));
+    }
+
+    /// One step of the journal's recovery (from the server cron), or all of it.
+    pub fn recover(&self, ctx: &Context, all: bool) {
+        match all {
+            true => journal::recover_all(ctx, self),
+            false => journal::recover_step(ctx, self),
+        }
+    }
+
+    /// After a change of role: the queue starts again from the journal (a demoted
+    /// server's changes are the new primary's now, and a promoted one must not
+    /// keep rows requeued while it was a replica over the journal's newer records).
+    pub fn restart(&self) {
+        self.recovery.restart();
+        self.queue.drop_pending();
+    }
+}

@@ -1,0 +1,145 @@
+//! The module's running state: mappings, queue, counters, schemas and the Postgres
+//! pool, created once at load and shared by Redis callbacks and the module's
+//! threads. Starting and stopping those threads is `supervisor`'s job.
+
+use crate::model::backoff::SharedBackoff;
+use crate::model::mapping::Mappings;
+use crate::model::queue::Queue;
+use crate::model::stats::{MappingStats, PostgresState};
+use crate::pg::connect::{Settings, Tls};
+use crate::pg::error::Error;
+use crate::pg::schema::TableSchema;
+use crate::pg::triggers;
+use crate::pipeline::dirty_set::DirtySet;
+use crate::server::config;
+use r2d2_postgres::PostgresConnectionManager;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+/// The Postgres connection pool type.
+pub type Pool = r2d2::Pool<PostgresConnectionManager<Tls>>;
+
+/// Everything the module shares between Redis callbacks and its threads.
+pub struct Runtime {
+    /// The mappings from the mapping file.
+    pub mappings: Mappings,
+    /// Dirty rows waiting for, or in, a batch.
+    pub dirty: DirtySet,
+    /// Counters by mapping index.
+    pub stats: Vec<MappingStats>,
+    /// Whether Postgres is reachable.
+    pub postgres: PostgresState,
+    /// Postgres connections shared by workers and the schema checker.
+    pub pool: Pool,
+    /// True while this server is a replica: it must not write to Postgres.
+    pub replica: AtomicBool,
+    /// Connection settings, for connections outside the pool (the listener).
+    pub pg_config: postgres::Config,
+    /// The TLS policy of every connection (`sslmode`, `sslrootcert`).
+    pub tls: Tls,
+    /// True while a reload runs.
+    pub reload_running: AtomicBool,
+    /// Rows loaded by the current (or last) reload.
+    pub reload_rows: AtomicU64,
+    /// True once `pgsync.reload-on-start` has been considered.
+    pub start_reload_checked: AtomicBool,
+    /// Retry delay of each mapping while its rows cannot be written.
+    pub backoffs: Vec<SharedBackoff>,
+    schemas: RwLock<Vec<Option<Arc<TableSchema>>>>,
+}
+
+static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+
+/// The running module, once loaded.
+pub fn get() -> Option<&'static Arc<Runtime>> {
+    RUNTIME.get()
+}
+
+/// Makes `runtime` the running module's state; refuses a second one.
+pub fn install(runtime: Runtime) -> Result<&'static Arc<Runtime>, String> {
+    RUNTIME.set(Arc::new(runtime)).map_err(|_| "pgsync is already loaded".to_string())?;
+    RUNTIME.get().ok_or_else(|| "pgsync is not running".to_string())
+}
+
+impl Runtime {
+    /// The in-memory half of the dirty set, for readers (waits, snapshots, figures).
+    pub fn queue(&self) -> &Queue {
+        self.dirty.queue()
+    }
+
+    /// Builds the state from the configs. Postgres need not be reachable:
+    /// connections are made lazily and retried.
+    pub fn new(mappings: Mappings, settings: Settings, replica: bool) -> Runtime {
+        let Settings { config: mut pg_config, tls } = settings;
+        pg_config.application_name("redis-pgsync");
+        // Marks the module's sessions so the NOTIFY triggers do not echo its writes.
+        let options = match pg_config.get_options() {
+            Some(existing) => format!("{existing} -c pgsync.origin={}", triggers::ORIGIN),
+            None => format!("-c pgsync.origin={}", triggers::ORIGIN),
+        };
+        pg_config.options(&options);
+        if pg_config.get_connect_timeout().is_none() {
+            pg_config.connect_timeout(Duration::from_secs(5));
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(config::MAX_WORKERS as u32 + 2)
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_secs(2))
+            .test_on_check_out(false)
+            .error_handler(Box::new(crate::pg::error::KeepConnectError))
+            .build_unchecked(PostgresConnectionManager::new(pg_config.clone(), tls.clone()));
+        let count = mappings.all().len();
+        Runtime {
+            stats: (0..count).map(|_| MappingStats::default()).collect(),
+            dirty: DirtySet::new(mappings.clone()),
+            postgres: PostgresState::default(),
+            pool,
+            replica: AtomicBool::new(replica),
+            pg_config,
+            tls,
+            reload_running: AtomicBool::new(false),
+            reload_rows: AtomicU64::new(0),
+            start_reload_checked: AtomicBool::new(false),
+            schemas: RwLock::new(vec![None; count]),
+            backoffs: (0..count).map(|_| SharedBackoff::new(crate::pipeline::worker::FIRST_RETRY_DELAY)).collect(),
+            mappings,
+        }
+    }
+
+    /// The checked schema of a mapping's table, once loaded.
+    pub fn schema(&self, mapping: usize) -> Option<Arc<TableSchema>> {
+        let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
+        schemas.get(mapping).cloned().flatten()
+    }
+
+    /// The checked schema of a mapping's table, or why it cannot be used yet.
+    pub fn usable_schema(&self, mapping: usize) -> Result<Arc<TableSchema>, Error> {
+        self.schema(mapping).ok_or_else(|| {
+            let why = self.stats[mapping].schema_error().unwrap_or_else(|| "not checked yet".into());
+            let name = &self.mappings.all()[mapping].name;
+            Error::new(crate::pg::error::ErrorKind::Schema, format!("table of mapping \"{name}\" unusable: {why}"))
+        })
+    }
+
+    /// Forgets a mapping's schema so the checker reads it again (after a 42xxx error).
+    pub fn invalidate_schema(&self, mapping: usize) {
+        let mut schemas = self.schemas.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = schemas.get_mut(mapping) {
+            *slot = None;
+        }
+    }
+
+    /// Records a mapping's checked schema.
+    pub fn set_schema(&self, mapping: usize, schema: TableSchema) {
+        let mut schemas = self.schemas.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = schemas.get_mut(mapping) {
+            *slot = Some(Arc::new(schema));
+        }
+    }
+
+    /// Whether this server may write to Postgres now.
+    pub fn is_replica(&self) -> bool {
+        self.replica.load(Ordering::Relaxed)
+    }
+}

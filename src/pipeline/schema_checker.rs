@@ -1,0 +1,56 @@
+//! The schema checker: one thread that loads each mapping's table definition and
+//! checks it against the mapping, until every table is fine, then re-checks the
+//! ones the workers invalidate (after a 42xxx error).
+
+use crate::pg::error::Error;
+use crate::pg::schema;
+use crate::pipeline::runtime::Runtime;
+use crate::server::redis_io::{notice, warn};
+use std::time::Duration;
+
+/// Body of the checker thread; returns on shutdown. Errors go to the log and to
+/// `SYNC.STATUS`. Also gives the queue's unused memory back.
+pub fn run(rt: &Runtime) {
+    while !rt.queue().is_shut_down() {
+        let missing: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.schema(i).is_none()).collect();
+        if !missing.is_empty() {
+            match rt.pool.get() {
+                Ok(mut conn) => {
+                    rt.postgres.mark_up();
+                    for i in missing {
+                        let mapping = &rt.mappings.all()[i];
+                        match schema::load(&mut conn, mapping) {
+                            Ok(schema) => {
+                                if rt.stats[i].schema_error().is_some() {
+                                    notice(&format!("mapping \"{}\": schema is fine now", mapping.name));
+                                }
+                                rt.stats[i].set_schema_error(None);
+                                rt.set_schema(i, schema);
+                            }
+                            Err(e) => report_schema_error(rt, i, &e),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = Error::from(e);
+                    if rt.postgres.describe() != "down" {
+                        warn(&format!("Postgres unreachable, will keep retrying: {e}"));
+                    }
+                    rt.postgres.mark_down(&e.message);
+                }
+            }
+        }
+        // Once a second is often enough to give back a drained backlog's memory,
+        // and keeps the shrinking off the main thread and the workers' path.
+        rt.queue().release_memory();
+        rt.queue().sleep(Duration::from_secs(1));
+    }
+}
+
+fn report_schema_error(rt: &Runtime, mapping: usize, e: &Error) {
+    if rt.stats[mapping].schema_error().as_deref() != Some(e.message.as_str()) {
+        warn(&format!("schema check failed: {e}"));
+    }
+    rt.stats[mapping].set_schema_error(Some(e.message.clone()));
+    rt.stats[mapping].set_last_error(&e.message);
+}

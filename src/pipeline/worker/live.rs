@@ -1,0 +1,157 @@
+//! The real sides of a worker: the queue and apply of the running module, and
+//! Postgres through the pool and the batch writer.
+
+use super::sync::{BatchRow, PostgresSide, RedisSide};
+use super::IDLE_WAIT;
+use crate::model::fault;
+use crate::model::queue::{Entry, RowKey};
+use crate::model::stats::MappingStats;
+use crate::pg::error::{Action, Error, ErrorKind};
+use crate::pg::writer::{self, ColumnWrite, PreparedRow, RowOutcome};
+use crate::pipeline::apply;
+use crate::pipeline::runtime::Runtime;
+use crate::server::config;
+use crate::server::redis_io::warn;
+use crate::server::waiters;
+use r2d2::PooledConnection;
+use r2d2_postgres::PostgresConnectionManager;
+
+type Connection = PooledConnection<PostgresConnectionManager<crate::pg::connect::Tls>>;
+
+/// A queued row and its change.
+pub type Row = (RowKey, Entry);
+
+impl BatchRow for Row {
+    fn mapping(&self) -> usize {
+        self.0.mapping
+    }
+}
+
+/// The module's queue, and apply into Redis.
+pub struct LiveRedis<'a>(pub &'a Runtime);
+
+impl RedisSide for LiveRedis<'_> {
+    type Row = Row;
+
+    fn take(&self, ready: &dyn Fn(usize) -> bool) -> Vec<Row> {
+        self.0.dirty.take(
+            config::count(&config::BATCH_SIZE),
+            config::count(&config::BATCH_MAX_BYTES),
+            config::millis(&config::BATCH_DELAY_MS),
+            IDLE_WAIT,
+            ready,
+        )
+    }
+
+    fn requeue(&self, mapping: usize, rows: Vec<Row>, failure: &Error) {
+        let rt = self.0;
+        let stats = &rt.stats[mapping];
+        MappingStats::bump(&stats.retries, 1);
+        stats.set_last_error(&failure.message);
+        match failure.action() {
+            Action::Reconnect => {
+                if rt.postgres.describe() != "down" {
+                    warn(&format!("Postgres unavailable, changes wait and are retried: {failure}"));
+                }
+                rt.postgres.mark_down(&failure.message);
+            }
+            Action::Retry => rt.invalidate_schema(mapping),
+            // A rejection that no single row could be blamed for: it waits like the rest.
+            Action::DeadLetter => {}
+        }
+        rt.dirty.requeue(rows);
+    }
+
+    fn apply(&self, rows: &[Row], outcomes: &[RowOutcome]) {
+        apply::apply_batch(self.0, rows, outcomes);
+    }
+
+    fn release(&self, rows: &[Row], why: &str) {
+        warn(why);
+        self.0.dirty.release(rows);
+        for (row, entry) in rows {
+            waiters::settle(row, entry.change.version, &Err(why.to_string()));
+        }
+    }
+}
+
+/// Postgres through the module's pool, a connection held for one batch at most.
+pub struct LivePostgres<'a> {
+    rt: &'a Runtime,
+    conn: Option<Connection>,
+}
+
+impl<'a> LivePostgres<'a> {
+    /// Writes through `rt`'s pool.
+    pub fn new(rt: &'a Runtime) -> LivePostgres<'a> {
+        LivePostgres { rt, conn: None }
+    }
+
+    fn connection(&mut self) -> Result<&mut Connection, Error> {
+        if self.conn.is_none() {
+            self.conn = Some(self.rt.pool.get()?);
+        }
+        self.conn.as_mut().ok_or_else(|| Error::new(ErrorKind::Unavailable, "no connection"))
+    }
+}
+
+impl PostgresSide<Row> for LivePostgres<'_> {
+    /// Prepares the rows (a row that cannot be prepared, or is too large, is
+    /// rejected on its own) and writes the rest in multi-row statements.
+    fn write(&mut self, mapping: usize, rows: &[Row]) -> Result<Vec<RowOutcome>, Error> {
+        let rt = self.rt;
+        let m = &rt.mappings.all()[mapping];
+        let schema = rt.usable_schema(mapping)?;
+        let max_row_bytes = config::count(&config::MAX_ROW_BYTES);
+        let mut outcomes: Vec<RowOutcome> = vec![Ok(Default::default()); rows.len()];
+        let mut prepared = Vec::with_capacity(rows.len());
+        let mut positions = Vec::with_capacity(rows.len());
+        for (i, (row, entry)) in rows.iter().enumerate() {
+            fault::panic_if_targeted(&row.id);
+            match writer::prepare(mapping, m, &schema, &row.id, &entry.change).and_then(|p| within(p, max_row_bytes)) {
+                Ok(p) if writer::writes_nothing(&p) => {}
+                Ok(p) => {
+                    prepared.push(p);
+                    positions.push(i);
+                }
+                Err(e) => outcomes[i] = Err(e),
+            }
+        }
+        if !prepared.is_empty() {
+            let tables = |i: usize| (i == mapping).then_some((m, &*schema));
+            let written = writer::write(&mut **self.connection()?, &tables, &prepared)?;
+            rt.postgres.mark_up();
+            for (pos, outcome) in positions.into_iter().zip(written) {
+                outcomes[pos] = outcome;
+            }
+        }
+        Ok(outcomes)
+    }
+
+    fn release(&mut self) {
+        self.conn = None;
+    }
+}
+
+/// Rejects a row whose values are over `pgsync.max-row-bytes`: Postgres takes at
+/// most 1 GiB in one message, and such a row would fail the same way forever,
+/// looking like a lost connection. A rejection is a dead letter, not a retry.
+fn within(row: PreparedRow, max: usize) -> Result<PreparedRow, String> {
+    let bytes: usize = row
+        .values
+        .iter()
+        .map(|(column, write)| {
+            column.len()
+                + match write {
+                    ColumnWrite::Set(value) => value.as_ref().map_or(0, String::len),
+                    ColumnWrite::Add(delta) => delta.len(),
+                }
+        })
+        .sum();
+    if bytes > max {
+        return Err(format!(
+            "the row's values are {bytes} bytes, over pgsync.max-row-bytes ({max}); not sent to Postgres"
+        ));
+    }
+    Ok(row)
+}

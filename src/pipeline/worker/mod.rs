@@ -1,0 +1,36 @@
+//! Workers: each takes a batch of dirty rows from the queue (bounded in rows and
+//! bytes), writes each mapping's rows to Postgres in multi-row statements, and
+//! hands the outcomes to apply. Rows of a mapping that cannot be written now
+//! (Postgres unavailable, table not usable) go back to the queue, the other
+//! mappings' rows go on, and the mapping backs off exponentially up to
+//! `pgsync.retry-max-delay-ms`. A row that can never be written (rejected, too
+//! large, or one that makes the worker panic) is dead-lettered instead, so it
+//! cannot stall its mapping. `sync.rs` holds that logic behind two traits,
+//! `live.rs` their real implementations.
+
+mod live;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+use crate::pipeline::runtime::Runtime;
+use std::time::Duration;
+
+/// The first retry delay of a mapping whose rows cannot be written.
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+/// How long an idle worker waits before looking again (and how finely the
+/// per-mapping retry delays are honoured).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
+
+/// Body of a worker thread; returns once `keep_going` says it is no longer wanted.
+pub fn run(rt: &Runtime, keep_going: impl Fn() -> bool) {
+    let redis = live::LiveRedis(rt);
+    let mut postgres = live::LivePostgres::new(rt);
+    while keep_going() {
+        if rt.is_replica() {
+            rt.queue().sleep(IDLE_WAIT);
+            continue;
+        }
+        sync::step(&redis, &mut postgres, &rt.backoffs);
+    }
+}

@@ -1,0 +1,255 @@
+//! Capture: records, inside the command that wrote a mapped key, exactly what the
+//! write changed (fields set, removed or incremented, or the row deleted), queues
+//! it and journals the row's unsynced change, all in the same atomic step as the
+//! write. Hash writes and DEL/UNLINK reach it through `SYNC.WRITE`/`SYNC.DELETE`
+//! (see `filter.rs`), so their arguments say what they meant. Whole-key commands
+//! that are not rerouted (RENAME, RESTORE, COPY, MOVE) and writes by other modules
+//! arrive as keyspace events and are captured as the key's whole hash. Expiry,
+//! eviction and other deletions that nobody asked for are cache events and never
+//! reach Postgres.
+
+use crate::model::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
+use crate::model::guard::guard;
+use crate::model::intent::Command;
+use crate::model::mapping::{KeyRole, Mapping, Mode};
+use crate::model::queue::RowKey;
+use crate::model::row_id::{check_canonical, check_id};
+use crate::model::stats::MappingStats;
+use crate::pipeline::runtime::{self, Runtime};
+use crate::server::ack;
+use crate::server::client_call::call_as_client;
+use crate::server::notify::{self, now_ms, Event, EventOp, Source};
+use crate::server::redis_io::{hgetall, is_own_write, selected_db, warn};
+use redis_module::{Context, ContextFlags, NotifyEvent, RedisError};
+
+/// The row a captured key writes to.
+pub struct Target {
+    /// Index of the mapping.
+    pub mapping: usize,
+    /// Whether the key is the staging key (write-through) or the row's own hash.
+    pub role: KeyRole,
+    /// The row's primary key, checked and canonical.
+    pub id: String,
+}
+
+impl Target {
+    /// The queue's name for the row.
+    pub fn row(&self) -> RowKey {
+        RowKey { mapping: self.mapping, id: self.id.clone() }
+    }
+}
+
+/// Whether writes to a key of this mapping and role are sent to Postgres.
+pub fn captured(mapping: &Mapping, role: KeyRole) -> bool {
+    matches!((mapping.mode, role), (Mode::WriteThrough, KeyRole::Temp) | (Mode::WriteBehind, KeyRole::Main))
+}
+
+/// Whether this server captures writes now: a primary, in database 0 (where the
+/// module applies its own writes), not replaying its AOF or a primary's stream.
+pub fn capturing(ctx: &Context, rt: &Runtime) -> bool {
+    let flags = ctx.get_flags();
+    !rt.is_replica() && !flags.intersects(ContextFlags::LOADING | ContextFlags::REPLICATED) && selected_db(ctx) == 0
+}
+
+/// The row behind `key` when writes to it are captured: `None` for keys the module
+/// does not sync, `Err` (with the mapping) for a key whose id can be no row's key.
+pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)>> {
+    let resolved = rt.mappings.resolve(key)?;
+    let m = &rt.mappings.all()[resolved.mapping];
+    if !captured(m, resolved.role) {
+        return None;
+    }
+    let checked = check_id(resolved.id).and_then(|id| {
+        // Before the first schema check the key type is unknown; the worker checks
+        // the id again against the schema before any SQL.
+        match rt.schema(resolved.mapping) {
+            Some(schema) => check_canonical(id, &schema.pk.sql_type).map(|()| id),
+            None => Ok(id),
+        }
+    });
+    Some(match checked {
+        Ok(id) => Ok(Target { mapping: resolved.mapping, role: resolved.role, id: id.to_string() }),
+        Err(why) => {
+            let message = format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
+            Err((resolved.mapping, message))
+        }
+    })
+}
+
+/// Counts and logs a write refused before it reached Redis or Postgres.
+pub fn refuse(rt: &Runtime, mapping: usize, message: &str) {
+    warn(message);
+    let stats = &rt.stats[mapping];
+    MappingStats::bump(&stats.refused, 1);
+    stats.set_last_error(message);
+}
+
+/// Keeps only the fields that reach a column: with an explicit `fields` map, the
+/// others stay in Redis and cost the queue and journal nothing.
+fn mapped_only(m: &Mapping, mut fields: Fields) -> Fields {
+    fields.remove(OP_FIELD);
+    if let Some(map) = &m.fields {
+        fields.retain(|f, _| std::str::from_utf8(f).is_ok_and(|f| map.contains_key(f)));
+    }
+    fields
+}
+
+/// Field/value pairs as `Set` changes (a field named twice keeps its last value).
+pub fn set_fields(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Fields {
+    pairs.into_iter().map(|(f, v)| (f, FieldChange::Set(v))).collect()
+}
+
+/// Queues a captured write of a row and journals it, in the command that made
+/// the write. Returns the change's version, or `None` when
+/// nothing goes to Postgres (a write of unmapped fields only: its acks are done).
+pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: Write) -> Option<u64> {
+    let m = &rt.mappings.all()[target.mapping];
+    // Write-through merges every staged field into the cached row after the commit,
+    // unmapped ones included; write-behind need not remember fields SQL ignores.
+    let fields = match m.mode {
+        Mode::WriteBehind => mapped_only(m, write.fields),
+        Mode::WriteThrough | Mode::ReadOnly => write.fields.into_iter().filter(|(f, _)| f != OP_FIELD).collect(),
+    };
+    let write = Write { fields, ..write };
+    if write.op == RowOp::Upsert && write.fields.is_empty() {
+        ack::send(ctx, m, &target.id, &write.acks, &Ok(()));
+        return None;
+    }
+    Some(rt.dirty.mark(ctx, target.row(), key, write))
+}
+
+/// Carries out an rgsync `#` operation written with HSET: `=` writes the other
+/// fields and syncs them, `~` deletes in Redis and Postgres, `+` and `-` change
+/// Redis only. Returns the version when the change goes to Postgres.
+pub fn tagged_write(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    key: &[u8],
+    op_value: &[u8],
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Option<u64>, RedisError> {
+    let m = &rt.mappings.all()[target.mapping];
+    let tag = decode_op(op_value).map_err(|e| {
+        let message = format!("{}: write to {} refused: {e}", m.name, key.escape_ascii());
+        refuse(rt, target.mapping, &message);
+        RedisError::String(format!("ERR pgsync: {message}"))
+    })?;
+    let acks: Vec<String> = tag.uuid.into_iter().collect();
+    let main_key = m.main_key(&target.id);
+    let names = || pairs.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
+    match tag.op {
+        SyncOp::Replicate => {
+            hset(ctx, key, &pairs)?;
+            Ok(record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields: set_fields(pairs), acks }))
+        }
+        SyncOp::Delete => {
+            delete(ctx, &[main_key.as_bytes(), key])?;
+            Ok(record(ctx, rt, target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks }))
+        }
+        SyncOp::RedisOnlyUpsert => {
+            hset(ctx, main_key.as_bytes(), &pairs)?;
+            announce(ctx, m, &main_key, &target.id, EventOp::Upsert, names());
+            ack::send(ctx, m, &target.id, &acks, &Ok(()));
+            Ok(None)
+        }
+        SyncOp::RedisOnlyDelete => {
+            delete(ctx, &[main_key.as_bytes(), key])?;
+            announce(ctx, m, &main_key, &target.id, EventOp::Delete, Vec::new());
+            ack::send(ctx, m, &target.id, &acks, &Ok(()));
+            Ok(None)
+        }
+    }
+}
+
+/// The `#` operations write as the client would (its ACL, the OOM rule), also to
+/// the cached row's key, which the client did not name.
+fn hset(ctx: &Context, key: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), RedisError> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let mut args: Vec<&[u8]> = vec![key];
+    for (f, v) in pairs {
+        args.push(f);
+        args.push(v);
+    }
+    call_as_client(ctx, Command::Hset, &args).map(|_| ())
+}
+
+fn delete(ctx: &Context, keys: &[&[u8]]) -> Result<(), RedisError> {
+    call_as_client(ctx, Command::Del, keys).map(|_| ())
+}
+
+/// Publishes a Redis-only change (`#` `+` or `-`).
+fn announce(ctx: &Context, m: &Mapping, key: &str, id: &str, op: EventOp, fields: Vec<String>) {
+    notify::send(ctx, m, &Event { key, id, op, source: Source::Redis, fields, time: now_ms() });
+}
+
+/// Keyspace handler for hash events. Writes by clients come through `SYNC.WRITE`,
+/// which captures them itself (its own call of the command is an own write); an
+/// event here is a write by another module, captured as the key's whole hash.
+/// Field TTLs and field expiry change no data and never reach Postgres.
+pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
+    if matches!(event, "hexpire" | "hpersist" | "hexpired") {
+        return;
+    }
+    guard(|| schedule_whole_key(ctx, key, false));
+}
+
+/// Keyspace handler for generic events. RENAME (the old key's row is deleted, the
+/// new key's hash upserted), RESTORE, COPY and MOVE are captured as whole keys.
+/// `del` is not: DEL and UNLINK come through `SYNC.DELETE`, and every other `del`
+/// (a hash's last field removed or expired, MIGRATE moving a key away) deletes
+/// nothing in Postgres.
+pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
+    let gone = match event {
+        "rename_from" | "move_from" => true,
+        "rename_to" | "restore" | "copy_to" | "move_to" => false,
+        _ => return,
+    };
+    guard(|| schedule_whole_key(ctx, key, gone));
+}
+
+/// Writes are unsafe inside a keyspace callback, so the capture is deferred to a
+/// post-notification job, which still runs inside the same command.
+fn schedule_whole_key(ctx: &Context, key: &[u8], gone: bool) {
+    if is_own_write() {
+        return;
+    }
+    let Some(rt) = runtime::get() else { return };
+    if !capturing(ctx, rt) {
+        return;
+    }
+    let target = match target(rt, key) {
+        None => return,
+        Some(Err((mapping, message))) => return refuse(rt, mapping, &message),
+        Some(Ok(target)) => target,
+    };
+    let key = key.to_vec();
+    let scheduled = ctx.add_post_notification_job(move |ctx| {
+        guard(|| capture_whole_key(ctx, rt, &target, &key, gone));
+    });
+    if scheduled == redis_module::Status::Err {
+        warn("could not schedule the capture of a write");
+    }
+}
+
+fn capture_whole_key(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], gone: bool) {
+    let m = &rt.mappings.all()[target.mapping];
+    if gone {
+        if m.mode == Mode::WriteBehind {
+            record(ctx, rt, target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
+        }
+        return;
+    }
+    match hgetall(ctx, key) {
+        Ok(pairs) => {
+            let fields = set_fields(pairs.into_iter().filter(|(f, _)| f != OP_FIELD).collect());
+            record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
+        }
+        Err(e) => {
+            let message = format!("{}: write to {} refused: {e}", m.name, key.escape_ascii());
+            refuse(rt, target.mapping, &message);
+        }
+    }
+}

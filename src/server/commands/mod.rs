@@ -1,0 +1,242 @@
+//! The `SYNC.*` commands. Handlers are thin: check arguments, call into the queue
+//! or capture, turn the result into a reply. Blocking commands block only their own
+//! client: `SYNC.HSET` and `SYNC.WAIT` wait in [`waiters`] (no thread each), and
+//! `SYNC.RELOAD`'s own thread replies when it ends.
+
+pub mod deadletter;
+pub mod docs;
+pub mod write;
+
+use crate::model::change::{RowOp, Write};
+use crate::model::guard;
+use crate::model::intent::Command;
+use crate::model::mapping::Mode;
+use crate::model::row_id::check_id;
+use crate::pipeline::runtime::{self, Runtime};
+use crate::pipeline::supervisor;
+use crate::server::acl::{Access, Caller};
+use crate::server::capture;
+use crate::server::client_call::call_as_client;
+use crate::server::config;
+use crate::server::notify::Source;
+use crate::server::status;
+use crate::server::waiters;
+use crate::sources::reload::{self, ReloadGuard};
+use redis_module::{
+    BlockedClient, Context, ContextFlags, NextArg, RedisError, RedisResult, RedisString, RedisValue, ThreadSafeContext,
+};
+use std::time::Duration;
+
+/// Runs a command handler, turning a panic (a bug) into an error reply: a panic
+/// must never unwind into redis-server.
+pub fn guarded(
+    ctx: &Context,
+    args: Vec<RedisString>,
+    handler: fn(&Context, Vec<RedisString>) -> RedisResult,
+) -> RedisResult {
+    guard::catch(|| handler(ctx, args))
+        .unwrap_or_else(|panic| Err(RedisError::String(format!("ERR pgsync internal error: {panic}"))))
+}
+
+pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
+    runtime::get().map(|rt| &**rt).ok_or(RedisError::Str("ERR pgsync is not running"))
+}
+
+fn refuse_when_cannot_block(ctx: &Context, command: &str) -> Result<(), RedisError> {
+    let flags = ctx.get_flags();
+    if flags.intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {
+        return Err(RedisError::String(format!("ERR {command} blocks and cannot run inside MULTI or a script")));
+    }
+    Ok(())
+}
+
+/// Runs a reload in its own thread, which replies when it ends; only this client
+/// blocks. One reload runs at a time (`running`), so this is at most one thread.
+fn reload_in_background(
+    ctx: &Context,
+    rt: &'static Runtime,
+    running: ReloadGuard<'static>,
+    mappings: Vec<usize>,
+    flush: bool,
+) -> RedisResult {
+    let blocked: BlockedClient = ctx.block_client();
+    let spawned = supervisor::spawn("pgsync-reload", move || {
+        let reply = guard::catch(|| {
+            let _running = running;
+            match reload::run(rt, &mappings, flush, Source::Reload) {
+                Ok(rows) => Ok(RedisValue::Integer(rows as i64)),
+                Err(e) => Err(RedisError::String(format!("ERR reload failed: {e}"))),
+            }
+        })
+        .unwrap_or_else(|_| Err(RedisError::Str("ERR pgsync internal error during the reload")));
+        ThreadSafeContext::with_blocked_client(blocked).reply(reply);
+    });
+    match spawned {
+        Ok(()) => Ok(RedisValue::NoReply),
+        Err(e) => Err(RedisError::String(format!("ERR {e}"))),
+    }
+}
+
+/// `SYNC.HSET key field value [field value ...]`: write-through that replies only
+/// after the row is committed in Postgres, or with Postgres's error.
+pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 4 || !args.len().is_multiple_of(2) {
+        return Err(RedisError::WrongArity);
+    }
+    let rt = runtime_or_err()?;
+    refuse_when_cannot_block(ctx, "SYNC.HSET")?;
+    let key = args[1].as_slice();
+    let resolved = rt
+        .mappings
+        .resolve(key)
+        .ok_or_else(|| RedisError::String(format!("ERR key {} matches no mapping", String::from_utf8_lossy(key))))?;
+    let m = &rt.mappings.all()[resolved.mapping];
+    if m.mode != Mode::WriteThrough {
+        return Err(RedisError::String(format!(
+            "ERR mapping \"{}\" is {}; SYNC.HSET needs a write-through mapping",
+            m.name,
+            m.mode.as_str()
+        )));
+    }
+    if args[2..].chunks(2).any(|p| p[0].as_slice() == crate::model::change::OP_FIELD) {
+        return Err(RedisError::Str("ERR SYNC.HSET does not take the # field"));
+    }
+    if rt.is_replica() {
+        return Err(RedisError::Str("READONLY this server is a replica"));
+    }
+    let id = check_id(resolved.id).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    let staged = m.temp_key(id);
+    // Redis checked the key as given; the command writes both the staging key
+    // and, once committed, the row.
+    let caller = Caller::of(ctx)?;
+    caller.check(ctx, staged.as_bytes(), Access::Write)?;
+    caller.check(ctx, m.main_key(id).as_bytes(), Access::Write)?;
+    let target = match capture::target(rt, staged.as_bytes()) {
+        Some(Ok(target)) => target,
+        Some(Err((mapping, message))) => {
+            capture::refuse(rt, mapping, &message);
+            return Err(RedisError::String(format!("ERR pgsync: {message}")));
+        }
+        None => return Err(RedisError::Str("ERR the key is not synced")),
+    };
+    let mut hset: Vec<&[u8]> = vec![staged.as_bytes()];
+    hset.extend(args[2..].iter().map(|a| a.as_slice()));
+    let reply = call_as_client(ctx, Command::Hset, &hset)?;
+    let pairs = args[2..].chunks_exact(2).map(|p| (p[0].as_slice().to_vec(), p[1].as_slice().to_vec())).collect();
+    let write = Write { op: RowOp::Upsert, fields: capture::set_fields(pairs), acks: Vec::new() };
+    match capture::record(ctx, rt, &target, staged.as_bytes(), write) {
+        Some(version) => {
+            // Still under the Redis lock: apply cannot settle the row before the
+            // client is registered.
+            waiters::wait_for_row(ctx, target.row(), version, reply.integer().unwrap_or(0), config::hset_timeout())?;
+            rt.queue().hurry();
+            Ok(RedisValue::NoReply)
+        }
+        None => reply.forward(ctx),
+    }
+}
+
+/// `SYNC.WAIT [timeout-ms]`: blocks until every change captured before the call has
+/// reached Postgres (or was rejected); replies with how many rows are still pending
+/// (0 when all landed). A timeout of 0 or none waits as long as it takes.
+pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() > 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let mut rest = args.into_iter().skip(1);
+    let timeout_ms = match rest.next() {
+        Some(arg) => arg
+            .parse_integer()
+            .ok()
+            .filter(|ms| *ms >= 0)
+            .ok_or(RedisError::Str("ERR timeout-ms must be a non-negative integer"))?,
+        None => 0,
+    };
+    let rt = runtime_or_err()?;
+    // After a start or a promotion the journal's changes are queued by the next
+    // cron; they were captured before this call, so queue them now to count them.
+    if !rt.is_replica() {
+        rt.dirty.recover(ctx, true);
+    }
+    let version = rt.queue().last_version();
+    // O(1): the oldest unsettled change, not a count of them all.
+    if rt.queue().oldest_unsettled().is_none_or(|oldest| oldest > version) {
+        return Ok(RedisValue::Integer(0));
+    }
+    refuse_when_cannot_block(ctx, "SYNC.WAIT")?;
+    let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
+    // Under the Redis lock, like apply: nothing settles between the check above
+    // and the registration.
+    waiters::wait_for_all(ctx, version, timeout)?;
+    Ok(RedisValue::NoReply)
+}
+
+/// `SYNC.STATUS [mapping]`: the figures of every mapping, or of one.
+pub fn sync_status(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() > 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let rt = runtime_or_err()?;
+    let mut rest = args.into_iter().skip(1);
+    match rest.next_string().ok() {
+        Some(name) => {
+            let (i, _) = rt
+                .mappings
+                .by_name(&name)
+                .ok_or_else(|| RedisError::String(format!("ERR unknown mapping \"{name}\"")))?;
+            Ok(status::mapping_reply(rt, i))
+        }
+        None => Ok(RedisValue::Array(
+            (0..rt.mappings.all().len())
+                .flat_map(|i| [RedisValue::BulkString(rt.mappings.all()[i].name.clone()), status::mapping_reply(rt, i)])
+                .collect(),
+        )),
+    }
+}
+
+/// `SYNC.RELOAD [mapping ...] [FLUSH]`: loads the tables from Postgres into their
+/// hashes and replies with the number of rows; FLUSH also deletes the mappings' keys
+/// that have no row. Blocks only its own client; Redis keeps serving.
+pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let rt = runtime_or_err()?;
+    let mut flush = false;
+    let mut mappings = Vec::new();
+    for arg in args.iter().skip(1) {
+        let arg = arg.to_string_lossy();
+        if arg.eq_ignore_ascii_case("FLUSH") {
+            flush = true;
+            continue;
+        }
+        let (i, _) =
+            rt.mappings.by_name(&arg).ok_or_else(|| RedisError::String(format!("ERR unknown mapping \"{arg}\"")))?;
+        if !mappings.contains(&i) {
+            mappings.push(i);
+        }
+    }
+    if mappings.is_empty() {
+        mappings = (0..rt.mappings.all().len()).collect();
+    }
+    if rt.is_replica() {
+        return Err(RedisError::Str("READONLY SYNC.RELOAD writes keys; run it on the primary"));
+    }
+    check_reload_access(ctx, rt, &mappings)?;
+    refuse_when_cannot_block(ctx, "SYNC.RELOAD")?;
+    let running = reload::begin(rt).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    reload_in_background(ctx, rt, running, mappings, flush)
+}
+
+/// A reload writes (and with FLUSH deletes) any key under each mapping's prefix,
+/// and appends to the changelog stream when reload events are announced: the
+/// caller must be allowed all of it.
+fn check_reload_access(ctx: &Context, rt: &Runtime, mappings: &[usize]) -> Result<(), RedisError> {
+    let caller = Caller::of(ctx)?;
+    for &i in mappings {
+        let m = &rt.mappings.all()[i];
+        let what = format!("SYNC.RELOAD writes the keys of mapping \"{}\"", m.name);
+        caller.check_prefix(ctx, m.key_prefix.as_bytes(), Access::Write, &what)?;
+        if let (true, Some(log)) = (m.notify_reload, &m.changelog) {
+            caller.check(ctx, log.stream.as_bytes(), Access::Write)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! The dead-letter list: changes Postgres rejected, with the error and the time,
+//! kept in Redis so they survive restarts and reach replicas. Operators list them
+//! (`SYNC.FAILED`), queue them again after fixing the cause (`SYNC.RETRY`) or drop
+//! them (`SYNC.DISCARD`).
+//!
+//! One entry per row: a row rejected again replaces its entry (the latest change
+//! and error) and counts the failure, so a hot key that keeps failing costs one
+//! entry. The entries live in the hash [`DEADLETTER_KEY`] (entry id → JSON); the
+//! sorted set [`ORDER_KEY`] orders the entry ids by their latest failure, so
+//! listing reads only the entries it returns and the cap drops the stalest ones
+//! (`pgsync.deadletter-max`). The entry id is `<mapping>:<row id>`: it names the
+//! row, so ACL and mapping filters need no entry read.
+
+use crate::model::change::{Change, Delta, FieldChange, Fields, RowOp, Write};
+use crate::model::mapping::Mapping;
+use crate::model::queue::RowKey;
+use crate::model::stats::MappingStats;
+use crate::pipeline::runtime;
+use crate::server::config;
+use crate::server::redis_io::{bytes, call, call_logged, own_writes, warn};
+use redis_module::{Context, RedisValue};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The dead-letter hash: entry id → JSON entry. ACL checks of the list are made
+/// against this key.
+pub const DEADLETTER_KEY: &str = "pgsync:{deadletter}";
+/// The order of the entries: entry id scored by the time (µs) of its latest failure.
+pub const ORDER_KEY: &str = "pgsync:{deadletter}:order";
+
+/// How many index members one step of a walk reads.
+const STEP: usize = 500;
+
+/// One rejected row: its latest rejected change and how often it was rejected.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeadLetter {
+    /// Mapping name.
+    pub mapping: String,
+    /// Primary-key value.
+    pub id: String,
+    /// `upsert`, `delete` or `replace`.
+    pub op: String,
+    /// The fields that were set (non-UTF-8 bytes shown lossily); `null` = removed.
+    pub fields: BTreeMap<String, Option<String>>,
+    /// The fields that were incremented, with the increment.
+    #[serde(default)]
+    pub increments: BTreeMap<String, String>,
+    /// The latest error.
+    pub error: String,
+    /// When it was last rejected, in ms since the Unix epoch.
+    pub time_ms: u64,
+    /// When it was first rejected (since the entry was made), in ms.
+    #[serde(default)]
+    pub first_time_ms: u64,
+    /// How many times the row was rejected since the entry was made.
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+impl DeadLetter {
+    /// The rejected change as a write to queue again (`SYNC.RETRY`).
+    pub fn to_write(&self) -> Write {
+        let op = match self.op.as_str() {
+            "delete" => RowOp::Delete,
+            "replace" => RowOp::Replace,
+            _ => RowOp::Upsert,
+        };
+        let mut fields: Fields = self
+            .fields
+            .iter()
+            .map(|(f, v)| {
+                let change = v.as_ref().map_or(FieldChange::Remove, |v| FieldChange::Set(v.clone().into_bytes()));
+                (f.clone().into_bytes(), change)
+            })
+            .collect();
+        for (f, delta) in &self.increments {
+            let float = delta.contains(['.', 'e', 'E', 'i', 'n']);
+            if let Some(delta) = Delta::parse(delta.as_bytes(), float) {
+                fields.insert(f.clone().into_bytes(), FieldChange::Add { delta, redis_after: Vec::new() });
+            }
+        }
+        Write { op, fields, acks: Vec::new() }
+    }
+}
+
+/// The entry id of a row: `<mapping>:<id>` (mapping names hold no `:`).
+pub fn entry_id(mapping: &str, id: &str) -> String {
+    format!("{mapping}:{id}")
+}
+
+/// The mapping name and row id an entry id names.
+pub fn parse_entry_id(entry: &str) -> Option<(&str, &str)> {
+    entry.split_once(':')
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn op_name(op: RowOp) -> &'static str {
+    match op {
+        RowOp::Upsert => "upsert",
+        RowOp::Delete => "delete",
+        RowOp::Replace => "replace",
+    }
+}
+
+fn integer(value: &RedisValue) -> Option<i64> {
+    match value {
+        RedisValue::Integer(n) => Some(*n),
+        RedisValue::Float(f) => Some(*f as i64),
+        other => bytes(other).and_then(|b| std::str::from_utf8(&b).ok()?.parse::<f64>().ok()).map(|f| f as i64),
+    }
+}
+
+/// Records a rejected change: replaces the row's entry (counting the failure) and
+/// moves it to the end of the order, then drops the stalest entries past the cap.
+pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, error: &str) {
+    let entry_id = entry_id(&mapping.name, &row.id);
+    // Scores are µs and strictly increasing, so the order is the order of the
+    // rejections even within one millisecond, and SYNC.FAILED lists them so.
+    let newest = match call(ctx, "ZRANGE", &[ORDER_KEY.as_bytes(), b"-1", b"-1", b"WITHSCORES"]) {
+        Ok(RedisValue::Array(items)) => items.get(1).and_then(integer).unwrap_or(0),
+        _ => 0,
+    };
+    let score = now_us().max(u64::try_from(newest).unwrap_or(0) + 1);
+    let time_ms = score / 1000;
+    let previous = tally(ctx, &entry_id);
+    let entry = DeadLetter {
+        mapping: mapping.name.clone(),
+        id: row.id.clone(),
+        op: op_name(change.op).into(),
+        fields: change
+            .fields
+            .iter()
+            .filter_map(|(f, c)| {
+                let value = match c {
+                    FieldChange::Set(v) => Some(String::from_utf8_lossy(v).into_owned()),
+                    FieldChange::Remove => None,
+                    FieldChange::Add { .. } => return None,
+                };
+                Some((String::from_utf8_lossy(f).into_owned(), value))
+            })
+            .collect(),
+        increments: change
+            .fields
+            .iter()
+            .filter_map(|(f, c)| match c {
+                FieldChange::Add { delta, .. } => Some((String::from_utf8_lossy(f).into_owned(), delta.to_text())),
+                _ => None,
+            })
+            .collect(),
+        error: error.to_string(),
+        time_ms,
+        first_time_ms: previous.as_ref().map_or(time_ms, Tally::first),
+        count: previous.as_ref().map_or(1, |p| p.count.saturating_add(1)),
+    };
+    let Ok(json) = serde_json::to_string(&entry) else {
+        return;
+    };
+    let score = score.to_string();
+    own_writes(|| {
+        call_logged(ctx, "HSET", &[DEADLETTER_KEY.as_bytes(), entry_id.as_bytes(), json.as_bytes()]);
+        call_logged(ctx, "ZADD", &[ORDER_KEY.as_bytes(), score.as_bytes(), entry_id.as_bytes()]);
+        trim(ctx, config::count(&config::DEADLETTER_MAX));
+    });
+}
+
+/// What a new rejection of a row takes over from its entry. Read alone, so the
+/// row's values (up to `pgsync.max-row-bytes`) are skipped, not copied.
+#[derive(Deserialize)]
+struct Tally {
+    time_ms: u64,
+    #[serde(default)]
+    first_time_ms: u64,
+    #[serde(default = "one")]
+    count: u64,
+}
+
+impl Tally {
+    /// The first rejection's time (entries of the first format have only one).
+    fn first(&self) -> u64 {
+        if self.first_time_ms == 0 {
+            self.time_ms
+        } else {
+            self.first_time_ms
+        }
+    }
+}
+
+fn tally(ctx: &Context, entry: &str) -> Option<Tally> {
+    let json = call(ctx, "HGET", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()]).ok()?;
+    serde_json::from_slice(&bytes(&json)?).ok()
+}
+
+/// Drops the stalest entries past `max`, counting the drops per mapping.
+fn trim(ctx: &Context, max: usize) {
+    let size = match call(ctx, "ZCARD", &[ORDER_KEY.as_bytes()]) {
+        Ok(RedisValue::Integer(n)) => usize::try_from(n).unwrap_or(0),
+        _ => return,
+    };
+    if size <= max {
+        return;
+    }
+    let last = (size - max - 1).to_string();
+    let range: [&[u8]; 3] = [ORDER_KEY.as_bytes(), b"0", last.as_bytes()];
+    let dropped: Vec<Vec<u8>> = match call(ctx, "ZRANGE", &range) {
+        Ok(RedisValue::Array(items)) => items.iter().filter_map(bytes).collect(),
+        Ok(_) => Vec::new(),
+        Err(e) => {
+            warn(&format!("cannot trim the dead-letter list: {e}"));
+            return;
+        }
+    };
+    call_logged(ctx, "ZREMRANGEBYRANK", &range);
+    if dropped.is_empty() {
+        return;
+    }
+    let mut args: Vec<&[u8]> = vec![DEADLETTER_KEY.as_bytes()];
+    args.extend(dropped.iter().map(Vec::as_slice));
+    call_logged(ctx, "HDEL", &args);
+    let Some(rt) = runtime::get() else { return };
+    for entry in &dropped {
+        let name = parse_entry_id(&String::from_utf8_lossy(entry)).map(|(m, _)| m.to_string());
+        if let Some((i, _)) = name.and_then(|m| rt.mappings.by_name(&m)) {
+            MappingStats::bump(&rt.stats[i].dead_letters_dropped, 1);
+        }
+    }
+}
+
+/// The entry `entry`, if there is one.
+pub fn get(ctx: &Context, entry: &str) -> Result<Option<DeadLetter>, String> {
+    let json = call(ctx, "HGET", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()])?;
+    Ok(bytes(&json).and_then(|json| serde_json::from_slice(&json).ok()))
+}
+
+/// Whether there is an entry `entry` (without reading it).
+pub fn exists(ctx: &Context, entry: &str) -> Result<bool, String> {
+    Ok(matches!(call(ctx, "HEXISTS", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()])?, RedisValue::Integer(1)))
+}
+
+/// Walks the entry ids oldest first, a step at a time, and returns up to `max`
+/// of those `wanted` accepts. Costs O(ids walked), never a read of an entry.
+pub fn ids(ctx: &Context, max: usize, wanted: &mut dyn FnMut(&str) -> bool) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    while out.len() < max {
+        let stop = (start + STEP - 1).to_string();
+        let page = match call(ctx, "ZRANGE", &[ORDER_KEY.as_bytes(), start.to_string().as_bytes(), stop.as_bytes()])? {
+            RedisValue::Array(items) => items.iter().filter_map(bytes).collect::<Vec<_>>(),
+            _ => Vec::new(),
+        };
+        let last_page = page.len() < STEP;
+        for id in page {
+            let id = String::from_utf8_lossy(&id).into_owned();
+            if out.len() < max && wanted(&id) {
+                out.push(id);
+            }
+        }
+        if last_page {
+            break;
+        }
+        start += STEP;
+    }
+    Ok(out)
+}
+
+/// The entries `ids` (in that order), skipping any that are gone.
+pub fn entries(ctx: &Context, ids: Vec<String>) -> Result<Vec<(String, DeadLetter)>, String> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args: Vec<&[u8]> = vec![DEADLETTER_KEY.as_bytes()];
+    args.extend(ids.iter().map(String::as_bytes));
+    let values = match call(ctx, "HMGET", &args)? {
+        RedisValue::Array(values) => values,
+        _ => Vec::new(),
+    };
+    Ok(ids
+        .into_iter()
+        .zip(values)
+        .filter_map(|(id, json)| Some((id, serde_json::from_slice(&bytes(&json)?).ok()?)))
+        .collect())
+}
+
+/// Removes one entry; returns whether it existed.
+pub fn remove(ctx: &Context, entry: &str) -> bool {
+    own_writes(|| {
+        let _ = call(ctx, "ZREM", &[ORDER_KEY.as_bytes(), entry.as_bytes()]);
+        matches!(call(ctx, "HDEL", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()]), Ok(RedisValue::Integer(1)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_ids_name_the_row_even_when_the_id_holds_colons() {
+        let id = entry_id("users", "a:b");
+        assert_eq!(id, "users:a:b");
+        assert_eq!(parse_entry_id(&id), Some(("users", "a:b")));
+    }
+
+    #[test]
+    fn entries_of_the_old_format_read_as_one_failure() {
+        let old = r#"{"mapping":"m","id":"1","op":"upsert","fields":{},"error":"e","time_ms":5}"#;
+        let entry: DeadLetter = serde_json::from_str(old).unwrap();
+        assert_eq!((entry.count, entry.first_time_ms), (1, 0));
+    }
+}

@@ -1,0 +1,117 @@
+//! The module's keys under `maxmemory`. The journal and the dead-letter keys
+//! carry no TTL, so `noeviction` and the `volatile-*` policies never evict them;
+//! an `allkeys-*` policy can, like any other key. Redis offers no way to exempt a
+//! key, so the module degrades loudly: it warns when such a policy is in force
+//! (at load and on `CONFIG SET`), and logs and counts (`journal_evictions`) every
+//! eviction of one of its keys.
+
+use crate::model::guard::guard;
+use crate::server::deadletter::{DEADLETTER_KEY, ORDER_KEY};
+use crate::server::journal::is_journal_key;
+use crate::server::redis_io::{api, bytes, call, warn};
+use redis_module::{raw, Context, RedisString, RedisValue};
+use redis_module_macros::config_changed_event_handler;
+use std::os::raw::{c_char, c_int};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Evictions of the module's keys since the server started.
+static JOURNAL_EVICTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// How many of the module's keys (journal, dead letters) were evicted since start.
+pub fn journal_evictions() -> u64 {
+    JOURNAL_EVICTIONS.load(Ordering::Relaxed)
+}
+
+/// At load: subscribes to evictions, and warns if the policy in force can evict
+/// the module's keys.
+pub fn watch(ctx: &Context) -> Result<(), String> {
+    let subscribe = api!(RedisModule_SubscribeToKeyspaceEvents).ok_or("the server cannot notify evictions")?;
+    // SAFETY: a live context at load, and a callback with the signature Redis expects.
+    let status = unsafe { subscribe(ctx.ctx, raw::REDISMODULE_NOTIFY_EVICTED as c_int, Some(on_evicted)) };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err("cannot subscribe to eviction events".into());
+    }
+    check_policy(ctx);
+    Ok(())
+}
+
+#[config_changed_event_handler]
+fn on_config_changed(ctx: &Context, names: &[&str]) {
+    if names.iter().any(|name| name.eq_ignore_ascii_case("maxmemory-policy")) {
+        guard(|| check_policy(ctx));
+    }
+}
+
+fn check_policy(ctx: &Context) {
+    let policy = match call(ctx, "CONFIG", &[b"GET", b"maxmemory-policy"]) {
+        Ok(RedisValue::Array(pair)) => pair.get(1).and_then(bytes),
+        _ => None,
+    };
+    if let Some(message) = policy.and_then(|p| policy_risk(&String::from_utf8_lossy(&p))) {
+        warn(&message);
+    }
+}
+
+/// The warning for a `maxmemory-policy` that can evict the module's keys, if it can.
+pub fn policy_risk(policy: &str) -> Option<String> {
+    policy.to_ascii_lowercase().starts_with("allkeys-").then(|| {
+        format!(
+            "maxmemory-policy is {policy}: when maxmemory is reached, Redis may evict the pgsync journal \
+             (pgsync:{{journal}}, pgsync:journal:*) and dead-letter keys ({DEADLETTER_KEY}, {ORDER_KEY}) like \
+             any other key. Pending changes stay queued in memory and still land, but a restart before they do \
+             loses them, and evicted dead letters are gone. Use a volatile-* policy (give cache keys a TTL) or \
+             noeviction; every such eviction is logged and counted in journal_evictions (SYNC.STATUS, INFO pgsync)"
+        )
+    })
+}
+
+/// Whether `key` is one of the module's own keys, which must not be evicted.
+pub fn is_module_key(key: &[u8]) -> bool {
+    is_journal_key(key) || key == DEADLETTER_KEY.as_bytes() || key == ORDER_KEY.as_bytes()
+}
+
+extern "C" fn on_evicted(
+    _ctx: *mut raw::RedisModuleCtx,
+    _type: c_int,
+    _event: *const c_char,
+    key: *mut raw::RedisModuleString,
+) -> c_int {
+    guard(|| {
+        let key = RedisString::string_as_slice(key);
+        if is_module_key(key) {
+            JOURNAL_EVICTIONS.fetch_add(1, Ordering::Relaxed);
+            warn(&format!(
+                "maxmemory evicted the pgsync key {}: its pending changes are still queued in memory and land \
+                 unless the server restarts first; set maxmemory-policy to a volatile-* policy or noeviction",
+                String::from_utf8_lossy(key)
+            ));
+        }
+    });
+    raw::REDISMODULE_OK as c_int
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_module_key, policy_risk};
+
+    #[test]
+    fn only_allkeys_policies_put_the_journal_at_risk() {
+        for policy in ["allkeys-lru", "allkeys-lfu", "allkeys-random", "ALLKEYS-LRU"] {
+            let message = policy_risk(policy).unwrap_or_default();
+            assert!(message.contains(policy) && message.contains("volatile-*"), "{policy}: {message}");
+        }
+        for policy in ["noeviction", "volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"] {
+            assert_eq!(policy_risk(policy), None, "{policy}");
+        }
+    }
+
+    #[test]
+    fn module_keys_are_the_journal_and_the_dead_letters() {
+        for key in ["pgsync:{journal}", "pgsync:journal:{users}", "pgsync:{deadletter}", "pgsync:{deadletter}:order"] {
+            assert!(is_module_key(key.as_bytes()), "{key}");
+        }
+        for key in ["users:1", "pgsync:{deadletter}x", "pgsync:other", "{users:1}uuid"] {
+            assert!(!is_module_key(key.as_bytes()), "{key}");
+        }
+    }
+}

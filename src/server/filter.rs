@@ -1,0 +1,98 @@
+//! The command filter that routes clients' writes to synced keys through
+//! `SYNC.WRITE` / `SYNC.REMOVE` / `SYNC.DELETE`, so that capture learns what each write meant from
+//! its arguments (a keyspace event names only the key). It runs before every
+//! command, also inside MULTI (when a command is queued) and in scripts, so it only
+//! compares the command name and, for the few write commands, one key prefix.
+//! The module's own calls are not filtered (`NOSELF`, and its own-write flag).
+
+use crate::model::intent::Command;
+use crate::model::mapping::{KeyRole, Mode};
+use crate::pipeline::runtime;
+use crate::server::capture::captured;
+use crate::server::redis_io::is_own_write;
+use redis_module::raw;
+use std::os::raw::c_int;
+
+const WRITE: &[u8] = b"SYNC.WRITE";
+const REMOVE: &[u8] = b"SYNC.REMOVE";
+const DELETE: &[u8] = b"SYNC.DELETE";
+
+/// Registers the filter; called once at load with the load context.
+pub fn register(ctx: &redis_module::Context) -> Result<(), String> {
+    let ctx = ctx.ctx;
+    // SAFETY: the API table is filled at load; `ctx` is the load context.
+    let registered = unsafe {
+        raw::RedisModule_RegisterCommandFilter
+            .map(|register| register(ctx, Some(route_writes), raw::REDISMODULE_CMDFILTER_NOSELF as c_int))
+    };
+    match registered {
+        Some(filter) if !filter.is_null() => Ok(()),
+        _ => Err("cannot register the command filter".into()),
+    }
+}
+
+/// The bytes of argument `pos`, borrowed from Redis for the filter call.
+fn arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int) -> Option<&'a [u8]> {
+    // SAFETY: `fctx` is the live filter context; the string it returns stays valid
+    // for the duration of this filter call, which outlives every use below.
+    unsafe {
+        let get = raw::RedisModule_CommandFilterArgGet?;
+        let ptr_len = raw::RedisModule_StringPtrLen?;
+        let s = get(fctx, pos);
+        if s.is_null() {
+            return None;
+        }
+        let mut len = 0usize;
+        let p = ptr_len(s, &mut len);
+        (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
+    }
+}
+
+/// Which wrapper, if any, a command with these arguments goes through.
+fn wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static [u8]> {
+    // SAFETY: as in `arg`.
+    let count = unsafe { raw::RedisModule_CommandFilterArgsCount.map_or(0, |f| f(fctx)) };
+    if count < 2 {
+        return None;
+    }
+    let command = Command::from_name(arg(fctx, 0)?)?;
+    // The module's own writes from background threads (apply, reload): `NOSELF`
+    // does not cover calls made through a thread-safe context.
+    if is_own_write() {
+        return None;
+    }
+    let rt = runtime::get()?;
+    if rt.is_replica() {
+        return None;
+    }
+    if command.deletes_keys() {
+        let row_key = |key: &[u8]| {
+            rt.mappings
+                .resolve(key)
+                .is_some_and(|r| r.role == KeyRole::Main && rt.mappings.all()[r.mapping].mode == Mode::WriteBehind)
+        };
+        return (1..count).any(|i| arg(fctx, i).is_some_and(row_key)).then_some(DELETE);
+    }
+    let key = arg(fctx, 1)?;
+    let resolved = rt.mappings.resolve(key)?;
+    // Removals have their own wrapper: Redis refuses `deny-oom` commands under
+    // maxmemory, and HDEL is not one.
+    let wrapper = if command.deny_oom() { WRITE } else { REMOVE };
+    captured(&rt.mappings.all()[resolved.mapping], resolved.role).then_some(wrapper)
+}
+
+extern "C" fn route_writes(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    // A panic must not unwind into redis-server; the command then runs unrouted.
+    let routed = crate::model::guard::catch(|| wrapper(fctx));
+    let Ok(Some(name)) = routed else { return };
+    // SAFETY: the new string is created without a context and handed to Redis,
+    // which owns it from then on, as ArgInsert requires.
+    unsafe {
+        let (Some(create), Some(insert)) = (raw::RedisModule_CreateString, raw::RedisModule_CommandFilterArgInsert)
+        else {
+            return;
+        };
+        let s = create(std::ptr::null_mut(), name.as_ptr().cast(), name.len());
+        insert(fctx, 0, s);
+    }
+}

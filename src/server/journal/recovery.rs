@@ -1,0 +1,205 @@
+//! Reading the journal back into the queue after a restart or a promotion: a
+//! `SCAN` over the journal's keys from the server cron, for at most [`BUDGET`]
+//! per tick, so a journal of a million rows is recovered in steps, with clients
+//! served between them. A write to a row whose log is not queued yet queues that
+//! log first ([`recover_row`]), so the older records come before the newer write
+//! (an increment must not be lost or counted twice, and a later set must stay on
+//! top).
+
+use super::{legacy, records, store};
+use crate::model::journal_codec::decode;
+use crate::model::queue::{Journaled, RowKey};
+use crate::model::row_id::check_id;
+use crate::pipeline::dirty_set::DirtySet;
+use crate::pipeline::runtime::Runtime;
+use crate::server::redis_io::{bytes, call, notice, warn};
+use redis_module::{Context, RedisValue};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// Most time one server cron tick spends recovering.
+const BUDGET: Duration = Duration::from_millis(5);
+
+/// Keys asked of one `SCAN`.
+const CHUNK: &[u8] = b"1000";
+
+const WAITING: u8 = 0;
+const LEGACY: u8 = 1;
+const SCANNING: u8 = 2;
+const DONE: u8 = 3;
+
+/// Where the recovery of the journal stands: waiting for the server to serve as
+/// a primary, reading the previous version's journal, scanning the logs, or
+/// done. Written on the main thread only; read by any thread.
+#[derive(Default)]
+pub struct Recovery {
+    phase: AtomicU8,
+    cursor: AtomicU64,
+    queued: AtomicU64,
+    pub(super) legacy: legacy::Progress,
+}
+
+impl Recovery {
+    /// Recovery must run (again): at load, and on every change of role (a
+    /// promoted replica picks up its primary's journal).
+    pub fn restart(&self) {
+        self.phase.store(WAITING, Ordering::SeqCst);
+    }
+
+    /// Whether every journal record is queued again (and this server is a primary
+    /// that has served since).
+    pub fn is_done(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) == DONE
+    }
+
+    /// The `recovery` figure of `SYNC.STATUS`.
+    pub fn describe(&self) -> String {
+        let queued = self.queued.load(Ordering::Relaxed);
+        match self.phase.load(Ordering::SeqCst) {
+            WAITING => "waiting".into(),
+            LEGACY | SCANNING => format!("recovering: {queued} changes queued"),
+            _ if queued == 0 => "done".into(),
+            _ => format!("done: {queued} changes queued"),
+        }
+    }
+
+    pub(super) fn count(&self, queued: u64) {
+        self.queued.fetch_add(queued, Ordering::Relaxed);
+    }
+}
+
+/// Blocks a background thread until the journal is recovered (readers of
+/// Postgres must not write a row over a journaled change not queued again yet).
+/// Gives up when this server is a replica (its keys are its primary's) or stops.
+pub fn wait_until_recovered(rt: &Runtime) -> Result<(), &'static str> {
+    while !rt.dirty.recovery().is_done() {
+        if rt.is_replica() {
+            return Err("this server is a replica");
+        }
+        if rt.queue().is_shut_down() {
+            return Err("pgsync is stopping");
+        }
+        rt.queue().sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// One step of the recovery, from the server cron.
+pub fn recover_step(ctx: &Context, set: &DirtySet) {
+    recover_within(ctx, set, Some(BUDGET));
+}
+
+/// Finishes the recovery now, however long the journal: for `SYNC.WAIT` right
+/// after a promotion, which must count every journaled change.
+pub fn recover_all(ctx: &Context, set: &DirtySet) {
+    recover_within(ctx, set, None);
+}
+
+/// Starts a recovery if none runs; returns the phase it is in.
+fn begin(ctx: &Context, set: &DirtySet) -> u8 {
+    let recovery = set.recovery();
+    let phase = recovery.phase.load(Ordering::SeqCst);
+    if phase != WAITING {
+        return phase;
+    }
+    recovery.cursor.store(0, Ordering::Relaxed);
+    recovery.queued.store(0, Ordering::Relaxed);
+    let next = if legacy::begin(ctx, recovery) { LEGACY } else { SCANNING };
+    recovery.phase.store(next, Ordering::SeqCst);
+    next
+}
+
+fn recover_within(ctx: &Context, set: &DirtySet, budget: Option<Duration>) {
+    let started = Instant::now();
+    let over = || budget.is_some_and(|b| started.elapsed() >= b);
+    let recovery = set.recovery();
+    if begin(ctx, set) == LEGACY {
+        if !legacy::step(ctx, set, &over) {
+            return;
+        }
+        recovery.phase.store(SCANNING, Ordering::SeqCst);
+    }
+    if recovery.phase.load(Ordering::SeqCst) != SCANNING {
+        return;
+    }
+    loop {
+        let cursor = recovery.cursor.load(Ordering::Relaxed).to_string();
+        let pattern = [store::PREFIX, b"*"].concat();
+        let (next, keys) = match call(ctx, "SCAN", &[cursor.as_bytes(), b"MATCH", &pattern, b"COUNT", CHUNK]) {
+            Ok(RedisValue::Array(reply)) => scan_reply(&reply),
+            Ok(_) => None,
+            Err(e) => {
+                warn(&format!("cannot scan the journal: {e}"));
+                None
+            }
+        }
+        .unwrap_or((0, Vec::new()));
+        for journal in keys {
+            recover_log(ctx, set, &journal);
+        }
+        recovery.cursor.store(next, Ordering::Relaxed);
+        if next == 0 {
+            break;
+        }
+        if over() {
+            return;
+        }
+    }
+    legacy::finish(ctx, set);
+    recovery.phase.store(DONE, Ordering::SeqCst);
+    let count = recovery.queued.load(Ordering::Relaxed);
+    if count > 0 {
+        notice(&format!("queued {count} unsynced change(s) from the journal"));
+    }
+}
+
+/// The cursor and the keys of a `SCAN` reply.
+fn scan_reply(reply: &[RedisValue]) -> Option<(u64, Vec<Vec<u8>>)> {
+    let [cursor, RedisValue::Array(keys)] = reply else { return None };
+    let cursor = std::str::from_utf8(&bytes(cursor)?).ok()?.parse().ok()?;
+    Some((cursor, keys.iter().filter_map(bytes).collect()))
+}
+
+/// Called by capture before it queues a write: until the recovery is done, the
+/// log of the written row is queued first (if the queue does not hold it yet).
+pub fn recover_row(ctx: &Context, set: &DirtySet, key: &[u8]) {
+    if set.recovery().is_done() {
+        return;
+    }
+    if begin(ctx, set) == LEGACY {
+        legacy::recover_key(ctx, set, key);
+    }
+    recover_log(ctx, set, &store::key_for(ctx, key));
+}
+
+/// Queues the records of one log, oldest first, unless the queue holds its row
+/// already: a row written since the start had its log queued first (or had
+/// none), and `SCAN` may return a key twice; reading a log again would count
+/// its increments twice.
+fn recover_log(ctx: &Context, set: &DirtySet, journal: &[u8]) {
+    let Some(row) = store::row_key_of(journal).and_then(|key| row_of(set, key)) else {
+        warn(&format!("dropped the journal {}: it names no mapped row", journal.escape_ascii()));
+        return store::delete(ctx, journal);
+    };
+    if set.queue().holds(&row) {
+        return;
+    }
+    let Some(log) = store::read(ctx, journal) else { return };
+    let read = |record: &[u8]| decode(record).map(|write| (super::framed_len(record.len()), write));
+    let Some(writes) = records(&log).and_then(|records| records.into_iter().map(read).collect::<Option<Vec<_>>>())
+    else {
+        warn(&format!("dropped the unreadable journal {}", journal.escape_ascii()));
+        return store::delete(ctx, journal);
+    };
+    for (bytes, write) in writes {
+        set.queue().push(row.clone(), write, Journaled::Recovered { bytes });
+    }
+    set.recovery().count(1);
+}
+
+/// The row a journaled key writes to, if it still maps to one.
+pub(super) fn row_of(set: &DirtySet, key: &[u8]) -> Option<RowKey> {
+    let resolved = set.mappings().resolve(key)?;
+    let id = check_id(resolved.id).ok()?;
+    Some(RowKey { mapping: resolved.mapping, id: id.to_string() })
+}

@@ -1,0 +1,121 @@
+//! Where the journal lives in Redis: one string per row with unsynced writes,
+//! `pgsync:journal:{<row key>}` (or, for a row key holding a brace,
+//! `pgsync:journal:{<tag>}<row key>`, the tag being the server's canonical name
+//! of the row key's slot). The string is a log of the row's records, appended
+//! to on every write: O(size of the write), no scan of a shared structure, and
+//! a key in the row's own cluster slot, so it moves and fails over with the row.
+//! Written with the key API (no command call on the write path) and replicated
+//! explicitly (`APPEND`, `SET`, `DEL`), so the AOF and the replicas get it in the
+//! same unit as the write that caused it.
+
+use crate::server::redis_io::{api, string, warn};
+use redis_module::{raw, Context, RedisString};
+use std::ffi::CStr;
+use std::os::raw::c_int;
+
+/// Every journal key starts with this.
+pub const PREFIX: &[u8] = b"pgsync:journal:{";
+
+/// The journal hash of the previous version, one for all rows; read once after
+/// an upgrade, then gone.
+pub const LEGACY_KEY: &[u8] = b"pgsync:{journal}";
+
+/// The journal key of the row written through `key`.
+pub fn key_for(ctx: &Context, key: &[u8]) -> Vec<u8> {
+    if !key.iter().any(|b| *b == b'{' || *b == b'}') {
+        // Braces around the key itself: the slot of the whole key, as the row's.
+        return [PREFIX, key, b"}"].concat();
+    }
+    // A key with a brace may carry its own hashtag, or an odd one Redis ignores:
+    // name the slot through the server's canonical tag for it.
+    let name = string(ctx, key);
+    let slot = api!(RedisModule_ClusterKeySlot)
+        // SAFETY: `name` is a live string for the duration of the call.
+        .map_or(0, |slot| unsafe { slot(name.inner) });
+    let tag = api!(RedisModule_ClusterCanonicalKeyNameInSlot)
+        // SAFETY: the server returns a static string for every slot below 16384.
+        .map(|canonical| unsafe { canonical(slot % 16384) })
+        .filter(|p| !p.is_null())
+        // SAFETY: checked non-null; a NUL-terminated static string.
+        .map(|p| unsafe { CStr::from_ptr(p) }.to_bytes().to_vec())
+        .unwrap_or_else(|| slot.to_string().into_bytes());
+    [PREFIX, &tag, b"}", key].concat()
+}
+
+/// The row key a journal key was named after.
+pub fn row_key_of(journal: &[u8]) -> Option<&[u8]> {
+    let rest = journal.strip_prefix(PREFIX)?;
+    let close = rest.iter().position(|b| *b == b'}')?;
+    match &rest[close + 1..] {
+        [] => Some(&rest[..close]),
+        key => Some(key),
+    }
+}
+
+/// Whether `key` is one of the journal's keys (for eviction warnings).
+pub fn is_journal_key(key: &[u8]) -> bool {
+    key.starts_with(PREFIX) || key == LEGACY_KEY
+}
+
+/// Appends `bytes` to the log `journal`.
+pub fn append(ctx: &Context, journal: &[u8], bytes: &[u8]) {
+    let name = string(ctx, journal);
+    let key = ctx.open_key_writable(&name);
+    if let Err(e) = key.as_string_dma().and_then(|mut log| log.append(bytes).map(|_| ())) {
+        return warn(&format!("cannot append to the journal {}: {e}", journal.escape_ascii()));
+    }
+    drop(key);
+    replicate(ctx, c"APPEND", &[journal, bytes]);
+}
+
+/// Replaces the log `journal` with `bytes`.
+pub fn replace(ctx: &Context, journal: &[u8], bytes: &[u8]) {
+    let name = string(ctx, journal);
+    let key = ctx.open_key_writable(&name);
+    if let Err(e) = key.as_string_dma().and_then(|mut log| log.write(bytes).map(|_| ())) {
+        return warn(&format!("cannot rewrite the journal {}: {e}", journal.escape_ascii()));
+    }
+    drop(key);
+    replicate(ctx, c"SET", &[journal, bytes]);
+}
+
+/// Deletes the log `journal`.
+pub fn delete(ctx: &Context, journal: &[u8]) {
+    let name = string(ctx, journal);
+    let key = ctx.open_key_writable(&name);
+    if key.is_empty() {
+        return;
+    }
+    if key.delete().is_err() {
+        return warn(&format!("cannot delete the journal {}", journal.escape_ascii()));
+    }
+    drop(key);
+    replicate(ctx, c"DEL", &[journal]);
+}
+
+/// The log `journal`, if there is one.
+pub fn read(ctx: &Context, journal: &[u8]) -> Option<Vec<u8>> {
+    let name = string(ctx, journal);
+    let key = ctx.open_key(&name);
+    match key.read() {
+        Ok(log) => log.map(<[u8]>::to_vec),
+        Err(e) => {
+            warn(&format!("cannot read the journal {}: {e}", journal.escape_ascii()));
+            None
+        }
+    }
+}
+
+/// Sends a journal write to the AOF and the replicas, with the command that made
+/// it. Binary-safe (the crate's `replicate` takes C strings, and logs hold NUL).
+fn replicate(ctx: &Context, command: &CStr, args: &[&[u8]]) {
+    let Some(replicate) = api!(RedisModule_Replicate) else { return };
+    let strings: Vec<RedisString> = args.iter().map(|a| string(ctx, a)).collect();
+    let mut argv: Vec<*mut raw::RedisModuleString> = strings.iter().map(|s| s.inner).collect();
+    // SAFETY: `v` takes an array of live strings and its length; `strings` owns
+    // them until after the call, and Redis copies what it keeps.
+    let status = unsafe { replicate(ctx.ctx, command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len()) };
+    if status != raw::REDISMODULE_OK as c_int {
+        warn(&format!("could not replicate a journal write to {}", args[0].escape_ascii()));
+    }
+}

@@ -1,0 +1,21 @@
+//! The Redis side: the command filter and `SYNC.*` commands, capture and the
+//! key-API writes, the journal's keys, acks, notifications, dead letters, waiters,
+//! ACL checks, configs and the status figures.
+
+pub mod ack;
+pub mod acl;
+pub mod blocked;
+pub mod capture;
+pub mod client_call;
+pub mod commands;
+pub mod config;
+pub mod deadletter;
+pub mod direct_write;
+pub mod eviction;
+pub mod filter;
+pub mod journal;
+pub mod keyscan;
+pub mod notify;
+pub mod redis_io;
+pub mod status;
+pub mod waiters;

@@ -1,0 +1,235 @@
+//! The listener: one thread, on its own Postgres connection, that installs the
+//! NOTIFY triggers, LISTENs on every listening mapping's channel and applies the
+//! announced rows to Redis (reading each row, since the payload only names it).
+//! A TRUNCATE clears the mapping's cached rows first, then the rows announced
+//! after it are applied. Each mapping joins once its schema is loaded and catches
+//! up with a reload when it joins (at start, after a lost connection, once its
+//! schema loads), so no change made while nobody listened is missed.
+
+use crate::model::backoff::Backoff;
+use crate::pg::error::{Error, ErrorKind};
+use crate::pg::reader::RowShape;
+use crate::pg::sql::quote_ident;
+use crate::pg::triggers;
+use crate::pipeline::runtime::Runtime;
+use crate::server::notify::Source;
+use crate::server::redis_io::{notice, warn};
+use crate::sources::apply_pg::apply_pg_rows;
+use crate::sources::reload;
+use crate::sources::truncate;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::Client;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_millis(200);
+const MAX_NOTIFICATIONS_PER_ROUND: usize = 5000;
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// A notification's payload (see `pg::triggers`).
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Payload {
+    Upsert { id: String },
+    Delete { id: String },
+    Truncate,
+}
+
+/// What one round heard on a channel: whether the table was truncated, and the
+/// rows announced after the last TRUNCATE (earlier ones are gone with it).
+#[derive(Default)]
+struct Announced {
+    truncated: bool,
+    ids: BTreeSet<String>,
+}
+
+/// Body of the listener thread; returns on shutdown, or at once when no mapping
+/// listens.
+pub fn run(rt: &Runtime) {
+    let listening: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.mappings.all()[i].listen).collect();
+    if listening.is_empty() {
+        return;
+    }
+    let mut backoff = Backoff::new(FIRST_RETRY_DELAY);
+    while !rt.queue().is_shut_down() {
+        if let Some(why) = not_ready(rt) {
+            for &i in &listening {
+                rt.stats[i].set_listener(why);
+            }
+            rt.queue().sleep(POLL);
+            continue;
+        }
+        if let Err(e) = connect_and_listen(rt, &listening) {
+            for &i in &listening {
+                rt.stats[i].set_listener(&format!("down: {e}"));
+            }
+            rt.queue().sleep(backoff.failed(crate::server::config::millis(&crate::server::config::RETRY_MAX_DELAY_MS)));
+        } else {
+            backoff.reset();
+        }
+    }
+}
+
+/// Why rows read from Postgres may not be written into Redis now: a replica's
+/// keys come from its primary, and before the journal is recovered a row could be
+/// written over a Redis change that is journaled but not queued again yet.
+fn not_ready(rt: &Runtime) -> Option<&'static str> {
+    if rt.is_replica() {
+        Some("waiting: this server is a replica")
+    } else if !rt.dirty.recovery().is_done() {
+        Some("waiting for the journal recovery")
+    } else {
+        None
+    }
+}
+
+/// The mappings of one connection: those listening (by channel), those waiting
+/// for their schema, and those that joined but have not caught up yet.
+#[derive(Default)]
+struct Channels {
+    joined: BTreeMap<String, (usize, RowShape)>,
+    waiting: Vec<usize>,
+    to_catch_up: Vec<usize>,
+}
+
+/// One connection's life, until it fails, the server stops being ready (a
+/// demotion), or the module stops. Each mapping joins once its schema is loaded,
+/// so one broken mapping never keeps the others from listening, and catches up
+/// with a reload (with FLUSH) of its table: changes made while nobody listened
+/// (Redis down, the connection lost, the schema broken) are not missed.
+fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
+    let mut config = rt.pg_config.clone();
+    config.application_name("redis-pgsync-listener");
+    let mut client = config.connect(rt.tls.clone())?;
+    let mut channels = Channels { waiting: listening.to_vec(), ..Default::default() };
+    // Rows skipped because Redis was newer are read again in the next round, so a
+    // change to other columns still arrives once Redis's own change has landed.
+    let mut deferred: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    while !rt.queue().is_shut_down() {
+        if not_ready(rt).is_some() {
+            return Ok(());
+        }
+        join(rt, &mut client, &mut channels)?;
+        catch_up(rt, &mut channels.to_catch_up)?;
+        // Deferred rows come first, so a TRUNCATE heard in this round supersedes them.
+        let mut announced: BTreeMap<String, Announced> = std::mem::take(&mut deferred)
+            .into_iter()
+            .map(|(channel, ids)| (channel, Announced { truncated: false, ids }))
+            .collect();
+        receive(&mut client, &mut announced)?;
+        for (channel, Announced { truncated, ids }) in announced {
+            let Some((mapping, shape)) = channels.joined.get(&channel) else {
+                continue;
+            };
+            let mut later = BTreeSet::new();
+            if truncated {
+                later.extend(truncate::clear(rt, &mut client, *mapping, shape)?);
+            }
+            if !ids.is_empty() {
+                let ids: Vec<String> = ids.into_iter().collect();
+                let snapshot = rt.queue().snapshot();
+                let rows = shape.fetch(&mut client, &ids)?;
+                let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+                let gone: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
+                later.extend(apply_pg_rows(rt, *mapping, &snapshot, &rows, &gone, Source::Postgres));
+            }
+            if !later.is_empty() {
+                deferred.insert(channel, later);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Installs the triggers of the waiting mappings whose schema is loaded and
+/// LISTENs on their channels; they then need a catch-up. A mapping whose trigger
+/// cannot be installed shows why and stays out until the next connection.
+fn join(rt: &Runtime, client: &mut Client, channels: &mut Channels) -> Result<(), Error> {
+    let mut still_waiting = Vec::new();
+    for i in std::mem::take(&mut channels.waiting) {
+        let m = &rt.mappings.all()[i];
+        let Some(schema) = rt.schema(i) else {
+            let why = rt.stats[i].schema_error().unwrap_or_else(|| "not checked yet".into());
+            rt.stats[i].set_listener(&format!("waiting for the schema: {why}"));
+            still_waiting.push(i);
+            continue;
+        };
+        if let Err(e) = triggers::install(client, m) {
+            let message = format!(
+                "cannot install the NOTIFY trigger on {}: {e} (see README for the SQL to run by hand)",
+                m.table
+            );
+            warn(&message);
+            rt.stats[i].set_listener(&format!("error: {message}"));
+            continue;
+        }
+        client.batch_execute(&format!("LISTEN {}", quote_ident(&m.pg_channel())))?;
+        rt.stats[i].set_listener("catching up");
+        channels.joined.insert(m.pg_channel(), (i, RowShape::new(m, &schema)));
+        channels.to_catch_up.push(i);
+    }
+    channels.waiting = still_waiting;
+    Ok(())
+}
+
+/// Reloads (with FLUSH) the mappings that joined since the last catch-up. Runs
+/// after a reload that is running (it may have read rows before the changes this
+/// catch-up is for): until then the mappings listen and wait their turn.
+fn catch_up(rt: &Runtime, mappings: &mut Vec<usize>) -> Result<(), Error> {
+    if mappings.is_empty() {
+        return Ok(());
+    }
+    let Ok(_guard) = reload::begin(rt) else {
+        for &i in mappings.iter() {
+            rt.stats[i].set_listener("catching up: waiting for the running reload");
+        }
+        return Ok(());
+    };
+    for &i in mappings.iter() {
+        rt.stats[i].set_listener("catching up");
+    }
+    let rows = reload::run(rt, mappings, true, Source::Postgres)?;
+    let names: Vec<&str> = mappings.iter().map(|&i| rt.mappings.all()[i].name.as_str()).collect();
+    notice(&format!("listener caught up on [{}] ({rows} rows)", names.join(", ")));
+    for &i in mappings.iter() {
+        rt.stats[i].set_listener("listening");
+    }
+    mappings.clear();
+    Ok(())
+}
+
+/// Waits briefly for notifications and adds what has arrived to `out`, by channel.
+fn receive(client: &mut Client, out: &mut BTreeMap<String, Announced>) -> Result<(), Error> {
+    if client.is_closed() {
+        return Err(Error::new(ErrorKind::Unavailable, "listener connection closed"));
+    }
+    let mut notifications = client.notifications();
+    let mut first = notifications.timeout_iter(POLL);
+    let mut batch = Vec::new();
+    if let Some(n) = first.next()? {
+        batch.push(n);
+    }
+    drop(first);
+    let mut rest = notifications.iter();
+    while batch.len() < MAX_NOTIFICATIONS_PER_ROUND {
+        match rest.next()? {
+            Some(n) => batch.push(n),
+            None => break,
+        }
+    }
+    for n in batch {
+        match serde_json::from_str::<Payload>(n.payload()) {
+            Ok(Payload::Upsert { id } | Payload::Delete { id }) => {
+                out.entry(n.channel().to_string()).or_default().ids.insert(id);
+            }
+            Ok(Payload::Truncate) => {
+                let announced = out.entry(n.channel().to_string()).or_default();
+                announced.truncated = true;
+                announced.ids.clear();
+            }
+            Err(e) => warn(&format!("ignored a malformed notification on {}: {e}", n.channel())),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! Postgres → Redis: the listener, `SYNC.RELOAD`, `TRUNCATE` handling, and the
+//! apply of rows read from Postgres into their hashes.
+
+pub mod apply_pg;
+pub mod listen;
+pub mod reload;
+pub mod truncate;

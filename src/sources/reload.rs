@@ -1,0 +1,125 @@
+//! `SYNC.RELOAD`: streams mapped tables out of Postgres through a cursor into their
+//! hashes, a chunk at a time, holding the Redis lock only briefly per chunk so Redis
+//! keeps serving. With FLUSH it then removes the mapping's keys that have no row.
+//! One reload runs at a time; `SYNC.STATUS` shows its progress. The same load runs
+//! at start under `pgsync.reload-on-start` ([`on_start`]).
+
+use crate::model::backoff::Backoff;
+use crate::model::queue::Snapshot;
+use crate::pg::error::{Action, Error, ErrorKind};
+use crate::pg::reader::RowShape;
+use crate::pipeline::runtime::Runtime;
+use crate::server::config;
+use crate::server::keyscan::RowKeys;
+use crate::server::notify::Source;
+use crate::server::redis_io::{call_logged, notice, own_writes, warn};
+use crate::sources::apply_pg::apply_pg_rows;
+use redis_module::ThreadSafeContext;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Rows per chunk (one short Redis lock each).
+const CHUNK: i32 = 1000;
+
+/// Marks a reload as running; refuses a second one.
+pub fn begin(rt: &Runtime) -> Result<ReloadGuard<'_>, String> {
+    if rt.reload_running.swap(true, Ordering::SeqCst) {
+        return Err("a reload is already running; see SYNC.STATUS".into());
+    }
+    rt.reload_rows.store(0, Ordering::Relaxed);
+    Ok(ReloadGuard(rt))
+}
+
+/// Clears the running mark when the reload ends, however it ends.
+pub struct ReloadGuard<'a>(&'a Runtime);
+
+impl Drop for ReloadGuard<'_> {
+    fn drop(&mut self) {
+        self.0.reload_running.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Reloads `mappings` (indexes) once the journal is recovered; returns the number
+/// of rows loaded. A pooled connection that died (Postgres restarted) gets one
+/// retry on a fresh one.
+pub fn run(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
+    // A row journaled by Redis but not queued again yet would look unchanged to
+    // the snapshot, and be overwritten: wait for the recovery (seconds at most).
+    crate::server::journal::wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
+    let result = match run_once(rt, mappings, flush, source) {
+        Err(e) if e.action() == Action::Reconnect => run_once(rt, mappings, flush, source),
+        other => other,
+    };
+    result.map_err(|e| match e.kind {
+        ErrorKind::Unavailable => Error::new(e.kind, format!("Postgres is unavailable: {e}")),
+        _ => e,
+    })
+}
+
+fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
+    let mut conn = rt.pool.get()?;
+    let mut total = 0;
+    for &mapping in mappings {
+        let m = &rt.mappings.all()[mapping];
+        let schema = rt.usable_schema(mapping)?;
+        let shape = RowShape::new(m, &schema);
+        let mut loaded: HashSet<String> = HashSet::new();
+        // Taken before the cursor opens: rows Redis changes from now on are newer
+        // than what the cursor returns, and must not be overwritten.
+        let snapshot = rt.queue().snapshot();
+        total += shape.stream(&mut conn, CHUNK, |rows| {
+            if flush {
+                loaded.extend(rows.iter().map(|r| r.id.clone()));
+            }
+            apply_pg_rows(rt, mapping, &snapshot, &rows, &[], source);
+            rt.reload_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })?;
+        if flush {
+            flush_missing(rt, mapping, &loaded, &snapshot);
+        }
+    }
+    Ok(total)
+}
+
+/// Deletes the mapping's keys whose row does not exist (and that have no change
+/// on its way to Postgres), scanning the keyspace a step per short lock.
+fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
+    let m = &rt.mappings.all()[mapping];
+    let mut keys = RowKeys::new(&rt.mappings, mapping);
+    loop {
+        let tsc = ThreadSafeContext::new();
+        let ctx = tsc.lock();
+        let Some(ids) = keys.next_step(&ctx) else { return };
+        let stray = ids.iter().map(String::as_str).filter(|id| !loaded.contains(*id));
+        let newer = snapshot.newer_among(mapping, stray.clone());
+        own_writes(|| {
+            for id in stray.filter(|id| !newer.contains(id)) {
+                call_logged(&ctx, "DEL", &[m.main_key(id).as_bytes()]);
+            }
+        });
+    }
+}
+
+/// Body of the `pgsync.reload-on-start` thread: reloads every mapping, retrying
+/// until it succeeds or the module stops; the recovery after Redis lost its data.
+pub fn on_start(rt: &Runtime) {
+    let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
+    let mut backoff = Backoff::new(Duration::from_millis(200));
+    while !rt.queue().is_shut_down() {
+        let outcome = begin(rt)
+            .map_err(|e| Error::new(ErrorKind::Unavailable, e))
+            .and_then(|_guard| run(rt, &all, false, Source::Reload));
+        match outcome {
+            Ok(rows) => {
+                notice(&format!("reload on start loaded {rows} rows"));
+                return;
+            }
+            Err(e) => {
+                warn(&format!("reload on start failed, will retry: {e}"));
+                rt.queue().sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
+            }
+        }
+    }
+}
