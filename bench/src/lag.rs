@@ -278,7 +278,7 @@ fn rows(ours: &Run, base: &Run) -> Vec<Row> {
             "p99 (ours: HSET reply → visible; baseline: INSERT send → visible)",
             o.p99,
             b.p99,
-            Some(Duration::from_millis(20)),
+            Some(Duration::from_millis(10)),
         ),
         lag_row("max (ours: HSET reply → visible; baseline: INSERT send → visible)", o.max, b.max, None),
         Row::info(

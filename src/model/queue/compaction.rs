@@ -34,10 +34,14 @@ pub struct Compaction {
 const COMPACTION_SLACK: usize = 256;
 
 /// Decides whether a row's pending records are rewritten as one (see
-/// [`Compaction`]), and if so notes the size of that one record.
-pub(super) fn compact(entry: &mut Entry) -> Option<Compaction> {
+/// [`Compaction`]), and if so notes the size of that one record. `in_flight` is
+/// asked last: it costs a lookup, and most writes are far from compaction.
+pub(super) fn compact(entry: &mut Entry, in_flight: impl FnOnce() -> bool) -> Option<Compaction> {
+    if entry.journal_bytes <= 2 * entry.change.size_bytes() + COMPACTION_SLACK {
+        return None;
+    }
     let needed = entry.change.size_bytes() + entry.change.acks.iter().map(|a| a.len()).sum::<usize>();
-    if entry.journal_bytes <= 2 * needed + COMPACTION_SLACK {
+    if entry.journal_bytes <= 2 * needed + COMPACTION_SLACK || in_flight() {
         return None;
     }
     entry.journal_bytes = needed;

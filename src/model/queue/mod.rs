@@ -148,8 +148,9 @@ impl Queue {
             Some(entry) => {
                 entry.change.absorb(change);
                 entry.journal_bytes += bytes;
-                if fresh && !inner.in_flight.contains_key(&row) {
-                    compaction = compact(entry);
+                if fresh {
+                    let in_flight = &inner.in_flight;
+                    compaction = compact(entry, || in_flight.contains_key(&row));
                 }
             }
             None => {
