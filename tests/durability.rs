@@ -1,5 +1,6 @@
 //! The journal on disk: an AOF rewrite then `kill -9` loses no acknowledged change,
-//! and a large journal is recovered after a restart while the server answers.
+//! an RDB snapshot carries the journal too, and a large journal is recovered
+//! after a restart while the server answers.
 
 mod common;
 
@@ -68,6 +69,31 @@ fn bgrewriteaof_then_kill9_loses_no_change() {
         assert_eq!(rows[&id], [Some(format!("n{id}")), Some(score.to_string()), None], "row {id}");
     }
     assert_eq!(rows[&2][1].as_deref(), Some("142"), "both increments landed once");
+}
+
+#[test]
+fn an_rdb_snapshot_carries_the_journal() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url(), ITEMS_SQL);
+    let mut server =
+        Server::with_mapping(&db, ITEMS_MAPPING, &[("retry-max-delay-ms", "200")], &["--appendonly", "no"]);
+    let mut c = server.conn();
+    pg.down();
+    write_items(&mut c, 1..=200, |id| id as i64);
+    let _: i64 = redis::cmd("HINCRBY").arg("items:7").arg("score").arg(5).query(&mut c).unwrap();
+    let _: i64 = redis::cmd("HDEL").arg("items:8").arg("name").query(&mut c).unwrap();
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+
+    // No AOF: what comes back is the snapshot, journal included.
+    server.restart();
+    let mut c = server.conn();
+    pg.up();
+    sync_wait(&mut c);
+    let rows = pg_items(&db);
+    assert_eq!(rows.len(), 200);
+    assert_eq!(rows[&7][1].as_deref(), Some("12"), "the increment landed once");
+    assert_eq!(rows[&8][0], None, "the removal landed");
+    assert_eq!(rows[&100], [Some("n100".into()), Some("100".into()), None]);
 }
 
 #[test]

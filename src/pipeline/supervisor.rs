@@ -25,7 +25,7 @@ use crate::server::waiters;
 use crate::sources::listen;
 use crate::sources::reload;
 use redis_module::{Context, ContextFlags, RedisString};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -128,14 +128,16 @@ fn keep_worker(rt: &Runtime, slot: usize) -> bool {
     keep
 }
 
-/// Once the server serves: recovers the journal (a step per tick), and reloads an
-/// empty dataset when `pgsync.reload-on-start` asks for it.
+/// Once the server serves: starts the journal's recovery, and reloads an empty
+/// dataset when `pgsync.reload-on-start` asks for it.
 pub fn on_cron(ctx: &Context) {
     let Some(rt) = runtime::get() else { return };
     if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
         return;
     }
-    rt.dirty.recover(ctx, false);
+    if !rt.dirty.recovery().is_done() && !RECOVERING.swap(true, Ordering::SeqCst) {
+        recovery_tick(ctx, ());
+    }
     if !rt.start_reload_checked.swap(true, Ordering::Relaxed) && config::RELOAD_ON_START.load(Ordering::Relaxed) {
         let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
         if empty {
@@ -143,6 +145,32 @@ pub fn on_cron(ctx: &Context) {
                 warn(&e);
             }
         }
+    }
+}
+
+/// Set while a recovery timer is armed, so the cron arms one at a time.
+static RECOVERING: AtomicBool = AtomicBool::new(false);
+
+/// Pause between two recovery steps: clients are served in it.
+const RECOVERY_PAUSE: Duration = Duration::from_millis(1);
+
+/// One step of the journal's recovery (a few ms), then the next one a moment
+/// later: a timer rather than the cron, which runs only `hz` times a second and
+/// made a million rows take minutes.
+fn recovery_tick(ctx: &Context, _: ()) {
+    let step = || {
+        let rt = runtime::get()?;
+        if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
+            return None;
+        }
+        rt.dirty.recover(ctx, false);
+        Some(!rt.dirty.recovery().is_done())
+    };
+    // A step that panicked arms no timer; the next cron starts again.
+    if crate::model::guard::catch(step).ok().flatten() == Some(true) {
+        ctx.create_timer(RECOVERY_PAUSE, recovery_tick, ());
+    } else {
+        RECOVERING.store(false, Ordering::SeqCst);
     }
 }
 
