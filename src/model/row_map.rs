@@ -163,14 +163,6 @@ fn shrink_above<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, min: usize)
     }
 }
 
-/// The same for the queue's order of rows.
-pub fn shrink_deque<T>(deque: &mut std::collections::VecDeque<T>) {
-    let len = deque.len();
-    if deque.capacity() > MIN_SHRINK_CAPACITY && len * 8 < deque.capacity() {
-        deque.shrink_to(len * 2);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

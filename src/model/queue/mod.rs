@@ -5,19 +5,20 @@
 //! listener) open a snapshot to learn which rows Redis changed after they read them.
 
 mod compaction;
+mod line;
 mod snapshot;
 mod unsettled;
 
 use compaction::compact;
 pub use compaction::{Compaction, Journaled};
+use line::Line;
 pub use snapshot::Snapshot;
 use unsettled::Unsettled;
 
 use crate::model::change::{Change, Write};
-use crate::model::row_map::{shrink_deque, shrink_map, Captured, RowMap};
+use crate::model::row_map::{shrink_map, Captured, RowMap};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
-use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -72,7 +73,7 @@ const MAX_SKIPPED: usize = 10_000;
 
 #[derive(Default)]
 struct Inner {
-    order: VecDeque<RowKey>,
+    order: Line,
     // Both keep per-mapping counts and oldest capture times (for `backlog`, and
     // so that `take` sees which mappings have rows without walking them).
     pending: RowMap<Entry>,
@@ -316,7 +317,7 @@ impl Queue {
         inner.pending.shrink_if_sparse();
         inner.in_flight.shrink_if_sparse();
         shrink_map(&mut inner.touched);
-        shrink_deque(&mut inner.order);
+        inner.order.shrink();
     }
 
     /// Forgets every queued change (not those in flight), waking the waiters.
