@@ -61,7 +61,7 @@ fn demoted(ctx: &Context, rt: &Runtime) -> bool {
 fn settle_without_writes(rt: &Runtime, batch: &[(RowKey, Entry)]) {
     rt.dirty.release(batch);
     for (row, entry) in batch {
-        waiters::fail(row, entry.change.version, waiters::DEMOTED);
+        waiters::fail(row, entry.change.version, crate::server::replies::DEMOTED);
     }
 }
 

@@ -181,7 +181,7 @@ pub fn on_role_changed(replica: bool) {
     // A replica's journal is its primary's; a promoted one recovers it.
     rt.dirty.restart();
     if replica {
-        waiters::fail_all(waiters::DEMOTED, rt.queue());
+        waiters::fail_all(crate::server::replies::DEMOTED, rt.queue());
     }
 }
 
@@ -190,7 +190,7 @@ pub fn on_role_changed(replica: bool) {
 pub fn stop() {
     let Some(rt) = runtime::get() else { return };
     rt.queue().shut_down();
-    waiters::fail_all("ERR pgsync stopped before the row was synced; it lands after the restart", rt.queue());
+    waiters::fail_all(crate::server::replies::STOPPED, rt.queue());
     let threads = std::mem::take(&mut *lock(&THREADS));
     let busy = join_within(threads, STOP_WAIT);
     if !busy.is_empty() {

@@ -7,6 +7,7 @@
 
 use crate::model::guard;
 use crate::server::redis_io::api;
+use crate::server::replies;
 use crate::server::waiters;
 use redis_module::raw::{RedisModuleBlockedClient, RedisModuleCtx, RedisModuleString, REDISMODULE_OK};
 use redis_module::{Context, RedisError, RedisResult, RedisValue};
@@ -104,7 +105,7 @@ extern "C" fn on_reply(ctx: *mut RedisModuleCtx, _argv: *mut *mut RedisModuleStr
     let reply = match reply {
         Ok(Some(reply)) => reply,
         Ok(None) => Reply::Error("ERR pgsync internal error: no reply".into()),
-        Err(panic) => Reply::Error(format!("ERR pgsync internal error: {panic}")),
+        Err(panic) => Reply::Error(replies::internal_text(&panic)),
     };
     Context::new(ctx).reply(reply.into());
     REDISMODULE_OK as c_int
@@ -125,7 +126,7 @@ extern "C" fn on_timeout(ctx: *mut RedisModuleCtx, _argv: *mut *mut RedisModuleS
         unsafe { get(ctx) }
     });
     let reply = guard::catch(|| waiters::timed_out(handle as usize))
-        .unwrap_or_else(|panic| Reply::Error(format!("ERR pgsync internal error: {panic}")));
+        .unwrap_or_else(|panic| Reply::Error(replies::internal_text(&panic)));
     Context::new(ctx).reply(reply.into());
     REDISMODULE_OK as c_int
 }

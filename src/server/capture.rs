@@ -20,6 +20,7 @@ use crate::server::ack;
 use crate::server::client_call::call_as_client;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::redis_io::{hgetall, is_own_write, selected_db, warn};
+use crate::server::replies;
 use redis_module::{Context, ContextFlags, NotifyEvent, RedisError};
 
 /// The row a captured key writes to.
@@ -133,7 +134,7 @@ pub fn tagged_write(
     let tag = decode_op(op_value).map_err(|e| {
         let message = format!("{}: write to {} refused: {e}", m.name, key.escape_ascii());
         refuse(rt, target.mapping, &message);
-        RedisError::String(format!("ERR pgsync: {message}"))
+        replies::refused(&message)
     })?;
     let acks: Vec<String> = tag.uuid.into_iter().collect();
     let main_key = m.main_key(&target.id);

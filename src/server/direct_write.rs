@@ -10,11 +10,10 @@
 
 use crate::model::intent::Command;
 use crate::server::acl::Caller;
-use crate::server::redis_io::{api, own_writes, string};
+use crate::server::hash_key::Key;
+use crate::server::redis_io::{self, own_writes, string};
 use redis_module::{raw, Context, NotifyEvent, RedisError, RedisString, RedisValue};
 use std::ffi::CString;
-use std::os::raw::c_int;
-use std::ptr;
 
 /// Whether `command` is run here rather than through a command call.
 pub fn handles(command: Command) -> bool {
@@ -46,63 +45,6 @@ fn arity(command: Command) -> RedisError {
     RedisError::String(format!("ERR wrong number of arguments for '{}' command", command.name().to_lowercase()))
 }
 
-/// A key open for writing, closed on drop.
-struct Key(*mut raw::RedisModuleKey);
-
-impl Key {
-    fn open(ctx: &Context, name: &RedisString) -> Result<Key, RedisError> {
-        let open = api!(RedisModule_OpenKey).ok_or(RedisError::Str("ERR the key API is missing"))?;
-        // SAFETY: a live context and key name; closed on drop.
-        let key = unsafe { open(ctx.ctx, name.inner, (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int) };
-        if key.is_null() {
-            return Err(RedisError::Str("ERR cannot open the key"));
-        }
-        Ok(Key(key))
-    }
-
-    fn kind(&self) -> isize {
-        // SAFETY: the key is open.
-        api!(RedisModule_KeyType).map_or(raw::REDISMODULE_KEYTYPE_EMPTY, |t| unsafe { t(self.0) } as isize)
-    }
-
-    /// The field's value, if the hash holds it.
-    fn get(&self, field: &RedisString) -> Option<RedisString> {
-        let get = api!(RedisModule_HashGet)?;
-        let mut value: *mut raw::RedisModuleString = ptr::null_mut();
-        // SAFETY: the key is open; the list ends with NULL; the value returned is
-        // ours to free (RedisString's Drop), since no auto memory is on.
-        unsafe { get(self.0, raw::REDISMODULE_HASH_NONE as c_int, field.inner, &mut value, ptr::null_mut::<c_int>()) };
-        (!value.is_null()).then(|| RedisString::from_redis_module_string(ptr::null_mut(), value))
-    }
-
-    /// Sets (`Some`) or deletes (`None`) a field; true when it existed before.
-    fn set(&self, field: &RedisString, value: Option<&RedisString>) -> bool {
-        let Some(hash_set) = api!(RedisModule_HashSet) else { return false };
-        let value = value.map_or(raw::REDISMODULE_HASH_DELETE as *mut raw::RedisModuleString, |v| v.inner);
-        // SAFETY: the key is open for writing; the list ends with NULL. Without
-        // COUNT_ALL the result counts fields that existed (updated or deleted).
-        let existed = unsafe {
-            hash_set(
-                self.0,
-                raw::REDISMODULE_HASH_NONE as c_int,
-                field.inner,
-                value,
-                ptr::null_mut::<raw::RedisModuleString>(),
-            )
-        };
-        existed > 0
-    }
-}
-
-impl Drop for Key {
-    fn drop(&mut self) {
-        if let Some(close) = api!(RedisModule_CloseKey) {
-            // SAFETY: opened once, closed once.
-            unsafe { close(self.0) };
-        }
-    }
-}
-
 fn write_hash(
     ctx: &Context,
     command: Command,
@@ -123,7 +65,7 @@ fn write_hash(
         _ => None,
     };
     let key = Key::open(ctx, name)?;
-    if ![raw::REDISMODULE_KEYTYPE_EMPTY, raw::REDISMODULE_KEYTYPE_HASH].contains(&key.kind()) {
+    if !key.is_hash_or_empty() {
         return Err(RedisError::WrongType);
     }
     let (reply, event) = match command {
@@ -184,15 +126,7 @@ fn delete_keys(ctx: &Context, command: Command, names: &[RedisString]) -> Result
     let mut deleted = 0;
     for name in names {
         let key = Key::open(ctx, name)?;
-        if key.kind() == raw::REDISMODULE_KEYTYPE_EMPTY {
-            continue;
-        }
-        let remove = match command {
-            Command::Unlink => api!(RedisModule_UnlinkKey),
-            _ => api!(RedisModule_DeleteKey),
-        };
-        // SAFETY: the key is open for writing.
-        if remove.is_some_and(|remove| unsafe { remove(key.0) } == raw::REDISMODULE_OK as c_int) {
+        if key.delete(command == Command::Unlink) {
             deleted += 1;
             drop(key);
             ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", name);
@@ -203,8 +137,8 @@ fn delete_keys(ctx: &Context, command: Command, names: &[RedisString]) -> Result
 
 /// Sends the command, as the client sent it, to the AOF and the replicas.
 fn replicate(ctx: &Context, command: Command, args: &[RedisString]) {
-    let (Some(replicate), Ok(name)) = (api!(RedisModule_Replicate), CString::new(command.name())) else { return };
-    let mut argv: Vec<*mut raw::RedisModuleString> = args.iter().map(|a| a.inner).collect();
-    // SAFETY: `v` takes an array of live strings and its length; Redis copies them.
-    unsafe { replicate(ctx.ctx, name.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len()) };
+    if let Ok(name) = CString::new(command.name()) {
+        let args: Vec<&RedisString> = args.iter().collect();
+        redis_io::replicate(ctx, &name, &args);
+    }
 }

@@ -138,6 +138,19 @@ pub fn string(ctx: &Context, bytes: &[u8]) -> redis_module::RedisString {
     redis_module::RedisString::create_from_slice(ctx.ctx, bytes)
 }
 
+/// Sends a write the module made with the key API to the AOF and the replicas,
+/// as `command` with `args`, in the unit of the command (or lock) that made it.
+/// Binary-safe: the crate's `replicate` goes through C strings.
+pub fn replicate(ctx: &Context, command: &std::ffi::CStr, args: &[&redis_module::RedisString]) {
+    let Some(replicate) = api!(RedisModule_Replicate) else { return };
+    let mut argv: Vec<*mut redis_module::raw::RedisModuleString> = args.iter().map(|a| a.inner).collect();
+    // SAFETY: `v` takes an array of live strings and its length; Redis copies them.
+    let status = unsafe { replicate(ctx.ctx, command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len()) };
+    if status != redis_module::raw::REDISMODULE_OK as std::os::raw::c_int {
+        warn(&format!("could not replicate a {} of the module's", command.to_string_lossy()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{is_own_write, own_writes};

@@ -99,10 +99,6 @@ pub fn wait_for_all(ctx: &Context, version: u64, timeout: Option<Duration>) -> R
     Ok(())
 }
 
-/// The error of clients whose row this server stopped syncing: it became a
-/// replica, and the new primary syncs the row.
-pub const DEMOTED: &str = "ERR this server became a replica; the new primary syncs the row";
-
 /// Answers the clients waiting for changes of `row` up to `version`.
 pub fn settle(row: &RowKey, version: u64, outcome: &Outcome) {
     answer(row, version, outcome.clone().map_err(|e| format!("ERR Postgres rejected the row: {e}")));

@@ -19,6 +19,7 @@ use crate::server::capture;
 use crate::server::client_call::call_as_client;
 use crate::server::config;
 use crate::server::notify::Source;
+use crate::server::replies;
 use crate::server::status;
 use crate::server::waiters;
 use crate::sources::reload::{self, ReloadGuard};
@@ -34,12 +35,11 @@ pub fn guarded(
     args: Vec<RedisString>,
     handler: fn(&Context, Vec<RedisString>) -> RedisResult,
 ) -> RedisResult {
-    guard::catch(|| handler(ctx, args))
-        .unwrap_or_else(|panic| Err(RedisError::String(format!("ERR pgsync internal error: {panic}"))))
+    guard::catch(|| handler(ctx, args)).unwrap_or_else(|panic| Err(replies::internal(&panic)))
 }
 
 pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
-    runtime::get().map(|rt| &**rt).ok_or(RedisError::Str("ERR pgsync is not running"))
+    runtime::get().map(|rt| &**rt).ok_or_else(replies::not_running)
 }
 
 fn refuse_when_cannot_block(ctx: &Context, command: &str) -> Result<(), RedisError> {
@@ -115,7 +115,7 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Some(Ok(target)) => target,
         Some(Err((mapping, message))) => {
             capture::refuse(rt, mapping, &message);
-            return Err(RedisError::String(format!("ERR pgsync: {message}")));
+            return Err(replies::refused(&message));
         }
         None => return Err(RedisError::Str("ERR the key is not synced")),
     };

@@ -12,6 +12,7 @@ use crate::model::mapping::{KeyRole, Mode};
 use crate::pipeline::runtime::Runtime;
 use crate::server::capture::{self, record, refuse, set_fields, Target};
 use crate::server::client_call::run_as_client;
+use crate::server::replies;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 /// The wrapper commands, by what they run. Growing writes and removals are
@@ -57,7 +58,7 @@ fn target_of(ctx: &Context, rt: &Runtime, key: &[u8]) -> Result<Option<Target>, 
         Some(Ok(target)) => Ok(Some(target)),
         Some(Err((mapping, message))) => {
             refuse(rt, mapping, &message);
-            Err(RedisError::String(format!("ERR pgsync: {message}")))
+            Err(replies::refused(&message))
         }
     }
 }

@@ -8,10 +8,9 @@
 //! explicitly (`APPEND`, `SET`, `DEL`), so the AOF and the replicas get it in the
 //! same unit as the write that caused it.
 
-use crate::server::redis_io::{api, string, warn};
-use redis_module::{raw, Context, RedisString};
+use crate::server::redis_io::{self, api, string, warn};
+use redis_module::{Context, RedisString};
 use std::ffi::CStr;
-use std::os::raw::c_int;
 
 /// Every journal key starts with this.
 pub const PREFIX: &[u8] = b"pgsync:journal:{";
@@ -106,16 +105,9 @@ pub fn read(ctx: &Context, journal: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// Sends a journal write to the AOF and the replicas, with the command that made
-/// it. Binary-safe (the crate's `replicate` takes C strings, and logs hold NUL).
+/// Sends a journal write to the AOF and the replicas, with the command that made it.
 fn replicate(ctx: &Context, command: &CStr, args: &[&[u8]]) {
-    let Some(replicate) = api!(RedisModule_Replicate) else { return };
     let strings: Vec<RedisString> = args.iter().map(|a| string(ctx, a)).collect();
-    let mut argv: Vec<*mut raw::RedisModuleString> = strings.iter().map(|s| s.inner).collect();
-    // SAFETY: `v` takes an array of live strings and its length; `strings` owns
-    // them until after the call, and Redis copies what it keeps.
-    let status = unsafe { replicate(ctx.ctx, command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len()) };
-    if status != raw::REDISMODULE_OK as c_int {
-        warn(&format!("could not replicate a journal write to {}", args[0].escape_ascii()));
-    }
+    let strings: Vec<&RedisString> = strings.iter().collect();
+    redis_io::replicate(ctx, command, &strings);
 }
