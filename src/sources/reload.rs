@@ -7,7 +7,7 @@
 use crate::model::backoff::Backoff;
 use crate::model::queue::Snapshot;
 use crate::pg::error::{Action, Error, ErrorKind};
-use crate::pg::reader::RowShape;
+use crate::pg::reader::{PgRow, RowShape};
 use crate::pipeline::runtime::Runtime;
 use crate::server::config;
 use crate::server::keyscan::RowKeys;
@@ -64,23 +64,52 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
         let m = &rt.mappings.all()[mapping];
         let schema = rt.usable_schema(mapping)?;
         let shape = RowShape::new(m, &schema);
-        let mut loaded: HashSet<String> = HashSet::new();
         // Taken before the cursor opens: rows Redis changes from now on are newer
         // than what the cursor returns, and must not be overwritten.
         let snapshot = rt.queue().snapshot();
-        total += shape.stream(&mut conn, CHUNK, |rows| {
-            if flush {
-                loaded.extend(rows.iter().map(|r| r.id.clone()));
-            }
-            apply_pg_rows(rt, mapping, &snapshot, &rows, &[], source);
-            rt.reload_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-            Ok(())
-        })?;
+        let (count, loaded) = read_and_apply(rt, &mut conn, &shape, mapping, &snapshot, flush, source)?;
+        total += count;
         if flush {
             flush_missing(rt, mapping, &loaded, &snapshot);
         }
     }
     Ok(total)
+}
+
+/// Streams a mapping's table into its hashes. Reading the next chunk from
+/// Postgres and applying the last one under the Redis lock overlap (a thread of
+/// its own applies, fed a chunk or two ahead), so a reload runs at the pace of
+/// the slower of the two rather than of their sum. Returns the rows read, and
+/// their ids when `flush` needs them.
+fn read_and_apply(
+    rt: &Runtime,
+    conn: &mut postgres::Client,
+    shape: &RowShape,
+    mapping: usize,
+    snapshot: &Snapshot<'_>,
+    flush: bool,
+    source: Source,
+) -> Result<(u64, HashSet<String>), Error> {
+    std::thread::scope(|scope| {
+        let (chunks, received) = crossbeam_channel::bounded::<Vec<PgRow>>(2);
+        let applier = scope.spawn(move || {
+            let mut loaded = HashSet::new();
+            for rows in received {
+                if flush {
+                    loaded.extend(rows.iter().map(|r| r.id.clone()));
+                }
+                apply_pg_rows(rt, mapping, snapshot, &rows, &[], source);
+                rt.reload_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            }
+            loaded
+        });
+        let stopped = || Error::new(ErrorKind::Unavailable, "the reload stopped applying rows");
+        let read = shape.stream(conn, CHUNK, |rows| chunks.send(rows).map_err(|_| stopped()));
+        drop(chunks);
+        // A panic while applying goes on up to the reload thread's guard.
+        let loaded = applier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        read.map(|count| (count, loaded))
+    })
 }
 
 /// Deletes the mapping's keys whose row does not exist (and that have no change
