@@ -93,12 +93,21 @@ impl<V> FieldMap<V> {
 
 impl<V> FromIterator<(Vec<u8>, V)> for FieldMap<V> {
     /// Collects pairs; a name given twice keeps its last value, as a map would.
+    /// The vector is exactly as long as the map: a pending row holds it for its
+    /// whole wait, and growing by doubling would leave room for four.
     fn from_iter<I: IntoIterator<Item = (Vec<u8>, V)>>(pairs: I) -> Self {
-        let mut map = FieldMap::new();
+        let mut pairs: Vec<(Vec<u8>, V)> = pairs.into_iter().collect();
+        // Stable: of equal names the later pair ends up last, and is kept.
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut map: Vec<(Vec<u8>, V)> = Vec::with_capacity(pairs.len());
         for (name, value) in pairs {
-            map.insert(name, value);
+            match map.last_mut() {
+                Some(last) if last.0 == name => last.1 = value,
+                _ => map.push((name, value)),
+            }
         }
-        map
+        map.shrink_to_fit();
+        FieldMap(map)
     }
 }
 
