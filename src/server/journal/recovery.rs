@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// Most time one server cron tick spends recovering.
-const BUDGET: Duration = Duration::from_millis(5);
+const BUDGET: Duration = Duration::from_millis(2);
 
 /// Keys asked of one `SCAN`.
-const CHUNK: &[u8] = b"1000";
+const CHUNK: &[u8] = b"250";
 
 const WAITING: u8 = 0;
 const LEGACY: u8 = 1;
