@@ -17,7 +17,7 @@ use crate::model::row_id::{check_canonical, check_id};
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::server::ack;
-use crate::server::client_call::call_as_client;
+use crate::server::client_call::{client_argv, run_as_client};
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::redis_io::{hgetall, is_own_write, selected_db, warn};
 use crate::server::replies;
@@ -174,11 +174,11 @@ fn hset(ctx: &Context, key: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), R
         args.push(f);
         args.push(v);
     }
-    call_as_client(ctx, Command::Hset, &args).map(|_| ())
+    run_as_client(ctx, Command::Hset, &client_argv(ctx, b"HSET", &args, &[])).map(|_| ())
 }
 
 fn delete(ctx: &Context, keys: &[&[u8]]) -> Result<(), RedisError> {
-    call_as_client(ctx, Command::Del, keys).map(|_| ())
+    run_as_client(ctx, Command::Del, &client_argv(ctx, b"DEL", keys, &[])).map(|_| ())
 }
 
 /// Publishes a Redis-only change (`#` `+` or `-`).

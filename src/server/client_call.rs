@@ -4,7 +4,7 @@
 
 use crate::model::intent::Command;
 use crate::server::direct_write;
-use crate::server::redis_io::{api, own_writes};
+use crate::server::redis_io::{api, own_writes, string};
 use redis_module::{
     CallOptionResp, CallOptionsBuilder, CallReply, CallResult, Context, RedisError, RedisResult, RedisString,
     RedisValue,
@@ -67,10 +67,17 @@ pub fn run_as_client(ctx: &Context, command: Command, argv: &[RedisString]) -> R
     call_as_client(ctx, command, &args)
 }
 
+/// The argument vector of a command the module runs for the client: its name,
+/// then `args`, then `more` (arguments the client sent, already strings).
+pub fn client_argv(ctx: &Context, name: &[u8], args: &[&[u8]], more: &[RedisString]) -> Vec<RedisString> {
+    let given = more.iter().map(|a| RedisString::create_from_slice(ctx.ctx, a.as_slice()));
+    std::iter::once(name).chain(args.iter().copied()).map(|a| string(ctx, a)).chain(given).collect()
+}
+
 /// Runs a write command as the calling client: its ACL is checked, deny-oom
 /// commands are refused under `maxmemory`, the write replicates (as itself), and
 /// capture ignores the keyspace events it raises (the caller captures it).
-pub fn call_as_client(ctx: &Context, command: Command, args: &[&[u8]]) -> Result<ClientReply, RedisError> {
+fn call_as_client(ctx: &Context, command: Command, args: &[&[u8]]) -> Result<ClientReply, RedisError> {
     let mut options = CallOptionsBuilder::new().replicate().errors_as_replies().verify_acl().resp(CallOptionResp::Auto);
     if command.deny_oom() {
         options = options.verify_oom();

@@ -16,7 +16,7 @@ use crate::pipeline::runtime::{self, Runtime};
 use crate::pipeline::supervisor;
 use crate::server::acl::{Access, Caller};
 use crate::server::capture;
-use crate::server::client_call::call_as_client;
+use crate::server::client_call::{client_argv, run_as_client};
 use crate::server::config;
 use crate::server::notify::Source;
 use crate::server::replies;
@@ -119,9 +119,7 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         None => return Err(RedisError::Str("ERR the key is not synced")),
     };
-    let mut hset: Vec<&[u8]> = vec![staged.as_bytes()];
-    hset.extend(args[2..].iter().map(|a| a.as_slice()));
-    let reply = call_as_client(ctx, Command::Hset, &hset)?;
+    let reply = run_as_client(ctx, Command::Hset, &client_argv(ctx, b"HSET", &[staged.as_bytes()], &args[2..]))?;
     let pairs = args[2..].chunks_exact(2).map(|p| (p[0].as_slice().to_vec(), p[1].as_slice().to_vec())).collect();
     let write = Write { op: RowOp::Upsert, fields: capture::set_fields(pairs), acks: Vec::new() };
     match capture::record(ctx, rt, &target, staged.as_bytes(), write) {
