@@ -82,6 +82,14 @@ fn value_bytes(rows: u64) -> f64 {
     total as f64 / rows as f64
 }
 
+/// Notes when the module does not hold `rows` unsynced rows `when`.
+fn note_unsynced(c: &mut redis::Connection, rows: u64, when: &str, notes: &mut Vec<String>) {
+    let held = harness::status_int(c, "items", "pending") + harness::status_int(c, "items", "in_flight");
+    if held != rows as i64 {
+        notes.push(format!("{} rows {when}, expected {}", thousands(held.max(0) as u64), thousands(rows)));
+    }
+}
+
 /// Ours: the module pointed at a closed port, so every row stays pending and
 /// journaled; then a restart, and PINGs until the journal is recovered.
 fn with_module(setup: &Setup, cfg: &Config, notes: &mut Vec<String>) -> Side {
@@ -92,14 +100,7 @@ fn with_module(setup: &Setup, cfg: &Config, notes: &mut Vec<String>) -> Side {
     write_rows(&server, cfg.rows);
     let full = harness::used_memory(&mut c);
     let module_bytes = harness::info_number(&mut c, "pgsync", "pgsync_module_bytes");
-    let pending = harness::status_int(&mut c, "items", "pending") + harness::status_int(&mut c, "items", "in_flight");
-    if pending != cfg.rows as i64 {
-        notes.push(format!(
-            "{} rows pending after the writes, expected {}",
-            thousands(pending.max(0) as u64),
-            thousands(cfg.rows)
-        ));
-    }
+    note_unsynced(&mut c, cfg.rows, "pending after the writes", notes);
     server.restart(PATIENCE);
     let monitor = quiet::Monitor::start();
     let prober = Prober::start(&server, cfg.ping_every);
@@ -116,14 +117,7 @@ fn with_module(setup: &Setup, cfg: &Config, notes: &mut Vec<String>) -> Side {
     };
     let window = started.elapsed();
     let pings = prober.finish();
-    let queued = harness::status_int(&mut c, "items", "pending") + harness::status_int(&mut c, "items", "in_flight");
-    if queued != cfg.rows as i64 {
-        notes.push(format!(
-            "{} rows queued after the recovery, expected {}",
-            thousands(queued.max(0) as u64),
-            thousands(cfg.rows)
-        ));
-    }
+    note_unsynced(&mut c, cfg.rows, "queued after the recovery", notes);
     Side { empty, full, module_bytes, window, finished, pings, busy: busy.or(monitor.finish("the recovery")) }
 }
 

@@ -16,10 +16,9 @@
 use crate::model::change::Write;
 use crate::model::journal_codec::encode;
 use crate::model::mapping::Mappings;
-use crate::model::queue::{Entry, Journaled, Queue, RowKey};
+use crate::model::queue::{BatchLimits, Entry, Journaled, Queue, RowKey};
 use crate::server::journal::{self, Recovery};
 use redis_module::Context;
-use std::time::Duration;
 
 /// Rows taken together for one round of writes to Postgres.
 pub type Batch = Vec<(RowKey, Entry)>;
@@ -71,15 +70,8 @@ impl DirtySet {
 
     /// Waits for work and takes a batch (see `Queue::take_batch`); the journal is
     /// untouched until the batch settles.
-    pub fn take(
-        &self,
-        max: usize,
-        max_bytes: usize,
-        delay: Duration,
-        idle: Duration,
-        ready: &dyn Fn(usize) -> bool,
-    ) -> Batch {
-        self.queue.take_batch(max, max_bytes, delay, idle, ready)
+    pub fn take(&self, limits: BatchLimits, ready: &dyn Fn(usize) -> bool) -> Batch {
+        self.queue.take_batch(limits, ready)
     }
 
     /// Puts a batch back after a failure that may heal; its records stay.

@@ -5,67 +5,25 @@
 //! listener) open a snapshot to learn which rows Redis changed after they read them.
 
 mod compaction;
+mod entry;
 mod line;
 mod snapshot;
 mod unsettled;
 
 use compaction::compact;
 pub use compaction::{Compaction, Journaled};
+use entry::Flight;
+pub use entry::{Entry, Outcome, RowKey};
 use line::Line;
 pub use snapshot::Snapshot;
 use unsettled::Unsettled;
 
 use crate::model::change::{Change, Write};
-use crate::model::row_map::{shrink_map, Captured, RowMap};
+use crate::model::row_map::{shrink_map, RowMap};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-/// Identifies a mapped row: mapping index and primary-key text.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RowKey {
-    /// Index into the mappings.
-    pub mapping: usize,
-    /// Primary-key value as it appears in the Redis key.
-    pub id: String,
-}
-
-/// A queued change, when its oldest write was captured, and the journal records
-/// that hold it.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    /// The coalesced change.
-    pub change: Change,
-    /// Capture time of the oldest write merged in (for lag).
-    pub since: Instant,
-    /// Bytes the journal holds for the change (the records of the writes merged
-    /// in), to tell when rewriting them as one pays off.
-    pub journal_bytes: usize,
-}
-
-impl Captured for Entry {
-    fn since(&self) -> Instant {
-        self.since
-    }
-}
-
-/// How a settled row ended: committed, or rejected with Postgres's message.
-pub type Outcome = Result<(), String>;
-
-/// What the queue keeps of a row while its batch is being written: the worker
-/// holds the change itself, and the journal its records.
-#[derive(Debug, Clone)]
-struct Flight {
-    since: Instant,
-    first_version: u64,
-}
-
-impl Captured for Flight {
-    fn since(&self) -> Instant {
-        self.since
-    }
-}
 
 /// Most queued rows one take walks past (rows in flight, or of a mapping that is
 /// backing off) before it settles for a smaller batch.
@@ -95,6 +53,19 @@ pub struct Pushed {
     pub version: u64,
     /// Set when the row's pending records are to be rewritten as one.
     pub compaction: Option<Compaction>,
+}
+
+/// How much one batch may take, and how long a worker waits for it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Most rows in the batch (`pgsync.batch-size`).
+    pub rows: usize,
+    /// Most bytes of changes in the batch, but at least one row.
+    pub bytes: usize,
+    /// How long to wait for a fuller batch (`pgsync.batch-delay-ms`).
+    pub linger: Duration,
+    /// How long to wait for any work before returning empty-handed.
+    pub idle: Duration,
 }
 
 /// Pending and in-flight figures of one mapping.
@@ -178,19 +149,13 @@ impl Queue {
         self.lock().last_version
     }
 
-    /// Waits for work and takes up to `max` rows that are not already in a batch
-    /// and whose mapping is `ready`, and no more rows than fit in `max_bytes` (a
-    /// larger row goes alone). When fewer than `max` are queued it lingers up
-    /// to `delay` for more, unless someone is in a hurry. Returns an empty batch on
-    /// shutdown, or after `idle` with nothing to take.
-    pub fn take_batch(
-        &self,
-        max: usize,
-        max_bytes: usize,
-        delay: Duration,
-        idle: Duration,
-        ready: &dyn Fn(usize) -> bool,
-    ) -> Vec<(RowKey, Entry)> {
+    /// Waits for work and takes up to `limits.rows` rows that are not already in
+    /// a batch and whose mapping is `ready`, and no more rows than fit in
+    /// `limits.bytes` (a larger row goes alone). When fewer are queued it lingers
+    /// up to `limits.linger` for more, unless someone is in a hurry. Returns an
+    /// empty batch on shutdown, or after `limits.idle` with nothing to take.
+    pub fn take_batch(&self, limits: BatchLimits, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Entry)> {
+        let BatchLimits { rows: max, bytes: max_bytes, linger: delay, idle } = limits;
         let mut inner = self.lock();
         inner.batch_hint = max;
         let idle_until = Instant::now() + idle;

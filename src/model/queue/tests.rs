@@ -21,10 +21,15 @@ fn upsert() -> Write {
 }
 
 const NOW: Duration = Duration::ZERO;
+
+/// Batches of at most `rows` rows and `bytes` bytes, taken without waiting.
+fn limits(rows: usize, bytes: usize) -> BatchLimits {
+    BatchLimits { rows, bytes, linger: NOW, idle: NOW }
+}
 const ALL: &dyn Fn(usize) -> bool = &|_| true;
 
 fn take(q: &Queue) -> Vec<(RowKey, Entry)> {
-    q.take_batch(10, usize::MAX, NOW, NOW, ALL)
+    q.take_batch(limits(10, usize::MAX), ALL)
 }
 
 #[test]
@@ -59,7 +64,7 @@ fn rows_of_a_mapping_that_is_not_ready_wait_their_turn() {
     let q = Queue::default();
     push(&q, RowKey { mapping: 1, id: "1".into() }, upsert());
     push(&q, row("2"), upsert());
-    let batch = q.take_batch(10, usize::MAX, NOW, NOW, &|m| m == 0);
+    let batch = q.take_batch(limits(10, usize::MAX), &|m| m == 0);
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].0, row("2"));
     assert_eq!(take(&q)[0].0.mapping, 1);
@@ -176,12 +181,12 @@ fn backlog_counts_pending_and_in_flight_rows_per_mapping() {
     let b = q.backlog(0);
     assert_eq!((b.pending, b.in_flight), (2, 0));
     assert!(b.oldest.is_some());
-    let batch = q.take_batch(1, usize::MAX, NOW, NOW, &|m| m == 0);
+    let batch = q.take_batch(limits(1, usize::MAX), &|m| m == 0);
     let b = q.backlog(0);
     assert_eq!((b.pending, b.in_flight), (1, 1));
     q.requeue(batch);
     assert_eq!(q.backlog(0).pending, 2);
-    let batch = q.take_batch(10, usize::MAX, NOW, NOW, &|m| m == 0);
+    let batch = q.take_batch(limits(10, usize::MAX), &|m| m == 0);
     q.complete(batch.iter().map(|(r, _)| r));
     assert_eq!(q.backlog(0), Backlog::default());
     assert_eq!(q.backlog(1).pending, 1);
@@ -210,7 +215,7 @@ fn batches_are_bounded_in_bytes_and_a_big_row_goes_alone() {
     push(&q, row("3"), sized(999));
     push(&q, row("4"), sized(9));
     let ids = |batch: Vec<(RowKey, Entry)>| batch.into_iter().map(|(r, _)| r.id).collect::<Vec<_>>();
-    assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["1", "2"]);
-    assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["3"], "over the bound on its own");
-    assert_eq!(ids(q.take_batch(10, 100, NOW, NOW, ALL)), ["4"]);
+    assert_eq!(ids(q.take_batch(limits(10, 100), ALL)), ["1", "2"]);
+    assert_eq!(ids(q.take_batch(limits(10, 100), ALL)), ["3"], "over the bound on its own");
+    assert_eq!(ids(q.take_batch(limits(10, 100), ALL)), ["4"]);
 }

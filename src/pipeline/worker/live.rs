@@ -4,7 +4,7 @@
 use super::sync::{BatchRow, PostgresSide, RedisSide};
 use super::IDLE_WAIT;
 use crate::model::fault;
-use crate::model::queue::{Entry, RowKey};
+use crate::model::queue::{BatchLimits, Entry, RowKey};
 use crate::model::stats::MappingStats;
 use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::writer::{self, ColumnWrite, PreparedRow, RowOutcome};
@@ -34,13 +34,13 @@ impl RedisSide for LiveRedis<'_> {
     type Row = Row;
 
     fn take(&self, ready: &dyn Fn(usize) -> bool) -> Vec<Row> {
-        self.0.dirty.take(
-            config::count(&config::BATCH_SIZE),
-            config::count(&config::BATCH_MAX_BYTES),
-            config::millis(&config::BATCH_DELAY_MS),
-            IDLE_WAIT,
-            ready,
-        )
+        let limits = BatchLimits {
+            rows: config::count(&config::BATCH_SIZE),
+            bytes: config::count(&config::BATCH_MAX_BYTES),
+            linger: config::millis(&config::BATCH_DELAY_MS),
+            idle: IDLE_WAIT,
+        };
+        self.0.dirty.take(limits, ready)
     }
 
     fn requeue(&self, mapping: usize, rows: Vec<Row>, failure: &Error) {

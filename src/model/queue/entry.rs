@@ -1,0 +1,51 @@
+//! What the queue holds for a row: its key, its queued change, and what is left
+//! of it while a batch writes it.
+
+use crate::model::change::Change;
+use crate::model::row_map::Captured;
+use std::time::Instant;
+
+/// Identifies a mapped row: mapping index and primary-key text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RowKey {
+    /// Index into the mappings.
+    pub mapping: usize,
+    /// Primary-key value as it appears in the Redis key.
+    pub id: String,
+}
+
+/// A queued change, when its oldest write was captured, and the journal records
+/// that hold it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The coalesced change.
+    pub change: Change,
+    /// Capture time of the oldest write merged in (for lag).
+    pub since: Instant,
+    /// Bytes the journal holds for the change (the records of the writes merged
+    /// in), to tell when rewriting them as one pays off.
+    pub journal_bytes: usize,
+}
+
+impl Captured for Entry {
+    fn since(&self) -> Instant {
+        self.since
+    }
+}
+
+/// How a settled row ended: committed, or rejected with Postgres's message.
+pub type Outcome = Result<(), String>;
+
+/// What the queue keeps of a row while its batch is being written: the worker
+/// holds the change itself, and the journal its records.
+#[derive(Debug, Clone)]
+pub(super) struct Flight {
+    pub(super) since: Instant,
+    pub(super) first_version: u64,
+}
+
+impl Captured for Flight {
+    fn since(&self) -> Instant {
+        self.since
+    }
+}
