@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
 
 /// How changes flow for one mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -51,6 +52,10 @@ struct RawMapping {
     notify_reload: bool,
     #[serde(default)]
     changelog: Option<Changelog>,
+    #[serde(default)]
+    ttl: Option<u64>,
+    #[serde(default)]
+    ttl_on_write: bool,
 }
 
 /// Where change events are also appended, for consumers that were away.
@@ -91,6 +96,11 @@ pub struct Mapping {
     pub notify_reload: bool,
     /// Stream that also receives every change event.
     pub changelog: Option<Changelog>,
+    /// Expiry of the row hashes the module writes (`"ttl"`, seconds): a cache
+    /// event only, it never deletes a row.
+    pub ttl: Option<Duration>,
+    /// Whether writers' own writes refresh the expiry too (write-behind).
+    pub ttl_on_write: bool,
 }
 
 impl Mapping {
@@ -291,6 +301,14 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     if raw.changelog.as_ref().is_some_and(|c| c.stream.is_empty() || c.maxlen == 0) {
         return Err(format!("{who}: \"changelog\" needs a stream name and a maxlen above 0"));
     }
+    if raw.ttl == Some(0) {
+        return Err(format!("{who}: \"ttl\" is in seconds and must be above 0 (leave it out for no expiry)"));
+    }
+    if raw.ttl_on_write && (raw.ttl.is_none() || raw.mode != Mode::WriteBehind) {
+        return Err(format!(
+            "{who}: \"ttl_on_write\" needs a \"ttl\" and a write-behind mapping (write-through rows get the ttl when their commit is applied)"
+        ));
+    }
     Ok(Mapping {
         name: raw.name,
         table: raw.table,
@@ -303,6 +321,8 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         notify: raw.notify,
         notify_reload: raw.notify_reload,
         changelog: raw.changelog,
+        ttl: raw.ttl.map(Duration::from_secs),
+        ttl_on_write: raw.ttl_on_write,
     })
 }
 
@@ -347,5 +367,21 @@ mod tests {
             {"name": "a", "table": "a", "key_prefix": "a:", "primary_key": "id", "mode": "write-behind"},
             {"name": "b", "table": "b", "key_prefix": "a:b", "primary_key": "id", "mode": "write-behind"}]}"#;
         assert!(Mappings::parse(two).unwrap_err().contains("overlapping"));
+    }
+
+    #[test]
+    fn ttl_options_are_checked_at_load() {
+        let one = |extra: &str, mode: &str| {
+            Mappings::parse(&format!(
+                r#"{{"mappings": [{{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id", "mode": "{mode}"{extra}}}]}}"#
+            ))
+        };
+        let m = one(r#", "ttl": 60, "ttl_on_write": true"#, "write-behind").unwrap();
+        assert_eq!((m.all()[0].ttl, m.all()[0].ttl_on_write), (Some(Duration::from_secs(60)), true));
+        assert!(one(r#", "ttl": 0"#, "write-behind").unwrap_err().contains("above 0"));
+        assert!(one(r#", "ttl": -1"#, "write-behind").is_err());
+        assert!(one(r#", "ttl_on_write": true"#, "write-behind").unwrap_err().contains("needs a \"ttl\""));
+        assert!(one(r#", "ttl": 5, "ttl_on_write": true"#, "write-through").unwrap_err().contains("write-behind"));
+        assert_eq!(one("", "write-through").unwrap().all()[0].ttl, None);
     }
 }

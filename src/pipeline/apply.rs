@@ -15,6 +15,7 @@ use crate::server::ack;
 use crate::server::deadletter;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::redis_io::{bytes, call, call_logged, own_writes, warn};
+use crate::server::ttl;
 use crate::server::waiters;
 use redis_module::{Context, ContextFlags, RedisValue, ThreadSafeContext};
 
@@ -81,7 +82,11 @@ fn apply_row(
             MappingStats::bump(&stats.synced, 1);
             let sums = sums(m, change, returned);
             match m.mode {
-                Mode::WriteThrough => merge_into_main(ctx, &m.main_key(&row.id), change, &sums),
+                Mode::WriteThrough => {
+                    let main = m.main_key(&row.id);
+                    merge_into_main(ctx, &main, change, &sums);
+                    ttl::set_on(ctx, m, main.as_bytes());
+                }
                 Mode::WriteBehind | Mode::ReadOnly => correct_sums(ctx, written, &sums, pending),
             }
         }

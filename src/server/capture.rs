@@ -21,6 +21,7 @@ use crate::server::client_call::{client_argv, run_as_client};
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::redis_io::{hgetall, is_own_write, selected_db, warn};
 use crate::server::replies;
+use crate::server::ttl;
 use redis_module::{Context, ContextFlags, NotifyEvent, RedisError};
 
 /// The row a captured key writes to.
@@ -112,6 +113,11 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
         Mode::WriteThrough | Mode::ReadOnly => write.fields.into_iter().filter(|(f, _)| f != OP_FIELD).collect(),
     };
     let write = Write { fields, ..write };
+    // Refreshed on every captured write that leaves the hash there, mapped
+    // fields or not (a cache entry in use should stay).
+    if m.ttl_on_write && write.op != RowOp::Delete {
+        ttl::set_on(ctx, m, key);
+    }
     if write.op == RowOp::Upsert && write.fields.is_empty() {
         ack::send(ctx, m, &target.id, &write.acks, &Ok(()));
         return None;

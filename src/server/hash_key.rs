@@ -15,6 +15,17 @@ impl Key {
         [raw::REDISMODULE_KEYTYPE_EMPTY, raw::REDISMODULE_KEYTYPE_HASH].contains(&self.kind())
     }
 
+    /// Makes the key expire at `at_ms` (Unix time in ms); false when there is no
+    /// key to expire.
+    pub fn expire_at(&self, at_ms: i64) -> bool {
+        let (Some(expire), false) = (api!(RedisModule_SetAbsExpire), self.kind() == raw::REDISMODULE_KEYTYPE_EMPTY)
+        else {
+            return false;
+        };
+        // SAFETY: the key is open for writing.
+        unsafe { expire(self.0, at_ms) == raw::REDISMODULE_OK as c_int }
+    }
+
     /// Deletes the key (`unlink`: its value freed in the background, as
     /// `UNLINK` does); true when it held something.
     pub fn delete(&self, unlink: bool) -> bool {

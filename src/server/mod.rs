@@ -20,4 +20,5 @@ pub mod notify;
 pub mod redis_io;
 pub mod replies;
 pub mod status;
+pub mod ttl;
 pub mod waiters;

@@ -2,12 +2,14 @@
 //! reload or a TRUNCATE's clearing) into their hashes, skipping the rows Redis
 //! changed since the read began, since Redis is newer for those.
 
+use crate::model::mapping::Mapping;
 use crate::model::queue::Snapshot;
 use crate::pg::reader::PgRow;
 use crate::pipeline::runtime::Runtime;
 use crate::server::hash_key::Key;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::redis_io::{own_writes, replicate, string, warn};
+use crate::server::ttl;
 use redis_module::{raw, Context, NotifyEvent, RedisString, ThreadSafeContext};
 
 /// Writes rows read from Postgres (listener, reload) into their hashes, under one
@@ -39,7 +41,7 @@ pub fn apply_pg_rows(
                 continue;
             }
             let key = m.main_key(&row.id);
-            write_row(&ctx, &key, &row.fields);
+            write_row(&ctx, m, &key, &row.fields);
             if notify::wanted(m, source) {
                 let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
                 let event = Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() };
@@ -62,8 +64,9 @@ pub fn apply_pg_rows(
 
 /// Writes one row read from Postgres into its hash with the key API (a command
 /// call per row cost a reload a third of its speed): mapped fields set, NULL
-/// columns removed, replicated and announced as `HDEL` and `HSET` would be.
-fn write_row(ctx: &Context, key: &str, fields: &[(String, Option<String>)]) {
+/// columns removed, replicated and announced as `HDEL` and `HSET` would be; and
+/// the mapping's expiry, if it has one.
+fn write_row(ctx: &Context, m: &Mapping, key: &str, fields: &[(String, Option<String>)]) {
     let name = string(ctx, key.as_bytes());
     let hash = match Key::open(ctx, &name) {
         Ok(hash) if hash.is_hash_or_empty() => hash,
@@ -84,6 +87,7 @@ fn write_row(ctx: &Context, key: &str, fields: &[(String, Option<String>)]) {
         }
     }
     let emptied = hash.kind() == raw::REDISMODULE_KEYTYPE_EMPTY;
+    ttl::set(ctx, m, &hash, &name);
     drop(hash);
     for (command, event, args) in [(c"HDEL", "hdel", &unset), (c"HSET", "hset", &set)] {
         if args.is_empty() {
