@@ -68,8 +68,10 @@ fn a_write_through_commit_gives_the_cached_row_the_ttl() {
     let db = test_db(USERS_SQL);
     let server = Server::with_mapping(&db, USERS_WITH_TTL, &[], &[]);
     let mut c = server.conn();
-    let _: i64 =
-        redis::cmd("SYNC.HSET").arg(&["users:7", "username", "seven", "email", "s@x", "pwhash", "h"]).query(&mut c).unwrap();
+    let _: i64 = redis::cmd("SYNC.HSET")
+        .arg(&["users:7", "username", "seven", "email", "s@x", "pwhash", "h"])
+        .query(&mut c)
+        .unwrap();
     assert!((3500..=3600).contains(&ttl(&mut c, "users:7")), "{}", ttl(&mut c, "users:7"));
     hset(&mut c, "__{users:8}", &[("username", "eight"), ("email", "e@x"), ("pwhash", "h")]);
     sync_wait(&mut c);
