@@ -8,6 +8,7 @@
 use crate::model::guard::guard;
 use crate::server::deadletter::{DEADLETTER_KEY, ORDER_KEY};
 use crate::server::journal::is_journal_key;
+use crate::server::notify::now_ms;
 use crate::server::redis_io::{api, bytes, call, warn};
 use redis_module::{raw, Context, RedisString, RedisValue};
 use redis_module_macros::config_changed_event_handler;
@@ -52,6 +53,10 @@ fn check_policy(ctx: &Context) {
     }
 }
 
+/// When the last eviction warning was logged (ms), and evictions since then.
+static LAST_WARNING_MS: AtomicU64 = AtomicU64::new(0);
+static UNREPORTED: AtomicU64 = AtomicU64::new(0);
+
 /// The warning for a `maxmemory-policy` that can evict the module's keys, if it can.
 pub fn policy_risk(policy: &str) -> Option<String> {
     policy.to_ascii_lowercase().starts_with("allkeys-").then(|| {
@@ -80,9 +85,22 @@ extern "C" fn on_evicted(
         let key = RedisString::string_as_slice(key);
         if is_module_key(key) {
             JOURNAL_EVICTIONS.fetch_add(1, Ordering::Relaxed);
+            // A journal log per dirty row means an eviction storm evicts thousands
+            // of them: one warning a second, with the count of the others.
+            let unreported = UNREPORTED.fetch_add(1, Ordering::Relaxed);
+            let now = now_ms();
+            let last = LAST_WARNING_MS.load(Ordering::Relaxed);
+            if now.saturating_sub(last) < 1000 || LAST_WARNING_MS.swap(now, Ordering::Relaxed) != last {
+                return;
+            }
+            UNREPORTED.store(0, Ordering::Relaxed);
+            let others = match unreported {
+                0 => String::new(),
+                n => format!(" (and {n} more of its keys since the last warning)"),
+            };
             warn(&format!(
-                "maxmemory evicted the pgsync key {}: its pending changes are still queued in memory and land \
-                 unless the server restarts first; set maxmemory-policy to a volatile-* policy or noeviction",
+                "maxmemory evicted the pgsync key {}{others}: its pending changes are still queued in memory and \
+                 land unless the server restarts first; set maxmemory-policy to a volatile-* policy or noeviction",
                 String::from_utf8_lossy(key)
             ));
         }
