@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod conninfo;
 pub mod error;
+pub mod prepared;
 pub mod reader;
 pub mod schema;
 pub mod sql;

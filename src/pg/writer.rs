@@ -3,12 +3,13 @@
 //! replayed row by row inside savepoints so every other row still commits.
 
 use super::error::{Error, ErrorKind};
+use super::prepared::Prepared;
 use super::schema::TableSchema;
 use super::sql::{self, TypedColumn, WrittenColumn};
 use crate::model::change::{Change, FieldChange, RowOp};
 use crate::model::mapping::Mapping;
 use crate::model::row_id::check_canonical;
-use postgres::types::{ToSql, Type};
+use postgres::types::ToSql;
 use postgres::GenericClient;
 use std::collections::{BTreeMap, HashMap};
 
@@ -176,15 +177,20 @@ fn plan(tables: &Tables<'_>, rows: &[(usize, &PreparedRow)]) -> Result<Vec<State
 }
 
 /// Runs the statements, recording returned columns into `returned` by position.
-fn run(client: &mut impl GenericClient, statements: &[Statement], returned: &mut [Returned]) -> Result<(), Error> {
+fn run(
+    client: &mut impl GenericClient,
+    prepared: &mut Prepared,
+    statements: &[Statement],
+    returned: &mut [Returned],
+) -> Result<(), Error> {
     for s in statements {
-        let params: Vec<(&(dyn ToSql + Sync), Type)> =
-            s.params.iter().map(|p| (p as &(dyn ToSql + Sync), Type::TEXT_ARRAY)).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = s.params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        let statement = prepared.get(client, &s.sql, params.len())?;
         if s.returning.is_empty() {
-            client.execute_typed(&s.sql, &params)?;
+            client.execute(&statement, &params)?;
             continue;
         }
-        for row in client.query_typed(&s.sql, &params)? {
+        for row in client.query(&statement, &params)? {
             let id: String = row.try_get(0)?;
             let Some(&pos) = s.rows.get(&id) else { continue };
             for (i, column) in s.returning.iter().enumerate() {
@@ -200,6 +206,7 @@ fn run(client: &mut impl GenericClient, statements: &[Statement], returned: &mut
 /// Postgres message), everything else committed.
 pub fn write(
     client: &mut impl GenericClient,
+    prepared: &mut Prepared,
     tables: &Tables<'_>,
     rows: &[PreparedRow],
 ) -> Result<Vec<RowOutcome>, Error> {
@@ -208,22 +215,27 @@ pub fn write(
     let mut returned = vec![Returned::new(); rows.len()];
     let attempt = if statements.len() <= 1 {
         // One statement is atomic on its own: save the BEGIN/COMMIT round trips.
-        run(client, &statements, &mut returned)
+        run(client, prepared, &statements, &mut returned)
     } else {
         client.transaction().map_err(Error::from).and_then(|mut tx| {
-            run(&mut tx, &statements, &mut returned)?;
+            run(&mut tx, prepared, &statements, &mut returned)?;
             tx.commit().map_err(Error::from)
         })
     };
+    if attempt.is_err() {
+        // A statement may have failed because the table changed under it.
+        prepared.clear();
+    }
     match attempt {
         Ok(()) => Ok(returned.into_iter().map(Ok).collect()),
         Err(e) if e.is_retryable() => Err(e),
-        Err(_) => write_row_by_row(client, tables, rows),
+        Err(_) => write_row_by_row(client, prepared, tables, rows),
     }
 }
 
 fn write_row_by_row(
     client: &mut impl GenericClient,
+    prepared: &mut Prepared,
     tables: &Tables<'_>,
     rows: &[PreparedRow],
 ) -> Result<Vec<RowOutcome>, Error> {
@@ -236,7 +248,7 @@ fn write_row_by_row(
         let statements = plan(tables, &[(0, row)])?;
         let mut returned = vec![Returned::new()];
         let mut savepoint = tx.savepoint("pgsync_row")?;
-        match run(&mut savepoint, &statements, &mut returned) {
+        match run(&mut savepoint, prepared, &statements, &mut returned) {
             Ok(()) => {
                 savepoint.commit()?;
                 outcomes.push(Ok(returned.pop().unwrap_or_default()));

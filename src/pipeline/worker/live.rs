@@ -7,6 +7,7 @@ use crate::model::fault;
 use crate::model::queue::{BatchLimits, Entry, RowKey};
 use crate::model::stats::MappingStats;
 use crate::pg::error::{Action, Error, ErrorKind};
+use crate::pg::prepared::Prepared;
 use crate::pg::writer::{self, ColumnWrite, PreparedRow, RowOutcome};
 use crate::pipeline::apply;
 use crate::pipeline::runtime::Runtime;
@@ -75,23 +76,29 @@ impl RedisSide for LiveRedis<'_> {
     }
 }
 
-/// Postgres through the module's pool, a connection held for one batch at most.
+/// Postgres through the module's pool: a worker keeps its connection, and the
+/// statements it prepared on it, from batch to batch until a failure gives it up.
 pub struct LivePostgres<'a> {
     rt: &'a Runtime,
     conn: Option<Connection>,
+    prepared: Prepared,
 }
 
 impl<'a> LivePostgres<'a> {
     /// Writes through `rt`'s pool.
     pub fn new(rt: &'a Runtime) -> LivePostgres<'a> {
-        LivePostgres { rt, conn: None }
+        LivePostgres { rt, conn: None, prepared: Prepared::default() }
     }
 
-    fn connection(&mut self) -> Result<&mut Connection, Error> {
+    /// The worker's connection (a new one from the pool when it has none) and
+    /// the statements prepared on it.
+    fn connection(&mut self) -> Result<(&mut Connection, &mut Prepared), Error> {
         if self.conn.is_none() {
             self.conn = Some(self.rt.pool.get()?);
+            self.prepared.clear();
         }
-        self.conn.as_mut().ok_or_else(|| Error::new(ErrorKind::Unavailable, "no connection"))
+        let conn = self.conn.as_mut().ok_or_else(|| Error::new(ErrorKind::Unavailable, "no connection"))?;
+        Ok((conn, &mut self.prepared))
     }
 }
 
@@ -119,7 +126,8 @@ impl PostgresSide<Row> for LivePostgres<'_> {
         }
         if !prepared.is_empty() {
             let tables = |i: usize| (i == mapping).then_some((m, &*schema));
-            let written = writer::write(&mut **self.connection()?, &tables, &prepared)?;
+            let (conn, statements) = self.connection()?;
+            let written = writer::write(&mut **conn, statements, &tables, &prepared)?;
             rt.postgres.mark_up();
             for (pos, outcome) in positions.into_iter().zip(written) {
                 outcomes[pos] = outcome;

@@ -28,6 +28,8 @@ pub fn run(rt: &Runtime, keep_going: impl Fn() -> bool) {
     let mut postgres = live::LivePostgres::new(rt);
     while keep_going() {
         if rt.is_replica() {
+            // A replica writes nothing: its connection goes back to the pool.
+            sync::PostgresSide::<live::Row>::release(&mut postgres);
             rt.queue().sleep(IDLE_WAIT);
             continue;
         }

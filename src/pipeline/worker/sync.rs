@@ -81,7 +81,6 @@ fn sync_batch<D: RedisSide, P: PostgresSide<D::Row>>(
             b.failed(Instant::now(), config::millis(&config::RETRY_MAX_DELAY_MS));
         }
     }
-    postgres.release();
 }
 
 /// Rows that must wait (Postgres unavailable, table not usable), and why.
