@@ -94,7 +94,13 @@ impl<'a> LivePostgres<'a> {
     /// the statements prepared on it.
     fn connection(&mut self) -> Result<(&mut Connection, &mut Prepared), Error> {
         if self.conn.is_none() {
-            self.conn = Some(self.rt.pool.get()?);
+            let mut conn = self.rt.pool.get()?;
+            // A generic plan of the upsert cannot see how many rows the arrays
+            // hold, and chose a scan of the whole table: plan each execution with
+            // its values (parsing once is what the prepared statements save).
+            // Servers before Postgres 12 lack the setting and keep their default.
+            let _ = conn.batch_execute("SET plan_cache_mode = force_custom_plan");
+            self.conn = Some(conn);
             self.prepared.clear();
         }
         let conn = self.conn.as_mut().ok_or_else(|| Error::new(ErrorKind::Unavailable, "no connection"))?;
