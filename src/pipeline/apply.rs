@@ -36,12 +36,16 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         return settle_without_writes(rt, batch);
     }
     own_writes(|| {
+        // Each row's written key and the change queued for it since: read once,
+        // for apply and for the journal.
+        let mut logs = Vec::with_capacity(batch.len());
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             let key = written_key(&rt.mappings.all()[row.mapping], &row.id);
             let pending = rt.queue().pending_change(row);
             apply_row(&ctx, rt, row, &entry.change, outcome, &key, pending.as_ref());
+            logs.push((key, pending));
         }
-        rt.dirty.settle(&ctx, batch, |row| written_key(&rt.mappings.all()[row.mapping], &row.id));
+        rt.dirty.settle(&ctx, batch, &logs);
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             waiters::settle(row, entry.change.version, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         }

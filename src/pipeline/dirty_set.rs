@@ -13,7 +13,7 @@
 //! [`settle`]: DirtySet::settle
 //! [`recover`]: DirtySet::recover
 
-use crate::model::change::Write;
+use crate::model::change::{Change, Write};
 use crate::model::journal_codec::encode;
 use crate::model::mapping::Mappings;
 use crate::model::queue::{BatchLimits, Entry, Journaled, Queue, RowKey};
@@ -79,13 +79,13 @@ impl DirtySet {
         self.queue.requeue(batch);
     }
 
-    /// A batch is done (committed, or its rows dead-lettered): each row's log,
-    /// named by `written_key`, is deleted, or rewritten to hold just the change
-    /// written since (still queued); then the rows leave the queue.
-    pub fn settle(&self, ctx: &Context, batch: &[(RowKey, Entry)], written_key: impl Fn(&RowKey) -> String) {
-        for (row, _) in batch {
-            let key = written_key(row);
-            match self.queue.pending_change(row) {
+    /// A batch is done (committed, or its rows dead-lettered). `logs[i]` names
+    /// the key row `i` is written through and the change queued for it since,
+    /// both read under the Redis lock: the row's log is deleted, or rewritten to
+    /// hold just that newer change; then the rows leave the queue.
+    pub fn settle(&self, ctx: &Context, batch: &[(RowKey, Entry)], logs: &[(String, Option<Change>)]) {
+        for (key, newer) in logs {
+            match newer {
                 None => journal::forget(ctx, key.as_bytes()),
                 Some(newer) => journal::rewrite(ctx, key.as_bytes(), &encode(newer.op, &newer.fields, &newer.acks)),
             }

@@ -33,13 +33,20 @@ pub fn handles(command: Command) -> bool {
 /// would; the caller has checked [`handles`].
 pub fn run(ctx: &Context, command: Command, argv: &[RedisString]) -> Result<RedisValue, RedisError> {
     Caller::of(ctx)?.check_command(ctx, argv)?;
-    let reply = own_writes(|| match command {
+    let (reply, changed) = own_writes(|| match command {
         Command::Del | Command::Unlink => delete_keys(ctx, command, &argv[1..]),
         _ => write_hash(ctx, command, &argv[1], &argv[2..]),
     })?;
-    replicate(ctx, command, &argv[1..]);
+    // As Redis does: a write that changed nothing (HSETNX of a field there,
+    // HDEL or DEL of nothing) is not sent to the AOF and the replicas.
+    if changed {
+        replicate(ctx, command, &argv[1..]);
+    }
     Ok(reply)
 }
+
+/// A command's reply, and whether it changed the data.
+type Outcome = (RedisValue, bool);
 
 fn arity(command: Command) -> RedisError {
     RedisError::String(format!("ERR wrong number of arguments for '{}' command", command.name().to_lowercase()))
@@ -50,7 +57,7 @@ fn write_hash(
     command: Command,
     name: &RedisString,
     args: &[RedisString],
-) -> Result<RedisValue, RedisError> {
+) -> Result<Outcome, RedisError> {
     let pairs_ok = !args.is_empty() && args.len().is_multiple_of(2);
     let ok = match command {
         Command::Hset | Command::Hmset => pairs_ok,
@@ -106,7 +113,7 @@ fn write_hash(
             ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", name);
         }
     }
-    Ok(reply)
+    Ok((reply, event.is_some()))
 }
 
 /// A 64-bit integer as Redis reads one (no spaces, no `+`, no leading zeros).
@@ -119,7 +126,7 @@ fn integer(value: &RedisString, error: &'static str) -> Result<i64, RedisError> 
     canonical.ok_or(RedisError::Str(error))
 }
 
-fn delete_keys(ctx: &Context, command: Command, names: &[RedisString]) -> Result<RedisValue, RedisError> {
+fn delete_keys(ctx: &Context, command: Command, names: &[RedisString]) -> Result<Outcome, RedisError> {
     if names.is_empty() {
         return Err(arity(command));
     }
@@ -132,7 +139,7 @@ fn delete_keys(ctx: &Context, command: Command, names: &[RedisString]) -> Result
             ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", name);
         }
     }
-    Ok(RedisValue::Integer(deleted))
+    Ok((RedisValue::Integer(deleted), deleted > 0))
 }
 
 /// Sends the command, as the client sent it, to the AOF and the replicas.

@@ -58,24 +58,29 @@ pub fn is_journal_key(key: &[u8]) -> bool {
 
 /// Appends `bytes` to the log `journal`.
 pub fn append(ctx: &Context, journal: &[u8], bytes: &[u8]) {
-    let name = string(ctx, journal);
-    let key = ctx.open_key_writable(&name);
-    if let Err(e) = key.as_string_dma().and_then(|mut log| log.append(bytes).map(|_| ())) {
-        return warn(&format!("cannot append to the journal {}: {e}", journal.escape_ascii()));
-    }
-    drop(key);
-    replicate(ctx, c"APPEND", &[journal, bytes]);
+    write(ctx, journal, bytes, true);
 }
 
 /// Replaces the log `journal` with `bytes`.
 pub fn replace(ctx: &Context, journal: &[u8], bytes: &[u8]) {
+    write(ctx, journal, bytes, false);
+}
+
+/// Appends (`APPEND`) or replaces (`SET`) with the key API, then replicates
+/// it as that command.
+fn write(ctx: &Context, journal: &[u8], bytes: &[u8], append: bool) {
     let name = string(ctx, journal);
     let key = ctx.open_key_writable(&name);
-    if let Err(e) = key.as_string_dma().and_then(|mut log| log.write(bytes).map(|_| ())) {
-        return warn(&format!("cannot rewrite the journal {}: {e}", journal.escape_ascii()));
+    let command = if append { c"APPEND" } else { c"SET" };
+    let written = key.as_string_dma().and_then(|mut log| match append {
+        true => log.append(bytes).map(|_| ()),
+        false => log.write(bytes).map(|_| ()),
+    });
+    if let Err(e) = written {
+        return warn(&format!("cannot write the journal {}: {e}", journal.escape_ascii()));
     }
     drop(key);
-    replicate(ctx, c"SET", &[journal, bytes]);
+    replicate(ctx, command, &[journal, bytes]);
 }
 
 /// Deletes the log `journal`.
