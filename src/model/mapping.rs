@@ -56,6 +56,10 @@ struct RawMapping {
     ttl: Option<u64>,
     #[serde(default)]
     ttl_on_write: bool,
+    #[serde(default)]
+    read_through: bool,
+    #[serde(default)]
+    fill_on_write: bool,
 }
 
 /// Where change events are also appended, for consumers that were away.
@@ -101,6 +105,11 @@ pub struct Mapping {
     pub ttl: Option<Duration>,
     /// Whether writers' own writes refresh the expiry too (write-behind).
     pub ttl_on_write: bool,
+    /// Whether a read of a row Redis does not hold loads it from Postgres first.
+    pub read_through: bool,
+    /// Whether a write to a key Redis did not hold loads the row's other fields
+    /// once the write has landed in Postgres.
+    pub fill_on_write: bool,
 }
 
 impl Mapping {
@@ -174,6 +183,7 @@ pub struct ResolvedKey<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Mappings {
     all: Vec<Mapping>,
+    any_read_through: bool,
 }
 
 impl Mappings {
@@ -212,13 +222,20 @@ impl Mappings {
                 }
             }
         }
-        Ok(Mappings { all })
+        let any_read_through = all.iter().any(|m| m.read_through);
+        Ok(Mappings { all, any_read_through })
     }
 
     /// Reads and parses a mapping file.
     pub fn load(path: &str) -> Result<Mappings, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read mapping file {path}: {e}"))?;
         Self::parse(&text).map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Whether any mapping reads through, so the command filter need not look
+    /// at reads otherwise.
+    pub fn any_read_through(&self) -> bool {
+        self.any_read_through
     }
 
     /// Every mapping, in file order.
@@ -309,6 +326,11 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
             "{who}: \"ttl_on_write\" needs a \"ttl\" and a write-behind mapping (write-through rows get the ttl when their commit is applied)"
         ));
     }
+    if raw.fill_on_write && raw.mode == Mode::ReadOnly {
+        return Err(format!(
+            "{who}: \"fill_on_write\" needs a write-behind or write-through mapping (read-only keys take no writes)"
+        ));
+    }
     Ok(Mapping {
         name: raw.name,
         table: raw.table,
@@ -323,6 +345,8 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         changelog: raw.changelog,
         ttl: raw.ttl.map(Duration::from_secs),
         ttl_on_write: raw.ttl_on_write,
+        read_through: raw.read_through,
+        fill_on_write: raw.fill_on_write,
     })
 }
 
@@ -383,5 +407,20 @@ mod tests {
         assert!(one(r#", "ttl_on_write": true"#, "write-behind").unwrap_err().contains("needs a \"ttl\""));
         assert!(one(r#", "ttl": 5, "ttl_on_write": true"#, "write-through").unwrap_err().contains("write-behind"));
         assert_eq!(one("", "write-through").unwrap().all()[0].ttl, None);
+    }
+
+    #[test]
+    fn cache_options_are_checked_at_load() {
+        let one = |extra: &str, mode: &str| {
+            Mappings::parse(&format!(
+                r#"{{"mappings": [{{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id", "mode": "{mode}"{extra}}}]}}"#
+            ))
+        };
+        let m = one(r#", "read_through": true, "fill_on_write": true"#, "write-behind").unwrap();
+        assert!(m.any_read_through() && m.all()[0].read_through && m.all()[0].fill_on_write);
+        assert!(one(r#", "read_through": true"#, "read-only").unwrap().any_read_through());
+        assert!(!one("", "read-only").unwrap().any_read_through());
+        assert!(one(r#", "fill_on_write": true"#, "read-only").unwrap_err().contains("fill_on_write"));
+        assert!(one(r#", "read_through": "yes""#, "write-behind").is_err());
     }
 }

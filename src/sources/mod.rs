@@ -3,5 +3,6 @@
 
 pub mod apply_pg;
 pub mod listen;
+pub mod loader;
 pub mod reload;
 pub mod truncate;
