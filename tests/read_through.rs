@@ -111,6 +111,12 @@ fn a_read_of_a_missing_row_loads_it_and_answers_as_if_it_were_there() {
     assert_eq!(figure(&mut c, "read_hits"), hits + 1, "a read of a cached row is a hit");
     // Nothing was written to Postgres by reading.
     assert_eq!(figure(&mut c, "synced"), 0);
+    // Only database 0 is synced: elsewhere a missing key stays missing.
+    let _: () = redis::cmd("SELECT").arg(1).query(&mut c).unwrap();
+    assert!(hgetall(&mut c, "items:12").is_empty());
+    assert_eq!(dbsize(&mut c), 0);
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    assert!(!keys(&mut c, "items:12").is_empty() || hgetall(&mut c, "items:12").len() == 2);
 }
 
 #[test]

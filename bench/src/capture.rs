@@ -3,13 +3,13 @@
 //! without the module.
 
 use crate::harness::{self, Db, DbExt, Server, Setup};
+use crate::load::{self, CommandOf};
 use crate::quiet;
 use crate::report::{Met, Row, Section};
 use crate::stats::{median, per_second, rate, thousands};
 use crate::workload::{Item, ITEMS_MAPPING, RESET_ITEMS};
-use std::sync::{Arc, Barrier};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Sizes of the capture phase.
 #[derive(Debug, Clone, Copy)]
@@ -28,52 +28,9 @@ pub struct Config {
     pub rounds: usize,
 }
 
-/// One load run's outcome.
-#[derive(Debug, Clone, Copy)]
-struct Load {
-    ops: u64,
-    errors: u64,
-    elapsed: Duration,
-}
-
-/// Runs `total` HSETs from `clients` threads, `depth` per round trip, and times
-/// them from the moment all connections are open until the last reply.
-fn hset_load(server: &Server, clients: usize, total: u64, depth: usize, keys: u64) -> Load {
-    let per_client = total / clients as u64;
-    let barrier = Arc::new(Barrier::new(clients + 1));
-    let handles: Vec<_> = (0..clients)
-        .map(|t| {
-            let mut conn = server.conn();
-            let barrier = Arc::clone(&barrier);
-            thread::spawn(move || {
-                barrier.wait();
-                client_loop(&mut conn, t as u64, per_client, depth, keys)
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    let errors: u64 = handles.into_iter().map(|h| h.join().unwrap_or(per_client)).sum();
-    Load { ops: per_client * clients as u64, errors, elapsed: start.elapsed() }
-}
-
-/// One client's HSETs; returns how many failed.
-fn client_loop(conn: &mut redis::Connection, client: u64, count: u64, depth: usize, keys: u64) -> u64 {
-    let mut errors = 0;
-    let mut done = 0;
-    while done < count {
-        let n = (depth as u64).min(count - done);
-        let mut pipe = redis::pipe();
-        for i in done..done + n {
-            let seq = client * count + i;
-            pipe.add_command(Item::new(seq % keys + 1, seq).hset()).ignore();
-        }
-        if pipe.query::<()>(conn).is_err() {
-            errors += n;
-        }
-        done += n;
-    }
-    errors
+/// `HSET`s of `keys` distinct rows: change `seq` writes row `seq % keys + 1`.
+fn hsets(keys: u64) -> CommandOf {
+    Arc::new(move |seq| Item::new(seq % keys + 1, seq).hset())
 }
 
 /// Which server a measurement runs on.
@@ -124,14 +81,14 @@ fn measure(setup: &Setup, db: &Db, kind: Kind, cfg: &Config, total: u64, depth: 
         Kind::Module => Server::with_module(setup, db, ITEMS_MAPPING, "items", &[]),
         Kind::Queueing => Server::with_module_queueing(setup, ITEMS_MAPPING, "items", &[]),
     };
-    hset_load(&server, cfg.clients, (total / 20).max(cfg.clients as u64), depth, cfg.keys);
+    load::run(&server, cfg.clients, (total / 20).max(cfg.clients as u64), depth, &hsets(cfg.keys));
     // Nothing drains while queueing (SYNC.WAIT would only time out): the warm-up's
     // rows simply stay queued.
     if kind == Kind::Module {
         let _ = harness::sync_wait(&mut server.conn(), Duration::from_secs(60));
     }
     let monitor = quiet::Monitor::start();
-    let load = hset_load(&server, cfg.clients, total, depth, cfg.keys);
+    let load = load::run(&server, cfg.clients, total, depth, &hsets(cfg.keys));
     let busy = busy.or(monitor.finish("this measurement"));
     let mut c = server.conn();
     let pending = (kind != Kind::Plain)

@@ -3,14 +3,16 @@
 //! baseline on the same machine, prints the results and writes them as Markdown.
 //!
 //! Usage: `pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>]
-//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6]`
+//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7]`
 
 mod capture;
 mod harness;
 mod lag;
+mod load;
 mod pending;
 mod probe;
 mod quiet;
+mod read_through;
 mod reload;
 mod report;
 #[path = "../../tests/common/scratch.rs"]
@@ -37,7 +39,7 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>] \
-         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6]"
+         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7]"
     );
     std::process::exit(2)
 }
@@ -47,7 +49,7 @@ fn parse_args() -> Options {
     let mut server_bin = "valkey-server".to_string();
     let mut pg_admin = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
     let mut out = PathBuf::from("BENCHMARKS.md");
-    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6]);
+    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6, 7]);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -84,6 +86,7 @@ struct Sizes {
     sync_hset: sync_hset::Config,
     reload: reload::Config,
     pending: pending::Config,
+    read_through: read_through::Config,
 }
 
 impl Sizes {
@@ -118,6 +121,15 @@ impl Sizes {
                 ping_every: Duration::from_millis(1),
             },
             pending: pending::Config { rows: 1_000_000 / scale, ping_every: Duration::from_millis(1) },
+            read_through: read_through::Config {
+                rows: 100_000 / scale,
+                misses: 5_000 / scale,
+                clients: 50,
+                hits_unpipelined: 200_000 / scale,
+                hits_pipelined: 800_000 / scale,
+                depth: 16,
+                rounds: if quick { 1 } else { 3 },
+            },
         }
     }
 }
@@ -134,6 +146,7 @@ fn run_phases(opts: &Options, sizes: &Sizes, db: &Db) -> Vec<Section> {
             4 => sync_hset::run(&opts.setup, db, &sizes.sync_hset),
             5 => reload::run(&opts.setup, &sizes.reload),
             6 => pending::run(&opts.setup, &sizes.pending),
+            7 => read_through::run(&opts.setup, db, &sizes.read_through),
             _ => continue,
         };
         let (busy, waited) = settled;

@@ -36,19 +36,21 @@ pub fn register(ctx: &redis_module::Context) -> Result<(), String> {
     }
 }
 
+/// Argument `pos` as Redis holds it, valid for the filter call.
+fn arg_string(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int) -> Option<*mut raw::RedisModuleString> {
+    // SAFETY: `fctx` is the live filter context.
+    let s = unsafe { raw::RedisModule_CommandFilterArgGet?(fctx, pos) };
+    (!s.is_null()).then_some(s)
+}
+
 /// The bytes of argument `pos`, borrowed from Redis for the filter call.
 fn arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int) -> Option<&'a [u8]> {
-    // SAFETY: `fctx` is the live filter context; the string it returns stays valid
-    // for the duration of this filter call, which outlives every use below.
+    let s = arg_string(fctx, pos)?;
+    // SAFETY: the string stays valid for the duration of this filter call, which
+    // outlives every use below.
     unsafe {
-        let get = raw::RedisModule_CommandFilterArgGet?;
-        let ptr_len = raw::RedisModule_StringPtrLen?;
-        let s = get(fctx, pos);
-        if s.is_null() {
-            return None;
-        }
         let mut len = 0usize;
-        let p = ptr_len(s, &mut len);
+        let p = raw::RedisModule_StringPtrLen?(s, &mut len);
         (!p.is_null()).then(|| std::slice::from_raw_parts(p.cast::<u8>(), len))
     }
 }
@@ -77,12 +79,13 @@ fn read_wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx, count: c_int, name:
     }
     let read = ReadCommand::from_name(name)?;
     for pos in read.key_positions(usize::try_from(count).unwrap_or(0)) {
-        let key = arg(fctx, c_int::try_from(pos).ok()?)?;
+        let pos = c_int::try_from(pos).ok()?;
+        let key = arg(fctx, pos)?;
         let Some(resolved) = rt.mappings.resolve(key) else { continue };
         if resolved.role != KeyRole::Main || !rt.mappings.all()[resolved.mapping].read_through {
             continue;
         }
-        if probe::is_missing(fctx, key) {
+        if probe::is_missing(arg_string(fctx, pos)?) {
             return Some(READ);
         }
         MappingStats::bump(&rt.stats[resolved.mapping].read_hits, 1);

@@ -114,11 +114,16 @@ fn load(
     let m = &rt.mappings.all()[mapping];
     let stats = &rt.stats[mapping];
     let load_rows: Vec<RowKey> = batch.loads.iter().map(|id| RowKey { mapping, id: id.clone() }).collect();
-    let fills_later = || batch.fills.iter().map(|id| Request::Fill(RowKey { mapping, id: id.clone() })).collect();
+    let fills_later = || batch.fills.iter().map(|id| Request::Fill(RowKey { mapping, id: id.clone() }));
     let Some(schema) = rt.schema(mapping) else {
-        let why = stats.schema_error().unwrap_or_else(|| "not checked yet".into());
+        // Not checked yet (the module just started): wait for it, within each
+        // client's own deadline. A broken schema fails the loads at once.
+        let Some(why) = stats.schema_error() else {
+            let loads_later = load_rows.into_iter().map(Request::Load);
+            return Ok(loads_later.chain(fills_later()).collect());
+        };
         loads::fail(&load_rows, &format!("the schema of {} is not usable: {why}", m.table));
-        return Err(fills_later());
+        return Err(fills_later().collect());
     };
     let shape = match shapes.get(&mapping) {
         Some((known, shape)) if Arc::ptr_eq(known, &schema) => shape,
@@ -134,7 +139,7 @@ fn load(
         Err(e) => {
             MappingStats::bump(&stats.read_errors, 1);
             loads::fail(&load_rows, &format!("cannot read from Postgres: {e}"));
-            return Err(fills_later());
+            return Err(fills_later().collect());
         }
     };
     stats.read_latency.record(started.elapsed());

@@ -16,7 +16,7 @@ use crate::pipeline::runtime::Runtime;
 use crate::server::acl::Caller;
 use crate::server::commands::runtime_or_err;
 use crate::server::config;
-use crate::server::redis_io::key_exists;
+use crate::server::redis_io::{key_exists, selected_db};
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 /// Handles `SYNC.READ` (and, with the `getkeys-api` flag, Redis's question of
@@ -40,7 +40,8 @@ pub fn sync_read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     // The wrapper's rights are not the command's: check the command itself.
     Caller::of(ctx)?.check_command(ctx, wrapped)?;
-    if !read.arity_ok(wrapped.len()) {
+    // Only database 0 is synced.
+    if !read.arity_ok(wrapped.len()) || selected_db(ctx) != 0 {
         return run_on_redis(ctx, wrapped);
     }
     let missing = missing_rows(ctx, rt, read, wrapped);
