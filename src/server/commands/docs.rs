@@ -138,6 +138,13 @@ const DOCS: &[Doc] = &[
         arity: -3,
         args: &[arg("command", STRING), arg("key", KEY).multiple()],
     },
+    Doc {
+        name: "sync.read",
+        summary: "Runs a read of read-through keys that Redis does not hold, loading their rows from Postgres first; clients' reads of missing keys are routed here",
+        complexity: "O(1) plus the wrapped command's own cost; a miss waits for one batched query",
+        arity: -3,
+        args: &[arg("command", STRING), arg("key", KEY), arg("arg", STRING).optional().multiple()],
+    },
 ];
 
 /// Sets the documentation of every `SYNC.*` command. A failure only costs the
