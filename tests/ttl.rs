@@ -61,6 +61,9 @@ fn ttl_on_write_refreshes_the_expiry_on_writers_writes() {
     assert!((1..=100).contains(&ttl(&mut c, "items:3")), "an increment refreshes it too");
     sync_wait(&mut c);
     assert_eq!(pg_items(&db)[&3], [Some("three".into()), Some("2".into()), None]);
+    let _: () = redis::cmd("PERSIST").arg("items:3").query(&mut c).unwrap();
+    hset(&mut c, "items:3", &[("#", "+"), ("tag", "local")]);
+    assert!((1..=100).contains(&ttl(&mut c, "items:3")), "a Redis-only `#` `+` write refreshes it too");
 }
 
 #[test]

@@ -158,6 +158,10 @@ pub fn tagged_write(
         }
         SyncOp::RedisOnlyUpsert => {
             hset(ctx, main_key.as_bytes(), &pairs)?;
+            // A Redis-only write is still a writer's write to the cached row.
+            if m.ttl_on_write {
+                ttl::set_on(ctx, m, main_key.as_bytes());
+            }
             announce(ctx, m, &main_key, &target.id, EventOp::Upsert, names());
             ack::send(ctx, m, &target.id, &acks, &Ok(()));
             Ok(None)
