@@ -1,6 +1,7 @@
 //! The mapping file: which Postgres table each Redis key prefix mirrors, how hash
 //! fields map to columns, and how a Redis key name resolves to a mapped row.
 
+use crate::model::kafka::{KafkaSource, OFFSET_PREFIX};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -56,6 +57,8 @@ struct RawMapping {
     ttl: Option<u64>,
     #[serde(default)]
     ttl_on_write: bool,
+    #[serde(default)]
+    kafka: Option<KafkaSource>,
 }
 
 /// Where change events are also appended, for consumers that were away.
@@ -101,6 +104,8 @@ pub struct Mapping {
     pub ttl: Option<Duration>,
     /// Whether writers' own writes refresh the expiry too (write-behind).
     pub ttl_on_write: bool,
+    /// A Kafka topic consumed into this mapping's keys (`"kafka"`).
+    pub kafka: Option<KafkaSource>,
 }
 
 impl Mapping {
@@ -204,6 +209,14 @@ impl Mappings {
         }
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
+                if let (Some(x), Some(y)) = (&a.kafka, &b.kafka) {
+                    if (&x.group, &x.topic) == (&y.group, &y.topic) {
+                        return Err(format!(
+                            "mappings \"{}\" and \"{}\" consume topic \"{}\" with one group \"{}\"; give each its own group",
+                            a.name, b.name, x.topic, x.group
+                        ));
+                    }
+                }
                 if a.key_prefix.starts_with(&b.key_prefix) || b.key_prefix.starts_with(&a.key_prefix) {
                     return Err(format!(
                         "mappings \"{}\" and \"{}\" have overlapping key prefixes \"{}\" and \"{}\"",
@@ -247,7 +260,7 @@ impl Mappings {
 const MAX_NAME_LEN: usize = 56;
 
 /// Keys the module keeps for itself; no mapping may cover them.
-const OWN_KEYS: &[&str] = &["pgsync:{journal}", "pgsync:{deadletter}"];
+const OWN_KEYS: &[&str] = &["pgsync:{journal}", "pgsync:{deadletter}", OFFSET_PREFIX];
 
 fn validate(raw: RawMapping) -> Result<Mapping, String> {
     let who = format!("mapping \"{}\"", raw.name);
@@ -272,7 +285,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     if raw.key_prefix.contains(['{', '}']) || raw.key_prefix.starts_with("__") {
         return Err(format!("{who}: key_prefix \"{}\" must not contain braces or start with \"__\"", raw.key_prefix));
     }
-    if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&raw.key_prefix)) {
+    if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&raw.key_prefix) || raw.key_prefix.starts_with(**k)) {
         return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", raw.key_prefix));
     }
     if raw.table.split('.').count() > 2 || raw.table.split('.').any(str::is_empty) {
@@ -309,6 +322,12 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
             "{who}: \"ttl_on_write\" needs a \"ttl\" and a write-behind mapping (write-through rows get the ttl when their commit is applied)"
         ));
     }
+    if let Some(kafka) = &raw.kafka {
+        kafka.validate(&who)?;
+        if raw.mode == Mode::ReadOnly {
+            return Err(format!("{who}: a \"kafka\" source writes rows to Postgres; use write-behind or write-through"));
+        }
+    }
     Ok(Mapping {
         name: raw.name,
         table: raw.table,
@@ -323,6 +342,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         changelog: raw.changelog,
         ttl: raw.ttl.map(Duration::from_secs),
         ttl_on_write: raw.ttl_on_write,
+        kafka: raw.kafka,
     })
 }
 

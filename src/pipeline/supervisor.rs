@@ -22,6 +22,7 @@ use crate::server::eviction;
 use crate::server::filter;
 use crate::server::redis_io::{notice, warn};
 use crate::server::waiters;
+use crate::sources::kafka;
 use crate::sources::listen;
 use crate::sources::reload;
 use redis_module::{Context, ContextFlags, RedisString};
@@ -69,6 +70,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let rt = runtime::install(Runtime::new(mappings, settings, replica))?;
     spawn("pgsync-schema", move || schema_checker::run(rt))?;
     spawn("pgsync-listener", move || listen::run(rt))?;
+    kafka::start(rt, |name, body| spawn(name, body))?;
     ensure_workers();
     filter::register(ctx)?;
     eviction::watch(ctx)?;

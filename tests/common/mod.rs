@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod items;
+pub mod kafka;
 pub mod scratch;
 pub mod tls;
 
