@@ -175,9 +175,11 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         };
         if let Some(origin) = e.kafka {
             // A Kafka record is applied again as it came; if it still cannot be,
-            // it is back in the list.
-            deadletter::remove(ctx, &entry);
-            queued += i64::from(kafka::apply::retry(ctx, rt, mapping, origin));
+            // its entry stays, its failure counted.
+            if kafka::apply::retry(ctx, rt, mapping, origin) {
+                deadletter::remove(ctx, &entry);
+                queued += 1;
+            }
             continue;
         }
         let (role, key) = match m.mode {
