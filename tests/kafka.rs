@@ -180,7 +180,8 @@ fn kill9_mid_stream_applies_every_record_exactly_once() {
     // the AOF had not kept, each once (a record applied again would add a key).
     eventually("the last events", || events_after.total() as usize >= N as usize - before);
     std::thread::sleep(Duration::from_millis(300));
-    let repeated = |counts: HashMap<String, u32>| counts.into_iter().filter(|(_, n)| *n > 1).take(5).collect::<Vec<_>>();
+    let repeated =
+        |counts: HashMap<String, u32>| counts.into_iter().filter(|(_, n)| *n > 1).take(5).collect::<Vec<_>>();
     assert!(repeated(events.snapshot()).is_empty(), "applied twice before the crash");
     assert!(repeated(events_after.snapshot()).is_empty(), "applied twice after the restart");
     assert_eq!(events_after.snapshot().len(), N as usize - before, "records applied after the restart");
@@ -282,4 +283,41 @@ fn a_bad_record_is_dead_lettered_with_its_offset_and_retry_applies_it_again() {
     let entries = failed(&mut c);
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["count"], "2");
+}
+
+#[test]
+fn a_replica_is_idle_and_resumes_from_the_replicated_offsets_when_promoted() {
+    let broker = Broker::start();
+    broker.create_topic(TOPIC, 3);
+    let db = test_db(SQL);
+    let file = mapping(&broker.address(), "");
+    let extra = [("retry-max-delay-ms", "300")];
+    let mut primary = Server::with_mapping(&db, &file, &extra, &[]);
+    let replicaof = primary.port.to_string();
+    let replica = Server::with_mapping(
+        &db,
+        &file,
+        &extra,
+        &["--replicaof", "127.0.0.1", &replicaof, "--notify-keyspace-events", "Kh"],
+    );
+    let (mut p, mut r) = (primary.conn(), replica.conn());
+    produce(&broker, 1..=3_000);
+    eventually("the primary applied the records", || keys_count(&mut p, "kusers:*") == 3_000);
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut p).unwrap();
+    assert_eq!(acked, 1);
+    let st = status(&mut r, "kusers");
+    assert_eq!((st["kafka"].as_str(), st["kafka_applied"].as_str()), ("idle: replica", "0"), "{st:?}");
+    let offset: String = r.get("pgsync:kafka:pgsync:users:0").unwrap();
+    assert_eq!(offset, "1000", "the offsets reached the replica with the records");
+
+    primary.kill9();
+    let events = Counter::start(replica.port, "__keyspace@0__:kusers:*");
+    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut r).unwrap();
+    produce(&broker, 3_001..=4_500);
+    eventually("the promoted replica applied the new records", || keys_count(&mut r, "kusers:*") == 4_500);
+    eventually("no lag", || status(&mut r, "kusers")["kafka_lag"] == "0");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(events.snapshot().len(), 1_500, "only the new records were applied");
+    assert_eq!(status(&mut r, "kusers")["kafka_applied"], "1500");
+    eventually("every row", || pg_count(&db) == 4_500);
 }

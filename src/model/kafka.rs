@@ -214,9 +214,12 @@ mod tests {
 
     #[test]
     fn a_json_object_becomes_fields_with_nested_values_as_json_text() {
-        let decoded =
-            decode(&source(Some("id")), None, Some(br#"{"id": 42, "name": "ana", "tags": [1,2], "gone": null, "ok": true}"#))
-                .unwrap();
+        let decoded = decode(
+            &source(Some("id")),
+            None,
+            Some(br#"{"id": 42, "name": "ana", "tags": [1,2], "gone": null, "ok": true}"#),
+        )
+        .unwrap();
         let Decoded::Upsert { id, mut fields } = decoded else { panic!("not an upsert") };
         fields.sort();
         assert_eq!(id, "42");

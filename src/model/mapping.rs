@@ -325,7 +325,9 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     if let Some(kafka) = &raw.kafka {
         kafka.validate(&who)?;
         if raw.mode == Mode::ReadOnly {
-            return Err(format!("{who}: a \"kafka\" source writes rows to Postgres; use write-behind or write-through"));
+            return Err(format!(
+                "{who}: a \"kafka\" source writes rows to Postgres; use write-behind or write-through"
+            ));
         }
     }
     Ok(Mapping {

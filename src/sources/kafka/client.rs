@@ -69,8 +69,7 @@ impl Broker {
             base: 2.0,
             deadline: Some(Duration::from_secs(3)),
         };
-        let mut builder =
-            ClientBuilder::new(source.broker_list()).client_id("redis-pgsync").backoff_config(backoff);
+        let mut builder = ClientBuilder::new(source.broker_list()).client_id("redis-pgsync").backoff_config(backoff);
         if let Some(sasl) = &source.sasl {
             let credentials = Credentials::new(sasl.username.clone(), sasl.password.clone());
             builder = builder.sasl_config(match sasl.mechanism {

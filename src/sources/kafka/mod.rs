@@ -15,7 +15,10 @@ use crate::pipeline::runtime::Runtime;
 
 /// Starts the consumer thread of every mapping with a Kafka source, through
 /// `spawn` (the supervisor's, which joins it at shutdown).
-pub fn start(rt: &'static Runtime, spawn: impl Fn(&str, Box<dyn FnOnce() + Send>) -> Result<(), String>) -> Result<(), String> {
+pub fn start(
+    rt: &'static Runtime,
+    spawn: impl Fn(&str, Box<dyn FnOnce() + Send>) -> Result<(), String>,
+) -> Result<(), String> {
     for (mapping, m) in rt.mappings.all().iter().enumerate() {
         if m.kafka.is_some() {
             status::of(rt, mapping);

@@ -38,9 +38,8 @@ static STATUSES: OnceLock<Vec<Option<SourceStatus>>> = OnceLock::new();
 
 /// The status of mapping `mapping`'s source, if it has one.
 pub fn of(rt: &Runtime, mapping: usize) -> Option<&'static SourceStatus> {
-    let all = STATUSES.get_or_init(|| {
-        rt.mappings.all().iter().map(|m| m.kafka.as_ref().map(|_| SourceStatus::default())).collect()
-    });
+    let all = STATUSES
+        .get_or_init(|| rt.mappings.all().iter().map(|m| m.kafka.as_ref().map(|_| SourceStatus::default())).collect());
     all.get(mapping).and_then(Option::as_ref)
 }
 
