@@ -70,7 +70,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let rt = runtime::install(Runtime::new(mappings, settings, replica))?;
     spawn("pgsync-schema", move || schema_checker::run(rt))?;
     spawn("pgsync-listener", move || listen::run(rt))?;
-    kafka::start(rt, |name, body| spawn(name, body))?;
+    kafka::start(rt, spawn)?;
     ensure_workers();
     filter::register(ctx)?;
     eviction::watch(ctx)?;

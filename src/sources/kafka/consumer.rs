@@ -64,7 +64,6 @@ pub fn run(rt: &'static Runtime, mapping: usize) {
                     warn(&format!("{}: Kafka source down: {e}", m.name));
                 }
                 status.set_state(format!("down: {e}"));
-                consumer.broker = None;
                 rt.queue().sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
             }
         }
