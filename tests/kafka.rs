@@ -87,12 +87,18 @@ impl Counter {
     }
 }
 
-#[test]
-fn json_records_become_hashes_then_rows_with_one_event_each() {
+/// A broker with the topic, a database, and a server consuming the topic.
+fn setup(extra: &[(&str, &str)]) -> (Broker, TestDb, Server) {
     let broker = Broker::start();
     broker.create_topic(TOPIC, 3);
     let db = test_db(SQL);
-    let server = Server::with_mapping(&db, &mapping(&broker.address(), ""), &[], &[]);
+    let server = Server::with_mapping(&db, &mapping(&broker.address(), ""), extra, &[]);
+    (broker, db, server)
+}
+
+#[test]
+fn json_records_become_hashes_then_rows_with_one_event_each() {
+    let (broker, db, server) = setup(&[]);
     let mut c = server.conn();
     let events = Counter::start(server.port, "sync:kusers:*");
     produce(&broker, 1..=10_000);
@@ -126,10 +132,7 @@ fn json_records_become_hashes_then_rows_with_one_event_each() {
 
 #[test]
 fn a_tombstone_deletes_the_key_and_the_row() {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, 3);
-    let db = test_db(SQL);
-    let server = Server::with_mapping(&db, &mapping(&broker.address(), ""), &[], &[]);
+    let (broker, db, server) = setup(&[]);
     let mut c = server.conn();
     produce(&broker, 1..=3);
     eventually("three rows", || pg_count(&db) == 3);
@@ -190,10 +193,7 @@ fn kill9_mid_stream_applies_every_record_exactly_once() {
 
 #[test]
 fn a_frozen_broker_shows_down_then_up_and_loses_nothing() {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, 3);
-    let db = test_db(SQL);
-    let server = Server::with_mapping(&db, &mapping(&broker.address(), ""), &[("retry-max-delay-ms", "300")], &[]);
+    let (broker, db, server) = setup(&[("retry-max-delay-ms", "300")]);
     let mut c = server.conn();
     produce(&broker, 1..=3_000);
     eventually("the first records", || keys_count(&mut c, "kusers:*") == 3_000);
@@ -225,28 +225,12 @@ fn a_broker_down_at_start_is_waited_for() {
 /// `SYNC.FAILED` entries as name -> value text.
 fn failed(c: &mut redis::Connection) -> Vec<HashMap<String, String>> {
     let entries: Vec<Vec<redis::Value>> = redis::cmd("SYNC.FAILED").query(c).expect("SYNC.FAILED");
-    entries
-        .into_iter()
-        .map(|flat| {
-            flat.chunks(2)
-                .map(|p| {
-                    let text = |v: &redis::Value| match v {
-                        redis::Value::Int(n) => n.to_string(),
-                        other => redis::from_redis_value::<String>(other).unwrap_or_default(),
-                    };
-                    (text(&p[0]), text(&p[1]))
-                })
-                .collect()
-        })
-        .collect()
+    entries.into_iter().map(pairs).collect()
 }
 
 #[test]
 fn a_bad_record_is_dead_lettered_with_its_offset_and_retry_applies_it_again() {
-    let broker = Broker::start();
-    broker.create_topic(TOPIC, 3);
-    let db = test_db(SQL);
-    let server = Server::with_mapping(&db, &mapping(&broker.address(), ""), &[], &[]);
+    let (broker, db, server) = setup(&[]);
     let mut c = server.conn();
     // Partition 2 holds ids 2, 5, 8, ...: id 500 is its record at offset 166.
     for partition in 0..3 {
