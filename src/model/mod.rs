@@ -10,6 +10,7 @@ pub mod field_map;
 pub mod guard;
 pub mod intent;
 pub mod journal_codec;
+pub mod kafka;
 pub mod latency;
 pub mod mapping;
 pub mod negative_cache;

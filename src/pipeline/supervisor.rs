@@ -23,6 +23,7 @@ use crate::server::filter;
 use crate::server::read_through::{self, loads};
 use crate::server::redis_io::{notice, warn};
 use crate::server::waiters;
+use crate::sources::kafka;
 use crate::sources::listen;
 use crate::sources::loader;
 use crate::sources::reload;
@@ -77,6 +78,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         read_through::probe::init(ctx);
         spawn("pgsync-loader", move || loader::run(rt, rx))?;
     }
+    kafka::start(rt, spawn)?;
     ensure_workers();
     filter::register(ctx)?;
     eviction::watch(ctx)?;

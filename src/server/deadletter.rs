@@ -9,9 +9,12 @@
 //! sorted set [`ORDER_KEY`] orders the entry ids by their latest failure, so
 //! listing reads only the entries it returns and the cap drops the stalest ones
 //! (`pgsync.deadletter-max`). The entry id is `<mapping>:<row id>`: it names the
-//! row, so ACL and mapping filters need no entry read.
+//! row, so ACL and mapping filters need no entry read. A Kafka record that
+//! could not be applied (not JSON, no id) is an entry of its own, named
+//! `<mapping>:kafka:<topic>:<partition>:<offset>`, holding the raw record.
 
 use crate::model::change::{Change, Delta, FieldChange, Fields, RowOp, Write};
+use crate::model::kafka::KafkaOrigin;
 use crate::model::mapping::Mapping;
 use crate::model::queue::RowKey;
 use crate::model::stats::MappingStats;
@@ -56,6 +59,10 @@ pub struct DeadLetter {
     /// How many times the row was rejected since the entry was made.
     #[serde(default = "one")]
     pub count: u64,
+    /// For a Kafka record that could not be applied: where it came from and its
+    /// raw bytes (`op` is then `record`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaOrigin>,
 }
 
 fn one() -> u64 {
@@ -118,19 +125,33 @@ fn integer(value: &RedisValue) -> Option<i64> {
     }
 }
 
+/// The entry id of a Kafka record: `<mapping>:kafka:<topic>:<partition>:<offset>`.
+pub fn record_entry_id(mapping: &str, origin: &KafkaOrigin) -> String {
+    entry_id(mapping, &format!("kafka:{}:{}:{}", origin.topic, origin.partition, origin.offset))
+}
+
+/// Records a Kafka record that could not be applied, with why.
+pub fn add_record(ctx: &Context, mapping: &Mapping, origin: KafkaOrigin, error: &str) {
+    let entry_id = record_entry_id(&mapping.name, &origin);
+    let id = parse_entry_id(&entry_id).map_or_else(String::new, |(_, id)| id.to_string());
+    let entry = DeadLetter {
+        mapping: mapping.name.clone(),
+        id,
+        op: "record".into(),
+        fields: BTreeMap::new(),
+        increments: BTreeMap::new(),
+        error: error.to_string(),
+        time_ms: 0,
+        first_time_ms: 0,
+        count: 0,
+        kafka: Some(origin),
+    };
+    store(ctx, &entry_id, entry);
+}
+
 /// Records a rejected change: replaces the row's entry (counting the failure) and
 /// moves it to the end of the order, then drops the stalest entries past the cap.
 pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, error: &str) {
-    let entry_id = entry_id(&mapping.name, &row.id);
-    // Scores are µs and strictly increasing, so the order is the order of the
-    // rejections even within one millisecond, and SYNC.FAILED lists them so.
-    let newest = match call(ctx, "ZRANGE", &[ORDER_KEY.as_bytes(), b"-1", b"-1", b"WITHSCORES"]) {
-        Ok(RedisValue::Array(items)) => items.get(1).and_then(integer).unwrap_or(0),
-        _ => 0,
-    };
-    let score = now_us().max(u64::try_from(newest).unwrap_or(0) + 1);
-    let time_ms = score / 1000;
-    let previous = tally(ctx, &entry_id);
     let entry = DeadLetter {
         mapping: mapping.name.clone(),
         id: row.id.clone(),
@@ -156,9 +177,31 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
             })
             .collect(),
         error: error.to_string(),
+        time_ms: 0,
+        first_time_ms: 0,
+        count: 0,
+        kafka: None,
+    };
+    store(ctx, &entry_id(&mapping.name, &row.id), entry);
+}
+
+/// Writes `entry` as `entry_id`, stamped with the time, the first time and the
+/// count it takes over from the entry it replaces; then trims the list.
+fn store(ctx: &Context, entry_id: &str, entry: DeadLetter) {
+    // Scores are µs and strictly increasing, so the order is the order of the
+    // rejections even within one millisecond, and SYNC.FAILED lists them so.
+    let newest = match call(ctx, "ZRANGE", &[ORDER_KEY.as_bytes(), b"-1", b"-1", b"WITHSCORES"]) {
+        Ok(RedisValue::Array(items)) => items.get(1).and_then(integer).unwrap_or(0),
+        _ => 0,
+    };
+    let score = now_us().max(u64::try_from(newest).unwrap_or(0) + 1);
+    let time_ms = score / 1000;
+    let previous = tally(ctx, entry_id);
+    let entry = DeadLetter {
         time_ms,
         first_time_ms: previous.as_ref().map_or(time_ms, Tally::first),
         count: previous.as_ref().map_or(1, |p| p.count.saturating_add(1)),
+        ..entry
     };
     let Ok(json) = serde_json::to_string(&entry) else {
         return;

@@ -33,6 +33,12 @@ pub fn handles(command: Command) -> bool {
 /// would; the caller has checked [`handles`].
 pub fn run(ctx: &Context, command: Command, argv: &[RedisString]) -> Result<RedisValue, RedisError> {
     Caller::of(ctx)?.check_command(ctx, argv)?;
+    run_unchecked(ctx, command, argv)
+}
+
+/// Runs `argv` for the module itself (a source such as Kafka has no client
+/// whose ACL applies), with the same writes, events and replication as [`run`].
+pub fn run_unchecked(ctx: &Context, command: Command, argv: &[RedisString]) -> Result<RedisValue, RedisError> {
     let (reply, changed) = own_writes(|| match command {
         Command::Del | Command::Unlink => delete_keys(ctx, command, &argv[1..]),
         _ => write_hash(ctx, command, &argv[1], &argv[2..]),

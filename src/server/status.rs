@@ -52,6 +52,9 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
         ("reload", Figure::Text(reload_state(rt))),
         ("recovery", Figure::Text(rt.dirty.recovery().describe())),
     ]
+    .into_iter()
+    .chain(crate::sources::kafka::status::figures(rt, mapping))
+    .collect()
 }
 
 /// The figures of the whole module, in display order: the same for every mapping.

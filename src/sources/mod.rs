@@ -1,7 +1,9 @@
-//! Postgres → Redis: the listener, `SYNC.RELOAD`, `TRUNCATE` handling, and the
-//! apply of rows read from Postgres into their hashes.
+//! What feeds Redis from outside. Postgres → Redis: the listener, `SYNC.RELOAD`,
+//! `TRUNCATE` handling, and the apply of rows read from Postgres into their
+//! hashes. Kafka → Redis: a mapping's `"kafka"` source.
 
 pub mod apply_pg;
+pub mod kafka;
 pub mod listen;
 pub mod loader;
 pub mod reload;

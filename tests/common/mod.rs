@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod items;
+pub mod kafka;
 pub mod scratch;
 pub mod tls;
 
@@ -185,6 +186,11 @@ pub fn sync_wait(c: &mut redis::Connection) {
 /// `SYNC.STATUS <mapping>` as name → value text.
 pub fn status(c: &mut redis::Connection, mapping: &str) -> std::collections::HashMap<String, String> {
     let flat: Vec<redis::Value> = redis::cmd("SYNC.STATUS").arg(mapping).query(c).expect("SYNC.STATUS");
+    pairs(flat)
+}
+
+/// A flat name, value list (`SYNC.STATUS`, a `SYNC.FAILED` entry) as name → value text.
+pub fn pairs(flat: Vec<redis::Value>) -> std::collections::HashMap<String, String> {
     flat.chunks(2)
         .map(|p| {
             let text = |v: &redis::Value| match v {

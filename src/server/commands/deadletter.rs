@@ -9,6 +9,7 @@ use crate::pipeline::runtime::Runtime;
 use crate::server::acl::{Access, Caller};
 use crate::server::capture::{self, Target};
 use crate::server::deadletter::{self, DeadLetter, DEADLETTER_KEY};
+use crate::sources::kafka;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 const DEFAULT_COUNT: usize = 100;
@@ -58,7 +59,21 @@ fn entry_reply(id: String, e: DeadLetter) -> RedisValue {
     let fields = serde_json::to_string(&e.fields).unwrap_or_default();
     let increments = serde_json::to_string(&e.increments).unwrap_or_default();
     let first = if e.first_time_ms == 0 { e.time_ms } else { e.first_time_ms };
-    RedisValue::Array(vec![
+    let origin = e.kafka.map(|k| {
+        vec![
+            text("topic"),
+            text(&k.topic),
+            text("partition"),
+            RedisValue::Integer(k.partition.into()),
+            text("offset"),
+            RedisValue::Integer(k.offset),
+            text("record_key"),
+            k.key.as_deref().map_or(RedisValue::Null, text),
+            text("payload"),
+            k.payload.as_deref().map_or(RedisValue::Null, text),
+        ]
+    });
+    let mut reply = vec![
         text("entry"),
         text(&id),
         text("mapping"),
@@ -79,7 +94,9 @@ fn entry_reply(id: String, e: DeadLetter) -> RedisValue {
         RedisValue::Integer(i64::try_from(e.count).unwrap_or(i64::MAX)),
         text("first_time_ms"),
         RedisValue::Integer(first as i64),
-    ])
+    ];
+    reply.extend(origin.into_iter().flatten());
+    RedisValue::Array(reply)
 }
 
 /// What a command does with an entry, which decides the keys the caller needs.
@@ -144,7 +161,8 @@ fn select(ctx: &Context, rt: &Runtime, args: &[RedisString], use_: Use) -> Resul
 }
 
 /// `SYNC.RETRY <entry>|ALL`: queues the entries' changes again, exactly as they
-/// were rejected, and removes them from the list; replies with how many.
+/// were rejected, and removes them from the list; a Kafka record is applied
+/// again. Replies with how many were queued or applied.
 pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let mut queued = 0;
@@ -155,6 +173,15 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         let Some((mapping, m)) = rt.mappings.by_name(&e.mapping) else {
             continue;
         };
+        if let Some(origin) = e.kafka {
+            // A Kafka record is applied again as it came; if it still cannot be,
+            // its entry stays, its failure counted.
+            if kafka::apply::retry(ctx, rt, mapping, origin) {
+                deadletter::remove(ctx, &entry);
+                queued += 1;
+            }
+            continue;
+        }
         let (role, key) = match m.mode {
             Mode::WriteThrough => (KeyRole::Temp, m.temp_key(&e.id)),
             Mode::WriteBehind | Mode::ReadOnly => (KeyRole::Main, m.main_key(&e.id)),

@@ -1,0 +1,272 @@
+//! A mapping's Kafka source (`"kafka"` in the mapping file): its options as the
+//! operator writes them, how one record becomes a hash write or a delete, and
+//! where each partition's consumed offset is kept in Redis. Pure: the consumer
+//! thread (`sources/kafka/`) does the I/O.
+
+use crate::model::row_id::check_id;
+use serde::{Deserialize, Serialize};
+
+/// The `"kafka"` object of a mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSource {
+    /// Bootstrap brokers, `host:port`, comma-separated.
+    pub brokers: String,
+    /// The topic to consume.
+    pub topic: String,
+    /// Names this consumer's offsets (the Redis offset keys carry it), so two
+    /// mappings may read one topic independently.
+    pub group: String,
+    /// How a record's value is read; only `json` today.
+    #[serde(default)]
+    pub format: Format,
+    /// The JSON field holding the row id (a record that lacks it is
+    /// dead-lettered); without this option the record key is the id.
+    #[serde(default)]
+    pub id_field: Option<String>,
+    /// The partitions to consume; all of the topic's when absent.
+    #[serde(default)]
+    pub partitions: Option<Vec<i32>>,
+    /// SASL credentials, passed to the client.
+    #[serde(default)]
+    pub sasl: Option<Sasl>,
+}
+
+/// The record formats the source reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// A JSON object per record: its keys are hash fields.
+    #[default]
+    Json,
+}
+
+/// SASL settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: SaslMechanism,
+    /// The user name.
+    pub username: String,
+    /// The password (never shown by `SYNC.STATUS` or the log).
+    pub password: String,
+}
+
+/// The SASL mechanisms the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SaslMechanism {
+    /// RFC 4616.
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// RFC 7677.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// SCRAM with SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl KafkaSource {
+    /// Checks the options; `who` names the mapping in the message.
+    pub fn validate(&self, who: &str) -> Result<(), String> {
+        if self.broker_list().is_empty() {
+            return Err(format!("{who}: kafka \"brokers\" needs at least one host:port"));
+        }
+        if let Some(bad) = self.broker_list().into_iter().find(|b| !b.contains(':')) {
+            return Err(format!("{who}: kafka broker \"{bad}\" must be host:port"));
+        }
+        let topic_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.topic.is_empty() || self.topic.len() > 249 || !self.topic.chars().all(topic_char) {
+            return Err(format!(
+                "{who}: kafka \"topic\" \"{}\" is not a Kafka topic name (letters, digits, '.', '_', '-')",
+                self.topic
+            ));
+        }
+        if self.group.trim().is_empty() || self.group.contains(['{', '}', ':']) {
+            return Err(format!(
+                "{who}: kafka \"group\" must be a non-empty name without braces or ':' (it is part of the offset keys)"
+            ));
+        }
+        if self.id_field.as_deref().is_some_and(str::is_empty) {
+            return Err(format!("{who}: kafka \"id_field\" must not be empty (leave it out to use the record key)"));
+        }
+        if let Some(partitions) = &self.partitions {
+            let mut seen = std::collections::BTreeSet::new();
+            if partitions.is_empty() || partitions.iter().any(|p| *p < 0 || !seen.insert(*p)) {
+                return Err(format!("{who}: kafka \"partitions\" must list distinct partition numbers (0 and up)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The bootstrap brokers, trimmed.
+    pub fn broker_list(&self) -> Vec<String> {
+        self.brokers.split(',').map(str::trim).filter(|b| !b.is_empty()).map(String::from).collect()
+    }
+
+    /// The Redis key holding the next offset to consume from `partition`.
+    pub fn offset_key(&self, partition: i32) -> String {
+        format!("{OFFSET_PREFIX}{}:{}:{partition}", self.group, self.topic)
+    }
+}
+
+/// Every offset key starts with this; no mapping's key prefix may cover it.
+pub const OFFSET_PREFIX: &str = "pgsync:kafka:";
+
+/// What one record asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    /// Set these fields (`None`: a JSON null, the field is removed).
+    Upsert {
+        /// The row id.
+        id: String,
+        /// Field and value; the id field itself is not stored (the key names it).
+        fields: Vec<(String, Option<Vec<u8>>)>,
+    },
+    /// A tombstone: delete the key and the row.
+    Delete {
+        /// The row id.
+        id: String,
+    },
+}
+
+impl Decoded {
+    /// The row id the record names.
+    pub fn id(&self) -> &str {
+        match self {
+            Decoded::Upsert { id, .. } | Decoded::Delete { id } => id,
+        }
+    }
+}
+
+/// Reads one record. `Err` says why it cannot be applied (it is dead-lettered).
+pub fn decode(source: &KafkaSource, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, String> {
+    let record_key_id = || -> Result<String, String> {
+        let key = key.ok_or("the record has no key to take the id from")?;
+        check_id(key).map(String::from).map_err(|e| format!("record key: {e}"))
+    };
+    let Some(value) = value else {
+        return Ok(Decoded::Delete { id: record_key_id()? });
+    };
+    let json: serde_json::Value =
+        serde_json::from_slice(value).map_err(|e| format!("the record is not valid JSON: {e}"))?;
+    let serde_json::Value::Object(object) = json else {
+        return Err("the record is not a JSON object".into());
+    };
+    let id = match &source.id_field {
+        None => record_key_id()?,
+        Some(name) => match object.get(name) {
+            None | Some(serde_json::Value::Null) => return Err(format!("the record has no id field \"{name}\"")),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(format!("the id field \"{name}\" is neither a string nor a number")),
+        },
+    };
+    let id = check_id(id.as_bytes()).map_err(|e| format!("id: {e}"))?.to_string();
+    let fields = object
+        .into_iter()
+        .filter(|(name, _)| Some(name) != source.id_field.as_ref())
+        .map(|(name, value)| {
+            let value = match value {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(s) => Some(s.into_bytes()),
+                // Numbers, booleans, nested objects and arrays: their JSON text.
+                other => Some(other.to_string().into_bytes()),
+            };
+            (name, value)
+        })
+        .collect();
+    Ok(Decoded::Upsert { id, fields })
+}
+
+/// Where a dead-lettered record came from, with its raw bytes, so `SYNC.FAILED`
+/// shows it and `SYNC.RETRY` can apply it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaOrigin {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// The record key (non-UTF-8 bytes shown lossily).
+    pub key: Option<String>,
+    /// The record value as received (lossily as text); `None` for a tombstone.
+    pub payload: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(id_field: Option<&str>) -> KafkaSource {
+        KafkaSource {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "users".into(),
+            group: "pgsync".into(),
+            format: Format::Json,
+            id_field: id_field.map(String::from),
+            partitions: None,
+            sasl: None,
+        }
+    }
+
+    #[test]
+    fn a_json_object_becomes_fields_with_nested_values_as_json_text() {
+        let decoded = decode(
+            &source(Some("id")),
+            None,
+            Some(br#"{"id": 42, "name": "ana", "tags": [1,2], "gone": null, "ok": true}"#),
+        )
+        .unwrap();
+        let Decoded::Upsert { id, mut fields } = decoded else { panic!("not an upsert") };
+        fields.sort();
+        assert_eq!(id, "42");
+        assert_eq!(
+            fields,
+            vec![
+                ("gone".to_string(), None),
+                ("name".to_string(), Some(b"ana".to_vec())),
+                ("ok".to_string(), Some(b"true".to_vec())),
+                ("tags".to_string(), Some(b"[1,2]".to_vec())),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_record_key_is_the_id_without_an_id_field_and_a_tombstone_deletes() {
+        let decoded = decode(&source(None), Some(b"7"), Some(br#"{"a": "b"}"#)).unwrap();
+        assert_eq!(decoded.id(), "7");
+        assert_eq!(decode(&source(Some("id")), Some(b"9"), None).unwrap(), Decoded::Delete { id: "9".into() });
+        assert!(decode(&source(None), None, None).unwrap_err().contains("no key"));
+    }
+
+    #[test]
+    fn bad_records_say_why() {
+        let s = source(Some("id"));
+        assert!(decode(&s, None, Some(b"{not json")).unwrap_err().contains("not valid JSON"));
+        assert!(decode(&s, None, Some(b"[1]")).unwrap_err().contains("not a JSON object"));
+        assert!(decode(&s, None, Some(br#"{"name": "x"}"#)).unwrap_err().contains("no id field"));
+        assert!(decode(&s, None, Some(br#"{"id": {"a": 1}}"#)).unwrap_err().contains("neither"));
+        assert!(decode(&s, None, Some(br#"{"id": "a{b"}"#)).unwrap_err().contains("brace"));
+        assert!(decode(&s, None, Some(br#"{"id": ""}"#)).unwrap_err().contains("no id"));
+    }
+
+    #[test]
+    fn options_are_checked() {
+        assert!(source(None).validate("m").is_ok());
+        let bad = |f: &dyn Fn(&mut KafkaSource)| {
+            let mut s = source(None);
+            f(&mut s);
+            s.validate("m").unwrap_err()
+        };
+        assert!(bad(&|s| s.brokers = " , ".into()).contains("brokers"));
+        assert!(bad(&|s| s.brokers = "localhost".into()).contains("host:port"));
+        assert!(bad(&|s| s.topic = "a b".into()).contains("topic"));
+        assert!(bad(&|s| s.group = "{x}".into()).contains("group"));
+        assert!(bad(&|s| s.partitions = Some(vec![0, 0])).contains("partitions"));
+        assert!(bad(&|s| s.id_field = Some(String::new())).contains("id_field"));
+        assert_eq!(source(None).offset_key(2), "pgsync:kafka:pgsync:users:2");
+    }
+}

@@ -1,0 +1,224 @@
+//! Kafka → Redis apply: writes a batch of one partition's records into their
+//! hashes and the partition's next offset into its Redis key, under one Redis
+//! lock, so the AOF and the replicas get data and offset in one unit and a
+//! restart resumes exactly after the last record applied. Each record is
+//! written as the command a client would send (`HSET`/`HDEL`, or `DEL` for a
+//! tombstone, through `direct_write`: keyspace events, replication) and
+//! captured like a client's write (`capture::record`: queue and journal), so
+//! write-behind carries it to Postgres and the change event follows the commit.
+//! A record that cannot be applied goes to the dead-letter list with its raw
+//! bytes; the stream goes on.
+
+use super::client::Fetched;
+use crate::model::change::{FieldChange, Fields, RowOp, Write};
+use crate::model::intent::Command;
+use crate::model::kafka::{decode, Decoded, KafkaOrigin, KafkaSource};
+use crate::model::mapping::{Mapping, Mode};
+use crate::pipeline::runtime::Runtime;
+use crate::server::capture::{self, Target};
+use crate::server::deadletter;
+use crate::server::direct_write;
+use crate::server::redis_io::{self, string, warn};
+use redis_module::{Context, RedisString, ThreadSafeContext};
+
+/// What became of a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Written: how many records were applied and how many dead-lettered.
+    Done {
+        /// Records written into Redis.
+        applied: u64,
+        /// Records sent to the dead-letter list.
+        dead: u64,
+    },
+    /// The offset key no longer holds what the consumer expected (a promotion,
+    /// a restore, a flush): nothing was written; read the offsets again.
+    Stale,
+    /// This server is not a writing primary now (a replica, or loading its data).
+    Idle,
+}
+
+/// The offsets a consumer resumes from, read under one lock: per partition, the
+/// stored next offset (`None`: never consumed). `None` when this server does
+/// not write now (a replica, or still loading).
+pub fn read_offsets(rt: &Runtime, source: &KafkaSource, partitions: &[i32]) -> Option<Vec<Option<i64>>> {
+    let tsc = ThreadSafeContext::new();
+    let ctx = tsc.lock();
+    if !capture::capturing(&ctx, rt) {
+        return None;
+    }
+    Some(partitions.iter().map(|p| read_offset(&ctx, &source.offset_key(*p))).collect())
+}
+
+/// Applies `records` of `partition` (in offset order) and stores `next` as the
+/// partition's next offset, in one locked step, provided the offset key still
+/// holds `expected`.
+pub fn apply_records(
+    rt: &Runtime,
+    mapping: usize,
+    partition: i32,
+    expected: Option<i64>,
+    records: &[Fetched],
+    next: i64,
+) -> Applied {
+    let m = &rt.mappings.all()[mapping];
+    let Some(source) = &m.kafka else { return Applied::Idle };
+    let tsc = ThreadSafeContext::new();
+    let ctx = tsc.lock();
+    // Checked under the lock: a role change happens on the main thread, which
+    // holds it, so no write below can land on a server that just became a replica.
+    if !capture::capturing(&ctx, rt) {
+        return Applied::Idle;
+    }
+    let offset_key = source.offset_key(partition);
+    if read_offset(&ctx, &offset_key) != expected {
+        return Applied::Stale;
+    }
+    let (mut applied, mut dead) = (0, 0);
+    for record in records {
+        let origin = || KafkaOrigin {
+            topic: source.topic.clone(),
+            partition,
+            offset: record.offset,
+            key: record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: record.value.as_deref().map(|v| String::from_utf8_lossy(v).into_owned()),
+        };
+        match apply_one(&ctx, rt, mapping, record.key.as_deref(), record.value.as_deref()) {
+            Ok(()) => applied += 1,
+            Err(why) => {
+                dead_letter(&ctx, m, origin(), &why);
+                dead += 1;
+            }
+        }
+    }
+    write_offset(&ctx, &offset_key, next);
+    Applied::Done { applied, dead }
+}
+
+/// `SYNC.RETRY` of a dead-lettered record: applies it again (with the mapping
+/// as loaded now); if it still cannot be applied, it goes back to the list.
+/// Returns whether it was applied.
+pub fn retry(ctx: &Context, rt: &Runtime, mapping: usize, origin: KafkaOrigin) -> bool {
+    let m = &rt.mappings.all()[mapping];
+    let outcome = apply_one(
+        ctx,
+        rt,
+        mapping,
+        origin.key.as_deref().map(str::as_bytes),
+        origin.payload.as_deref().map(str::as_bytes),
+    );
+    match outcome {
+        Ok(()) => true,
+        Err(why) => {
+            dead_letter(ctx, m, origin, &why);
+            false
+        }
+    }
+}
+
+fn dead_letter(ctx: &Context, m: &Mapping, origin: KafkaOrigin, why: &str) {
+    warn(&format!(
+        "{}: Kafka record {}/{} offset {} dead-lettered: {why}",
+        m.name, origin.topic, origin.partition, origin.offset
+    ));
+    deadletter::add_record(ctx, m, origin, why);
+}
+
+/// Writes one record into its key and captures it; `Err` says why it cannot be.
+fn apply_one(
+    ctx: &Context,
+    rt: &Runtime,
+    mapping: usize,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<(), String> {
+    let m = &rt.mappings.all()[mapping];
+    let source = m.kafka.as_ref().ok_or("the mapping has no kafka source")?;
+    let decoded = decode(source, key, value)?;
+    let id = decoded.id();
+    // Writers of a write-through mapping write the staging key; so does the source.
+    let row_key = match m.mode {
+        Mode::WriteThrough => m.temp_key(id),
+        Mode::WriteBehind | Mode::ReadOnly => m.main_key(id),
+    };
+    let target: Target = match capture::target(rt, row_key.as_bytes()) {
+        Some(Ok(target)) => target,
+        Some(Err((_, why))) => return Err(why),
+        None => return Err(format!("{row_key} is not a key this mapping writes to Postgres")),
+    };
+    match decoded {
+        Decoded::Upsert { fields, .. } => {
+            let (set, removed): (Vec<_>, Vec<_>) = fields.into_iter().partition(|(_, v)| v.is_some());
+            let mut argv = vec![string(ctx, b"HSET"), string(ctx, row_key.as_bytes())];
+            for (field, value) in &set {
+                argv.push(string(ctx, field.as_bytes()));
+                argv.push(string(ctx, value.as_deref().unwrap_or_default()));
+            }
+            if !set.is_empty() {
+                run(ctx, Command::Hset, &argv)?;
+            }
+            if !removed.is_empty() {
+                let mut argv = vec![string(ctx, b"HDEL"), string(ctx, row_key.as_bytes())];
+                argv.extend(removed.iter().map(|(field, _)| string(ctx, field.as_bytes())));
+                run(ctx, Command::Hdel, &argv)?;
+            }
+            let fields: Fields = set
+                .into_iter()
+                .chain(removed)
+                .map(|(f, v)| (f.into_bytes(), v.map_or(FieldChange::Remove, FieldChange::Set)))
+                .collect();
+            capture::record(
+                ctx,
+                rt,
+                &target,
+                row_key.as_bytes(),
+                Write { op: RowOp::Upsert, fields, acks: Vec::new() },
+            );
+        }
+        Decoded::Delete { id } => {
+            // As rgsync's `# ~`: the cached row and anything staged go, and the row.
+            let mut argv = vec![string(ctx, b"DEL"), string(ctx, m.main_key(&id).as_bytes())];
+            if m.mode == Mode::WriteThrough {
+                argv.push(string(ctx, row_key.as_bytes()));
+            }
+            run(ctx, Command::Del, &argv)?;
+            let write = Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() };
+            capture::record(ctx, rt, &target, row_key.as_bytes(), write);
+        }
+    }
+    Ok(())
+}
+
+fn run(ctx: &Context, command: Command, argv: &[RedisString]) -> Result<(), String> {
+    direct_write::run_unchecked(ctx, command, argv).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// The next offset stored in `key` (`None`: none, or not a number, which is logged).
+fn read_offset(ctx: &Context, key: &str) -> Option<i64> {
+    let name = string(ctx, key.as_bytes());
+    let value = match ctx.open_key(&name).read() {
+        Ok(value) => value?.to_vec(),
+        Err(e) => {
+            warn(&format!("cannot read the Kafka offset {key}: {e}"));
+            return None;
+        }
+    };
+    let parsed = std::str::from_utf8(&value).ok().and_then(|t| t.parse().ok());
+    if parsed.is_none() {
+        warn(&format!("the Kafka offset {key} holds no number; consuming from the partition's start"));
+    }
+    parsed
+}
+
+/// Stores `next` in `key` with the key API and replicates it as `SET`, in the
+/// unit of the lock that wrote the records.
+fn write_offset(ctx: &Context, key: &str, next: i64) {
+    let name = string(ctx, key.as_bytes());
+    let text = next.to_string();
+    let written = ctx.open_key_writable(&name).write(&text);
+    if let Err(e) = written {
+        return warn(&format!("cannot store the Kafka offset {key}: {e}"));
+    }
+    let value = string(ctx, text.as_bytes());
+    redis_io::replicate(ctx, c"SET", &[&name, &value]);
+}

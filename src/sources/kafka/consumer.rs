@@ -1,0 +1,187 @@
+//! The consumer thread of one Kafka source. Each round fetches every consumed
+//! partition at once (a fetch waits briefly on the broker when there is
+//! nothing new) and applies what came in `apply`'s locked batches. The
+//! positions it consumes from are read from Redis, never from the broker: at
+//! start, after a promotion, and whenever a batch finds its offset key changed
+//! under it. The broker being down is a state, not an end: the source reports
+//! it in `SYNC.STATUS`, backs off and connects again. On a replica the source
+//! is idle; after a promotion it resumes from the offsets it replicated.
+
+use super::apply::{self, Applied};
+use super::client::{Broker, FetchError, Fetched};
+use super::status::{self, SourceStatus};
+use crate::model::backoff::Backoff;
+use crate::model::kafka::KafkaSource;
+use crate::model::stats::MappingStats;
+use crate::pipeline::runtime::Runtime;
+use crate::server::config;
+use crate::server::redis_io::{notice, warn};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The most records written under one Redis lock.
+const RECORDS_PER_LOCK: usize = 1000;
+
+/// How often an idle source (replica, loading) looks again.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+
+/// The first retry delay after the broker failed; it doubles up to
+/// `pgsync.retry-max-delay-ms`.
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+
+/// Where the consumer stands in one partition.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    /// The next offset to fetch.
+    next: i64,
+    /// What the partition's offset key holds (`None`: nothing yet).
+    stored: Option<i64>,
+}
+
+/// The thread body of mapping `mapping`'s source; returns at shutdown.
+pub fn run(rt: &'static Runtime, mapping: usize) {
+    let m = &rt.mappings.all()[mapping];
+    let (Some(source), Some(status)) = (m.kafka.as_ref(), status::of(rt, mapping)) else { return };
+    let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(tokio) => tokio,
+        Err(e) => return status.set_state(format!("down: cannot start the client runtime: {e}")),
+    };
+    status.set_state("connecting");
+    let mut consumer = Consumer { rt, mapping, source, status, broker: None, positions: BTreeMap::new() };
+    let mut backoff = Backoff::new(FIRST_RETRY);
+    while !rt.queue().is_shut_down() {
+        if rt.is_replica() {
+            consumer.forget_positions();
+            status.set_state("idle: replica");
+            rt.queue().sleep(IDLE_POLL);
+            continue;
+        }
+        match tokio.block_on(consumer.round()) {
+            Ok(true) => backoff.reset(),
+            Ok(false) => rt.queue().sleep(IDLE_POLL),
+            Err(e) => {
+                if !status.state().starts_with("down") {
+                    warn(&format!("{}: Kafka source down: {e}", m.name));
+                }
+                status.set_state(format!("down: {e}"));
+                rt.queue().sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
+            }
+        }
+    }
+}
+
+struct Consumer {
+    rt: &'static Runtime,
+    mapping: usize,
+    source: &'static KafkaSource,
+    status: &'static SourceStatus,
+    broker: Option<Broker>,
+    positions: BTreeMap<i32, Position>,
+}
+
+impl Consumer {
+    fn forget_positions(&mut self) {
+        self.positions.clear();
+        self.status.clear_positions();
+    }
+
+    /// One round: connect if needed, read the positions if needed, fetch and
+    /// apply. `Ok(false)`: this server does not write now; `Err`: the broker failed.
+    async fn round(&mut self) -> Result<bool, String> {
+        let broker = match self.broker.take() {
+            Some(broker) => broker,
+            None => self.connect().await?,
+        };
+        let outcome = self.round_with(&broker).await;
+        // After a failure the next round connects again.
+        if outcome.is_ok() {
+            self.broker = Some(broker);
+        }
+        outcome
+    }
+
+    async fn connect(&mut self) -> Result<Broker, String> {
+        let broker = Broker::connect(self.source).await?;
+        notice(&format!(
+            "{}: Kafka source connected to topic {} (partitions {:?})",
+            self.rt.mappings.all()[self.mapping].name,
+            self.source.topic,
+            broker.partitions()
+        ));
+        // Positions are read again after every connection: Redis is the truth.
+        self.forget_positions();
+        Ok(broker)
+    }
+
+    async fn round_with(&mut self, broker: &Broker) -> Result<bool, String> {
+        if self.positions.is_empty() && !self.load_positions(broker).await? {
+            return Ok(false);
+        }
+        let fetches = self.positions.iter().map(|(p, pos)| async move { (*p, broker.fetch(*p, pos.next).await) });
+        let fetched = futures::future::join_all(fetches).await;
+        self.status.set_state("up");
+        for (partition, result) in fetched {
+            match result {
+                Ok((records, end)) => {
+                    self.status.set_end(partition, end);
+                    if !self.apply(partition, &records) {
+                        // Read the positions again before anything else is written.
+                        self.forget_positions();
+                        return Ok(!self.rt.is_replica());
+                    }
+                }
+                Err(FetchError::OutOfRange) => {
+                    let earliest = broker.earliest(partition).await?;
+                    let Some(pos) = self.positions.get_mut(&partition) else { continue };
+                    warn(&format!(
+                        "{}: Kafka offset {} of {}/{partition} is outside the partition's log; going on from {earliest}",
+                        self.rt.mappings.all()[self.mapping].name,
+                        pos.next,
+                        self.source.topic
+                    ));
+                    pos.next = earliest;
+                    self.status.set_next(partition, earliest);
+                }
+                Err(FetchError::Other(e)) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads the stored offsets; a partition never consumed starts at its log's
+    /// start. `Ok(false)`: this server does not write now.
+    async fn load_positions(&mut self, broker: &Broker) -> Result<bool, String> {
+        let partitions = broker.partitions();
+        let Some(stored) = apply::read_offsets(self.rt, self.source, &partitions) else { return Ok(false) };
+        let mut positions = BTreeMap::new();
+        for (partition, stored) in partitions.into_iter().zip(stored) {
+            let next = match stored {
+                Some(next) => next,
+                None => broker.earliest(partition).await?,
+            };
+            self.status.set_next(partition, next);
+            positions.insert(partition, Position { next, stored });
+        }
+        self.positions = positions;
+        Ok(true)
+    }
+
+    /// Applies a partition's fetched records in locked batches; false when a
+    /// batch was not written (see [`Applied`]).
+    fn apply(&mut self, partition: i32, records: &[Fetched]) -> bool {
+        for chunk in records.chunks(RECORDS_PER_LOCK) {
+            let (Some(pos), Some(last)) = (self.positions.get_mut(&partition), chunk.last()) else { return true };
+            let next = last.offset + 1;
+            match apply::apply_records(self.rt, self.mapping, partition, pos.stored, chunk, next) {
+                Applied::Done { applied, dead } => {
+                    *pos = Position { next, stored: Some(next) };
+                    self.status.set_next(partition, next);
+                    MappingStats::bump(&self.status.applied, applied);
+                    MappingStats::bump(&self.status.dead_lettered, dead);
+                }
+                Applied::Stale | Applied::Idle => return false,
+            }
+        }
+        true
+    }
+}

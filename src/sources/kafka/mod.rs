@@ -1,0 +1,29 @@
+//! Kafka → Redis (→ Postgres): a mapping with a `"kafka"` source consumes a
+//! topic into its keys, one thread per source. Records are written as a
+//! client's hash writes would be (captured, so write-behind carries them to
+//! Postgres and change events follow), and each partition's next offset is
+//! stored in Redis in the same locked step as the records: data and offset
+//! travel together through the AOF and to the replicas, so consumption resumes
+//! exactly where the last write left off. Design: docs/kafka.md.
+
+pub mod apply;
+mod client;
+mod consumer;
+pub mod status;
+
+use crate::pipeline::runtime::Runtime;
+
+/// Starts the consumer thread of every mapping with a Kafka source, through
+/// `spawn` (the supervisor's, which joins it at shutdown).
+pub fn start(
+    rt: &'static Runtime,
+    spawn: impl Fn(&str, Box<dyn FnOnce() + Send>) -> Result<(), String>,
+) -> Result<(), String> {
+    for (mapping, m) in rt.mappings.all().iter().enumerate() {
+        if m.kafka.is_some() {
+            status::of(rt, mapping);
+            spawn(&format!("pgsync-kafka-{}", m.name), Box::new(move || consumer::run(rt, mapping)))?;
+        }
+    }
+    Ok(())
+}
