@@ -1,6 +1,7 @@
 //! The mapping file: which Postgres table each Redis key prefix mirrors, how hash
 //! fields map to columns, and how a Redis key name resolves to a mapped row.
 
+use crate::model::template::Template;
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -47,7 +48,9 @@ struct RawMapping {
     #[serde(default)]
     listen: bool,
     #[serde(default)]
-    notify: Option<String>,
+    notify: Option<RawNotify>,
+    #[serde(default)]
+    notify_payload: NotifyPayload,
     #[serde(default)]
     notify_reload: bool,
     #[serde(default)]
@@ -56,6 +59,35 @@ struct RawMapping {
     ttl: Option<u64>,
     #[serde(default)]
     ttl_on_write: bool,
+}
+
+/// `"notify"` as written: a channel prefix, or a list of channel templates.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawNotify {
+    Prefix(String),
+    Channels(Vec<String>),
+}
+
+/// Where a mapping publishes its change events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notify {
+    /// `"notify": "sync:users"`: one channel per row, `<prefix>:<id>`.
+    Prefix(String),
+    /// `"notify": ["purchase_orders", "purchase_orders:{event}"]`: each template,
+    /// filled from the row's key columns and hash fields, is one channel.
+    Channels(Vec<Template>),
+}
+
+/// What a change event's message holds (`"notify_payload"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyPayload {
+    /// The JSON event: key, id, op, source, fields, time.
+    #[default]
+    Json,
+    /// The row's id alone, as subscribers of a plain fan-out expect.
+    Id,
 }
 
 /// Where change events are also appended, for consumers that were away.
@@ -90,8 +122,10 @@ pub struct Mapping {
     pub mode: Mode,
     /// Whether Postgres changes are pushed into Redis.
     pub listen: bool,
-    /// Pub/sub channel prefix for change notifications (`<notify>:<id>`).
-    pub notify: Option<String>,
+    /// Pub/sub channels for change notifications.
+    pub notify: Option<Notify>,
+    /// What each notification's message holds.
+    pub notify_payload: NotifyPayload,
     /// Whether `SYNC.RELOAD` publishes an event per loaded row too.
     pub notify_reload: bool,
     /// Stream that also receives every change event.
@@ -112,6 +146,12 @@ impl Mapping {
             None if field == self.primary_key => None,
             None => Some(field),
         }
+    }
+
+    /// The value of key column `column` in the row with this id, or `None` when
+    /// `column` is no key column.
+    pub fn key_value<'i>(&self, id: &'i str, column: &str) -> Option<&'i str> {
+        (column == self.primary_key).then_some(id)
     }
 
     /// The Redis key holding the row with this id.
@@ -295,9 +335,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
             }
         }
     }
-    if raw.notify.as_deref().is_some_and(|n| n.is_empty()) {
-        return Err(format!("{who}: \"notify\" must not be empty"));
-    }
+    let notify = raw.notify.map(|n| notify_channels(n).map_err(|e| format!("{who}: \"notify\": {e}"))).transpose()?;
     if raw.changelog.as_ref().is_some_and(|c| c.stream.is_empty() || c.maxlen == 0) {
         return Err(format!("{who}: \"changelog\" needs a stream name and a maxlen above 0"));
     }
@@ -318,12 +356,28 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         mode: raw.mode,
         // A read-only mapping exists to follow Postgres.
         listen: raw.listen || raw.mode == Mode::ReadOnly,
-        notify: raw.notify,
+        notify,
+        notify_payload: raw.notify_payload,
         notify_reload: raw.notify_reload,
         changelog: raw.changelog,
         ttl: raw.ttl.map(Duration::from_secs),
         ttl_on_write: raw.ttl_on_write,
     })
+}
+
+/// Checks and parses `"notify"`: a non-empty prefix, or a non-empty list of
+/// channel templates.
+fn notify_channels(raw: RawNotify) -> Result<Notify, String> {
+    match raw {
+        RawNotify::Prefix(p) if p.is_empty() => Err("must not be empty".into()),
+        RawNotify::Prefix(p) => Ok(Notify::Prefix(p)),
+        RawNotify::Channels(list) if list.is_empty() || list.iter().any(String::is_empty) => {
+            Err("the list of channels must not be empty, nor hold an empty channel".into())
+        }
+        RawNotify::Channels(list) => {
+            Ok(Notify::Channels(list.iter().map(|c| Template::parse(c)).collect::<Result<_, _>>()?))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -383,5 +437,25 @@ mod tests {
         assert!(one(r#", "ttl_on_write": true"#, "write-behind").unwrap_err().contains("needs a \"ttl\""));
         assert!(one(r#", "ttl": 5, "ttl_on_write": true"#, "write-through").unwrap_err().contains("write-behind"));
         assert_eq!(one("", "write-through").unwrap().all()[0].ttl, None);
+    }
+
+    #[test]
+    fn notify_is_a_prefix_or_a_list_of_channel_templates() {
+        let one = |extra: &str| {
+            Mappings::parse(&format!(
+                r#"{{"mappings": [{{"name": "o", "table": "o", "key_prefix": "o:", "primary_key": "id", "mode": "write-behind"{extra}}}]}}"#
+            ))
+        };
+        let m = one(r#", "notify": "sync:o""#).unwrap();
+        assert_eq!(m.all()[0].notify, Some(Notify::Prefix("sync:o".into())));
+        assert_eq!(m.all()[0].notify_payload, NotifyPayload::Json);
+        let m = one(r#", "notify": ["orders", "orders:{event}"], "notify_payload": "id""#).unwrap();
+        let Some(Notify::Channels(channels)) = &m.all()[0].notify else { panic!("channels") };
+        assert_eq!(channels[1].names().collect::<Vec<_>>(), ["event"]);
+        assert_eq!(m.all()[0].notify_payload, NotifyPayload::Id);
+        assert!(one(r#", "notify": ["orders:{event"]"#).unwrap_err().contains("\"notify\""));
+        assert!(one(r#", "notify": []"#).unwrap_err().contains("must not be empty"));
+        assert!(one(r#", "notify": """#).unwrap_err().contains("must not be empty"));
+        assert!(one(r#", "notify_payload": "xml""#).is_err());
     }
 }

@@ -15,3 +15,4 @@ pub mod queue;
 pub mod row_id;
 pub mod row_map;
 pub mod stats;
+pub mod template;

@@ -116,7 +116,7 @@ fn apply_row(
             }
         };
         let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
-        notify::send(ctx, m, &event);
+        notify::send(ctx, m, stats, &event);
     }
     ack::send(ctx, m, &row.id, &change.acks, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
 }

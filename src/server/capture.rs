@@ -156,13 +156,13 @@ pub fn tagged_write(
         }
         SyncOp::RedisOnlyUpsert => {
             hset(ctx, main_key.as_bytes(), &pairs)?;
-            announce(ctx, m, &main_key, &target.id, EventOp::Upsert, names());
+            announce(ctx, rt, target, &main_key, EventOp::Upsert, names());
             ack::send(ctx, m, &target.id, &acks, &Ok(()));
             Ok(None)
         }
         SyncOp::RedisOnlyDelete => {
             delete(ctx, &[main_key.as_bytes(), key])?;
-            announce(ctx, m, &main_key, &target.id, EventOp::Delete, Vec::new());
+            announce(ctx, rt, target, &main_key, EventOp::Delete, Vec::new());
             ack::send(ctx, m, &target.id, &acks, &Ok(()));
             Ok(None)
         }
@@ -188,8 +188,9 @@ fn delete(ctx: &Context, keys: &[&[u8]]) -> Result<(), RedisError> {
 }
 
 /// Publishes a Redis-only change (`#` `+` or `-`).
-fn announce(ctx: &Context, m: &Mapping, key: &str, id: &str, op: EventOp, fields: Vec<String>) {
-    notify::send(ctx, m, &Event { key, id, op, source: Source::Redis, fields, time: now_ms() });
+fn announce(ctx: &Context, rt: &Runtime, target: &Target, key: &str, op: EventOp, fields: Vec<String>) {
+    let event = Event { key, id: &target.id, op, source: Source::Redis, fields, time: now_ms() };
+    notify::send(ctx, &rt.mappings.all()[target.mapping], &rt.stats[target.mapping], &event);
 }
 
 /// Keyspace handler for hash events. Writes by clients come through `SYNC.WRITE`,

@@ -33,6 +33,7 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
         ("retries", count(&s.retries)),
         ("refused", count(&s.refused)),
         ("deadletter_dropped", count(&s.dead_letters_dropped)),
+        ("notify_skipped", count(&s.notify_skipped)),
         ("lag_ms", Figure::Int(lag_ms)),
         ("last_error", Figure::Text(s.last_error().unwrap_or_default())),
         ("schema", Figure::Text(s.schema_error().map_or_else(|| schema_state(rt, mapping), |e| format!("error: {e}")))),
