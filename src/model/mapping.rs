@@ -1,7 +1,8 @@
 //! The mapping file: which Postgres table each Redis key prefix mirrors, how hash
 //! fields map to columns, and how a Redis key name resolves to a mapped row.
 
-use crate::model::template::Template;
+use crate::model::row_id::KeyShape;
+use crate::model::template::{Part, Template};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -40,8 +41,12 @@ struct MappingFile {
 struct RawMapping {
     name: String,
     table: String,
-    key_prefix: String,
-    primary_key: String,
+    #[serde(default)]
+    key_prefix: Option<String>,
+    #[serde(default)]
+    primary_key: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
     #[serde(default)]
     fields: Option<BTreeMap<String, String>>,
     mode: Mode,
@@ -112,10 +117,11 @@ pub struct Mapping {
     pub name: String,
     /// Postgres table, optionally schema-qualified (`public.users`).
     pub table: String,
-    /// Redis key prefix; the row with primary key `42` lives in `<prefix>42`.
+    /// Redis key prefix; the row with primary key `42` lives in `<prefix>42`
+    /// (with a `"key"` template, the literal text before its first column).
     pub key_prefix: String,
-    /// Primary-key column; its value is the key suffix.
-    pub primary_key: String,
+    /// The key columns, as the id after the prefix spells them.
+    pub key: KeyShape,
     /// Hash field → column. `None` means every column under its own name.
     pub fields: Option<BTreeMap<String, String>>,
     /// Direction of the sync.
@@ -143,7 +149,7 @@ impl Mapping {
     pub fn column_for<'a>(&'a self, field: &'a str) -> Option<&'a str> {
         match &self.fields {
             Some(map) => map.get(field).map(String::as_str),
-            None if field == self.primary_key => None,
+            None if self.is_key_column(field) => None,
             None => Some(field),
         }
     }
@@ -151,7 +157,13 @@ impl Mapping {
     /// The value of key column `column` in the row with this id, or `None` when
     /// `column` is no key column.
     pub fn key_value<'i>(&self, id: &'i str, column: &str) -> Option<&'i str> {
-        (column == self.primary_key).then_some(id)
+        let at = self.key.columns().iter().position(|c| c == column)?;
+        self.key.split(id).ok()?.get(at).copied()
+    }
+
+    /// Whether `column` is one of the key columns, which the key name carries.
+    pub fn is_key_column(&self, column: &str) -> bool {
+        self.key.columns().iter().any(|c| c == column)
     }
 
     /// The Redis key holding the row with this id.
@@ -176,7 +188,7 @@ impl Mapping {
             Some(map) => map.iter().map(|(f, c)| (f.clone(), c.clone())).collect(),
             None => {
                 let mut cols: Vec<(String, String)> =
-                    table_columns.filter(|c| **c != self.primary_key).map(|c| (c.clone(), c.clone())).collect();
+                    table_columns.filter(|c| !self.is_key_column(c)).map(|c| (c.clone(), c.clone())).collect();
                 cols.sort();
                 cols
             }
@@ -307,13 +319,13 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         ));
     }
     non_empty("table", &raw.table)?;
-    non_empty("key_prefix", &raw.key_prefix)?;
-    non_empty("primary_key", &raw.primary_key)?;
-    if raw.key_prefix.contains(['{', '}']) || raw.key_prefix.starts_with("__") {
-        return Err(format!("{who}: key_prefix \"{}\" must not contain braces or start with \"__\"", raw.key_prefix));
+    let (key_prefix, key) = key_shape(&raw).map_err(|e| format!("{who}: {e}"))?;
+    non_empty("key_prefix", &key_prefix)?;
+    if key_prefix.contains(['{', '}']) || key_prefix.starts_with("__") {
+        return Err(format!("{who}: key_prefix \"{}\" must not contain braces or start with \"__\"", key_prefix));
     }
-    if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&raw.key_prefix)) {
-        return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", raw.key_prefix));
+    if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&key_prefix)) {
+        return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", key_prefix));
     }
     if raw.table.split('.').count() > 2 || raw.table.split('.').any(str::is_empty) {
         return Err(format!("{who}: table \"{}\" must be \"table\" or \"schema.table\"", raw.table));
@@ -325,9 +337,9 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         let mut columns = HashSet::new();
         for (field, column) in fields {
             non_empty(&format!("fields.{field}"), column)?;
-            if column == &raw.primary_key {
+            if key.columns().contains(column) {
                 return Err(format!(
-                    "{who}: field \"{field}\" maps to the primary key column, which comes from the key name"
+                    "{who}: field \"{field}\" maps to key column \"{column}\", which comes from the key name"
                 ));
             }
             if !columns.insert(column) {
@@ -350,8 +362,8 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     Ok(Mapping {
         name: raw.name,
         table: raw.table,
-        key_prefix: raw.key_prefix,
-        primary_key: raw.primary_key,
+        key_prefix,
+        key,
         fields: raw.fields,
         mode: raw.mode,
         // A read-only mapping exists to follow Postgres.
@@ -363,6 +375,29 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         ttl: raw.ttl.map(Duration::from_secs),
         ttl_on_write: raw.ttl_on_write,
     })
+}
+
+/// The key prefix and key columns: from `"key"` (a template whose leading literal
+/// is the prefix), or from `"key_prefix"` and `"primary_key"`, its short form.
+fn key_shape(raw: &RawMapping) -> Result<(String, KeyShape), String> {
+    match (&raw.key, &raw.key_prefix, &raw.primary_key) {
+        (Some(template), None, None) => {
+            let parsed = Template::parse(template).map_err(|e| format!("\"key\": {e}"))?;
+            let (prefix, rest) = match parsed.parts() {
+                [Part::Literal(prefix), rest @ ..] => (prefix.clone(), rest),
+                _ => return Err(format!("\"key\" template \"{template}\" must start with a literal prefix")),
+            };
+            let shape = KeyShape::from_parts(rest).map_err(|e| format!("\"key\" template \"{template}\" {e}"))?;
+            Ok((prefix, shape))
+        }
+        (None, Some(prefix), Some(column)) if !column.trim().is_empty() => {
+            Ok((prefix.clone(), KeyShape::single(column)))
+        }
+        (None, Some(_), Some(_)) => Err("\"primary_key\" must not be empty".into()),
+        _ => Err("give either \"key\" (a template such as \"brands_categories_{brand_id}_{category_id}\") \
+                  or both \"key_prefix\" and \"primary_key\""
+            .into()),
+    }
 }
 
 /// Checks and parses `"notify"`: a non-empty prefix, or a non-empty list of
@@ -457,5 +492,28 @@ mod tests {
         assert!(one(r#", "notify": []"#).unwrap_err().contains("must not be empty"));
         assert!(one(r#", "notify": """#).unwrap_err().contains("must not be empty"));
         assert!(one(r#", "notify_payload": "xml""#).is_err());
+    }
+
+    #[test]
+    fn a_key_template_names_the_prefix_and_the_key_columns() {
+        let one = |key: &str| {
+            Mappings::parse(&format!(
+                r#"{{"mappings": [{{"name": "bc", "table": "bc", {key}, "mode": "write-behind"}}]}}"#
+            ))
+        };
+        let m = one(r#""key": "brands_categories_{brand_id}_{category_id}""#).unwrap();
+        let bc = &m.all()[0];
+        assert_eq!(bc.key_prefix, "brands_categories_");
+        assert_eq!(bc.key.columns(), ["brand_id", "category_id"]);
+        assert_eq!(bc.key_value("acme_7", "category_id"), Some("7"));
+        assert_eq!(bc.temp_key("acme_7"), "__{brands_categories_acme_7}");
+        let r = m.resolve(b"brands_categories_acme_7").unwrap();
+        assert_eq!(r.id, b"acme_7");
+        assert!(one(r#""key": "{a}_{b}""#).unwrap_err().contains("literal prefix"));
+        assert!(one(r#""key": "bc:{a}""#).is_ok());
+        assert!(one(r#""key": "bc:{a}", "primary_key": "a""#).unwrap_err().contains("either"));
+        assert!(one(r#""key_prefix": "bc:""#).unwrap_err().contains("either"));
+        let fields = r#""key": "bc:{a}_{b}", "fields": {"x": "b"}"#;
+        assert!(one(fields).unwrap_err().contains("key column \"b\""));
     }
 }

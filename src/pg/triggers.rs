@@ -1,5 +1,6 @@
 //! The NOTIFY triggers that tell the listener which rows changed. The payload is
-//! only `{"op", "id"}`, so it stays under Postgres's 8000-byte limit whatever the
+//! only `{"op", "id"}` (the id spelled as the key spells it, several key columns
+//! joined by their separators), so it stays under Postgres's 8000-byte limit whatever the
 //! row size; the listener reads the row itself. TRUNCATE fires no row trigger, so
 //! a statement trigger announces it as `{"op": "truncate"}` (no id). Changes made
 //! by the module's own sessions (marked with the `pgsync.origin` setting) are not
@@ -18,14 +19,22 @@ pub const ORIGIN: &str = "redis-pgsync";
 pub const FUNCTION_SQL: &str = r#"CREATE OR REPLACE FUNCTION pgsync_notify() RETURNS trigger
 LANGUAGE plpgsql AS $pgsync$
 DECLARE
+    new_row jsonb;
+    old_row jsonb;
     new_id text;
     old_id text;
 BEGIN
     IF current_setting('pgsync.origin', true) = 'redis-pgsync' THEN
         RETURN NULL;
     END IF;
-    IF TG_OP <> 'DELETE' THEN new_id := to_jsonb(NEW) ->> TG_ARGV[0]; END IF;
-    IF TG_OP <> 'INSERT' THEN old_id := to_jsonb(OLD) ->> TG_ARGV[0]; END IF;
+    IF TG_OP <> 'DELETE' THEN new_row := to_jsonb(NEW); new_id := new_row ->> TG_ARGV[0]; END IF;
+    IF TG_OP <> 'INSERT' THEN old_row := to_jsonb(OLD); old_id := old_row ->> TG_ARGV[0]; END IF;
+    -- A key over several columns: the arguments after the channel are
+    -- (separator, column) pairs, joined as the Redis key spells them.
+    FOR i IN 1 .. (TG_NARGS - 2) / 2 LOOP
+        new_id := new_id || TG_ARGV[2 * i] || (new_row ->> TG_ARGV[2 * i + 1]);
+        old_id := old_id || TG_ARGV[2 * i] || (old_row ->> TG_ARGV[2 * i + 1]);
+    END LOOP;
     IF length(coalesce(new_id, old_id)) > 7000 THEN
         RAISE WARNING 'pgsync: key too long to announce on %', TG_ARGV[1];
         RETURN NULL;
@@ -53,14 +62,20 @@ BEGIN
 END
 $pgsync$"#;
 
-/// The statement that attaches the row trigger to a mapping's table.
+/// The statement that attaches the row trigger to a mapping's table: its
+/// arguments are the first key column, the channel, then a (separator, column)
+/// pair for each further key column.
 pub fn trigger_sql(mapping: &Mapping) -> String {
+    let columns = mapping.key.columns();
+    let mut args = vec![quote_literal(&columns[0]), quote_literal(&mapping.pg_channel())];
+    for (separator, column) in mapping.key.separators().iter().zip(&columns[1..]) {
+        args.extend([quote_literal(separator), quote_literal(column)]);
+    }
     format!(
         "CREATE TRIGGER pgsync_notify AFTER INSERT OR UPDATE OR DELETE ON {} \
-         FOR EACH ROW EXECUTE FUNCTION pgsync_notify({}, {})",
+         FOR EACH ROW EXECUTE FUNCTION pgsync_notify({})",
         quote_table(&mapping.table),
-        quote_literal(&mapping.primary_key),
-        quote_literal(&mapping.pg_channel())
+        args.join(", ")
     )
 }
 

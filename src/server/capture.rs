@@ -13,7 +13,7 @@ use crate::model::guard::guard;
 use crate::model::intent::Command;
 use crate::model::mapping::{KeyRole, Mapping, Mode};
 use crate::model::queue::RowKey;
-use crate::model::row_id::{check_canonical, check_id};
+use crate::model::row_id::check_id;
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::server::ack;
@@ -62,11 +62,11 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
         return None;
     }
     let checked = check_id(resolved.id).and_then(|id| {
-        // Before the first schema check the key type is unknown; the worker checks
+        // Before the first schema check the key types are unknown; the worker checks
         // the id again against the schema before any SQL.
         match rt.schema(resolved.mapping) {
-            Some(schema) => check_canonical(id, &schema.pk.sql_type).map(|()| id),
-            None => Ok(id),
+            Some(schema) => m.key.check(id, &schema.key_types()).map(|_| id),
+            None => m.key.split(id).map(|_| id),
         }
     });
     Some(match checked {

@@ -126,8 +126,13 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
             if truncated {
                 later.extend(truncate::clear(rt, &mut client, *mapping, shape)?);
             }
+            let (ids, unkeyed): (Vec<String>, Vec<String>) =
+                ids.into_iter().partition(|id| rt.mappings.all()[*mapping].key.split(id).is_ok());
+            if let Some(id) = unkeyed.first() {
+                let why = rt.mappings.all()[*mapping].key.split(id).err().unwrap_or_default();
+                reload::report_unkeyed(rt, *mapping, unkeyed.len() as u64, &why);
+            }
             if !ids.is_empty() {
-                let ids: Vec<String> = ids.into_iter().collect();
                 let snapshot = rt.queue().snapshot();
                 let rows = shape.fetch(&mut client, &ids)?;
                 let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();

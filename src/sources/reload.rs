@@ -6,8 +6,9 @@
 
 use crate::model::backoff::Backoff;
 use crate::model::queue::Snapshot;
+use crate::model::stats::MappingStats;
 use crate::pg::error::{Action, Error, ErrorKind};
-use crate::pg::reader::{PgRow, RowShape};
+use crate::pg::reader::{PgRow, Refused, RowShape};
 use crate::pipeline::runtime::Runtime;
 use crate::server::config;
 use crate::server::keyscan::RowKeys;
@@ -104,12 +105,26 @@ fn read_and_apply(
             loaded
         });
         let stopped = || Error::new(ErrorKind::Unavailable, "the reload stopped applying rows");
-        let read = shape.stream(conn, CHUNK, |rows| chunks.send(rows).map_err(|_| stopped()));
+        let mut refused = Refused::default();
+        let read = shape.stream(conn, CHUNK, &mut refused, |rows| chunks.send(rows).map_err(|_| stopped()));
+        if let Some(why) = refused.first {
+            report_unkeyed(rt, mapping, refused.count, &why);
+        }
         drop(chunks);
         // A panic while applying goes on up to the reload thread's guard.
         let loaded = applier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         read.map(|count| (count, loaded))
     })
+}
+
+/// Logs and counts (in `refused`) rows read from Postgres that were not written
+/// because their key would be ambiguous: a key column's value holds a separator.
+pub fn report_unkeyed(rt: &Runtime, mapping: usize, count: u64, why: &str) {
+    let message =
+        format!("{}: {count} row(s) read from Postgres not written to Redis: {why}", rt.mappings.all()[mapping].name);
+    warn(&message);
+    rt.stats[mapping].set_last_error(&message);
+    MappingStats::bump(&rt.stats[mapping].refused, count);
 }
 
 /// Deletes the mapping's keys whose row does not exist (and that have no change
