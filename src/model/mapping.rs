@@ -17,6 +17,8 @@ pub enum Mode {
     WriteBehind,
     /// Postgres → Redis only; Redis writes are never sent to Postgres.
     ReadOnly,
+    /// Postgres → Redis only: one document per root id, built by a query.
+    Document,
 }
 
 impl Mode {
@@ -26,6 +28,7 @@ impl Mode {
             Mode::WriteThrough => "write-through",
             Mode::WriteBehind => "write-behind",
             Mode::ReadOnly => "read-only",
+            Mode::Document => "document",
         }
     }
 }
@@ -40,7 +43,8 @@ struct MappingFile {
 #[serde(deny_unknown_fields)]
 struct RawMapping {
     name: String,
-    table: String,
+    #[serde(default)]
+    table: Option<String>,
     #[serde(default)]
     key_prefix: Option<String>,
     #[serde(default)]
@@ -64,6 +68,61 @@ struct RawMapping {
     ttl: Option<u64>,
     #[serde(default)]
     ttl_on_write: bool,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    ids_query: Option<String>,
+    #[serde(default)]
+    watch: Option<Vec<Watch>>,
+    #[serde(default)]
+    store: Option<Store>,
+}
+
+/// A table whose changes rebuild a document mapping's documents.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    /// The table, `table` or `schema.table`.
+    pub table: String,
+    /// Its column holding the root id of the document a row belongs to.
+    pub column: String,
+}
+
+/// How a document is kept in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// The JSON text in a string key (`SET`).
+    Json,
+    /// A hash of the document's top-level keys (strings as they are, other
+    /// values as JSON text; `null` leaves the field out).
+    Hash,
+    /// A RedisJSON / valkey-json value (`JSON.SET key $ ...`).
+    Rejson,
+}
+
+impl Store {
+    /// The type `SCAN ... TYPE` names the keys of this store.
+    pub fn redis_type(self) -> &'static str {
+        match self {
+            Store::Json => "string",
+            Store::Hash => "hash",
+            Store::Rejson => "ReJSON-RL",
+        }
+    }
+}
+
+/// What a document mapping builds its documents from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// SQL taking the root ids (`$1`, `text[]`) and returning `(id, document)` rows.
+    pub query: String,
+    /// SQL returning every root id, for `SYNC.RELOAD`.
+    pub ids_query: String,
+    /// Tables whose changes rebuild a document.
+    pub watch: Vec<Watch>,
+    /// How documents are kept in Redis.
+    pub store: Store,
 }
 
 /// `"notify"` as written: a channel prefix, or a list of channel templates.
@@ -141,6 +200,8 @@ pub struct Mapping {
     pub ttl: Option<Duration>,
     /// Whether writers' own writes refresh the expiry too (write-behind).
     pub ttl_on_write: bool,
+    /// For a document mapping, how its documents are built and stored.
+    pub document: Option<Document>,
 }
 
 impl Mapping {
@@ -193,6 +254,11 @@ impl Mapping {
                 cols
             }
         }
+    }
+
+    /// The type of the mapping's keys as `SCAN ... TYPE` names it.
+    pub fn redis_type(&self) -> &'static str {
+        self.document.as_ref().map_or("hash", |d| d.store.redis_type())
     }
 
     /// The stream that receives the outcome of a change tagged with `uuid`.
@@ -318,7 +384,17 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
              (it names the Postgres NOTIFY channel)"
         ));
     }
-    non_empty("table", &raw.table)?;
+    let document = document(&raw).map_err(|e| format!("{who}: {e}"))?;
+    // A document mapping is named after its root table, the first it watches.
+    let table = match (&document, &raw.table) {
+        (Some(d), None) => d.watch.first().map(|w| w.table.clone()).unwrap_or_default(),
+        (None, Some(table)) => table.clone(),
+        (Some(_), Some(_)) => {
+            return Err(format!("{who}: a document mapping reads through \"query\"; give no \"table\""))
+        }
+        (None, None) => return Err(format!("{who}: \"table\" is missing")),
+    };
+    non_empty("table", &table)?;
     let (key_prefix, key) = key_shape(&raw).map_err(|e| format!("{who}: {e}"))?;
     non_empty("key_prefix", &key_prefix)?;
     if key_prefix.contains(['{', '}']) || key_prefix.starts_with("__") {
@@ -327,8 +403,9 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&key_prefix)) {
         return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", key_prefix));
     }
-    if raw.table.split('.').count() > 2 || raw.table.split('.').any(str::is_empty) {
-        return Err(format!("{who}: table \"{}\" must be \"table\" or \"schema.table\"", raw.table));
+    let tables = std::iter::once(&table).chain(document.iter().flat_map(|d| d.watch.iter().map(|w| &w.table)));
+    if let Some(bad) = tables.into_iter().find(|t| t.split('.').count() > 2 || t.split('.').any(str::is_empty)) {
+        return Err(format!("{who}: table \"{bad}\" must be \"table\" or \"schema.table\""));
     }
     if let Some(fields) = &raw.fields {
         if fields.contains_key("#") {
@@ -361,20 +438,53 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     }
     Ok(Mapping {
         name: raw.name,
-        table: raw.table,
+        table,
         key_prefix,
         key,
         fields: raw.fields,
         mode: raw.mode,
-        // A read-only mapping exists to follow Postgres.
-        listen: raw.listen || raw.mode == Mode::ReadOnly,
+        // A read-only or document mapping exists to follow Postgres.
+        listen: raw.listen || matches!(raw.mode, Mode::ReadOnly | Mode::Document),
         notify,
         notify_payload: raw.notify_payload,
         notify_reload: raw.notify_reload,
         changelog: raw.changelog,
         ttl: raw.ttl.map(Duration::from_secs),
         ttl_on_write: raw.ttl_on_write,
+        document,
     })
+}
+
+/// The document options of a `"mode": "document"` mapping (`None` for others,
+/// which may not use them).
+fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
+    let given = [("query", raw.query.is_some()), ("ids_query", raw.ids_query.is_some())]
+        .into_iter()
+        .chain([("watch", raw.watch.is_some()), ("store", raw.store.is_some())]);
+    if raw.mode != Mode::Document {
+        return match given.into_iter().find(|(_, given)| *given) {
+            Some((option, _)) => Err(format!("\"{option}\" is for \"mode\": \"document\" mappings")),
+            None => Ok(None),
+        };
+    }
+    let refused = [("fields", raw.fields.is_some()), ("ttl", raw.ttl.is_some()), ("key", raw.key.is_some())];
+    if let Some((option, _)) = refused.into_iter().find(|(_, given)| *given) {
+        return Err(format!("\"{option}\" does not apply to a document mapping"));
+    }
+    let text = |what: &str, v: &Option<String>| match v.as_deref().map(str::trim) {
+        Some(sql) if !sql.is_empty() && !sql.contains(';') => Ok(sql.to_string()),
+        _ => Err(format!("a document mapping needs \"{what}\": one SQL query, without \";\"")),
+    };
+    let watch = raw.watch.clone().unwrap_or_default();
+    if watch.is_empty() || watch.iter().any(|w| w.table.trim().is_empty() || w.column.trim().is_empty()) {
+        return Err("a document mapping needs \"watch\": [{\"table\": ..., \"column\": ...}, ...]".into());
+    }
+    Ok(Some(Document {
+        query: text("query", &raw.query)?,
+        ids_query: text("ids_query", &raw.ids_query)?,
+        watch,
+        store: raw.store.ok_or("a document mapping needs \"store\": \"json\", \"hash\" or \"rejson\"")?,
+    }))
 }
 
 /// The key prefix and key columns: from `"key"` (a template whose leading literal
@@ -390,6 +500,7 @@ fn key_shape(raw: &RawMapping) -> Result<(String, KeyShape), String> {
             let shape = KeyShape::from_parts(rest).map_err(|e| format!("\"key\" template \"{template}\" {e}"))?;
             Ok((prefix, shape))
         }
+        (None, Some(prefix), None) if raw.mode == Mode::Document => Ok((prefix.clone(), KeyShape::single("id"))),
         (None, Some(prefix), Some(column)) if !column.trim().is_empty() => {
             Ok((prefix.clone(), KeyShape::single(column)))
         }

@@ -7,7 +7,7 @@ use super::sql;
 use crate::model::mapping::Mapping;
 use crate::model::row_id::KeyShape;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, Row};
+use postgres::{Client, Row, Transaction};
 
 /// A row as the hash it becomes: field → value (`None` = NULL, field absent).
 #[derive(Debug, Clone, PartialEq)]
@@ -81,16 +81,7 @@ impl RowShape {
         refused: &mut Refused,
         mut each: impl FnMut(Vec<PgRow>) -> Result<(), Error>,
     ) -> Result<u64, Error> {
-        let mut tx = client.transaction()?;
-        let statement = tx.prepare(&self.select_all)?;
-        let portal = tx.bind(&statement, &[])?;
-        let mut total = 0u64;
-        loop {
-            let rows = tx.query_portal(&portal, chunk)?;
-            if rows.is_empty() {
-                break;
-            }
-            total += rows.len() as u64;
+        through_cursor(client, &self.select_all, chunk, |_, rows| {
             let mut good = Vec::with_capacity(rows.len());
             for row in &rows {
                 match self.convert(row)? {
@@ -98,11 +89,34 @@ impl RowShape {
                     Err(why) => refused.add(why),
                 }
             }
-            each(good)?;
-        }
-        tx.commit()?;
-        Ok(total)
+            each(good)
+        })
     }
+}
+
+/// Runs `sql` through a cursor in a transaction of its own, handing `each` the
+/// transaction (to read more on the same snapshot) and `chunk` rows at a time,
+/// so a whole table never sits in memory at once. Returns the number of rows.
+pub fn through_cursor(
+    client: &mut Client,
+    sql: &str,
+    chunk: i32,
+    mut each: impl FnMut(&mut Transaction<'_>, Vec<Row>) -> Result<(), Error>,
+) -> Result<u64, Error> {
+    let mut tx = client.transaction()?;
+    let statement = tx.prepare(sql)?;
+    let portal = tx.bind(&statement, &[])?;
+    let mut total = 0u64;
+    loop {
+        let rows = tx.query_portal(&portal, chunk)?;
+        if rows.is_empty() {
+            break;
+        }
+        total += rows.len() as u64;
+        each(&mut tx, rows)?;
+    }
+    tx.commit()?;
+    Ok(total)
 }
 
 /// Rows a read left out because their key cannot be spelled: how many, and the

@@ -7,8 +7,8 @@
 //! announced, so they never echo back into Redis.
 
 use super::error::Error;
-use super::sql::{quote_literal, quote_table};
-use crate::model::mapping::Mapping;
+use super::sql::{quote_ident, quote_literal, quote_table};
+use crate::model::mapping::{Document, Mapping};
 use postgres::types::Type;
 use postgres::Client;
 
@@ -81,12 +81,48 @@ pub fn trigger_sql(mapping: &Mapping) -> String {
 
 /// The statement that attaches the TRUNCATE trigger to a mapping's table.
 pub fn truncate_trigger_sql(mapping: &Mapping) -> String {
+    truncate_sql("pgsync_truncate", &mapping.table, mapping)
+}
+
+fn truncate_sql(name: &str, table: &str, mapping: &Mapping) -> String {
     format!(
-        "CREATE TRIGGER pgsync_truncate AFTER TRUNCATE ON {} \
+        "CREATE TRIGGER {} AFTER TRUNCATE ON {} \
          FOR EACH STATEMENT EXECUTE FUNCTION pgsync_notify_truncate({})",
-        quote_table(&mapping.table),
+        quote_ident(name),
+        quote_table(table),
         quote_literal(&mapping.pg_channel())
     )
+}
+
+/// The triggers of a document mapping: on each watched table, a row trigger
+/// announcing the root id in the watched column, and a TRUNCATE trigger, named
+/// after the mapping so several mappings can watch one table. Returns
+/// `(trigger name, table, statement)` triples.
+pub fn watch_triggers(mapping: &Mapping, document: &Document) -> Vec<(String, String, String)> {
+    // Postgres cuts names at 63 bytes; mapping names are ASCII.
+    let name = |suffix: &str| {
+        let full = format!("pgsync_{}{suffix}", mapping.name);
+        full[..full.len().min(63)].to_string()
+    };
+    let (row, truncate) = (name(""), name("_t"));
+    document
+        .watch
+        .iter()
+        .flat_map(|w| {
+            let row_sql = format!(
+                "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} \
+                 FOR EACH ROW EXECUTE FUNCTION pgsync_notify({}, {})",
+                quote_ident(&row),
+                quote_table(&w.table),
+                quote_literal(&w.column),
+                quote_literal(&mapping.pg_channel())
+            );
+            [
+                (row.clone(), w.table.clone(), row_sql),
+                (truncate.clone(), w.table.clone(), truncate_sql(&truncate, &w.table, mapping)),
+            ]
+        })
+        .collect()
 }
 
 /// A function's body, as `pg_proc.prosrc` holds it.
@@ -100,8 +136,14 @@ fn body_of(function_sql: &str) -> &str {
 pub fn install(client: &mut Client, mapping: &Mapping) -> Result<(), Error> {
     ensure_function(client, "pgsync_notify", FUNCTION_SQL)?;
     ensure_function(client, "pgsync_notify_truncate", TRUNCATE_FUNCTION_SQL)?;
-    ensure_trigger(client, mapping, "pgsync_notify", &trigger_sql(mapping))?;
-    ensure_trigger(client, mapping, "pgsync_truncate", &truncate_trigger_sql(mapping))
+    if let Some(document) = &mapping.document {
+        for (name, table, sql) in watch_triggers(mapping, document) {
+            ensure_trigger(client, &table, &name, &sql)?;
+        }
+        return Ok(());
+    }
+    ensure_trigger(client, &mapping.table, "pgsync_notify", &trigger_sql(mapping))?;
+    ensure_trigger(client, &mapping.table, "pgsync_truncate", &truncate_trigger_sql(mapping))
 }
 
 /// Creates (or replaces) the function `name` unless its body is already `sql`'s.
@@ -117,11 +159,11 @@ fn ensure_function(client: &mut Client, name: &str, sql: &str) -> Result<(), Err
     Ok(())
 }
 
-/// Runs `sql` (a CREATE TRIGGER) unless the table already has a trigger `name`.
-fn ensure_trigger(client: &mut Client, mapping: &Mapping, name: &str, sql: &str) -> Result<(), Error> {
+/// Runs `sql` (a CREATE TRIGGER) unless `table` already has a trigger `name`.
+fn ensure_trigger(client: &mut Client, table: &str, name: &str, sql: &str) -> Result<(), Error> {
     let exists = client.query_typed_opt(
         "SELECT 1 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
-        &[(&name, Type::TEXT), (&quote_table(&mapping.table), Type::TEXT)],
+        &[(&name, Type::TEXT), (&quote_table(table), Type::TEXT)],
     )?;
     if exists.is_none() {
         client.batch_execute(sql)?;

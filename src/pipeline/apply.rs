@@ -24,7 +24,7 @@ use redis_module::{Context, ContextFlags, RedisValue, ThreadSafeContext};
 fn written_key(m: &Mapping, id: &str) -> String {
     match m.mode {
         Mode::WriteThrough => m.temp_key(id),
-        Mode::WriteBehind | Mode::ReadOnly => m.main_key(id),
+        Mode::WriteBehind | Mode::ReadOnly | Mode::Document => m.main_key(id),
     }
 }
 
@@ -91,7 +91,7 @@ fn apply_row(
                     merge_into_main(ctx, &main, change, &sums);
                     ttl::set_on(ctx, m, main.as_bytes());
                 }
-                Mode::WriteBehind | Mode::ReadOnly => correct_sums(ctx, written, &sums, pending),
+                Mode::WriteBehind | Mode::ReadOnly | Mode::Document => correct_sums(ctx, written, &sums, pending),
             }
         }
         Err(e) => {

@@ -110,7 +110,9 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
     // unmapped ones included; write-behind need not remember fields SQL ignores.
     let fields = match m.mode {
         Mode::WriteBehind => mapped_only(m, write.fields),
-        Mode::WriteThrough | Mode::ReadOnly => write.fields.into_iter().filter(|(f, _)| f != OP_FIELD).collect(),
+        Mode::WriteThrough | Mode::ReadOnly | Mode::Document => {
+            write.fields.into_iter().filter(|(f, _)| f != OP_FIELD).collect()
+        }
     };
     let write = Write { fields, ..write };
     // Refreshed on every captured write that leaves the hash there, mapped

@@ -15,6 +15,7 @@ use crate::pipeline::runtime::Runtime;
 use crate::server::notify::Source;
 use crate::server::redis_io::{notice, warn};
 use crate::sources::apply_pg::apply_pg_rows;
+use crate::sources::documents;
 use crate::sources::reload;
 use crate::sources::truncate;
 use postgres::fallible_iterator::FallibleIterator;
@@ -88,7 +89,9 @@ fn not_ready(rt: &Runtime) -> Option<&'static str> {
 /// for their schema, and those that joined but have not caught up yet.
 #[derive(Default)]
 struct Channels {
-    joined: BTreeMap<String, (usize, RowShape)>,
+    /// Each joined mapping by channel, with the shape of its rows (`None`: a
+    /// document mapping, rebuilt by its query).
+    joined: BTreeMap<String, (usize, Option<RowShape>)>,
     waiting: Vec<usize>,
     to_catch_up: Vec<usize>,
 }
@@ -120,6 +123,17 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
         receive(&mut client, &mut announced)?;
         for (channel, Announced { truncated, ids }) in announced {
             let Some((mapping, shape)) = channels.joined.get(&channel) else {
+                continue;
+            };
+            let Some(shape) = shape else {
+                // A document mapping rebuilds the announced roots, whichever table
+                // changed; a TRUNCATE of a watched table rebuilds them all.
+                if truncated {
+                    channels.to_catch_up.push(*mapping);
+                } else if !ids.is_empty() {
+                    let ids: Vec<String> = ids.into_iter().collect();
+                    documents::refresh(rt, &mut client, *mapping, &ids, Source::Postgres)?;
+                }
                 continue;
             };
             let mut later = BTreeSet::new();
@@ -171,7 +185,8 @@ fn join(rt: &Runtime, client: &mut Client, channels: &mut Channels) -> Result<()
         }
         client.batch_execute(&format!("LISTEN {}", quote_ident(&m.pg_channel())))?;
         rt.stats[i].set_listener("catching up");
-        channels.joined.insert(m.pg_channel(), (i, RowShape::new(m, &schema)));
+        let shape = m.document.is_none().then(|| RowShape::new(m, &schema));
+        channels.joined.insert(m.pg_channel(), (i, shape));
         channels.to_catch_up.push(i);
     }
     channels.waiting = still_waiting;

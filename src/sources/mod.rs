@@ -2,6 +2,7 @@
 //! apply of rows read from Postgres into their hashes.
 
 pub mod apply_pg;
+pub mod documents;
 pub mod listen;
 pub mod reload;
 pub mod truncate;

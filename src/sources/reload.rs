@@ -64,6 +64,10 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
     for &mapping in mappings {
         let m = &rt.mappings.all()[mapping];
         let schema = rt.usable_schema(mapping)?;
+        if m.document.is_some() {
+            total += crate::sources::documents::reload(rt, &mut conn, mapping, flush, source)?;
+            continue;
+        }
         let shape = RowShape::new(m, &schema);
         // Taken before the cursor opens: rows Redis changes from now on are newer
         // than what the cursor returns, and must not be overwritten.
@@ -129,7 +133,7 @@ pub fn report_unkeyed(rt: &Runtime, mapping: usize, count: u64, why: &str) {
 
 /// Deletes the mapping's keys whose row does not exist (and that have no change
 /// on its way to Postgres), scanning the keyspace a step per short lock.
-fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
+pub fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
     let m = &rt.mappings.all()[mapping];
     let mut keys = RowKeys::new(&rt.mappings, mapping);
     loop {
