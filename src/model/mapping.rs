@@ -627,4 +627,33 @@ mod tests {
         let fields = r#""key": "bc:{a}_{b}", "fields": {"x": "b"}"#;
         assert!(one(fields).unwrap_err().contains("key column \"b\""));
     }
+
+    #[test]
+    fn document_mappings_need_their_queries_and_nothing_of_a_table() {
+        let one = |extra: &str| {
+            Mappings::parse(&format!(
+                r#"{{"mappings": [{{"name": "customers", "mode": "document", "key_prefix": "customer:"{extra}}}]}}"#
+            ))
+        };
+        let full = r#", "query": "SELECT id, doc FROM docs($1::int[])", "ids_query": "SELECT id FROM customer",
+            "watch": [{"table": "customer", "column": "id"}], "store": "hash""#;
+        let m = one(full).unwrap();
+        let customers = &m.all()[0];
+        assert_eq!((customers.mode, customers.listen, customers.table.as_str()), (Mode::Document, true, "customer"));
+        assert_eq!(customers.redis_type(), "hash");
+        assert_eq!(customers.document.as_ref().unwrap().store, Store::Hash);
+        assert!(one(&full.replace("\"store\": \"hash\"", "\"store\": \"xml\"")).is_err());
+        assert!(one(&full.replace(", \"store\": \"hash\"", "")).unwrap_err().contains("\"store\""));
+        assert!(one(&full.replace("FROM customer\"", "FROM customer; DROP TABLE x\""))
+            .unwrap_err()
+            .contains("\"ids_query\""));
+        assert!(one(&full.replace("[{\"table\": \"customer\", \"column\": \"id\"}]", "[]"))
+            .unwrap_err()
+            .contains("\"watch\""));
+        assert!(one(&format!("{full}, \"table\": \"customer\"")).unwrap_err().contains("give no \"table\""));
+        assert!(one(&format!("{full}, \"fields\": {{}}")).unwrap_err().contains("\"fields\" does not apply"));
+        let table = r#"{"mappings": [{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id",
+            "mode": "read-only", "query": "SELECT 1"}]}"#;
+        assert!(Mappings::parse(table).unwrap_err().contains("\"query\" is for \"mode\": \"document\""));
+    }
 }

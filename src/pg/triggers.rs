@@ -186,4 +186,39 @@ mod tests {
         assert!(body_of(FUNCTION_SQL).contains("pg_notify"));
         assert!(body_of(TRUNCATE_FUNCTION_SQL).contains("pg_notify"));
     }
+
+    #[test]
+    fn composite_keys_and_watched_tables_get_their_trigger_arguments() {
+        use crate::model::mapping::Mappings;
+        let m = Mappings::parse(
+            r#"{"mappings": [
+            {"name": "bc", "table": "bc", "key": "bc_{brand_id}_{category_id}", "mode": "write-behind"},
+            {"name": "customers", "mode": "document", "key_prefix": "customer:", "query": "SELECT 1, 2",
+             "ids_query": "SELECT 1", "store": "json",
+             "watch": [{"table": "customer", "column": "id_customer"}, {"table": "address", "column": "id_customer"}]}]}"#,
+        )
+        .unwrap();
+        let bc = &m.all()[0];
+        assert!(
+            trigger_sql(bc).ends_with("pgsync_notify('brand_id', 'pgsync_bc', '_', 'category_id')"),
+            "{}",
+            trigger_sql(bc)
+        );
+        let customers = &m.all()[1];
+        let triggers = watch_triggers(customers, customers.document.as_ref().unwrap());
+        let names: Vec<(&str, &str)> = triggers.iter().map(|(n, t, _)| (n.as_str(), t.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("pgsync_customers", "customer"),
+                ("pgsync_customers_t", "customer"),
+                ("pgsync_customers", "address"),
+                ("pgsync_customers_t", "address")
+            ]
+        );
+        assert!(triggers[2]
+            .2
+            .contains("ON \"address\" FOR EACH ROW EXECUTE FUNCTION pgsync_notify('id_customer', 'pgsync_customers')"));
+        assert_eq!(customers.table, "customer");
+    }
 }
