@@ -21,6 +21,9 @@ CREATE FUNCTION customer_documents(ids integer[]) RETURNS TABLE (id integer, doc
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM nextval('document_calls');
+    IF EXISTS (SELECT 1 FROM customer WHERE id_customer = ANY(ids) AND name = 'boom') THEN
+        RAISE EXCEPTION 'cannot build a document for boom';
+    END IF;
     RETURN QUERY
     SELECT c.id_customer, json_build_object('id', c.id_customer, 'name', c.name, 'email', c.email,
         'addresses', coalesce((SELECT json_agg(json_build_object('city', a.city, 'street', a.street)
@@ -104,6 +107,19 @@ fn changes_to_customers_and_addresses_rebuild_or_remove_the_customers_document()
         ops.push(msg["op"].as_str().unwrap().to_string());
     }
     assert!(ops.len() >= 6 && ops[..ops.len() - 1].iter().all(|op| op == "upsert"), "{ops:?}");
+
+    // A root the query cannot build is reported on its mapping; the others
+    // announced with it are rebuilt, and the listener goes on.
+    pg("BEGIN; INSERT INTO customer VALUES (3, 'boom', NULL); \
+        UPDATE customer SET email = 'ann@y' WHERE id_customer = 1; COMMIT");
+    eventually("the failure shows", || {
+        status(&mut c, "customers")["last_error"].contains("cannot build a document for boom")
+    });
+    eventually("the other root rebuilt", || document(&mut c, 1).is_some_and(|d| d["email"] == "ann@y"));
+    assert!(!exists(&mut c, "customer:3"));
+    pg("UPDATE customer SET email = 'ann@z' WHERE id_customer = 1");
+    eventually("still listening", || document(&mut c, 1).is_some_and(|d| d["email"] == "ann@z"));
+    pg("DELETE FROM customer WHERE id_customer = 3");
 
     // A TRUNCATE of a watched table rebuilds every document.
     pg("TRUNCATE address");

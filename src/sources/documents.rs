@@ -7,7 +7,7 @@
 use crate::model::mapping::{Document, Mapping, Mappings, Store};
 use crate::model::stats::MappingStats;
 use crate::pg::documents;
-use crate::pg::error::Error;
+use crate::pg::error::{Error, ErrorKind};
 use crate::pipeline::runtime::Runtime;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::redis_io::{call, own_writes, warn};
@@ -21,21 +21,38 @@ use std::sync::atomic::Ordering;
 const CHUNK: i32 = 1000;
 
 /// Rebuilds the documents of `ids` (roots announced by the triggers): one query,
-/// then one lock. Returns the ids that have a document.
+/// then a short lock per [`DOCS_PER_LOCK`] documents. When the query fails for
+/// the batch (the user's function raised), each root is rebuilt alone, so one
+/// root the query cannot build keeps no other waiting; the first such error is
+/// returned.
 pub fn refresh(
     rt: &Runtime,
     client: &mut impl GenericClient,
     mapping: usize,
     ids: &[String],
     source: Source,
-) -> Result<Vec<String>, Error> {
+) -> Result<(), Error> {
     let m = &rt.mappings.all()[mapping];
-    let Some(document) = &m.document else { return Ok(Vec::new()) };
-    let docs = documents::fetch(client, document, ids)?;
+    let Some(document) = &m.document else { return Ok(()) };
+    let docs = match documents::fetch(client, document, ids) {
+        Ok(docs) => docs,
+        Err(e) if e.kind != ErrorKind::Unavailable && ids.len() > 1 => {
+            let mut first = None;
+            for id in ids {
+                match refresh(rt, client, mapping, std::slice::from_ref(id), source) {
+                    Err(e) if e.kind == ErrorKind::Unavailable => return Err(e),
+                    Err(e) => first = first.or(Some(e)),
+                    Ok(()) => {}
+                }
+            }
+            return first.map_or(Ok(()), Err);
+        }
+        Err(e) => return Err(e),
+    };
     let present: HashSet<&str> = docs.iter().map(|(id, _)| id.as_str()).collect();
     let gone: Vec<&String> = ids.iter().filter(|id| !present.contains(id.as_str())).collect();
     apply(rt, mapping, document, &docs, &gone, source);
-    Ok(docs.into_iter().map(|(id, _)| id).collect())
+    Ok(())
 }
 
 /// Rebuilds every document of `mapping` from `ids_query`, a chunk of root ids at
