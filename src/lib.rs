@@ -138,6 +138,7 @@ redis_module! {
         ["sync.write", |ctx, args| commands::guarded(ctx, args, commands::write::sync_write), "write deny-oom", 2, 2, 1, "write hash fast"],
         ["sync.remove", |ctx, args| commands::guarded(ctx, args, commands::write::sync_remove), "write", 2, 2, 1, "write hash fast"],
         ["sync.delete", |ctx, args| commands::guarded(ctx, args, commands::write::sync_delete), "write", 2, -1, 1, "write keyspace"],
+        ["sync.read", |ctx, args| commands::guarded(ctx, args, server::read_through::command::sync_read), "readonly getkeys-api", 2, 2, 1, "read hash"],
     ],
     event_handlers: [
         [@HASH: capture::on_hash_event],
@@ -153,6 +154,8 @@ redis_module! {
             ["batch-max-bytes", &config::BATCH_MAX_BYTES, config::DEFAULT_BATCH_MAX_BYTES, 1024, config::MAX_BYTES, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
             ["max-row-bytes", &config::MAX_ROW_BYTES, config::DEFAULT_MAX_ROW_BYTES, 1024, config::MAX_BYTES, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
             ["hset-timeout-ms", &config::HSET_TIMEOUT_MS, config::DEFAULT_HSET_TIMEOUT_MS, 0, 86_400_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+            ["read-through-timeout-ms", &config::READ_THROUGH_TIMEOUT_MS, config::DEFAULT_READ_THROUGH_TIMEOUT_MS, 1, 600_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+            ["read-through-negative-ttl-ms", &config::READ_THROUGH_NEGATIVE_TTL_MS, config::DEFAULT_READ_THROUGH_NEGATIVE_TTL_MS, 0, 3_600_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
         ],
         string: [
             ["postgres-url", &config::POSTGRES_URL, "", ConfigurationFlags::IMMUTABLE | ConfigurationFlags::SENSITIVE, None],
@@ -163,7 +166,9 @@ redis_module! {
             ["reload-on-start", &config::RELOAD_ON_START, false, ConfigurationFlags::DEFAULT, None],
             ["log-values", &config::LOG_VALUES, false, ConfigurationFlags::DEFAULT, None],
         ],
-        enum: [],
+        enum: [
+            ["read-through-on-error", &config::READ_THROUGH_ON_ERROR, config::OnReadError::error, ConfigurationFlags::DEFAULT, None],
+        ],
         module_args_as_configuration: true,
     ]
 }

@@ -76,6 +76,10 @@ struct RawMapping {
     watch: Option<Vec<Watch>>,
     #[serde(default)]
     store: Option<Store>,
+    #[serde(default)]
+    read_through: bool,
+    #[serde(default)]
+    fill_on_write: bool,
 }
 
 /// A table whose changes rebuild a document mapping's documents.
@@ -202,6 +206,11 @@ pub struct Mapping {
     pub ttl_on_write: bool,
     /// For a document mapping, how its documents are built and stored.
     pub document: Option<Document>,
+    /// Whether a read of a row Redis does not hold loads it from Postgres first.
+    pub read_through: bool,
+    /// Whether a write to a key Redis did not hold loads the row's other fields
+    /// once the write has landed in Postgres.
+    pub fill_on_write: bool,
 }
 
 impl Mapping {
@@ -292,6 +301,7 @@ pub struct ResolvedKey<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Mappings {
     all: Vec<Mapping>,
+    any_read_through: bool,
 }
 
 impl Mappings {
@@ -330,13 +340,20 @@ impl Mappings {
                 }
             }
         }
-        Ok(Mappings { all })
+        let any_read_through = all.iter().any(|m| m.read_through);
+        Ok(Mappings { all, any_read_through })
     }
 
     /// Reads and parses a mapping file.
     pub fn load(path: &str) -> Result<Mappings, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read mapping file {path}: {e}"))?;
         Self::parse(&text).map_err(|e| format!("{path}: {e}"))
+    }
+
+    /// Whether any mapping reads through, so the command filter need not look
+    /// at reads otherwise.
+    pub fn any_read_through(&self) -> bool {
+        self.any_read_through
     }
 
     /// Every mapping, in file order.
@@ -436,6 +453,11 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
             "{who}: \"ttl_on_write\" needs a \"ttl\" and a write-behind mapping (write-through rows get the ttl when their commit is applied)"
         ));
     }
+    if raw.fill_on_write && raw.mode == Mode::ReadOnly {
+        return Err(format!(
+            "{who}: \"fill_on_write\" needs a write-behind or write-through mapping (read-only keys take no writes)"
+        ));
+    }
     Ok(Mapping {
         name: raw.name,
         table,
@@ -452,6 +474,8 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         ttl: raw.ttl.map(Duration::from_secs),
         ttl_on_write: raw.ttl_on_write,
         document,
+        read_through: raw.read_through,
+        fill_on_write: raw.fill_on_write,
     })
 }
 
@@ -467,7 +491,9 @@ fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
             None => Ok(None),
         };
     }
-    let refused = [("fields", raw.fields.is_some()), ("ttl", raw.ttl.is_some()), ("key", raw.key.is_some())];
+    let refused = [("fields", raw.fields.is_some()), ("ttl", raw.ttl.is_some()), ("key", raw.key.is_some())]
+        .into_iter()
+        .chain([("read_through", raw.read_through), ("fill_on_write", raw.fill_on_write)]);
     if let Some((option, _)) = refused.into_iter().find(|(_, given)| *given) {
         return Err(format!("\"{option}\" does not apply to a document mapping"));
     }
@@ -652,8 +678,26 @@ mod tests {
             .contains("\"watch\""));
         assert!(one(&format!("{full}, \"table\": \"customer\"")).unwrap_err().contains("give no \"table\""));
         assert!(one(&format!("{full}, \"fields\": {{}}")).unwrap_err().contains("\"fields\" does not apply"));
+        assert!(one(&format!("{full}, \"read_through\": true"))
+            .unwrap_err()
+            .contains("\"read_through\" does not apply"));
         let table = r#"{"mappings": [{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id",
             "mode": "read-only", "query": "SELECT 1"}]}"#;
         assert!(Mappings::parse(table).unwrap_err().contains("\"query\" is for \"mode\": \"document\""));
+    }
+
+    #[test]
+    fn cache_options_are_checked_at_load() {
+        let one = |extra: &str, mode: &str| {
+            Mappings::parse(&format!(
+                r#"{{"mappings": [{{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id", "mode": "{mode}"{extra}}}]}}"#
+            ))
+        };
+        let m = one(r#", "read_through": true, "fill_on_write": true"#, "write-behind").unwrap();
+        assert!(m.any_read_through() && m.all()[0].read_through && m.all()[0].fill_on_write);
+        assert!(one(r#", "read_through": true"#, "read-only").unwrap().any_read_through());
+        assert!(!one("", "read-only").unwrap().any_read_through());
+        assert!(one(r#", "fill_on_write": true"#, "read-only").unwrap_err().contains("fill_on_write"));
+        assert!(one(r#", "read_through": "yes""#, "write-behind").is_err());
     }
 }

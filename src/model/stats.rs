@@ -19,6 +19,20 @@ pub struct MappingStats {
     pub refused: AtomicU64,
     /// Notification channels skipped because the row lacked a field they name.
     pub notify_skipped: AtomicU64,
+    /// Reads of read-through keys that Redis held.
+    pub read_hits: AtomicU64,
+    /// Reads of read-through keys that Redis did not hold.
+    pub read_misses: AtomicU64,
+    /// Misses answered from the negative cache, without a query.
+    pub read_negative_hits: AtomicU64,
+    /// Queries the loader ran (each reads a batch of rows).
+    pub read_loads: AtomicU64,
+    /// Rows the loader read (and, on a primary, wrote).
+    pub read_rows_loaded: AtomicU64,
+    /// Loads that failed (Postgres unreachable or refusing the query).
+    pub read_errors: AtomicU64,
+    /// How long the loader's queries took.
+    pub read_latency: crate::model::latency::Latency,
     last_error: Mutex<Option<String>>,
     schema_error: Mutex<Option<String>>,
     listener: Mutex<Option<String>>,

@@ -14,7 +14,8 @@ use crate::pipeline::runtime::Runtime;
 use crate::server::ack;
 use crate::server::deadletter;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
-use crate::server::redis_io::{bytes, call, call_logged, own_writes, warn};
+use crate::server::read_through::loads;
+use crate::server::redis_io::{bytes, call, call_logged, key_exists, own_writes, string, warn};
 use crate::server::ttl;
 use crate::server::waiters;
 use redis_module::{Context, ContextFlags, RedisValue, ThreadSafeContext};
@@ -88,8 +89,15 @@ fn apply_row(
             match m.mode {
                 Mode::WriteThrough => {
                     let main = m.main_key(&row.id);
+                    // The commit wrote only some fields of a row Redis did not hold.
+                    let fill = m.fill_on_write
+                        && change.op == RowOp::Upsert
+                        && !key_exists(ctx, &string(ctx, main.as_bytes()));
                     merge_into_main(ctx, &main, change, &sums);
                     ttl::set_on(ctx, m, main.as_bytes());
+                    if fill {
+                        loads::fill_after_write(row.clone());
+                    }
                 }
                 Mode::WriteBehind | Mode::ReadOnly | Mode::Document => correct_sums(ctx, written, &sums, pending),
             }

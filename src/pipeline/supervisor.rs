@@ -20,9 +20,11 @@ use crate::pipeline::worker;
 use crate::server::config;
 use crate::server::eviction;
 use crate::server::filter;
+use crate::server::read_through::{self, loads};
 use crate::server::redis_io::{notice, warn};
 use crate::server::waiters;
 use crate::sources::listen;
+use crate::sources::loader;
 use crate::sources::reload;
 use redis_module::{Context, ContextFlags, RedisString};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,6 +72,12 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let rt = runtime::install(Runtime::new(mappings, settings, replica))?;
     spawn("pgsync-schema", move || schema_checker::run(rt))?;
     spawn("pgsync-listener", move || listen::run(rt))?;
+    if rt.mappings.any_read_through() || rt.mappings.all().iter().any(|m| m.fill_on_write) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        loads::set_loader(tx);
+        read_through::probe::init(ctx);
+        spawn("pgsync-loader", move || loader::run(rt, rx))?;
+    }
     ensure_workers();
     filter::register(ctx)?;
     eviction::watch(ctx)?;

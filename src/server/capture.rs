@@ -19,6 +19,7 @@ use crate::pipeline::runtime::{self, Runtime};
 use crate::server::ack;
 use crate::server::client_call::{client_argv, run_as_client};
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
+use crate::server::read_through::loads;
 use crate::server::redis_io::{hgetall, is_own_write, selected_db, warn};
 use crate::server::replies;
 use crate::server::ttl;
@@ -115,6 +116,7 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
         }
     };
     let write = Write { fields, ..write };
+    loads::rows_changed(target.mapping, std::iter::once(target.id.as_str()));
     // Refreshed on every captured write that leaves the hash there, mapped
     // fields or not (a cache entry in use should stay).
     if m.ttl_on_write && write.op != RowOp::Delete {

@@ -35,6 +35,28 @@ pub static MAX_ROW_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_MAX_ROW_BYTES);
 /// replies with an error (the change stays queued); 0 waits as long as it takes.
 pub static HSET_TIMEOUT_MS: AtomicI64 = AtomicI64::new(DEFAULT_HSET_TIMEOUT_MS);
 
+/// `pgsync.read-through-timeout-ms`: how long a read of a missing row waits for
+/// Postgres before it gets `pgsync.read-through-on-error`'s reply.
+pub static READ_THROUGH_TIMEOUT_MS: AtomicI64 = AtomicI64::new(DEFAULT_READ_THROUGH_TIMEOUT_MS);
+/// `pgsync.read-through-negative-ttl-ms`: how long a row Postgres does not have
+/// is remembered as absent (0: never).
+pub static READ_THROUGH_NEGATIVE_TTL_MS: AtomicI64 = AtomicI64::new(DEFAULT_READ_THROUGH_NEGATIVE_TTL_MS);
+
+redis_module::enum_configuration! {
+    /// What a read of a missing row gets when Postgres cannot answer in time.
+    #[allow(non_camel_case_types)]
+    #[derive(Debug, PartialEq, Eq)]
+    pub enum OnReadError {
+        /// An error reply naming the cause.
+        error = 0,
+        /// The reply for a key that does not exist, as without read-through.
+        nil = 1,
+    }
+}
+
+/// `pgsync.read-through-on-error`: `error` or `nil`.
+pub static READ_THROUGH_ON_ERROR: Mutex<OnReadError> = Mutex::new(OnReadError::error);
+
 /// `pgsync.reload-on-start`: reload every mapping when the module starts on an
 /// empty dataset (the recovery after Redis lost its data).
 pub static RELOAD_ON_START: AtomicBool = AtomicBool::new(false);
@@ -58,6 +80,10 @@ pub const DEFAULT_MAX_ROW_BYTES: i64 = 64 << 20;
 pub const MAX_BYTES: i64 = 1_000_000_000;
 /// Default of `pgsync.hset-timeout-ms`.
 pub const DEFAULT_HSET_TIMEOUT_MS: i64 = 10_000;
+/// Default of `pgsync.read-through-timeout-ms`.
+pub const DEFAULT_READ_THROUGH_TIMEOUT_MS: i64 = 1000;
+/// Default of `pgsync.read-through-negative-ttl-ms`.
+pub const DEFAULT_READ_THROUGH_NEGATIVE_TTL_MS: i64 = 1000;
 /// Most worker threads `pgsync.workers` accepts.
 pub const MAX_WORKERS: i64 = 64;
 
@@ -76,6 +102,9 @@ pub const NAMES: &[&str] = &[
     "batch-max-bytes",
     "max-row-bytes",
     "log-values",
+    "read-through-timeout-ms",
+    "read-through-negative-ttl-ms",
+    "read-through-on-error",
 ];
 
 /// The Postgres URL config: `CONFIG GET` (and so `CONFIG GET *`) shows it with the
@@ -137,6 +166,11 @@ pub fn millis(value: &AtomicI64) -> std::time::Duration {
 /// as it takes.
 pub fn hset_timeout() -> Option<std::time::Duration> {
     Some(millis(&HSET_TIMEOUT_MS)).filter(|t| !t.is_zero())
+}
+
+/// Whether a read whose load failed gets nil rather than an error.
+pub fn read_errors_as_nil() -> bool {
+    *READ_THROUGH_ON_ERROR.lock().unwrap_or_else(|p| p.into_inner()) == OnReadError::nil
 }
 
 /// Checks module arguments: `name value` pairs with known names, so a typo fails

@@ -1,14 +1,18 @@
 //! The command filter that routes clients' writes to synced keys through
 //! `SYNC.WRITE` / `SYNC.REMOVE` / `SYNC.DELETE`, so that capture learns what each write meant from
-//! its arguments (a keyspace event names only the key). It runs before every
+//! its arguments (a keyspace event names only the key), and reads of missing
+//! `read_through` keys through `SYNC.READ`, which loads them. It runs before every
 //! command, also inside MULTI (when a command is queued) and in scripts, so it only
 //! compares the command name and, for the few write commands, one key prefix.
 //! The module's own calls are not filtered (`NOSELF`, and its own-write flag).
 
 use crate::model::intent::Command;
 use crate::model::mapping::{KeyRole, Mode};
+use crate::model::read_command::ReadCommand;
+use crate::model::stats::MappingStats;
 use crate::pipeline::runtime;
 use crate::server::capture::captured;
+use crate::server::read_through::probe;
 use crate::server::redis_io::is_own_write;
 use redis_module::raw;
 use std::os::raw::c_int;
@@ -16,6 +20,7 @@ use std::os::raw::c_int;
 const WRITE: &[u8] = b"SYNC.WRITE";
 const REMOVE: &[u8] = b"SYNC.REMOVE";
 const DELETE: &[u8] = b"SYNC.DELETE";
+const READ: &[u8] = b"SYNC.READ";
 
 /// Registers the filter; called once at load with the load context.
 pub fn register(ctx: &redis_module::Context) -> Result<(), String> {
@@ -55,7 +60,38 @@ fn wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static [u8]>
     if count < 2 {
         return None;
     }
-    let command = Command::from_name(arg(fctx, 0)?)?;
+    let name = arg(fctx, 0)?;
+    match Command::from_name(name) {
+        Some(command) => write_wrapper(fctx, count, command),
+        None => read_wrapper(fctx, count, name),
+    }
+}
+
+/// `SYNC.READ` for a read of a `read_through` key that Redis does not hold; a
+/// read of keys Redis holds runs as it is (counted as a hit), so hits cost only
+/// this check.
+fn read_wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx, count: c_int, name: &[u8]) -> Option<&'static [u8]> {
+    let rt = runtime::get()?;
+    if !rt.mappings.any_read_through() || is_own_write() {
+        return None;
+    }
+    let read = ReadCommand::from_name(name)?;
+    for pos in read.key_positions(usize::try_from(count).unwrap_or(0)) {
+        let key = arg(fctx, c_int::try_from(pos).ok()?)?;
+        let Some(resolved) = rt.mappings.resolve(key) else { continue };
+        if resolved.role != KeyRole::Main || !rt.mappings.all()[resolved.mapping].read_through {
+            continue;
+        }
+        if probe::is_missing(fctx, key) {
+            return Some(READ);
+        }
+        MappingStats::bump(&rt.stats[resolved.mapping].read_hits, 1);
+    }
+    None
+}
+
+/// The wrapper of a write command, if it writes a synced key.
+fn write_wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx, count: c_int, command: Command) -> Option<&'static [u8]> {
     // The module's own writes from background threads (apply, reload): `NOSELF`
     // does not cover calls made through a thread-safe context.
     if is_own_write() {

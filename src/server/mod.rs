@@ -17,6 +17,7 @@ pub mod hash_key;
 pub mod journal;
 pub mod keyscan;
 pub mod notify;
+pub mod read_through;
 pub mod redis_io;
 pub mod replies;
 pub mod status;

@@ -151,6 +151,12 @@ pub fn replicate(ctx: &Context, command: &std::ffi::CStr, args: &[&redis_module:
     }
 }
 
+/// Whether `key` exists in the calling client's database (an expired key does
+/// not, and reading it lets Redis reclaim it as any read would).
+pub fn key_exists(ctx: &Context, key: &redis_module::RedisString) -> bool {
+    ctx.open_key(key).key_type() != redis_module::KeyType::Empty
+}
+
 #[cfg(test)]
 mod tests {
     use super::{is_own_write, own_writes};

@@ -8,6 +8,7 @@ use crate::pg::reader::PgRow;
 use crate::pipeline::runtime::Runtime;
 use crate::server::hash_key::Key;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
+use crate::server::read_through::loads;
 use crate::server::redis_io::{own_writes, replicate, string, warn};
 use crate::server::ttl;
 use redis_module::{raw, Context, NotifyEvent, RedisString, ThreadSafeContext};
@@ -34,6 +35,7 @@ pub fn apply_pg_rows(
     let ids = rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str));
     let newer_ids = snapshot.newer_among(mapping, ids);
     let newer = |id: &str| newer_ids.contains(id);
+    loads::rows_changed(mapping, rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str)));
     own_writes(|| {
         for row in rows {
             if newer(&row.id) {
@@ -66,7 +68,7 @@ pub fn apply_pg_rows(
 /// call per row cost a reload a third of its speed): mapped fields set, NULL
 /// columns removed, replicated and announced as `HDEL` and `HSET` would be; and
 /// the mapping's expiry, if it has one.
-fn write_row(ctx: &Context, m: &Mapping, key: &str, fields: &[(String, Option<String>)]) {
+pub(crate) fn write_row(ctx: &Context, m: &Mapping, key: &str, fields: &[(String, Option<String>)]) {
     let name = string(ctx, key.as_bytes());
     let hash = match Key::open(ctx, &name) {
         Ok(hash) if hash.is_hash_or_empty() => hash,
@@ -99,6 +101,34 @@ fn write_row(ctx: &Context, m: &Mapping, key: &str, fields: &[(String, Option<St
     }
     if emptied && !unset.is_empty() {
         ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", &name);
+    }
+}
+
+/// Adds to an existing hash the row's fields it lacks, never changing a field it
+/// holds (a writer's value is newer): `fill_on_write` after a write to a key
+/// Redis did not hold. Replicated and announced as `HSET`.
+pub(crate) fn fill_missing_fields(ctx: &Context, key: &str, fields: &[(String, Option<String>)]) {
+    let name = string(ctx, key.as_bytes());
+    let hash = match Key::open(ctx, &name) {
+        Ok(hash) if hash.kind() == raw::REDISMODULE_KEYTYPE_HASH => hash,
+        Ok(_) => return,
+        Err(e) => return warn(&format!("cannot fill {key}: {e}")),
+    };
+    let mut set: Vec<RedisString> = Vec::new();
+    for (field, value) in fields {
+        let Some(value) = value else { continue };
+        let field = string(ctx, field.as_bytes());
+        if hash.get(&field).is_none() {
+            let value = string(ctx, value.as_bytes());
+            hash.set(&field, Some(&value));
+            set.extend([field, value]);
+        }
+    }
+    drop(hash);
+    if !set.is_empty() {
+        ctx.notify_keyspace_event(NotifyEvent::HASH, "hset", &name);
+        let argv: Vec<&RedisString> = std::iter::once(&name).chain(set.iter()).collect();
+        replicate(ctx, c"HSET", &argv);
     }
 }
 

@@ -4,5 +4,6 @@
 pub mod apply_pg;
 pub mod documents;
 pub mod listen;
+pub mod loader;
 pub mod reload;
 pub mod truncate;

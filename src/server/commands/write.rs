@@ -9,9 +9,12 @@ use super::runtime_or_err;
 use crate::model::change::{FieldChange, Fields, RowOp, Write};
 use crate::model::intent::{self, Command, Effect};
 use crate::model::mapping::{KeyRole, Mode};
+use crate::model::queue::RowKey;
 use crate::pipeline::runtime::Runtime;
 use crate::server::capture::{self, record, refuse, set_fields, Target};
 use crate::server::client_call::run_as_client;
+use crate::server::read_through::loads;
+use crate::server::redis_io::key_exists;
 use crate::server::replies;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -87,6 +90,7 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
     let Some(target) = target_of(ctx, rt, key)? else {
         return run_as_client(ctx, command, argv)?.forward(ctx);
     };
+    let fill = fill_after(ctx, rt, &target, &args[2]);
     let Some(effect) = intent::parse(command, rest) else {
         return unparsed_write(ctx, rt, &target, command, argv);
     };
@@ -94,8 +98,13 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
         let (pairs, op) = intent::take_op_field(pairs.clone());
         if let Some(op) = op {
             let written = pairs.len();
-            return capture::tagged_write(ctx, rt, &target, key, &op, pairs)
-                .map(|_| RedisValue::Integer(written as i64));
+            let done = capture::tagged_write(ctx, rt, &target, key, &op, pairs)?;
+            if done.is_some() {
+                if let Some(row) = fill {
+                    loads::fill_after_write(row);
+                }
+            }
+            return Ok(RedisValue::Integer(written as i64));
         }
     }
     let reply = run_as_client(ctx, command, argv)?;
@@ -108,10 +117,23 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
         }
         Effect::Remove(names) => names.into_iter().map(|f| (f, FieldChange::Remove)).collect(),
     };
-    if !fields.is_empty() {
-        record(ctx, rt, &target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
+    if !fields.is_empty()
+        && record(ctx, rt, &target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() }).is_some()
+    {
+        if let Some(row) = fill {
+            loads::fill_after_write(row);
+        }
     }
     reply.forward(ctx)
+}
+
+/// The row to fill once this write lands (`fill_on_write`): a write-behind
+/// write to a key Redis does not hold leaves only the fields it wrote.
+/// (Write-through rows are filled when their commit is applied.)
+fn fill_after(ctx: &Context, rt: &Runtime, target: &Target, key: &RedisString) -> Option<RowKey> {
+    let m = &rt.mappings.all()[target.mapping];
+    (m.fill_on_write && m.mode == Mode::WriteBehind && target.role == KeyRole::Main && !key_exists(ctx, key))
+        .then(|| target.row())
 }
 
 /// A write whose arguments capture cannot read, though Redis may still accept

@@ -1,0 +1,86 @@
+//! `SYNC.READ <command> <key> [args ...]`: a read of a `read_through` mapping's
+//! key that the command filter found missing. When the key exists by now, or
+//! its row is known absent, the command runs as it is. Otherwise the client
+//! blocks (only it: the main thread goes on) until the loader has read the row,
+//! and is then answered as if the row had been there. A client that cannot block
+//! (MULTI, a script) gets the miss, and the row is loaded for the next read.
+
+use super::answer::run_on_redis;
+use super::loads;
+use crate::model::mapping::KeyRole;
+use crate::model::queue::RowKey;
+use crate::model::read_command::ReadCommand;
+use crate::model::row_id::check_id;
+use crate::model::stats::MappingStats;
+use crate::pipeline::runtime::Runtime;
+use crate::server::acl::Caller;
+use crate::server::commands::runtime_or_err;
+use crate::server::config;
+use crate::server::redis_io::key_exists;
+use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
+
+/// Handles `SYNC.READ` (and, with the `getkeys-api` flag, Redis's question of
+/// which arguments are keys, for ACLs and cluster routing).
+pub fn sync_read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let read = args.get(1).and_then(|name| ReadCommand::from_name(name.as_slice()));
+    if ctx.is_keys_position_request() {
+        if let Some(read) = read {
+            for pos in read.key_positions(args.len() - 1) {
+                ctx.key_at_pos(pos as i32 + 1);
+            }
+        }
+        return Ok(RedisValue::NoReply);
+    }
+    let Some(read) = read else {
+        return Err(RedisError::Str(
+            "ERR SYNC.READ runs HGET, HMGET, HGETALL, HEXISTS, HLEN, HKEYS, HVALS, HSTRLEN, EXISTS or TYPE",
+        ));
+    };
+    let wrapped = &args[1..];
+    let rt = runtime_or_err()?;
+    // The wrapper's rights are not the command's: check the command itself.
+    Caller::of(ctx)?.check_command(ctx, wrapped)?;
+    if !read.arity_ok(wrapped.len()) {
+        return run_on_redis(ctx, wrapped);
+    }
+    let missing = missing_rows(ctx, rt, read, wrapped);
+    if missing.is_empty() {
+        return run_on_redis(ctx, wrapped);
+    }
+    let (absent, to_load): (Vec<RowKey>, Vec<RowKey>) = missing.into_iter().partition(loads::is_absent);
+    for row in &absent {
+        MappingStats::bump(&rt.stats[row.mapping].read_negative_hits, 1);
+    }
+    if to_load.is_empty() {
+        return run_on_redis(ctx, wrapped);
+    }
+    if ctx.get_flags().intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {
+        if !rt.is_replica() {
+            loads::warm(&to_load);
+        }
+        return run_on_redis(ctx, wrapped);
+    }
+    loads::wait_for(ctx, to_load, config::millis(&config::READ_THROUGH_TIMEOUT_MS))?;
+    Ok(RedisValue::NoReply)
+}
+
+/// The rows of the command's keys that read through and that Redis does not
+/// hold, each once; counted as misses. A key that can be no row's key (an id
+/// that is not valid text) is not loaded: the command answers it from Redis.
+fn missing_rows(ctx: &Context, rt: &Runtime, read: ReadCommand, wrapped: &[RedisString]) -> Vec<RowKey> {
+    let mut rows: Vec<RowKey> = Vec::new();
+    for key in read.key_positions(wrapped.len()).filter_map(|pos| wrapped.get(pos)) {
+        let Some(resolved) = rt.mappings.resolve(key.as_slice()) else { continue };
+        let m = &rt.mappings.all()[resolved.mapping];
+        if !m.read_through || resolved.role != KeyRole::Main || key_exists(ctx, key) {
+            continue;
+        }
+        let Ok(id) = check_id(resolved.id) else { continue };
+        MappingStats::bump(&rt.stats[resolved.mapping].read_misses, 1);
+        let row = RowKey { mapping: resolved.mapping, id: id.to_string() };
+        if !rows.contains(&row) {
+            rows.push(row);
+        }
+    }
+    rows
+}
