@@ -194,3 +194,35 @@ fn document_mappings_are_checked_at_load() {
     let mut c = server.conn();
     eventually("the schema error shows", || status(&mut c, "customers")["schema"].contains("\"query\" does not run"));
 }
+
+#[test]
+fn the_listener_catches_up_on_documents_changed_while_its_connection_was_gone() {
+    let db = test_db(SQL);
+    db.client()
+        .batch_execute(
+            "INSERT INTO customer VALUES (1, 'Ann', NULL), (2, 'Bob', NULL); \
+             INSERT INTO address (id_customer, city) VALUES (1, 'Oslo')",
+        )
+        .unwrap();
+    let server = Server::with_mapping(&db, &mapping("json"), &[("retry-max-delay-ms", "2000")], &[]);
+    let mut c = server.conn();
+    listening(&mut c);
+    assert!(exists(&mut c, "customer:2"));
+    // The listener is killed inside the transaction that makes the changes, and
+    // gone before it commits: their notifications reach nobody.
+    let mut pg = db.client();
+    let mut tx = pg.transaction().unwrap();
+    tx.batch_execute(
+        "INSERT INTO address (id_customer, city) VALUES (1, 'Bergen'); DELETE FROM customer WHERE id_customer = 2; \
+         INSERT INTO customer VALUES (3, 'Cid', NULL)",
+    )
+    .unwrap();
+    kill_listener_in(&mut tx);
+    tx.commit().unwrap();
+    eventually("caught up", || {
+        cities(&document(&mut c, 1)) == ["Oslo", "Bergen"]
+            && !exists(&mut c, "customer:2")
+            && exists(&mut c, "customer:3")
+    });
+    listening(&mut c);
+}
