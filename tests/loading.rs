@@ -71,6 +71,13 @@ fn bad_configuration_fails_the_load_with_a_message() {
     );
     let no_file = ["postgres-url", url, "mappings", &good, "postgres-password-file", "/nonexistent/pw"];
     assert_refused(&no_file, "cannot read pgsync.postgres-password-file \"/nonexistent/pw\"");
+    // A document store in RedisJSON needs the JSON module, loaded first.
+    let rejson = write_mapping(
+        r#"{"mappings": [{"name": "customers", "mode": "document", "key_prefix": "customer:",
+        "query": "SELECT 1, '{}'", "ids_query": "SELECT 1", "store": "rejson",
+        "watch": [{"table": "customer", "column": "id_customer"}]}]}"#,
+    );
+    assert_refused(&["postgres-url", url, "mappings", &rejson], "\"store\": \"rejson\" needs the JSON.SET command");
 }
 
 #[test]

@@ -179,15 +179,7 @@ fn the_listener_catches_up_after_its_connection_is_killed() {
         INSERT INTO users (id, username, email) VALUES (10, 'late', 'l@x')",
     )
     .unwrap();
-    let killed: i64 = tx
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity \
-             WHERE application_name = 'redis-pgsync-listener' AND datname = current_database()",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(killed, 1);
+    kill_listener_in(&mut tx);
     tx.commit().unwrap();
     eventually("caught up", || {
         hgetall(&mut c, "users:1").get("score").map(String::as_str) == Some("77")

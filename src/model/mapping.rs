@@ -2,6 +2,8 @@
 //! fields map to columns, and how a Redis key name resolves to a mapped row.
 
 use crate::model::kafka::{KafkaSource, OFFSET_PREFIX};
+use crate::model::row_id::KeyShape;
+use crate::model::template::{Part, Template};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -16,6 +18,8 @@ pub enum Mode {
     WriteBehind,
     /// Postgres → Redis only; Redis writes are never sent to Postgres.
     ReadOnly,
+    /// Postgres → Redis only: one document per root id, built by a query.
+    Document,
 }
 
 impl Mode {
@@ -25,6 +29,7 @@ impl Mode {
             Mode::WriteThrough => "write-through",
             Mode::WriteBehind => "write-behind",
             Mode::ReadOnly => "read-only",
+            Mode::Document => "document",
         }
     }
 }
@@ -39,16 +44,23 @@ struct MappingFile {
 #[serde(deny_unknown_fields)]
 struct RawMapping {
     name: String,
-    table: String,
-    key_prefix: String,
-    primary_key: String,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    key_prefix: Option<String>,
+    #[serde(default)]
+    primary_key: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
     #[serde(default)]
     fields: Option<BTreeMap<String, String>>,
     mode: Mode,
     #[serde(default)]
     listen: bool,
     #[serde(default)]
-    notify: Option<String>,
+    notify: Option<RawNotify>,
+    #[serde(default)]
+    notify_payload: NotifyPayload,
     #[serde(default)]
     notify_reload: bool,
     #[serde(default)]
@@ -58,11 +70,95 @@ struct RawMapping {
     #[serde(default)]
     ttl_on_write: bool,
     #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    ids_query: Option<String>,
+    #[serde(default)]
+    watch: Option<Vec<Watch>>,
+    #[serde(default)]
+    store: Option<Store>,
+    #[serde(default)]
     read_through: bool,
     #[serde(default)]
     fill_on_write: bool,
     #[serde(default)]
     kafka: Option<KafkaSource>,
+}
+
+/// A table whose changes rebuild a document mapping's documents.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Watch {
+    /// The table, `table` or `schema.table`.
+    pub table: String,
+    /// Its column holding the root id of the document a row belongs to.
+    pub column: String,
+}
+
+/// How a document is kept in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Store {
+    /// The JSON text in a string key (`SET`).
+    Json,
+    /// A hash of the document's top-level keys (strings as they are, other
+    /// values as JSON text; `null` leaves the field out).
+    Hash,
+    /// A RedisJSON / valkey-json value (`JSON.SET key $ ...`).
+    Rejson,
+}
+
+impl Store {
+    /// The type `SCAN ... TYPE` names the keys of this store.
+    pub fn redis_type(self) -> &'static str {
+        match self {
+            Store::Json => "string",
+            Store::Hash => "hash",
+            Store::Rejson => "ReJSON-RL",
+        }
+    }
+}
+
+/// What a document mapping builds its documents from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// SQL taking the root ids (`$1`, `text[]`) and returning `(id, document)` rows.
+    pub query: String,
+    /// SQL returning every root id, for `SYNC.RELOAD`.
+    pub ids_query: String,
+    /// Tables whose changes rebuild a document.
+    pub watch: Vec<Watch>,
+    /// How documents are kept in Redis.
+    pub store: Store,
+}
+
+/// `"notify"` as written: a channel prefix, or a list of channel templates.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawNotify {
+    Prefix(String),
+    Channels(Vec<String>),
+}
+
+/// Where a mapping publishes its change events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notify {
+    /// `"notify": "sync:users"`: one channel per row, `<prefix>:<id>`.
+    Prefix(String),
+    /// `"notify": ["purchase_orders", "purchase_orders:{event}"]`: each template,
+    /// filled from the row's key columns and hash fields, is one channel.
+    Channels(Vec<Template>),
+}
+
+/// What a change event's message holds (`"notify_payload"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyPayload {
+    /// The JSON event: key, id, op, source, fields, time.
+    #[default]
+    Json,
+    /// The row's id alone, as subscribers of a plain fan-out expect.
+    Id,
 }
 
 /// Where change events are also appended, for consumers that were away.
@@ -87,18 +183,21 @@ pub struct Mapping {
     pub name: String,
     /// Postgres table, optionally schema-qualified (`public.users`).
     pub table: String,
-    /// Redis key prefix; the row with primary key `42` lives in `<prefix>42`.
+    /// Redis key prefix; the row with primary key `42` lives in `<prefix>42`
+    /// (with a `"key"` template, the literal text before its first column).
     pub key_prefix: String,
-    /// Primary-key column; its value is the key suffix.
-    pub primary_key: String,
+    /// The key columns, as the id after the prefix spells them.
+    pub key: KeyShape,
     /// Hash field → column. `None` means every column under its own name.
     pub fields: Option<BTreeMap<String, String>>,
     /// Direction of the sync.
     pub mode: Mode,
     /// Whether Postgres changes are pushed into Redis.
     pub listen: bool,
-    /// Pub/sub channel prefix for change notifications (`<notify>:<id>`).
-    pub notify: Option<String>,
+    /// Pub/sub channels for change notifications.
+    pub notify: Option<Notify>,
+    /// What each notification's message holds.
+    pub notify_payload: NotifyPayload,
     /// Whether `SYNC.RELOAD` publishes an event per loaded row too.
     pub notify_reload: bool,
     /// Stream that also receives every change event.
@@ -108,6 +207,8 @@ pub struct Mapping {
     pub ttl: Option<Duration>,
     /// Whether writers' own writes refresh the expiry too (write-behind).
     pub ttl_on_write: bool,
+    /// For a document mapping, how its documents are built and stored.
+    pub document: Option<Document>,
     /// Whether a read of a row Redis does not hold loads it from Postgres first.
     pub read_through: bool,
     /// Whether a write to a key Redis did not hold loads the row's other fields
@@ -123,9 +224,21 @@ impl Mapping {
     pub fn column_for<'a>(&'a self, field: &'a str) -> Option<&'a str> {
         match &self.fields {
             Some(map) => map.get(field).map(String::as_str),
-            None if field == self.primary_key => None,
+            None if self.is_key_column(field) => None,
             None => Some(field),
         }
+    }
+
+    /// The value of key column `column` in the row with this id, or `None` when
+    /// `column` is no key column.
+    pub fn key_value<'i>(&self, id: &'i str, column: &str) -> Option<&'i str> {
+        let at = self.key.columns().iter().position(|c| c == column)?;
+        self.key.split(id).ok()?.get(at).copied()
+    }
+
+    /// Whether `column` is one of the key columns, which the key name carries.
+    pub fn is_key_column(&self, column: &str) -> bool {
+        self.key.columns().iter().any(|c| c == column)
     }
 
     /// The Redis key holding the row with this id.
@@ -150,11 +263,16 @@ impl Mapping {
             Some(map) => map.iter().map(|(f, c)| (f.clone(), c.clone())).collect(),
             None => {
                 let mut cols: Vec<(String, String)> =
-                    table_columns.filter(|c| **c != self.primary_key).map(|c| (c.clone(), c.clone())).collect();
+                    table_columns.filter(|c| !self.is_key_column(c)).map(|c| (c.clone(), c.clone())).collect();
                 cols.sort();
                 cols
             }
         }
+    }
+
+    /// The type of the mapping's keys as `SCAN ... TYPE` names it.
+    pub fn redis_type(&self) -> &'static str {
+        self.document.as_ref().map_or("hash", |d| d.store.redis_type())
     }
 
     /// The stream that receives the outcome of a change tagged with `uuid`.
@@ -296,17 +414,28 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
              (it names the Postgres NOTIFY channel)"
         ));
     }
-    non_empty("table", &raw.table)?;
-    non_empty("key_prefix", &raw.key_prefix)?;
-    non_empty("primary_key", &raw.primary_key)?;
-    if raw.key_prefix.contains(['{', '}']) || raw.key_prefix.starts_with("__") {
-        return Err(format!("{who}: key_prefix \"{}\" must not contain braces or start with \"__\"", raw.key_prefix));
+    let document = document(&raw).map_err(|e| format!("{who}: {e}"))?;
+    // A document mapping is named after its root table, the first it watches.
+    let table = match (&document, &raw.table) {
+        (Some(d), None) => d.watch.first().map(|w| w.table.clone()).unwrap_or_default(),
+        (None, Some(table)) => table.clone(),
+        (Some(_), Some(_)) => {
+            return Err(format!("{who}: a document mapping reads through \"query\"; give no \"table\""))
+        }
+        (None, None) => return Err(format!("{who}: \"table\" is missing")),
+    };
+    non_empty("table", &table)?;
+    let (key_prefix, key) = key_shape(&raw).map_err(|e| format!("{who}: {e}"))?;
+    non_empty("key_prefix", &key_prefix)?;
+    if key_prefix.contains(['{', '}']) || key_prefix.starts_with("__") {
+        return Err(format!("{who}: key_prefix \"{}\" must not contain braces or start with \"__\"", key_prefix));
     }
-    if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&raw.key_prefix) || raw.key_prefix.starts_with(**k)) {
-        return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", raw.key_prefix));
+    if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&key_prefix) || key_prefix.starts_with(**k)) {
+        return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", key_prefix));
     }
-    if raw.table.split('.').count() > 2 || raw.table.split('.').any(str::is_empty) {
-        return Err(format!("{who}: table \"{}\" must be \"table\" or \"schema.table\"", raw.table));
+    let tables = std::iter::once(&table).chain(document.iter().flat_map(|d| d.watch.iter().map(|w| &w.table)));
+    if let Some(bad) = tables.into_iter().find(|t| t.split('.').count() > 2 || t.split('.').any(str::is_empty)) {
+        return Err(format!("{who}: table \"{bad}\" must be \"table\" or \"schema.table\""));
     }
     if let Some(fields) = &raw.fields {
         if fields.contains_key("#") {
@@ -315,9 +444,9 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         let mut columns = HashSet::new();
         for (field, column) in fields {
             non_empty(&format!("fields.{field}"), column)?;
-            if column == &raw.primary_key {
+            if key.columns().contains(column) {
                 return Err(format!(
-                    "{who}: field \"{field}\" maps to the primary key column, which comes from the key name"
+                    "{who}: field \"{field}\" maps to key column \"{column}\", which comes from the key name"
                 ));
             }
             if !columns.insert(column) {
@@ -325,9 +454,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
             }
         }
     }
-    if raw.notify.as_deref().is_some_and(|n| n.is_empty()) {
-        return Err(format!("{who}: \"notify\" must not be empty"));
-    }
+    let notify = raw.notify.map(|n| notify_channels(n).map_err(|e| format!("{who}: \"notify\": {e}"))).transpose()?;
     if raw.changelog.as_ref().is_some_and(|c| c.stream.is_empty() || c.maxlen == 0) {
         return Err(format!("{who}: \"changelog\" needs a stream name and a maxlen above 0"));
     }
@@ -346,7 +473,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     }
     if let Some(kafka) = &raw.kafka {
         kafka.validate(&who)?;
-        if raw.mode == Mode::ReadOnly {
+        if !matches!(raw.mode, Mode::WriteBehind | Mode::WriteThrough) {
             return Err(format!(
                 "{who}: a \"kafka\" source writes rows to Postgres; use write-behind or write-through"
             ));
@@ -354,22 +481,97 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     }
     Ok(Mapping {
         name: raw.name,
-        table: raw.table,
-        key_prefix: raw.key_prefix,
-        primary_key: raw.primary_key,
+        table,
+        key_prefix,
+        key,
         fields: raw.fields,
         mode: raw.mode,
-        // A read-only mapping exists to follow Postgres.
-        listen: raw.listen || raw.mode == Mode::ReadOnly,
-        notify: raw.notify,
+        // A read-only or document mapping exists to follow Postgres.
+        listen: raw.listen || matches!(raw.mode, Mode::ReadOnly | Mode::Document),
+        notify,
+        notify_payload: raw.notify_payload,
         notify_reload: raw.notify_reload,
         changelog: raw.changelog,
         ttl: raw.ttl.map(Duration::from_secs),
         ttl_on_write: raw.ttl_on_write,
+        document,
         read_through: raw.read_through,
         fill_on_write: raw.fill_on_write,
         kafka: raw.kafka,
     })
+}
+
+/// The document options of a `"mode": "document"` mapping (`None` for others,
+/// which may not use them).
+fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
+    let given = [("query", raw.query.is_some()), ("ids_query", raw.ids_query.is_some())]
+        .into_iter()
+        .chain([("watch", raw.watch.is_some()), ("store", raw.store.is_some())]);
+    if raw.mode != Mode::Document {
+        return match given.into_iter().find(|(_, given)| *given) {
+            Some((option, _)) => Err(format!("\"{option}\" is for \"mode\": \"document\" mappings")),
+            None => Ok(None),
+        };
+    }
+    let refused = [("fields", raw.fields.is_some()), ("ttl", raw.ttl.is_some()), ("key", raw.key.is_some())]
+        .into_iter()
+        .chain([("read_through", raw.read_through), ("fill_on_write", raw.fill_on_write)]);
+    if let Some((option, _)) = refused.into_iter().find(|(_, given)| *given) {
+        return Err(format!("\"{option}\" does not apply to a document mapping"));
+    }
+    let text = |what: &str, v: &Option<String>| match v.as_deref().map(str::trim) {
+        Some(sql) if !sql.is_empty() && !sql.contains(';') => Ok(sql.to_string()),
+        _ => Err(format!("a document mapping needs \"{what}\": one SQL query, without \";\"")),
+    };
+    let watch = raw.watch.clone().unwrap_or_default();
+    if watch.is_empty() || watch.iter().any(|w| w.table.trim().is_empty() || w.column.trim().is_empty()) {
+        return Err("a document mapping needs \"watch\": [{\"table\": ..., \"column\": ...}, ...]".into());
+    }
+    Ok(Some(Document {
+        query: text("query", &raw.query)?,
+        ids_query: text("ids_query", &raw.ids_query)?,
+        watch,
+        store: raw.store.ok_or("a document mapping needs \"store\": \"json\", \"hash\" or \"rejson\"")?,
+    }))
+}
+
+/// The key prefix and key columns: from `"key"` (a template whose leading literal
+/// is the prefix), or from `"key_prefix"` and `"primary_key"`, its short form.
+fn key_shape(raw: &RawMapping) -> Result<(String, KeyShape), String> {
+    match (&raw.key, &raw.key_prefix, &raw.primary_key) {
+        (Some(template), None, None) => {
+            let parsed = Template::parse(template).map_err(|e| format!("\"key\": {e}"))?;
+            let (prefix, rest) = match parsed.parts() {
+                [Part::Literal(prefix), rest @ ..] => (prefix.clone(), rest),
+                _ => return Err(format!("\"key\" template \"{template}\" must start with a literal prefix")),
+            };
+            let shape = KeyShape::from_parts(rest).map_err(|e| format!("\"key\" template \"{template}\" {e}"))?;
+            Ok((prefix, shape))
+        }
+        (None, Some(prefix), None) if raw.mode == Mode::Document => Ok((prefix.clone(), KeyShape::single("id"))),
+        (None, Some(prefix), Some(column)) if !column.trim().is_empty() => {
+            Ok((prefix.clone(), KeyShape::single(column)))
+        }
+        (None, Some(_), Some(_)) => Err("\"primary_key\" must not be empty".into()),
+        _ => Err("give either \"key\" (a template such as \"brands_categories_{brand_id}_{category_id}\") \
+                  or both \"key_prefix\" and \"primary_key\""
+            .into()),
+    }
+}
+
+/// Checks and parses `"notify"`: a non-empty prefix, or a non-empty list of
+/// channel templates.
+fn notify_channels(raw: RawNotify) -> Result<Notify, String> {
+    match raw {
+        RawNotify::Prefix(p) if p.is_empty() => Err("must not be empty".into()),
+        RawNotify::Prefix(p) => Ok(Notify::Prefix(p)),
+        RawNotify::Channels(list) if list.is_empty() || list.iter().any(String::is_empty) => {
+            Err("the list of channels must not be empty, nor hold an empty channel".into())
+        }
+        RawNotify::Channels(list) => {
+            Ok(Notify::Channels(list.iter().map(|c| Template::parse(c)).collect::<Result<_, _>>()?))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -429,6 +631,81 @@ mod tests {
         assert!(one(r#", "ttl_on_write": true"#, "write-behind").unwrap_err().contains("needs a \"ttl\""));
         assert!(one(r#", "ttl": 5, "ttl_on_write": true"#, "write-through").unwrap_err().contains("write-behind"));
         assert_eq!(one("", "write-through").unwrap().all()[0].ttl, None);
+    }
+
+    #[test]
+    fn notify_is_a_prefix_or_a_list_of_channel_templates() {
+        let one = |extra: &str| {
+            Mappings::parse(&format!(
+                r#"{{"mappings": [{{"name": "o", "table": "o", "key_prefix": "o:", "primary_key": "id", "mode": "write-behind"{extra}}}]}}"#
+            ))
+        };
+        let m = one(r#", "notify": "sync:o""#).unwrap();
+        assert_eq!(m.all()[0].notify, Some(Notify::Prefix("sync:o".into())));
+        assert_eq!(m.all()[0].notify_payload, NotifyPayload::Json);
+        let m = one(r#", "notify": ["orders", "orders:{event}"], "notify_payload": "id""#).unwrap();
+        let Some(Notify::Channels(channels)) = &m.all()[0].notify else { panic!("channels") };
+        assert_eq!(channels[1].names().collect::<Vec<_>>(), ["event"]);
+        assert_eq!(m.all()[0].notify_payload, NotifyPayload::Id);
+        assert!(one(r#", "notify": ["orders:{event"]"#).unwrap_err().contains("\"notify\""));
+        assert!(one(r#", "notify": []"#).unwrap_err().contains("must not be empty"));
+        assert!(one(r#", "notify": """#).unwrap_err().contains("must not be empty"));
+        assert!(one(r#", "notify_payload": "xml""#).is_err());
+    }
+
+    #[test]
+    fn a_key_template_names_the_prefix_and_the_key_columns() {
+        let one = |key: &str| {
+            Mappings::parse(&format!(
+                r#"{{"mappings": [{{"name": "bc", "table": "bc", {key}, "mode": "write-behind"}}]}}"#
+            ))
+        };
+        let m = one(r#""key": "brands_categories_{brand_id}_{category_id}""#).unwrap();
+        let bc = &m.all()[0];
+        assert_eq!(bc.key_prefix, "brands_categories_");
+        assert_eq!(bc.key.columns(), ["brand_id", "category_id"]);
+        assert_eq!(bc.key_value("acme_7", "category_id"), Some("7"));
+        assert_eq!(bc.temp_key("acme_7"), "__{brands_categories_acme_7}");
+        let r = m.resolve(b"brands_categories_acme_7").unwrap();
+        assert_eq!(r.id, b"acme_7");
+        assert!(one(r#""key": "{a}_{b}""#).unwrap_err().contains("literal prefix"));
+        assert!(one(r#""key": "bc:{a}""#).is_ok());
+        assert!(one(r#""key": "bc:{a}", "primary_key": "a""#).unwrap_err().contains("either"));
+        assert!(one(r#""key_prefix": "bc:""#).unwrap_err().contains("either"));
+        let fields = r#""key": "bc:{a}_{b}", "fields": {"x": "b"}"#;
+        assert!(one(fields).unwrap_err().contains("key column \"b\""));
+    }
+
+    #[test]
+    fn document_mappings_need_their_queries_and_nothing_of_a_table() {
+        let one = |extra: &str| {
+            Mappings::parse(&format!(
+                r#"{{"mappings": [{{"name": "customers", "mode": "document", "key_prefix": "customer:"{extra}}}]}}"#
+            ))
+        };
+        let full = r#", "query": "SELECT id, doc FROM docs($1::int[])", "ids_query": "SELECT id FROM customer",
+            "watch": [{"table": "customer", "column": "id"}], "store": "hash""#;
+        let m = one(full).unwrap();
+        let customers = &m.all()[0];
+        assert_eq!((customers.mode, customers.listen, customers.table.as_str()), (Mode::Document, true, "customer"));
+        assert_eq!(customers.redis_type(), "hash");
+        assert_eq!(customers.document.as_ref().unwrap().store, Store::Hash);
+        assert!(one(&full.replace("\"store\": \"hash\"", "\"store\": \"xml\"")).is_err());
+        assert!(one(&full.replace(", \"store\": \"hash\"", "")).unwrap_err().contains("\"store\""));
+        assert!(one(&full.replace("FROM customer\"", "FROM customer; DROP TABLE x\""))
+            .unwrap_err()
+            .contains("\"ids_query\""));
+        assert!(one(&full.replace("[{\"table\": \"customer\", \"column\": \"id\"}]", "[]"))
+            .unwrap_err()
+            .contains("\"watch\""));
+        assert!(one(&format!("{full}, \"table\": \"customer\"")).unwrap_err().contains("give no \"table\""));
+        assert!(one(&format!("{full}, \"fields\": {{}}")).unwrap_err().contains("\"fields\" does not apply"));
+        assert!(one(&format!("{full}, \"read_through\": true"))
+            .unwrap_err()
+            .contains("\"read_through\" does not apply"));
+        let table = r#"{"mappings": [{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id",
+            "mode": "read-only", "query": "SELECT 1"}]}"#;
+        assert!(Mappings::parse(table).unwrap_err().contains("\"query\" is for \"mode\": \"document\""));
     }
 
     #[test]

@@ -19,3 +19,4 @@ pub mod read_command;
 pub mod row_id;
 pub mod row_map;
 pub mod stats;
+pub mod template;

@@ -17,6 +17,8 @@ pub struct MappingStats {
     pub dead_letters_dropped: AtomicU64,
     /// Writes refused at capture (a key that can be no row's key, a bad `#`).
     pub refused: AtomicU64,
+    /// Notification channels skipped because the row lacked a field they name.
+    pub notify_skipped: AtomicU64,
     /// Reads of read-through keys that Redis held.
     pub read_hits: AtomicU64,
     /// Reads of read-through keys that Redis did not hold.

@@ -4,6 +4,7 @@
 
 pub mod connect;
 pub mod conninfo;
+pub mod documents;
 pub mod error;
 pub mod prepared;
 pub mod reader;

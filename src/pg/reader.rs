@@ -5,13 +5,14 @@ use super::error::Error;
 use super::schema::TableSchema;
 use super::sql;
 use crate::model::mapping::Mapping;
+use crate::model::row_id::KeyShape;
 use postgres::types::{ToSql, Type};
-use postgres::{Client, Row};
+use postgres::{Client, Row, Transaction};
 
 /// A row as the hash it becomes: field → value (`None` = NULL, field absent).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgRow {
-    /// Primary key as text.
+    /// The row's id: its key columns as the key spells them.
     pub id: String,
     /// Mapped fields in column order.
     pub fields: Vec<(String, Option<String>)>,
@@ -19,6 +20,7 @@ pub struct PgRow {
 
 /// How a mapping's rows are read.
 pub struct RowShape {
+    key: KeyShape,
     fields: Vec<String>,
     select_all: String,
     select_by_keys: String,
@@ -30,48 +32,107 @@ impl RowShape {
         let pairs = mapping.field_columns(schema.columns.keys());
         let columns: Vec<&str> = pairs.iter().map(|(_, c)| c.as_str()).collect();
         RowShape {
-            select_all: sql::select_rows(&mapping.table, &schema.pk, &columns, false),
-            select_by_keys: sql::select_rows(&mapping.table, &schema.pk, &columns, true),
+            key: mapping.key.clone(),
+            select_all: sql::select_rows(&mapping.table, &schema.keys, &columns, false),
+            select_by_keys: sql::select_rows(&mapping.table, &schema.keys, &columns, true),
             fields: pairs.into_iter().map(|(f, _)| f).collect(),
         }
     }
 
-    fn convert(&self, row: &Row) -> Result<PgRow, Error> {
-        let id: String = row.try_get(0)?;
+    /// The row as a hash, or (inner `Err`) why its key cannot be spelled: a key
+    /// column's value holds a separator of the key.
+    fn convert(&self, row: &Row) -> Result<Result<PgRow, String>, Error> {
+        let k = self.key.columns().len();
+        let key = (0..k).map(|i| row.try_get(i)).collect::<Result<Vec<String>, _>>()?;
+        let id = match self.key.join(&key.iter().map(String::as_str).collect::<Vec<_>>()) {
+            Ok(id) => id,
+            Err(why) => return Ok(Err(why)),
+        };
         let mut fields = Vec::with_capacity(self.fields.len());
         for (i, field) in self.fields.iter().enumerate() {
-            fields.push((field.clone(), row.try_get::<_, Option<String>>(i + 1)?));
+            fields.push((field.clone(), row.try_get::<_, Option<String>>(k + i)?));
         }
-        Ok(PgRow { id, fields })
+        Ok(Ok(PgRow { id, fields }))
     }
 
-    /// The current rows for `ids`; ids without a row are absent from the result.
+    /// The current rows for `ids`; ids without a row, or that spell no key, are
+    /// absent from the result.
     pub fn fetch(&self, client: &mut Client, ids: &[String]) -> Result<Vec<PgRow>, Error> {
-        let rows = client.query_typed(&self.select_by_keys, &[(&ids as &(dyn ToSql + Sync), Type::TEXT_ARRAY)])?;
-        rows.iter().map(|r| self.convert(r)).collect()
+        let split: Vec<Vec<&str>> = ids.iter().filter_map(|id| self.key.split(id).ok()).collect();
+        let params: Vec<Vec<&str>> =
+            (0..self.key.columns().len()).map(|i| split.iter().map(|values| values[i]).collect()).collect();
+        let params: Vec<(&(dyn ToSql + Sync), Type)> =
+            params.iter().map(|p| (p as &(dyn ToSql + Sync), Type::TEXT_ARRAY)).collect();
+        let rows = client.query_typed(&self.select_by_keys, &params)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.extend(self.convert(row)?.ok());
+        }
+        Ok(out)
     }
 
     /// Streams the whole table in chunks of `chunk` rows through a cursor, handing
-    /// each chunk to `each`. Returns the number of rows.
+    /// each chunk to `each`. Returns the number of rows read; the rows whose key
+    /// cannot be spelled are left out and counted in `refused`, with the first reason.
     pub fn stream(
         &self,
         client: &mut Client,
         chunk: i32,
+        refused: &mut Refused,
         mut each: impl FnMut(Vec<PgRow>) -> Result<(), Error>,
     ) -> Result<u64, Error> {
-        let mut tx = client.transaction()?;
-        let statement = tx.prepare(&self.select_all)?;
-        let portal = tx.bind(&statement, &[])?;
-        let mut total = 0u64;
-        loop {
-            let rows = tx.query_portal(&portal, chunk)?;
-            if rows.is_empty() {
-                break;
+        through_cursor(client, &self.select_all, chunk, |_, rows| {
+            let mut good = Vec::with_capacity(rows.len());
+            for row in &rows {
+                match self.convert(row)? {
+                    Ok(row) => good.push(row),
+                    Err(why) => refused.add(why),
+                }
             }
-            total += rows.len() as u64;
-            each(rows.iter().map(|r| self.convert(r)).collect::<Result<_, _>>()?)?;
+            each(good)
+        })
+    }
+}
+
+/// Runs `sql` through a cursor in a transaction of its own, handing `each` the
+/// transaction (to read more on the same snapshot) and `chunk` rows at a time,
+/// so a whole table never sits in memory at once. Returns the number of rows.
+pub fn through_cursor(
+    client: &mut Client,
+    sql: &str,
+    chunk: i32,
+    mut each: impl FnMut(&mut Transaction<'_>, Vec<Row>) -> Result<(), Error>,
+) -> Result<u64, Error> {
+    let mut tx = client.transaction()?;
+    let statement = tx.prepare(sql)?;
+    let portal = tx.bind(&statement, &[])?;
+    let mut total = 0u64;
+    loop {
+        let rows = tx.query_portal(&portal, chunk)?;
+        if rows.is_empty() {
+            break;
         }
-        tx.commit()?;
-        Ok(total)
+        total += rows.len() as u64;
+        each(&mut tx, rows)?;
+    }
+    tx.commit()?;
+    Ok(total)
+}
+
+/// Rows a read left out because their key cannot be spelled: how many, and the
+/// first reason (enough for the log without a line per row).
+#[derive(Debug, Default)]
+pub struct Refused {
+    /// Rows left out.
+    pub count: u64,
+    /// Why the first one was.
+    pub first: Option<String>,
+}
+
+impl Refused {
+    /// Counts one more row left out.
+    pub fn add(&mut self, why: String) {
+        self.count += 1;
+        self.first.get_or_insert(why);
     }
 }

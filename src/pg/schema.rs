@@ -11,8 +11,8 @@ use std::collections::HashMap;
 /// What the workers need to know about a mapped table.
 #[derive(Debug, Clone)]
 pub struct TableSchema {
-    /// The primary-key column and its type.
-    pub pk: TypedColumn,
+    /// The key columns and their types, in the key's order.
+    pub keys: Vec<TypedColumn>,
     /// Every column by name.
     pub columns: HashMap<String, ColumnInfo>,
 }
@@ -30,8 +30,12 @@ const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL)
      FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
-/// Loads and checks the schema of one mapping's table.
+/// Loads and checks the schema of one mapping's table (for a document mapping,
+/// its watched tables and queries).
 pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error> {
+    if let Some(document) = &mapping.document {
+        return super::documents::check(client, mapping, document);
+    }
     let rows = client.query_typed(COLUMNS_SQL, &[(&quote_table(&mapping.table), Type::TEXT)])?;
     if rows.is_empty() {
         return Err(Error::new(
@@ -59,16 +63,26 @@ fn check(mapping: &Mapping, columns: HashMap<String, ColumnInfo>) -> Result<Tabl
             ),
         )
     };
-    let pk = columns.get(&mapping.primary_key).map(|c| c.typed.clone()).ok_or_else(|| missing(&mapping.primary_key))?;
+    let keys = mapping
+        .key
+        .columns()
+        .iter()
+        .map(|k| columns.get(k).map(|c| c.typed.clone()).ok_or_else(|| missing(k)))
+        .collect::<Result<_, _>>()?;
     if let Some(fields) = &mapping.fields {
         if let Some(column) = fields.values().find(|c| !columns.contains_key(*c)) {
             return Err(missing(column));
         }
     }
-    Ok(TableSchema { pk, columns })
+    Ok(TableSchema { keys, columns })
 }
 
 impl TableSchema {
+    /// The key columns' SQL types, in the key's order.
+    pub fn key_types(&self) -> Vec<&str> {
+        self.keys.iter().map(|k| k.sql_type.as_str()).collect()
+    }
+
     /// The column a mapped field writes to, if it exists.
     pub fn column(&self, name: &str) -> Option<&TypedColumn> {
         self.columns.get(name).map(|c| &c.typed)

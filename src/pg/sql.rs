@@ -33,19 +33,26 @@ pub struct WrittenColumn<'a> {
     pub add: bool,
 }
 
-/// Multi-row upsert of `columns` for rows keyed by `pk`. Parameter `$1` holds the
-/// keys and `$2..` one array per column, all `text[]` of equal length. Only the
-/// listed columns are written, so a partial write leaves the others alone.
+/// Multi-row upsert of `columns` for rows keyed by the `keys` columns. Parameters
+/// `$1..$k` hold the key columns' values and the next ones one array per column,
+/// all `text[]` of equal length. Only the listed columns are written, so a partial
+/// write leaves the others alone.
 ///
 /// Existing rows are updated first and only the rest inserted: a plain
 /// `INSERT ... ON CONFLICT` would check NOT NULL on the proposed row before it sees
 /// the conflict, and so refuse a partial update of a row that exists. When some
-/// column is incremented, the statement returns each row's key and the new values
-/// of those columns (as text), so Redis can learn the sum.
-pub fn upsert(table: &str, pk: &TypedColumn, columns: &[WrittenColumn<'_>]) -> String {
+/// column is incremented, the statement returns each row's key columns and the new
+/// values of those columns (as text), so Redis can learn the sum.
+pub fn upsert(table: &str, keys: &[TypedColumn], columns: &[WrittenColumn<'_>]) -> String {
     let table = quote_table(table);
-    let pk_name = quote_ident(&pk.name);
-    let all: Vec<&TypedColumn> = std::iter::once(pk).chain(columns.iter().map(|c| c.column)).collect();
+    let k = keys.len();
+    let key_names = keys.iter().map(|c| quote_ident(&c.name)).collect::<Vec<_>>().join(", ");
+    // `<left>.<key i> = <right>.<i-th key name>` for every key column.
+    let same_key = |left: &dyn Fn(usize, &TypedColumn) -> String, right: &str| {
+        keys.iter().enumerate().map(|(i, c)| format!("{} = {right}.c{i}", left(i, c))).collect::<Vec<_>>().join(" AND ")
+    };
+    let key_outputs = (0..k).map(|i| format!("k{i}")).collect::<Vec<_>>();
+    let all: Vec<&TypedColumn> = keys.iter().chain(columns.iter().map(|c| c.column)).collect();
     let list = |f: &dyn Fn(usize, &TypedColumn) -> String| {
         all.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(", ")
     };
@@ -58,7 +65,8 @@ pub fn upsert(table: &str, pk: &TypedColumn, columns: &[WrittenColumn<'_>]) -> S
         list(&|i, _| format!("c{i}")),
     );
     if columns.is_empty() {
-        let _ = write!(sql, " INSERT INTO {table} ({names}) SELECT {values} FROM v ON CONFLICT ({pk_name}) DO NOTHING");
+        let _ =
+            write!(sql, " INSERT INTO {table} ({names}) SELECT {values} FROM v ON CONFLICT ({key_names}) DO NOTHING");
         return sql;
     }
     let assign = |source: &dyn Fn(usize, &str) -> String| {
@@ -67,7 +75,7 @@ pub fn upsert(table: &str, pk: &TypedColumn, columns: &[WrittenColumn<'_>]) -> S
             .enumerate()
             .map(|(i, c)| {
                 let q = quote_ident(&c.column.name);
-                let value = source(i + 1, &q);
+                let value = source(k + i, &q);
                 if c.add {
                     format!("{q} = coalesce(t.{q}, 0) + {value}")
                 } else {
@@ -83,26 +91,35 @@ pub fn upsert(table: &str, pk: &TypedColumn, columns: &[WrittenColumn<'_>]) -> S
         .iter()
         .enumerate()
         .filter(|(_, c)| c.add)
-        .map(|(i, c)| format!(", t.{}::text AS r{}", quote_ident(&c.column.name), i + 1))
+        .map(|(i, c)| format!(", t.{}::text AS r{}", quote_ident(&c.column.name), k + i))
         .collect();
     let returned = returned.concat();
+    let returned_keys = keys
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("t.{} AS k{i}", quote_ident(&c.name)))
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = write!(
         sql,
-        ", updated AS (UPDATE {table} AS t SET {sets} FROM v WHERE t.{pk_name} = v.c0 RETURNING t.{pk_name} AS id{returned})"
+        ", updated AS (UPDATE {table} AS t SET {sets} FROM v WHERE {} RETURNING {returned_keys}{returned})",
+        same_key(&|_, c| format!("t.{}", quote_ident(&c.name)), "v")
     );
     let insert = format!(
-        "INSERT INTO {table} AS t ({names}) SELECT {values} FROM v WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.id = v.c0) \
-         ON CONFLICT ({pk_name}) DO UPDATE SET {excluded}"
+        "INSERT INTO {table} AS t ({names}) SELECT {values} FROM v WHERE NOT EXISTS (SELECT 1 FROM updated WHERE {}) \
+         ON CONFLICT ({key_names}) DO UPDATE SET {excluded}",
+        same_key(&|i, _| format!("updated.k{i}"), "v")
     );
     if returned.is_empty() {
         let _ = write!(sql, " {insert}");
     } else {
         let outputs: String =
-            columns.iter().enumerate().filter(|(_, c)| c.add).map(|(i, _)| format!(", r{}", i + 1)).collect();
+            columns.iter().enumerate().filter(|(_, c)| c.add).map(|(i, _)| format!(", r{}", k + i)).collect();
+        let selected = key_outputs.iter().map(|o| format!("{o}::text")).collect::<Vec<_>>().join(", ");
         let _ = write!(
             sql,
-            ", inserted AS ({insert} RETURNING t.{pk_name} AS id{returned}) \
-             SELECT id::text{outputs} FROM updated UNION ALL SELECT id::text{outputs} FROM inserted"
+            ", inserted AS ({insert} RETURNING {returned_keys}{returned}) \
+             SELECT {selected}{outputs} FROM updated UNION ALL SELECT {selected}{outputs} FROM inserted"
         );
     }
     sql
@@ -110,27 +127,48 @@ pub fn upsert(table: &str, pk: &TypedColumn, columns: &[WrittenColumn<'_>]) -> S
 
 /// Update-only form of [`upsert`] (plain values, no increments): rows that do
 /// not exist stay absent.
-pub fn update(table: &str, pk: &TypedColumn, columns: &[WrittenColumn<'_>]) -> String {
-    let upsert = upsert(table, pk, columns);
+pub fn update(table: &str, keys: &[TypedColumn], columns: &[WrittenColumn<'_>]) -> String {
+    let upsert = upsert(table, keys, columns);
     let end = upsert.find(" RETURNING").unwrap_or(upsert.len());
     upsert[..end].replacen(", updated AS (", " ", 1)
 }
 
-/// Deletes the rows whose keys are in `$1` (`text[]`).
-pub fn delete(table: &str, pk: &TypedColumn) -> String {
-    format!("DELETE FROM {} WHERE {} = ANY($1::text[]::{}[])", quote_table(table), quote_ident(&pk.name), pk.sql_type)
+/// The condition "the row's key is one of `$1..$k`" (`text[]` each, one per key
+/// column): `= ANY` for one column, a row comparison over them all for several.
+fn key_among(keys: &[TypedColumn]) -> String {
+    match keys {
+        [pk] => format!("{} = ANY($1::text[]::{}[])", quote_ident(&pk.name), pk.sql_type),
+        _ => {
+            let list = |f: &dyn Fn(usize, &TypedColumn) -> String| {
+                keys.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(", ")
+            };
+            format!(
+                "({}) IN (SELECT {} FROM unnest({}) AS u({}))",
+                list(&|_, c| quote_ident(&c.name)),
+                list(&|i, c| format!("u.c{i}::{}", c.sql_type)),
+                list(&|i, _| format!("${}::text[]", i + 1)),
+                list(&|i, _| format!("c{i}")),
+            )
+        }
+    }
 }
 
-/// Selects the key and `columns` of a table, all as text. With `by_keys`, only the
-/// rows whose keys are in `$1` (`text[]`).
-pub fn select_rows(table: &str, pk: &TypedColumn, columns: &[&str], by_keys: bool) -> String {
-    let mut sql = format!("SELECT {}::text", quote_ident(&pk.name));
+/// Deletes the rows whose keys are in `$1..$k` (`text[]` per key column).
+pub fn delete(table: &str, keys: &[TypedColumn]) -> String {
+    format!("DELETE FROM {} WHERE {}", quote_table(table), key_among(keys))
+}
+
+/// Selects the key columns and `columns` of a table, all as text. With `by_keys`,
+/// only the rows whose keys are in `$1..$k` (`text[]` per key column).
+pub fn select_rows(table: &str, keys: &[TypedColumn], columns: &[&str], by_keys: bool) -> String {
+    let key_names: Vec<String> = keys.iter().map(|k| format!("{}::text", quote_ident(&k.name))).collect();
+    let mut sql = format!("SELECT {}", key_names.join(", "));
     for c in columns {
         let _ = write!(sql, ", {}::text", quote_ident(c));
     }
     let _ = write!(sql, " FROM {}", quote_table(table));
     if by_keys {
-        let _ = write!(sql, " WHERE {} = ANY($1::text[]::{}[])", quote_ident(&pk.name), pk.sql_type);
+        let _ = write!(sql, " WHERE {}", key_among(keys));
     }
     sql
 }
@@ -158,23 +196,23 @@ mod tests {
     #[test]
     fn upsert_updates_only_listed_columns() {
         let score = col("score", "integer");
-        let sql = upsert("users", &col("id", "integer"), &[WrittenColumn { column: &score, add: false }]);
+        let sql = upsert("users", &[col("id", "integer")], &[WrittenColumn { column: &score, add: false }]);
         assert_eq!(
             sql,
             "WITH v AS (SELECT u.c0::integer AS c0, u.c1::integer AS c1 FROM unnest($1::text[], $2::text[]) AS u(c0, c1)), \
-             updated AS (UPDATE \"users\" AS t SET \"score\" = v.c1 FROM v WHERE t.\"id\" = v.c0 RETURNING t.\"id\" AS id) \
+             updated AS (UPDATE \"users\" AS t SET \"score\" = v.c1 FROM v WHERE t.\"id\" = v.c0 RETURNING t.\"id\" AS k0) \
              INSERT INTO \"users\" AS t (\"id\", \"score\") SELECT v.c0, v.c1 FROM v \
-             WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.id = v.c0) \
+             WHERE NOT EXISTS (SELECT 1 FROM updated WHERE updated.k0 = v.c0) \
              ON CONFLICT (\"id\") DO UPDATE SET \"score\" = EXCLUDED.\"score\""
         );
-        let bare = upsert("users", &col("id", "integer"), &[]);
+        let bare = upsert("users", &[col("id", "integer")], &[]);
         assert!(bare.ends_with("DO NOTHING"), "{bare}");
     }
 
     #[test]
     fn update_only_never_inserts() {
         let score = col("score", "integer");
-        let sql = update("users", &col("id", "integer"), &[WrittenColumn { column: &score, add: false }]);
+        let sql = update("users", &[col("id", "integer")], &[WrittenColumn { column: &score, add: false }]);
         assert!(sql.ends_with("UPDATE \"users\" AS t SET \"score\" = v.c1 FROM v WHERE t.\"id\" = v.c0"), "{sql}");
         assert!(!sql.contains("INSERT"), "{sql}");
     }
@@ -183,16 +221,16 @@ mod tests {
     fn increments_add_to_the_row_and_return_the_sum() {
         let (name, score) = (col("name", "text"), col("score", "integer"));
         let columns = [WrittenColumn { column: &name, add: false }, WrittenColumn { column: &score, add: true }];
-        let sql = upsert("users", &col("id", "integer"), &columns);
+        let sql = upsert("users", &[col("id", "integer")], &columns);
         assert!(sql.contains("SET \"name\" = v.c1, \"score\" = coalesce(t.\"score\", 0) + v.c2 FROM v"), "{sql}");
         assert!(sql.contains("\"score\" = coalesce(t.\"score\", 0) + EXCLUDED.\"score\" RETURNING"), "{sql}");
-        assert!(sql.ends_with("SELECT id::text, r2 FROM updated UNION ALL SELECT id::text, r2 FROM inserted"), "{sql}");
+        assert!(sql.ends_with("SELECT k0::text, r2 FROM updated UNION ALL SELECT k0::text, r2 FROM inserted"), "{sql}");
     }
 
     #[test]
     fn selects_cast_every_column_to_text() {
         assert_eq!(
-            select_rows("users", &col("id", "integer"), &["score"], true),
+            select_rows("users", &[col("id", "integer")], &["score"], true),
             "SELECT \"id\"::text, \"score\"::text FROM \"users\" WHERE \"id\" = ANY($1::text[]::integer[])"
         );
         assert_eq!(quote_literal("it's"), "'it''s'");
@@ -201,8 +239,27 @@ mod tests {
     #[test]
     fn delete_casts_keys_to_the_key_type() {
         assert_eq!(
-            delete("users", &col("id", "integer")),
+            delete("users", &[col("id", "integer")]),
             "DELETE FROM \"users\" WHERE \"id\" = ANY($1::text[]::integer[])"
         );
+    }
+
+    #[test]
+    fn composite_keys_use_every_key_column() {
+        let keys = [col("brand_id", "text"), col("category_id", "integer")];
+        let rank = col("rank", "integer");
+        let sql = upsert("bc", &keys, &[WrittenColumn { column: &rank, add: true }]);
+        assert!(sql.contains("unnest($1::text[], $2::text[], $3::text[])"), "{sql}");
+        assert!(sql.contains("WHERE t.\"brand_id\" = v.c0 AND t.\"category_id\" = v.c1 RETURNING t.\"brand_id\" AS k0, t.\"category_id\" AS k1, t.\"rank\"::text AS r2"), "{sql}");
+        assert!(sql.contains("WHERE updated.k0 = v.c0 AND updated.k1 = v.c1"), "{sql}");
+        assert!(sql.contains("ON CONFLICT (\"brand_id\", \"category_id\") DO UPDATE"), "{sql}");
+        assert!(sql.ends_with("SELECT k0::text, k1::text, r2 FROM inserted"), "{sql}");
+        assert_eq!(
+            delete("bc", &keys),
+            "DELETE FROM \"bc\" WHERE (\"brand_id\", \"category_id\") IN (SELECT u.c0::text, u.c1::integer \
+             FROM unnest($1::text[], $2::text[]) AS u(c0, c1))"
+        );
+        assert!(select_rows("bc", &keys, &["rank"], false)
+            .starts_with("SELECT \"brand_id\"::text, \"category_id\"::text, \"rank\"::text"));
     }
 }

@@ -1,13 +1,14 @@
 //! The NOTIFY triggers that tell the listener which rows changed. The payload is
-//! only `{"op", "id"}`, so it stays under Postgres's 8000-byte limit whatever the
+//! only `{"op", "id"}` (the id spelled as the key spells it, several key columns
+//! joined by their separators), so it stays under Postgres's 8000-byte limit whatever the
 //! row size; the listener reads the row itself. TRUNCATE fires no row trigger, so
 //! a statement trigger announces it as `{"op": "truncate"}` (no id). Changes made
 //! by the module's own sessions (marked with the `pgsync.origin` setting) are not
 //! announced, so they never echo back into Redis.
 
 use super::error::Error;
-use super::sql::{quote_literal, quote_table};
-use crate::model::mapping::Mapping;
+use super::sql::{quote_ident, quote_literal, quote_table};
+use crate::model::mapping::{Document, Mapping};
 use postgres::types::Type;
 use postgres::Client;
 
@@ -18,14 +19,22 @@ pub const ORIGIN: &str = "redis-pgsync";
 pub const FUNCTION_SQL: &str = r#"CREATE OR REPLACE FUNCTION pgsync_notify() RETURNS trigger
 LANGUAGE plpgsql AS $pgsync$
 DECLARE
+    new_row jsonb;
+    old_row jsonb;
     new_id text;
     old_id text;
 BEGIN
     IF current_setting('pgsync.origin', true) = 'redis-pgsync' THEN
         RETURN NULL;
     END IF;
-    IF TG_OP <> 'DELETE' THEN new_id := to_jsonb(NEW) ->> TG_ARGV[0]; END IF;
-    IF TG_OP <> 'INSERT' THEN old_id := to_jsonb(OLD) ->> TG_ARGV[0]; END IF;
+    IF TG_OP <> 'DELETE' THEN new_row := to_jsonb(NEW); new_id := new_row ->> TG_ARGV[0]; END IF;
+    IF TG_OP <> 'INSERT' THEN old_row := to_jsonb(OLD); old_id := old_row ->> TG_ARGV[0]; END IF;
+    -- A key over several columns: the arguments after the channel are
+    -- (separator, column) pairs, joined as the Redis key spells them.
+    FOR i IN 1 .. (TG_NARGS - 2) / 2 LOOP
+        new_id := new_id || TG_ARGV[2 * i] || (new_row ->> TG_ARGV[2 * i + 1]);
+        old_id := old_id || TG_ARGV[2 * i] || (old_row ->> TG_ARGV[2 * i + 1]);
+    END LOOP;
     IF length(coalesce(new_id, old_id)) > 7000 THEN
         RAISE WARNING 'pgsync: key too long to announce on %', TG_ARGV[1];
         RETURN NULL;
@@ -53,25 +62,67 @@ BEGIN
 END
 $pgsync$"#;
 
-/// The statement that attaches the row trigger to a mapping's table.
+/// The statement that attaches the row trigger to a mapping's table: its
+/// arguments are the first key column, the channel, then a (separator, column)
+/// pair for each further key column.
 pub fn trigger_sql(mapping: &Mapping) -> String {
+    let columns = mapping.key.columns();
+    let mut args = vec![quote_literal(&columns[0]), quote_literal(&mapping.pg_channel())];
+    for (separator, column) in mapping.key.separators().iter().zip(&columns[1..]) {
+        args.extend([quote_literal(separator), quote_literal(column)]);
+    }
     format!(
         "CREATE TRIGGER pgsync_notify AFTER INSERT OR UPDATE OR DELETE ON {} \
-         FOR EACH ROW EXECUTE FUNCTION pgsync_notify({}, {})",
+         FOR EACH ROW EXECUTE FUNCTION pgsync_notify({})",
         quote_table(&mapping.table),
-        quote_literal(&mapping.primary_key),
-        quote_literal(&mapping.pg_channel())
+        args.join(", ")
     )
 }
 
 /// The statement that attaches the TRUNCATE trigger to a mapping's table.
 pub fn truncate_trigger_sql(mapping: &Mapping) -> String {
+    truncate_sql("pgsync_truncate", &mapping.table, mapping)
+}
+
+fn truncate_sql(name: &str, table: &str, mapping: &Mapping) -> String {
     format!(
-        "CREATE TRIGGER pgsync_truncate AFTER TRUNCATE ON {} \
+        "CREATE TRIGGER {} AFTER TRUNCATE ON {} \
          FOR EACH STATEMENT EXECUTE FUNCTION pgsync_notify_truncate({})",
-        quote_table(&mapping.table),
+        quote_ident(name),
+        quote_table(table),
         quote_literal(&mapping.pg_channel())
     )
+}
+
+/// The triggers of a document mapping: on each watched table, a row trigger
+/// announcing the root id in the watched column, and a TRUNCATE trigger, named
+/// after the mapping so several mappings can watch one table. Returns
+/// `(trigger name, table, statement)` triples.
+pub fn watch_triggers(mapping: &Mapping, document: &Document) -> Vec<(String, String, String)> {
+    // Postgres cuts names at 63 bytes; mapping names are ASCII.
+    let name = |suffix: &str| {
+        let full = format!("pgsync_{}{suffix}", mapping.name);
+        full[..full.len().min(63)].to_string()
+    };
+    let (row, truncate) = (name(""), name("_t"));
+    document
+        .watch
+        .iter()
+        .flat_map(|w| {
+            let row_sql = format!(
+                "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} \
+                 FOR EACH ROW EXECUTE FUNCTION pgsync_notify({}, {})",
+                quote_ident(&row),
+                quote_table(&w.table),
+                quote_literal(&w.column),
+                quote_literal(&mapping.pg_channel())
+            );
+            [
+                (row.clone(), w.table.clone(), row_sql),
+                (truncate.clone(), w.table.clone(), truncate_sql(&truncate, &w.table, mapping)),
+            ]
+        })
+        .collect()
 }
 
 /// A function's body, as `pg_proc.prosrc` holds it.
@@ -85,8 +136,14 @@ fn body_of(function_sql: &str) -> &str {
 pub fn install(client: &mut Client, mapping: &Mapping) -> Result<(), Error> {
     ensure_function(client, "pgsync_notify", FUNCTION_SQL)?;
     ensure_function(client, "pgsync_notify_truncate", TRUNCATE_FUNCTION_SQL)?;
-    ensure_trigger(client, mapping, "pgsync_notify", &trigger_sql(mapping))?;
-    ensure_trigger(client, mapping, "pgsync_truncate", &truncate_trigger_sql(mapping))
+    if let Some(document) = &mapping.document {
+        for (name, table, sql) in watch_triggers(mapping, document) {
+            ensure_trigger(client, &table, &name, &sql)?;
+        }
+        return Ok(());
+    }
+    ensure_trigger(client, &mapping.table, "pgsync_notify", &trigger_sql(mapping))?;
+    ensure_trigger(client, &mapping.table, "pgsync_truncate", &truncate_trigger_sql(mapping))
 }
 
 /// Creates (or replaces) the function `name` unless its body is already `sql`'s.
@@ -102,11 +159,11 @@ fn ensure_function(client: &mut Client, name: &str, sql: &str) -> Result<(), Err
     Ok(())
 }
 
-/// Runs `sql` (a CREATE TRIGGER) unless the table already has a trigger `name`.
-fn ensure_trigger(client: &mut Client, mapping: &Mapping, name: &str, sql: &str) -> Result<(), Error> {
+/// Runs `sql` (a CREATE TRIGGER) unless `table` already has a trigger `name`.
+fn ensure_trigger(client: &mut Client, table: &str, name: &str, sql: &str) -> Result<(), Error> {
     let exists = client.query_typed_opt(
         "SELECT 1 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
-        &[(&name, Type::TEXT), (&quote_table(&mapping.table), Type::TEXT)],
+        &[(&name, Type::TEXT), (&quote_table(table), Type::TEXT)],
     )?;
     if exists.is_none() {
         client.batch_execute(sql)?;
@@ -128,5 +185,40 @@ mod tests {
         );
         assert!(body_of(FUNCTION_SQL).contains("pg_notify"));
         assert!(body_of(TRUNCATE_FUNCTION_SQL).contains("pg_notify"));
+    }
+
+    #[test]
+    fn composite_keys_and_watched_tables_get_their_trigger_arguments() {
+        use crate::model::mapping::Mappings;
+        let m = Mappings::parse(
+            r#"{"mappings": [
+            {"name": "bc", "table": "bc", "key": "bc_{brand_id}_{category_id}", "mode": "write-behind"},
+            {"name": "customers", "mode": "document", "key_prefix": "customer:", "query": "SELECT 1, 2",
+             "ids_query": "SELECT 1", "store": "json",
+             "watch": [{"table": "customer", "column": "id_customer"}, {"table": "address", "column": "id_customer"}]}]}"#,
+        )
+        .unwrap();
+        let bc = &m.all()[0];
+        assert!(
+            trigger_sql(bc).ends_with("pgsync_notify('brand_id', 'pgsync_bc', '_', 'category_id')"),
+            "{}",
+            trigger_sql(bc)
+        );
+        let customers = &m.all()[1];
+        let triggers = watch_triggers(customers, customers.document.as_ref().unwrap());
+        let names: Vec<(&str, &str)> = triggers.iter().map(|(n, t, _)| (n.as_str(), t.as_str())).collect();
+        assert_eq!(
+            names,
+            [
+                ("pgsync_customers", "customer"),
+                ("pgsync_customers_t", "customer"),
+                ("pgsync_customers", "address"),
+                ("pgsync_customers_t", "address")
+            ]
+        );
+        assert!(triggers[2]
+            .2
+            .contains("ON \"address\" FOR EACH ROW EXECUTE FUNCTION pgsync_notify('id_customer', 'pgsync_customers')"));
+        assert_eq!(customers.table, "customer");
     }
 }

@@ -8,7 +8,6 @@ use super::schema::TableSchema;
 use super::sql::{self, TypedColumn, WrittenColumn};
 use crate::model::change::{Change, FieldChange, RowOp};
 use crate::model::mapping::Mapping;
-use crate::model::row_id::check_canonical;
 use postgres::types::ToSql;
 use postgres::GenericClient;
 use std::collections::{BTreeMap, HashMap};
@@ -29,8 +28,10 @@ pub struct PreparedRow {
     pub mapping: usize,
     /// What to do with the row.
     pub op: RowOp,
-    /// Primary-key value as text.
+    /// The row's id: the key's text after its prefix.
     pub id: String,
+    /// The key columns' values, as text, in the key's order.
+    pub key: Vec<String>,
     /// Column → what to write. Only mapped, existing columns.
     pub values: BTreeMap<String, ColumnWrite>,
 }
@@ -56,7 +57,7 @@ pub fn prepare(
     id: &str,
     change: &Change,
 ) -> Result<PreparedRow, String> {
-    check_canonical(id, &schema.pk.sql_type)?;
+    let key = mapping.key.check(id, &schema.key_types())?.into_iter().map(str::to_string).collect();
     let mut values = BTreeMap::new();
     if change.op != RowOp::Delete {
         for (field, value) in &change.fields {
@@ -87,7 +88,7 @@ pub fn prepare(
             values.insert(column.to_string(), write);
         }
     }
-    Ok(PreparedRow { mapping: mapping_index, op: change.op, id: id.to_string(), values })
+    Ok(PreparedRow { mapping: mapping_index, op: change.op, id: id.to_string(), key, values })
 }
 
 /// Whether a prepared row writes nothing: an upsert of unmapped fields only.
@@ -103,8 +104,10 @@ struct Statement {
     params: Vec<Vec<Option<String>>>,
     /// Names of the columns the statement returns after the key (increments).
     returning: Vec<String>,
-    /// Batch positions of the rows, by id, for matching returned rows.
-    rows: HashMap<String, usize>,
+    /// Batch positions of the rows, by key values, for matching returned rows.
+    rows: HashMap<Vec<String>, usize>,
+    /// Number of key columns the returned rows start with.
+    key_len: usize,
 }
 
 /// The tables of the batch: schema by mapping index.
@@ -124,11 +127,11 @@ fn only_removals(row: &PreparedRow) -> bool {
 /// one upsert per table and column shape, so deletes-then-writes (replace) land in
 /// order.
 fn plan(tables: &Tables<'_>, rows: &[(usize, &PreparedRow)]) -> Result<Vec<Statement>, Error> {
-    let mut deletes: BTreeMap<usize, Vec<Option<String>>> = BTreeMap::new();
+    let mut deletes: BTreeMap<usize, Vec<&PreparedRow>> = BTreeMap::new();
     let mut upserts: BTreeMap<UpsertGroup<'_>, Vec<(usize, &PreparedRow)>> = BTreeMap::new();
     for &(pos, row) in rows {
         if row.op != RowOp::Upsert {
-            deletes.entry(row.mapping).or_default().push(Some(row.id.clone()));
+            deletes.entry(row.mapping).or_default().push(row);
         }
         // A replace that only removes fields leaves no key in Redis: a delete.
         let inserts = !only_removals(row);
@@ -139,10 +142,11 @@ fn plan(tables: &Tables<'_>, rows: &[(usize, &PreparedRow)]) -> Result<Vec<State
     }
     let table = |i: usize| tables(i).ok_or_else(|| Error::new(ErrorKind::Schema, "table schema not loaded yet"));
     let mut out = Vec::new();
-    for (mapping, ids) in deletes {
+    for (mapping, rows) in deletes {
         let (m, schema) = table(mapping)?;
-        let sql = sql::delete(&m.table, &schema.pk);
-        out.push(Statement { sql, params: vec![ids], returning: Vec::new(), rows: HashMap::new() });
+        let sql = sql::delete(&m.table, &schema.keys);
+        let params = key_params(schema, rows.iter().copied());
+        out.push(Statement { sql, params, returning: Vec::new(), rows: HashMap::new(), key_len: schema.keys.len() });
     }
     for ((mapping, inserts, shape), group) in upserts {
         let (m, schema) = table(mapping)?;
@@ -150,7 +154,7 @@ fn plan(tables: &Tables<'_>, rows: &[(usize, &PreparedRow)]) -> Result<Vec<State
             shape.iter().filter_map(|(c, add)| schema.column(c).map(|t| (t, *add))).collect();
         let columns: Vec<WrittenColumn<'_>> =
             typed.iter().map(|(column, add)| WrittenColumn { column, add: *add }).collect();
-        let mut params = vec![group.iter().map(|(_, r)| Some(r.id.clone())).collect::<Vec<_>>()];
+        let mut params = key_params(schema, group.iter().map(|(_, r)| *r));
         for (col, _) in &typed {
             params.push(
                 group
@@ -164,16 +168,27 @@ fn plan(tables: &Tables<'_>, rows: &[(usize, &PreparedRow)]) -> Result<Vec<State
             );
         }
         let returning: Vec<String> = typed.iter().filter(|(_, add)| *add).map(|(c, _)| c.name.clone()).collect();
-        let rows =
-            if returning.is_empty() { HashMap::new() } else { group.iter().map(|(p, r)| (r.id.clone(), *p)).collect() };
-        let sql = if inserts {
-            sql::upsert(&m.table, &schema.pk, &columns)
+        let rows = if returning.is_empty() {
+            HashMap::new()
         } else {
-            sql::update(&m.table, &schema.pk, &columns)
+            group.iter().map(|(p, r)| (r.key.clone(), *p)).collect()
         };
-        out.push(Statement { sql, params, returning, rows });
+        let sql = if inserts {
+            sql::upsert(&m.table, &schema.keys, &columns)
+        } else {
+            sql::update(&m.table, &schema.keys, &columns)
+        };
+        out.push(Statement { sql, params, returning, rows, key_len: schema.keys.len() });
     }
     Ok(out)
+}
+
+/// One `text[]` parameter per key column, holding that column's value of each row.
+fn key_params<'r>(
+    schema: &TableSchema,
+    rows: impl Iterator<Item = &'r PreparedRow> + Clone,
+) -> Vec<Vec<Option<String>>> {
+    (0..schema.keys.len()).map(|i| rows.clone().map(|r| r.key.get(i).cloned()).collect()).collect()
 }
 
 /// Runs the statements, recording returned columns into `returned` by position.
@@ -191,10 +206,10 @@ fn run(
             continue;
         }
         for row in client.query(&statement, &params)? {
-            let id: String = row.try_get(0)?;
-            let Some(&pos) = s.rows.get(&id) else { continue };
+            let key = (0..s.key_len).map(|i| row.try_get(i)).collect::<Result<Vec<String>, _>>()?;
+            let Some(&pos) = s.rows.get(&key) else { continue };
             for (i, column) in s.returning.iter().enumerate() {
-                returned[pos].insert(column.clone(), row.try_get::<_, Option<String>>(i + 1)?);
+                returned[pos].insert(column.clone(), row.try_get::<_, Option<String>>(s.key_len + i)?);
             }
         }
     }
@@ -276,7 +291,7 @@ mod tests {
             (n.to_string(), crate::pg::schema::ColumnInfo { typed, has_default })
         };
         TableSchema {
-            pk: TypedColumn { name: "id".into(), sql_type: "integer".into() },
+            keys: vec![TypedColumn { name: "id".into(), sql_type: "integer".into() }],
             columns: [col("id", true), col("password_hash", false), col("score", true)].into_iter().collect(),
         }
     }

@@ -25,7 +25,7 @@ use redis_module::{Context, ContextFlags, RedisValue, ThreadSafeContext};
 fn written_key(m: &Mapping, id: &str) -> String {
     match m.mode {
         Mode::WriteThrough => m.temp_key(id),
-        Mode::WriteBehind | Mode::ReadOnly => m.main_key(id),
+        Mode::WriteBehind | Mode::ReadOnly | Mode::Document => m.main_key(id),
     }
 }
 
@@ -99,7 +99,7 @@ fn apply_row(
                         loads::fill_after_write(row.clone());
                     }
                 }
-                Mode::WriteBehind | Mode::ReadOnly => correct_sums(ctx, written, &sums, pending),
+                Mode::WriteBehind | Mode::ReadOnly | Mode::Document => correct_sums(ctx, written, &sums, pending),
             }
         }
         Err(e) => {
@@ -124,7 +124,7 @@ fn apply_row(
             }
         };
         let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
-        notify::send(ctx, m, &event);
+        notify::send(ctx, m, stats, &event);
     }
     ack::send(ctx, m, &row.id, &change.acks, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
 }

@@ -66,6 +66,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let password = pg::connect::password_override(&config::string(&config::PASSWORD_FILE))?;
     let settings = pg::connect::settings(&url, password.as_deref())?;
     let mappings = Mappings::load(&path)?;
+    crate::sources::documents::check_stores(ctx, &mappings)?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
     let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), pg::conninfo::redact(&url));

@@ -13,7 +13,7 @@ use crate::model::guard::guard;
 use crate::model::intent::Command;
 use crate::model::mapping::{KeyRole, Mapping, Mode};
 use crate::model::queue::RowKey;
-use crate::model::row_id::{check_canonical, check_id};
+use crate::model::row_id::check_id;
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::server::ack;
@@ -63,11 +63,11 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
         return None;
     }
     let checked = check_id(resolved.id).and_then(|id| {
-        // Before the first schema check the key type is unknown; the worker checks
+        // Before the first schema check the key types are unknown; the worker checks
         // the id again against the schema before any SQL.
         match rt.schema(resolved.mapping) {
-            Some(schema) => check_canonical(id, &schema.pk.sql_type).map(|()| id),
-            None => Ok(id),
+            Some(schema) => m.key.check(id, &schema.key_types()).map(|_| id),
+            None => m.key.split(id).map(|_| id),
         }
     });
     Some(match checked {
@@ -111,7 +111,9 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
     // unmapped ones included; write-behind need not remember fields SQL ignores.
     let fields = match m.mode {
         Mode::WriteBehind => mapped_only(m, write.fields),
-        Mode::WriteThrough | Mode::ReadOnly => write.fields.into_iter().filter(|(f, _)| f != OP_FIELD).collect(),
+        Mode::WriteThrough | Mode::ReadOnly | Mode::Document => {
+            write.fields.into_iter().filter(|(f, _)| f != OP_FIELD).collect()
+        }
     };
     let write = Write { fields, ..write };
     loads::rows_changed(target.mapping, std::iter::once(target.id.as_str()));
@@ -162,13 +164,13 @@ pub fn tagged_write(
             if m.ttl_on_write {
                 ttl::set_on(ctx, m, main_key.as_bytes());
             }
-            announce(ctx, m, &main_key, &target.id, EventOp::Upsert, names());
+            announce(ctx, rt, target, &main_key, EventOp::Upsert, names());
             ack::send(ctx, m, &target.id, &acks, &Ok(()));
             Ok(None)
         }
         SyncOp::RedisOnlyDelete => {
             delete(ctx, &[main_key.as_bytes(), key])?;
-            announce(ctx, m, &main_key, &target.id, EventOp::Delete, Vec::new());
+            announce(ctx, rt, target, &main_key, EventOp::Delete, Vec::new());
             ack::send(ctx, m, &target.id, &acks, &Ok(()));
             Ok(None)
         }
@@ -194,8 +196,9 @@ fn delete(ctx: &Context, keys: &[&[u8]]) -> Result<(), RedisError> {
 }
 
 /// Publishes a Redis-only change (`#` `+` or `-`).
-fn announce(ctx: &Context, m: &Mapping, key: &str, id: &str, op: EventOp, fields: Vec<String>) {
-    notify::send(ctx, m, &Event { key, id, op, source: Source::Redis, fields, time: now_ms() });
+fn announce(ctx: &Context, rt: &Runtime, target: &Target, key: &str, op: EventOp, fields: Vec<String>) {
+    let event = Event { key, id: &target.id, op, source: Source::Redis, fields, time: now_ms() };
+    notify::send(ctx, &rt.mappings.all()[target.mapping], &rt.stats[target.mapping], &event);
 }
 
 /// Keyspace handler for hash events. Writes by clients come through `SYNC.WRITE`,

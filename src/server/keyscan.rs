@@ -16,6 +16,8 @@ pub struct RowKeys<'m> {
     mappings: &'m Mappings,
     mapping: usize,
     pattern: String,
+    /// The type of the mapping's keys (`hash`, or a document store's).
+    key_type: &'static str,
     /// The SCAN cursor to resume from; `None` once the scan is over.
     cursor: Option<Vec<u8>>,
 }
@@ -23,8 +25,16 @@ pub struct RowKeys<'m> {
 impl<'m> RowKeys<'m> {
     /// A scan over the row hashes of `mappings.all()[mapping]`, not yet started.
     pub fn new(mappings: &'m Mappings, mapping: usize) -> RowKeys<'m> {
-        let prefix = mappings.all().get(mapping).map_or("", |m| m.key_prefix.as_str());
-        RowKeys { mappings, mapping, pattern: format!("{}*", glob_escape(prefix)), cursor: Some(b"0".to_vec()) }
+        let m = mappings.all().get(mapping);
+        let prefix = m.map_or("", |m| m.key_prefix.as_str());
+        let key_type = m.map_or("hash", |m| m.redis_type());
+        RowKeys {
+            mappings,
+            mapping,
+            pattern: format!("{}*", glob_escape(prefix)),
+            key_type,
+            cursor: Some(b"0".to_vec()),
+        }
     }
 
     /// Runs the next SCAN step with `ctx` (whose Redis lock the caller holds) and
@@ -32,9 +42,17 @@ impl<'m> RowKeys<'m> {
     /// A SCAN error ends the scan (what was done so far stays done).
     pub fn next_step(&mut self, ctx: &Context) -> Option<Vec<String>> {
         let cursor = self.cursor.take()?;
-        // Only hashes are rows; a stream or string under the prefix is someone else's.
-        let args: [&[u8]; 7] =
-            [&cursor, b"MATCH", self.pattern.as_bytes(), b"COUNT", SCAN_COUNT.as_bytes(), b"TYPE", b"hash"];
+        // Only hashes are rows (documents: their store's type); a stream or string
+        // under the prefix is someone else's.
+        let args: [&[u8]; 7] = [
+            &cursor,
+            b"MATCH",
+            self.pattern.as_bytes(),
+            b"COUNT",
+            SCAN_COUNT.as_bytes(),
+            b"TYPE",
+            self.key_type.as_bytes(),
+        ];
         let Ok(RedisValue::Array(parts)) = call(ctx, "SCAN", &args) else { return None };
         let (Some(next), Some(RedisValue::Array(keys))) = (parts.first().and_then(bytes), parts.get(1)) else {
             return None;

@@ -1,9 +1,12 @@
 //! Change notifications: every change applied in either direction is published on
-//! `<notify>:<id>` as JSON, and appended to the mapping's changelog stream when it
-//! has one (so consumers that were away can catch up with consumer groups).
+//! `<notify>:<id>`, or on each of the mapping's channel templates filled from the
+//! row, as JSON or as the bare id, and appended to the mapping's changelog stream
+//! when it has one (so consumers that were away can catch up with consumer groups).
 
-use crate::model::mapping::Mapping;
-use crate::server::redis_io::{call_logged, publish};
+use crate::model::mapping::{Mapping, Notify, NotifyPayload};
+use crate::model::stats::MappingStats;
+use crate::server::hash_key::Key;
+use crate::server::redis_io::{call_logged, publish, string};
 use redis_module::Context;
 use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -57,15 +60,29 @@ pub fn wanted(mapping: &Mapping, source: Source) -> bool {
     (mapping.notify.is_some() || mapping.changelog.is_some()) && (source != Source::Reload || mapping.notify_reload)
 }
 
-/// Publishes one event for `mapping` (if it asks for notifications).
-pub fn send(ctx: &Context, mapping: &Mapping, event: &Event<'_>) {
+/// Publishes one event for `mapping` (if it asks for notifications). A channel
+/// template naming a field the row does not have (a delete, a row without it) is
+/// skipped and counted in `stats`.
+pub fn send(ctx: &Context, mapping: &Mapping, stats: &MappingStats, event: &Event<'_>) {
     if !wanted(mapping, event.source) {
         return;
     }
     let Ok(json) = serde_json::to_string(event) else { return };
-    if let Some(prefix) = &mapping.notify {
-        let channel = format!("{prefix}:{}", event.id);
-        publish(ctx, channel.as_bytes(), json.as_bytes());
+    let message = match mapping.notify_payload {
+        NotifyPayload::Json => json.as_bytes(),
+        NotifyPayload::Id => event.id.as_bytes(),
+    };
+    match &mapping.notify {
+        Some(Notify::Prefix(prefix)) => publish(ctx, format!("{prefix}:{}", event.id).as_bytes(), message),
+        Some(Notify::Channels(templates)) => {
+            for template in templates {
+                match template.render(|name| value_of(ctx, mapping, event, name)) {
+                    Ok(channel) => publish(ctx, channel.as_bytes(), message),
+                    Err(_) => MappingStats::bump(&stats.notify_skipped, 1),
+                }
+            }
+        }
+        None => {}
     }
     if let Some(log) = &mapping.changelog {
         let maxlen = log.maxlen.to_string();
@@ -75,4 +92,19 @@ pub fn send(ctx: &Context, mapping: &Mapping, event: &Event<'_>) {
             &[log.stream.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event", json.as_bytes()],
         );
     }
+}
+
+/// What a channel template's `{name}` stands for: a key column's value (from the
+/// id), else the hash field of that name as the row's key holds it now, after the
+/// change (so a write of one field still names the others).
+fn value_of(ctx: &Context, mapping: &Mapping, event: &Event<'_>, name: &str) -> Option<String> {
+    if let Some(value) = mapping.key_value(event.id, name) {
+        return Some(value.to_string());
+    }
+    let hash = Key::open(ctx, &string(ctx, event.key.as_bytes())).ok()?;
+    if hash.kind() != redis_module::raw::REDISMODULE_KEYTYPE_HASH {
+        return None;
+    }
+    let value = hash.get(&string(ctx, name.as_bytes()))?;
+    Some(String::from_utf8_lossy(value.as_slice()).into_owned())
 }

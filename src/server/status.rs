@@ -33,6 +33,7 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
         ("retries", count(&s.retries)),
         ("refused", count(&s.refused)),
         ("deadletter_dropped", count(&s.dead_letters_dropped)),
+        ("notify_skipped", count(&s.notify_skipped)),
         ("lag_ms", Figure::Int(lag_ms)),
         ("read_through", Figure::Text(if m.read_through { "on" } else { "off" }.into())),
         ("read_hits", count(&s.read_hits)),

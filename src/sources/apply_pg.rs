@@ -47,7 +47,7 @@ pub fn apply_pg_rows(
             if notify::wanted(m, source) {
                 let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
                 let event = Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() };
-                notify::send(&ctx, m, &event);
+                notify::send(&ctx, m, &rt.stats[mapping], &event);
             }
         }
         for id in gone {
@@ -58,7 +58,7 @@ pub fn apply_pg_rows(
             let key = m.main_key(id);
             delete_row(&ctx, &key);
             let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
-            notify::send(&ctx, m, &event);
+            notify::send(&ctx, m, &rt.stats[mapping], &event);
         }
     });
     skipped

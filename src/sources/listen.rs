@@ -15,6 +15,7 @@ use crate::pipeline::runtime::Runtime;
 use crate::server::notify::Source;
 use crate::server::redis_io::{notice, warn};
 use crate::sources::apply_pg::apply_pg_rows;
+use crate::sources::documents;
 use crate::sources::reload;
 use crate::sources::truncate;
 use postgres::fallible_iterator::FallibleIterator;
@@ -88,7 +89,9 @@ fn not_ready(rt: &Runtime) -> Option<&'static str> {
 /// for their schema, and those that joined but have not caught up yet.
 #[derive(Default)]
 struct Channels {
-    joined: BTreeMap<String, (usize, RowShape)>,
+    /// Each joined mapping by channel, with the shape of its rows (`None`: a
+    /// document mapping, rebuilt by its query).
+    joined: BTreeMap<String, (usize, Option<RowShape>)>,
     waiting: Vec<usize>,
     to_catch_up: Vec<usize>,
 }
@@ -122,12 +125,37 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
             let Some((mapping, shape)) = channels.joined.get(&channel) else {
                 continue;
             };
+            let Some(shape) = shape else {
+                // A document mapping rebuilds the announced roots, whichever table
+                // changed; a TRUNCATE of a watched table rebuilds them all.
+                if truncated {
+                    channels.to_catch_up.push(*mapping);
+                } else if !ids.is_empty() {
+                    let ids: Vec<String> = ids.into_iter().collect();
+                    // The user's query may raise for some data: that mapping reports
+                    // it and its documents wait for the next change; the others go on.
+                    match documents::refresh(rt, &mut client, *mapping, &ids, Source::Postgres) {
+                        Err(e) if e.kind != ErrorKind::Unavailable => {
+                            let message = format!("{}: documents not rebuilt: {e}", rt.mappings.all()[*mapping].name);
+                            warn(&message);
+                            rt.stats[*mapping].set_last_error(&message);
+                        }
+                        other => other?,
+                    }
+                }
+                continue;
+            };
             let mut later = BTreeSet::new();
             if truncated {
                 later.extend(truncate::clear(rt, &mut client, *mapping, shape)?);
             }
+            let (ids, unkeyed): (Vec<String>, Vec<String>) =
+                ids.into_iter().partition(|id| rt.mappings.all()[*mapping].key.split(id).is_ok());
+            if let Some(id) = unkeyed.first() {
+                let why = rt.mappings.all()[*mapping].key.split(id).err().unwrap_or_default();
+                reload::report_unkeyed(rt, *mapping, unkeyed.len() as u64, &why);
+            }
             if !ids.is_empty() {
-                let ids: Vec<String> = ids.into_iter().collect();
                 let snapshot = rt.queue().snapshot();
                 let rows = shape.fetch(&mut client, &ids)?;
                 let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
@@ -166,7 +194,8 @@ fn join(rt: &Runtime, client: &mut Client, channels: &mut Channels) -> Result<()
         }
         client.batch_execute(&format!("LISTEN {}", quote_ident(&m.pg_channel())))?;
         rt.stats[i].set_listener("catching up");
-        channels.joined.insert(m.pg_channel(), (i, RowShape::new(m, &schema)));
+        let shape = m.document.is_none().then(|| RowShape::new(m, &schema));
+        channels.joined.insert(m.pg_channel(), (i, shape));
         channels.to_catch_up.push(i);
     }
     channels.waiting = still_waiting;

@@ -3,6 +3,7 @@
 //! hashes. Kafka → Redis: a mapping's `"kafka"` source.
 
 pub mod apply_pg;
+pub mod documents;
 pub mod kafka;
 pub mod listen;
 pub mod loader;

@@ -6,8 +6,9 @@
 
 use crate::model::backoff::Backoff;
 use crate::model::queue::Snapshot;
+use crate::model::stats::MappingStats;
 use crate::pg::error::{Action, Error, ErrorKind};
-use crate::pg::reader::{PgRow, RowShape};
+use crate::pg::reader::{PgRow, Refused, RowShape};
 use crate::pipeline::runtime::Runtime;
 use crate::server::config;
 use crate::server::keyscan::RowKeys;
@@ -63,6 +64,10 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
     for &mapping in mappings {
         let m = &rt.mappings.all()[mapping];
         let schema = rt.usable_schema(mapping)?;
+        if m.document.is_some() {
+            total += crate::sources::documents::reload(rt, &mut conn, mapping, flush, source)?;
+            continue;
+        }
         let shape = RowShape::new(m, &schema);
         // Taken before the cursor opens: rows Redis changes from now on are newer
         // than what the cursor returns, and must not be overwritten.
@@ -104,7 +109,11 @@ fn read_and_apply(
             loaded
         });
         let stopped = || Error::new(ErrorKind::Unavailable, "the reload stopped applying rows");
-        let read = shape.stream(conn, CHUNK, |rows| chunks.send(rows).map_err(|_| stopped()));
+        let mut refused = Refused::default();
+        let read = shape.stream(conn, CHUNK, &mut refused, |rows| chunks.send(rows).map_err(|_| stopped()));
+        if let Some(why) = refused.first {
+            report_unkeyed(rt, mapping, refused.count, &why);
+        }
         drop(chunks);
         // A panic while applying goes on up to the reload thread's guard.
         let loaded = applier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -112,9 +121,19 @@ fn read_and_apply(
     })
 }
 
+/// Logs and counts (in `refused`) rows read from Postgres that were not written
+/// because their key would be ambiguous: a key column's value holds a separator.
+pub fn report_unkeyed(rt: &Runtime, mapping: usize, count: u64, why: &str) {
+    let message =
+        format!("{}: {count} row(s) read from Postgres not written to Redis: {why}", rt.mappings.all()[mapping].name);
+    warn(&message);
+    rt.stats[mapping].set_last_error(&message);
+    MappingStats::bump(&rt.stats[mapping].refused, count);
+}
+
 /// Deletes the mapping's keys whose row does not exist (and that have no change
 /// on its way to Postgres), scanning the keyspace a step per short lock.
-fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
+pub fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
     let m = &rt.mappings.all()[mapping];
     let mut keys = RowKeys::new(&rt.mappings, mapping);
     loop {

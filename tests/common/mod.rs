@@ -395,3 +395,17 @@ pub fn journal_records(c: &mut redis::Connection) -> Vec<(Vec<u8>, i64)> {
     }
     records
 }
+
+/// Ends the module's listener connection from inside `tx` and waits until it is
+/// gone, so the notifications of `tx`'s changes, sent at its commit, reach nobody.
+pub fn kill_listener_in(tx: &mut postgres::Transaction<'_>) {
+    let killed: i64 = tx
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid, 10000)) FROM pg_stat_activity \
+             WHERE application_name = 'redis-pgsync-listener' AND datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1, "one listener connection");
+}

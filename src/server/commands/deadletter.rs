@@ -184,7 +184,7 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         let (role, key) = match m.mode {
             Mode::WriteThrough => (KeyRole::Temp, m.temp_key(&e.id)),
-            Mode::WriteBehind | Mode::ReadOnly => (KeyRole::Main, m.main_key(&e.id)),
+            Mode::WriteBehind | Mode::ReadOnly | Mode::Document => (KeyRole::Main, m.main_key(&e.id)),
         };
         let target = Target { mapping, role, id: e.id.clone() };
         capture::record(ctx, rt, &target, key.as_bytes(), e.to_write());

@@ -139,7 +139,7 @@ fn apply_one(
     // Writers of a write-through mapping write the staging key; so does the source.
     let row_key = match m.mode {
         Mode::WriteThrough => m.temp_key(id),
-        Mode::WriteBehind | Mode::ReadOnly => m.main_key(id),
+        Mode::WriteBehind | Mode::ReadOnly | Mode::Document => m.main_key(id),
     };
     let target: Target = match capture::target(rt, row_key.as_bytes()) {
         Some(Ok(target)) => target,

@@ -1,0 +1,235 @@
+//! Document mappings, Postgres → Redis: the documents of a batch of root ids are
+//! read with one run of the mapping's `query` (no lock held), then written under
+//! one short Redis lock; a root without a document has its key deleted. The
+//! listener rebuilds the roots its triggers announce; `SYNC.RELOAD` streams every
+//! root id from `ids_query` and rebuilds them a chunk at a time.
+
+use crate::model::mapping::{Document, Mapping, Mappings, Store};
+use crate::model::stats::MappingStats;
+use crate::pg::documents;
+use crate::pg::error::{Error, ErrorKind};
+use crate::pipeline::runtime::Runtime;
+use crate::server::notify::{self, now_ms, Event, EventOp, Source};
+use crate::server::redis_io::{call, own_writes, warn};
+use crate::sources::reload;
+use postgres::GenericClient;
+use redis_module::{Context, RedisValue, ThreadSafeContext};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+/// Root ids per query run and per Redis lock during a reload.
+const CHUNK: i32 = 1000;
+
+/// Rebuilds the documents of `ids` (roots announced by the triggers): one query,
+/// then a short lock per [`DOCS_PER_LOCK`] documents. When the query fails for
+/// the batch (the user's function raised), each root is rebuilt alone, so one
+/// root the query cannot build keeps no other waiting; the first such error is
+/// returned.
+pub fn refresh(
+    rt: &Runtime,
+    client: &mut impl GenericClient,
+    mapping: usize,
+    ids: &[String],
+    source: Source,
+) -> Result<(), Error> {
+    let m = &rt.mappings.all()[mapping];
+    let Some(document) = &m.document else { return Ok(()) };
+    let docs = match documents::fetch(client, document, ids) {
+        Ok(docs) => docs,
+        Err(e) if e.kind != ErrorKind::Unavailable && ids.len() > 1 => {
+            let mut first = None;
+            for id in ids {
+                match refresh(rt, client, mapping, std::slice::from_ref(id), source) {
+                    Err(e) if e.kind == ErrorKind::Unavailable => return Err(e),
+                    Err(e) => first = first.or(Some(e)),
+                    Ok(()) => {}
+                }
+            }
+            return first.map_or(Ok(()), Err);
+        }
+        Err(e) => return Err(e),
+    };
+    let present: HashSet<&str> = docs.iter().map(|(id, _)| id.as_str()).collect();
+    let gone: Vec<&String> = ids.iter().filter(|id| !present.contains(id.as_str())).collect();
+    apply(rt, mapping, document, &docs, &gone, source);
+    Ok(())
+}
+
+/// Rebuilds every document of `mapping` from `ids_query`, a chunk of root ids at
+/// a time; with `flush`, then deletes the mapping's keys whose root has no
+/// document. Returns the number of documents written.
+pub fn reload(
+    rt: &Runtime,
+    conn: &mut postgres::Client,
+    mapping: usize,
+    flush: bool,
+    source: Source,
+) -> Result<u64, Error> {
+    let m = &rt.mappings.all()[mapping];
+    let Some(document) = &m.document else { return Ok(0) };
+    let snapshot = rt.queue().snapshot();
+    let mut loaded = HashSet::new();
+    let mut written = 0u64;
+    documents::stream_ids(conn, document, CHUNK, |tx, ids| {
+        let docs = documents::fetch(tx, document, &ids)?;
+        written += docs.len() as u64;
+        // Ids whose root vanished between the two reads are left to FLUSH and
+        // to the listener, which hears of the delete.
+        apply(rt, mapping, document, &docs, &[], source);
+        rt.reload_rows.fetch_add(docs.len() as u64, Ordering::Relaxed);
+        if flush {
+            loaded.extend(docs.into_iter().map(|(id, _)| id));
+        }
+        Ok(())
+    })?;
+    if flush {
+        reload::flush_missing(rt, mapping, &loaded, &snapshot);
+    }
+    Ok(written)
+}
+
+/// Refuses, at load, a `"store": "rejson"` mapping on a server without the
+/// `JSON.SET` command (RedisJSON or valkey-json, which must load before pgsync).
+pub fn check_stores(ctx: &Context, mappings: &Mappings) -> Result<(), String> {
+    let rejson = mappings.all().iter().find(|m| m.document.as_ref().is_some_and(|d| d.store == Store::Rejson));
+    let Some(m) = rejson else { return Ok(()) };
+    let found = match ctx.call("COMMAND", &["INFO", "JSON.SET"]) {
+        Ok(RedisValue::Array(info)) => info.first().is_some_and(|i| !matches!(i, RedisValue::Null)),
+        _ => false,
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "mapping \"{}\": \"store\": \"rejson\" needs the JSON.SET command: load the RedisJSON or valkey-json \
+             module before pgsync, or use \"store\": \"json\"",
+            m.name
+        ))
+    }
+}
+
+/// Documents written per Redis lock: each is a command call or two (a hash is
+/// replaced whole), and a document can be large, so fewer than the 1000 rows of
+/// a table reload.
+const DOCS_PER_LOCK: usize = 100;
+
+/// Writes `docs` and deletes the keys of `gone`, as the module's own writes, each
+/// announced as a change event; at most [`DOCS_PER_LOCK`] documents per Redis lock.
+fn apply(
+    rt: &Runtime,
+    mapping: usize,
+    document: &Document,
+    docs: &[(String, String)],
+    gone: &[&String],
+    source: Source,
+) {
+    let no_docs: &[(String, String)] = &[];
+    let steps =
+        docs.chunks(DOCS_PER_LOCK).map(|d| (d, &[][..])).chain(gone.chunks(DOCS_PER_LOCK).map(|g| (no_docs, g)));
+    let m = &rt.mappings.all()[mapping];
+    let stats = &rt.stats[mapping];
+    for (docs, gone) in steps {
+        let tsc = ThreadSafeContext::new();
+        let ctx = tsc.lock();
+        own_writes(|| write_and_delete(&ctx, m, stats, document.store, docs, gone, source));
+    }
+}
+
+/// One step of [`apply`], under the Redis lock.
+fn write_and_delete(
+    ctx: &Context,
+    m: &Mapping,
+    stats: &MappingStats,
+    store: Store,
+    docs: &[(String, String)],
+    gone: &[&String],
+    source: Source,
+) {
+    for (id, doc) in docs {
+        let key = m.main_key(id);
+        match write(ctx, &key, store, doc) {
+            Ok(fields) => {
+                let event = Event { key: &key, id, op: EventOp::Upsert, source, fields, time: now_ms() };
+                notify::send(ctx, m, stats, &event);
+            }
+            Err(e) => refuse(stats, &format!("{}: document {key} not written: {e}", m.name)),
+        }
+    }
+    for id in gone {
+        let key = m.main_key(id);
+        if let Err(e) = call(ctx, "DEL", &[key.as_bytes()]) {
+            warn(&format!("{}: cannot delete {key}: {e}", m.name));
+            continue;
+        }
+        let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
+        notify::send(ctx, m, stats, &event);
+    }
+}
+
+/// Logs and counts (in `refused`) a document Redis could not take.
+fn refuse(stats: &MappingStats, message: &str) {
+    warn(message);
+    stats.set_last_error(message);
+    MappingStats::bump(&stats.refused, 1);
+}
+
+/// Writes one document as its store keeps it; returns the fields written (a
+/// hash's top-level keys, none for the other stores).
+fn write(ctx: &Context, key: &str, store: Store, doc: &str) -> Result<Vec<String>, String> {
+    match store {
+        Store::Json => call(ctx, "SET", &[key.as_bytes(), doc.as_bytes()]).map(|_| Vec::new()),
+        Store::Rejson => call(ctx, "JSON.SET", &[key.as_bytes(), b"$", doc.as_bytes()]).map(|_| Vec::new()),
+        Store::Hash => {
+            let pairs = hash_fields(doc)?;
+            // The document replaces the hash: fields it no longer has go.
+            call(ctx, "DEL", &[key.as_bytes()])?;
+            if pairs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut args: Vec<&[u8]> = vec![key.as_bytes()];
+            for (f, v) in &pairs {
+                args.extend([f.as_bytes(), v.as_bytes()]);
+            }
+            call(ctx, "HSET", &args)?;
+            Ok(pairs.into_iter().map(|(f, _)| f).collect())
+        }
+    }
+}
+
+/// A document's top-level keys as hash fields: strings as they are, other
+/// values as JSON text, `null` left out. Only a JSON object has fields.
+fn hash_fields(doc: &str) -> Result<Vec<(String, String)>, String> {
+    let value: serde_json::Value = serde_json::from_str(doc).map_err(|e| format!("not JSON: {e}"))?;
+    let serde_json::Value::Object(object) = value else {
+        return Err("the \"hash\" store needs a JSON object".into());
+    };
+    Ok(object
+        .into_iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_holds_the_top_level_keys() {
+        let fields =
+            hash_fields(r#"{"name": "Ann", "age": 41, "addresses": [{"city": "Oslo"}], "fax": null}"#).unwrap();
+        assert_eq!(
+            fields,
+            [
+                ("addresses".to_string(), r#"[{"city":"Oslo"}]"#.to_string()),
+                ("age".into(), "41".into()),
+                ("name".into(), "Ann".into())
+            ]
+        );
+        assert!(hash_fields("[1]").unwrap_err().contains("JSON object"));
+        assert!(hash_fields("{").unwrap_err().contains("not JSON"));
+    }
+}
