@@ -257,6 +257,11 @@ fn a_write_racing_a_load_wins() {
     assert!(!exists(&mut c, "items:2"));
 }
 
+/// `HGET key name` from a Lua script, where a client cannot block.
+fn script_hget_name(c: &mut redis::Connection, key: &str) -> Option<String> {
+    redis::cmd("EVAL").arg("return redis.call('HGET', KEYS[1], 'name')").arg(1).arg(key).query(c).unwrap()
+}
+
 #[test]
 fn multi_and_scripts_get_a_miss_and_warm_the_key() {
     let db = test_db(ITEMS_SQL);
@@ -267,20 +272,10 @@ fn multi_and_scripts_get_a_miss_and_warm_the_key() {
         redis::pipe().atomic().cmd("HGETALL").arg("items:1").cmd("HLEN").arg("items:1").query(&mut c).unwrap();
     assert!(all.is_empty() && len == 0, "inside MULTI a missing row reads as missing");
     eventually("MULTI warmed the key", || keys(&mut c, "items:1").len() == 1);
-    let name: Option<String> = redis::cmd("EVAL")
-        .arg("return redis.call('HGET', KEYS[1], 'name')")
-        .arg(1)
-        .arg("items:2")
-        .query(&mut c)
-        .unwrap();
+    let name = script_hget_name(&mut c, "items:2");
     assert_eq!(name, None, "a script gets the miss");
     eventually("the script warmed the key", || keys(&mut c, "items:2").len() == 1);
-    let name: Option<String> = redis::cmd("EVAL")
-        .arg("return redis.call('HGET', KEYS[1], 'name')")
-        .arg(1)
-        .arg("items:2")
-        .query(&mut c)
-        .unwrap();
+    let name = script_hget_name(&mut c, "items:2");
     assert_eq!(name.as_deref(), Some("name 2"), "and then finds it");
 }
 

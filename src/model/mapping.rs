@@ -617,13 +617,16 @@ mod tests {
         assert!(Mappings::parse(two).unwrap_err().contains("overlapping"));
     }
 
+    /// A file of one mapping `u` in `mode`, with `extra` options.
+    fn one_mapping(extra: &str, mode: &str) -> Result<Mappings, String> {
+        Mappings::parse(&format!(
+            r#"{{"mappings": [{{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id", "mode": "{mode}"{extra}}}]}}"#
+        ))
+    }
+
     #[test]
     fn ttl_options_are_checked_at_load() {
-        let one = |extra: &str, mode: &str| {
-            Mappings::parse(&format!(
-                r#"{{"mappings": [{{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id", "mode": "{mode}"{extra}}}]}}"#
-            ))
-        };
+        let one = one_mapping;
         let m = one(r#", "ttl": 60, "ttl_on_write": true"#, "write-behind").unwrap();
         assert_eq!((m.all()[0].ttl, m.all()[0].ttl_on_write), (Some(Duration::from_secs(60)), true));
         assert!(one(r#", "ttl": 0"#, "write-behind").unwrap_err().contains("above 0"));
@@ -710,11 +713,7 @@ mod tests {
 
     #[test]
     fn cache_options_are_checked_at_load() {
-        let one = |extra: &str, mode: &str| {
-            Mappings::parse(&format!(
-                r#"{{"mappings": [{{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id", "mode": "{mode}"{extra}}}]}}"#
-            ))
-        };
+        let one = one_mapping;
         let m = one(r#", "read_through": true, "fill_on_write": true"#, "write-behind").unwrap();
         assert!(m.any_read_through() && m.all()[0].read_through && m.all()[0].fill_on_write);
         assert!(one(r#", "read_through": true"#, "read-only").unwrap().any_read_through());
