@@ -126,15 +126,24 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_bin()));
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
+            // Another process (a parallel test, a benchmark) may have taken the
+            // port between `free_port` and the bind: only our own server counts.
             if let Ok(mut c) = self.try_connection() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                let info: redis::RedisResult<String> = redis::cmd("INFO").arg("server").query(&mut c);
+                if info.is_ok_and(|i| i.contains(&format!("process_id:{pid}\r\n"))) {
                     return;
                 }
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                if self.log().contains("Address already in use") {
+                    self.port = free_port();
+                    self.args[1] = self.port.to_string();
+                    return self.spawn();
+                }
                 panic!("server exited with {status}:\n{}", self.log());
             }
             assert!(Instant::now() < deadline, "server did not answer PING:\n{}", self.log());
