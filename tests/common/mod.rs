@@ -132,9 +132,12 @@ impl Server {
         loop {
             // Another process (a parallel test, a benchmark) may have taken the
             // port between `free_port` and the bind: only our own server counts.
+            // INFO answers while the dataset loads; PING waits for it.
             if let Ok(mut c) = self.try_connection() {
                 let info: redis::RedisResult<String> = redis::cmd("INFO").arg("server").query(&mut c);
-                if info.is_ok_and(|i| i.contains(&format!("process_id:{pid}\r\n"))) {
+                if info.is_ok_and(|i| i.contains(&format!("process_id:{pid}\r\n")))
+                    && redis::cmd("PING").query::<String>(&mut c).is_ok()
+                {
                     return;
                 }
             }
