@@ -208,6 +208,25 @@ fn a_frozen_broker_shows_down_then_up_and_loses_nothing() {
 }
 
 #[test]
+fn a_broker_killed_and_started_again_is_followed_again() {
+    let (broker, db, server) = setup(&[("retry-max-delay-ms", "300")]);
+    let mut c = server.conn();
+    produce(&broker, 1..=1_500);
+    eventually("the first records", || keys_count(&mut c, "kusers:*") == 1_500);
+    let port = broker.port;
+    drop(broker);
+    eventually("SYNC.STATUS shows the source down", || status(&mut c, "kusers")["kafka"].starts_with("down"));
+    // A memory broker comes back empty: its logs restart at offset 0, behind
+    // the offsets Redis holds, so the source starts again from the earliest.
+    let broker = Broker::start_on(port);
+    broker.create_topic(TOPIC, 3);
+    produce(&broker, 1_501..=1_800);
+    eventually("the records after the restart", || keys_count(&mut c, "kusers:*") == 1_800);
+    eventually("up again", || status(&mut c, "kusers")["kafka"] == "up");
+    eventually("every row", || pg_count(&db) == 1_800);
+}
+
+#[test]
 fn a_broker_down_at_start_is_waited_for() {
     let port = free_port();
     let db = test_db(SQL);

@@ -119,6 +119,11 @@ impl Broker {
             Ok(Err(e)) => return Err(FetchError::Other(format!("fetch: {e}"))),
             Err(_) => return Err(FetchError::Other(format!("fetch: no answer within {} s", CALL_TIMEOUT.as_secs()))),
         };
+        // A position past the log's end (a broker that lost its log, a topic made
+        // again) is out of range too, though some brokers answer it with nothing.
+        if end < offset {
+            return Err(FetchError::OutOfRange);
+        }
         let records = records
             .into_iter()
             .filter(|r| r.offset >= offset)
