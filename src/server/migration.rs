@@ -22,6 +22,9 @@
 //!    back the changes of rows whose log is still here (`MIGRATE` failed);
 //!    clients waiting in `SYNC.HSET` for a row that left are told so.
 //!
+//! The node's own dead-letter list, when its slot leaves, is merged into the
+//! list under the node's next home tag instead (`deadletter::absorb`).
+//!
 //! `MIGRATE` deletes the keys here (a `del` event, which capture never takes for
 //! a row delete: DEL and UNLINK reach it as `SYNC.DELETE`), and the new node
 //! restores them with `RESTORE-ASKING`, which capture does not take for a write.
@@ -33,6 +36,7 @@ use crate::model::row_id::check_id;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::server::client_call::ClientReply;
 use crate::server::cluster;
+use crate::server::deadletter;
 use crate::server::journal;
 use crate::server::redis_io::warn;
 use crate::server::waiters;
@@ -90,6 +94,11 @@ pub fn migrate(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
         }
     };
     for key in &args.keys {
+        // The node's dead letters stay with it (under its new home tag) while it
+        // keeps a slot of its own.
+        if !args.copy && deadletter::is_deadletter_key(key) && deadletter::absorb(ctx, key) {
+            continue;
+        }
         let Some(unit) = unit_of(ctx, rt, key) else {
             // A COPY leaves the rows here: their logs stay, or two nodes would sync them.
             if !(args.copy && journal::is_log_key(key)) {

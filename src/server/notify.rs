@@ -1,8 +1,15 @@
 //! Change notifications: every change applied in either direction is published on
 //! `<notify>:<id>` as JSON, and appended to the mapping's changelog stream when it
 //! has one (so consumers that were away can catch up with consumer groups).
+//!
+//! In a cluster, `PUBLISH` reaches subscribers on every node; with
+//! `notify_sharded` the event goes out with `SPUBLISH` on `<notify>:{<key>}`,
+//! a channel in the row's own slot, which only that shard carries. The
+//! changelog stream is per node there: `<stream>:{<tag>}`, the tag putting it
+//! in a slot the node owns (`cluster::home_tag`).
 
 use crate::model::mapping::Mapping;
+use crate::server::cluster;
 use crate::server::redis_io::{call_logged, publish};
 use redis_module::Context;
 use serde::Serialize;
@@ -64,15 +71,23 @@ pub fn send(ctx: &Context, mapping: &Mapping, event: &Event<'_>) {
     }
     let Ok(json) = serde_json::to_string(event) else { return };
     if let Some(prefix) = &mapping.notify {
-        let channel = format!("{prefix}:{}", event.id);
-        publish(ctx, channel.as_bytes(), json.as_bytes());
+        match mapping.notify_sharded {
+            false => publish(ctx, "PUBLISH", format!("{prefix}:{}", event.id).as_bytes(), json.as_bytes()),
+            true => publish(ctx, "SPUBLISH", format!("{prefix}:{{{}}}", event.key).as_bytes(), json.as_bytes()),
+        }
     }
     if let Some(log) = &mapping.changelog {
+        let Some(stream) = changelog_key(ctx, &log.stream) else { return };
         let maxlen = log.maxlen.to_string();
-        call_logged(
-            ctx,
-            "XADD",
-            &[log.stream.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event", json.as_bytes()],
-        );
+        call_logged(ctx, "XADD", &[&stream, b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event", json.as_bytes()]);
     }
+}
+
+/// The changelog stream this node appends to: `stream` on a single server,
+/// `<stream>:{<tag>}` in a cluster (`None` on a node that owns no slot).
+pub fn changelog_key(ctx: &Context, stream: &str) -> Option<Vec<u8>> {
+    if !cluster::enabled() {
+        return Some(stream.as_bytes().to_vec());
+    }
+    cluster::home_tag(ctx).map(|tag| [stream.as_bytes(), b":{", &tag, b"}"].concat())
 }

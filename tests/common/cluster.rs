@@ -142,3 +142,83 @@ impl Cluster {
         self.nodes.iter().map(|n| format!("--- node {}\n{}", n.port, n.log())).collect()
     }
 }
+
+/// The node id of the server on `port`.
+pub fn node_id(port: u16) -> String {
+    redis::cmd("CLUSTER").arg("MYID").query(&mut connect(port)).expect("CLUSTER MYID")
+}
+
+/// The hash slot of `key`.
+pub fn key_slot(port: u16, key: &str) -> u16 {
+    redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query(&mut connect(port)).expect("CLUSTER KEYSLOT")
+}
+
+/// Slot ranges and the port of their primary, as the node on `port` sees them.
+pub fn slot_owners(port: u16) -> Vec<(u16, u16, u16)> {
+    let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut connect(port)).expect("CLUSTER SLOTS");
+    ranges
+        .iter()
+        .filter_map(|range| {
+            let redis::Value::Array(items) = range else { return None };
+            let first: u16 = redis::from_redis_value(&items[0]).ok()?;
+            let last: u16 = redis::from_redis_value(&items[1]).ok()?;
+            let redis::Value::Array(primary) = &items[2] else { return None };
+            let port: u16 = redis::from_redis_value(&primary[1]).ok()?;
+            Some((first, last, port))
+        })
+        .collect()
+}
+
+/// The port of the primary serving `slot`.
+pub fn owner_of(port: u16, slot: u16) -> u16 {
+    slot_owners(port).iter().find(|(a, b, _)| (*a..=*b).contains(&slot)).map(|o| o.2).expect("slot served")
+}
+
+/// Moves `slot` to the primary on `to` as `redis-cli --cluster reshard` does:
+/// IMPORTING and MIGRATING, `MIGRATE` of `keys` (or, when empty, of the keys
+/// the source lists, 10 at a time, until none is left), then NODE everywhere.
+pub fn move_slot(cluster: &Cluster, slot: u16, to: u16, keys: &[&str]) {
+    let from = owner_of(to, slot);
+    let (from_id, to_id) = (node_id(from), node_id(to));
+    let setslot = |port: u16, state: &str, id: &str| {
+        let _: () = redis::cmd("CLUSTER").arg("SETSLOT").arg(slot).arg(state).arg(id).query(&mut connect(port)).unwrap();
+    };
+    setslot(to, "IMPORTING", &from_id);
+    setslot(from, "MIGRATING", &to_id);
+    let migrate = |keys: &[String]| {
+        let mut cmd = redis::cmd("MIGRATE");
+        cmd.arg("127.0.0.1").arg(to).arg("").arg(0).arg(5000).arg("KEYS").arg(keys);
+        let reply: String = cmd.query(&mut connect(from)).expect("MIGRATE");
+        reply
+    };
+    if !keys.is_empty() {
+        migrate(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>());
+    }
+    loop {
+        let left: Vec<String> =
+            redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(10).query(&mut connect(from)).unwrap();
+        if left.is_empty() || !keys.is_empty() {
+            assert!(left.is_empty(), "keys left behind in slot {slot}: {left:?}");
+            break;
+        }
+        migrate(&left);
+    }
+    for port in cluster.primaries() {
+        setslot(port, "NODE", &to_id);
+    }
+}
+
+/// Keys the node on `port` holds in slots it does not own: its `DBSIZE` minus
+/// `CLUSTER COUNTKEYSINSLOT` of each slot it owns.
+pub fn keys_outside_owned_slots(port: u16) -> i64 {
+    let mut c = connect(port);
+    let mut pipe = redis::pipe();
+    for (first, last, _) in slot_owners(port).into_iter().filter(|o| o.2 == port) {
+        for slot in first..=last {
+            pipe.cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot);
+        }
+    }
+    let counts: Vec<i64> = pipe.query(&mut c).expect("COUNTKEYSINSLOT");
+    let size: i64 = redis::cmd("DBSIZE").query(&mut c).expect("DBSIZE");
+    size - counts.iter().sum::<i64>()
+}

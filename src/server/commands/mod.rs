@@ -244,7 +244,8 @@ fn check_reload_access(ctx: &Context, rt: &Runtime, mappings: &[usize]) -> Resul
         let what = format!("SYNC.RELOAD writes the keys of mapping \"{}\"", m.name);
         caller.check_prefix(ctx, m.key_prefix.as_bytes(), Access::Write, &what)?;
         if let (true, Some(log)) = (m.notify_reload, &m.changelog) {
-            caller.check(ctx, log.stream.as_bytes(), Access::Write)?;
+            let stream = crate::server::notify::changelog_key(ctx, &log.stream).unwrap_or_default();
+            caller.check(ctx, &stream, Access::Write)?;
         }
     }
     Ok(())
