@@ -64,6 +64,8 @@ struct RawMapping {
     #[serde(default)]
     notify_reload: bool,
     #[serde(default)]
+    notify_sharded: bool,
+    #[serde(default)]
     changelog: Option<Changelog>,
     #[serde(default)]
     ttl: Option<u64>,
@@ -200,6 +202,9 @@ pub struct Mapping {
     pub notify_payload: NotifyPayload,
     /// Whether `SYNC.RELOAD` publishes an event per loaded row too.
     pub notify_reload: bool,
+    /// Whether events go out with sharded pub/sub (`SPUBLISH <notify>:{<key>}`,
+    /// a channel in the row's own cluster slot) instead of `PUBLISH <notify>:<id>`.
+    pub notify_sharded: bool,
     /// Stream that also receives every change event.
     pub changelog: Option<Changelog>,
     /// Expiry of the row hashes the module writes (`"ttl"`, seconds): a cache
@@ -395,7 +400,8 @@ impl Mappings {
 const MAX_NAME_LEN: usize = 56;
 
 /// Keys the module keeps for itself; no mapping may cover them.
-const OWN_KEYS: &[&str] = &["pgsync:{journal}", "pgsync:{deadletter}", OFFSET_PREFIX];
+const OWN_KEYS: &[&str] =
+    &["pgsync:{journal}", "pgsync:{deadletter}", "pgsync:deadletter:{", "pgsync:journal:{", OFFSET_PREFIX];
 
 fn validate(raw: RawMapping) -> Result<Mapping, String> {
     let who = format!("mapping \"{}\"", raw.name);
@@ -458,6 +464,9 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
     if raw.changelog.as_ref().is_some_and(|c| c.stream.is_empty() || c.maxlen == 0) {
         return Err(format!("{who}: \"changelog\" needs a stream name and a maxlen above 0"));
     }
+    if raw.notify_sharded && !matches!(notify, Some(Notify::Prefix(_))) {
+        return Err(format!("{who}: \"notify_sharded\" needs \"notify\" as a channel prefix (a string)"));
+    }
     if raw.ttl == Some(0) {
         return Err(format!("{who}: \"ttl\" is in seconds and must be above 0 (leave it out for no expiry)"));
     }
@@ -491,6 +500,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         notify,
         notify_payload: raw.notify_payload,
         notify_reload: raw.notify_reload,
+        notify_sharded: raw.notify_sharded,
         changelog: raw.changelog,
         ttl: raw.ttl.map(Duration::from_secs),
         ttl_on_write: raw.ttl_on_write,

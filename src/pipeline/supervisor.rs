@@ -17,6 +17,7 @@ use crate::pg;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::pipeline::schema_checker;
 use crate::pipeline::worker;
+use crate::server::cluster;
 use crate::server::config;
 use crate::server::eviction;
 use crate::server::filter;
@@ -68,6 +69,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let mappings = Mappings::load(&path)?;
     crate::sources::documents::check_stores(ctx, &mappings)?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
+    cluster::detect(ctx);
     let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
     let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), pg::conninfo::redact(&url));
     let rt = runtime::install(Runtime::new(mappings, settings, replica))?;
@@ -143,6 +145,8 @@ fn keep_worker(rt: &Runtime, slot: usize) -> bool {
 /// dataset when `pgsync.reload-on-start` asks for it.
 pub fn on_cron(ctx: &Context) {
     let Some(rt) = runtime::get() else { return };
+    // Slots can change hands without a command here (gossip after a failover).
+    cluster::invalidate();
     if rt.is_replica() || ctx.get_flags().contains(ContextFlags::LOADING) {
         return;
     }
@@ -189,6 +193,7 @@ fn recovery_tick(ctx: &Context, _: ()) {
 pub fn on_role_changed(replica: bool) {
     let Some(rt) = runtime::get() else { return };
     rt.replica.store(replica, Ordering::Relaxed);
+    cluster::invalidate();
     // A replica's journal is its primary's; a promoted one recovers it.
     rt.dirty.restart();
     if replica {

@@ -23,6 +23,7 @@ use crate::server::read_through::loads;
 use crate::server::redis_io::{hgetall, is_own_write, selected_db, warn};
 use crate::server::replies;
 use crate::server::ttl;
+use crate::server::{cluster, migration};
 use redis_module::{Context, ContextFlags, NotifyEvent, RedisError};
 
 /// The row a captured key writes to.
@@ -216,8 +217,12 @@ pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8])
 /// new key's hash upserted), RESTORE, COPY and MOVE are captured as whole keys.
 /// `del` is not: DEL and UNLINK come through `SYNC.DELETE`, and every other `del`
 /// (a hash's last field removed or expired, MIGRATE moving a key away) deletes
-/// nothing in Postgres.
+/// nothing in Postgres. A key arriving by `RESTORE-ASKING` (resharding) is no
+/// write either (`migration.rs`).
 pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
+    if event == "restore" && cluster::arriving() {
+        return guard(|| migration::on_arrival(ctx, key));
+    }
     let gone = match event {
         "rename_from" | "move_from" => true,
         "rename_to" | "restore" | "copy_to" | "move_to" => false,

@@ -19,6 +19,7 @@ use crate::model::mapping::Mapping;
 use crate::model::queue::RowKey;
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime;
+use crate::server::cluster;
 use crate::server::config;
 use crate::server::redis_io::{bytes, call, call_logged, own_writes, warn};
 use redis_module::{Context, RedisValue};
@@ -26,11 +27,40 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The dead-letter hash: entry id → JSON entry. ACL checks of the list are made
-/// against this key.
+/// The dead-letter hash of a single server: entry id → JSON entry.
 pub const DEADLETTER_KEY: &str = "pgsync:{deadletter}";
-/// The order of the entries: entry id scored by the time (µs) of its latest failure.
+/// The order of a single server's entries: entry id scored by the time (µs) of its latest failure.
 pub const ORDER_KEY: &str = "pgsync:{deadletter}:order";
+
+/// The dead-letter keys of this node: [`DEADLETTER_KEY`] and [`ORDER_KEY`] on
+/// a single server; in a cluster, `pgsync:deadletter:{<tag>}` and
+/// `pgsync:deadletter:{<tag>}:order`, the tag putting them in a slot this node
+/// owns (`cluster::home_tag`), so every primary keeps its own list.
+pub struct Keys {
+    /// entry id → JSON entry; ACL checks of the list are made against it.
+    pub hash: Vec<u8>,
+    /// entry ids by time of the latest rejection.
+    pub order: Vec<u8>,
+}
+
+/// Prefix of the dead-letter keys of cluster nodes.
+pub const CLUSTER_PREFIX: &str = "pgsync:deadletter:{";
+
+/// This node's dead-letter keys; see [`Keys`]. Needs the Redis lock.
+pub fn keys(ctx: &Context) -> Keys {
+    match cluster::home_tag(ctx) {
+        Some(tag) => {
+            let hash = [CLUSTER_PREFIX.as_bytes(), &tag, b"}"].concat();
+            Keys { order: [hash.as_slice(), b":order"].concat(), hash }
+        }
+        None => Keys { hash: DEADLETTER_KEY.as_bytes().to_vec(), order: ORDER_KEY.as_bytes().to_vec() },
+    }
+}
+
+/// Whether `key` is a dead-letter key (of this node or another one).
+pub fn is_deadletter_key(key: &[u8]) -> bool {
+    key == DEADLETTER_KEY.as_bytes() || key == ORDER_KEY.as_bytes() || key.starts_with(CLUSTER_PREFIX.as_bytes())
+}
 
 /// How many index members one step of a walk reads.
 const STEP: usize = 500;
@@ -190,13 +220,14 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
 fn store(ctx: &Context, entry_id: &str, entry: DeadLetter) {
     // Scores are µs and strictly increasing, so the order is the order of the
     // rejections even within one millisecond, and SYNC.FAILED lists them so.
-    let newest = match call(ctx, "ZRANGE", &[ORDER_KEY.as_bytes(), b"-1", b"-1", b"WITHSCORES"]) {
+    let keys = keys(ctx);
+    let newest = match call(ctx, "ZRANGE", &[&keys.order, b"-1", b"-1", b"WITHSCORES"]) {
         Ok(RedisValue::Array(items)) => items.get(1).and_then(integer).unwrap_or(0),
         _ => 0,
     };
     let score = now_us().max(u64::try_from(newest).unwrap_or(0) + 1);
     let time_ms = score / 1000;
-    let previous = tally(ctx, entry_id);
+    let previous = tally(ctx, &keys, entry_id);
     let entry = DeadLetter {
         time_ms,
         first_time_ms: previous.as_ref().map_or(time_ms, Tally::first),
@@ -208,10 +239,51 @@ fn store(ctx: &Context, entry_id: &str, entry: DeadLetter) {
     };
     let score = score.to_string();
     own_writes(|| {
-        call_logged(ctx, "HSET", &[DEADLETTER_KEY.as_bytes(), entry_id.as_bytes(), json.as_bytes()]);
-        call_logged(ctx, "ZADD", &[ORDER_KEY.as_bytes(), score.as_bytes(), entry_id.as_bytes()]);
-        trim(ctx, config::count(&config::DEADLETTER_MAX));
+        call_logged(ctx, "HSET", &[&keys.hash, entry_id.as_bytes(), json.as_bytes()]);
+        call_logged(ctx, "ZADD", &[&keys.order, score.as_bytes(), entry_id.as_bytes()]);
+        trim(ctx, &keys, config::count(&config::DEADLETTER_MAX));
     });
+}
+
+/// Moves the entries of another dead-letter list of this node (named by its hash
+/// or its order key) into the node's own list, keeping the newer entry of a row
+/// present in both, then deletes the other list. For resharding: when the slot
+/// of the node's list is moved away, the list stays with the node under its new
+/// home tag instead of leaving with the slot. O(entries moved), at most
+/// `pgsync.deadletter-max`, once per move of that slot. Returns whether the
+/// other list is gone.
+pub fn absorb(ctx: &Context, other: &[u8]) -> bool {
+    let keys = keys(ctx);
+    let other_hash = other.strip_suffix(b":order").unwrap_or(other).to_vec();
+    // Without a home slot of its own (the node's last slot leaves), the list
+    // leaves with its slot.
+    let homed = keys.hash.starts_with(CLUSTER_PREFIX.as_bytes());
+    if !homed || other_hash == keys.hash || !other_hash.starts_with(CLUSTER_PREFIX.as_bytes()) {
+        return false;
+    }
+    let other_order = [other_hash.as_slice(), b":order"].concat();
+    let entries = match crate::server::redis_io::hgetall(ctx, &other_hash) {
+        Ok(entries) => entries,
+        Err(e) => {
+            warn(&format!("cannot read the dead letters {}: {e}", other_hash.escape_ascii()));
+            return false;
+        }
+    };
+    own_writes(|| {
+        for (id, json) in entries {
+            let Ok(entry) = serde_json::from_slice::<Tally>(&json) else { continue };
+            let ours = std::str::from_utf8(&id).ok().and_then(|id| tally(ctx, &keys, id));
+            if ours.is_some_and(|ours| ours.time_ms >= entry.time_ms) {
+                continue;
+            }
+            let score = (entry.time_ms * 1000).to_string();
+            call_logged(ctx, "HSET", &[&keys.hash, &id, &json]);
+            call_logged(ctx, "ZADD", &[&keys.order, score.as_bytes(), &id]);
+        }
+        call_logged(ctx, "DEL", &[&other_hash, &other_order]);
+        trim(ctx, &keys, config::count(&config::DEADLETTER_MAX));
+    });
+    true
 }
 
 /// What a new rejection of a row takes over from its entry. Read alone, so the
@@ -236,14 +308,14 @@ impl Tally {
     }
 }
 
-fn tally(ctx: &Context, entry: &str) -> Option<Tally> {
-    let json = call(ctx, "HGET", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()]).ok()?;
+fn tally(ctx: &Context, keys: &Keys, entry: &str) -> Option<Tally> {
+    let json = call(ctx, "HGET", &[&keys.hash, entry.as_bytes()]).ok()?;
     serde_json::from_slice(&bytes(&json)?).ok()
 }
 
 /// Drops the stalest entries past `max`, counting the drops per mapping.
-fn trim(ctx: &Context, max: usize) {
-    let size = match call(ctx, "ZCARD", &[ORDER_KEY.as_bytes()]) {
+fn trim(ctx: &Context, keys: &Keys, max: usize) {
+    let size = match call(ctx, "ZCARD", &[&keys.order]) {
         Ok(RedisValue::Integer(n)) => usize::try_from(n).unwrap_or(0),
         _ => return,
     };
@@ -251,7 +323,7 @@ fn trim(ctx: &Context, max: usize) {
         return;
     }
     let last = (size - max - 1).to_string();
-    let range: [&[u8]; 3] = [ORDER_KEY.as_bytes(), b"0", last.as_bytes()];
+    let range: [&[u8]; 3] = [&keys.order, b"0", last.as_bytes()];
     let dropped: Vec<Vec<u8>> = match call(ctx, "ZRANGE", &range) {
         Ok(RedisValue::Array(items)) => items.iter().filter_map(bytes).collect(),
         Ok(_) => Vec::new(),
@@ -264,7 +336,7 @@ fn trim(ctx: &Context, max: usize) {
     if dropped.is_empty() {
         return;
     }
-    let mut args: Vec<&[u8]> = vec![DEADLETTER_KEY.as_bytes()];
+    let mut args: Vec<&[u8]> = vec![&keys.hash];
     args.extend(dropped.iter().map(Vec::as_slice));
     call_logged(ctx, "HDEL", &args);
     let Some(rt) = runtime::get() else { return };
@@ -278,13 +350,13 @@ fn trim(ctx: &Context, max: usize) {
 
 /// The entry `entry`, if there is one.
 pub fn get(ctx: &Context, entry: &str) -> Result<Option<DeadLetter>, String> {
-    let json = call(ctx, "HGET", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()])?;
+    let json = call(ctx, "HGET", &[&keys(ctx).hash, entry.as_bytes()])?;
     Ok(bytes(&json).and_then(|json| serde_json::from_slice(&json).ok()))
 }
 
 /// Whether there is an entry `entry` (without reading it).
 pub fn exists(ctx: &Context, entry: &str) -> Result<bool, String> {
-    Ok(matches!(call(ctx, "HEXISTS", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()])?, RedisValue::Integer(1)))
+    Ok(matches!(call(ctx, "HEXISTS", &[&keys(ctx).hash, entry.as_bytes()])?, RedisValue::Integer(1)))
 }
 
 /// Walks the entry ids oldest first, a step at a time, and returns up to `max`
@@ -292,9 +364,10 @@ pub fn exists(ctx: &Context, entry: &str) -> Result<bool, String> {
 pub fn ids(ctx: &Context, max: usize, wanted: &mut dyn FnMut(&str) -> bool) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut start = 0usize;
+    let order = keys(ctx).order;
     while out.len() < max {
         let stop = (start + STEP - 1).to_string();
-        let page = match call(ctx, "ZRANGE", &[ORDER_KEY.as_bytes(), start.to_string().as_bytes(), stop.as_bytes()])? {
+        let page = match call(ctx, "ZRANGE", &[&order, start.to_string().as_bytes(), stop.as_bytes()])? {
             RedisValue::Array(items) => items.iter().filter_map(bytes).collect::<Vec<_>>(),
             _ => Vec::new(),
         };
@@ -318,7 +391,8 @@ pub fn entries(ctx: &Context, ids: Vec<String>) -> Result<Vec<(String, DeadLette
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let mut args: Vec<&[u8]> = vec![DEADLETTER_KEY.as_bytes()];
+    let hash = keys(ctx).hash;
+    let mut args: Vec<&[u8]> = vec![&hash];
     args.extend(ids.iter().map(String::as_bytes));
     let values = match call(ctx, "HMGET", &args)? {
         RedisValue::Array(values) => values,
@@ -333,9 +407,10 @@ pub fn entries(ctx: &Context, ids: Vec<String>) -> Result<Vec<(String, DeadLette
 
 /// Removes one entry; returns whether it existed.
 pub fn remove(ctx: &Context, entry: &str) -> bool {
+    let keys = keys(ctx);
     own_writes(|| {
-        let _ = call(ctx, "ZREM", &[ORDER_KEY.as_bytes(), entry.as_bytes()]);
-        matches!(call(ctx, "HDEL", &[DEADLETTER_KEY.as_bytes(), entry.as_bytes()]), Ok(RedisValue::Integer(1)))
+        let _ = call(ctx, "ZREM", &[&keys.order, entry.as_bytes()]);
+        matches!(call(ctx, "HDEL", &[&keys.hash, entry.as_bytes()]), Ok(RedisValue::Integer(1)))
     })
 }
 

@@ -6,7 +6,7 @@
 //! eviction of one of its keys.
 
 use crate::model::guard::guard;
-use crate::server::deadletter::{DEADLETTER_KEY, ORDER_KEY};
+use crate::server::deadletter::{is_deadletter_key, DEADLETTER_KEY, ORDER_KEY};
 use crate::server::journal::is_journal_key;
 use crate::server::notify::now_ms;
 use crate::server::redis_io::{api, bytes, call, warn};
@@ -62,7 +62,7 @@ pub fn policy_risk(policy: &str) -> Option<String> {
     policy.to_ascii_lowercase().starts_with("allkeys-").then(|| {
         format!(
             "maxmemory-policy is {policy}: when maxmemory is reached, Redis may evict the pgsync journal \
-             (pgsync:{{journal}}, pgsync:journal:*) and dead-letter keys ({DEADLETTER_KEY}, {ORDER_KEY}) like \
+             (pgsync:{{journal}}, pgsync:journal:*) and dead-letter keys ({DEADLETTER_KEY}, {ORDER_KEY}, or pgsync:deadletter:{{...}} in a cluster) like \
              any other key. Pending changes stay queued in memory and still land, but a restart before they do \
              loses them, and evicted dead letters are gone. Use a volatile-* policy (give cache keys a TTL) or \
              noeviction; every such eviction is logged and counted in journal_evictions (SYNC.STATUS, INFO pgsync)"
@@ -72,7 +72,7 @@ pub fn policy_risk(policy: &str) -> Option<String> {
 
 /// Whether `key` is one of the module's own keys, which must not be evicted.
 pub fn is_module_key(key: &[u8]) -> bool {
-    is_journal_key(key) || key == DEADLETTER_KEY.as_bytes() || key == ORDER_KEY.as_bytes()
+    is_journal_key(key) || is_deadletter_key(key)
 }
 
 extern "C" fn on_evicted(

@@ -5,6 +5,8 @@
 //! command, also inside MULTI (when a command is queued) and in scripts, so it only
 //! compares the command name and, for the few write commands, one key prefix.
 //! The module's own calls are not filtered (`NOSELF`, and its own-write flag).
+//! In a cluster it also routes `MIGRATE` through `SYNC.MIGRATE` and tells
+//! `cluster.rs` which command runs next (see `server/migration.rs`).
 
 use crate::model::intent::Command;
 use crate::model::mapping::{KeyRole, Mode};
@@ -12,6 +14,7 @@ use crate::model::read_command::ReadCommand;
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime;
 use crate::server::capture::captured;
+use crate::server::cluster;
 use crate::server::read_through::probe;
 use crate::server::redis_io::is_own_write;
 use redis_module::raw;
@@ -59,10 +62,13 @@ fn arg<'a>(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int) -> Option<&'
 fn wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static [u8]> {
     // SAFETY: as in `arg`.
     let count = unsafe { raw::RedisModule_CommandFilterArgsCount.map_or(0, |f| f(fctx)) };
+    let name = arg(fctx, 0)?;
+    if let Some(wrapper) = cluster::on_command(name) {
+        return Some(wrapper);
+    }
     if count < 2 {
         return None;
     }
-    let name = arg(fctx, 0)?;
     match Command::from_name(name) {
         Some(command) => write_wrapper(fctx, count, command),
         None => read_wrapper(fctx, count, name),

@@ -2,9 +2,16 @@
 //! `<notify>:<id>`, or on each of the mapping's channel templates filled from the
 //! row, as JSON or as the bare id, and appended to the mapping's changelog stream
 //! when it has one (so consumers that were away can catch up with consumer groups).
+//!
+//! In a cluster, `PUBLISH` reaches subscribers on every node; with
+//! `notify_sharded` (the `<notify>:<id>` form) the event goes out with `SPUBLISH`
+//! on `<notify>:{<key>}`, a channel in the row's own slot, which only that shard
+//! carries. The changelog stream is per node there: `<stream>:{<tag>}`, the tag
+//! putting it in a slot the node owns (`cluster::home_tag`).
 
 use crate::model::mapping::{Mapping, Notify, NotifyPayload};
 use crate::model::stats::MappingStats;
+use crate::server::cluster;
 use crate::server::hash_key::Key;
 use crate::server::redis_io::{call_logged, publish, string};
 use redis_module::Context;
@@ -73,11 +80,14 @@ pub fn send(ctx: &Context, mapping: &Mapping, stats: &MappingStats, event: &Even
         NotifyPayload::Id => event.id.as_bytes(),
     };
     match &mapping.notify {
-        Some(Notify::Prefix(prefix)) => publish(ctx, format!("{prefix}:{}", event.id).as_bytes(), message),
+        Some(Notify::Prefix(prefix)) if mapping.notify_sharded => {
+            publish(ctx, "SPUBLISH", format!("{prefix}:{{{}}}", event.key).as_bytes(), message)
+        }
+        Some(Notify::Prefix(prefix)) => publish(ctx, "PUBLISH", format!("{prefix}:{}", event.id).as_bytes(), message),
         Some(Notify::Channels(templates)) => {
             for template in templates {
                 match template.render(|name| value_of(ctx, mapping, event, name)) {
-                    Ok(channel) => publish(ctx, channel.as_bytes(), message),
+                    Ok(channel) => publish(ctx, "PUBLISH", channel.as_bytes(), message),
                     Err(_) => MappingStats::bump(&stats.notify_skipped, 1),
                 }
             }
@@ -85,12 +95,9 @@ pub fn send(ctx: &Context, mapping: &Mapping, stats: &MappingStats, event: &Even
         None => {}
     }
     if let Some(log) = &mapping.changelog {
+        let Some(stream) = changelog_key(ctx, &log.stream) else { return };
         let maxlen = log.maxlen.to_string();
-        call_logged(
-            ctx,
-            "XADD",
-            &[log.stream.as_bytes(), b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event", json.as_bytes()],
-        );
+        call_logged(ctx, "XADD", &[&stream, b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event", json.as_bytes()]);
     }
 }
 
@@ -107,4 +114,13 @@ fn value_of(ctx: &Context, mapping: &Mapping, event: &Event<'_>, name: &str) -> 
     }
     let value = hash.get(&string(ctx, name.as_bytes()))?;
     Some(String::from_utf8_lossy(value.as_slice()).into_owned())
+}
+
+/// The changelog stream this node appends to: `stream` on a single server,
+/// `<stream>:{<tag>}` in a cluster (`None` on a node that owns no slot).
+pub fn changelog_key(ctx: &Context, stream: &str) -> Option<Vec<u8>> {
+    if !cluster::enabled() {
+        return Some(stream.as_bytes().to_vec());
+    }
+    cluster::home_tag(ctx).map(|tag| [stream.as_bytes(), b":{", &tag, b"}"].concat())
 }

@@ -63,12 +63,13 @@ pub fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<RedisValue, 
     call_with(ctx, &CallOptionsBuilder::new().replicate().errors_as_replies().build(), command, args)
 }
 
-/// Publishes a message on this server only: notifications are not data, so they
-/// are not written to the AOF or sent to replicas.
-pub fn publish(ctx: &Context, channel: &[u8], message: &[u8]) {
+/// Publishes a message (`command`: `PUBLISH` or `SPUBLISH`) without writing it
+/// to the AOF or sending it to replicas: notifications are not data (a cluster
+/// carries them to other nodes itself).
+pub fn publish(ctx: &Context, command: &str, channel: &[u8], message: &[u8]) {
     let options = CallOptionsBuilder::new().errors_as_replies().build();
-    if let Err(e) = call_with(ctx, &options, "PUBLISH", &[channel, message]) {
-        warn(&format!("PUBLISH failed: {e}"));
+    if let Err(e) = call_with(ctx, &options, command, &[channel, message]) {
+        warn(&format!("{command} failed: {e}"));
     }
 }
 

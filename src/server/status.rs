@@ -70,6 +70,7 @@ pub fn module_figures(rt: &Runtime) -> Vec<(&'static str, Figure)> {
         ("module_bytes", Figure::Int(module_bytes() as i64)),
         ("unsynced_rows", Figure::Int(unsynced as i64)),
         ("journal_evictions", Figure::Int(journal_evictions() as i64)),
+        ("cluster", Figure::Text(crate::server::cluster::describe())),
     ]
 }
 

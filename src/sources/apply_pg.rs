@@ -1,11 +1,13 @@
 //! Postgres -> Redis apply: writes rows read from Postgres (by the listener, a
 //! reload or a TRUNCATE's clearing) into their hashes, skipping the rows Redis
-//! changed since the read began, since Redis is newer for those.
+//! changed since the read began, since Redis is newer for those, and, in a
+//! cluster, the rows whose key is another node's (`cluster::place`).
 
 use crate::model::mapping::Mapping;
 use crate::model::queue::Snapshot;
 use crate::pg::reader::PgRow;
 use crate::pipeline::runtime::Runtime;
+use crate::server::cluster::{self, Place};
 use crate::server::hash_key::Key;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::read_through::loads;
@@ -13,11 +15,22 @@ use crate::server::redis_io::{own_writes, replicate, string, warn};
 use crate::server::ttl;
 use redis_module::{raw, Context, NotifyEvent, RedisString, ThreadSafeContext};
 
+/// What [`apply_pg_rows`] did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Ids to read and apply again later: Redis changed them since the
+    /// snapshot, or their slot is moving between cluster nodes.
+    pub later: Vec<String>,
+    /// Rows written (or deleted) here; in a cluster, rows of other nodes' keys
+    /// are neither written nor counted.
+    pub written: usize,
+}
+
 /// Writes rows read from Postgres (listener, reload) into their hashes, under one
 /// short lock: mapped fields are set, NULL columns removed, unmapped fields kept.
 /// `gone` lists ids whose row no longer exists: their keys are deleted. Rows Redis
 /// changed since `snapshot` (taken before the read) are skipped, since Redis is
-/// newer for them; their ids are returned.
+/// newer for them, and so are keys this cluster node does not own; see [`Applied`].
 pub fn apply_pg_rows(
     rt: &Runtime,
     mapping: usize,
@@ -25,9 +38,9 @@ pub fn apply_pg_rows(
     rows: &[PgRow],
     gone: &[String],
     source: Source,
-) -> Vec<String> {
+) -> Applied {
     let m = &rt.mappings.all()[mapping];
-    let mut skipped = Vec::new();
+    let mut applied = Applied::default();
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
     // Checked under the Redis lock, so capture (which needs it) cannot dirty a row
@@ -37,12 +50,28 @@ pub fn apply_pg_rows(
     let newer = |id: &str| newer_ids.contains(id);
     loads::rows_changed(mapping, rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str)));
     own_writes(|| {
+        // Keys of other nodes are theirs to write; a key whose slot is moving is
+        // read again once the move is over.
+        let mut mine = |id: &str, key: &str| match cluster::place(&ctx, key.as_bytes()) {
+            _ if newer(id) => {
+                applied.later.push(id.to_string());
+                false
+            }
+            Place::Mine => {
+                applied.written += 1;
+                true
+            }
+            Place::Moving => {
+                applied.later.push(id.to_string());
+                false
+            }
+            Place::Elsewhere => false,
+        };
         for row in rows {
-            if newer(&row.id) {
-                skipped.push(row.id.clone());
+            let key = m.main_key(&row.id);
+            if !mine(&row.id, &key) {
                 continue;
             }
-            let key = m.main_key(&row.id);
             write_row(&ctx, m, &key, &row.fields);
             if notify::wanted(m, source) {
                 let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
@@ -51,17 +80,16 @@ pub fn apply_pg_rows(
             }
         }
         for id in gone {
-            if newer(id) {
-                skipped.push(id.clone());
+            let key = m.main_key(id);
+            if !mine(id, &key) {
                 continue;
             }
-            let key = m.main_key(id);
             delete_row(&ctx, &key);
             let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
             notify::send(&ctx, m, &rt.stats[mapping], &event);
         }
     });
-    skipped
+    applied
 }
 
 /// Writes one row read from Postgres into its hash with the key API (a command

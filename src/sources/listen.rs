@@ -160,7 +160,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
                 let rows = shape.fetch(&mut client, &ids)?;
                 let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
                 let gone: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
-                later.extend(apply_pg_rows(rt, *mapping, &snapshot, &rows, &gone, Source::Postgres));
+                later.extend(apply_pg_rows(rt, *mapping, &snapshot, &rows, &gone, Source::Postgres).later);
             }
             if !later.is_empty() {
                 deferred.insert(channel, later);

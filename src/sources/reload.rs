@@ -10,6 +10,7 @@ use crate::model::stats::MappingStats;
 use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::reader::{PgRow, Refused, RowShape};
 use crate::pipeline::runtime::Runtime;
+use crate::server::cluster;
 use crate::server::config;
 use crate::server::keyscan::RowKeys;
 use crate::server::notify::Source;
@@ -99,14 +100,18 @@ fn read_and_apply(
         let (chunks, received) = crossbeam_channel::bounded::<Vec<PgRow>>(2);
         let applier = scope.spawn(move || {
             let mut loaded = HashSet::new();
+            let mut written = 0u64;
             for rows in received {
                 if flush {
                     loaded.extend(rows.iter().map(|r| r.id.clone()));
                 }
-                apply_pg_rows(rt, mapping, snapshot, &rows, &[], source);
-                rt.reload_rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                // In a cluster, only this node's rows are written and counted.
+                let applied = apply_pg_rows(rt, mapping, snapshot, &rows, &[], source);
+                let count = if cluster::enabled() { applied.written } else { rows.len() };
+                written += count as u64;
+                rt.reload_rows.fetch_add(count as u64, Ordering::Relaxed);
             }
-            loaded
+            (loaded, written)
         });
         let stopped = || Error::new(ErrorKind::Unavailable, "the reload stopped applying rows");
         let mut refused = Refused::default();
@@ -116,8 +121,8 @@ fn read_and_apply(
         }
         drop(chunks);
         // A panic while applying goes on up to the reload thread's guard.
-        let loaded = applier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        read.map(|count| (count, loaded))
+        let (loaded, written) = applier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        read.map(|_| (written, loaded))
     })
 }
 

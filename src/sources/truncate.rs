@@ -41,7 +41,7 @@ pub fn clear(rt: &Runtime, client: &mut Client, mapping: usize, shape: &RowShape
         // few, so reading them whole costs little.
         let present: HashSet<String> = shape.fetch(client, &candidates)?.into_iter().map(|row| row.id).collect();
         let gone: Vec<String> = candidates.into_iter().filter(|id| !present.contains(id)).collect();
-        kept.extend(apply_pg_rows(rt, mapping, &snapshot, &[], &gone, Source::Postgres));
+        kept.extend(apply_pg_rows(rt, mapping, &snapshot, &[], &gone, Source::Postgres).later);
     }
     Ok(kept)
 }

@@ -3,6 +3,7 @@
 //! and a private Postgres cluster for tests that stop the database.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod items;
 pub mod kafka;
 pub mod scratch;

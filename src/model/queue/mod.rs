@@ -79,6 +79,15 @@ pub struct Backlog {
     pub oldest: Option<Instant>,
 }
 
+/// What [`Queue::hand_off`] did with a row.
+#[derive(Debug)]
+pub enum HandOff {
+    /// The row is in a batch being written: it stays.
+    InFlight,
+    /// The row's queued change, taken out (`None`: nothing was queued).
+    Taken(Option<Entry>),
+}
+
 /// The shared queue; see the module docs.
 #[derive(Default)]
 pub struct Queue {
@@ -283,6 +292,36 @@ impl Queue {
         inner.in_flight.shrink_if_sparse();
         shrink_map(&mut inner.touched);
         inner.order.shrink();
+    }
+
+    /// Takes `row`'s queued change out of the queue, for a hand-off to another
+    /// node (resharding: the row's journal log leaves with its keys, and the node
+    /// receiving them syncs it). `Err(())` when the row is in a batch: its outcome
+    /// is not known yet, so it must not leave now.
+    pub fn hand_off(&self, row: &RowKey) -> HandOff {
+        let mut inner = self.lock();
+        if inner.in_flight.contains_key(row) {
+            return HandOff::InFlight;
+        }
+        let entry = inner.pending.remove(row);
+        if let Some(entry) = &entry {
+            // Its place in line is skipped by `take`, which finds no entry there.
+            inner.unsettled.remove(entry.change.first_version);
+        }
+        drop(inner);
+        self.settled.notify_all();
+        HandOff::Taken(entry)
+    }
+
+    /// Puts back a change [`Queue::hand_off`] took, when the row did not leave
+    /// after all (the `MIGRATE` failed): same versions, front of the line.
+    pub fn take_back(&self, row: RowKey, entry: Entry) {
+        let mut inner = self.lock();
+        inner.unsettled.add(entry.change.first_version);
+        inner.order.push_front(row.clone());
+        inner.pending.insert(row, entry);
+        drop(inner);
+        self.work.notify_all();
     }
 
     /// Forgets every queued change (not those in flight), waking the waiters.

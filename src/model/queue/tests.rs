@@ -219,3 +219,19 @@ fn batches_are_bounded_in_bytes_and_a_big_row_goes_alone() {
     assert_eq!(ids(q.take_batch(limits(10, 100), ALL)), ["3"], "over the bound on its own");
     assert_eq!(ids(q.take_batch(limits(10, 100), ALL)), ["4"]);
 }
+
+#[test]
+fn a_row_in_a_batch_cannot_be_handed_off_and_a_handed_off_row_is_not_taken() {
+    let q = Queue::default();
+    push(&q, row("1"), upsert());
+    push(&q, row("2"), upsert());
+    let batch = q.take_batch(limits(1, usize::MAX), ALL);
+    assert_eq!(batch[0].0, row("1"));
+    assert!(matches!(q.hand_off(&row("1")), HandOff::InFlight));
+    let HandOff::Taken(Some(entry)) = q.hand_off(&row("2")) else { panic!("row 2 was queued") };
+    assert!(take(&q).is_empty(), "a handed-off row is no longer queued");
+    assert_eq!(q.unsettled_up_to(u64::MAX), 1, "only the row in flight is unsettled");
+    q.take_back(row("2"), entry);
+    assert_eq!(take(&q).len(), 1, "taken back, it is queued again");
+    assert!(matches!(q.hand_off(&row("3")), HandOff::Taken(None)));
+}

@@ -8,7 +8,8 @@ use crate::model::mapping::{KeyRole, Mode};
 use crate::pipeline::runtime::Runtime;
 use crate::server::acl::{Access, Caller};
 use crate::server::capture::{self, Target};
-use crate::server::deadletter::{self, DeadLetter, DEADLETTER_KEY};
+use crate::server::cluster;
+use crate::server::deadletter::{self, DeadLetter};
 use crate::sources::kafka;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -43,7 +44,7 @@ pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
     }
     let caller = Caller::of(ctx)?;
-    caller.check(ctx, DEADLETTER_KEY.as_bytes(), Access::Read)?;
+    caller.check(ctx, &deadletter::keys(ctx).hash, Access::Read)?;
     let ids = deadletter::ids(ctx, count, &mut |entry| {
         let Some((m, id)) = deadletter::parse_entry_id(entry) else { return false };
         // An entry shows the row's fields: only readers of the row see it.
@@ -141,8 +142,9 @@ fn select(ctx: &Context, rt: &Runtime, args: &[RedisString], use_: Use) -> Resul
     }
     let caller = Caller::of(ctx)?;
     // Both commands read the list and remove entries from it.
-    caller.check(ctx, DEADLETTER_KEY.as_bytes(), Access::Read)?;
-    caller.check(ctx, DEADLETTER_KEY.as_bytes(), Access::Write)?;
+    let list = deadletter::keys(ctx).hash;
+    caller.check(ctx, &list, Access::Read)?;
+    caller.check(ctx, &list, Access::Write)?;
     let wanted = args[1].to_string_lossy();
     if wanted.eq_ignore_ascii_case("ALL") {
         return deadletter::ids(ctx, usize::MAX, &mut |entry| {
@@ -166,6 +168,7 @@ fn select(ctx: &Context, rt: &Runtime, args: &[RedisString], use_: Use) -> Resul
 pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let mut queued = 0;
+    let named = args.len() == 2 && !args[1].to_string_lossy().eq_ignore_ascii_case("ALL");
     for entry in select(ctx, rt, &args, Use::Retry)? {
         let Some(e) = deadletter::get(ctx, &entry).map_err(redis_err)? else {
             continue;
@@ -186,6 +189,16 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Mode::WriteThrough => (KeyRole::Temp, m.temp_key(&e.id)),
             Mode::WriteBehind | Mode::ReadOnly | Mode::Document => (KeyRole::Main, m.main_key(&e.id)),
         };
+        // In a cluster the row's journal log must go to its own slot: a row that
+        // moved to another node is retried there (after SYNC.DISCARD here).
+        if !cluster::owns_key(ctx, key.as_bytes()) {
+            if named {
+                return Err(RedisError::String(format!(
+                    "ERR pgsync: {key} is in a slot this cluster node does not serve; write the row on its node"
+                )));
+            }
+            continue;
+        }
         let target = Target { mapping, role, id: e.id.clone() };
         capture::record(ctx, rt, &target, key.as_bytes(), e.to_write());
         deadletter::remove(ctx, &entry);

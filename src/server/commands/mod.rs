@@ -77,6 +77,16 @@ fn reload_in_background(
     }
 }
 
+/// `SYNC.MIGRATE MIGRATE ...`: the command filter routes `MIGRATE` here in a
+/// cluster, so a row's keys and unsynced change leave together (`migration.rs`).
+pub fn sync_migrate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    let argv: Vec<Vec<u8>> = args.iter().skip(2).map(|a| a.as_slice().to_vec()).collect();
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    crate::server::migration::migrate(ctx, &argv)
+}
+
 /// `SYNC.HSET key field value [field value ...]`: write-through that replies only
 /// after the row is committed in Postgres, or with Postgres's error.
 pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
@@ -170,11 +180,12 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 /// `SYNC.STATUS [mapping]`: the figures of every mapping, or of one.
-pub fn sync_status(_ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+pub fn sync_status(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if args.len() > 2 {
         return Err(RedisError::WrongArity);
     }
     let rt = runtime_or_err()?;
+    crate::server::cluster::refresh(ctx);
     let mut rest = args.into_iter().skip(1);
     match rest.next_string().ok() {
         Some(name) => {
@@ -233,7 +244,8 @@ fn check_reload_access(ctx: &Context, rt: &Runtime, mappings: &[usize]) -> Resul
         let what = format!("SYNC.RELOAD writes the keys of mapping \"{}\"", m.name);
         caller.check_prefix(ctx, m.key_prefix.as_bytes(), Access::Write, &what)?;
         if let (true, Some(log)) = (m.notify_reload, &m.changelog) {
-            caller.check(ctx, log.stream.as_bytes(), Access::Write)?;
+            let stream = crate::server::notify::changelog_key(ctx, &log.stream).unwrap_or_default();
+            caller.check(ctx, &stream, Access::Write)?;
         }
     }
     Ok(())

@@ -10,7 +10,7 @@ mod legacy;
 pub mod recovery;
 mod store;
 
-pub use recovery::{recover_all, recover_row, recover_step, wait_until_recovered, Recovery};
+pub use recovery::{adopt, recover_all, recover_row, recover_step, wait_until_recovered, Recovery};
 pub use store::is_journal_key;
 
 use redis_module::Context;
@@ -48,6 +48,21 @@ pub fn append(ctx: &Context, key: &[u8], record: &[u8]) {
 /// compaction, or what is still pending once a batch settles).
 pub fn rewrite(ctx: &Context, key: &[u8], record: &[u8]) {
     store::replace(ctx, &store::key_for(ctx, key), &frame(record));
+}
+
+/// The name of the log of the row written through `key` (in the key's slot).
+pub fn log_key(ctx: &Context, key: &[u8]) -> Vec<u8> {
+    store::key_for(ctx, key)
+}
+
+/// Whether `key` names a row's log (not the previous version's journal).
+pub fn is_log_key(key: &[u8]) -> bool {
+    key.starts_with(store::PREFIX)
+}
+
+/// The row key a log was named after.
+pub fn row_key_of(log: &[u8]) -> Option<&[u8]> {
+    store::row_key_of(log)
 }
 
 /// Deletes the log of the row written through `key`: nothing of it is unsynced.

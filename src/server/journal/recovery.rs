@@ -172,6 +172,12 @@ pub fn recover_row(ctx: &Context, set: &DirtySet, key: &[u8]) {
     recover_log(ctx, set, &store::key_for(ctx, key));
 }
 
+/// Queues a log that arrived from another node (resharding moved its row here):
+/// its changes are this node's to sync now.
+pub fn adopt(ctx: &Context, set: &DirtySet, journal: &[u8]) {
+    recover_log(ctx, set, journal);
+}
+
 /// Queues the records of one log, oldest first, unless the queue holds its row
 /// already: a row written since the start had its log queued first (or had
 /// none), and `SCAN` may return a key twice; reading a log again would count

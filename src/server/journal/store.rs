@@ -8,7 +8,8 @@
 //! explicitly (`APPEND`, `SET`, `DEL`), so the AOF and the replicas get it in the
 //! same unit as the write that caused it.
 
-use crate::server::redis_io::{self, api, string, warn};
+use crate::server::cluster;
+use crate::server::redis_io::{self, string, warn};
 use redis_module::{Context, RedisString};
 use std::ffi::CStr;
 
@@ -27,17 +28,7 @@ pub fn key_for(ctx: &Context, key: &[u8]) -> Vec<u8> {
     }
     // A key with a brace may carry its own hashtag, or an odd one Redis ignores:
     // name the slot through the server's canonical tag for it.
-    let name = string(ctx, key);
-    let slot = api!(RedisModule_ClusterKeySlot)
-        // SAFETY: `name` is a live string for the duration of the call.
-        .map_or(0, |slot| unsafe { slot(name.inner) });
-    let tag = api!(RedisModule_ClusterCanonicalKeyNameInSlot)
-        // SAFETY: the server returns a static string for every slot below 16384.
-        .map(|canonical| unsafe { canonical(slot % 16384) })
-        .filter(|p| !p.is_null())
-        // SAFETY: checked non-null; a NUL-terminated static string.
-        .map(|p| unsafe { CStr::from_ptr(p) }.to_bytes().to_vec())
-        .unwrap_or_else(|| slot.to_string().into_bytes());
+    let tag = cluster::slot_tag(cluster::slot(ctx, key));
     [PREFIX, &tag, b"}", key].concat()
 }
 
