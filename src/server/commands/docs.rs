@@ -139,6 +139,13 @@ const DOCS: &[Doc] = &[
         args: &[arg("command", STRING), arg("key", KEY).multiple()],
     },
     Doc {
+        name: "sync.migrate",
+        summary: "Runs MIGRATE in a cluster so that a row's keys and unsynced change move together; clients' MIGRATEs are routed here",
+        complexity: "O(N) where N is the number of keys moved, plus MIGRATE's own cost",
+        arity: -2,
+        args: &[arg("command", STRING), arg("arg", STRING).multiple()],
+    },
+    Doc {
         name: "sync.read",
         summary: "Runs a read of read-through keys that Redis does not hold, loading their rows from Postgres first; clients' reads of missing keys are routed here",
         complexity: "O(1) plus the wrapped command's own cost; a miss waits for one batched query",
