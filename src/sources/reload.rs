@@ -122,7 +122,8 @@ fn read_and_apply(
         drop(chunks);
         // A panic while applying goes on up to the reload thread's guard.
         let (loaded, written) = applier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        read.map(|_| (written, loaded))
+        // A single server counts the rows read (refused ones too), as before.
+        read.map(|count| (if cluster::enabled() { written } else { count }, loaded))
     })
 }
 
