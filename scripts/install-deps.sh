@@ -32,6 +32,13 @@ if ! pkg-config --exists openssl 2>/dev/null || ! command -v openssl >/dev/null 
   apt_install libssl-dev pkg-config openssl
 fi
 
+# socat: the Kafka TLS test puts a TLS endpoint (socat's OpenSSL listener) in
+# front of the tansu broker, which cannot serve TLS itself.
+if ! command -v socat >/dev/null 2>&1; then
+  echo "installing socat"
+  apt_install socat
+fi
+
 if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then
   echo "installing postgresql"
   apt_install postgresql postgresql-client

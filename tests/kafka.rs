@@ -324,3 +324,69 @@ fn a_replica_is_idle_and_resumes_from_the_replicated_offsets_when_promoted() {
     assert_eq!(status(&mut r, "kusers")["kafka_applied"], "1500");
     eventually("every row", || pg_count(&db) == 4_500);
 }
+
+/// `mapping` with the `"tls"` object `tls`.
+fn tls_mapping(broker: &Broker, tls: &str) -> String {
+    mapping(&broker.address(), "").replace(r#""id_field": "id""#, &format!(r#""id_field": "id", "tls": {tls}"#))
+}
+
+/// A `"tls"` object trusting `ca`.
+fn trusting(ca: &str) -> String {
+    format!(r#"{{"ca_file": "{ca}"}}"#)
+}
+
+/// A TLS broker (asking for client certificates or not) holding records
+/// `1..=records`, and its certificates.
+fn tls_broker(client_certs: bool, records: i64) -> (common::kafka::TestCerts, Broker) {
+    let certs = common::kafka::TestCerts::make();
+    let broker = Broker::start_tls(&certs, client_certs);
+    broker.create_topic(TOPIC, 3);
+    produce(&broker, 1..=records);
+    (certs, broker)
+}
+
+#[test]
+fn records_arrive_over_tls_and_a_broker_certificate_from_another_ca_is_refused() {
+    let (certs, broker) = tls_broker(false, 300);
+    let db = test_db(SQL);
+    let server = Server::with_mapping(&db, &tls_mapping(&broker, &trusting(&certs.ca)), &[], &[]);
+    let mut c = server.conn();
+    eventually("records over TLS", || keys_count(&mut c, "kusers:*") == 300);
+    sync_wait(&mut c);
+    assert_eq!(pg_count(&db), 300);
+    assert_eq!(status(&mut c, "kusers")["kafka"], "up");
+
+    // The same broker, trusted through another CA, or through the system's
+    // certificates (`{}`), which know nothing of the test CA.
+    for tls in [trusting(&certs.other_ca), "{}".to_string()] {
+        let db = test_db(SQL);
+        let distrustful = Server::with_mapping(&db, &tls_mapping(&broker, &tls), &[], &[]);
+        let mut c = distrustful.conn();
+        eventually("the source reports the certificate", || {
+            let state = status(&mut c, "kusers")["kafka"].clone();
+            state.starts_with("down") && state.to_lowercase().contains("certificate")
+        });
+        let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+        assert_eq!(pong, "PONG", "Redis keeps serving");
+        assert_eq!(keys_count(&mut c, "kusers:*"), 0, "nothing consumed from an untrusted broker ({tls})");
+    }
+}
+
+#[test]
+fn a_broker_that_asks_for_a_client_certificate_gets_the_configured_one() {
+    let (certs, broker) = tls_broker(true, 90);
+    let db = test_db(SQL);
+    let with_cert = format!(
+        r#"{{"ca_file": "{}", "cert_file": "{}", "key_file": "{}"}}"#,
+        certs.ca, certs.client_cert, certs.client_key
+    );
+    let server = Server::with_mapping(&db, &tls_mapping(&broker, &with_cert), &[], &[]);
+    let mut c = server.conn();
+    eventually("records over mutual TLS", || keys_count(&mut c, "kusers:*") == 90);
+
+    let db = test_db(SQL);
+    let without = Server::with_mapping(&db, &tls_mapping(&broker, &trusting(&certs.ca)), &[], &[]);
+    let mut c = without.conn();
+    eventually("the source without a certificate is down", || status(&mut c, "kusers")["kafka"].starts_with("down"));
+    assert_eq!(keys_count(&mut c, "kusers:*"), 0);
+}

@@ -78,6 +78,19 @@ fn bad_configuration_fails_the_load_with_a_message() {
         "watch": [{"table": "customer", "column": "id_customer"}]}]}"#,
     );
     assert_refused(&["postgres-url", url, "mappings", &rejson], "\"store\": \"rejson\" needs the JSON.SET command");
+    // A Kafka source's TLS files are read at load.
+    let kafka = |tls: &str| {
+        write_mapping(&format!(
+            r#"{{"mappings": [{{"name": "k", "table": "k", "key_prefix": "k:", "primary_key": "id",
+            "mode": "write-behind", "kafka": {{"brokers": "127.0.0.1:9", "topic": "t", "group": "g", "tls": {tls}}}}}]}}"#
+        ))
+    };
+    let missing_ca = kafka(r#"{"ca_file": "/nonexistent/ca.pem"}"#);
+    assert_refused(&["postgres-url", url, "mappings", &missing_ca], "kafka tls \"ca_file\" /nonexistent/ca.pem");
+    let half = kafka(r#"{"cert_file": "/etc/hostname"}"#);
+    assert_refused(&["postgres-url", url, "mappings", &half], "\"cert_file\" and \"key_file\" go together");
+    let not_pem = kafka(r#"{"ca_file": "/etc/hostname"}"#);
+    assert_refused(&["postgres-url", url, "mappings", &not_pem], "no PEM certificate");
 }
 
 #[test]

@@ -80,7 +80,19 @@ impl Server {
     /// extra module settings (`name`, `value` pairs), and waits until the module
     /// reports Postgres up and the mapping's schema checked.
     pub fn with_module(setup: &Setup, db: &Db, mapping: &str, mapping_name: &str, extra: &[(&str, &str)]) -> Server {
-        let server = Self::start_module(setup, &db.url, mapping, extra);
+        Self::with_module_args(setup, db, mapping, mapping_name, extra, &[])
+    }
+
+    /// [`Server::with_module`] with extra server arguments (`--cluster-enabled yes`).
+    pub fn with_module_args(
+        setup: &Setup,
+        db: &Db,
+        mapping: &str,
+        mapping_name: &str,
+        extra: &[(&str, &str)],
+        server_args: &[&str],
+    ) -> Server {
+        let server = Self::start_module_with(setup, &db.url, mapping, extra, server_args);
         server.wait_module_ready(mapping_name);
         server
     }
@@ -100,10 +112,6 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         server
-    }
-
-    fn start_module(setup: &Setup, url: &str, mapping: &str, extra: &[(&str, &str)]) -> Server {
-        Self::start_module_with(setup, url, mapping, extra, &[])
     }
 
     fn start_module_with(

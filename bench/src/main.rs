@@ -3,9 +3,10 @@
 //! baseline on the same machine, prints the results and writes them as Markdown.
 //!
 //! Usage: `pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>]
-//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7]`
+//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8]`
 
 mod capture;
+mod cluster;
 mod harness;
 mod lag;
 mod load;
@@ -39,7 +40,7 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>] \
-         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7]"
+         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8]"
     );
     std::process::exit(2)
 }
@@ -49,7 +50,7 @@ fn parse_args() -> Options {
     let mut server_bin = "valkey-server".to_string();
     let mut pg_admin = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
     let mut out = PathBuf::from("BENCHMARKS.md");
-    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6, 7]);
+    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6, 7, 8]);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -87,11 +88,20 @@ struct Sizes {
     reload: reload::Config,
     pending: pending::Config,
     read_through: read_through::Config,
+    cluster: cluster::Config,
 }
 
 impl Sizes {
     fn new(quick: bool) -> Sizes {
         let scale = if quick { 10 } else { 1 };
+        let throughput = throughput::Config {
+            changes: 500_000 / scale,
+            keys: 100_000 / scale,
+            writers: 4,
+            depth: 64,
+            batch: 500,
+            connections: 2,
+        };
         Sizes {
             capture: capture::Config {
                 clients: 50,
@@ -101,14 +111,7 @@ impl Sizes {
                 keys: 100_000,
                 rounds: if quick { 1 } else { 3 },
             },
-            throughput: throughput::Config {
-                changes: 500_000 / scale,
-                keys: 100_000 / scale,
-                writers: 4,
-                depth: 64,
-                batch: 500,
-                connections: 2,
-            },
+            throughput,
             lag: lag::Config {
                 rate: 10_000,
                 duration: Duration::from_secs(if quick { 2 } else { 10 }),
@@ -130,6 +133,7 @@ impl Sizes {
                 depth: 16,
                 rounds: if quick { 1 } else { 3 },
             },
+            cluster: cluster::Config { stream: throughput, rounds: if quick { 1 } else { 3 } },
         }
     }
 }
@@ -147,6 +151,7 @@ fn run_phases(opts: &Options, sizes: &Sizes, db: &Db) -> Vec<Section> {
             5 => reload::run(&opts.setup, &sizes.reload),
             6 => pending::run(&opts.setup, &sizes.pending),
             7 => read_through::run(&opts.setup, db, &sizes.read_through),
+            8 => cluster::run(&opts.setup, db, &sizes.cluster),
             _ => continue,
         };
         let (busy, waited) = settled;

@@ -97,8 +97,8 @@ struct Usage {
 }
 
 /// Whether a process is not part of this benchmark: not the bench itself, not a
-/// server it started, not a Postgres backend of a bench database. Postgres's own
-/// background processes are shared and count as ours.
+/// server it started, not a Postgres backend of this run's database. Postgres's
+/// own background processes are shared and count as ours.
 fn is_foreign(me: u32, ppid: u32, pid: u32, comm: &str) -> bool {
     if pid == me || ppid == me {
         return false;
@@ -107,7 +107,8 @@ fn is_foreign(me: u32, ppid: u32, pid: u32, comm: &str) -> bool {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline);
         let client = cmdline.contains("127.0.0.1(") || cmdline.contains("[local]");
-        return client && !cmdline.contains("pgsync_bench_");
+        // The run's database is `scratch::unique("pgsync_test")`: pgsync_test_<our pid>_<n>.
+        return client && !cmdline.contains(&format!(" pgsync_test_{me}_"));
     }
     true
 }
@@ -135,6 +136,28 @@ fn scan(me: u32) -> HashMap<u32, Usage> {
         out.insert(pid, Usage { ticks: num(11) + num(12), comm, foreign });
     }
     out
+}
+
+/// CPU ticks used so far by the benchmark's own processes (itself, the servers it
+/// started, Postgres and the backends of its database), by pid.
+pub struct OwnCpu(HashMap<u32, Usage>);
+
+impl OwnCpu {
+    /// Reads them now.
+    pub fn now() -> OwnCpu {
+        OwnCpu(scan(std::process::id()).into_iter().filter(|(_, u)| !u.foreign).collect())
+    }
+
+    /// CPU-seconds used since `before`, by command name (a process that ended
+    /// meanwhile is not counted).
+    pub fn since(&self, before: &OwnCpu) -> BTreeMap<String, f64> {
+        let mut by_comm = BTreeMap::new();
+        for (pid, u) in &self.0 {
+            let delta = u.ticks.saturating_sub(before.0.get(pid).map_or(0, |b| b.ticks));
+            *by_comm.entry(u.comm.clone()).or_insert(0.0) += delta as f64 / TICKS_PER_SECOND;
+        }
+        by_comm
+    }
 }
 
 /// Watches, in the background, how much CPU other processes use.

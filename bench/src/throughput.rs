@@ -3,9 +3,11 @@
 //! shape, batch size and number of connections.
 
 use crate::harness::{self, Db, DbExt, Server, Setup};
+use crate::quiet::OwnCpu;
 use crate::report::{Met, Row, Section};
 use crate::stats::{ms, per_second, rate, thousands};
 use crate::workload::{items_digest, raw_upsert, Item, ITEMS_MAPPING, RAW_UPSERT, RESET_ITEMS};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -30,12 +32,12 @@ pub struct Config {
 
 impl Config {
     /// Change number `seq` of the stream: pass `seq / keys` over every key in order.
-    fn item(&self, seq: u64) -> Item {
+    pub fn item(&self, seq: u64) -> Item {
         Item::new(seq % self.keys + 1, seq)
     }
 
     /// `(count, sum(score))` the table must hold once every change landed.
-    fn expected_digest(&self) -> (i64, i64) {
+    pub fn expected_digest(&self) -> (i64, i64) {
         let last_pass = (self.changes.saturating_sub(1) / self.keys) * self.keys;
         let sum: u64 = (0..self.keys)
             .map(|k| {
@@ -53,7 +55,7 @@ impl Config {
 
 /// How a module run detects that every change landed.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Completion {
+pub enum Completion {
     /// `SYNC.WAIT`, which blocks until every captured change settled.
     SyncWait,
     /// Polling `SYNC.STATUS` every 10 ms until nothing is pending or in flight.
@@ -61,79 +63,144 @@ enum Completion {
 }
 
 /// What a module run measured.
-struct ModuleRun {
-    writes_done: Duration,
-    landed: Duration,
-    rows_written: i64,
+pub struct ModuleRun {
+    /// From the first HSET to the last reply.
+    pub writes_done: Duration,
+    /// From the first HSET until every change landed.
+    pub landed: Duration,
+    /// Rows the module wrote (`synced`, summed over the servers that sync).
+    pub rows_written: i64,
+    /// CPU-seconds the bench's own processes used from the first HSET until every
+    /// change landed, by command name.
+    pub cpu: BTreeMap<String, f64>,
     left: Result<i64, String>,
     digest: Option<(i64, i64)>,
     commits: Option<i64>,
     errors: u64,
 }
 
+/// Which of a writer's connections takes row `id` (an index in
+/// [`Target::writer_connections`]).
+pub type Router = Arc<dyn Fn(u64) -> usize + Send + Sync>;
+
+/// What a module run writes to: one server, or the primaries of a cluster.
+pub trait Target {
+    /// One writer's connections, one per server that takes writes.
+    fn writer_connections(&self) -> Vec<redis::Connection>;
+    /// Which connection takes which row.
+    fn router(&self) -> Router;
+    /// A connection to each server that syncs, to wait on and to read figures from.
+    fn syncing(&self) -> Vec<redis::Connection>;
+}
+
+impl Target for Server {
+    fn writer_connections(&self) -> Vec<redis::Connection> {
+        vec![self.conn()]
+    }
+
+    fn router(&self) -> Router {
+        Arc::new(|_| 0)
+    }
+
+    fn syncing(&self) -> Vec<redis::Connection> {
+        vec![self.conn()]
+    }
+}
+
+/// The module settings of a run: `workers` and `batch-size` from `cfg`.
+pub fn module_settings(cfg: &Config) -> [(&'static str, String); 2] {
+    [("workers", cfg.connections.to_string()), ("batch-size", cfg.batch.to_string())]
+}
+
+/// Starts one server with the module and the `items` mapping, set up for `cfg`.
+pub fn single_node(setup: &Setup, db: &Db, cfg: &Config) -> Server {
+    let settings = module_settings(cfg);
+    let pairs: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    Server::with_module(setup, db, ITEMS_MAPPING, "items", &pairs)
+}
+
 /// Writer `t` of `cfg.writers`: every key `k` with `k % writers == t`, pass after
-/// pass, so one key's changes always come from one connection, in order.
-fn writer(conn: &mut redis::Connection, cfg: &Config, t: u64) -> u64 {
-    let seqs: Vec<u64> = (0..cfg.changes).filter(|s| (s % cfg.keys) % cfg.writers == t).collect();
+/// pass, so one key's changes always come from one connection, in order. Each
+/// change goes to the connection `route` picks, pipelined `cfg.depth` deep there.
+fn writer(conns: &mut [redis::Connection], route: &Router, cfg: &Config, t: u64) -> u64 {
+    let mut pipes: Vec<(redis::Pipeline, usize)> = conns.iter().map(|_| (redis::pipe(), 0)).collect();
     let mut errors = 0;
-    for chunk in seqs.chunks(cfg.depth) {
-        let mut pipe = redis::pipe();
-        for &seq in chunk {
-            pipe.add_command(cfg.item(seq).hset()).ignore();
+    for seq in (0..cfg.changes).filter(|s| (s % cfg.keys) % cfg.writers == t) {
+        let item = cfg.item(seq);
+        let n = route(item.id);
+        pipes[n].0.add_command(item.hset()).ignore();
+        pipes[n].1 += 1;
+        if pipes[n].1 == cfg.depth {
+            errors += flush(&mut conns[n], &mut pipes[n]);
         }
-        if pipe.query::<()>(conn).is_err() {
-            errors += chunk.len() as u64;
-        }
+    }
+    for (conn, pipe) in conns.iter_mut().zip(pipes.iter_mut()) {
+        errors += flush(conn, pipe);
     }
     errors
 }
 
-/// Starts `cfg.writers` writer threads on `server`, held at a barrier until the
+/// Sends a writer's queued HSETs to one server; returns how many failed.
+fn flush(conn: &mut redis::Connection, (pipe, queued): &mut (redis::Pipeline, usize)) -> u64 {
+    let failed = if *queued > 0 && pipe.query::<()>(conn).is_err() { *queued as u64 } else { 0 };
+    *pipe = redis::pipe();
+    *queued = 0;
+    failed
+}
+
+/// Starts `cfg.writers` writer threads on `target`, held at a barrier until the
 /// returned barrier is passed.
-fn spawn_writers(server: &Server, cfg: &Config) -> (Arc<Barrier>, Vec<thread::JoinHandle<u64>>) {
+fn spawn_writers(target: &impl Target, cfg: &Config) -> (Arc<Barrier>, Vec<thread::JoinHandle<u64>>) {
     let barrier = Arc::new(Barrier::new(cfg.writers as usize + 1));
     let handles = (0..cfg.writers)
         .map(|t| {
-            let mut conn = server.conn();
+            let mut conns = target.writer_connections();
+            let route = target.router();
             let barrier = Arc::clone(&barrier);
             let cfg = *cfg;
             thread::spawn(move || {
                 barrier.wait();
-                writer(&mut conn, &cfg, t)
+                writer(&mut conns, &route, &cfg, t)
             })
         })
         .collect();
     (barrier, handles)
 }
 
-/// Writes the stream through the module and waits until it landed.
-fn module_run(setup: &Setup, db: &Db, cfg: &Config, completion: Completion) -> ModuleRun {
+/// Writes the stream through the module on the target `start` starts, and waits
+/// until it landed on every server that syncs.
+pub fn module_run<T: Target>(db: &Db, cfg: &Config, completion: Completion, start: impl FnOnce() -> T) -> ModuleRun {
     db.exec(RESET_ITEMS);
     harness::checkpoint(db);
     let commits_before = db.xact_commits();
-    let (workers, batch) = (cfg.connections.to_string(), cfg.batch.to_string());
-    let settings = [("workers", workers.as_str()), ("batch-size", batch.as_str())];
-    let server = Server::with_module(setup, db, ITEMS_MAPPING, "items", &settings);
-    let (barrier, handles) = spawn_writers(&server, cfg);
-    let mut control = server.conn();
+    let target = start();
+    let (barrier, handles) = spawn_writers(&target, cfg);
+    let mut control = target.syncing();
+    let cpu_before = OwnCpu::now();
     barrier.wait();
     let start = Instant::now();
     let errors: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
     let writes_done = start.elapsed();
-    let left = match completion {
-        Completion::SyncWait => harness::sync_wait(&mut control, Duration::from_secs(300)),
-        Completion::StatusPoll => harness::poll_drained(&mut control, "items", Duration::from_secs(300)),
-    };
+    let left = control.iter_mut().try_fold(0, |sum, c| {
+        let left = match completion {
+            Completion::SyncWait => harness::sync_wait(c, Duration::from_secs(300)),
+            Completion::StatusPoll => harness::poll_drained(c, "items", Duration::from_secs(300)),
+        };
+        left.map(|n| sum + n)
+    });
     let landed = start.elapsed();
-    let rows_written = harness::status_int(&mut control, "items", "synced");
+    let cpu = OwnCpu::now().since(&cpu_before);
+    let rows_written = control.iter_mut().map(|c| harness::status_int(c, "items", "synced")).sum();
     let digest = items_digest(&mut db.client()).ok();
     // The module's backends report their commit counts when they exit.
-    drop(server);
+    drop(control);
+    drop(target);
     thread::sleep(Duration::from_millis(500));
     ModuleRun {
         writes_done,
         landed,
         rows_written,
+        cpu,
         left,
         digest,
         commits: db.xact_commits().zip(commits_before).map(|(a, b)| a - b),
@@ -142,7 +209,7 @@ fn module_run(setup: &Setup, db: &Db, cfg: &Config, completion: Completion) -> M
 }
 
 /// Notes about a module run's health.
-fn module_notes(what: &str, m: &ModuleRun, want: (i64, i64)) -> Vec<String> {
+pub fn module_notes(what: &str, m: &ModuleRun, want: (i64, i64)) -> Vec<String> {
     let mut notes = Vec::new();
     if m.errors > 0 {
         notes.push(format!("{what}: {} HSETs failed", m.errors));
@@ -208,7 +275,8 @@ fn final_rows(cfg: &Config) -> Vec<Item> {
     (first..cfg.changes).map(|seq| cfg.item(seq)).collect()
 }
 
-fn digest_note(what: &str, got: Option<(i64, i64)>, want: (i64, i64)) -> Option<String> {
+/// A note when the table does not hold what every change landing would leave.
+pub fn digest_note(what: &str, got: Option<(i64, i64)>, want: (i64, i64)) -> Option<String> {
     match got {
         Some(d) if d == want => None,
         Some(d) => Some(format!(
@@ -222,14 +290,14 @@ fn digest_note(what: &str, got: Option<(i64, i64)>, want: (i64, i64)) -> Option<
 pub fn run(setup: &Setup, db: &Db, cfg: &Config) -> Section {
     println!("== 2. sync throughput");
     let want = cfg.expected_digest();
-    let m = module_run(setup, db, cfg, Completion::SyncWait);
+    let m = module_run(db, cfg, Completion::SyncWait, || single_node(setup, db, cfg));
     println!(
         "  module (SYNC.WAIT): writes {} landed {} rows written {}",
         ms(m.writes_done),
         ms(m.landed),
         m.rows_written
     );
-    let polled = module_run(setup, db, cfg, Completion::StatusPoll);
+    let polled = module_run(db, cfg, Completion::StatusPoll, || single_node(setup, db, cfg));
     println!(
         "  module (SYNC.STATUS polling): writes {} landed {} rows written {}",
         ms(polled.writes_done),

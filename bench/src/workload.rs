@@ -43,16 +43,15 @@ impl Item {
         Item { id, name: format!("item-{id}"), score: seq, tag: format!("tag-{}", seq % 97) }
     }
 
+    /// The hash of row `id`: `items:<id>`.
+    pub fn key(id: u64) -> String {
+        format!("items:{id}")
+    }
+
     /// `HSET items:<id> name .. score .. tag ..`.
     pub fn hset(&self) -> redis::Cmd {
         let mut cmd = redis::cmd("HSET");
-        cmd.arg(format!("items:{}", self.id))
-            .arg("name")
-            .arg(&self.name)
-            .arg("score")
-            .arg(self.score)
-            .arg("tag")
-            .arg(&self.tag);
+        cmd.arg(Self::key(self.id)).arg("name").arg(&self.name).arg("score").arg(self.score).arg("tag").arg(&self.tag);
         cmd
     }
 }

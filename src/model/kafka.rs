@@ -30,6 +30,25 @@ pub struct KafkaSource {
     /// SASL credentials, passed to the client.
     #[serde(default)]
     pub sasl: Option<Sasl>,
+    /// TLS to the brokers; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<KafkaTls>,
+}
+
+/// TLS settings (`"tls": {}` trusts the system's certificates).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTls {
+    /// PEM file of the certificates that may sign the brokers' certificates;
+    /// the system's trusted certificates when absent.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM file of the client certificate (chain), for brokers that ask for one.
+    #[serde(default)]
+    pub cert_file: Option<String>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 /// The record formats the source reads.
@@ -91,6 +110,11 @@ impl KafkaSource {
         if self.id_field.as_deref().is_some_and(str::is_empty) {
             return Err(format!("{who}: kafka \"id_field\" must not be empty (leave it out to use the record key)"));
         }
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(format!("{who}: kafka tls \"cert_file\" and \"key_file\" go together"));
+            }
+        }
         if let Some(partitions) = &self.partitions {
             let mut seen = std::collections::BTreeSet::new();
             if partitions.is_empty() || partitions.iter().any(|p| *p < 0 || !seen.insert(*p)) {
@@ -109,6 +133,22 @@ impl KafkaSource {
     pub fn offset_key(&self, partition: i32) -> String {
         format!("{OFFSET_PREFIX}{}:{}:{partition}", self.group, self.topic)
     }
+
+    /// The same on a cluster node: with the hash tag `tag` of a slot the node
+    /// owns, so that each primary keeps its own offsets.
+    pub fn offset_key_in(&self, tag: &str, partition: i32) -> String {
+        format!("{OFFSET_PREFIX}{{{tag}}}:{}:{}:{partition}", self.group, self.topic)
+    }
+}
+
+/// The offset key `key` of a cluster node moved under the hash tag `tag`
+/// (`pgsync:kafka:{<old>}:<rest>` → `pgsync:kafka:{<tag>}:<rest>`); `None` when
+/// `key` is no cluster node's offset key.
+pub fn retagged_offset_key(key: &[u8], tag: &[u8]) -> Option<Vec<u8>> {
+    let rest = key.strip_prefix(OFFSET_PREFIX.as_bytes())?.strip_prefix(b"{")?;
+    let close = rest.iter().position(|b| *b == b'}')?;
+    let suffix = rest[close + 1..].strip_prefix(b":")?;
+    Some([OFFSET_PREFIX.as_bytes(), b"{", tag, b"}:", suffix].concat())
 }
 
 /// Every offset key starts with this; no mapping's key prefix may cover it.
@@ -209,6 +249,7 @@ mod tests {
             id_field: id_field.map(String::from),
             partitions: None,
             sasl: None,
+            tls: None,
         }
     }
 
@@ -267,6 +308,12 @@ mod tests {
         assert!(bad(&|s| s.group = "{x}".into()).contains("group"));
         assert!(bad(&|s| s.partitions = Some(vec![0, 0])).contains("partitions"));
         assert!(bad(&|s| s.id_field = Some(String::new())).contains("id_field"));
+        let half = KafkaTls { cert_file: Some("c.pem".into()), ..KafkaTls::default() };
+        assert!(bad(&|s| s.tls = Some(half.clone())).contains("go together"));
         assert_eq!(source(None).offset_key(2), "pgsync:kafka:pgsync:users:2");
+        assert_eq!(source(None).offset_key_in("06S", 2), "pgsync:kafka:{06S}:pgsync:users:2");
+        let moved = retagged_offset_key(b"pgsync:kafka:{06S}:g:a:b:2", b"Qi");
+        assert_eq!(moved.as_deref(), Some(b"pgsync:kafka:{Qi}:g:a:b:2".as_slice()));
+        assert_eq!(retagged_offset_key(b"pgsync:kafka:g:users:2", b"Qi"), None, "a single server's key");
     }
 }

@@ -54,21 +54,43 @@ fn lock() -> MutexGuard<'static, Cached> {
 }
 
 /// The slot table, read from `CLUSTER NODES` if stale. Needs the Redis lock.
+///
+/// The table's mutex is not held during the call: outside a command (the
+/// listener, the loader, the cron) `NOSELF` does not spare the module's own
+/// calls from its command filter, whose [`on_command`] marks the table stale
+/// under that mutex. Holding it here deadlocked the server. The Redis lock
+/// keeps every other reader and writer of the table out meanwhile.
 fn table(ctx: &Context) -> MutexGuard<'static, Cached> {
+    let cached = lock();
+    if !cached.stale {
+        return cached;
+    }
+    drop(cached);
+    let text = read_cluster_nodes(ctx);
     let mut cached = lock();
-    if cached.stale {
-        let options = CallOptionsBuilder::new().errors_as_replies().build();
-        let reply: CallResult = ctx.call_ext("CLUSTER", &options, &[b"NODES".as_slice()]);
-        match reply.map(|r| bytes(&(&r).into())) {
-            Ok(Some(text)) => {
-                cached.table = Some(SlotTable::from_cluster_nodes(&String::from_utf8_lossy(&text)));
-                cached.stale = false;
-            }
-            Ok(None) => warn("CLUSTER NODES gave no text"),
-            Err(e) => warn(&format!("CLUSTER NODES failed: {}", e.to_utf8_string().unwrap_or_default())),
-        }
+    if let Some(text) = text {
+        cached.table = Some(SlotTable::from_cluster_nodes(&text));
+        // Our own CLUSTER NODES went through the filter and marked it stale.
+        cached.stale = false;
     }
     cached
+}
+
+/// The text of `CLUSTER NODES`, or `None` (logged) when the call failed.
+fn read_cluster_nodes(ctx: &Context) -> Option<String> {
+    let options = CallOptionsBuilder::new().errors_as_replies().build();
+    let reply: CallResult = ctx.call_ext("CLUSTER", &options, &[b"NODES".as_slice()]);
+    match reply.map(|r| bytes(&(&r).into())) {
+        Ok(Some(text)) => Some(String::from_utf8_lossy(&text).into_owned()),
+        Ok(None) => {
+            warn("CLUSTER NODES gave no text");
+            None
+        }
+        Err(e) => {
+            warn(&format!("CLUSTER NODES failed: {}", e.to_utf8_string().unwrap_or_default()));
+            None
+        }
+    }
 }
 
 /// The hash slot of `key`.

@@ -40,6 +40,7 @@ use crate::server::deadletter;
 use crate::server::journal;
 use crate::server::redis_io::warn;
 use crate::server::waiters;
+use crate::sources::kafka::apply as kafka_apply;
 use redis_module::{CallOptionResp, CallOptionsBuilder, CallResult, Context, RedisError, RedisResult, RedisValue};
 use std::collections::HashSet;
 
@@ -98,6 +99,10 @@ pub fn migrate(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
         // The node's dead letters stay with it (under its new home tag) while it
         // keeps a slot of its own.
         if !args.copy && deadletter::is_deadletter_key(key) && deadletter::absorb(ctx, key) {
+            continue;
+        }
+        // So do its Kafka offsets.
+        if !args.copy && kafka_apply::is_offset_key(key) && kafka_apply::absorb_offset(ctx, key) {
             continue;
         }
         let Some(unit) = unit_of(ctx, rt, key) else {

@@ -2,13 +2,15 @@
 //! read with one run of the mapping's `query` (no lock held), then written under
 //! one short Redis lock; a root without a document has its key deleted. The
 //! listener rebuilds the roots its triggers announce; `SYNC.RELOAD` streams every
-//! root id from `ids_query` and rebuilds them a chunk at a time.
+//! root id from `ids_query` and rebuilds them a chunk at a time. In a cluster a
+//! node writes only the documents whose keys it owns, as for table rows.
 
 use crate::model::mapping::{Document, Mapping, Mappings, Store};
 use crate::model::stats::MappingStats;
 use crate::pg::documents;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pipeline::runtime::Runtime;
+use crate::server::cluster::{self, Place};
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::redis_io::{call, own_writes, warn};
 use crate::sources::reload;
@@ -24,40 +26,42 @@ const CHUNK: i32 = 1000;
 /// then a short lock per [`DOCS_PER_LOCK`] documents. When the query fails for
 /// the batch (the user's function raised), each root is rebuilt alone, so one
 /// root the query cannot build keeps no other waiting; the first such error is
-/// returned.
+/// returned. Returns the roots to rebuild later: their key's slot is moving
+/// between cluster nodes.
 pub fn refresh(
     rt: &Runtime,
     client: &mut impl GenericClient,
     mapping: usize,
     ids: &[String],
     source: Source,
-) -> Result<(), Error> {
+) -> Result<Vec<String>, Error> {
     let m = &rt.mappings.all()[mapping];
-    let Some(document) = &m.document else { return Ok(()) };
+    let Some(document) = &m.document else { return Ok(Vec::new()) };
     let docs = match documents::fetch(client, document, ids) {
         Ok(docs) => docs,
         Err(e) if e.kind != ErrorKind::Unavailable && ids.len() > 1 => {
-            let mut first = None;
+            let (mut first, mut later) = (None, Vec::new());
             for id in ids {
                 match refresh(rt, client, mapping, std::slice::from_ref(id), source) {
                     Err(e) if e.kind == ErrorKind::Unavailable => return Err(e),
                     Err(e) => first = first.or(Some(e)),
-                    Ok(()) => {}
+                    Ok(moving) => later.extend(moving),
                 }
             }
-            return first.map_or(Ok(()), Err);
+            return first.map_or(Ok(later), Err);
         }
         Err(e) => return Err(e),
     };
     let present: HashSet<&str> = docs.iter().map(|(id, _)| id.as_str()).collect();
     let gone: Vec<&String> = ids.iter().filter(|id| !present.contains(id.as_str())).collect();
-    apply(rt, mapping, document, &docs, &gone, source);
-    Ok(())
+    Ok(apply(rt, mapping, document, &docs, &gone, source).later)
 }
 
 /// Rebuilds every document of `mapping` from `ids_query`, a chunk of root ids at
 /// a time; with `flush`, then deletes the mapping's keys whose root has no
-/// document. Returns the number of documents written.
+/// document. Returns the number of documents read (on a cluster node, written:
+/// those of its own keys; a document whose slot is moving is left to the
+/// listener, as a table reload leaves such rows).
 pub fn reload(
     rt: &Runtime,
     conn: &mut postgres::Client,
@@ -72,10 +76,12 @@ pub fn reload(
     let mut written = 0u64;
     documents::stream_ids(conn, document, CHUNK, |tx, ids| {
         let docs = documents::fetch(tx, document, &ids)?;
-        written += docs.len() as u64;
         // Ids whose root vanished between the two reads are left to FLUSH and
         // to the listener, which hears of the delete.
-        apply(rt, mapping, document, &docs, &[], source);
+        let applied = apply(rt, mapping, document, &docs, &[], source);
+        // Counted as a table reload counts: the documents read, or on a
+        // cluster node the ones it wrote.
+        written += if cluster::enabled() { applied.written } else { docs.len() as u64 };
         rt.reload_rows.fetch_add(docs.len() as u64, Ordering::Relaxed);
         if flush {
             loaded.extend(docs.into_iter().map(|(id, _)| id));
@@ -113,8 +119,18 @@ pub fn check_stores(ctx: &Context, mappings: &Mappings) -> Result<(), String> {
 /// a table reload.
 const DOCS_PER_LOCK: usize = 100;
 
+/// What [`apply`] did with the documents it was given.
+#[derive(Default)]
+struct Applied {
+    /// Documents written.
+    written: u64,
+    /// Roots whose key's slot is moving between cluster nodes: rebuilt later.
+    later: Vec<String>,
+}
+
 /// Writes `docs` and deletes the keys of `gone`, as the module's own writes, each
 /// announced as a change event; at most [`DOCS_PER_LOCK`] documents per Redis lock.
+/// Keys another cluster node owns are left to it.
 fn apply(
     rt: &Runtime,
     mapping: usize,
@@ -122,20 +138,36 @@ fn apply(
     docs: &[(String, String)],
     gone: &[&String],
     source: Source,
-) {
+) -> Applied {
     let no_docs: &[(String, String)] = &[];
     let steps =
         docs.chunks(DOCS_PER_LOCK).map(|d| (d, &[][..])).chain(gone.chunks(DOCS_PER_LOCK).map(|g| (no_docs, g)));
     let m = &rt.mappings.all()[mapping];
     let stats = &rt.stats[mapping];
+    let mut applied = Applied::default();
     for (docs, gone) in steps {
         let tsc = ThreadSafeContext::new();
         let ctx = tsc.lock();
-        own_writes(|| write_and_delete(&ctx, m, stats, document.store, docs, gone, source));
+        own_writes(|| write_and_delete(&ctx, m, stats, document.store, docs, gone, source, &mut applied));
+    }
+    applied
+}
+
+/// Whether this node writes `key` now; a key whose slot is moving is noted in
+/// `applied.later`. Under the Redis lock.
+fn mine(ctx: &Context, id: &str, key: &str, applied: &mut Applied) -> bool {
+    match cluster::place(ctx, key.as_bytes()) {
+        Place::Mine => true,
+        Place::Moving => {
+            applied.later.push(id.to_string());
+            false
+        }
+        Place::Elsewhere => false,
     }
 }
 
 /// One step of [`apply`], under the Redis lock.
+#[allow(clippy::too_many_arguments)]
 fn write_and_delete(
     ctx: &Context,
     m: &Mapping,
@@ -144,11 +176,16 @@ fn write_and_delete(
     docs: &[(String, String)],
     gone: &[&String],
     source: Source,
+    applied: &mut Applied,
 ) {
     for (id, doc) in docs {
         let key = m.main_key(id);
+        if !mine(ctx, id, &key, applied) {
+            continue;
+        }
         match write(ctx, &key, store, doc) {
             Ok(fields) => {
+                applied.written += 1;
                 let event = Event { key: &key, id, op: EventOp::Upsert, source, fields, time: now_ms() };
                 notify::send(ctx, m, stats, &event);
             }
@@ -157,6 +194,9 @@ fn write_and_delete(
     }
     for id in gone {
         let key = m.main_key(id);
+        if !mine(ctx, id, &key, applied) {
+            continue;
+        }
         if let Err(e) = call(ctx, "DEL", &[key.as_bytes()]) {
             warn(&format!("{}: cannot delete {key}: {e}", m.name));
             continue;

@@ -140,7 +140,11 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
                             warn(&message);
                             rt.stats[*mapping].set_last_error(&message);
                         }
-                        other => other?,
+                        // Roots whose slot is moving between cluster nodes.
+                        Ok(later) if !later.is_empty() => {
+                            deferred.insert(channel, later.into_iter().collect());
+                        }
+                        other => drop(other?),
                     }
                 }
                 continue;

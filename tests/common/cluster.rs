@@ -23,10 +23,40 @@ pub fn run_cli(args: &[&str]) -> String {
     text
 }
 
+/// Clusters running at once in this test binary, and the most allowed: each
+/// holds about 24 Postgres connections (docs/cluster.md) and 6 servers, and
+/// four at once exhausted the shared Postgres's 100 connections in CI.
+static RUNNING: (std::sync::Mutex<usize>, std::sync::Condvar) = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+const MOST_AT_ONCE: usize = 2;
+
+/// A place among the [`MOST_AT_ONCE`] clusters allowed to run, held while the
+/// cluster lives.
+struct Turn;
+
+impl Turn {
+    fn take() -> Turn {
+        let mut running = RUNNING.0.lock().unwrap_or_else(|p| p.into_inner());
+        while *running >= MOST_AT_ONCE {
+            running = RUNNING.1.wait(running).unwrap_or_else(|p| p.into_inner());
+        }
+        *running += 1;
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *RUNNING.0.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        RUNNING.1.notify_one();
+    }
+}
+
 /// A running cluster; see the module docs.
 pub struct Cluster {
     /// The nodes, in the order they were created (roles change on failover).
     pub nodes: Vec<Server>,
+    /// Dropped after the nodes (fields drop in order), freeing the place.
+    _turn: Turn,
 }
 
 impl Cluster {
@@ -34,6 +64,7 @@ impl Cluster {
     /// `extra` module settings and `args` server settings for every node, and
     /// waits until every node sees the whole cluster healthy.
     pub fn start(db: &TestDb, mapping: &str, extra: &[(&str, &str)], args: &[&str]) -> Cluster {
+        let turn = Turn::take();
         let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_mapping")));
         std::fs::write(&file, mapping).expect("write mapping file");
         let file = file.display().to_string();
@@ -66,7 +97,7 @@ impl Cluster {
         create.extend(addresses.iter().map(String::as_str));
         create.extend(["--cluster-replicas", "1", "--cluster-yes"]);
         run_cli(&create);
-        let cluster = Cluster { nodes };
+        let cluster = Cluster { nodes, _turn: turn };
         cluster.wait_healthy();
         cluster
     }
@@ -108,8 +139,12 @@ impl Cluster {
 
     /// A cluster-aware connection (follows MOVED and ASK).
     pub fn client(&self) -> ClusterConnection {
-        let seeds: Vec<String> = self.live_ports().iter().map(|p| format!("redis://127.0.0.1:{p}/")).collect();
-        ClusterClient::builder(seeds).retries(20).build().and_then(|c| c.get_connection()).expect("cluster connection")
+        cluster_connection(&self.live_ports()).expect("cluster connection")
+    }
+
+    /// The ports of every node, dead or alive.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
     }
 
     fn live_ports(&self) -> Vec<u16> {
@@ -137,6 +172,13 @@ impl Cluster {
     pub fn logs(&self) -> String {
         self.nodes.iter().map(|n| format!("--- node {}\n{}", n.port, n.log())).collect()
     }
+}
+
+/// A cluster-aware connection seeded with the nodes on `ports` (dead ones are
+/// passed over).
+pub fn cluster_connection(ports: &[u16]) -> redis::RedisResult<ClusterConnection> {
+    let seeds: Vec<String> = ports.iter().map(|p| format!("redis://127.0.0.1:{p}/")).collect();
+    ClusterClient::builder(seeds).retries(20).build().and_then(|c| c.get_connection())
 }
 
 /// The node id of the server on `port`.

@@ -8,18 +8,28 @@
 //! write-behind carries it to Postgres and the change event follows the commit.
 //! A record that cannot be applied goes to the dead-letter list with its raw
 //! bytes; the stream goes on.
+//!
+//! In a cluster every primary reads the whole topic and applies only the
+//! records whose keys it owns (a malformed record: the node owning its
+//! dead-letter entry's name), so each record is applied once, by its owner.
+//! Its offset keys carry the node's home tag; when that slot leaves, they move
+//! to the next one (here before a batch, or in `SYNC.MIGRATE` through
+//! [`absorb_offset`]) instead of leaving with it.
 
 use super::client::Fetched;
 use crate::model::change::{FieldChange, Fields, RowOp, Write};
 use crate::model::intent::Command;
-use crate::model::kafka::{decode, Decoded, KafkaOrigin, KafkaSource};
+use crate::model::kafka::{decode, retagged_offset_key, Decoded, KafkaOrigin, KafkaSource, OFFSET_PREFIX};
 use crate::model::mapping::{Mapping, Mode};
 use crate::pipeline::runtime::Runtime;
 use crate::server::capture::{self, Target};
+use crate::server::cluster::{self, Place};
 use crate::server::deadletter;
 use crate::server::direct_write;
 use crate::server::redis_io::{self, string, warn};
 use redis_module::{Context, RedisString, ThreadSafeContext};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// What became of a batch.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,6 +40,12 @@ pub enum Applied {
         applied: u64,
         /// Records sent to the dead-letter list.
         dead: u64,
+        /// The next offset now stored: past the batch, or, when `held`, the
+        /// first record not applied.
+        next: i64,
+        /// The batch stopped at a record whose key's slot is moving between
+        /// cluster nodes: it is fetched again once the move is over.
+        held: bool,
     },
     /// The offset key no longer holds what the consumer expected (a promotion,
     /// a restore, a flush): nothing was written; read the offsets again.
@@ -47,7 +63,59 @@ pub fn read_offsets(rt: &Runtime, source: &KafkaSource, partitions: &[i32]) -> O
     if !capture::capturing(&ctx, rt) {
         return None;
     }
-    Some(partitions.iter().map(|p| read_offset(&ctx, &source.offset_key(*p))).collect())
+    Some(partitions.iter().map(|p| read_offset(&ctx, &offset_key(&ctx, source, *p))).collect())
+}
+
+/// The offset key each (topic, group, partition) was last used under on this
+/// node: a cluster node's home tag changes when that slot starts leaving.
+static LAST_KEYS: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+
+/// The offset key of `partition` on this node. In a cluster it carries the
+/// node's home tag; when that tag changed since the key was last used, the
+/// offset moves to the new key first (the old one's slot is leaving). Needs
+/// the Redis lock.
+fn offset_key(ctx: &Context, source: &KafkaSource, partition: i32) -> String {
+    let Some(tag) = cluster::home_tag(ctx) else { return source.offset_key(partition) };
+    let current = source.offset_key_in(&String::from_utf8_lossy(&tag), partition);
+    let mut last = LAST_KEYS.lock().unwrap_or_else(|p| p.into_inner());
+    let previous = last.get_or_insert_with(HashMap::new).insert(source.offset_key(partition), current.clone());
+    if let Some(previous) = previous.filter(|p| *p != current) {
+        move_offset(ctx, previous.as_bytes(), &current);
+    }
+    current
+}
+
+/// Moves the offset in `from` (if this node has it) to `to` (unless `to` has
+/// one already), replicated, and deletes `from`.
+fn move_offset(ctx: &Context, from: &[u8], to: &str) {
+    if !cluster::key_exists(ctx, from) {
+        return;
+    }
+    if !cluster::key_exists(ctx, to.as_bytes()) {
+        if let Some(next) = read_offset(ctx, &String::from_utf8_lossy(from)) {
+            write_offset(ctx, to, next);
+        }
+    }
+    redis_io::call_logged(ctx, "DEL", &[from]);
+}
+
+/// `SYNC.MIGRATE` of a cluster node's offset key: it stays with this node,
+/// under its current home tag, and is not migrated. Returns whether it was
+/// taken care of (`false`: no offset key, or the node has no home slot left,
+/// and then it leaves with its slot).
+pub fn absorb_offset(ctx: &Context, key: &[u8]) -> bool {
+    let Some(tag) = cluster::home_tag(ctx) else { return false };
+    let Some(to) = retagged_offset_key(key, &tag) else { return false };
+    if to == key {
+        return false;
+    }
+    move_offset(ctx, key, &String::from_utf8_lossy(&to));
+    true
+}
+
+/// Whether `key` is an offset key of a Kafka source.
+pub fn is_offset_key(key: &[u8]) -> bool {
+    key.starts_with(OFFSET_PREFIX.as_bytes())
 }
 
 /// Applies `records` of `partition` (in offset order) and stores `next` as the
@@ -70,12 +138,25 @@ pub fn apply_records(
     if !capture::capturing(&ctx, rt) {
         return Applied::Idle;
     }
-    let offset_key = source.offset_key(partition);
+    let offset_key = offset_key(&ctx, source, partition);
     if read_offset(&ctx, &offset_key) != expected {
         return Applied::Stale;
     }
-    let (mut applied, mut dead) = (0, 0);
+    let (mut applied, mut dead, mut held) = (0, 0, None);
     for record in records {
+        // Decoding twice costs a cluster node only.
+        let place = match cluster::enabled() {
+            true => cluster::place(&ctx, owner_key(m, source, partition, record).as_bytes()),
+            false => Place::Mine,
+        };
+        match place {
+            Place::Mine => {}
+            Place::Elsewhere => continue,
+            Place::Moving => {
+                held = Some(record.offset);
+                break;
+            }
+        }
         let origin = || KafkaOrigin {
             topic: source.topic.clone(),
             partition,
@@ -91,8 +172,30 @@ pub fn apply_records(
             }
         }
     }
+    let next = held.unwrap_or(next);
     write_offset(&ctx, &offset_key, next);
-    Applied::Done { applied, dead }
+    Applied::Done { applied, dead, next, held: held.is_some() }
+}
+
+/// The key whose node applies `record` in a cluster: the key it writes, or for
+/// a record that names no row, its dead-letter entry's name.
+fn owner_key(m: &Mapping, source: &KafkaSource, partition: i32, record: &Fetched) -> String {
+    match decode(source, record.key.as_deref(), record.value.as_deref()) {
+        Ok(decoded) => row_key(m, decoded.id()),
+        Err(_) => deadletter::record_entry_id(
+            &m.name,
+            &KafkaOrigin { topic: source.topic.clone(), partition, offset: record.offset, key: None, payload: None },
+        ),
+    }
+}
+
+/// The key a record of row `id` is written to: the staging key of a
+/// write-through mapping (as its writers do), else the row's hash.
+fn row_key(m: &Mapping, id: &str) -> String {
+    match m.mode {
+        Mode::WriteThrough => m.temp_key(id),
+        Mode::WriteBehind | Mode::ReadOnly | Mode::Document => m.main_key(id),
+    }
 }
 
 /// `SYNC.RETRY` of a dead-lettered record: applies it again (with the mapping
@@ -100,18 +203,27 @@ pub fn apply_records(
 /// Returns whether it was applied.
 pub fn retry(ctx: &Context, rt: &Runtime, mapping: usize, origin: KafkaOrigin) -> bool {
     let m = &rt.mappings.all()[mapping];
-    let outcome = apply_one(
-        ctx,
-        rt,
-        mapping,
-        origin.key.as_deref().map(str::as_bytes),
-        origin.payload.as_deref().map(str::as_bytes),
-    );
+    let (key, value) = (origin.key.as_deref().map(str::as_bytes), origin.payload.as_deref().map(str::as_bytes));
+    let outcome = owned_here(ctx, m, key, value).and_then(|()| apply_one(ctx, rt, mapping, key, value));
     match outcome {
         Ok(()) => true,
         Err(why) => {
             dead_letter(ctx, m, origin, &why);
             false
+        }
+    }
+}
+
+/// In a cluster, whether this node writes the key a retried record names: a
+/// dead letter lives on one node, the row it names may live on another.
+fn owned_here(ctx: &Context, m: &Mapping, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), String> {
+    let Some(source) = m.kafka.as_ref().filter(|_| cluster::enabled()) else { return Ok(()) };
+    let Ok(decoded) = decode(source, key, value) else { return Ok(()) };
+    let row = row_key(m, decoded.id());
+    match cluster::place(ctx, row.as_bytes()) {
+        Place::Mine => Ok(()),
+        Place::Moving | Place::Elsewhere => {
+            Err(format!("{row} lives on another cluster node: retry there (SYNC.RETRY is per node)"))
         }
     }
 }
@@ -135,12 +247,7 @@ fn apply_one(
     let m = &rt.mappings.all()[mapping];
     let source = m.kafka.as_ref().ok_or("the mapping has no kafka source")?;
     let decoded = decode(source, key, value)?;
-    let id = decoded.id();
-    // Writers of a write-through mapping write the staging key; so does the source.
-    let row_key = match m.mode {
-        Mode::WriteThrough => m.temp_key(id),
-        Mode::WriteBehind | Mode::ReadOnly | Mode::Document => m.main_key(id),
-    };
+    let row_key = row_key(m, decoded.id());
     let target: Target = match capture::target(rt, row_key.as_bytes()) {
         Some(Ok(target)) => target,
         Some(Err((_, why))) => return Err(why),

@@ -11,6 +11,7 @@ use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::BackoffConfig;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest any one call to the broker may take.
@@ -60,7 +61,7 @@ async fn bounded<T>(what: &str, call: impl Future<Output = Result<T, Error>>) ->
 impl Broker {
     /// Connects and opens the source's partitions (the configured ones, or all
     /// of the topic's).
-    pub async fn connect(source: &KafkaSource) -> Result<Broker, String> {
+    pub async fn connect(source: &KafkaSource, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Broker, String> {
         // The client's own retries end quickly: the consumer's backoff (shown in
         // SYNC.STATUS) is the one that waits for a broker to come back.
         let backoff = BackoffConfig {
@@ -70,6 +71,9 @@ impl Broker {
             deadline: Some(Duration::from_secs(3)),
         };
         let mut builder = ClientBuilder::new(source.broker_list()).client_id("redis-pgsync").backoff_config(backoff);
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls);
+        }
         if let Some(sasl) = &source.sasl {
             let credentials = Credentials::new(sasl.username.clone(), sasl.password.clone());
             builder = builder.sasl_config(match sasl.mechanism {

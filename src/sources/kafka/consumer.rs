@@ -17,6 +17,7 @@ use crate::pipeline::runtime::Runtime;
 use crate::server::config;
 use crate::server::redis_io::{notice, warn};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The most records written under one Redis lock.
@@ -39,7 +40,7 @@ struct Position {
 }
 
 /// The thread body of mapping `mapping`'s source; returns at shutdown.
-pub fn run(rt: &'static Runtime, mapping: usize) {
+pub fn run(rt: &'static Runtime, mapping: usize, tls: Option<Arc<rustls::ClientConfig>>) {
     let m = &rt.mappings.all()[mapping];
     let (Some(source), Some(status)) = (m.kafka.as_ref(), status::of(rt, mapping)) else { return };
     let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -47,7 +48,7 @@ pub fn run(rt: &'static Runtime, mapping: usize) {
         Err(e) => return status.set_state(format!("down: cannot start the client runtime: {e}")),
     };
     status.set_state("connecting");
-    let mut consumer = Consumer { rt, mapping, source, status, broker: None, positions: BTreeMap::new() };
+    let mut consumer = Consumer { rt, mapping, source, tls, status, broker: None, positions: BTreeMap::new() };
     let mut backoff = Backoff::new(FIRST_RETRY);
     while !rt.queue().is_shut_down() {
         if rt.is_replica() {
@@ -70,10 +71,21 @@ pub fn run(rt: &'static Runtime, mapping: usize) {
     }
 }
 
+/// What became of a partition's fetched records.
+enum Batches {
+    /// All written.
+    Written,
+    /// Written up to a record whose slot is moving between cluster nodes.
+    Held,
+    /// A batch was not written (see [`Applied`]): read the positions again.
+    Stopped,
+}
+
 struct Consumer {
     rt: &'static Runtime,
     mapping: usize,
     source: &'static KafkaSource,
+    tls: Option<Arc<rustls::ClientConfig>>,
     status: &'static SourceStatus,
     broker: Option<Broker>,
     positions: BTreeMap<i32, Position>,
@@ -86,7 +98,8 @@ impl Consumer {
     }
 
     /// One round: connect if needed, read the positions if needed, fetch and
-    /// apply. `Ok(false)`: this server does not write now; `Err`: the broker failed.
+    /// apply. `Ok(false)`: this server does not write now, or a partition waits
+    /// for a slot move (pause before the next round); `Err`: the broker failed.
     async fn round(&mut self) -> Result<bool, String> {
         let broker = match self.broker.take() {
             Some(broker) => broker,
@@ -101,7 +114,7 @@ impl Consumer {
     }
 
     async fn connect(&mut self) -> Result<Broker, String> {
-        let broker = Broker::connect(self.source).await?;
+        let broker = Broker::connect(self.source, self.tls.clone()).await?;
         notice(&format!(
             "{}: Kafka source connected to topic {} (partitions {:?})",
             self.rt.mappings.all()[self.mapping].name,
@@ -120,14 +133,19 @@ impl Consumer {
         let fetches = self.positions.iter().map(|(p, pos)| async move { (*p, broker.fetch(*p, pos.next).await) });
         let fetched = futures::future::join_all(fetches).await;
         self.status.set_state("up");
+        let mut held = false;
         for (partition, result) in fetched {
             match result {
                 Ok((records, end)) => {
                     self.status.set_end(partition, end);
-                    if !self.apply(partition, &records) {
-                        // Read the positions again before anything else is written.
-                        self.forget_positions();
-                        return Ok(!self.rt.is_replica());
+                    match self.apply(partition, &records) {
+                        Batches::Written => {}
+                        Batches::Held => held = true,
+                        Batches::Stopped => {
+                            // Read the positions again before anything else is written.
+                            self.forget_positions();
+                            return Ok(!self.rt.is_replica());
+                        }
                     }
                 }
                 Err(FetchError::OutOfRange) => {
@@ -145,7 +163,9 @@ impl Consumer {
                 Err(FetchError::Other(e)) => return Err(e),
             }
         }
-        Ok(true)
+        // A partition held by a slot move is fetched again after a pause, not
+        // at once in a loop.
+        Ok(!held)
     }
 
     /// Reads the stored offsets; a partition never consumed starts at its log's
@@ -166,22 +186,25 @@ impl Consumer {
         Ok(true)
     }
 
-    /// Applies a partition's fetched records in locked batches; false when a
-    /// batch was not written (see [`Applied`]).
-    fn apply(&mut self, partition: i32, records: &[Fetched]) -> bool {
+    /// Applies a partition's fetched records in locked batches.
+    fn apply(&mut self, partition: i32, records: &[Fetched]) -> Batches {
         for chunk in records.chunks(RECORDS_PER_LOCK) {
-            let (Some(pos), Some(last)) = (self.positions.get_mut(&partition), chunk.last()) else { return true };
-            let next = last.offset + 1;
-            match apply::apply_records(self.rt, self.mapping, partition, pos.stored, chunk, next) {
-                Applied::Done { applied, dead } => {
+            let (Some(pos), Some(last)) = (self.positions.get_mut(&partition), chunk.last()) else {
+                return Batches::Written;
+            };
+            match apply::apply_records(self.rt, self.mapping, partition, pos.stored, chunk, last.offset + 1) {
+                Applied::Done { applied, dead, next, held } => {
                     *pos = Position { next, stored: Some(next) };
                     self.status.set_next(partition, next);
                     MappingStats::bump(&self.status.applied, applied);
                     MappingStats::bump(&self.status.dead_lettered, dead);
+                    if held {
+                        return Batches::Held;
+                    }
                 }
-                Applied::Stale | Applied::Idle => return false,
+                Applied::Stale | Applied::Idle => return Batches::Stopped,
             }
         }
-        true
+        Batches::Written
     }
 }

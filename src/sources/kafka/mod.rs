@@ -10,20 +10,23 @@ pub mod apply;
 mod client;
 mod consumer;
 pub mod status;
+mod tls;
 
 use crate::pipeline::runtime::Runtime;
 
 /// Starts the consumer thread of every mapping with a Kafka source, through
-/// `spawn` (the supervisor's, which joins it at shutdown).
+/// `spawn` (the supervisor's, which joins it at shutdown). A `"tls"` whose
+/// files cannot be read fails the load.
 pub fn start(
     rt: &'static Runtime,
     spawn: impl Fn(&str, Box<dyn FnOnce() + Send>) -> Result<(), String>,
 ) -> Result<(), String> {
     for (mapping, m) in rt.mappings.all().iter().enumerate() {
-        if m.kafka.is_some() {
-            status::of(rt, mapping);
-            spawn(&format!("pgsync-kafka-{}", m.name), Box::new(move || consumer::run(rt, mapping)))?;
-        }
+        let Some(source) = &m.kafka else { continue };
+        let tls =
+            source.tls.as_ref().map(|tls| tls::client_config(&format!("mapping \"{}\"", m.name), tls)).transpose()?;
+        status::of(rt, mapping);
+        spawn(&format!("pgsync-kafka-{}", m.name), Box::new(move || consumer::run(rt, mapping, tls)))?;
     }
     Ok(())
 }
