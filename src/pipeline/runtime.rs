@@ -113,6 +113,12 @@ impl Runtime {
         schemas.get(mapping).cloned().flatten()
     }
 
+    /// Whether the checker has looked at a mapping's table since it was last
+    /// invalidated: it found it usable, or said why not.
+    pub fn schema_checked(&self, mapping: usize) -> bool {
+        self.schema(mapping).is_some() || self.stats[mapping].schema_error().is_some()
+    }
+
     /// The checked schema of a mapping's table, or why it cannot be used yet.
     pub fn usable_schema(&self, mapping: usize) -> Result<Arc<TableSchema>, Error> {
         self.schema(mapping).ok_or_else(|| {

@@ -41,7 +41,11 @@ impl RedisSide for LiveRedis<'_> {
             linger: config::millis(&config::BATCH_DELAY_MS),
             idle: IDLE_WAIT,
         };
-        self.0.dirty.take(limits, ready)
+        // Rows wait for their table's first check instead of failing on it: a
+        // server just started would otherwise count a retry, and back off, for
+        // every mapping written before the checker's first round.
+        let checked: Vec<bool> = (0..self.0.mappings.all().len()).map(|m| self.0.schema_checked(m)).collect();
+        self.0.dirty.take(limits, &|m| checked.get(m).copied().unwrap_or(true) && ready(m))
     }
 
     fn requeue(&self, mapping: usize, rows: Vec<Row>, failure: &Error) {
