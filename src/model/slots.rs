@@ -104,6 +104,11 @@ impl SlotTable {
         (0..SLOTS as u16).find(|slot| self.state(*slot) == SlotState::Stable)
     }
 
+    /// The slots owned (being moved out or not), lowest first.
+    pub fn owned(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..SLOTS as u16).filter(|slot| self.owned.contains(*slot))
+    }
+
     /// Number of slots owned.
     pub fn owned_count(&self) -> usize {
         self.owned.count()
@@ -161,6 +166,12 @@ e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460 12000 [5460->-
         assert_eq!(table.owned_count(), 5462);
         assert_eq!(table.first_stable(), Some(0));
         assert_eq!(table.describe(), "0-5460,12000 leaving:5460 arriving:16383");
+        let owned: Vec<u16> = table.owned().collect();
+        assert_eq!(
+            (owned.len(), owned[0], owned[5460], owned[5461]),
+            (5462, 0, 5460, 12000),
+            "leaving counts, arriving not"
+        );
     }
 
     #[test]

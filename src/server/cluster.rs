@@ -164,6 +164,15 @@ pub fn home_tag(ctx: &Context) -> Option<Vec<u8>> {
     table(ctx).table.as_ref().and_then(SlotTable::first_stable).map(slot_tag)
 }
 
+/// The slots this node owns, lowest first (none outside a cluster). Needs the
+/// Redis lock.
+pub fn owned_slots(ctx: &Context) -> Vec<u16> {
+    if !enabled() {
+        return Vec::new();
+    }
+    table(ctx).table.as_ref().map(|t| t.owned().collect()).unwrap_or_default()
+}
+
 /// The `cluster` figure of `SYNC.STATUS` and `INFO`: `off`, or the owned slots
 /// as last read (INFO cannot call commands).
 pub fn describe() -> String {

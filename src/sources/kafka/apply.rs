@@ -40,6 +40,8 @@ pub enum Applied {
         applied: u64,
         /// Records sent to the dead-letter list.
         dead: u64,
+        /// Records stepped over: another cluster node owns their keys.
+        skipped: u64,
         /// The next offset now stored: past the batch, or, when `held`, the
         /// first record not applied.
         next: i64,
@@ -63,7 +65,40 @@ pub fn read_offsets(rt: &Runtime, source: &KafkaSource, partitions: &[i32]) -> O
     if !capture::capturing(&ctx, rt) {
         return None;
     }
-    Some(partitions.iter().map(|p| read_offset(&ctx, &offset_key(&ctx, source, *p))).collect())
+    let keys: Vec<String> = partitions.iter().map(|p| offset_key(&ctx, source, *p)).collect();
+    let mut offsets: Vec<Option<i64>> = keys.iter().map(|key| read_offset(&ctx, key)).collect();
+    if offsets.iter().any(Option::is_none) {
+        bring_home(&ctx, source, partitions, &keys);
+        offsets = keys.iter().map(|key| read_offset(&ctx, key)).collect();
+    }
+    Some(offsets)
+}
+
+/// Moves the offsets a cluster node finds under the tag of another of its slots
+/// to `keys`, their names under its home tag, where they are missing. A replica
+/// promoted while its primary's home slot was leaving finds them there: the old
+/// primary moved them under its next slot's tag, and servers that do not
+/// replicate a slot's migrating state (Redis 8.2) give the new primary the old
+/// home tag. So does a node restarted after its home slot changed. Without
+/// this the partitions would be consumed again from their start. One pass over
+/// the owned slots, only when an offset is missing (a start or a promotion).
+fn bring_home(ctx: &Context, source: &KafkaSource, partitions: &[i32], keys: &[String]) {
+    let mut missing: Vec<(i32, &String)> =
+        partitions.iter().copied().zip(keys).filter(|(_, key)| !cluster::key_exists(ctx, key.as_bytes())).collect();
+    for slot in cluster::owned_slots(ctx) {
+        if missing.is_empty() {
+            return;
+        }
+        let tag = String::from_utf8_lossy(&cluster::slot_tag(slot)).into_owned();
+        missing.retain(|(partition, home)| {
+            let found = source.offset_key_in(&tag, *partition);
+            if found == **home || !cluster::key_exists(ctx, found.as_bytes()) {
+                return true;
+            }
+            move_offset(ctx, found.as_bytes(), home);
+            false
+        });
+    }
 }
 
 /// The offset key each (topic, group, partition) was last used under on this
@@ -142,7 +177,7 @@ pub fn apply_records(
     if read_offset(&ctx, &offset_key) != expected {
         return Applied::Stale;
     }
-    let (mut applied, mut dead, mut held) = (0, 0, None);
+    let (mut applied, mut dead, mut skipped, mut held) = (0, 0, 0, None);
     for record in records {
         // Decoding twice costs a cluster node only.
         let place = match cluster::enabled() {
@@ -151,7 +186,10 @@ pub fn apply_records(
         };
         match place {
             Place::Mine => {}
-            Place::Elsewhere => continue,
+            Place::Elsewhere => {
+                skipped += 1;
+                continue;
+            }
             Place::Moving => {
                 held = Some(record.offset);
                 break;
@@ -174,7 +212,7 @@ pub fn apply_records(
     }
     let next = held.unwrap_or(next);
     write_offset(&ctx, &offset_key, next);
-    Applied::Done { applied, dead, next, held: held.is_some() }
+    Applied::Done { applied, dead, skipped, next, held: held.is_some() }
 }
 
 /// The key whose node applies `record` in a cluster: the key it writes, or for

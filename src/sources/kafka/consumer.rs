@@ -193,11 +193,12 @@ impl Consumer {
                 return Batches::Written;
             };
             match apply::apply_records(self.rt, self.mapping, partition, pos.stored, chunk, last.offset + 1) {
-                Applied::Done { applied, dead, next, held } => {
+                Applied::Done { applied, dead, skipped, next, held } => {
                     *pos = Position { next, stored: Some(next) };
                     self.status.set_next(partition, next);
                     MappingStats::bump(&self.status.applied, applied);
                     MappingStats::bump(&self.status.dead_lettered, dead);
+                    MappingStats::bump(&self.status.skipped, skipped);
                     if held {
                         return Batches::Held;
                     }

@@ -18,6 +18,8 @@ pub struct SourceStatus {
     pub applied: AtomicU64,
     /// Records sent to the dead-letter list.
     pub dead_lettered: AtomicU64,
+    /// Records stepped over on a cluster node: another node owns their keys.
+    pub skipped: AtomicU64,
 }
 
 #[derive(Default)]
@@ -95,6 +97,7 @@ impl SourceStatus {
             ("kafka_partition_lag", Figure::Text(self.listed(Self::lag))),
             ("kafka_applied", Figure::Int(MappingStats::get(&self.applied) as i64)),
             ("kafka_dead_lettered", Figure::Int(MappingStats::get(&self.dead_lettered) as i64)),
+            ("kafka_skipped", Figure::Int(MappingStats::get(&self.skipped) as i64)),
         ]
     }
 }
