@@ -370,6 +370,19 @@ fn records_arrive_over_tls_and_a_broker_certificate_from_another_ca_is_refused()
         assert_eq!(pong, "PONG", "Redis keeps serving");
         assert_eq!(keys_count(&mut c, "kusers:*"), 0, "nothing consumed from an untrusted broker ({tls})");
     }
+
+    // The files are read at every connection: the right CA written over the
+    // configured file is used by the next attempt, without a restart.
+    let dir = TempDir::new("pgsync_kafka_renewed");
+    let renewed = dir.0.join("ca.pem").display().to_string();
+    std::fs::copy(&certs.other_ca, &renewed).unwrap();
+    let db = test_db(SQL);
+    let server =
+        Server::with_mapping(&db, &tls_mapping(&broker, &trusting(&renewed)), &[("retry-max-delay-ms", "300")], &[]);
+    let mut c = server.conn();
+    eventually("the source refuses the broker", || status(&mut c, "kusers")["kafka"].starts_with("down"));
+    std::fs::copy(&certs.ca, &renewed).unwrap();
+    eventually("records over TLS with the renewed CA file", || keys_count(&mut c, "kusers:*") == 300);
 }
 
 #[test]

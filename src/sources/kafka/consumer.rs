@@ -10,6 +10,7 @@
 use super::apply::{self, Applied};
 use super::client::{Broker, FetchError, Fetched};
 use super::status::{self, SourceStatus};
+use super::tls;
 use crate::model::backoff::Backoff;
 use crate::model::kafka::KafkaSource;
 use crate::model::stats::MappingStats;
@@ -17,7 +18,6 @@ use crate::pipeline::runtime::Runtime;
 use crate::server::config;
 use crate::server::redis_io::{notice, warn};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The most records written under one Redis lock.
@@ -40,7 +40,7 @@ struct Position {
 }
 
 /// The thread body of mapping `mapping`'s source; returns at shutdown.
-pub fn run(rt: &'static Runtime, mapping: usize, tls: Option<Arc<rustls::ClientConfig>>) {
+pub fn run(rt: &'static Runtime, mapping: usize) {
     let m = &rt.mappings.all()[mapping];
     let (Some(source), Some(status)) = (m.kafka.as_ref(), status::of(rt, mapping)) else { return };
     let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -48,7 +48,7 @@ pub fn run(rt: &'static Runtime, mapping: usize, tls: Option<Arc<rustls::ClientC
         Err(e) => return status.set_state(format!("down: cannot start the client runtime: {e}")),
     };
     status.set_state("connecting");
-    let mut consumer = Consumer { rt, mapping, source, tls, status, broker: None, positions: BTreeMap::new() };
+    let mut consumer = Consumer { rt, mapping, source, status, broker: None, positions: BTreeMap::new() };
     let mut backoff = Backoff::new(FIRST_RETRY);
     while !rt.queue().is_shut_down() {
         if rt.is_replica() {
@@ -85,7 +85,6 @@ struct Consumer {
     rt: &'static Runtime,
     mapping: usize,
     source: &'static KafkaSource,
-    tls: Option<Arc<rustls::ClientConfig>>,
     status: &'static SourceStatus,
     broker: Option<Broker>,
     positions: BTreeMap<i32, Position>,
@@ -114,10 +113,13 @@ impl Consumer {
     }
 
     async fn connect(&mut self) -> Result<Broker, String> {
-        let broker = Broker::connect(self.source, self.tls.clone()).await?;
+        let name = &self.rt.mappings.all()[self.mapping].name;
+        // The files are read again: a renewed certificate needs no restart.
+        let tls =
+            self.source.tls.as_ref().map(|t| tls::client_config(&format!("mapping \"{name}\""), t)).transpose()?;
+        let broker = Broker::connect(self.source, tls).await?;
         notice(&format!(
-            "{}: Kafka source connected to topic {} (partitions {:?})",
-            self.rt.mappings.all()[self.mapping].name,
+            "{name}: Kafka source connected to topic {} (partitions {:?})",
             self.source.topic,
             broker.partitions()
         ));

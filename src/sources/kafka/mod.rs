@@ -16,17 +16,19 @@ use crate::pipeline::runtime::Runtime;
 
 /// Starts the consumer thread of every mapping with a Kafka source, through
 /// `spawn` (the supervisor's, which joins it at shutdown). A `"tls"` whose
-/// files cannot be read fails the load.
+/// files cannot be read fails the load; the consumer reads them again at every
+/// connection, so renewed certificates need no restart.
 pub fn start(
     rt: &'static Runtime,
     spawn: impl Fn(&str, Box<dyn FnOnce() + Send>) -> Result<(), String>,
 ) -> Result<(), String> {
     for (mapping, m) in rt.mappings.all().iter().enumerate() {
         let Some(source) = &m.kafka else { continue };
-        let tls =
-            source.tls.as_ref().map(|tls| tls::client_config(&format!("mapping \"{}\"", m.name), tls)).transpose()?;
+        if let Some(tls) = &source.tls {
+            tls::client_config(&format!("mapping \"{}\"", m.name), tls)?;
+        }
         status::of(rt, mapping);
-        spawn(&format!("pgsync-kafka-{}", m.name), Box::new(move || consumer::run(rt, mapping, tls)))?;
+        spawn(&format!("pgsync-kafka-{}", m.name), Box::new(move || consumer::run(rt, mapping)))?;
     }
     Ok(())
 }

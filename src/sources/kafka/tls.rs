@@ -1,6 +1,7 @@
 //! TLS to the brokers: the rustls client configuration of a source's `"tls"`
-//! object, built once at load so that an unreadable or malformed file fails
-//! the load with its name rather than every connection attempt.
+//! object. Built at load, so that an unreadable or malformed file fails the
+//! load with its name, and again at every connection to the brokers, so that
+//! certificates renewed on disk are used without restarting Redis.
 
 use crate::model::kafka::KafkaTls;
 use rustls::pki_types::pem::PemObject;
