@@ -61,7 +61,7 @@ pub enum Format {
 }
 
 /// SASL settings.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sasl {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
@@ -70,6 +70,16 @@ pub struct Sasl {
     pub username: String,
     /// The password (never shown by `SYNC.STATUS` or the log).
     pub password: String,
+}
+
+/// Leaves the password out, wherever a mapping is printed.
+impl std::fmt::Debug for Sasl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sasl")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The SASL mechanisms the client speaks.
@@ -315,5 +325,17 @@ mod tests {
         let moved = retagged_offset_key(b"pgsync:kafka:{06S}:g:a:b:2", b"Qi");
         assert_eq!(moved.as_deref(), Some(b"pgsync:kafka:{Qi}:g:a:b:2".as_slice()));
         assert_eq!(retagged_offset_key(b"pgsync:kafka:g:users:2", b"Qi"), None, "a single server's key");
+    }
+
+    #[test]
+    fn sasl_names_its_mechanism_as_kafka_does() {
+        let parse = |text: &str| serde_json::from_str::<Sasl>(text);
+        let scram = parse(r#"{"mechanism": "SCRAM-SHA-512", "username": "u", "password": "p"}"#).unwrap();
+        assert_eq!(scram.mechanism, SaslMechanism::ScramSha512);
+        assert_eq!(parse(r#"{"mechanism": "PLAIN", "username": "u", "password": "p"}"#).unwrap().username, "u");
+        assert!(parse(r#"{"mechanism": "GSSAPI", "username": "u", "password": "p"}"#).is_err());
+        assert!(parse(r#"{"mechanism": "PLAIN", "username": "u"}"#).is_err(), "a password is needed");
+        let printed = format!("{:?}", parse(r#"{"mechanism": "PLAIN", "username": "u", "password": "s3cret"}"#));
+        assert!(printed.contains("Plain") && !printed.contains("s3cret"), "{printed}");
     }
 }
