@@ -179,9 +179,9 @@ pub fn apply_records(
     }
     let (mut applied, mut dead, mut skipped, mut held) = (0, 0, 0, None);
     for record in records {
-        // Decoding twice costs a cluster node only.
+        let decoded = decode(source, record.key.as_deref(), record.value.as_deref());
         let place = match cluster::enabled() {
-            true => cluster::place(&ctx, owner_key(m, source, partition, record).as_bytes()),
+            true => cluster::place(&ctx, owner_key(m, source, partition, record.offset, &decoded).as_bytes()),
             false => Place::Mine,
         };
         match place {
@@ -202,7 +202,7 @@ pub fn apply_records(
             key: record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
             payload: record.value.as_deref().map(|v| String::from_utf8_lossy(v).into_owned()),
         };
-        match apply_one(&ctx, rt, mapping, record.key.as_deref(), record.value.as_deref()) {
+        match decoded.and_then(|decoded| apply_decoded(&ctx, rt, m, decoded)) {
             Ok(()) => applied += 1,
             Err(why) => {
                 dead_letter(&ctx, m, origin(), &why);
@@ -215,14 +215,20 @@ pub fn apply_records(
     Applied::Done { applied, dead, skipped, next, held: held.is_some() }
 }
 
-/// The key whose node applies `record` in a cluster: the key it writes, or for
+/// The key whose node applies a record in a cluster: the key it writes, or for
 /// a record that names no row, its dead-letter entry's name.
-fn owner_key(m: &Mapping, source: &KafkaSource, partition: i32, record: &Fetched) -> String {
-    match decode(source, record.key.as_deref(), record.value.as_deref()) {
+fn owner_key(
+    m: &Mapping,
+    source: &KafkaSource,
+    partition: i32,
+    offset: i64,
+    decoded: &Result<Decoded, String>,
+) -> String {
+    match decoded {
         Ok(decoded) => row_key(m, decoded.id()),
         Err(_) => deadletter::record_entry_id(
             &m.name,
-            &KafkaOrigin { topic: source.topic.clone(), partition, offset: record.offset, key: None, payload: None },
+            &KafkaOrigin { topic: source.topic.clone(), partition, offset, key: None, payload: None },
         ),
     }
 }
@@ -242,7 +248,13 @@ fn row_key(m: &Mapping, id: &str) -> String {
 pub fn retry(ctx: &Context, rt: &Runtime, mapping: usize, origin: KafkaOrigin) -> bool {
     let m = &rt.mappings.all()[mapping];
     let (key, value) = (origin.key.as_deref().map(str::as_bytes), origin.payload.as_deref().map(str::as_bytes));
-    let outcome = owned_here(ctx, m, key, value).and_then(|()| apply_one(ctx, rt, mapping, key, value));
+    let outcome = m
+        .kafka
+        .as_ref()
+        .ok_or_else(|| "the mapping has no kafka source".to_string())
+        .and_then(|source| decode(source, key, value))
+        .and_then(|decoded| owned_here(ctx, m, &decoded).map(|()| decoded))
+        .and_then(|decoded| apply_decoded(ctx, rt, m, decoded));
     match outcome {
         Ok(()) => true,
         Err(why) => {
@@ -254,9 +266,10 @@ pub fn retry(ctx: &Context, rt: &Runtime, mapping: usize, origin: KafkaOrigin) -
 
 /// In a cluster, whether this node writes the key a retried record names: a
 /// dead letter lives on one node, the row it names may live on another.
-fn owned_here(ctx: &Context, m: &Mapping, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<(), String> {
-    let Some(source) = m.kafka.as_ref().filter(|_| cluster::enabled()) else { return Ok(()) };
-    let Ok(decoded) = decode(source, key, value) else { return Ok(()) };
+fn owned_here(ctx: &Context, m: &Mapping, decoded: &Decoded) -> Result<(), String> {
+    if !cluster::enabled() {
+        return Ok(());
+    }
     let row = row_key(m, decoded.id());
     match cluster::place(ctx, row.as_bytes()) {
         Place::Mine => Ok(()),
@@ -274,17 +287,9 @@ fn dead_letter(ctx: &Context, m: &Mapping, origin: KafkaOrigin, why: &str) {
     deadletter::add_record(ctx, m, origin, why);
 }
 
-/// Writes one record into its key and captures it; `Err` says why it cannot be.
-fn apply_one(
-    ctx: &Context,
-    rt: &Runtime,
-    mapping: usize,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-) -> Result<(), String> {
-    let m = &rt.mappings.all()[mapping];
-    let source = m.kafka.as_ref().ok_or("the mapping has no kafka source")?;
-    let decoded = decode(source, key, value)?;
+/// Writes one decoded record of mapping `m` into its key and captures it;
+/// `Err` says why it cannot be.
+fn apply_decoded(ctx: &Context, rt: &Runtime, m: &Mapping, decoded: Decoded) -> Result<(), String> {
     let row_key = row_key(m, decoded.id());
     let target: Target = match capture::target(rt, row_key.as_bytes()) {
         Some(Ok(target)) => target,
