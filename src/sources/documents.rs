@@ -142,15 +142,23 @@ fn apply(
     let no_docs: &[(String, String)] = &[];
     let steps =
         docs.chunks(DOCS_PER_LOCK).map(|d| (d, &[][..])).chain(gone.chunks(DOCS_PER_LOCK).map(|g| (no_docs, g)));
-    let m = &rt.mappings.all()[mapping];
-    let stats = &rt.stats[mapping];
+    let writer = Writer { m: &rt.mappings.all()[mapping], stats: &rt.stats[mapping], store: document.store, source };
     let mut applied = Applied::default();
     for (docs, gone) in steps {
         let tsc = ThreadSafeContext::new();
         let ctx = tsc.lock();
-        own_writes(|| write_and_delete(&ctx, m, stats, document.store, docs, gone, source, &mut applied));
+        own_writes(|| writer.write_and_delete(&ctx, docs, gone, &mut applied));
     }
     applied
+}
+
+/// What every step of [`apply`] writes with: the mapping, its figures, how its
+/// documents are stored, and the change events' source.
+struct Writer<'a> {
+    m: &'a Mapping,
+    stats: &'a MappingStats,
+    store: Store,
+    source: Source,
 }
 
 /// Whether this node writes `key` now; a key whose slot is moving is noted in
@@ -166,43 +174,36 @@ fn mine(ctx: &Context, id: &str, key: &str, applied: &mut Applied) -> bool {
     }
 }
 
-/// One step of [`apply`], under the Redis lock.
-#[allow(clippy::too_many_arguments)]
-fn write_and_delete(
-    ctx: &Context,
-    m: &Mapping,
-    stats: &MappingStats,
-    store: Store,
-    docs: &[(String, String)],
-    gone: &[&String],
-    source: Source,
-    applied: &mut Applied,
-) {
-    for (id, doc) in docs {
-        let key = m.main_key(id);
-        if !mine(ctx, id, &key, applied) {
-            continue;
-        }
-        match write(ctx, &key, store, doc) {
-            Ok(fields) => {
-                applied.written += 1;
-                let event = Event { key: &key, id, op: EventOp::Upsert, source, fields, time: now_ms() };
-                notify::send(ctx, m, stats, &event);
+impl Writer<'_> {
+    /// One step of [`apply`], under the Redis lock.
+    fn write_and_delete(&self, ctx: &Context, docs: &[(String, String)], gone: &[&String], applied: &mut Applied) {
+        let (m, stats, source) = (self.m, self.stats, self.source);
+        for (id, doc) in docs {
+            let key = m.main_key(id);
+            if !mine(ctx, id, &key, applied) {
+                continue;
             }
-            Err(e) => refuse(stats, &format!("{}: document {key} not written: {e}", m.name)),
+            match write(ctx, &key, self.store, doc) {
+                Ok(fields) => {
+                    applied.written += 1;
+                    let event = Event { key: &key, id, op: EventOp::Upsert, source, fields, time: now_ms() };
+                    notify::send(ctx, m, stats, &event);
+                }
+                Err(e) => refuse(stats, &format!("{}: document {key} not written: {e}", m.name)),
+            }
         }
-    }
-    for id in gone {
-        let key = m.main_key(id);
-        if !mine(ctx, id, &key, applied) {
-            continue;
+        for id in gone {
+            let key = m.main_key(id);
+            if !mine(ctx, id, &key, applied) {
+                continue;
+            }
+            if let Err(e) = call(ctx, "DEL", &[key.as_bytes()]) {
+                warn(&format!("{}: cannot delete {key}: {e}", m.name));
+                continue;
+            }
+            let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
+            notify::send(ctx, m, stats, &event);
         }
-        if let Err(e) = call(ctx, "DEL", &[key.as_bytes()]) {
-            warn(&format!("{}: cannot delete {key}: {e}", m.name));
-            continue;
-        }
-        let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
-        notify::send(ctx, m, stats, &event);
     }
 }
 
