@@ -104,7 +104,7 @@ pub fn subscribe(ctx: &redis_module::Context) {
 }
 
 extern "C" fn on_flush(_ctx: *mut raw::RedisModuleCtx, _event: raw::RedisModuleEvent, sub: u64, data: *mut c_void) {
-    if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START as u64 || data.is_null() {
+    if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START || data.is_null() {
         return;
     }
     // SAFETY: Redis passes a RedisModuleFlushInfo with the flush event.

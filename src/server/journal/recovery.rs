@@ -184,7 +184,7 @@ fn walk(ctx: &Context, set: &DirtySet, over: &dyn Fn() -> bool) -> bool {
         position = index;
         steps += 1;
         // The clock is read every few logs: a log's queueing takes microseconds.
-        if steps % 64 == 0 && over() {
+        if steps.is_multiple_of(64) && over() {
             recovery.cursor.store(position as u64, Ordering::Relaxed);
             return false;
         }
