@@ -35,7 +35,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     match guard::catch(|| supervisor::start(ctx, args)).and_then(|started| started) {
         Ok(()) => {
             subscribe_to_shutdown(ctx);
-            server::journal::persist::subscribe(ctx);
+            server::journal::persist::watch(ctx);
             Status::Ok
         }
         Err(e) => {

@@ -11,9 +11,10 @@
 
 use super::logs;
 use crate::model::guard::{catch, guard};
-use crate::server::redis_io::warn;
+use crate::server::redis_io::{bytes, call, warn};
 use redis_module::native_types::RedisType;
-use redis_module::raw;
+use redis_module::{raw, Context, RedisValue};
+use redis_module_macros::config_changed_event_handler;
 use std::os::raw::{c_int, c_void};
 
 /// Version of the aux data's layout: a count, then (row key, log) pairs.
@@ -97,11 +98,37 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int
     }
 }
 
-/// Subscribes to flushes (see the module docs).
-pub fn subscribe(ctx: &redis_module::Context) {
+/// At load: subscribes to flushes (see the module docs), and warns if AOF
+/// rewrites would leave the journal out.
+pub fn watch(ctx: &Context) {
     let event = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_FLUSHDB, dataver: 1 };
     raw::subscribe_to_server_event(ctx.ctx, event, Some(on_flush));
+    check_preamble(ctx);
 }
+
+#[config_changed_event_handler]
+fn on_config_changed(ctx: &Context, names: &[&str]) {
+    if names.iter().any(|name| name.eq_ignore_ascii_case("aof-use-rdb-preamble")) {
+        guard(|| check_preamble(ctx));
+    }
+}
+
+/// A rewritten AOF carries module aux data only in its RDB preamble: without
+/// one, a rewrite while changes are pending would drop them from the file.
+fn check_preamble(ctx: &Context) {
+    let value = match call(ctx, "CONFIG", &[b"GET", b"aof-use-rdb-preamble"]) {
+        Ok(RedisValue::Array(pair)) => pair.get(1).and_then(bytes),
+        _ => None,
+    };
+    if value.as_deref() == Some(b"no") {
+        warn(PREAMBLE_RISK);
+    }
+}
+
+/// The warning for `aof-use-rdb-preamble no`.
+pub const PREAMBLE_RISK: &str = "aof-use-rdb-preamble is no: an AOF rewrite (BGREWRITEAOF, auto-aof-rewrite) \
+     writes no module data, so changes pending at that moment would be missing from the rewritten AOF after a \
+     restart; set aof-use-rdb-preamble yes (the default)";
 
 extern "C" fn on_flush(_ctx: *mut raw::RedisModuleCtx, _event: raw::RedisModuleEvent, sub: u64, data: *mut c_void) {
     if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START || data.is_null() {
