@@ -1,8 +1,8 @@
 //! The journal, the module's own state: not keys; an AOF rewrite then `kill -9` loses
 //! no acknowledged change, `DEBUG RELOAD` and a full resync carry it, journal keys
-//! of earlier versions are moved into memory, and
-//! an RDB snapshot carries the journal too, and a large journal is recovered
-//! after a restart while the server answers.
+//! of earlier versions are moved into memory, and an RDB snapshot carries the
+//! journal too. (A large journal recovered while the server answers:
+//! `hardening.rs`.)
 
 mod common;
 
@@ -96,46 +96,6 @@ fn an_rdb_snapshot_carries_the_journal() {
     assert_eq!(rows[&7][1].as_deref(), Some("12"), "the increment landed once");
     assert_eq!(rows[&8][0], None, "the removal landed");
     assert_eq!(rows[&100], [Some("n100".into()), Some("100".into()), None]);
-}
-
-#[test]
-fn a_large_journal_is_recovered_while_the_server_answers() {
-    const ROWS: i32 = 200_000;
-    let pg = PrivatePg::start();
-    let db = TestDb::on(&pg.admin_url(), ITEMS_SQL);
-    let mut server = aof_server(&db);
-    let mut c = server.conn();
-    pg.down();
-    write_items(&mut c, 1..=ROWS, |id| id as i64);
-    assert_eq!(unsynced(&mut c), ROWS as u64);
-
-    server.restart();
-    let mut c = server.conn();
-    let mut ping = server.conn();
-    // A PING answered between two readings that both say "recovering" was
-    // answered during the recovery.
-    let mut answered_during = 0;
-    let deadline = std::time::Instant::now() + 5 * PATIENCE;
-    loop {
-        assert!(std::time::Instant::now() < deadline, "the recovery never finished");
-        let before = status(&mut c, "items")["recovery"].clone();
-        let pong: String = redis::cmd("PING").query(&mut ping).expect("PING during the recovery");
-        assert_eq!(pong, "PONG");
-        let after = status(&mut c, "items")["recovery"].clone();
-        if before.starts_with("recovering") && after.starts_with("recovering") {
-            answered_during += 1;
-        }
-        if after.starts_with("done") {
-            break;
-        }
-    }
-    assert!(answered_during > 0, "no PING was answered while the journal was being recovered");
-    assert_eq!(unsynced(&mut c), ROWS as u64, "every journaled row is queued again");
-    pg.up();
-    sync_wait(&mut c);
-    let mut client = db.client();
-    let n: i64 = client.query_one("SELECT count(*) FROM items WHERE score = id", &[]).unwrap().get(0);
-    assert_eq!(n, ROWS as i64);
 }
 
 #[test]

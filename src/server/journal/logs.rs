@@ -67,9 +67,22 @@ fn apply(map: &mut Map, op: Op, key: &[u8], bytes: &[u8]) -> bool {
         Op::Set => {
             map.insert(key.to_vec(), bytes.to_vec());
         }
-        Op::Del => return map.swap_remove(key).is_some(),
+        Op::Del => {
+            let removed = map.swap_remove(key).is_some();
+            give_back(map);
+            return removed;
+        }
     }
     true
+}
+
+/// A drained backlog gives its memory back: once the logs fill less than an
+/// eighth of the map, it shrinks to twice their number (a rehash of the few
+/// left, amortized over the many removals since it grew).
+fn give_back(map: &mut Map) {
+    if map.capacity() > 4096 && map.len() * 8 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
 }
 
 /// Changes the log of `key` and sends the change to the AOF and the replicas.
