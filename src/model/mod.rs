@@ -5,6 +5,7 @@
 pub mod backoff;
 pub mod change;
 pub mod counting_alloc;
+pub mod doubt;
 pub mod fault;
 pub mod field_map;
 pub mod guard;

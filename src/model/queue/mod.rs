@@ -251,6 +251,12 @@ impl Queue {
         self.lock().pending.get(row).map(|e| e.change.clone())
     }
 
+    /// The journal bytes of the change queued for `row` behind its batch (0 when
+    /// none): what its log gained since the batch was taken.
+    pub fn pending_journal_bytes(&self, row: &RowKey) -> usize {
+        self.lock().pending.get(row).map_or(0, |e| e.journal_bytes)
+    }
+
     /// Number of rows holding a change with version `<= version` not yet settled.
     pub fn unsettled_up_to(&self, version: u64) -> usize {
         self.lock().unsettled.up_to(version)

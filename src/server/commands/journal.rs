@@ -15,7 +15,7 @@ pub fn sync_journal(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let op = args.get(1).and_then(|name| Op::parse(name.as_slice()));
     let (op, key, bytes) = match (op, &args[..]) {
         (Some(Op::Del), [_, _, key]) => (Op::Del, key, &[][..]),
-        (Some(op @ (Op::Append | Op::Set)), [_, _, key, bytes]) => (op, key, bytes.as_slice()),
+        (Some(op @ (Op::Append | Op::Set | Op::Mark)), [_, _, key, bytes]) => (op, key, bytes.as_slice()),
         _ => return Err(RedisError::WrongArity),
     };
     logs::apply_replicated(op, key.as_slice(), bytes);

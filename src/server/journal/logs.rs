@@ -23,10 +23,21 @@ use std::sync::{LazyLock, Mutex, MutexGuard};
 
 type Map = IndexMap<Vec<u8>, Vec<u8>, ahash::RandomState>;
 
-static LOGS: LazyLock<Mutex<Map>> = LazyLock::new(|| Mutex::new(Map::default()));
+/// The marks of in-flight batches on a log: (the batch's commit marker, the
+/// length of the log's prefix it wrote). See [`Op::Mark`].
+pub type Marks = Vec<(i64, usize)>;
 
-fn logs() -> MutexGuard<'static, Map> {
-    LOGS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The logs, and the marks on some of them.
+#[derive(Default)]
+struct Journal {
+    logs: Map,
+    marks: ahash::HashMap<Vec<u8>, Marks>,
+}
+
+static JOURNAL: LazyLock<Mutex<Journal>> = LazyLock::new(|| Mutex::new(Journal::default()));
+
+fn journal() -> MutexGuard<'static, Journal> {
+    JOURNAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A change to one log, as replicated.
@@ -38,6 +49,26 @@ pub enum Op {
     Set,
     /// Removes the log.
     Del,
+    /// Marks the log's first `len` bytes as written by a batch whose commit
+    /// marker is `id` (bytes: `id` then `len`, each 8 bytes little endian),
+    /// before that batch commits: after a crash or a promotion, a committed
+    /// marker says those records are in Postgres already. Replacing or removing
+    /// the log drops its marks.
+    Mark,
+}
+
+/// The bytes of a mark.
+pub fn mark_bytes(id: i64, len: usize) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&id.to_le_bytes());
+    out[8..].copy_from_slice(&(len as u64).to_le_bytes());
+    out
+}
+
+fn parse_mark(bytes: &[u8]) -> Option<(i64, usize)> {
+    let id = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let len = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((id, usize::try_from(len).ok()?))
 }
 
 impl Op {
@@ -46,17 +77,20 @@ impl Op {
             Op::Append => c"APPEND",
             Op::Set => c"SET",
             Op::Del => c"DEL",
+            Op::Mark => c"MARK",
         }
     }
 
     /// The operation a replicated `SYNC.JOURNAL` names.
     pub fn parse(name: &[u8]) -> Option<Op> {
-        [Op::Append, Op::Set, Op::Del].into_iter().find(|op| name.eq_ignore_ascii_case(op.name().to_bytes()))
+        [Op::Append, Op::Set, Op::Del, Op::Mark].into_iter().find(|op| name.eq_ignore_ascii_case(op.name().to_bytes()))
     }
 }
 
-/// Applies `op` to the log of `key` without replicating it.
-fn apply(map: &mut Map, op: Op, key: &[u8], bytes: &[u8]) -> bool {
+/// Applies `op` to the log of `key` without replicating it; false when it
+/// changed nothing.
+fn apply(journal: &mut Journal, op: Op, key: &[u8], bytes: &[u8]) -> bool {
+    let map = &mut journal.logs;
     match op {
         Op::Append => match map.get_mut(key) {
             Some(log) => log.extend_from_slice(bytes),
@@ -66,11 +100,17 @@ fn apply(map: &mut Map, op: Op, key: &[u8], bytes: &[u8]) -> bool {
         },
         Op::Set => {
             map.insert(key.to_vec(), bytes.to_vec());
+            journal.marks.remove(key);
         }
         Op::Del => {
             let removed = map.swap_remove(key).is_some();
             give_back(map);
+            journal.marks.remove(key);
             return removed;
+        }
+        Op::Mark => {
+            let Some(mark) = parse_mark(bytes).filter(|_| map.contains_key(key)) else { return false };
+            journal.marks.entry(key.to_vec()).or_default().push(mark);
         }
     }
     true
@@ -87,7 +127,7 @@ fn give_back(map: &mut Map) {
 
 /// Changes the log of `key` and sends the change to the AOF and the replicas.
 pub fn write(ctx: &Context, op: Op, key: &[u8], bytes: &[u8]) {
-    if apply(&mut logs(), op, key, bytes) {
+    if apply(&mut journal(), op, key, bytes) {
         replicate(ctx, op, key, bytes);
     }
 }
@@ -95,54 +135,81 @@ pub fn write(ctx: &Context, op: Op, key: &[u8], bytes: &[u8]) {
 /// A `SYNC.JOURNAL` from the primary or the AOF: the same change, unreplicated
 /// (the caller replicates it verbatim to chained replicas).
 pub fn apply_replicated(op: Op, key: &[u8], bytes: &[u8]) {
-    apply(&mut logs(), op, key, bytes);
+    apply(&mut journal(), op, key, bytes);
 }
 
 /// The log of `key`, if there is one.
 pub fn read(key: &[u8]) -> Option<Vec<u8>> {
-    logs().get(key).cloned()
+    journal().logs.get(key).cloned()
+}
+
+/// The log of `key` and its marks.
+pub fn read_marked(key: &[u8]) -> Option<(Vec<u8>, Marks)> {
+    let journal = journal();
+    let log = journal.logs.get(key)?.clone();
+    Some((log, journal.marks.get(key).cloned().unwrap_or_default()))
+}
+
+/// The length of the log of `key` (0 without one).
+pub fn log_len(key: &[u8]) -> usize {
+    journal().logs.get(key).map_or(0, Vec::len)
 }
 
 /// Whether `key` has a log.
 pub fn contains(key: &[u8]) -> bool {
-    logs().contains_key(key)
+    journal().logs.contains_key(key)
 }
 
 /// How many rows have a log, and their bytes (keys and records).
 pub fn size() -> (usize, usize) {
-    let logs = logs();
-    (logs.len(), logs.iter().map(|(k, v)| k.len() + v.len()).sum())
+    let journal = journal();
+    (journal.logs.len(), journal.logs.iter().map(|(k, v)| k.len() + v.len()).sum())
 }
 
 /// How many logs there are (a recovery walks positions below this).
 pub fn len() -> usize {
-    logs().len()
+    journal().logs.len()
 }
 
 /// The key of the log at `index`. Removing a log moves the last one into its
 /// place, so a walk from the end towards 0 never misses a log that was there
 /// when it started (it may see one twice).
 pub fn key_at(index: usize) -> Option<Vec<u8>> {
-    logs().get_index(index).map(|(key, _)| key.clone())
+    journal().logs.get_index(index).map(|(key, _)| key.clone())
 }
 
 /// Forgets every log: the data went with `FLUSHALL` or is about to be loaded anew.
 pub fn clear() {
-    let mut logs = logs();
-    logs.clear();
-    logs.shrink_to_fit();
+    let mut journal = journal();
+    journal.logs.clear();
+    journal.logs.shrink_to_fit();
+    journal.marks.clear();
+    journal.marks.shrink_to_fit();
 }
 
-/// Calls `f` on every log, for a save.
-pub fn for_each(mut f: impl FnMut(&[u8], &[u8])) {
-    logs().iter().for_each(|(key, log)| f(key, log));
+/// Calls `log` on every log, then `mark` on every mark, for a save.
+pub fn for_each(mut log: impl FnMut(&[u8], &[u8]), mut mark: impl FnMut(&[u8], i64, usize)) {
+    let journal = journal();
+    journal.logs.iter().for_each(|(key, bytes)| log(key, bytes));
+    for (key, marks) in &journal.marks {
+        marks.iter().for_each(|(id, len)| mark(key, *id, *len));
+    }
 }
 
-/// Replaces every log, after a load.
-pub fn replace_all(entries: Vec<(Vec<u8>, Vec<u8>)>) {
-    let mut logs = logs();
-    logs.clear();
-    logs.extend(entries);
+/// How many marks there are, for a save.
+pub fn mark_count() -> usize {
+    journal().marks.values().map(Vec::len).sum()
+}
+
+/// Replaces every log and mark, after a load.
+pub fn replace_all(entries: Vec<(Vec<u8>, Vec<u8>)>, marks: Vec<(Vec<u8>, i64, usize)>) {
+    let mut journal = journal();
+    journal.logs.clear();
+    journal.marks.clear();
+    journal.logs.extend(entries);
+    for (key, id, len) in marks {
+        journal.marks.entry(key).or_default().push((id, len));
+    }
 }
 
 /// Sends `SYNC.JOURNAL <op> <key> [<bytes>]` to the AOF and the replicas, with
@@ -163,7 +230,7 @@ fn replicate(ctx: &Context, op: Op, key: &[u8], bytes: &[u8]) {
                 key.as_ptr() as *const c_char,
                 key.len(),
             ),
-            Op::Append | Op::Set => replicate(
+            Op::Append | Op::Set | Op::Mark => replicate(
                 ctx.ctx,
                 command.as_ptr(),
                 c"cbb".as_ptr(),
@@ -186,22 +253,40 @@ mod tests {
 
     #[test]
     fn ops_change_one_log() {
-        let mut map = Map::default();
-        assert!(apply(&mut map, Op::Append, b"a", b"1"));
-        assert!(apply(&mut map, Op::Append, b"a", b"2"));
-        assert_eq!(map.get(&b"a"[..]).map(Vec::as_slice), Some(&b"12"[..]));
-        apply(&mut map, Op::Set, b"a", b"3");
-        assert_eq!(map.get(&b"a"[..]).map(Vec::as_slice), Some(&b"3"[..]));
-        assert!(apply(&mut map, Op::Del, b"a", b""));
-        assert!(!apply(&mut map, Op::Del, b"a", b""), "nothing to delete: nothing to replicate");
+        let mut journal = Journal::default();
+        assert!(apply(&mut journal, Op::Append, b"a", b"1"));
+        assert!(apply(&mut journal, Op::Append, b"a", b"2"));
+        assert_eq!(journal.logs.get(&b"a"[..]).map(Vec::as_slice), Some(&b"12"[..]));
+        apply(&mut journal, Op::Set, b"a", b"3");
+        assert_eq!(journal.logs.get(&b"a"[..]).map(Vec::as_slice), Some(&b"3"[..]));
+        assert!(apply(&mut journal, Op::Del, b"a", b""));
+        assert!(!apply(&mut journal, Op::Del, b"a", b""), "nothing to delete: nothing to replicate");
+    }
+
+    #[test]
+    fn marks_live_until_the_log_is_replaced_or_removed() {
+        let mut journal = Journal::default();
+        assert!(!apply(&mut journal, Op::Mark, b"a", &mark_bytes(7, 1)), "no log, no mark");
+        apply(&mut journal, Op::Append, b"a", b"12");
+        assert!(apply(&mut journal, Op::Mark, b"a", &mark_bytes(7, 2)));
+        apply(&mut journal, Op::Append, b"a", b"3");
+        assert!(apply(&mut journal, Op::Mark, b"a", &mark_bytes(-8, 3)));
+        assert_eq!(journal.marks.get(&b"a"[..]), Some(&vec![(7, 2), (-8, 3)]));
+        apply(&mut journal, Op::Set, b"a", b"4");
+        assert_eq!(journal.marks.get(&b"a"[..]), None);
+        apply(&mut journal, Op::Mark, b"a", &mark_bytes(9, 1));
+        apply(&mut journal, Op::Del, b"a", b"");
+        assert!(journal.marks.is_empty());
+        assert!(!apply(&mut journal, Op::Mark, b"a", b"short"), "a cut mark is ignored");
     }
 
     #[test]
     fn a_walk_from_the_end_misses_no_log_when_others_are_removed() {
-        let mut map = Map::default();
+        let mut journal = Journal::default();
         for i in 0..10u8 {
-            apply(&mut map, Op::Set, &[i], b"x");
+            apply(&mut journal, Op::Set, &[i], b"x");
         }
+        let map = &mut journal.logs;
         let mut seen = std::collections::HashSet::new();
         let mut cursor = map.len();
         while cursor > 0 {
@@ -217,14 +302,14 @@ mod tests {
                 map.swap_remove(&[key[0] / 2][..]);
             }
         }
-        for (key, _) in &map {
+        for (key, _) in map.iter() {
             assert!(seen.contains(key), "log {key:?} missed");
         }
     }
 
     #[test]
     fn op_names_parse_back() {
-        for op in [Op::Append, Op::Set, Op::Del] {
+        for op in [Op::Append, Op::Set, Op::Del, Op::Mark] {
             assert_eq!(Op::parse(op.name().to_bytes()), Some(op));
         }
         assert_eq!(Op::parse(b"append"), Some(Op::Append));

@@ -8,6 +8,8 @@
 //! top).
 
 use super::{keys, legacy, logs, records};
+use crate::model::change::{Change, Write};
+use crate::model::doubt::{increments_of, Doubt};
 use crate::model::journal_codec::decode;
 use crate::model::queue::{Journaled, RowKey};
 use crate::model::row_id::check_id;
@@ -242,17 +244,35 @@ fn recover_log(ctx: &Context, set: &DirtySet, key: &[u8]) {
     if set.queue().holds(&row) {
         return;
     }
-    let Some(log) = logs::read(key) else { return };
-    let read = |record: &[u8]| decode(record).map(|write| (super::framed_len(record.len()), write));
-    let Some(writes) = records(&log).and_then(|records| records.into_iter().map(read).collect::<Option<Vec<_>>>())
-    else {
+    let Some((log, marks)) = logs::read_marked(key) else { return };
+    let Some(writes) = decode_all(&log) else {
         warn(&format!("dropped the unreadable journal of {}", key.escape_ascii()));
         return super::forget(ctx, key);
     };
+    let doubts: Vec<Doubt> = marks.iter().filter_map(|&(marker, prefix)| doubt(&log, marker, prefix)).collect();
+    if !doubts.is_empty() {
+        set.doubt(row.clone(), doubts);
+    }
     for (bytes, write) in writes {
         set.queue().push(row.clone(), write, Journaled::Recovered { bytes });
     }
     set.recovery().count(1);
+}
+
+/// The writes of a log, with each record's size in the log; `None` when a
+/// record cannot be read.
+fn decode_all(log: &[u8]) -> Option<Vec<(usize, Write)>> {
+    let read = |record: &[u8]| decode(record).map(|write| (super::framed_len(record.len()), write));
+    records(log)?.into_iter().map(read).collect()
+}
+
+/// What a batch marked `marker` may have committed of a log: the increments of
+/// its first `prefix` bytes, coalesced.
+fn doubt(log: &[u8], marker: i64, prefix: usize) -> Option<Doubt> {
+    let mut writes = decode_all(log.get(..prefix)?)?.into_iter().map(|(_, write)| Change::new(write, 0));
+    let mut change = writes.next()?;
+    writes.for_each(|newer| change.absorb(newer));
+    Some(Doubt { marker, prefix, increments: increments_of(&change.fields) })
 }
 
 /// The row a journaled key writes to, if it still maps to one.
