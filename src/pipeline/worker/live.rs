@@ -17,7 +17,7 @@ use crate::server::waiters;
 use r2d2::PooledConnection;
 use r2d2_postgres::PostgresConnectionManager;
 
-type Connection = PooledConnection<PostgresConnectionManager<crate::pg::connect::Tls>>;
+type Connection = PooledConnection<PostgresConnectionManager<crate::pg::tls::Tls>>;
 
 /// A queued row and its change.
 pub type Row = (RowKey, Entry);
