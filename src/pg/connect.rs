@@ -94,7 +94,7 @@ pub(super) struct Read {
 /// All of [`settings`] but building the TLS connector (which loads the
 /// system's certificate store: slow, for the tests that read many strings).
 pub(super) fn read(url: &str, password: Option<&str>) -> Result<Read, String> {
-    let invalid = |e: String| format!("pgsync.postgres-url is not a valid Postgres connection string: {e}");
+    let invalid = |e: String| format!("pgsync.postgres-url is not a valid Postgres URL or connection string: {e}");
     let info = conninfo::split(url, &OWN_PARAMS).map_err(invalid)?;
     let param = |name: &str| info.taken.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let root_path = param("sslrootcert");
