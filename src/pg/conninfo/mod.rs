@@ -200,7 +200,8 @@ pub fn redact(s: &str) -> String {
     let mut hide: Vec<Range<usize>> = match url::after_scheme(s) {
         Some(start) => url::secret_spans(s, start),
         None => match key_value_params(s) {
-            Ok(params) => params.into_iter().filter(|p| p.key == "password").map(|p| p.value_at).collect(),
+            // Any case: `PASSWORD=` fails the load, but the string is shown before.
+            Ok(params) => params.into_iter().filter(|p| is_password(&p.key)).map(|p| p.value_at).collect(),
             Err(_) => return "(connection string hidden: it does not parse)".into(),
         },
     };
@@ -219,6 +220,12 @@ pub fn redact(s: &str) -> String {
     }
     out.push_str(&s[done..]);
     out
+}
+
+/// Whether a parameter name could be taken for the password (any case: hiding
+/// too much costs nothing).
+fn is_password(key: &str) -> bool {
+    key.trim().eq_ignore_ascii_case("password")
 }
 
 #[cfg(test)]

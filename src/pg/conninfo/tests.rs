@@ -9,6 +9,8 @@ fn passwords_are_hidden_in_every_form() {
     assert_eq!(redact("host=db password=s3cret user=bob"), "host=db password=*** user=bob");
     assert_eq!(redact("host=db password = s3cret user=bob"), "host=db password = *** user=bob");
     assert_eq!(redact("host=db password='s3 cr\\'et' user=bob"), "host=db password=*** user=bob");
+    assert_eq!(redact("host=db PASSWORD=s3cret"), "host=db PASSWORD=***");
+    assert_eq!(redact("postgres://db/x?Password =s3cret"), "postgres://db/x?Password =***");
     assert_eq!(redact("host=db password='unterminated"), "(connection string hidden: it does not parse)");
     assert_eq!(redact("host=db password"), "(connection string hidden: it does not parse)");
 }

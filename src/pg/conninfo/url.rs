@@ -99,7 +99,7 @@ pub fn secret_spans(s: &str, start: usize) -> Vec<Range<usize>> {
         let piece_start = start + mark + 1;
         let piece_end = s[piece_start..].find('&').map_or(s.len(), |end| piece_start + end);
         if let Some(eq) = s[piece_start..piece_end].find('=') {
-            if super::percent_decode(&s[piece_start..piece_start + eq]) == "password" {
+            if super::is_password(&super::percent_decode(&s[piece_start..piece_start + eq])) {
                 spans.push(piece_start + eq + 1..piece_end);
             }
         }
