@@ -36,10 +36,19 @@ pub fn parse(s: &str) -> Result<Url<'_>, String> {
     let body = &s[start..];
     let ends = std::iter::once(None).chain(body.match_indices('@').map(|(at, _)| Some(at)));
     let mut readings = ends.filter(|end| hosts_are_valid(end.map_or(body, |at| &body[at + 1..])));
-    let (Some(end), None) = (readings.next(), readings.next()) else {
-        return Err("it cannot be read in exactly one way (an `@`, `/`, `?` or `:` in the password or another part \
-             must be percent-encoded: %40, %2F, %3F, %3A), or its host list is not valid"
-            .into());
+    let end = match (readings.next(), readings.next()) {
+        (Some(end), None) => end,
+        (None, _) => {
+            return Err("no valid host list (host[:port], comma-separated) follows its user info; an `@`, `/`, \
+                        `?` or `:` in the password must be percent-encoded: %40, %2F, %3F, %3A"
+                .into())
+        }
+        (Some(_), Some(_)) => {
+            return Err("it can be read in more than one way (where the user info ends, so which part is the \
+                        password and which the host): percent-encode the `@`, `/`, `?` and `:` of the password \
+                        (%40, %2F, %3F, %3A) and any `@` of the database name or parameters"
+                .into())
+        }
     };
     let Some(at) = end else { return Ok(Url { scheme: &s[..start], user: None, password: None, rest: body }) };
     let userinfo = &body[..at];
@@ -60,23 +69,25 @@ fn hosts_are_valid(rest: &str) -> bool {
 }
 
 fn host_is_valid(entry: &str) -> bool {
-    let (host, port) = match entry.strip_prefix('[') {
-        Some(bracketed) => match bracketed.split_once(']') {
-            Some((address, after)) if address.chars().all(|c| c.is_ascii_hexdigit() || ":.%".contains(c)) => {
-                match after {
-                    "" => return !address.is_empty(),
-                    _ => ("v6", after.strip_prefix(':')),
-                }
-            }
-            _ => return false,
-        },
-        None => match entry.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (entry, None),
-        },
+    let (name_ok, port) = match entry.strip_prefix('[') {
+        Some(bracketed) => {
+            let Some((address, after)) = bracketed.split_once(']') else { return false };
+            let port = match (after, after.strip_prefix(':')) {
+                ("", _) => None,
+                (_, Some(port)) => Some(port),
+                (_, None) => return false,
+            };
+            (!address.is_empty() && address.chars().all(|c| c.is_ascii_hexdigit() || ":.%".contains(c)), port)
+        }
+        None => {
+            let (host, port) = match entry.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (entry, None),
+            };
+            (!host.is_empty() && host.chars().all(|c| c.is_alphanumeric() || "._-%".contains(c)), port)
+        }
     };
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    port_ok && !host.is_empty() && host.chars().all(|c| c.is_alphanumeric() || "._-%".contains(c))
+    name_ok && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The parts of `s` (a URL whose text after the scheme starts at `start`) that
@@ -145,6 +156,7 @@ mod tests {
             "postgres://u:pw@db:port/x",
             "postgres://u:pw@a b/x",
             "postgresql://u:pw@[zz]/x",
+            "postgresql://u:pw@[::1]x/x",
             "mysql://u:pw@db/x",
         ] {
             let e = parse(bad).unwrap_err();
