@@ -21,7 +21,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-type Connection = PooledConnection<PostgresConnectionManager<crate::pg::connect::Tls>>;
+type Connection = PooledConnection<PostgresConnectionManager<crate::pg::tls::Tls>>;
 
 /// A queued row and its change.
 pub type Row = (RowKey, Entry);
