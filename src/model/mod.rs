@@ -13,6 +13,7 @@ pub mod intent;
 pub mod journal_codec;
 pub mod kafka;
 pub mod latency;
+pub mod log_map;
 pub mod mapping;
 pub mod migrate_args;
 pub mod negative_cache;
