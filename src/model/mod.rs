@@ -11,6 +11,7 @@ pub mod guard;
 pub mod intent;
 pub mod journal_codec;
 pub mod kafka;
+pub mod key_text;
 pub mod latency;
 pub mod mapping;
 pub mod migrate_args;

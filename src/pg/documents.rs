@@ -78,7 +78,7 @@ pub fn check(client: &mut impl GenericClient, mapping: &Mapping, document: &Docu
             });
         }
     }
-    Ok(TableSchema { keys: Vec::new(), columns: Default::default() })
+    Ok(TableSchema { keys: Vec::new(), key_types: Vec::new(), columns: Default::default() })
 }
 
 #[cfg(test)]

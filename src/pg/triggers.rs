@@ -17,24 +17,26 @@ pub const ORIGIN: &str = "redis-pgsync";
 
 /// The trigger function, shared by every mapped table of a database.
 pub const FUNCTION_SQL: &str = r#"CREATE OR REPLACE FUNCTION pgsync_notify() RETURNS trigger
-LANGUAGE plpgsql AS $pgsync$
+LANGUAGE plpgsql SET DateStyle = 'ISO, MDY' SET TimeZone = 'UTC' AS $pgsync$
 DECLARE
-    new_row jsonb;
-    old_row jsonb;
+    spelled text;
     new_id text;
     old_id text;
 BEGIN
     IF current_setting('pgsync.origin', true) = 'redis-pgsync' THEN
         RETURN NULL;
     END IF;
-    IF TG_OP <> 'DELETE' THEN new_row := to_jsonb(NEW); new_id := new_row ->> TG_ARGV[0]; END IF;
-    IF TG_OP <> 'INSERT' THEN old_row := to_jsonb(OLD); old_id := old_row ->> TG_ARGV[0]; END IF;
-    -- A key over several columns: the arguments after the channel are
-    -- (separator, column) pairs, joined as the Redis key spells them.
+    -- The id as the key spells it: each key column as ::text prints it, with the
+    -- module's sessions' DateStyle and TimeZone (this function's SET), so a
+    -- timestamp is 2024-01-01 10:00:00, not JSON's 2024-01-01T10:00:00. A key
+    -- over several columns: the arguments after the channel are (separator,
+    -- column) pairs.
+    spelled := format('($1).%I::text', TG_ARGV[0]);
     FOR i IN 1 .. (TG_NARGS - 2) / 2 LOOP
-        new_id := new_id || TG_ARGV[2 * i] || (new_row ->> TG_ARGV[2 * i + 1]);
-        old_id := old_id || TG_ARGV[2 * i] || (old_row ->> TG_ARGV[2 * i + 1]);
+        spelled := spelled || format(' || %L || ($1).%I::text', TG_ARGV[2 * i], TG_ARGV[2 * i + 1]);
     END LOOP;
+    IF TG_OP <> 'DELETE' THEN EXECUTE 'SELECT ' || spelled INTO new_id USING NEW; END IF;
+    IF TG_OP <> 'INSERT' THEN EXECUTE 'SELECT ' || spelled INTO old_id USING OLD; END IF;
     IF length(coalesce(new_id, old_id)) > 7000 THEN
         RAISE WARNING 'pgsync: key too long to announce on %', TG_ARGV[1];
         RETURN NULL;

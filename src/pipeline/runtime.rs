@@ -73,11 +73,7 @@ impl Runtime {
     pub fn new(mappings: Mappings, settings: Settings, replica: bool) -> Runtime {
         let Settings { config: mut pg_config, tls } = settings;
         pg_config.application_name("redis-pgsync");
-        // Marks the module's sessions so the NOTIFY triggers do not echo its writes.
-        let options = match pg_config.get_options() {
-            Some(existing) => format!("{existing} -c pgsync.origin={}", triggers::ORIGIN),
-            None => format!("-c pgsync.origin={}", triggers::ORIGIN),
-        };
+        let options = crate::pg::connect::session_options(pg_config.get_options(), triggers::ORIGIN);
         pg_config.options(&options);
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(Duration::from_secs(5));

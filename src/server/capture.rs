@@ -63,21 +63,27 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
     if !captured(m, resolved.role) {
         return None;
     }
-    let checked = check_id(resolved.id).and_then(|id| {
-        // Before the first schema check the key types are unknown; the worker checks
-        // the id again against the schema before any SQL.
-        match rt.schema(resolved.mapping) {
-            Some(schema) => m.key.check(id, &schema.key_types()).map(|_| id),
-            None => m.key.split(id).map(|_| id),
-        }
-    });
-    Some(match checked {
+    Some(match checked_id(rt, resolved.mapping, resolved.id) {
         Ok(id) => Ok(Target { mapping: resolved.mapping, role: resolved.role, id: id.to_string() }),
         Err(why) => {
             let message = format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
             Err((resolved.mapping, message))
         }
     })
+}
+
+/// The id of a key of `mapping` when it can be a row's key: valid text, and
+/// each key column spelled as Postgres prints it (see `model::key_text`).
+/// Pure Rust, for the main thread. Before the first schema check the key types
+/// are unknown; the worker checks the id again against the schema before any SQL.
+pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a str, String> {
+    let id = check_id(id)?;
+    let key = &rt.mappings.all()[mapping].key;
+    match rt.schema(mapping) {
+        Some(schema) => key.check(id, &schema.key_types)?,
+        None => key.split(id)?,
+    };
+    Ok(id)
 }
 
 /// Counts and logs a write refused before it reached Redis or Postgres.
