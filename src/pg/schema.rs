@@ -129,4 +129,27 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Schema);
         assert!(err.message.contains("\"scor\""), "{}", err.message);
     }
+
+    #[test]
+    fn key_columns_get_their_key_type_and_a_type_without_one_spelling_is_refused() {
+        let m = Mappings::parse(
+            r#"{"mappings": [{"name": "rd", "table": "rd", "key": "rd:{sensor}@{ts}", "mode": "write-behind"}]}"#,
+        )
+        .unwrap();
+        let columns = |ts_type: &str| -> HashMap<String, ColumnInfo> {
+            [("sensor", "integer", "integer"), ("ts", "timestamp without time zone", ts_type)]
+                .iter()
+                .map(|(n, t, key_type)| {
+                    let typed = TypedColumn { name: n.to_string(), sql_type: t.to_string() };
+                    (n.to_string(), ColumnInfo { typed, has_default: false, key_type: (key_type.to_string(), None) })
+                })
+                .collect()
+        };
+        let schema = check(&m.all()[0], columns("timestamp(3) without time zone")).unwrap();
+        assert!(schema.key_types[1].check("2024-01-01 08:00:00.123").is_ok());
+        assert!(schema.key_types[1].check("2024-01-01 08:00:00.1234").is_err(), "the modifier counts");
+        let err = check(&m.all()[0], columns("real")).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Schema);
+        assert!(err.message.contains("key column \"ts\": type real has no single text"), "{}", err.message);
+    }
 }
