@@ -70,8 +70,7 @@ impl RowShape {
     pub fn fetch(&self, client: &mut Client, ids: &[String]) -> Result<Vec<PgRow>, Error> {
         let split: Vec<Vec<&str>> = ids
             .iter()
-            .filter(|id| check_id(id.as_bytes()).is_ok())
-            .filter_map(|id| self.key.check(id, &self.key_types).ok())
+            .filter_map(|id| check_id(id.as_bytes()).and_then(|id| self.key.check(id, &self.key_types)).ok())
             .collect();
         let params: Vec<Vec<&str>> =
             (0..self.key.columns().len()).map(|i| split.iter().map(|values| values[i]).collect()).collect();

@@ -1,8 +1,9 @@
-//! One row, one key: the id part of a key must be the primary key's canonical text,
-//! so that `users:12`, `users:012` and `users:+12` cannot all write row 12. A key
-//! over several columns (`brands_categories_{brand_id}_{category_id}`) spells
-//! them joined by literal separators ([`KeyShape`]), and a value holding a
-//! separator is refused, since its key could be read back two ways.
+//! One row, one key: the id part of a key must be the primary key's canonical text
+//! (`model::key_text`), so that `users:12`, `users:012` and `users:+12` cannot all
+//! write row 12. A key over several columns
+//! (`brands_categories_{brand_id}_{category_id}`) spells them joined by literal
+//! separators ([`KeyShape`]), and a value that could make its key read back as
+//! another row's is refused, in both directions.
 
 use crate::model::key_text::KeyType;
 use crate::model::template::Part;
@@ -81,7 +82,7 @@ impl KeyShape {
     /// value ending in `:` (`a:` `::` `b` spells `a:::b`, which reads as `a`
     /// `::` `:b`), and after it, by symmetry, one beginning with `:`. With
     /// these refused, no two accepted rows spell one id, whatever the
-    /// separators' lengths (see the property test below). A key of several
+    /// separators' lengths (see the property test in `tests.rs`). A key of several
     /// columns also refuses an empty value.
     fn refuse_value(&self, i: usize, value: &str) -> Result<(), String> {
         if self.separators.is_empty() {
@@ -121,7 +122,7 @@ impl KeyShape {
 
     /// The key columns' values spelled in an id (`1_2` → `["1", "2"]`), cut at
     /// the first occurrence of each separator. An id that lacks a separator, or
-    /// whose values could be read another way ([`KeyShape::refuse_value`]), is refused.
+    /// whose values could be read another way (see `refuse_value`), is refused.
     pub fn split<'a>(&self, id: &'a str) -> Result<Vec<&'a str>, String> {
         let mut values = Vec::with_capacity(self.columns.len());
         let mut rest = id;
