@@ -213,17 +213,23 @@ fn a_two_character_separator_is_never_mis_mapped() {
     assert!(rows(&db).contains(&("x".into(), ":y".into(), Some(2))), "('x', ':y') untouched");
 }
 
+/// The database's own time zone is not UTC: the module's sessions and the
+/// trigger print timestamps with time zone in UTC all the same.
 const RD_SQL: &str = "CREATE TABLE rd (sensor integer, ts timestamp, rank integer, PRIMARY KEY (sensor, ts)); \
-     CREATE TABLE fl (id real PRIMARY KEY, rank integer)";
+     CREATE TABLE tz (at timestamptz PRIMARY KEY, rank integer); \
+     CREATE TABLE fl (id real PRIMARY KEY, rank integer); \
+     DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', current_database(), 'Asia/Tokyo'); END $$";
 
 const RD_MAPPING: &str = r#"{"mappings": [
   {"name": "rd", "table": "rd", "key": "rd:{sensor}@{ts}", "mode": "write-behind", "listen": true},
+  {"name": "tz", "table": "tz", "key_prefix": "tz:", "primary_key": "at", "mode": "write-behind", "listen": true},
   {"name": "fl", "table": "fl", "key_prefix": "fl:", "primary_key": "id", "mode": "write-behind"}]}"#;
 
 /// A timestamp key column has one spelling, Postgres's text (`2024-01-01
 /// 08:00:00`): others are refused at write time, and a row deleted in Postgres
-/// loses the key it was written under. A key column type without one spelling
-/// (`real`) is a schema error.
+/// loses the key it was written under; with time zone, in UTC whatever the
+/// database's time zone. A key column type without one spelling (`real`) is a
+/// schema error.
 #[test]
 fn a_timestamp_key_has_one_spelling_both_ways() {
     let db = test_db(RD_SQL);
@@ -245,6 +251,19 @@ fn a_timestamp_key_has_one_spelling_both_ways() {
     db.client().batch_execute("DELETE FROM rd WHERE sensor = 2").unwrap();
     eventually("delete applied", || !exists(&mut c, "rd:2@2024-01-01 10:00:00"));
     assert_eq!(refused(&mut c, "rd"), 2);
+
+    // With time zone: UTC, written +00, whatever the database's TimeZone.
+    eventually("listening", || status(&mut c, "tz")["listener"] == "listening");
+    hset(&mut c, "tz:2024-01-01 08:00:00+00", &[("rank", "1")]);
+    let err = hset_err(&mut c, "tz:2024-01-01 17:00:00+09");
+    assert!(err.contains("not a canonical timestamp with time zone") && err.contains("+00"), "{err}");
+    sync_wait(&mut c);
+    let utc = "SELECT count(*) FROM tz WHERE at = '2024-01-01 08:00:00+00' AND rank = 1";
+    assert_eq!(db.client().query_one(utc, &[]).unwrap().get::<_, i64>(0), 1);
+    db.client().batch_execute("INSERT INTO tz VALUES ('2024-01-01 19:00:00', 2)").unwrap();
+    eventually("insert applied in UTC", || exists(&mut c, "tz:2024-01-01 10:00:00+00"));
+    db.client().batch_execute("DELETE FROM tz WHERE rank = 2").unwrap();
+    eventually("delete applied", || !exists(&mut c, "tz:2024-01-01 10:00:00+00"));
 
     let schema = status(&mut c, "fl")["schema"].clone();
     assert!(schema.contains("key column \"id\": type real has no single text"), "{schema}");
