@@ -214,8 +214,13 @@ fn a_two_character_separator_is_never_mis_mapped() {
 }
 
 /// The database's own time zone is not UTC: the module's sessions and the
-/// trigger print timestamps with time zone in UTC all the same.
+/// trigger print timestamps with time zone in UTC all the same. `rd` already
+/// has a row trigger calling `pgsync_notify` (as a module from before this
+/// check would have left it), which the module swaps for `pgsync_notify_text`.
 const RD_SQL: &str = "CREATE TABLE rd (sensor integer, ts timestamp, rank integer, PRIMARY KEY (sensor, ts)); \
+     CREATE FUNCTION pgsync_notify() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NULL; END $f$; \
+     CREATE TRIGGER pgsync_notify AFTER INSERT OR UPDATE OR DELETE ON rd \
+         FOR EACH ROW EXECUTE FUNCTION pgsync_notify('sensor', 'pgsync_rd', '@', 'ts'); \
      CREATE TABLE tz (at timestamptz PRIMARY KEY, rank integer); \
      CREATE TABLE fl (id real PRIMARY KEY, rank integer); \
      DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', current_database(), 'Asia/Tokyo'); END $$";

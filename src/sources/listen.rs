@@ -187,7 +187,7 @@ fn join(rt: &Runtime, client: &mut Client, channels: &mut Channels) -> Result<()
             still_waiting.push(i);
             continue;
         };
-        if let Err(e) = triggers::install(client, m) {
+        if let Err(e) = triggers::install(client, m, &schema.key_types) {
             let message = format!(
                 "cannot install the NOTIFY trigger on {}: {e} (see README for the SQL to run by hand)",
                 m.table

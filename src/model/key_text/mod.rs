@@ -74,6 +74,13 @@ impl KeyType {
         &self.name
     }
 
+    /// Whether `to_jsonb` spells a value of this type as its text, so the
+    /// NOTIFY trigger may read it the cheap way: not for timestamps (`T`, and
+    /// the writer's time zone) nor `character(n)` (padded).
+    pub fn json_spells_text(&self) -> bool {
+        !matches!(self.kind, Kind::Timestamp { .. } | Kind::Text { padded: true, .. })
+    }
+
     /// Whether `text` is the canonical text of a value of this type. `Err`
     /// describes the canonical form, for the refusal's message.
     pub fn check(&self, text: &str) -> Result<(), String> {
