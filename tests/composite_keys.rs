@@ -223,18 +223,20 @@ const RD_SQL: &str = "CREATE TABLE rd (sensor integer, ts timestamp, rank intege
          FOR EACH ROW EXECUTE FUNCTION pgsync_notify('sensor', 'pgsync_rd', '@', 'ts'); \
      CREATE TABLE tz (at timestamptz PRIMARY KEY, rank integer); \
      CREATE TABLE fl (id real PRIMARY KEY, rank integer); \
+     CREATE TYPE mood AS ENUM ('happy', 'sad'); CREATE TABLE md (m mood PRIMARY KEY, rank integer); \
      DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET TimeZone = %L', current_database(), 'Asia/Tokyo'); END $$";
 
 const RD_MAPPING: &str = r#"{"mappings": [
   {"name": "rd", "table": "rd", "key": "rd:{sensor}@{ts}", "mode": "write-behind", "listen": true},
   {"name": "tz", "table": "tz", "key_prefix": "tz:", "primary_key": "at", "mode": "write-behind", "listen": true},
-  {"name": "fl", "table": "fl", "key_prefix": "fl:", "primary_key": "id", "mode": "write-behind"}]}"#;
+  {"name": "fl", "table": "fl", "key_prefix": "fl:", "primary_key": "id", "mode": "write-behind"},
+  {"name": "md", "table": "md", "key_prefix": "md:", "primary_key": "m", "mode": "write-behind"}]}"#;
 
 /// A timestamp key column has one spelling, Postgres's text (`2024-01-01
 /// 08:00:00`): others are refused at write time, and a row deleted in Postgres
 /// loses the key it was written under; with time zone, in UTC whatever the
 /// database's time zone. A key column type without one spelling (`real`) is a
-/// schema error.
+/// schema error; an enum key is one of its labels, new ones included.
 #[test]
 fn a_timestamp_key_has_one_spelling_both_ways() {
     let db = test_db(RD_SQL);
@@ -272,4 +274,17 @@ fn a_timestamp_key_has_one_spelling_both_ways() {
 
     let schema = status(&mut c, "fl")["schema"].clone();
     assert!(schema.contains("key column \"id\": type real has no single text"), "{schema}");
+
+    // An enum key is one of its labels; a label added later is accepted once
+    // the refused write has had the schema read again.
+    eventually("md's schema read", || status(&mut c, "md")["schema"] == "ok");
+    assert!(hset_err(&mut c, "md:Happy").contains("not a canonical mood (one of the labels happy, sad)"));
+    hset(&mut c, "md:happy", &[("rank", "1")]);
+    db.client().batch_execute("ALTER TYPE mood ADD VALUE 'calm'").unwrap();
+    eventually("the new label accepted", || {
+        redis::cmd("HSET").arg("md:calm").arg("rank").arg(2).query::<i64>(&mut c).is_ok()
+    });
+    sync_wait(&mut c);
+    let moods = db.client().query_one("SELECT string_agg(m::text, ',' ORDER BY m) FROM md", &[]).unwrap();
+    assert_eq!(moods.get::<_, String>(0), "happy,calm");
 }

@@ -8,6 +8,7 @@ use crate::model::mapping::Mapping;
 use postgres::types::Type;
 use postgres::Client;
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// What the workers need to know about a mapped table.
 #[derive(Debug, Clone)]
@@ -16,6 +17,8 @@ pub struct TableSchema {
     pub keys: Vec<TypedColumn>,
     /// What spells each key column's values in a key, in the key's order.
     pub key_types: Vec<KeyType>,
+    /// When the catalog was read (an enum key's labels may have grown since).
+    pub read_at: Instant,
     /// Every column by name.
     pub columns: HashMap<String, ColumnInfo>,
 }
@@ -96,7 +99,7 @@ fn check(mapping: &Mapping, columns: HashMap<String, ColumnInfo>) -> Result<Tabl
             return Err(missing(column));
         }
     }
-    Ok(TableSchema { keys, key_types, columns })
+    Ok(TableSchema { keys, key_types, columns, read_at: Instant::now() })
 }
 
 impl TableSchema {

@@ -317,6 +317,7 @@ mod tests {
         TableSchema {
             keys: vec![TypedColumn { name: "id".into(), sql_type: "integer".into() }],
             key_types: vec![crate::model::key_text::KeyType::from_catalog("integer", None).unwrap()],
+            read_at: std::time::Instant::now(),
             columns: [col("id", true), col("password_hash", false), col("score", true)].into_iter().collect(),
         }
     }

@@ -11,6 +11,7 @@
 use crate::model::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
 use crate::model::guard::guard;
 use crate::model::intent::Command;
+use crate::model::key_text::KeyType;
 use crate::model::mapping::{KeyRole, Mapping, Mode};
 use crate::model::queue::RowKey;
 use crate::model::row_id::check_id;
@@ -25,6 +26,7 @@ use crate::server::replies;
 use crate::server::ttl;
 use crate::server::{cluster, migration};
 use redis_module::{Context, ContextFlags, NotifyEvent, RedisError};
+use std::time::Duration;
 
 /// The row a captured key writes to.
 pub struct Target {
@@ -80,11 +82,22 @@ pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a 
     let id = check_id(id)?;
     let key = &rt.mappings.all()[mapping].key;
     match rt.schema(mapping) {
-        Some(schema) => key.check(id, &schema.key_types)?,
+        Some(schema) => key.check(id, &schema.key_types).inspect_err(|_| {
+            // A label added to an enum key since the schema was read is unknown
+            // here: the checker reads the schema again (at most this often), so
+            // the label is accepted from then on.
+            if schema.key_types.iter().any(KeyType::is_enum) && schema.read_at.elapsed() > ENUM_REREAD {
+                rt.invalidate_schema(mapping);
+            }
+        })?,
         None => key.split(id)?,
     };
     Ok(id)
 }
+
+/// How old a schema with an enum key column must be before a refused key has
+/// it read again: bad keys sent in a loop cost the catalog a query this often.
+const ENUM_REREAD: Duration = Duration::from_secs(1);
 
 /// Counts and logs a write refused before it reached Redis or Postgres.
 pub fn refuse(rt: &Runtime, mapping: usize, message: &str) {

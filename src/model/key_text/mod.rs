@@ -74,6 +74,11 @@ impl KeyType {
         &self.name
     }
 
+    /// Whether this is an enum, whose labels may grow after the schema was read.
+    pub fn is_enum(&self) -> bool {
+        matches!(self.kind, Kind::Enum(_))
+    }
+
     /// Whether `to_jsonb` spells a value of this type as its text, so the
     /// NOTIFY trigger may read it the cheap way: not for timestamps (`T`, and
     /// the writer's time zone) nor `character(n)` (padded).
