@@ -47,6 +47,9 @@ pub struct Runtime {
     /// Retry delay of each mapping while its rows cannot be written.
     pub backoffs: Vec<SharedBackoff>,
     schemas: RwLock<Vec<Option<Arc<TableSchema>>>>,
+    /// Mappings whose schema the checker reads again while the one it has stays
+    /// in use (an enum key column may have gained labels).
+    stale_schemas: Vec<AtomicBool>,
 }
 
 static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
@@ -98,6 +101,7 @@ impl Runtime {
             reload_rows: AtomicU64::new(0),
             start_reload_checked: AtomicBool::new(false),
             schemas: RwLock::new(vec![None; count]),
+            stale_schemas: (0..count).map(|_| AtomicBool::new(false)).collect(),
             backoffs: (0..count).map(|_| SharedBackoff::new(crate::pipeline::worker::FIRST_RETRY_DELAY)).collect(),
             mappings,
         }
@@ -130,6 +134,19 @@ impl Runtime {
         if let Some(slot) = schemas.get_mut(mapping) {
             *slot = None;
         }
+    }
+
+    /// Asks the checker to read a mapping's schema again; the current one stays
+    /// in use meanwhile, so its checks never lapse.
+    pub fn refresh_schema(&self, mapping: usize) {
+        if let Some(stale) = self.stale_schemas.get(mapping) {
+            stale.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a mapping's schema was asked to be read again (and forgets it).
+    pub fn take_stale_schema(&self, mapping: usize) -> bool {
+        self.stale_schemas.get(mapping).is_some_and(|stale| stale.swap(false, Ordering::Relaxed))
     }
 
     /// Records a mapping's checked schema.

@@ -87,7 +87,7 @@ pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a 
             // here: the checker reads the schema again (at most this often), so
             // the label is accepted from then on.
             if schema.key_types.iter().any(KeyType::is_enum) && schema.read_at.elapsed() > ENUM_REREAD {
-                rt.invalidate_schema(mapping);
+                rt.refresh_schema(mapping);
             }
         })?,
         None => key.split(id)?,
