@@ -12,6 +12,7 @@ pub mod guard;
 pub mod intent;
 pub mod journal_codec;
 pub mod kafka;
+pub mod key_text;
 pub mod latency;
 pub mod log_map;
 pub mod mapping;

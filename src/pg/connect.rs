@@ -195,9 +195,33 @@ pub fn password_override(file: &str) -> Result<Option<String>, String> {
     Ok(std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()))
 }
 
+/// The startup `options` of every module session: the URL's own, then the
+/// mark `origin` (so the NOTIFY triggers do not echo the module's writes) and
+/// the settings that fix how Postgres prints values, whatever the server's or
+/// the role's defaults, so a key column's text is one spelling in every session
+/// (see `model::key_text`): `DateStyle` ISO and `TimeZone` UTC. Later `-c`
+/// settings win, so the URL cannot change these.
+pub fn session_options(existing: Option<&str>, origin: &str) -> String {
+    let ours = format!("-c pgsync.origin={origin} -c DateStyle=ISO,MDY -c TimeZone=UTC");
+    match existing {
+        Some(existing) => format!("{existing} {ours}"),
+        None => ours,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_print_dates_as_iso_in_utc_after_the_urls_own_options() {
+        assert_eq!(session_options(None, "x"), "-c pgsync.origin=x -c DateStyle=ISO,MDY -c TimeZone=UTC");
+        let with_url = session_options(Some("-c TimeZone=Europe/Paris"), "x");
+        assert!(
+            with_url.starts_with("-c TimeZone=Europe/Paris ") && with_url.ends_with("-c TimeZone=UTC"),
+            "{with_url}"
+        );
+    }
 
     #[test]
     fn sslmode_values() {

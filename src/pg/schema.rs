@@ -3,16 +3,22 @@
 
 use super::error::{Error, ErrorKind};
 use super::sql::{quote_table, TypedColumn};
+use crate::model::key_text::KeyType;
 use crate::model::mapping::Mapping;
 use postgres::types::Type;
 use postgres::Client;
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// What the workers need to know about a mapped table.
 #[derive(Debug, Clone)]
 pub struct TableSchema {
     /// The key columns and their types, in the key's order.
     pub keys: Vec<TypedColumn>,
+    /// What spells each key column's values in a key, in the key's order.
+    pub key_types: Vec<KeyType>,
+    /// When the catalog was read (an enum key's labels may have grown since).
+    pub read_at: Instant,
     /// Every column by name.
     pub columns: HashMap<String, ColumnInfo>,
 }
@@ -24,10 +30,21 @@ pub struct ColumnInfo {
     pub typed: TypedColumn,
     /// Whether the column has a DEFAULT (left alone when its field is absent).
     pub has_default: bool,
+    /// The type with its modifier (`numeric(10,2)`), a domain's base type, and
+    /// an enum's labels: what a key column's [`KeyType`] is made from.
+    pub key_type: (String, Option<Vec<String>>),
 }
 
-const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), a.atthasdef \
-     FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
+/// Each column's name, type, whether it has a default, and for its key type:
+/// the type with its modifier (for a domain, its base type's) and, for an
+/// enum, its labels in order.
+const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), a.atthasdef, \
+     format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END), \
+     CASE WHEN b.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e \
+         WHERE e.enumtypid = b.oid ORDER BY e.enumsortorder) END \
+     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+     JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
+     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
 /// Loads and checks the schema of one mapping's table (for a document mapping,
@@ -48,7 +65,8 @@ pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error
         let name: String = row.try_get(0)?;
         let sql_type: String = row.try_get(1)?;
         let has_default: bool = row.try_get(2)?;
-        columns.insert(name.clone(), ColumnInfo { typed: TypedColumn { name, sql_type }, has_default });
+        let key_type = (row.try_get(3)?, row.try_get(4)?);
+        columns.insert(name.clone(), ColumnInfo { typed: TypedColumn { name, sql_type }, has_default, key_type });
     }
     check(mapping, columns)
 }
@@ -63,26 +81,28 @@ fn check(mapping: &Mapping, columns: HashMap<String, ColumnInfo>) -> Result<Tabl
             ),
         )
     };
-    let keys = mapping
-        .key
-        .columns()
+    let keys: Vec<&ColumnInfo> =
+        mapping.key.columns().iter().map(|k| columns.get(k).ok_or_else(|| missing(k))).collect::<Result<_, _>>()?;
+    let key_types = keys
         .iter()
-        .map(|k| columns.get(k).map(|c| c.typed.clone()).ok_or_else(|| missing(k)))
+        .map(|c| {
+            let (sql_type, labels) = c.key_type.clone();
+            KeyType::from_catalog(&sql_type, labels).map_err(|why| {
+                let message = format!("mapping \"{}\": key column \"{}\": {why}", mapping.name, c.typed.name);
+                Error::new(ErrorKind::Schema, message)
+            })
+        })
         .collect::<Result<_, _>>()?;
+    let keys = keys.iter().map(|c| c.typed.clone()).collect();
     if let Some(fields) = &mapping.fields {
         if let Some(column) = fields.values().find(|c| !columns.contains_key(*c)) {
             return Err(missing(column));
         }
     }
-    Ok(TableSchema { keys, columns })
+    Ok(TableSchema { keys, key_types, columns, read_at: Instant::now() })
 }
 
 impl TableSchema {
-    /// The key columns' SQL types, in the key's order.
-    pub fn key_types(&self) -> Vec<&str> {
-        self.keys.iter().map(|k| k.sql_type.as_str()).collect()
-    }
-
     /// The column a mapped field writes to, if it exists.
     pub fn column(&self, name: &str) -> Option<&TypedColumn> {
         self.columns.get(name).map(|c| &c.typed)
@@ -105,11 +125,34 @@ mod tests {
             .iter()
             .map(|n| {
                 let typed = TypedColumn { name: n.to_string(), sql_type: "integer".into() };
-                (n.to_string(), ColumnInfo { typed, has_default: false })
+                (n.to_string(), ColumnInfo { typed, has_default: false, key_type: ("integer".into(), None) })
             })
             .collect();
         let err = check(&m.all()[0], cols).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Schema);
         assert!(err.message.contains("\"scor\""), "{}", err.message);
+    }
+
+    #[test]
+    fn key_columns_get_their_key_type_and_a_type_without_one_spelling_is_refused() {
+        let m = Mappings::parse(
+            r#"{"mappings": [{"name": "rd", "table": "rd", "key": "rd:{sensor}@{ts}", "mode": "write-behind"}]}"#,
+        )
+        .unwrap();
+        let columns = |ts_type: &str| -> HashMap<String, ColumnInfo> {
+            [("sensor", "integer", "integer"), ("ts", "timestamp without time zone", ts_type)]
+                .iter()
+                .map(|(n, t, key_type)| {
+                    let typed = TypedColumn { name: n.to_string(), sql_type: t.to_string() };
+                    (n.to_string(), ColumnInfo { typed, has_default: false, key_type: (key_type.to_string(), None) })
+                })
+                .collect()
+        };
+        let schema = check(&m.all()[0], columns("timestamp(3) without time zone")).unwrap();
+        assert!(schema.key_types[1].check("2024-01-01 08:00:00.123").is_ok());
+        assert!(schema.key_types[1].check("2024-01-01 08:00:00.1234").is_err(), "the modifier counts");
+        let err = check(&m.all()[0], columns("real")).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Schema);
+        assert!(err.message.contains("key column \"ts\": type real has no single text"), "{}", err.message);
     }
 }

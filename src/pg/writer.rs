@@ -58,7 +58,7 @@ pub fn prepare(
     id: &str,
     change: &Change,
 ) -> Result<PreparedRow, String> {
-    let key = mapping.key.check(id, &schema.key_types())?.into_iter().map(str::to_string).collect();
+    let key = mapping.key.check(id, &schema.key_types)?.into_iter().map(str::to_string).collect();
     let mut values = BTreeMap::new();
     if change.op != RowOp::Delete {
         for (field, value) in &change.fields {
@@ -311,10 +311,13 @@ mod tests {
     fn schema() -> TableSchema {
         let col = |n: &str, has_default: bool| {
             let typed = TypedColumn { name: n.into(), sql_type: "text".into() };
-            (n.to_string(), crate::pg::schema::ColumnInfo { typed, has_default })
+            let key_type = ("text".to_string(), None);
+            (n.to_string(), crate::pg::schema::ColumnInfo { typed, has_default, key_type })
         };
         TableSchema {
             keys: vec![TypedColumn { name: "id".into(), sql_type: "integer".into() }],
+            key_types: vec![crate::model::key_text::KeyType::from_catalog("integer", None).unwrap()],
+            read_at: std::time::Instant::now(),
             columns: [col("id", true), col("password_hash", false), col("score", true)].into_iter().collect(),
         }
     }
