@@ -23,7 +23,7 @@ while read -r name bin; do
   # cargo-nextest (on the machines we test on) schedules every binary's tests in
   # one pool (.config/nextest.toml); plain cargo test is the fallback.
   if cargo nextest --version >/dev/null 2>&1; then
-    PGSYNC_SERVER_BIN="$bin" cargo nextest run --tests --no-fail-fast -j "$threads"
+    PGSYNC_SERVER_BIN="$bin" cargo nextest run --tests -E 'kind(test)' --no-fail-fast -j "$threads"
   else
     PGSYNC_SERVER_BIN="$bin" cargo test --tests -- --test-threads "$threads"
   fi
