@@ -4,6 +4,7 @@
 use super::error::{Error, ErrorKind};
 use super::sql::{quote_table, TypedColumn};
 use crate::model::mapping::Mapping;
+use crate::model::value_check::ColumnType;
 use postgres::types::Type;
 use postgres::Client;
 use std::collections::HashMap;
@@ -24,9 +25,32 @@ pub struct ColumnInfo {
     pub typed: TypedColumn,
     /// Whether the column has a DEFAULT (left alone when its field is absent).
     pub has_default: bool,
+    /// Whether the column is NOT NULL (removing its field is refused at write time).
+    pub not_null: bool,
+    /// For `varchar(n)` and `char(n)`: `n`.
+    pub max_chars: Option<usize>,
+    /// For an enum column: its labels, in order.
+    pub labels: Option<Vec<String>>,
 }
 
-const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), a.atthasdef \
+impl ColumnInfo {
+    /// A column of this name and type, without constraints.
+    #[cfg(test)]
+    pub fn plain(name: &str, sql_type: &str, has_default: bool) -> ColumnInfo {
+        let typed = TypedColumn { name: name.to_string(), sql_type: sql_type.to_string() };
+        ColumnInfo { typed, has_default, not_null: false, max_chars: None, labels: None }
+    }
+
+    /// What a value written to the column must be (see `model::value_check`).
+    pub fn value_type(&self) -> ColumnType<'_> {
+        ColumnType { sql_type: &self.typed.sql_type, max_chars: self.max_chars, labels: self.labels.as_deref() }
+    }
+}
+
+// The length of varchar(n)/char(n) is in atttypmod (n + 4); an enum's labels in pg_enum.
+const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), a.atthasdef, a.attnotnull, \
+     CASE WHEN a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype) AND a.atttypmod > 4 THEN a.atttypmod - 4 END, \
+     (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e WHERE e.enumtypid = a.atttypid) \
      FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
@@ -48,7 +72,12 @@ pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error
         let name: String = row.try_get(0)?;
         let sql_type: String = row.try_get(1)?;
         let has_default: bool = row.try_get(2)?;
-        columns.insert(name.clone(), ColumnInfo { typed: TypedColumn { name, sql_type }, has_default });
+        let not_null: bool = row.try_get(3)?;
+        let max_chars: Option<i32> = row.try_get(4)?;
+        let labels: Option<Vec<String>> = row.try_get(5)?;
+        let max_chars = max_chars.and_then(|n| usize::try_from(n).ok());
+        let typed = TypedColumn { name: name.clone(), sql_type };
+        columns.insert(name, ColumnInfo { typed, has_default, not_null, max_chars, labels });
     }
     check(mapping, columns)
 }
@@ -101,13 +130,8 @@ mod tests {
             "primary_key": "id", "mode": "write-through", "fields": {"score": "scor"}}]}"#,
         )
         .unwrap();
-        let cols: HashMap<_, _> = ["id", "score"]
-            .iter()
-            .map(|n| {
-                let typed = TypedColumn { name: n.to_string(), sql_type: "integer".into() };
-                (n.to_string(), ColumnInfo { typed, has_default: false })
-            })
-            .collect();
+        let cols: HashMap<_, _> =
+            ["id", "score"].iter().map(|n| (n.to_string(), ColumnInfo::plain(n, "integer", false))).collect();
         let err = check(&m.all()[0], cols).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Schema);
         assert!(err.message.contains("\"scor\""), "{}", err.message);

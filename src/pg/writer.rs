@@ -286,10 +286,8 @@ mod tests {
     use crate::model::mapping::Mappings;
 
     fn schema() -> TableSchema {
-        let col = |n: &str, has_default: bool| {
-            let typed = TypedColumn { name: n.into(), sql_type: "text".into() };
-            (n.to_string(), crate::pg::schema::ColumnInfo { typed, has_default })
-        };
+        let col =
+            |n: &str, has_default: bool| (n.to_string(), crate::pg::schema::ColumnInfo::plain(n, "text", has_default));
         TableSchema {
             keys: vec![TypedColumn { name: "id".into(), sql_type: "integer".into() }],
             columns: [col("id", true), col("password_hash", false), col("score", true)].into_iter().collect(),

@@ -10,11 +10,13 @@
 
 use crate::model::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
 use crate::model::guard::guard;
-use crate::model::intent::Command;
+use crate::model::intent::{Command, Effect};
 use crate::model::mapping::{KeyRole, Mapping, Mode};
 use crate::model::queue::RowKey;
 use crate::model::row_id::check_id;
 use crate::model::stats::MappingStats;
+use crate::model::value_check;
+use crate::pg::schema::{ColumnInfo, TableSchema};
 use crate::pipeline::runtime::{self, Runtime};
 use crate::server::ack;
 use crate::server::client_call::{client_argv, run_as_client};
@@ -88,6 +90,53 @@ pub fn refuse(rt: &Runtime, mapping: usize, message: &str) {
     stats.set_last_error(message);
 }
 
+/// Refuses a write Postgres would certainly refuse, before it runs (so nothing
+/// is written anywhere): a value that cannot be its column's type, or the
+/// removal of a NOT NULL column's field. Only once the table's schema is known;
+/// O(size of the write).
+pub fn check_values(rt: &Runtime, target: &Target, key: &[u8], effect: &Effect) -> Result<(), RedisError> {
+    let (sets, removes): (&[(Vec<u8>, Vec<u8>)], &[Vec<u8>]) = match effect {
+        Effect::Set(pairs) => (pairs, &[]),
+        Effect::Remove(names) => (&[], names),
+        Effect::Incr { .. } => return Ok(()),
+    };
+    let Some(schema) = rt.schema(target.mapping) else { return Ok(()) };
+    let m = &rt.mappings.all()[target.mapping];
+    let column = |field| written_column(m, &schema, field);
+    let problem = sets
+        .iter()
+        .find_map(|(field, value)| {
+            let (field, name, info) = column(field)?;
+            let why = value_check::check(&info.value_type(), value).err()?;
+            Some(format!("field \"{field}\" (column \"{name}\", {}): {why}", info.typed.sql_type))
+        })
+        .or_else(|| {
+            removes.iter().find_map(|field| {
+                let (field, name, _) = column(field).filter(|(_, _, info)| info.not_null)?;
+                Some(format!("field \"{field}\" cannot be removed: column \"{name}\" is NOT NULL"))
+            })
+        });
+    match problem {
+        None => Ok(()),
+        Some(problem) => {
+            let message = format!("{}: write to {} refused: {problem}", m.name, key.escape_ascii());
+            refuse(rt, target.mapping, &message);
+            Err(replies::refused(&message))
+        }
+    }
+}
+
+/// The field (as text), the column it writes and that column, when it writes one.
+fn written_column<'a>(
+    m: &'a Mapping,
+    schema: &'a TableSchema,
+    field: &'a [u8],
+) -> Option<(&'a str, &'a str, &'a ColumnInfo)> {
+    let field = std::str::from_utf8(field).ok()?;
+    let name = m.column_for(field)?;
+    Some((field, name, schema.columns.get(name)?))
+}
+
 /// Keeps only the fields that reach a column: with an explicit `fields` map, the
 /// others stay in Redis and cost the queue and journal nothing.
 fn mapped_only(m: &Mapping, mut fields: Fields) -> Fields {
@@ -152,6 +201,9 @@ pub fn tagged_write(
     let names = || pairs.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
     match tag.op {
         SyncOp::Replicate => {
+            let effect = Effect::Set(pairs);
+            check_values(rt, target, key, &effect)?;
+            let Effect::Set(pairs) = effect else { return Ok(None) };
             hset(ctx, key, &pairs)?;
             Ok(record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields: set_fields(pairs), acks }))
         }

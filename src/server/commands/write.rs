@@ -107,6 +107,7 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
             return Ok(RedisValue::Integer(written as i64));
         }
     }
+    capture::check_values(rt, &target, key, &effect)?;
     let reply = run_as_client(ctx, command, argv)?;
     let fields = match effect {
         Effect::Set(_) if Effect::conditional(command) && reply.integer() != Some(1) => Fields::new(),
