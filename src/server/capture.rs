@@ -20,6 +20,7 @@ use crate::pg::schema::{ColumnInfo, TableSchema};
 use crate::pipeline::runtime::{self, Runtime};
 use crate::server::ack;
 use crate::server::client_call::{client_argv, run_as_client};
+use crate::server::deadletter;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::read_through::loads;
 use crate::server::redis_io::{hgetall, is_own_write, selected_db, warn};
@@ -166,6 +167,10 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
         }
     };
     let write = Write { fields, ..write };
+    let write = match m.mode {
+        Mode::WriteBehind => deadletter::carry(ctx, m, &target.id, write, || rt.dirty.holds(ctx, &target.row(), key)),
+        Mode::WriteThrough | Mode::ReadOnly | Mode::Document => write,
+    };
     loads::rows_changed(target.mapping, std::iter::once(target.id.as_str()));
     // Refreshed on every captured write that leaves the hash there, mapped
     // fields or not (a cache entry in use should stay).

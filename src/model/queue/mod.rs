@@ -251,6 +251,23 @@ impl Queue {
         self.lock().pending.get(row).map(|e| e.change.clone())
     }
 
+    /// Puts a rejected change of `row` under the change queued for it since (the
+    /// newer write is merged on top: per field the newer wins, increments add),
+    /// so the row tries them together; returns the merged change, or `None` when
+    /// nothing is queued. The queued change keeps its versions and place in line.
+    pub fn carry_under(&self, row: &RowKey, rejected: &Change) -> Option<Change> {
+        let mut inner = self.lock();
+        let entry = inner.pending.get_mut(row)?;
+        let mut merged = rejected.without_acks();
+        let (version, first_version) = (entry.change.version, entry.change.first_version);
+        merged.absorb(std::mem::replace(&mut entry.change, rejected.without_acks()));
+        // Versions are the queued change's: what `SYNC.WAIT` waits for is its writes.
+        merged.version = version;
+        merged.first_version = first_version;
+        entry.change = merged.clone();
+        Some(merged)
+    }
+
     /// Number of rows holding a change with version `<= version` not yet settled.
     pub fn unsettled_up_to(&self, version: u64) -> usize {
         self.lock().unsettled.up_to(version)
