@@ -96,8 +96,8 @@ pub fn refuse(rt: &Runtime, mapping: usize, message: &str) {
 /// removal of a NOT NULL column's field. Only once the table's schema is known;
 /// O(size of the write).
 pub fn check_values(rt: &Runtime, target: &Target, key: &[u8], effect: &Effect) -> Result<(), RedisError> {
-    let (sets, removes): (&[(Vec<u8>, Vec<u8>)], &[Vec<u8>]) = match effect {
-        Effect::Set(pairs) => (pairs, &[]),
+    let (sets, removes): (&[_], &[_]) = match effect {
+        Effect::Set(pairs) => (pairs.as_slice(), &[]),
         Effect::Remove(names) => (&[], names),
         Effect::Incr { .. } => return Ok(()),
     };
