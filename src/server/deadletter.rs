@@ -28,6 +28,7 @@ use crate::pipeline::runtime;
 use crate::server::cluster;
 use crate::server::config;
 use crate::server::redis_io::{bytes, call, call_logged, own_writes, warn};
+use redis_module::key::KeyFlags;
 use redis_module::{Context, KeyType, RedisValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -462,11 +463,15 @@ pub fn entries(ctx: &Context, ids: Vec<String>) -> Result<Vec<(String, DeadLette
         .collect())
 }
 
+/// The module's own look at the list: no hit or miss in `INFO`'s keyspace
+/// figures, no change to its LRU/LFU data.
+const UNSEEN: KeyFlags = KeyFlags::NOSTATS.union(KeyFlags::NOTOUCH);
+
 /// The entry of a row, read with the key API: on the write path, where the
 /// list is usually empty, that is one lookup and no command call.
 pub fn of_row(ctx: &Context, mapping: &str, id: &str) -> Option<DeadLetter> {
     let hash = ctx.create_string(keys(ctx).hash);
-    let key = ctx.open_key(&hash);
+    let key = ctx.open_key_with_flags(&hash, UNSEEN);
     if key.key_type() != KeyType::Hash {
         return None;
     }
@@ -478,7 +483,7 @@ pub fn of_row(ctx: &Context, mapping: &str, id: &str) -> Option<DeadLetter> {
 /// while it is empty cost no lookup each).
 pub fn any(ctx: &Context) -> bool {
     let hash = ctx.create_string(keys(ctx).hash);
-    ctx.open_key(&hash).key_type() != KeyType::Empty
+    ctx.open_key_with_flags(&hash, UNSEEN).key_type() != KeyType::Empty
 }
 
 /// A captured write of a write-behind row, with the row's rejected change
