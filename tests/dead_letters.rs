@@ -325,6 +325,16 @@ fn what_postgres_would_certainly_refuse_is_refused_before_the_write() {
     assert!(failed(&mut c, &[]).is_empty());
     let st = status(&mut c, "people");
     assert_eq!((st["refused"].as_str(), st["failed"].as_str()), ("21", "0"), "{st:?}");
+    // A client that may not write hears NOPERM, not about the table; a Redis-only
+    // rgsync write (`#` `+`) sends nothing to Postgres and is not checked.
+    let _: () = redis::cmd("ACL").arg(&["SETUSER", "reader", "on", ">pw", "~*", "+@read"]).query(&mut c).unwrap();
+    let mut reader = redis::Client::open(format!("redis://reader:pw@127.0.0.1:{}/", server.port))
+        .and_then(|client| client.get_connection())
+        .unwrap();
+    let err = redis::cmd("HSET").arg(&["people:1", "age", "40000"]).query::<i64>(&mut reader).unwrap_err();
+    assert_eq!(err.code(), Some("NOPERM"), "{err}");
+    let _: i64 = redis::cmd("HSET").arg(&["people:9", "#", "+", "age", "40000"]).query(&mut c).unwrap();
+    assert_eq!(hgetall(&mut c, "people:9")["age"], "40000");
     // Values Postgres takes in any of its forms pass.
     hset_people(&mut c, 1, &[("visits", " 7 "), ("active", "yes"), ("seen", "now"), ("doc", "[1, {\"a\": null}]")]);
     assert_eq!(person(&db, 1).unwrap()["visits"].as_deref(), Some("7"));

@@ -19,6 +19,7 @@ use crate::model::value_check;
 use crate::pg::schema::{ColumnInfo, TableSchema};
 use crate::pipeline::runtime::{self, Runtime};
 use crate::server::ack;
+use crate::server::acl::Caller;
 use crate::server::client_call::{client_argv, run_as_client};
 use crate::server::deadletter;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
@@ -27,7 +28,7 @@ use crate::server::redis_io::{hgetall, is_own_write, selected_db, warn};
 use crate::server::replies;
 use crate::server::ttl;
 use crate::server::{cluster, migration};
-use redis_module::{Context, ContextFlags, NotifyEvent, RedisError};
+use redis_module::{Context, ContextFlags, NotifyEvent, RedisError, RedisString};
 
 /// The row a captured key writes to.
 pub struct Target {
@@ -94,18 +95,40 @@ pub fn refuse(rt: &Runtime, mapping: usize, message: &str) {
 /// Refuses a write Postgres would certainly refuse, before it runs (so nothing
 /// is written anywhere): a value that cannot be its column's type, or the
 /// removal of a NOT NULL column's field. Only once the table's schema is known;
-/// O(size of the write).
-pub fn check_values(rt: &Runtime, target: &Target, key: &[u8], effect: &Effect) -> Result<(), RedisError> {
+/// O(size of the write). `argv` is the command as the client sent it.
+pub fn check_values(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    argv: &[RedisString],
+    effect: &Effect,
+) -> Result<(), RedisError> {
+    let Some(problem) = bad_value(rt, target, effect) else { return Ok(()) };
+    // A client that may not run the command hears that, and nothing of the table.
+    Caller::of(ctx)?.check_command(ctx, argv)?;
+    let m = &rt.mappings.all()[target.mapping];
+    let key = argv.get(1).map(|k| k.as_slice()).unwrap_or_default();
+    let message = format!("{}: write to {} refused: {problem}", m.name, key.escape_ascii());
+    refuse(rt, target.mapping, &message);
+    Err(replies::refused(&message))
+}
+
+/// What in `effect` Postgres would certainly refuse (see [`check_values`]).
+fn bad_value(rt: &Runtime, target: &Target, effect: &Effect) -> Option<String> {
     let (sets, removes): (&[_], &[_]) = match effect {
         Effect::Set(pairs) => (pairs.as_slice(), &[]),
         Effect::Remove(names) => (&[], names),
-        Effect::Incr { .. } => return Ok(()),
+        Effect::Incr { .. } => return None,
     };
-    let Some(schema) = rt.schema(target.mapping) else { return Ok(()) };
+    // An rgsync `#` op other than `=` sends no value to Postgres.
+    let tag = sets.iter().find(|(f, _)| f == OP_FIELD).and_then(|(_, v)| decode_op(v).ok());
+    if tag.is_some_and(|t| t.op != SyncOp::Replicate) {
+        return None;
+    }
+    let schema = rt.schema(target.mapping)?;
     let m = &rt.mappings.all()[target.mapping];
     let column = |field| written_column(m, &schema, field);
-    let problem = sets
-        .iter()
+    sets.iter()
         .find_map(|(field, value)| {
             let (field, name, info) = column(field)?;
             let why = value_check::check(&info.value_type(), value).err()?;
@@ -116,15 +139,7 @@ pub fn check_values(rt: &Runtime, target: &Target, key: &[u8], effect: &Effect) 
                 let (field, name, _) = column(field).filter(|(_, _, info)| info.not_null)?;
                 Some(format!("field \"{field}\" cannot be removed: column \"{name}\" is NOT NULL"))
             })
-        });
-    match problem {
-        None => Ok(()),
-        Some(problem) => {
-            let message = format!("{}: write to {} refused: {problem}", m.name, key.escape_ascii());
-            refuse(rt, target.mapping, &message);
-            Err(replies::refused(&message))
-        }
-    }
+        })
 }
 
 /// The field (as text), the column it writes and that column, when it writes one.
@@ -206,9 +221,6 @@ pub fn tagged_write(
     let names = || pairs.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
     match tag.op {
         SyncOp::Replicate => {
-            let effect = Effect::Set(pairs);
-            check_values(rt, target, key, &effect)?;
-            let Effect::Set(pairs) = effect else { return Ok(None) };
             hset(ctx, key, &pairs)?;
             Ok(record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields: set_fields(pairs), acks }))
         }

@@ -94,6 +94,7 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
     let Some(effect) = intent::parse(command, rest) else {
         return unparsed_write(ctx, rt, &target, command, argv);
     };
+    capture::check_values(ctx, rt, &target, argv, &effect)?;
     if let (Command::Hset | Command::Hmset, Effect::Set(pairs)) = (command, &effect) {
         let (pairs, op) = intent::take_op_field(pairs.clone());
         if let Some(op) = op {
@@ -107,7 +108,6 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
             return Ok(RedisValue::Integer(written as i64));
         }
     }
-    capture::check_values(rt, &target, key, &effect)?;
     let reply = run_as_client(ctx, command, argv)?;
     let fields = match effect {
         Effect::Set(_) if Effect::conditional(command) && reply.integer() != Some(1) => Fields::new(),
