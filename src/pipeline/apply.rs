@@ -1,7 +1,9 @@
 //! Apply: after a batch is committed (or rows rejected), take the Redis lock once
 //! and bring Redis in line: merge committed fields into `<prefix><id>`
 //! (write-through), set incremented fields to the sums Postgres computed, clear the
-//! staged fields that were synced (keeping any written meanwhile), send acks and
+//! staged fields that were synced (keeping any written meanwhile), dead-letter
+//! rejected rows (a write-behind row's newer queued write carries the rejected
+//! change) and resolve the entries of rows that landed, send acks and
 //! notifications, update the journal, and answer `SYNC.HSET` clients. Rows read
 //! from Postgres are written into Redis by `apply_pg`.
 
