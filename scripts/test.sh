@@ -17,7 +17,14 @@ cargo test --lib
 
 servers=$(bash scripts/servers.sh)
 [ "$(echo "$servers" | grep -c .)" -ge 2 ] || { echo "need both Valkey 8 and Redis 8.2; found: $servers" >&2; exit 1; }
+threads="${PGSYNC_TEST_THREADS:-4}"
 while read -r name bin; do
   echo "== integration tests on $name ($("$bin" --version | cut -d' ' -f3))"
-  PGSYNC_SERVER_BIN="$bin" cargo test --tests -- --test-threads "${PGSYNC_TEST_THREADS:-4}"
+  # cargo-nextest (on the machines we test on) schedules every binary's tests in
+  # one pool (.config/nextest.toml); plain cargo test is the fallback.
+  if cargo nextest --version >/dev/null 2>&1; then
+    PGSYNC_SERVER_BIN="$bin" cargo nextest run --tests --no-fail-fast -j "$threads"
+  else
+    PGSYNC_SERVER_BIN="$bin" cargo test --tests -- --test-threads "$threads"
+  fi
 done <<< "$servers"

@@ -13,6 +13,7 @@ use model::guard::{self, guard};
 use pipeline::supervisor;
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::server_events::ServerRole;
+use server::journal::persist::JOURNAL_TYPE;
 use server::{capture, commands, config, redis_io, status};
 // AclCategory: the `redis_module!` macro names it unqualified when it adds `acl_categories`.
 use redis_module::{redis_module, AclCategory, Context, InfoContext, RedisResult, RedisString, Status};
@@ -34,6 +35,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     match guard::catch(|| supervisor::start(ctx, args)).and_then(|started| started) {
         Ok(()) => {
             subscribe_to_shutdown(ctx);
+            server::journal::persist::watch(ctx);
             Status::Ok
         }
         Err(e) => {
@@ -118,7 +120,7 @@ redis_module! {
     name: "pgsync",
     version: 1,
     allocator: (Allocator, ALLOCATOR),
-    data_types: [],
+    data_types: [JOURNAL_TYPE],
     // Each command's ACL categories (README "Security"), then the module's own
     // category `pgsync`, which servers before Redis 7.4 / Valkey 8 cannot add:
     // there the command keeps only the first ones.
@@ -139,6 +141,7 @@ redis_module! {
         ["sync.remove", |ctx, args| commands::guarded(ctx, args, commands::write::sync_remove), "write", 2, 2, 1, "write hash fast"],
         ["sync.migrate", |ctx, args| commands::guarded(ctx, args, commands::sync_migrate), "write", 0, 0, 0, "write keyspace slow dangerous"],
         ["sync.delete", |ctx, args| commands::guarded(ctx, args, commands::write::sync_delete), "write", 2, -1, 1, "write keyspace"],
+        ["sync.journal", |ctx, args| commands::guarded(ctx, args, commands::journal::sync_journal), "write no-monitor", 0, 0, 0, "write slow", "pgsync"],
         ["sync.read", |ctx, args| commands::guarded(ctx, args, server::read_through::command::sync_read), "readonly getkeys-api", 2, 2, 1, "read hash"],
     ],
     event_handlers: [

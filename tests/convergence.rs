@@ -353,3 +353,70 @@ fn writes_in_both_stores_at_once_converge() {
     sync_wait(&mut c);
     eventually("both stores agree on every row", || stores_agree(&db, &mut c, hot.clone()));
 }
+
+/// Ends, every few milliseconds, whichever of the module's Postgres sessions on
+/// `db` is running a statement, until `stop` is set; returns how many it ended.
+fn kill_active_sessions(db_url: String, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<i64> {
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&db_url, postgres::NoTls).expect("killer connection");
+        let mut killed = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = \
+                     'redis-pgsync' AND datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()",
+                    &[],
+                )
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            killed += n;
+            std::thread::sleep(std::time::Duration::from_millis(rand::thread_rng().gen_range(5..40)));
+        }
+        killed
+    })
+}
+
+#[test]
+fn increments_count_once_when_connections_die_mid_commit() {
+    const KEYS: i32 = 100;
+    const PER_CLIENT: usize = 10_000;
+    let db = test_db("CREATE TABLE ctr (id integer PRIMARY KEY, n bigint)");
+    let server = Server::with_mapping(
+        &db,
+        r#"{"mappings": [{"name": "ctr", "table": "ctr", "key_prefix": "ctr:", "primary_key": "id", "mode": "write-behind"}]}"#,
+        &[("retry-max-delay-ms", "50"), ("batch-delay-ms", "0")],
+        &[],
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = kill_active_sessions(db.url.clone(), stop.clone());
+    let writers: Vec<_> = (0..2)
+        .map(|_| {
+            let port = server.port;
+            std::thread::spawn(move || {
+                let mut c = connect(port);
+                let mut rng = rand::thread_rng();
+                for chunk in 0..PER_CLIENT / 100 {
+                    let mut pipe = redis::pipe();
+                    for _ in 0..100 {
+                        pipe.cmd("HINCRBY").arg(format!("ctr:{}", rng.gen_range(1..=KEYS))).arg("n").arg(1).ignore();
+                    }
+                    let _: () = pipe.query(&mut c).unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
+                }
+            })
+        })
+        .collect();
+    writers.into_iter().for_each(|w| w.join().expect("writer"));
+    stop.store(true, Ordering::Relaxed);
+    let killed = killer.join().expect("killer");
+    assert!(killed > 0, "the test must end sessions while they write");
+    let mut c = server.conn();
+    sync_wait(&mut c);
+    let total: i64 = db.client().query_one("SELECT coalesce(sum(n), 0)::bigint FROM ctr", &[]).unwrap().get(0);
+    assert_eq!(total, 2 * PER_CLIENT as i64, "every increment counted exactly once ({killed} sessions ended)");
+    for id in 1..=KEYS {
+        let pg: Option<i64> =
+            db.client().query_opt("SELECT n FROM ctr WHERE id = $1", &[&id]).unwrap().map(|r| r.get(0));
+        let redis: Option<i64> = redis::cmd("HGET").arg(format!("ctr:{id}")).arg("n").query(&mut c).unwrap();
+        assert_eq!(redis, pg, "ctr:{id}");
+    }
+}

@@ -1,7 +1,7 @@
 //! `maxmemory` and the eviction policies: evicting row keys never loses or deletes
-//! a row, `volatile-*` never evicts the journal, and under `allkeys-*` the module
-//! degrades loudly (a warning for the policy, a log line and a count per evicted
-//! journal or dead-letter key).
+//! a row, no policy can evict the journal (it is not in the keyspace), and under
+//! `allkeys-*` the module degrades loudly for its dead-letter keys (a warning for
+//! the policy, a log line and a count per evicted key).
 
 mod common;
 
@@ -100,31 +100,48 @@ fn volatile_policy_keeps_the_journal_under_pressure() {
 }
 
 #[test]
-fn an_evicted_journal_key_is_logged_and_counted() {
+fn allkeys_eviction_then_a_crash_loses_no_pending_change() {
     let pg = PrivatePg::start();
     let db = TestDb::on(&pg.admin_url(), ITEMS_SQL);
-    let server = Server::with_mapping(&db, ITEMS_MAPPING, &[("retry-max-delay-ms", "200")], &[]);
+    let mut server = Server::with_mapping(
+        &db,
+        ITEMS_MAPPING,
+        &[("retry-max-delay-ms", "200")],
+        &["--appendonly", "yes", "--appendfsync", "always"],
+    );
     let mut c = server.conn();
     assert!(!server.log().contains(RISK), "noeviction is safe");
     set_config(&mut c, "maxmemory-policy", "allkeys-random");
     eventually("the policy warning", || server.log().contains(&format!("{RISK} allkeys-random")));
+    // A dead letter (the CHECK refuses the score): a key of the module's to evict.
+    hset(&mut c, "items:99", &[("score", "2000000000000")]);
+    eventually("the dead letter", || status(&mut c, "items")["failed"] == "1");
 
     pg.down();
     for id in 1..=50 {
         hset(&mut c, &format!("items:{id}"), &[("name", "queued"), ("score", &id.to_string())]);
     }
-    // No room at all: every key is evicted, the journal with them, whatever the draw.
+    assert!(journal_keys(&mut c).is_empty(), "the journal is not in the keyspace");
+    assert_eq!(journal_size(&mut c).0, 50);
+    // No room at all: every key is evicted, whatever the draw; the journal is not a key.
     set_config(&mut c, "maxmemory", 1);
-    eventually("the journal evicted", || {
+    eventually("every key evicted", || {
         let _: redis::RedisResult<String> = redis::cmd("PING").query(&mut c);
-        pgsync_info(&mut c, "journal_evictions") > 0
+        let keys: redis::RedisResult<i64> = redis::cmd("DBSIZE").query(&mut c);
+        keys == Ok(0)
     });
     set_config(&mut c, "maxmemory", 0);
+    assert!(pgsync_info(&mut c, "journal_evictions") > 0, "the dead-letter keys were evicted");
     assert!(server.log().contains(EVICTED_JOURNAL), "{}", server.log());
     assert_eq!(status(&mut c, "items")["journal_evictions"], pgsync_info(&mut c, "journal_evictions").to_string());
+    assert_eq!(journal_size(&mut c).0, 50, "no pending change evicted");
 
-    // The queue still holds the changes: without a restart they land.
+    // A crash now: only the journal (in the AOF) knows the changes.
+    server.restart();
+    let mut c = server.conn();
     pg.up();
     sync_wait(&mut c);
-    assert_eq!(pg_items(&db).len(), 50);
+    let rows = pg_items(&db);
+    assert_eq!(rows.len(), 50);
+    assert!(rows.values().all(|r| r[0].as_deref() == Some("queued")));
 }

@@ -2,6 +2,7 @@
 //! building, batch writing, reading rows back and the NOTIFY triggers. No Redis
 //! types here.
 
+pub mod commit_marker;
 pub mod connect;
 pub mod conninfo;
 pub mod documents;

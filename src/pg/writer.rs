@@ -2,6 +2,7 @@
 //! possible, runs them, and when Postgres rejects one row, isolates it: the batch is
 //! replayed row by row inside savepoints so every other row still commits.
 
+use super::commit_marker::{self, Proof};
 use super::error::{Error, ErrorKind};
 use super::prepared::Prepared;
 use super::schema::TableSchema;
@@ -218,23 +219,25 @@ fn run(
 
 /// Writes a batch. `Err` means nothing is known to be committed and the whole batch
 /// should be retried later; `Ok` holds each row's outcome (rejections with their
-/// Postgres message), everything else committed.
+/// Postgres message), everything else committed. With a `proof` (a batch that
+/// increments), a commit whose answer is lost is resolved through its marker.
 pub fn write(
     client: &mut impl GenericClient,
     prepared: &mut Prepared,
     tables: &Tables<'_>,
     rows: &[PreparedRow],
+    mut proof: Option<Proof<'_>>,
 ) -> Result<Vec<RowOutcome>, Error> {
     let all: Vec<(usize, &PreparedRow)> = rows.iter().enumerate().collect();
     let statements = plan(tables, &all)?;
     let mut returned = vec![Returned::new(); rows.len()];
-    let attempt = if statements.len() <= 1 {
+    let attempt = if statements.len() <= 1 && proof.is_none() {
         // One statement is atomic on its own: save the BEGIN/COMMIT round trips.
         run(client, prepared, &statements, &mut returned)
     } else {
         client.transaction().map_err(Error::from).and_then(|mut tx| {
             run(&mut tx, prepared, &statements, &mut returned)?;
-            tx.commit().map_err(Error::from)
+            commit(tx, &mut proof)
         })
     };
     if attempt.is_err() {
@@ -244,7 +247,26 @@ pub fn write(
     match attempt {
         Ok(()) => Ok(returned.into_iter().map(Ok).collect()),
         Err(e) if e.is_retryable() => Err(e),
-        Err(_) => write_row_by_row(client, prepared, tables, rows),
+        Err(_) => write_row_by_row(client, prepared, tables, rows, proof),
+    }
+}
+
+/// Commits, with the batch's marker when it has one; a lost answer to COMMIT is
+/// then resolved by asking whether the marker is there.
+fn commit(mut tx: postgres::Transaction<'_>, proof: &mut Option<Proof<'_>>) -> Result<(), Error> {
+    if let Some(proof) = proof {
+        commit_marker::record(&mut tx, &proof.marker)?;
+    }
+    let failure = match tx.commit() {
+        Ok(()) => return Ok(()),
+        Err(e) => Error::from(e),
+    };
+    match proof {
+        Some(proof) if failure.is_retryable() => match (proof.resolve)(proof.marker.id)? {
+            true => Ok(()),
+            false => Err(failure),
+        },
+        _ => Err(failure),
     }
 }
 
@@ -253,6 +275,7 @@ fn write_row_by_row(
     prepared: &mut Prepared,
     tables: &Tables<'_>,
     rows: &[PreparedRow],
+    mut proof: Option<Proof<'_>>,
 ) -> Result<Vec<RowOutcome>, Error> {
     let mut tx = client.transaction()?;
     // A deferred constraint would only fail at COMMIT, for the whole batch, again
@@ -275,7 +298,7 @@ fn write_row_by_row(
             }
         }
     }
-    tx.commit()?;
+    commit(tx, &mut proof)?;
     Ok(outcomes)
 }
 

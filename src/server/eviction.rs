@@ -1,9 +1,12 @@
-//! The module's keys under `maxmemory`. The journal and the dead-letter keys
-//! carry no TTL, so `noeviction` and the `volatile-*` policies never evict them;
-//! an `allkeys-*` policy can, like any other key. Redis offers no way to exempt a
-//! key, so the module degrades loudly: it warns when such a policy is in force
-//! (at load and on `CONFIG SET`), and logs and counts (`journal_evictions`) every
-//! eviction of one of its keys.
+//! The module's keys under `maxmemory`. The journal is not in the keyspace (it
+//! lives in the module's memory), so no policy can evict a pending change. The
+//! dead-letter keys (and a journal log kept as a key for a moment: an older
+//! version's, or one travelling between cluster nodes) carry no TTL, so
+//! `noeviction` and the `volatile-*` policies never evict them; an `allkeys-*`
+//! policy can, like any other key. Redis offers no way to exempt a key, so the
+//! module degrades loudly: it warns when such a policy is in force (at load and
+//! on `CONFIG SET`), and logs and counts (`journal_evictions`, the figure's name
+//! kept from when the journal was keys) every eviction of one of its keys.
 
 use crate::model::guard::guard;
 use crate::server::deadletter::{is_deadletter_key, DEADLETTER_KEY, ORDER_KEY};
@@ -61,11 +64,11 @@ static UNREPORTED: AtomicU64 = AtomicU64::new(0);
 pub fn policy_risk(policy: &str) -> Option<String> {
     policy.to_ascii_lowercase().starts_with("allkeys-").then(|| {
         format!(
-            "maxmemory-policy is {policy}: when maxmemory is reached, Redis may evict the pgsync journal \
-             (pgsync:{{journal}}, pgsync:journal:*) and dead-letter keys ({DEADLETTER_KEY}, {ORDER_KEY}, or pgsync:deadletter:{{...}} in a cluster) like \
-             any other key. Pending changes stay queued in memory and still land, but a restart before they do \
-             loses them, and evicted dead letters are gone. Use a volatile-* policy (give cache keys a TTL) or \
-             noeviction; every such eviction is logged and counted in journal_evictions (SYNC.STATUS, INFO pgsync)"
+            "maxmemory-policy is {policy}: when maxmemory is reached, Redis may evict the pgsync dead-letter keys \
+             ({DEADLETTER_KEY}, {ORDER_KEY}, or pgsync:deadletter:{{...}} in a cluster) like any other key, and \
+             evicted dead letters are gone (pending changes are in the module's memory, which no policy evicts). \
+             Use a volatile-* policy (give cache keys a TTL) or noeviction; every such eviction is logged and \
+             counted in journal_evictions (SYNC.STATUS, INFO pgsync)"
         )
     })
 }
@@ -85,8 +88,8 @@ extern "C" fn on_evicted(
         let key = RedisString::string_as_slice(key);
         if is_module_key(key) {
             JOURNAL_EVICTIONS.fetch_add(1, Ordering::Relaxed);
-            // A journal log per dirty row means an eviction storm evicts thousands
-            // of them: one warning a second, with the count of the others.
+            // An eviction storm can evict many of them: one warning a second, with
+            // the count of the others.
             let unreported = UNREPORTED.fetch_add(1, Ordering::Relaxed);
             let now = now_ms();
             let last = LAST_WARNING_MS.load(Ordering::Relaxed);
@@ -99,8 +102,8 @@ extern "C" fn on_evicted(
                 n => format!(" (and {n} more of its keys since the last warning)"),
             };
             warn(&format!(
-                "maxmemory evicted the pgsync key {}{others}: its pending changes are still queued in memory and \
-                 land unless the server restarts first; set maxmemory-policy to a volatile-* policy or noeviction",
+                "maxmemory evicted the pgsync key {}{others}: what it recorded is gone; set maxmemory-policy \
+                 to a volatile-* policy or noeviction",
                 String::from_utf8_lossy(key)
             ));
         }
@@ -113,7 +116,7 @@ mod tests {
     use super::{is_module_key, policy_risk};
 
     #[test]
-    fn only_allkeys_policies_put_the_journal_at_risk() {
+    fn only_allkeys_policies_put_the_dead_letters_at_risk() {
         for policy in ["allkeys-lru", "allkeys-lfu", "allkeys-random", "ALLKEYS-LRU"] {
             let message = policy_risk(policy).unwrap_or_default();
             assert!(message.contains(policy) && message.contains("volatile-*"), "{policy}: {message}");

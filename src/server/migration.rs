@@ -1,9 +1,11 @@
 //! Resharding: keys moving between the nodes of a cluster are neither a delete
 //! nor a new row, and a row's unsynced change moves with it, exactly once.
 //!
-//! A row's unsynced change lives in its journal log, a key in the row's own slot
-//! (`server/journal/`), so `MIGRATE` carries it to the node that owns the row
-//! next, which queues it ([`on_arrival`]) and syncs it. The node it left must
+//! A row's unsynced change lives in its journal log, in the module's memory
+//! (`server/journal/`). Just before the row's keys leave, the log is written as a
+//! key of the row's own slot, so `MIGRATE` carries it to the node that owns the
+//! row next, which moves it into its own memory and queues it ([`on_arrival`])
+//! and syncs it. The node it left must
 //! then forget it, and must never have the row in a batch whose outcome is
 //! unknown while the log travels: the receiving node would write the same
 //! change again (a `HINCRBY` counted twice, or an older value landing after a
@@ -52,7 +54,7 @@ struct RowUnit {
     row: RowKey,
     /// Its hash and staging key (those that exist here).
     data: Vec<Vec<u8>>,
-    /// Its journal logs (those that exist here).
+    /// The keys (hash, staging key) whose journal log is here.
     logs: Vec<Vec<u8>>,
 }
 
@@ -66,8 +68,7 @@ fn unit_of(ctx: &Context, rt: &Runtime, key: &[u8]) -> Option<RowUnit> {
     if m.mode == Mode::WriteThrough {
         names.push(m.temp_key(&id).into_bytes());
     }
-    let logs =
-        names.iter().map(|name| journal::log_key(ctx, name)).filter(|log| cluster::key_exists(ctx, log)).collect();
+    let logs = names.iter().filter(|name| journal::has_log(name)).cloned().collect();
     let data = names.into_iter().filter(|name| cluster::key_exists(ctx, name)).collect();
     Some(RowUnit { row: RowKey { mapping: resolved.mapping, id }, data, logs })
 }
@@ -75,6 +76,7 @@ fn unit_of(ctx: &Context, rt: &Runtime, key: &[u8]) -> Option<RowUnit> {
 /// A row whose change was taken out of the queue for this `MIGRATE`.
 struct Handed {
     row: RowKey,
+    /// The keys its logs were written to, for `MIGRATE` to carry.
     logs: Vec<Vec<u8>>,
     entry: Option<Entry>,
 }
@@ -122,8 +124,9 @@ pub fn migrate(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
         match rt.queue().hand_off(&unit.row) {
             HandOff::InFlight => continue,
             HandOff::Taken(entry) => {
-                unit.data.into_iter().chain(unit.logs.iter().cloned()).for_each(&mut add);
-                handed.push(Handed { row: unit.row, logs: unit.logs, entry });
+                let logs: Vec<Vec<u8>> = unit.logs.iter().filter_map(|key| journal::to_key(ctx, key)).collect();
+                unit.data.into_iter().chain(logs.iter().cloned()).for_each(&mut add);
+                handed.push(Handed { row: unit.row, logs, entry });
             }
         }
     }
@@ -134,7 +137,12 @@ pub fn migrate(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
         call_migrate(ctx, &args.with_keys(&keys))
     };
     for Handed { row, logs, entry } in handed {
-        let stayed = logs.iter().any(|log| cluster::key_exists(ctx, log));
+        // A log `MIGRATE` did not carry goes back into memory.
+        let left: Vec<&Vec<u8>> = logs.iter().filter(|log| cluster::key_exists(ctx, log)).collect();
+        left.iter().for_each(|log| {
+            journal::from_key(ctx, log);
+        });
+        let stayed = !left.is_empty();
         match (stayed, entry) {
             (true, Some(entry)) => rt.queue().take_back(row, entry),
             // Not queued yet (the journal's recovery runs): the recovery finds it.
@@ -160,8 +168,8 @@ fn call_migrate(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
 }
 
 /// A key restored by `RESTORE-ASKING` (a `MIGRATE` from another node): a row's
-/// hash is not a new row, nothing is captured; a row's log is queued, since
-/// this node owns the row and its unsynced change now.
+/// hash is not a new row, nothing is captured; a row's log is moved into memory
+/// and queued, since this node owns the row and its unsynced change now.
 pub fn on_arrival(ctx: &Context, key: &[u8]) {
     if !journal::is_log_key(key) {
         return;

@@ -23,6 +23,12 @@ pub fn not_running() -> RedisError {
     RedisError::Str("ERR pgsync is not running")
 }
 
+/// `SYNC.JOURNAL` sent by a client: only a primary's replication stream and the
+/// AOF carry it.
+pub fn journal_is_internal() -> RedisError {
+    RedisError::Str("ERR pgsync: SYNC.JOURNAL is the module's replication of its journal; clients cannot send it")
+}
+
 /// To clients blocked on a row when the server becomes a replica.
 pub const DEMOTED: &str = "ERR this server became a replica; the new primary syncs the row";
 

@@ -66,9 +66,12 @@ pub fn module_figures(rt: &Runtime) -> Vec<(&'static str, Figure)> {
             backlog.pending + backlog.in_flight
         })
         .sum();
+    let (journal_rows, journal_bytes) = crate::server::journal::logs::size();
     vec![
         ("module_bytes", Figure::Int(module_bytes() as i64)),
         ("unsynced_rows", Figure::Int(unsynced as i64)),
+        ("journal_rows", Figure::Int(journal_rows as i64)),
+        ("journal_bytes", Figure::Int(journal_bytes as i64)),
         ("journal_evictions", Figure::Int(journal_evictions() as i64)),
         ("cluster", Figure::Text(crate::server::cluster::describe())),
     ]

@@ -390,23 +390,15 @@ pub fn info_number(c: &mut redis::Connection, section: &str, field: &str) -> u64
         .unwrap_or_else(|| panic!("INFO {section} has no number {field}"))
 }
 
-/// The journal's records (one per unsettled write, or one per row once
-/// rewritten), over every row's log `pgsync:journal:{...}`: the log's key and the
-/// size of each record.
-pub fn journal_records(c: &mut redis::Connection) -> Vec<(Vec<u8>, i64)> {
-    let keys: Vec<Vec<u8>> = redis::Commands::scan_match(c, b"pgsync:journal:*").unwrap().collect();
-    let mut records = Vec::new();
-    for key in keys {
-        let log: Vec<u8> = redis::cmd("GET").arg(&key).query(c).unwrap();
-        let mut rest = log.as_slice();
-        while rest.len() >= 4 {
-            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-            records.push((key.clone(), len as i64));
-            rest = &rest[4 + len..];
-        }
-        assert!(rest.is_empty(), "a cut record in {}", String::from_utf8_lossy(&key));
-    }
-    records
+/// The journal's size from `INFO pgsync`: rows with a log, and the bytes of
+/// their logs (a record per unsettled write, or one per row once rewritten).
+pub fn journal_size(c: &mut redis::Connection) -> (u64, u64) {
+    (info_number(c, "pgsync", "pgsync_journal_rows"), info_number(c, "pgsync", "pgsync_journal_bytes"))
+}
+
+/// Keys of the keyspace named like a journal log (the previous version's form).
+pub fn journal_keys(c: &mut redis::Connection) -> Vec<Vec<u8>> {
+    redis::Commands::scan_match(c, b"pgsync:journal:*").unwrap().collect()
 }
 
 /// Ends the module's listener connection from inside `tx` and waits until it is

@@ -2,10 +2,11 @@
 //! Postgres through the pool and the batch writer.
 
 use super::sync::{BatchRow, PostgresSide, RedisSide};
-use super::IDLE_WAIT;
+use super::{FIRST_RETRY_DELAY, IDLE_WAIT};
 use crate::model::fault;
 use crate::model::queue::{BatchLimits, Entry, RowKey};
 use crate::model::stats::MappingStats;
+use crate::pg::commit_marker::{self, Marker, Proof};
 use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::prepared::Prepared;
 use crate::pg::writer::{self, ColumnWrite, PreparedRow, RowOutcome};
@@ -86,12 +87,17 @@ pub struct LivePostgres<'a> {
     rt: &'a Runtime,
     conn: Option<Connection>,
     prepared: Prepared,
+    /// Whether batches that increment write a commit marker (the marker table
+    /// could be created).
+    markers: bool,
+    /// This worker's last committed marker, deleted with the next one.
+    last_marker: Option<i64>,
 }
 
 impl<'a> LivePostgres<'a> {
     /// Writes through `rt`'s pool.
     pub fn new(rt: &'a Runtime) -> LivePostgres<'a> {
-        LivePostgres { rt, conn: None, prepared: Prepared::default() }
+        LivePostgres { rt, conn: None, prepared: Prepared::default(), markers: true, last_marker: None }
     }
 
     /// The worker's connection (a new one from the pool when it has none) and
@@ -104,6 +110,7 @@ impl<'a> LivePostgres<'a> {
             // its values (parsing once is what the prepared statements save).
             // Servers before Postgres 12 lack the setting and keep their default.
             let _ = conn.batch_execute("SET plan_cache_mode = force_custom_plan");
+            self.markers = marker_table(&mut conn)?;
             self.conn = Some(conn);
             self.prepared.clear();
         }
@@ -136,8 +143,15 @@ impl PostgresSide<Row> for LivePostgres<'_> {
         }
         if !prepared.is_empty() {
             let tables = |i: usize| (i == mapping).then_some((m, &*schema));
+            let increments = prepared.iter().any(|p| p.values.values().any(|w| matches!(w, ColumnWrite::Add(_))));
+            let marker = (increments && self.markers).then(|| Marker::new(self.last_marker));
+            let mut resolve = |id: i64| resolve_marker(rt, id);
+            let proof = marker.map(|marker| Proof { marker, resolve: &mut resolve });
             let (conn, statements) = self.connection()?;
-            let written = writer::write(&mut **conn, statements, &tables, &prepared)?;
+            let written = writer::write(&mut **conn, statements, &tables, &prepared, proof)?;
+            if let Some(marker) = marker {
+                self.last_marker = Some(marker.id);
+            }
             rt.postgres.mark_up();
             for (pos, outcome) in positions.into_iter().zip(written) {
                 outcomes[pos] = outcome;
@@ -148,6 +162,46 @@ impl PostgresSide<Row> for LivePostgres<'_> {
 
     fn release(&mut self) {
         self.conn = None;
+    }
+}
+
+/// Makes sure the commit markers' table exists; `false` (with a warning) when
+/// it cannot be created, and increments are then written at least once.
+fn marker_table(conn: &mut Connection) -> Result<bool, Error> {
+    // Two workers creating it at once: the loser fails once, then finds it.
+    let created = commit_marker::ensure_table(&mut **conn).or_else(|_| commit_marker::ensure_table(&mut **conn));
+    match created {
+        Ok(()) => Ok(true),
+        Err(e) if e.action() == Action::Reconnect => Err(e),
+        Err(e) => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                warn(&format!(
+                    "cannot create the table pgsync_commits ({e}): an increment whose commit's answer is lost may \
+                     be counted twice"
+                ))
+            });
+            Ok(false)
+        }
+    }
+}
+
+/// Asks, on a connection of its own, whether the batch with marker `id`
+/// committed; waits for Postgres as long as it takes (the batch's rows stay in
+/// flight meanwhile), unless the module stops.
+fn resolve_marker(rt: &Runtime, id: i64) -> Result<bool, Error> {
+    let mut delay = FIRST_RETRY_DELAY;
+    loop {
+        let answer = rt.pool.get().map_err(Error::from).and_then(|mut conn| commit_marker::committed(&mut *conn, id));
+        match answer {
+            Ok(committed) => return Ok(committed),
+            Err(e) if rt.queue().is_shut_down() => return Err(e),
+            Err(e) => {
+                warn(&format!("the outcome of a batch's commit is unknown; asking Postgres again: {e}"));
+                rt.queue().sleep(delay);
+                delay = (delay * 2).min(config::millis(&config::RETRY_MAX_DELAY_MS));
+            }
+        }
     }
 }
 

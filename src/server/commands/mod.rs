@@ -5,6 +5,7 @@
 
 pub mod deadletter;
 pub mod docs;
+pub mod journal;
 pub mod write;
 
 use crate::model::change::{RowOp, Write};

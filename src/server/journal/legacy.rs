@@ -4,8 +4,8 @@
 //! Entries hold `P2` values or, older still, `u|d|r` and acks with no values (the
 //! key itself then holds the state to write).
 
+use super::keys::LEGACY_KEY;
 use super::recovery::{row_of, Recovery};
-use super::store::LEGACY_KEY;
 use crate::model::change::{FieldChange, RowOp, Write, OP_FIELD};
 use crate::model::journal_codec::decode;
 use crate::model::queue::RowKey;

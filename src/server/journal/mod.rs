@@ -1,18 +1,26 @@
 //! The journal: the durable half of the dirty set (`dirty_set.rs` keeps it in
-//! step with the in-memory queue). Every row with unsynced writes has a log, a
-//! Redis string of records, one per write, values and acks included, appended in
-//! the same command as the write, so the AOF, the RDB and the replicas carry the
-//! write and its record together. A settled change leaves the log holding only
-//! what was written since, and after a restart or a promotion the logs are
-//! queued again ([`recovery`]). See docs/journal.md.
+//! step with the in-memory queue). Every row with unsynced writes has a log of
+//! records, one per write, values and acks included, kept in the module's memory
+//! (`logs.rs`), appended in the same command as the write and replicated with it
+//! as `SYNC.JOURNAL`, and saved in the RDB as the module's auxiliary data
+//! (`persist.rs`): the AOF, the RDB and the replicas carry the write and its
+//! record together, and no key of the keyspace holds them. A settled change
+//! leaves the log holding only what was written since, and after a restart or a
+//! promotion the logs are queued again ([`recovery`]). Logs kept as keys (by the
+//! previous version, or travelling between cluster nodes) are moved into memory
+//! when found (`keys.rs`). See docs/journal.md.
 
+mod keys;
 mod legacy;
+pub mod logs;
+pub mod persist;
 pub mod recovery;
-mod store;
 
+pub use keys::is_journal_key;
 pub use recovery::{adopt, recover_all, recover_row, recover_step, wait_until_recovered, Recovery};
-pub use store::is_journal_key;
 
+use crate::server::redis_io::warn;
+use logs::Op;
 use redis_module::Context;
 
 /// Frames one record for a log: its length (u32, little endian), then its bytes.
@@ -41,33 +49,61 @@ pub fn framed_len(len: usize) -> usize {
 
 /// Appends the record of a write to the log of the row written through `key`.
 pub fn append(ctx: &Context, key: &[u8], record: &[u8]) {
-    store::append(ctx, &store::key_for(ctx, key), &frame(record));
+    logs::write(ctx, Op::Append, key, &frame(record));
 }
 
 /// Replaces the log of the row written through `key` with one record (a
 /// compaction, or what is still pending once a batch settles).
 pub fn rewrite(ctx: &Context, key: &[u8], record: &[u8]) {
-    store::replace(ctx, &store::key_for(ctx, key), &frame(record));
-}
-
-/// The name of the log of the row written through `key` (in the key's slot).
-pub fn log_key(ctx: &Context, key: &[u8]) -> Vec<u8> {
-    store::key_for(ctx, key)
-}
-
-/// Whether `key` names a row's log (not the previous version's journal).
-pub fn is_log_key(key: &[u8]) -> bool {
-    key.starts_with(store::PREFIX)
-}
-
-/// The row key a log was named after.
-pub fn row_key_of(log: &[u8]) -> Option<&[u8]> {
-    store::row_key_of(log)
+    logs::write(ctx, Op::Set, key, &frame(record));
 }
 
 /// Deletes the log of the row written through `key`: nothing of it is unsynced.
 pub fn forget(ctx: &Context, key: &[u8]) {
-    store::delete(ctx, &store::key_for(ctx, key));
+    logs::write(ctx, Op::Del, key, &[]);
+}
+
+/// Whether the row written through `key` has unsynced records.
+pub fn has_log(key: &[u8]) -> bool {
+    logs::contains(key)
+}
+
+/// Whether `key` names a log kept as a key (not the previous version's hash).
+pub fn is_log_key(key: &[u8]) -> bool {
+    key.starts_with(keys::PREFIX)
+}
+
+/// The row key a log kept as a key was named after.
+pub fn row_key_of(log: &[u8]) -> Option<&[u8]> {
+    keys::row_key_of(log)
+}
+
+/// Moves the log of the row written through `key` out of memory into a key of
+/// the row's slot, for `MIGRATE` to carry; returns that key's name.
+pub fn to_key(ctx: &Context, key: &[u8]) -> Option<Vec<u8>> {
+    let log = logs::read(key)?;
+    let name = keys::key_for(ctx, key);
+    keys::write(ctx, &name, &log);
+    logs::write(ctx, Op::Del, key, &[]);
+    Some(name)
+}
+
+/// Moves a log kept as the key `journal` into memory (after an upgrade, after
+/// `MIGRATE` brought it, or after a `MIGRATE` that failed to carry it away); the
+/// key's records come before any the row has in memory. Returns the row key.
+pub fn from_key(ctx: &Context, journal: &[u8]) -> Option<Vec<u8>> {
+    let row_key = keys::row_key_of(journal)?.to_vec();
+    let old = keys::read(ctx, journal)?;
+    keys::delete(ctx, journal);
+    if records(&old).is_none() {
+        warn(&format!("dropped the unreadable journal {}", journal.escape_ascii()));
+        return None;
+    }
+    match logs::read(&row_key) {
+        None => logs::write(ctx, Op::Set, &row_key, &old),
+        Some(newer) => logs::write(ctx, Op::Set, &row_key, &[old, newer].concat()),
+    }
+    Some(row_key)
 }
 
 #[cfg(test)]
@@ -84,8 +120,8 @@ mod tests {
 
     #[test]
     fn journal_keys_name_their_row() {
-        assert_eq!(store::row_key_of(b"pgsync:journal:{items:42}"), Some(&b"items:42"[..]));
-        assert_eq!(store::row_key_of(b"pgsync:journal:{x7}__{users:1}"), Some(&b"__{users:1}"[..]));
-        assert_eq!(store::row_key_of(b"items:42"), None);
+        assert_eq!(keys::row_key_of(b"pgsync:journal:{items:42}"), Some(&b"items:42"[..]));
+        assert_eq!(keys::row_key_of(b"pgsync:journal:{x7}__{users:1}"), Some(&b"__{users:1}"[..]));
+        assert_eq!(keys::row_key_of(b"items:42"), None);
     }
 }

@@ -1,12 +1,13 @@
-//! Reading the journal back into the queue after a restart or a promotion: a
-//! `SCAN` over the journal's keys from the server cron, for at most [`BUDGET`]
-//! per tick, so a journal of a million rows is recovered in steps, with clients
-//! served between them. A write to a row whose log is not queued yet queues that
+//! Reading the journal back into the queue after a restart or a promotion, for at
+//! most [`BUDGET`] per step, so a journal of a million rows is recovered in steps,
+//! with clients served between them: first the logs an older version kept as
+//! keys (the one hash of the oldest, then a `SCAN` for per-row keys), moved into
+//! memory; then a walk over the logs in memory. A write to a row whose log is not queued yet queues that
 //! log first ([`recover_row`]), so the older records come before the newer write
 //! (an increment must not be lost or counted twice, and a later set must stay on
 //! top).
 
-use super::{legacy, records, store};
+use super::{keys, legacy, logs, records};
 use crate::model::journal_codec::decode;
 use crate::model::queue::{Journaled, RowKey};
 use crate::model::row_id::check_id;
@@ -26,14 +27,16 @@ const CHUNK: &[u8] = b"250";
 const WAITING: u8 = 0;
 const LEGACY: u8 = 1;
 const SCANNING: u8 = 2;
-const DONE: u8 = 3;
+const WALKING: u8 = 3;
+const DONE: u8 = 4;
 
 /// Where the recovery of the journal stands: waiting for the server to serve as
-/// a primary, reading the previous version's journal, scanning the logs, or
-/// done. Written on the main thread only; read by any thread.
+/// a primary, reading the oldest version's journal hash, scanning for logs kept
+/// as keys, walking the logs in memory, or done. Written on the main thread only; read by any thread.
 #[derive(Default)]
 pub struct Recovery {
     phase: AtomicU8,
+    /// The `SCAN` cursor, then the position below which the walk goes on.
     cursor: AtomicU64,
     queued: AtomicU64,
     pub(super) legacy: legacy::Progress,
@@ -57,7 +60,7 @@ impl Recovery {
         let queued = self.queued.load(Ordering::Relaxed);
         match self.phase.load(Ordering::SeqCst) {
             WAITING => "waiting".into(),
-            LEGACY | SCANNING => format!("recovering: {queued} changes queued"),
+            LEGACY | SCANNING | WALKING => format!("recovering: {queued} changes queued"),
             _ if queued == 0 => "done".into(),
             _ => format!("done: {queued} changes queued"),
         }
@@ -119,31 +122,15 @@ fn recover_within(ctx: &Context, set: &DirtySet, budget: Option<Duration>) {
         }
         recovery.phase.store(SCANNING, Ordering::SeqCst);
     }
-    if recovery.phase.load(Ordering::SeqCst) != SCANNING {
-        return;
-    }
-    loop {
-        let cursor = recovery.cursor.load(Ordering::Relaxed).to_string();
-        let pattern = [store::PREFIX, b"*"].concat();
-        let (next, keys) = match call(ctx, "SCAN", &[cursor.as_bytes(), b"MATCH", &pattern, b"COUNT", CHUNK]) {
-            Ok(RedisValue::Array(reply)) => scan_reply(&reply),
-            Ok(_) => None,
-            Err(e) => {
-                warn(&format!("cannot scan the journal: {e}"));
-                None
-            }
-        }
-        .unwrap_or((0, Vec::new()));
-        for journal in keys {
-            recover_log(ctx, set, &journal);
-        }
-        recovery.cursor.store(next, Ordering::Relaxed);
-        if next == 0 {
-            break;
-        }
-        if over() {
+    if recovery.phase.load(Ordering::SeqCst) == SCANNING {
+        if !scan_keys(ctx, set, &over) {
             return;
         }
+        recovery.cursor.store(logs::len() as u64, Ordering::Relaxed);
+        recovery.phase.store(WALKING, Ordering::SeqCst);
+    }
+    if recovery.phase.load(Ordering::SeqCst) != WALKING || !walk(ctx, set, &over) {
+        return;
     }
     legacy::finish(ctx, set);
     recovery.phase.store(DONE, Ordering::SeqCst);
@@ -151,6 +138,59 @@ fn recover_within(ctx: &Context, set: &DirtySet, budget: Option<Duration>) {
     if count > 0 {
         notice(&format!("queued {count} unsynced change(s) from the journal"));
     }
+}
+
+/// Moves the logs kept as keys into memory, a `SCAN` chunk at a time; true when
+/// the scan has ended.
+fn scan_keys(ctx: &Context, set: &DirtySet, over: &dyn Fn() -> bool) -> bool {
+    let recovery = set.recovery();
+    let pattern = [keys::PREFIX, b"*"].concat();
+    loop {
+        let cursor = recovery.cursor.load(Ordering::Relaxed).to_string();
+        let (next, found) = match call(ctx, "SCAN", &[cursor.as_bytes(), b"MATCH", &pattern, b"COUNT", CHUNK]) {
+            Ok(RedisValue::Array(reply)) => scan_reply(&reply),
+            Ok(_) => None,
+            Err(e) => {
+                warn(&format!("cannot scan for journal keys: {e}"));
+                None
+            }
+        }
+        .unwrap_or((0, Vec::new()));
+        for journal in found {
+            adopt(ctx, set, &journal);
+        }
+        recovery.cursor.store(next, Ordering::Relaxed);
+        if next == 0 {
+            return true;
+        }
+        if over() {
+            return false;
+        }
+    }
+}
+
+/// Queues the logs in memory, from the last position towards the first (see
+/// `logs::key_at`); true when the walk has ended.
+fn walk(ctx: &Context, set: &DirtySet, over: &dyn Fn() -> bool) -> bool {
+    let recovery = set.recovery();
+    let mut position = recovery.cursor.load(Ordering::Relaxed) as usize;
+    let mut steps = 0u32;
+    loop {
+        position = position.min(logs::len());
+        let Some(index) = position.checked_sub(1) else { break };
+        if let Some(key) = logs::key_at(index) {
+            recover_log(ctx, set, &key);
+        }
+        position = index;
+        steps += 1;
+        // The clock is read every few logs: a log's queueing takes microseconds.
+        if steps.is_multiple_of(64) && over() {
+            recovery.cursor.store(position as u64, Ordering::Relaxed);
+            return false;
+        }
+    }
+    recovery.cursor.store(0, Ordering::Relaxed);
+    true
 }
 
 /// The cursor and the keys of a `SCAN` reply.
@@ -169,33 +209,45 @@ pub fn recover_row(ctx: &Context, set: &DirtySet, key: &[u8]) {
     if begin(ctx, set) == LEGACY {
         legacy::recover_key(ctx, set, key);
     }
-    recover_log(ctx, set, &store::key_for(ctx, key));
+    let journal = keys::key_for(ctx, key);
+    if keys::read(ctx, &journal).is_some() {
+        return adopt(ctx, set, &journal);
+    }
+    recover_log(ctx, set, key);
 }
 
-/// Queues a log that arrived from another node (resharding moved its row here):
-/// its changes are this node's to sync now.
+/// Moves a log kept as a key into memory and queues it: found after an upgrade,
+/// or arrived from another node (resharding moved its row here), whose changes
+/// are this node's to sync now.
 pub fn adopt(ctx: &Context, set: &DirtySet, journal: &[u8]) {
-    recover_log(ctx, set, journal);
+    let Some(key) = super::from_key(ctx, journal) else {
+        warn(&format!("dropped the journal {}: it names no row", journal.escape_ascii()));
+        return keys::delete(ctx, journal);
+    };
+    // A row already queued keeps its place: its queued change came from this log's
+    // older records and newer writes; the moved records join them in the log and
+    // are queued with the rest at the next start.
+    recover_log(ctx, set, &key);
 }
 
-/// Queues the records of one log, oldest first, unless the queue holds its row
-/// already: a row written since the start had its log queued first (or had
-/// none), and `SCAN` may return a key twice; reading a log again would count
-/// its increments twice.
-fn recover_log(ctx: &Context, set: &DirtySet, journal: &[u8]) {
-    let Some(row) = store::row_key_of(journal).and_then(|key| row_of(set, key)) else {
-        warn(&format!("dropped the journal {}: it names no mapped row", journal.escape_ascii()));
-        return store::delete(ctx, journal);
+/// Queues the records of the log of the row written through `key`, oldest first,
+/// unless the queue holds its row already: a row written since the start had its
+/// log queued first (or had none), and a walk may see a log twice; reading a log
+/// again would count its increments twice.
+fn recover_log(ctx: &Context, set: &DirtySet, key: &[u8]) {
+    let Some(row) = row_of(set, key) else {
+        warn(&format!("dropped the journal of {}: it names no mapped row", key.escape_ascii()));
+        return super::forget(ctx, key);
     };
     if set.queue().holds(&row) {
         return;
     }
-    let Some(log) = store::read(ctx, journal) else { return };
+    let Some(log) = logs::read(key) else { return };
     let read = |record: &[u8]| decode(record).map(|write| (super::framed_len(record.len()), write));
     let Some(writes) = records(&log).and_then(|records| records.into_iter().map(read).collect::<Option<Vec<_>>>())
     else {
-        warn(&format!("dropped the unreadable journal {}", journal.escape_ascii()));
-        return store::delete(ctx, journal);
+        warn(&format!("dropped the unreadable journal of {}", key.escape_ascii()));
+        return super::forget(ctx, key);
     };
     for (bytes, write) in writes {
         set.queue().push(row.clone(), write, Journaled::Recovered { bytes });

@@ -1,12 +1,12 @@
-//! Where the journal lives in Redis: one string per row with unsynced writes,
+//! Journal logs as Redis keys: the form the previous version kept them in, and
+//! the form a log travels in between cluster nodes. One string per row,
 //! `pgsync:journal:{<row key>}` (or, for a row key holding a brace,
 //! `pgsync:journal:{<tag>}<row key>`, the tag being the server's canonical name
-//! of the row key's slot). The string is a log of the row's records, appended
-//! to on every write: O(size of the write), no scan of a shared structure, and
-//! a key in the row's own cluster slot, so it moves and fails over with the row.
-//! Written with the key API (no command call on the write path) and replicated
-//! explicitly (`APPEND`, `SET`, `DEL`), so the AOF and the replicas get it in the
-//! same unit as the write that caused it.
+//! of the row key's slot), so the key is in the row's own slot. A server finds
+//! such keys after an upgrade, or when `MIGRATE` brings one, and moves them into
+//! the module's memory (`logs.rs`); `SYNC.MIGRATE` writes one just before a
+//! row's keys leave. Written with the key API and replicated explicitly (`SET`,
+//! `DEL`).
 
 use crate::server::cluster;
 use crate::server::redis_io::{self, string, warn};
@@ -47,31 +47,15 @@ pub fn is_journal_key(key: &[u8]) -> bool {
     key.starts_with(PREFIX) || key == LEGACY_KEY
 }
 
-/// Appends `bytes` to the log `journal`.
-pub fn append(ctx: &Context, journal: &[u8], bytes: &[u8]) {
-    write(ctx, journal, bytes, true);
-}
-
-/// Replaces the log `journal` with `bytes`.
-pub fn replace(ctx: &Context, journal: &[u8], bytes: &[u8]) {
-    write(ctx, journal, bytes, false);
-}
-
-/// Appends (`APPEND`) or replaces (`SET`) with the key API, then replicates
-/// it as that command.
-fn write(ctx: &Context, journal: &[u8], bytes: &[u8], append: bool) {
+/// Writes the log `journal` as a string key holding `bytes`, and replicates it.
+pub fn write(ctx: &Context, journal: &[u8], bytes: &[u8]) {
     let name = string(ctx, journal);
     let key = ctx.open_key_writable(&name);
-    let command = if append { c"APPEND" } else { c"SET" };
-    let written = key.as_string_dma().and_then(|mut log| match append {
-        true => log.append(bytes).map(|_| ()),
-        false => log.write(bytes).map(|_| ()),
-    });
-    if let Err(e) = written {
+    if let Err(e) = key.as_string_dma().and_then(|mut log| log.write(bytes).map(|_| ())) {
         return warn(&format!("cannot write the journal {}: {e}", journal.escape_ascii()));
     }
     drop(key);
-    replicate(ctx, command, &[journal, bytes]);
+    replicate(ctx, c"SET", &[journal, bytes]);
 }
 
 /// Deletes the log `journal`.
