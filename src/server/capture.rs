@@ -103,10 +103,12 @@ pub fn check_values(
     argv: &[RedisString],
     effect: &Effect,
 ) -> Result<(), RedisError> {
-    let Some(problem) = bad_value(rt, target, effect) else { return Ok(()) };
+    let m = &rt.mappings.all()[target.mapping];
+    let Some(problem) = rt.schema(target.mapping).and_then(|schema| bad_value(m, &schema, effect)) else {
+        return Ok(());
+    };
     // A client that may not run the command hears that, and nothing of the table.
     Caller::of(ctx)?.check_command(ctx, argv)?;
-    let m = &rt.mappings.all()[target.mapping];
     let key = argv.get(1).map(|k| k.as_slice()).unwrap_or_default();
     let message = format!("{}: write to {} refused: {problem}", m.name, key.escape_ascii());
     refuse(rt, target.mapping, &message);
@@ -114,7 +116,7 @@ pub fn check_values(
 }
 
 /// What in `effect` Postgres would certainly refuse (see [`check_values`]).
-fn bad_value(rt: &Runtime, target: &Target, effect: &Effect) -> Option<String> {
+fn bad_value(m: &Mapping, schema: &TableSchema, effect: &Effect) -> Option<String> {
     let (sets, removes): (&[_], &[_]) = match effect {
         Effect::Set(pairs) => (pairs.as_slice(), &[]),
         Effect::Remove(names) => (&[], names),
@@ -125,9 +127,7 @@ fn bad_value(rt: &Runtime, target: &Target, effect: &Effect) -> Option<String> {
     if tag.is_some_and(|t| t.op != SyncOp::Replicate) {
         return None;
     }
-    let schema = rt.schema(target.mapping)?;
-    let m = &rt.mappings.all()[target.mapping];
-    let column = |field| written_column(m, &schema, field);
+    let column = |field| written_column(m, schema, field);
     sets.iter()
         .find_map(|(field, value)| {
             let (field, name, info) = column(field)?;
@@ -341,5 +341,66 @@ fn capture_whole_key(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], g
             let message = format!("{}: write to {} refused: {e}", m.name, key.escape_ascii());
             refuse(rt, target.mapping, &message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::mapping::Mappings;
+    use crate::pg::schema::ColumnInfo;
+
+    fn people() -> (Mappings, TableSchema) {
+        let mappings = Mappings::parse(
+            r#"{"mappings": [{"name": "people", "table": "people", "key_prefix": "people:",
+            "primary_key": "id", "mode": "write-behind", "fields": {"n": "visits", "mail": "email"}}]}"#,
+        )
+        .unwrap();
+        let mut email = ColumnInfo::plain("email", "text", false);
+        email.not_null = true;
+        let columns = [("visits", ColumnInfo::plain("visits", "integer", false)), ("email", email)];
+        let schema = TableSchema {
+            keys: vec![id_column()],
+            columns: columns.into_iter().map(|(n, c)| (n.to_string(), c)).collect(),
+        };
+        (mappings, schema)
+    }
+
+    fn id_column() -> crate::pg::sql::TypedColumn {
+        crate::pg::sql::TypedColumn { name: "id".into(), sql_type: "integer".into() }
+    }
+
+    fn set(pairs: &[(&str, &str)]) -> Effect {
+        Effect::Set(pairs.iter().map(|(f, v)| (f.as_bytes().to_vec(), v.as_bytes().to_vec())).collect())
+    }
+
+    #[test]
+    fn values_are_checked_against_the_column_their_field_writes() {
+        let (mappings, schema) = people();
+        let m = &mappings.all()[0];
+        let why = bad_value(m, &schema, &set(&[("mail", "a"), ("n", "x")])).expect("refused");
+        assert_eq!(why, "field \"n\" (column \"visits\", integer): not an integer (integer)");
+        assert_eq!(
+            bad_value(m, &schema, &set(&[("n", "7"), ("other", "x"), ("visits", "x")])),
+            None,
+            "unmapped fields pass"
+        );
+        let removal = Effect::Remove(vec![b"n".to_vec(), b"mail".to_vec()]);
+        assert_eq!(
+            bad_value(m, &schema, &removal).as_deref(),
+            Some("field \"mail\" cannot be removed: column \"email\" is NOT NULL")
+        );
+        let incr = Effect::Incr { field: b"mail".to_vec(), delta: crate::model::change::Delta::Int(1) };
+        assert_eq!(bad_value(m, &schema, &incr), None, "increments are the writer's to judge");
+    }
+
+    #[test]
+    fn only_an_rgsync_op_that_reaches_postgres_is_checked() {
+        let (mappings, schema) = people();
+        let m = &mappings.all()[0];
+        assert!(bad_value(m, &schema, &set(&[("#", "="), ("n", "x")])).is_some());
+        assert!(bad_value(m, &schema, &set(&[("#", "=abc"), ("n", "x")])).is_some());
+        assert_eq!(bad_value(m, &schema, &set(&[("#", "+"), ("n", "x")])), None, "Redis only");
+        assert_eq!(bad_value(m, &schema, &set(&[("#", "~"), ("n", "x")])), None, "a delete sends no values");
     }
 }
