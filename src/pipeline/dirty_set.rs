@@ -116,7 +116,7 @@ impl DirtySet {
     }
 }
 
-/// Rejected rows (`server/deadletter.rs`): a rejected change stays attached to
+/// Rejected rows (`server/deadletter/carry.rs`): a rejected change stays attached to
 /// its row, so the row's later writes are merged on top of it.
 impl DirtySet {
     /// Whether the dirty set holds a change of `row` (written through `key`),
