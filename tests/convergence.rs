@@ -381,12 +381,7 @@ fn increments_count_once_when_connections_die_mid_commit() {
     const KEYS: i32 = 100;
     const PER_CLIENT: usize = 10_000;
     let db = test_db("CREATE TABLE ctr (id integer PRIMARY KEY, n bigint)");
-    let server = Server::with_mapping(
-        &db,
-        r#"{"mappings": [{"name": "ctr", "table": "ctr", "key_prefix": "ctr:", "primary_key": "id", "mode": "write-behind"}]}"#,
-        &[("retry-max-delay-ms", "50"), ("batch-delay-ms", "0")],
-        &[],
-    );
+    let server = Server::with_mapping(&db, CTR_MAPPING, &[("retry-max-delay-ms", "50"), ("batch-delay-ms", "0")], &[]);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killer = kill_active_sessions(db.url.clone(), stop.clone());
     let writers: Vec<_> = (0..2)
@@ -419,4 +414,83 @@ fn increments_count_once_when_connections_die_mid_commit() {
         let redis: Option<i64> = redis::cmd("HGET").arg(format!("ctr:{id}")).arg("n").query(&mut c).unwrap();
         assert_eq!(redis, pg, "ctr:{id}");
     }
+}
+
+const CTR_MAPPING: &str = r#"{"mappings": [{"name": "ctr", "table": "ctr", "key_prefix": "ctr:", "primary_key": "id", "mode": "write-behind"}]}"#;
+
+/// A server syncing `ctr` that aborts right after its first commit once `armed`
+/// exists (the module's `PGSYNC_TEST_ABORT_AFTER_COMMIT` hook).
+fn aborting_server(db: &TestDb, armed: &std::path::Path, args: &[&str]) -> Server {
+    let file = write_mapping(CTR_MAPPING);
+    let armed = armed.display().to_string();
+    Server::start_with_env(
+        &[("postgres-url", db.url.as_str()), ("mappings", file.as_str()), ("retry-max-delay-ms", "200")],
+        args,
+        &[("PGSYNC_TEST_ABORT_AFTER_COMMIT", armed.as_str())],
+    )
+}
+
+fn pg_counter(db: &TestDb, id: i32) -> Option<i64> {
+    db.client().query_opt("SELECT n FROM ctr WHERE id = $1", &[&id]).unwrap().map(|r| r.get(0))
+}
+
+#[test]
+fn an_increment_committed_just_before_a_crash_or_a_failover_counts_once() {
+    let db = test_db("CREATE TABLE ctr (id integer PRIMARY KEY, n bigint)");
+    let dir = TempDir::new("pgsync_abort");
+    let armed = dir.0.join("armed");
+
+    // kill -9 between the commit and the clearing of the journal.
+    let mut server = aborting_server(&db, &armed, &["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut c = server.conn();
+    hset(&mut c, "ctr:2", &[("n", "1")]);
+    sync_wait(&mut c);
+    std::fs::write(&armed, b"").unwrap();
+    let _: i64 = redis::cmd("HINCRBY").arg("ctr:1").arg("n").arg(5).query(&mut c).unwrap();
+    let _: i64 = redis::cmd("HINCRBY").arg("ctr:2").arg("n").arg(5).query(&mut c).unwrap();
+    server.wait_for_exit();
+    assert!(!armed.exists(), "the hook fired");
+    assert_eq!((pg_counter(&db, 1), pg_counter(&db, 2)), (Some(5), Some(6)), "committed before the crash");
+    server.restart();
+    let mut c = server.conn();
+    let _: i64 = redis::cmd("HINCRBY").arg("ctr:1").arg("n").arg(2).query(&mut c).unwrap();
+    sync_wait(&mut c);
+    assert_eq!((pg_counter(&db, 1), pg_counter(&db, 2)), (Some(7), Some(6)), "each increment once");
+    let redis: (i64, i64) = (hget_i64(&mut c, "ctr:1"), hget_i64(&mut c, "ctr:2"));
+    assert_eq!(redis, (7, 6));
+
+    // A replica promoted after its primary committed and died before clearing.
+    let mut primary = aborting_server(&db, &armed, &[]);
+    let replica = Server::start_with_env(
+        &[("postgres-url", db.url.as_str()), ("mappings", &write_mapping(CTR_MAPPING)), ("retry-max-delay-ms", "200")],
+        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
+        &[],
+    );
+    let mut r = replica.conn();
+    eventually("replica in sync", || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
+        info.contains("master_link_status:up")
+    });
+    let mut p = primary.conn();
+    std::fs::write(&armed, b"").unwrap();
+    let _: i64 = redis::cmd("HINCRBY").arg("ctr:3").arg("n").arg(5).query(&mut p).unwrap();
+    primary.wait_for_exit();
+    assert_eq!(pg_counter(&db, 3), Some(5), "committed before the primary died");
+    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut r).unwrap();
+    eventually("the promoted replica synced", || {
+        let left: i64 = redis::cmd("SYNC.WAIT").arg(1000).query(&mut r).unwrap();
+        left == 0 && status(&mut r, "ctr")["recovery"].starts_with("done")
+    });
+    assert_eq!(pg_counter(&db, 3), Some(5), "the promoted replica did not count it again");
+    assert_eq!(hget_i64(&mut r, "ctr:3"), 5);
+}
+
+fn hget_i64(c: &mut redis::Connection, key: &str) -> i64 {
+    redis::cmd("HGET").arg(key).arg("n").query(c).unwrap()
+}
+
+fn write_mapping(mapping: &str) -> String {
+    let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_ctr")));
+    std::fs::write(&file, mapping).expect("mapping file");
+    file.display().to_string()
 }

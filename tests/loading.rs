@@ -62,6 +62,12 @@ fn bad_configuration_fails_the_load_with_a_message() {
     assert_refused(&["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good], "not a valid Postgres URL");
     let (_, log) = failed_start(&server_bin(), &["postgres-url", "postgres://bob:hunter2@[nope", "mappings", &good]);
     assert!(!log.contains("hunter2"), "the password never reaches the log:\n{log}");
+    // An unencoded password that makes the URL readable two ways (`1234` a port,
+    // `hunter2@...` a database): refused, without the URL.
+    let ambiguous = "postgres://bob:1234/hunter2@127.0.0.1/postgres";
+    let (_, log) = failed_start(&server_bin(), &["postgres-url", ambiguous, "mappings", &good]);
+    assert!(log.contains("more than one way"), "the load error says why:\n{log}");
+    assert!(!log.contains("hunter2"), "the password never reaches the log:\n{log}");
     let with = |query: &str| format!("postgres://bob:hunter2@127.0.0.1/postgres?{query}");
     assert_refused(&["postgres-url", &with("sslmode=sometimes"), "mappings", &good], "sslmode \"sometimes\"");
     let unreadable = with("sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");

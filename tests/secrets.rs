@@ -20,12 +20,18 @@ fn cluster_with_role(password: &str) -> (PrivatePg, TestDb) {
     let db = TestDb::on(&pg.admin_url(), USERS_SQL);
     db.client()
         .batch_execute(&format!(
-            "CREATE ROLE {ROLE} LOGIN PASSWORD '{password}';
+            "CREATE ROLE {ROLE} LOGIN PASSWORD {};
              GRANT ALL ON ALL TABLES IN SCHEMA public TO {ROLE};
-             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {ROLE};"
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {ROLE};",
+            literal(password)
         ))
         .expect("create role");
     (pg, db)
+}
+
+/// `text` as an SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 fn mapping_file() -> String {
@@ -99,6 +105,8 @@ fn reject_row(server: &Server, id: i32, value: &str) {
     sync_wait(&mut c);
 }
 
+/// Also runs [`every_form_connects_and_shows_nowhere`] on the same cluster
+/// (starting one takes seconds).
 #[test]
 fn password_in_the_url_and_rejected_values_stay_out_of_replies_and_log() {
     let password = unique("Url-Secret");
@@ -142,6 +150,8 @@ fn password_in_the_url_and_rejected_values_stay_out_of_replies_and_log() {
     let logged_secret = unique("LoggedValue");
     reject_row(&server, 3, &logged_secret);
     assert!(server.log().contains(&logged_secret), "log-values yes logs the failing row");
+    drop(server);
+    every_form_connects_and_shows_nowhere(&pg, &db, &mappings);
 }
 
 #[test]
@@ -180,4 +190,96 @@ fn password_from_a_file_or_the_environment_in_that_order() {
     eventually("postgres down", || status(&mut c, "users")["postgres"] == "down");
     let error = status(&mut c, "users")["postgres_error"].clone();
     assert!(error.contains("password authentication failed"), "a clear error: {error}");
+}
+
+/// Every byte but the unreserved ones as `%XX`.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A password of random printable characters, after `/@ :?#%'"\` and a space.
+fn generated_password() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let random: String = (0..16).map(|_| char::from(rng.gen_range(0x20u8..0x7f))).collect();
+    format!("/@ :?#%'\"\\ {random}")
+}
+
+/// Generated passwords in each form the connection string takes (unencoded in
+/// the URL's user info, percent-encoded, `?password=`, key=value quoted), given
+/// to [`ROLE`] in turn: each really connects (the cluster asks for SCRAM), and
+/// shows in no reply, error reply or log line. The rules are unit-tested on many
+/// more passwords (`src/pg/redaction_property.rs`); this checks a real server's
+/// outputs.
+fn every_form_connects_and_shows_nowhere(pg: &PrivatePg, db: &TestDb, mappings: &str) {
+    let at = format!("127.0.0.1:{}/{}", pg.port, db.name);
+    // Unencoded, a password is taken only when the URL reads one way (an `@`
+    // followed by a space cannot start a host), and `%` is kept only when no two
+    // hex digits follow: so this one is written by hand.
+    let raw = format!("Pw{}", unique("").replace(['_', '-'], "")) + "/@ :?#%'\"\\ x";
+    let forms: Vec<(String, String)> = vec![
+        (format!("postgres://{ROLE}:{raw}@{at}"), raw.clone()),
+        {
+            let pw = generated_password();
+            (format!("postgresql://{ROLE}:{}@{at}", percent_encode(&pw)), pw)
+        },
+        {
+            let pw = generated_password();
+            (format!("postgres://{at}?user={ROLE}&password={}", percent_encode(&pw)), pw)
+        },
+        {
+            let pw = generated_password();
+            let quoted = pw.replace('\\', "\\\\").replace('\'', "\\'");
+            (format!("host=127.0.0.1 port={} dbname={} user={ROLE} password='{quoted}'", pg.port, db.name), pw)
+        },
+    ];
+    for (id, (url, password)) in (10..).zip(forms) {
+        db.client().batch_execute(&format!("ALTER ROLE {ROLE} PASSWORD {}", literal(&password))).expect("set password");
+        let server = Server::start(&[("postgres-url", &url), ("mappings", mappings)], &[]);
+        wait_up(&server);
+        let mut c = server.conn();
+        hset(
+            &mut c,
+            &format!("__{{users:{id}}}"),
+            &[("username", &format!("u{id}")), ("email", &format!("e{id}@x")), ("pwhash", "h")],
+        );
+        sync_wait(&mut c);
+        let written = db.client().query("SELECT 1 FROM users WHERE id = $1", &[&id]).expect("select");
+        assert_eq!(written.len(), 1, "{url}: the password connects and the row is written");
+        let shown = reply(&mut c, &["CONFIG", "GET", "pgsync.postgres-url"]);
+        assert!(shown.contains("***"), "CONFIG GET shows the string, redacted: {shown}");
+
+        let mut seen = inspect(&server);
+        let errors: &[&[&str]] = &[
+            &["CONFIG", "SET", "pgsync.postgres-url", &url],
+            &["SYNC.STATUS", "no-such-mapping"],
+            // A row Postgres rejects (the username is taken).
+            &[
+                "SYNC.HSET",
+                &format!("users:{}", id + 100),
+                "username",
+                &format!("u{id}"),
+                "email",
+                &format!("f{id}@x"),
+                "pwhash",
+                "h",
+            ],
+        ];
+        for args in errors {
+            let mut cmd = redis::cmd(args[0]);
+            cmd.arg(&args[1..]);
+            let error = cmd.query::<redis::Value>(&mut c).expect_err("an error reply");
+            seen.push_str(&error.to_string());
+        }
+        assert!(seen.contains("Postgres rejected the row"), "{seen}");
+        seen.push_str(&server.log());
+        for secret in [password.clone(), percent_encode(&password)] {
+            assert!(!seen.contains(&secret), "the password of {url:?} shows:\n{seen}");
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! TLS to Postgres: `sslmode` and `sslrootcert` against private clusters with
-//! certificates made for the test, checked in `pg_stat_ssl`.
+//! certificates made for the test, checked in `pg_stat_ssl`; `require_auth`,
+//! which the module checks inside TLS.
 
 mod common;
 
@@ -78,7 +79,11 @@ fn tls_is_used_and_certificates_are_checked_as_libpq_does() {
     drop(server);
 
     // verify-ca checks the chain only: 127.0.0.1 is not in the certificate, fine.
-    let server = server_with_url(&url("127.0.0.1", &pg, &db, &format!("sslmode=verify-ca&sslrootcert={ca_file}")));
+    // (With a require_auth the trusting cluster meets: the module's check of the
+    // authentication requests lets the session through. Refusals are tested
+    // against a fake server: src/pg/cleartext_tests.rs.)
+    let verify_ca = format!("sslmode=verify-ca&sslrootcert={ca_file}&require_auth=!password,!md5");
+    let server = server_with_url(&url("127.0.0.1", &pg, &db, &verify_ca));
     assert_syncs(&server, &db, 3);
     drop(server);
 

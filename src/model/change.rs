@@ -79,6 +79,14 @@ pub enum Delta {
 }
 
 impl Delta {
+    /// The increment left when `other` is taken out of this one.
+    pub fn minus(self, other: Delta) -> Delta {
+        match (self, other) {
+            (Delta::Int(a), Delta::Int(b)) => Delta::Int(a.saturating_sub(b)),
+            (a, b) => Delta::Float(a.as_f64() - b.as_f64()),
+        }
+    }
+
     /// The sum of two increments; a float makes the sum a float.
     pub fn plus(self, other: Delta) -> Delta {
         match (self, other) {

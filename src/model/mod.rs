@@ -5,13 +5,16 @@
 pub mod backoff;
 pub mod change;
 pub mod counting_alloc;
+pub mod doubt;
 pub mod fault;
 pub mod field_map;
 pub mod guard;
 pub mod intent;
 pub mod journal_codec;
 pub mod kafka;
+pub mod key_text;
 pub mod latency;
+pub mod log_map;
 pub mod mapping;
 pub mod migrate_args;
 pub mod negative_cache;

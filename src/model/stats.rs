@@ -15,8 +15,12 @@ pub struct MappingStats {
     pub retries: AtomicU64,
     /// Dead-letter entries dropped because the list was full (`pgsync.deadletter-max`).
     pub dead_letters_dropped: AtomicU64,
-    /// Writes refused at capture (a key that can be no row's key, a bad `#`).
+    /// Writes refused at capture (a key that can be no row's key, a bad `#`),
+    /// and rows read from Postgres whose key such a write would refuse.
     pub refused: AtomicU64,
+    /// Whether a row read from Postgres was refused its key and logged: that is
+    /// logged once per mapping, so a flood of them cannot flood the log.
+    pub unkeyed_logged: AtomicBool,
     /// Notification channels skipped because the row lacked a field they name.
     pub notify_skipped: AtomicU64,
     /// Reads of read-through keys that Redis held.

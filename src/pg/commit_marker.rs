@@ -10,6 +10,7 @@
 
 use super::error::Error;
 use postgres::GenericClient;
+use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -63,6 +64,12 @@ pub fn committed(client: &mut impl GenericClient, id: i64) -> Result<bool, Error
         .query_one("SELECT EXISTS (SELECT 1 FROM pgsync_commits WHERE id = $1)", &[&id])
         .map(|row| row.get(0))
         .map_err(Error::from)
+}
+
+/// Which of the markers `ids` committed.
+pub fn which_committed(client: &mut impl GenericClient, ids: &[i64]) -> Result<HashSet<i64>, Error> {
+    let rows = client.query("SELECT id FROM pgsync_commits WHERE id = ANY($1)", &[&ids]).map_err(Error::from)?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 /// How a batch proves its commit: its marker, and how to ask whether it

@@ -1,14 +1,18 @@
 //! How the module connects to Postgres: the connection string with libpq's TLS
-//! parameters (`sslmode`, `sslrootcert`), the password from a file or the
-//! environment, and the TLS connector that enforces the chosen `sslmode`.
+//! and authentication parameters (`sslmode`, `sslrootcert`, `require_auth`), the
+//! password from a file or the environment, and the TLS connector that enforces
+//! the chosen `sslmode`.
 
+use super::auth::RequireAuth;
 use super::conninfo;
+use super::tls::Tls;
 use native_tls::{Certificate, Protocol, TlsConnector};
 use postgres::config::SslMode as WireMode;
 use std::str::FromStr;
 
-/// The TLS connector every module connection uses (pool and listener).
-pub type Tls = postgres_native_tls::MakeTlsConnector;
+/// Parameters of the connection string that rust-postgres does not know; the
+/// module applies them itself.
+const OWN_PARAMS: [&str; 3] = ["sslmode", "sslrootcert", "require_auth"];
 
 /// Environment variable that may hold the Postgres password.
 pub const PASSWORD_ENV: &str = "PGSYNC_POSTGRES_PASSWORD";
@@ -70,12 +74,29 @@ pub struct Settings {
 }
 
 /// Parses a connection string; `password`, when given, replaces the string's own.
-/// Errors name the problem and never show the password.
+/// Errors name the problem and never show the string: rust-postgres parses it
+/// with the password taken out, which is set apart.
 pub fn settings(url: &str, password: Option<&str>) -> Result<Settings, String> {
-    let invalid =
-        |e: String| format!("pgsync.postgres-url is not a valid Postgres URL ({}): {e}", conninfo::redact(url));
-    let (rest, taken) = conninfo::take_params(url, &["sslmode", "sslrootcert"]).map_err(invalid)?;
-    let param = |name: &str| taken.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let Read { config, mode, roots, require_auth } = read(url, password)?;
+    let tls = connector(mode, roots).map_err(|e| format!("cannot set up TLS for Postgres: {e}"))?;
+    Ok(Settings { config, tls: Tls::new(tls, require_auth) })
+}
+
+/// A connection string read, before the TLS connector is built.
+pub(super) struct Read {
+    /// As [`Settings::config`].
+    pub config: postgres::Config,
+    mode: SslMode,
+    roots: Roots,
+    require_auth: Option<RequireAuth>,
+}
+
+/// All of [`settings`] but building the TLS connector (which loads the
+/// system's certificate store: slow, for the tests that read many strings).
+pub(super) fn read(url: &str, password: Option<&str>) -> Result<Read, String> {
+    let invalid = |e: String| format!("pgsync.postgres-url is not a valid Postgres URL or connection string: {e}");
+    let info = conninfo::split(url, &OWN_PARAMS).map_err(invalid)?;
+    let param = |name: &str| info.taken.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let root_path = param("sslrootcert");
     let roots = match root_path {
         None => Roots::None,
@@ -97,17 +118,30 @@ pub fn settings(url: &str, password: Option<&str>) -> Result<Settings, String> {
                     for the system's trusted roots)"
             .into());
     }
-    let mut config = postgres::Config::from_str(&rest).map_err(|e| invalid(e.to_string()))?;
-    if let Some(password) = password {
-        config.password(password);
+    let require_auth = match param("require_auth").filter(|v| !v.is_empty()) {
+        Some(text) => Some(text.parse::<RequireAuth>().map_err(invalid)?),
+        None => None,
+    };
+    if require_auth.is_some() && matches!(mode, SslMode::Disable | SslMode::Prefer) {
+        // The client crate hands the module the stream only when it is TLS: on a
+        // plain connection the check could not happen.
+        return Err("require_auth needs sslmode=require, verify-ca or verify-full: the module checks the \
+                    server's authentication requests inside TLS only (the Postgres client crate gives it no \
+                    hold on a plain connection)"
+            .into());
     }
+    let mut config = postgres::Config::from_str(&info.rest).map_err(|e| invalid(e.to_string()))?;
+    match (password, info.password) {
+        (Some(password), _) => config.password(password),
+        (None, Some(password)) => config.password(password),
+        (None, None) => &mut config,
+    };
     config.ssl_mode(match mode {
         SslMode::Disable => WireMode::Disable,
         SslMode::Prefer => WireMode::Prefer,
         _ => WireMode::Require,
     });
-    let tls = connector(mode, roots).map_err(|e| format!("cannot set up TLS for Postgres: {e}"))?;
-    Ok(Settings { config, tls: Tls::new(tls) })
+    Ok(Read { config, mode, roots, require_auth })
 }
 
 /// The TLS policy of `mode`, as libpq applies it.
@@ -161,9 +195,33 @@ pub fn password_override(file: &str) -> Result<Option<String>, String> {
     Ok(std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()))
 }
 
+/// The startup `options` of every module session: the URL's own, then the
+/// mark `origin` (so the NOTIFY triggers do not echo the module's writes) and
+/// the settings that fix how Postgres prints values, whatever the server's or
+/// the role's defaults, so a key column's text is one spelling in every session
+/// (see `model::key_text`): `DateStyle` ISO and `TimeZone` UTC. Later `-c`
+/// settings win, so the URL cannot change these.
+pub fn session_options(existing: Option<&str>, origin: &str) -> String {
+    let ours = format!("-c pgsync.origin={origin} -c DateStyle=ISO,MDY -c TimeZone=UTC");
+    match existing {
+        Some(existing) => format!("{existing} {ours}"),
+        None => ours,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_print_dates_as_iso_in_utc_after_the_urls_own_options() {
+        assert_eq!(session_options(None, "x"), "-c pgsync.origin=x -c DateStyle=ISO,MDY -c TimeZone=UTC");
+        let with_url = session_options(Some("-c TimeZone=Europe/Paris"), "x");
+        assert!(
+            with_url.starts_with("-c TimeZone=Europe/Paris ") && with_url.ends_with("-c TimeZone=UTC"),
+            "{with_url}"
+        );
+    }
 
     #[test]
     fn sslmode_values() {
@@ -182,6 +240,11 @@ mod tests {
         assert!(e.contains("verify-full"), "{e}");
         let e = settings("host=h sslmode=verify-ca", None).err().unwrap();
         assert!(e.contains("sslrootcert"), "{e}");
+        let e = settings("host=h require_auth=scram-sha-256", None).err().unwrap();
+        assert!(e.contains("require_auth needs sslmode=require"), "{e}");
+        let e = settings("host=h sslmode=require require_auth=scram", None).err().unwrap();
+        assert!(e.contains("\"scram\" is not known"), "{e}");
+        assert!(settings("postgres://h/db?sslmode=require&require_auth=!password,!md5", None).is_ok());
     }
 
     #[test]

@@ -78,7 +78,8 @@ pub fn check(client: &mut impl GenericClient, mapping: &Mapping, document: &Docu
             });
         }
     }
-    Ok(TableSchema { keys: Vec::new(), columns: Default::default() })
+    let read_at = std::time::Instant::now();
+    Ok(TableSchema { keys: Vec::new(), key_types: Vec::new(), columns: Default::default(), read_at })
 }
 
 #[cfg(test)]

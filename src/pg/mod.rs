@@ -2,6 +2,7 @@
 //! building, batch writing, reading rows back and the NOTIFY triggers. No Redis
 //! types here.
 
+pub mod auth;
 pub mod commit_marker;
 pub mod connect;
 pub mod conninfo;
@@ -11,5 +12,11 @@ pub mod prepared;
 pub mod reader;
 pub mod schema;
 pub mod sql;
+pub mod tls;
 pub mod triggers;
 pub mod writer;
+
+#[cfg(test)]
+mod cleartext_tests;
+#[cfg(test)]
+mod redaction_property;

@@ -4,8 +4,9 @@
 use super::error::Error;
 use super::schema::TableSchema;
 use super::sql;
+use crate::model::key_text::KeyType;
 use crate::model::mapping::Mapping;
-use crate::model::row_id::KeyShape;
+use crate::model::row_id::{check_id, KeyShape};
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Row, Transaction};
 
@@ -21,6 +22,7 @@ pub struct PgRow {
 /// How a mapping's rows are read.
 pub struct RowShape {
     key: KeyShape,
+    key_types: Vec<KeyType>,
     fields: Vec<String>,
     select_all: String,
     select_by_keys: String,
@@ -33,18 +35,28 @@ impl RowShape {
         let columns: Vec<&str> = pairs.iter().map(|(_, c)| c.as_str()).collect();
         RowShape {
             key: mapping.key.clone(),
+            key_types: schema.key_types.iter().map(KeyType::printed_by_postgres).collect(),
             select_all: sql::select_rows(&mapping.table, &schema.keys, &columns, false),
             select_by_keys: sql::select_rows(&mapping.table, &schema.keys, &columns, true),
             fields: pairs.into_iter().map(|(f, _)| f).collect(),
         }
     }
 
-    /// The row as a hash, or (inner `Err`) why its key cannot be spelled: a key
-    /// column's value holds a separator of the key.
+    /// Whether `id` (announced by a trigger, or a key Redis holds) names a row
+    /// the way a write to its key must: `Err` says why not. Every enum label
+    /// passes: Postgres printed it (a label added since the schema was read is
+    /// accepted by writes once the schema is read again).
+    pub fn check(&self, id: &str) -> Result<(), String> {
+        check_id(id.as_bytes()).and_then(|id| self.key.check(id, &self.key_types)).map(|_| ())
+    }
+
+    /// The row as a hash, or (inner `Err`) why its key cannot be spelled: a
+    /// write to that key would be refused (a key column's value could be read
+    /// back as another row's, or is not its type's canonical text).
     fn convert(&self, row: &Row) -> Result<Result<PgRow, String>, Error> {
         let k = self.key.columns().len();
         let key = (0..k).map(|i| row.try_get(i)).collect::<Result<Vec<String>, _>>()?;
-        let id = match self.key.join(&key.iter().map(String::as_str).collect::<Vec<_>>()) {
+        let id = match self.key.spell(&key.iter().map(String::as_str).collect::<Vec<_>>(), &self.key_types) {
             Ok(id) => id,
             Err(why) => return Ok(Err(why)),
         };
@@ -55,10 +67,13 @@ impl RowShape {
         Ok(Ok(PgRow { id, fields }))
     }
 
-    /// The current rows for `ids`; ids without a row, or that spell no key, are
-    /// absent from the result.
+    /// The current rows for `ids`; ids without a row, or that are no row's
+    /// key ([`RowShape::check`]), are absent from the result.
     pub fn fetch(&self, client: &mut Client, ids: &[String]) -> Result<Vec<PgRow>, Error> {
-        let split: Vec<Vec<&str>> = ids.iter().filter_map(|id| self.key.split(id).ok()).collect();
+        let split: Vec<Vec<&str>> = ids
+            .iter()
+            .filter_map(|id| check_id(id.as_bytes()).and_then(|id| self.key.check(id, &self.key_types)).ok())
+            .collect();
         let params: Vec<Vec<&str>> =
             (0..self.key.columns().len()).map(|i| split.iter().map(|values| values[i]).collect()).collect();
         let params: Vec<(&(dyn ToSql + Sync), Type)> =

@@ -8,6 +8,7 @@
 
 use super::error::Error;
 use super::sql::{quote_ident, quote_literal, quote_table};
+use crate::model::key_text::KeyType;
 use crate::model::mapping::{Document, Mapping};
 use postgres::types::Type;
 use postgres::Client;
@@ -15,7 +16,10 @@ use postgres::Client;
 /// Value of `pgsync.origin` on the module's writing sessions.
 pub const ORIGIN: &str = "redis-pgsync";
 
-/// The trigger function, shared by every mapped table of a database.
+/// The trigger function, shared by every mapped table of a database whose key
+/// columns' JSON spelling (`to_jsonb(NEW) ->> column`, the cheapest way to read
+/// a column named by an argument) is their text: integers, numeric, text, uuid,
+/// boolean, date, time, enums.
 pub const FUNCTION_SQL: &str = r#"CREATE OR REPLACE FUNCTION pgsync_notify() RETURNS trigger
 LANGUAGE plpgsql AS $pgsync$
 DECLARE
@@ -49,6 +53,46 @@ BEGIN
 END
 $pgsync$"#;
 
+/// The trigger function of tables with a key column whose JSON spelling is not
+/// its text (`timestamp`: `2024-01-01T10:00:00` for `2024-01-01 10:00:00`;
+/// `timestamp with time zone`, in the writer's time zone; `character(n)`,
+/// padded): it reads each key column's `::text` with a dynamic query, with the
+/// module's sessions' DateStyle and TimeZone, at about twice the cost per row.
+pub const TEXT_FUNCTION_SQL: &str = r#"CREATE OR REPLACE FUNCTION pgsync_notify_text() RETURNS trigger
+LANGUAGE plpgsql SET DateStyle = 'ISO, MDY' SET TimeZone = 'UTC' AS $pgsync$
+DECLARE
+    spelled text;
+    new_id text;
+    old_id text;
+BEGIN
+    IF current_setting('pgsync.origin', true) = 'redis-pgsync' THEN
+        RETURN NULL;
+    END IF;
+    -- The id as the key spells it: each key column as ::text prints it, with the
+    -- module's sessions' DateStyle and TimeZone (this function's SET), so a
+    -- timestamp is 2024-01-01 10:00:00, not JSON's 2024-01-01T10:00:00. A key
+    -- over several columns: the arguments after the channel are (separator,
+    -- column) pairs.
+    spelled := format('($1).%I::text', TG_ARGV[0]);
+    FOR i IN 1 .. (TG_NARGS - 2) / 2 LOOP
+        spelled := spelled || format(' || %L || ($1).%I::text', TG_ARGV[2 * i], TG_ARGV[2 * i + 1]);
+    END LOOP;
+    IF TG_OP <> 'DELETE' THEN EXECUTE 'SELECT ' || spelled INTO new_id USING NEW; END IF;
+    IF TG_OP <> 'INSERT' THEN EXECUTE 'SELECT ' || spelled INTO old_id USING OLD; END IF;
+    IF length(coalesce(new_id, old_id)) > 7000 THEN
+        RAISE WARNING 'pgsync: key too long to announce on %', TG_ARGV[1];
+        RETURN NULL;
+    END IF;
+    IF old_id IS NOT NULL AND old_id IS DISTINCT FROM new_id THEN
+        PERFORM pg_notify(TG_ARGV[1], json_build_object('op', 'delete', 'id', old_id)::text);
+    END IF;
+    IF new_id IS NOT NULL THEN
+        PERFORM pg_notify(TG_ARGV[1], json_build_object('op', 'upsert', 'id', new_id)::text);
+    END IF;
+    RETURN NULL;
+END
+$pgsync$"#;
+
 /// The statement trigger's function, announcing a TRUNCATE of the table: its
 /// argument is the channel.
 pub const TRUNCATE_FUNCTION_SQL: &str = r#"CREATE OR REPLACE FUNCTION pgsync_notify_truncate() RETURNS trigger
@@ -62,10 +106,19 @@ BEGIN
 END
 $pgsync$"#;
 
-/// The statement that attaches the row trigger to a mapping's table: its
-/// arguments are the first key column, the channel, then a (separator, column)
-/// pair for each further key column.
-pub fn trigger_sql(mapping: &Mapping) -> String {
+/// The row trigger function a key with these column types needs, and its SQL:
+/// [`TEXT_FUNCTION_SQL`]'s when a key column's JSON spelling is not its text.
+fn row_function(key_types: &[KeyType]) -> (&'static str, &'static str) {
+    match key_types.iter().all(KeyType::json_spells_text) {
+        true => ("pgsync_notify", FUNCTION_SQL),
+        false => ("pgsync_notify_text", TEXT_FUNCTION_SQL),
+    }
+}
+
+/// The statement that attaches the row trigger to a mapping's table (whose key
+/// columns have `key_types`): its arguments are the first key column, the
+/// channel, then a (separator, column) pair for each further key column.
+pub fn trigger_sql(mapping: &Mapping, key_types: &[KeyType]) -> String {
     let columns = mapping.key.columns();
     let mut args = vec![quote_literal(&columns[0]), quote_literal(&mapping.pg_channel())];
     for (separator, column) in mapping.key.separators().iter().zip(&columns[1..]) {
@@ -73,8 +126,9 @@ pub fn trigger_sql(mapping: &Mapping) -> String {
     }
     format!(
         "CREATE TRIGGER pgsync_notify AFTER INSERT OR UPDATE OR DELETE ON {} \
-         FOR EACH ROW EXECUTE FUNCTION pgsync_notify({})",
+         FOR EACH ROW EXECUTE FUNCTION {}({})",
         quote_table(&mapping.table),
+        row_function(key_types).0,
         args.join(", ")
     )
 }
@@ -94,11 +148,23 @@ fn truncate_sql(name: &str, table: &str, mapping: &Mapping) -> String {
     )
 }
 
+/// A trigger to install.
+#[derive(Debug)]
+pub struct Trigger {
+    /// Its name.
+    pub name: String,
+    /// The table it is on.
+    pub table: String,
+    /// The function it calls.
+    pub function: &'static str,
+    /// The statement that creates it.
+    pub sql: String,
+}
+
 /// The triggers of a document mapping: on each watched table, a row trigger
 /// announcing the root id in the watched column, and a TRUNCATE trigger, named
-/// after the mapping so several mappings can watch one table. Returns
-/// `(trigger name, table, statement)` triples.
-pub fn watch_triggers(mapping: &Mapping, document: &Document) -> Vec<(String, String, String)> {
+/// after the mapping so several mappings can watch one table.
+pub fn watch_triggers(mapping: &Mapping, document: &Document) -> Vec<Trigger> {
     // Postgres cuts names at 63 bytes; mapping names are ASCII.
     let name = |suffix: &str| {
         let full = format!("pgsync_{}{suffix}", mapping.name);
@@ -117,9 +183,15 @@ pub fn watch_triggers(mapping: &Mapping, document: &Document) -> Vec<(String, St
                 quote_literal(&w.column),
                 quote_literal(&mapping.pg_channel())
             );
+            let truncate_sql = truncate_sql(&truncate, &w.table, mapping);
             [
-                (row.clone(), w.table.clone(), row_sql),
-                (truncate.clone(), w.table.clone(), truncate_sql(&truncate, &w.table, mapping)),
+                Trigger { name: row.clone(), table: w.table.clone(), function: "pgsync_notify", sql: row_sql },
+                Trigger {
+                    name: truncate.clone(),
+                    table: w.table.clone(),
+                    function: "pgsync_notify_truncate",
+                    sql: truncate_sql,
+                },
             ]
         })
         .collect()
@@ -131,19 +203,23 @@ fn body_of(function_sql: &str) -> &str {
 }
 
 /// Installs what is missing: the functions (unless the same ones are there) and
-/// the table's triggers. Nothing is replaced that is already right, so a user
-/// without the rights to create them can have the owner run the README's SQL once.
-pub fn install(client: &mut Client, mapping: &Mapping) -> Result<(), Error> {
-    ensure_function(client, "pgsync_notify", FUNCTION_SQL)?;
+/// the table's triggers (`key_types`: the key columns' types, which choose the
+/// row function). Nothing is replaced that is already right, so a user without
+/// the rights to create them can have the owner run the README's SQL once.
+pub fn install(client: &mut Client, mapping: &Mapping, key_types: &[KeyType]) -> Result<(), Error> {
     ensure_function(client, "pgsync_notify_truncate", TRUNCATE_FUNCTION_SQL)?;
     if let Some(document) = &mapping.document {
-        for (name, table, sql) in watch_triggers(mapping, document) {
-            ensure_trigger(client, &table, &name, &sql)?;
+        ensure_function(client, "pgsync_notify", FUNCTION_SQL)?;
+        for t in watch_triggers(mapping, document) {
+            ensure_trigger(client, &t.table, &t.name, t.function, &t.sql)?;
         }
         return Ok(());
     }
-    ensure_trigger(client, &mapping.table, "pgsync_notify", &trigger_sql(mapping))?;
-    ensure_trigger(client, &mapping.table, "pgsync_truncate", &truncate_trigger_sql(mapping))
+    let (function, function_sql) = row_function(key_types);
+    ensure_function(client, function, function_sql)?;
+    ensure_trigger(client, &mapping.table, "pgsync_notify", function, &trigger_sql(mapping, key_types))?;
+    let truncate = truncate_trigger_sql(mapping);
+    ensure_trigger(client, &mapping.table, "pgsync_truncate", "pgsync_notify_truncate", &truncate)
 }
 
 /// Creates (or replaces) the function `name` unless its body is already `sql`'s.
@@ -159,14 +235,22 @@ fn ensure_function(client: &mut Client, name: &str, sql: &str) -> Result<(), Err
     Ok(())
 }
 
-/// Runs `sql` (a CREATE TRIGGER) unless `table` already has a trigger `name`.
-fn ensure_trigger(client: &mut Client, table: &str, name: &str, sql: &str) -> Result<(), Error> {
-    let exists = client.query_typed_opt(
-        "SELECT 1 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
+/// Runs `sql` (a CREATE TRIGGER calling `function`) unless `table` already has
+/// a trigger `name` calling it. One calling another function (installed before
+/// the key's types chose [`TEXT_FUNCTION_SQL`]) is replaced in one transaction,
+/// so no change goes unannounced meanwhile.
+fn ensure_trigger(client: &mut Client, table: &str, name: &str, function: &str, sql: &str) -> Result<(), Error> {
+    let current = client.query_typed_opt(
+        "SELECT tgfoid::regproc::text FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
         &[(&name, Type::TEXT), (&quote_table(table), Type::TEXT)],
     )?;
-    if exists.is_none() {
-        client.batch_execute(sql)?;
+    // `regproc` prints the schema only when it is not on the search path.
+    match current.map(|row| row.try_get::<_, String>(0)).transpose()? {
+        None => client.batch_execute(sql)?,
+        Some(current) if current.rsplit('.').next() != Some(function) => {
+            client.batch_execute(&format!("DROP TRIGGER {} ON {}; {sql}", quote_ident(name), quote_table(table)))?
+        }
+        Some(_) => {}
     }
     Ok(())
 }
@@ -179,11 +263,13 @@ mod tests {
     fn the_readme_shows_the_sql_the_module_installs() {
         let readme = include_str!("../../README.md");
         assert!(readme.contains(FUNCTION_SQL), "README's trigger function differs from FUNCTION_SQL");
+        assert!(readme.contains(TEXT_FUNCTION_SQL), "README's text trigger function differs from TEXT_FUNCTION_SQL");
         assert!(
             readme.contains(TRUNCATE_FUNCTION_SQL),
             "README's TRUNCATE trigger function differs from TRUNCATE_FUNCTION_SQL"
         );
         assert!(body_of(FUNCTION_SQL).contains("pg_notify"));
+        assert!(body_of(TEXT_FUNCTION_SQL).contains("::text"));
         assert!(body_of(TRUNCATE_FUNCTION_SQL).contains("pg_notify"));
     }
 
@@ -199,14 +285,21 @@ mod tests {
         )
         .unwrap();
         let bc = &m.all()[0];
+        let types = |names: &[&str]| -> Vec<KeyType> {
+            names.iter().map(|t| KeyType::from_catalog(t, None).unwrap()).collect()
+        };
+        let sql = trigger_sql(bc, &types(&["text", "integer"]));
+        assert!(sql.ends_with("EXECUTE FUNCTION pgsync_notify('brand_id', 'pgsync_bc', '_', 'category_id')"), "{sql}");
+        // JSON spells a timestamp 2024-01-01T10:00:00: its text is read by ::text.
+        let sql = trigger_sql(bc, &types(&["text", "timestamp(3) without time zone"]));
         assert!(
-            trigger_sql(bc).ends_with("pgsync_notify('brand_id', 'pgsync_bc', '_', 'category_id')"),
-            "{}",
-            trigger_sql(bc)
+            sql.ends_with("EXECUTE FUNCTION pgsync_notify_text('brand_id', 'pgsync_bc', '_', 'category_id')"),
+            "{sql}"
         );
+        assert!(!types(&["character(4)"])[0].json_spells_text(), "padded");
         let customers = &m.all()[1];
         let triggers = watch_triggers(customers, customers.document.as_ref().unwrap());
-        let names: Vec<(&str, &str)> = triggers.iter().map(|(n, t, _)| (n.as_str(), t.as_str())).collect();
+        let names: Vec<(&str, &str)> = triggers.iter().map(|t| (t.name.as_str(), t.table.as_str())).collect();
         assert_eq!(
             names,
             [
@@ -217,7 +310,7 @@ mod tests {
             ]
         );
         assert!(triggers[2]
-            .2
+            .sql
             .contains("ON \"address\" FOR EACH ROW EXECUTE FUNCTION pgsync_notify('id_customer', 'pgsync_customers')"));
         assert_eq!(customers.table, "customer");
     }

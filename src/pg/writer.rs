@@ -58,7 +58,7 @@ pub fn prepare(
     id: &str,
     change: &Change,
 ) -> Result<PreparedRow, String> {
-    let key = mapping.key.check(id, &schema.key_types())?.into_iter().map(str::to_string).collect();
+    let key = mapping.key.check(id, &schema.key_types)?.into_iter().map(str::to_string).collect();
     let mut values = BTreeMap::new();
     if change.op != RowOp::Delete {
         for (field, value) in &change.fields {
@@ -313,6 +313,8 @@ mod tests {
             |n: &str, has_default: bool| (n.to_string(), crate::pg::schema::ColumnInfo::plain(n, "text", has_default));
         TableSchema {
             keys: vec![TypedColumn { name: "id".into(), sql_type: "integer".into() }],
+            key_types: vec![crate::model::key_text::KeyType::from_catalog("integer", None).unwrap()],
+            read_at: std::time::Instant::now(),
             columns: [col("id", true), col("password_hash", false), col("score", true)].into_iter().collect(),
         }
     }

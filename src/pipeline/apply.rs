@@ -58,6 +58,23 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
     });
 }
 
+/// Before a batch that increments commits: marks its rows' journal logs with
+/// its commit marker, so that a crash or a promotion before apply clears them
+/// cannot count what it committed twice (`DirtySet::mark_in_flight`). A row of
+/// the batch that Postgres then rejects carries the mark too: should the server
+/// die before apply, that row is written again without those increments (it is
+/// a dead letter either way).
+pub fn mark_in_flight(rt: &Runtime, batch: &[(RowKey, Entry)], marker: i64) {
+    let tsc = ThreadSafeContext::new();
+    let ctx = tsc.lock();
+    if demoted(&ctx, rt) {
+        return;
+    }
+    let rows: Vec<(&RowKey, String)> =
+        batch.iter().map(|(row, _)| (row, written_key(&rt.mappings.all()[row.mapping], &row.id))).collect();
+    rt.dirty.mark_in_flight(&ctx, &rows, marker);
+}
+
 /// Whether this server became a replica while the batch was being written: its
 /// keys and journal now come from the new primary, which syncs these rows again
 /// from its own journal.

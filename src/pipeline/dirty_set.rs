@@ -14,11 +14,14 @@
 //! [`recover`]: DirtySet::recover
 
 use crate::model::change::{Change, Write};
+use crate::model::doubt::Doubt;
 use crate::model::journal_codec::encode;
 use crate::model::mapping::Mappings;
 use crate::model::queue::{BatchLimits, Entry, Journaled, Queue, RowKey};
 use crate::server::journal::{self, Recovery};
 use redis_module::Context;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// Rows taken together for one round of writes to Postgres.
 pub type Batch = Vec<(RowKey, Entry)>;
@@ -28,12 +31,16 @@ pub struct DirtySet {
     queue: Queue,
     recovery: Recovery,
     mappings: Mappings,
+    /// Recovered rows whose log a batch marked before committing: until a batch
+    /// of theirs commits, what of their change may be in Postgres already
+    /// (`model/doubt.rs`).
+    doubts: Mutex<HashMap<RowKey, Vec<Doubt>>>,
 }
 
 impl DirtySet {
     /// An empty dirty set for these mappings (the journal is read on recovery).
     pub fn new(mappings: Mappings) -> DirtySet {
-        DirtySet { queue: Queue::default(), recovery: Recovery::default(), mappings }
+        DirtySet { queue: Queue::default(), recovery: Recovery::default(), mappings, doubts: Mutex::default() }
     }
 
     /// The in-memory half, for readers: waits, snapshots, backlog figures.
@@ -68,6 +75,35 @@ impl DirtySet {
         pushed.version
     }
 
+    /// Records that a recovered row's change may be partly in Postgres already.
+    pub fn doubt(&self, row: RowKey, doubts: Vec<Doubt>) {
+        self.lock_doubts().insert(row, doubts);
+    }
+
+    /// The doubts on each of `rows` (empty for most).
+    pub fn doubts_of<'a>(&self, rows: impl Iterator<Item = &'a RowKey>) -> Vec<Vec<Doubt>> {
+        let doubts = self.lock_doubts();
+        rows.map(|row| doubts.get(row).cloned().unwrap_or_default()).collect()
+    }
+
+    fn lock_doubts(&self) -> std::sync::MutexGuard<'_, HashMap<RowKey, Vec<Doubt>>> {
+        self.doubts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks, under the Redis lock and before the batch commits, the logs of its
+    /// rows (written through `keys`) as written by the batch with commit marker
+    /// `marker`: the prefix each log had when the batch was taken, that is all of
+    /// it but what was queued for the row since.
+    pub fn mark_in_flight(&self, ctx: &Context, rows: &[(&RowKey, String)], marker: i64) {
+        for (row, key) in rows {
+            let newer = self.queue.pending_journal_bytes(row);
+            let prefix = journal::log_len(key.as_bytes()).saturating_sub(newer);
+            if prefix > 0 {
+                journal::mark(ctx, key.as_bytes(), marker, prefix);
+            }
+        }
+    }
+
     /// Waits for work and takes a batch (see `Queue::take_batch`); the journal is
     /// untouched until the batch settles.
     pub fn take(&self, limits: BatchLimits, ready: &dyn Fn(usize) -> bool) -> Batch {
@@ -90,6 +126,13 @@ impl DirtySet {
                 Some(newer) => journal::rewrite(ctx, key.as_bytes(), &encode(newer.op, &newer.fields, &newer.acks)),
             }
         }
+        let mut doubts = self.lock_doubts();
+        if !doubts.is_empty() {
+            batch.iter().for_each(|(row, _)| {
+                doubts.remove(row);
+            });
+        }
+        drop(doubts);
         self.release(batch);
     }
 
@@ -113,6 +156,7 @@ impl DirtySet {
     pub fn restart(&self) {
         self.recovery.restart();
         self.queue.drop_pending();
+        self.lock_doubts().clear();
     }
 }
 
@@ -130,6 +174,7 @@ impl DirtySet {
     /// is merged on top of it in the queue. Returns the merged change, which
     /// the row's journal must then hold ([`DirtySet::settle`] writes it).
     pub fn carry_rejected(&self, row: &RowKey, rejected: &Change) -> Option<Change> {
-        self.queue.carry_under(row, rejected)
+        let bytes = |merged: &Change| journal::framed_len(encode(merged.op, &merged.fields, &merged.acks).len());
+        self.queue.carry_under(row, rejected, bytes)
     }
 }

@@ -6,9 +6,10 @@ use crate::model::backoff::SharedBackoff;
 use crate::model::mapping::Mappings;
 use crate::model::queue::Queue;
 use crate::model::stats::{MappingStats, PostgresState};
-use crate::pg::connect::{Settings, Tls};
+use crate::pg::connect::Settings;
 use crate::pg::error::Error;
 use crate::pg::schema::TableSchema;
+use crate::pg::tls::Tls;
 use crate::pg::triggers;
 use crate::pipeline::dirty_set::DirtySet;
 use crate::server::config;
@@ -47,6 +48,9 @@ pub struct Runtime {
     /// Retry delay of each mapping while its rows cannot be written.
     pub backoffs: Vec<SharedBackoff>,
     schemas: RwLock<Vec<Option<Arc<TableSchema>>>>,
+    /// Mappings whose schema the checker reads again while the one it has stays
+    /// in use (an enum key column may have gained labels).
+    stale_schemas: Vec<AtomicBool>,
 }
 
 static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
@@ -73,11 +77,7 @@ impl Runtime {
     pub fn new(mappings: Mappings, settings: Settings, replica: bool) -> Runtime {
         let Settings { config: mut pg_config, tls } = settings;
         pg_config.application_name("redis-pgsync");
-        // Marks the module's sessions so the NOTIFY triggers do not echo its writes.
-        let options = match pg_config.get_options() {
-            Some(existing) => format!("{existing} -c pgsync.origin={}", triggers::ORIGIN),
-            None => format!("-c pgsync.origin={}", triggers::ORIGIN),
-        };
+        let options = crate::pg::connect::session_options(pg_config.get_options(), triggers::ORIGIN);
         pg_config.options(&options);
         if pg_config.get_connect_timeout().is_none() {
             pg_config.connect_timeout(Duration::from_secs(5));
@@ -102,6 +102,7 @@ impl Runtime {
             reload_rows: AtomicU64::new(0),
             start_reload_checked: AtomicBool::new(false),
             schemas: RwLock::new(vec![None; count]),
+            stale_schemas: (0..count).map(|_| AtomicBool::new(false)).collect(),
             backoffs: (0..count).map(|_| SharedBackoff::new(crate::pipeline::worker::FIRST_RETRY_DELAY)).collect(),
             mappings,
         }
@@ -134,6 +135,19 @@ impl Runtime {
         if let Some(slot) = schemas.get_mut(mapping) {
             *slot = None;
         }
+    }
+
+    /// Asks the checker to read a mapping's schema again; the current one stays
+    /// in use meanwhile, so its checks never lapse.
+    pub fn refresh_schema(&self, mapping: usize) {
+        if let Some(stale) = self.stale_schemas.get(mapping) {
+            stale.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a mapping's schema was asked to be read again (and forgets it).
+    pub fn take_stale_schema(&self, mapping: usize) -> bool {
+        self.stale_schemas.get(mapping).is_some_and(|stale| stale.swap(false, Ordering::Relaxed))
     }
 
     /// Records a mapping's checked schema.

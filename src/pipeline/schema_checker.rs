@@ -1,6 +1,7 @@
 //! The schema checker: one thread that loads each mapping's table definition and
 //! checks it against the mapping, until every table is fine, then re-checks the
-//! ones the workers invalidate (after a 42xxx error).
+//! ones the workers invalidate (after a 42xxx error), and those capture asks to
+//! refresh (a key refused for an enum label the schema may not know yet).
 
 use crate::pg::error::Error;
 use crate::pg::schema;
@@ -12,7 +13,8 @@ use std::time::Duration;
 /// `SYNC.STATUS`. Also gives the queue's unused memory back.
 pub fn run(rt: &Runtime) {
     while !rt.queue().is_shut_down() {
-        let missing: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.schema(i).is_none()).collect();
+        let missing: Vec<usize> =
+            (0..rt.mappings.all().len()).filter(|&i| rt.take_stale_schema(i) || rt.schema(i).is_none()).collect();
         if !missing.is_empty() {
             match rt.pool.get() {
                 Ok(mut conn) => {

@@ -11,6 +11,7 @@
 use crate::model::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
 use crate::model::guard::guard;
 use crate::model::intent::Command;
+use crate::model::key_text::KeyType;
 use crate::model::mapping::{KeyRole, Mapping, Mode};
 use crate::model::queue::RowKey;
 use crate::model::row_id::check_id;
@@ -26,6 +27,7 @@ use crate::server::replies;
 use crate::server::ttl;
 use crate::server::{cluster, migration};
 use redis_module::{Context, ContextFlags, NotifyEvent, RedisError};
+use std::time::Duration;
 
 /// The row a captured key writes to.
 pub struct Target {
@@ -64,15 +66,7 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
     if !captured(m, resolved.role) {
         return None;
     }
-    let checked = check_id(resolved.id).and_then(|id| {
-        // Before the first schema check the key types are unknown; the worker checks
-        // the id again against the schema before any SQL.
-        match rt.schema(resolved.mapping) {
-            Some(schema) => m.key.check(id, &schema.key_types()).map(|_| id),
-            None => m.key.split(id).map(|_| id),
-        }
-    });
-    Some(match checked {
+    Some(match checked_id(rt, resolved.mapping, resolved.id) {
         Ok(id) => Ok(Target { mapping: resolved.mapping, role: resolved.role, id: id.to_string() }),
         Err(why) => {
             let message = format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
@@ -80,6 +74,32 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
         }
     })
 }
+
+/// The id of a key of `mapping` when it can be a row's key: valid text, and
+/// each key column spelled as Postgres prints it (see `model::key_text`).
+/// Pure Rust, for the main thread. Before the first schema check the key types
+/// are unknown; the worker checks the id again against the schema before any SQL.
+pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a str, String> {
+    let id = check_id(id)?;
+    let key = &rt.mappings.all()[mapping].key;
+    match rt.schema(mapping) {
+        Some(schema) => key.check(id, &schema.key_types).inspect_err(|_| {
+            // A label added to an enum key since the schema was read is unknown
+            // here: the checker reads the schema again (at most this often), so
+            // the label is accepted from then on.
+            if schema.key_types.iter().any(KeyType::is_enum) && schema.read_at.elapsed() > ENUM_REREAD {
+                rt.refresh_schema(mapping);
+            }
+        })?,
+        None => key.split(id)?,
+    };
+    Ok(id)
+}
+
+/// How old a schema with an enum key column must be before a refused key (or
+/// value, `value_refusal.rs`) has it read again: bad keys sent in a loop cost
+/// the catalog a query this often.
+pub const ENUM_REREAD: Duration = Duration::from_secs(1);
 
 /// Counts and logs a write refused before it reached Redis or Postgres.
 pub fn refuse(rt: &Runtime, mapping: usize, message: &str) {

@@ -13,7 +13,7 @@ use crate::model::value_check;
 use crate::pg::schema::{ColumnInfo, TableSchema};
 use crate::pipeline::runtime::Runtime;
 use crate::server::acl::Caller;
-use crate::server::capture::{refuse, Target};
+use crate::server::capture::{refuse, Target, ENUM_REREAD};
 use crate::server::replies;
 use redis_module::{Context, RedisError, RedisString};
 
@@ -29,19 +29,33 @@ pub fn check(
     effect: &Effect,
 ) -> Result<(), RedisError> {
     let m = &rt.mappings.all()[target.mapping];
-    let Some(problem) = rt.schema(target.mapping).and_then(|schema| bad_value(m, &schema, effect)) else {
-        return Ok(());
-    };
+    let Some(schema) = rt.schema(target.mapping) else { return Ok(()) };
+    let Some(Refusal { problem, unknown_label }) = bad_value(m, &schema, effect) else { return Ok(()) };
     // A client that may not run the command hears that, and nothing of the table.
     Caller::of(ctx)?.check_command(ctx, argv)?;
+    // A label added to the enum since the schema was read is unknown here: the
+    // checker reads the schema again (at most this often), so the label is
+    // accepted from then on.
+    if unknown_label && schema.read_at.elapsed() > ENUM_REREAD {
+        rt.refresh_schema(target.mapping);
+    }
     let key = argv.get(1).map(|k| k.as_slice()).unwrap_or_default();
     let message = format!("{}: write to {} refused: {problem}", m.name, key.escape_ascii());
     refuse(rt, target.mapping, &message);
     Err(replies::refused(&message))
 }
 
+/// Why a write is refused.
+#[derive(Debug, PartialEq)]
+struct Refusal {
+    /// The field, its column and the reason.
+    problem: String,
+    /// Whether a value is no label of its enum column (as the schema knows it).
+    unknown_label: bool,
+}
+
 /// What in `effect` Postgres would certainly refuse (see [`check`]).
-fn bad_value(m: &Mapping, schema: &TableSchema, effect: &Effect) -> Option<String> {
+fn bad_value(m: &Mapping, schema: &TableSchema, effect: &Effect) -> Option<Refusal> {
     let (sets, removes): (&[_], &[_]) = match effect {
         Effect::Set(pairs) => (pairs.as_slice(), &[]),
         Effect::Remove(names) => (&[], names),
@@ -56,13 +70,16 @@ fn bad_value(m: &Mapping, schema: &TableSchema, effect: &Effect) -> Option<Strin
     sets.iter()
         .find_map(|(field, value)| {
             let (field, name, info) = column(field)?;
-            let why = value_check::check(&info.value_type(), value).err()?;
-            Some(format!("field \"{field}\" (column \"{name}\", {}): {why}", info.typed.sql_type))
+            let column = info.value_type();
+            let why = value_check::check(&column, value).err()?;
+            let problem = format!("field \"{field}\" (column \"{name}\", {}): {why}", info.typed.sql_type);
+            Some(Refusal { problem, unknown_label: column.labels.is_some() })
         })
         .or_else(|| {
             removes.iter().find_map(|field| {
                 let (field, name, _) = column(field).filter(|(_, _, info)| info.not_null)?;
-                Some(format!("field \"{field}\" cannot be removed: column \"{name}\" is NOT NULL"))
+                let problem = format!("field \"{field}\" cannot be removed: column \"{name}\" is NOT NULL");
+                Some(Refusal { problem, unknown_label: false })
             })
         })
 }
@@ -86,14 +103,20 @@ mod tests {
     fn people() -> (Mappings, TableSchema) {
         let mappings = Mappings::parse(
             r#"{"mappings": [{"name": "people", "table": "people", "key_prefix": "people:",
-            "primary_key": "id", "mode": "write-behind", "fields": {"n": "visits", "mail": "email"}}]}"#,
+            "primary_key": "id", "mode": "write-behind", "fields": {"n": "visits", "mail": "email", "m": "mood"}}]}"#,
         )
         .unwrap();
         let mut email = ColumnInfo::plain("email", "text", false);
         email.not_null = true;
-        let columns = [("visits", ColumnInfo::plain("visits", "integer", false)), ("email", email)];
+        let mood = ColumnInfo {
+            key_type: ("mood".into(), Some(vec!["ok".into()])),
+            ..ColumnInfo::plain("mood", "mood", false)
+        };
+        let columns = [("visits", ColumnInfo::plain("visits", "integer", false)), ("email", email), ("mood", mood)];
         let schema = TableSchema {
             keys: vec![id_column()],
+            key_types: Vec::new(),
+            read_at: std::time::Instant::now(),
             columns: columns.into_iter().map(|(n, c)| (n.to_string(), c)).collect(),
         };
         (mappings, schema)
@@ -112,7 +135,8 @@ mod tests {
         let (mappings, schema) = people();
         let m = &mappings.all()[0];
         let why = bad_value(m, &schema, &set(&[("mail", "a"), ("n", "x")])).expect("refused");
-        assert_eq!(why, "field \"n\" (column \"visits\", integer): not an integer (integer)");
+        assert_eq!(why.problem, "field \"n\" (column \"visits\", integer): not an integer (integer)");
+        assert!(!why.unknown_label);
         assert_eq!(
             bad_value(m, &schema, &set(&[("n", "7"), ("other", "x"), ("visits", "x")])),
             None,
@@ -120,9 +144,12 @@ mod tests {
         );
         let removal = Effect::Remove(vec![b"n".to_vec(), b"mail".to_vec()]);
         assert_eq!(
-            bad_value(m, &schema, &removal).as_deref(),
+            bad_value(m, &schema, &removal).map(|r| r.problem).as_deref(),
             Some("field \"mail\" cannot be removed: column \"email\" is NOT NULL")
         );
+        let label = bad_value(m, &schema, &set(&[("m", "new")])).expect("no such label");
+        assert!(label.unknown_label, "the schema is read again: the label may be new");
+        assert_eq!(bad_value(m, &schema, &set(&[("m", "ok")])), None);
         let incr = Effect::Incr { field: b"mail".to_vec(), delta: crate::model::change::Delta::Int(1) };
         assert_eq!(bad_value(m, &schema, &incr), None, "increments are the writer's to judge");
     }

@@ -127,12 +127,16 @@ fn read_and_apply(
     })
 }
 
-/// Logs and counts (in `refused`) rows read from Postgres that were not written
-/// because their key would be ambiguous: a key column's value holds a separator.
+/// Counts (in `refused`) rows read from Postgres that were not written because
+/// a write to their key would be refused (a value that could be read back as
+/// another row's, or that is not its type's canonical text). Logged the first
+/// time only; `last_error` shows the latest.
 pub fn report_unkeyed(rt: &Runtime, mapping: usize, count: u64, why: &str) {
     let message =
         format!("{}: {count} row(s) read from Postgres not written to Redis: {why}", rt.mappings.all()[mapping].name);
-    warn(&message);
+    if !rt.stats[mapping].unkeyed_logged.swap(true, Ordering::Relaxed) {
+        warn(&format!("{message} (such rows are counted in refused; this is logged once)"));
+    }
     rt.stats[mapping].set_last_error(&message);
     MappingStats::bump(&rt.stats[mapping].refused, count);
 }

@@ -177,6 +177,16 @@ impl Server {
         }
     }
 
+    /// Waits until the server process ends by itself (a test hook aborts it).
+    pub fn wait_for_exit(&mut self) {
+        let deadline = Instant::now() + PATIENCE;
+        while self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none()) {
+            assert!(Instant::now() < deadline, "the server did not exit:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.child = None;
+    }
+
     /// Starts the server again with the same arguments and data directory.
     pub fn restart(&mut self) {
         self.kill9();

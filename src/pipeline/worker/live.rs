@@ -3,6 +3,7 @@
 
 use super::sync::{BatchRow, PostgresSide, RedisSide};
 use super::{FIRST_RETRY_DELAY, IDLE_WAIT};
+use crate::model::doubt::{without_committed, Doubt};
 use crate::model::fault;
 use crate::model::queue::{BatchLimits, Entry, RowKey};
 use crate::model::stats::MappingStats;
@@ -17,8 +18,10 @@ use crate::server::redis_io::warn;
 use crate::server::waiters;
 use r2d2::PooledConnection;
 use r2d2_postgres::PostgresConnectionManager;
+use std::borrow::Cow;
+use std::collections::HashSet;
 
-type Connection = PooledConnection<PostgresConnectionManager<crate::pg::connect::Tls>>;
+type Connection = PooledConnection<PostgresConnectionManager<crate::pg::tls::Tls>>;
 
 /// A queued row and its change.
 pub type Row = (RowKey, Entry);
@@ -119,6 +122,19 @@ impl<'a> LivePostgres<'a> {
     }
 }
 
+impl LivePostgres<'_> {
+    /// Which of the markers that recovered rows doubt about committed (none
+    /// asked when there is no doubt, or no marker table on this server).
+    fn committed_markers(&mut self, doubts: &[Vec<Doubt>]) -> Result<HashSet<i64>, Error> {
+        let ids: Vec<i64> = doubts.iter().flatten().map(|d| d.marker).collect();
+        if ids.is_empty() || !self.markers {
+            return Ok(HashSet::new());
+        }
+        let (conn, _) = self.connection()?;
+        commit_marker::which_committed(&mut **conn, &ids)
+    }
+}
+
 impl PostgresSide<Row> for LivePostgres<'_> {
     /// Prepares the rows (a row that cannot be prepared, or is too large, is
     /// rejected on its own) and writes the rest in multi-row statements.
@@ -130,9 +146,15 @@ impl PostgresSide<Row> for LivePostgres<'_> {
         let mut outcomes: Vec<RowOutcome> = vec![Ok(Default::default()); rows.len()];
         let mut prepared = Vec::with_capacity(rows.len());
         let mut positions = Vec::with_capacity(rows.len());
+        let doubts = rt.dirty.doubts_of(rows.iter().map(|(row, _)| row));
+        let committed = self.committed_markers(&doubts)?;
         for (i, (row, entry)) in rows.iter().enumerate() {
             fault::panic_if_targeted(&row.id);
-            match writer::prepare(mapping, m, &schema, &row.id, &entry.change).and_then(|p| within(p, max_row_bytes)) {
+            let change = match doubts[i].is_empty() {
+                true => Cow::Borrowed(&entry.change),
+                false => Cow::Owned(without_committed(&entry.change, &doubts[i], &committed)),
+            };
+            match writer::prepare(mapping, m, &schema, &row.id, &change).and_then(|p| within(p, max_row_bytes)) {
                 Ok(p) if writer::writes_nothing(&p) => {}
                 Ok(p) => {
                     prepared.push(p);
@@ -147,11 +169,15 @@ impl PostgresSide<Row> for LivePostgres<'_> {
             let marker = (increments && self.markers).then(|| Marker::new(self.last_marker));
             let mut resolve = |id: i64| resolve_marker(rt, id);
             let proof = marker.map(|marker| Proof { marker, resolve: &mut resolve });
+            if let Some(marker) = marker {
+                apply::mark_in_flight(rt, rows, marker.id);
+            }
             let (conn, statements) = self.connection()?;
             let written = writer::write(&mut **conn, statements, &tables, &prepared, proof)?;
             if let Some(marker) = marker {
                 self.last_marker = Some(marker.id);
             }
+            fault::abort_if_armed();
             rt.postgres.mark_up();
             for (pos, outcome) in positions.into_iter().zip(written) {
                 outcomes[pos] = outcome;

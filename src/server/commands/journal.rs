@@ -2,7 +2,7 @@
 //! the primary replicated it, run by replicas and by an AOF replay
 //! (`server/journal/logs.rs`). Clients cannot run it: a log is the module's own.
 
-use crate::server::journal::logs::{self, Op};
+use crate::server::journal::logs::{self, parse_op, Op};
 use crate::server::replies;
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
@@ -12,10 +12,10 @@ pub fn sync_journal(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if !ctx.get_flags().intersects(ContextFlags::REPLICATED | ContextFlags::LOADING) {
         return Err(replies::journal_is_internal());
     }
-    let op = args.get(1).and_then(|name| Op::parse(name.as_slice()));
+    let op = args.get(1).and_then(|name| parse_op(name.as_slice()));
     let (op, key, bytes) = match (op, &args[..]) {
         (Some(Op::Del), [_, _, key]) => (Op::Del, key, &[][..]),
-        (Some(op @ (Op::Append | Op::Set)), [_, _, key, bytes]) => (op, key, bytes.as_slice()),
+        (Some(op @ (Op::Append | Op::Set | Op::Mark)), [_, _, key, bytes]) => (op, key, bytes.as_slice()),
         _ => return Err(RedisError::WrongArity),
     };
     logs::apply_replicated(op, key.as_slice(), bytes);

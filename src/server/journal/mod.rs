@@ -63,6 +63,17 @@ pub fn forget(ctx: &Context, key: &[u8]) {
     logs::write(ctx, Op::Del, key, &[]);
 }
 
+/// Marks the first `prefix` bytes of the log of the row written through `key` as
+/// written by the batch with commit marker `marker` (see `logs::Op::Mark`).
+pub fn mark(ctx: &Context, key: &[u8], marker: i64, prefix: usize) {
+    logs::write(ctx, Op::Mark, key, &logs::mark_bytes(marker, prefix));
+}
+
+/// The length of the log of the row written through `key`.
+pub fn log_len(key: &[u8]) -> usize {
+    logs::log_len(key)
+}
+
 /// Whether the row written through `key` has unsynced records.
 pub fn has_log(key: &[u8]) -> bool {
     logs::contains(key)

@@ -17,7 +17,8 @@ use redis_module::{raw, Context, RedisValue};
 use redis_module_macros::config_changed_event_handler;
 use std::os::raw::{c_int, c_void};
 
-/// Version of the aux data's layout: a count, then (row key, log) pairs.
+/// Version of the aux data's layout: a count, then (row key, log) pairs; a
+/// count, then (row key, marker id, prefix length) marks.
 const ENCODING: i32 = 1;
 
 /// The module's data type, registered at load; it carries the journal's aux data.
@@ -65,10 +66,26 @@ extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
             return;
         }
         raw::save_unsigned(rdb, count as u64);
-        logs::for_each(|key, log| {
-            raw::save_slice(rdb, key);
-            raw::save_slice(rdb, log);
-        });
+        let marks = logs::mark_count();
+        let mut marks_started = false;
+        logs::for_each(
+            |key, log| {
+                raw::save_slice(rdb, key);
+                raw::save_slice(rdb, log);
+            },
+            |key, id, len| {
+                if !marks_started {
+                    marks_started = true;
+                    raw::save_unsigned(rdb, marks as u64);
+                }
+                raw::save_slice(rdb, key);
+                raw::save_signed(rdb, id);
+                raw::save_unsigned(rdb, len as u64);
+            },
+        );
+        if !marks_started {
+            raw::save_unsigned(rdb, 0);
+        }
     });
 }
 
@@ -85,7 +102,15 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int
             let log = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?.as_ref().to_vec();
             entries.push((key, log));
         }
-        logs::replace_all(entries);
+        let count = raw::load_unsigned(rdb).map_err(|e| e.to_string())?;
+        let mut marks = Vec::with_capacity(count.min(1 << 20) as usize);
+        for _ in 0..count {
+            let key = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?.as_ref().to_vec();
+            let id = raw::load_signed(rdb).map_err(|e| e.to_string())?;
+            let len = raw::load_unsigned(rdb).map_err(|e| e.to_string())?;
+            marks.push((key, id, len as usize));
+        }
+        logs::replace_all(entries, marks);
         Ok(())
     })
     .and_then(|loaded| loaded);

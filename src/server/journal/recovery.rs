@@ -7,7 +7,10 @@
 //! (an increment must not be lost or counted twice, and a later set must stay on
 //! top).
 
-use super::{keys, legacy, logs, records};
+use super::logs::{self, SHARDS};
+use super::{keys, legacy, records};
+use crate::model::change::{Change, Write};
+use crate::model::doubt::{increments_of, Doubt};
 use crate::model::journal_codec::decode;
 use crate::model::queue::{Journaled, RowKey};
 use crate::model::row_id::check_id;
@@ -36,7 +39,7 @@ const DONE: u8 = 4;
 #[derive(Default)]
 pub struct Recovery {
     phase: AtomicU8,
-    /// The `SCAN` cursor, then the position below which the walk goes on.
+    /// The `SCAN` cursor, then where the walk goes on ([`walk_cursor`]).
     cursor: AtomicU64,
     queued: AtomicU64,
     pub(super) legacy: legacy::Progress,
@@ -126,7 +129,7 @@ fn recover_within(ctx: &Context, set: &DirtySet, budget: Option<Duration>) {
         if !scan_keys(ctx, set, &over) {
             return;
         }
-        recovery.cursor.store(logs::len() as u64, Ordering::Relaxed);
+        recovery.cursor.store(walk_cursor(SHARDS, POSITION_MASK), Ordering::Relaxed);
         recovery.phase.store(WALKING, Ordering::SeqCst);
     }
     if recovery.phase.load(Ordering::SeqCst) != WALKING || !walk(ctx, set, &over) {
@@ -169,23 +172,42 @@ fn scan_keys(ctx: &Context, set: &DirtySet, over: &dyn Fn() -> bool) -> bool {
     }
 }
 
-/// Queues the logs in memory, from the last position towards the first (see
-/// `logs::key_at`); true when the walk has ended.
+/// Bits of a walk cursor that hold the position within a shard.
+const POSITION_BITS: u32 = 48;
+const POSITION_MASK: usize = (1 << POSITION_BITS) - 1;
+
+/// A walk's cursor: the shards still to walk (the current one last), and the
+/// position in the current shard below which the walk goes on.
+fn walk_cursor(shards_left: usize, position: usize) -> u64 {
+    ((shards_left as u64) << POSITION_BITS) | (position & POSITION_MASK) as u64
+}
+
+/// Queues the logs in memory, shard by shard, each from its last position
+/// towards its first (see `model/log_map.rs`); true when the walk has ended.
 fn walk(ctx: &Context, set: &DirtySet, over: &dyn Fn() -> bool) -> bool {
     let recovery = set.recovery();
-    let mut position = recovery.cursor.load(Ordering::Relaxed) as usize;
+    let cursor = recovery.cursor.load(Ordering::Relaxed);
+    let mut shards_left = (cursor >> POSITION_BITS) as usize;
+    let mut position = cursor as usize & POSITION_MASK;
     let mut steps = 0u32;
-    loop {
-        position = position.min(logs::len());
-        let Some(index) = position.checked_sub(1) else { break };
-        if let Some(key) = logs::key_at(index) {
-            recover_log(ctx, set, &key);
+    while let Some(shard) = shards_left.checked_sub(1) {
+        match position.min(logs::shard_len(shard)).checked_sub(1) {
+            None => {
+                shards_left = shard;
+                position = POSITION_MASK;
+                continue;
+            }
+            Some(index) => {
+                if let Some(key) = logs::key_at(shard, index) {
+                    recover_log(ctx, set, &key);
+                }
+                position = index;
+            }
         }
-        position = index;
         steps += 1;
         // The clock is read every few logs: a log's queueing takes microseconds.
         if steps.is_multiple_of(64) && over() {
-            recovery.cursor.store(position as u64, Ordering::Relaxed);
+            recovery.cursor.store(walk_cursor(shards_left, position), Ordering::Relaxed);
             return false;
         }
     }
@@ -242,17 +264,35 @@ fn recover_log(ctx: &Context, set: &DirtySet, key: &[u8]) {
     if set.queue().holds(&row) {
         return;
     }
-    let Some(log) = logs::read(key) else { return };
-    let read = |record: &[u8]| decode(record).map(|write| (super::framed_len(record.len()), write));
-    let Some(writes) = records(&log).and_then(|records| records.into_iter().map(read).collect::<Option<Vec<_>>>())
-    else {
+    let Some((log, marks)) = logs::read_marked(key) else { return };
+    let Some(writes) = decode_all(&log) else {
         warn(&format!("dropped the unreadable journal of {}", key.escape_ascii()));
         return super::forget(ctx, key);
     };
+    let doubts: Vec<Doubt> = marks.iter().filter_map(|&(marker, prefix)| doubt(&log, marker, prefix)).collect();
+    if !doubts.is_empty() {
+        set.doubt(row.clone(), doubts);
+    }
     for (bytes, write) in writes {
         set.queue().push(row.clone(), write, Journaled::Recovered { bytes });
     }
     set.recovery().count(1);
+}
+
+/// The writes of a log, with each record's size in the log; `None` when a
+/// record cannot be read.
+fn decode_all(log: &[u8]) -> Option<Vec<(usize, Write)>> {
+    let read = |record: &[u8]| decode(record).map(|write| (super::framed_len(record.len()), write));
+    records(log)?.into_iter().map(read).collect()
+}
+
+/// What a batch marked `marker` may have committed of a log: the increments of
+/// its first `prefix` bytes, coalesced.
+fn doubt(log: &[u8], marker: i64, prefix: usize) -> Option<Doubt> {
+    let mut writes = decode_all(log.get(..prefix)?)?.into_iter().map(|(_, write)| Change::new(write, 0));
+    let mut change = writes.next()?;
+    writes.for_each(|newer| change.absorb(newer));
+    Some(Doubt { marker, prefix, increments: increments_of(&change.fields) })
 }
 
 /// The row a journaled key writes to, if it still maps to one.

@@ -10,10 +10,10 @@ use super::loads;
 use crate::model::mapping::KeyRole;
 use crate::model::queue::RowKey;
 use crate::model::read_command::ReadCommand;
-use crate::model::row_id::check_id;
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime::Runtime;
 use crate::server::acl::Caller;
+use crate::server::capture::checked_id;
 use crate::server::commands::runtime_or_err;
 use crate::server::config;
 use crate::server::redis_io::{key_exists, selected_db};
@@ -76,7 +76,8 @@ fn missing_rows(ctx: &Context, rt: &Runtime, read: ReadCommand, wrapped: &[Redis
         if !m.read_through || resolved.role != KeyRole::Main || key_exists(ctx, key) {
             continue;
         }
-        let Ok(id) = check_id(resolved.id) else { continue };
+        // A key no write could make (`users:007`) names no row: Redis answers it.
+        let Ok(id) = checked_id(rt, resolved.mapping, resolved.id) else { continue };
         MappingStats::bump(&rt.stats[resolved.mapping].read_misses, 1);
         let row = RowKey { mapping: resolved.mapping, id: id.to_string() };
         if !rows.contains(&row) {

@@ -1,0 +1,241 @@
+//! The journal's logs as a data structure: row key → log bytes, plus the marks
+//! of in-flight batches on some logs. Pure; `server/journal/logs.rs` holds the
+//! one instance and replicates its changes.
+//!
+//! - **Sharded.** 64 maps, so that growing never moves every log at once (one
+//!   map of a million logs doubling in one step would stall the server).
+//! - **Walkable.** Each shard is an insertion-ordered map whose entries can be
+//!   read by position, so a recovery can resume where it stopped. Removing a
+//!   log moves its shard's last log into its place, so a walk from the end of a
+//!   shard towards its start never misses a log that was there when it began
+//!   (it may see one twice).
+//! - **Counted.** The number of logs and their bytes are kept as they change, so
+//!   `SYNC.STATUS` costs the same with a million logs as with none.
+
+use indexmap::IndexMap;
+use std::collections::HashMap;
+
+/// Shards of a [`LogMap`].
+pub const SHARDS: usize = 64;
+
+type Shard = IndexMap<Vec<u8>, Vec<u8>, ahash::RandomState>;
+
+/// The marks of in-flight batches on a log: (the batch's commit marker, the
+/// length of the log's prefix it wrote).
+pub type Marks = Vec<(i64, usize)>;
+
+/// A change to one log.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Op {
+    /// Appends bytes (records) to the log, creating it if needed.
+    Append,
+    /// Replaces the log with the bytes.
+    Set,
+    /// Removes the log.
+    Del,
+    /// Marks the log's first `len` bytes as written by a batch whose commit
+    /// marker is `id` (bytes: `id` then `len`, each 8 bytes little endian),
+    /// before that batch commits: after a crash or a promotion, a committed
+    /// marker says those records are in Postgres already. Replacing or removing
+    /// the log drops its marks.
+    Mark,
+}
+
+/// The bytes of a mark.
+pub fn mark_bytes(id: i64, len: usize) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&id.to_le_bytes());
+    out[8..].copy_from_slice(&(len as u64).to_le_bytes());
+    out
+}
+
+fn parse_mark(bytes: &[u8]) -> Option<(i64, usize)> {
+    let id = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let len = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    Some((id, usize::try_from(len).ok()?))
+}
+
+/// The logs; see the module docs.
+pub struct LogMap {
+    shards: Vec<Shard>,
+    hasher: ahash::RandomState,
+    marks: HashMap<Vec<u8>, Marks>,
+    count: usize,
+    bytes: usize,
+}
+
+impl Default for LogMap {
+    fn default() -> Self {
+        LogMap {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            hasher: ahash::RandomState::new(),
+            marks: HashMap::new(),
+            count: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl LogMap {
+    fn shard_of(&self, key: &[u8]) -> usize {
+        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    }
+
+    /// Applies `op` to the log of `key`; false when it changed nothing.
+    pub fn apply(&mut self, op: Op, key: &[u8], bytes: &[u8]) -> bool {
+        let shard = self.shard_of(key);
+        let map = &mut self.shards[shard];
+        match op {
+            Op::Append => match map.get_mut(key) {
+                Some(log) => {
+                    log.extend_from_slice(bytes);
+                    self.bytes += bytes.len();
+                }
+                None => {
+                    map.insert(key.to_vec(), bytes.to_vec());
+                    self.count += 1;
+                    self.bytes += key.len() + bytes.len();
+                }
+            },
+            Op::Set => {
+                match map.insert(key.to_vec(), bytes.to_vec()) {
+                    Some(old) => self.bytes = self.bytes - old.len() + bytes.len(),
+                    None => {
+                        self.count += 1;
+                        self.bytes += key.len() + bytes.len();
+                    }
+                }
+                self.marks.remove(key);
+            }
+            Op::Del => {
+                let Some(old) = map.swap_remove(key) else { return false };
+                self.count -= 1;
+                self.bytes -= key.len() + old.len();
+                give_back(map);
+                self.marks.remove(key);
+            }
+            Op::Mark => {
+                let Some(mark) = parse_mark(bytes).filter(|_| map.contains_key(key)) else { return false };
+                self.marks.entry(key.to_vec()).or_default().push(mark);
+            }
+        }
+        true
+    }
+
+    /// The log of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        self.shards[self.shard_of(key)].get(key)
+    }
+
+    /// The marks on the log of `key`.
+    pub fn marks(&self, key: &[u8]) -> Marks {
+        self.marks.get(key).cloned().unwrap_or_default()
+    }
+
+    /// How many logs there are, and their bytes (keys and records).
+    pub fn size(&self) -> (usize, usize) {
+        (self.count, self.bytes)
+    }
+
+    /// How many logs shard `shard` holds.
+    pub fn shard_len(&self, shard: usize) -> usize {
+        self.shards.get(shard).map_or(0, Shard::len)
+    }
+
+    /// The key of the log at `index` of shard `shard`.
+    pub fn key_at(&self, shard: usize, index: usize) -> Option<&Vec<u8>> {
+        self.shards.get(shard)?.get_index(index).map(|(key, _)| key)
+    }
+
+    /// Every log, then every mark.
+    pub fn for_each(&self, mut log: impl FnMut(&[u8], &[u8]), mut mark: impl FnMut(&[u8], i64, usize)) {
+        self.shards.iter().flatten().for_each(|(key, bytes)| log(key, bytes));
+        for (key, marks) in &self.marks {
+            marks.iter().for_each(|(id, len)| mark(key, *id, *len));
+        }
+    }
+
+    /// How many marks there are.
+    pub fn mark_count(&self) -> usize {
+        self.marks.values().map(Vec::len).sum()
+    }
+
+    /// Empties the map and gives its memory back.
+    pub fn clear(&mut self) {
+        let hasher = self.hasher.clone();
+        *self = LogMap { hasher, ..LogMap::default() };
+    }
+}
+
+/// A drained shard gives its memory back: once its logs fill less than an
+/// eighth of it, it shrinks to twice their number (a rehash of the few left,
+/// amortized over the many removals since it grew).
+fn give_back(map: &mut Shard) {
+    if map.capacity() > 1024 && map.len() * 8 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_change_one_log_and_the_totals() {
+        let mut logs = LogMap::default();
+        assert!(logs.apply(Op::Append, b"a", b"1"));
+        assert!(logs.apply(Op::Append, b"a", b"2"));
+        assert_eq!(logs.get(b"a").map(Vec::as_slice), Some(&b"12"[..]));
+        assert_eq!(logs.size(), (1, 3));
+        logs.apply(Op::Set, b"a", b"345");
+        logs.apply(Op::Set, b"b", b"6");
+        assert_eq!(logs.get(b"a").map(Vec::as_slice), Some(&b"345"[..]));
+        assert_eq!(logs.size(), (2, 6));
+        assert!(logs.apply(Op::Del, b"a", b""));
+        assert!(!logs.apply(Op::Del, b"a", b""), "nothing to delete: nothing to replicate");
+        assert_eq!(logs.size(), (1, 2));
+    }
+
+    #[test]
+    fn marks_live_until_the_log_is_replaced_or_removed() {
+        let mut logs = LogMap::default();
+        assert!(!logs.apply(Op::Mark, b"a", &mark_bytes(7, 1)), "no log, no mark");
+        logs.apply(Op::Append, b"a", b"12");
+        assert!(logs.apply(Op::Mark, b"a", &mark_bytes(7, 2)));
+        logs.apply(Op::Append, b"a", b"3");
+        assert!(logs.apply(Op::Mark, b"a", &mark_bytes(-8, 3)));
+        assert_eq!(logs.marks(b"a"), vec![(7, 2), (-8, 3)]);
+        logs.apply(Op::Set, b"a", b"4");
+        assert!(logs.marks(b"a").is_empty());
+        logs.apply(Op::Mark, b"a", &mark_bytes(9, 1));
+        logs.apply(Op::Del, b"a", b"");
+        assert_eq!(logs.mark_count(), 0);
+        assert!(!logs.apply(Op::Mark, b"a", b"short"), "a cut mark is ignored");
+    }
+
+    #[test]
+    fn a_walk_from_the_end_of_each_shard_misses_no_log_when_others_are_removed() {
+        let mut logs = LogMap::default();
+        for i in 0..2000u32 {
+            logs.apply(Op::Set, &i.to_le_bytes(), b"x");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for shard in (0..SHARDS).rev() {
+            let mut position = logs.shard_len(shard);
+            while let Some(index) = position.min(logs.shard_len(shard)).checked_sub(1) {
+                let key = logs.key_at(shard, index).cloned().unwrap_or_default();
+                seen.insert(key.clone());
+                position = index;
+                // Each step removes some log, seen or not, as settles do.
+                let other = u32::from_le_bytes(key[..4].try_into().unwrap_or_default()) / 2;
+                logs.apply(Op::Del, &other.to_le_bytes(), b"");
+            }
+        }
+        for shard in 0..SHARDS {
+            for index in 0..logs.shard_len(shard) {
+                let key = logs.key_at(shard, index).cloned().unwrap_or_default();
+                assert!(seen.contains(&key), "log {key:?} missed");
+            }
+        }
+    }
+}
