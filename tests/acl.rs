@@ -9,7 +9,7 @@ use common::*;
 use redis::Value;
 use std::collections::{BTreeSet, HashMap};
 
-const SCHEMA: &str = "CREATE TABLE notes (id integer PRIMARY KEY, body text, n integer);";
+const SCHEMA: &str = "CREATE TABLE notes (id integer PRIMARY KEY, body text, n integer CHECK (n >= 0));";
 
 const MAPPINGS: &str = r#"{"mappings": [
   {"name": "users", "table": "users", "key_prefix": "users:", "primary_key": "id", "mode": "write-through",
@@ -36,9 +36,11 @@ fn setup() -> (TestDb, Server) {
     for user in [APP, OPS, HALF] {
         let _: () = redis::cmd("ACL").arg("SETUSER").arg(user).query(&mut admin).expect("ACL SETUSER");
     }
-    let bad_date = [("username", "u1"), ("email", "u1@x"), ("pwhash", SECRET), ("dob", "not-a-date")];
-    hset(&mut admin, "__{users:1}", &bad_date);
-    hset(&mut admin, "__{app:notes:1}", &[("body", "hi"), ("n", "not-a-number")]);
+    // Rejections only Postgres can make (a value of the wrong type would be
+    // refused at write time): a missing NOT NULL column, a CHECK.
+    let no_email = [("username", "u1"), ("pwhash", SECRET), ("dob", "2000-01-01")];
+    hset(&mut admin, "__{users:1}", &no_email);
+    hset(&mut admin, "__{app:notes:1}", &[("body", "hi"), ("n", "-1")]);
     hset(&mut admin, "users:99", &[("username", "cached only")]);
     sync_wait(&mut admin);
     assert_eq!(failed(&mut admin, &[]).len(), 2, "both writes are dead letters");

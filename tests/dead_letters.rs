@@ -1,7 +1,9 @@
 //! The dead-letter list under load: one entry per rejected row (with its count
 //! and first/last time), a cap that drops the stalest entries and counts the
 //! drops, `SYNC.FAILED COUNT n` returning n, and a worker panic dead-lettering
-//! the row that caused it instead of stalling its mapping.
+//! the row that caused it instead of stalling its mapping. Rejected rows: a
+//! later write carries and fixes them, a retry never undoes a newer write, and
+//! what Postgres would certainly refuse is refused at write time.
 
 mod common;
 
@@ -191,4 +193,158 @@ fn a_row_that_makes_the_worker_panic_is_dead_lettered_and_the_rest_commit() {
     assert_eq!(pg_items(&db)[&60][0].as_deref(), Some("later"));
     assert_eq!(failed(&mut c, &[])[0]["count"], "1", "a retried entry starts anew");
     assert_eq!(status(&mut c, "items")["failed"], "2");
+}
+
+const PEOPLE_SQL: &str = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy'); \
+    CREATE TABLE people (id integer PRIMARY KEY, username varchar(8) NOT NULL, email text NOT NULL, \
+      pwhash text NOT NULL, visits integer, age smallint, score numeric, active boolean, born date, \
+      seen timestamptz, token uuid, doc jsonb, mood mood, bio text CHECK (bio <> 'bad')); \
+    CREATE TABLE staged (id integer PRIMARY KEY, a text, b text CONSTRAINT no_bad_b CHECK (b <> 'bad'))";
+
+/// `people` is written behind, `staged` through.
+const PEOPLE_MAPPINGS: &str = r#"{"mappings": [
+  {"name": "people", "table": "people", "key_prefix": "people:", "primary_key": "id", "mode": "write-behind"},
+  {"name": "staged", "table": "staged", "key_prefix": "staged:", "primary_key": "id", "mode": "write-through"}]}"#;
+
+fn person(db: &common::TestDb, id: i32) -> Option<BTreeMap<String, Option<String>>> {
+    let columns = ["username", "email", "pwhash", "visits", "score", "bio"];
+    let sql = format!("SELECT {} FROM people WHERE id = $1", columns.map(|c| format!("{c}::text")).join(", "));
+    let row = db.client().query_opt(&sql, &[&id]).unwrap()?;
+    Some(columns.iter().enumerate().map(|(i, c)| (c.to_string(), row.get(i))).collect())
+}
+
+fn entry_of(c: &mut redis::Connection, entry: &str) -> Option<BTreeMap<String, String>> {
+    failed(c, &["COUNT", "1000"]).into_iter().find(|e| e["entry"] == entry)
+}
+
+fn hset_people(c: &mut redis::Connection, id: i32, pairs: &[(&str, &str)]) {
+    hset(c, &format!("people:{id}"), pairs);
+    sync_wait(c);
+}
+
+#[test]
+fn a_later_write_carries_a_rejected_row_and_lands_it() {
+    let db = test_db(PEOPLE_SQL);
+    let server = Server::with_mapping(&db, PEOPLE_MAPPINGS, &[], &[]);
+    let mut c = server.conn();
+
+    // Field by field, as a UI builds a hash: each write carries the ones before.
+    hset_people(&mut c, 1, &[("username", "newbie")]);
+    let _: i64 = redis::cmd("HINCRBY").arg("people:1").arg("visits").arg(5).query(&mut c).unwrap();
+    sync_wait(&mut c);
+    hset_people(&mut c, 1, &[("email", "n@x")]);
+    let entry = entry_of(&mut c, "people:1").expect("rejected until every NOT NULL column is there");
+    assert_eq!(entry["count"], "3", "{entry:?}");
+    assert!(entry["fields"].contains("\"username\":\"newbie\"") && entry["fields"].contains("\"email\""), "{entry:?}");
+    assert_eq!(entry["increments"], r#"{"visits":"5"}"#, "{entry:?}");
+    assert!(entry["first_error"].contains("email") && entry["error"].contains("pwhash"), "{entry:?}");
+    assert!(status(&mut c, "people")["last_error"].contains("row 1 rejected"));
+    hset_people(&mut c, 1, &[("pwhash", "p")]);
+    let landed = person(&db, 1).expect("the third write lands the row");
+    assert_eq!(landed["username"].as_deref(), Some("newbie"));
+    assert_eq!(landed["visits"].as_deref(), Some("5"), "the increment counts exactly once");
+    assert_eq!(hgetall(&mut c, "people:1")["visits"], "5");
+    assert_eq!(entry_of(&mut c, "people:1"), None, "the entry left when the row landed");
+    assert_eq!(status(&mut c, "people")["last_error"], "", "the row's rejection is no longer the last error");
+
+    // A newer write lands the row: the old value never comes back.
+    hset_people(&mut c, 3, &[("username", "first")]);
+    hset_people(&mut c, 3, &[("username", "second"), ("email", "e3"), ("pwhash", "p")]);
+    assert_eq!(entry_of(&mut c, "people:3"), None, "resolved by itself");
+    let err = redis::cmd("SYNC.RETRY").arg("people:3").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("no failed entry"), "{err}");
+    assert_eq!(person(&db, 3).unwrap()["username"].as_deref(), Some("second"));
+    assert_eq!(hgetall(&mut c, "people:3")["username"], "second");
+
+    // A value Postgres keeps refusing holds its row's later writes, not others.
+    hset_people(&mut c, 4, &[("username", "u4"), ("email", "e4"), ("pwhash", "p"), ("bio", "bad")]);
+    hset(&mut c, "people:4", &[("score", "7")]);
+    hset(&mut c, "people:5", &[("username", "u5"), ("email", "e5"), ("pwhash", "p")]);
+    sync_wait(&mut c);
+    assert!(person(&db, 5).is_some() && person(&db, 4).is_none());
+    let entry = entry_of(&mut c, "people:4").expect("still rejected");
+    assert!(entry["error"].contains("people_bio_check") && entry["fields"].contains("\"score\":\"7\""), "{entry:?}");
+    assert_eq!(entry["count"], "2");
+    hset_people(&mut c, 4, &[("bio", "good")]);
+    assert_eq!(person(&db, 4).unwrap()["score"].as_deref(), Some("7"), "the later write landed with the fix");
+    assert_eq!(entry_of(&mut c, "people:4"), None);
+
+    // Write-through: SYNC.HSET answers with Postgres's error; a later landed
+    // write supersedes the entry's fields, so a retry sends only the others.
+    let err = redis::cmd("SYNC.HSET").arg(&["staged:1", "a", "old", "b", "bad"]).query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("no_bad_b"), "{err}");
+    let _: i64 = redis::cmd("SYNC.HSET").arg(&["staged:1", "a", "new"]).query(&mut c).unwrap();
+    assert_eq!(entry_of(&mut c, "staged:1").expect("b is still unlanded")["fields"], r#"{"b":"bad"}"#);
+    redis::cmd("SYNC.HSET").arg(&["staged:2", "b", "bad"]).query::<i64>(&mut c).unwrap_err();
+    let _: i64 = redis::cmd("SYNC.HSET").arg(&["staged:2", "b", "fine"]).query(&mut c).unwrap();
+    assert_eq!(entry_of(&mut c, "staged:2"), None, "every field superseded: resolved without SQL");
+    db.client().batch_execute("ALTER TABLE staged DROP CONSTRAINT no_bad_b").unwrap();
+    assert_eq!(redis::cmd("SYNC.RETRY").arg("staged:1").query::<i64>(&mut c).unwrap(), 1);
+    sync_wait(&mut c);
+    let staged = db.client().query_one("SELECT a, b FROM staged WHERE id = 1", &[]).unwrap();
+    assert_eq!((staged.get::<_, String>(0), staged.get::<_, String>(1)), ("new".into(), "bad".into()));
+    assert_eq!(hgetall(&mut c, "staged:1"), [("a", "new"), ("b", "bad")].map(|(f, v)| (f.into(), v.into())).into());
+    assert!(failed(&mut c, &[]).is_empty());
+}
+
+#[test]
+fn what_postgres_would_certainly_refuse_is_refused_before_the_write() {
+    let db = test_db(PEOPLE_SQL);
+    let server = Server::with_mapping(&db, PEOPLE_MAPPINGS, &[], &[]);
+    let mut c = server.conn();
+    // Landed: the schema is known from here on.
+    hset_people(&mut c, 1, &[("username", "u1"), ("email", "e1"), ("pwhash", "p")]);
+    let cases = [
+        ("visits", "12a", "integer"),
+        ("age", "40000", "out of range for smallint"),
+        ("score", "1.2.3", "numeric"),
+        ("active", "maybe", "boolean"),
+        ("born", "2023-02-29", "date"),
+        ("seen", "someday", "timestamp with time zone"),
+        ("token", "not-a-uuid", "uuid"),
+        ("doc", "{\"a\":", "jsonb"),
+        ("mood", "angry", "not a label of enum mood"),
+        ("username", "much-too-long", "longer than 8 characters"),
+    ];
+    for (field, value, why) in cases {
+        for key in ["people:1", "people:2"] {
+            let err = redis::cmd("HSET").arg(key).arg(field).arg(value).query::<i64>(&mut c).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("pgsync:") && text.contains(&format!("column \"{field}\"")), "{text}");
+            assert!(text.contains(why), "{field}: {text}");
+        }
+    }
+    // A label added since the schema was read: a refusal has the schema read
+    // again, and the label is accepted from then on.
+    db.client().batch_execute("ALTER TYPE mood ADD VALUE 'angry'").unwrap();
+    eventually("the new label accepted", || {
+        redis::cmd("HSET").arg(&["people:1", "mood", "angry"]).query::<i64>(&mut c).is_ok()
+    });
+    sync_wait(&mut c);
+    let refused_meanwhile: i64 = status(&mut c, "people")["refused"].parse().unwrap();
+    let err = redis::cmd("HDEL").arg("people:1").arg("email").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("column \"email\" is NOT NULL"), "{err}");
+    sync_wait(&mut c);
+    // Nothing was written anywhere.
+    assert!(!exists(&mut c, "people:2"));
+    assert_eq!(hgetall(&mut c, "people:1").len(), 4, "the row's three fields and the new label");
+    assert_eq!(person(&db, 1).unwrap()["email"].as_deref(), Some("e1"));
+    assert!(person(&db, 2).is_none());
+    assert!(failed(&mut c, &[]).is_empty());
+    let st = status(&mut c, "people");
+    assert_eq!((st["refused"].parse::<i64>().unwrap() - refused_meanwhile, st["failed"].as_str()), (1, "0"), "{st:?}");
+    assert!(refused_meanwhile >= 20, "{st:?}");
+    // A client that may not write hears NOPERM, not about the table; a Redis-only
+    // rgsync write (`#` `+`) sends nothing to Postgres and is not checked.
+    let _: () = redis::cmd("ACL").arg(&["SETUSER", "reader", "on", ">pw", "~*", "+@read"]).query(&mut c).unwrap();
+    let mut reader = redis::Client::open(format!("redis://reader:pw@127.0.0.1:{}/", server.port))
+        .and_then(|client| client.get_connection())
+        .unwrap();
+    let err = redis::cmd("HSET").arg(&["people:1", "age", "40000"]).query::<i64>(&mut reader).unwrap_err();
+    assert_eq!(err.code(), Some("NOPERM"), "{err}");
+    let _: i64 = redis::cmd("HSET").arg(&["people:9", "#", "+", "age", "40000"]).query(&mut c).unwrap();
+    assert_eq!(hgetall(&mut c, "people:9")["age"], "40000");
+    // Values Postgres takes in any of its forms pass.
+    hset_people(&mut c, 1, &[("visits", " 7 "), ("active", "yes"), ("seen", "now"), ("doc", "[1, {\"a\": null}]")]);
+    assert_eq!(person(&db, 1).unwrap()["visits"].as_deref(), Some("7"));
 }

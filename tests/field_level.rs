@@ -152,10 +152,11 @@ fn hdel_nulls_only_its_column_and_removing_the_last_field_deletes_no_row() {
         text(&db, "SELECT coalesce(email, 'NULL') || ' ' || name FROM prefs WHERE id = 7").unwrap(),
         "NULL seven"
     );
-    // HDEL of a NOT NULL column dead-letters.
-    let _: i64 = redis::cmd("HDEL").arg("prefs:7").arg("name").query(&mut c).unwrap();
+    // HDEL of a NOT NULL column is refused before it runs.
+    let err = redis::cmd("HDEL").arg("prefs:7").arg("name").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("column \"name\" is NOT NULL"), "{err}");
     sync_wait(&mut c);
-    assert_eq!(status(&mut c, "prefs")["failed"], "1");
+    assert_eq!((status(&mut c, "prefs")["failed"].as_str(), status(&mut c, "prefs")["refused"].as_str()), ("0", "1"));
     // HDEL on a key nobody holds never brings a row into being.
     let _: i64 = redis::cmd("HDEL").arg("prefs:99").arg("email").query(&mut c).unwrap();
     sync_wait(&mut c);

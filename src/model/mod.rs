@@ -25,3 +25,4 @@ pub mod row_map;
 pub mod slots;
 pub mod stats;
 pub mod template;
+pub mod value_check;

@@ -69,6 +69,15 @@ impl MappingStats {
         write(&self.last_error, Some(message.to_string()));
     }
 
+    /// Forgets the latest error if it begins with `prefix` (it was about a row
+    /// that has landed since).
+    pub fn clear_last_error_if(&self, prefix: &str) {
+        let mut slot = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_deref().is_some_and(|e| e.starts_with(prefix)) {
+            *slot = None;
+        }
+    }
+
     /// The latest error of this mapping, if any.
     pub fn last_error(&self) -> Option<String> {
         read(&self.last_error)

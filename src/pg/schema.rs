@@ -5,6 +5,7 @@ use super::error::{Error, ErrorKind};
 use super::sql::{quote_table, TypedColumn};
 use crate::model::key_text::KeyType;
 use crate::model::mapping::Mapping;
+use crate::model::value_check::ColumnType;
 use postgres::types::Type;
 use postgres::Client;
 use std::collections::HashMap;
@@ -33,15 +34,37 @@ pub struct ColumnInfo {
     /// The type with its modifier (`numeric(10,2)`), a domain's base type, and
     /// an enum's labels: what a key column's [`KeyType`] is made from.
     pub key_type: (String, Option<Vec<String>>),
+    /// Whether the column is NOT NULL (removing its field is refused at write time).
+    pub not_null: bool,
+}
+
+impl ColumnInfo {
+    /// A column of this name and type, without modifier or constraints.
+    #[cfg(test)]
+    pub fn plain(name: &str, sql_type: &str, has_default: bool) -> ColumnInfo {
+        let typed = TypedColumn { name: name.to_string(), sql_type: sql_type.to_string() };
+        ColumnInfo { typed, has_default, key_type: (sql_type.to_string(), None), not_null: false }
+    }
+
+    /// What a value written to the column must be (see `model::value_check`):
+    /// its type, the `n` of `varchar(n)`/`char(n)`, an enum's labels.
+    pub fn value_type(&self) -> ColumnType<'_> {
+        let (with_modifier, labels) = &self.key_type;
+        let max_chars = ["character varying(", "character("]
+            .iter()
+            .find_map(|p| with_modifier.strip_prefix(p)?.strip_suffix(')')?.parse().ok());
+        ColumnType { sql_type: &self.typed.sql_type, max_chars, labels: labels.as_deref() }
+    }
 }
 
 /// Each column's name, type, whether it has a default, and for its key type:
 /// the type with its modifier (for a domain, its base type's) and, for an
-/// enum, its labels in order.
+/// enum, its labels in order; then whether it is NOT NULL.
 const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), a.atthasdef, \
      format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END), \
      CASE WHEN b.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e \
-         WHERE e.enumtypid = b.oid ORDER BY e.enumsortorder) END \
+         WHERE e.enumtypid = b.oid ORDER BY e.enumsortorder) END, \
+     a.attnotnull \
      FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
      JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END \
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
@@ -66,7 +89,9 @@ pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error
         let sql_type: String = row.try_get(1)?;
         let has_default: bool = row.try_get(2)?;
         let key_type = (row.try_get(3)?, row.try_get(4)?);
-        columns.insert(name.clone(), ColumnInfo { typed: TypedColumn { name, sql_type }, has_default, key_type });
+        let not_null: bool = row.try_get(5)?;
+        let typed = TypedColumn { name: name.clone(), sql_type };
+        columns.insert(name, ColumnInfo { typed, has_default, key_type, not_null });
     }
     check(mapping, columns)
 }
@@ -121,16 +146,26 @@ mod tests {
             "primary_key": "id", "mode": "write-through", "fields": {"score": "scor"}}]}"#,
         )
         .unwrap();
-        let cols: HashMap<_, _> = ["id", "score"]
-            .iter()
-            .map(|n| {
-                let typed = TypedColumn { name: n.to_string(), sql_type: "integer".into() };
-                (n.to_string(), ColumnInfo { typed, has_default: false, key_type: ("integer".into(), None) })
-            })
-            .collect();
+        let cols: HashMap<_, _> =
+            ["id", "score"].iter().map(|n| (n.to_string(), ColumnInfo::plain(n, "integer", false))).collect();
         let err = check(&m.all()[0], cols).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Schema);
         assert!(err.message.contains("\"scor\""), "{}", err.message);
+    }
+
+    #[test]
+    fn a_value_s_type_comes_with_its_length_and_labels() {
+        let column = |sql_type: &str, with_modifier: &str, labels: Option<Vec<String>>| ColumnInfo {
+            key_type: (with_modifier.to_string(), labels),
+            ..ColumnInfo::plain("c", sql_type, false)
+        };
+        let varchar = column("character varying", "character varying(8)", None);
+        assert_eq!(varchar.value_type().max_chars, Some(8));
+        assert_eq!(column("character", "character(3)", None).value_type().max_chars, Some(3));
+        assert_eq!(column("character varying", "character varying", None).value_type().max_chars, None);
+        assert_eq!(column("numeric", "numeric(10,2)", None).value_type().max_chars, None);
+        let mood = column("mood", "mood", Some(vec!["sad".into(), "ok".into()]));
+        assert_eq!(mood.value_type().labels.map(<[String]>::len), Some(2));
     }
 
     #[test]
@@ -143,8 +178,9 @@ mod tests {
             [("sensor", "integer", "integer"), ("ts", "timestamp without time zone", ts_type)]
                 .iter()
                 .map(|(n, t, key_type)| {
-                    let typed = TypedColumn { name: n.to_string(), sql_type: t.to_string() };
-                    (n.to_string(), ColumnInfo { typed, has_default: false, key_type: (key_type.to_string(), None) })
+                    let column =
+                        ColumnInfo { key_type: (key_type.to_string(), None), ..ColumnInfo::plain(n, t, false) };
+                    (n.to_string(), column)
                 })
                 .collect()
         };

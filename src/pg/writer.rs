@@ -309,11 +309,8 @@ mod tests {
     use crate::model::mapping::Mappings;
 
     fn schema() -> TableSchema {
-        let col = |n: &str, has_default: bool| {
-            let typed = TypedColumn { name: n.into(), sql_type: "text".into() };
-            let key_type = ("text".to_string(), None);
-            (n.to_string(), crate::pg::schema::ColumnInfo { typed, has_default, key_type })
-        };
+        let col =
+            |n: &str, has_default: bool| (n.to_string(), crate::pg::schema::ColumnInfo::plain(n, "text", has_default));
         TableSchema {
             keys: vec![TypedColumn { name: "id".into(), sql_type: "integer".into() }],
             key_types: vec![crate::model::key_text::KeyType::from_catalog("integer", None).unwrap()],

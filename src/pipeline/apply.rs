@@ -1,7 +1,9 @@
 //! Apply: after a batch is committed (or rows rejected), take the Redis lock once
 //! and bring Redis in line: merge committed fields into `<prefix><id>`
 //! (write-through), set incremented fields to the sums Postgres computed, clear the
-//! staged fields that were synced (keeping any written meanwhile), send acks and
+//! staged fields that were synced (keeping any written meanwhile), dead-letter
+//! rejected rows (a write-behind row's newer queued write carries the rejected
+//! change) and resolve the entries of rows that landed, send acks and
 //! notifications, update the journal, and answer `SYNC.HSET` clients. Rows read
 //! from Postgres are written into Redis by `apply_pg`.
 
@@ -40,10 +42,12 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         // Each row's written key and the change queued for it since: read once,
         // for apply and for the journal.
         let mut logs = Vec::with_capacity(batch.len());
+        let rejections = Rejections { listed: deadletter::any(&ctx) };
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             let key = written_key(&rt.mappings.all()[row.mapping], &row.id);
-            let pending = rt.queue().pending_change(row);
+            let mut pending = rt.queue().pending_change(row);
             apply_row(&ctx, rt, row, &entry.change, outcome, &key, pending.as_ref());
+            rejections.settle(&ctx, rt, row, &entry.change, outcome, &mut pending);
             logs.push((key, pending));
         }
         rt.dirty.settle(&ctx, batch, &logs);
@@ -123,7 +127,7 @@ fn apply_row(
             MappingStats::bump(&stats.failed, 1);
             let logged =
                 if crate::server::config::log_values() { e.clone() } else { crate::pg::error::without_values(e) };
-            let message = format!("{}: row {} rejected: {logged}", m.name, row.id);
+            let message = format!("{}{logged}", rejection_prefix(m, &row.id));
             warn(&message);
             stats.set_last_error(&message);
             deadletter::add(ctx, m, row, change, e);
@@ -144,6 +148,46 @@ fn apply_row(
         notify::send(ctx, m, stats, &event);
     }
     ack::send(ctx, m, &row.id, &change.acks, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+}
+
+/// How the log line and `last_error` of a row's rejection begin.
+fn rejection_prefix(m: &Mapping, id: &str) -> String {
+    format!("{}: row {id} rejected: ", m.name)
+}
+
+/// What a batch's outcomes do to the rows' dead-letter entries.
+struct Rejections {
+    /// Whether the list held any entry when the batch was applied: rows landing
+    /// while it is empty have none to resolve.
+    listed: bool,
+}
+
+impl Rejections {
+    /// A write-behind row rejected while a newer write was queued carries its
+    /// change into that write (`pending` becomes the merged change, which the
+    /// journal then holds). A row that landed resolves its entry, and its
+    /// rejection leaves the mapping's `last_error`.
+    fn settle(
+        &self,
+        ctx: &Context,
+        rt: &Runtime,
+        row: &RowKey,
+        change: &Change,
+        outcome: &RowOutcome,
+        pending: &mut Option<Change>,
+    ) {
+        let m = &rt.mappings.all()[row.mapping];
+        match outcome {
+            Err(_) if m.mode == Mode::WriteBehind && pending.is_some() => {
+                *pending = rt.dirty.carry_rejected(row, change).or(pending.take());
+            }
+            Err(_) => {}
+            Ok(_) if self.listed && deadletter::landed(ctx, m, row, change) => {
+                rt.stats[row.mapping].clear_last_error_if(&rejection_prefix(m, &row.id));
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 /// The values Postgres computed for the incremented fields: field → new value.

@@ -159,3 +159,22 @@ impl DirtySet {
         self.lock_doubts().clear();
     }
 }
+
+/// Rejected rows (`server/deadletter/carry.rs`): a rejected change stays attached to
+/// its row, so the row's later writes are merged on top of it.
+impl DirtySet {
+    /// Whether the dirty set holds a change of `row` (written through `key`),
+    /// its journal read first when the recovery has not reached it yet.
+    pub fn holds(&self, ctx: &Context, row: &RowKey, key: &[u8]) -> bool {
+        journal::recover_row(ctx, self, key);
+        self.queue.holds(row)
+    }
+
+    /// A change of `row` was rejected while a newer one was queued: the newer
+    /// is merged on top of it in the queue. Returns the merged change, which
+    /// the row's journal must then hold ([`DirtySet::settle`] writes it).
+    pub fn carry_rejected(&self, row: &RowKey, rejected: &Change) -> Option<Change> {
+        let bytes = |merged: &Change| journal::framed_len(encode(merged.op, &merged.fields, &merged.acks).len());
+        self.queue.carry_under(row, rejected, bytes)
+    }
+}

@@ -19,6 +19,7 @@ use crate::model::stats::MappingStats;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::server::ack;
 use crate::server::client_call::{client_argv, run_as_client};
+use crate::server::deadletter;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::read_through::loads;
 use crate::server::redis_io::{hgetall, is_own_write, selected_db, warn};
@@ -95,9 +96,10 @@ pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a 
     Ok(id)
 }
 
-/// How old a schema with an enum key column must be before a refused key has
-/// it read again: bad keys sent in a loop cost the catalog a query this often.
-const ENUM_REREAD: Duration = Duration::from_secs(1);
+/// How old a schema with an enum key column must be before a refused key (or
+/// value, `value_refusal.rs`) has it read again: bad keys sent in a loop cost
+/// the catalog a query this often.
+pub const ENUM_REREAD: Duration = Duration::from_secs(1);
 
 /// Counts and logs a write refused before it reached Redis or Postgres.
 pub fn refuse(rt: &Runtime, mapping: usize, message: &str) {
@@ -136,6 +138,10 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
         }
     };
     let write = Write { fields, ..write };
+    let write = match m.mode {
+        Mode::WriteBehind => deadletter::carry(ctx, m, &target.id, write, || rt.dirty.holds(ctx, &target.row(), key)),
+        Mode::WriteThrough | Mode::ReadOnly | Mode::Document => write,
+    };
     loads::rows_changed(target.mapping, std::iter::once(target.id.as_str()));
     // Refreshed on every captured write that leaves the hash there, mapped
     // fields or not (a cache entry in use should stay).

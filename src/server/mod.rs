@@ -24,4 +24,5 @@ pub mod redis_io;
 pub mod replies;
 pub mod status;
 pub mod ttl;
+pub mod value_refusal;
 pub mod waiters;

@@ -251,6 +251,31 @@ impl Queue {
         self.lock().pending.get(row).map(|e| e.change.clone())
     }
 
+    /// Puts a rejected change of `row` under the change queued for it since (the
+    /// newer write is merged on top: per field the newer wins, increments add),
+    /// so the row tries them together; returns the merged change, or `None` when
+    /// nothing is queued. The queued change keeps its versions and place in line;
+    /// its journal bytes become `journal_bytes(merged)`, what the row's log holds
+    /// once it is rewritten as the merged change.
+    pub fn carry_under(
+        &self,
+        row: &RowKey,
+        rejected: &Change,
+        journal_bytes: impl FnOnce(&Change) -> usize,
+    ) -> Option<Change> {
+        let mut inner = self.lock();
+        let entry = inner.pending.get_mut(row)?;
+        let mut merged = rejected.without_acks();
+        let (version, first_version) = (entry.change.version, entry.change.first_version);
+        merged.absorb(std::mem::replace(&mut entry.change, rejected.without_acks()));
+        // Versions are the queued change's: what `SYNC.WAIT` waits for is its writes.
+        merged.version = version;
+        merged.first_version = first_version;
+        entry.journal_bytes = journal_bytes(&merged);
+        entry.change = merged.clone();
+        Some(merged)
+    }
+
     /// The journal bytes of the change queued for `row` behind its batch (0 when
     /// none): what its log gained since the batch was taken.
     pub fn pending_journal_bytes(&self, row: &RowKey) -> usize {

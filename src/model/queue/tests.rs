@@ -235,3 +235,29 @@ fn a_row_in_a_batch_cannot_be_handed_off_and_a_handed_off_row_is_not_taken() {
     assert_eq!(take(&q).len(), 1, "taken back, it is queued again");
     assert!(matches!(q.hand_off(&row("3")), HandOff::Taken(None)));
 }
+
+#[test]
+fn a_rejected_change_goes_under_the_write_queued_since() {
+    let q = Queue::default();
+    let set = |f: &str, v: &str| (f.as_bytes().to_vec(), FieldChange::Set(v.as_bytes().to_vec()));
+    let fields = |pairs: Vec<(Vec<u8>, FieldChange)>| pairs.into_iter().collect();
+    push(
+        &q,
+        row("1"),
+        Write { op: RowOp::Upsert, fields: fields(vec![set("a", "old"), set("b", "1")]), acks: vec!["x".into()] },
+    );
+    let batch = take(&q);
+    let rejected = batch[0].1.change.clone();
+    assert_eq!(q.carry_under(&row("1"), &rejected, |_| 0), None, "nothing queued since");
+    let newer =
+        push(&q, row("1"), Write { op: RowOp::Upsert, fields: fields(vec![set("a", "new")]), acks: vec!["y".into()] });
+    let merged = q.carry_under(&row("1"), &rejected, |_| 77).expect("queued");
+    assert_eq!(merged.fields.get(b"a"), Some(&FieldChange::Set(b"new".to_vec())), "the newer value wins");
+    assert_eq!(merged.fields.get(b"b"), Some(&FieldChange::Set(b"1".to_vec())), "the rejected field rides along");
+    assert_eq!(merged.acks, ["y"], "the rejected change's acks were answered already");
+    assert_eq!((merged.first_version, merged.version), (newer.version, newer.version));
+    q.complete([&batch[0].0]);
+    assert_eq!(q.unsettled_up_to(newer.version), 1, "the queued change is still waited for");
+    let taken = take(&q);
+    assert_eq!((&taken[0].1.change, taken[0].1.journal_bytes), (&merged, 77), "the log holds the merged change");
+}

@@ -21,7 +21,7 @@ fn redis_err(e: String) -> RedisError {
 
 /// `SYNC.FAILED [mapping] [COUNT n]`: the rows rejected longest ago, each as a
 /// list of name, value pairs (entry, mapping, id, op, error, time_ms, fields,
-/// increments as JSON, count, first_time_ms).
+/// increments as JSON, count, first_time_ms, first_error).
 pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let args: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy()).collect();
@@ -95,6 +95,8 @@ fn entry_reply(id: String, e: DeadLetter) -> RedisValue {
         RedisValue::Integer(i64::try_from(e.count).unwrap_or(i64::MAX)),
         text("first_time_ms"),
         RedisValue::Integer(first as i64),
+        text("first_error"),
+        text(if e.first_error.is_empty() { &e.error } else { &e.first_error }),
     ];
     reply.extend(origin.into_iter().flatten());
     RedisValue::Array(reply)
@@ -162,9 +164,12 @@ fn select(ctx: &Context, rt: &Runtime, args: &[RedisString], use_: Use) -> Resul
     Ok(vec![wanted])
 }
 
-/// `SYNC.RETRY <entry>|ALL`: queues the entries' changes again, exactly as they
-/// were rejected, and removes them from the list; a Kafka record is applied
-/// again. Replies with how many were queued or applied.
+/// `SYNC.RETRY <entry>|ALL`: queues the entries' changes again (the fields no
+/// later landed write superseded: see `deadletter::landed`) and removes them
+/// from the list; a Kafka record is applied again. A write-behind row with a
+/// queued change carries its entry in it already; a write-through row with a
+/// newer change on its way waits for it (named: an error). Replies with how
+/// many were queued or applied.
 pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let mut queued = 0;
@@ -200,8 +205,28 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             continue;
         }
         let target = Target { mapping, role, id: e.id.clone() };
-        capture::record(ctx, rt, &target, key.as_bytes(), e.to_write());
-        deadletter::remove(ctx, &entry);
+        let row = target.row();
+        if m.mode == Mode::WriteBehind {
+            // Gone first, or the capture would carry it a second time; a row
+            // with a queued change carries it already.
+            deadletter::remove(ctx, &entry);
+            if !rt.dirty.holds(ctx, &row, key.as_bytes()) {
+                capture::record(ctx, rt, &target, key.as_bytes(), e.to_write());
+            }
+        } else if rt.queue().holds(&row) {
+            // A newer staged change of the row is on its way: retried now, the
+            // entry's fields would be written over it. Its landing prunes them.
+            if named {
+                return Err(RedisError::String(format!(
+                    "ERR pgsync: row {} of {} has a newer change on its way; retry once it has settled (SYNC.WAIT)",
+                    e.id, e.mapping
+                )));
+            }
+            continue;
+        } else {
+            capture::record(ctx, rt, &target, key.as_bytes(), e.to_write());
+            deadletter::remove(ctx, &entry);
+        }
         queued += 1;
     }
     Ok(RedisValue::Integer(queued))

@@ -16,6 +16,7 @@ use crate::server::client_call::run_as_client;
 use crate::server::read_through::loads;
 use crate::server::redis_io::key_exists;
 use crate::server::replies;
+use crate::server::value_refusal;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 /// The wrapper commands, by what they run. Growing writes and removals are
@@ -94,6 +95,7 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
     let Some(effect) = intent::parse(command, rest) else {
         return unparsed_write(ctx, rt, &target, command, argv);
     };
+    value_refusal::check(ctx, rt, &target, argv, &effect)?;
     if let (Command::Hset | Command::Hmset, Effect::Set(pairs)) = (command, &effect) {
         let (pairs, op) = intent::take_op_field(pairs.clone());
         if let Some(op) = op {

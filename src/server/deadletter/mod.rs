@@ -5,8 +5,8 @@
 //!
 //! One entry per row: a row rejected again replaces its entry (the latest change
 //! and error) and counts the failure, so a hot key that keeps failing costs one
-//! entry. The entries live in the hash [`DEADLETTER_KEY`] (entry id → JSON); the
-//! sorted set [`ORDER_KEY`] orders the entry ids by their latest failure, so
+//! entry. A rejected row's later writes carry its entry (`carry.rs`). The
+//! entries live in the hash [`DEADLETTER_KEY`] (entry id → JSON); the sorted set [`ORDER_KEY`] orders the entry ids by their latest failure, so
 //! listing reads only the entries it returns and the cap drops the stalest ones
 //! (`pgsync.deadletter-max`). The entry id is `<mapping>:<row id>`: it names the
 //! row, so ACL and mapping filters need no entry read. A Kafka record that
@@ -22,7 +22,11 @@ use crate::pipeline::runtime;
 use crate::server::cluster;
 use crate::server::config;
 use crate::server::redis_io::{bytes, call, call_logged, own_writes, warn};
-use redis_module::{Context, RedisValue};
+use redis_module::key::KeyFlags;
+use redis_module::{Context, KeyType, RedisValue};
+
+mod carry;
+pub use carry::{carry, landed};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -81,6 +85,9 @@ pub struct DeadLetter {
     pub increments: BTreeMap<String, String>,
     /// The latest error.
     pub error: String,
+    /// The first error since the entry was made.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub first_error: String,
     /// When it was last rejected, in ms since the Unix epoch.
     pub time_ms: u64,
     /// When it was first rejected (since the entry was made), in ms.
@@ -171,6 +178,7 @@ pub fn add_record(ctx: &Context, mapping: &Mapping, origin: KafkaOrigin, error: 
         fields: BTreeMap::new(),
         increments: BTreeMap::new(),
         error: error.to_string(),
+        first_error: String::new(),
         time_ms: 0,
         first_time_ms: 0,
         count: 0,
@@ -207,6 +215,7 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
             })
             .collect(),
         error: error.to_string(),
+        first_error: String::new(),
         time_ms: 0,
         first_time_ms: 0,
         count: 0,
@@ -228,8 +237,10 @@ fn store(ctx: &Context, entry_id: &str, entry: DeadLetter) {
     let score = now_us().max(u64::try_from(newest).unwrap_or(0) + 1);
     let time_ms = score / 1000;
     let previous = tally(ctx, &keys, entry_id);
+    let first_error = previous.as_ref().map_or_else(|| entry.error.clone(), |p| p.first_error().to_string());
     let entry = DeadLetter {
         time_ms,
+        first_error,
         first_time_ms: previous.as_ref().map_or(time_ms, Tally::first),
         count: previous.as_ref().map_or(1, |p| p.count.saturating_add(1)),
         ..entry
@@ -292,6 +303,10 @@ pub fn absorb(ctx: &Context, other: &[u8]) -> bool {
 struct Tally {
     time_ms: u64,
     #[serde(default)]
+    error: String,
+    #[serde(default)]
+    first_error: String,
+    #[serde(default)]
     first_time_ms: u64,
     #[serde(default = "one")]
     count: u64,
@@ -304,6 +319,15 @@ impl Tally {
             self.time_ms
         } else {
             self.first_time_ms
+        }
+    }
+
+    /// The first rejection's error (entries made before it was kept have only the latest).
+    fn first_error(&self) -> &str {
+        if self.first_error.is_empty() {
+            &self.error
+        } else {
+            &self.first_error
         }
     }
 }
@@ -403,6 +427,29 @@ pub fn entries(ctx: &Context, ids: Vec<String>) -> Result<Vec<(String, DeadLette
         .zip(values)
         .filter_map(|(id, json)| Some((id, serde_json::from_slice(&bytes(&json)?).ok()?)))
         .collect())
+}
+
+/// The module's own look at the list: no hit or miss in `INFO`'s keyspace
+/// figures, no change to its LRU/LFU data.
+const UNSEEN: KeyFlags = KeyFlags::NOSTATS.union(KeyFlags::NOTOUCH);
+
+/// The entry of a row, read with the key API: on the write path, where the
+/// list is usually empty, that is one lookup and no command call.
+pub fn of_row(ctx: &Context, mapping: &str, id: &str) -> Option<DeadLetter> {
+    let hash = ctx.create_string(keys(ctx).hash);
+    let key = ctx.open_key_with_flags(&hash, UNSEEN);
+    if key.key_type() != KeyType::Hash {
+        return None;
+    }
+    let json = key.hash_get(&entry_id(mapping, id)).ok()??;
+    serde_json::from_slice(json.as_slice()).ok()
+}
+
+/// Whether the list holds any entry (once per batch, so that rows landing
+/// while it is empty cost no lookup each).
+pub fn any(ctx: &Context) -> bool {
+    let hash = ctx.create_string(keys(ctx).hash);
+    ctx.open_key_with_flags(&hash, UNSEEN).key_type() != KeyType::Empty
 }
 
 /// Removes one entry; returns whether it existed.
