@@ -119,11 +119,14 @@ fn migrate_moves_a_pending_change_with_its_row_and_deletes_nothing() {
     cluster.check();
 }
 
-/// Writes under resharding: `PGSYNC_CLUSTER_WRITES` (default 100,000) over
-/// `PGSYNC_CLUSTER_KEYS` (default 10,000) keys.
-fn load_size() -> (usize, usize) {
+/// Writes under resharding: at least `PGSYNC_CLUSTER_WRITES` (default 40,000)
+/// over `PGSYNC_CLUSTER_KEYS` (default 10,000) keys, while
+/// `PGSYNC_CLUSTER_SLOTS` slots (default 2,048, an eighth) move. The writes go
+/// on until the reshard ends, which is most of the suite's longest test: the
+/// defaults keep it a few minutes on 2 cores; raise them for a longer soak.
+fn load_size() -> (usize, usize, usize) {
     let var = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    (var("PGSYNC_CLUSTER_WRITES", 100_000), var("PGSYNC_CLUSTER_KEYS", 10_000))
+    (var("PGSYNC_CLUSTER_WRITES", 40_000), var("PGSYNC_CLUSTER_KEYS", 10_000), var("PGSYNC_CLUSTER_SLOTS", 2048))
 }
 
 /// Runs `write` until it succeeds: during a reshard or a failover the cluster
@@ -153,10 +156,10 @@ fn persist<T>(
 }
 
 #[test]
-fn resharding_a_third_of_the_slots_under_load_loses_and_deletes_nothing() {
+fn resharding_slots_under_load_loses_and_deletes_nothing() {
     use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
     use std::sync::Arc;
-    let (writes, keys) = load_size();
+    let (writes, keys, slots) = load_size();
     let db = test_db(&schema());
     let cluster = Cluster::start(&db, MAPPINGS, &[], &[]);
     let mut c = cluster.client();
@@ -188,7 +191,7 @@ fn resharding_a_third_of_the_slots_under_load_loses_and_deletes_nothing() {
     let seed = format!("127.0.0.1:{}", primaries[0]);
     let from = format!("{},{}", node_id(primaries[0]), node_id(primaries[1]));
     let to = node_id(primaries[2]);
-    let third = (16384 / 3).to_string();
+    let slots = slots.to_string();
     let out = run_cli(&[
         "--cluster",
         "reshard",
@@ -198,7 +201,7 @@ fn resharding_a_third_of_the_slots_under_load_loses_and_deletes_nothing() {
         "--cluster-to",
         &to,
         "--cluster-slots",
-        &third,
+        &slots,
         "--cluster-yes",
     ]);
     resharded.store(true, Ordering::Relaxed);

@@ -139,6 +139,10 @@ fn every_hash_op_works_with_and_without_uuid() {
     let db = test_db(USERS_SQL);
     let server = Server::users(&db, &[]);
     let mut c = server.conn();
+    // The mapping listens: its first catch-up (a reload of the table) must be
+    // over, or, on a loaded machine, it could write back a row that `-` below
+    // deleted from Redis only after the catch-up had read it.
+    eventually("listener caught up", || status(&mut c, "users")["listener"] == "listening");
     let mut pg = db.client();
     let count = |pg: &mut postgres::Client, id: i32| -> i64 {
         pg.query_one("SELECT count(*) FROM users WHERE id = $1", &[&id]).unwrap().get(0)
