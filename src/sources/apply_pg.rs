@@ -26,15 +26,13 @@ pub struct Applied {
     /// Postgres has; in a cluster, rows of other nodes' keys are neither written
     /// nor counted.
     pub written: usize,
-    /// Rows of [`Applied::written`] whose hash already held every mapped field
-    /// as Postgres has it: neither written nor announced.
-    pub unchanged: usize,
 }
 
 /// Writes rows read from Postgres (listener, reload) into their hashes, under one
 /// short lock: mapped fields are set, NULL columns removed, unmapped fields kept;
 /// a hash that already holds the row as Postgres has it is left alone, with no
-/// event (a catch-up over a cached table publishes only what changed).
+/// event but a reload's (a catch-up over a cached table publishes only what
+/// changed; `notify_reload` announces every row a reload loads).
 /// `gone` lists ids whose row no longer exists: their keys are deleted. Rows Redis
 /// changed since `snapshot` (taken before the read) are skipped, since Redis is
 /// newer for them, and so are keys this cluster node does not own; see [`Applied`].
@@ -48,7 +46,6 @@ pub fn apply_pg_rows(
 ) -> Applied {
     let m = &rt.mappings.all()[mapping];
     let mut applied = Applied::default();
-    let mut unchanged = 0;
     with_redis_lock(|ctx| {
         // Checked under the Redis lock, so capture (which needs it) cannot dirty a row
         // between the check and the write; one queue lock for the whole chunk.
@@ -79,11 +76,9 @@ pub fn apply_pg_rows(
                 if !mine(&row.id, &key) {
                     continue;
                 }
-                if !write_row(ctx, m, &key, &row.fields) {
-                    unchanged += 1;
-                    continue;
-                }
-                if notify::wanted(m, source) {
+                let changed = write_row(ctx, m, &key, &row.fields);
+                // `notify_reload` asks for an event per row loaded, changed or not.
+                if (changed || source == Source::Reload) && notify::wanted(m, source) {
                     let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
                     let event = Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() };
                     notify::send(ctx, m, &rt.stats[mapping], &event);
@@ -100,7 +95,7 @@ pub fn apply_pg_rows(
             }
         });
     });
-    Applied { unchanged, ..applied }
+    applied
 }
 
 /// Writes one row read from Postgres into its hash with the key API (a command
