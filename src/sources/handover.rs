@@ -90,4 +90,29 @@ mod tests {
         assert!(handover.covers(0, joined));
         assert!(!handover.covers(7, 0), "an unknown mapping is never covered");
     }
+
+    fn heard(notifications: &[(&str, &str)]) -> BTreeMap<String, Announced> {
+        let mut out = BTreeMap::new();
+        for (channel, payload) in notifications {
+            crate::sources::listen::hear(&mut out, channel, payload);
+        }
+        out
+    }
+
+    #[test]
+    fn what_reloads_heard_adds_up_until_the_listener_takes_it_and_a_truncate_supersedes_earlier_rows() {
+        let handover = Handover::new(1);
+        handover.hand_over(heard(&[("a", r#"{"op":"upsert","id":"1"}"#), ("b", r#"{"op":"delete","id":"9"}"#)]));
+        handover.hand_over(heard(&[("a", r#"{"op":"truncate"}"#), ("a", r#"{"op":"upsert","id":"2"}"#)]));
+        handover.hand_over(heard(&[("b", r#"{"op":"upsert","id":"8"}"#)]));
+        let taken = handover.take();
+        let expected = heard(&[
+            ("a", r#"{"op":"truncate"}"#),
+            ("a", r#"{"op":"upsert","id":"2"}"#),
+            ("b", r#"{"op":"delete","id":"9"}"#),
+            ("b", r#"{"op":"upsert","id":"8"}"#),
+        ]);
+        assert_eq!(taken, expected);
+        assert!(handover.take().is_empty(), "taken once");
+    }
 }

@@ -262,7 +262,7 @@ fn catch_up(rt: &Runtime, mappings: &mut Vec<usize>, since: &BTreeMap<usize, u64
     if mappings.is_empty() {
         return Ok(());
     }
-    let Ok(_guard) = reload::begin(rt) else {
+    let Ok(guard) = reload::begin(rt) else {
         for &i in mappings.iter() {
             rt.stats[i].set_listener("catching up: waiting for the running reload");
         }
@@ -272,6 +272,8 @@ fn catch_up(rt: &Runtime, mappings: &mut Vec<usize>, since: &BTreeMap<usize, u64
         rt.stats[i].set_listener("catching up");
     }
     let rows = reload::run(rt, mappings, true, Source::Postgres)?;
+    // Over before it shows `listening`, so a SYNC.RELOAD sent on seeing it runs.
+    drop(guard);
     let names: Vec<&str> = mappings.iter().map(|&i| rt.mappings.all()[i].name.as_str()).collect();
     notice(&format!("listener caught up on [{}] ({rows} rows)", names.join(", ")));
     for &i in mappings.iter() {
