@@ -98,7 +98,12 @@ fn measure(setup: &Setup, module: &Path, db: &Db, cfg: &Config) -> Side {
     if let Err(e) = flushed {
         side.notes.push(format!("SYNC.RELOAD items FLUSH failed: {e}"));
     }
-    println!("  {}: RELOAD FLUSH {} worst PING {}", module.display(), ms(side.flush_elapsed), ms(side.flush.latency.max));
+    println!(
+        "  {}: RELOAD FLUSH {} worst PING {}",
+        module.display(),
+        ms(side.flush_elapsed),
+        ms(side.flush.latency.max)
+    );
 
     let step = (cfg.rows / cfg.changed.max(1)).max(1);
     server.restart_with(PATIENCE, || {

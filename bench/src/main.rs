@@ -143,11 +143,7 @@ impl Sizes {
                 rounds: if quick { 1 } else { 3 },
             },
             cluster: cluster::Config { stream: throughput, rounds: if quick { 1 } else { 3 } },
-            catch_up: catch_up::Config {
-                rows: 1_000_000 / scale,
-                changed: 100,
-                ping_every: Duration::from_millis(1),
-            },
+            catch_up: catch_up::Config { rows: 1_000_000 / scale, changed: 100, ping_every: Duration::from_millis(1) },
         }
     }
 }
