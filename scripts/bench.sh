@@ -6,7 +6,8 @@
 #
 # Environment: PGSYNC_SERVER_BIN (server binary, default valkey-server; e.g. the
 # Redis 8.2 redis-server listed by scripts/servers.sh). Extra arguments go to the
-# bench program (e.g. --quick, --phases 1,6, --out /tmp/b.md).
+# bench program (e.g. --quick, --phases 1,6, --out /tmp/b.md; --module-before <.so> gives
+# figure 9 its baseline, another build of the module).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -171,6 +171,11 @@ impl Server {
     /// Stops the server with `SHUTDOWN` (which writes out the AOF), starts it again
     /// on the same directory and waits until it has loaded its data (up to `patience`).
     pub fn restart(&mut self, patience: Duration) {
+        self.restart_with(patience, || {});
+    }
+
+    /// [`Server::restart`], running `meanwhile` while the server is down.
+    pub fn restart_with(&mut self, patience: Duration, meanwhile: impl FnOnce()) {
         let _ = redis::cmd("SHUTDOWN").query::<()>(&mut self.conn());
         let deadline = Instant::now() + Duration::from_secs(60);
         while !matches!(self.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
@@ -178,6 +183,7 @@ impl Server {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        meanwhile();
         self.child = spawn(&self.bin, &self.args);
         self.wait_ping(patience);
     }

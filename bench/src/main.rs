@@ -3,9 +3,11 @@
 //! baseline on the same machine, prints the results and writes them as Markdown.
 //!
 //! Usage: `pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>]
-//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8]`
+//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9]
+//! [--module-before <libredis_pgsync.so>]` (figure 9's baseline: another build of the module)
 
 mod capture;
+mod catch_up;
 mod cluster;
 mod harness;
 mod lag;
@@ -35,12 +37,15 @@ struct Options {
     commit: Option<String>,
     quick: bool,
     phases: Vec<u32>,
+    /// The module build figure 9 compares against.
+    module_before: Option<PathBuf>,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>] \
-         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8]"
+         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9] \
+         [--module-before <libredis_pgsync.so>]"
     );
     std::process::exit(2)
 }
@@ -50,7 +55,8 @@ fn parse_args() -> Options {
     let mut server_bin = "valkey-server".to_string();
     let mut pg_admin = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
     let mut out = PathBuf::from("BENCHMARKS.md");
-    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    let mut module_before = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -61,6 +67,7 @@ fn parse_args() -> Options {
             "--out" => out = PathBuf::from(value()),
             "--commit" => commit = Some(value()),
             "--quick" => quick = true,
+            "--module-before" => module_before = Some(PathBuf::from(value())),
             "--phases" => phases = value().split(',').filter_map(|p| p.trim().parse().ok()).collect(),
             _ => usage(),
         }
@@ -76,6 +83,7 @@ fn parse_args() -> Options {
         commit,
         quick,
         phases,
+        module_before,
     }
 }
 
@@ -89,6 +97,7 @@ struct Sizes {
     pending: pending::Config,
     read_through: read_through::Config,
     cluster: cluster::Config,
+    catch_up: catch_up::Config,
 }
 
 impl Sizes {
@@ -134,6 +143,7 @@ impl Sizes {
                 rounds: if quick { 1 } else { 3 },
             },
             cluster: cluster::Config { stream: throughput, rounds: if quick { 1 } else { 3 } },
+            catch_up: catch_up::Config { rows: 1_000_000 / scale, changed: 100, ping_every: Duration::from_millis(1) },
         }
     }
 }
@@ -152,6 +162,7 @@ fn run_phases(opts: &Options, sizes: &Sizes, db: &Db) -> Vec<Section> {
             6 => pending::run(&opts.setup, &sizes.pending),
             7 => read_through::run(&opts.setup, db, &sizes.read_through),
             8 => cluster::run(&opts.setup, db, &sizes.cluster),
+            9 => catch_up::run(&opts.setup, opts.module_before.as_deref(), &sizes.catch_up),
             _ => continue,
         };
         let (busy, waited) = settled;

@@ -35,6 +35,9 @@ pub struct MappingStats {
     pub read_rows_loaded: AtomicU64,
     /// Loads that failed (Postgres unreachable or refusing the query).
     pub read_errors: AtomicU64,
+    /// Rows (documents) read from Postgres by `SYNC.RELOAD` and the listener's
+    /// catch-ups.
+    pub reload_rows_read: AtomicU64,
     /// How long the loader's queries took.
     pub read_latency: crate::model::latency::Latency,
     last_error: Mutex<Option<String>>,

@@ -255,6 +255,29 @@ fn ensure_trigger(client: &mut Client, table: &str, name: &str, function: &str, 
     Ok(())
 }
 
+/// Whether every trigger [`install`] would create for `mapping` is there: only
+/// then does a change to its tables announce itself.
+pub fn installed(client: &mut Client, mapping: &Mapping) -> Result<bool, Error> {
+    let wanted: Vec<(String, String)> = match &mapping.document {
+        Some(document) => watch_triggers(mapping, document).into_iter().map(|t| (t.table, t.name)).collect(),
+        None => ["pgsync_notify", "pgsync_truncate"].map(|name| (mapping.table.clone(), name.to_string())).to_vec(),
+    };
+    for (table, name) in wanted {
+        if !trigger_exists(client, &table, &name)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn trigger_exists(client: &mut Client, table: &str, name: &str) -> Result<bool, Error> {
+    let exists = client.query_typed_opt(
+        "SELECT 1 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)",
+        &[(&name, Type::TEXT), (&quote_table(table), Type::TEXT)],
+    )?;
+    Ok(exists.is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,9 @@ pub struct Runtime {
     pub reload_running: AtomicBool,
     /// Rows loaded by the current (or last) reload.
     pub reload_rows: AtomicU64,
+    /// What reloads hand the listener (changes they heard, catch-ups they made
+    /// unnecessary).
+    pub handover: crate::sources::handover::Handover,
     /// True once `pgsync.reload-on-start` has been considered.
     pub start_reload_checked: AtomicBool,
     /// Retry delay of each mapping while its rows cannot be written.
@@ -100,6 +103,7 @@ impl Runtime {
             tls,
             reload_running: AtomicBool::new(false),
             reload_rows: AtomicU64::new(0),
+            handover: crate::sources::handover::Handover::new(count),
             start_reload_checked: AtomicBool::new(false),
             schemas: RwLock::new(vec![None; count]),
             stale_schemas: (0..count).map(|_| AtomicBool::new(false)).collect(),

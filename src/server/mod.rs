@@ -21,6 +21,7 @@ pub mod migration;
 pub mod notify;
 pub mod read_through;
 pub mod redis_io;
+pub mod redis_lock;
 pub mod replies;
 pub mod status;
 pub mod ttl;

@@ -51,6 +51,7 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
         ("role", Figure::Text(if rt.is_replica() { "replica" } else { "primary" }.into())),
         ("listener", Figure::Text(s.listener().unwrap_or_else(|| if m.listen { "starting" } else { "off" }.into()))),
         ("reload", Figure::Text(reload_state(rt))),
+        ("reload_rows_read", count(&s.reload_rows_read)),
         ("recovery", Figure::Text(rt.dirty.recovery().describe())),
     ]
     .into_iter()

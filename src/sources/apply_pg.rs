@@ -12,8 +12,9 @@ use crate::server::hash_key::Key;
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::read_through::loads;
 use crate::server::redis_io::{own_writes, replicate, string, warn};
+use crate::server::redis_lock::with_redis_lock;
 use crate::server::ttl;
-use redis_module::{raw, Context, NotifyEvent, RedisString, ThreadSafeContext};
+use redis_module::{raw, Context, NotifyEvent, RedisString};
 
 /// What [`apply_pg_rows`] did.
 #[derive(Debug, Default)]
@@ -21,13 +22,17 @@ pub struct Applied {
     /// Ids to read and apply again later: Redis changed them since the
     /// snapshot, or their slot is moving between cluster nodes.
     pub later: Vec<String>,
-    /// Rows written (or deleted) here; in a cluster, rows of other nodes' keys
-    /// are neither written nor counted.
+    /// Rows applied here: written, deleted, or found already holding what
+    /// Postgres has; in a cluster, rows of other nodes' keys are neither written
+    /// nor counted.
     pub written: usize,
 }
 
 /// Writes rows read from Postgres (listener, reload) into their hashes, under one
-/// short lock: mapped fields are set, NULL columns removed, unmapped fields kept.
+/// short lock: mapped fields are set, NULL columns removed, unmapped fields kept;
+/// a hash that already holds the row as Postgres has it is left alone, with no
+/// event but a reload's (a catch-up over a cached table publishes only what
+/// changed; `notify_reload` announces every row a reload loads).
 /// `gone` lists ids whose row no longer exists: their keys are deleted. Rows Redis
 /// changed since `snapshot` (taken before the read) are skipped, since Redis is
 /// newer for them, and so are keys this cluster node does not own; see [`Applied`].
@@ -41,53 +46,54 @@ pub fn apply_pg_rows(
 ) -> Applied {
     let m = &rt.mappings.all()[mapping];
     let mut applied = Applied::default();
-    let tsc = ThreadSafeContext::new();
-    let ctx = tsc.lock();
-    // Checked under the Redis lock, so capture (which needs it) cannot dirty a row
-    // between the check and the write; one queue lock for the whole chunk.
-    let ids = rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str));
-    let newer_ids = snapshot.newer_among(mapping, ids);
-    let newer = |id: &str| newer_ids.contains(id);
-    loads::rows_changed(mapping, rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str)));
-    own_writes(|| {
-        // Keys of other nodes are theirs to write; a key whose slot is moving is
-        // read again once the move is over.
-        let mut mine = |id: &str, key: &str| match cluster::place(&ctx, key.as_bytes()) {
-            _ if newer(id) => {
-                applied.later.push(id.to_string());
-                false
+    with_redis_lock(|ctx| {
+        // Checked under the Redis lock, so capture (which needs it) cannot dirty a row
+        // between the check and the write; one queue lock for the whole chunk.
+        let ids = rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str));
+        let newer_ids = snapshot.newer_among(mapping, ids);
+        let newer = |id: &str| newer_ids.contains(id);
+        loads::rows_changed(mapping, rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str)));
+        own_writes(|| {
+            // Keys of other nodes are theirs to write; a key whose slot is moving is
+            // read again once the move is over.
+            let mut mine = |id: &str, key: &str| match cluster::place(ctx, key.as_bytes()) {
+                _ if newer(id) => {
+                    applied.later.push(id.to_string());
+                    false
+                }
+                Place::Mine => {
+                    applied.written += 1;
+                    true
+                }
+                Place::Moving => {
+                    applied.later.push(id.to_string());
+                    false
+                }
+                Place::Elsewhere => false,
+            };
+            for row in rows {
+                let key = m.main_key(&row.id);
+                if !mine(&row.id, &key) {
+                    continue;
+                }
+                let changed = write_row(ctx, m, &key, &row.fields);
+                // `notify_reload` asks for an event per row loaded, changed or not.
+                if (changed || source == Source::Reload) && notify::wanted(m, source) {
+                    let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
+                    let event = Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() };
+                    notify::send(ctx, m, &rt.stats[mapping], &event);
+                }
             }
-            Place::Mine => {
-                applied.written += 1;
-                true
+            for id in gone {
+                let key = m.main_key(id);
+                if !mine(id, &key) {
+                    continue;
+                }
+                delete_row(ctx, &key);
+                let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
+                notify::send(ctx, m, &rt.stats[mapping], &event);
             }
-            Place::Moving => {
-                applied.later.push(id.to_string());
-                false
-            }
-            Place::Elsewhere => false,
-        };
-        for row in rows {
-            let key = m.main_key(&row.id);
-            if !mine(&row.id, &key) {
-                continue;
-            }
-            write_row(&ctx, m, &key, &row.fields);
-            if notify::wanted(m, source) {
-                let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
-                let event = Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() };
-                notify::send(&ctx, m, &rt.stats[mapping], &event);
-            }
-        }
-        for id in gone {
-            let key = m.main_key(id);
-            if !mine(id, &key) {
-                continue;
-            }
-            delete_row(&ctx, &key);
-            let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
-            notify::send(&ctx, m, &rt.stats[mapping], &event);
-        }
+        });
     });
     applied
 }
@@ -95,14 +101,25 @@ pub fn apply_pg_rows(
 /// Writes one row read from Postgres into its hash with the key API (a command
 /// call per row cost a reload a third of its speed): mapped fields set, NULL
 /// columns removed, replicated and announced as `HDEL` and `HSET` would be; and
-/// the mapping's expiry, if it has one.
-pub(crate) fn write_row(ctx: &Context, m: &Mapping, key: &str, fields: &[(String, Option<String>)]) {
+/// the mapping's expiry, if it has one. Returns false, having written nothing,
+/// when the hash already holds every field as `fields` has it (it keeps its
+/// expiry).
+pub(crate) fn write_row(ctx: &Context, m: &Mapping, key: &str, fields: &[(String, Option<String>)]) -> bool {
     let name = string(ctx, key.as_bytes());
     let hash = match Key::open(ctx, &name) {
         Ok(hash) if hash.is_hash_or_empty() => hash,
-        Ok(_) => return warn(&format!("{key} holds no hash; the row read from Postgres is not written")),
-        Err(e) => return warn(&format!("cannot write {key}: {e}")),
+        Ok(_) => {
+            warn(&format!("{key} holds no hash; the row read from Postgres is not written"));
+            return false;
+        }
+        Err(e) => {
+            warn(&format!("cannot write {key}: {e}"));
+            return false;
+        }
     };
+    if holds_row(ctx, &hash, fields) {
+        return false;
+    }
     let (mut set, mut unset): (Vec<RedisString>, Vec<RedisString>) = (Vec::new(), Vec::new());
     for (field, value) in fields {
         let field = string(ctx, field.as_bytes());
@@ -130,6 +147,16 @@ pub(crate) fn write_row(ctx: &Context, m: &Mapping, key: &str, fields: &[(String
     if emptied && !unset.is_empty() {
         ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", &name);
     }
+    true
+}
+
+/// Whether the open `hash` holds each field as `fields` has it: the value for a
+/// column with one, no field for a NULL column. Other fields do not count.
+fn holds_row(ctx: &Context, hash: &Key, fields: &[(String, Option<String>)]) -> bool {
+    fields.iter().all(|(field, value)| {
+        let held = hash.get(&string(ctx, field.as_bytes()));
+        held.as_ref().map(RedisString::as_slice) == value.as_ref().map(String::as_bytes)
+    })
 }
 
 /// Adds to an existing hash the row's fields it lacks, never changing a field it

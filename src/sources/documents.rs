@@ -13,9 +13,10 @@ use crate::pipeline::runtime::Runtime;
 use crate::server::cluster::{self, Place};
 use crate::server::notify::{self, now_ms, Event, EventOp, Source};
 use crate::server::redis_io::{call, own_writes, warn};
+use crate::server::redis_lock::with_redis_lock;
 use crate::sources::reload;
 use postgres::GenericClient;
-use redis_module::{Context, RedisValue, ThreadSafeContext};
+use redis_module::{Context, RedisValue};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
@@ -83,6 +84,7 @@ pub fn reload(
         // cluster node the ones it wrote.
         written += if cluster::enabled() { applied.written } else { docs.len() as u64 };
         rt.reload_rows.fetch_add(docs.len() as u64, Ordering::Relaxed);
+        MappingStats::bump(&rt.stats[mapping].reload_rows_read, docs.len() as u64);
         if flush {
             loaded.extend(docs.into_iter().map(|(id, _)| id));
         }
@@ -145,9 +147,7 @@ fn apply(
     let writer = Writer { m: &rt.mappings.all()[mapping], stats: &rt.stats[mapping], store: document.store, source };
     let mut applied = Applied::default();
     for (docs, gone) in steps {
-        let tsc = ThreadSafeContext::new();
-        let ctx = tsc.lock();
-        own_writes(|| writer.write_and_delete(&ctx, docs, gone, &mut applied));
+        with_redis_lock(|ctx| own_writes(|| writer.write_and_delete(ctx, docs, gone, &mut applied)));
     }
     applied
 }

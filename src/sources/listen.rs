@@ -39,10 +39,38 @@ enum Payload {
 
 /// What one round heard on a channel: whether the table was truncated, and the
 /// rows announced after the last TRUNCATE (earlier ones are gone with it).
-#[derive(Default)]
-struct Announced {
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Announced {
     truncated: bool,
     ids: BTreeSet<String>,
+}
+
+impl Announced {
+    /// Adds what was heard after `self`: a TRUNCATE among it supersedes the rows
+    /// announced before it.
+    pub(crate) fn absorb(&mut self, later: Announced) {
+        if later.truncated {
+            *self = later;
+        } else {
+            self.ids.extend(later.ids);
+        }
+    }
+}
+
+/// Adds one notification to `out`, by channel; a malformed one is logged and
+/// ignored.
+pub(crate) fn hear(out: &mut BTreeMap<String, Announced>, channel: &str, payload: &str) {
+    match serde_json::from_str::<Payload>(payload) {
+        Ok(Payload::Upsert { id } | Payload::Delete { id }) => {
+            out.entry(channel.to_string()).or_default().ids.insert(id);
+        }
+        Ok(Payload::Truncate) => {
+            let announced = out.entry(channel.to_string()).or_default();
+            announced.truncated = true;
+            announced.ids.clear();
+        }
+        Err(e) => warn(&format!("ignored a malformed notification on {channel}: {e}")),
+    }
 }
 
 /// Body of the listener thread; returns on shutdown, or at once when no mapping
@@ -94,6 +122,9 @@ struct Channels {
     joined: BTreeMap<String, (usize, Option<RowShape>)>,
     waiting: Vec<usize>,
     to_catch_up: Vec<usize>,
+    /// When each mapping last needed a catch-up (joined, or a watched table was
+    /// truncated), from [`crate::sources::handover::Handover::now`].
+    since: BTreeMap<usize, u64>,
 }
 
 /// One connection's life, until it fails, the server stops being ready (a
@@ -114,12 +145,16 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
             return Ok(());
         }
         join(rt, &mut client, &mut channels)?;
-        catch_up(rt, &mut channels.to_catch_up)?;
-        // Deferred rows come first, so a TRUNCATE heard in this round supersedes them.
+        catch_up(rt, &mut channels.to_catch_up, &channels.since)?;
+        // Deferred rows come first, then what reloads heard, so a TRUNCATE heard
+        // in this round supersedes them.
         let mut announced: BTreeMap<String, Announced> = std::mem::take(&mut deferred)
             .into_iter()
             .map(|(channel, ids)| (channel, Announced { truncated: false, ids }))
             .collect();
+        for (channel, heard) in rt.handover.take() {
+            announced.entry(channel).or_default().absorb(heard);
+        }
         receive(&mut client, &mut announced)?;
         for (channel, Announced { truncated, ids }) in announced {
             let Some((mapping, shape)) = channels.joined.get(&channel) else {
@@ -129,6 +164,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
                 // A document mapping rebuilds the announced roots, whichever table
                 // changed; a TRUNCATE of a watched table rebuilds them all.
                 if truncated {
+                    channels.since.insert(*mapping, rt.handover.now());
                     channels.to_catch_up.push(*mapping);
                 } else if !ids.is_empty() {
                     let ids: Vec<String> = ids.into_iter().collect();
@@ -200,6 +236,7 @@ fn join(rt: &Runtime, client: &mut Client, channels: &mut Channels) -> Result<()
         rt.stats[i].set_listener("catching up");
         let shape = m.document.is_none().then(|| RowShape::new(m, &schema));
         channels.joined.insert(m.pg_channel(), (i, shape));
+        channels.since.insert(i, rt.handover.now());
         channels.to_catch_up.push(i);
     }
     channels.waiting = still_waiting;
@@ -208,12 +245,24 @@ fn join(rt: &Runtime, client: &mut Client, channels: &mut Channels) -> Result<()
 
 /// Reloads (with FLUSH) the mappings that joined since the last catch-up. Runs
 /// after a reload that is running (it may have read rows before the changes this
-/// catch-up is for): until then the mappings listen and wait their turn.
-fn catch_up(rt: &Runtime, mappings: &mut Vec<usize>) -> Result<(), Error> {
+/// catch-up is for): until then the mappings listen and wait their turn. A
+/// mapping that such a reload (with FLUSH) covered, listening since before its
+/// read until after the mapping joined at `since`, is caught up already.
+fn catch_up(rt: &Runtime, mappings: &mut Vec<usize>, since: &BTreeMap<usize, u64>) -> Result<(), Error> {
+    let (covered, rest): (Vec<usize>, Vec<usize>) =
+        mappings.iter().partition(|&&i| since.get(&i).is_some_and(|&at| rt.handover.covers(i, at)));
+    if !covered.is_empty() {
+        let names: Vec<&str> = covered.iter().map(|&i| rt.mappings.all()[i].name.as_str()).collect();
+        notice(&format!("listener caught up on [{}] by the reload it waited for", names.join(", ")));
+        for &i in &covered {
+            rt.stats[i].set_listener("listening");
+        }
+        *mappings = rest;
+    }
     if mappings.is_empty() {
         return Ok(());
     }
-    let Ok(_guard) = reload::begin(rt) else {
+    let Ok(guard) = reload::begin(rt) else {
         for &i in mappings.iter() {
             rt.stats[i].set_listener("catching up: waiting for the running reload");
         }
@@ -223,6 +272,8 @@ fn catch_up(rt: &Runtime, mappings: &mut Vec<usize>) -> Result<(), Error> {
         rt.stats[i].set_listener("catching up");
     }
     let rows = reload::run(rt, mappings, true, Source::Postgres)?;
+    // Over before it shows `listening`, so a SYNC.RELOAD sent on seeing it runs.
+    drop(guard);
     let names: Vec<&str> = mappings.iter().map(|&i| rt.mappings.all()[i].name.as_str()).collect();
     notice(&format!("listener caught up on [{}] ({rows} rows)", names.join(", ")));
     for &i in mappings.iter() {
@@ -252,17 +303,7 @@ fn receive(client: &mut Client, out: &mut BTreeMap<String, Announced>) -> Result
         }
     }
     for n in batch {
-        match serde_json::from_str::<Payload>(n.payload()) {
-            Ok(Payload::Upsert { id } | Payload::Delete { id }) => {
-                out.entry(n.channel().to_string()).or_default().ids.insert(id);
-            }
-            Ok(Payload::Truncate) => {
-                let announced = out.entry(n.channel().to_string()).or_default();
-                announced.truncated = true;
-                announced.ids.clear();
-            }
-            Err(e) => warn(&format!("ignored a malformed notification on {}: {e}", n.channel())),
-        }
+        hear(out, n.channel(), n.payload());
     }
     Ok(())
 }

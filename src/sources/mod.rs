@@ -4,6 +4,7 @@
 
 pub mod apply_pg;
 pub mod documents;
+pub mod handover;
 pub mod kafka;
 pub mod listen;
 pub mod loader;

@@ -5,18 +5,24 @@
 //! at start under `pgsync.reload-on-start` ([`on_start`]).
 
 use crate::model::backoff::Backoff;
+use crate::model::mapping::Mapping;
 use crate::model::queue::Snapshot;
 use crate::model::stats::MappingStats;
 use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::reader::{PgRow, Refused, RowShape};
+use crate::pg::sql::quote_ident;
+use crate::pg::triggers;
 use crate::pipeline::runtime::Runtime;
 use crate::server::cluster;
 use crate::server::config;
 use crate::server::keyscan::RowKeys;
 use crate::server::notify::Source;
 use crate::server::redis_io::{call_logged, notice, own_writes, warn};
+use crate::server::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
-use redis_module::ThreadSafeContext;
+use crate::sources::listen;
+use postgres::fallible_iterator::FallibleIterator;
+use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -63,23 +69,73 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
     let mut conn = rt.pool.get()?;
     let mut total = 0;
     for &mapping in mappings {
-        let m = &rt.mappings.all()[mapping];
-        let schema = rt.usable_schema(mapping)?;
-        if m.document.is_some() {
-            total += crate::sources::documents::reload(rt, &mut conn, mapping, flush, source)?;
-            continue;
-        }
-        let shape = RowShape::new(m, &schema);
-        // Taken before the cursor opens: rows Redis changes from now on are newer
-        // than what the cursor returns, and must not be overwritten.
-        let snapshot = rt.queue().snapshot();
-        let (count, loaded) = read_and_apply(rt, &mut conn, &shape, mapping, &snapshot, flush, source)?;
-        total += count;
-        if flush {
-            flush_missing(rt, mapping, &loaded, &snapshot);
-        }
+        // The listener's own catch-up needs no ears: the listener hears those changes itself.
+        let listening = source != Source::Postgres && listen(&mut conn, &rt.mappings.all()[mapping])?;
+        let loaded = reload_one(rt, &mut conn, mapping, flush, source);
+        // What was heard goes to the listener even when the reload failed: rows
+        // it wrote may be older than those changes.
+        let stopped = if listening { unlisten(rt, &mut conn, mapping, flush && loaded.is_ok()) } else { Ok(()) };
+        total += loaded?;
+        stopped?;
     }
     Ok(total)
+}
+
+/// Reloads one mapping; returns the rows (documents) loaded.
+fn reload_one(
+    rt: &Runtime,
+    conn: &mut postgres::Client,
+    mapping: usize,
+    flush: bool,
+    source: Source,
+) -> Result<u64, Error> {
+    let m = &rt.mappings.all()[mapping];
+    let schema = rt.usable_schema(mapping)?;
+    if m.document.is_some() {
+        return crate::sources::documents::reload(rt, conn, mapping, flush, source);
+    }
+    let shape = RowShape::new(m, &schema);
+    // Taken before the cursor opens: rows Redis changes from now on are newer
+    // than what the cursor returns, and must not be overwritten.
+    let snapshot = rt.queue().snapshot();
+    let (count, loaded) = read_and_apply(rt, conn, &shape, mapping, &snapshot, flush, source)?;
+    if flush {
+        flush_missing(rt, mapping, &loaded, &snapshot);
+    }
+    Ok(count)
+}
+
+/// LISTENs on a listening mapping's channel before its table is read, so the
+/// changes made while the reload runs reach the listener afterwards (see
+/// [`crate::sources::handover`]). False, listening to nothing, when the mapping
+/// does not listen or its triggers are not in place yet (no change would be
+/// announced).
+fn listen(conn: &mut postgres::Client, m: &Mapping) -> Result<bool, Error> {
+    if !m.listen || !triggers::installed(conn, m)? {
+        return Ok(false);
+    }
+    conn.batch_execute(&format!("LISTEN {}", quote_ident(&m.pg_channel())))?;
+    Ok(true)
+}
+
+/// Stops listening on the mapping's channel and hands what was announced
+/// meanwhile to the listener; with `covered` (the reload, with FLUSH, wrote the
+/// whole table), also records that the listener's catch-up of the mapping, if
+/// it joined before now, is done.
+fn unlisten(rt: &Runtime, conn: &mut postgres::Client, mapping: usize, covered: bool) -> Result<(), Error> {
+    let stopped = rt.handover.now();
+    conn.batch_execute(&format!("UNLISTEN {}", quote_ident(&rt.mappings.all()[mapping].pg_channel())))?;
+    let mut heard = BTreeMap::new();
+    let mut notifications = conn.notifications();
+    let mut buffered = notifications.iter();
+    while let Some(n) = buffered.next()? {
+        listen::hear(&mut heard, n.channel(), n.payload());
+    }
+    rt.handover.hand_over(heard);
+    if covered {
+        rt.handover.cover(mapping, stopped);
+    }
+    Ok(())
 }
 
 /// Streams a mapping's table into its hashes. Reading the next chunk from
@@ -102,6 +158,7 @@ fn read_and_apply(
             let mut loaded = HashSet::new();
             let mut written = 0u64;
             for rows in received {
+                MappingStats::bump(&rt.stats[mapping].reload_rows_read, rows.len() as u64);
                 if flush {
                     loaded.extend(rows.iter().map(|r| r.id.clone()));
                 }
@@ -146,16 +203,18 @@ pub fn report_unkeyed(rt: &Runtime, mapping: usize, count: u64, why: &str) {
 pub fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
     let m = &rt.mappings.all()[mapping];
     let mut keys = RowKeys::new(&rt.mappings, mapping);
-    loop {
-        let tsc = ThreadSafeContext::new();
-        let ctx = tsc.lock();
-        let Some(ids) = keys.next_step(&ctx) else { return };
-        let stray = ids.iter().map(String::as_str).filter(|id| !loaded.contains(*id));
-        let newer = snapshot.newer_among(mapping, stray.clone());
-        own_writes(|| {
-            for id in stray.filter(|id| !newer.contains(id)) {
-                call_logged(&ctx, "DEL", &[m.main_key(id).as_bytes()]);
-            }
+    let mut more = true;
+    while more {
+        more = with_redis_lock(|ctx| {
+            let Some(ids) = keys.next_step(ctx) else { return false };
+            let stray = ids.iter().map(String::as_str).filter(|id| !loaded.contains(*id));
+            let newer = snapshot.newer_among(mapping, stray.clone());
+            own_writes(|| {
+                for id in stray.filter(|id| !newer.contains(id)) {
+                    call_logged(ctx, "DEL", &[m.main_key(id).as_bytes()]);
+                }
+            });
+            true
         });
     }
 }

@@ -9,9 +9,9 @@ use crate::pg::reader::RowShape;
 use crate::pipeline::runtime::Runtime;
 use crate::server::keyscan::RowKeys;
 use crate::server::notify::Source;
+use crate::server::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
 use postgres::Client;
-use redis_module::ThreadSafeContext;
 use std::collections::HashSet;
 
 /// Clears `mapping`'s cached rows after its table was truncated. Returns the ids
@@ -22,17 +22,16 @@ pub fn clear(rt: &Runtime, client: &mut Client, mapping: usize, shape: &RowShape
     let mut keys = RowKeys::new(&rt.mappings, mapping);
     let mut kept = Vec::new();
     loop {
-        let candidates: Vec<String> = {
-            let tsc = ThreadSafeContext::new();
-            let ctx = tsc.lock();
-            let Some(ids) = keys.next_step(&ctx) else { break };
+        let step = with_redis_lock(|ctx| {
+            let ids = keys.next_step(ctx)?;
             // Checked before Postgres is read: a change captured before the snapshot
             // and not pending now has landed, so the read below sees its row.
             let newer = snapshot.newer_among(mapping, ids.iter().map(String::as_str));
             let (newer, older): (Vec<&String>, Vec<&String>) = ids.iter().partition(|id| newer.contains(id.as_str()));
             kept.extend(newer.into_iter().cloned());
-            older.into_iter().cloned().collect()
-        };
+            Some(older.into_iter().cloned().collect::<Vec<String>>())
+        });
+        let Some(candidates) = step else { break };
         if candidates.is_empty() {
             continue;
         }

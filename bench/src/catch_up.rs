@@ -1,0 +1,291 @@
+//! Figure 9, the trigger path's bulk work over a large cached table: the worst
+//! `PING` during `SYNC.RELOAD FLUSH`, and what a restart's catch-up costs (worst
+//! `PING`, rows read, notifications published). Ours is the module under test;
+//! the baseline is another build of the module (`--module-before`, e.g. the
+//! commit before a change), measured in the same run on the same data.
+
+use crate::harness::{self, Db, DbExt, Server, Setup};
+use crate::probe::{Pings, Prober};
+use crate::quiet;
+use crate::report::{Met, Row, Section};
+use crate::stats::{ms, thousands};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Sizes of the catch-up phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Rows in the table, all cached in Redis.
+    pub rows: u64,
+    /// Rows changed in Postgres while Redis is down.
+    pub changed: u64,
+    /// Pause between two PINGs of the latency probe.
+    pub ping_every: Duration,
+}
+
+const TABLE_SQL: &str = "CREATE TABLE items (id integer PRIMARY KEY, name text, score bigint, tag text)";
+
+/// A read-only (hence listening) mapping that publishes every change it applies.
+const MAPPING: &str = r#"{"mappings": [{"name": "items", "table": "items", "key_prefix": "items:",
+    "primary_key": "id", "mode": "read-only", "notify": "sync:items",
+    "fields": {"name": "name", "score": "score", "tag": "tag"}}]}"#;
+
+/// Worst PING allowed.
+const PING_TARGET: Duration = Duration::from_millis(50);
+/// Longest wait for a load or a catch-up.
+const PATIENCE: Duration = Duration::from_secs(600);
+
+/// What one build of the module showed.
+#[derive(Default)]
+struct Side {
+    /// Worst PING and elapsed time of `SYNC.RELOAD items FLUSH`.
+    flush: Pings,
+    flush_elapsed: Duration,
+    /// From the restarted server's first PONG to the listener's `listening`.
+    catch_up: Pings,
+    catch_up_elapsed: Duration,
+    /// Rows the catch-up read (`last reload loaded N rows` of `SYNC.STATUS`).
+    rows_read: u64,
+    /// `PUBLISH` calls since the restart (`INFO commandstats`), and the
+    /// messages a subscriber connected right after the first PONG received.
+    published: u64,
+    received: u64,
+    notes: Vec<String>,
+}
+
+/// Runs figure 9; without `before` (no baseline build) only ours is measured.
+pub fn run(setup: &Setup, before: Option<&Path>, cfg: &Config) -> Section {
+    println!("== 9. Catch-up and RELOAD FLUSH over a cached table");
+    let db = Db::on(&setup.pg_admin, TABLE_SQL);
+    db.exec(&format!(
+        "INSERT INTO items SELECT g, 'item-' || g, g, 'tag-' || (g % 97) FROM generate_series(1, {}) g",
+        cfg.rows
+    ));
+    db.exec("VACUUM ANALYZE items");
+    let ours = measure(setup, &setup.module, &db, cfg);
+    let base = before.map(|module| measure(setup, module, &db, cfg));
+    let mut notes = ours.notes.iter().map(|n| format!("ours: {n}")).collect::<Vec<_>>();
+    if let Some(b) = &base {
+        notes.extend(b.notes.iter().map(|n| format!("baseline: {n}")));
+    }
+    Section {
+        title: "9. Catch-up and RELOAD FLUSH over a cached table".into(),
+        method: method(cfg, before),
+        rows: rows(cfg, &ours, base.as_ref()),
+        notes,
+    }
+}
+
+fn measure(setup: &Setup, module: &Path, db: &Db, cfg: &Config) -> Side {
+    let mut side = Side::default();
+    let setup = Setup { module: PathBuf::from(module), ..setup.clone() };
+    let aof = ["--appendonly", "yes"];
+    let mut server = Server::with_module_args(&setup, db, MAPPING, "items", &[], &aof);
+    let mut c = server.conn();
+    // The first catch-up caches the whole table.
+    if let Err(state) = wait_listening(&server) {
+        side.notes.push(format!("the listener was `{state}` after the first load"));
+    }
+    if let Some(busy) = quiet::settle(Duration::from_secs(60)) {
+        side.notes.push(busy);
+    }
+    let prober = Prober::start(&server, cfg.ping_every);
+    let start = Instant::now();
+    let flushed: redis::RedisResult<i64> = redis::cmd("SYNC.RELOAD").arg("items").arg("FLUSH").query(&mut c);
+    side.flush_elapsed = start.elapsed();
+    side.flush = prober.finish();
+    if let Err(e) = flushed {
+        side.notes.push(format!("SYNC.RELOAD items FLUSH failed: {e}"));
+    }
+    println!(
+        "  {}: RELOAD FLUSH {} worst PING {}",
+        module.display(),
+        ms(side.flush_elapsed),
+        ms(side.flush.latency.max)
+    );
+
+    let step = (cfg.rows / cfg.changed.max(1)).max(1);
+    server.restart_with(PATIENCE, || {
+        db.exec(&format!("UPDATE items SET score = score + 1 WHERE id % {step} = 0 AND id <= {}", step * cfg.changed))
+    });
+    let counter = Subscriber::start(&server);
+    let prober = Prober::start(&server, cfg.ping_every);
+    let start = Instant::now();
+    if let Err(state) = wait_listening(&server) {
+        side.notes.push(format!("the listener was `{state}` after the restart"));
+    }
+    side.catch_up_elapsed = start.elapsed();
+    side.catch_up = prober.finish();
+    let mut c = server.conn();
+    side.published = commandstat_calls(&mut c, "publish");
+    side.received = counter.finish();
+    let reload = harness::status_text(&mut c, "items", "reload");
+    side.rows_read = reload.split("loaded ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap_or(0);
+    println!(
+        "  {}: catch-up {} worst PING {}, {} rows read, {} published",
+        module.display(),
+        ms(side.catch_up_elapsed),
+        ms(side.catch_up.latency.max),
+        side.rows_read,
+        side.published
+    );
+    side
+}
+
+/// Waits until the listener shows `listening`; its last state when it does not in time.
+fn wait_listening(server: &Server) -> Result<(), String> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut c = server.conn();
+    loop {
+        let state = harness::status_text(&mut c, "items", "listener");
+        if state == "listening" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(state);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `calls` of `cmdstat_<command>` in `INFO commandstats` (0 when absent).
+fn commandstat_calls(c: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap_or_default();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A `PSUBSCRIBE sync:items:*` client counting what it receives.
+struct Subscriber {
+    handle: thread::JoinHandle<u64>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Subscriber {
+    fn start(server: &Server) -> Subscriber {
+        let mut conn = server.conn();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = thread::spawn(move || {
+            let mut sub = conn.as_pubsub();
+            if sub.psubscribe("sync:items:*").is_err() {
+                return 0;
+            }
+            let _ = sub.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut n = 0;
+            loop {
+                match sub.get_message() {
+                    Ok(_) => n += 1,
+                    Err(_) if flag.load(std::sync::atomic::Ordering::Relaxed) => return n,
+                    Err(_) => {}
+                }
+            }
+        });
+        Subscriber { handle, stop }
+    }
+
+    /// Stops once nothing has arrived for a moment; the messages received.
+    fn finish(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap_or(0)
+    }
+}
+
+fn method(cfg: &Config, before: Option<&Path>) -> Vec<String> {
+    vec![
+        format!(
+            "A database of its own holds `items (id integer PRIMARY KEY, name text, score bigint, tag text)` with {} \
+             rows. A server with `appendonly yes` and the module, a `read-only` mapping of `items` with `\"notify\": \
+             \"sync:items\"`, waits until its listener is `listening` (its first catch-up caches every row).",
+            thousands(cfg.rows)
+        ),
+        format!(
+            "RELOAD FLUSH: `SYNC.RELOAD items FLUSH` over the {} cached rows, none changed, while another client sends \
+             `PING` one at a time with a {} ms pause and records each round trip.",
+            thousands(cfg.rows),
+            cfg.ping_every.as_millis()
+        ),
+        format!(
+            "Restart catch-up: `SHUTDOWN` (the AOF is written), {} rows updated in Postgres (`score + 1`), the server \
+             started again on its AOF. From the first PONG, the PING probe runs and a subscriber (`PSUBSCRIBE \
+             sync:items:*`) counts messages, until `SYNC.STATUS items` shows the listener `listening`. Rows read: the \
+             catch-up reload's `last reload loaded N rows`; published: `cmdstat_publish` calls since the restart.",
+            thousands(cfg.changed)
+        ),
+        match before {
+            Some(path) => format!(
+                "Ours: the module under test. Baseline: the build `{}` (the module before this change), on the same \
+                 data in the same run, one measurement each.",
+                path.display()
+            ),
+            None => "No baseline build was given (`--module-before`): only ours is measured.".into(),
+        },
+    ]
+}
+
+fn rows(cfg: &Config, ours: &Side, base: Option<&Side>) -> Vec<Row> {
+    let other = |f: &dyn Fn(&Side) -> String| base.map_or("—".to_string(), f);
+    let times = |a: Duration, f: fn(&Side) -> Duration| {
+        base.map_or("—".to_string(), |b| format!("{:.2}×", a.as_secs_f64() / f(b).as_secs_f64().max(1e-9)))
+    };
+    vec![
+        Row {
+            name: format!("worst PING during SYNC.RELOAD FLUSH over {} cached rows", thousands(cfg.rows)),
+            ours: ms(ours.flush.latency.max),
+            baseline: other(&|b| ms(b.flush.latency.max)),
+            ratio: times(ours.flush.latency.max, |b| b.flush.latency.max),
+            target: format!("≤ {}", ms(PING_TARGET)),
+            met: Met::from(ours.flush.latency.max <= PING_TARGET),
+        },
+        Row {
+            name: format!("worst PING during the restart catch-up over {} cached rows", thousands(cfg.rows)),
+            ours: ms(ours.catch_up.latency.max),
+            baseline: other(&|b| ms(b.catch_up.latency.max)),
+            ratio: times(ours.catch_up.latency.max, |b| b.catch_up.latency.max),
+            target: format!("≤ {}", ms(PING_TARGET)),
+            met: Met::from(ours.catch_up.latency.max <= PING_TARGET),
+        },
+        Row {
+            name: format!("notifications published by the restart catch-up ({} rows changed)", thousands(cfg.changed)),
+            ours: thousands(ours.published),
+            baseline: other(&|b| thousands(b.published)),
+            ratio: "—".into(),
+            target: format!("= {}", thousands(cfg.changed)),
+            met: Met::from(ours.published == cfg.changed),
+        },
+        Row::info(
+            "messages the subscriber received during the catch-up",
+            thousands(ours.received),
+            other(&|b| thousands(b.received)),
+            "—".into(),
+        ),
+        Row::info(
+            "rows read from Postgres by the restart catch-up (≤ 1,000 needs logical replication)",
+            thousands(ours.rows_read),
+            other(&|b| thousands(b.rows_read)),
+            "—".into(),
+        ),
+        Row::info(
+            "SYNC.RELOAD FLUSH elapsed",
+            ms(ours.flush_elapsed),
+            other(&|b| ms(b.flush_elapsed)),
+            times(ours.flush_elapsed, |b| b.flush_elapsed),
+        ),
+        Row::info(
+            "restart: first PONG → listening",
+            ms(ours.catch_up_elapsed),
+            other(&|b| ms(b.catch_up_elapsed)),
+            times(ours.catch_up_elapsed, |b| b.catch_up_elapsed),
+        ),
+        Row::info(
+            "PING p99 during RELOAD FLUSH / during the catch-up",
+            format!("{} / {}", ms(ours.flush.latency.p99), ms(ours.catch_up.latency.p99)),
+            other(&|b| format!("{} / {}", ms(b.flush.latency.p99), ms(b.catch_up.latency.p99))),
+            "—".into(),
+        ),
+    ]
+}
