@@ -12,8 +12,8 @@ use crate::model::guard::guard;
 use crate::server::deadletter::{is_deadletter_key, DEADLETTER_KEY, ORDER_KEY};
 use crate::server::journal::is_journal_key;
 use crate::server::notify::now_ms;
-use crate::server::redis_io::{api, bytes, call, warn};
-use redis_module::{raw, Context, RedisString, RedisValue};
+use crate::server::redis_io::{api, config_value, names_config, warn};
+use redis_module::{raw, Context, RedisString};
 use redis_module_macros::config_changed_event_handler;
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,16 +41,13 @@ pub fn watch(ctx: &Context) -> Result<(), String> {
 
 #[config_changed_event_handler]
 fn on_config_changed(ctx: &Context, names: &[&str]) {
-    if names.iter().any(|name| name.eq_ignore_ascii_case("maxmemory-policy")) {
+    if names_config(names, "maxmemory-policy") {
         guard(|| check_policy(ctx));
     }
 }
 
 fn check_policy(ctx: &Context) {
-    let policy = match call(ctx, "CONFIG", &[b"GET", b"maxmemory-policy"]) {
-        Ok(RedisValue::Array(pair)) => pair.get(1).and_then(bytes),
-        _ => None,
-    };
+    let policy = config_value(ctx, "maxmemory-policy");
     if let Some(message) = policy.and_then(|p| policy_risk(&String::from_utf8_lossy(&p))) {
         warn(&message);
     }

@@ -73,6 +73,19 @@ pub fn publish(ctx: &Context, command: &str, channel: &[u8], message: &[u8]) {
     }
 }
 
+/// The value of a server config (`CONFIG GET name`), if it has one.
+pub fn config_value(ctx: &Context, name: &str) -> Option<Vec<u8>> {
+    match call(ctx, "CONFIG", &[b"GET", name.as_bytes()]) {
+        Ok(RedisValue::Array(pair)) => pair.get(1).and_then(bytes),
+        _ => None,
+    }
+}
+
+/// Whether a config-changed event's `names` include `config`.
+pub fn names_config(names: &[&str], config: &str) -> bool {
+    names.iter().any(|name| name.eq_ignore_ascii_case(config))
+}
+
 /// Calls a command and logs (rather than returns) a failure: for best-effort writes
 /// such as ack streams, where a failure must not stop the rest.
 pub fn call_logged(ctx: &Context, command: &str, args: &[&[u8]]) {

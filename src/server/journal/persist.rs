@@ -11,9 +11,9 @@
 
 use super::logs;
 use crate::model::guard::{catch, guard};
-use crate::server::redis_io::{bytes, call, warn};
+use crate::server::redis_io::{config_value, names_config, warn};
 use redis_module::native_types::RedisType;
-use redis_module::{raw, Context, RedisValue};
+use redis_module::{raw, Context};
 use redis_module_macros::config_changed_event_handler;
 use std::os::raw::{c_int, c_void};
 
@@ -133,7 +133,7 @@ pub fn watch(ctx: &Context) {
 
 #[config_changed_event_handler]
 fn on_config_changed(ctx: &Context, names: &[&str]) {
-    if names.iter().any(|name| name.eq_ignore_ascii_case("aof-use-rdb-preamble")) {
+    if names_config(names, "aof-use-rdb-preamble") {
         guard(|| check_preamble(ctx));
     }
 }
@@ -141,11 +141,7 @@ fn on_config_changed(ctx: &Context, names: &[&str]) {
 /// A rewritten AOF carries module aux data only in its RDB preamble: without
 /// one, a rewrite while changes are pending would drop them from the file.
 fn check_preamble(ctx: &Context) {
-    let value = match call(ctx, "CONFIG", &[b"GET", b"aof-use-rdb-preamble"]) {
-        Ok(RedisValue::Array(pair)) => pair.get(1).and_then(bytes),
-        _ => None,
-    };
-    if value.as_deref() == Some(b"no") {
+    if config_value(ctx, "aof-use-rdb-preamble").as_deref() == Some(b"no") {
         warn(PREAMBLE_RISK);
     }
 }
