@@ -149,6 +149,5 @@ fn delete_keys(ctx: &Context, command: Command, names: &[RedisString]) -> Result
 
 /// Sends the command, as the client sent it, to the AOF and the replicas.
 fn replicate(ctx: &Context, command: Command, args: &[RedisString]) {
-    let args: Vec<&RedisString> = args.iter().collect();
-    redis_io::replicate(ctx, command.c_name(), &args);
+    redis_io::replicate(ctx, command.c_name(), args);
 }
