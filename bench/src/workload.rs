@@ -1,15 +1,22 @@
 //! Tables, mappings and commands shared by the phases.
 
-/// Schema of the run's database: the write-behind `items` table and the seed
-/// scenario's `users` table (as in `examples/schema.sql`).
+/// Schema of the run's database: the write-behind `items` and `scores` tables
+/// and the seed scenario's `users` table (as in `examples/schema.sql`).
 pub const SCHEMA_SQL: &str = concat!(
     "CREATE TABLE items (id integer PRIMARY KEY, name text, score bigint, tag text);\n",
+    "CREATE TABLE scores (id text PRIMARY KEY, score bigint);\n",
     include_str!("../../examples/schema.sql")
 );
 
 /// Write-behind mapping of `items:<id>` hashes onto `items`.
 pub const ITEMS_MAPPING: &str = r#"{"mappings": [{"name": "items", "table": "items", "key_prefix": "items:",
     "primary_key": "id", "mode": "write-behind", "fields": {"name": "name", "score": "score", "tag": "tag"}}]}"#;
+
+/// Write-behind mapping of `scores:<id>` hashes onto `scores`, for load from
+/// `valkey-benchmark -r`: its keys' 12-digit zero-padded numbers are canonical
+/// ids of a `text` key column (an `integer` one would refuse the leading zeros).
+pub const SCORES_MAPPING: &str = r#"{"mappings": [{"name": "scores", "table": "scores", "key_prefix": "scores:",
+    "primary_key": "id", "mode": "write-behind", "fields": {"score": "score"}}]}"#;
 
 /// Write-through mapping of `users:<id>` onto `users` (`examples/pgsync.json`).
 pub const USERS_MAPPING: &str = include_str!("../../examples/pgsync.json");

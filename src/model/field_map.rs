@@ -99,6 +99,11 @@ impl<V> FromIterator<(Vec<u8>, V)> for FieldMap<V> {
         let mut pairs: Vec<(Vec<u8>, V)> = pairs.into_iter().collect();
         // Stable: of equal names the later pair ends up last, and is kept.
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        // The usual write names each field once: keep the vector it came in.
+        if pairs.windows(2).all(|w| w[0].0 != w[1].0) {
+            pairs.shrink_to_fit();
+            return FieldMap(pairs);
+        }
         let mut map: Vec<(Vec<u8>, V)> = Vec::with_capacity(pairs.len());
         for (name, value) in pairs {
             match map.last_mut() {

@@ -4,6 +4,7 @@
 //! and some fields of them). Pure: no Redis types, unit-tested.
 
 use crate::model::change::{Delta, OP_FIELD};
+use std::ffi::CStr;
 
 /// A write command the module captures on mapped keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,17 +31,17 @@ pub enum Command {
     Unlink,
 }
 
-const NAMES: &[(&str, Command)] = &[
-    ("HSET", Command::Hset),
-    ("HMSET", Command::Hmset),
-    ("HSETNX", Command::Hsetnx),
-    ("HSETEX", Command::Hsetex),
-    ("HINCRBY", Command::Hincrby),
-    ("HINCRBYFLOAT", Command::Hincrbyfloat),
-    ("HDEL", Command::Hdel),
-    ("HGETDEL", Command::Hgetdel),
-    ("DEL", Command::Del),
-    ("UNLINK", Command::Unlink),
+const NAMES: &[(&CStr, Command)] = &[
+    (c"HSET", Command::Hset),
+    (c"HMSET", Command::Hmset),
+    (c"HSETNX", Command::Hsetnx),
+    (c"HSETEX", Command::Hsetex),
+    (c"HINCRBY", Command::Hincrby),
+    (c"HINCRBYFLOAT", Command::Hincrbyfloat),
+    (c"HDEL", Command::Hdel),
+    (c"HGETDEL", Command::Hgetdel),
+    (c"DEL", Command::Del),
+    (c"UNLINK", Command::Unlink),
 ];
 
 impl Command {
@@ -50,12 +51,17 @@ impl Command {
         if !(3..=12).contains(&name.len()) {
             return None;
         }
-        NAMES.iter().find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name)).map(|(_, c)| *c)
+        NAMES.iter().find(|(n, _)| n.to_bytes().eq_ignore_ascii_case(name)).map(|(_, c)| *c)
     }
 
     /// The command's name, as Redis knows it.
     pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(_, c)| *c == self).map_or("HSET", |(n, _)| n)
+        self.c_name().to_str().unwrap_or("HSET")
+    }
+
+    /// The name as a C string, for the module API (no allocation per write).
+    pub fn c_name(self) -> &'static CStr {
+        NAMES.iter().find(|(_, c)| *c == self).map_or(c"HSET", |(n, _)| n)
     }
 
     /// Whether it deletes whole keys (`DEL`, `UNLINK`) rather than writing one hash.
@@ -136,6 +142,10 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 /// Splits the rgsync `#` field out of HSET pairs: the pairs to write, and the
 /// `#` value if one was given (the last one, as HSET would keep).
 pub fn take_op_field(pairs: Pairs) -> (Pairs, Option<Vec<u8>>) {
+    // Almost no write carries one: give the pairs back as they came.
+    if !pairs.iter().any(|(f, _)| f == OP_FIELD) {
+        return (pairs, None);
+    }
     let mut op = None;
     let rest = pairs
         .into_iter()
@@ -172,6 +182,7 @@ mod tests {
         assert_eq!(Command::from_name(b"HGETALL"), None);
         assert!(!Command::Hdel.deny_oom() && Command::Hset.deny_oom());
         assert_eq!(Command::Hincrby.name(), "HINCRBY");
+        assert_eq!(Command::Hgetdel.c_name(), c"HGETDEL");
     }
 
     #[test]
@@ -207,5 +218,7 @@ mod tests {
         let (rest, op) = take_op_field(pairs);
         assert_eq!(rest, vec![(b"a".to_vec(), b"1".to_vec())]);
         assert_eq!(op, Some(b"=ab".to_vec()));
+        let plain = vec![(b"a".to_vec(), b"1".to_vec())];
+        assert_eq!(take_op_field(plain.clone()), (plain, None));
     }
 }

@@ -13,7 +13,6 @@ use crate::server::acl::Caller;
 use crate::server::hash_key::Key;
 use crate::server::redis_io::{self, own_writes, string};
 use redis_module::{raw, Context, NotifyEvent, RedisError, RedisString, RedisValue};
-use std::ffi::CString;
 
 /// Whether `command` is run here rather than through a command call.
 pub fn handles(command: Command) -> bool {
@@ -150,8 +149,5 @@ fn delete_keys(ctx: &Context, command: Command, names: &[RedisString]) -> Result
 
 /// Sends the command, as the client sent it, to the AOF and the replicas.
 fn replicate(ctx: &Context, command: Command, args: &[RedisString]) {
-    if let Ok(name) = CString::new(command.name()) {
-        let args: Vec<&RedisString> = args.iter().collect();
-        redis_io::replicate(ctx, &name, &args);
-    }
+    redis_io::replicate(ctx, command.c_name(), args);
 }

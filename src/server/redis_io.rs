@@ -155,11 +155,30 @@ pub fn string(ctx: &Context, bytes: &[u8]) -> redis_module::RedisString {
 /// Sends a write the module made with the key API to the AOF and the replicas,
 /// as `command` with `args`, in the unit of the command (or lock) that made it.
 /// Binary-safe: the crate's `replicate` goes through C strings.
-pub fn replicate(ctx: &Context, command: &std::ffi::CStr, args: &[&redis_module::RedisString]) {
+pub fn replicate<S: std::borrow::Borrow<redis_module::RedisString>>(
+    ctx: &Context,
+    command: &std::ffi::CStr,
+    args: &[S],
+) {
     let Some(replicate) = api!(RedisModule_Replicate) else { return };
-    let mut argv: Vec<*mut redis_module::raw::RedisModuleString> = args.iter().map(|a| a.inner).collect();
-    // SAFETY: `v` takes an array of live strings and its length; Redis copies them.
-    let status = unsafe { replicate(ctx.ctx, command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len()) };
+    let (c, name) = (ctx.ctx, command.as_ptr());
+    // The common shapes (a key, a field, a value; a key and a record) go as one
+    // `s` per string: Redis sizes its argument vector from the format, where a
+    // `v` vector makes it grow that vector again (a `realloc` per write).
+    // SAFETY: each `s` takes one live string, `v` an array of live strings and
+    // its length; Redis keeps references of its own.
+    let status = unsafe {
+        match args {
+            [a] => replicate(c, name, c"s".as_ptr(), a.borrow().inner),
+            [a, b] => replicate(c, name, c"ss".as_ptr(), a.borrow().inner, b.borrow().inner),
+            [a, b, d] => replicate(c, name, c"sss".as_ptr(), a.borrow().inner, b.borrow().inner, d.borrow().inner),
+            _ => {
+                let mut argv: Vec<*mut redis_module::raw::RedisModuleString> =
+                    args.iter().map(|a| a.borrow().inner).collect();
+                replicate(c, name, c"v".as_ptr(), argv.as_mut_ptr(), argv.len())
+            }
+        }
+    };
     if status != redis_module::raw::REDISMODULE_OK as std::os::raw::c_int {
         warn(&format!("could not replicate a {} of the module's", command.to_string_lossy()));
     }

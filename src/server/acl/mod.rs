@@ -65,7 +65,17 @@ impl Caller {
         let Some(check) = api!(RedisModule_ACLCheckCommandPermissions) else {
             return Ok(());
         };
-        let mut ptrs: Vec<*mut raw::RedisModuleString> = argv.iter().map(|a| a.inner).collect();
+        // Checked on every routed write: a short command's strings go on the stack.
+        let mut short = [ptr::null_mut(); 8];
+        let mut long = Vec::new();
+        let ptrs: &mut [*mut raw::RedisModuleString] = match short.get_mut(..argv.len()) {
+            Some(short) => short,
+            None => {
+                long.resize(argv.len(), ptr::null_mut());
+                &mut long
+            }
+        };
+        ptrs.iter_mut().zip(argv).for_each(|(p, a)| *p = a.inner);
         // SAFETY: the user and the strings are alive for the call.
         let allowed =
             unsafe { check(self.user.as_ptr(), ptrs.as_mut_ptr(), ptrs.len() as i32) } == raw::REDISMODULE_OK as i32;

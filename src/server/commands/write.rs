@@ -85,30 +85,33 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
     }
     let command = command_arg(&args, wrapper)?;
     let rt = runtime_or_err()?;
-    let all: Vec<&[u8]> = args[2..].iter().map(|a| a.as_slice()).collect();
-    let (key, rest) = (all[0], &all[1..]);
+    let key = args[2].as_slice();
     let argv = &args[1..];
     let Some(target) = target_of(ctx, rt, key)? else {
         return run_as_client(ctx, command, argv)?.forward(ctx);
     };
     let fill = fill_after(ctx, rt, &target, &args[2]);
-    let Some(effect) = intent::parse(command, rest) else {
+    let rest: Vec<&[u8]> = args[3..].iter().map(|a| a.as_slice()).collect();
+    let Some(effect) = intent::parse(command, &rest) else {
         return unparsed_write(ctx, rt, &target, command, argv);
     };
     value_refusal::check(ctx, rt, &target, argv, &effect)?;
-    if let (Command::Hset | Command::Hmset, Effect::Set(pairs)) = (command, &effect) {
-        let (pairs, op) = intent::take_op_field(pairs.clone());
-        if let Some(op) = op {
-            let written = pairs.len();
-            let done = capture::tagged_write(ctx, rt, &target, key, &op, pairs)?;
-            if done.is_some() {
-                if let Some(row) = fill {
-                    loads::fill_after_write(row);
+    let effect = match (command, effect) {
+        (Command::Hset | Command::Hmset, Effect::Set(pairs)) => match intent::take_op_field(pairs) {
+            (pairs, Some(op)) => {
+                let written = pairs.len();
+                let done = capture::tagged_write(ctx, rt, &target, key, &op, pairs)?;
+                if done.is_some() {
+                    if let Some(row) = fill {
+                        loads::fill_after_write(row);
+                    }
                 }
+                return Ok(RedisValue::Integer(written as i64));
             }
-            return Ok(RedisValue::Integer(written as i64));
-        }
-    }
+            (pairs, None) => Effect::Set(pairs),
+        },
+        (_, effect) => effect,
+    };
     let reply = run_as_client(ctx, command, argv)?;
     let fields = match effect {
         Effect::Set(_) if Effect::conditional(command) && reply.integer() != Some(1) => Fields::new(),
