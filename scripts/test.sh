@@ -21,9 +21,12 @@ threads="${PGSYNC_TEST_THREADS:-4}"
 while read -r name bin; do
   echo "== integration tests on $name ($("$bin" --version | cut -d' ' -f3))"
   # cargo-nextest (on the machines we test on) schedules every binary's tests in
-  # one pool (.config/nextest.toml); plain cargo test is the fallback.
+  # one pool (.config/nextest.toml); plain cargo test is the fallback. The
+  # cluster tests (six servers each, failovers with timeouts) run after the
+  # others, two at a time, with the machine to themselves.
   if cargo nextest --version >/dev/null 2>&1; then
-    PGSYNC_SERVER_BIN="$bin" cargo nextest run --tests -E 'kind(test)' --no-fail-fast -j "$threads"
+    PGSYNC_SERVER_BIN="$bin" cargo nextest run --tests -E 'kind(test) & !binary(cluster)' --no-fail-fast -j "$threads"
+    PGSYNC_SERVER_BIN="$bin" cargo nextest run --tests -E 'binary(cluster)' --no-fail-fast -j 2
   else
     PGSYNC_SERVER_BIN="$bin" cargo test --tests -- --test-threads "$threads"
   fi
