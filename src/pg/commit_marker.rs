@@ -86,6 +86,12 @@ mod tests {
     use super::Marker;
 
     #[test]
+    fn the_readme_shows_the_table_the_module_creates() {
+        let create = super::CREATE_SQL.split(';').next().unwrap_or_default();
+        assert!(include_str!("../../README.md").contains(create), "README lacks: {create}");
+    }
+
+    #[test]
     fn markers_differ() {
         let ids: std::collections::HashSet<i64> = (0..1000).map(|_| Marker::new(None).id).collect();
         assert_eq!(ids.len(), 1000);
