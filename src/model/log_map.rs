@@ -147,9 +147,13 @@ impl LogMap {
         self.shards.get(shard)?.get_index(index).map(|(key, _)| key)
     }
 
-    /// Every log, then every mark.
-    pub fn for_each(&self, mut log: impl FnMut(&[u8], &[u8]), mut mark: impl FnMut(&[u8], i64, usize)) {
+    /// Calls `log` on every log.
+    pub fn for_each_log(&self, mut log: impl FnMut(&[u8], &[u8])) {
         self.shards.iter().flatten().for_each(|(key, bytes)| log(key, bytes));
+    }
+
+    /// Calls `mark` on every mark.
+    pub fn for_each_mark(&self, mut mark: impl FnMut(&[u8], i64, usize)) {
         for (key, marks) in &self.marks {
             marks.iter().for_each(|(id, len)| mark(key, *id, *len));
         }

@@ -98,9 +98,14 @@ pub fn clear() {
     logs().clear();
 }
 
-/// Calls `log` on every log, then `mark` on every mark, for a save.
-pub fn for_each(log: impl FnMut(&[u8], &[u8]), mark: impl FnMut(&[u8], i64, usize)) {
-    logs().for_each(log, mark);
+/// Calls `log` on every log, for a save.
+pub fn for_each_log(log: impl FnMut(&[u8], &[u8])) {
+    logs().for_each_log(log);
+}
+
+/// Calls `mark` on every mark, for a save.
+pub fn for_each_mark(mark: impl FnMut(&[u8], i64, usize)) {
+    logs().for_each_mark(mark);
 }
 
 /// How many marks there are, for a save.

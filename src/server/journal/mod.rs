@@ -101,11 +101,16 @@ pub fn to_key(ctx: &Context, key: &[u8]) -> Option<Vec<u8>> {
 
 /// Moves a log kept as the key `journal` into memory (after an upgrade, after
 /// `MIGRATE` brought it, or after a `MIGRATE` that failed to carry it away); the
-/// key's records come before any the row has in memory. Returns the row key.
+/// key's records come before any the row has in memory. Returns the row key;
+/// `None` (with a log line, the key deleted) for a key naming no row or holding
+/// no whole records.
 pub fn from_key(ctx: &Context, journal: &[u8]) -> Option<Vec<u8>> {
-    let row_key = keys::row_key_of(journal)?.to_vec();
     let old = keys::read(ctx, journal)?;
     keys::delete(ctx, journal);
+    let Some(row_key) = keys::row_key_of(journal).map(<[u8]>::to_vec) else {
+        warn(&format!("dropped the journal {}: it names no row", journal.escape_ascii()));
+        return None;
+    };
     if records(&old).is_none() {
         warn(&format!("dropped the unreadable journal {}", journal.escape_ascii()));
         return None;

@@ -66,26 +66,16 @@ extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
             return;
         }
         raw::save_unsigned(rdb, count as u64);
-        let marks = logs::mark_count();
-        let mut marks_started = false;
-        logs::for_each(
-            |key, log| {
-                raw::save_slice(rdb, key);
-                raw::save_slice(rdb, log);
-            },
-            |key, id, len| {
-                if !marks_started {
-                    marks_started = true;
-                    raw::save_unsigned(rdb, marks as u64);
-                }
-                raw::save_slice(rdb, key);
-                raw::save_signed(rdb, id);
-                raw::save_unsigned(rdb, len as u64);
-            },
-        );
-        if !marks_started {
-            raw::save_unsigned(rdb, 0);
-        }
+        logs::for_each_log(|key, log| {
+            raw::save_slice(rdb, key);
+            raw::save_slice(rdb, log);
+        });
+        raw::save_unsigned(rdb, logs::mark_count() as u64);
+        logs::for_each_mark(|key, id, len| {
+            raw::save_slice(rdb, key);
+            raw::save_signed(rdb, id);
+            raw::save_unsigned(rdb, len as u64);
+        });
     });
 }
 

@@ -242,10 +242,7 @@ pub fn recover_row(ctx: &Context, set: &DirtySet, key: &[u8]) {
 /// or arrived from another node (resharding moved its row here), whose changes
 /// are this node's to sync now.
 pub fn adopt(ctx: &Context, set: &DirtySet, journal: &[u8]) {
-    let Some(key) = super::from_key(ctx, journal) else {
-        warn(&format!("dropped the journal {}: it names no row", journal.escape_ascii()));
-        return keys::delete(ctx, journal);
-    };
+    let Some(key) = super::from_key(ctx, journal) else { return };
     // A row already queued keeps its place: its queued change came from this log's
     // older records and newer writes; the moved records join them in the log and
     // are queued with the rest at the next start.
