@@ -180,7 +180,10 @@ fn a_mapping_that_does_not_match_the_table_is_reported() {
         let n: i64 = db.client().query_one("SELECT count(*) FROM users WHERE scroe = 4", &[]).unwrap().get(0);
         n == 1
     });
-    assert_eq!(status(&mut c, "ghosts")["pending"], "1");
+    // Still waiting: queued, or taken by a worker that is failing it again.
+    let ghosts = status(&mut c, "ghosts");
+    let waiting: i64 = ghosts["pending"].parse::<i64>().unwrap() + ghosts["in_flight"].parse::<i64>().unwrap();
+    assert_eq!(waiting, 1, "{ghosts:?}");
     // Fixing the table lets the waiting change through.
     db.client().batch_execute("CREATE TABLE ghosts (id int PRIMARY KEY, name text)").unwrap();
     sync_wait(&mut c);
