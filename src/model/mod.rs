@@ -10,6 +10,7 @@ pub mod fault;
 pub mod field_map;
 pub mod guard;
 pub mod intent;
+pub mod json_row;
 pub mod journal_codec;
 pub mod kafka;
 pub mod key_text;

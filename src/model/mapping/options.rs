@@ -38,6 +38,18 @@ impl Store {
     }
 }
 
+/// What a table mapping's keys are (`"type"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    /// A hash of the mapped fields, each value as Postgres prints it.
+    #[default]
+    Hash,
+    /// A RedisJSON document whose top-level members are the mapped fields,
+    /// typed after their columns (`model::json_row`).
+    Json,
+}
+
 /// What a document mapping builds its documents from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {

@@ -1,7 +1,7 @@
 //! Reading the mapping file: the JSON as written, each mapping's checks, and
 //! the checks across mappings (names, prefixes, Kafka groups, changelogs).
 
-use super::options::{Changelog, Document, Notify, NotifyPayload, Store, Watch};
+use super::options::{Changelog, Document, Notify, NotifyPayload, Store, ValueType, Watch};
 use super::{Mapping, Mode};
 use crate::model::kafka::{KafkaSource, OFFSET_PREFIX};
 use crate::model::row_id::KeyShape;
@@ -77,6 +77,8 @@ struct RawMapping {
     #[serde(default)]
     fields: Option<BTreeMap<String, String>>,
     mode: Mode,
+    #[serde(default, rename = "type")]
+    value_type: ValueType,
     #[serde(default)]
     listen: bool,
     #[serde(default)]
@@ -142,6 +144,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         ));
     }
     let document = document(&raw).map_err(|e| format!("{who}: {e}"))?;
+    json_type(&raw).map_err(|e| format!("{who}: {e}"))?;
     // A document mapping is named after its root table, the first it watches.
     let table = match (&document, &raw.table) {
         (Some(d), None) => d.watch.first().map(|w| w.table.clone()).unwrap_or_default(),
@@ -216,6 +219,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         key,
         fields: raw.fields,
         mode: raw.mode,
+        value_type: raw.value_type,
         // A read-only or document mapping exists to follow Postgres.
         listen: raw.listen || matches!(raw.mode, Mode::ReadOnly | Mode::Document),
         notify,
@@ -264,6 +268,21 @@ fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
         watch,
         store: raw.store.ok_or("a document mapping needs \"store\": \"json\", \"hash\" or \"rejson\"")?,
     }))
+}
+
+/// Checks a `"type": "json"` mapping: a read-only table mapping (documents say
+/// how they are kept with `"store"`; writing JSON keys back to Postgres is not
+/// built yet).
+fn json_type(raw: &RawMapping) -> Result<(), String> {
+    match (raw.value_type, raw.mode) {
+        (ValueType::Hash, _) | (ValueType::Json, Mode::ReadOnly) => Ok(()),
+        (ValueType::Json, Mode::Document) => Err("a document mapping says how its documents are kept with \
+                                                  \"store\" (\"rejson\" for RedisJSON), not \"type\""
+            .into()),
+        (ValueType::Json, Mode::WriteBehind | Mode::WriteThrough) => Err("\"type\": \"json\" is for read-only \
+             mappings: writes to JSON keys are not captured yet (use hashes for write-behind and write-through)"
+            .into()),
+    }
 }
 
 /// The key prefix and key columns: from `"key"` (a template whose leading literal

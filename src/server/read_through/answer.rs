@@ -100,6 +100,12 @@ fn from_rows(ctx: &Context, wrapped: &[RedisString], rows: &[(RowKey, Loaded)]) 
     }
     let row = row_of(key).and_then(|row| loads::row_of(rows, &row));
     let args: Vec<&[u8]> = wrapped[2..].iter().map(|a| a.as_slice()).collect();
+    if !read.answers_from_row(&args) {
+        return Err(RedisError::Str(
+            "ERR pgsync read-through: a replica answers JSON.GET of a row it does not hold only for the whole \
+             document (no path, $ or .); read it on the primary",
+        ));
+    }
     Ok(to_value(read.reply_for_row(row, &args)))
 }
 
