@@ -190,3 +190,112 @@ fn a_document_mapping_stores_its_documents_in_redisjson() {
     eventually("flushed", || !exists(&mut c, "customer:7"));
     assert_eq!(doc(&mut c, "customer:1").unwrap()["addresses"], json!(["Oslo", "Bodø"]));
 }
+
+const ACCOUNTS_SQL: &str = "CREATE TABLE accounts (id integer PRIMARY KEY, name text, email text, \
+    score integer, vip boolean, profile jsonb, nick varchar(5) NOT NULL DEFAULT 'anon')";
+
+/// Write-behind accounts kept as JSON documents.
+const ACCOUNTS_MAPPING: &str = r#"{"mappings": [{"name": "accounts", "table": "accounts", "key_prefix": "acct:",
+    "primary_key": "id", "mode": "write-behind", "type": "json",
+    "fields": {"name": "name", "email": "email", "score": "score", "vip": "vip", "profile": "profile", "nick": "nick"}}]}"#;
+
+/// `JSON.<command> key args...`, its reply as a Redis value.
+fn json(c: &mut redis::Connection, command: &str, key: &str, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    redis::cmd(&format!("JSON.{command}")).arg(key).arg(args).query(c)
+}
+
+/// The account row as `(name, email, score, vip, profile, nick)`, `None` when absent.
+type Account = (Option<String>, Option<String>, Option<i32>, Option<bool>, Option<Value>, String);
+
+fn account(db: &TestDb, id: i32) -> Option<Account> {
+    db.client()
+        .query_opt("SELECT name, email, score, vip, profile::text, nick FROM accounts WHERE id = $1", &[&id])
+        .unwrap()
+        .map(|r| {
+            let profile: Option<String> = r.get(4);
+            (r.get(0), r.get(1), r.get(2), r.get(3), profile.map(|p| serde_json::from_str(&p).unwrap()), r.get(5))
+        })
+}
+
+#[test]
+fn json_writes_reach_postgres_member_by_member_on_cached_and_cold_keys() {
+    let db = test_db(ACCOUNTS_SQL);
+    db.client()
+        .batch_execute(
+            "INSERT INTO accounts VALUES (1, 'Ann', 'a@x', 10, false, '{\"city\": \"Oslo\", \"zip\": \"0150\"}', 'ann'), \
+             (2, 'Bob', NULL, 100, NULL, NULL, 'bob')",
+        )
+        .unwrap();
+    let server = Server::with_mapping_and_rejson(&db, ACCOUNTS_MAPPING, &[], &[]);
+    let mut c = server.conn();
+    let s = |v: &str| Some(v.to_string());
+
+    // A member of a key Redis does not hold: only that column changes.
+    json(&mut c, "SET", "acct:1", &["$.score", "5"]).unwrap();
+    assert_eq!(doc(&mut c, "acct:1"), Some(json!({"score": 5})));
+    sync_wait(&mut c);
+    let city = json!({"city": "Oslo", "zip": "0150"});
+    assert_eq!(account(&db, 1), Some((s("Ann"), s("a@x"), Some(5), Some(false), Some(city.clone()), "ann".into())));
+
+    // An increment adds to Postgres's value, which Redis then holds.
+    let reply: String = redis::cmd("JSON.NUMINCRBY").arg("acct:1").arg("$.score").arg(3).query(&mut c).unwrap();
+    assert_eq!(reply, "[8]");
+    // On a cold key, Postgres adds to the row's own value and Redis converges to the sum.
+    let reply: String = redis::cmd("JSON.NUMINCRBY").arg("acct:2").arg("$.score").arg(4).query(&mut c).unwrap();
+    assert_eq!(reply, "[4]", "Redis held nothing to add to");
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).unwrap().2, Some(8));
+    assert_eq!(account(&db, 2).unwrap().2, Some(104));
+    eventually("Redis holds Postgres's sum", || doc(&mut c, "acct:2") == Some(json!({"score": 104})));
+
+    // A root set writes the members it names (null is NULL); the others keep their values.
+    json(&mut c, "SET", "acct:1", &["$", r#"{"name": "Bea", "vip": true, "email": null, "note": "mine"}"#]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1), Some((s("Bea"), None, Some(8), Some(true), Some(city), "ann".into())));
+    assert_eq!(doc(&mut c, "acct:1").unwrap()["note"], "mine", "an unmapped member stays in Redis only");
+    json(&mut c, "DEL", "acct:1", &["$.name"]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).unwrap().0, None, "JSON.DEL of a member makes its column NULL");
+
+    // A write inside a jsonb member writes that member's new value.
+    json(&mut c, "SET", "acct:3", &["$", r#"{"name": "Cy", "profile": {"city": "Oslo", "tags": [1]}}"#]).unwrap();
+    json(&mut c, "SET", "acct:3", &["$.profile.city", "\"Bergen\""]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 3).unwrap().4, Some(json!({"city": "Bergen", "tags": [1]})));
+
+    // JSON.DEL of the whole document, or DEL, deletes the row.
+    json(&mut c, "DEL", "acct:3", &[]).unwrap();
+    let _: i64 = redis::cmd("DEL").arg("acct:2").query(&mut c).unwrap();
+    sync_wait(&mut c);
+    assert_eq!((account(&db, 3), account(&db, 2)), (None, None));
+    assert!(account(&db, 1).is_some());
+}
+
+#[test]
+fn json_writes_postgres_would_refuse_are_refused_with_nothing_written() {
+    let db = test_db(ACCOUNTS_SQL);
+    db.client().batch_execute("INSERT INTO accounts (id, name, score) VALUES (1, 'Ann', 1)").unwrap();
+    let server = Server::with_mapping_and_rejson(&db, ACCOUNTS_MAPPING, &[], &[]);
+    let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
+    json(&mut c, "SET", "acct:1", &["$", r#"{"name": "Ann"}"#]).unwrap();
+    let refused = |c: &mut redis::Connection, args: &[&str]| json(c, "SET", "acct:1", args).unwrap_err().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["$.score", "\"many\""], "column \"score\", integer): not an integer"),
+        (&["$.name", r#"{"first": "Ann"}"#], "holds an object or array, and its column is not json or jsonb"),
+        (&["$.name.first", "\"Ann\""], "a write inside member \"name\" needs a json or jsonb column"),
+        (&["$..score", "1"], "does not name one top-level member"),
+        (&["$", "[1, 2]"], "a JSON row is an object"),
+        (&["$.nick", "\"toolong\""], "nick"),
+    ];
+    for (args, expected) in cases {
+        let err = refused(&mut c, args);
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let err = json(&mut c, "DEL", "acct:1", &["$.nick"]).unwrap_err().to_string();
+    assert!(err.contains("NOT NULL"), "{err}");
+    assert_eq!(doc(&mut c, "acct:1"), Some(json!({"name": "Ann"})), "nothing was written to Redis");
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).unwrap().2, Some(1), "nor to Postgres");
+    assert!(status(&mut c, "accounts")["refused"].parse::<u64>().unwrap() >= 7);
+}

@@ -11,6 +11,7 @@ pub mod field_map;
 pub mod guard;
 pub mod intent;
 pub mod journal_codec;
+pub mod json_intent;
 pub mod json_row;
 pub mod kafka;
 pub mod key_text;

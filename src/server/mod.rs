@@ -16,6 +16,7 @@ pub mod eviction;
 pub mod filter;
 pub mod hash_key;
 pub mod journal;
+pub mod json_doc;
 pub mod keyscan;
 pub mod migration;
 pub mod notify;

@@ -270,18 +270,24 @@ fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
     }))
 }
 
-/// Checks a `"type": "json"` mapping: a read-only table mapping (documents say
-/// how they are kept with `"store"`; writing JSON keys back to Postgres is not
-/// built yet).
+/// Checks a `"type": "json"` mapping: a read-only or write-behind table
+/// mapping (documents say how they are kept with `"store"`; write-through
+/// staging, `fill_on_write` and Kafka sources write hashes).
 fn json_type(raw: &RawMapping) -> Result<(), String> {
-    match (raw.value_type, raw.mode) {
-        (ValueType::Hash, _) | (ValueType::Json, Mode::ReadOnly) => Ok(()),
-        (ValueType::Json, Mode::Document) => Err("a document mapping says how its documents are kept with \
-                                                  \"store\" (\"rejson\" for RedisJSON), not \"type\""
+    if raw.value_type == ValueType::Hash {
+        return Ok(());
+    }
+    match raw.mode {
+        Mode::Document => Err("a document mapping says how its documents are kept with \"store\" \
+                               (\"rejson\" for RedisJSON), not \"type\""
             .into()),
-        (ValueType::Json, Mode::WriteBehind | Mode::WriteThrough) => Err("\"type\": \"json\" is for read-only \
-             mappings: writes to JSON keys are not captured yet (use hashes for write-behind and write-through)"
+        Mode::WriteThrough => Err("\"type\": \"json\" is for read-only and write-behind mappings: \
+                                   write-through staging keys are hashes (leave \"type\" out)"
             .into()),
+        _ if raw.fill_on_write || raw.kafka.is_some() => {
+            Err("\"fill_on_write\" and \"kafka\" write hashes; they do not apply to \"type\": \"json\"".into())
+        }
+        Mode::ReadOnly | Mode::WriteBehind => Ok(()),
     }
 }
 

@@ -145,7 +145,7 @@ fn cache_options_are_checked_at_load() {
 }
 
 #[test]
-fn json_keys_are_for_read_only_table_mappings() {
+fn json_keys_are_for_read_only_and_write_behind_table_mappings() {
     let m = one_mapping(r#", "type": "json""#, "read-only").unwrap();
     let products = &m.all()[0];
     assert_eq!((products.value_type, products.redis_type()), (ValueType::Json, "ReJSON-RL"));
@@ -154,9 +154,10 @@ fn json_keys_are_for_read_only_table_mappings() {
     assert_eq!((hashes.all()[0].value_type, hashes.all()[0].redis_type()), (ValueType::Hash, "hash"));
     assert!(!hashes.all()[0].needs_json_module());
     assert!(one_mapping(r#", "type": "hash""#, "write-behind").is_ok());
-    for mode in ["write-behind", "write-through"] {
-        let err = one_mapping(r#", "type": "json""#, mode).unwrap_err();
-        assert!(err.contains("\"type\": \"json\" is for read-only mappings"), "{err}");
-    }
+    assert!(one_mapping(r#", "type": "json""#, "write-behind").is_ok());
+    let err = one_mapping(r#", "type": "json""#, "write-through").unwrap_err();
+    assert!(err.contains("\"type\": \"json\" is for read-only and write-behind mappings"), "{err}");
+    let err = one_mapping(r#", "type": "json", "fill_on_write": true"#, "write-behind").unwrap_err();
+    assert!(err.contains("do not apply to \"type\": \"json\""), "{err}");
     assert!(one_mapping(r#", "type": "xml""#, "read-only").is_err());
 }

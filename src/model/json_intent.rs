@@ -1,0 +1,311 @@
+//! What a RedisJSON write asks for, read from its arguments, on a `"type":
+//! "json"` write-behind key: which top-level members (columns) it sets, removes
+//! or increments, whether it writes below a member, or deletes the row. As with
+//! hashes, the command is the writer's intent, whether or not Redis held the
+//! key. Pure: no Redis types, unit-tested.
+
+use crate::model::change::Delta;
+
+/// A RedisJSON write the module captures on mapped JSON keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonCommand {
+    /// `JSON.SET key path value [NX|XX]`
+    Set,
+    /// `JSON.DEL key [path]`
+    Del,
+    /// `JSON.FORGET key [path]` (JSON.DEL's other name)
+    Forget,
+    /// `JSON.NUMINCRBY key path number`
+    NumIncrBy,
+}
+
+const NAMES: &[(&str, JsonCommand)] = &[
+    ("JSON.SET", JsonCommand::Set),
+    ("JSON.DEL", JsonCommand::Del),
+    ("JSON.FORGET", JsonCommand::Forget),
+    ("JSON.NUMINCRBY", JsonCommand::NumIncrBy),
+];
+
+impl JsonCommand {
+    /// The command with this name (any case), if the module captures it.
+    pub fn from_name(name: &[u8]) -> Option<JsonCommand> {
+        if !(8..=14).contains(&name.len()) || !name[..5].eq_ignore_ascii_case(b"JSON.") {
+            return None;
+        }
+        NAMES.iter().find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name)).map(|(_, c)| *c)
+    }
+
+    /// The command's name, as RedisJSON knows it.
+    pub fn name(self) -> &'static str {
+        NAMES.iter().find(|(_, c)| *c == self).map_or("JSON.SET", |(n, _)| n)
+    }
+
+    /// Whether Redis refuses it under `maxmemory` (RedisJSON marks its writes
+    /// that can grow a document `deny-oom`; deletions stay allowed).
+    pub fn deny_oom(self) -> bool {
+        matches!(self, JsonCommand::Set | JsonCommand::NumIncrBy)
+    }
+}
+
+/// Where a JSONPath points, as far as columns are concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// The whole document (`$`, `.`): the row.
+    Root,
+    /// A top-level member (`$.score`, `.score`, `score`, `$["first name"]`): one column.
+    Member(String),
+    /// Somewhere inside a top-level member (`$.address.city`): that member's column.
+    Below(String),
+}
+
+/// Reads a JSONPath (RedisJSON's `$` syntax or its legacy `.` syntax) down to
+/// its first member; `Err` for a path that does not start with one member
+/// (`$..name`, `$.*`, `$[0]`): it could touch any column.
+pub fn place(path: &[u8]) -> Result<Place, String> {
+    let text = std::str::from_utf8(path).map_err(|_| "the path is not UTF-8".to_string())?;
+    let rest = match text {
+        "$" | "." => return Ok(Place::Root),
+        _ if text.starts_with("$.") || text.starts_with("$[") => &text[1..],
+        _ if text.starts_with('.') || text.starts_with('[') => text,
+        _ if text.starts_with('$') => return Err(unsupported(text)),
+        // The legacy syntax's leading dot is optional: `score` is `.score`.
+        _ => return member_then(text, text),
+    };
+    match rest.strip_prefix('.') {
+        Some(after) if !after.starts_with('.') => member_then(text, after),
+        Some(_) => Err(unsupported(text)),
+        None => bracketed(text, rest),
+    }
+}
+
+fn unsupported(path: &str) -> String {
+    format!("path {path} does not name one top-level member (a column); use $ for the row, $.member or $[\"member\"]")
+}
+
+/// A dotted member name at the start of `after` (the path's own text is `path`).
+fn member_then(path: &str, after: &str) -> Result<Place, String> {
+    let end = after.find(['.', '[']).unwrap_or(after.len());
+    let name = &after[..end];
+    if name.is_empty() || name == "*" {
+        return Err(unsupported(path));
+    }
+    Ok(below_if(name.to_string(), &after[end..]))
+}
+
+/// A bracketed, quoted member name at the start of `rest` (`["name"]`, `['name']`).
+fn bracketed(path: &str, rest: &str) -> Result<Place, String> {
+    let inner = rest.strip_prefix('[').ok_or_else(|| unsupported(path))?;
+    let quote = inner.chars().next().filter(|q| *q == '"' || *q == '\'').ok_or_else(|| unsupported(path))?;
+    let mut name = String::new();
+    let mut chars = inner[1..].char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => name.push(chars.next().ok_or_else(|| unsupported(path))?.1),
+            c if c == quote => {
+                let after = inner[1 + i + 1..].strip_prefix(']').ok_or_else(|| unsupported(path))?;
+                return Ok(below_if(name, after));
+            }
+            c => name.push(c),
+        }
+    }
+    Err(unsupported(path))
+}
+
+fn below_if(name: String, after: &str) -> Place {
+    match after.is_empty() {
+        true => Place::Member(name),
+        false => Place::Below(name),
+    }
+}
+
+/// What a JSON write does to its row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JsonEffect {
+    /// Sets members to these JSON values (`None`: JSON `null` or removed, so
+    /// the column becomes NULL). For `JSON.SET ... NX|XX` only when it replies OK.
+    Members(Vec<(String, Option<String>)>),
+    /// Writes inside a member: its whole new value, read back after the write,
+    /// goes to its column.
+    Below(String),
+    /// Adds `delta` to one member.
+    Incr {
+        /// The member.
+        member: String,
+        /// The increment.
+        delta: Delta,
+    },
+    /// Deletes the row (`JSON.DEL key`, `JSON.DEL key $`).
+    DeleteRow,
+}
+
+/// Reads the effect of a JSON write from its arguments after the key. `Err`
+/// says why capture cannot give it a meaning for columns (the write is refused);
+/// `Ok(None)` is a malformed call, which RedisJSON refuses with its own error.
+pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>, String> {
+    match (command, args) {
+        (JsonCommand::Set, [path, value, flags @ ..]) if flags.len() <= 1 => {
+            let Ok(value) = serde_json::from_slice::<serde_json::Value>(value) else { return Ok(None) };
+            Ok(Some(match place(path)? {
+                Place::Root => match value {
+                    serde_json::Value::Object(members) => {
+                        JsonEffect::Members(members.into_iter().map(|(name, v)| (name, json_text(v))).collect())
+                    }
+                    _ => return Err("a JSON row is an object: JSON.SET at the root takes an object".into()),
+                },
+                Place::Member(name) => JsonEffect::Members(vec![(name, json_text(value))]),
+                Place::Below(name) => JsonEffect::Below(name),
+            }))
+        }
+        (JsonCommand::Del | JsonCommand::Forget, []) => Ok(Some(JsonEffect::DeleteRow)),
+        (JsonCommand::Del | JsonCommand::Forget, [path]) => Ok(Some(match place(path)? {
+            Place::Root => JsonEffect::DeleteRow,
+            Place::Member(name) => JsonEffect::Members(vec![(name, None)]),
+            Place::Below(name) => JsonEffect::Below(name),
+        })),
+        (JsonCommand::NumIncrBy, [path, number]) => {
+            let Some(delta) = json_delta(number) else { return Ok(None) };
+            match place(path)? {
+                Place::Root => Err("JSON.NUMINCRBY needs a member's path, not the root".into()),
+                Place::Member(member) => Ok(Some(JsonEffect::Incr { member, delta })),
+                Place::Below(name) => Ok(Some(JsonEffect::Below(name))),
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A JSON value's text, `None` for `null`.
+fn json_text(value: serde_json::Value) -> Option<String> {
+    (!value.is_null()).then(|| value.to_string())
+}
+
+/// A JSON number as an increment: an integer when it is written as one.
+fn json_delta(number: &[u8]) -> Option<Delta> {
+    let text = std::str::from_utf8(number).ok()?;
+    match serde_json::from_str::<serde_json::Number>(text).ok()? {
+        n if n.is_i64() => n.as_i64().map(|i| Delta::Int(i.into())),
+        n => n.as_f64().filter(|f| f.is_finite()).map(Delta::Float),
+    }
+}
+
+/// The text a member's JSON value writes to its column: a string's own text,
+/// any other value's JSON text (`5`, `true`, `{"city":"Oslo"}`).
+pub fn column_text(json: &str) -> Vec<u8> {
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(serde_json::Value::String(s)) => s.into_bytes(),
+        _ => json.as_bytes().to_vec(),
+    }
+}
+
+/// Whether a member's JSON value is an object or an array, which only a
+/// `json`/`jsonb` column takes.
+pub fn is_structured(json: &str) -> bool {
+    json.starts_with(['{', '['])
+}
+
+/// The number in a `JSON.NUMINCRBY` reply: `[8]` for a `$` path, `8` for a
+/// legacy one; `None` when the member held no number (`[null]`).
+pub fn incremented(reply: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(reply).ok()?;
+    let inner = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+    serde_json::from_str::<serde_json::Number>(inner).ok().map(|n| n.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str) -> Place {
+        Place::Member(name.into())
+    }
+
+    #[test]
+    fn names_match_in_any_case_and_others_do_not() {
+        assert_eq!(JsonCommand::from_name(b"json.set"), Some(JsonCommand::Set));
+        assert_eq!(JsonCommand::from_name(b"JSON.NumIncrBy"), Some(JsonCommand::NumIncrBy));
+        assert_eq!(JsonCommand::from_name(b"JSON.FORGET"), Some(JsonCommand::Forget));
+        assert_eq!(JsonCommand::from_name(b"JSON.GET"), None);
+        assert_eq!(JsonCommand::from_name(b"JSON.MERGE"), None);
+        assert_eq!(JsonCommand::from_name(b"HSET"), None);
+        assert!(JsonCommand::Set.deny_oom() && !JsonCommand::Del.deny_oom());
+        assert_eq!(JsonCommand::NumIncrBy.name(), "JSON.NUMINCRBY");
+    }
+
+    #[test]
+    fn paths_name_the_row_a_member_or_a_place_inside_one() {
+        for root in ["$", "."] {
+            assert_eq!(place(root.as_bytes()), Ok(Place::Root));
+        }
+        for path in ["$.score", ".score", "score", "$[\"score\"]", "$['score']", "[\"score\"]"] {
+            assert_eq!(place(path.as_bytes()), Ok(member("score")), "{path}");
+        }
+        assert_eq!(place(br#"$["first name"]"#), Ok(member("first name")));
+        assert_eq!(place(br#"$["say \"hi\""]"#), Ok(member("say \"hi\"")));
+        assert_eq!(place(b"$.address.city"), Ok(Place::Below("address".into())));
+        assert_eq!(place(b"$.tags[0]"), Ok(Place::Below("tags".into())));
+        assert_eq!(place(b".address.city"), Ok(Place::Below("address".into())));
+        assert_eq!(place(br#"$["address"]["city"]"#), Ok(Place::Below("address".into())));
+        for bad in ["$..name", "$.*", "$[0]", "$[*]", "$x", "$.", "$[\"open", "$['a'", ""] {
+            assert!(place(bad.as_bytes()).is_err(), "{bad}");
+        }
+    }
+
+    fn args<'a>(items: &'a [&'a str]) -> Vec<&'a [u8]> {
+        items.iter().map(|s| s.as_bytes()).collect()
+    }
+
+    fn members(items: &[(&str, Option<&str>)]) -> JsonEffect {
+        JsonEffect::Members(items.iter().map(|(n, v)| (n.to_string(), v.map(str::to_string))).collect())
+    }
+
+    #[test]
+    fn json_writes_say_which_columns_they_touch() {
+        let set = |a: &[&str]| parse(JsonCommand::Set, &args(a));
+        assert_eq!(
+            set(&["$", r#"{"name": "Ann", "score": 5, "email": null, "address": {"city": "Oslo"}}"#]),
+            Ok(Some(members(&[
+                ("address", Some(r#"{"city":"Oslo"}"#)),
+                ("email", None),
+                ("name", Some("\"Ann\"")),
+                ("score", Some("5"))
+            ])))
+        );
+        assert_eq!(set(&["$.score", "5"]), Ok(Some(members(&[("score", Some("5"))]))));
+        assert_eq!(set(&["$.score", "5", "XX"]), Ok(Some(members(&[("score", Some("5"))]))));
+        assert_eq!(set(&["$.email", "null"]), Ok(Some(members(&[("email", None)]))));
+        assert_eq!(set(&["$.address.city", "\"Bergen\""]), Ok(Some(JsonEffect::Below("address".into()))));
+        assert!(set(&["$", "[1, 2]"]).unwrap_err().contains("takes an object"));
+        assert_eq!(set(&["$.score", "not json"]), Ok(None), "RedisJSON refuses it itself");
+        assert_eq!(set(&["$.score"]), Ok(None));
+        let del = |a: &[&str]| parse(JsonCommand::Del, &args(a));
+        assert_eq!(del(&[]), Ok(Some(JsonEffect::DeleteRow)));
+        assert_eq!(del(&["$"]), Ok(Some(JsonEffect::DeleteRow)));
+        assert_eq!(del(&["$.email"]), Ok(Some(members(&[("email", None)]))));
+        assert_eq!(parse(JsonCommand::Forget, &args(&[".email"])), Ok(Some(members(&[("email", None)]))));
+        let incr = |a: &[&str]| parse(JsonCommand::NumIncrBy, &args(a));
+        assert_eq!(
+            incr(&["$.score", "3"]),
+            Ok(Some(JsonEffect::Incr { member: "score".into(), delta: Delta::Int(3) }))
+        );
+        assert_eq!(
+            incr(&["$.price", "-0.5"]),
+            Ok(Some(JsonEffect::Incr { member: "price".into(), delta: Delta::Float(-0.5) }))
+        );
+        assert_eq!(incr(&["$.score", "x"]), Ok(None));
+        assert!(incr(&["$", "1"]).is_err());
+        assert!(incr(&["$..score", "1"]).is_err());
+    }
+
+    #[test]
+    fn members_become_column_text() {
+        assert_eq!(column_text("\"Ann\""), b"Ann");
+        assert_eq!(column_text(r#""say \"hi\"""#), br#"say "hi""#);
+        assert_eq!(column_text("5"), b"5");
+        assert_eq!(column_text("true"), b"true");
+        assert_eq!(column_text(r#"{"city":"Oslo"}"#), br#"{"city":"Oslo"}"#);
+        assert!(is_structured("[1]") && is_structured("{}") && !is_structured("\"{\""));
+        assert_eq!(incremented(b"[8]"), Some(b"8".to_vec()));
+        assert_eq!(incremented(b"2.5"), Some(b"2.5".to_vec()));
+        assert_eq!(incremented(b"[null]"), None);
+    }
+}

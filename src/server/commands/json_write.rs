@@ -1,0 +1,211 @@
+//! `SYNC.JSONWRITE`: a RedisJSON write (`JSON.SET`, `JSON.DEL`, `JSON.FORGET`,
+//! `JSON.NUMINCRBY`) to a `"type": "json"` write-behind key, run and captured in
+//! one step, as `SYNC.WRITE` does for hashes: the command filter routes it here,
+//! the arguments say which members (columns) it sets, removes or increments
+//! (`model/json_intent.rs`), and the command runs as the caller would have run
+//! it. A write to a member of a key Redis does not hold, or an increment of a
+//! member the document lacks, creates it (RedisJSON would refuse a path into
+//! nothing) and changes only that column in Postgres.
+
+use super::runtime_or_err;
+use super::write::target_of;
+use crate::model::change::{FieldChange, Fields, RowOp, Write};
+use crate::model::intent::Effect;
+use crate::model::json_intent::{self, JsonCommand, JsonEffect};
+use crate::model::json_row::MemberKind;
+use crate::pipeline::runtime::Runtime;
+use crate::server::acl::Caller;
+use crate::server::capture::{record, refuse, Target};
+use crate::server::client_call::{call_named_as_client, ClientReply};
+use crate::server::json_doc;
+use crate::server::redis_io::{bytes, key_exists};
+use crate::server::replies;
+use crate::server::value_refusal;
+use redis_module::{CallReply, Context, RedisError, RedisResult, RedisString, RedisValue};
+
+/// `SYNC.JSONWRITE <JSON.command> <key> [args ...]`.
+pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 3 {
+        return Err(RedisError::WrongArity);
+    }
+    let Some(command) = JsonCommand::from_name(args[1].as_slice()) else {
+        return Err(RedisError::Str("ERR SYNC.JSONWRITE runs JSON.SET, JSON.DEL, JSON.FORGET or JSON.NUMINCRBY"));
+    };
+    let rt = runtime_or_err()?;
+    let key = args[2].as_slice();
+    let argv = &args[1..];
+    let rest: Vec<&[u8]> = args[3..].iter().map(|a| a.as_slice()).collect();
+    let Some(target) = target_of(ctx, rt, key)? else { return run(ctx, command, argv)?.forward(ctx) };
+    let effect = match json_intent::parse(command, &rest) {
+        Ok(Some(effect)) => effect,
+        Ok(None) => return run(ctx, command, argv)?.forward(ctx),
+        Err(why) => return Err(refusal(ctx, rt, &target, argv, &why)),
+    };
+    check(ctx, rt, &target, argv, &effect)?;
+    let cold = !key_exists(ctx, &args[2]);
+    let (reply, fields) = match effect {
+        JsonEffect::DeleteRow => {
+            let reply = run(ctx, command, argv)?;
+            record(ctx, rt, &target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
+            return reply.forward(ctx);
+        }
+        JsonEffect::Members(members) if cold && command == JsonCommand::Set => {
+            let created = create(ctx, key, &members)?;
+            (created, members_changed(members))
+        }
+        JsonEffect::Members(members) => {
+            let reply = run(ctx, command, argv)?;
+            // NX/XX: a nil reply wrote nothing.
+            let wrote = !matches!(reply, ClientReply::Called(CallReply::Null(_)));
+            (reply, if wrote { members_changed(members) } else { Fields::new() })
+        }
+        JsonEffect::Below(member) => {
+            let reply = run(ctx, command, argv)?;
+            (reply, member_now(ctx, key, &member))
+        }
+        JsonEffect::Incr { member, delta } => {
+            let reply = match cold {
+                true => None,
+                false => Some(run(ctx, command, argv)?),
+            };
+            match reply.as_ref().and_then(incremented) {
+                Some(after) => {
+                    let change = FieldChange::Add { delta, redis_after: after };
+                    (reply.unwrap_or(ClientReply::Direct(RedisValue::Null)), one(member, change))
+                }
+                // No member to add to (a key or member Redis does not hold):
+                // it becomes the increment, which Postgres adds to the row's own value.
+                None => {
+                    let text = delta.to_text();
+                    let members = [(member.clone(), Some(MemberKind::Number.member(&text)))];
+                    create(ctx, key, &members)?;
+                    let legacy = !rest.first().is_some_and(|p| p.starts_with(b"$"));
+                    let shown = if legacy { text.clone() } else { format!("[{text}]") };
+                    let change = FieldChange::Add { delta, redis_after: text.into_bytes() };
+                    (ClientReply::Direct(RedisValue::BulkString(shown)), one(member, change))
+                }
+            }
+        }
+    };
+    if !fields.is_empty() {
+        record(ctx, rt, &target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
+    }
+    reply.forward(ctx)
+}
+
+/// Runs the JSON command as the caller.
+fn run(ctx: &Context, command: JsonCommand, argv: &[RedisString]) -> Result<ClientReply, RedisError> {
+    let args: Vec<&[u8]> = argv[1..].iter().map(|a| a.as_slice()).collect();
+    call_named_as_client(ctx, command.name(), command.deny_oom(), &args)
+}
+
+/// Writes `members` into the document at `key` (a missing key becomes one), as
+/// the caller's `JSON.SET key $ <document>`; replies as `JSON.SET` does.
+fn create(ctx: &Context, key: &[u8], members: &[(String, Option<String>)]) -> Result<ClientReply, RedisError> {
+    let mut failed = None;
+    let written = json_doc::merge_into(ctx, key, members, |args| {
+        call_named_as_client(ctx, "JSON.SET", true, args).map(drop).map_err(|e| {
+            failed = Some(e);
+            String::new()
+        })
+    });
+    match (written, failed) {
+        (_, Some(e)) => Err(e),
+        (Err(why), None) => Err(RedisError::String(format!("ERR {why}"))),
+        (Ok(_), None) => Ok(ClientReply::Direct(RedisValue::SimpleStringStatic("OK"))),
+    }
+}
+
+/// Members set or removed, as the column changes they make.
+fn members_changed(members: Vec<(String, Option<String>)>) -> Fields {
+    members
+        .into_iter()
+        .map(|(name, value)| {
+            let change = value.map_or(FieldChange::Remove, |v| FieldChange::Set(json_intent::column_text(&v)));
+            (name.into_bytes(), change)
+        })
+        .collect()
+}
+
+/// A member's whole value after a write inside it, as its column's change.
+fn member_now(ctx: &Context, key: &[u8], member: &str) -> Fields {
+    let doc = match ctx.call("JSON.GET", &[key]) {
+        Ok(value) => bytes(&value),
+        Err(_) => None,
+    };
+    let now = doc
+        .and_then(|d| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&d).ok())
+        .and_then(|mut d| d.remove(member))
+        .filter(|v| !v.is_null());
+    let change = now.map_or(FieldChange::Remove, |v| FieldChange::Set(json_intent::column_text(&v.to_string())));
+    one(member.to_string(), change)
+}
+
+/// The member's value after `JSON.NUMINCRBY`, as RESP2 (`[8]`, `8`) or RESP3
+/// (an array of numbers) gives it; `None` when no member was a number.
+fn incremented(reply: &ClientReply) -> Option<Vec<u8>> {
+    let ClientReply::Called(reply) = reply else { return None };
+    let number = |r: &CallReply| match r {
+        CallReply::I64(n) => Some(n.to_i64().to_string().into_bytes()),
+        CallReply::Double(d) => json_intent::incremented(d.to_double().to_string().as_bytes()),
+        CallReply::String(s) => json_intent::incremented(s.as_bytes()),
+        _ => None,
+    };
+    match reply {
+        CallReply::Array(items) => items.get(0).and_then(|r| r.ok()).and_then(|r| number(&r)),
+        other => number(other),
+    }
+}
+
+/// Refuses what Postgres would certainly refuse, before anything runs: values
+/// of the wrong type for their column (`value_refusal`), an object or array for
+/// a column that is not `json`/`jsonb`, a write inside a member whose column is
+/// not one.
+fn check(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], effect: &JsonEffect) -> RedisResult<()> {
+    let m = &rt.mappings.all()[target.mapping];
+    let Some(schema) = rt.schema(target.mapping) else { return Ok(()) };
+    let is_json_column = |member: &str| {
+        let column = m.column_for(member).and_then(|c| schema.columns.get(c));
+        column.is_none_or(|c| MemberKind::of(&c.key_type.0) == MemberKind::Json)
+    };
+    let structured = match effect {
+        JsonEffect::Members(members) => members
+            .iter()
+            .find(|(name, v)| v.as_deref().is_some_and(json_intent::is_structured) && !is_json_column(name))
+            .map(|(name, _)| {
+                format!("member \"{name}\" holds an object or array, and its column is not json or jsonb")
+            }),
+        JsonEffect::Below(name) if !is_json_column(name) => {
+            Some(format!("a write inside member \"{name}\" needs a json or jsonb column"))
+        }
+        _ => None,
+    };
+    if let Some(why) = structured {
+        return Err(refusal(ctx, rt, target, argv, &why));
+    }
+    let JsonEffect::Members(members) = effect else { return Ok(()) };
+    let (sets, removes): (Vec<_>, Vec<_>) = members.iter().partition(|(_, v)| v.is_some());
+    let sets =
+        sets.into_iter().filter_map(|(n, v)| Some((n.as_bytes().to_vec(), json_intent::column_text(v.as_deref()?))));
+    value_refusal::check(ctx, rt, target, argv, &Effect::Set(sets.collect()))?;
+    let removes = removes.into_iter().map(|(n, _)| n.as_bytes().to_vec()).collect();
+    value_refusal::check(ctx, rt, target, argv, &Effect::Remove(removes))
+}
+
+/// Counts, logs and returns the refusal of a write; a caller who may not run
+/// the command hears that instead.
+fn refusal(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], why: &str) -> RedisError {
+    if let Err(e) = Caller::of(ctx).and_then(|caller| caller.check_command(ctx, argv)) {
+        return e;
+    }
+    let m = &rt.mappings.all()[target.mapping];
+    let key = argv.get(1).map(|k| k.as_slice()).unwrap_or_default();
+    let message = format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
+    refuse(rt, target.mapping, &message);
+    replies::refused(&message)
+}
+
+/// One member's change.
+fn one(member: String, change: FieldChange) -> Fields {
+    [(member.into_bytes(), change)].into_iter().collect()
+}
