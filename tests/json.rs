@@ -237,6 +237,10 @@ fn json_writes_reach_postgres_member_by_member_on_cached_and_cold_keys() {
     let city = json!({"city": "Oslo", "zip": "0150"});
     assert_eq!(account(&db, 1), Some((s("Ann"), s("a@x"), Some(5), Some(false), Some(city.clone()), "ann".into())));
 
+    // XX on a key Redis does not hold sets nothing, anywhere.
+    assert_eq!(json(&mut c, "SET", "acct:9", &["$.score", "1", "XX"]).unwrap(), redis::Value::Nil);
+    assert!(!exists(&mut c, "acct:9"));
+
     // An increment adds to Postgres's value, which Redis then holds.
     let reply: String = redis::cmd("JSON.NUMINCRBY").arg("acct:1").arg("$.score").arg(3).query(&mut c).unwrap();
     assert_eq!(reply, "[8]");
@@ -263,11 +267,29 @@ fn json_writes_reach_postgres_member_by_member_on_cached_and_cold_keys() {
     sync_wait(&mut c);
     assert_eq!(account(&db, 3).unwrap().4, Some(json!({"city": "Bergen", "tags": [1]})));
 
+    // Writes that change a member in place: its new value goes to its column.
+    json(&mut c, "SET", "acct:3", &["$.vip", "false"]).unwrap();
+    json(&mut c, "TOGGLE", "acct:3", &["$.vip"]).unwrap();
+    json(&mut c, "STRAPPEND", "acct:3", &["$.name", "\"rus\""]).unwrap();
+    json(&mut c, "ARRAPPEND", "acct:3", &["$.profile.tags", "2"]).unwrap();
+    // A path that matches nothing writes nothing (score is not in Redis's document).
+    json(&mut c, "NUMMULTBY", "acct:3", &["$.score", "2"]).unwrap();
+    sync_wait(&mut c);
+    let cyrus = account(&db, 3).unwrap();
+    assert_eq!(
+        (cyrus.0.as_deref(), cyrus.3, cyrus.4),
+        (Some("Cyrus"), Some(true), Some(json!({"city": "Bergen", "tags": [1, 2]})))
+    );
+    db.client().execute("UPDATE accounts SET score = 7 WHERE id = 3", &[]).unwrap();
+    json(&mut c, "NUMMULTBY", "acct:3", &["$.score", "2"]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 3).unwrap().2, Some(7), "a multiplication that matched nothing left the column alone");
+
     // JSON.DEL of the whole document, or DEL, deletes the row.
     json(&mut c, "DEL", "acct:3", &[]).unwrap();
     let _: i64 = redis::cmd("DEL").arg("acct:2").query(&mut c).unwrap();
     sync_wait(&mut c);
-    assert_eq!((account(&db, 3), account(&db, 2)), (None, None));
+    assert_eq!((account(&db, 3), account(&db, 2), account(&db, 9)), (None, None, None));
     assert!(account(&db, 1).is_some());
 }
 
@@ -292,10 +314,14 @@ fn json_writes_postgres_would_refuse_are_refused_with_nothing_written() {
         let err = refused(&mut c, args);
         assert!(err.contains(expected), "{args:?}: {err}");
     }
+    let err = json(&mut c, "MERGE", "acct:1", &["$", r#"{"score": 2}"#]).unwrap_err().to_string();
+    assert!(err.contains("JSON.MERGE on a synced JSON key is not captured yet"), "{err}");
+    let err = json(&mut c, "TOGGLE", "acct:1", &["$"]).unwrap_err().to_string();
+    assert!(err.contains("JSON.TOGGLE needs a member's path"), "{err}");
     let err = json(&mut c, "DEL", "acct:1", &["$.nick"]).unwrap_err().to_string();
     assert!(err.contains("NOT NULL"), "{err}");
     assert_eq!(doc(&mut c, "acct:1"), Some(json!({"name": "Ann"})), "nothing was written to Redis");
     sync_wait(&mut c);
     assert_eq!(account(&db, 1).unwrap().2, Some(1), "nor to Postgres");
-    assert!(status(&mut c, "accounts")["refused"].parse::<u64>().unwrap() >= 7);
+    assert!(status(&mut c, "accounts")["refused"].parse::<u64>().unwrap() >= 9);
 }

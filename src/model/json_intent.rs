@@ -5,6 +5,8 @@
 //! key. Pure: no Redis types, unit-tested.
 
 use crate::model::change::Delta;
+use crate::model::json_row;
+use serde_json::value::RawValue;
 
 /// A RedisJSON write the module captures on mapped JSON keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +19,13 @@ pub enum JsonCommand {
     Forget,
     /// `JSON.NUMINCRBY key path number`
     NumIncrBy,
+    /// A write that changes a member in place (`JSON.TOGGLE`, `JSON.STRAPPEND`,
+    /// `JSON.ARRAPPEND`, ...; its name kept): the member's new value is read
+    /// back after it ran.
+    InPlace(&'static str),
+    /// A write capture cannot give a column meaning yet (`JSON.MSET`,
+    /// `JSON.MERGE`): refused on synced keys rather than left unsynced.
+    Refused(&'static str),
 }
 
 const NAMES: &[(&str, JsonCommand)] = &[
@@ -24,6 +33,17 @@ const NAMES: &[(&str, JsonCommand)] = &[
     ("JSON.DEL", JsonCommand::Del),
     ("JSON.FORGET", JsonCommand::Forget),
     ("JSON.NUMINCRBY", JsonCommand::NumIncrBy),
+    ("JSON.NUMMULTBY", JsonCommand::InPlace("JSON.NUMMULTBY")),
+    ("JSON.NUMPOWBY", JsonCommand::InPlace("JSON.NUMPOWBY")),
+    ("JSON.TOGGLE", JsonCommand::InPlace("JSON.TOGGLE")),
+    ("JSON.CLEAR", JsonCommand::InPlace("JSON.CLEAR")),
+    ("JSON.STRAPPEND", JsonCommand::InPlace("JSON.STRAPPEND")),
+    ("JSON.ARRAPPEND", JsonCommand::InPlace("JSON.ARRAPPEND")),
+    ("JSON.ARRINSERT", JsonCommand::InPlace("JSON.ARRINSERT")),
+    ("JSON.ARRPOP", JsonCommand::InPlace("JSON.ARRPOP")),
+    ("JSON.ARRTRIM", JsonCommand::InPlace("JSON.ARRTRIM")),
+    ("JSON.MSET", JsonCommand::Refused("JSON.MSET")),
+    ("JSON.MERGE", JsonCommand::Refused("JSON.MERGE")),
 ];
 
 impl JsonCommand {
@@ -37,13 +57,21 @@ impl JsonCommand {
 
     /// The command's name, as RedisJSON knows it.
     pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(_, c)| *c == self).map_or("JSON.SET", |(n, _)| n)
+        match self {
+            JsonCommand::InPlace(name) | JsonCommand::Refused(name) => name,
+            _ => NAMES.iter().find(|(_, c)| *c == self).map_or("JSON.SET", |(n, _)| n),
+        }
     }
 
     /// Whether Redis refuses it under `maxmemory` (RedisJSON marks its writes
-    /// that can grow a document `deny-oom`; deletions stay allowed).
+    /// that can grow a document `deny-oom`; removals stay allowed).
     pub fn deny_oom(self) -> bool {
-        matches!(self, JsonCommand::Set | JsonCommand::NumIncrBy)
+        !matches!(
+            self,
+            JsonCommand::Del
+                | JsonCommand::Forget
+                | JsonCommand::InPlace("JSON.ARRPOP" | "JSON.ARRTRIM" | "JSON.CLEAR")
+        )
     }
 }
 
@@ -124,9 +152,12 @@ pub enum JsonEffect {
     /// Sets members to these JSON values (`None`: JSON `null` or removed, so
     /// the column becomes NULL). For `JSON.SET ... NX|XX` only when it replies OK.
     Members(Vec<(String, Option<String>)>),
-    /// Writes inside a member: its whole new value, read back after the write,
-    /// goes to its column.
+    /// Writes inside a member (a `json`/`jsonb` column): its whole new value,
+    /// read back after the write, goes to its column.
     Below(String),
+    /// Changes a top-level member in place (`JSON.TOGGLE key $.vip`): its new
+    /// value, read back after the write, goes to its column.
+    Reread(String),
     /// Adds `delta` to one member.
     Incr {
         /// The member.
@@ -144,15 +175,16 @@ pub enum JsonEffect {
 pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>, String> {
     match (command, args) {
         (JsonCommand::Set, [path, value, flags @ ..]) if flags.len() <= 1 => {
-            let Ok(value) = serde_json::from_slice::<serde_json::Value>(value) else { return Ok(None) };
+            let Some(value) = std::str::from_utf8(value).ok().filter(|v| serde_json::from_str::<&RawValue>(v).is_ok())
+            else {
+                return Ok(None);
+            };
             Ok(Some(match place(path)? {
-                Place::Root => match value {
-                    serde_json::Value::Object(members) => {
-                        JsonEffect::Members(members.into_iter().map(|(name, v)| (name, json_text(v))).collect())
-                    }
-                    _ => return Err("a JSON row is an object: JSON.SET at the root takes an object".into()),
+                Place::Root => match json_row::object_members(value) {
+                    Some(members) => JsonEffect::Members(members.into_iter().map(|(n, v)| (n, not_null(&v))).collect()),
+                    None => return Err("a JSON row is an object: JSON.SET at the root takes an object".into()),
                 },
-                Place::Member(name) => JsonEffect::Members(vec![(name, json_text(value))]),
+                Place::Member(name) => JsonEffect::Members(vec![(name, not_null(value))]),
                 Place::Below(name) => JsonEffect::Below(name),
             }))
         }
@@ -162,6 +194,15 @@ pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>,
             Place::Member(name) => JsonEffect::Members(vec![(name, None)]),
             Place::Below(name) => JsonEffect::Below(name),
         })),
+        (JsonCommand::Refused(name), _) => {
+            Err(format!("{name} on a synced JSON key is not captured yet; write each member with JSON.SET"))
+        }
+        (JsonCommand::InPlace(name), [path, ..]) => match place(path)? {
+            Place::Root => Err(format!("{name} needs a member's path, not the root")),
+            Place::Member(member) => Ok(Some(JsonEffect::Reread(member))),
+            Place::Below(member) => Ok(Some(JsonEffect::Below(member))),
+        },
+        (JsonCommand::InPlace(name), []) => Err(format!("{name} needs a member's path, not the root")),
         (JsonCommand::NumIncrBy, [path, number]) => {
             let Some(delta) = json_delta(number) else { return Ok(None) };
             match place(path)? {
@@ -174,9 +215,10 @@ pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>,
     }
 }
 
-/// A JSON value's text, `None` for `null`.
-fn json_text(value: serde_json::Value) -> Option<String> {
-    (!value.is_null()).then(|| value.to_string())
+/// A JSON value's exact text (trimmed), `None` for `null`.
+fn not_null(value: &str) -> Option<String> {
+    let value = value.trim();
+    (value != "null").then(|| value.to_string())
 }
 
 /// A JSON number as an increment: an integer when it is written as one.
@@ -225,7 +267,12 @@ mod tests {
         assert_eq!(JsonCommand::from_name(b"JSON.NumIncrBy"), Some(JsonCommand::NumIncrBy));
         assert_eq!(JsonCommand::from_name(b"JSON.FORGET"), Some(JsonCommand::Forget));
         assert_eq!(JsonCommand::from_name(b"JSON.GET"), None);
-        assert_eq!(JsonCommand::from_name(b"JSON.MERGE"), None);
+        assert_eq!(JsonCommand::from_name(b"JSON.MERGE"), Some(JsonCommand::Refused("JSON.MERGE")));
+        assert_eq!(JsonCommand::from_name(b"json.toggle"), Some(JsonCommand::InPlace("JSON.TOGGLE")));
+        assert_eq!(JsonCommand::from_name(b"JSON.MGET"), None);
+        assert_eq!(JsonCommand::from_name(b"JSON.ARRLEN"), None);
+        assert_eq!(JsonCommand::InPlace("JSON.ARRPOP").name(), "JSON.ARRPOP");
+        assert!(!JsonCommand::InPlace("JSON.ARRPOP").deny_oom() && JsonCommand::InPlace("JSON.ARRAPPEND").deny_oom());
         assert_eq!(JsonCommand::from_name(b"HSET"), None);
         assert!(JsonCommand::Set.deny_oom() && !JsonCommand::Del.deny_oom());
         assert_eq!(JsonCommand::NumIncrBy.name(), "JSON.NUMINCRBY");
@@ -264,13 +311,15 @@ mod tests {
         assert_eq!(
             set(&["$", r#"{"name": "Ann", "score": 5, "email": null, "address": {"city": "Oslo"}}"#]),
             Ok(Some(members(&[
-                ("address", Some(r#"{"city":"Oslo"}"#)),
-                ("email", None),
                 ("name", Some("\"Ann\"")),
-                ("score", Some("5"))
+                ("score", Some("5")),
+                ("email", None),
+                ("address", Some(r#"{"city": "Oslo"}"#))
             ])))
         );
         assert_eq!(set(&["$.score", "5"]), Ok(Some(members(&[("score", Some("5"))]))));
+        let big = "12345678901234567890.123456789";
+        assert_eq!(set(&["$.score", big]), Ok(Some(members(&[("score", Some(big))]))), "digits kept exactly");
         assert_eq!(set(&["$.score", "5", "XX"]), Ok(Some(members(&[("score", Some("5"))]))));
         assert_eq!(set(&["$.email", "null"]), Ok(Some(members(&[("email", None)]))));
         assert_eq!(set(&["$.address.city", "\"Bergen\""]), Ok(Some(JsonEffect::Below("address".into()))));
@@ -294,6 +343,13 @@ mod tests {
         assert_eq!(incr(&["$.score", "x"]), Ok(None));
         assert!(incr(&["$", "1"]).is_err());
         assert!(incr(&["$..score", "1"]).is_err());
+        let toggle = |a: &[&str]| parse(JsonCommand::InPlace("JSON.TOGGLE"), &args(a));
+        assert_eq!(toggle(&["$.vip"]), Ok(Some(JsonEffect::Reread("vip".into()))));
+        assert_eq!(toggle(&["$.profile.active"]), Ok(Some(JsonEffect::Below("profile".into()))));
+        assert!(toggle(&["$"]).unwrap_err().contains("needs a member's path"));
+        assert!(toggle(&[]).unwrap_err().contains("needs a member's path"));
+        let merge = parse(JsonCommand::Refused("JSON.MERGE"), &args(&["$", "{}"]));
+        assert!(merge.unwrap_err().contains("JSON.MERGE on a synced JSON key is not captured yet"));
     }
 
     #[test]

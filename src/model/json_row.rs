@@ -119,6 +119,12 @@ impl<'de> Deserialize<'de> for Members {
     }
 }
 
+/// A JSON object's members in their order, each value as its exact JSON text
+/// (no number re-printed); `None` when `text` is no JSON object.
+pub fn object_members(text: &str) -> Option<Vec<(String, String)>> {
+    serde_json::from_str::<Members>(text).ok().map(|m| m.0)
+}
+
 /// Whether two JSON texts hold the same value (`1.50` and `1.5` do).
 fn same(a: &str, b: &str) -> bool {
     match (serde_json::from_str::<serde_json::Value>(a), serde_json::from_str::<serde_json::Value>(b)) {
@@ -133,7 +139,7 @@ fn same(a: &str, b: &str) -> bool {
 /// Postgres has it; `Err` when what Redis holds is no JSON object.
 pub fn merge(held: Option<&str>, fields: &[(String, Option<String>)]) -> Result<Option<String>, String> {
     let mut members = match held {
-        Some(text) => serde_json::from_str::<Members>(text).map_err(|_| "it holds no JSON object".to_string())?.0,
+        Some(text) => object_members(text).ok_or("it holds no JSON object")?,
         None => Vec::new(),
     };
     let mut changed = held.is_none();

@@ -1,5 +1,6 @@
 //! `SYNC.JSONWRITE`: a RedisJSON write (`JSON.SET`, `JSON.DEL`, `JSON.FORGET`,
-//! `JSON.NUMINCRBY`) to a `"type": "json"` write-behind key, run and captured in
+//! `JSON.NUMINCRBY`, and the writes that change a member in place, such as
+//! `JSON.TOGGLE` or `JSON.ARRAPPEND`) to a `"type": "json"` write-behind key, run and captured in
 //! one step, as `SYNC.WRITE` does for hashes: the command filter routes it here,
 //! the arguments say which members (columns) it sets, removes or increments
 //! (`model/json_intent.rs`), and the command runs as the caller would have run
@@ -29,7 +30,7 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let Some(command) = JsonCommand::from_name(args[1].as_slice()) else {
-        return Err(RedisError::Str("ERR SYNC.JSONWRITE runs JSON.SET, JSON.DEL, JSON.FORGET or JSON.NUMINCRBY"));
+        return Err(RedisError::Str("ERR SYNC.JSONWRITE runs RedisJSON's write commands"));
     };
     let rt = runtime_or_err()?;
     let key = args[2].as_slice();
@@ -49,19 +50,19 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             record(ctx, rt, &target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
             return reply.forward(ctx);
         }
-        JsonEffect::Members(members) if cold && command == JsonCommand::Set => {
+        JsonEffect::Members(members) if cold && creates_member(command, &rest) => {
             let created = create(ctx, key, &members)?;
             (created, members_changed(members))
         }
         JsonEffect::Members(members) => {
             let reply = run(ctx, command, argv)?;
-            // NX/XX: a nil reply wrote nothing.
-            let wrote = !matches!(reply, ClientReply::Called(CallReply::Null(_)));
-            (reply, if wrote { members_changed(members) } else { Fields::new() })
+            let changed = if matched(&reply) { members_changed(members) } else { Fields::new() };
+            (reply, changed)
         }
-        JsonEffect::Below(member) => {
+        JsonEffect::Below(member) | JsonEffect::Reread(member) => {
             let reply = run(ctx, command, argv)?;
-            (reply, member_now(ctx, key, &member))
+            let changed = if matched(&reply) { member_now(ctx, key, &member) } else { Fields::new() };
+            (reply, changed)
         }
         JsonEffect::Incr { member, delta } => {
             let reply = match cold {
@@ -93,6 +94,14 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     reply.forward(ctx)
 }
 
+/// Whether a `JSON.SET` on a key Redis does not hold names one member (which
+/// RedisJSON would refuse: the module creates the document) without `XX`.
+/// A root set creates the document itself.
+fn creates_member(command: JsonCommand, args: &[&[u8]]) -> bool {
+    let member = args.first().is_some_and(|p| matches!(json_intent::place(p), Ok(json_intent::Place::Member(_))));
+    command == JsonCommand::Set && member && !args.iter().skip(2).any(|f| f.eq_ignore_ascii_case(b"XX"))
+}
+
 /// Runs the JSON command as the caller.
 fn run(ctx: &Context, command: JsonCommand, argv: &[RedisString]) -> Result<ClientReply, RedisError> {
     let args: Vec<&[u8]> = argv[1..].iter().map(|a| a.as_slice()).collect();
@@ -113,6 +122,19 @@ fn create(ctx: &Context, key: &[u8], members: &[(String, Option<String>)]) -> Re
         (_, Some(e)) => Err(e),
         (Err(why), None) => Err(RedisError::String(format!("ERR {why}"))),
         (Ok(_), None) => Ok(ClientReply::Direct(RedisValue::SimpleStringStatic("OK"))),
+    }
+}
+
+/// Whether a JSON write's reply says its path matched something: a nil reply
+/// (`JSON.SET ... NX|XX` that did not set, a path whose parent is missing) or an
+/// empty list of results (`[]`) wrote nothing. `JSON.DEL`'s count of 0 still
+/// counts: removing a member Redis did not hold still makes its column NULL.
+fn matched(reply: &ClientReply) -> bool {
+    match reply {
+        ClientReply::Called(CallReply::Null(_)) => false,
+        ClientReply::Called(CallReply::Array(items)) => items.len() > 0,
+        ClientReply::Called(CallReply::String(s)) => s.as_bytes() != b"[]",
+        _ => true,
     }
 }
 
