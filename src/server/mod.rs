@@ -23,6 +23,7 @@ pub mod read_through;
 pub mod redis_io;
 pub mod redis_lock;
 pub mod replies;
+pub mod slot_keys;
 pub mod status;
 pub mod ttl;
 pub mod value_refusal;
