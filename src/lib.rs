@@ -4,17 +4,20 @@
 pub mod model;
 pub mod pg;
 pub mod pipeline;
+pub mod redis;
 pub mod server;
 pub mod sources;
+mod supervisor;
 
 #[cfg(not(test))]
 use model::counting_alloc;
 use model::guard::{self, guard};
-use pipeline::supervisor;
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::server_events::ServerRole;
-use server::journal::persist::JOURNAL_TYPE;
-use server::{capture, commands, config, redis_io, status};
+use pipeline::capture;
+use redis::journal::persist::JOURNAL_TYPE;
+use redis::{config, redis_io};
+use server::{commands, status};
 // AclCategory: the `redis_module!` macro names it unqualified when it adds `acl_categories`.
 use redis_module::{redis_module, AclCategory, Context, InfoContext, RedisResult, RedisString, Status};
 use redis_module_macros::{cron_event_handler, info_command_handler, role_changed_event_handler};
@@ -35,7 +38,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     match guard::catch(|| supervisor::start(ctx, args)).and_then(|started| started) {
         Ok(()) => {
             subscribe_to_shutdown(ctx);
-            server::journal::persist::watch(ctx);
+            redis::journal::persist::watch(ctx);
             Status::Ok
         }
         Err(e) => {

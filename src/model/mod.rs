@@ -9,6 +9,7 @@ pub mod doubt;
 pub mod fault;
 pub mod field_map;
 pub mod guard;
+pub mod handover;
 pub mod intent;
 pub mod journal_codec;
 pub mod kafka;

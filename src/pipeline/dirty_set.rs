@@ -18,7 +18,8 @@ use crate::model::doubt::Doubt;
 use crate::model::journal_codec::encode;
 use crate::model::mapping::Mappings;
 use crate::model::queue::{BatchLimits, Entry, Journaled, Queue, RowKey};
-use crate::server::journal::{self, Recovery};
+use crate::pipeline::recovery::{self, Recovery};
+use crate::redis::journal;
 use redis_module::Context;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -61,7 +62,7 @@ impl DirtySet {
     /// Queues a captured write of `row` (written through `key`) and journals it,
     /// in the command that made the write. Returns the write's version.
     pub fn mark(&self, ctx: &Context, row: RowKey, key: &[u8], write: Write) -> u64 {
-        journal::recover_row(ctx, self, key);
+        recovery::recover_row(ctx, self, key);
         let record = encode(write.op, &write.fields, &write.acks);
         let bytes = journal::framed_len(record.len());
         let pushed = self.queue.push(row, write, Journaled::Fresh { bytes });
@@ -145,8 +146,8 @@ impl DirtySet {
     /// One step of the journal's recovery (from the server cron), or all of it.
     pub fn recover(&self, ctx: &Context, all: bool) {
         match all {
-            true => journal::recover_all(ctx, self),
-            false => journal::recover_step(ctx, self),
+            true => recovery::recover_all(ctx, self),
+            false => recovery::recover_step(ctx, self),
         }
     }
 
@@ -160,13 +161,13 @@ impl DirtySet {
     }
 }
 
-/// Rejected rows (`server/deadletter/carry.rs`): a rejected change stays attached to
+/// Rejected rows (`redis/deadletter/carry.rs`): a rejected change stays attached to
 /// its row, so the row's later writes are merged on top of it.
 impl DirtySet {
     /// Whether the dirty set holds a change of `row` (written through `key`),
     /// its journal read first when the recovery has not reached it yet.
     pub fn holds(&self, ctx: &Context, row: &RowKey, key: &[u8]) -> bool {
-        journal::recover_row(ctx, self, key);
+        recovery::recover_row(ctx, self, key);
         self.queue.holds(row)
     }
 

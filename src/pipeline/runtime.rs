@@ -1,6 +1,7 @@
 //! The module's running state: mappings, queue, counters, schemas and the Postgres
 //! pool, created once at load and shared by Redis callbacks and the module's
-//! threads. Starting and stopping those threads is `supervisor`'s job.
+//! threads. Starting and stopping those threads is the supervisor's job
+//! (`src/supervisor.rs`).
 
 use crate::model::backoff::SharedBackoff;
 use crate::model::mapping::Mappings;
@@ -12,7 +13,7 @@ use crate::pg::schema::TableSchema;
 use crate::pg::tls::Tls;
 use crate::pg::triggers;
 use crate::pipeline::dirty_set::DirtySet;
-use crate::server::config;
+use crate::redis::config;
 use r2d2_postgres::PostgresConnectionManager;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -45,7 +46,7 @@ pub struct Runtime {
     pub reload_rows: AtomicU64,
     /// What reloads hand the listener (changes they heard, catch-ups they made
     /// unnecessary).
-    pub handover: crate::sources::handover::Handover,
+    pub handover: crate::model::handover::Handover,
     /// True once `pgsync.reload-on-start` has been considered.
     pub start_reload_checked: AtomicBool,
     /// Retry delay of each mapping while its rows cannot be written.
@@ -103,7 +104,7 @@ impl Runtime {
             tls,
             reload_running: AtomicBool::new(false),
             reload_rows: AtomicU64::new(0),
-            handover: crate::sources::handover::Handover::new(count),
+            handover: crate::model::handover::Handover::new(count),
             start_reload_checked: AtomicBool::new(false),
             schemas: RwLock::new(vec![None; count]),
             stale_schemas: (0..count).map(|_| AtomicBool::new(false)).collect(),

@@ -6,7 +6,7 @@
 use crate::pg::error::Error;
 use crate::pg::schema;
 use crate::pipeline::runtime::Runtime;
-use crate::server::redis_io::{notice, warn};
+use crate::redis::redis_io::{notice, warn};
 use std::time::Duration;
 
 /// Body of the checker thread; returns on shutdown. Errors go to the log and to

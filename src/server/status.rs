@@ -3,7 +3,7 @@
 use crate::model::counting_alloc::module_bytes;
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime::{self, Runtime};
-use crate::server::eviction::journal_evictions;
+use crate::redis::eviction::journal_evictions;
 use redis_module::{InfoContext, RedisValue};
 use std::sync::atomic::Ordering;
 
@@ -67,14 +67,14 @@ pub fn module_figures(rt: &Runtime) -> Vec<(&'static str, Figure)> {
             backlog.pending + backlog.in_flight
         })
         .sum();
-    let (journal_rows, journal_bytes) = crate::server::journal::logs::size();
+    let (journal_rows, journal_bytes) = crate::redis::journal::logs::size();
     vec![
         ("module_bytes", Figure::Int(module_bytes() as i64)),
         ("unsynced_rows", Figure::Int(unsynced as i64)),
         ("journal_rows", Figure::Int(journal_rows as i64)),
         ("journal_bytes", Figure::Int(journal_bytes as i64)),
         ("journal_evictions", Figure::Int(journal_evictions() as i64)),
-        ("cluster", Figure::Text(crate::server::cluster::describe())),
+        ("cluster", Figure::Text(crate::redis::cluster::describe())),
     ]
 }
 

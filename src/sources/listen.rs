@@ -12,8 +12,8 @@ use crate::pg::reader::RowShape;
 use crate::pg::sql::quote_ident;
 use crate::pg::triggers;
 use crate::pipeline::runtime::Runtime;
-use crate::server::notify::Source;
-use crate::server::redis_io::{notice, warn};
+use crate::redis::notify::Source;
+use crate::redis::redis_io::{notice, warn};
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::documents;
 use crate::sources::reload;
@@ -93,7 +93,7 @@ pub fn run(rt: &Runtime) {
             for &i in &listening {
                 rt.stats[i].set_listener(&format!("down: {e}"));
             }
-            rt.queue().sleep(backoff.failed(crate::server::config::millis(&crate::server::config::RETRY_MAX_DELAY_MS)));
+            rt.queue().sleep(backoff.failed(crate::redis::config::millis(&crate::redis::config::RETRY_MAX_DELAY_MS)));
         } else {
             backoff.reset();
         }
@@ -123,7 +123,7 @@ struct Channels {
     waiting: Vec<usize>,
     to_catch_up: Vec<usize>,
     /// When each mapping last needed a catch-up (joined, or a watched table was
-    /// truncated), from [`crate::sources::handover::Handover::now`].
+    /// truncated), from [`crate::model::handover::Handover::now`].
     since: BTreeMap<usize, u64>,
 }
 

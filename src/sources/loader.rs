@@ -15,9 +15,9 @@ use crate::model::stats::MappingStats;
 use crate::pg::reader::{PgRow, RowShape};
 use crate::pg::schema::TableSchema;
 use crate::pipeline::runtime::Runtime;
-use crate::server::config;
-use crate::server::read_through::loads::{self, Finished, Request};
-use crate::server::redis_io::{own_writes, string};
+use crate::redis::config;
+use crate::redis::read_through::loads::{self, Finished, Request};
+use crate::redis::redis_io::{own_writes, string};
 use crate::sources::apply_pg::{fill_missing_fields, write_row};
 use redis_module::{Context, ThreadSafeContext};
 use std::collections::{BTreeMap, HashMap};
@@ -185,7 +185,7 @@ fn apply_load(
         loads::finish(row, Finished::Read(loaded));
         return None;
     }
-    if crate::server::redis_io::key_exists(ctx, &string(ctx, key.as_bytes())) {
+    if crate::redis::redis_io::key_exists(ctx, &string(ctx, key.as_bytes())) {
         loads::finish(row, Finished::InRedis);
         return None;
     }

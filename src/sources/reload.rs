@@ -13,12 +13,12 @@ use crate::pg::reader::{PgRow, Refused, RowShape};
 use crate::pg::sql::quote_ident;
 use crate::pg::triggers;
 use crate::pipeline::runtime::Runtime;
-use crate::server::cluster;
-use crate::server::config;
-use crate::server::keyscan::RowKeys;
-use crate::server::notify::Source;
-use crate::server::redis_io::{call_logged, notice, own_writes, warn};
-use crate::server::redis_lock::with_redis_lock;
+use crate::redis::cluster;
+use crate::redis::config;
+use crate::redis::keyscan::RowKeys;
+use crate::redis::notify::Source;
+use crate::redis::redis_io::{call_logged, notice, own_writes, warn};
+use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::listen;
 use postgres::fallible_iterator::FallibleIterator;
@@ -54,7 +54,7 @@ impl Drop for ReloadGuard<'_> {
 pub fn run(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
     // A row journaled by Redis but not queued again yet would look unchanged to
     // the snapshot, and be overwritten: wait for the recovery (seconds at most).
-    crate::server::journal::wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
+    crate::pipeline::recovery::wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
     let result = match run_once(rt, mappings, flush, source) {
         Err(e) if e.action() == Action::Reconnect => run_once(rt, mappings, flush, source),
         other => other,
@@ -107,7 +107,7 @@ fn reload_one(
 
 /// LISTENs on a listening mapping's channel before its table is read, so the
 /// changes made while the reload runs reach the listener afterwards (see
-/// [`crate::sources::handover`]). False, listening to nothing, when the mapping
+/// [`crate::model::handover`]). False, listening to nothing, when the mapping
 /// does not listen or its triggers are not in place yet (no change would be
 /// announced).
 fn listen(conn: &mut postgres::Client, m: &Mapping) -> Result<bool, Error> {

@@ -14,15 +14,15 @@ use crate::model::intent::Command;
 use crate::model::mapping::Mode;
 use crate::model::row_id::check_id;
 use crate::pipeline::runtime::{self, Runtime};
-use crate::pipeline::supervisor;
-use crate::server::acl::{Access, Caller};
-use crate::server::capture;
-use crate::server::client_call::{client_argv, run_as_client};
-use crate::server::config;
-use crate::server::notify::Source;
-use crate::server::replies;
+use crate::supervisor;
+use crate::redis::acl::{Access, Caller};
+use crate::pipeline::capture;
+use crate::redis::client_call::{client_argv, run_as_client};
+use crate::redis::config;
+use crate::redis::notify::Source;
+use crate::redis::replies;
 use crate::server::status;
-use crate::server::waiters;
+use crate::redis::waiters;
 use crate::sources::reload::{self, ReloadGuard};
 use redis_module::{
     BlockedClient, Context, ContextFlags, NextArg, RedisError, RedisResult, RedisString, RedisValue, ThreadSafeContext,
@@ -186,7 +186,7 @@ pub fn sync_status(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let rt = runtime_or_err()?;
-    crate::server::cluster::refresh(ctx);
+    crate::redis::cluster::refresh(ctx);
     let mut rest = args.into_iter().skip(1);
     match rest.next_string().ok() {
         Some(name) => {
@@ -245,7 +245,7 @@ fn check_reload_access(ctx: &Context, rt: &Runtime, mappings: &[usize]) -> Resul
         let what = format!("SYNC.RELOAD writes the keys of mapping \"{}\"", m.name);
         caller.check_prefix(ctx, m.key_prefix.as_bytes(), Access::Write, &what)?;
         if let (true, Some(log)) = (m.notify_reload, &m.changelog) {
-            let stream = crate::server::notify::changelog_key(ctx, &log.stream).unwrap_or_default();
+            let stream = crate::redis::notify::changelog_key(ctx, &log.stream).unwrap_or_default();
             caller.check(ctx, &stream, Access::Write)?;
         }
     }

@@ -15,8 +15,8 @@ use crate::model::backoff::Backoff;
 use crate::model::kafka::KafkaSource;
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime::Runtime;
-use crate::server::config;
-use crate::server::redis_io::{notice, warn};
+use crate::redis::config;
+use crate::redis::redis_io::{notice, warn};
 use std::collections::BTreeMap;
 use std::time::Duration;
 

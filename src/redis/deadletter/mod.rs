@@ -19,9 +19,9 @@ use crate::model::mapping::Mapping;
 use crate::model::queue::RowKey;
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime;
-use crate::server::cluster;
-use crate::server::config;
-use crate::server::redis_io::{bytes, call, call_logged, own_writes, warn};
+use crate::redis::cluster;
+use crate::redis::config;
+use crate::redis::redis_io::{bytes, call, call_logged, own_writes, warn};
 use redis_module::key::KeyFlags;
 use redis_module::{Context, KeyType, RedisValue};
 
@@ -273,7 +273,7 @@ pub fn absorb(ctx: &Context, other: &[u8]) -> bool {
         return false;
     }
     let other_order = [other_hash.as_slice(), b":order"].concat();
-    let entries = match crate::server::redis_io::hgetall(ctx, &other_hash) {
+    let entries = match crate::redis::redis_io::hgetall(ctx, &other_hash) {
         Ok(entries) => entries,
         Err(e) => {
             warn(&format!("cannot read the dead letters {}: {e}", other_hash.escape_ascii()));

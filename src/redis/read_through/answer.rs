@@ -8,10 +8,10 @@ use super::loads::{self, Loaded};
 use crate::model::queue::RowKey;
 use crate::model::read_command::{ReadCommand, ReadReply};
 use crate::pipeline::runtime;
-use crate::server::blocked::Answer;
-use crate::server::client_call::ClientReply;
-use crate::server::config;
-use crate::server::redis_io::key_exists;
+use crate::redis::blocked::Answer;
+use crate::redis::client_call::ClientReply;
+use crate::redis::config;
+use crate::redis::redis_io::key_exists;
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{
     CallOptionResp, CallOptionsBuilder, CallResult, Context, RedisError, RedisResult, RedisString, RedisValue,

@@ -7,8 +7,8 @@
 //! (an increment must not be lost or counted twice, and a later set must stay on
 //! top).
 
-use super::logs::{self, SHARDS};
-use super::{keys, legacy, records};
+mod legacy;
+
 use crate::model::change::{Change, Write};
 use crate::model::doubt::{increments_of, Doubt};
 use crate::model::journal_codec::decode;
@@ -16,7 +16,9 @@ use crate::model::queue::{Journaled, RowKey};
 use crate::model::row_id::check_id;
 use crate::pipeline::dirty_set::DirtySet;
 use crate::pipeline::runtime::Runtime;
-use crate::server::redis_io::{bytes, call, notice, warn};
+use crate::redis::journal::logs::{self, SHARDS};
+use crate::redis::journal::{self, keys, records};
+use crate::redis::redis_io::{bytes, call, notice, warn};
 use redis_module::{Context, RedisValue};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
@@ -242,7 +244,7 @@ pub fn recover_row(ctx: &Context, set: &DirtySet, key: &[u8]) {
 /// or arrived from another node (resharding moved its row here), whose changes
 /// are this node's to sync now.
 pub fn adopt(ctx: &Context, set: &DirtySet, journal: &[u8]) {
-    let Some(key) = super::from_key(ctx, journal) else { return };
+    let Some(key) = journal::from_key(ctx, journal) else { return };
     // A row already queued keeps its place: its queued change came from this log's
     // older records and newer writes; the moved records join them in the log and
     // are queued with the rest at the next start.
@@ -256,7 +258,7 @@ pub fn adopt(ctx: &Context, set: &DirtySet, journal: &[u8]) {
 fn recover_log(ctx: &Context, set: &DirtySet, key: &[u8]) {
     let Some(row) = row_of(set, key) else {
         warn(&format!("dropped the journal of {}: it names no mapped row", key.escape_ascii()));
-        return super::forget(ctx, key);
+        return journal::forget(ctx, key);
     };
     if set.queue().holds(&row) {
         return;
@@ -264,7 +266,7 @@ fn recover_log(ctx: &Context, set: &DirtySet, key: &[u8]) {
     let Some((log, marks)) = logs::read_marked(key) else { return };
     let Some(writes) = decode_all(&log) else {
         warn(&format!("dropped the unreadable journal of {}", key.escape_ascii()));
-        return super::forget(ctx, key);
+        return journal::forget(ctx, key);
     };
     let doubts: Vec<Doubt> = marks.iter().filter_map(|&(marker, prefix)| doubt(&log, marker, prefix)).collect();
     if !doubts.is_empty() {
@@ -279,7 +281,7 @@ fn recover_log(ctx: &Context, set: &DirtySet, key: &[u8]) {
 /// The writes of a log, with each record's size in the log; `None` when a
 /// record cannot be read.
 fn decode_all(log: &[u8]) -> Option<Vec<(usize, Write)>> {
-    let read = |record: &[u8]| decode(record).map(|write| (super::framed_len(record.len()), write));
+    let read = |record: &[u8]| decode(record).map(|write| (journal::framed_len(record.len()), write));
     records(log)?.into_iter().map(read).collect()
 }
 

@@ -2,7 +2,7 @@
 //! the stream `{<prefix><id>}<uuid>` as `status done` or `status failed error <text>`.
 
 use crate::model::mapping::Mapping;
-use crate::server::redis_io::call_logged;
+use crate::redis::redis_io::call_logged;
 use redis_module::Context;
 
 /// How long an ack stream is kept after its last entry.

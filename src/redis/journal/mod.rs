@@ -10,16 +10,13 @@
 //! previous version, or travelling between cluster nodes) are moved into memory
 //! when found (`keys.rs`). See docs/journal.md.
 
-mod keys;
-mod legacy;
+pub(crate) mod keys;
 pub mod logs;
 pub mod persist;
-pub mod recovery;
 
 pub use keys::is_journal_key;
-pub use recovery::{adopt, recover_all, recover_row, recover_step, wait_until_recovered, Recovery};
 
-use crate::server::redis_io::warn;
+use crate::redis::redis_io::warn;
 use logs::Op;
 use redis_module::Context;
 
@@ -32,7 +29,7 @@ fn frame(record: &[u8]) -> Vec<u8> {
 }
 
 /// The records of a log, oldest first; `None` when it is not a whole log.
-fn records(mut log: &[u8]) -> Option<Vec<&[u8]>> {
+pub(crate) fn records(mut log: &[u8]) -> Option<Vec<&[u8]>> {
     let mut out = Vec::new();
     while !log.is_empty() {
         let len = u32::from_le_bytes(log.get(..4)?.try_into().ok()?) as usize;

@@ -1,7 +1,7 @@
 //! A Redis key opened with the key API, for hash writes without a command call
 //! (`SYNC.WRITE`'s common commands, rows read from Postgres).
 
-use crate::server::redis_io::api;
+use crate::redis::redis_io::api;
 use redis_module::{raw, Context, RedisError, RedisString};
 use std::os::raw::c_int;
 use std::ptr;

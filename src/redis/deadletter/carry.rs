@@ -11,7 +11,7 @@ use super::{entry_id, keys, of_row, remove, DeadLetter};
 use crate::model::change::{Change, FieldChange, RowOp, Write};
 use crate::model::mapping::{Mapping, Mode};
 use crate::model::queue::RowKey;
-use crate::server::redis_io::{call_logged, own_writes};
+use crate::redis::redis_io::{call_logged, own_writes};
 use redis_module::Context;
 
 impl DeadLetter {

@@ -11,9 +11,9 @@
 
 use crate::model::mapping::{Mapping, Notify, NotifyPayload};
 use crate::model::stats::MappingStats;
-use crate::server::cluster;
-use crate::server::hash_key::Key;
-use crate::server::redis_io::{call_logged, publish, string};
+use crate::redis::cluster;
+use crate::redis::hash_key::Key;
+use crate::redis::redis_io::{call_logged, publish, string};
 use redis_module::Context;
 use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};

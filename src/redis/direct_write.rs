@@ -9,9 +9,9 @@
 //! double), HSETEX and HGETDEL (field expiry) still go through a command call.
 
 use crate::model::intent::Command;
-use crate::server::acl::Caller;
-use crate::server::hash_key::Key;
-use crate::server::redis_io::{self, own_writes, string};
+use crate::redis::acl::Caller;
+use crate::redis::hash_key::Key;
+use crate::redis::redis_io::{self, own_writes, string};
 use redis_module::{raw, Context, NotifyEvent, RedisError, RedisString, RedisValue};
 
 /// Whether `command` is run here rather than through a command call.

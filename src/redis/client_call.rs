@@ -3,8 +3,8 @@
 //! exactly as Redis gave it.
 
 use crate::model::intent::Command;
-use crate::server::direct_write;
-use crate::server::redis_io::{api, own_writes, string};
+use crate::redis::direct_write;
+use crate::redis::redis_io::{api, own_writes, string};
 use redis_module::{
     CallOptionResp, CallOptionsBuilder, CallReply, CallResult, Context, RedisError, RedisResult, RedisString,
     RedisValue,

@@ -17,13 +17,14 @@ use crate::pg;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::pipeline::schema_checker;
 use crate::pipeline::worker;
-use crate::server::cluster;
-use crate::server::config;
-use crate::server::eviction;
+use crate::redis::cluster;
+use crate::redis::config;
+use crate::redis::eviction;
 use crate::server::filter;
-use crate::server::read_through::{self, loads};
-use crate::server::redis_io::{notice, warn};
-use crate::server::waiters;
+use crate::redis::read_through::loads;
+use crate::server::read_through;
+use crate::redis::redis_io::{notice, warn};
+use crate::redis::waiters;
 use crate::sources::kafka;
 use crate::sources::listen;
 use crate::sources::loader;
@@ -197,7 +198,7 @@ pub fn on_role_changed(replica: bool) {
     // A replica's journal is its primary's; a promoted one recovers it.
     rt.dirty.restart();
     if replica {
-        waiters::fail_all(crate::server::replies::DEMOTED, rt.queue());
+        waiters::fail_all(crate::redis::replies::DEMOTED, rt.queue());
     }
 }
 
@@ -206,7 +207,7 @@ pub fn on_role_changed(replica: bool) {
 pub fn stop() {
     let Some(rt) = runtime::get() else { return };
     rt.queue().shut_down();
-    waiters::fail_all(crate::server::replies::STOPPED, rt.queue());
+    waiters::fail_all(crate::redis::replies::STOPPED, rt.queue());
     let threads = std::mem::take(&mut *lock(&THREADS));
     let busy = join_within(threads, STOP_WAIT);
     if !busy.is_empty() {

@@ -11,7 +11,7 @@
 
 use super::logs;
 use crate::model::guard::{catch, guard};
-use crate::server::redis_io::{config_value, names_config, warn};
+use crate::redis::redis_io::{config_value, names_config, warn};
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context};
 use redis_module_macros::config_changed_event_handler;

@@ -9,7 +9,7 @@ pub mod rules;
 
 pub use rules::Access;
 
-use crate::server::redis_io::api;
+use crate::redis::redis_io::api;
 use redis_module::{raw, Context, RedisError, RedisString};
 use std::ptr::{self, NonNull};
 
@@ -35,7 +35,7 @@ impl Caller {
         let Some(check) = api!(RedisModule_ACLCheckKeyPermissions) else {
             return false;
         };
-        let key = crate::server::redis_io::string(ctx, key);
+        let key = crate::redis::redis_io::string(ctx, key);
         // SAFETY: the user and the string are alive for the call.
         unsafe { check(self.user.as_ptr(), key.inner, key_flags(access)) == raw::REDISMODULE_OK as i32 }
     }
@@ -85,7 +85,7 @@ impl Caller {
         // Logged and named as Redis names its own refusals: the command in lower case.
         let name = argv.first().map(|a| a.to_string_lossy().to_lowercase()).unwrap_or_default();
         if let Some(add) = api!(RedisModule_ACLAddLogEntry) {
-            let object = crate::server::redis_io::string(ctx, name.as_bytes());
+            let object = crate::redis::redis_io::string(ctx, name.as_bytes());
             // SAFETY: the context, user and string are alive for the call.
             unsafe {
                 add(
@@ -108,7 +108,7 @@ impl Caller {
 
     /// Whether the user may read (or write) every key that starts with `prefix`.
     pub fn may_prefix(&self, ctx: &Context, prefix: &[u8], access: Access) -> bool {
-        let prefix_string = crate::server::redis_io::string(ctx, prefix);
+        let prefix_string = crate::redis::redis_io::string(ctx, prefix);
         if let Some(check) = api!(RedisModule_ACLCheckKeyPrefixPermissions) {
             // SAFETY: the user and the string are alive for the call.
             return unsafe {
@@ -131,7 +131,7 @@ impl Caller {
         let Some(add) = api!(RedisModule_ACLAddLogEntry) else {
             return;
         };
-        let object = crate::server::redis_io::string(ctx, key);
+        let object = crate::redis::redis_io::string(ctx, key);
         // SAFETY: the context, user and string are alive for the call.
         unsafe {
             add(ctx.ctx, self.user.as_ptr(), object.inner, raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY)

@@ -13,7 +13,7 @@
 //! here, as Redis does for clients; a slot being moved in is not ours yet.
 
 use crate::model::slots::{SlotState, SlotTable};
-use crate::server::redis_io::{api, bytes, string, warn};
+use crate::redis::redis_io::{api, bytes, string, warn};
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags};
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicBool, Ordering};

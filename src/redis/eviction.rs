@@ -9,10 +9,10 @@
 //! kept from when the journal was keys) every eviction of one of its keys.
 
 use crate::model::guard::guard;
-use crate::server::deadletter::{is_deadletter_key, DEADLETTER_KEY, ORDER_KEY};
-use crate::server::journal::is_journal_key;
-use crate::server::notify::now_ms;
-use crate::server::redis_io::{api, config_value, names_config, warn};
+use crate::redis::deadletter::{is_deadletter_key, DEADLETTER_KEY, ORDER_KEY};
+use crate::redis::journal::is_journal_key;
+use crate::redis::notify::now_ms;
+use crate::redis::redis_io::{api, config_value, names_config, warn};
 use redis_module::{raw, Context, RedisString};
 use redis_module_macros::config_changed_event_handler;
 use std::os::raw::{c_char, c_int};

@@ -5,7 +5,7 @@
 
 use crate::model::mapping::{KeyRole, Mappings};
 use crate::model::row_id::check_id;
-use crate::server::redis_io::{bytes, call};
+use crate::redis::redis_io::{bytes, call};
 use redis_module::{Context, RedisValue};
 
 /// Keys examined per SCAN step.

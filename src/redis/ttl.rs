@@ -5,8 +5,8 @@
 //! key changes only the fields it writes.
 
 use crate::model::mapping::Mapping;
-use crate::server::hash_key::Key;
-use crate::server::redis_io::{replicate, string, warn};
+use crate::redis::hash_key::Key;
+use crate::redis::redis_io::{replicate, string, warn};
 use redis_module::{Context, RedisString};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

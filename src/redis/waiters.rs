@@ -9,7 +9,7 @@
 
 use crate::model::queue::{Outcome, Queue, RowKey};
 use crate::pipeline::runtime;
-use crate::server::blocked::{Blocked, Reply};
+use crate::redis::blocked::{Blocked, Reply};
 use redis_module::{Context, RedisError};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -172,7 +172,7 @@ fn pending(queue: &Queue, version: u64) -> i64 {
 }
 
 /// The reply of a client whose deadline passed (or that `CLIENT UNBLOCK` freed);
-/// forgets it. Called by Redis through [`crate::server::blocked`].
+/// forgets it. Called by Redis through [`crate::redis::blocked`].
 pub(crate) fn timed_out(id: usize) -> Reply {
     let Some(w) = registry().remove(id) else {
         return Reply::Error("ERR pgsync: timed out".into());
@@ -191,7 +191,7 @@ pub(crate) fn timed_out(id: usize) -> Reply {
 }
 
 /// Forgets a client that disconnected while it waited. Called by Redis through
-/// [`crate::server::blocked`].
+/// [`crate::redis::blocked`].
 pub(crate) fn disconnected(id: usize) {
     drop(registry().remove(id));
 }

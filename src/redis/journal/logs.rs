@@ -18,7 +18,7 @@
 
 use crate::model::log_map::LogMap;
 pub use crate::model::log_map::{mark_bytes, Marks, Op, SHARDS};
-use crate::server::redis_io::{api, warn};
+use crate::redis::redis_io::{api, warn};
 use redis_module::Context;
 use std::ffi::{c_char, CStr};
 use std::sync::{LazyLock, Mutex, MutexGuard};

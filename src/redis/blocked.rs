@@ -2,15 +2,15 @@
 //! `redis-module` crate's `BlockedClient` has no timeout and no disconnect
 //! callback. Redis calls back here when the deadline passes or the client goes
 //! away; the [`Answer`] type of the blocked client decides what happens then
-//! ([`crate::server::waiters`] for `SYNC.HSET`/`SYNC.WAIT`, read-through for
+//! ([`crate::redis::waiters`] for `SYNC.HSET`/`SYNC.WAIT`, read-through for
 //! loads). Redis frees the handle once `RM_UnblockClient` was called on it,
 //! which happens exactly once per client: when it is answered, at its deadline,
 //! or when it disconnects.
 
 use crate::model::guard;
-use crate::server::redis_io::api;
-use crate::server::replies;
-use crate::server::waiters;
+use crate::redis::redis_io::api;
+use crate::redis::replies;
+use crate::redis::waiters;
 use redis_module::raw::{RedisModuleBlockedClient, RedisModuleCtx, RedisModuleString, REDISMODULE_OK};
 use redis_module::{decode_args, Context, RedisError, RedisResult, RedisString, RedisValue};
 use std::ffi::{c_int, c_void};

@@ -8,8 +8,8 @@
 //! row's keys leave. Written with the key API and replicated explicitly (`SET`,
 //! `DEL`).
 
-use crate::server::cluster;
-use crate::server::redis_io::{self, string, warn};
+use crate::redis::cluster;
+use crate::redis::redis_io::{self, string, warn};
 use redis_module::{Context, RedisString};
 use std::ffi::CStr;
 
