@@ -16,15 +16,16 @@ use crate::model::mapping::Mappings;
 use crate::pg;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::pipeline::schema_checker;
+use crate::pipeline::threads::{self, spawn};
 use crate::pipeline::worker;
 use crate::redis::cluster;
 use crate::redis::config;
 use crate::redis::eviction;
-use crate::server::filter;
 use crate::redis::read_through::loads;
-use crate::server::read_through;
 use crate::redis::redis_io::{notice, warn};
 use crate::redis::waiters;
+use crate::server::filter;
+use crate::server::read_through;
 use crate::sources::kafka;
 use crate::sources::listen;
 use crate::sources::loader;
@@ -32,17 +33,10 @@ use crate::sources::reload;
 use redis_module::{Context, ContextFlags, RedisString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long the shutdown waits, in all, for the threads to end.
 pub const STOP_WAIT: Duration = Duration::from_secs(2);
-
-/// How often the shutdown looks whether the threads have ended.
-const STOP_POLL: Duration = Duration::from_millis(10);
-
-/// Every thread started and not joined yet.
-static THREADS: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// Which worker slots have a running worker.
 static WORKER_SLOTS: Mutex<[bool; config::MAX_WORKERS as usize]> = Mutex::new([false; config::MAX_WORKERS as usize]);
@@ -61,7 +55,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     if path.is_empty() {
         return Err("pgsync.mappings is not set (path of the JSON mapping file)".into());
     }
-    let url = config::postgres_url(&args);
+    let url = crate::postgres_url::postgres_url(&args);
     if url.is_empty() {
         return Err("pgsync.postgres-url is not set".into());
     }
@@ -88,30 +82,6 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     eviction::watch(ctx)?;
     std::panic::set_hook(Box::new(|info| warn(&format!("panic caught: {info}"))));
     notice(&summary);
-    Ok(())
-}
-
-/// Starts a named thread under the panic guard, and keeps its handle to join it.
-pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
-    let handle = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            if let Err(panic) = crate::model::guard::catch(f) {
-                warn(&format!("thread stopped by a bug: {panic}"));
-            }
-        })
-        .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
-    let mut threads = lock(&THREADS);
-    // Workers no longer wanted and finished reloads end on their own: joining them
-    // here keeps the list as long as the threads that run.
-    let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut *threads).into_iter().partition(|t| t.is_finished());
-    *threads = running;
-    threads.push(handle);
-    drop(threads);
-    for thread in ended {
-        // Err means the thread panicked, and its guard has logged it already.
-        let _ = thread.join();
-    }
     Ok(())
 }
 
@@ -208,8 +178,7 @@ pub fn stop() {
     let Some(rt) = runtime::get() else { return };
     rt.queue().shut_down();
     waiters::fail_all(crate::redis::replies::STOPPED, rt.queue());
-    let threads = std::mem::take(&mut *lock(&THREADS));
-    let busy = join_within(threads, STOP_WAIT);
+    let busy = threads::join_all(STOP_WAIT);
     if !busy.is_empty() {
         warn(&format!(
             "{} thread(s) still busy at shutdown after {} ms, left to end with the server: {}",
@@ -217,55 +186,5 @@ pub fn stop() {
             STOP_WAIT.as_millis(),
             busy.join(", ")
         ));
-    }
-}
-
-/// Joins the threads that end before `wait` has passed; returns the names of the others.
-fn join_within(threads: Vec<JoinHandle<()>>, wait: Duration) -> Vec<String> {
-    let deadline = Instant::now() + wait;
-    let mut running = threads;
-    loop {
-        let (ended, still): (Vec<_>, Vec<_>) = running.into_iter().partition(|t| t.is_finished());
-        for thread in ended {
-            // Err means the thread panicked, and its guard has logged it already.
-            let _ = thread.join();
-        }
-        running = still;
-        if running.is_empty() || Instant::now() >= deadline {
-            break;
-        }
-        std::thread::sleep(STOP_POLL);
-    }
-    running.iter().map(|t| t.thread().name().unwrap_or("unnamed").to_string()).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::join_within;
-    use std::sync::mpsc;
-    use std::time::Duration;
-
-    #[test]
-    fn ended_threads_are_joined_and_busy_ones_named() {
-        let (release, blocked) = mpsc::channel::<()>();
-        let busy = std::thread::Builder::new()
-            .name("busy".into())
-            .spawn(move || {
-                let _ = blocked.recv();
-            })
-            .unwrap();
-        let done = std::thread::spawn(|| {});
-        while !done.is_finished() {
-            std::thread::yield_now();
-        }
-        let left = join_within(vec![done, busy], Duration::from_millis(50));
-        assert_eq!(left, vec!["busy".to_string()]);
-        release.send(()).unwrap();
-    }
-
-    #[test]
-    fn nothing_is_left_once_every_thread_ends() {
-        let threads = (0..3).map(|_| std::thread::spawn(|| {})).collect();
-        assert!(join_within(threads, Duration::from_secs(60)).is_empty());
     }
 }

@@ -6,6 +6,10 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The first retry delay of a mapping whose rows cannot be written (the workers'
+/// per-mapping backoffs, in the runtime).
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+
 /// Delays after consecutive failures: `first`, then twice the previous one, up to a
 /// cap; a success starts over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,10 +11,60 @@
 //! FLUSH (which removes the keys of rows deleted while nobody listened): the
 //! listener then skips it instead of reading the whole table a second time.
 
-use crate::sources::listen::Announced;
-use std::collections::BTreeMap;
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// A notification's payload (see `pg::triggers`).
+#[derive(Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Payload {
+    Upsert { id: String },
+    Delete { id: String },
+    Truncate,
+}
+
+/// What one round heard on a channel: whether the table was truncated, and the
+/// rows announced after the last TRUNCATE (earlier ones are gone with it).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Announced {
+    /// Whether the table was truncated (the rows announced before it are gone).
+    pub(crate) truncated: bool,
+    /// The ids of the rows announced (after the last TRUNCATE).
+    pub(crate) ids: BTreeSet<String>,
+}
+
+impl Announced {
+    /// Adds what was heard after `self`: a TRUNCATE among it supersedes the rows
+    /// announced before it.
+    pub(crate) fn absorb(&mut self, later: Announced) {
+        if later.truncated {
+            *self = later;
+        } else {
+            self.ids.extend(later.ids);
+        }
+    }
+}
+
+/// Adds one notification to `out`, by channel; a malformed payload is refused.
+pub(crate) fn hear(
+    out: &mut BTreeMap<String, Announced>,
+    channel: &str,
+    payload: &str,
+) -> Result<(), serde_json::Error> {
+    match serde_json::from_str::<Payload>(payload)? {
+        Payload::Upsert { id } | Payload::Delete { id } => {
+            out.entry(channel.to_string()).or_default().ids.insert(id);
+        }
+        Payload::Truncate => {
+            let announced = out.entry(channel.to_string()).or_default();
+            announced.truncated = true;
+            announced.ids.clear();
+        }
+    }
+    Ok(())
+}
 
 /// Shared by the reloads and the listener; one per module.
 pub struct Handover {
@@ -94,7 +144,7 @@ mod tests {
     fn heard(notifications: &[(&str, &str)]) -> BTreeMap<String, Announced> {
         let mut out = BTreeMap::new();
         for (channel, payload) in notifications {
-            crate::sources::listen::hear(&mut out, channel, payload);
+            hear(&mut out, channel, payload).unwrap();
         }
         out
     }

@@ -22,7 +22,6 @@ pub mod negative_cache;
 pub mod queue;
 pub mod read_command;
 pub mod row_id;
-pub mod row_map;
 pub mod slots;
 pub mod stats;
 pub mod template;

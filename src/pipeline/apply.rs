@@ -130,7 +130,7 @@ fn apply_row(
             let message = format!("{}{logged}", rejection_prefix(m, &row.id));
             warn(&message);
             stats.set_last_error(&message);
-            deadletter::add(ctx, m, row, change, e);
+            deadletter::add(ctx, rt.drop_counters(), m, row, change, e);
         }
     }
     if m.mode == Mode::WriteThrough {

@@ -4,30 +4,28 @@
 //! write. Hash writes and DEL/UNLINK reach it through `SYNC.WRITE`/`SYNC.DELETE`
 //! (see `filter.rs`), so their arguments say what they meant. Whole-key commands
 //! that are not rerouted (RENAME, RESTORE, COPY, MOVE) and writes by other modules
-//! arrive as keyspace events and are captured as the key's whole hash. Expiry,
+//! arrive as keyspace events (`server/events.rs`) and are captured as the key's
+//! whole hash. Expiry,
 //! eviction and other deletions that nobody asked for are cache events and never
 //! reach Postgres.
 
 use crate::model::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
-use crate::model::guard::guard;
 use crate::model::intent::Command;
 use crate::model::key_text::KeyType;
 use crate::model::mapping::{KeyRole, Mapping, Mode};
 use crate::model::queue::RowKey;
 use crate::model::row_id::check_id;
 use crate::model::stats::MappingStats;
-use crate::pipeline::runtime::{self, Runtime};
+use crate::pipeline::runtime::Runtime;
 use crate::redis::ack;
 use crate::redis::client_call::{client_argv, run_as_client};
 use crate::redis::deadletter;
 use crate::redis::notify::{self, now_ms, Event, EventOp, Source};
 use crate::redis::read_through::loads;
-use crate::redis::redis_io::{hgetall, is_own_write, selected_db, warn};
+use crate::redis::redis_io::{selected_db, warn};
 use crate::redis::replies;
 use crate::redis::ttl;
-use crate::redis::cluster;
-use crate::server::migration;
-use redis_module::{Context, ContextFlags, NotifyEvent, RedisError};
+use redis_module::{Context, ContextFlags, RedisError};
 use std::time::Duration;
 
 /// The row a captured key writes to.
@@ -226,77 +224,4 @@ fn delete(ctx: &Context, keys: &[&[u8]]) -> Result<(), RedisError> {
 fn announce(ctx: &Context, rt: &Runtime, target: &Target, key: &str, op: EventOp, fields: Vec<String>) {
     let event = Event { key, id: &target.id, op, source: Source::Redis, fields, time: now_ms() };
     notify::send(ctx, &rt.mappings.all()[target.mapping], &rt.stats[target.mapping], &event);
-}
-
-/// Keyspace handler for hash events. Writes by clients come through `SYNC.WRITE`,
-/// which captures them itself (its own call of the command is an own write); an
-/// event here is a write by another module, captured as the key's whole hash.
-/// Field TTLs and field expiry change no data and never reach Postgres.
-pub fn on_hash_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
-    if matches!(event, "hexpire" | "hpersist" | "hexpired") {
-        return;
-    }
-    guard(|| schedule_whole_key(ctx, key, false));
-}
-
-/// Keyspace handler for generic events. RENAME (the old key's row is deleted, the
-/// new key's hash upserted), RESTORE, COPY and MOVE are captured as whole keys.
-/// `del` is not: DEL and UNLINK come through `SYNC.DELETE`, and every other `del`
-/// (a hash's last field removed or expired, MIGRATE moving a key away) deletes
-/// nothing in Postgres. A key arriving by `RESTORE-ASKING` (resharding) is no
-/// write either (`migration.rs`).
-pub fn on_generic_event(ctx: &Context, _kind: NotifyEvent, event: &str, key: &[u8]) {
-    if event == "restore" && cluster::arriving() {
-        return guard(|| migration::on_arrival(ctx, key));
-    }
-    let gone = match event {
-        "rename_from" | "move_from" => true,
-        "rename_to" | "restore" | "copy_to" | "move_to" => false,
-        _ => return,
-    };
-    guard(|| schedule_whole_key(ctx, key, gone));
-}
-
-/// Writes are unsafe inside a keyspace callback, so the capture is deferred to a
-/// post-notification job, which still runs inside the same command.
-fn schedule_whole_key(ctx: &Context, key: &[u8], gone: bool) {
-    if is_own_write() {
-        return;
-    }
-    let Some(rt) = runtime::get() else { return };
-    if !capturing(ctx, rt) {
-        return;
-    }
-    let target = match target(rt, key) {
-        None => return,
-        Some(Err((mapping, message))) => return refuse(rt, mapping, &message),
-        Some(Ok(target)) => target,
-    };
-    let key = key.to_vec();
-    let scheduled = ctx.add_post_notification_job(move |ctx| {
-        guard(|| capture_whole_key(ctx, rt, &target, &key, gone));
-    });
-    if scheduled == redis_module::Status::Err {
-        warn("could not schedule the capture of a write");
-    }
-}
-
-fn capture_whole_key(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], gone: bool) {
-    let m = &rt.mappings.all()[target.mapping];
-    if gone {
-        if m.mode == Mode::WriteBehind {
-            record(ctx, rt, target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
-        }
-        return;
-    }
-    match hgetall(ctx, key) {
-        Ok(pairs) => {
-            let fields = set_fields(pairs.into_iter().filter(|(f, _)| f != OP_FIELD).collect());
-            record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
-        }
-        Err(e) => {
-            let message = format!("{}: write to {} refused: {e}", m.name, key.escape_ascii());
-            refuse(rt, target.mapping, &message);
-        }
-    }
 }

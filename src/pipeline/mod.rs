@@ -6,7 +6,7 @@
 pub mod apply;
 pub mod capture;
 pub mod dirty_set;
-pub mod recovery;
 pub mod runtime;
 pub mod schema_checker;
+pub mod threads;
 pub mod worker;

@@ -3,7 +3,7 @@
 //! threads. Starting and stopping those threads is the supervisor's job
 //! (`src/supervisor.rs`).
 
-use crate::model::backoff::SharedBackoff;
+use crate::model::backoff::{SharedBackoff, FIRST_RETRY_DELAY};
 use crate::model::mapping::Mappings;
 use crate::model::queue::Queue;
 use crate::model::stats::{MappingStats, PostgresState};
@@ -108,7 +108,7 @@ impl Runtime {
             start_reload_checked: AtomicBool::new(false),
             schemas: RwLock::new(vec![None; count]),
             stale_schemas: (0..count).map(|_| AtomicBool::new(false)).collect(),
-            backoffs: (0..count).map(|_| SharedBackoff::new(crate::pipeline::worker::FIRST_RETRY_DELAY)).collect(),
+            backoffs: (0..count).map(|_| SharedBackoff::new(FIRST_RETRY_DELAY)).collect(),
             mappings,
         }
     }
@@ -161,6 +161,11 @@ impl Runtime {
         if let Some(slot) = schemas.get_mut(mapping) {
             *slot = Some(Arc::new(schema));
         }
+    }
+
+    /// Where the dead-letter list counts the entries it drops.
+    pub fn drop_counters(&self) -> crate::redis::deadletter::DropCounters<'_> {
+        crate::redis::deadletter::DropCounters { mappings: &self.mappings, stats: &self.stats }
     }
 
     /// Whether this server may write to Postgres now.

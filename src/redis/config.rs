@@ -1,9 +1,7 @@
 //! The `pgsync.*` configs: their storage, limits and defaults, the check of module
-//! arguments, and the Postgres URL that `CONFIG GET` shows without its password.
+//! arguments. How `CONFIG GET` shows the Postgres URL (without its password) is
+//! `src/postgres_url.rs`'s: hiding it is a Postgres rule.
 
-use crate::pg::conninfo::redact;
-use redis_module::configuration::{ConfigurationContext, ConfigurationValue};
-use redis_module::{RedisError, RedisString};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
 
@@ -108,7 +106,8 @@ pub const NAMES: &[&str] = &[
 ];
 
 /// The Postgres URL config: `CONFIG GET` (and so `CONFIG GET *`) shows it with the
-/// password hidden; the module reads the real one with [`SecretUrl::get`].
+/// password hidden (`src/postgres_url.rs`); the module reads the real one with
+/// [`SecretUrl::get`].
 pub struct SecretUrl(Mutex<String>);
 
 impl SecretUrl {
@@ -116,35 +115,16 @@ impl SecretUrl {
     pub fn get(&self) -> String {
         string(&self.0)
     }
-}
 
-impl ConfigurationValue<RedisString> for SecretUrl {
-    fn get(&self, _ctx: &ConfigurationContext) -> RedisString {
-        RedisString::create(None, redact(&self.get()).as_str())
-    }
-
-    fn set(&self, _ctx: &ConfigurationContext, value: RedisString) -> Result<(), RedisError> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = value.try_as_str()?.to_string();
-        Ok(())
+    /// Sets the URL (`CONFIG SET`, module arguments).
+    pub fn set(&self, url: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = url;
     }
 }
 
 /// Reads a string config.
 pub fn string(value: &Mutex<String>) -> String {
     value.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
-}
-
-/// The Postgres URL to connect with. `CONFIG REWRITE` saves what `CONFIG GET`
-/// shows, the URL with its password hidden, as a `pgsync.postgres-url` line that
-/// overrides the `loadmodule` arguments at the next start; the real URL is then
-/// still among those arguments (`args`), and is used.
-pub fn postgres_url(args: &[String]) -> String {
-    let url = POSTGRES_URL.get();
-    let from_args = args.chunks(2).find(|pair| pair[0] == "postgres-url").and_then(|pair| pair.get(1));
-    match from_args {
-        Some(real) if *real != url && redact(real) == url => real.clone(),
-        _ => url,
-    }
 }
 
 /// Whether log lines may show row values (`pgsync.log-values`).

@@ -8,7 +8,6 @@
 //! cannot miss a settle in between, and a client is answered exactly once.
 
 use crate::model::queue::{Outcome, Queue, RowKey};
-use crate::pipeline::runtime;
 use crate::redis::blocked::{Blocked, Reply};
 use redis_module::{Context, RedisError};
 use std::collections::{BTreeSet, HashMap};
@@ -21,8 +20,8 @@ enum Awaits {
     /// Postgres's error.
     Row { row: RowKey, reply: i64, timeout: Option<Duration> },
     /// `SYNC.WAIT`: every change up to the waiter's version; answered with the
-    /// number of rows still pending.
-    Everything,
+    /// number of rows still pending in `queue`.
+    Everything { queue: &'static Queue },
 }
 
 struct Waiter {
@@ -44,7 +43,7 @@ impl Registry {
         let id = waiter.client.id();
         match &waiter.awaits {
             Awaits::Row { row, .. } => self.by_row.entry(row.clone()).or_default().push(id),
-            Awaits::Everything => {
+            Awaits::Everything { .. } => {
                 self.everything.insert((waiter.version, id));
             }
         }
@@ -62,7 +61,7 @@ impl Registry {
                     }
                 }
             }
-            Awaits::Everything => {
+            Awaits::Everything { .. } => {
                 self.everything.remove(&(waiter.version, id));
             }
         }
@@ -92,10 +91,16 @@ pub fn wait_for_row(
 }
 
 /// Blocks the calling client until every change up to `version` settles (then it
-/// gets 0), or until `timeout` (then it gets the number of rows still pending).
-pub fn wait_for_all(ctx: &Context, version: u64, timeout: Option<Duration>) -> Result<(), RedisError> {
+/// gets 0), or until `timeout` (then it gets the number of rows still pending in
+/// `queue`).
+pub fn wait_for_all(
+    ctx: &Context,
+    queue: &'static Queue,
+    version: u64,
+    timeout: Option<Duration>,
+) -> Result<(), RedisError> {
     let client = Blocked::new(ctx, timeout)?;
-    registry().insert(Waiter { client, version, awaits: Awaits::Everything });
+    registry().insert(Waiter { client, version, awaits: Awaits::Everything { queue } });
     Ok(())
 }
 
@@ -124,7 +129,7 @@ fn answer(row: &RowKey, version: u64, outcome: Result<(), String>) {
     for w in ready {
         let reply = match (&outcome, &w.awaits) {
             (Ok(()), Awaits::Row { reply, .. }) => Reply::Integer(*reply),
-            (Ok(()), Awaits::Everything) => Reply::Integer(0),
+            (Ok(()), Awaits::Everything { .. }) => Reply::Integer(0),
             (Err(e), _) => Reply::Error(e.clone()),
         };
         w.client.reply(reply);
@@ -161,7 +166,7 @@ pub fn fail_all(message: &str, queue: &Queue) {
     for w in all {
         let reply = match w.awaits {
             Awaits::Row { .. } => Reply::Error(message.to_string()),
-            Awaits::Everything => Reply::Integer(pending(queue, w.version)),
+            Awaits::Everything { .. } => Reply::Integer(pending(queue, w.version)),
         };
         w.client.reply(reply);
     }
@@ -185,7 +190,7 @@ pub(crate) fn timed_out(id: usize) -> Reply {
                  the change stays queued and lands when Postgres is back"
             ))
         }
-        Awaits::Everything => Reply::Integer(runtime::get().map_or(0, |rt| pending(rt.queue(), w.version))),
+        Awaits::Everything { queue } => Reply::Integer(pending(queue, w.version)),
     }
     // `w.client` drops here: Redis needs the handle unblocked even after a timeout.
 }

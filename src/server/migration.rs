@@ -100,7 +100,7 @@ pub fn migrate(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
     for key in &args.keys {
         // The node's dead letters stay with it (under its new home tag) while it
         // keeps a slot of its own.
-        if !args.copy && deadletter::is_deadletter_key(key) && deadletter::absorb(ctx, key) {
+        if !args.copy && deadletter::is_deadletter_key(key) && deadletter::absorb(ctx, rt.drop_counters(), key) {
             continue;
         }
         // So do its Kafka offsets.
@@ -179,7 +179,7 @@ pub fn on_arrival(ctx: &Context, key: &[u8]) {
     // Reading and (for a log naming no row) deleting keys is unsafe inside a
     // keyspace callback; a post-notification job runs in the same command.
     let scheduled = ctx.add_post_notification_job(move |ctx| {
-        crate::model::guard::guard(|| crate::pipeline::recovery::adopt(ctx, &rt.dirty, &key));
+        crate::model::guard::guard(|| crate::pipeline::dirty_set::recovery::adopt(ctx, &rt.dirty, &key));
     });
     if scheduled == redis_module::Status::Err {
         warn("could not schedule the queueing of a journal log that arrived by MIGRATE");

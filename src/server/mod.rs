@@ -3,6 +3,7 @@
 //! `INFO`. The adapters they use are in `redis/`.
 
 pub mod commands;
+pub mod events;
 pub mod filter;
 pub mod migration;
 pub mod read_through;

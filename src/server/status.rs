@@ -1,19 +1,11 @@
 //! The figures of `SYNC.STATUS` and `INFO pgsync`, computed once in one place.
 
 use crate::model::counting_alloc::module_bytes;
-use crate::model::stats::MappingStats;
+use crate::model::stats::{Figure, MappingStats};
 use crate::pipeline::runtime::{self, Runtime};
 use crate::redis::eviction::journal_evictions;
 use redis_module::{InfoContext, RedisValue};
 use std::sync::atomic::Ordering;
-
-/// One figure: a name and its value.
-pub enum Figure {
-    /// A counter.
-    Int(i64),
-    /// A word or message.
-    Text(String),
-}
 
 /// Every figure of one mapping, in display order.
 pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {

@@ -11,9 +11,9 @@ use crate::model::intent::Effect;
 use crate::model::mapping::Mapping;
 use crate::model::value_check;
 use crate::pg::schema::{ColumnInfo, TableSchema};
+use crate::pipeline::capture::{refuse, Target, ENUM_REREAD};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::acl::Caller;
-use crate::pipeline::capture::{refuse, Target, ENUM_REREAD};
 use crate::redis::replies;
 use redis_module::{Context, RedisError, RedisString};
 

@@ -7,6 +7,7 @@
 //! schema loads), so no change made while nobody listened is missed.
 
 use crate::model::backoff::Backoff;
+use crate::model::handover::{self, Announced};
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::pg::sql::quote_ident;
@@ -20,7 +21,6 @@ use crate::sources::reload;
 use crate::sources::truncate;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
-use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -28,48 +28,11 @@ const POLL: Duration = Duration::from_millis(200);
 const MAX_NOTIFICATIONS_PER_ROUND: usize = 5000;
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 
-/// A notification's payload (see `pg::triggers`).
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum Payload {
-    Upsert { id: String },
-    Delete { id: String },
-    Truncate,
-}
-
-/// What one round heard on a channel: whether the table was truncated, and the
-/// rows announced after the last TRUNCATE (earlier ones are gone with it).
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct Announced {
-    truncated: bool,
-    ids: BTreeSet<String>,
-}
-
-impl Announced {
-    /// Adds what was heard after `self`: a TRUNCATE among it supersedes the rows
-    /// announced before it.
-    pub(crate) fn absorb(&mut self, later: Announced) {
-        if later.truncated {
-            *self = later;
-        } else {
-            self.ids.extend(later.ids);
-        }
-    }
-}
-
 /// Adds one notification to `out`, by channel; a malformed one is logged and
 /// ignored.
 pub(crate) fn hear(out: &mut BTreeMap<String, Announced>, channel: &str, payload: &str) {
-    match serde_json::from_str::<Payload>(payload) {
-        Ok(Payload::Upsert { id } | Payload::Delete { id }) => {
-            out.entry(channel.to_string()).or_default().ids.insert(id);
-        }
-        Ok(Payload::Truncate) => {
-            let announced = out.entry(channel.to_string()).or_default();
-            announced.truncated = true;
-            announced.ids.clear();
-        }
-        Err(e) => warn(&format!("ignored a malformed notification on {channel}: {e}")),
+    if let Err(e) = handover::hear(out, channel, payload) {
+        warn(&format!("ignored a malformed notification on {channel}: {e}"));
     }
 }
 

@@ -54,7 +54,7 @@ impl Drop for ReloadGuard<'_> {
 pub fn run(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
     // A row journaled by Redis but not queued again yet would look unchanged to
     // the snapshot, and be overwritten: wait for the recovery (seconds at most).
-    crate::pipeline::recovery::wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
+    wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
     let result = match run_once(rt, mappings, flush, source) {
         Err(e) if e.action() == Action::Reconnect => run_once(rt, mappings, flush, source),
         other => other,
@@ -239,4 +239,20 @@ pub fn on_start(rt: &Runtime) {
             }
         }
     }
+}
+
+/// Blocks a background thread until the journal is recovered (readers of
+/// Postgres must not write a row over a journaled change not queued again yet).
+/// Gives up when this server is a replica (its keys are its primary's) or stops.
+fn wait_until_recovered(rt: &Runtime) -> Result<(), &'static str> {
+    while !rt.dirty.recovery().is_done() {
+        if rt.is_replica() {
+            return Err("this server is a replica");
+        }
+        if rt.queue().is_shut_down() {
+            return Err("pgsync is stopping");
+        }
+        rt.queue().sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }

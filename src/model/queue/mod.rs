@@ -7,6 +7,7 @@
 mod compaction;
 mod entry;
 mod line;
+pub(crate) mod row_map;
 mod snapshot;
 mod unsettled;
 
@@ -19,7 +20,7 @@ pub use snapshot::Snapshot;
 use unsettled::Unsettled;
 
 use crate::model::change::{Change, Write};
-use crate::model::row_map::{shrink_map, RowMap};
+use crate::model::queue::row_map::{shrink_map, RowMap};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};

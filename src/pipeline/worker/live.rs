@@ -2,7 +2,8 @@
 //! Postgres through the pool and the batch writer.
 
 use super::sync::{BatchRow, PostgresSide, RedisSide};
-use super::{FIRST_RETRY_DELAY, IDLE_WAIT};
+use super::IDLE_WAIT;
+use crate::model::backoff::FIRST_RETRY_DELAY;
 use crate::model::doubt::{without_committed, Doubt};
 use crate::model::fault;
 use crate::model::queue::{BatchLimits, Entry, RowKey};

@@ -16,8 +16,6 @@ mod tests;
 use crate::pipeline::runtime::Runtime;
 use std::time::Duration;
 
-/// The first retry delay of a mapping whose rows cannot be written.
-pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// How long an idle worker waits before looking again (and how finely the
 /// per-mapping retry delays are honoured).
 const IDLE_WAIT: Duration = Duration::from_millis(100);

@@ -15,10 +15,9 @@
 
 use crate::model::change::{Change, Delta, FieldChange, Fields, RowOp, Write};
 use crate::model::kafka::KafkaOrigin;
-use crate::model::mapping::Mapping;
+use crate::model::mapping::{Mapping, Mappings};
 use crate::model::queue::RowKey;
 use crate::model::stats::MappingStats;
-use crate::pipeline::runtime;
 use crate::redis::cluster;
 use crate::redis::config;
 use crate::redis::redis_io::{bytes, call, call_logged, own_writes, warn};
@@ -162,13 +161,23 @@ fn integer(value: &RedisValue) -> Option<i64> {
     }
 }
 
+/// Where entries dropped past `pgsync.deadletter-max` are counted: each
+/// mapping's `dead_letters_dropped`, found by the mapping name in the entry id.
+#[derive(Clone, Copy)]
+pub struct DropCounters<'a> {
+    /// The mappings, to find an entry's mapping by name.
+    pub mappings: &'a Mappings,
+    /// Counters by mapping index.
+    pub stats: &'a [MappingStats],
+}
+
 /// The entry id of a Kafka record: `<mapping>:kafka:<topic>:<partition>:<offset>`.
 pub fn record_entry_id(mapping: &str, origin: &KafkaOrigin) -> String {
     entry_id(mapping, &format!("kafka:{}:{}:{}", origin.topic, origin.partition, origin.offset))
 }
 
 /// Records a Kafka record that could not be applied, with why.
-pub fn add_record(ctx: &Context, mapping: &Mapping, origin: KafkaOrigin, error: &str) {
+pub fn add_record(ctx: &Context, counters: DropCounters, mapping: &Mapping, origin: KafkaOrigin, error: &str) {
     let entry_id = record_entry_id(&mapping.name, &origin);
     let id = parse_entry_id(&entry_id).map_or_else(String::new, |(_, id)| id.to_string());
     let entry = DeadLetter {
@@ -184,12 +193,12 @@ pub fn add_record(ctx: &Context, mapping: &Mapping, origin: KafkaOrigin, error: 
         count: 0,
         kafka: Some(origin),
     };
-    store(ctx, &entry_id, entry);
+    store(ctx, counters, &entry_id, entry);
 }
 
 /// Records a rejected change: replaces the row's entry (counting the failure) and
 /// moves it to the end of the order, then drops the stalest entries past the cap.
-pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, error: &str) {
+pub fn add(ctx: &Context, counters: DropCounters, mapping: &Mapping, row: &RowKey, change: &Change, error: &str) {
     let entry = DeadLetter {
         mapping: mapping.name.clone(),
         id: row.id.clone(),
@@ -221,12 +230,12 @@ pub fn add(ctx: &Context, mapping: &Mapping, row: &RowKey, change: &Change, erro
         count: 0,
         kafka: None,
     };
-    store(ctx, &entry_id(&mapping.name, &row.id), entry);
+    store(ctx, counters, &entry_id(&mapping.name, &row.id), entry);
 }
 
 /// Writes `entry` as `entry_id`, stamped with the time, the first time and the
 /// count it takes over from the entry it replaces; then trims the list.
-fn store(ctx: &Context, entry_id: &str, entry: DeadLetter) {
+fn store(ctx: &Context, counters: DropCounters, entry_id: &str, entry: DeadLetter) {
     // Scores are µs and strictly increasing, so the order is the order of the
     // rejections even within one millisecond, and SYNC.FAILED lists them so.
     let keys = keys(ctx);
@@ -252,7 +261,7 @@ fn store(ctx: &Context, entry_id: &str, entry: DeadLetter) {
     own_writes(|| {
         call_logged(ctx, "HSET", &[&keys.hash, entry_id.as_bytes(), json.as_bytes()]);
         call_logged(ctx, "ZADD", &[&keys.order, score.as_bytes(), entry_id.as_bytes()]);
-        trim(ctx, &keys, config::count(&config::DEADLETTER_MAX));
+        trim(ctx, counters, &keys, config::count(&config::DEADLETTER_MAX));
     });
 }
 
@@ -263,7 +272,7 @@ fn store(ctx: &Context, entry_id: &str, entry: DeadLetter) {
 /// home tag instead of leaving with the slot. O(entries moved), at most
 /// `pgsync.deadletter-max`, once per move of that slot. Returns whether the
 /// other list is gone.
-pub fn absorb(ctx: &Context, other: &[u8]) -> bool {
+pub fn absorb(ctx: &Context, counters: DropCounters, other: &[u8]) -> bool {
     let keys = keys(ctx);
     let other_hash = other.strip_suffix(b":order").unwrap_or(other).to_vec();
     // Without a home slot of its own (the node's last slot leaves), the list
@@ -292,7 +301,7 @@ pub fn absorb(ctx: &Context, other: &[u8]) -> bool {
             call_logged(ctx, "ZADD", &[&keys.order, score.as_bytes(), &id]);
         }
         call_logged(ctx, "DEL", &[&other_hash, &other_order]);
-        trim(ctx, &keys, config::count(&config::DEADLETTER_MAX));
+        trim(ctx, counters, &keys, config::count(&config::DEADLETTER_MAX));
     });
     true
 }
@@ -338,7 +347,7 @@ fn tally(ctx: &Context, keys: &Keys, entry: &str) -> Option<Tally> {
 }
 
 /// Drops the stalest entries past `max`, counting the drops per mapping.
-fn trim(ctx: &Context, keys: &Keys, max: usize) {
+fn trim(ctx: &Context, counters: DropCounters, keys: &Keys, max: usize) {
     let size = match call(ctx, "ZCARD", &[&keys.order]) {
         Ok(RedisValue::Integer(n)) => usize::try_from(n).unwrap_or(0),
         _ => return,
@@ -363,11 +372,10 @@ fn trim(ctx: &Context, keys: &Keys, max: usize) {
     let mut args: Vec<&[u8]> = vec![&keys.hash];
     args.extend(dropped.iter().map(Vec::as_slice));
     call_logged(ctx, "HDEL", &args);
-    let Some(rt) = runtime::get() else { return };
     for entry in &dropped {
         let name = parse_entry_id(&String::from_utf8_lossy(entry)).map(|(m, _)| m.to_string());
-        if let Some((i, _)) = name.and_then(|m| rt.mappings.by_name(&m)) {
-            MappingStats::bump(&rt.stats[i].dead_letters_dropped, 1);
+        if let Some((i, _)) = name.and_then(|m| counters.mappings.by_name(&m)) {
+            MappingStats::bump(&counters.stats[i].dead_letters_dropped, 1);
         }
     }
 }

@@ -5,9 +5,9 @@
 //! timed-out load.
 
 use super::loads::{self, Loaded};
+use crate::model::mapping::Mappings;
 use crate::model::queue::RowKey;
 use crate::model::read_command::{ReadCommand, ReadReply};
-use crate::pipeline::runtime;
 use crate::redis::blocked::Answer;
 use crate::redis::client_call::ClientReply;
 use crate::redis::config;
@@ -21,8 +21,9 @@ use redis_module::{
 pub enum ReadAnswer {
     /// Run the command on what Redis holds now.
     FromRedis,
-    /// Answer from the rows read from Postgres (a replica writes nothing).
-    FromRows(Vec<(RowKey, Loaded)>),
+    /// Answer from the rows read from Postgres (a replica writes nothing); the
+    /// command's keys resolve to rows with `mappings`.
+    FromRows { mappings: &'static Mappings, rows: Vec<(RowKey, Loaded)> },
     /// The load failed: why.
     Failed(String),
 }
@@ -32,7 +33,7 @@ impl Answer for ReadAnswer {
         let wrapped = argv.get(1..).unwrap_or_default();
         let reply = match self {
             ReadAnswer::FromRedis => run_on_redis(ctx, wrapped),
-            ReadAnswer::FromRows(rows) => from_rows(ctx, wrapped, rows),
+            ReadAnswer::FromRows { mappings, rows } => from_rows(ctx, mappings, wrapped, rows),
             ReadAnswer::Failed(why) => on_error(ctx, wrapped, why),
         };
         ctx.reply(reply);
@@ -77,13 +78,12 @@ fn on_error(ctx: &Context, wrapped: &[RedisString], why: &str) -> RedisResult {
 
 /// A replica's reply, built from the rows it read: a key Redis holds by now
 /// (its primary wrote it) is answered from Redis.
-fn from_rows(ctx: &Context, wrapped: &[RedisString], rows: &[(RowKey, Loaded)]) -> RedisResult {
+fn from_rows(ctx: &Context, mappings: &Mappings, wrapped: &[RedisString], rows: &[(RowKey, Loaded)]) -> RedisResult {
     let Some(read) = wrapped.first().and_then(|n| ReadCommand::from_name(n.as_slice())) else {
         return run_on_redis(ctx, wrapped);
     };
-    let Some(rt) = runtime::get() else { return run_on_redis(ctx, wrapped) };
     let row_of = |key: &RedisString| {
-        let resolved = rt.mappings.resolve(key.as_slice())?;
+        let resolved = mappings.resolve(key.as_slice())?;
         let id = std::str::from_utf8(resolved.id).ok()?;
         Some(RowKey { mapping: resolved.mapping, id: id.to_string() })
     };

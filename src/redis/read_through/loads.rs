@@ -6,6 +6,7 @@
 //! missing registers before any load can finish, and is answered exactly once.
 
 use super::answer::ReadAnswer;
+use crate::model::mapping::Mappings;
 use crate::model::negative_cache::NegativeCache;
 use crate::model::queue::RowKey;
 use crate::model::read_command::RowFields;
@@ -36,6 +37,8 @@ pub type Loaded = Option<Vec<(String, Option<String>)>>;
 
 struct Waiter {
     client: Blocked<ReadAnswer>,
+    /// The mappings its command's keys resolve with (a replica's answer).
+    mappings: &'static Mappings,
     /// The rows it waits for; `remaining` of them are not loaded yet.
     keys: Vec<RowKey>,
     remaining: usize,
@@ -105,8 +108,14 @@ pub fn is_absent(row: &RowKey) -> bool {
 }
 
 /// Blocks the calling client until `rows` are loaded (or its deadline passes),
-/// starting the loads that do not run yet.
-pub fn wait_for(ctx: &Context, rows: Vec<RowKey>, timeout: Duration) -> Result<(), RedisError> {
+/// starting the loads that do not run yet. `mappings` resolve the command's keys
+/// when the answer is built from the rows read.
+pub fn wait_for(
+    ctx: &Context,
+    mappings: &'static Mappings,
+    rows: Vec<RowKey>,
+    timeout: Duration,
+) -> Result<(), RedisError> {
     let mut all = registry();
     for row in &rows {
         if !all.start(row) {
@@ -120,7 +129,7 @@ pub fn wait_for(ctx: &Context, rows: Vec<RowKey>, timeout: Duration) -> Result<(
             loading.waiters.push(id);
         }
     }
-    all.waiters.insert(id, Waiter { client, remaining: rows.len(), keys: rows, rows: Vec::new() });
+    all.waiters.insert(id, Waiter { client, mappings, remaining: rows.len(), keys: rows, rows: Vec::new() });
     Ok(())
 }
 
@@ -204,7 +213,10 @@ pub fn finish(row: &RowKey, finished: Finished) {
     all.refresh_active();
     drop(all);
     for w in done {
-        let answer = if w.rows.is_empty() { ReadAnswer::FromRedis } else { ReadAnswer::FromRows(w.rows) };
+        let answer = match w.rows.is_empty() {
+            true => ReadAnswer::FromRedis,
+            false => ReadAnswer::FromRows { mappings: w.mappings, rows: w.rows },
+        };
         w.client.reply(answer);
     }
 }

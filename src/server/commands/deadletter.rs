@@ -5,9 +5,9 @@
 
 use super::runtime_or_err;
 use crate::model::mapping::{KeyRole, Mode};
+use crate::pipeline::capture::{self, Target};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::acl::{Access, Caller};
-use crate::pipeline::capture::{self, Target};
 use crate::redis::cluster;
 use crate::redis::deadletter::{self, DeadLetter};
 use crate::sources::kafka;

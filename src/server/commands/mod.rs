@@ -13,16 +13,16 @@ use crate::model::guard;
 use crate::model::intent::Command;
 use crate::model::mapping::Mode;
 use crate::model::row_id::check_id;
-use crate::pipeline::runtime::{self, Runtime};
-use crate::supervisor;
-use crate::redis::acl::{Access, Caller};
 use crate::pipeline::capture;
+use crate::pipeline::runtime::{self, Runtime};
+use crate::pipeline::threads;
+use crate::redis::acl::{Access, Caller};
 use crate::redis::client_call::{client_argv, run_as_client};
 use crate::redis::config;
 use crate::redis::notify::Source;
 use crate::redis::replies;
-use crate::server::status;
 use crate::redis::waiters;
+use crate::server::status;
 use crate::sources::reload::{self, ReloadGuard};
 use redis_module::{
     BlockedClient, Context, ContextFlags, NextArg, RedisError, RedisResult, RedisString, RedisValue, ThreadSafeContext,
@@ -61,7 +61,7 @@ fn reload_in_background(
     flush: bool,
 ) -> RedisResult {
     let blocked: BlockedClient = ctx.block_client();
-    let spawned = supervisor::spawn("pgsync-reload", move || {
+    let spawned = threads::spawn("pgsync-reload", move || {
         let reply = guard::catch(|| {
             let _running = running;
             match reload::run(rt, &mappings, flush, Source::Reload) {
@@ -176,7 +176,7 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
     // Under the Redis lock, like apply: nothing settles between the check above
     // and the registration.
-    waiters::wait_for_all(ctx, version, timeout)?;
+    waiters::wait_for_all(ctx, rt.queue(), version, timeout)?;
     Ok(RedisValue::NoReply)
 }
 

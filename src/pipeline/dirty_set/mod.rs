@@ -13,13 +13,16 @@
 //! [`settle`]: DirtySet::settle
 //! [`recover`]: DirtySet::recover
 
+mod legacy;
+pub mod recovery;
+
 use crate::model::change::{Change, Write};
 use crate::model::doubt::Doubt;
 use crate::model::journal_codec::encode;
 use crate::model::mapping::Mappings;
 use crate::model::queue::{BatchLimits, Entry, Journaled, Queue, RowKey};
-use crate::pipeline::recovery::{self, Recovery};
 use crate::redis::journal;
+use recovery::Recovery;
 use redis_module::Context;
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -4,12 +4,12 @@
 //! Entries hold `P2` values or, older still, `u|d|r` and acks with no values (the
 //! key itself then holds the state to write).
 
-use super::{row_of, Recovery};
-use crate::redis::journal::keys::LEGACY_KEY;
+use super::recovery::{row_of, Recovery};
 use crate::model::change::{FieldChange, RowOp, Write, OP_FIELD};
 use crate::model::journal_codec::decode;
 use crate::model::queue::RowKey;
 use crate::pipeline::dirty_set::DirtySet;
+use crate::redis::journal::keys::LEGACY_KEY;
 use crate::redis::redis_io::{bytes, call, call_logged, hgetall, own_writes, warn};
 use redis_module::{Context, RedisValue};
 use std::sync::atomic::{AtomicU64, Ordering};

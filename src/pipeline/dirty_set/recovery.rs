@@ -7,15 +7,13 @@
 //! (an increment must not be lost or counted twice, and a later set must stay on
 //! top).
 
-mod legacy;
-
+use super::legacy;
 use crate::model::change::{Change, Write};
 use crate::model::doubt::{increments_of, Doubt};
 use crate::model::journal_codec::decode;
 use crate::model::queue::{Journaled, RowKey};
 use crate::model::row_id::check_id;
 use crate::pipeline::dirty_set::DirtySet;
-use crate::pipeline::runtime::Runtime;
 use crate::redis::journal::logs::{self, SHARDS};
 use crate::redis::journal::{self, keys, records};
 use crate::redis::redis_io::{bytes, call, notice, warn};
@@ -74,22 +72,6 @@ impl Recovery {
     pub(super) fn count(&self, queued: u64) {
         self.queued.fetch_add(queued, Ordering::Relaxed);
     }
-}
-
-/// Blocks a background thread until the journal is recovered (readers of
-/// Postgres must not write a row over a journaled change not queued again yet).
-/// Gives up when this server is a replica (its keys are its primary's) or stops.
-pub fn wait_until_recovered(rt: &Runtime) -> Result<(), &'static str> {
-    while !rt.dirty.recovery().is_done() {
-        if rt.is_replica() {
-            return Err("this server is a replica");
-        }
-        if rt.queue().is_shut_down() {
-            return Err("pgsync is stopping");
-        }
-        rt.queue().sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// One step of the recovery, from the server cron.
