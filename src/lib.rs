@@ -9,6 +9,9 @@ pub mod redis;
 pub mod server;
 pub mod sources;
 mod supervisor;
+// The check that every import points down a floor: a test, so `cargo test --lib` runs it.
+#[cfg(test)]
+mod floors;
 
 #[cfg(not(test))]
 use model::counting_alloc;
