@@ -6,6 +6,9 @@
 //! the other) → `pipeline` and `sources` (the sources may use the pipeline's
 //! dirty set, never the reverse) → `server` (the entry points Redis calls) →
 //! `lib.rs` and `supervisor.rs`, the composition root.
+//!
+//! A second test holds the README's Layout section to the tree: it names every
+//! folder and source file under `src/`, and nothing that is gone.
 
 use std::path::{Path, PathBuf};
 
@@ -104,6 +107,61 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The README's Layout section.
+fn layout_section(readme: &str) -> &str {
+    let start = readme.find("## Layout").unwrap_or(readme.len());
+    let rest = &readme[start..];
+    let end = rest[2..].find("\n## ").map_or(rest.len(), |e| e + 2);
+    &rest[..end]
+}
+
+/// The folders (`name/`) and files (`name.rs`) a text names in backquotes.
+fn named_paths(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| !t.starts_with("tests/") && (t.ends_with('/') || t.ends_with(".rs")))
+        .filter_map(|t| {
+            t.trim_end_matches('/').rsplit('/').next().map(|last| {
+                if t.ends_with('/') {
+                    format!("{last}/")
+                } else {
+                    last.to_string()
+                }
+            })
+        })
+        .collect()
+}
+
+/// What the Layout section should name and does not, and what it names that
+/// `src/` lacks. Test modules, `mod.rs` and the root's `lib.rs` need no name.
+fn layout_mismatches(src: &Path, layout: &str) -> Vec<String> {
+    let named = named_paths(layout);
+    let mut files = Vec::new();
+    collect(src, &mut files);
+    let mut present: Vec<String> = Vec::new();
+    for file in &files {
+        let relative = file.strip_prefix(src).unwrap_or(file);
+        for folder in relative.parent().into_iter().flat_map(Path::components) {
+            present.push(format!("{}/", folder.as_os_str().to_string_lossy()));
+        }
+        present.push(relative.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    }
+    present.sort();
+    present.dedup();
+    let exempt = |name: &str| {
+        matches!(name, "mod.rs" | "lib.rs" | "tests.rs" | "tests/")
+            || name.contains("_tests")
+            || name.contains("_property")
+    };
+    let mut out: Vec<String> =
+        present.iter().filter(|p| !exempt(p) && !named.contains(p)).map(|p| format!("not named: {p}")).collect();
+    out.extend(named.iter().filter(|n| *n != "src/" && !present.contains(n)).map(|n| format!("named but gone: {n}")));
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +207,21 @@ mod tests {
     fn pg_and_redis_do_not_import_each_other() {
         assert!(!allowed("pg", "redis") && !allowed("redis", "pg"));
         assert!(allowed("sources", "pipeline") && !allowed("pipeline", "sources"));
+    }
+
+    #[test]
+    fn the_readme_layout_names_every_folder_and_file() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let wrong = layout_mismatches(&root.join("src"), layout_section(&readme));
+        assert!(wrong.is_empty(), "README.md's Layout section and src/ differ:\n{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn a_stale_layout_is_found() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let wrong = layout_mismatches(&src, "## Layout\n`model/` `gone.rs`\n");
+        assert!(wrong.contains(&"named but gone: gone.rs".to_string()));
+        assert!(wrong.contains(&"not named: pipeline/".to_string()));
     }
 }
