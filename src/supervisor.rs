@@ -3,8 +3,8 @@
 //! server's cron and role changes, and stops and joins its threads at shutdown.
 //!
 //! Stopping: the shutdown event runs on the main thread, holding the Redis lock.
-//! The threads are told to stop (`Queue::shut_down` wakes every one that sleeps or
-//! waits for work), then joined against one deadline shared by all, [`STOP_WAIT`].
+//! The threads are told to stop ([`SHUTDOWN`] wakes every one that sleeps, and
+//! `Queue::shut_down` every worker that waits for work), then joined against one deadline shared by all, [`STOP_WAIT`].
 //! A thread may be unable to stop in time: a worker waiting on a Postgres server
 //! that stopped answering, a reload in the middle of its table, or any thread
 //! waiting for the Redis lock this very thread holds. Waiting for those without a
@@ -13,6 +13,7 @@
 //! is still in the journal and is synced after the restart.
 
 use crate::model::mapping::Mappings;
+use crate::model::shutdown::Shutdown;
 use crate::pg;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::pipeline::schema_checker;
@@ -37,6 +38,9 @@ use std::time::Duration;
 
 /// How long the shutdown waits, in all, for the threads to end.
 pub const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// The module's stop signal: set by [`stop`], it ends every thread's loop.
+static SHUTDOWN: Shutdown = Shutdown::new();
 
 /// Which worker slots have a running worker.
 static WORKER_SLOTS: Mutex<[bool; config::MAX_WORKERS as usize]> = Mutex::new([false; config::MAX_WORKERS as usize]);
@@ -67,7 +71,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     cluster::detect(ctx);
     let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
     let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), pg::conninfo::redact(&url));
-    let rt = runtime::install(Runtime::new(mappings, settings, replica))?;
+    let rt = runtime::install(Runtime::new(mappings, settings, replica, &SHUTDOWN))?;
     spawn("pgsync-schema", move || schema_checker::run(rt))?;
     spawn("pgsync-listener", move || listen::run(rt))?;
     if rt.mappings.any_read_through() || rt.mappings.all().iter().any(|m| m.fill_on_write) {
@@ -105,7 +109,7 @@ pub fn ensure_workers() {
 /// under the slots' lock, so `ensure_workers` cannot take it for still running.
 fn keep_worker(rt: &Runtime, slot: usize) -> bool {
     let mut slots = lock(&WORKER_SLOTS);
-    let keep = slot < config::count(&config::WORKERS) && !rt.queue().is_shut_down();
+    let keep = slot < config::count(&config::WORKERS) && !rt.shutdown.is_stopped();
     if !keep {
         slots[slot] = false;
     }
@@ -176,6 +180,8 @@ pub fn on_role_changed(replica: bool) {
 /// the threads within [`STOP_WAIT`] (see the module's comment for why it is bounded).
 pub fn stop() {
     let Some(rt) = runtime::get() else { return };
+    SHUTDOWN.stop();
+    // Workers waiting for a batch wait on the queue: it hands out no more.
     rt.queue().shut_down();
     waiters::fail_all(crate::redis::replies::STOPPED, rt.queue());
     let busy = threads::join_all(STOP_WAIT);

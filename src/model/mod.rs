@@ -22,6 +22,7 @@ pub mod negative_cache;
 pub mod queue;
 pub mod read_command;
 pub mod row_id;
+pub mod shutdown;
 pub mod slots;
 pub mod stats;
 pub mod template;

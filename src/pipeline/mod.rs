@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod capture;
 pub mod dirty_set;
+pub mod retry;
 pub mod runtime;
 pub mod schema_checker;
 pub mod threads;

@@ -6,6 +6,7 @@
 use crate::model::backoff::{SharedBackoff, FIRST_RETRY_DELAY};
 use crate::model::mapping::Mappings;
 use crate::model::queue::Queue;
+use crate::model::shutdown::Shutdown;
 use crate::model::stats::{MappingStats, PostgresState};
 use crate::pg::connect::Settings;
 use crate::pg::error::Error;
@@ -49,6 +50,9 @@ pub struct Runtime {
     pub handover: crate::model::handover::Handover,
     /// True once `pgsync.reload-on-start` has been considered.
     pub start_reload_checked: AtomicBool,
+    /// The module's stop signal, owned by the supervisor: every thread's loop
+    /// ends on it.
+    pub shutdown: &'static Shutdown,
     /// Retry delay of each mapping while its rows cannot be written.
     pub backoffs: Vec<SharedBackoff>,
     schemas: RwLock<Vec<Option<Arc<TableSchema>>>>,
@@ -76,9 +80,9 @@ impl Runtime {
         self.dirty.queue()
     }
 
-    /// Builds the state from the configs. Postgres need not be reachable:
-    /// connections are made lazily and retried.
-    pub fn new(mappings: Mappings, settings: Settings, replica: bool) -> Runtime {
+    /// Builds the state from the configs, stopped by `shutdown`. Postgres need
+    /// not be reachable: connections are made lazily and retried.
+    pub fn new(mappings: Mappings, settings: Settings, replica: bool, shutdown: &'static Shutdown) -> Runtime {
         let Settings { config: mut pg_config, tls } = settings;
         pg_config.application_name("redis-pgsync");
         let options = crate::pg::connect::session_options(pg_config.get_options(), triggers::ORIGIN);
@@ -106,6 +110,7 @@ impl Runtime {
             reload_rows: AtomicU64::new(0),
             handover: crate::model::handover::Handover::new(count),
             start_reload_checked: AtomicBool::new(false),
+            shutdown,
             schemas: RwLock::new(vec![None; count]),
             stale_schemas: (0..count).map(|_| AtomicBool::new(false)).collect(),
             backoffs: (0..count).map(|_| SharedBackoff::new(FIRST_RETRY_DELAY)).collect(),

@@ -6,12 +6,12 @@
 //! up with a reload when it joins (at start, after a lost connection, once its
 //! schema loads), so no change made while nobody listened is missed.
 
-use crate::model::backoff::Backoff;
 use crate::model::handover::{self, Announced};
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::pg::sql::quote_ident;
 use crate::pg::triggers;
+use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::notify::Source;
 use crate::redis::redis_io::{notice, warn};
@@ -26,7 +26,6 @@ use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(200);
 const MAX_NOTIFICATIONS_PER_ROUND: usize = 5000;
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
 
 /// Adds one notification to `out`, by channel; a malformed one is logged and
 /// ignored.
@@ -43,24 +42,20 @@ pub fn run(rt: &Runtime) {
     if listening.is_empty() {
         return;
     }
-    let mut backoff = Backoff::new(FIRST_RETRY_DELAY);
-    while !rt.queue().is_shut_down() {
+    let round = || -> Result<Round, Error> {
         if let Some(why) = not_ready(rt) {
             for &i in &listening {
                 rt.stats[i].set_listener(why);
             }
-            rt.queue().sleep(POLL);
-            continue;
+            return Ok(Round::Idle(POLL));
         }
-        if let Err(e) = connect_and_listen(rt, &listening) {
-            for &i in &listening {
-                rt.stats[i].set_listener(&format!("down: {e}"));
-            }
-            rt.queue().sleep(backoff.failed(crate::redis::config::millis(&crate::redis::config::RETRY_MAX_DELAY_MS)));
-        } else {
-            backoff.reset();
+        connect_and_listen(rt, &listening).map(|()| Round::Worked)
+    };
+    retry::until_done(rt.shutdown, round, |e| {
+        for &i in &listening {
+            rt.stats[i].set_listener(&format!("down: {e}"));
         }
-    }
+    });
 }
 
 /// Why rows read from Postgres may not be written into Redis now: a replica's
@@ -103,7 +98,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
     // Rows skipped because Redis was newer are read again in the next round, so a
     // change to other columns still arrives once Redis's own change has landed.
     let mut deferred: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    while !rt.queue().is_shut_down() {
+    while !rt.shutdown.is_stopped() {
         if not_ready(rt).is_some() {
             return Ok(());
         }

@@ -4,7 +4,6 @@
 //! One reload runs at a time; `SYNC.STATUS` shows its progress. The same load runs
 //! at start under `pgsync.reload-on-start` ([`on_start`]).
 
-use crate::model::backoff::Backoff;
 use crate::model::mapping::Mapping;
 use crate::model::queue::Snapshot;
 use crate::model::stats::MappingStats;
@@ -12,9 +11,9 @@ use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::reader::{PgRow, Refused, RowShape};
 use crate::pg::sql::quote_ident;
 use crate::pg::triggers;
+use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::cluster;
-use crate::redis::config;
 use crate::redis::keyscan::RowKeys;
 use crate::redis::notify::Source;
 use crate::redis::redis_io::{call_logged, notice, own_writes, warn};
@@ -223,21 +222,15 @@ pub fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, sna
 /// until it succeeds or the module stops; the recovery after Redis lost its data.
 pub fn on_start(rt: &Runtime) {
     let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
-    let mut backoff = Backoff::new(Duration::from_millis(200));
-    while !rt.queue().is_shut_down() {
-        let outcome = begin(rt)
+    let round = || {
+        begin(rt)
             .map_err(|e| Error::new(ErrorKind::Unavailable, e))
-            .and_then(|_guard| run(rt, &all, false, Source::Reload));
-        match outcome {
-            Ok(rows) => {
-                notice(&format!("reload on start loaded {rows} rows"));
-                return;
-            }
-            Err(e) => {
-                warn(&format!("reload on start failed, will retry: {e}"));
-                rt.queue().sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
-            }
-        }
+            .and_then(|_guard| run(rt, &all, false, Source::Reload))
+            .map(Round::Done)
+    };
+    let failed = |e: Error| warn(&format!("reload on start failed, will retry: {e}"));
+    if let Some(rows) = retry::until_done(rt.shutdown, round, failed) {
+        notice(&format!("reload on start loaded {rows} rows"));
     }
 }
 
@@ -249,10 +242,10 @@ fn wait_until_recovered(rt: &Runtime) -> Result<(), &'static str> {
         if rt.is_replica() {
             return Err("this server is a replica");
         }
-        if rt.queue().is_shut_down() {
+        if rt.shutdown.is_stopped() {
             return Err("pgsync is stopping");
         }
-        rt.queue().sleep(Duration::from_millis(50));
+        rt.shutdown.sleep(Duration::from_millis(50));
     }
     Ok(())
 }

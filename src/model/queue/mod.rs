@@ -369,29 +369,12 @@ impl Queue {
         self.settled.notify_all();
     }
 
-    /// Wakes every waiter and makes workers return; used when the module stops.
+    /// Hands out no more batches and wakes every waiter, so workers return; the
+    /// supervisor calls it when the module stops.
     pub fn shut_down(&self) {
         self.lock().shutdown = true;
         self.work.notify_all();
         self.settled.notify_all();
-    }
-
-    /// Whether [`Queue::shut_down`] was called.
-    pub fn is_shut_down(&self) -> bool {
-        self.lock().shutdown
-    }
-
-    /// Sleeps up to `d`, waking early on shutdown.
-    pub fn sleep(&self, d: Duration) {
-        let until = Instant::now() + d;
-        let mut inner = self.lock();
-        while !inner.shutdown {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            inner = self.wait(&self.settled, inner, until - now);
-        }
     }
 }
 
