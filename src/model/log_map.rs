@@ -1,5 +1,5 @@
 //! The journal's logs as a data structure: row key → log bytes, plus the marks
-//! of in-flight batches on some logs. Pure; `server/journal/logs.rs` holds the
+//! of in-flight batches on some logs. Pure; `redis/journal/logs.rs` holds the
 //! one instance and replicates its changes.
 //!
 //! - **Sharded.** 64 maps, so that growing never moves every log at once (one

@@ -1,6 +1,6 @@
 //! The cluster slots this node serves, read from its own line of `CLUSTER NODES`:
 //! the slots it owns, and those it is moving out (`[slot->-node]`, MIGRATING) or
-//! in (`[slot-<-node]`, IMPORTING). Pure: the Redis side (`server/cluster.rs`)
+//! in (`[slot-<-node]`, IMPORTING). Pure: the Redis side (`redis/cluster.rs`)
 //! feeds it the text and asks it about slots.
 
 /// Number of hash slots in a Redis Cluster.

@@ -13,11 +13,11 @@ use crate::model::intent::Command;
 use crate::model::mapping::{KeyRole, Mode};
 use crate::model::read_command::ReadCommand;
 use crate::model::stats::MappingStats;
+use crate::pipeline::capture::captured;
 use crate::pipeline::runtime;
-use crate::server::capture::captured;
-use crate::server::cluster;
+use crate::redis::cluster;
+use crate::redis::redis_io::is_own_write;
 use crate::server::read_through::probe;
-use crate::server::redis_io::is_own_write;
 use redis_module::raw;
 use std::os::raw::c_int;
 

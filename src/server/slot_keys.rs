@@ -15,9 +15,9 @@
 
 use crate::model::row_id::check_id;
 use crate::pipeline::runtime;
-use crate::server::client_call::ClientReply;
-use crate::server::cluster;
-use crate::server::journal;
+use crate::redis::client_call::ClientReply;
+use crate::redis::cluster;
+use crate::redis::journal;
 use redis_module::{
     CallOptionResp, CallOptionsBuilder, CallReply, CallResult, Context, RedisError, RedisResult, RedisValue,
 };

@@ -4,7 +4,7 @@
 //! command-info support would register the commands itself, which skips the
 //! old-server gate in lib.rs).
 
-use crate::server::redis_io::{api, warn};
+use crate::redis::redis_io::{api, warn};
 use redis_module::raw;
 use redis_module::Context;
 use std::ffi::{c_char, c_int, CString};
