@@ -1,12 +1,12 @@
 //! Postgres -> Redis for a `"type": "json"` mapping: a row read from Postgres is
-//! merged into its RedisJSON document (`server/json_doc.rs`): one `JSON.GET`,
+//! merged into its RedisJSON document (`redis/json_doc.rs`): one `JSON.GET`,
 //! and one `JSON.SET key $` when something changed, as command calls so
 //! RedisJSON replicates and announces its own write.
 
 use crate::model::mapping::Mapping;
-use crate::server::json_doc;
-use crate::server::redis_io::{call, warn};
-use crate::server::ttl;
+use crate::redis::json_doc;
+use crate::redis::redis_io::{call, warn};
+use crate::redis::ttl;
 use redis_module::Context;
 
 /// Writes one row into its JSON document: mapped members set, NULL columns'
