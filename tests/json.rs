@@ -325,3 +325,34 @@ fn json_writes_postgres_would_refuse_are_refused_with_nothing_written() {
     assert_eq!(account(&db, 1).unwrap().2, Some(1), "nor to Postgres");
     assert!(status(&mut c, "accounts")["refused"].parse::<u64>().unwrap() >= 9);
 }
+
+#[test]
+fn a_rejected_json_write_is_dead_lettered_and_lands_with_the_rows_next_write() {
+    let db = test_db(&format!("{ACCOUNTS_SQL}; ALTER TABLE accounts ADD CONSTRAINT positive CHECK (score >= 0)"));
+    let mapping = ACCOUNTS_MAPPING
+        .replace(r#""type": "json","#, r#""type": "json", "notify": "sync:acct", "ttl": 3600, "ttl_on_write": true,"#);
+    let server = Server::with_mapping_and_rejson(&db, &mapping, &[], &[]);
+    let mut c = server.conn();
+    let mut events_conn = server.conn();
+    let mut events = events_conn.as_pubsub();
+    events.subscribe("sync:acct:1").unwrap();
+    json(&mut c, "SET", "acct:1", &["$", r#"{"name": "Ann", "score": -1}"#]).unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg("acct:1").query(&mut c).unwrap();
+    assert!(ttl > 0, "ttl_on_write gave the writer's document an expiry: {ttl}");
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1), None, "Postgres refused the row");
+    let entries: Vec<Vec<redis::Value>> = redis::cmd("SYNC.FAILED").query(&mut c).unwrap();
+    assert_eq!(entries.len(), 1);
+    let entry = pairs(entries[0].clone());
+    assert!(entry.values().any(|v| v.contains("positive")), "{entry:?}");
+    // The row's next write is merged on top of the rejected one and lands whole.
+    json(&mut c, "SET", "acct:1", &["$.score", "2"]).unwrap();
+    sync_wait(&mut c);
+    eventually("the entry resolved", || {
+        redis::cmd("SYNC.FAILED").query::<Vec<redis::Value>>(&mut c).unwrap().is_empty()
+    });
+    assert_eq!(account(&db, 1).map(|a| (a.0, a.2)), Some((Some("Ann".into()), Some(2))));
+    events.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let event: Value = serde_json::from_str(&events.get_message().unwrap().get_payload::<String>().unwrap()).unwrap();
+    assert_eq!((event["op"].as_str(), event["source"].as_str()), (Some("upsert"), Some("redis")));
+}
