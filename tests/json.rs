@@ -356,3 +356,21 @@ fn a_rejected_json_write_is_dead_lettered_and_lands_with_the_rows_next_write() {
     let event: Value = serde_json::from_str(&events.get_message().unwrap().get_payload::<String>().unwrap()).unwrap();
     assert_eq!((event["op"].as_str(), event["source"].as_str()), (Some("upsert"), Some("redis")));
 }
+
+#[test]
+fn with_on_set_replace_a_root_set_nulls_the_mapped_columns_it_omits() {
+    let db = test_db(ACCOUNTS_SQL);
+    db.client().batch_execute("INSERT INTO accounts VALUES (1, 'Ann', 'a@x', 10, true, '{}', 'ann')").unwrap();
+    let mapping = ACCOUNTS_MAPPING
+        .replace(r#""type": "json","#, r#""type": "json", "on_set": "replace","#)
+        .replace(r#", "nick": "nick""#, "");
+    let server = Server::with_mapping_and_rejson(&db, &mapping, &[], &[]);
+    let mut c = server.conn();
+    json(&mut c, "SET", "acct:1", &["$", r#"{"name": "Zed", "note": "unmapped"}"#]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1), Some((Some("Zed".into()), None, None, None, None, "ann".into())));
+    // A member path still writes that column alone.
+    json(&mut c, "SET", "acct:1", &["$.score", "3"]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).map(|a| (a.0, a.2)), Some((Some("Zed".into()), Some(3))));
+}

@@ -152,6 +152,10 @@ pub enum JsonEffect {
     /// Sets members to these JSON values (`None`: JSON `null` or removed, so
     /// the column becomes NULL). For `JSON.SET ... NX|XX` only when it replies OK.
     Members(Vec<(String, Option<String>)>),
+    /// `JSON.SET key $ {...}`: the members of the whole new document, as
+    /// [`JsonEffect::Members`]; with `"on_set": "replace"` the mapped members
+    /// it omits become NULL too ([`JsonEffect::omitted_as_null`]).
+    Document(Vec<(String, Option<String>)>),
     /// Writes inside a member (a `json`/`jsonb` column): its whole new value,
     /// read back after the write, goes to its column.
     Below(String),
@@ -169,6 +173,17 @@ pub enum JsonEffect {
     DeleteRow,
 }
 
+impl JsonEffect {
+    /// A root set's members plus a NULL for each of `mapped` it does not name
+    /// (`"on_set": "replace"`); any other effect unchanged.
+    pub fn omitted_as_null<'a>(self, mapped: impl Iterator<Item = &'a String>) -> JsonEffect {
+        let JsonEffect::Document(mut members) = self else { return self };
+        let omitted: Vec<_> = mapped.filter(|f| !members.iter().any(|(n, _)| n == *f)).cloned().collect();
+        members.extend(omitted.into_iter().map(|f| (f, None)));
+        JsonEffect::Document(members)
+    }
+}
+
 /// Reads the effect of a JSON write from its arguments after the key. `Err`
 /// says why capture cannot give it a meaning for columns (the write is refused);
 /// `Ok(None)` is a malformed call, which RedisJSON refuses with its own error.
@@ -181,7 +196,9 @@ pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>,
             };
             Ok(Some(match place(path)? {
                 Place::Root => match json_row::object_members(value) {
-                    Some(members) => JsonEffect::Members(members.into_iter().map(|(n, v)| (n, not_null(&v))).collect()),
+                    Some(members) => {
+                        JsonEffect::Document(members.into_iter().map(|(n, v)| (n, not_null(&v))).collect())
+                    }
                     None => return Err("a JSON row is an object: JSON.SET at the root takes an object".into()),
                 },
                 Place::Member(name) => JsonEffect::Members(vec![(name, not_null(value))]),
@@ -301,8 +318,28 @@ mod tests {
         items.iter().map(|s| s.as_bytes()).collect()
     }
 
+    fn pairs(items: &[(&str, Option<&str>)]) -> Vec<(String, Option<String>)> {
+        items.iter().map(|(n, v)| (n.to_string(), v.map(str::to_string))).collect()
+    }
+
     fn members(items: &[(&str, Option<&str>)]) -> JsonEffect {
-        JsonEffect::Members(items.iter().map(|(n, v)| (n.to_string(), v.map(str::to_string))).collect())
+        JsonEffect::Members(pairs(items))
+    }
+
+    fn document(items: &[(&str, Option<&str>)]) -> JsonEffect {
+        JsonEffect::Document(pairs(items))
+    }
+
+    #[test]
+    fn a_replacing_root_set_nulls_the_mapped_members_it_omits() {
+        let mapped = ["name".to_string(), "score".to_string(), "email".to_string()];
+        let set = document(&[("name", Some("\"Ann\"")), ("note", Some("1"))]);
+        assert_eq!(
+            set.omitted_as_null(mapped.iter()),
+            document(&[("name", Some("\"Ann\"")), ("note", Some("1")), ("score", None), ("email", None)])
+        );
+        let member = members(&[("name", None)]);
+        assert_eq!(member.clone().omitted_as_null(mapped.iter()), member, "only a root set replaces");
     }
 
     #[test]
@@ -310,7 +347,7 @@ mod tests {
         let set = |a: &[&str]| parse(JsonCommand::Set, &args(a));
         assert_eq!(
             set(&["$", r#"{"name": "Ann", "score": 5, "email": null, "address": {"city": "Oslo"}}"#]),
-            Ok(Some(members(&[
+            Ok(Some(document(&[
                 ("name", Some("\"Ann\"")),
                 ("score", Some("5")),
                 ("email", None),

@@ -6,7 +6,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use options::{Changelog, Document, Notify, NotifyPayload, Store, ValueType, Watch};
+pub use options::{Changelog, Document, Notify, NotifyPayload, OnSet, Store, ValueType, Watch};
 
 use crate::model::kafka::KafkaSource;
 use crate::model::row_id::KeyShape;
@@ -58,6 +58,8 @@ pub struct Mapping {
     pub mode: Mode,
     /// What the row keys are: hashes, or RedisJSON documents.
     pub value_type: ValueType,
+    /// For JSON rows: what a root `JSON.SET` does to the columns it omits.
+    pub on_set: OnSet,
     /// Whether Postgres changes are pushed into Redis.
     pub listen: bool,
     /// Pub/sub channels for change notifications.

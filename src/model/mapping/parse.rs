@@ -1,7 +1,7 @@
 //! Reading the mapping file: the JSON as written, each mapping's checks, and
 //! the checks across mappings (names, prefixes, Kafka groups, changelogs).
 
-use super::options::{Changelog, Document, Notify, NotifyPayload, Store, ValueType, Watch};
+use super::options::{Changelog, Document, Notify, NotifyPayload, OnSet, Store, ValueType, Watch};
 use super::{Mapping, Mode};
 use crate::model::kafka::{KafkaSource, OFFSET_PREFIX};
 use crate::model::row_id::KeyShape;
@@ -79,6 +79,8 @@ struct RawMapping {
     mode: Mode,
     #[serde(default, rename = "type")]
     value_type: ValueType,
+    #[serde(default)]
+    on_set: Option<OnSet>,
     #[serde(default)]
     listen: bool,
     #[serde(default)]
@@ -220,6 +222,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         fields: raw.fields,
         mode: raw.mode,
         value_type: raw.value_type,
+        on_set: raw.on_set.unwrap_or_default(),
         // A read-only or document mapping exists to follow Postgres.
         listen: raw.listen || matches!(raw.mode, Mode::ReadOnly | Mode::Document),
         notify,
@@ -274,6 +277,14 @@ fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
 /// mapping (documents say how they are kept with `"store"`; write-through
 /// staging, `fill_on_write` and Kafka sources write hashes).
 fn json_type(raw: &RawMapping) -> Result<(), String> {
+    if raw.on_set.is_some() && (raw.value_type != ValueType::Json || raw.mode != Mode::WriteBehind) {
+        return Err("\"on_set\" is for \"type\": \"json\" write-behind mappings".into());
+    }
+    if raw.on_set == Some(OnSet::Replace) && raw.fields.is_none() {
+        return Err(
+            "\"on_set\": \"replace\" needs \"fields\": the columns a root JSON.SET sets NULL when it omits them".into(),
+        );
+    }
     if raw.value_type == ValueType::Hash {
         return Ok(());
     }

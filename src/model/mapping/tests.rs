@@ -160,4 +160,13 @@ fn json_keys_are_for_read_only_and_write_behind_table_mappings() {
     let err = one_mapping(r#", "type": "json", "fill_on_write": true"#, "write-behind").unwrap_err();
     assert!(err.contains("do not apply to \"type\": \"json\""), "{err}");
     assert!(one_mapping(r#", "type": "xml""#, "read-only").is_err());
+    let fields = r#", "fields": {"a": "a"}"#;
+    let replace = one_mapping(&format!(r#", "type": "json", "on_set": "replace"{fields}"#), "write-behind").unwrap();
+    assert_eq!(replace.all()[0].on_set, OnSet::Replace);
+    assert_eq!(one_mapping(r#", "type": "json""#, "write-behind").unwrap().all()[0].on_set, OnSet::Merge);
+    let err = one_mapping(r#", "type": "json", "on_set": "replace""#, "write-behind").unwrap_err();
+    assert!(err.contains("needs \"fields\""), "{err}");
+    let err = one_mapping(&format!(r#", "on_set": "merge"{fields}"#), "write-behind").unwrap_err();
+    assert!(err.contains("\"on_set\" is for \"type\": \"json\" write-behind mappings"), "{err}");
+    assert!(one_mapping(r#", "type": "json", "on_set": "merge""#, "read-only").is_err());
 }

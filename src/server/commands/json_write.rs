@@ -14,6 +14,7 @@ use crate::model::change::{FieldChange, Fields, RowOp, Write};
 use crate::model::intent::Effect;
 use crate::model::json_intent::{self, JsonCommand, JsonEffect};
 use crate::model::json_row::MemberKind;
+use crate::model::mapping::OnSet;
 use crate::pipeline::capture::{record, refuse, Target};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::acl::Caller;
@@ -42,6 +43,11 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Ok(None) => return run(ctx, command, argv)?.forward(ctx),
         Err(why) => return Err(refusal(ctx, rt, &target, argv, &why)),
     };
+    let m = &rt.mappings.all()[target.mapping];
+    let effect = match (m.on_set, &m.fields) {
+        (OnSet::Replace, Some(fields)) => effect.omitted_as_null(fields.keys()),
+        _ => effect,
+    };
     check(ctx, rt, &target, argv, &effect)?;
     let cold = !key_exists(ctx, &args[2]);
     let (reply, fields) = match effect {
@@ -50,11 +56,11 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             record(ctx, rt, &target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
             return reply.forward(ctx);
         }
-        JsonEffect::Members(members) if cold && creates_member(command, &rest) => {
+        JsonEffect::Members(members) | JsonEffect::Document(members) if cold && creates_member(command, &rest) => {
             let created = create(ctx, key, &members)?;
             (created, members_changed(members))
         }
-        JsonEffect::Members(members) => {
+        JsonEffect::Members(members) | JsonEffect::Document(members) => {
             let reply = run(ctx, command, argv)?;
             let changed = if matched(&reply) { members_changed(members) } else { Fields::new() };
             (reply, changed)
@@ -191,7 +197,7 @@ fn check(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], eff
         column.is_none_or(|c| MemberKind::of(&c.key_type.0) == MemberKind::Json)
     };
     let structured = match effect {
-        JsonEffect::Members(members) => members
+        JsonEffect::Members(members) | JsonEffect::Document(members) => members
             .iter()
             .find(|(name, v)| v.as_deref().is_some_and(json_intent::is_structured) && !is_json_column(name))
             .map(|(name, _)| {
@@ -205,7 +211,7 @@ fn check(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], eff
     if let Some(why) = structured {
         return Err(refusal(ctx, rt, target, argv, &why));
     }
-    let JsonEffect::Members(members) = effect else { return Ok(()) };
+    let (JsonEffect::Members(members) | JsonEffect::Document(members)) = effect else { return Ok(()) };
     let (sets, removes): (Vec<_>, Vec<_>) = members.iter().partition(|(_, v)| v.is_some());
     let sets =
         sets.into_iter().filter_map(|(n, v)| Some((n.as_bytes().to_vec(), json_intent::column_text(v.as_deref()?))));
