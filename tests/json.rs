@@ -374,3 +374,32 @@ fn with_on_set_replace_a_root_set_nulls_the_mapped_columns_it_omits() {
     sync_wait(&mut c);
     assert_eq!(account(&db, 1).map(|a| (a.0, a.2)), Some((Some("Zed".into()), Some(3))));
 }
+
+#[test]
+fn json_writes_waiting_for_postgres_survive_a_kill9_and_land_once() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url(), ACCOUNTS_SQL);
+    db.client().batch_execute("INSERT INTO accounts (id, name, score) VALUES (1, 'Ann', 10)").unwrap();
+    let args = ["--appendonly", "yes", "--appendfsync", "always"];
+    let mut server = Server::with_mapping_and_rejson(&db, ACCOUNTS_MAPPING, &[("retry-max-delay-ms", "200")], &args);
+    let mut c = server.conn();
+    json(&mut c, "SET", "acct:2", &["$", r#"{"name": "Bob"}"#]).unwrap();
+    sync_wait(&mut c);
+
+    pg.down();
+    json(&mut c, "NUMINCRBY", "acct:1", &["$.score", "5"]).unwrap();
+    json(&mut c, "SET", "acct:1", &["$.email", "\"ann@x\""]).unwrap();
+    json(&mut c, "DEL", "acct:2", &[]).unwrap();
+    json(&mut c, "SET", "acct:3", &["$", r#"{"name": "Cy", "profile": {"a": 1}}"#]).unwrap();
+    assert!(info_number(&mut c, "pgsync", "pgsync_unsynced_rows") >= 3, "nothing reached the stopped Postgres");
+
+    server.restart();
+    let mut c = server.conn();
+    pg.up();
+    sync_wait(&mut c);
+    let ann = account(&db, 1).unwrap();
+    assert_eq!((ann.0.as_deref(), ann.1.as_deref(), ann.2), (Some("Ann"), Some("ann@x"), Some(15)), "added once");
+    assert_eq!(account(&db, 2), None, "the delete landed");
+    assert_eq!(account(&db, 3).unwrap().4, Some(json!({"a": 1})));
+    assert_eq!(doc(&mut c, "acct:3"), Some(json!({"name": "Cy", "profile": {"a": 1}})), "the AOF kept the document");
+}
