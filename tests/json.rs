@@ -285,6 +285,18 @@ fn json_writes_reach_postgres_member_by_member_on_cached_and_cold_keys() {
     sync_wait(&mut c);
     assert_eq!(account(&db, 3).unwrap().2, Some(7), "a multiplication that matched nothing left the column alone");
 
+    // JSON.MERGE: null removes, a scalar replaces, an object merges into the member.
+    json(
+        &mut c,
+        "MERGE",
+        "acct:3",
+        &["$", r#"{"name": null, "vip": false, "profile": {"zip": "5003", "tags": null}}"#],
+    )
+    .unwrap();
+    sync_wait(&mut c);
+    let merged = account(&db, 3).unwrap();
+    assert_eq!((merged.0, merged.3, merged.4), (None, Some(false), Some(json!({"city": "Bergen", "zip": "5003"}))));
+
     // JSON.DEL of the whole document, or DEL, deletes the row.
     json(&mut c, "DEL", "acct:3", &[]).unwrap();
     let _: i64 = redis::cmd("DEL").arg("acct:2").query(&mut c).unwrap();
@@ -314,8 +326,10 @@ fn json_writes_postgres_would_refuse_are_refused_with_nothing_written() {
         let err = refused(&mut c, args);
         assert!(err.contains(expected), "{args:?}: {err}");
     }
-    let err = json(&mut c, "MERGE", "acct:1", &["$", r#"{"score": 2}"#]).unwrap_err().to_string();
-    assert!(err.contains("JSON.MERGE on a synced JSON key is not captured yet"), "{err}");
+    let err = json(&mut c, "MSET", "acct:1", &["$.score", "2"]).unwrap_err().to_string();
+    assert!(err.contains("JSON.MSET on a synced JSON key is not captured yet"), "{err}");
+    let err = json(&mut c, "MERGE", "acct:1", &["$", r#"{"name": {"first": "Ann"}}"#]).unwrap_err().to_string();
+    assert!(err.contains("member \"name\" holds an object or array"), "{err}");
     let err = json(&mut c, "TOGGLE", "acct:1", &["$"]).unwrap_err().to_string();
     assert!(err.contains("JSON.TOGGLE needs a member's path"), "{err}");
     let err = json(&mut c, "DEL", "acct:1", &["$.nick"]).unwrap_err().to_string();

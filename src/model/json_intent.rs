@@ -23,8 +23,11 @@ pub enum JsonCommand {
     /// `JSON.ARRAPPEND`, ...; its name kept): the member's new value is read
     /// back after it ran.
     InPlace(&'static str),
-    /// A write capture cannot give a column meaning yet (`JSON.MSET`,
-    /// `JSON.MERGE`): refused on synced keys rather than left unsynced.
+    /// `JSON.MERGE key path value` (RFC 7396 merge patch)
+    Merge,
+    /// A write capture cannot give a column meaning yet (`JSON.MSET`, whose
+    /// triples may name several keys): refused on synced keys rather than
+    /// left unsynced.
     Refused(&'static str),
 }
 
@@ -43,7 +46,7 @@ const NAMES: &[(&str, JsonCommand)] = &[
     ("JSON.ARRPOP", JsonCommand::InPlace("JSON.ARRPOP")),
     ("JSON.ARRTRIM", JsonCommand::InPlace("JSON.ARRTRIM")),
     ("JSON.MSET", JsonCommand::Refused("JSON.MSET")),
-    ("JSON.MERGE", JsonCommand::Refused("JSON.MERGE")),
+    ("JSON.MERGE", JsonCommand::Merge),
 ];
 
 impl JsonCommand {
@@ -162,6 +165,14 @@ pub enum JsonEffect {
     /// Changes a top-level member in place (`JSON.TOGGLE key $.vip`): its new
     /// value, read back after the write, goes to its column.
     Reread(String),
+    /// `JSON.MERGE`: members set or removed as with [`JsonEffect::Members`],
+    /// and members an object was merged into, read back after the write.
+    Merged {
+        /// Members replaced (a scalar or array) or removed (`null`).
+        members: Vec<(String, Option<String>)>,
+        /// Members an object was merged into.
+        reread: Vec<String>,
+    },
     /// Adds `delta` to one member.
     Incr {
         /// The member.
@@ -211,6 +222,20 @@ pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>,
             Place::Member(name) => JsonEffect::Members(vec![(name, None)]),
             Place::Below(name) => JsonEffect::Below(name),
         })),
+        (JsonCommand::Merge, [path, value]) => {
+            let Some(value) = std::str::from_utf8(value).ok().filter(|v| serde_json::from_str::<&RawValue>(v).is_ok())
+            else {
+                return Ok(None);
+            };
+            Ok(Some(match place(path)? {
+                Place::Root => match json_row::object_members(value) {
+                    Some(patch) => merged(patch),
+                    None => return Err("a JSON row is an object: JSON.MERGE at the root takes an object".into()),
+                },
+                Place::Member(name) => merged(vec![(name, value.trim().to_string())]),
+                Place::Below(name) => JsonEffect::Below(name),
+            }))
+        }
         (JsonCommand::Refused(name), _) => {
             Err(format!("{name} on a synced JSON key is not captured yet; write each member with JSON.SET"))
         }
@@ -229,6 +254,16 @@ pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>,
             }
         }
         _ => Ok(None),
+    }
+}
+
+/// What a merge patch's top-level members do: an object is merged into the
+/// member (read back after), `null` removes it, anything else replaces it.
+fn merged(patch: Vec<(String, String)>) -> JsonEffect {
+    let (objects, others): (Vec<_>, Vec<_>) = patch.into_iter().partition(|(_, v)| v.trim_start().starts_with('{'));
+    JsonEffect::Merged {
+        members: others.into_iter().map(|(n, v)| (n, not_null(&v))).collect(),
+        reread: objects.into_iter().map(|(n, _)| n).collect(),
     }
 }
 
@@ -284,7 +319,8 @@ mod tests {
         assert_eq!(JsonCommand::from_name(b"JSON.NumIncrBy"), Some(JsonCommand::NumIncrBy));
         assert_eq!(JsonCommand::from_name(b"JSON.FORGET"), Some(JsonCommand::Forget));
         assert_eq!(JsonCommand::from_name(b"JSON.GET"), None);
-        assert_eq!(JsonCommand::from_name(b"JSON.MERGE"), Some(JsonCommand::Refused("JSON.MERGE")));
+        assert_eq!(JsonCommand::from_name(b"JSON.MERGE"), Some(JsonCommand::Merge));
+        assert_eq!(JsonCommand::from_name(b"JSON.MSET"), Some(JsonCommand::Refused("JSON.MSET")));
         assert_eq!(JsonCommand::from_name(b"json.toggle"), Some(JsonCommand::InPlace("JSON.TOGGLE")));
         assert_eq!(JsonCommand::from_name(b"JSON.MGET"), None);
         assert_eq!(JsonCommand::from_name(b"JSON.ARRLEN"), None);
@@ -385,8 +421,26 @@ mod tests {
         assert_eq!(toggle(&["$.profile.active"]), Ok(Some(JsonEffect::Below("profile".into()))));
         assert!(toggle(&["$"]).unwrap_err().contains("needs a member's path"));
         assert!(toggle(&[]).unwrap_err().contains("needs a member's path"));
-        let merge = parse(JsonCommand::Refused("JSON.MERGE"), &args(&["$", "{}"]));
-        assert!(merge.unwrap_err().contains("JSON.MERGE on a synced JSON key is not captured yet"));
+        let mset = parse(JsonCommand::Refused("JSON.MSET"), &args(&["$", "{}"]));
+        assert!(mset.unwrap_err().contains("JSON.MSET on a synced JSON key is not captured yet"));
+        let merge = |a: &[&str]| parse(JsonCommand::Merge, &args(a));
+        assert_eq!(
+            merge(&["$", r#"{"name": "Ann", "email": null, "profile": {"city": "Oslo"}, "tags": [1]}"#]),
+            Ok(Some(JsonEffect::Merged {
+                members: pairs(&[("name", Some("\"Ann\"")), ("email", None), ("tags", Some("[1]"))]),
+                reread: vec!["profile".into()]
+            }))
+        );
+        assert_eq!(
+            merge(&["$.profile", r#"{"zip": null}"#]),
+            Ok(Some(JsonEffect::Merged { members: vec![], reread: vec!["profile".into()] }))
+        );
+        assert_eq!(
+            merge(&["$.score", "7"]),
+            Ok(Some(JsonEffect::Merged { members: pairs(&[("score", Some("7"))]), reread: vec![] }))
+        );
+        assert_eq!(merge(&["$.profile.city", "\"Bergen\""]), Ok(Some(JsonEffect::Below("profile".into()))));
+        assert!(merge(&["$", "3"]).unwrap_err().contains("takes an object"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::write::target_of;
 use crate::model::change::{FieldChange, Fields, RowOp, Write};
 use crate::model::intent::Effect;
 use crate::model::json_intent::{self, JsonCommand, JsonEffect};
-use crate::model::json_row::MemberKind;
+use crate::model::json_row::{self, MemberKind};
 use crate::model::mapping::OnSet;
 use crate::pipeline::capture::{record, refuse, Target};
 use crate::pipeline::runtime::Runtime;
@@ -65,9 +65,21 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             let changed = if matched(&reply) { members_changed(members) } else { Fields::new() };
             (reply, changed)
         }
+        JsonEffect::Merged { members, reread } => {
+            let reply = run(ctx, command, argv)?;
+            let mut changed = Fields::new();
+            if matched(&reply) {
+                changed = members_changed(members);
+                for member in reread {
+                    changed.insert(member.clone().into_bytes(), member_now(ctx, key, &member));
+                }
+            }
+            (reply, changed)
+        }
         JsonEffect::Below(member) | JsonEffect::Reread(member) => {
             let reply = run(ctx, command, argv)?;
-            let changed = if matched(&reply) { member_now(ctx, key, &member) } else { Fields::new() };
+            let changed =
+                if matched(&reply) { one(member.clone(), member_now(ctx, key, &member)) } else { Fields::new() };
             (reply, changed)
         }
         JsonEffect::Incr { member, delta } => {
@@ -156,17 +168,17 @@ fn members_changed(members: Vec<(String, Option<String>)>) -> Fields {
 }
 
 /// A member's whole value after a write inside it, as its column's change.
-fn member_now(ctx: &Context, key: &[u8], member: &str) -> Fields {
+fn member_now(ctx: &Context, key: &[u8], member: &str) -> FieldChange {
     let doc = match ctx.call("JSON.GET", &[key]) {
         Ok(value) => bytes(&value),
         Err(_) => None,
     };
-    let now = doc
-        .and_then(|d| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&d).ok())
-        .and_then(|mut d| d.remove(member))
-        .filter(|v| !v.is_null());
-    let change = now.map_or(FieldChange::Remove, |v| FieldChange::Set(json_intent::column_text(&v.to_string())));
-    one(member.to_string(), change)
+    let members = doc.and_then(|d| json_row::object_members(&String::from_utf8_lossy(&d)));
+    let now = members.and_then(|m| m.into_iter().find(|(n, _)| n == member)).map(|(_, v)| v);
+    match now {
+        Some(v) if v != "null" => FieldChange::Set(json_intent::column_text(&v)),
+        _ => FieldChange::Remove,
+    }
 }
 
 /// The member's value after `JSON.NUMINCRBY`, as RESP2 (`[8]`, `8`) or RESP3
@@ -206,12 +218,21 @@ fn check(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], eff
         JsonEffect::Below(name) if !is_json_column(name) => {
             Some(format!("a write inside member \"{name}\" needs a json or jsonb column"))
         }
+        JsonEffect::Merged { members, reread } => members
+            .iter()
+            .find(|(name, v)| v.as_deref().is_some_and(json_intent::is_structured) && !is_json_column(name))
+            .map(|(name, _)| name)
+            .or(reread.iter().find(|name| !is_json_column(name)))
+            .map(|name| format!("member \"{name}\" holds an object or array, and its column is not json or jsonb")),
         _ => None,
     };
     if let Some(why) = structured {
         return Err(refusal(ctx, rt, target, argv, &why));
     }
-    let (JsonEffect::Members(members) | JsonEffect::Document(members)) = effect else { return Ok(()) };
+    let (JsonEffect::Members(members) | JsonEffect::Document(members) | JsonEffect::Merged { members, .. }) = effect
+    else {
+        return Ok(());
+    };
     let (sets, removes): (Vec<_>, Vec<_>) = members.iter().partition(|(_, v)| v.is_some());
     let sets =
         sets.into_iter().filter_map(|(n, v)| Some((n.as_bytes().to_vec(), json_intent::column_text(v.as_deref()?))));
