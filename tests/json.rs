@@ -297,6 +297,13 @@ fn json_writes_reach_postgres_member_by_member_on_cached_and_cold_keys() {
     let merged = account(&db, 3).unwrap();
     assert_eq!((merged.0, merged.3, merged.4), (None, Some(false), Some(json!({"city": "Bergen", "zip": "5003"}))));
 
+    // JSON.MSET: each triple as a JSON.SET of its key.
+    json(&mut c, "MSET", "acct:1", &["$.score", "20", "acct:3", "$", r#"{"name": "Di", "vip": true}"#]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).unwrap().2, Some(20));
+    let di = account(&db, 3).unwrap();
+    assert_eq!((di.0.as_deref(), di.3), (Some("Di"), Some(true)));
+
     // JSON.DEL of the whole document, or DEL, deletes the row.
     json(&mut c, "DEL", "acct:3", &[]).unwrap();
     let _: i64 = redis::cmd("DEL").arg("acct:2").query(&mut c).unwrap();
@@ -326,8 +333,10 @@ fn json_writes_postgres_would_refuse_are_refused_with_nothing_written() {
         let err = refused(&mut c, args);
         assert!(err.contains(expected), "{args:?}: {err}");
     }
-    let err = json(&mut c, "MSET", "acct:1", &["$.score", "2"]).unwrap_err().to_string();
-    assert!(err.contains("JSON.MSET on a synced JSON key is not captured yet"), "{err}");
+    // JSON.MSET is checked triple by triple before anything runs.
+    let err =
+        json(&mut c, "MSET", "acct:1", &["$.name", "\"Bo\"", "acct:1", "$.score", "\"x\""]).unwrap_err().to_string();
+    assert!(err.contains("not an integer"), "{err}");
     let err = json(&mut c, "MERGE", "acct:1", &["$", r#"{"name": {"first": "Ann"}}"#]).unwrap_err().to_string();
     assert!(err.contains("member \"name\" holds an object or array"), "{err}");
     let err = json(&mut c, "TOGGLE", "acct:1", &["$"]).unwrap_err().to_string();

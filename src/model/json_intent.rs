@@ -25,9 +25,10 @@ pub enum JsonCommand {
     InPlace(&'static str),
     /// `JSON.MERGE key path value` (RFC 7396 merge patch)
     Merge,
-    /// A write capture cannot give a column meaning yet (`JSON.MSET`, whose
-    /// triples may name several keys): refused on synced keys rather than
-    /// left unsynced.
+    /// `JSON.MSET key path value [key path value ...]`: each triple read as a `JSON.SET`.
+    MSet,
+    /// A write capture cannot give a column meaning (kept for commands
+    /// RedisJSON may add): refused on synced keys rather than left unsynced.
     Refused(&'static str),
 }
 
@@ -45,7 +46,7 @@ const NAMES: &[(&str, JsonCommand)] = &[
     ("JSON.ARRINSERT", JsonCommand::InPlace("JSON.ARRINSERT")),
     ("JSON.ARRPOP", JsonCommand::InPlace("JSON.ARRPOP")),
     ("JSON.ARRTRIM", JsonCommand::InPlace("JSON.ARRTRIM")),
-    ("JSON.MSET", JsonCommand::Refused("JSON.MSET")),
+    ("JSON.MSET", JsonCommand::MSet),
     ("JSON.MERGE", JsonCommand::Merge),
 ];
 
@@ -63,6 +64,15 @@ impl JsonCommand {
         match self {
             JsonCommand::InPlace(name) | JsonCommand::Refused(name) => name,
             _ => NAMES.iter().find(|(_, c)| *c == self).map_or("JSON.SET", |(n, _)| n),
+        }
+    }
+
+    /// Positions of its key arguments in a call of `argc` arguments (name first):
+    /// every third from 1 for `JSON.MSET`, else the first.
+    pub fn key_positions(self, argc: usize) -> Vec<usize> {
+        match self {
+            JsonCommand::MSet => (1..argc).step_by(3).collect(),
+            _ => vec![1],
         }
     }
 
@@ -200,7 +210,7 @@ impl JsonEffect {
 /// `Ok(None)` is a malformed call, which RedisJSON refuses with its own error.
 pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>, String> {
     match (command, args) {
-        (JsonCommand::Set, [path, value, flags @ ..]) if flags.len() <= 1 => {
+        (JsonCommand::Set | JsonCommand::MSet, [path, value, flags @ ..]) if flags.len() <= 1 => {
             let Some(value) = std::str::from_utf8(value).ok().filter(|v| serde_json::from_str::<&RawValue>(v).is_ok())
             else {
                 return Ok(None);
@@ -320,7 +330,9 @@ mod tests {
         assert_eq!(JsonCommand::from_name(b"JSON.FORGET"), Some(JsonCommand::Forget));
         assert_eq!(JsonCommand::from_name(b"JSON.GET"), None);
         assert_eq!(JsonCommand::from_name(b"JSON.MERGE"), Some(JsonCommand::Merge));
-        assert_eq!(JsonCommand::from_name(b"JSON.MSET"), Some(JsonCommand::Refused("JSON.MSET")));
+        assert_eq!(JsonCommand::from_name(b"JSON.MSET"), Some(JsonCommand::MSet));
+        assert_eq!(JsonCommand::MSet.key_positions(7), vec![1, 4]);
+        assert_eq!(JsonCommand::Set.key_positions(4), vec![1]);
         assert_eq!(JsonCommand::from_name(b"json.toggle"), Some(JsonCommand::InPlace("JSON.TOGGLE")));
         assert_eq!(JsonCommand::from_name(b"JSON.MGET"), None);
         assert_eq!(JsonCommand::from_name(b"JSON.ARRLEN"), None);
@@ -421,8 +433,10 @@ mod tests {
         assert_eq!(toggle(&["$.profile.active"]), Ok(Some(JsonEffect::Below("profile".into()))));
         assert!(toggle(&["$"]).unwrap_err().contains("needs a member's path"));
         assert!(toggle(&[]).unwrap_err().contains("needs a member's path"));
-        let mset = parse(JsonCommand::Refused("JSON.MSET"), &args(&["$", "{}"]));
-        assert!(mset.unwrap_err().contains("JSON.MSET on a synced JSON key is not captured yet"));
+        let refused = parse(JsonCommand::Refused("JSON.NEW"), &args(&["$", "{}"]));
+        assert!(refused.unwrap_err().contains("JSON.NEW on a synced JSON key is not captured yet"));
+        let mset = parse(JsonCommand::MSet, &args(&["$.score", "1"]));
+        assert_eq!(mset, Ok(Some(members(&[("score", Some("1"))]))));
         let merge = |a: &[&str]| parse(JsonCommand::Merge, &args(a));
         assert_eq!(
             merge(&["$", r#"{"name": "Ann", "email": null, "profile": {"city": "Oslo"}, "tags": [1]}"#]),

@@ -75,13 +75,19 @@ fn wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static [u8]>
     }
     match Command::from_name(name) {
         Some(command) => write_wrapper(fctx, count, command),
-        None if JsonCommand::from_name(name).is_some() => json_wrapper(fctx),
-        None => read_wrapper(fctx, count, name),
+        None => match JsonCommand::from_name(name) {
+            Some(command) => json_wrapper(fctx, count, command),
+            None => read_wrapper(fctx, count, name),
+        },
     }
 }
 
 /// `SYNC.JSONWRITE` for a RedisJSON write to a captured `"type": "json"` key.
-fn json_wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static [u8]> {
+fn json_wrapper(
+    fctx: *mut raw::RedisModuleCommandFilterCtx,
+    count: c_int,
+    command: JsonCommand,
+) -> Option<&'static [u8]> {
     if is_own_write() {
         return None;
     }
@@ -89,9 +95,15 @@ fn json_wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static 
     if rt.is_replica() {
         return None;
     }
-    let resolved = rt.mappings.resolve(arg(fctx, 1)?)?;
-    let m = &rt.mappings.all()[resolved.mapping];
-    (m.value_type == ValueType::Json && captured(m, resolved.role)).then_some(JSON_WRITE)
+    let synced = |pos: usize| {
+        let resolved =
+            c_int::try_from(pos).ok().and_then(|pos| arg(fctx, pos)).and_then(|key| rt.mappings.resolve(key));
+        resolved.is_some_and(|r| {
+            let m = &rt.mappings.all()[r.mapping];
+            m.value_type == ValueType::Json && captured(m, r.role)
+        })
+    };
+    command.key_positions(usize::try_from(count).unwrap_or(0)).into_iter().any(synced).then_some(JSON_WRITE)
 }
 
 /// `SYNC.READ` for a read of a `read_through` key that Redis does not hold; a

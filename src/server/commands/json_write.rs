@@ -15,10 +15,12 @@ use crate::model::intent::Effect;
 use crate::model::json_intent::{self, JsonCommand, JsonEffect};
 use crate::model::json_row::{self, MemberKind};
 use crate::model::mapping::OnSet;
+use crate::model::slots::key_slot;
 use crate::pipeline::capture::{record, refuse, Target};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::acl::Caller;
 use crate::redis::client_call::{call_named_as_client, ClientReply};
+use crate::redis::cluster;
 use crate::redis::json_doc;
 use crate::redis::redis_io::{bytes, key_exists};
 use crate::redis::replies;
@@ -34,6 +36,9 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::Str("ERR SYNC.JSONWRITE runs RedisJSON's write commands"));
     };
     let rt = runtime_or_err()?;
+    if command == JsonCommand::MSet {
+        return sync_jsonmset(ctx, rt, &args);
+    }
     let key = args[2].as_slice();
     let argv = &args[1..];
     let rest: Vec<&[u8]> = args[3..].iter().map(|a| a.as_slice()).collect();
@@ -43,11 +48,7 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         Ok(None) => return run(ctx, command, argv)?.forward(ctx),
         Err(why) => return Err(refusal(ctx, rt, &target, argv, &why)),
     };
-    let m = &rt.mappings.all()[target.mapping];
-    let effect = match (m.on_set, &m.fields) {
-        (OnSet::Replace, Some(fields)) => effect.omitted_as_null(fields.keys()),
-        _ => effect,
-    };
+    let effect = replacing(rt, &target, effect);
     check(ctx, rt, &target, argv, &effect)?;
     let cold = !key_exists(ctx, &args[2]);
     let (reply, fields) = match effect {
@@ -110,6 +111,56 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         record(ctx, rt, &target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
     }
     reply.forward(ctx)
+}
+
+/// `SYNC.JSONWRITE JSON.MSET key path value [key path value ...]`: each triple
+/// on a synced key is read and checked as a `JSON.SET`, the command runs once
+/// (RedisJSON sets all or nothing), then each triple is recorded. A member
+/// path into a key Redis does not hold fails the whole command, as RedisJSON
+/// makes it (`JSON.SET` creates the document instead).
+fn sync_jsonmset(ctx: &Context, rt: &Runtime, args: &[RedisString]) -> RedisResult {
+    let argv = &args[1..];
+    if args.len() < 5 || !(args.len() - 2).is_multiple_of(3) {
+        return run(ctx, JsonCommand::MSet, argv)?.forward(ctx);
+    }
+    // The wrapper declares one key; the others must share its slot, as
+    // JSON.MSET's own key specs would have made the cluster check.
+    if cluster::enabled() && args[2..].chunks(3).any(|t| key_slot(t[0].as_slice()) != key_slot(args[2].as_slice())) {
+        return Err(RedisError::Str("CROSSSLOT Keys in request don't hash to the same slot"));
+    }
+    let mut writes = Vec::new();
+    for triple in args[2..].chunks(3) {
+        let Some(target) = target_of(ctx, rt, triple[0].as_slice())? else { continue };
+        let one_set = [args[1].clone(), triple[0].clone(), triple[1].clone(), triple[2].clone()];
+        let effect = match json_intent::parse(JsonCommand::MSet, &[triple[1].as_slice(), triple[2].as_slice()]) {
+            Ok(Some(effect)) => replacing(rt, &target, effect),
+            Ok(None) => return run(ctx, JsonCommand::MSet, argv)?.forward(ctx),
+            Err(why) => return Err(refusal(ctx, rt, &target, &one_set, &why)),
+        };
+        check(ctx, rt, &target, &one_set, &effect)?;
+        writes.push((target, triple[0].as_slice(), effect));
+    }
+    let reply = run(ctx, JsonCommand::MSet, argv)?;
+    for (target, key, effect) in writes {
+        let fields = match effect {
+            JsonEffect::Members(members) | JsonEffect::Document(members) => members_changed(members),
+            JsonEffect::Below(member) => one(member.clone(), member_now(ctx, key, &member)),
+            _ => Fields::new(),
+        };
+        if !fields.is_empty() {
+            record(ctx, rt, &target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
+        }
+    }
+    reply.forward(ctx)
+}
+
+/// With `"on_set": "replace"`, a root set's omitted mapped members become NULL.
+fn replacing(rt: &Runtime, target: &Target, effect: JsonEffect) -> JsonEffect {
+    let m = &rt.mappings.all()[target.mapping];
+    match (m.on_set, &m.fields) {
+        (OnSet::Replace, Some(fields)) => effect.omitted_as_null(fields.keys()),
+        _ => effect,
+    }
 }
 
 /// Whether a `JSON.SET` on a key Redis does not hold names one member (which
