@@ -27,9 +27,6 @@ pub enum JsonCommand {
     Merge,
     /// `JSON.MSET key path value [key path value ...]`: each triple read as a `JSON.SET`.
     MSet,
-    /// A write capture cannot give a column meaning (kept for commands
-    /// RedisJSON may add): refused on synced keys rather than left unsynced.
-    Refused(&'static str),
 }
 
 const NAMES: &[(&str, JsonCommand)] = &[
@@ -62,7 +59,7 @@ impl JsonCommand {
     /// The command's name, as RedisJSON knows it.
     pub fn name(self) -> &'static str {
         match self {
-            JsonCommand::InPlace(name) | JsonCommand::Refused(name) => name,
+            JsonCommand::InPlace(name) => name,
             _ => NAMES.iter().find(|(_, c)| *c == self).map_or("JSON.SET", |(n, _)| n),
         }
     }
@@ -245,9 +242,6 @@ pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>,
                 Place::Member(name) => merged(vec![(name, value.trim().to_string())]),
                 Place::Below(name) => JsonEffect::Below(name),
             }))
-        }
-        (JsonCommand::Refused(name), _) => {
-            Err(format!("{name} on a synced JSON key is not captured yet; write each member with JSON.SET"))
         }
         (JsonCommand::InPlace(name), [path, ..]) => match place(path)? {
             Place::Root => Err(format!("{name} needs a member's path, not the root")),
@@ -433,8 +427,6 @@ mod tests {
         assert_eq!(toggle(&["$.profile.active"]), Ok(Some(JsonEffect::Below("profile".into()))));
         assert!(toggle(&["$"]).unwrap_err().contains("needs a member's path"));
         assert!(toggle(&[]).unwrap_err().contains("needs a member's path"));
-        let refused = parse(JsonCommand::Refused("JSON.NEW"), &args(&["$", "{}"]));
-        assert!(refused.unwrap_err().contains("JSON.NEW on a synced JSON key is not captured yet"));
         let mset = parse(JsonCommand::MSet, &args(&["$.score", "1"]));
         assert_eq!(mset, Ok(Some(members(&[("score", Some("1"))]))));
         let merge = |a: &[&str]| parse(JsonCommand::Merge, &args(a));
