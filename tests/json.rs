@@ -303,6 +303,12 @@ fn json_writes_reach_postgres_member_by_member_on_cached_and_cold_keys() {
     assert_eq!(account(&db, 1).unwrap().2, Some(20));
     let di = account(&db, 3).unwrap();
     assert_eq!((di.0.as_deref(), di.3), (Some("Di"), Some(true)));
+    // An increment of a member that is no number changes nothing.
+    let reply: String = redis::cmd("JSON.NUMINCRBY").arg("acct:3").arg("$.name").arg(1).query(&mut c).unwrap();
+    assert_eq!(reply, "[null]");
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 3).unwrap().0.as_deref(), Some("Di"));
+    assert_eq!(doc(&mut c, "acct:3").unwrap()["name"], "Di");
 
     // JSON.DEL of the whole document, or DEL, deletes the row.
     json(&mut c, "DEL", "acct:3", &[]).unwrap();

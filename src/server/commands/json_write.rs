@@ -10,7 +10,7 @@
 
 use super::runtime_or_err;
 use super::write::target_of;
-use crate::model::change::{FieldChange, Fields, RowOp, Write};
+use crate::model::change::{Delta, FieldChange, Fields, RowOp, Write};
 use crate::model::intent::Effect;
 use crate::model::json_intent::{self, JsonCommand, JsonEffect};
 use crate::model::json_row::{self, MemberKind};
@@ -83,34 +83,42 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
                 if matched(&reply) { one(member.clone(), member_now(ctx, key, &member)) } else { Fields::new() };
             (reply, changed)
         }
-        JsonEffect::Incr { member, delta } => {
-            let reply = match cold {
-                true => None,
-                false => Some(run(ctx, command, argv)?),
-            };
-            match reply.as_ref().and_then(incremented) {
-                Some(after) => {
-                    let change = FieldChange::Add { delta, redis_after: after };
-                    (reply.unwrap_or(ClientReply::Direct(RedisValue::Null)), one(member, change))
-                }
-                // No member to add to (a key or member Redis does not hold):
-                // it becomes the increment, which Postgres adds to the row's own value.
-                None => {
-                    let text = delta.to_text();
-                    let members = [(member.clone(), Some(MemberKind::Number.member(&text)))];
-                    create(ctx, key, &members)?;
-                    let legacy = !rest.first().is_some_and(|p| p.starts_with(b"$"));
-                    let shown = if legacy { text.clone() } else { format!("[{text}]") };
-                    let change = FieldChange::Add { delta, redis_after: text.into_bytes() };
-                    (ClientReply::Direct(RedisValue::BulkString(shown)), one(member, change))
-                }
-            }
-        }
+        JsonEffect::Incr { member, delta } => increment(ctx, command, argv, &rest, cold, member, delta)?,
     };
     if !fields.is_empty() {
         record(ctx, rt, &target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
     }
     reply.forward(ctx)
+}
+
+/// `JSON.NUMINCRBY` of `member`: recorded as an `Add` with the value Redis
+/// returned. With no member to add to (a key or member Redis does not hold),
+/// the member becomes the increment, which Postgres adds to the row's own
+/// value, as `HINCRBY` on a missing field; a member that is no number
+/// (`[null]`) changes nothing.
+fn increment(
+    ctx: &Context,
+    command: JsonCommand,
+    argv: &[RedisString],
+    rest: &[&[u8]],
+    cold: bool,
+    member: String,
+    delta: Delta,
+) -> Result<(ClientReply, Fields), RedisError> {
+    let reply = if cold { None } else { Some(run(ctx, command, argv)?) };
+    if let Some(reply) = reply.filter(matched) {
+        let fields = match incremented(&reply) {
+            Some(after) => one(member, FieldChange::Add { delta, redis_after: after }),
+            None => Fields::new(),
+        };
+        return Ok((reply, fields));
+    }
+    let text = delta.to_text();
+    create(ctx, argv[1].as_slice(), &[(member.clone(), Some(MemberKind::Number.member(&text)))])?;
+    let legacy = !rest.first().is_some_and(|p| p.starts_with(b"$"));
+    let shown = if legacy { text.clone() } else { format!("[{text}]") };
+    let change = FieldChange::Add { delta, redis_after: text.into_bytes() };
+    Ok((ClientReply::Direct(RedisValue::BulkString(shown)), one(member, change)))
 }
 
 /// `SYNC.JSONWRITE JSON.MSET key path value [key path value ...]`: each triple
