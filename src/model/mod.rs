@@ -12,6 +12,8 @@ pub mod guard;
 pub mod handover;
 pub mod intent;
 pub mod journal_codec;
+pub mod json_intent;
+pub mod json_row;
 pub mod kafka;
 pub mod key_text;
 pub mod latency;

@@ -3,6 +3,8 @@
 //! Postgres does (a replica answers from Postgres without writing the row). Pure:
 //! no Redis types, unit-tested.
 
+use crate::model::json_row;
+
 /// A read command that loads a missing row of a `read_through` mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadCommand {
@@ -26,6 +28,9 @@ pub enum ReadCommand {
     Exists,
     /// `TYPE key`
     Type,
+    /// `JSON.GET key [path ...]`, for `"type": "json"` mappings, whose rows'
+    /// fields hold their members' JSON text.
+    JsonGet,
 }
 
 const NAMES: &[(&str, ReadCommand)] = &[
@@ -39,6 +44,7 @@ const NAMES: &[(&str, ReadCommand)] = &[
     ("HSTRLEN", ReadCommand::Hstrlen),
     ("EXISTS", ReadCommand::Exists),
     ("TYPE", ReadCommand::Type),
+    ("JSON.GET", ReadCommand::JsonGet),
 ];
 
 /// A reply built without Redis types, sent as Redis would send it.
@@ -64,7 +70,7 @@ pub type RowFields = [(String, Option<String>)];
 impl ReadCommand {
     /// The command with this name (any case), if read-through serves it.
     pub fn from_name(name: &[u8]) -> Option<ReadCommand> {
-        if !(3..=7).contains(&name.len()) {
+        if !(3..=8).contains(&name.len()) {
             return None;
         }
         NAMES.iter().find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name)).map(|(_, c)| *c)
@@ -84,8 +90,16 @@ impl ReadCommand {
         match self {
             ReadCommand::Hget | ReadCommand::Hexists | ReadCommand::Hstrlen => argc == 3,
             ReadCommand::Hmget | ReadCommand::Exists => argc >= 2 + usize::from(self == ReadCommand::Hmget),
+            ReadCommand::JsonGet => argc >= 2,
             _ => argc == 2,
         }
+    }
+
+    /// Whether [`ReadCommand::reply_for_row`] can build the reply to a call with
+    /// `args` after the key: `JSON.GET` only of the whole document (no path,
+    /// `$` or `.`), since the rest of JSONPath is RedisJSON's to evaluate.
+    pub fn answers_from_row(self, args: &[&[u8]]) -> bool {
+        self != ReadCommand::JsonGet || matches!(args, [] | [b"$"] | [b"."])
     }
 
     /// The reply for a one-key command on a key whose row is `row` (`None`: no
@@ -107,6 +121,11 @@ impl ReadCommand {
             ReadCommand::Hstrlen => ReadReply::Int(get(first).map_or(0, |v| v.len() as i64)),
             ReadCommand::Exists => ReadReply::Int(i64::from(row.is_some())),
             ReadCommand::Type => ReadReply::Status(if row.is_some() { "hash" } else { "none" }),
+            ReadCommand::JsonGet => match row.map(json_row::row_document) {
+                Some(doc) if first == b"$" => ReadReply::Bulk(format!("[{doc}]").into_bytes()),
+                Some(doc) => ReadReply::Bulk(doc.into_bytes()),
+                None => ReadReply::Nil,
+            },
         }
     }
 }
@@ -131,6 +150,29 @@ mod tests {
         assert!(ReadCommand::Hmget.arity_ok(3) && !ReadCommand::Hmget.arity_ok(2));
         assert!(ReadCommand::Exists.arity_ok(2) && !ReadCommand::Exists.arity_ok(1));
         assert!(ReadCommand::Type.arity_ok(2) && !ReadCommand::Type.arity_ok(3));
+        assert_eq!(ReadCommand::from_name(b"json.get"), Some(ReadCommand::JsonGet));
+        assert_eq!(ReadCommand::JsonGet.key_positions(4), 1..2);
+        assert!(ReadCommand::JsonGet.arity_ok(2) && ReadCommand::JsonGet.arity_ok(4));
+    }
+
+    #[test]
+    fn a_replica_builds_a_json_document_only_whole() {
+        let r = vec![
+            ("name".to_string(), Some("\"Ada\"".to_string())),
+            ("email".into(), None),
+            ("score".into(), Some("10".into())),
+        ];
+        let doc = br#"{"name":"Ada","score":10}"#.to_vec();
+        for args in [&[][..], &[&b"."[..]]] {
+            assert!(ReadCommand::JsonGet.answers_from_row(args));
+            assert_eq!(ReadCommand::JsonGet.reply_for_row(Some(&r), args), ReadReply::Bulk(doc.clone()));
+        }
+        let wrapped = [b"[".as_slice(), &doc, b"]"].concat();
+        assert_eq!(ReadCommand::JsonGet.reply_for_row(Some(&r), &[b"$"]), ReadReply::Bulk(wrapped));
+        assert_eq!(ReadCommand::JsonGet.reply_for_row(None, &[]), ReadReply::Nil);
+        assert!(!ReadCommand::JsonGet.answers_from_row(&[b"$.name"]));
+        assert!(!ReadCommand::JsonGet.answers_from_row(&[b"$", b"."]));
+        assert!(ReadCommand::Hget.answers_from_row(&[b"name"]));
     }
 
     #[test]

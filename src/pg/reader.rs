@@ -4,13 +4,16 @@
 use super::error::Error;
 use super::schema::TableSchema;
 use super::sql;
+use crate::model::json_row::MemberKind;
 use crate::model::key_text::KeyType;
-use crate::model::mapping::Mapping;
+use crate::model::mapping::{Mapping, ValueType};
 use crate::model::row_id::{check_id, KeyShape};
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Row, Transaction};
 
 /// A row as the hash it becomes: field → value (`None` = NULL, field absent).
+/// For a `"type": "json"` mapping each value is its member's JSON text
+/// (`model::json_row`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgRow {
     /// The row's id: its key columns as the key spells them.
@@ -24,6 +27,8 @@ pub struct RowShape {
     key: KeyShape,
     key_types: Vec<KeyType>,
     fields: Vec<String>,
+    /// For a `"type": "json"` mapping, how each field's column becomes a member.
+    members: Option<Vec<MemberKind>>,
     select_all: String,
     select_by_keys: String,
 }
@@ -33,7 +38,11 @@ impl RowShape {
     pub fn new(mapping: &Mapping, schema: &TableSchema) -> RowShape {
         let pairs = mapping.field_columns(schema.columns.keys());
         let columns: Vec<&str> = pairs.iter().map(|(_, c)| c.as_str()).collect();
+        let kind =
+            |column: &str| schema.columns.get(column).map_or(MemberKind::Text, |c| MemberKind::of(&c.key_type.0));
+        let members = (mapping.value_type == ValueType::Json).then(|| columns.iter().map(|c| kind(c)).collect());
         RowShape {
+            members,
             key: mapping.key.clone(),
             key_types: schema.key_types.iter().map(KeyType::printed_by_postgres).collect(),
             select_all: sql::select_rows(&mapping.table, &schema.keys, &columns, false),
@@ -62,7 +71,12 @@ impl RowShape {
         };
         let mut fields = Vec::with_capacity(self.fields.len());
         for (i, field) in self.fields.iter().enumerate() {
-            fields.push((field.clone(), row.try_get::<_, Option<String>>(k + i)?));
+            let value = row.try_get::<_, Option<String>>(k + i)?;
+            let value = match self.members.as_ref().and_then(|m| m.get(i)) {
+                Some(kind) => value.map(|v| kind.member(&v)),
+                None => value,
+            };
+            fields.push((field.clone(), value));
         }
         Ok(Ok(PgRow { id, fields }))
     }

@@ -8,13 +8,15 @@
 //! from Postgres are written into Redis by `apply_pg`.
 
 use crate::model::change::{Change, FieldChange, RowOp};
-use crate::model::mapping::{Mapping, Mode};
+use crate::model::json_row::MemberKind;
+use crate::model::mapping::{Mapping, Mode, ValueType};
 use crate::model::queue::{Entry, RowKey};
 use crate::model::stats::MappingStats;
 use crate::pg::writer::{Returned, RowOutcome};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::ack;
 use crate::redis::deadletter;
+use crate::redis::json_doc;
 use crate::redis::notify::{self, now_ms, Event, EventOp, Source};
 use crate::redis::read_through::loads;
 use crate::redis::redis_io::{bytes, call, call_logged, key_exists, own_writes, string, warn};
@@ -120,7 +122,7 @@ fn apply_row(
                         loads::fill_after_write(row.clone());
                     }
                 }
-                Mode::WriteBehind | Mode::ReadOnly | Mode::Document => correct_sums(ctx, written, &sums, pending),
+                Mode::WriteBehind | Mode::ReadOnly | Mode::Document => correct_sums(ctx, m, written, &sums, pending),
             }
         }
         Err(e) => {
@@ -206,10 +208,22 @@ fn sums(m: &Mapping, change: &Change, returned: &Returned) -> Vec<(Vec<u8>, Opti
 /// Write-behind: an increment was added to the row's own value, which Redis may
 /// not have held (the key was not cached): set each incremented field to the sum
 /// Postgres computed, unless a newer write to that field is still on its way (its
-/// own commit brings the sum later). A key that is gone stays gone.
-fn correct_sums(ctx: &Context, key: &str, sums: &[(Vec<u8>, Option<String>)], pending: Option<&Change>) {
+/// own commit brings the sum later). A key that is gone stays gone. A JSON
+/// row's members are set in its document, as numbers.
+fn correct_sums(ctx: &Context, m: &Mapping, key: &str, sums: &[(Vec<u8>, Option<String>)], pending: Option<&Change>) {
     let sums: Vec<_> = sums.iter().filter(|(f, _)| !pending.is_some_and(|p| p.touches(f))).collect();
     if sums.is_empty() || !matches!(call(ctx, "EXISTS", &[key.as_bytes()]), Ok(RedisValue::Integer(1))) {
+        return;
+    }
+    if m.value_type == ValueType::Json {
+        let member = |(f, v): &&(Vec<u8>, Option<String>)| {
+            (String::from_utf8_lossy(f).into_owned(), v.as_deref().map(|v| MemberKind::Number.member(v)))
+        };
+        let members: Vec<_> = sums.iter().map(member).collect();
+        let set = |args: &[&[u8]]| call(ctx, "JSON.SET", args).map(drop);
+        if let Err(e) = json_doc::merge_into(ctx, key.as_bytes(), &members, set) {
+            warn(&format!("cannot set the sums in {key}: {e}"));
+        }
         return;
     }
     for (field, value) in sums {

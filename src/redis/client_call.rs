@@ -78,12 +78,23 @@ pub fn client_argv(ctx: &Context, name: &[u8], args: &[&[u8]], more: &[RedisStri
 /// commands are refused under `maxmemory`, the write replicates (as itself), and
 /// capture ignores the keyspace events it raises (the caller captures it).
 fn call_as_client(ctx: &Context, command: Command, args: &[&[u8]]) -> Result<ClientReply, RedisError> {
+    call_named_as_client(ctx, command.name(), command.deny_oom(), args)
+}
+
+/// [`call_as_client`] for a command named `name` (another module's, such as
+/// RedisJSON's), refused under `maxmemory` when `deny_oom`.
+pub fn call_named_as_client(
+    ctx: &Context,
+    name: &str,
+    deny_oom: bool,
+    args: &[&[u8]],
+) -> Result<ClientReply, RedisError> {
     let mut options = CallOptionsBuilder::new().replicate().errors_as_replies().verify_acl().resp(CallOptionResp::Auto);
-    if command.deny_oom() {
+    if deny_oom {
         options = options.verify_oom();
     }
     let options = options.build();
-    let reply: CallResult = own_writes(|| ctx.call_ext(command.name(), &options, args));
+    let reply: CallResult = own_writes(|| ctx.call_ext(name, &options, args));
     reply
         .map(ClientReply::Called)
         .map_err(|e| RedisError::String(e.to_utf8_string().unwrap_or_else(|| "ERR unknown error".into())))

@@ -15,6 +15,7 @@ pub mod direct_write;
 pub mod eviction;
 pub mod hash_key;
 pub mod journal;
+pub mod json_doc;
 pub mod keyscan;
 pub mod notify;
 pub mod read_through;

@@ -1,5 +1,6 @@
 //! The command filter that routes clients' writes to synced keys through
-//! `SYNC.WRITE` / `SYNC.REMOVE` / `SYNC.DELETE`, so that capture learns what each write meant from
+//! `SYNC.WRITE` / `SYNC.REMOVE` / `SYNC.DELETE` (RedisJSON writes to JSON keys through
+//! `SYNC.JSONWRITE`), so that capture learns what each write meant from
 //! its arguments (a keyspace event names only the key), and reads of missing
 //! `read_through` keys through `SYNC.READ`, which loads them. It runs before every
 //! command, also inside MULTI (when a command is queued) and in scripts, so it only
@@ -10,7 +11,8 @@
 //! command runs next (see `server/migration.rs`, `server/slot_keys.rs`).
 
 use crate::model::intent::Command;
-use crate::model::mapping::{KeyRole, Mode};
+use crate::model::json_intent::JsonCommand;
+use crate::model::mapping::{KeyRole, Mode, ValueType};
 use crate::model::read_command::ReadCommand;
 use crate::model::stats::MappingStats;
 use crate::pipeline::capture::captured;
@@ -25,6 +27,7 @@ const WRITE: &[u8] = b"SYNC.WRITE";
 const REMOVE: &[u8] = b"SYNC.REMOVE";
 const DELETE: &[u8] = b"SYNC.DELETE";
 const READ: &[u8] = b"SYNC.READ";
+const JSON_WRITE: &[u8] = b"SYNC.JSONWRITE";
 
 /// Registers the filter; called once at load with the load context.
 pub fn register(ctx: &redis_module::Context) -> Result<(), String> {
@@ -72,8 +75,35 @@ fn wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static [u8]>
     }
     match Command::from_name(name) {
         Some(command) => write_wrapper(fctx, count, command),
-        None => read_wrapper(fctx, count, name),
+        None => match JsonCommand::from_name(name) {
+            Some(command) => json_wrapper(fctx, count, command),
+            None => read_wrapper(fctx, count, name),
+        },
     }
+}
+
+/// `SYNC.JSONWRITE` for a RedisJSON write to a captured `"type": "json"` key.
+fn json_wrapper(
+    fctx: *mut raw::RedisModuleCommandFilterCtx,
+    count: c_int,
+    command: JsonCommand,
+) -> Option<&'static [u8]> {
+    if is_own_write() {
+        return None;
+    }
+    let rt = runtime::get()?;
+    if rt.is_replica() {
+        return None;
+    }
+    let synced = |pos: usize| {
+        let resolved =
+            c_int::try_from(pos).ok().and_then(|pos| arg(fctx, pos)).and_then(|key| rt.mappings.resolve(key));
+        resolved.is_some_and(|r| {
+            let m = &rt.mappings.all()[r.mapping];
+            m.value_type == ValueType::Json && captured(m, r.role)
+        })
+    };
+    command.key_positions(usize::try_from(count).unwrap_or(0)).into_iter().any(synced).then_some(JSON_WRITE)
 }
 
 /// `SYNC.READ` for a read of a `read_through` key that Redis does not hold; a

@@ -3,7 +3,7 @@
 //! changed since the read began, since Redis is newer for those, and, in a
 //! cluster, the rows whose key is another node's (`cluster::place`).
 
-use crate::model::mapping::Mapping;
+use crate::model::mapping::{Mapping, ValueType};
 use crate::model::queue::Snapshot;
 use crate::pg::reader::PgRow;
 use crate::pipeline::runtime::Runtime;
@@ -14,6 +14,7 @@ use crate::redis::read_through::loads;
 use crate::redis::redis_io::{own_writes, replicate, string, warn};
 use crate::redis::redis_lock::with_redis_lock;
 use crate::redis::ttl;
+use crate::sources::apply_json::write_json_row;
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 
 /// What [`apply_pg_rows`] did.
@@ -103,8 +104,12 @@ pub fn apply_pg_rows(
 /// columns removed, replicated and announced as `HDEL` and `HSET` would be; and
 /// the mapping's expiry, if it has one. Returns false, having written nothing,
 /// when the hash already holds every field as `fields` has it (it keeps its
-/// expiry).
+/// expiry). A `"type": "json"` mapping's row goes to its JSON document instead
+/// (`apply_json`).
 pub(crate) fn write_row(ctx: &Context, m: &Mapping, key: &str, fields: &[(String, Option<String>)]) -> bool {
+    if m.value_type == ValueType::Json {
+        return write_json_row(ctx, m, key, fields);
+    }
     let name = string(ctx, key.as_bytes());
     let hash = match Key::open(ctx, &name) {
         Ok(hash) if hash.is_hash_or_empty() => hash,

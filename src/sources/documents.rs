@@ -96,23 +96,26 @@ pub fn reload(
     Ok(written)
 }
 
-/// Refuses, at load, a `"store": "rejson"` mapping on a server without the
-/// `JSON.SET` command (RedisJSON or valkey-json, which must load before pgsync).
+/// Refuses, at load, a mapping whose keys are RedisJSON values (`"store":
+/// "rejson"`, `"type": "json"`) on a server without the `JSON.SET` command
+/// (RedisJSON or valkey-json, which must load before pgsync).
 pub fn check_stores(ctx: &Context, mappings: &Mappings) -> Result<(), String> {
-    let rejson = mappings.all().iter().find(|m| m.document.as_ref().is_some_and(|d| d.store == Store::Rejson));
-    let Some(m) = rejson else { return Ok(()) };
+    let Some(m) = mappings.all().iter().find(|m| m.needs_json_module()) else { return Ok(()) };
     let found = match ctx.call("COMMAND", &["INFO", "JSON.SET"]) {
         Ok(RedisValue::Array(info)) => info.first().is_some_and(|i| !matches!(i, RedisValue::Null)),
         _ => false,
     };
-    if found {
-        Ok(())
-    } else {
-        Err(format!(
-            "mapping \"{}\": \"store\": \"rejson\" needs the JSON.SET command: load the RedisJSON or valkey-json \
-             module before pgsync, or use \"store\": \"json\"",
+    let (option, otherwise) = match m.document {
+        Some(_) => ("\"store\": \"rejson\"", "use \"store\": \"json\""),
+        None => ("\"type\": \"json\"", "leave \"type\" out for hashes"),
+    };
+    match found {
+        true => Ok(()),
+        false => Err(format!(
+            "mapping \"{}\": {option} needs the JSON.SET command: load the RedisJSON or valkey-json module \
+             before pgsync, or {otherwise}",
             m.name
-        ))
+        )),
     }
 }
 

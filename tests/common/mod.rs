@@ -59,6 +59,23 @@ pub fn connect(port: u16) -> redis::Connection {
     try_connect(port).expect("connect to server")
 }
 
+/// RedisJSON's `rejson.so`, as `scripts/install-deps.sh` puts it:
+/// `PGSYNC_REJSON`, else `/usr/local/lib/redis-pgsync/rejson.so`.
+pub fn rejson_path() -> PathBuf {
+    let path = PathBuf::from(
+        std::env::var("PGSYNC_REJSON").unwrap_or_else(|_| "/usr/local/lib/redis-pgsync/rejson.so".into()),
+    );
+    assert!(path.exists(), "{} is missing: run scripts/install-deps.sh", path.display());
+    path
+}
+
+/// Writes `mapping` to a new file under the temporary directory; returns its path.
+pub fn write_mapping(mapping: &str) -> String {
+    let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_mapping")));
+    std::fs::write(&file, mapping).expect("write mapping file");
+    file.display().to_string()
+}
+
 /// A running server with the module loaded, killed on drop.
 pub struct Server {
     pub dir: TempDir,
@@ -77,6 +94,17 @@ impl Server {
 
     /// As [`Server::start`], with extra environment variables for the server.
     pub fn start_with_env(module_args: &[(&str, &str)], args: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_after(&[], module_args, args, env)
+    }
+
+    /// As [`Server::start_with_env`], with the modules `before` loaded ahead of
+    /// ours (RedisJSON, whose commands our load checks for).
+    pub fn start_after(
+        before: &[PathBuf],
+        module_args: &[(&str, &str)],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let dir = TempDir::new("pgsync_srv");
         let mut all: Vec<String> = vec![
             "--port".into(),
@@ -89,9 +117,10 @@ impl Server {
             "".into(),
             "--logfile".into(),
             "server.log".into(),
-            "--loadmodule".into(),
-            module_path().display().to_string(),
         ];
+        for module in before.iter().cloned().chain([module_path()]) {
+            all.extend(["--loadmodule".into(), module.display().to_string()]);
+        }
         for (name, value) in module_args {
             all.push(name.to_string());
             all.push(value.to_string());
@@ -111,12 +140,25 @@ impl Server {
 
     /// Starts a server on `db` with a mapping file holding `mapping`.
     pub fn with_mapping(db: &TestDb, mapping: &str, extra: &[(&str, &str)], args: &[&str]) -> Server {
-        let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_mapping")));
-        std::fs::write(&file, mapping).expect("write mapping file");
-        let file = file.display().to_string();
+        Self::with_mapping_after(&[], db, mapping, extra, args)
+    }
+
+    /// As [`Server::with_mapping`], with RedisJSON loaded before our module.
+    pub fn with_mapping_and_rejson(db: &TestDb, mapping: &str, extra: &[(&str, &str)], args: &[&str]) -> Server {
+        Self::with_mapping_after(&[rejson_path()], db, mapping, extra, args)
+    }
+
+    fn with_mapping_after(
+        before: &[PathBuf],
+        db: &TestDb,
+        mapping: &str,
+        extra: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
+        let file = write_mapping(mapping);
         let mut module_args = vec![("postgres-url", db.url.as_str()), ("mappings", file.as_str())];
         module_args.extend_from_slice(extra);
-        Self::start(&module_args, args)
+        Self::start_after(before, &module_args, args, &[])
     }
 
     fn spawn(&mut self) {

@@ -6,7 +6,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
-pub use options::{Changelog, Document, Notify, NotifyPayload, Store, Watch};
+pub use options::{Changelog, Document, Notify, NotifyPayload, OnSet, Store, ValueType, Watch};
 
 use crate::model::kafka::KafkaSource;
 use crate::model::row_id::KeyShape;
@@ -56,6 +56,10 @@ pub struct Mapping {
     pub fields: Option<BTreeMap<String, String>>,
     /// Direction of the sync.
     pub mode: Mode,
+    /// What the row keys are: hashes, or RedisJSON documents.
+    pub value_type: ValueType,
+    /// For JSON rows: what a root `JSON.SET` does to the columns it omits.
+    pub on_set: OnSet,
     /// Whether Postgres changes are pushed into Redis.
     pub listen: bool,
     /// Pub/sub channels for change notifications.
@@ -139,7 +143,17 @@ impl Mapping {
 
     /// The type of the mapping's keys as `SCAN ... TYPE` names it.
     pub fn redis_type(&self) -> &'static str {
-        self.document.as_ref().map_or("hash", |d| d.store.redis_type())
+        match (&self.document, self.value_type) {
+            (Some(d), _) => d.store.redis_type(),
+            (None, ValueType::Hash) => "hash",
+            (None, ValueType::Json) => Store::Rejson.redis_type(),
+        }
+    }
+
+    /// Whether the mapping's keys are RedisJSON values, so the server needs
+    /// the JSON module's commands.
+    pub fn needs_json_module(&self) -> bool {
+        self.value_type == ValueType::Json || self.document.as_ref().is_some_and(|d| d.store == Store::Rejson)
     }
 
     /// The stream that receives the outcome of a change tagged with `uuid`.

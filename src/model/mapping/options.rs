@@ -38,6 +38,30 @@ impl Store {
     }
 }
 
+/// What a table mapping's keys are (`"type"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueType {
+    /// A hash of the mapped fields, each value as Postgres prints it.
+    #[default]
+    Hash,
+    /// A RedisJSON document whose top-level members are the mapped fields,
+    /// typed after their columns (`model::json_row`).
+    Json,
+}
+
+/// What a root `JSON.SET` of a `"type": "json"` write-behind row does to the
+/// mapped columns it does not name (`"on_set"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnSet {
+    /// They keep their values, as with `HSET`.
+    #[default]
+    Merge,
+    /// They become NULL: the document is the whole row.
+    Replace,
+}
+
 /// What a document mapping builds its documents from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Document {

@@ -1,7 +1,7 @@
 //! Reading the mapping file: the JSON as written, each mapping's checks, and
 //! the checks across mappings (names, prefixes, Kafka groups, changelogs).
 
-use super::options::{Changelog, Document, Notify, NotifyPayload, Store, Watch};
+use super::options::{Changelog, Document, Notify, NotifyPayload, OnSet, Store, ValueType, Watch};
 use super::{Mapping, Mode};
 use crate::model::kafka::{KafkaSource, OFFSET_PREFIX};
 use crate::model::row_id::KeyShape;
@@ -77,6 +77,10 @@ struct RawMapping {
     #[serde(default)]
     fields: Option<BTreeMap<String, String>>,
     mode: Mode,
+    #[serde(default, rename = "type")]
+    value_type: ValueType,
+    #[serde(default)]
+    on_set: Option<OnSet>,
     #[serde(default)]
     listen: bool,
     #[serde(default)]
@@ -142,6 +146,7 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         ));
     }
     let document = document(&raw).map_err(|e| format!("{who}: {e}"))?;
+    json_type(&raw).map_err(|e| format!("{who}: {e}"))?;
     // A document mapping is named after its root table, the first it watches.
     let table = match (&document, &raw.table) {
         (Some(d), None) => d.watch.first().map(|w| w.table.clone()).unwrap_or_default(),
@@ -216,6 +221,8 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         key,
         fields: raw.fields,
         mode: raw.mode,
+        value_type: raw.value_type,
+        on_set: raw.on_set.unwrap_or_default(),
         // A read-only or document mapping exists to follow Postgres.
         listen: raw.listen || matches!(raw.mode, Mode::ReadOnly | Mode::Document),
         notify,
@@ -264,6 +271,35 @@ fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
         watch,
         store: raw.store.ok_or("a document mapping needs \"store\": \"json\", \"hash\" or \"rejson\"")?,
     }))
+}
+
+/// Checks a `"type": "json"` mapping: a read-only or write-behind table
+/// mapping (documents say how they are kept with `"store"`; write-through
+/// staging, `fill_on_write` and Kafka sources write hashes).
+fn json_type(raw: &RawMapping) -> Result<(), String> {
+    if raw.on_set.is_some() && (raw.value_type != ValueType::Json || raw.mode != Mode::WriteBehind) {
+        return Err("\"on_set\" is for \"type\": \"json\" write-behind mappings".into());
+    }
+    if raw.on_set == Some(OnSet::Replace) && raw.fields.is_none() {
+        return Err(
+            "\"on_set\": \"replace\" needs \"fields\": the columns a root JSON.SET sets NULL when it omits them".into(),
+        );
+    }
+    if raw.value_type == ValueType::Hash {
+        return Ok(());
+    }
+    match raw.mode {
+        Mode::Document => Err("a document mapping says how its documents are kept with \"store\" \
+                               (\"rejson\" for RedisJSON), not \"type\""
+            .into()),
+        Mode::WriteThrough => Err("\"type\": \"json\" is for read-only and write-behind mappings: \
+                                   write-through staging keys are hashes (leave \"type\" out)"
+            .into()),
+        _ if raw.fill_on_write || raw.kafka.is_some() => {
+            Err("\"fill_on_write\" and \"kafka\" write hashes; they do not apply to \"type\": \"json\"".into())
+        }
+        Mode::ReadOnly | Mode::WriteBehind => Ok(()),
+    }
 }
 
 /// The key prefix and key columns: from `"key"` (a template whose leading literal

@@ -127,6 +127,7 @@ fn document_mappings_need_their_queries_and_nothing_of_a_table() {
     assert!(one(&format!("{full}, \"table\": \"customer\"")).unwrap_err().contains("give no \"table\""));
     assert!(one(&format!("{full}, \"fields\": {{}}")).unwrap_err().contains("\"fields\" does not apply"));
     assert!(one(&format!("{full}, \"read_through\": true")).unwrap_err().contains("\"read_through\" does not apply"));
+    assert!(one(&format!("{full}, \"type\": \"json\"")).unwrap_err().contains("not \"type\""));
     let table = r#"{"mappings": [{"name": "u", "table": "u", "key_prefix": "u:", "primary_key": "id",
         "mode": "read-only", "query": "SELECT 1"}]}"#;
     assert!(Mappings::parse(table).unwrap_err().contains("\"query\" is for \"mode\": \"document\""));
@@ -141,4 +142,31 @@ fn cache_options_are_checked_at_load() {
     assert!(!one("", "read-only").unwrap().any_read_through());
     assert!(one(r#", "fill_on_write": true"#, "read-only").unwrap_err().contains("fill_on_write"));
     assert!(one(r#", "read_through": "yes""#, "write-behind").is_err());
+}
+
+#[test]
+fn json_keys_are_for_read_only_and_write_behind_table_mappings() {
+    let m = one_mapping(r#", "type": "json""#, "read-only").unwrap();
+    let products = &m.all()[0];
+    assert_eq!((products.value_type, products.redis_type()), (ValueType::Json, "ReJSON-RL"));
+    assert!(products.needs_json_module());
+    let hashes = one_mapping("", "read-only").unwrap();
+    assert_eq!((hashes.all()[0].value_type, hashes.all()[0].redis_type()), (ValueType::Hash, "hash"));
+    assert!(!hashes.all()[0].needs_json_module());
+    assert!(one_mapping(r#", "type": "hash""#, "write-behind").is_ok());
+    assert!(one_mapping(r#", "type": "json""#, "write-behind").is_ok());
+    let err = one_mapping(r#", "type": "json""#, "write-through").unwrap_err();
+    assert!(err.contains("\"type\": \"json\" is for read-only and write-behind mappings"), "{err}");
+    let err = one_mapping(r#", "type": "json", "fill_on_write": true"#, "write-behind").unwrap_err();
+    assert!(err.contains("do not apply to \"type\": \"json\""), "{err}");
+    assert!(one_mapping(r#", "type": "xml""#, "read-only").is_err());
+    let fields = r#", "fields": {"a": "a"}"#;
+    let replace = one_mapping(&format!(r#", "type": "json", "on_set": "replace"{fields}"#), "write-behind").unwrap();
+    assert_eq!(replace.all()[0].on_set, OnSet::Replace);
+    assert_eq!(one_mapping(r#", "type": "json""#, "write-behind").unwrap().all()[0].on_set, OnSet::Merge);
+    let err = one_mapping(r#", "type": "json", "on_set": "replace""#, "write-behind").unwrap_err();
+    assert!(err.contains("needs \"fields\""), "{err}");
+    let err = one_mapping(&format!(r#", "on_set": "merge"{fields}"#), "write-behind").unwrap_err();
+    assert!(err.contains("\"on_set\" is for \"type\": \"json\" write-behind mappings"), "{err}");
+    assert!(one_mapping(r#", "type": "json", "on_set": "merge""#, "read-only").is_err());
 }

@@ -99,8 +99,19 @@ fn from_rows(ctx: &Context, mappings: &Mappings, wrapped: &[RedisString], rows: 
     if key_exists(ctx, key) {
         return run_on_redis(ctx, wrapped);
     }
-    let row = row_of(key).and_then(|row| loads::row_of(rows, &row));
+    let row_key = row_of(key);
+    let row = row_key.as_ref().and_then(|row| loads::row_of(rows, row));
+    if let (ReadCommand::Type, Some(_), Some(row_key)) = (read, row, &row_key) {
+        // A JSON mapping's row is a RedisJSON document, not a hash.
+        return Ok(RedisValue::SimpleStringStatic(mappings.all()[row_key.mapping].redis_type()));
+    }
     let args: Vec<&[u8]> = wrapped[2..].iter().map(|a| a.as_slice()).collect();
+    if !read.answers_from_row(&args) {
+        return Err(RedisError::Str(
+            "ERR pgsync read-through: a replica answers JSON.GET of a row it does not hold only for the whole \
+             document (no path, $ or .); read it on the primary",
+        ));
+    }
     Ok(to_value(read.reply_for_row(row, &args)))
 }
 

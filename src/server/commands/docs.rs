@@ -132,6 +132,13 @@ const DOCS: &[Doc] = &[
         args: &[arg("command", STRING), arg("key", KEY), arg("field", STRING).multiple()],
     },
     Doc {
+        name: "sync.jsonwrite",
+        summary: "Runs a RedisJSON write on a synced JSON row key and records the members it changed; clients' JSON writes are routed here",
+        complexity: "O(N) where N is the size of the write (or of the member read back), plus the wrapped command's own cost",
+        arity: -3,
+        args: &[arg("command", STRING), arg("key", KEY), arg("arg", STRING).optional().multiple()],
+    },
+    Doc {
         name: "sync.delete",
         summary: "Runs DEL or UNLINK and deletes the rows of synced keys; clients' deletes are routed here",
         complexity: "O(N) where N is the number of keys, plus the wrapped command's own cost",

@@ -6,6 +6,7 @@
 pub mod deadletter;
 pub mod docs;
 pub mod journal;
+pub mod json_write;
 pub mod write;
 
 use crate::model::change::{RowOp, Write};

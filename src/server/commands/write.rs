@@ -53,7 +53,7 @@ fn command_arg(args: &[RedisString], wrapper: Wrapper) -> Result<Command, RedisE
 }
 
 /// The row a key writes to, `None` when its writes are not captured here.
-fn target_of(ctx: &Context, rt: &Runtime, key: &[u8]) -> Result<Option<Target>, RedisError> {
+pub(super) fn target_of(ctx: &Context, rt: &Runtime, key: &[u8]) -> Result<Option<Target>, RedisError> {
     if !capture::capturing(ctx, rt) {
         return Ok(None);
     }
