@@ -76,6 +76,9 @@ pub fn module_figures(rt: &Runtime) -> Vec<(&'static str, Figure)> {
         ("journal_evictions", Figure::Int(journal_evictions() as i64)),
         ("cluster", Figure::Text(crate::server::cluster::describe())),
     ]
+    .into_iter()
+    .chain(crate::sources::logical::status::figures())
+    .collect()
 }
 
 fn reload_state(rt: &Runtime) -> String {

@@ -89,7 +89,12 @@ pub fn run(rt: &Runtime) {
             rt.queue().sleep(POLL);
             continue;
         }
-        if let Err(e) = connect_and_listen(rt, &listening) {
+        let followed = match crate::sources::logical::chosen(rt, &listening) {
+            Ok(true) => crate::sources::logical::follow(rt, &listening),
+            Ok(false) => connect_and_listen(rt, &listening),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = followed {
             for &i in &listening {
                 rt.stats[i].set_listener(&format!("down: {e}"));
             }
@@ -103,7 +108,7 @@ pub fn run(rt: &Runtime) {
 /// Why rows read from Postgres may not be written into Redis now: a replica's
 /// keys come from its primary, and before the journal is recovered a row could be
 /// written over a Redis change that is journaled but not queued again yet.
-fn not_ready(rt: &Runtime) -> Option<&'static str> {
+pub(crate) fn not_ready(rt: &Runtime) -> Option<&'static str> {
     if rt.is_replica() {
         Some("waiting: this server is a replica")
     } else if !rt.dirty.recovery().is_done() {

@@ -1,0 +1,266 @@
+//! Postgres -> Redis by logical replication (`pgsync.cdc`, docs/logical.md): a
+//! publication of the listening tables and a slot for this Redis primary, both
+//! named by `pgsync.cdc-slot`. A session resumes from the position Redis holds
+//! (`state`) when it is the slot's own and not behind it; otherwise (first start,
+//! Redis lost data, the tables changed) the slot is made anew and the tables
+//! are loaded from its exported snapshot (`load`). Each committed transaction is
+//! then applied with its position in one step (`apply`), and only then is
+//! Postgres told that Redis holds it. Transactions the module wrote itself
+//! carry its mark and are not applied again.
+
+pub mod apply;
+pub mod load;
+pub mod mode;
+pub mod state;
+pub mod status;
+pub mod txn;
+
+use crate::pg::error::{Error, ErrorKind};
+use crate::pg::reader::RowShape;
+use crate::pg::replication::catalog::{self, format_lsn};
+use crate::pg::replication::stream::{Endpoint, Event, NewSlot, Stream};
+use crate::pg::replication::{pgoutput, OWN_WRITES_PREFIX};
+use crate::pipeline::runtime::Runtime;
+use crate::server::config;
+use crate::server::notify::Source as NotifySource;
+use crate::server::redis_io::{notice, warn};
+use crate::server::redis_lock::with_redis_lock;
+use crate::sources::apply_pg::apply_pg_rows;
+use crate::sources::listen::not_ready;
+use postgres::Client;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use txn::{Relations, Target, Txn};
+
+const POLL: Duration = Duration::from_millis(200);
+/// How often the slot's lag is read while streaming.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Decides, on a fresh connection, whether the listening mappings follow the
+/// logical stream (true) or the triggers (false); `Err` when `pgsync.cdc
+/// logical` cannot be served (the listener shows why and tries again later).
+pub fn chosen(rt: &Runtime, listening: &[usize]) -> Result<bool, Error> {
+    let setting = config::cdc();
+    let obstacle = if setting == config::Cdc::notify {
+        None
+    } else if let Some(m) = listening.iter().map(|&i| &rt.mappings.all()[i]).find(|m| m.document.is_some()) {
+        Some(format!("mapping {} is a document mapping, which the triggers serve", m.name))
+    } else {
+        let mut client = connect(rt)?;
+        let tables: Vec<&str> = listening.iter().map(|&i| rt.mappings.all()[i].table.as_str()).collect();
+        catalog::unusable(&mut client, &tables)?
+    };
+    match mode::choose(setting, obstacle) {
+        Ok((source, line)) => {
+            mode::show(&line);
+            let logical = source == mode::Source::Logical;
+            crate::pg::replication::MARK_OWN_WRITES.store(logical, Ordering::Relaxed);
+            Ok(logical)
+        }
+        Err(why) => {
+            mode::show(&format!("waiting: {why}"));
+            Err(Error::new(ErrorKind::Schema, why))
+        }
+    }
+}
+
+fn connect(rt: &Runtime) -> Result<Client, Error> {
+    let mut config = rt.pg_config.clone();
+    config.application_name("redis-pgsync-cdc");
+    Ok(config.connect(rt.tls.clone())?)
+}
+
+/// One replication session, until it fails, the server stops being ready (a
+/// demotion, a recovery to wait for), the position Redis held is gone (a
+/// flush), or the module stops.
+pub fn follow(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
+    let mut client = connect(rt)?;
+    let Some(session) = Session::prepare(rt, &mut client, listening)? else { return Ok(()) };
+    let unavailable = |e: String| Error::new(ErrorKind::Unavailable, e);
+    let stored = state::get().filter(|p| p.scope == session.scope);
+    let confirmed = catalog::confirmed_flush(&mut client, &session.slot)?;
+    let resume = match (&stored, confirmed) {
+        (Some(p), Some(confirmed)) if p.lsn >= confirmed => Some(p.lsn),
+        (Some(p), Some(confirmed)) => {
+            warn(&format!(
+                "Redis's logical position {} is behind the slot's confirmed {} (Redis lost data): full reload",
+                format_lsn(p.lsn),
+                format_lsn(confirmed)
+            ));
+            None
+        }
+        (Some(_), None) => {
+            warn(&format!("replication slot {} is gone: full reload", session.slot));
+            None
+        }
+        (None, _) => None,
+    };
+    if resume.is_none() && confirmed.is_some() {
+        catalog::drop_slot(&mut client, &session.slot)?;
+    }
+    let endpoint = session.endpoint.clone();
+    let mut stream = Stream::open(&endpoint, &session.slot, &session.slot, resume.unwrap_or(0)).map_err(unavailable)?;
+    let mut deferred: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    let mut position = match resume {
+        Some(lsn) => {
+            notice(&format!("logical stream resumes at {} on slot {}", format_lsn(lsn), session.slot));
+            lsn
+        }
+        None => {
+            with_redis_lock(state::forget);
+            let new = stream.create_slot(&session.slot).map_err(unavailable)?;
+            session.show(rt, "catching up (initial load)");
+            let (rows, later) = load::run(rt, &mut client, listening, &new.snapshot)?;
+            absorb(&mut deferred, later);
+            let NewSlot { consistent_point, .. } = new;
+            let position = state::Position { lsn: consistent_point, scope: session.scope.clone() };
+            with_redis_lock(|ctx| state::store(ctx, position));
+            notice(&format!("logical stream: loaded {rows} rows, streaming from {}", format_lsn(consistent_point)));
+            consistent_point
+        }
+    };
+    stream.start().map_err(unavailable)?;
+    stream.ack(position);
+    session.show(rt, "listening");
+    let mut relations = Relations::new(session.targets.clone());
+    let mut txn = Txn::default();
+    let mut lag_read = Instant::now() - LAG_EVERY;
+    while !rt.queue().is_shut_down() && not_ready(rt).is_none() {
+        if state::get().is_none_or(|p| p.scope != session.scope) {
+            notice("the logical position Redis held is gone (flushed): starting again");
+            return Ok(());
+        }
+        if lag_read.elapsed() >= LAG_EVERY {
+            lag_read = Instant::now();
+            session.read_lag(&mut client)?;
+        }
+        if !deferred.is_empty() {
+            reread(rt, &mut client, &session, &mut deferred)?;
+        }
+        match stream.next(POLL).map_err(unavailable)? {
+            None | Some(Event::KeepAlive) => {}
+            Some(Event::Begin) => txn = Txn::default(),
+            Some(Event::Data(bytes)) => {
+                let message = pgoutput::decode(&bytes).map_err(|e| unavailable(format!("pgoutput: {e}")))?;
+                txn.add(&mut relations, message);
+            }
+            Some(Event::Message { transactional: true, prefix }) if prefix == OWN_WRITES_PREFIX => txn.own = true,
+            Some(Event::Message { .. }) => {}
+            Some(Event::Commit { end }) => {
+                let done = std::mem::take(&mut txn);
+                // Postgres may send again what a session before this one applied.
+                if end > position {
+                    absorb(&mut deferred, apply::commit(rt, &done, end, &session.scope));
+                    position = end;
+                }
+                stream.ack(position);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds rows to read again, by mapping.
+fn absorb(deferred: &mut BTreeMap<usize, BTreeSet<String>>, later: BTreeMap<usize, Vec<String>>) {
+    for (mapping, ids) in later.into_iter().filter(|(_, ids)| !ids.is_empty()) {
+        deferred.entry(mapping).or_default().extend(ids);
+    }
+}
+
+/// Reads again the rows Redis held a newer change to, and applies what Postgres
+/// has now (rows still newer in Redis wait for the next round).
+fn reread(
+    rt: &Runtime,
+    client: &mut Client,
+    session: &Session,
+    deferred: &mut BTreeMap<usize, BTreeSet<String>>,
+) -> Result<(), Error> {
+    for (mapping, ids) in std::mem::take(deferred) {
+        let Some(shape) = session.shapes.get(&mapping) else { continue };
+        let ids: Vec<String> = ids.into_iter().collect();
+        let snapshot = rt.queue().snapshot();
+        let rows = shape.fetch(client, &ids)?;
+        let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let gone: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
+        let later = apply_pg_rows(rt, mapping, &snapshot, &rows, &gone, NotifySource::Postgres).later;
+        if !later.is_empty() {
+            deferred.insert(mapping, later.into_iter().collect());
+        }
+    }
+    Ok(())
+}
+
+/// What a session needs to know of its mappings.
+struct Session {
+    slot: String,
+    scope: String,
+    endpoint: Endpoint,
+    mappings: Vec<usize>,
+    targets: HashMap<(String, String), Vec<Target>>,
+    shapes: HashMap<usize, RowShape>,
+}
+
+impl Session {
+    /// Reads every listening mapping's schema and table and sets the
+    /// publication; `None` while a schema is not loaded yet.
+    fn prepare(rt: &Runtime, client: &mut Client, listening: &[usize]) -> Result<Option<Session>, Error> {
+        let slot = config::string(&config::CDC_SLOT);
+        let mut targets: HashMap<(String, String), Vec<Target>> = HashMap::new();
+        let mut shapes = HashMap::new();
+        let mut tables = Vec::new();
+        for &i in listening {
+            let m = &rt.mappings.all()[i];
+            let Some(schema) = rt.schema(i) else {
+                let why = rt.stats[i].schema_error().unwrap_or_else(|| "not checked yet".into());
+                rt.stats[i].set_listener(&format!("waiting for the schema: {why}"));
+                rt.queue().sleep(POLL);
+                return Ok(None);
+            };
+            let name = catalog::resolve(client, &m.table)?
+                .ok_or_else(|| Error::new(ErrorKind::Schema, format!("table {} does not exist", m.table)))?;
+            tables.push(format!("{}.{}", name.namespace, name.name));
+            let target = Target {
+                mapping: i,
+                key: m.key.clone(),
+                key_types: schema.key_types.iter().map(|t| t.printed_by_postgres()).collect(),
+                fields: m.field_columns(schema.columns.keys()),
+            };
+            targets.entry((name.namespace, name.name)).or_default().push(target);
+            shapes.insert(i, RowShape::new(m, &schema));
+        }
+        tables.sort();
+        tables.dedup();
+        let quoted: Vec<String> =
+            tables.iter().map(|t| t.split('.').map(crate::pg::sql::quote_ident).collect::<Vec<_>>().join(".")).collect();
+        let list: Vec<&str> = quoted.iter().map(String::as_str).collect();
+        catalog::ensure_publication(client, &slot, &list)?;
+        let url = config::POSTGRES_URL.get();
+        let taken = crate::pg::conninfo::split(&url, &["sslmode", "sslrootcert"]).map(|c| c.taken).unwrap_or_default();
+        let endpoint = Endpoint::new(&rt.pg_config, &taken).map_err(|e| Error::new(ErrorKind::Schema, e))?;
+        status::set_slot(&slot);
+        Ok(Some(Session { scope: state::fingerprint(&slot, &tables), slot, endpoint, mappings: listening.to_vec(), targets, shapes }))
+    }
+
+    fn show(&self, rt: &Runtime, listener: &str) {
+        for &i in &self.mappings {
+            rt.stats[i].set_listener(listener);
+        }
+    }
+
+    /// Reads the slot's confirmed position and lag; warns past `pgsync.cdc-max-lag-bytes`.
+    fn read_lag(&self, client: &mut Client) -> Result<(), Error> {
+        let confirmed = catalog::confirmed_flush(client, &self.slot)?;
+        let lag = catalog::lag_bytes(client, &self.slot)?;
+        status::set_slot_state(confirmed, lag);
+        let max = config::CDC_MAX_LAG_BYTES.load(Ordering::Relaxed);
+        if lag.is_some_and(|lag| lag > max) {
+            warn(&format!(
+                "replication slot {} holds {} bytes of WAL, over pgsync.cdc-max-lag-bytes ({max})",
+                self.slot,
+                lag.unwrap_or_default()
+            ));
+        }
+        Ok(())
+    }
+}
