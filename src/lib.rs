@@ -14,8 +14,8 @@ use pipeline::supervisor;
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::server_events::ServerRole;
 use server::journal::persist::JOURNAL_TYPE;
-use sources::logical::state::POSITION_TYPE;
 use server::{capture, commands, config, redis_io, status};
+use sources::logical::state::POSITION_TYPE;
 // AclCategory: the `redis_module!` macro names it unqualified when it adds `acl_categories`.
 use redis_module::{redis_module, AclCategory, Context, InfoContext, RedisResult, RedisString, Status};
 use redis_module_macros::{cron_event_handler, info_command_handler, role_changed_event_handler};

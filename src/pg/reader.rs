@@ -146,7 +146,8 @@ fn through_cursor_at(
     let mut tx = match snapshot {
         None => client.transaction()?,
         Some(name) => {
-            let mut tx = client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).start()?;
+            let mut tx =
+                client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).start()?;
             tx.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", sql::quote_literal(name)))?;
             tx
         }

@@ -25,9 +25,8 @@ pub fn unusable(client: &mut Client, tables: &[&str]) -> Result<Option<String>, 
     if level != "logical" {
         return Ok(Some(format!("wal_level is {level}, not logical")));
     }
-    let may: bool = client
-        .query_one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])?
-        .get(0);
+    let may: bool =
+        client.query_one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])?.get(0);
     if !may {
         return Ok(Some("the role has neither REPLICATION nor superuser".into()));
     }
@@ -57,8 +56,9 @@ pub fn resolve(client: &mut Client, table: &str) -> Result<Option<TableName>, Er
 }
 
 /// Creates the publication for `tables`, or sets its tables to them.
-pub fn ensure_publication(client: &mut Client, name: &str, tables: &[&str]) -> Result<(), Error> {
-    let list: Vec<String> = tables.iter().map(|t| quote_table(t)).collect();
+pub fn ensure_publication(client: &mut Client, name: &str, tables: &[TableName]) -> Result<(), Error> {
+    let list: Vec<String> =
+        tables.iter().map(|t| format!("{}.{}", quote_ident(&t.namespace), quote_ident(&t.name))).collect();
     let exists = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])?.is_some();
     let verb = if exists { "ALTER PUBLICATION" } else { "CREATE PUBLICATION" };
     let sets = if exists { "SET TABLE" } else { "FOR TABLE" };
@@ -93,7 +93,10 @@ pub fn drop_slot(client: &mut Client, slot: &str) -> Result<(), Error> {
     )?;
     // A terminated walsender lets go of the slot a moment later.
     for _ in 0..50 {
-        match client.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", &[&slot]) {
+        match client.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        ) {
             Ok(_) => return Ok(()),
             Err(e) if e.code() == Some(&postgres::error::SqlState::OBJECT_IN_USE) => {
                 std::thread::sleep(std::time::Duration::from_millis(100))

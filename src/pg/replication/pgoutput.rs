@@ -180,4 +180,3 @@ impl Reader<'_> {
         Ok(values)
     }
 }
-

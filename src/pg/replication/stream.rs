@@ -118,7 +118,8 @@ impl Stream {
 
     /// Creates `slot` with its snapshot exported (valid until [`Stream::start`]).
     pub fn create_slot(&mut self, slot: &str) -> Result<NewSlot, String> {
-        let sql = format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", crate::pg::sql::quote_ident(slot));
+        let sql =
+            format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", crate::pg::sql::quote_ident(slot));
         let rows = self.runtime.block_on(self.client.simple_query(&sql)).map_err(|e| e.to_string())?;
         let text = |i: usize| {
             rows.first()
@@ -127,23 +128,26 @@ impl Stream {
                 .ok_or_else(|| format!("CREATE_REPLICATION_SLOT returned no column {i}"))
         };
         let point = text(1)?;
-        let consistent_point =
-            super::catalog::parse_lsn(&point).ok_or_else(|| format!("CREATE_REPLICATION_SLOT: bad position {point}"))?;
+        let consistent_point = super::catalog::parse_lsn(&point)
+            .ok_or_else(|| format!("CREATE_REPLICATION_SLOT: bad position {point}"))?;
         Ok(NewSlot { consistent_point, snapshot: text(2)? })
     }
 
     /// Starts streaming; waits until Postgres accepted it (the slot is then ours).
     pub fn start(&mut self) -> Result<(), String> {
-        self.runtime.block_on(async {
-            self.client.start().await?;
-            self.client.wait_started().await
-        })
-        .map_err(|e| e.to_string())
+        self.runtime
+            .block_on(async {
+                self.client.start().await?;
+                self.client.wait_started().await
+            })
+            .map_err(|e| e.to_string())
     }
 
     /// The next event, or `None` when `wait` passes without one.
     pub fn next(&mut self, wait: Duration) -> Result<Option<Event>, String> {
-        let received = self.runtime.block_on(tokio::time::timeout(wait, self.client.recv()));
+        // The timer is made inside the runtime, which drives it.
+        let client = &mut self.client;
+        let received = self.runtime.block_on(async move { tokio::time::timeout(wait, client.recv()).await });
         let event = match received {
             Err(_elapsed) => return Ok(None),
             Ok(Err(e)) => return Err(e.to_string()),

@@ -29,7 +29,12 @@ fn a_relation_names_its_columns() {
         m.extend(23u32.to_be_bytes());
         m.extend((-1i32).to_be_bytes());
     }
-    let expected = Relation { id: 16384, namespace: "public".into(), name: "users".into(), columns: vec!["id".into(), "name".into()] };
+    let expected = Relation {
+        id: 16384,
+        namespace: "public".into(),
+        name: "users".into(),
+        columns: vec!["id".into(), "name".into()],
+    };
     assert_eq!(decode(&m), Ok(Message::Relation(expected)));
 }
 

@@ -209,6 +209,7 @@ impl Session {
         let mut targets: HashMap<(String, String), Vec<Target>> = HashMap::new();
         let mut shapes = HashMap::new();
         let mut tables = Vec::new();
+        let mut names = Vec::new();
         for &i in listening {
             let m = &rt.mappings.all()[i];
             let Some(schema) = rt.schema(i) else {
@@ -220,6 +221,7 @@ impl Session {
             let name = catalog::resolve(client, &m.table)?
                 .ok_or_else(|| Error::new(ErrorKind::Schema, format!("table {} does not exist", m.table)))?;
             tables.push(format!("{}.{}", name.namespace, name.name));
+            names.push(name.clone());
             let target = Target {
                 mapping: i,
                 key: m.key.clone(),
@@ -231,15 +233,21 @@ impl Session {
         }
         tables.sort();
         tables.dedup();
-        let quoted: Vec<String> =
-            tables.iter().map(|t| t.split('.').map(crate::pg::sql::quote_ident).collect::<Vec<_>>().join(".")).collect();
-        let list: Vec<&str> = quoted.iter().map(String::as_str).collect();
-        catalog::ensure_publication(client, &slot, &list)?;
+        names.sort_by(|a: &catalog::TableName, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        names.dedup();
+        catalog::ensure_publication(client, &slot, &names)?;
         let url = config::POSTGRES_URL.get();
         let taken = crate::pg::conninfo::split(&url, &["sslmode", "sslrootcert"]).map(|c| c.taken).unwrap_or_default();
         let endpoint = Endpoint::new(&rt.pg_config, &taken).map_err(|e| Error::new(ErrorKind::Schema, e))?;
         status::set_slot(&slot);
-        Ok(Some(Session { scope: state::fingerprint(&slot, &tables), slot, endpoint, mappings: listening.to_vec(), targets, shapes }))
+        Ok(Some(Session {
+            scope: state::fingerprint(&slot, &tables),
+            slot,
+            endpoint,
+            mappings: listening.to_vec(),
+            targets,
+            shapes,
+        }))
     }
 
     fn show(&self, rt: &Runtime, listener: &str) {

@@ -16,9 +16,13 @@ fn relations() -> Relations {
     };
     let mut r = Relations::new([(("public".to_string(), "users".to_string()), vec![target])].into_iter().collect());
     let columns = ["id", "username", "secret", "score"].map(String::from).to_vec();
-    Txn::default().add(&mut r, Message::Relation(Relation { id: 7, namespace: "public".into(), name: "users".into(), columns }));
+    Txn::default()
+        .add(&mut r, Message::Relation(Relation { id: 7, namespace: "public".into(), name: "users".into(), columns }));
     let other = vec!["id".to_string()];
-    Txn::default().add(&mut r, Message::Relation(Relation { id: 8, namespace: "public".into(), name: "other".into(), columns: other }));
+    Txn::default().add(
+        &mut r,
+        Message::Relation(Relation { id: 8, namespace: "public".into(), name: "other".into(), columns: other }),
+    );
     r
 }
 
