@@ -227,3 +227,63 @@ fn the_modules_own_writes_do_not_come_back() {
     let seen = events(&mut c);
     assert_eq!(seen, ["1:redis:upsert", "2:postgres:upsert"], "no postgres event for the module's own write");
 }
+
+/// The slot's confirmed position, as Postgres prints it.
+fn confirmed(db: &TestDb) -> Option<String> {
+    db.client()
+        .query_opt("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'pgsync'", &[])
+        .unwrap()
+        .map(|r| r.get(0))
+}
+
+#[test]
+fn redis_that_lost_data_reloads_in_full_and_says_so() {
+    let pg = logical_pg();
+    let db = TestDb::on(&pg.admin_url(), SCHEMA);
+    insert(&db, 1, 20);
+    let mut server = Server::with_mapping(&db, ITEMS, &[], &[]);
+    let mut c = server.conn();
+    listening(&server, &mut c);
+    let _: () = redis::cmd("SAVE").query(&mut c).unwrap();
+    let rdb = server.dir.0.join("dump.rdb");
+    let old = std::fs::read(&rdb).unwrap();
+    db.client().batch_execute("UPDATE items SET name = 'newer' WHERE id = 3; DELETE FROM items WHERE id = 4").unwrap();
+    wait(&server, &mut c, "the change, acknowledged to Postgres", |c| {
+        let lsn = status(c, "items")["cdc_lsn"].clone();
+        !exists(c, "items:4") && confirmed(&db) == Some(lsn)
+    });
+    server.kill9();
+    std::fs::write(&rdb, old).unwrap();
+    server.restart();
+    let mut c = server.conn();
+    listening(&server, &mut c);
+    assert!(server.log().contains("is behind the slot's confirmed"), "{}", server.log());
+    assert_eq!(hgetall(&mut c, "items:3")["name"], "newer");
+    assert!(!exists(&mut c, "items:4"), "the reload flushed the row deleted meanwhile");
+}
+
+#[test]
+fn the_slot_and_publication_are_dropped_when_nothing_listens() {
+    let pg = logical_pg();
+    let db = TestDb::on(&pg.admin_url(), SCHEMA);
+    let server = Server::with_mapping(&db, ITEMS, &[], &[]);
+    let mut c = server.conn();
+    listening(&server, &mut c);
+    assert!(confirmed(&db).is_some());
+    drop(server);
+    let quiet = ITEMS_WRITE_BEHIND.replace(r#""listen": true"#, r#""listen": false"#);
+    assert_ne!(quiet, ITEMS_WRITE_BEHIND);
+    let server = Server::with_mapping(&db, &quiet, &[], &[]);
+    let slots = || -> i64 {
+        db.client()
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let mut c = server.conn();
+    wait(&server, &mut c, "the slot and publication dropped", |_| slots() == 0);
+    assert!(server.log().contains("dropped replication slot and publication pgsync"));
+}

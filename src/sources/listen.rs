@@ -78,6 +78,7 @@ pub(crate) fn hear(out: &mut BTreeMap<String, Announced>, channel: &str, payload
 pub fn run(rt: &Runtime) {
     let listening: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.mappings.all()[i].listen).collect();
     if listening.is_empty() {
+        crate::sources::logical::release(rt);
         return;
     }
     let mut backoff = Backoff::new(FIRST_RETRY_DELAY);
@@ -91,7 +92,10 @@ pub fn run(rt: &Runtime) {
         }
         let followed = match crate::sources::logical::chosen(rt, &listening) {
             Ok(true) => crate::sources::logical::follow(rt, &listening),
-            Ok(false) => connect_and_listen(rt, &listening),
+            Ok(false) => {
+                crate::sources::logical::release(rt);
+                connect_and_listen(rt, &listening)
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = followed {

@@ -85,6 +85,31 @@ pub fn lag_bytes(client: &mut Client, slot: &str) -> Result<Option<i64>, Error> 
     Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
 }
 
+/// Drops the slot and the publication named `name` when the slot exists and no
+/// session holds it: the WAL Postgres keeps for it is released. Returns whether
+/// a slot was dropped.
+pub fn release(client: &mut Client, name: &str) -> Result<bool, Error> {
+    let dropped = client.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+         WHERE slot_name = $1 AND database = current_database() AND NOT active",
+        &[&name],
+    )?;
+    if dropped > 0 {
+        client.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))?;
+    }
+    Ok(dropped > 0)
+}
+
+/// Removes the module's NOTIFY triggers from `table` (left by the trigger
+/// path): the logical stream needs none.
+pub fn drop_triggers(client: &mut Client, table: &str) -> Result<(), Error> {
+    let table = quote_table(table);
+    client.batch_execute(&format!(
+        "DROP TRIGGER IF EXISTS pgsync_notify ON {table}; DROP TRIGGER IF EXISTS pgsync_truncate ON {table}"
+    ))?;
+    Ok(())
+}
+
 /// Drops the slot (a session of ours that still holds it is ended first).
 pub fn drop_slot(client: &mut Client, slot: &str) -> Result<(), Error> {
     client.execute(

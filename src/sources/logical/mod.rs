@@ -71,6 +71,23 @@ fn connect(rt: &Runtime) -> Result<Client, Error> {
     Ok(config.connect(rt.tls.clone())?)
 }
 
+/// When the triggers serve (or nothing listens) on a primary: drops the slot
+/// and publication a logical run left, so Postgres stops keeping WAL for them.
+/// Best effort: a failure is logged, and the next start tries again.
+pub fn release(rt: &Runtime) {
+    if rt.is_replica() {
+        return;
+    }
+    let slot = config::string(&config::CDC_SLOT);
+    match connect(rt).and_then(|mut client| catalog::release(&mut client, &slot)) {
+        Ok(true) => {
+            notice(&format!("dropped replication slot and publication {slot}: logical replication is not used"))
+        }
+        Ok(false) => {}
+        Err(e) => warn(&format!("cannot check for an unused replication slot {slot}: {e}")),
+    }
+}
+
 /// One replication session, until it fails, the server stops being ready (a
 /// demotion, a recovery to wait for), the position Redis held is gone (a
 /// flush), or the module stops.
@@ -199,6 +216,8 @@ struct Session {
     mappings: Vec<usize>,
     targets: HashMap<(String, String), Vec<Target>>,
     shapes: HashMap<usize, RowShape>,
+    /// Whether the lag is past `pgsync.cdc-max-lag-bytes` and was warned of.
+    lag_warned: std::cell::Cell<bool>,
 }
 
 impl Session {
@@ -230,6 +249,13 @@ impl Session {
             };
             targets.entry((name.namespace, name.name)).or_default().push(target);
             shapes.insert(i, RowShape::new(m, &schema));
+            // Triggers a trigger-path run left would tax every write for nothing.
+            if let Err(e) = catalog::drop_triggers(client, &m.table) {
+                warn(&format!(
+                    "cannot drop the NOTIFY triggers on {}, which logical replication does not need: {e}",
+                    m.table
+                ));
+            }
         }
         tables.sort();
         tables.dedup();
@@ -247,6 +273,7 @@ impl Session {
             mappings: listening.to_vec(),
             targets,
             shapes,
+            lag_warned: Default::default(),
         }))
     }
 
@@ -262,12 +289,17 @@ impl Session {
         let lag = catalog::lag_bytes(client, &self.slot)?;
         status::set_slot_state(confirmed, lag);
         let max = config::CDC_MAX_LAG_BYTES.load(Ordering::Relaxed);
-        if lag.is_some_and(|lag| lag > max) {
+        let over = lag.is_some_and(|lag| lag > max);
+        // Once per crossing, not once a second.
+        if over && !self.lag_warned.replace(true) {
             warn(&format!(
                 "replication slot {} holds {} bytes of WAL, over pgsync.cdc-max-lag-bytes ({max})",
                 self.slot,
                 lag.unwrap_or_default()
             ));
+        }
+        if !over {
+            self.lag_warned.set(false);
         }
         Ok(())
     }
