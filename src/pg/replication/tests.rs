@@ -93,3 +93,13 @@ fn malformed_messages_are_errors_not_panics() {
     assert!(decode(&cut).unwrap_err().contains("cut short"));
     assert_eq!(decode(&[b'Y', 1, 2]), Ok(Message::Other(b'Y')));
 }
+
+#[test]
+fn positions_read_and_print_as_postgres_spells_them() {
+    use super::catalog::{format_lsn, parse_lsn};
+    assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
+    assert_eq!(format_lsn((0x16 << 32) | 0xB374_D848), "16/B374D848");
+    assert_eq!(parse_lsn("0/0"), Some(0));
+    assert_eq!(parse_lsn("nonsense"), None);
+    assert_eq!(parse_lsn("1/zz"), None);
+}

@@ -172,3 +172,16 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fingerprint;
+
+    #[test]
+    fn a_position_belongs_to_its_slot_and_tables_in_any_order() {
+        let a = fingerprint("pgsync", &["public.b".into(), "public.a".into()]);
+        assert_eq!(a, fingerprint("pgsync", &["public.a".into(), "public.b".into()]));
+        assert_ne!(a, fingerprint("other", &["public.a".into(), "public.b".into()]));
+        assert_ne!(a, fingerprint("pgsync", &["public.a".into()]), "a table added needs a load");
+    }
+}
