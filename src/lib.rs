@@ -4,18 +4,24 @@
 pub mod model;
 pub mod pg;
 pub mod pipeline;
+mod postgres_url;
+pub mod redis;
 pub mod server;
 pub mod sources;
+mod supervisor;
+// The check that every import points down a floor: a test, so `cargo test --lib` runs it.
+#[cfg(test)]
+mod floors;
 
 #[cfg(not(test))]
 use model::counting_alloc;
 use model::guard::{self, guard};
-use pipeline::supervisor;
+use redis::cdc_position::POSITION_TYPE;
+use redis::journal::persist::JOURNAL_TYPE;
+use redis::{config, redis_io};
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
 use redis_module::server_events::ServerRole;
-use server::journal::persist::JOURNAL_TYPE;
-use server::{capture, commands, config, redis_io, status};
-use sources::logical::state::POSITION_TYPE;
+use server::{commands, events, status};
 // AclCategory: the `redis_module!` macro names it unqualified when it adds `acl_categories`.
 use redis_module::{redis_module, AclCategory, Context, InfoContext, RedisResult, RedisString, Status};
 use redis_module_macros::{cron_event_handler, info_command_handler, role_changed_event_handler};
@@ -36,7 +42,7 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
     match guard::catch(|| supervisor::start(ctx, args)).and_then(|started| started) {
         Ok(()) => {
             subscribe_to_shutdown(ctx);
-            server::journal::persist::watch(ctx);
+            redis::journal::persist::watch(ctx);
             Status::Ok
         }
         Err(e) => {
@@ -141,14 +147,15 @@ redis_module! {
         ["sync.write", |ctx, args| commands::guarded(ctx, args, commands::write::sync_write), "write deny-oom", 2, 2, 1, "write hash fast"],
         ["sync.remove", |ctx, args| commands::guarded(ctx, args, commands::write::sync_remove), "write", 2, 2, 1, "write hash fast"],
         ["sync.migrate", |ctx, args| commands::guarded(ctx, args, commands::sync_migrate), "write", 0, 0, 0, "write keyspace slow dangerous"],
+        ["sync.keysinslot", |ctx, args| commands::guarded(ctx, args, commands::sync_keysinslot), "readonly", 0, 0, 0, "slow"],
         ["sync.delete", |ctx, args| commands::guarded(ctx, args, commands::write::sync_delete), "write", 2, -1, 1, "write keyspace"],
         ["sync.journal", |ctx, args| commands::guarded(ctx, args, commands::journal::sync_journal), "write no-monitor", 0, 0, 0, "write slow", "pgsync"],
-        ["sync.cdc", |ctx, args| commands::guarded(ctx, args, sources::logical::state::sync_cdc), "write no-monitor", 0, 0, 0, "write slow", "pgsync"],
+        ["sync.cdc", |ctx, args| commands::guarded(ctx, args, commands::cdc::sync_cdc), "write no-monitor", 0, 0, 0, "write slow", "pgsync"],
         ["sync.read", |ctx, args| commands::guarded(ctx, args, server::read_through::command::sync_read), "readonly getkeys-api", 2, 2, 1, "read hash"],
     ],
     event_handlers: [
-        [@HASH: capture::on_hash_event],
-        [@GENERIC: capture::on_generic_event],
+        [@HASH: events::on_hash_event],
+        [@GENERIC: events::on_generic_event],
     ],
     configurations: [
         i64: [

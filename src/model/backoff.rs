@@ -1,10 +1,14 @@
 //! The one retry delay of the module: capped exponential backoff. Workers keep one
 //! per mapping (shared by every worker thread, so a mapping that cannot be written
-//! waits while the others go on); the listener and the reload on start keep one
-//! each for their reconnect loops.
+//! waits while the others go on); every thread's loop (`pipeline/retry.rs`)
+//! keeps one for its failed rounds.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The first retry delay of every retry: a mapping whose rows cannot be written
+/// (the workers' per-mapping backoffs) and every thread's loop.
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// Delays after consecutive failures: `first`, then twice the previous one, up to a
 /// cap; a success starts over.

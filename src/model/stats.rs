@@ -145,3 +145,11 @@ impl PostgresState {
         read(&self.error)
     }
 }
+
+/// One figure of `SYNC.STATUS` and `INFO`: its value (the name goes beside it).
+pub enum Figure {
+    /// A counter.
+    Int(i64),
+    /// A word or message.
+    Text(String),
+}

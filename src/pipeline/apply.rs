@@ -13,13 +13,13 @@ use crate::model::queue::{Entry, RowKey};
 use crate::model::stats::MappingStats;
 use crate::pg::writer::{Returned, RowOutcome};
 use crate::pipeline::runtime::Runtime;
-use crate::server::ack;
-use crate::server::deadletter;
-use crate::server::notify::{self, now_ms, Event, EventOp, Source};
-use crate::server::read_through::loads;
-use crate::server::redis_io::{bytes, call, call_logged, key_exists, own_writes, string, warn};
-use crate::server::ttl;
-use crate::server::waiters;
+use crate::redis::ack;
+use crate::redis::deadletter;
+use crate::redis::notify::{self, now_ms, Event, EventOp, Source};
+use crate::redis::read_through::loads;
+use crate::redis::redis_io::{bytes, call, call_logged, key_exists, own_writes, string, warn};
+use crate::redis::ttl;
+use crate::redis::waiters;
 use redis_module::{Context, ContextFlags, RedisValue, ThreadSafeContext};
 
 /// The key a row's writers write: the staging key (write-through) or the row's
@@ -88,7 +88,7 @@ fn demoted(ctx: &Context, rt: &Runtime) -> bool {
 fn settle_without_writes(rt: &Runtime, batch: &[(RowKey, Entry)]) {
     rt.dirty.release(batch);
     for (row, entry) in batch {
-        waiters::fail(row, entry.change.version, crate::server::replies::DEMOTED);
+        waiters::fail(row, entry.change.version, crate::redis::replies::DEMOTED);
     }
 }
 
@@ -126,11 +126,11 @@ fn apply_row(
         Err(e) => {
             MappingStats::bump(&stats.failed, 1);
             let logged =
-                if crate::server::config::log_values() { e.clone() } else { crate::pg::error::without_values(e) };
+                if crate::redis::config::log_values() { e.clone() } else { crate::pg::error::without_values(e) };
             let message = format!("{}{logged}", rejection_prefix(m, &row.id));
             warn(&message);
             stats.set_last_error(&message);
-            deadletter::add(ctx, m, row, change, e);
+            deadletter::add(ctx, rt.drop_counters(), m, row, change, e);
         }
     }
     if m.mode == Mode::WriteThrough {

@@ -1,10 +1,12 @@
 //! The module's running state: mappings, queue, counters, schemas and the Postgres
 //! pool, created once at load and shared by Redis callbacks and the module's
-//! threads. Starting and stopping those threads is `supervisor`'s job.
+//! threads. Starting and stopping those threads is the supervisor's job
+//! (`src/supervisor.rs`).
 
-use crate::model::backoff::SharedBackoff;
+use crate::model::backoff::{SharedBackoff, FIRST_RETRY_DELAY};
 use crate::model::mapping::Mappings;
 use crate::model::queue::Queue;
+use crate::model::shutdown::Shutdown;
 use crate::model::stats::{MappingStats, PostgresState};
 use crate::pg::connect::Settings;
 use crate::pg::error::Error;
@@ -12,7 +14,7 @@ use crate::pg::schema::TableSchema;
 use crate::pg::tls::Tls;
 use crate::pg::triggers;
 use crate::pipeline::dirty_set::DirtySet;
-use crate::server::config;
+use crate::redis::config;
 use r2d2_postgres::PostgresConnectionManager;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -45,9 +47,12 @@ pub struct Runtime {
     pub reload_rows: AtomicU64,
     /// What reloads hand the listener (changes they heard, catch-ups they made
     /// unnecessary).
-    pub handover: crate::sources::handover::Handover,
+    pub handover: crate::model::handover::Handover,
     /// True once `pgsync.reload-on-start` has been considered.
     pub start_reload_checked: AtomicBool,
+    /// The module's stop signal, owned by the supervisor: every thread's loop
+    /// ends on it.
+    pub shutdown: &'static Shutdown,
     /// Retry delay of each mapping while its rows cannot be written.
     pub backoffs: Vec<SharedBackoff>,
     schemas: RwLock<Vec<Option<Arc<TableSchema>>>>,
@@ -75,9 +80,9 @@ impl Runtime {
         self.dirty.queue()
     }
 
-    /// Builds the state from the configs. Postgres need not be reachable:
-    /// connections are made lazily and retried.
-    pub fn new(mappings: Mappings, settings: Settings, replica: bool) -> Runtime {
+    /// Builds the state from the configs, stopped by `shutdown`. Postgres need
+    /// not be reachable: connections are made lazily and retried.
+    pub fn new(mappings: Mappings, settings: Settings, replica: bool, shutdown: &'static Shutdown) -> Runtime {
         let Settings { config: mut pg_config, tls } = settings;
         pg_config.application_name("redis-pgsync");
         let options = crate::pg::connect::session_options(pg_config.get_options(), triggers::ORIGIN);
@@ -103,11 +108,12 @@ impl Runtime {
             tls,
             reload_running: AtomicBool::new(false),
             reload_rows: AtomicU64::new(0),
-            handover: crate::sources::handover::Handover::new(count),
+            handover: crate::model::handover::Handover::new(count),
             start_reload_checked: AtomicBool::new(false),
+            shutdown,
             schemas: RwLock::new(vec![None; count]),
             stale_schemas: (0..count).map(|_| AtomicBool::new(false)).collect(),
-            backoffs: (0..count).map(|_| SharedBackoff::new(crate::pipeline::worker::FIRST_RETRY_DELAY)).collect(),
+            backoffs: (0..count).map(|_| SharedBackoff::new(FIRST_RETRY_DELAY)).collect(),
             mappings,
         }
     }
@@ -160,6 +166,11 @@ impl Runtime {
         if let Some(slot) = schemas.get_mut(mapping) {
             *slot = Some(Arc::new(schema));
         }
+    }
+
+    /// Where the dead-letter list counts the entries it drops.
+    pub fn drop_counters(&self) -> crate::redis::deadletter::DropCounters<'_> {
+        crate::redis::deadletter::DropCounters { mappings: &self.mappings, stats: &self.stats }
     }
 
     /// Whether this server may write to Postgres now.

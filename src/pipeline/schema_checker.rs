@@ -5,47 +5,55 @@
 
 use crate::pg::error::Error;
 use crate::pg::schema;
+use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
-use crate::server::redis_io::{notice, warn};
+use crate::redis::redis_io::{notice, warn};
+use std::convert::Infallible;
 use std::time::Duration;
 
 /// Body of the checker thread; returns on shutdown. Errors go to the log and to
 /// `SYNC.STATUS`. Also gives the queue's unused memory back.
 pub fn run(rt: &Runtime) {
-    while !rt.queue().is_shut_down() {
-        let missing: Vec<usize> =
-            (0..rt.mappings.all().len()).filter(|&i| rt.take_stale_schema(i) || rt.schema(i).is_none()).collect();
-        if !missing.is_empty() {
-            match rt.pool.get() {
-                Ok(mut conn) => {
-                    rt.postgres.mark_up();
-                    for i in missing {
-                        let mapping = &rt.mappings.all()[i];
-                        match schema::load(&mut conn, mapping) {
-                            Ok(schema) => {
-                                if rt.stats[i].schema_error().is_some() {
-                                    notice(&format!("mapping \"{}\": schema is fine now", mapping.name));
-                                }
-                                rt.stats[i].set_schema_error(None);
-                                rt.set_schema(i, schema);
-                            }
-                            Err(e) => report_schema_error(rt, i, &e),
-                        }
-                    }
-                }
-                Err(e) => {
-                    let e = Error::from(e);
-                    if rt.postgres.describe() != "down" {
-                        warn(&format!("Postgres unreachable, will keep retrying: {e}"));
-                    }
-                    rt.postgres.mark_down(&e.message);
-                }
-            }
-        }
+    let round = || -> Result<Round, Infallible> {
+        check(rt);
         // Once a second is often enough to give back a drained backlog's memory,
         // and keeps the shrinking off the main thread and the workers' path.
         rt.queue().release_memory();
-        rt.queue().sleep(Duration::from_secs(1));
+        Ok(Round::Idle(Duration::from_secs(1)))
+    };
+    retry::until_done(rt.shutdown, round, |never| match never {});
+}
+
+/// Loads the schemas still missing or asked to be read again.
+fn check(rt: &Runtime) {
+    let missing: Vec<usize> =
+        (0..rt.mappings.all().len()).filter(|&i| rt.take_stale_schema(i) || rt.schema(i).is_none()).collect();
+    if !missing.is_empty() {
+        match rt.pool.get() {
+            Ok(mut conn) => {
+                rt.postgres.mark_up();
+                for i in missing {
+                    let mapping = &rt.mappings.all()[i];
+                    match schema::load(&mut conn, mapping) {
+                        Ok(schema) => {
+                            if rt.stats[i].schema_error().is_some() {
+                                notice(&format!("mapping \"{}\": schema is fine now", mapping.name));
+                            }
+                            rt.stats[i].set_schema_error(None);
+                            rt.set_schema(i, schema);
+                        }
+                        Err(e) => report_schema_error(rt, i, &e),
+                    }
+                }
+            }
+            Err(e) => {
+                let e = Error::from(e);
+                if rt.postgres.describe() != "down" {
+                    warn(&format!("Postgres unreachable, will keep retrying: {e}"));
+                }
+                rt.postgres.mark_down(&e.message);
+            }
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! nor a new row, and a row's unsynced change moves with it, exactly once.
 //!
 //! A row's unsynced change lives in its journal log, in the module's memory
-//! (`server/journal/`). Just before the row's keys leave, the log is written as a
+//! (`redis/journal/`). Just before the row's keys leave, the log is written as a
 //! key of the row's own slot, so `MIGRATE` carries it to the node that owns the
 //! row next, which moves it into its own memory and queues it ([`on_arrival`])
 //! and syncs it. The node it left must
@@ -36,12 +36,12 @@ use crate::model::migrate_args::MigrateArgs;
 use crate::model::queue::{Entry, HandOff, RowKey};
 use crate::model::row_id::check_id;
 use crate::pipeline::runtime::{self, Runtime};
-use crate::server::client_call::ClientReply;
-use crate::server::cluster;
-use crate::server::deadletter;
-use crate::server::journal;
-use crate::server::redis_io::warn;
-use crate::server::waiters;
+use crate::redis::client_call::ClientReply;
+use crate::redis::cluster;
+use crate::redis::deadletter;
+use crate::redis::journal;
+use crate::redis::redis_io::warn;
+use crate::redis::waiters;
 use crate::sources::kafka::apply as kafka_apply;
 use redis_module::{CallOptionResp, CallOptionsBuilder, CallResult, Context, RedisError, RedisResult, RedisValue};
 use std::collections::HashSet;
@@ -100,7 +100,7 @@ pub fn migrate(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
     for key in &args.keys {
         // The node's dead letters stay with it (under its new home tag) while it
         // keeps a slot of its own.
-        if !args.copy && deadletter::is_deadletter_key(key) && deadletter::absorb(ctx, key) {
+        if !args.copy && deadletter::is_deadletter_key(key) && deadletter::absorb(ctx, rt.drop_counters(), key) {
             continue;
         }
         // So do its Kafka offsets.
@@ -179,7 +179,7 @@ pub fn on_arrival(ctx: &Context, key: &[u8]) {
     // Reading and (for a log naming no row) deleting keys is unsafe inside a
     // keyspace callback; a post-notification job runs in the same command.
     let scheduled = ctx.add_post_notification_job(move |ctx| {
-        crate::model::guard::guard(|| journal::adopt(ctx, &rt.dirty, &key));
+        crate::model::guard::guard(|| crate::pipeline::dirty_set::recovery::adopt(ctx, &rt.dirty, &key));
     });
     if scheduled == redis_module::Status::Err {
         warn("could not schedule the queueing of a journal log that arrived by MIGRATE");

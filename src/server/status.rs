@@ -1,19 +1,11 @@
 //! The figures of `SYNC.STATUS` and `INFO pgsync`, computed once in one place.
 
 use crate::model::counting_alloc::module_bytes;
-use crate::model::stats::MappingStats;
+use crate::model::stats::{Figure, MappingStats};
 use crate::pipeline::runtime::{self, Runtime};
-use crate::server::eviction::journal_evictions;
+use crate::redis::eviction::journal_evictions;
 use redis_module::{InfoContext, RedisValue};
 use std::sync::atomic::Ordering;
-
-/// One figure: a name and its value.
-pub enum Figure {
-    /// A counter.
-    Int(i64),
-    /// A word or message.
-    Text(String),
-}
 
 /// Every figure of one mapping, in display order.
 pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
@@ -67,17 +59,21 @@ pub fn module_figures(rt: &Runtime) -> Vec<(&'static str, Figure)> {
             backlog.pending + backlog.in_flight
         })
         .sum();
-    let (journal_rows, journal_bytes) = crate::server::journal::logs::size();
+    let (journal_rows, journal_bytes) = crate::redis::journal::logs::size();
     vec![
         ("module_bytes", Figure::Int(module_bytes() as i64)),
         ("unsynced_rows", Figure::Int(unsynced as i64)),
         ("journal_rows", Figure::Int(journal_rows as i64)),
         ("journal_bytes", Figure::Int(journal_bytes as i64)),
         ("journal_evictions", Figure::Int(journal_evictions() as i64)),
-        ("cluster", Figure::Text(crate::server::cluster::describe())),
+        ("cluster", Figure::Text(crate::redis::cluster::describe())),
     ]
     .into_iter()
-    .chain(crate::sources::logical::status::figures())
+    .chain(
+        crate::sources::logical::status::figures()
+            .into_iter()
+            .map(|(name, value)| (name, value.map_or_else(Figure::Int, Figure::Text))),
+    )
     .collect()
 }
 

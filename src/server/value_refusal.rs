@@ -11,10 +11,10 @@ use crate::model::intent::Effect;
 use crate::model::mapping::Mapping;
 use crate::model::value_check;
 use crate::pg::schema::{ColumnInfo, TableSchema};
+use crate::pipeline::capture::{refuse, Target, ENUM_REREAD};
 use crate::pipeline::runtime::Runtime;
-use crate::server::acl::Caller;
-use crate::server::capture::{refuse, Target, ENUM_REREAD};
-use crate::server::replies;
+use crate::redis::acl::Caller;
+use crate::redis::replies;
 use redis_module::{Context, RedisError, RedisString};
 
 /// Refuses a write Postgres would certainly refuse, before it runs (so nothing

@@ -7,13 +7,13 @@ use crate::model::mapping::Mapping;
 use crate::model::queue::Snapshot;
 use crate::pg::reader::PgRow;
 use crate::pipeline::runtime::Runtime;
-use crate::server::cluster::{self, Place};
-use crate::server::hash_key::Key;
-use crate::server::notify::{self, now_ms, Event, EventOp, Source};
-use crate::server::read_through::loads;
-use crate::server::redis_io::{own_writes, replicate, string, warn};
-use crate::server::redis_lock::with_redis_lock;
-use crate::server::ttl;
+use crate::redis::cluster::{self, Place};
+use crate::redis::hash_key::Key;
+use crate::redis::notify::{self, now_ms, Event, EventOp, Source};
+use crate::redis::read_through::loads;
+use crate::redis::redis_io::{own_writes, replicate, string, warn};
+use crate::redis::redis_lock::with_redis_lock;
+use crate::redis::ttl;
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 
 /// What [`apply_pg_rows`] did.

@@ -6,70 +6,32 @@
 //! up with a reload when it joins (at start, after a lost connection, once its
 //! schema loads), so no change made while nobody listened is missed.
 
-use crate::model::backoff::Backoff;
+use crate::model::handover::{self, Announced};
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::pg::sql::quote_ident;
 use crate::pg::triggers;
+use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
-use crate::server::notify::Source;
-use crate::server::redis_io::{notice, warn};
+use crate::redis::notify::Source;
+use crate::redis::redis_io::{notice, warn};
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::documents;
 use crate::sources::reload;
 use crate::sources::truncate;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
-use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(200);
 const MAX_NOTIFICATIONS_PER_ROUND: usize = 5000;
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
-
-/// A notification's payload (see `pg::triggers`).
-#[derive(Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-enum Payload {
-    Upsert { id: String },
-    Delete { id: String },
-    Truncate,
-}
-
-/// What one round heard on a channel: whether the table was truncated, and the
-/// rows announced after the last TRUNCATE (earlier ones are gone with it).
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct Announced {
-    truncated: bool,
-    ids: BTreeSet<String>,
-}
-
-impl Announced {
-    /// Adds what was heard after `self`: a TRUNCATE among it supersedes the rows
-    /// announced before it.
-    pub(crate) fn absorb(&mut self, later: Announced) {
-        if later.truncated {
-            *self = later;
-        } else {
-            self.ids.extend(later.ids);
-        }
-    }
-}
 
 /// Adds one notification to `out`, by channel; a malformed one is logged and
 /// ignored.
 pub(crate) fn hear(out: &mut BTreeMap<String, Announced>, channel: &str, payload: &str) {
-    match serde_json::from_str::<Payload>(payload) {
-        Ok(Payload::Upsert { id } | Payload::Delete { id }) => {
-            out.entry(channel.to_string()).or_default().ids.insert(id);
-        }
-        Ok(Payload::Truncate) => {
-            let announced = out.entry(channel.to_string()).or_default();
-            announced.truncated = true;
-            announced.ids.clear();
-        }
-        Err(e) => warn(&format!("ignored a malformed notification on {channel}: {e}")),
+    if let Err(e) = handover::hear(out, channel, payload) {
+        warn(&format!("ignored a malformed notification on {channel}: {e}"));
     }
 }
 
@@ -81,14 +43,12 @@ pub fn run(rt: &Runtime) {
         crate::sources::logical::release(rt);
         return;
     }
-    let mut backoff = Backoff::new(FIRST_RETRY_DELAY);
-    while !rt.queue().is_shut_down() {
+    let round = || -> Result<Round, Error> {
         if let Some(why) = not_ready(rt) {
             for &i in &listening {
                 rt.stats[i].set_listener(why);
             }
-            rt.queue().sleep(POLL);
-            continue;
+            return Ok(Round::Idle(POLL));
         }
         let followed = match crate::sources::logical::chosen(rt, &listening) {
             Ok(true) => crate::sources::logical::follow(rt, &listening),
@@ -98,15 +58,13 @@ pub fn run(rt: &Runtime) {
             }
             Err(e) => Err(e),
         };
-        if let Err(e) = followed {
-            for &i in &listening {
-                rt.stats[i].set_listener(&format!("down: {e}"));
-            }
-            rt.queue().sleep(backoff.failed(crate::server::config::millis(&crate::server::config::RETRY_MAX_DELAY_MS)));
-        } else {
-            backoff.reset();
+        followed.map(|()| Round::Worked)
+    };
+    retry::until_done(rt.shutdown, round, |e| {
+        for &i in &listening {
+            rt.stats[i].set_listener(&format!("down: {e}"));
         }
-    }
+    });
 }
 
 /// Why rows read from Postgres may not be written into Redis now: a replica's
@@ -132,7 +90,7 @@ struct Channels {
     waiting: Vec<usize>,
     to_catch_up: Vec<usize>,
     /// When each mapping last needed a catch-up (joined, or a watched table was
-    /// truncated), from [`crate::sources::handover::Handover::now`].
+    /// truncated), from [`crate::model::handover::Handover::now`].
     since: BTreeMap<usize, u64>,
 }
 
@@ -149,7 +107,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
     // Rows skipped because Redis was newer are read again in the next round, so a
     // change to other columns still arrives once Redis's own change has landed.
     let mut deferred: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    while !rt.queue().is_shut_down() {
+    while !rt.shutdown.is_stopped() {
         if not_ready(rt).is_some() {
             return Ok(());
         }

@@ -8,16 +8,16 @@
 //! left alone; a row with a change still on its way to Postgres (or written by a
 //! reload or the listener while it was read) is read again once that settles.
 
-use crate::model::backoff::Backoff;
 use crate::model::mapping::Mapping;
 use crate::model::queue::{RowKey, Snapshot};
 use crate::model::stats::MappingStats;
 use crate::pg::reader::{PgRow, RowShape};
 use crate::pg::schema::TableSchema;
+use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
-use crate::server::config;
-use crate::server::read_through::loads::{self, Finished, Request};
-use crate::server::redis_io::{own_writes, string};
+use crate::redis::config;
+use crate::redis::read_through::loads::{self, Finished, Request};
+use crate::redis::redis_io::{own_writes, string};
 use crate::sources::apply_pg::{fill_missing_fields, write_row};
 use redis_module::{Context, ThreadSafeContext};
 use std::collections::{BTreeMap, HashMap};
@@ -42,13 +42,15 @@ struct Batch {
 pub fn run(rt: &Runtime, requests: Receiver<Request>) {
     let mut later: Vec<Request> = Vec::new();
     let mut shapes: HashMap<usize, (Arc<TableSchema>, RowShape)> = HashMap::new();
-    let mut backoff = Backoff::new(Duration::from_millis(50));
-    while !rt.queue().is_shut_down() {
+    // A round takes what is asked and loads it, a batch per mapping and query; a
+    // batch that could not be read is asked again in the next round, after the
+    // backoff.
+    let round = || -> Result<Round, ()> {
         let wait = if later.is_empty() { POLL } else { AGAIN };
         let first = match requests.recv_timeout(wait) {
             Ok(request) => Some(request),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => return Ok(Round::Done(())),
         };
         let limit = config::count(&config::BATCH_SIZE);
         let mut taken: Vec<Request> = std::mem::take(&mut later);
@@ -66,21 +68,30 @@ pub fn run(rt: &Runtime, requests: Receiver<Request>) {
                 Request::Fill(row) => batches.entry(row.mapping).or_default().fills.push(row.id),
             }
         }
+        let (mut loaded, mut failed) = (false, false);
         for (mapping, batch) in batches {
             for ids in chunks(batch, limit) {
-                match load(rt, mapping, &mut shapes, ids) {
+                let again = match load(rt, mapping, &mut shapes, ids) {
                     Ok(again) => {
-                        backoff.reset();
-                        later.extend(again);
+                        loaded = true;
+                        again
                     }
                     Err(again) => {
-                        later.extend(again);
-                        rt.queue().sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
+                        failed = true;
+                        again
                     }
-                }
+                };
+                later.extend(again);
             }
         }
-    }
+        match (failed, loaded) {
+            (true, _) => Err(()),
+            (false, true) => Ok(Round::Worked),
+            // Nothing was asked: `recv_timeout` has waited already.
+            (false, false) => Ok(Round::Idle(Duration::ZERO)),
+        }
+    };
+    retry::until_done(rt.shutdown, round, |()| {});
 }
 
 /// Splits a mapping's requests into batches of at most `limit` rows.
@@ -185,7 +196,7 @@ fn apply_load(
         loads::finish(row, Finished::Read(loaded));
         return None;
     }
-    if crate::server::redis_io::key_exists(ctx, &string(ctx, key.as_bytes())) {
+    if crate::redis::redis_io::key_exists(ctx, &string(ctx, key.as_bytes())) {
         loads::finish(row, Finished::InRedis);
         return None;
     }

@@ -4,7 +4,6 @@
 
 pub mod apply_pg;
 pub mod documents;
-pub mod handover;
 pub mod kafka;
 pub mod listen;
 pub mod loader;

@@ -4,7 +4,6 @@
 //! One reload runs at a time; `SYNC.STATUS` shows its progress. The same load runs
 //! at start under `pgsync.reload-on-start` ([`on_start`]).
 
-use crate::model::backoff::Backoff;
 use crate::model::mapping::Mapping;
 use crate::model::queue::Snapshot;
 use crate::model::stats::MappingStats;
@@ -12,13 +11,13 @@ use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::reader::{PgRow, Refused, RowShape};
 use crate::pg::sql::quote_ident;
 use crate::pg::triggers;
+use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
-use crate::server::cluster;
-use crate::server::config;
-use crate::server::keyscan::RowKeys;
-use crate::server::notify::Source;
-use crate::server::redis_io::{call_logged, notice, own_writes, warn};
-use crate::server::redis_lock::with_redis_lock;
+use crate::redis::cluster;
+use crate::redis::keyscan::RowKeys;
+use crate::redis::notify::Source;
+use crate::redis::redis_io::{call_logged, notice, own_writes, warn};
+use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::listen;
 use postgres::fallible_iterator::FallibleIterator;
@@ -54,7 +53,7 @@ impl Drop for ReloadGuard<'_> {
 pub fn run(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Result<u64, Error> {
     // A row journaled by Redis but not queued again yet would look unchanged to
     // the snapshot, and be overwritten: wait for the recovery (seconds at most).
-    crate::server::journal::wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
+    wait_until_recovered(rt).map_err(|why| Error::new(ErrorKind::Unavailable, why))?;
     let result = match run_once(rt, mappings, flush, source) {
         Err(e) if e.action() == Action::Reconnect => run_once(rt, mappings, flush, source),
         other => other,
@@ -107,7 +106,7 @@ fn reload_one(
 
 /// LISTENs on a listening mapping's channel before its table is read, so the
 /// changes made while the reload runs reach the listener afterwards (see
-/// [`crate::sources::handover`]). False, listening to nothing, when the mapping
+/// [`crate::model::handover`]). False, listening to nothing, when the mapping
 /// does not listen or its triggers are not in place yet (no change would be
 /// announced).
 fn listen(conn: &mut postgres::Client, m: &Mapping) -> Result<bool, Error> {
@@ -223,20 +222,30 @@ pub fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, sna
 /// until it succeeds or the module stops; the recovery after Redis lost its data.
 pub fn on_start(rt: &Runtime) {
     let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
-    let mut backoff = Backoff::new(Duration::from_millis(200));
-    while !rt.queue().is_shut_down() {
-        let outcome = begin(rt)
+    let round = || {
+        begin(rt)
             .map_err(|e| Error::new(ErrorKind::Unavailable, e))
-            .and_then(|_guard| run(rt, &all, false, Source::Reload));
-        match outcome {
-            Ok(rows) => {
-                notice(&format!("reload on start loaded {rows} rows"));
-                return;
-            }
-            Err(e) => {
-                warn(&format!("reload on start failed, will retry: {e}"));
-                rt.queue().sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
-            }
-        }
+            .and_then(|_guard| run(rt, &all, false, Source::Reload))
+            .map(Round::Done)
+    };
+    let failed = |e: Error| warn(&format!("reload on start failed, will retry: {e}"));
+    if let Some(rows) = retry::until_done(rt.shutdown, round, failed) {
+        notice(&format!("reload on start loaded {rows} rows"));
     }
+}
+
+/// Blocks a background thread until the journal is recovered (readers of
+/// Postgres must not write a row over a journaled change not queued again yet).
+/// Gives up when this server is a replica (its keys are its primary's) or stops.
+fn wait_until_recovered(rt: &Runtime) -> Result<(), &'static str> {
+    while !rt.dirty.recovery().is_done() {
+        if rt.is_replica() {
+            return Err("this server is a replica");
+        }
+        if rt.shutdown.is_stopped() {
+            return Err("pgsync is stopping");
+        }
+        rt.shutdown.sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }

@@ -7,9 +7,9 @@
 use crate::pg::error::Error;
 use crate::pg::reader::RowShape;
 use crate::pipeline::runtime::Runtime;
-use crate::server::keyscan::RowKeys;
-use crate::server::notify::Source;
-use crate::server::redis_lock::with_redis_lock;
+use crate::redis::keyscan::RowKeys;
+use crate::redis::notify::Source;
+use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
 use postgres::Client;
 use std::collections::HashSet;

@@ -2,7 +2,7 @@
 //! of it while a batch writes it.
 
 use crate::model::change::Change;
-use crate::model::row_map::Captured;
+use crate::model::queue::row_map::Captured;
 use std::time::Instant;
 
 /// Identifies a mapped row: mapping index and primary-key text.

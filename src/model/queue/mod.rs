@@ -7,6 +7,7 @@
 mod compaction;
 mod entry;
 mod line;
+pub(crate) mod row_map;
 mod snapshot;
 mod unsettled;
 
@@ -19,7 +20,7 @@ pub use snapshot::Snapshot;
 use unsettled::Unsettled;
 
 use crate::model::change::{Change, Write};
-use crate::model::row_map::{shrink_map, RowMap};
+use crate::model::queue::row_map::{shrink_map, RowMap};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -368,29 +369,12 @@ impl Queue {
         self.settled.notify_all();
     }
 
-    /// Wakes every waiter and makes workers return; used when the module stops.
+    /// Hands out no more batches and wakes every waiter, so workers return; the
+    /// supervisor calls it when the module stops.
     pub fn shut_down(&self) {
         self.lock().shutdown = true;
         self.work.notify_all();
         self.settled.notify_all();
-    }
-
-    /// Whether [`Queue::shut_down`] was called.
-    pub fn is_shut_down(&self) -> bool {
-        self.lock().shutdown
-    }
-
-    /// Sleeps up to `d`, waking early on shutdown.
-    pub fn sleep(&self, d: Duration) {
-        let until = Instant::now() + d;
-        let mut inner = self.lock();
-        while !inner.shutdown {
-            let now = Instant::now();
-            if now >= until {
-                break;
-            }
-            inner = self.wait(&self.settled, inner, until - now);
-        }
     }
 }
 

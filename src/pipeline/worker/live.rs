@@ -2,7 +2,7 @@
 //! Postgres through the pool and the batch writer.
 
 use super::sync::{BatchRow, PostgresSide, RedisSide};
-use super::{FIRST_RETRY_DELAY, IDLE_WAIT};
+use super::IDLE_WAIT;
 use crate::model::doubt::{without_committed, Doubt};
 use crate::model::fault;
 use crate::model::queue::{BatchLimits, Entry, RowKey};
@@ -12,10 +12,11 @@ use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::prepared::Prepared;
 use crate::pg::writer::{self, ColumnWrite, PreparedRow, RowOutcome};
 use crate::pipeline::apply;
+use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
-use crate::server::config;
-use crate::server::redis_io::warn;
-use crate::server::waiters;
+use crate::redis::config;
+use crate::redis::redis_io::warn;
+use crate::redis::waiters;
 use r2d2::PooledConnection;
 use r2d2_postgres::PostgresConnectionManager;
 use std::borrow::Cow;
@@ -216,18 +217,17 @@ fn marker_table(conn: &mut Connection) -> Result<bool, Error> {
 /// committed; waits for Postgres as long as it takes (the batch's rows stay in
 /// flight meanwhile), unless the module stops.
 fn resolve_marker(rt: &Runtime, id: i64) -> Result<bool, Error> {
-    let mut delay = FIRST_RETRY_DELAY;
-    loop {
-        let answer = rt.pool.get().map_err(Error::from).and_then(|mut conn| commit_marker::committed(&mut *conn, id));
-        match answer {
-            Ok(committed) => return Ok(committed),
-            Err(e) if rt.queue().is_shut_down() => return Err(e),
-            Err(e) => {
-                warn(&format!("the outcome of a batch's commit is unknown; asking Postgres again: {e}"));
-                rt.queue().sleep(delay);
-                delay = (delay * 2).min(config::millis(&config::RETRY_MAX_DELAY_MS));
-            }
+    let ask = || rt.pool.get().map_err(Error::from).and_then(|mut conn| commit_marker::committed(&mut *conn, id));
+    let mut last = None;
+    let failed = |e: Error| {
+        if !rt.shutdown.is_stopped() {
+            warn(&format!("the outcome of a batch's commit is unknown; asking Postgres again: {e}"));
         }
+        last = Some(e);
+    };
+    match retry::until_done(rt.shutdown, || ask().map(Round::Done), failed) {
+        Some(committed) => Ok(committed),
+        None => Err(last.unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "pgsync is stopping"))),
     }
 }
 

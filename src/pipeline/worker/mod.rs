@@ -13,11 +13,11 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
+use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
+use std::convert::Infallible;
 use std::time::Duration;
 
-/// The first retry delay of a mapping whose rows cannot be written.
-pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 /// How long an idle worker waits before looking again (and how finely the
 /// per-mapping retry delays are honoured).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -26,13 +26,18 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 pub fn run(rt: &Runtime, keep_going: impl Fn() -> bool) {
     let redis = live::LiveRedis(rt);
     let mut postgres = live::LivePostgres::new(rt);
-    while keep_going() {
+    // A mapping's failures back off in `step`, by mapping; a round never fails.
+    let round = || -> Result<Round, Infallible> {
+        if !keep_going() {
+            return Ok(Round::Done(()));
+        }
         if rt.is_replica() {
             // A replica writes nothing: its connection goes back to the pool.
             sync::PostgresSide::<live::Row>::release(&mut postgres);
-            rt.queue().sleep(IDLE_WAIT);
-            continue;
+            return Ok(Round::Idle(IDLE_WAIT));
         }
         sync::step(&redis, &mut postgres, &rt.backoffs);
-    }
+        Ok(Round::Worked)
+    };
+    retry::until_done(rt.shutdown, round, |never| match never {});
 }

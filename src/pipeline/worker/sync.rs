@@ -6,7 +6,7 @@ use crate::model::backoff::SharedBackoff;
 use crate::model::guard;
 use crate::pg::error::{Action, Error};
 use crate::pg::writer::RowOutcome;
-use crate::server::config;
+use crate::redis::config;
 use std::collections::BTreeMap;
 use std::time::Instant;
 

@@ -1,8 +1,8 @@
 //! The worker's logic against in-memory fakes of the queue, apply and Postgres.
 
 use super::sync::{step, BatchRow, PostgresSide, RedisSide};
-use super::FIRST_RETRY_DELAY;
 use crate::model::backoff::SharedBackoff;
+use crate::model::backoff::FIRST_RETRY_DELAY;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::writer::RowOutcome;
 use std::cell::RefCell;

@@ -5,11 +5,11 @@
 
 use super::runtime_or_err;
 use crate::model::mapping::{KeyRole, Mode};
+use crate::pipeline::capture::{self, Target};
 use crate::pipeline::runtime::Runtime;
-use crate::server::acl::{Access, Caller};
-use crate::server::capture::{self, Target};
-use crate::server::cluster;
-use crate::server::deadletter::{self, DeadLetter};
+use crate::redis::acl::{Access, Caller};
+use crate::redis::cluster;
+use crate::redis::deadletter::{self, DeadLetter};
 use crate::sources::kafka;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 

@@ -4,7 +4,7 @@
 //! command-info support would register the commands itself, which skips the
 //! old-server gate in lib.rs).
 
-use crate::server::redis_io::{api, warn};
+use crate::redis::redis_io::{api, warn};
 use redis_module::raw;
 use redis_module::Context;
 use std::ffi::{c_char, c_int, CString};
@@ -142,6 +142,13 @@ const DOCS: &[Doc] = &[
         name: "sync.migrate",
         summary: "Runs MIGRATE in a cluster so that a row's keys and unsynced change move together; clients' MIGRATEs are routed here",
         complexity: "O(N) where N is the number of keys moved, plus MIGRATE's own cost",
+        arity: -2,
+        args: &[arg("command", STRING), arg("arg", STRING).multiple()],
+    },
+    Doc {
+        name: "sync.keysinslot",
+        summary: "Runs CLUSTER GETKEYSINSLOT in a cluster and adds the journal-key names of the slot's rows with a pending change but no key, so a reshard moves their changes; clients' GETKEYSINSLOTs are routed here",
+        complexity: "O(N) where N is the number of keys returned, plus the number of pending rows of the slot",
         arity: -2,
         args: &[arg("command", STRING), arg("arg", STRING).multiple()],
     },

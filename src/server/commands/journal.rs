@@ -1,9 +1,9 @@
 //! `SYNC.JOURNAL APPEND|SET|DEL key [bytes]`: a change to the journal's logs as
 //! the primary replicated it, run by replicas and by an AOF replay
-//! (`server/journal/logs.rs`). Clients cannot run it: a log is the module's own.
+//! (`redis/journal/logs.rs`). Clients cannot run it: a log is the module's own.
 
-use crate::server::journal::logs::{self, parse_op, Op};
-use crate::server::replies;
+use crate::redis::journal::logs::{self, parse_op, Op};
+use crate::redis::replies;
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 /// Applies a replicated change to the journal, and passes it on to this

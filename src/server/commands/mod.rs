@@ -3,6 +3,7 @@
 //! client: `SYNC.HSET` and `SYNC.WAIT` wait in [`waiters`] (no thread each), and
 //! `SYNC.RELOAD`'s own thread replies when it ends.
 
+pub mod cdc;
 pub mod deadletter;
 pub mod docs;
 pub mod journal;
@@ -13,16 +14,16 @@ use crate::model::guard;
 use crate::model::intent::Command;
 use crate::model::mapping::Mode;
 use crate::model::row_id::check_id;
+use crate::pipeline::capture;
 use crate::pipeline::runtime::{self, Runtime};
-use crate::pipeline::supervisor;
-use crate::server::acl::{Access, Caller};
-use crate::server::capture;
-use crate::server::client_call::{client_argv, run_as_client};
-use crate::server::config;
-use crate::server::notify::Source;
-use crate::server::replies;
+use crate::pipeline::threads;
+use crate::redis::acl::{Access, Caller};
+use crate::redis::client_call::{client_argv, run_as_client};
+use crate::redis::config;
+use crate::redis::notify::Source;
+use crate::redis::replies;
+use crate::redis::waiters;
 use crate::server::status;
-use crate::server::waiters;
 use crate::sources::reload::{self, ReloadGuard};
 use redis_module::{
     BlockedClient, Context, ContextFlags, NextArg, RedisError, RedisResult, RedisString, RedisValue, ThreadSafeContext,
@@ -61,7 +62,7 @@ fn reload_in_background(
     flush: bool,
 ) -> RedisResult {
     let blocked: BlockedClient = ctx.block_client();
-    let spawned = supervisor::spawn("pgsync-reload", move || {
+    let spawned = threads::spawn("pgsync-reload", move || {
         let reply = guard::catch(|| {
             let _running = running;
             match reload::run(rt, &mappings, flush, Source::Reload) {
@@ -86,6 +87,17 @@ pub fn sync_migrate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     crate::server::migration::migrate(ctx, &argv)
+}
+
+/// `SYNC.KEYSINSLOT CLUSTER GETKEYSINSLOT slot count`: the command filter routes
+/// `CLUSTER GETKEYSINSLOT` here in a cluster, so a reshard also moves the
+/// pending changes of rows without a key (`slot_keys.rs`).
+pub fn sync_keysinslot(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let argv: Vec<Vec<u8>> = args.iter().skip(1).map(|a| a.as_slice().to_vec()).collect();
+    crate::server::slot_keys::keys_in_slot(ctx, &argv)
 }
 
 /// `SYNC.HSET key field value [field value ...]`: write-through that replies only
@@ -176,7 +188,7 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms as u64));
     // Under the Redis lock, like apply: nothing settles between the check above
     // and the registration.
-    waiters::wait_for_all(ctx, version, timeout)?;
+    waiters::wait_for_all(ctx, rt.queue(), version, timeout)?;
     Ok(RedisValue::NoReply)
 }
 
@@ -186,7 +198,7 @@ pub fn sync_status(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let rt = runtime_or_err()?;
-    crate::server::cluster::refresh(ctx);
+    crate::redis::cluster::refresh(ctx);
     let mut rest = args.into_iter().skip(1);
     match rest.next_string().ok() {
         Some(name) => {
@@ -245,7 +257,7 @@ fn check_reload_access(ctx: &Context, rt: &Runtime, mappings: &[usize]) -> Resul
         let what = format!("SYNC.RELOAD writes the keys of mapping \"{}\"", m.name);
         caller.check_prefix(ctx, m.key_prefix.as_bytes(), Access::Write, &what)?;
         if let (true, Some(log)) = (m.notify_reload, &m.changelog) {
-            let stream = crate::server::notify::changelog_key(ctx, &log.stream).unwrap_or_default();
+            let stream = crate::redis::notify::changelog_key(ctx, &log.stream).unwrap_or_default();
             caller.check(ctx, &stream, Access::Write)?;
         }
     }

@@ -10,12 +10,12 @@ use crate::model::change::{FieldChange, Fields, RowOp, Write};
 use crate::model::intent::{self, Command, Effect};
 use crate::model::mapping::{KeyRole, Mode};
 use crate::model::queue::RowKey;
+use crate::pipeline::capture::{self, record, refuse, set_fields, Target};
 use crate::pipeline::runtime::Runtime;
-use crate::server::capture::{self, record, refuse, set_fields, Target};
-use crate::server::client_call::run_as_client;
-use crate::server::read_through::loads;
-use crate::server::redis_io::key_exists;
-use crate::server::replies;
+use crate::redis::client_call::run_as_client;
+use crate::redis::read_through::loads;
+use crate::redis::redis_io::key_exists;
+use crate::redis::replies;
 use crate::server::value_refusal;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 

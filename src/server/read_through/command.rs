@@ -5,18 +5,18 @@
 //! and is then answered as if the row had been there. A client that cannot block
 //! (MULTI, a script) gets the miss, and the row is loaded for the next read.
 
-use super::answer::run_on_redis;
-use super::loads;
 use crate::model::mapping::KeyRole;
 use crate::model::queue::RowKey;
 use crate::model::read_command::ReadCommand;
 use crate::model::stats::MappingStats;
+use crate::pipeline::capture::checked_id;
 use crate::pipeline::runtime::Runtime;
-use crate::server::acl::Caller;
-use crate::server::capture::checked_id;
+use crate::redis::acl::Caller;
+use crate::redis::config;
+use crate::redis::read_through::answer::run_on_redis;
+use crate::redis::read_through::loads;
+use crate::redis::redis_io::{key_exists, selected_db};
 use crate::server::commands::runtime_or_err;
-use crate::server::config;
-use crate::server::redis_io::{key_exists, selected_db};
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 /// Handles `SYNC.READ` (and, with the `getkeys-api` flag, Redis's question of
@@ -61,7 +61,7 @@ pub fn sync_read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         return run_on_redis(ctx, wrapped);
     }
-    loads::wait_for(ctx, to_load, config::millis(&config::READ_THROUGH_TIMEOUT_MS))?;
+    loads::wait_for(ctx, &rt.mappings, to_load, config::millis(&config::READ_THROUGH_TIMEOUT_MS))?;
     Ok(RedisValue::NoReply)
 }
 

@@ -5,7 +5,5 @@
 //! (`sources::loader`) reads the rows in batches; [`loads`] holds what is being
 //! loaded and who waits, and [`answer`] what each client gets.
 
-pub mod answer;
 pub mod command;
-pub mod loads;
 pub mod probe;

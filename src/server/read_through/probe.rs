@@ -11,7 +11,7 @@
 //! a key missing there goes to `SYNC.READ`, which sees the client's database and
 //! loads only in database 0.
 
-use crate::server::redis_io::api;
+use crate::redis::redis_io::api;
 use redis_module::raw;
 use std::os::raw::c_int;
 use std::sync::atomic::{AtomicPtr, Ordering};

@@ -21,12 +21,12 @@ use crate::model::change::{FieldChange, Fields, RowOp, Write};
 use crate::model::intent::Command;
 use crate::model::kafka::{decode, retagged_offset_key, Decoded, KafkaOrigin, KafkaSource, OFFSET_PREFIX};
 use crate::model::mapping::{Mapping, Mode};
+use crate::pipeline::capture::{self, Target};
 use crate::pipeline::runtime::Runtime;
-use crate::server::capture::{self, Target};
-use crate::server::cluster::{self, Place};
-use crate::server::deadletter;
-use crate::server::direct_write;
-use crate::server::redis_io::{self, string, warn};
+use crate::redis::cluster::{self, Place};
+use crate::redis::deadletter;
+use crate::redis::direct_write;
+use crate::redis::redis_io::{self, string, warn};
 use redis_module::{Context, RedisString, ThreadSafeContext};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -205,7 +205,7 @@ pub fn apply_records(
         match decoded.and_then(|decoded| apply_decoded(&ctx, rt, m, decoded)) {
             Ok(()) => applied += 1,
             Err(why) => {
-                dead_letter(&ctx, m, origin(), &why);
+                dead_letter(&ctx, rt, m, origin(), &why);
                 dead += 1;
             }
         }
@@ -258,7 +258,7 @@ pub fn retry(ctx: &Context, rt: &Runtime, mapping: usize, origin: KafkaOrigin) -
     match outcome {
         Ok(()) => true,
         Err(why) => {
-            dead_letter(ctx, m, origin, &why);
+            dead_letter(ctx, rt, m, origin, &why);
             false
         }
     }
@@ -279,12 +279,12 @@ fn owned_here(ctx: &Context, m: &Mapping, decoded: &Decoded) -> Result<(), Strin
     }
 }
 
-fn dead_letter(ctx: &Context, m: &Mapping, origin: KafkaOrigin, why: &str) {
+fn dead_letter(ctx: &Context, rt: &Runtime, m: &Mapping, origin: KafkaOrigin, why: &str) {
     warn(&format!(
         "{}: Kafka record {}/{} offset {} dead-lettered: {why}",
         m.name, origin.topic, origin.partition, origin.offset
     ));
-    deadletter::add_record(ctx, m, origin, why);
+    deadletter::add_record(ctx, rt.drop_counters(), m, origin, why);
 }
 
 /// Writes one decoded record of mapping `m` into its key and captures it;

@@ -11,12 +11,11 @@ use super::apply::{self, Applied};
 use super::client::{Broker, FetchError, Fetched};
 use super::status::{self, SourceStatus};
 use super::tls;
-use crate::model::backoff::Backoff;
 use crate::model::kafka::KafkaSource;
 use crate::model::stats::MappingStats;
+use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
-use crate::server::config;
-use crate::server::redis_io::{notice, warn};
+use crate::redis::redis_io::{notice, warn};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -25,10 +24,6 @@ const RECORDS_PER_LOCK: usize = 1000;
 
 /// How often an idle source (replica, loading) looks again.
 const IDLE_POLL: Duration = Duration::from_millis(200);
-
-/// The first retry delay after the broker failed; it doubles up to
-/// `pgsync.retry-max-delay-ms`.
-const FIRST_RETRY: Duration = Duration::from_millis(200);
 
 /// Where the consumer stands in one partition.
 #[derive(Debug, Clone, Copy)]
@@ -49,26 +44,22 @@ pub fn run(rt: &'static Runtime, mapping: usize) {
     };
     status.set_state("connecting");
     let mut consumer = Consumer { rt, mapping, source, status, broker: None, positions: BTreeMap::new() };
-    let mut backoff = Backoff::new(FIRST_RETRY);
-    while !rt.queue().is_shut_down() {
+    let round = || -> Result<Round, String> {
         if rt.is_replica() {
             consumer.forget_positions();
             status.set_state("idle: replica");
-            rt.queue().sleep(IDLE_POLL);
-            continue;
+            return Ok(Round::Idle(IDLE_POLL));
         }
-        match tokio.block_on(consumer.round()) {
-            Ok(true) => backoff.reset(),
-            Ok(false) => rt.queue().sleep(IDLE_POLL),
-            Err(e) => {
-                if !status.state().starts_with("down") {
-                    warn(&format!("{}: Kafka source down: {e}", m.name));
-                }
-                status.set_state(format!("down: {e}"));
-                rt.queue().sleep(backoff.failed(config::millis(&config::RETRY_MAX_DELAY_MS)));
-            }
+        let wrote = tokio.block_on(consumer.round())?;
+        Ok(if wrote { Round::Worked } else { Round::Idle(IDLE_POLL) })
+    };
+    let failed = |e: String| {
+        if !status.state().starts_with("down") {
+            warn(&format!("{}: Kafka source down: {e}", m.name));
         }
-    }
+        status.set_state(format!("down: {e}"));
+    };
+    retry::until_done(rt.shutdown, round, failed);
 }
 
 /// What became of a partition's fetched records.

@@ -3,9 +3,8 @@
 //! the next offset to consume and the lag behind the partition's end. Written by
 //! the source's thread, read by the main thread; a mutex per source.
 
-use crate::model::stats::MappingStats;
+use crate::model::stats::{Figure, MappingStats};
 use crate::pipeline::runtime::Runtime;
-use crate::server::status::Figure;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, OnceLock};

@@ -6,14 +6,14 @@
 //! replicate together. A transaction the module wrote itself stores only the
 //! position.
 
-use super::state::{self, Position};
 use super::txn::{MappingChanges, Txn};
 use crate::model::queue::Snapshot;
 use crate::pg::reader::PgRow;
 use crate::pipeline::runtime::Runtime;
-use crate::server::keyscan::RowKeys;
-use crate::server::notify::Source;
-use crate::server::redis_lock::with_redis_lock;
+use crate::redis::cdc_position::{self as state, Position};
+use crate::redis::keyscan::RowKeys;
+use crate::redis::notify::Source;
+use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_locked;
 use crate::sources::reload::report_unkeyed;
 use std::collections::BTreeMap;

@@ -7,7 +7,7 @@
 use crate::pg::error::Error;
 use crate::pg::reader::{Refused, RowShape};
 use crate::pipeline::runtime::Runtime;
-use crate::server::notify::Source;
+use crate::redis::notify::Source;
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::reload::{flush_missing, report_unkeyed};
 use postgres::Client;

@@ -1,7 +1,7 @@
 //! Postgres -> Redis by logical replication (`pgsync.cdc`, docs/logical.md): a
 //! publication of the listening tables and a slot for this Redis primary, both
 //! named by `pgsync.cdc-slot`. A session resumes from the position Redis holds
-//! (`state`) when it is the slot's own and not behind it; otherwise (first start,
+//! (`redis::cdc_position`) when it is the slot's own and not behind it; otherwise (first start,
 //! Redis lost data, the tables changed) the slot is made anew and the tables
 //! are loaded from its exported snapshot (`load`). Each committed transaction is
 //! then applied with its position in one step (`apply`), and only then is
@@ -11,7 +11,6 @@
 pub mod apply;
 pub mod load;
 pub mod mode;
-pub mod state;
 pub mod status;
 pub mod txn;
 
@@ -21,10 +20,11 @@ use crate::pg::replication::catalog::{self, format_lsn};
 use crate::pg::replication::stream::{Endpoint, Event, NewSlot, Stream};
 use crate::pg::replication::{pgoutput, OWN_WRITES_PREFIX};
 use crate::pipeline::runtime::Runtime;
-use crate::server::config;
-use crate::server::notify::Source as NotifySource;
-use crate::server::redis_io::{notice, warn};
-use crate::server::redis_lock::with_redis_lock;
+use crate::redis::cdc_position as state;
+use crate::redis::config;
+use crate::redis::notify::Source as NotifySource;
+use crate::redis::redis_io::{notice, warn};
+use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::listen::not_ready;
 use postgres::Client;
@@ -143,7 +143,7 @@ pub fn follow(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
     let mut relations = Relations::new(session.targets.clone());
     let mut txn = Txn::default();
     let mut lag_read = Instant::now() - LAG_EVERY;
-    while !rt.queue().is_shut_down() && not_ready(rt).is_none() {
+    while !rt.shutdown.is_stopped() && not_ready(rt).is_none() {
         if state::get().is_none_or(|p| p.scope != session.scope) {
             notice("the logical position Redis held is gone (flushed): starting again");
             return Ok(());
@@ -234,7 +234,7 @@ impl Session {
             let Some(schema) = rt.schema(i) else {
                 let why = rt.stats[i].schema_error().unwrap_or_else(|| "not checked yet".into());
                 rt.stats[i].set_listener(&format!("waiting for the schema: {why}"));
-                rt.queue().sleep(POLL);
+                rt.shutdown.sleep(POLL);
                 return Ok(None);
             };
             let name = catalog::resolve(client, &m.table)?

@@ -3,8 +3,8 @@
 //! choice and its reason are logged when they change and shown by `SYNC.STATUS`
 //! as `cdc`.
 
-use crate::server::config::Cdc;
-use crate::server::redis_io::notice;
+use crate::redis::config::Cdc;
+use crate::redis::redis_io::notice;
 use std::sync::Mutex;
 
 /// The source chosen.

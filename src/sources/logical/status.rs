@@ -5,8 +5,7 @@
 //! listener while it streams.
 
 use crate::pg::replication::catalog::format_lsn;
-use crate::server::status::Figure;
-use crate::sources::logical::state;
+use crate::redis::cdc_position as state;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
@@ -25,14 +24,14 @@ pub fn set_slot_state(confirmed: Option<u64>, lag_bytes: Option<i64>) {
     LAG_BYTES.store(lag_bytes.unwrap_or(-1), Ordering::Relaxed);
 }
 
-/// The module-wide figures.
-pub fn figures() -> Vec<(&'static str, Figure)> {
+/// The module-wide figures, as `SYNC.STATUS` names them: text, or a count.
+pub fn figures() -> Vec<(&'static str, Result<String, i64>)> {
     let lsn = state::get().map(|p| format_lsn(p.lsn)).unwrap_or_default();
     vec![
-        ("cdc", Figure::Text(super::mode::shown())),
-        ("cdc_slot", Figure::Text(SLOT.lock().unwrap_or_else(|p| p.into_inner()).clone())),
-        ("cdc_lsn", Figure::Text(lsn)),
-        ("cdc_confirmed_lsn", Figure::Text(CONFIRMED.lock().unwrap_or_else(|p| p.into_inner()).clone())),
-        ("cdc_lag_bytes", Figure::Int(LAG_BYTES.load(Ordering::Relaxed))),
+        ("cdc", Ok(super::mode::shown())),
+        ("cdc_slot", Ok(SLOT.lock().unwrap_or_else(|p| p.into_inner()).clone())),
+        ("cdc_lsn", Ok(lsn)),
+        ("cdc_confirmed_lsn", Ok(CONFIRMED.lock().unwrap_or_else(|p| p.into_inner()).clone())),
+        ("cdc_lag_bytes", Err(LAG_BYTES.load(Ordering::Relaxed))),
     ]
 }
