@@ -287,3 +287,58 @@ fn the_slot_and_publication_are_dropped_when_nothing_listens() {
     wait(&server, &mut c, "the slot and publication dropped", |_| slots() == 0);
     assert!(server.log().contains("dropped replication slot and publication pgsync"));
 }
+
+#[test]
+fn a_lost_replication_connection_resumes_with_exactly_the_missed_changes() {
+    let pg = logical_pg();
+    let db = TestDb::on(&pg.admin_url(), SCHEMA);
+    insert(&db, 1, 50);
+    let server = Server::with_mapping(&db, ITEMS, &[("retry-max-delay-ms", "300")], &[]);
+    let mut c = server.conn();
+    listening(&server, &mut c);
+    let before = events(&mut c).len();
+    db.client()
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'walsender'; \
+             UPDATE items SET score = -1 WHERE id IN (3, 4); DELETE FROM items WHERE id = 5",
+        )
+        .unwrap();
+    wait(&server, &mut c, "the changes after the reconnection", |c| !exists(c, "items:5"));
+    db.client().batch_execute("UPDATE items SET name = 'last' WHERE id = 1").unwrap();
+    wait(&server, &mut c, "a later change", |c| hgetall(c, "items:1")["name"] == "last");
+    let mut new = events(&mut c)[before..].to_vec();
+    new.sort();
+    assert_eq!(new, ["1:postgres:upsert", "3:postgres:upsert", "4:postgres:upsert", "5:postgres:delete"]);
+    assert_eq!(server.log().matches("logical stream: loaded").count(), 1, "one initial load only:\n{}", server.log());
+}
+
+#[test]
+fn a_promoted_replica_resumes_where_its_primary_stopped() {
+    let pg = logical_pg();
+    let db = TestDb::on(&pg.admin_url(), SCHEMA);
+    insert(&db, 1, 50);
+    let mut primary = Server::with_mapping(&db, ITEMS, &[], &[]);
+    let mut p = primary.conn();
+    listening(&primary, &mut p);
+    let replicaof = primary.port.to_string();
+    let replica = Server::with_mapping(&db, ITEMS, &[], &["--replicaof", "127.0.0.1", &replicaof]);
+    let mut r = replica.conn();
+    db.client().batch_execute("UPDATE items SET score = 0 WHERE id = 2").unwrap();
+    wait(&primary, &mut p, "the change on the primary", |c| hgetall(c, "items:2")["score"] == "0");
+    let at = status(&mut p, "items")["cdc_lsn"].clone();
+    wait(&replica, &mut r, "the position on the replica", |c| {
+        status(c, "items")["cdc_lsn"] == at && hgetall(c, "items:2").get("score").map(String::as_str) == Some("0")
+    });
+    assert_eq!(status(&mut r, "items")["listener"], "waiting: this server is a replica");
+    let before = events(&mut r).len();
+    primary.kill9();
+    db.client().batch_execute("UPDATE items SET score = -1 WHERE id = 7; DELETE FROM items WHERE id = 8").unwrap();
+    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut r).unwrap();
+    wait(&replica, &mut r, "the missed changes on the promoted replica", |c| {
+        !exists(c, "items:8") && hgetall(c, "items:7")["score"] == "-1"
+    });
+    let mut new = events(&mut r)[before..].to_vec();
+    new.sort();
+    assert_eq!(new, ["7:postgres:upsert", "8:postgres:delete"], "exactly the missed changes");
+    assert!(replica.log().contains("logical stream resumes at"), "no full reload:\n{}", replica.log());
+}
