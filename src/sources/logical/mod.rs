@@ -94,9 +94,32 @@ pub fn release(rt: &Runtime) {
 pub fn follow(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
     let mut client = connect(rt)?;
     let Some(session) = Session::prepare(rt, &mut client, listening)? else { return Ok(()) };
-    let unavailable = |e: String| Error::new(ErrorKind::Unavailable, e);
+    let resume = resume_point(&mut client, &session)?;
+    let mut stream =
+        Stream::open(&session.endpoint, &session.slot, &session.slot, resume.unwrap_or(0)).map_err(unavailable)?;
+    let mut deferred: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    let position = match resume {
+        Some(lsn) => {
+            notice(&format!("logical stream resumes at {} on slot {}", format_lsn(lsn), session.slot));
+            lsn
+        }
+        None => initial_load(rt, &mut client, &session, &mut stream, &mut deferred)?,
+    };
+    stream.start().map_err(unavailable)?;
+    stream.ack(position);
+    session.show(rt, "listening");
+    stream_changes(rt, &mut client, &session, &mut stream, position, deferred)
+}
+
+fn unavailable(e: String) -> Error {
+    Error::new(ErrorKind::Unavailable, e)
+}
+
+/// Where the session resumes: the position Redis holds when it is the slot's and
+/// not behind it; `None` (the slot dropped, if any) when a full load is needed.
+fn resume_point(client: &mut Client, session: &Session) -> Result<Option<u64>, Error> {
     let stored = state::get().filter(|p| p.scope == session.scope);
-    let confirmed = catalog::confirmed_flush(&mut client, &session.slot)?;
+    let confirmed = catalog::confirmed_flush(client, &session.slot)?;
     let resume = match (&stored, confirmed) {
         (Some(p), Some(confirmed)) if p.lsn >= confirmed => Some(p.lsn),
         (Some(p), Some(confirmed)) => {
@@ -114,35 +137,46 @@ pub fn follow(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
         (None, _) => None,
     };
     if resume.is_none() && confirmed.is_some() {
-        catalog::drop_slot(&mut client, &session.slot)?;
+        catalog::drop_slot(client, &session.slot)?;
     }
-    let endpoint = session.endpoint.clone();
-    let mut stream = Stream::open(&endpoint, &session.slot, &session.slot, resume.unwrap_or(0)).map_err(unavailable)?;
-    let mut deferred: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
-    let mut position = match resume {
-        Some(lsn) => {
-            notice(&format!("logical stream resumes at {} on slot {}", format_lsn(lsn), session.slot));
-            lsn
-        }
-        None => {
-            with_redis_lock(state::forget);
-            let new = stream.create_slot(&session.slot).map_err(unavailable)?;
-            session.show(rt, "catching up (initial load)");
-            let (rows, later) = load::run(rt, &mut client, listening, &new.snapshot)?;
-            absorb(&mut deferred, later);
-            let NewSlot { consistent_point, .. } = new;
-            let position = state::Position { lsn: consistent_point, scope: session.scope.clone() };
-            with_redis_lock(|ctx| state::store(ctx, position));
-            notice(&format!("logical stream: loaded {rows} rows, streaming from {}", format_lsn(consistent_point)));
-            consistent_point
-        }
-    };
-    stream.start().map_err(unavailable)?;
-    stream.ack(position);
-    session.show(rt, "listening");
+    Ok(resume)
+}
+
+/// Creates the slot, loads every listening table from its exported snapshot and
+/// stores the slot's consistent point as the position; returns it.
+fn initial_load(
+    rt: &Runtime,
+    client: &mut Client,
+    session: &Session,
+    stream: &mut Stream,
+    deferred: &mut BTreeMap<usize, BTreeSet<String>>,
+) -> Result<u64, Error> {
+    // A crash during the load leaves no position: the next start loads again.
+    with_redis_lock(state::forget);
+    let NewSlot { consistent_point, snapshot } = stream.create_slot(&session.slot).map_err(unavailable)?;
+    session.show(rt, "catching up (initial load)");
+    let (rows, later) = load::run(rt, client, &session.mappings, &snapshot)?;
+    absorb(deferred, later);
+    let position = state::Position { lsn: consistent_point, scope: session.scope.clone() };
+    with_redis_lock(|ctx| state::store(ctx, position));
+    notice(&format!("logical stream: loaded {rows} rows, streaming from {}", format_lsn(consistent_point)));
+    Ok(consistent_point)
+}
+
+/// Applies the stream's transactions from `position` on, until the session
+/// ends (see [`follow`]).
+fn stream_changes(
+    rt: &Runtime,
+    client: &mut Client,
+    session: &Session,
+    stream: &mut Stream,
+    mut position: u64,
+    mut deferred: BTreeMap<usize, BTreeSet<String>>,
+) -> Result<(), Error> {
     let mut relations = Relations::new(session.targets.clone());
     let mut txn = Txn::default();
     let mut lag_read = Instant::now() - LAG_EVERY;
+    let mut reread_at = Instant::now();
     while !rt.shutdown.is_stopped() && not_ready(rt).is_none() {
         if state::get().is_none_or(|p| p.scope != session.scope) {
             notice("the logical position Redis held is gone (flushed): starting again");
@@ -150,10 +184,12 @@ pub fn follow(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
         }
         if lag_read.elapsed() >= LAG_EVERY {
             lag_read = Instant::now();
-            session.read_lag(&mut client)?;
+            session.read_lag(client)?;
         }
-        if !deferred.is_empty() {
-            reread(rt, &mut client, &session, &mut deferred)?;
+        // At most once a poll: a row Redis keeps changing must not cost a query per event.
+        if !deferred.is_empty() && reread_at.elapsed() >= POLL {
+            reread_at = Instant::now();
+            reread(rt, client, session, &mut deferred)?;
         }
         match stream.next(POLL).map_err(unavailable)? {
             None | Some(Event::KeepAlive) => {}
