@@ -21,9 +21,10 @@ use crate::pg::replication::stream::{Endpoint, Event, NewSlot, Stream};
 use crate::pg::replication::{pgoutput, OWN_WRITES_PREFIX};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::cdc_position as state;
+use crate::redis::cluster;
 use crate::redis::config;
 use crate::redis::notify::Source as NotifySource;
-use crate::redis::redis_io::{notice, warn};
+use crate::redis::redis_io::{bytes, call, notice, warn};
 use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::listen::not_ready;
@@ -71,6 +72,26 @@ fn connect(rt: &Runtime) -> Result<Client, Error> {
     Ok(config.connect(rt.tls.clone())?)
 }
 
+/// The slot (and publication) of this Redis primary: `pgsync.cdc-slot`, and in a
+/// cluster followed by the start of the shard's id, which the shard's replicas
+/// share (a promoted replica continues its primary's slot, and each shard has
+/// its own). `None` while this cluster node owns no slot (it may still become a
+/// replica: a slot made now would be left behind).
+fn slot_name() -> Option<String> {
+    let base = config::string(&config::CDC_SLOT);
+    if !cluster::enabled() {
+        return Some(base);
+    }
+    let shard = with_redis_lock(|ctx| {
+        if cluster::owned_slots(ctx).is_empty() {
+            return None;
+        }
+        call(ctx, "CLUSTER", &[b"MYSHARDID"]).ok().as_ref().and_then(bytes)
+    })?;
+    let shard: String = String::from_utf8_lossy(&shard).chars().filter(char::is_ascii_alphanumeric).take(16).collect();
+    Some(format!("{base}_{}", shard.to_ascii_lowercase()))
+}
+
 /// When the triggers serve (or nothing listens) on a primary: drops the slot
 /// and publication a logical run left, so Postgres stops keeping WAL for them.
 /// Best effort: a failure is logged, and the next start tries again.
@@ -78,7 +99,7 @@ pub fn release(rt: &Runtime) {
     if rt.is_replica() {
         return;
     }
-    let slot = config::string(&config::CDC_SLOT);
+    let Some(slot) = slot_name() else { return };
     match connect(rt).and_then(|mut client| catalog::release(&mut client, &slot)) {
         Ok(true) => {
             notice(&format!("dropped replication slot and publication {slot}: logical replication is not used"))
@@ -260,7 +281,13 @@ impl Session {
     /// Reads every listening mapping's schema and table and sets the
     /// publication; `None` while a schema is not loaded yet.
     fn prepare(rt: &Runtime, client: &mut Client, listening: &[usize]) -> Result<Option<Session>, Error> {
-        let slot = config::string(&config::CDC_SLOT);
+        let Some(slot) = slot_name() else {
+            for &i in listening {
+                rt.stats[i].set_listener("waiting: this cluster node owns no slot");
+            }
+            rt.shutdown.sleep(POLL);
+            return Ok(None);
+        };
         let mut targets: HashMap<(String, String), Vec<Target>> = HashMap::new();
         let mut shapes = HashMap::new();
         let mut tables = Vec::new();
