@@ -16,6 +16,7 @@ mod floors;
 #[cfg(not(test))]
 use model::counting_alloc;
 use model::guard::{self, guard};
+use redis::cdc_position::POSITION_TYPE;
 use redis::journal::persist::JOURNAL_TYPE;
 use redis::{config, redis_io};
 use redis_module::configuration::{ConfigurationContext, ConfigurationFlags};
@@ -126,7 +127,7 @@ redis_module! {
     name: "pgsync",
     version: 1,
     allocator: (Allocator, ALLOCATOR),
-    data_types: [JOURNAL_TYPE],
+    data_types: [JOURNAL_TYPE, POSITION_TYPE],
     // Each command's ACL categories (README "Security"), then the module's own
     // category `pgsync`, which servers before Redis 7.4 / Valkey 8 cannot add:
     // there the command keeps only the first ones.
@@ -150,6 +151,7 @@ redis_module! {
         ["sync.keysinslot", |ctx, args| commands::guarded(ctx, args, commands::sync_keysinslot), "readonly", 0, 0, 0, "slow"],
         ["sync.delete", |ctx, args| commands::guarded(ctx, args, commands::write::sync_delete), "write", 2, -1, 1, "write keyspace"],
         ["sync.journal", |ctx, args| commands::guarded(ctx, args, commands::journal::sync_journal), "write no-monitor", 0, 0, 0, "write slow", "pgsync"],
+        ["sync.cdc", |ctx, args| commands::guarded(ctx, args, commands::cdc::sync_cdc), "write no-monitor", 0, 0, 0, "write slow", "pgsync"],
         ["sync.read", |ctx, args| commands::guarded(ctx, args, server::read_through::command::sync_read), "readonly getkeys-api", 2, 2, 1, "read hash"],
     ],
     event_handlers: [
@@ -167,12 +169,14 @@ redis_module! {
             ["max-row-bytes", &config::MAX_ROW_BYTES, config::DEFAULT_MAX_ROW_BYTES, 1024, config::MAX_BYTES, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
             ["hset-timeout-ms", &config::HSET_TIMEOUT_MS, config::DEFAULT_HSET_TIMEOUT_MS, 0, 86_400_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
             ["read-through-timeout-ms", &config::READ_THROUGH_TIMEOUT_MS, config::DEFAULT_READ_THROUGH_TIMEOUT_MS, 1, 600_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
+            ["cdc-max-lag-bytes", &config::CDC_MAX_LAG_BYTES, config::DEFAULT_CDC_MAX_LAG_BYTES, 1024, i64::MAX, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
             ["read-through-negative-ttl-ms", &config::READ_THROUGH_NEGATIVE_TTL_MS, config::DEFAULT_READ_THROUGH_NEGATIVE_TTL_MS, 0, 3_600_000, ConfigurationFlags::DEFAULT, Some(Box::new(on_tunable_changed))],
         ],
         string: [
             ["postgres-url", &config::POSTGRES_URL, "", ConfigurationFlags::IMMUTABLE | ConfigurationFlags::SENSITIVE, None],
             ["postgres-password-file", &config::PASSWORD_FILE, "", ConfigurationFlags::IMMUTABLE, None],
             ["mappings", &config::MAPPINGS_PATH, "", ConfigurationFlags::IMMUTABLE, None],
+            ["cdc-slot", &config::CDC_SLOT, config::DEFAULT_CDC_SLOT, ConfigurationFlags::IMMUTABLE, None],
         ],
         bool: [
             ["reload-on-start", &config::RELOAD_ON_START, false, ConfigurationFlags::DEFAULT, None],
@@ -180,6 +184,7 @@ redis_module! {
         ],
         enum: [
             ["read-through-on-error", &config::READ_THROUGH_ON_ERROR, config::OnReadError::error, ConfigurationFlags::DEFAULT, None],
+            ["cdc", &config::CDC, config::Cdc::auto, ConfigurationFlags::DEFAULT, None],
         ],
         module_args_as_configuration: true,
     ]

@@ -624,3 +624,44 @@ fn every_primary_applies_the_kafka_records_of_its_own_keys_once_and_keeps_its_of
     assert_eq!(rows, before as i64 + 300);
     cluster.check();
 }
+
+#[test]
+fn logical_replication_gives_each_shard_its_slot_and_writes_each_row_on_its_owner() {
+    let pg = PrivatePg::start_with(PgSetup {
+        settings: "-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10",
+        ..PgSetup::default()
+    });
+    let db = TestDb::on(&pg.admin_url(), "CREATE TABLE things (id integer PRIMARY KEY, name text)");
+    db.client().batch_execute("INSERT INTO things SELECT i, 'first' || i FROM generate_series(1, 30) i").unwrap();
+    let mapping = r#"{"mappings": [{"name": "things", "table": "things", "key_prefix": "things:",
+      "primary_key": "id", "mode": "read-only"}]}"#;
+    let cluster = Cluster::start(&db, mapping, &[], &[]);
+    let primaries = cluster.primaries();
+    let mut slots = Vec::new();
+    for &port in &primaries {
+        let mut c = connect(port);
+        eventually("the primary streams", || {
+            let st = status(&mut c, "things");
+            st["listener"] == "listening" && st["cdc"] == "logical"
+        });
+        slots.push(status(&mut c, "things")["cdc_slot"].clone());
+    }
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), 3, "a slot per shard: {slots:?}");
+    let in_postgres: i64 = db.client().query_one("SELECT count(*) FROM pg_replication_slots", &[]).unwrap().get(0);
+    assert_eq!(in_postgres, 3, "no slot left by a node that became a replica");
+    db.client()
+        .batch_execute("UPDATE things SET name = 'second' || id; INSERT INTO things SELECT i, 'new' FROM generate_series(31, 60) i")
+        .unwrap();
+    let mut c = cluster.client();
+    eventually("every row on its owner", || {
+        (1..=60).all(|id| {
+            let name: Option<String> = c.hget(format!("things:{id}"), "name").unwrap();
+            name == Some(if id <= 30 { format!("second{id}") } else { "new".to_string() })
+        })
+    });
+    for &port in &primaries {
+        assert_eq!(keys_outside_owned_slots(port), 0, "node {port} holds only its own keys");
+    }
+}

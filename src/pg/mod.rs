@@ -10,6 +10,7 @@ pub mod documents;
 pub mod error;
 pub mod prepared;
 pub mod reader;
+pub mod replication;
 pub mod schema;
 pub mod sql;
 pub mod tls;

@@ -108,9 +108,23 @@ impl RowShape {
         client: &mut Client,
         chunk: i32,
         refused: &mut Refused,
+        each: impl FnMut(Vec<PgRow>) -> Result<(), Error>,
+    ) -> Result<u64, Error> {
+        self.stream_at(client, None, chunk, refused, each)
+    }
+
+    /// [`RowShape::stream`], reading in the exported `snapshot` when given (the
+    /// one a replication slot was created with, so the stream then carries on
+    /// exactly after what was read).
+    pub fn stream_at(
+        &self,
+        client: &mut Client,
+        snapshot: Option<&str>,
+        chunk: i32,
+        refused: &mut Refused,
         mut each: impl FnMut(Vec<PgRow>) -> Result<(), Error>,
     ) -> Result<u64, Error> {
-        through_cursor(client, &self.select_all, chunk, |_, rows| {
+        through_cursor_at(client, snapshot, &self.select_all, chunk, |_, rows| {
             let mut good = Vec::with_capacity(rows.len());
             for row in &rows {
                 match self.convert(row)? {
@@ -130,9 +144,28 @@ pub fn through_cursor(
     client: &mut Client,
     sql: &str,
     chunk: i32,
+    each: impl FnMut(&mut Transaction<'_>, Vec<Row>) -> Result<(), Error>,
+) -> Result<u64, Error> {
+    through_cursor_at(client, None, sql, chunk, each)
+}
+
+/// [`through_cursor`] in the exported `snapshot`, when given.
+fn through_cursor_at(
+    client: &mut Client,
+    snapshot: Option<&str>,
+    sql: &str,
+    chunk: i32,
     mut each: impl FnMut(&mut Transaction<'_>, Vec<Row>) -> Result<(), Error>,
 ) -> Result<u64, Error> {
-    let mut tx = client.transaction()?;
+    let mut tx = match snapshot {
+        None => client.transaction()?,
+        Some(name) => {
+            let mut tx =
+                client.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).start()?;
+            tx.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", sql::quote_literal(name)))?;
+            tx
+        }
+    };
     let statement = tx.prepare(sql)?;
     let portal = tx.bind(&statement, &[])?;
     let mut total = 0u64;

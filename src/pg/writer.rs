@@ -231,11 +231,13 @@ pub fn write(
     let all: Vec<(usize, &PreparedRow)> = rows.iter().enumerate().collect();
     let statements = plan(tables, &all)?;
     let mut returned = vec![Returned::new(); rows.len()];
-    let attempt = if statements.len() <= 1 && proof.is_none() {
+    let marked = super::replication::MARK_OWN_WRITES.load(std::sync::atomic::Ordering::Relaxed);
+    let attempt = if statements.len() <= 1 && proof.is_none() && !marked {
         // One statement is atomic on its own: save the BEGIN/COMMIT round trips.
         run(client, prepared, &statements, &mut returned)
     } else {
         client.transaction().map_err(Error::from).and_then(|mut tx| {
+            mark(&mut tx, marked)?;
             run(&mut tx, prepared, &statements, &mut returned)?;
             commit(tx, &mut proof)
         })
@@ -270,6 +272,15 @@ fn commit(mut tx: postgres::Transaction<'_>, proof: &mut Option<Proof<'_>>) -> R
     }
 }
 
+/// Marks the transaction as the module's own when the logical stream follows
+/// its tables, so the stream does not bring its rows back.
+fn mark(tx: &mut postgres::Transaction<'_>, marked: bool) -> Result<(), Error> {
+    if marked {
+        tx.batch_execute(super::replication::MARK_SQL)?;
+    }
+    Ok(())
+}
+
 fn write_row_by_row(
     client: &mut impl GenericClient,
     prepared: &mut Prepared,
@@ -278,6 +289,7 @@ fn write_row_by_row(
     mut proof: Option<Proof<'_>>,
 ) -> Result<Vec<RowOutcome>, Error> {
     let mut tx = client.transaction()?;
+    mark(&mut tx, super::replication::MARK_OWN_WRITES.load(std::sync::atomic::Ordering::Relaxed))?;
     // A deferred constraint would only fail at COMMIT, for the whole batch, again
     // and again: check every constraint at its row's statement instead.
     tx.batch_execute("SET CONSTRAINTS ALL IMMEDIATE")?;

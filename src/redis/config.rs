@@ -55,6 +55,35 @@ redis_module::enum_configuration! {
 /// `pgsync.read-through-on-error`: `error` or `nil`.
 pub static READ_THROUGH_ON_ERROR: Mutex<OnReadError> = Mutex::new(OnReadError::error);
 
+/// `pgsync.cdc`'s values (a module of its own: the macro imports names).
+mod cdc_setting {
+    redis_module::enum_configuration! {
+        /// How Postgres -> Redis learns of changes (`pgsync.cdc`).
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, PartialEq, Eq, Copy)]
+        pub enum Cdc {
+            /// Logical replication when Postgres allows it, else triggers.
+            auto = 0,
+            /// Logical replication only: without it, listening waits and says why.
+            logical = 1,
+            /// Triggers and NOTIFY.
+            notify = 2,
+        }
+    }
+}
+pub use cdc_setting::Cdc;
+
+/// `pgsync.cdc`: `auto`, `logical` or `notify` (read when the listener connects).
+pub static CDC: Mutex<Cdc> = Mutex::new(Cdc::auto);
+/// `pgsync.cdc-slot`: the replication slot (and publication) of this Redis primary.
+pub static CDC_SLOT: Mutex<String> = Mutex::new(String::new());
+/// `pgsync.cdc-max-lag-bytes`: WAL kept for the slot past which a warning is logged.
+pub static CDC_MAX_LAG_BYTES: AtomicI64 = AtomicI64::new(DEFAULT_CDC_MAX_LAG_BYTES);
+/// Default of `pgsync.cdc-slot`.
+pub const DEFAULT_CDC_SLOT: &str = "pgsync";
+/// Default of `pgsync.cdc-max-lag-bytes`: 1 GiB.
+pub const DEFAULT_CDC_MAX_LAG_BYTES: i64 = 1 << 30;
+
 /// `pgsync.reload-on-start`: reload every mapping when the module starts on an
 /// empty dataset (the recovery after Redis lost its data).
 pub static RELOAD_ON_START: AtomicBool = AtomicBool::new(false);
@@ -103,6 +132,9 @@ pub const NAMES: &[&str] = &[
     "read-through-timeout-ms",
     "read-through-negative-ttl-ms",
     "read-through-on-error",
+    "cdc",
+    "cdc-slot",
+    "cdc-max-lag-bytes",
 ];
 
 /// The Postgres URL config: `CONFIG GET` (and so `CONFIG GET *`) shows it with the
@@ -146,6 +178,11 @@ pub fn millis(value: &AtomicI64) -> std::time::Duration {
 /// as it takes.
 pub fn hset_timeout() -> Option<std::time::Duration> {
     Some(millis(&HSET_TIMEOUT_MS)).filter(|t| !t.is_zero())
+}
+
+/// The `pgsync.cdc` setting.
+pub fn cdc() -> Cdc {
+    *CDC.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Whether a read whose load failed gets nil rather than an error.

@@ -7,6 +7,7 @@
 pub mod ack;
 pub mod acl;
 pub mod blocked;
+pub mod cdc_position;
 pub mod client_call;
 pub mod cluster;
 pub mod config;

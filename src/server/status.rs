@@ -68,6 +68,13 @@ pub fn module_figures(rt: &Runtime) -> Vec<(&'static str, Figure)> {
         ("journal_evictions", Figure::Int(journal_evictions() as i64)),
         ("cluster", Figure::Text(crate::redis::cluster::describe())),
     ]
+    .into_iter()
+    .chain(
+        crate::sources::logical::status::figures()
+            .into_iter()
+            .map(|(name, value)| (name, value.map_or_else(Figure::Int, Figure::Text))),
+    )
+    .collect()
 }
 
 fn reload_state(rt: &Runtime) -> String {

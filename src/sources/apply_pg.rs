@@ -45,9 +45,23 @@ pub fn apply_pg_rows(
     gone: &[String],
     source: Source,
 ) -> Applied {
+    with_redis_lock(|ctx| apply_locked(ctx, rt, mapping, snapshot, rows, gone, source))
+}
+
+/// [`apply_pg_rows`] under the Redis lock the caller holds (`ctx`), so that
+/// more can be written in the same step (the logical stream's position).
+pub fn apply_locked(
+    ctx: &Context,
+    rt: &Runtime,
+    mapping: usize,
+    snapshot: &Snapshot<'_>,
+    rows: &[PgRow],
+    gone: &[String],
+    source: Source,
+) -> Applied {
     let m = &rt.mappings.all()[mapping];
     let mut applied = Applied::default();
-    with_redis_lock(|ctx| {
+    {
         // Checked under the Redis lock, so capture (which needs it) cannot dirty a row
         // between the check and the write; one queue lock for the whole chunk.
         let ids = rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str));
@@ -95,7 +109,7 @@ pub fn apply_pg_rows(
                 notify::send(ctx, m, &rt.stats[mapping], &event);
             }
         });
-    });
+    }
     applied
 }
 

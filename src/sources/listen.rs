@@ -40,6 +40,7 @@ pub(crate) fn hear(out: &mut BTreeMap<String, Announced>, channel: &str, payload
 pub fn run(rt: &Runtime) {
     let listening: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.mappings.all()[i].listen).collect();
     if listening.is_empty() {
+        crate::sources::logical::release(rt);
         return;
     }
     let round = || -> Result<Round, Error> {
@@ -49,7 +50,15 @@ pub fn run(rt: &Runtime) {
             }
             return Ok(Round::Idle(POLL));
         }
-        connect_and_listen(rt, &listening).map(|()| Round::Worked)
+        let followed = match crate::sources::logical::chosen(rt, &listening) {
+            Ok(true) => crate::sources::logical::follow(rt, &listening),
+            Ok(false) => {
+                crate::sources::logical::release(rt);
+                connect_and_listen(rt, &listening)
+            }
+            Err(e) => Err(e),
+        };
+        followed.map(|()| Round::Worked)
     };
     retry::until_done(rt.shutdown, round, |e| {
         for &i in &listening {
@@ -61,7 +70,7 @@ pub fn run(rt: &Runtime) {
 /// Why rows read from Postgres may not be written into Redis now: a replica's
 /// keys come from its primary, and before the journal is recovered a row could be
 /// written over a Redis change that is journaled but not queued again yet.
-fn not_ready(rt: &Runtime) -> Option<&'static str> {
+pub(crate) fn not_ready(rt: &Runtime) -> Option<&'static str> {
     if rt.is_replica() {
         Some("waiting: this server is a replica")
     } else if !rt.dirty.recovery().is_done() {

@@ -8,5 +8,6 @@ pub mod documents;
 pub mod kafka;
 pub mod listen;
 pub mod loader;
+pub mod logical;
 pub mod reload;
 pub mod truncate;

@@ -296,6 +296,8 @@ pub struct PgSetup {
     /// Authentication method for TCP connections (`scram-sha-256`, `md5`), with
     /// the superuser's password; `None` is trust.
     pub host_auth: Option<(&'static str, &'static str)>,
+    /// Extra server settings, e.g. `-c wal_level=logical`.
+    pub settings: &'static str,
 }
 
 fn pg_bin_dir() -> PathBuf {
@@ -357,6 +359,9 @@ impl PrivatePg {
                 dir.0.join("server.crt").display(),
                 key.display()
             );
+        }
+        if !setup.settings.is_empty() {
+            options = format!("{options} {}", setup.settings);
         }
         if unsafe_is_root() {
             let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir.0).status();

@@ -150,5 +150,7 @@ extern "C" fn on_flush(_ctx: *mut raw::RedisModuleCtx, _event: raw::RedisModuleE
     // -1: every database. Only database 0 is synced.
     if db == -1 || db == 0 {
         guard(logs::clear);
+        // The logical stream's position described the data flushed too.
+        guard(crate::redis::cdc_position::on_flush);
     }
 }

@@ -3,6 +3,7 @@
 //! client: `SYNC.HSET` and `SYNC.WAIT` wait in [`waiters`] (no thread each), and
 //! `SYNC.RELOAD`'s own thread replies when it ends.
 
+pub mod cdc;
 pub mod deadletter;
 pub mod docs;
 pub mod journal;

@@ -1,0 +1,144 @@
+//! What logical replication needs from Postgres, asked on an ordinary
+//! connection: whether the server and the role allow it, which tables a
+//! publication holds, and the state of the module's slot. Names are quoted
+//! identifiers or bound parameters.
+
+use crate::pg::error::Error;
+use crate::pg::sql::{quote_ident, quote_table};
+use postgres::Client;
+
+/// A listened table as Postgres names it in the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    /// Its schema.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// Why logical replication cannot serve these tables, or `None` when it can:
+/// `wal_level` must be `logical`, the role needs `REPLICATION` (or superuser),
+/// and each table needs a replica identity (a primary key, by default), or
+/// Postgres would refuse its updates and deletes once it is published.
+pub fn unusable(client: &mut Client, tables: &[&str]) -> Result<Option<String>, Error> {
+    let level: String = client.query_one("SHOW wal_level", &[])?.get(0);
+    if level != "logical" {
+        return Ok(Some(format!("wal_level is {level}, not logical")));
+    }
+    let may: bool =
+        client.query_one("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user", &[])?.get(0);
+    if !may {
+        return Ok(Some("the role has neither REPLICATION nor superuser".into()));
+    }
+    for table in tables {
+        let row = client.query_opt(
+            "SELECT c.relreplident::text, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
+            &[&quote_table(table)],
+        )?;
+        let Some(row) = row else { return Ok(Some(format!("table {table} does not exist"))) };
+        let (identity, primary): (String, bool) = (row.get(0), row.get(1));
+        if identity == "n" || (identity == "d" && !primary) {
+            return Ok(Some(format!("table {table} has no replica identity (no primary key)")));
+        }
+    }
+    Ok(None)
+}
+
+/// The schema and name Postgres gives `table` (as the mapping spells it).
+pub fn resolve(client: &mut Client, table: &str) -> Result<Option<TableName>, Error> {
+    let row = client.query_opt(
+        "SELECT n.nspname::text, c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.oid = to_regclass($1)",
+        &[&quote_table(table)],
+    )?;
+    Ok(row.map(|r| TableName { namespace: r.get(0), name: r.get(1) }))
+}
+
+/// Creates the publication for `tables`, or sets its tables to them.
+pub fn ensure_publication(client: &mut Client, name: &str, tables: &[TableName]) -> Result<(), Error> {
+    let list: Vec<String> =
+        tables.iter().map(|t| format!("{}.{}", quote_ident(&t.namespace), quote_ident(&t.name))).collect();
+    let exists = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])?.is_some();
+    let verb = if exists { "ALTER PUBLICATION" } else { "CREATE PUBLICATION" };
+    let sets = if exists { "SET TABLE" } else { "FOR TABLE" };
+    client.batch_execute(&format!("{verb} {} {sets} {}", quote_ident(name), list.join(", ")))?;
+    Ok(())
+}
+
+/// The slot's confirmed position (what Postgres keeps WAL from), if the slot exists.
+pub fn confirmed_flush(client: &mut Client, slot: &str) -> Result<Option<u64>, Error> {
+    let row = client.query_opt(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1 AND database = current_database()",
+        &[&slot],
+    )?;
+    Ok(row.and_then(|r| r.get::<_, Option<String>>(0)).and_then(|text| parse_lsn(&text)))
+}
+
+/// Bytes of WAL Postgres keeps for the slot (current position minus confirmed).
+pub fn lag_bytes(client: &mut Client, slot: &str) -> Result<Option<i64>, Error> {
+    let row = client.query_opt(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint FROM pg_replication_slots \
+         WHERE slot_name = $1",
+        &[&slot],
+    )?;
+    Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+}
+
+/// Drops the slot and the publication named `name` when the slot exists and no
+/// session holds it: the WAL Postgres keeps for it is released. Returns whether
+/// a slot was dropped.
+pub fn release(client: &mut Client, name: &str) -> Result<bool, Error> {
+    let dropped = client.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+         WHERE slot_name = $1 AND database = current_database() AND NOT active",
+        &[&name],
+    )?;
+    if dropped > 0 {
+        client.batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote_ident(name)))?;
+    }
+    Ok(dropped > 0)
+}
+
+/// Removes the module's NOTIFY triggers from `table` (left by the trigger
+/// path): the logical stream needs none.
+pub fn drop_triggers(client: &mut Client, table: &str) -> Result<(), Error> {
+    let table = quote_table(table);
+    client.batch_execute(&format!(
+        "DROP TRIGGER IF EXISTS pgsync_notify ON {table}; DROP TRIGGER IF EXISTS pgsync_truncate ON {table}"
+    ))?;
+    Ok(())
+}
+
+/// Drops the slot (a session of ours that still holds it is ended first).
+pub fn drop_slot(client: &mut Client, slot: &str) -> Result<(), Error> {
+    client.execute(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL",
+        &[&slot],
+    )?;
+    // A terminated walsender lets go of the slot a moment later.
+    for _ in 0..50 {
+        match client.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        ) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::OBJECT_IN_USE) => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::new(crate::pg::error::ErrorKind::Unavailable, format!("replication slot {slot} stays in use")))
+}
+
+/// Parses an LSN as Postgres prints it (`16/B374D848`).
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (high, low) = text.split_once('/')?;
+    Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
+}
+
+/// Prints an LSN as Postgres does.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}

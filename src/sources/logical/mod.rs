@@ -1,0 +1,369 @@
+//! Postgres -> Redis by logical replication (`pgsync.cdc`, docs/logical.md): a
+//! publication of the listening tables and a slot for this Redis primary, both
+//! named by `pgsync.cdc-slot`. A session resumes from the position Redis holds
+//! (`redis::cdc_position`) when it is the slot's own and not behind it; otherwise (first start,
+//! Redis lost data, the tables changed) the slot is made anew and the tables
+//! are loaded from its exported snapshot (`load`). Each committed transaction is
+//! then applied with its position in one step (`apply`), and only then is
+//! Postgres told that Redis holds it. Transactions the module wrote itself
+//! carry its mark and are not applied again.
+
+pub mod apply;
+pub mod load;
+pub mod mode;
+pub mod status;
+pub mod txn;
+
+use crate::pg::error::{Error, ErrorKind};
+use crate::pg::reader::RowShape;
+use crate::pg::replication::catalog::{self, format_lsn};
+use crate::pg::replication::stream::{Endpoint, Event, NewSlot, Stream};
+use crate::pg::replication::{pgoutput, OWN_WRITES_PREFIX};
+use crate::pipeline::runtime::Runtime;
+use crate::redis::cdc_position as state;
+use crate::redis::cluster;
+use crate::redis::config;
+use crate::redis::notify::Source as NotifySource;
+use crate::redis::redis_io::{bytes, call, notice, warn};
+use crate::redis::redis_lock::with_redis_lock;
+use crate::sources::apply_pg::apply_pg_rows;
+use crate::sources::listen::not_ready;
+use postgres::Client;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use txn::{Relations, Target, Txn};
+
+const POLL: Duration = Duration::from_millis(200);
+/// How often the slot's lag is read while streaming.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// Decides, on a fresh connection, whether the listening mappings follow the
+/// logical stream (true) or the triggers (false); `Err` when `pgsync.cdc
+/// logical` cannot be served (the listener shows why and tries again later).
+pub fn chosen(rt: &Runtime, listening: &[usize]) -> Result<bool, Error> {
+    let setting = config::cdc();
+    let obstacle = if setting == config::Cdc::notify {
+        None
+    } else if let Some(m) = listening.iter().map(|&i| &rt.mappings.all()[i]).find(|m| m.document.is_some()) {
+        Some(format!("mapping {} is a document mapping, which the triggers serve", m.name))
+    } else {
+        let mut client = connect(rt)?;
+        let tables: Vec<&str> = listening.iter().map(|&i| rt.mappings.all()[i].table.as_str()).collect();
+        catalog::unusable(&mut client, &tables)?
+    };
+    match mode::choose(setting, obstacle) {
+        Ok((source, line)) => {
+            mode::show(&line);
+            let logical = source == mode::Source::Logical;
+            crate::pg::replication::MARK_OWN_WRITES.store(logical, Ordering::Relaxed);
+            Ok(logical)
+        }
+        Err(why) => {
+            mode::show(&format!("waiting: {why}"));
+            Err(Error::new(ErrorKind::Schema, why))
+        }
+    }
+}
+
+fn connect(rt: &Runtime) -> Result<Client, Error> {
+    let mut config = rt.pg_config.clone();
+    config.application_name("redis-pgsync-cdc");
+    Ok(config.connect(rt.tls.clone())?)
+}
+
+/// The slot (and publication) of this Redis primary: `pgsync.cdc-slot`, and in a
+/// cluster followed by the start of the shard's id, which the shard's replicas
+/// share (a promoted replica continues its primary's slot, and each shard has
+/// its own). `None` while this cluster node owns no slot (it may still become a
+/// replica: a slot made now would be left behind).
+fn slot_name() -> Option<String> {
+    let base = config::string(&config::CDC_SLOT);
+    if !cluster::enabled() {
+        return Some(base);
+    }
+    let shard = with_redis_lock(|ctx| {
+        if cluster::owned_slots(ctx).is_empty() {
+            return None;
+        }
+        call(ctx, "CLUSTER", &[b"MYSHARDID"]).ok().as_ref().and_then(bytes)
+    })?;
+    let shard: String = String::from_utf8_lossy(&shard).chars().filter(char::is_ascii_alphanumeric).take(16).collect();
+    Some(format!("{base}_{}", shard.to_ascii_lowercase()))
+}
+
+/// When the triggers serve (or nothing listens) on a primary: drops the slot
+/// and publication a logical run left, so Postgres stops keeping WAL for them.
+/// Best effort: a failure is logged, and the next start tries again.
+pub fn release(rt: &Runtime) {
+    if rt.is_replica() {
+        return;
+    }
+    let Some(slot) = slot_name() else { return };
+    match connect(rt).and_then(|mut client| catalog::release(&mut client, &slot)) {
+        Ok(true) => {
+            notice(&format!("dropped replication slot and publication {slot}: logical replication is not used"))
+        }
+        Ok(false) => {}
+        Err(e) => warn(&format!("cannot check for an unused replication slot {slot}: {e}")),
+    }
+}
+
+/// One replication session, until it fails, the server stops being ready (a
+/// demotion, a recovery to wait for), the position Redis held is gone (a
+/// flush), or the module stops.
+pub fn follow(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
+    let mut client = connect(rt)?;
+    let Some(session) = Session::prepare(rt, &mut client, listening)? else { return Ok(()) };
+    let resume = resume_point(&mut client, &session)?;
+    let mut stream =
+        Stream::open(&session.endpoint, &session.slot, &session.slot, resume.unwrap_or(0)).map_err(unavailable)?;
+    let mut deferred: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    let position = match resume {
+        Some(lsn) => {
+            notice(&format!("logical stream resumes at {} on slot {}", format_lsn(lsn), session.slot));
+            lsn
+        }
+        None => initial_load(rt, &mut client, &session, &mut stream, &mut deferred)?,
+    };
+    stream.start().map_err(unavailable)?;
+    stream.ack(position);
+    session.show(rt, "listening");
+    stream_changes(rt, &mut client, &session, &mut stream, position, deferred)
+}
+
+fn unavailable(e: String) -> Error {
+    Error::new(ErrorKind::Unavailable, e)
+}
+
+/// Where the session resumes: the position Redis holds when it is the slot's and
+/// not behind it; `None` (the slot dropped, if any) when a full load is needed.
+fn resume_point(client: &mut Client, session: &Session) -> Result<Option<u64>, Error> {
+    let stored = state::get().filter(|p| p.scope == session.scope);
+    let confirmed = catalog::confirmed_flush(client, &session.slot)?;
+    let resume = match (&stored, confirmed) {
+        (Some(p), Some(confirmed)) if p.lsn >= confirmed => Some(p.lsn),
+        (Some(p), Some(confirmed)) => {
+            warn(&format!(
+                "Redis's logical position {} is behind the slot's confirmed {} (Redis lost data): full reload",
+                format_lsn(p.lsn),
+                format_lsn(confirmed)
+            ));
+            None
+        }
+        (Some(_), None) => {
+            warn(&format!("replication slot {} is gone: full reload", session.slot));
+            None
+        }
+        (None, _) => None,
+    };
+    if resume.is_none() && confirmed.is_some() {
+        catalog::drop_slot(client, &session.slot)?;
+    }
+    Ok(resume)
+}
+
+/// Creates the slot, loads every listening table from its exported snapshot and
+/// stores the slot's consistent point as the position; returns it.
+fn initial_load(
+    rt: &Runtime,
+    client: &mut Client,
+    session: &Session,
+    stream: &mut Stream,
+    deferred: &mut BTreeMap<usize, BTreeSet<String>>,
+) -> Result<u64, Error> {
+    // A crash during the load leaves no position: the next start loads again.
+    with_redis_lock(state::forget);
+    let NewSlot { consistent_point, snapshot } = stream.create_slot(&session.slot).map_err(unavailable)?;
+    session.show(rt, "catching up (initial load)");
+    let (rows, later) = load::run(rt, client, &session.mappings, &snapshot)?;
+    absorb(deferred, later);
+    let position = state::Position { lsn: consistent_point, scope: session.scope.clone() };
+    with_redis_lock(|ctx| state::store(ctx, position));
+    notice(&format!("logical stream: loaded {rows} rows, streaming from {}", format_lsn(consistent_point)));
+    Ok(consistent_point)
+}
+
+/// Applies the stream's transactions from `position` on, until the session
+/// ends (see [`follow`]).
+fn stream_changes(
+    rt: &Runtime,
+    client: &mut Client,
+    session: &Session,
+    stream: &mut Stream,
+    mut position: u64,
+    mut deferred: BTreeMap<usize, BTreeSet<String>>,
+) -> Result<(), Error> {
+    let mut relations = Relations::new(session.targets.clone());
+    let mut txn = Txn::default();
+    let mut lag_read = Instant::now() - LAG_EVERY;
+    let mut reread_at = Instant::now();
+    while !rt.shutdown.is_stopped() && not_ready(rt).is_none() {
+        if state::get().is_none_or(|p| p.scope != session.scope) {
+            notice("the logical position Redis held is gone (flushed): starting again");
+            return Ok(());
+        }
+        if lag_read.elapsed() >= LAG_EVERY {
+            lag_read = Instant::now();
+            session.read_lag(client)?;
+        }
+        // At most once a poll: a row Redis keeps changing must not cost a query per event.
+        if !deferred.is_empty() && reread_at.elapsed() >= POLL {
+            reread_at = Instant::now();
+            reread(rt, client, session, &mut deferred)?;
+        }
+        match stream.next(POLL).map_err(unavailable)? {
+            None | Some(Event::KeepAlive) => {}
+            Some(Event::Begin) => txn = Txn::default(),
+            Some(Event::Data(bytes)) => {
+                let message = pgoutput::decode(&bytes).map_err(|e| unavailable(format!("pgoutput: {e}")))?;
+                txn.add(&mut relations, message);
+            }
+            Some(Event::Message { transactional: true, prefix }) if prefix == OWN_WRITES_PREFIX => txn.own = true,
+            Some(Event::Message { .. }) => {}
+            Some(Event::Commit { end }) => {
+                let done = std::mem::take(&mut txn);
+                // Postgres may send again what a session before this one applied.
+                if end > position {
+                    absorb(&mut deferred, apply::commit(rt, &done, end, &session.scope));
+                    position = end;
+                }
+                stream.ack(position);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adds rows to read again, by mapping.
+fn absorb(deferred: &mut BTreeMap<usize, BTreeSet<String>>, later: BTreeMap<usize, Vec<String>>) {
+    for (mapping, ids) in later.into_iter().filter(|(_, ids)| !ids.is_empty()) {
+        deferred.entry(mapping).or_default().extend(ids);
+    }
+}
+
+/// Reads again the rows Redis held a newer change to, and applies what Postgres
+/// has now (rows still newer in Redis wait for the next round).
+fn reread(
+    rt: &Runtime,
+    client: &mut Client,
+    session: &Session,
+    deferred: &mut BTreeMap<usize, BTreeSet<String>>,
+) -> Result<(), Error> {
+    for (mapping, ids) in std::mem::take(deferred) {
+        let Some(shape) = session.shapes.get(&mapping) else { continue };
+        let ids: Vec<String> = ids.into_iter().collect();
+        let snapshot = rt.queue().snapshot();
+        let rows = shape.fetch(client, &ids)?;
+        let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let gone: Vec<String> = ids.iter().filter(|id| !present.contains(id.as_str())).cloned().collect();
+        let later = apply_pg_rows(rt, mapping, &snapshot, &rows, &gone, NotifySource::Postgres).later;
+        if !later.is_empty() {
+            deferred.insert(mapping, later.into_iter().collect());
+        }
+    }
+    Ok(())
+}
+
+/// What a session needs to know of its mappings.
+struct Session {
+    slot: String,
+    scope: String,
+    endpoint: Endpoint,
+    mappings: Vec<usize>,
+    targets: HashMap<(String, String), Vec<Target>>,
+    shapes: HashMap<usize, RowShape>,
+    /// Whether the lag is past `pgsync.cdc-max-lag-bytes` and was warned of.
+    lag_warned: std::cell::Cell<bool>,
+}
+
+impl Session {
+    /// Reads every listening mapping's schema and table and sets the
+    /// publication; `None` while a schema is not loaded yet.
+    fn prepare(rt: &Runtime, client: &mut Client, listening: &[usize]) -> Result<Option<Session>, Error> {
+        let Some(slot) = slot_name() else {
+            for &i in listening {
+                rt.stats[i].set_listener("waiting: this cluster node owns no slot");
+            }
+            rt.shutdown.sleep(POLL);
+            return Ok(None);
+        };
+        let mut targets: HashMap<(String, String), Vec<Target>> = HashMap::new();
+        let mut shapes = HashMap::new();
+        let mut tables = Vec::new();
+        let mut names = Vec::new();
+        for &i in listening {
+            let m = &rt.mappings.all()[i];
+            let Some(schema) = rt.schema(i) else {
+                let why = rt.stats[i].schema_error().unwrap_or_else(|| "not checked yet".into());
+                rt.stats[i].set_listener(&format!("waiting for the schema: {why}"));
+                rt.shutdown.sleep(POLL);
+                return Ok(None);
+            };
+            let name = catalog::resolve(client, &m.table)?
+                .ok_or_else(|| Error::new(ErrorKind::Schema, format!("table {} does not exist", m.table)))?;
+            tables.push(format!("{}.{}", name.namespace, name.name));
+            names.push(name.clone());
+            let target = Target {
+                mapping: i,
+                key: m.key.clone(),
+                key_types: schema.key_types.iter().map(|t| t.printed_by_postgres()).collect(),
+                fields: m.field_columns(schema.columns.keys()),
+            };
+            targets.entry((name.namespace, name.name)).or_default().push(target);
+            shapes.insert(i, RowShape::new(m, &schema));
+            // Triggers a trigger-path run left would tax every write for nothing.
+            if let Err(e) = catalog::drop_triggers(client, &m.table) {
+                warn(&format!(
+                    "cannot drop the NOTIFY triggers on {}, which logical replication does not need: {e}",
+                    m.table
+                ));
+            }
+        }
+        tables.sort();
+        tables.dedup();
+        names.sort_by(|a: &catalog::TableName, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        names.dedup();
+        catalog::ensure_publication(client, &slot, &names)?;
+        let url = config::POSTGRES_URL.get();
+        let taken = crate::pg::conninfo::split(&url, &["sslmode", "sslrootcert"]).map(|c| c.taken).unwrap_or_default();
+        let endpoint = Endpoint::new(&rt.pg_config, &taken).map_err(|e| Error::new(ErrorKind::Schema, e))?;
+        status::set_slot(&slot);
+        Ok(Some(Session {
+            scope: state::fingerprint(&slot, &tables),
+            slot,
+            endpoint,
+            mappings: listening.to_vec(),
+            targets,
+            shapes,
+            lag_warned: Default::default(),
+        }))
+    }
+
+    fn show(&self, rt: &Runtime, listener: &str) {
+        for &i in &self.mappings {
+            rt.stats[i].set_listener(listener);
+        }
+    }
+
+    /// Reads the slot's confirmed position and lag; warns past `pgsync.cdc-max-lag-bytes`.
+    fn read_lag(&self, client: &mut Client) -> Result<(), Error> {
+        let confirmed = catalog::confirmed_flush(client, &self.slot)?;
+        let lag = catalog::lag_bytes(client, &self.slot)?;
+        status::set_slot_state(confirmed, lag);
+        let max = config::CDC_MAX_LAG_BYTES.load(Ordering::Relaxed);
+        let over = lag.is_some_and(|lag| lag > max);
+        // Once per crossing, not once a second.
+        if over && !self.lag_warned.replace(true) {
+            warn(&format!(
+                "replication slot {} holds {} bytes of WAL, over pgsync.cdc-max-lag-bytes ({max})",
+                self.slot,
+                lag.unwrap_or_default()
+            ));
+        }
+        if !over {
+            self.lag_warned.set(false);
+        }
+        Ok(())
+    }
+}

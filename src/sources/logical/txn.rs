@@ -1,0 +1,168 @@
+//! One transaction read from the stream, buffered until its COMMIT: each change
+//! to a listened table becomes, per mapping of that table, the row's mapped
+//! fields (an upsert) or its removal, merged per row in commit order; a TRUNCATE
+//! empties what the mapping had gathered so far. Pure: the relations and the
+//! mappings' shapes come in, the rows to apply go out.
+
+use crate::model::key_text::KeyType;
+use crate::model::row_id::KeyShape;
+use crate::pg::replication::pgoutput::{Message, Relation, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// Fields of a row as a hash gets them: `None` removes the field (a NULL column).
+pub type Fields = Vec<(String, Option<String>)>;
+
+/// How one mapping reads a change of its table.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The mapping (index).
+    pub mapping: usize,
+    /// How its key columns spell a row's id.
+    pub key: KeyShape,
+    /// The key columns' types, as Postgres prints them.
+    pub key_types: Vec<KeyType>,
+    /// Mapped (field, column) pairs.
+    pub fields: Vec<(String, String)>,
+}
+
+/// What the transaction did to one mapping's rows.
+#[derive(Debug, Default, PartialEq)]
+pub struct MappingChanges {
+    /// The table was truncated: every cached row not written below goes.
+    pub truncated: bool,
+    /// Each row's outcome by id: its fields, or `None` when it is gone.
+    pub rows: BTreeMap<String, Option<Fields>>,
+    /// Rows whose key cannot be spelled (counted as refused), with the first reason.
+    pub unkeyed: (u64, Option<String>),
+}
+
+/// The relations announced on the stream, and which mappings each one feeds.
+#[derive(Default)]
+pub struct Relations {
+    known: HashMap<u32, Relation>,
+    /// Targets by (schema, table).
+    targets: HashMap<(String, String), Vec<Target>>,
+}
+
+impl Relations {
+    /// Relations feeding `targets`, by (schema, table).
+    pub fn new(targets: HashMap<(String, String), Vec<Target>>) -> Relations {
+        Relations { known: HashMap::new(), targets }
+    }
+
+    fn targets(&self, relation: u32) -> (&[Target], Option<&Relation>) {
+        let Some(rel) = self.known.get(&relation) else { return (&[], None) };
+        let targets = self.targets.get(&(rel.namespace.clone(), rel.name.clone()));
+        (targets.map_or(&[][..], Vec::as_slice), Some(rel))
+    }
+}
+
+/// A transaction being read.
+#[derive(Debug, Default)]
+pub struct Txn {
+    /// Per mapping (index), what it changed.
+    pub changes: BTreeMap<usize, MappingChanges>,
+    /// The module wrote it (its mark was seen): nothing of it is applied.
+    pub own: bool,
+}
+
+impl Txn {
+    /// Adds one message of the transaction; a relation message updates `relations`.
+    pub fn add(&mut self, relations: &mut Relations, message: Message) {
+        match message {
+            Message::Relation(rel) => {
+                relations.known.insert(rel.id, rel);
+            }
+            Message::Insert { relation, new } => self.upsert(relations, relation, None, &new),
+            Message::Update { relation, old, new } => self.upsert(relations, relation, old.as_deref(), &new),
+            Message::Delete { relation, old } => {
+                let (targets, Some(rel)) = relations.targets(relation) else { return };
+                for t in targets {
+                    let changes = self.changes.entry(t.mapping).or_default();
+                    match spell(t, rel, &old) {
+                        Ok(id) => drop(changes.rows.insert(id, None)),
+                        Err(why) => changes.refuse(why),
+                    }
+                }
+            }
+            Message::Truncate { relations: truncated } => {
+                for relation in truncated {
+                    for t in relations.targets(relation).0 {
+                        let changes = self.changes.entry(t.mapping).or_default();
+                        changes.truncated = true;
+                        changes.rows.clear();
+                    }
+                }
+            }
+            Message::Other(_) => {}
+        }
+    }
+
+    fn upsert(&mut self, relations: &Relations, relation: u32, old: Option<&[Value]>, new: &[Value]) {
+        let (targets, Some(rel)) = relations.targets(relation) else { return };
+        for t in targets {
+            let changes = self.changes.entry(t.mapping).or_default();
+            let id = match spell(t, rel, new) {
+                Ok(id) => id,
+                Err(why) => {
+                    changes.refuse(why);
+                    continue;
+                }
+            };
+            // A changed key moves the row: the old id's hash goes.
+            if let Some(old_id) = old.and_then(|old| spell(t, rel, old).ok()).filter(|old_id| *old_id != id) {
+                changes.rows.insert(old_id, None);
+            }
+            let fields: Fields = t
+                .fields
+                .iter()
+                .filter_map(|(field, column)| match value(rel, new, column) {
+                    Some(Value::Text(text)) => Some((field.clone(), Some(text.clone()))),
+                    Some(Value::Null) => Some((field.clone(), None)),
+                    // Unchanged TOAST values and columns the stream lacks keep what Redis has.
+                    Some(Value::Unchanged) | None => None,
+                })
+                .collect();
+            match changes.rows.get_mut(&id) {
+                Some(Some(earlier)) => merge(earlier, fields),
+                _ => drop(changes.rows.insert(id, Some(fields))),
+            }
+        }
+    }
+}
+
+impl MappingChanges {
+    fn refuse(&mut self, why: String) {
+        self.unkeyed.0 += 1;
+        self.unkeyed.1.get_or_insert(why);
+    }
+}
+
+/// Later fields of a row win over earlier ones of the same transaction.
+fn merge(earlier: &mut Fields, later: Fields) {
+    for (field, value) in later {
+        match earlier.iter_mut().find(|(f, _)| *f == field) {
+            Some(slot) => slot.1 = value,
+            None => earlier.push((field, value)),
+        }
+    }
+}
+
+fn value<'v>(rel: &Relation, values: &'v [Value], column: &str) -> Option<&'v Value> {
+    rel.columns.iter().position(|c| c == column).and_then(|i| values.get(i))
+}
+
+/// The row's id from its key columns, as a write to its key would spell it.
+fn spell(t: &Target, rel: &Relation, values: &[Value]) -> Result<String, String> {
+    let mut key = Vec::with_capacity(t.key.columns().len());
+    for column in t.key.columns() {
+        match value(rel, values, column) {
+            Some(Value::Text(text)) => key.push(text.as_str()),
+            _ => return Err(format!("key column {column} has no value in the change")),
+        }
+    }
+    t.key.spell(&key, &t.key_types)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+use super::*;
+use crate::model::mapping::Mappings;
+
+fn relations() -> Relations {
+    let mappings = Mappings::parse(
+        r#"{"mappings": [{"name": "users", "table": "users", "key_prefix": "users:", "primary_key": "id",
+        "mode": "read-only", "listen": true, "fields": {"name": "username", "score": "score"}}]}"#,
+    )
+    .unwrap();
+    let m = &mappings.all()[0];
+    let target = Target {
+        mapping: 0,
+        key: m.key.clone(),
+        key_types: vec![KeyType::from_catalog("integer", None).unwrap()],
+        fields: vec![("name".into(), "username".into()), ("score".into(), "score".into())],
+    };
+    let mut r = Relations::new([(("public".to_string(), "users".to_string()), vec![target])].into_iter().collect());
+    let columns = ["id", "username", "secret", "score"].map(String::from).to_vec();
+    Txn::default()
+        .add(&mut r, Message::Relation(Relation { id: 7, namespace: "public".into(), name: "users".into(), columns }));
+    let other = vec!["id".to_string()];
+    Txn::default().add(
+        &mut r,
+        Message::Relation(Relation { id: 8, namespace: "public".into(), name: "other".into(), columns: other }),
+    );
+    r
+}
+
+fn t(s: &str) -> Value {
+    Value::Text(s.into())
+}
+
+fn row(fields: &[(&str, Option<&str>)]) -> Option<Fields> {
+    Some(fields.iter().map(|(f, v)| (f.to_string(), v.map(String::from))).collect())
+}
+
+#[test]
+fn only_mapped_columns_of_listened_tables_are_kept() {
+    let mut r = relations();
+    let mut txn = Txn::default();
+    txn.add(&mut r, Message::Insert { relation: 7, new: vec![t("1"), t("ann"), t("hidden"), Value::Null] });
+    txn.add(&mut r, Message::Insert { relation: 8, new: vec![t("1")] });
+    let users = &txn.changes[&0];
+    assert_eq!(users.rows["1"], row(&[("name", Some("ann")), ("score", None)]));
+    assert_eq!(txn.changes.len(), 1, "a table no mapping listens to is ignored");
+}
+
+#[test]
+fn rows_merge_in_commit_order_and_unchanged_values_are_left_alone() {
+    let mut r = relations();
+    let mut txn = Txn::default();
+    txn.add(&mut r, Message::Insert { relation: 7, new: vec![t("1"), t("ann"), t("x"), t("5")] });
+    txn.add(&mut r, Message::Update { relation: 7, old: None, new: vec![t("1"), Value::Unchanged, t("x"), t("6")] });
+    txn.add(&mut r, Message::Update { relation: 7, old: None, new: vec![t("2"), Value::Unchanged, t("x"), t("1")] });
+    txn.add(&mut r, Message::Delete { relation: 7, old: vec![t("3"), Value::Null, Value::Null, Value::Null] });
+    let rows = &txn.changes[&0].rows;
+    assert_eq!(rows["1"], row(&[("name", Some("ann")), ("score", Some("6"))]));
+    assert_eq!(rows["2"], row(&[("score", Some("1"))]));
+    assert_eq!(rows["3"], None);
+}
+
+#[test]
+fn a_changed_key_removes_the_old_row() {
+    let mut r = relations();
+    let mut txn = Txn::default();
+    let old = Some(vec![t("1"), Value::Null, Value::Null, Value::Null]);
+    txn.add(&mut r, Message::Update { relation: 7, old, new: vec![t("9"), t("ann"), t("x"), t("5")] });
+    let rows = &txn.changes[&0].rows;
+    assert_eq!(rows["1"], None);
+    assert_eq!(rows["9"], row(&[("name", Some("ann")), ("score", Some("5"))]));
+}
+
+#[test]
+fn truncate_supersedes_earlier_rows_not_later_ones() {
+    let mut r = relations();
+    let mut txn = Txn::default();
+    txn.add(&mut r, Message::Insert { relation: 7, new: vec![t("1"), t("a"), t("x"), t("1")] });
+    txn.add(&mut r, Message::Truncate { relations: vec![7, 8] });
+    txn.add(&mut r, Message::Insert { relation: 7, new: vec![t("2"), t("b"), t("x"), t("2")] });
+    let users = &txn.changes[&0];
+    assert!(users.truncated);
+    assert_eq!(users.rows.keys().collect::<Vec<_>>(), vec!["2"]);
+}
+
+#[test]
+fn a_key_that_cannot_be_spelled_is_counted_not_applied() {
+    let mut r = relations();
+    let mut txn = Txn::default();
+    txn.add(&mut r, Message::Insert { relation: 7, new: vec![Value::Null, t("a"), t("x"), t("1")] });
+    let users = &txn.changes[&0];
+    assert!(users.rows.is_empty());
+    assert_eq!(users.unkeyed.0, 1);
+}
