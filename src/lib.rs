@@ -146,6 +146,7 @@ redis_module! {
         ["sync.write", |ctx, args| commands::guarded(ctx, args, commands::write::sync_write), "write deny-oom", 2, 2, 1, "write hash fast"],
         ["sync.remove", |ctx, args| commands::guarded(ctx, args, commands::write::sync_remove), "write", 2, 2, 1, "write hash fast"],
         ["sync.migrate", |ctx, args| commands::guarded(ctx, args, commands::sync_migrate), "write", 0, 0, 0, "write keyspace slow dangerous"],
+        ["sync.keysinslot", |ctx, args| commands::guarded(ctx, args, commands::sync_keysinslot), "readonly", 0, 0, 0, "slow"],
         ["sync.delete", |ctx, args| commands::guarded(ctx, args, commands::write::sync_delete), "write", 2, -1, 1, "write keyspace"],
         ["sync.journal", |ctx, args| commands::guarded(ctx, args, commands::journal::sync_journal), "write no-monitor", 0, 0, 0, "write slow", "pgsync"],
         ["sync.read", |ctx, args| commands::guarded(ctx, args, server::read_through::command::sync_read), "readonly getkeys-api", 2, 2, 1, "read hash"],

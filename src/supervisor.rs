@@ -69,6 +69,9 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     crate::sources::documents::check_stores(ctx, &mappings)?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     cluster::detect(ctx);
+    if cluster::enabled() {
+        crate::redis::journal::logs::index_slots();
+    }
     let names: Vec<&str> = mappings.all().iter().map(|m| m.name.as_str()).collect();
     let summary = format!("pgsync loaded: mappings [{}], Postgres {}", names.join(", "), pg::conninfo::redact(&url));
     let rt = runtime::install(Runtime::new(mappings, settings, replica, &SHUTDOWN))?;

@@ -77,7 +77,7 @@ fn migrate_moves_a_pending_change_with_its_row_and_deletes_nothing() {
     let db = test_db(&schema());
     let cluster = Cluster::start(&db, MAPPINGS, &[], &[]);
     let mut c = cluster.client();
-    for id in 1..=2 {
+    for id in 1..=3 {
         let _: () = c.hset_multiple(format!("items:{id}"), &[("name", "n"), ("score", "1")]).unwrap();
     }
     cluster.sync_wait();
@@ -85,6 +85,8 @@ fn migrate_moves_a_pending_change_with_its_row_and_deletes_nothing() {
     db.client().batch_execute("ALTER TABLE items RENAME TO items_away").unwrap();
     let _: i64 = c.hincr("items:1", "score", 5).unwrap();
     let _: i64 = c.hincr("items:1", "score", 5).unwrap();
+    // A pending delete: the row's change has no key on its node.
+    let _: i64 = c.del("items:3").unwrap();
     let any = cluster.primaries()[0];
     let slot = key_slot(any, "items:1");
     let from = owner_of(any, slot);
@@ -104,10 +106,27 @@ fn migrate_moves_a_pending_change_with_its_row_and_deletes_nothing() {
     assert_eq!(items_figure(to2, "synced"), synced_before);
     assert_eq!(items_figure(to2, "pending"), if to2 == to { "1" } else { "0" }, "nothing captured on arrival");
 
+    // The keyless row's change leaves with its slot too (GETKEYSINSLOT lists its
+    // journal name), so the row's next write, on the new owner, queues behind it.
+    let slot3 = key_slot(any, "items:3");
+    assert!(slot3 != slot && slot3 != slot2, "the rows' slots differ");
+    let from3 = owner_of(any, slot3);
+    let to3 = cluster.primaries().into_iter().find(|p| *p != from3).unwrap();
+    let pending = |port: u16| items_figure(port, "pending").parse::<i64>().unwrap_or(-1);
+    let (from3_before, to3_before) = (pending(from3), pending(to3));
+    eventually("the pending delete waits, not in a batch", || items_figure(from3, "in_flight") == "0");
+    move_slot(&cluster, slot3, to3, &[]);
+    assert_eq!(pending(from3), from3_before - 1, "the old node handed the pending delete over");
+    assert_eq!(pending(to3), to3_before + 1, "the new node carries on with it");
+    let _: () = c.hset("items:3", "name", "again").unwrap();
+
     db.client().batch_execute("ALTER TABLE items_away RENAME TO items").unwrap();
     cluster.sync_wait();
     eventually("the moved change lands", || pg_items(&db).get(&1).is_some_and(|r| r[1].as_deref() == Some("11")));
     assert_eq!(pg_items(&db)[&2][1].as_deref(), Some("1"), "MIGRATE's delete on the old node deleted no row");
+    eventually("the moved delete, then the new write, land in order", || {
+        pg_items(&db).get(&3).is_some_and(|r| r[0].as_deref() == Some("again") && r[1].is_none())
+    });
     let _: i64 = c.hincr("items:1", "score", 1).unwrap();
     cluster.sync_wait();
     assert_eq!(pg_items(&db)[&1][1].as_deref(), Some("12"), "every increment once");

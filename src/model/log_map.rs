@@ -11,7 +11,13 @@
 //!   (it may see one twice).
 //! - **Counted.** The number of logs and their bytes are kept as they change, so
 //!   `SYNC.STATUS` costs the same with a million logs as with none.
+//! - **Indexed by cluster slot** when asked ([`LogMap::index_slots`], in a
+//!   cluster): a reshard asks for a slot's logs whose row has no key on the node
+//!   (a pending delete, an evicted key), which `CLUSTER GETKEYSINSLOT` cannot
+//!   list, without walking every log.
 
+use crate::model::slots::key_slot;
+use ahash::{AHashMap, AHashSet};
 use indexmap::IndexMap;
 use std::collections::HashMap;
 
@@ -60,6 +66,8 @@ pub struct LogMap {
     shards: Vec<Shard>,
     hasher: ahash::RandomState,
     marks: HashMap<Vec<u8>, Marks>,
+    /// Slot → the keys of its logs; `None` outside a cluster.
+    slots: Option<AHashMap<u16, AHashSet<Vec<u8>>>>,
     count: usize,
     bytes: usize,
 }
@@ -70,6 +78,7 @@ impl Default for LogMap {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             hasher: ahash::RandomState::new(),
             marks: HashMap::new(),
+            slots: None,
             count: 0,
             bytes: 0,
         }
@@ -95,6 +104,7 @@ impl LogMap {
                     map.insert(key.to_vec(), bytes.to_vec());
                     self.count += 1;
                     self.bytes += key.len() + bytes.len();
+                    self.index(key);
                 }
             },
             Op::Set => {
@@ -103,6 +113,7 @@ impl LogMap {
                     None => {
                         self.count += 1;
                         self.bytes += key.len() + bytes.len();
+                        self.index(key);
                     }
                 }
                 self.marks.remove(key);
@@ -113,6 +124,7 @@ impl LogMap {
                 self.bytes -= key.len() + old.len();
                 give_back(map);
                 self.marks.remove(key);
+                self.unindex(key);
             }
             Op::Mark => {
                 let Some(mark) = parse_mark(bytes).filter(|_| map.contains_key(key)) else { return false };
@@ -120,6 +132,38 @@ impl LogMap {
             }
         }
         true
+    }
+
+    /// From now on, keeps the keys of each cluster slot's logs (see the module
+    /// docs); indexes the logs already here.
+    pub fn index_slots(&mut self) {
+        if self.slots.is_none() {
+            self.slots = Some(AHashMap::new());
+            let keys: Vec<Vec<u8>> = self.shards.iter().flat_map(|shard| shard.keys().cloned()).collect();
+            keys.iter().for_each(|key| self.index(key));
+        }
+    }
+
+    fn index(&mut self, key: &[u8]) {
+        if let Some(slots) = &mut self.slots {
+            slots.entry(key_slot(key)).or_default().insert(key.to_vec());
+        }
+    }
+
+    fn unindex(&mut self, key: &[u8]) {
+        let Some(slots) = &mut self.slots else { return };
+        let slot = key_slot(key);
+        if let Some(keys) = slots.get_mut(&slot) {
+            keys.remove(key);
+            if keys.is_empty() {
+                slots.remove(&slot);
+            }
+        }
+    }
+
+    /// The keys of the logs in cluster slot `slot` (none unless indexed).
+    pub fn keys_in_slot(&self, slot: u16) -> impl Iterator<Item = &Vec<u8>> {
+        self.slots.as_ref().and_then(|slots| slots.get(&slot)).into_iter().flatten()
     }
 
     /// The log of `key`.
@@ -167,7 +211,8 @@ impl LogMap {
     /// Empties the map and gives its memory back.
     pub fn clear(&mut self) {
         let hasher = self.hasher.clone();
-        *self = LogMap { hasher, ..LogMap::default() };
+        let slots = self.slots.as_ref().map(|_| AHashMap::new());
+        *self = LogMap { hasher, slots, ..LogMap::default() };
     }
 }
 
@@ -198,6 +243,29 @@ mod tests {
         assert!(logs.apply(Op::Del, b"a", b""));
         assert!(!logs.apply(Op::Del, b"a", b""), "nothing to delete: nothing to replicate");
         assert_eq!(logs.size(), (1, 2));
+    }
+
+    #[test]
+    fn the_slot_index_follows_the_logs_and_survives_a_clear() {
+        let mut logs = LogMap::default();
+        logs.apply(Op::Append, b"users:1", b"1");
+        logs.index_slots();
+        logs.apply(Op::Set, b"__{users:2}", b"2");
+        logs.apply(Op::Append, b"users:2", b"3");
+        let in_slot = |logs: &LogMap, key: &[u8]| {
+            let mut keys: Vec<Vec<u8>> = logs.keys_in_slot(key_slot(key)).cloned().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(in_slot(&logs, b"users:1"), vec![b"users:1".to_vec()], "indexed when the index began");
+        assert_eq!(in_slot(&logs, b"users:2"), vec![b"__{users:2}".to_vec(), b"users:2".to_vec()]);
+        logs.apply(Op::Del, b"users:2", b"");
+        assert_eq!(in_slot(&logs, b"users:2"), vec![b"__{users:2}".to_vec()]);
+        logs.clear();
+        assert!(in_slot(&logs, b"users:1").is_empty());
+        logs.apply(Op::Append, b"users:1", b"4");
+        assert_eq!(in_slot(&logs, b"users:1"), vec![b"users:1".to_vec()], "still indexing after a clear");
+        assert_eq!(LogMap::default().keys_in_slot(key_slot(b"users:1")).count(), 0, "no index outside a cluster");
     }
 
     #[test]

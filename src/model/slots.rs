@@ -6,6 +6,17 @@
 /// Number of hash slots in a Redis Cluster.
 pub const SLOTS: usize = 16384;
 
+/// The cluster slot of a key, as Redis computes it: CRC16 (XMODEM) of the key,
+/// or of its hash tag (the bytes between the first `{` and the first `}` after
+/// it, when there are any), modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|b| *b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter().position(|b| *b == b'}').filter(|close| *close > 0).map(|close| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % SLOTS as u16
+}
+
 /// A set of slots, one bit each.
 #[derive(Clone, PartialEq, Eq)]
 struct SlotSet([u64; SLOTS / 64]);
@@ -147,6 +158,19 @@ impl SlotTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT` on Redis.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"), "an empty tag hashes the whole key");
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(key_slot(b"__{users:42}"), key_slot(b"users:42"));
+    }
 
     const NODES: &str = "\
 07c3 127.0.0.1:30002@40002 master - 0 1426238316232 2 connected 5461-10922 [5460-<-e7d1]

@@ -196,13 +196,16 @@ pub fn refresh(ctx: &Context) {
 /// Called by the command filter before every command (main thread, so the
 /// flags it sets describe the command that runs next). Returns the wrapper
 /// `MIGRATE` goes through in a cluster (see `commands/migrate.rs`).
-pub fn on_command(name: &[u8]) -> Option<&'static [u8]> {
+/// `subcommand` gives the command's second argument, asked for only for `CLUSTER`:
+/// `CLUSTER GETKEYSINSLOT` goes through `SYNC.KEYSINSLOT` (`slot_keys.rs`).
+pub fn on_command<'a>(name: &[u8], subcommand: impl FnOnce() -> Option<&'a [u8]>) -> Option<&'static [u8]> {
     if !enabled() {
         return None;
     }
     ARRIVING.store(name.eq_ignore_ascii_case(b"restore-asking"), Ordering::Relaxed);
     if name.eq_ignore_ascii_case(b"cluster") {
         invalidate();
+        return subcommand().filter(|s| s.eq_ignore_ascii_case(b"getkeysinslot")).map(|_| &b"SYNC.KEYSINSLOT"[..]);
     }
     name.eq_ignore_ascii_case(b"migrate").then_some(b"SYNC.MIGRATE")
 }

@@ -5,8 +5,9 @@
 //! command, also inside MULTI (when a command is queued) and in scripts, so it only
 //! compares the command name and, for the few write commands, one key prefix.
 //! The module's own calls are not filtered (`NOSELF`, and its own-write flag).
-//! In a cluster it also routes `MIGRATE` through `SYNC.MIGRATE` and tells
-//! `cluster.rs` which command runs next (see `server/migration.rs`).
+//! In a cluster it also routes `MIGRATE` through `SYNC.MIGRATE` and `CLUSTER
+//! GETKEYSINSLOT` through `SYNC.KEYSINSLOT`, and tells `cluster.rs` which
+//! command runs next (see `server/migration.rs`, `server/slot_keys.rs`).
 
 use crate::model::intent::Command;
 use crate::model::mapping::{KeyRole, Mode};
@@ -63,7 +64,7 @@ fn wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx) -> Option<&'static [u8]>
     // SAFETY: as in `arg`.
     let count = unsafe { raw::RedisModule_CommandFilterArgsCount.map_or(0, |f| f(fctx)) };
     let name = arg(fctx, 0)?;
-    if let Some(wrapper) = cluster::on_command(name) {
+    if let Some(wrapper) = cluster::on_command(name, || arg(fctx, 1)) {
         return Some(wrapper);
     }
     if count < 2 {

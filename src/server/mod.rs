@@ -7,5 +7,6 @@ pub mod events;
 pub mod filter;
 pub mod migration;
 pub mod read_through;
+pub mod slot_keys;
 pub mod status;
 pub mod value_refusal;

@@ -93,6 +93,16 @@ pub fn key_at(shard: usize, index: usize) -> Option<Vec<u8>> {
     logs().key_at(shard, index).cloned()
 }
 
+/// Keeps the logs indexed by cluster slot from now on (in a cluster).
+pub fn index_slots() {
+    logs().index_slots();
+}
+
+/// The keys of the logs in cluster slot `slot` (in a cluster).
+pub fn keys_in_slot(slot: u16) -> Vec<Vec<u8>> {
+    logs().keys_in_slot(slot).cloned().collect()
+}
+
 /// Forgets every log: the data went with `FLUSHALL` or is about to be loaded anew.
 pub fn clear() {
     logs().clear();

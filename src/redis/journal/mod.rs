@@ -86,11 +86,17 @@ pub fn row_key_of(log: &[u8]) -> Option<&[u8]> {
     keys::row_key_of(log)
 }
 
+/// The name of the key the log of the row written through `key` is written to
+/// when it travels (a key of the row's slot).
+pub fn key_name(ctx: &Context, key: &[u8]) -> Vec<u8> {
+    keys::key_for(ctx, key)
+}
+
 /// Moves the log of the row written through `key` out of memory into a key of
 /// the row's slot, for `MIGRATE` to carry; returns that key's name.
 pub fn to_key(ctx: &Context, key: &[u8]) -> Option<Vec<u8>> {
     let log = logs::read(key)?;
-    let name = keys::key_for(ctx, key);
+    let name = key_name(ctx, key);
     keys::write(ctx, &name, &log);
     logs::write(ctx, Op::Del, key, &[]);
     Some(name)

@@ -146,6 +146,13 @@ const DOCS: &[Doc] = &[
         args: &[arg("command", STRING), arg("arg", STRING).multiple()],
     },
     Doc {
+        name: "sync.keysinslot",
+        summary: "Runs CLUSTER GETKEYSINSLOT in a cluster and adds the journal-key names of the slot's rows with a pending change but no key, so a reshard moves their changes; clients' GETKEYSINSLOTs are routed here",
+        complexity: "O(N) where N is the number of keys returned, plus the number of pending rows of the slot",
+        arity: -2,
+        args: &[arg("command", STRING), arg("arg", STRING).multiple()],
+    },
+    Doc {
         name: "sync.read",
         summary: "Runs a read of read-through keys that Redis does not hold, loading their rows from Postgres first; clients' reads of missing keys are routed here",
         complexity: "O(1) plus the wrapped command's own cost; a miss waits for one batched query",

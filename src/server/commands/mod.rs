@@ -88,6 +88,17 @@ pub fn sync_migrate(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     crate::server::migration::migrate(ctx, &argv)
 }
 
+/// `SYNC.KEYSINSLOT CLUSTER GETKEYSINSLOT slot count`: the command filter routes
+/// `CLUSTER GETKEYSINSLOT` here in a cluster, so a reshard also moves the
+/// pending changes of rows without a key (`slot_keys.rs`).
+pub fn sync_keysinslot(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if args.len() < 2 {
+        return Err(RedisError::WrongArity);
+    }
+    let argv: Vec<Vec<u8>> = args.iter().skip(1).map(|a| a.as_slice().to_vec()).collect();
+    crate::server::slot_keys::keys_in_slot(ctx, &argv)
+}
+
 /// `SYNC.HSET key field value [field value ...]`: write-through that replies only
 /// after the row is committed in Postgres, or with Postgres's error.
 pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
