@@ -8,7 +8,8 @@
 //! `lib.rs` and `supervisor.rs`, the composition root.
 //!
 //! A second test holds the README's Layout section to the tree: it names every
-//! folder and source file under `src/`, and nothing that is gone.
+//! folder and source file under `src/`, and nothing that is gone. A third keeps
+//! every `ERR` reply text in `redis/replies.rs`, where each is written once.
 
 use std::path::{Path, PathBuf};
 
@@ -162,6 +163,28 @@ fn layout_mismatches(src: &Path, layout: &str) -> Vec<String> {
     out
 }
 
+/// The lines outside `redis/replies.rs` whose code holds an `ERR ` reply text.
+fn reply_texts_elsewhere(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    collect(root, &mut files);
+    let mut out = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(root).unwrap_or(&file);
+        // This file names the text it looks for.
+        if relative == Path::new("redis/replies.rs") || relative == Path::new("floors.rs") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        for (n, line) in text.lines().enumerate() {
+            if line.split("//").next().unwrap_or("").contains("\"ERR ") {
+                out.push(format!("src/{}:{}", relative.display(), n + 1));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +246,22 @@ mod tests {
         let wrong = layout_mismatches(&src, "## Layout\n`model/` `gone.rs`\n");
         assert!(wrong.contains(&"named but gone: gone.rs".to_string()));
         assert!(wrong.contains(&"not named: pipeline/".to_string()));
+    }
+
+    #[test]
+    fn error_replies_are_written_only_in_the_replies_module() {
+        let elsewhere = reply_texts_elsewhere(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+        assert!(elsewhere.is_empty(), "ERR texts outside src/redis/replies.rs:\n{}", elsewhere.join("\n"));
+    }
+
+    #[test]
+    fn a_reply_text_elsewhere_is_found() {
+        let dir = std::env::temp_dir().join(format!("pgsync-replies-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("redis")).unwrap();
+        std::fs::write(dir.join("redis/replies.rs"), "const A: &str = \"ERR a\";\n").unwrap();
+        std::fs::write(dir.join("redis/b.rs"), "// \"ERR in a comment\"\nlet e = \"ERR b\";\n").unwrap();
+        let found = reply_texts_elsewhere(&dir);
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(found, ["src/redis/b.rs:2"]);
     }
 }

@@ -5,6 +5,7 @@
 use crate::model::intent::Command;
 use crate::redis::direct_write;
 use crate::redis::redis_io::{api, own_writes, string};
+use crate::redis::replies;
 use redis_module::{
     CallOptionResp, CallOptionsBuilder, CallReply, CallResult, Context, RedisError, RedisResult, RedisString,
     RedisValue,
@@ -84,7 +85,5 @@ fn call_as_client(ctx: &Context, command: Command, args: &[&[u8]]) -> Result<Cli
     }
     let options = options.build();
     let reply: CallResult = own_writes(|| ctx.call_ext(command.name(), &options, args));
-    reply
-        .map(ClientReply::Called)
-        .map_err(|e| RedisError::String(e.to_utf8_string().unwrap_or_else(|| "ERR unknown error".into())))
+    reply.map(ClientReply::Called).map_err(|e| replies::from_call(e.to_utf8_string(), "unknown error"))
 }

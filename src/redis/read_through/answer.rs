@@ -12,6 +12,7 @@ use crate::redis::blocked::Answer;
 use crate::redis::client_call::ClientReply;
 use crate::redis::config;
 use crate::redis::redis_io::key_exists;
+use crate::redis::replies;
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{
     CallOptionResp, CallOptionsBuilder, CallResult, Context, RedisError, RedisResult, RedisString, RedisValue,
@@ -63,7 +64,7 @@ pub fn run_on_redis(ctx: &Context, wrapped: &[RedisString]) -> RedisResult {
     let reply: CallResult = ctx.call_ext(name.to_string_lossy().as_str(), &options, args.as_slice());
     match reply {
         Ok(reply) => ClientReply::Called(reply).forward(ctx),
-        Err(e) => Err(RedisError::String(e.to_utf8_string().unwrap_or_else(|| "ERR unknown error".into()))),
+        Err(e) => Err(replies::from_call(e.to_utf8_string(), "unknown error")),
     }
 }
 
@@ -73,7 +74,7 @@ fn on_error(ctx: &Context, wrapped: &[RedisString], why: &str) -> RedisResult {
     if config::read_errors_as_nil() {
         return run_on_redis(ctx, wrapped);
     }
-    Err(RedisError::String(format!("ERR pgsync read-through: {why}")))
+    Err(replies::read_through_failed(why))
 }
 
 /// A replica's reply, built from the rows it read: a key Redis holds by now

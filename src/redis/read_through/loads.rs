@@ -12,6 +12,7 @@ use crate::model::queue::RowKey;
 use crate::model::read_command::RowFields;
 use crate::redis::blocked::Blocked;
 use crate::redis::config;
+use crate::redis::replies;
 use redis_module::{Context, RedisError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,7 +120,7 @@ pub fn wait_for(
     let mut all = registry();
     for row in &rows {
         if !all.start(row) {
-            return Err(RedisError::Str("ERR pgsync read-through is not running"));
+            return Err(replies::read_through_not_running());
         }
     }
     let client = Blocked::new(ctx, Some(timeout))?;

@@ -16,8 +16,9 @@ use crate::redis::config;
 use crate::redis::read_through::answer::run_on_redis;
 use crate::redis::read_through::loads;
 use crate::redis::redis_io::{key_exists, selected_db};
+use crate::redis::replies;
 use crate::server::commands::runtime_or_err;
-use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
+use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
 /// Handles `SYNC.READ` (and, with the `getkeys-api` flag, Redis's question of
 /// which arguments are keys, for ACLs and cluster routing).
@@ -32,9 +33,7 @@ pub fn sync_read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Ok(RedisValue::NoReply);
     }
     let Some(read) = read else {
-        return Err(RedisError::Str(
-            "ERR SYNC.READ runs HGET, HMGET, HGETALL, HEXISTS, HLEN, HKEYS, HVALS, HSTRLEN, EXISTS or TYPE",
-        ));
+        return Err(replies::read_runs());
     };
     let wrapped = &args[1..];
     let rt = runtime_or_err()?;
