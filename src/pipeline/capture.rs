@@ -9,6 +9,7 @@
 //! eviction and other deletions that nobody asked for are cache events and never
 //! reach Postgres.
 
+use compact_str::CompactString;
 use crate::model::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
 use crate::model::intent::Command;
 use crate::model::key_text::KeyType;
@@ -34,8 +35,9 @@ pub struct Target {
     pub mapping: usize,
     /// Whether the key is the staging key (write-through) or the row's own hash.
     pub role: KeyRole,
-    /// The row's primary key, checked and canonical.
-    pub id: String,
+    /// The row's primary key, checked and canonical (inline when short: no
+    /// allocation per captured write).
+    pub id: CompactString,
 }
 
 impl Target {
@@ -66,7 +68,7 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
         return None;
     }
     Some(match checked_id(rt, resolved.mapping, resolved.id) {
-        Ok(id) => Ok(Target { mapping: resolved.mapping, role: resolved.role, id: id.to_string() }),
+        Ok(id) => Ok(Target { mapping: resolved.mapping, role: resolved.role, id: CompactString::new(id) }),
         Err(why) => {
             let message = format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
             Err((resolved.mapping, message))

@@ -68,7 +68,7 @@ fn unit_of(ctx: &Context, rt: &Runtime, key: &[u8]) -> Option<RowUnit> {
     }
     let logs = names.iter().filter(|name| journal::has_log(name)).cloned().collect();
     let data = names.into_iter().filter(|name| cluster::key_exists(ctx, name)).collect();
-    Some(RowUnit { row: RowKey { mapping: resolved.mapping, id }, data, logs })
+    Some(RowUnit { row: RowKey { mapping: resolved.mapping, id: id.into() }, data, logs })
 }
 
 /// A row whose change was taken out of the queue for this `MIGRATE`.

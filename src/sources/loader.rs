@@ -8,6 +8,7 @@
 //! left alone; a row with a change still on its way to Postgres (or written by a
 //! reload or the listener while it was read) is read again once that settles.
 
+use compact_str::CompactString;
 use crate::model::mapping::Mapping;
 use crate::model::queue::{RowKey, Snapshot};
 use crate::model::stats::MappingStats;
@@ -64,8 +65,8 @@ pub fn run(rt: &Runtime, requests: Receiver<Request>) {
         let mut batches: BTreeMap<usize, Batch> = BTreeMap::new();
         for request in taken {
             match request {
-                Request::Load(row) => batches.entry(row.mapping).or_default().loads.push(row.id),
-                Request::Fill(row) => batches.entry(row.mapping).or_default().fills.push(row.id),
+                Request::Load(row) => batches.entry(row.mapping).or_default().loads.push(row.id.to_string()),
+                Request::Fill(row) => batches.entry(row.mapping).or_default().fills.push(row.id.to_string()),
             }
         }
         let (mut loaded, mut failed) = (false, false);
@@ -124,8 +125,8 @@ fn load(
 ) -> Result<Vec<Request>, Vec<Request>> {
     let m = &rt.mappings.all()[mapping];
     let stats = &rt.stats[mapping];
-    let load_rows: Vec<RowKey> = batch.loads.iter().map(|id| RowKey { mapping, id: id.clone() }).collect();
-    let fills_later = || batch.fills.iter().map(|id| Request::Fill(RowKey { mapping, id: id.clone() }));
+    let load_rows: Vec<RowKey> = batch.loads.iter().map(|id| RowKey { mapping, id: CompactString::new(id) }).collect();
+    let fills_later = || batch.fills.iter().map(|id| Request::Fill(RowKey { mapping, id: CompactString::new(id) }));
     let Some(schema) = rt.schema(mapping) else {
         // Not checked yet (the module just started): wait for it, within each
         // client's own deadline. A broken schema fails the loads at once.
@@ -162,16 +163,16 @@ fn load(
     let ctx = tsc.lock();
     let mut again = Vec::new();
     for row in load_rows {
-        let loaded = found.get(&row.id).cloned();
+        let loaded = found.get(row.id.as_str()).cloned();
         if let Some(retry) = apply_load(&ctx, rt, m, &snapshot, &row, loaded) {
             again.push(retry);
         }
     }
     for id in batch.fills {
-        let row = RowKey { mapping, id };
+        let row = RowKey { mapping, id: id.into() };
         if snapshot.redis_is_newer(&row) {
             again.push(Request::Fill(row));
-        } else if let Some(fields) = found.remove(&row.id) {
+        } else if let Some(fields) = found.remove(row.id.as_str()) {
             own_writes(|| fill_missing_fields(&ctx, &m.main_key(&row.id), &fields));
         }
     }

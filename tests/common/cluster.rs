@@ -103,7 +103,8 @@ impl Cluster {
     }
 
     /// Waits until every live node reports `cluster_state:ok` and knows 6 nodes,
-    /// and every replica's link to its primary is up.
+    /// every replica's link to its primary is up, and every node maps every slot
+    /// to the same primary.
     pub fn wait_healthy(&self) {
         for node in &self.nodes {
             let Ok(mut c) = try_connect(node.port) else { continue };
@@ -116,6 +117,19 @@ impl Cluster {
                 info.contains("role:master") || info.contains("master_link_status:up")
             });
         }
+        // A client maps the slots from one node: until every node agrees, it can
+        // be sent MOVED for a write on a slot it thought it knew.
+        let live = self.live_ports();
+        eventually("every node sees the same slot owners", || {
+            let mut views = live.iter().map(|port| {
+                let mut owners = slot_owners(*port);
+                owners.sort();
+                owners
+            });
+            let first = views.next().unwrap_or_default();
+            first.iter().map(|o| u32::from(o.1) - u32::from(o.0) + 1).sum::<u32>() == 16384
+                && views.all(|view| view == first)
+        });
     }
 
     /// The ports of the nodes that are primaries now (dead nodes left out).

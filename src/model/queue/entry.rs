@@ -3,6 +3,7 @@
 
 use crate::model::change::Change;
 use crate::model::queue::row_map::Captured;
+use compact_str::CompactString;
 use std::time::Instant;
 
 /// Identifies a mapped row: mapping index and primary-key text.
@@ -10,8 +11,10 @@ use std::time::Instant;
 pub struct RowKey {
     /// Index into the mappings.
     pub mapping: usize,
-    /// Primary-key value as it appears in the Redis key.
-    pub id: String,
+    /// Primary-key value as it appears in the Redis key; kept inline up to 24
+    /// bytes, so a row's lookup compares it without a cache miss and capture
+    /// makes it without an allocation.
+    pub id: CompactString,
 }
 
 /// A queued change, when its oldest write was captured, and the journal records

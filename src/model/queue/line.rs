@@ -72,7 +72,7 @@ mod tests {
     use super::*;
 
     fn row(i: usize) -> RowKey {
-        RowKey { mapping: 0, id: i.to_string() }
+        RowKey { mapping: 0, id: i.to_string().into() }
     }
 
     #[test]

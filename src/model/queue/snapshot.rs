@@ -2,6 +2,7 @@
 //! rows Redis changed while they read, so they never write an older value over a
 //! newer Redis write.
 
+use compact_str::CompactString;
 use super::{Inner, Queue, RowKey};
 use std::collections::HashSet;
 
@@ -25,7 +26,7 @@ impl Snapshot<'_> {
     /// holds, under one lock.
     pub fn newer_among<'i>(&self, mapping: usize, ids: impl Iterator<Item = &'i str>) -> HashSet<&'i str> {
         let inner = self.queue.lock();
-        let mut row = RowKey { mapping, id: String::new() };
+        let mut row = RowKey { mapping, id: CompactString::default() };
         ids.filter(|id| {
             row.id.clear();
             row.id.push_str(id);

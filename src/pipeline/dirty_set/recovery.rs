@@ -7,6 +7,7 @@
 //! (an increment must not be lost or counted twice, and a later set must stay on
 //! top).
 
+use compact_str::CompactString;
 use super::legacy;
 use crate::model::change::{Change, Write};
 use crate::model::doubt::{increments_of, Doubt};
@@ -280,5 +281,5 @@ fn doubt(log: &[u8], marker: i64, prefix: usize) -> Option<Doubt> {
 pub(super) fn row_of(set: &DirtySet, key: &[u8]) -> Option<RowKey> {
     let resolved = set.mappings().resolve(key)?;
     let id = check_id(resolved.id).ok()?;
-    Some(RowKey { mapping: resolved.mapping, id: id.to_string() })
+    Some(RowKey { mapping: resolved.mapping, id: CompactString::new(id) })
 }

@@ -201,7 +201,7 @@ pub fn add_record(ctx: &Context, counters: DropCounters, mapping: &Mapping, orig
 pub fn add(ctx: &Context, counters: DropCounters, mapping: &Mapping, row: &RowKey, change: &Change, error: &str) {
     let entry = DeadLetter {
         mapping: mapping.name.clone(),
-        id: row.id.clone(),
+        id: row.id.to_string(),
         op: op_name(change.op).into(),
         fields: change
             .fields

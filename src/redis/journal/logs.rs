@@ -90,7 +90,7 @@ pub fn shard_len(shard: usize) -> usize {
 
 /// The key of the log at `index` of shard `shard` (see `LogMap` on walks).
 pub fn key_at(shard: usize, index: usize) -> Option<Vec<u8>> {
-    logs().key_at(shard, index).cloned()
+    logs().key_at(shard, index).map(<[u8]>::to_vec)
 }
 
 /// Keeps the logs indexed by cluster slot from now on (in a cluster).

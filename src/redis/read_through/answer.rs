@@ -4,6 +4,7 @@
 //! read (a replica, which writes nothing), or the configured reply to a failed or
 //! timed-out load.
 
+use compact_str::CompactString;
 use super::loads::{self, Loaded};
 use crate::model::mapping::Mappings;
 use crate::model::queue::RowKey;
@@ -86,7 +87,7 @@ fn from_rows(ctx: &Context, mappings: &Mappings, wrapped: &[RedisString], rows: 
     let row_of = |key: &RedisString| {
         let resolved = mappings.resolve(key.as_slice())?;
         let id = std::str::from_utf8(resolved.id).ok()?;
-        Some(RowKey { mapping: resolved.mapping, id: id.to_string() })
+        Some(RowKey { mapping: resolved.mapping, id: CompactString::new(id) })
     };
     if read == ReadCommand::Exists {
         let count = wrapped[1..]

@@ -5,6 +5,7 @@
 //! Redis's callbacks and the loader's apply step, so a client that finds its key
 //! missing registers before any load can finish, and is answered exactly once.
 
+use compact_str::CompactString;
 use super::answer::ReadAnswer;
 use crate::model::mapping::Mappings;
 use crate::model::negative_cache::NegativeCache;
@@ -158,7 +159,7 @@ pub fn rows_changed<'i>(mapping: usize, ids: impl Iterator<Item = &'i str>) {
         return;
     }
     let mut all = registry();
-    let mut row = RowKey { mapping, id: String::new() };
+    let mut row = RowKey { mapping, id: CompactString::default() };
     for id in ids {
         row.id.clear();
         row.id.push_str(id);

@@ -197,7 +197,7 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             }
             continue;
         }
-        let target = Target { mapping, role, id: e.id.clone() };
+        let target = Target { mapping, role, id: e.id.as_str().into() };
         let row = target.row();
         if m.mode == Mode::WriteBehind {
             // Gone first, or the capture would carry it a second time; a row

@@ -5,6 +5,7 @@
 //! and is then answered as if the row had been there. A client that cannot block
 //! (MULTI, a script) gets the miss, and the row is loaded for the next read.
 
+use compact_str::CompactString;
 use crate::model::mapping::KeyRole;
 use crate::model::queue::RowKey;
 use crate::model::read_command::ReadCommand;
@@ -78,7 +79,7 @@ fn missing_rows(ctx: &Context, rt: &Runtime, read: ReadCommand, wrapped: &[Redis
         // A key no write could make (`users:007`) names no row: Redis answers it.
         let Ok(id) = checked_id(rt, resolved.mapping, resolved.id) else { continue };
         MappingStats::bump(&rt.stats[resolved.mapping].read_misses, 1);
-        let row = RowKey { mapping: resolved.mapping, id: id.to_string() };
+        let row = RowKey { mapping: resolved.mapping, id: CompactString::new(id) };
         if !rows.contains(&row) {
             rows.push(row);
         }
