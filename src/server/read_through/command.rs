@@ -5,7 +5,6 @@
 //! and is then answered as if the row had been there. A client that cannot block
 //! (MULTI, a script) gets the miss, and the row is loaded for the next read.
 
-use compact_str::CompactString;
 use crate::model::mapping::KeyRole;
 use crate::model::queue::RowKey;
 use crate::model::read_command::ReadCommand;
@@ -19,6 +18,7 @@ use crate::redis::read_through::loads;
 use crate::redis::redis_io::{key_exists, selected_db};
 use crate::redis::replies;
 use crate::server::commands::runtime_or_err;
+use compact_str::CompactString;
 use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
 /// Handles `SYNC.READ` (and, with the `getkeys-api` flag, Redis's question of
