@@ -8,7 +8,10 @@
 //! `lib.rs` and `supervisor.rs`, the composition root.
 //!
 //! A second test holds the README's Layout section to the tree: it names every
-//! folder and source file under `src/`, and nothing that is gone.
+//! folder and source file under `src/`, and nothing that is gone. A third keeps
+//! every `ERR` reply text in `redis/replies.rs`, where each is written once. A
+//! fourth fails when a page of `docs/` or the README names a file under `src/`
+//! that is gone.
 
 use std::path::{Path, PathBuf};
 
@@ -162,6 +165,43 @@ fn layout_mismatches(src: &Path, layout: &str) -> Vec<String> {
     out
 }
 
+/// The lines outside `redis/replies.rs` whose code holds an `ERR ` reply text.
+fn reply_texts_elsewhere(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    collect(root, &mut files);
+    let mut out = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(root).unwrap_or(&file);
+        // This file names the text it looks for.
+        if relative == Path::new("redis/replies.rs") || relative == Path::new("floors.rs") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        for (n, line) in text.lines().enumerate() {
+            if line.split("//").next().unwrap_or("").contains("\"ERR ") {
+                out.push(format!("src/{}:{}", relative.display(), n + 1));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The paths under `src/` (`redis/notify.rs`, `pipeline/worker/`) that `text`
+/// names in backquotes and `src` lacks; a `::item` after a file is left out.
+fn gone_paths(src: &Path, text: &str) -> Vec<String> {
+    let floors = ["model/", "pg/", "redis/", "pipeline/", "sources/", "server/"];
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|t| t.split("::").next().unwrap_or(t))
+        .map(|t| t.strip_prefix("src/").unwrap_or(t))
+        .filter(|t| floors.iter().any(|f| t.starts_with(f)) && (t.ends_with(".rs") || t.ends_with('/')))
+        .filter(|t| !src.join(t).exists())
+        .map(str::to_string)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +263,43 @@ mod tests {
         let wrong = layout_mismatches(&src, "## Layout\n`model/` `gone.rs`\n");
         assert!(wrong.contains(&"named but gone: gone.rs".to_string()));
         assert!(wrong.contains(&"not named: pipeline/".to_string()));
+    }
+
+    #[test]
+    fn error_replies_are_written_only_in_the_replies_module() {
+        let elsewhere = reply_texts_elsewhere(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+        assert!(elsewhere.is_empty(), "ERR texts outside src/redis/replies.rs:\n{}", elsewhere.join("\n"));
+    }
+
+    #[test]
+    fn a_reply_text_elsewhere_is_found() {
+        let dir = std::env::temp_dir().join(format!("pgsync-replies-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("redis")).unwrap();
+        std::fs::write(dir.join("redis/replies.rs"), "const A: &str = \"ERR a\";\n").unwrap();
+        std::fs::write(dir.join("redis/b.rs"), "// \"ERR in a comment\"\nlet e = \"ERR b\";\n").unwrap();
+        let found = reply_texts_elsewhere(&dir);
+        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(found, ["src/redis/b.rs:2"]);
+    }
+
+    #[test]
+    fn the_docs_and_readme_name_only_files_that_exist() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut gone = Vec::new();
+        let pages = std::fs::read_dir(root.join("docs")).unwrap().flatten().map(|p| p.path());
+        for page in pages.chain([root.join("README.md"), root.join("BENCHMARKS.md")]) {
+            let Ok(text) = std::fs::read_to_string(&page) else { continue };
+            for path in gone_paths(&root.join("src"), &text) {
+                gone.push(format!("{}: {path}", page.display()));
+            }
+        }
+        assert!(gone.is_empty(), "docs name files that src/ lacks:\n{}", gone.join("\n"));
+    }
+
+    #[test]
+    fn a_doc_naming_a_gone_file_is_found() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let text = "`redis/notify.rs::send`, `server/capture.rs`, `src/pipeline/worker/`, `src/sources/gone/`, `x.rs`";
+        assert_eq!(gone_paths(&src, text), ["server/capture.rs", "sources/gone/"]);
     }
 }

@@ -1,13 +1,13 @@
 //! redis-pgsync: a Redis module that keeps Redis hashes and PostgreSQL rows in step.
 //! This file only registers the module: name, configs, commands, event handlers.
 
-pub mod model;
-pub mod pg;
-pub mod pipeline;
+mod model;
+mod pg;
+mod pipeline;
 mod postgres_url;
-pub mod redis;
-pub mod server;
-pub mod sources;
+mod redis;
+mod server;
+mod sources;
 mod supervisor;
 // The check that every import points down a floor: a test, so `cargo test --lib` runs it.
 #[cfg(test)]

@@ -131,12 +131,21 @@ impl PostgresState {
         write(&self.error, Some(message.to_string()));
     }
 
+    /// Whether Postgres answered the last attempt.
+    pub fn reachability(&self) -> Reachability {
+        match (self.seen.load(Ordering::Relaxed), self.up.load(Ordering::Relaxed)) {
+            (false, _) => Reachability::Connecting,
+            (true, true) => Reachability::Up,
+            (true, false) => Reachability::Down,
+        }
+    }
+
     /// `up`, `down`, or `connecting` before the first attempt finished.
     pub fn describe(&self) -> &'static str {
-        match (self.seen.load(Ordering::Relaxed), self.up.load(Ordering::Relaxed)) {
-            (false, _) => "connecting",
-            (true, true) => "up",
-            (true, false) => "down",
+        match self.reachability() {
+            Reachability::Connecting => "connecting",
+            Reachability::Up => "up",
+            Reachability::Down => "down",
         }
     }
 
@@ -144,6 +153,17 @@ impl PostgresState {
     pub fn error(&self) -> Option<String> {
         read(&self.error)
     }
+}
+
+/// Whether Postgres can be reached, as far as the module knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reachability {
+    /// No attempt has finished yet.
+    Connecting,
+    /// The last attempt reached it.
+    Up,
+    /// The last attempt failed.
+    Down,
 }
 
 /// One figure of `SYNC.STATUS` and `INFO`: its value (the name goes beside it).

@@ -54,6 +54,7 @@ impl Template {
     }
 
     /// The placeholders' names, in order.
+    #[cfg(test)]
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             Part::Name(n) => Some(n.as_str()),

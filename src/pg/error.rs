@@ -23,12 +23,27 @@ pub struct Error {
     pub kind: ErrorKind,
     /// Human-readable description, including the SQLSTATE when there is one.
     pub message: String,
+    /// What the database server said, for an error it reported (`None` for the
+    /// connection's errors and the module's own).
+    pub database: Option<Box<DatabaseError>>,
+}
+
+/// The parts of an error the database server reported, kept apart so nothing
+/// has to read them back out of the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseError {
+    /// `ERROR`, `FATAL`, ...
+    pub severity: String,
+    /// The primary message (it may quote a value: class 22).
+    pub text: String,
+    /// The SQLSTATE (`23505`).
+    pub sqlstate: String,
 }
 
 impl Error {
     /// A failure of the given kind.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, message: message.into() }
+        Error { kind, message: message.into(), database: None }
     }
 
     /// What this failure leads to: the one retry policy.
@@ -67,6 +82,8 @@ impl fmt::Display for Error {
     }
 }
 
+impl std::error::Error for Error {}
+
 /// Classifies by SQLSTATE. Connection trouble, shutdown, resources, locks and
 /// serialization failures (08, 53, 55, 57, 58, 40) may heal by waiting; undefined
 /// tables, columns or rights (42, 3D, 3F) are the schema's, and heal when it is
@@ -84,28 +101,45 @@ impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Error {
         match e.as_db_error() {
             Some(db) => {
-                let mut message = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
-                if let Some(detail) = db.detail() {
-                    message.push_str(": ");
-                    message.push_str(detail);
-                }
-                Error::new(kind_of_sqlstate(db.code().code()), message)
+                let reported = DatabaseError {
+                    severity: db.severity().to_string(),
+                    text: db.message().to_string(),
+                    sqlstate: db.code().code().to_string(),
+                };
+                Error::reported(reported, db.detail())
             }
             None => Error::new(ErrorKind::Unavailable, format!("connection error: {}", with_causes(&e))),
         }
     }
 }
 
-/// A rejection message (as built from a database error above) without the row
-/// values it may quote, for the log. The detail after the SQLSTATE (where Postgres
-/// puts `Failing row contains (...)` and `Key (email)=(...)`) is dropped; the
-/// message is kept for the classes whose messages name only objects, masked for
-/// data exceptions (class 22 quotes the bad value), and dropped for the rest (a
-/// trigger's RAISE can say anything). Messages of our own carry no values.
-pub fn without_values(message: &str) -> String {
-    let Some(at) = message.find(" (SQLSTATE ") else { return message.to_string() };
-    let code = message.get(at + 11..at + 16).unwrap_or("");
-    let (severity, text) = message[..at].split_once(": ").unwrap_or(("ERROR", &message[..at]));
+impl Error {
+    /// An error the database server reported, with its detail (which may quote
+    /// row values) after the SQLSTATE in the message.
+    pub fn reported(db: DatabaseError, detail: Option<&str>) -> Error {
+        let mut message = format!("{}: {} (SQLSTATE {})", db.severity, db.text, db.sqlstate);
+        if let Some(detail) = detail {
+            message.push_str(": ");
+            message.push_str(detail);
+        }
+        Error { kind: kind_of_sqlstate(&db.sqlstate), message, database: Some(Box::new(db)) }
+    }
+
+    /// The message without the row values it may quote, for the log. The
+    /// database's detail (where Postgres puts `Failing row contains (...)` and
+    /// `Key (email)=(...)`) is dropped; its message is kept for the classes whose
+    /// messages name only objects, masked for data exceptions (class 22 quotes
+    /// the bad value), and dropped for the rest (a trigger's RAISE can say
+    /// anything). Messages of our own carry no values.
+    pub fn without_values(&self) -> String {
+        let Some(db) = &self.database else { return self.message.clone() };
+        without_values(db)
+    }
+}
+
+fn without_values(db: &DatabaseError) -> String {
+    let (severity, code) = (&db.severity, &db.sqlstate);
+    let text = db.text.as_str();
     let text = match code.get(..2) {
         Some(
             "08" | "0A" | "21" | "23" | "25" | "3D" | "3F" | "40" | "42" | "44" | "53" | "54" | "55" | "57" | "58",
@@ -197,20 +231,31 @@ mod tests {
         assert!(!Error::new(ErrorKind::Rejected, "x").is_retryable());
     }
 
+    fn reported(text: &str, sqlstate: &str, detail: Option<&str>) -> Error {
+        let db = DatabaseError { severity: "ERROR".into(), text: text.into(), sqlstate: sqlstate.into() };
+        Error::reported(db, detail)
+    }
+
     #[test]
     fn logged_rejections_carry_no_values() {
-        let unique = "ERROR: duplicate key value violates unique constraint \"users_email_key\" (SQLSTATE 23505): \
-                      Key (email)=(s3cret@x) already exists.";
-        let logged = without_values(unique);
+        let unique = reported(
+            "duplicate key value violates unique constraint \"users_email_key\"",
+            "23505",
+            Some("Key (email)=(s3cret@x) already exists."),
+        );
+        assert!(unique.message.contains("s3cret"), "the message keeps the detail: {}", unique.message);
+        assert_eq!(unique.database.as_ref().map(|db| db.sqlstate.as_str()), Some("23505"));
+        let logged = unique.without_values();
         assert!(logged
             .starts_with("ERROR: duplicate key value violates unique constraint \"users_email_key\" (SQLSTATE 23505;"));
         assert!(!logged.contains("s3cret"), "{logged}");
-        let bad = without_values("ERROR: invalid input syntax for type integer: \"s3cret\" (SQLSTATE 22P02)");
+        let bad = reported("invalid input syntax for type integer: \"s3cret\"", "22P02", None).without_values();
         assert!(bad.starts_with("ERROR: invalid input syntax for type integer: … (SQLSTATE 22P02;"), "{bad}");
-        let range = without_values("ERROR: value \"99999999999\" is out of range for type integer (SQLSTATE 22003)");
+        let range = reported("value \"99999999999\" is out of range for type integer", "22003", None).without_values();
         assert!(range.starts_with("ERROR: value \"…\" is out of range for type integer"), "{range}");
-        let raised = without_values("ERROR: bad pwhash s3cret (SQLSTATE P0001)");
+        let raised = reported("bad pwhash s3cret", "P0001", None).without_values();
         assert!(raised.starts_with("ERROR: message hidden (SQLSTATE P0001;"), "{raised}");
-        assert_eq!(without_values("key is not a hash"), "key is not a hash");
+        let own = Error::new(ErrorKind::Rejected, "key is not a hash");
+        assert_eq!((own.without_values(), own.database), ("key is not a hash".to_string(), None));
     }
 }

@@ -29,8 +29,6 @@ pub struct TableSchema {
 pub struct ColumnInfo {
     /// Name and type.
     pub typed: TypedColumn,
-    /// Whether the column has a DEFAULT (left alone when its field is absent).
-    pub has_default: bool,
     /// The type with its modifier (`numeric(10,2)`), a domain's base type, and
     /// an enum's labels: what a key column's [`KeyType`] is made from.
     pub key_type: (String, Option<Vec<String>>),
@@ -41,9 +39,9 @@ pub struct ColumnInfo {
 impl ColumnInfo {
     /// A column of this name and type, without modifier or constraints.
     #[cfg(test)]
-    pub fn plain(name: &str, sql_type: &str, has_default: bool) -> ColumnInfo {
+    pub fn plain(name: &str, sql_type: &str) -> ColumnInfo {
         let typed = TypedColumn { name: name.to_string(), sql_type: sql_type.to_string() };
-        ColumnInfo { typed, has_default, key_type: (sql_type.to_string(), None), not_null: false }
+        ColumnInfo { typed, key_type: (sql_type.to_string(), None), not_null: false }
     }
 
     /// What a value written to the column must be (see `model::value_check`):
@@ -57,10 +55,10 @@ impl ColumnInfo {
     }
 }
 
-/// Each column's name, type, whether it has a default, and for its key type:
+/// Each column's name and type, and for its key type:
 /// the type with its modifier (for a domain, its base type's) and, for an
 /// enum, its labels in order; then whether it is NOT NULL.
-const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), a.atthasdef, \
+const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL), \
      format_type(b.oid, CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END), \
      CASE WHEN b.typtype = 'e' THEN ARRAY(SELECT e.enumlabel::text FROM pg_enum e \
          WHERE e.enumtypid = b.oid ORDER BY e.enumsortorder) END, \
@@ -87,11 +85,10 @@ pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error
     for row in rows {
         let name: String = row.try_get(0)?;
         let sql_type: String = row.try_get(1)?;
-        let has_default: bool = row.try_get(2)?;
-        let key_type = (row.try_get(3)?, row.try_get(4)?);
-        let not_null: bool = row.try_get(5)?;
+        let key_type = (row.try_get(2)?, row.try_get(3)?);
+        let not_null: bool = row.try_get(4)?;
         let typed = TypedColumn { name: name.clone(), sql_type };
-        columns.insert(name, ColumnInfo { typed, has_default, key_type, not_null });
+        columns.insert(name, ColumnInfo { typed, key_type, not_null });
     }
     check(mapping, columns)
 }
@@ -147,7 +144,7 @@ mod tests {
         )
         .unwrap();
         let cols: HashMap<_, _> =
-            ["id", "score"].iter().map(|n| (n.to_string(), ColumnInfo::plain(n, "integer", false))).collect();
+            ["id", "score"].iter().map(|n| (n.to_string(), ColumnInfo::plain(n, "integer"))).collect();
         let err = check(&m.all()[0], cols).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Schema);
         assert!(err.message.contains("\"scor\""), "{}", err.message);
@@ -157,7 +154,7 @@ mod tests {
     fn a_value_s_type_comes_with_its_length_and_labels() {
         let column = |sql_type: &str, with_modifier: &str, labels: Option<Vec<String>>| ColumnInfo {
             key_type: (with_modifier.to_string(), labels),
-            ..ColumnInfo::plain("c", sql_type, false)
+            ..ColumnInfo::plain("c", sql_type)
         };
         let varchar = column("character varying", "character varying(8)", None);
         assert_eq!(varchar.value_type().max_chars, Some(8));
@@ -178,8 +175,7 @@ mod tests {
             [("sensor", "integer", "integer"), ("ts", "timestamp without time zone", ts_type)]
                 .iter()
                 .map(|(n, t, key_type)| {
-                    let column =
-                        ColumnInfo { key_type: (key_type.to_string(), None), ..ColumnInfo::plain(n, t, false) };
+                    let column = ColumnInfo { key_type: (key_type.to_string(), None), ..ColumnInfo::plain(n, t) };
                     (n.to_string(), column)
                 })
                 .collect()

@@ -42,7 +42,7 @@ pub type Returned = BTreeMap<String, Option<String>>;
 
 /// How one row ended: committed (with the columns Postgres computed), or
 /// rejected with Postgres's message.
-pub type RowOutcome = Result<Returned, String>;
+pub type RowOutcome = Result<Returned, Error>;
 
 /// Column types an increment can add to.
 const NUMERIC_TYPES: &[&str] = &["smallint", "integer", "bigint", "numeric", "real", "double precision"];
@@ -306,7 +306,7 @@ fn write_row_by_row(
             Err(e) if e.is_retryable() => return Err(e),
             Err(e) => {
                 savepoint.rollback()?;
-                outcomes.push(Err(e.message));
+                outcomes.push(Err(e));
             }
         }
     }
@@ -321,13 +321,12 @@ mod tests {
     use crate::model::mapping::Mappings;
 
     fn schema() -> TableSchema {
-        let col =
-            |n: &str, has_default: bool| (n.to_string(), crate::pg::schema::ColumnInfo::plain(n, "text", has_default));
+        let col = |n: &str| (n.to_string(), crate::pg::schema::ColumnInfo::plain(n, "text"));
         TableSchema {
             keys: vec![TypedColumn { name: "id".into(), sql_type: "integer".into() }],
             key_types: vec![crate::model::key_text::KeyType::from_catalog("integer", None).unwrap()],
             read_at: std::time::Instant::now(),
-            columns: [col("id", true), col("password_hash", false), col("score", true)].into_iter().collect(),
+            columns: [col("id"), col("password_hash"), col("score")].into_iter().collect(),
         }
     }
 

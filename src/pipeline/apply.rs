@@ -54,7 +54,7 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         }
         rt.dirty.settle(&ctx, batch, &logs);
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
-            waiters::settle(row, entry.change.version, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+            waiters::settle(row, entry.change.version, &outcome.as_ref().map(|_| ()).map_err(|e| e.message.clone()));
         }
         waiters::settle_waits(rt.queue());
     });
@@ -127,12 +127,11 @@ fn apply_row(
         }
         Err(e) => {
             MappingStats::bump(&stats.failed, 1);
-            let logged =
-                if crate::redis::config::log_values() { e.clone() } else { crate::pg::error::without_values(e) };
+            let logged = if crate::redis::config::log_values() { e.message.clone() } else { e.without_values() };
             let message = format!("{}{logged}", rejection_prefix(m, &row.id));
             warn(&message);
             stats.set_last_error(&message);
-            deadletter::add(ctx, rt.drop_counters(), m, row, change, e);
+            deadletter::add(ctx, rt.drop_counters(), m, row, change, &e.message);
         }
     }
     if m.mode == Mode::WriteThrough {
@@ -149,7 +148,7 @@ fn apply_row(
         let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
         notify::send(ctx, m, stats, &event);
     }
-    ack::send(ctx, m, &row.id, &change.acks, &outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+    ack::send(ctx, m, &row.id, &change.acks, &outcome.as_ref().map(|_| ()).map_err(|e| e.message.clone()));
 }
 
 /// How the log line and `last_error` of a row's rejection begin.

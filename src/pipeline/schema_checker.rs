@@ -3,6 +3,7 @@
 //! ones the workers invalidate (after a 42xxx error), and those capture asks to
 //! refresh (a key refused for an enum label the schema may not know yet).
 
+use crate::model::stats::Reachability;
 use crate::pg::error::Error;
 use crate::pg::schema;
 use crate::pipeline::retry::{self, Round};
@@ -48,7 +49,7 @@ fn check(rt: &Runtime) {
             }
             Err(e) => {
                 let e = Error::from(e);
-                if rt.postgres.describe() != "down" {
+                if rt.postgres.reachability() != Reachability::Down {
                     warn(&format!("Postgres unreachable, will keep retrying: {e}"));
                 }
                 rt.postgres.mark_down(&e.message);

@@ -75,7 +75,7 @@ impl<A: Answer> Blocked<A> {
         let (Some(block), Some(on_disconnect)) =
             (api!(RedisModule_BlockClient), api!(RedisModule_SetDisconnectCallback))
         else {
-            return Err(RedisError::Str("ERR this server cannot block clients for modules"));
+            return Err(replies::no_blocking_api());
         };
         // 0 means no deadline to Redis; a timeout rounds up to at least 1 ms.
         let ms = timeout.map_or(0, |t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1));
@@ -84,7 +84,7 @@ impl<A: Answer> Blocked<A> {
         // cannot be unloaded.
         let handle = unsafe { block(ctx.ctx, Some(on_reply::<A>), Some(on_timeout::<A>), Some(free_reply::<A>), ms) };
         if handle.is_null() {
-            return Err(RedisError::Str("ERR cannot block the client"));
+            return Err(replies::cannot_block());
         }
         // SAFETY: `handle` was just returned by RM_BlockClient and is not unblocked yet.
         unsafe { on_disconnect(handle, Some(on_disconnected::<A>)) };
@@ -131,7 +131,7 @@ extern "C" fn on_reply<A: Answer>(ctx: *mut RedisModuleCtx, argv: *mut *mut Redi
         match unsafe { privdata.cast::<A>().as_ref() } {
             Some(answer) => answer.send(&context, &decode_args(ctx, argv, argc)),
             None => {
-                context.reply(Err(RedisError::Str("ERR pgsync internal error: no reply")));
+                context.reply(Err(replies::internal("no reply")));
             }
         }
     });

@@ -5,6 +5,7 @@
 use crate::model::intent::Command;
 use crate::redis::direct_write;
 use crate::redis::redis_io::{api, own_writes, string};
+use crate::redis::replies;
 use redis_module::{
     CallOptionResp, CallOptionsBuilder, CallReply, CallResult, Context, RedisError, RedisResult, RedisString,
     RedisValue,
@@ -95,7 +96,5 @@ pub fn call_named_as_client(
     }
     let options = options.build();
     let reply: CallResult = own_writes(|| ctx.call_ext(name, &options, args));
-    reply
-        .map(ClientReply::Called)
-        .map_err(|e| RedisError::String(e.to_utf8_string().unwrap_or_else(|| "ERR unknown error".into())))
+    reply.map(ClientReply::Called).map_err(|e| replies::from_call(e.to_utf8_string(), "unknown error"))
 }

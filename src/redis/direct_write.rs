@@ -12,6 +12,7 @@ use crate::model::intent::Command;
 use crate::redis::acl::Caller;
 use crate::redis::hash_key::Key;
 use crate::redis::redis_io::{self, own_writes, string};
+use crate::redis::replies;
 use redis_module::{raw, Context, NotifyEvent, RedisError, RedisString, RedisValue};
 
 /// Whether `command` is run here rather than through a command call.
@@ -54,7 +55,7 @@ pub fn run_unchecked(ctx: &Context, command: Command, argv: &[RedisString]) -> R
 type Outcome = (RedisValue, bool);
 
 fn arity(command: Command) -> RedisError {
-    RedisError::String(format!("ERR wrong number of arguments for '{}' command", command.name().to_lowercase()))
+    replies::wrong_arity(&command.name().to_lowercase())
 }
 
 fn write_hash(
@@ -73,7 +74,7 @@ fn write_hash(
         return Err(arity(command));
     }
     let delta = match command {
-        Command::Hincrby => Some(integer(&args[1], "ERR value is not an integer or out of range")?),
+        Command::Hincrby => Some(integer(&args[1], replies::NOT_AN_INTEGER)?),
         _ => None,
     };
     let key = Key::open(ctx, name)?;
@@ -96,12 +97,10 @@ fn write_hash(
         }
         Command::Hincrby => {
             let old = match key.get(&args[0]) {
-                Some(value) => integer(&value, "ERR hash value is not an integer")?,
+                Some(value) => integer(&value, replies::HASH_NOT_AN_INTEGER)?,
                 None => 0,
             };
-            let sum = old
-                .checked_add(delta.unwrap_or_default())
-                .ok_or(RedisError::Str("ERR increment or decrement would overflow"))?;
+            let sum = old.checked_add(delta.unwrap_or_default()).ok_or_else(replies::overflow)?;
             key.set(&args[0], Some(&string(ctx, sum.to_string().as_bytes())));
             (RedisValue::Integer(sum), Some("hincrby"))
         }

@@ -2,6 +2,7 @@
 //! (`SYNC.WRITE`'s common commands, rows read from Postgres).
 
 use crate::redis::redis_io::api;
+use crate::redis::replies;
 use redis_module::{raw, Context, RedisError, RedisString};
 use std::os::raw::c_int;
 use std::ptr;
@@ -39,11 +40,11 @@ impl Key {
 
     /// Opens `name` for reading and writing.
     pub fn open(ctx: &Context, name: &RedisString) -> Result<Key, RedisError> {
-        let open = api!(RedisModule_OpenKey).ok_or(RedisError::Str("ERR the key API is missing"))?;
+        let open = api!(RedisModule_OpenKey).ok_or_else(replies::no_key_api)?;
         // SAFETY: a live context and key name; closed on drop.
         let key = unsafe { open(ctx.ctx, name.inner, (raw::REDISMODULE_READ | raw::REDISMODULE_WRITE) as c_int) };
         if key.is_null() {
-            return Err(RedisError::Str("ERR cannot open the key"));
+            return Err(replies::cannot_open_key());
         }
         Ok(Key(key))
     }

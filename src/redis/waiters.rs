@@ -9,6 +9,7 @@
 
 use crate::model::queue::{Outcome, Queue, RowKey};
 use crate::redis::blocked::{Blocked, Reply};
+use crate::redis::replies;
 use redis_module::{Context, RedisError};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{LazyLock, Mutex, MutexGuard};
@@ -106,7 +107,7 @@ pub fn wait_for_all(
 
 /// Answers the clients waiting for changes of `row` up to `version`.
 pub fn settle(row: &RowKey, version: u64, outcome: &Outcome) {
-    answer(row, version, outcome.clone().map_err(|e| format!("ERR Postgres rejected the row: {e}")));
+    answer(row, version, outcome.clone().map_err(|e| replies::rejected_text(&e)));
 }
 
 /// Answers the clients waiting for changes of `row` up to `version` with an error.
@@ -180,15 +181,12 @@ fn pending(queue: &Queue, version: u64) -> i64 {
 /// forgets it. Called by Redis through [`crate::redis::blocked`].
 pub(crate) fn timed_out(id: usize) -> Reply {
     let Some(w) = registry().remove(id) else {
-        return Reply::Error("ERR pgsync: timed out".into());
+        return Reply::Error(replies::TIMED_OUT.into());
     };
     match w.awaits {
         Awaits::Row { timeout, .. } => {
             let after = timeout.map(|t| format!(" after {} ms", t.as_millis())).unwrap_or_default();
-            Reply::Error(format!(
-                "ERR pgsync: the row is not committed yet{after} (pgsync.hset-timeout-ms); \
-                 the change stays queued and lands when Postgres is back"
-            ))
+            Reply::Error(replies::not_committed_text(&after))
         }
         Awaits::Everything { queue } => Reply::Integer(pending(queue, w.version)),
     }

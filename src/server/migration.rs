@@ -41,13 +41,11 @@ use crate::redis::cluster;
 use crate::redis::deadletter;
 use crate::redis::journal;
 use crate::redis::redis_io::warn;
+use crate::redis::replies;
 use crate::redis::waiters;
 use crate::sources::kafka::apply as kafka_apply;
-use redis_module::{CallOptionResp, CallOptionsBuilder, CallResult, Context, RedisError, RedisResult, RedisValue};
+use redis_module::{CallOptionResp, CallOptionsBuilder, CallResult, Context, RedisResult, RedisValue};
 use std::collections::HashSet;
-
-/// The reply of a `SYNC.HSET` client whose row moved away before it synced.
-const MOVED: &str = "ERR pgsync: the row moved to another cluster node (resharding); that node syncs its change";
 
 /// A row's keys on this node.
 struct RowUnit {
@@ -147,7 +145,7 @@ pub fn migrate(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
             (true, Some(entry)) => rt.queue().take_back(row, entry),
             // Not queued yet (the journal's recovery runs): the recovery finds it.
             (true, None) => {}
-            (false, _) => waiters::fail(&row, u64::MAX, MOVED),
+            (false, _) => waiters::fail(&row, u64::MAX, replies::MOVED_AWAY),
         }
     }
     waiters::settle_waits(rt.queue());
@@ -163,7 +161,7 @@ fn call_migrate(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
     let reply: CallResult = ctx.call_ext("MIGRATE", &options, args.as_slice());
     match reply {
         Ok(reply) => ClientReply::Called(reply).forward(ctx),
-        Err(e) => Err(RedisError::String(e.to_utf8_string().unwrap_or_else(|| "ERR MIGRATE failed".into()))),
+        Err(e) => Err(replies::from_call(e.to_utf8_string(), "MIGRATE failed")),
     }
 }
 

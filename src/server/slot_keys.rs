@@ -18,9 +18,8 @@ use crate::pipeline::runtime;
 use crate::redis::client_call::ClientReply;
 use crate::redis::cluster;
 use crate::redis::journal;
-use redis_module::{
-    CallOptionResp, CallOptionsBuilder, CallReply, CallResult, Context, RedisError, RedisResult, RedisValue,
-};
+use crate::redis::replies;
+use redis_module::{CallOptionResp, CallOptionsBuilder, CallReply, CallResult, Context, RedisResult, RedisValue};
 
 /// `SYNC.KEYSINSLOT CLUSTER GETKEYSINSLOT <slot> <count>`; see the module docs.
 pub fn keys_in_slot(ctx: &Context, argv: &[Vec<u8>]) -> RedisResult {
@@ -67,6 +66,6 @@ fn number(arg: Option<&Vec<u8>>) -> Option<i64> {
 fn forward(ctx: &Context, reply: CallResult<'static>) -> RedisResult {
     match reply {
         Ok(reply) => ClientReply::Called(reply).forward(ctx),
-        Err(e) => Err(RedisError::String(e.to_utf8_string().unwrap_or_else(|| "ERR CLUSTER failed".into()))),
+        Err(e) => Err(replies::from_call(e.to_utf8_string(), "CLUSTER failed")),
     }
 }

@@ -106,13 +106,11 @@ mod tests {
             "primary_key": "id", "mode": "write-behind", "fields": {"n": "visits", "mail": "email", "m": "mood"}}]}"#,
         )
         .unwrap();
-        let mut email = ColumnInfo::plain("email", "text", false);
+        let mut email = ColumnInfo::plain("email", "text");
         email.not_null = true;
-        let mood = ColumnInfo {
-            key_type: ("mood".into(), Some(vec!["ok".into()])),
-            ..ColumnInfo::plain("mood", "mood", false)
-        };
-        let columns = [("visits", ColumnInfo::plain("visits", "integer", false)), ("email", email), ("mood", mood)];
+        let mood =
+            ColumnInfo { key_type: ("mood".into(), Some(vec!["ok".into()])), ..ColumnInfo::plain("mood", "mood") };
+        let columns = [("visits", ColumnInfo::plain("visits", "integer")), ("email", email), ("mood", mood)];
         let schema = TableSchema {
             keys: vec![id_column()],
             key_types: Vec::new(),

@@ -82,7 +82,7 @@ impl Cluster {
                     &bus,
                     // Short enough for a failover test, long enough for a busy machine.
                     "--cluster-node-timeout",
-                    "3000",
+                    "5000",
                     "--cluster-require-full-coverage",
                     "no",
                     "--cluster-replica-validity-factor",

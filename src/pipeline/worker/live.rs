@@ -6,7 +6,7 @@ use super::IDLE_WAIT;
 use crate::model::doubt::{without_committed, Doubt};
 use crate::model::fault;
 use crate::model::queue::{BatchLimits, Entry, RowKey};
-use crate::model::stats::MappingStats;
+use crate::model::stats::{MappingStats, Reachability};
 use crate::pg::commit_marker::{self, Marker, Proof};
 use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::prepared::Prepared;
@@ -60,7 +60,7 @@ impl RedisSide for LiveRedis<'_> {
         stats.set_last_error(&failure.message);
         match failure.action() {
             Action::Reconnect => {
-                if rt.postgres.describe() != "down" {
+                if rt.postgres.reachability() != Reachability::Down {
                     warn(&format!("Postgres unavailable, changes wait and are retried: {failure}"));
                 }
                 rt.postgres.mark_down(&failure.message);
@@ -161,7 +161,7 @@ impl PostgresSide<Row> for LivePostgres<'_> {
                     prepared.push(p);
                     positions.push(i);
                 }
-                Err(e) => outcomes[i] = Err(e),
+                Err(e) => outcomes[i] = Err(Error::new(ErrorKind::Rejected, e)),
             }
         }
         if !prepared.is_empty() {

@@ -4,7 +4,7 @@
 
 use crate::model::backoff::SharedBackoff;
 use crate::model::guard;
-use crate::pg::error::{Action, Error};
+use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::writer::RowOutcome;
 use crate::redis::config;
 use std::collections::BTreeMap;
@@ -103,11 +103,11 @@ fn sync_mapping<D: RedisSide, P: PostgresSide<D::Row>>(
             return Ok(());
         }
         Ok(Err(e)) if e.action() != Action::DeadLetter => return Err((rows, e)),
-        Ok(Err(e)) => e.message,
+        Ok(Err(e)) => e,
         Err(panic) => {
             // It may have stopped mid-transaction: never go on with that connection.
             postgres.release();
-            format!("pgsync bug: the worker panicked writing this row: {panic}")
+            Error::new(ErrorKind::Rejected, format!("pgsync bug: the worker panicked writing this row: {panic}"))
         }
     };
     if rows.len() > 1 {

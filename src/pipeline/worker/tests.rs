@@ -58,7 +58,7 @@ impl RedisSide for FakeRedis {
         }
         let mut applied = self.applied.borrow_mut();
         for (row, outcome) in rows.iter().zip(outcomes) {
-            applied.push((row.1, outcome.as_ref().map(|_| ()).map_err(Clone::clone)));
+            applied.push((row.1, outcome.as_ref().map(|_| ()).map_err(|e| e.message.clone())));
         }
     }
 
@@ -100,7 +100,7 @@ impl PostgresSide<Row> for FakePostgres {
         let outcomes: Vec<RowOutcome> = rows
             .iter()
             .map(|r| match self.refused_per_row.contains(&r.1) {
-                true => Err(format!("{} refused", r.1)),
+                true => Err(Error::new(ErrorKind::Rejected, format!("{} refused", r.1))),
                 false => Ok(Default::default()),
             })
             .collect();

@@ -4,7 +4,6 @@
 //! read (a replica, which writes nothing), or the configured reply to a failed or
 //! timed-out load.
 
-use compact_str::CompactString;
 use super::loads::{self, Loaded};
 use crate::model::mapping::Mappings;
 use crate::model::queue::RowKey;
@@ -13,6 +12,8 @@ use crate::redis::blocked::Answer;
 use crate::redis::client_call::ClientReply;
 use crate::redis::config;
 use crate::redis::redis_io::key_exists;
+use crate::redis::replies;
+use compact_str::CompactString;
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{
     CallOptionResp, CallOptionsBuilder, CallResult, Context, RedisError, RedisResult, RedisString, RedisValue,
@@ -64,7 +65,7 @@ pub fn run_on_redis(ctx: &Context, wrapped: &[RedisString]) -> RedisResult {
     let reply: CallResult = ctx.call_ext(name.to_string_lossy().as_str(), &options, args.as_slice());
     match reply {
         Ok(reply) => ClientReply::Called(reply).forward(ctx),
-        Err(e) => Err(RedisError::String(e.to_utf8_string().unwrap_or_else(|| "ERR unknown error".into()))),
+        Err(e) => Err(replies::from_call(e.to_utf8_string(), "unknown error")),
     }
 }
 
@@ -74,7 +75,7 @@ fn on_error(ctx: &Context, wrapped: &[RedisString], why: &str) -> RedisResult {
     if config::read_errors_as_nil() {
         return run_on_redis(ctx, wrapped);
     }
-    Err(RedisError::String(format!("ERR pgsync read-through: {why}")))
+    Err(replies::read_through_failed(why))
 }
 
 /// A replica's reply, built from the rows it read: a key Redis holds by now
@@ -107,10 +108,7 @@ fn from_rows(ctx: &Context, mappings: &Mappings, wrapped: &[RedisString], rows: 
     }
     let args: Vec<&[u8]> = wrapped[2..].iter().map(|a| a.as_slice()).collect();
     if !read.answers_from_row(&args) {
-        return Err(RedisError::Str(
-            "ERR pgsync read-through: a replica answers JSON.GET of a row it does not hold only for the whole \
-             document (no path, $ or .); read it on the primary",
-        ));
+        return Err(replies::replica_json_path());
     }
     Ok(to_value(read.reply_for_row(row, &args)))
 }

@@ -10,14 +10,11 @@ use crate::pipeline::runtime::Runtime;
 use crate::redis::acl::{Access, Caller};
 use crate::redis::cluster;
 use crate::redis::deadletter::{self, DeadLetter};
+use crate::redis::replies;
 use crate::sources::kafka;
 use redis_module::{Context, RedisError, RedisResult, RedisString, RedisValue};
 
 const DEFAULT_COUNT: usize = 100;
-
-fn redis_err(e: String) -> RedisError {
-    RedisError::String(format!("ERR {e}"))
-}
 
 /// `SYNC.FAILED [mapping] [COUNT n]`: the rows rejected longest ago, each as a
 /// list of name, value pairs (entry, mapping, id, op, error, time_ms, fields,
@@ -30,17 +27,15 @@ pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let mut i = 0;
     while i < args.len() {
         if args[i].eq_ignore_ascii_case("COUNT") {
-            let n = args.get(i + 1).ok_or(RedisError::Str("ERR COUNT needs a number"))?;
-            count = n.parse().map_err(|_| RedisError::Str("ERR COUNT must be a non-negative integer"))?;
+            let n = args.get(i + 1).ok_or_else(replies::count_needs_number)?;
+            count = n.parse().map_err(|_| replies::count_not_a_number())?;
             i += 2;
         } else if mapping.is_none() && i == 0 {
-            rt.mappings
-                .by_name(&args[i])
-                .ok_or_else(|| RedisError::String(format!("ERR unknown mapping \"{}\"", args[i])))?;
+            rt.mappings.by_name(&args[i]).ok_or_else(|| replies::unknown_mapping(&args[i]))?;
             mapping = Some(args[i].clone());
             i += 1;
         } else {
-            return Err(RedisError::Str("ERR syntax: SYNC.FAILED [mapping] [COUNT n]"));
+            return Err(replies::failed_syntax());
         }
     }
     let caller = Caller::of(ctx)?;
@@ -50,8 +45,8 @@ pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         // An entry shows the row's fields: only readers of the row see it.
         mapping.as_ref().is_none_or(|wanted| wanted == m) && denied_key(ctx, &caller, rt, m, id, Use::Read).is_none()
     })
-    .map_err(redis_err)?;
-    let entries = deadletter::entries(ctx, ids).map_err(redis_err)?;
+    .map_err(replies::error)?;
+    let entries = deadletter::entries(ctx, ids).map_err(replies::error)?;
     Ok(RedisValue::Array(entries.into_iter().map(|(id, e)| entry_reply(id, e)).collect()))
 }
 
@@ -152,11 +147,11 @@ fn select(ctx: &Context, rt: &Runtime, args: &[RedisString], use_: Use) -> Resul
         return deadletter::ids(ctx, usize::MAX, &mut |entry| {
             deadletter::parse_entry_id(entry).is_some_and(|(m, id)| denied_key(ctx, &caller, rt, m, id, use_).is_none())
         })
-        .map_err(redis_err);
+        .map_err(replies::error);
     }
-    let known = deadletter::exists(ctx, &wanted).map_err(redis_err)?;
+    let known = deadletter::exists(ctx, &wanted).map_err(replies::error)?;
     let Some((mapping, id)) = deadletter::parse_entry_id(&wanted).filter(|_| known) else {
-        return Err(RedisError::String(format!("ERR no failed entry \"{wanted}\"")));
+        return Err(replies::no_failed_entry(&wanted));
     };
     if let Some((key, access)) = denied_key(ctx, &caller, rt, mapping, id, use_) {
         return Err(caller.refuse(ctx, &key, access));
@@ -175,7 +170,7 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let mut queued = 0;
     let named = args.len() == 2 && !args[1].to_string_lossy().eq_ignore_ascii_case("ALL");
     for entry in select(ctx, rt, &args, Use::Retry)? {
-        let Some(e) = deadletter::get(ctx, &entry).map_err(redis_err)? else {
+        let Some(e) = deadletter::get(ctx, &entry).map_err(replies::error)? else {
             continue;
         };
         let Some((mapping, m)) = rt.mappings.by_name(&e.mapping) else {
@@ -198,9 +193,7 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         // moved to another node is retried there (after SYNC.DISCARD here).
         if !cluster::owns_key(ctx, key.as_bytes()) {
             if named {
-                return Err(RedisError::String(format!(
-                    "ERR pgsync: {key} is in a slot this cluster node does not serve; write the row on its node"
-                )));
+                return Err(replies::slot_not_served(&key));
             }
             continue;
         }
@@ -217,10 +210,7 @@ pub fn sync_retry(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             // A newer staged change of the row is on its way: retried now, the
             // entry's fields would be written over it. Its landing prunes them.
             if named {
-                return Err(RedisError::String(format!(
-                    "ERR pgsync: row {} of {} has a newer change on its way; retry once it has settled (SYNC.WAIT)",
-                    e.id, e.mapping
-                )));
+                return Err(replies::newer_change_pending(&e.id, &e.mapping));
             }
             continue;
         } else {

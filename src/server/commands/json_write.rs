@@ -33,7 +33,7 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let Some(command) = JsonCommand::from_name(args[1].as_slice()) else {
-        return Err(RedisError::Str("ERR SYNC.JSONWRITE runs RedisJSON's write commands"));
+        return Err(RedisError::Str(replies::JSONWRITE_RUNS));
     };
     let rt = runtime_or_err()?;
     if command == JsonCommand::MSet {
@@ -197,7 +197,7 @@ fn create(ctx: &Context, key: &[u8], members: &[(String, Option<String>)]) -> Re
     });
     match (written, failed) {
         (_, Some(e)) => Err(e),
-        (Err(why), None) => Err(RedisError::String(format!("ERR {why}"))),
+        (Err(why), None) => Err(replies::error(why)),
         (Ok(_), None) => Ok(ClientReply::Direct(RedisValue::SimpleStringStatic("OK"))),
     }
 }

@@ -48,7 +48,7 @@ pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
 fn refuse_when_cannot_block(ctx: &Context, command: &str) -> Result<(), RedisError> {
     let flags = ctx.get_flags();
     if flags.intersects(ContextFlags::MULTI | ContextFlags::LUA | ContextFlags::DENY_BLOCKING) {
-        return Err(RedisError::String(format!("ERR {command} blocks and cannot run inside MULTI or a script")));
+        return Err(replies::cannot_block_in(command));
     }
     Ok(())
 }
@@ -68,15 +68,15 @@ fn reload_in_background(
             let _running = running;
             match reload::run(rt, &mappings, flush, Source::Reload) {
                 Ok(rows) => Ok(RedisValue::Integer(rows as i64)),
-                Err(e) => Err(RedisError::String(format!("ERR reload failed: {e}"))),
+                Err(e) => Err(replies::reload_failed(e)),
             }
         })
-        .unwrap_or_else(|_| Err(RedisError::Str("ERR pgsync internal error during the reload")));
+        .unwrap_or_else(|_| Err(replies::reload_bug()));
         ThreadSafeContext::with_blocked_client(blocked).reply(reply);
     });
     match spawned {
         Ok(()) => Ok(RedisValue::NoReply),
-        Err(e) => Err(RedisError::String(format!("ERR {e}"))),
+        Err(e) => Err(replies::error(e)),
     }
 }
 
@@ -110,25 +110,18 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     refuse_when_cannot_block(ctx, "SYNC.HSET")?;
     let key = args[1].as_slice();
-    let resolved = rt
-        .mappings
-        .resolve(key)
-        .ok_or_else(|| RedisError::String(format!("ERR key {} matches no mapping", String::from_utf8_lossy(key))))?;
+    let resolved = rt.mappings.resolve(key).ok_or_else(|| replies::no_mapping_for_key(key))?;
     let m = &rt.mappings.all()[resolved.mapping];
     if m.mode != Mode::WriteThrough {
-        return Err(RedisError::String(format!(
-            "ERR mapping \"{}\" is {}; SYNC.HSET needs a write-through mapping",
-            m.name,
-            m.mode.as_str()
-        )));
+        return Err(replies::not_write_through(&m.name, m.mode.as_str()));
     }
     if args[2..].chunks(2).any(|p| p[0].as_slice() == crate::model::change::OP_FIELD) {
-        return Err(RedisError::Str("ERR SYNC.HSET does not take the # field"));
+        return Err(replies::hset_takes_no_op_field());
     }
     if rt.is_replica() {
         return Err(RedisError::Str("READONLY this server is a replica"));
     }
-    let id = check_id(resolved.id).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    let id = check_id(resolved.id).map_err(replies::error)?;
     let staged = m.temp_key(id);
     // Redis checked the key as given; the command writes both the staging key
     // and, once committed, the row.
@@ -141,7 +134,7 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             capture::refuse(rt, mapping, &message);
             return Err(replies::refused(&message));
         }
-        None => return Err(RedisError::Str("ERR the key is not synced")),
+        None => return Err(replies::not_synced()),
     };
     let reply = run_as_client(ctx, Command::Hset, &client_argv(ctx, b"HSET", &[staged.as_bytes()], &args[2..]))?;
     let pairs = args[2..].chunks_exact(2).map(|p| (p[0].as_slice().to_vec(), p[1].as_slice().to_vec())).collect();
@@ -167,11 +160,7 @@ pub fn sync_wait(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let mut rest = args.into_iter().skip(1);
     let timeout_ms = match rest.next() {
-        Some(arg) => arg
-            .parse_integer()
-            .ok()
-            .filter(|ms| *ms >= 0)
-            .ok_or(RedisError::Str("ERR timeout-ms must be a non-negative integer"))?,
+        Some(arg) => arg.parse_integer().ok().filter(|ms| *ms >= 0).ok_or_else(replies::bad_timeout)?,
         None => 0,
     };
     let rt = runtime_or_err()?;
@@ -203,10 +192,7 @@ pub fn sync_status(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let mut rest = args.into_iter().skip(1);
     match rest.next_string().ok() {
         Some(name) => {
-            let (i, _) = rt
-                .mappings
-                .by_name(&name)
-                .ok_or_else(|| RedisError::String(format!("ERR unknown mapping \"{name}\"")))?;
+            let (i, _) = rt.mappings.by_name(&name).ok_or_else(|| replies::unknown_mapping(&name))?;
             Ok(status::mapping_reply(rt, i))
         }
         None => Ok(RedisValue::Array(
@@ -230,8 +216,7 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             flush = true;
             continue;
         }
-        let (i, _) =
-            rt.mappings.by_name(&arg).ok_or_else(|| RedisError::String(format!("ERR unknown mapping \"{arg}\"")))?;
+        let (i, _) = rt.mappings.by_name(&arg).ok_or_else(|| replies::unknown_mapping(&arg))?;
         if !mappings.contains(&i) {
             mappings.push(i);
         }
@@ -244,7 +229,7 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     check_reload_access(ctx, rt, &mappings)?;
     refuse_when_cannot_block(ctx, "SYNC.RELOAD")?;
-    let running = reload::begin(rt).map_err(|e| RedisError::String(format!("ERR {e}")))?;
+    let running = reload::begin(rt).map_err(replies::error)?;
     reload_in_background(ctx, rt, running, mappings, flush)
 }
 

@@ -45,9 +45,9 @@ fn command_arg(args: &[RedisString], wrapper: Wrapper) -> Result<Command, RedisE
     match Command::from_name(name) {
         Some(c) if wrapper_of(c) == wrapper => Ok(c),
         _ => Err(RedisError::Str(match wrapper {
-            Wrapper::Delete => "ERR SYNC.DELETE runs DEL or UNLINK",
-            Wrapper::Remove => "ERR SYNC.REMOVE runs HDEL or HGETDEL",
-            Wrapper::Write => "ERR SYNC.WRITE runs HSET, HMSET, HSETNX, HSETEX, HINCRBY or HINCRBYFLOAT",
+            Wrapper::Delete => replies::DELETE_RUNS,
+            Wrapper::Remove => replies::REMOVE_RUNS,
+            Wrapper::Write => replies::WRITE_RUNS,
         })),
     }
 }

@@ -5,7 +5,6 @@
 //! and is then answered as if the row had been there. A client that cannot block
 //! (MULTI, a script) gets the miss, and the row is loaded for the next read.
 
-use compact_str::CompactString;
 use crate::model::mapping::KeyRole;
 use crate::model::queue::RowKey;
 use crate::model::read_command::ReadCommand;
@@ -17,8 +16,10 @@ use crate::redis::config;
 use crate::redis::read_through::answer::run_on_redis;
 use crate::redis::read_through::loads;
 use crate::redis::redis_io::{key_exists, selected_db};
+use crate::redis::replies;
 use crate::server::commands::runtime_or_err;
-use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
+use compact_str::CompactString;
+use redis_module::{Context, ContextFlags, RedisResult, RedisString, RedisValue};
 
 /// Handles `SYNC.READ` (and, with the `getkeys-api` flag, Redis's question of
 /// which arguments are keys, for ACLs and cluster routing).
@@ -33,9 +34,7 @@ pub fn sync_read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Ok(RedisValue::NoReply);
     }
     let Some(read) = read else {
-        return Err(RedisError::Str(
-            "ERR SYNC.READ runs HGET, HMGET, HGETALL, HEXISTS, HLEN, HKEYS, HVALS, HSTRLEN, EXISTS or TYPE",
-        ));
+        return Err(replies::read_runs());
     };
     let wrapped = &args[1..];
     let rt = runtime_or_err()?;

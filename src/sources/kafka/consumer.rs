@@ -9,7 +9,7 @@
 
 use super::apply::{self, Applied};
 use super::client::{Broker, FetchError, Fetched};
-use super::status::{self, SourceStatus};
+use super::status::{self, SourceStatus, State};
 use super::tls;
 use crate::model::kafka::KafkaSource;
 use crate::model::stats::MappingStats;
@@ -40,24 +40,24 @@ pub fn run(rt: &'static Runtime, mapping: usize) {
     let (Some(source), Some(status)) = (m.kafka.as_ref(), status::of(rt, mapping)) else { return };
     let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(tokio) => tokio,
-        Err(e) => return status.set_state(format!("down: cannot start the client runtime: {e}")),
+        Err(e) => return status.set_state(State::Down(format!("cannot start the client runtime: {e}"))),
     };
-    status.set_state("connecting");
+    status.set_state(State::Connecting);
     let mut consumer = Consumer { rt, mapping, source, status, broker: None, positions: BTreeMap::new() };
     let round = || -> Result<Round, String> {
         if rt.is_replica() {
             consumer.forget_positions();
-            status.set_state("idle: replica");
+            status.set_state(State::Replica);
             return Ok(Round::Idle(IDLE_POLL));
         }
         let wrote = tokio.block_on(consumer.round())?;
         Ok(if wrote { Round::Worked } else { Round::Idle(IDLE_POLL) })
     };
     let failed = |e: String| {
-        if !status.state().starts_with("down") {
+        if !matches!(status.state(), State::Down(_)) {
             warn(&format!("{}: Kafka source down: {e}", m.name));
         }
-        status.set_state(format!("down: {e}"));
+        status.set_state(State::Down(e));
     };
     retry::until_done(rt.shutdown, round, failed);
 }
@@ -125,7 +125,7 @@ impl Consumer {
         }
         let fetches = self.positions.iter().map(|(p, pos)| async move { (*p, broker.fetch(*p, pos.next).await) });
         let fetched = futures::future::join_all(fetches).await;
-        self.status.set_state("up");
+        self.status.set_state(State::Up);
         let mut held = false;
         for (partition, result) in fetched {
             match result {

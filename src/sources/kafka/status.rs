@@ -23,8 +23,36 @@ pub struct SourceStatus {
 
 #[derive(Default)]
 struct Inner {
-    state: String,
+    state: State,
     partitions: BTreeMap<i32, Position>,
+}
+
+/// Where a source stands, shown as the `kafka` figure.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum State {
+    /// Its thread has not started yet.
+    #[default]
+    Starting,
+    /// Connecting to the brokers.
+    Connecting,
+    /// Consuming.
+    Up,
+    /// On a replica, which consumes nothing.
+    Replica,
+    /// The brokers cannot be reached or refused: why.
+    Down(String),
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            State::Starting => f.write_str("starting"),
+            State::Connecting => f.write_str("connecting"),
+            State::Up => f.write_str("up"),
+            State::Replica => f.write_str("idle: replica"),
+            State::Down(why) => write!(f, "down: {why}"),
+        }
+    }
 }
 
 /// Where a partition stands.
@@ -49,13 +77,13 @@ impl SourceStatus {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sets the state word (`connecting`, `up`, `down: <error>`, `idle: replica`).
-    pub fn set_state(&self, state: impl Into<String>) {
-        self.lock().state = state.into();
+    /// Sets where the source stands.
+    pub fn set_state(&self, state: State) {
+        self.lock().state = state;
     }
 
-    /// The state word.
-    pub fn state(&self) -> String {
+    /// Where the source stands.
+    pub fn state(&self) -> State {
         self.lock().state.clone()
     }
 
@@ -88,9 +116,8 @@ impl SourceStatus {
     /// The figures shown for the source, in display order.
     pub fn figures(&self) -> Vec<(&'static str, Figure)> {
         let total_lag: i64 = self.lock().partitions.values().filter_map(Self::lag).sum();
-        let state = self.state();
         vec![
-            ("kafka", Figure::Text(if state.is_empty() { "starting".into() } else { state })),
+            ("kafka", Figure::Text(self.state().to_string())),
             ("kafka_offsets", Figure::Text(self.listed(|p| p.next))),
             ("kafka_lag", Figure::Int(total_lag)),
             ("kafka_partition_lag", Figure::Text(self.listed(Self::lag))),
