@@ -144,7 +144,8 @@ impl LogMap {
     pub fn index_slots(&mut self) {
         if self.slots.is_none() {
             self.slots = Some(AHashMap::new());
-            let keys: Vec<Vec<u8>> = self.shards.iter().flat_map(|shard| shard.keys().map(|key| key.to_vec())).collect();
+            let keys: Vec<Vec<u8>> =
+                self.shards.iter().flat_map(|shard| shard.keys().map(|key| key.to_vec())).collect();
             keys.iter().for_each(|key| self.index(key));
         }
     }

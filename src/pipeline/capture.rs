@@ -9,7 +9,6 @@
 //! eviction and other deletions that nobody asked for are cache events and never
 //! reach Postgres.
 
-use compact_str::CompactString;
 use crate::model::change::{decode_op, FieldChange, Fields, RowOp, SyncOp, Write, OP_FIELD};
 use crate::model::intent::Command;
 use crate::model::key_text::KeyType;
@@ -26,6 +25,7 @@ use crate::redis::read_through::loads;
 use crate::redis::redis_io::{selected_db, warn};
 use crate::redis::replies;
 use crate::redis::ttl;
+use compact_str::CompactString;
 use redis_module::{Context, ContextFlags, RedisError};
 use std::time::Duration;
 

@@ -8,7 +8,6 @@
 //! left alone; a row with a change still on its way to Postgres (or written by a
 //! reload or the listener while it was read) is read again once that settles.
 
-use compact_str::CompactString;
 use crate::model::mapping::Mapping;
 use crate::model::queue::{RowKey, Snapshot};
 use crate::model::stats::MappingStats;
@@ -20,6 +19,7 @@ use crate::redis::config;
 use crate::redis::read_through::loads::{self, Finished, Request};
 use crate::redis::redis_io::{own_writes, string};
 use crate::sources::apply_pg::{fill_missing_fields, write_row};
+use compact_str::CompactString;
 use redis_module::{Context, ThreadSafeContext};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};

@@ -2,8 +2,8 @@
 //! rows Redis changed while they read, so they never write an older value over a
 //! newer Redis write.
 
-use compact_str::CompactString;
 use super::{Inner, Queue, RowKey};
+use compact_str::CompactString;
 use std::collections::HashSet;
 
 /// A reader's view: rows Redis changed after [`Queue::snapshot`] was taken are

@@ -7,7 +7,6 @@
 //! (an increment must not be lost or counted twice, and a later set must stay on
 //! top).
 
-use compact_str::CompactString;
 use super::legacy;
 use crate::model::change::{Change, Write};
 use crate::model::doubt::{increments_of, Doubt};
@@ -18,6 +17,7 @@ use crate::pipeline::dirty_set::DirtySet;
 use crate::redis::journal::logs::{self, SHARDS};
 use crate::redis::journal::{self, keys, records};
 use crate::redis::redis_io::{bytes, call, notice, warn};
+use compact_str::CompactString;
 use redis_module::{Context, RedisValue};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::time::{Duration, Instant};

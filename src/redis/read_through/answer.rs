@@ -4,7 +4,6 @@
 //! read (a replica, which writes nothing), or the configured reply to a failed or
 //! timed-out load.
 
-use compact_str::CompactString;
 use super::loads::{self, Loaded};
 use crate::model::mapping::Mappings;
 use crate::model::queue::RowKey;
@@ -13,6 +12,7 @@ use crate::redis::blocked::Answer;
 use crate::redis::client_call::ClientReply;
 use crate::redis::config;
 use crate::redis::redis_io::key_exists;
+use compact_str::CompactString;
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{
     CallOptionResp, CallOptionsBuilder, CallResult, Context, RedisError, RedisResult, RedisString, RedisValue,

@@ -5,7 +5,6 @@
 //! Redis's callbacks and the loader's apply step, so a client that finds its key
 //! missing registers before any load can finish, and is answered exactly once.
 
-use compact_str::CompactString;
 use super::answer::ReadAnswer;
 use crate::model::mapping::Mappings;
 use crate::model::negative_cache::NegativeCache;
@@ -13,6 +12,7 @@ use crate::model::queue::RowKey;
 use crate::model::read_command::RowFields;
 use crate::redis::blocked::Blocked;
 use crate::redis::config;
+use compact_str::CompactString;
 use redis_module::{Context, RedisError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

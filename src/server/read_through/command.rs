@@ -5,7 +5,6 @@
 //! and is then answered as if the row had been there. A client that cannot block
 //! (MULTI, a script) gets the miss, and the row is loaded for the next read.
 
-use compact_str::CompactString;
 use crate::model::mapping::KeyRole;
 use crate::model::queue::RowKey;
 use crate::model::read_command::ReadCommand;
@@ -18,6 +17,7 @@ use crate::redis::read_through::answer::run_on_redis;
 use crate::redis::read_through::loads;
 use crate::redis::redis_io::{key_exists, selected_db};
 use crate::server::commands::runtime_or_err;
+use compact_str::CompactString;
 use redis_module::{Context, ContextFlags, RedisError, RedisResult, RedisString, RedisValue};
 
 /// Handles `SYNC.READ` (and, with the `getkeys-api` flag, Redis's question of
