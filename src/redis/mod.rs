@@ -6,6 +6,7 @@
 
 pub mod ack;
 pub mod acl;
+pub mod aux_type;
 pub mod blocked;
 pub mod cdc_position;
 pub mod client_call;

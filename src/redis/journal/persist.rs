@@ -12,6 +12,7 @@
 use super::logs;
 use crate::model::guard::{catch, guard};
 use crate::redis::redis_io::{config_value, names_config, warn};
+use crate::redis::aux_type;
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context};
 use redis_module_macros::config_changed_event_handler;
@@ -25,37 +26,8 @@ const ENCODING: i32 = 1;
 pub static JOURNAL_TYPE: RedisType = RedisType::new(
     "pgsync-jl",
     ENCODING,
-    raw::RedisModuleTypeMethods {
-        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
-        rdb_load: Some(no_key_load),
-        rdb_save: Some(no_key_save),
-        aof_rewrite: None,
-        mem_usage: None,
-        digest: None,
-        free: Some(no_key_free),
-        aux_load: Some(aux_load),
-        aux_save: Some(aux_save),
-        aux_save_triggers: raw::REDISMODULE_AUX_BEFORE_RDB as c_int,
-        free_effort: None,
-        unlink: None,
-        copy: None,
-        defrag: None,
-        mem_usage2: None,
-        free_effort2: None,
-        unlink2: None,
-        copy2: None,
-        aux_save2: Some(aux_save),
-    },
+    aux_type::methods(aux_load, aux_save),
 );
-
-/// No key ever has this type; an RDB that claims one is refused.
-extern "C" fn no_key_load(_rdb: *mut raw::RedisModuleIO, _encver: c_int) -> *mut c_void {
-    std::ptr::null_mut()
-}
-
-extern "C" fn no_key_save(_rdb: *mut raw::RedisModuleIO, _value: *mut c_void) {}
-
-extern "C" fn no_key_free(_value: *mut c_void) {}
 
 /// Writes every log. Runs in the forked child of a `BGSAVE`, or on the main
 /// thread for `SAVE`: either way no other thread holds the logs.
