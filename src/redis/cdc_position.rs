@@ -7,8 +7,8 @@
 //! run `SYNC.CDC` (`server/commands/cdc.rs`): the position is the module's own.
 
 use crate::model::guard::{catch, guard};
-use crate::redis::redis_io::{api, warn};
 use crate::redis::aux_type;
+use crate::redis::redis_io::{api, warn};
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context};
 use std::os::raw::{c_char, c_int};
@@ -97,11 +97,7 @@ fn replicate(ctx: &Context, position: Option<&Position>) {
 const ENCODING: i32 = 1;
 
 /// The key-less type whose aux data carries the position in RDB files.
-pub static POSITION_TYPE: RedisType = RedisType::new(
-    "pgsync-cd",
-    ENCODING,
-    aux_type::methods(aux_load, aux_save),
-);
+pub static POSITION_TYPE: RedisType = RedisType::new("pgsync-cd", ENCODING, aux_type::methods(aux_load, aux_save));
 
 /// Writes the position, when there is one (nothing otherwise, so such an RDB
 /// loads without the module).

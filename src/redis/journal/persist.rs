@@ -11,8 +11,8 @@
 
 use super::logs;
 use crate::model::guard::{catch, guard};
-use crate::redis::redis_io::{config_value, names_config, warn};
 use crate::redis::aux_type;
+use crate::redis::redis_io::{config_value, names_config, warn};
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context};
 use redis_module_macros::config_changed_event_handler;
@@ -23,11 +23,7 @@ use std::os::raw::{c_int, c_void};
 const ENCODING: i32 = 1;
 
 /// The module's data type, registered at load; it carries the journal's aux data.
-pub static JOURNAL_TYPE: RedisType = RedisType::new(
-    "pgsync-jl",
-    ENCODING,
-    aux_type::methods(aux_load, aux_save),
-);
+pub static JOURNAL_TYPE: RedisType = RedisType::new("pgsync-jl", ENCODING, aux_type::methods(aux_load, aux_save));
 
 /// Writes every log. Runs in the forked child of a `BGSAVE`, or on the main
 /// thread for `SAVE`: either way no other thread holds the logs.
