@@ -346,3 +346,52 @@ fn a_promoted_replica_resumes_where_its_primary_stopped() {
     assert_eq!(new, ["7:postgres:upsert", "8:postgres:delete"], "exactly the missed changes");
     assert!(replica.log().contains("logical stream resumes at"), "no full reload:\n{}", replica.log());
 }
+
+#[test]
+fn the_stream_spells_values_as_a_read_from_postgres_does_in_hashes_and_json_documents() {
+    // pgoutput sends a boolean as `t`; the initial load and read-through read
+    // `::text` (`true`). A row must not change spelling with where it came from.
+    let pg = logical_pg();
+    let db = TestDb::on(
+        &pg.admin_url(),
+        "CREATE TABLE gadgets (id integer PRIMARY KEY, name text, on_sale boolean, price numeric(8,2), attrs jsonb)",
+    );
+    let row = |id: i32| {
+        db.client()
+            .execute("INSERT INTO gadgets VALUES ($1, 'g' || $1::int, true, 9.50, '{\"size\": [1, 2]}')", &[&id])
+            .unwrap();
+    };
+    row(1);
+    let mapping = |name: &str, prefix: &str, kind: &str| {
+        format!(
+            r#"{{"name": "{name}", "table": "gadgets", "key_prefix": "{prefix}", "primary_key": "id",
+            "mode": "read-only", "listen": true, "type": "{kind}"}}"#
+        )
+    };
+    let mappings =
+        format!(r#"{{"mappings": [{}, {}]}}"#, mapping("gadgets", "gadget:", "hash"), mapping("docs", "doc:", "json"));
+    let server = Server::with_mapping_and_rejson(&db, &mappings, &[], &[]);
+    let mut c = server.conn();
+    wait(&server, &mut c, "the listeners", |c| {
+        status(c, "gadgets")["listener"] == "listening" && status(c, "docs")["listener"] == "listening"
+    });
+    assert_eq!(status(&mut c, "docs")["cdc"], "logical");
+    row(2);
+    let doc = |c: &mut redis::Connection, key: &str| -> Option<serde_json::Value> {
+        let text: Option<String> = redis::cmd("JSON.GET").arg(key).query(c).unwrap();
+        text.map(|t| serde_json::from_str(&t).unwrap())
+    };
+    wait(&server, &mut c, "the streamed row", |c| exists(c, "gadget:2") && doc(c, "doc:2").is_some());
+    for id in [1, 2] {
+        let hash = hgetall(&mut c, &format!("gadget:{id}"));
+        assert_eq!(hash["on_sale"], "true", "row {id}: {hash:?}");
+        assert_eq!(hash["price"], "9.50", "row {id}");
+        assert_eq!(
+            doc(&mut c, &format!("doc:{id}")),
+            Some(
+                serde_json::json!({"name": format!("g{id}"), "on_sale": true, "price": 9.5, "attrs": {"size": [1, 2]}})
+            ),
+            "row {id}: typed members"
+        );
+    }
+}

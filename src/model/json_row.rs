@@ -38,6 +38,17 @@ impl MemberKind {
         }
     }
 
+    /// The column's `::text` (what the module's `SELECT`s read) for the text
+    /// its type's output function printed (what logical replication sends):
+    /// the two differ only for `boolean`, `t`/`f` against `true`/`false`.
+    pub fn as_cast_text(self, output: &str) -> &str {
+        match (self, output) {
+            (MemberKind::Boolean, "t") => "true",
+            (MemberKind::Boolean, "f") => "false",
+            _ => output,
+        }
+    }
+
     /// The member's JSON text for a column value Postgres printed as `text`
     /// (its `::text`). A value that is not what its kind expects becomes a
     /// string rather than invalid JSON.

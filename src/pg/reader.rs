@@ -38,9 +38,8 @@ impl RowShape {
     pub fn new(mapping: &Mapping, schema: &TableSchema) -> RowShape {
         let pairs = mapping.field_columns(schema.columns.keys());
         let columns: Vec<&str> = pairs.iter().map(|(_, c)| c.as_str()).collect();
-        let kind =
-            |column: &str| schema.columns.get(column).map_or(MemberKind::Text, |c| MemberKind::of(&c.key_type.0));
-        let members = (mapping.value_type == ValueType::Json).then(|| columns.iter().map(|c| kind(c)).collect());
+        let members =
+            (mapping.value_type == ValueType::Json).then(|| columns.iter().map(|c| schema.member_kind(c)).collect());
         RowShape {
             members,
             key: mapping.key.clone(),

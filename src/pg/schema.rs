@@ -3,6 +3,7 @@
 
 use super::error::{Error, ErrorKind};
 use super::sql::{quote_table, TypedColumn};
+use crate::model::json_row::MemberKind;
 use crate::model::key_text::KeyType;
 use crate::model::mapping::Mapping;
 use crate::model::value_check::ColumnType;
@@ -128,6 +129,11 @@ impl TableSchema {
     /// The column a mapped field writes to, if it exists.
     pub fn column(&self, name: &str) -> Option<&TypedColumn> {
         self.columns.get(name).map(|c| &c.typed)
+    }
+
+    /// How column `name`'s value reads as a JSON member (text when unknown).
+    pub fn member_kind(&self, name: &str) -> MemberKind {
+        self.columns.get(name).map_or(MemberKind::Text, |c| MemberKind::of(&c.key_type.0))
     }
 }
 

@@ -14,6 +14,7 @@ pub mod mode;
 pub mod status;
 pub mod txn;
 
+use crate::model::mapping::ValueType;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::pg::replication::catalog::{self, format_lsn};
@@ -32,7 +33,7 @@ use postgres::Client;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use txn::{Relations, Target, Txn};
+use txn::{MappedColumn, Relations, Target, Txn};
 
 const POLL: Duration = Duration::from_millis(200);
 /// How often the slot's lag is read while streaming.
@@ -308,7 +309,12 @@ impl Session {
                 mapping: i,
                 key: m.key.clone(),
                 key_types: schema.key_types.iter().map(|t| t.printed_by_postgres()).collect(),
-                fields: m.field_columns(schema.columns.keys()),
+                fields: m
+                    .field_columns(schema.columns.keys())
+                    .into_iter()
+                    .map(|(field, column)| MappedColumn { kind: schema.member_kind(&column), field, column })
+                    .collect(),
+                json: m.value_type == ValueType::Json,
             };
             targets.entry((name.namespace, name.name)).or_default().push(target);
             shapes.insert(i, RowShape::new(m, &schema));

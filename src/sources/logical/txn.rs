@@ -4,6 +4,7 @@
 //! empties what the mapping had gathered so far. Pure: the relations and the
 //! mappings' shapes come in, the rows to apply go out.
 
+use crate::model::json_row::MemberKind;
 use crate::model::key_text::KeyType;
 use crate::model::row_id::KeyShape;
 use crate::pg::replication::pgoutput::{Message, Relation, Value};
@@ -21,8 +22,34 @@ pub struct Target {
     pub key: KeyShape,
     /// The key columns' types, as Postgres prints them.
     pub key_types: Vec<KeyType>,
-    /// Mapped (field, column) pairs.
-    pub fields: Vec<(String, String)>,
+    /// The mapped columns.
+    pub fields: Vec<MappedColumn>,
+    /// Rows become JSON documents (`"type": "json"`): fields are typed members.
+    pub json: bool,
+}
+
+/// One mapped column of a [`Target`].
+#[derive(Debug, Clone)]
+pub struct MappedColumn {
+    /// The hash field (or JSON member) it fills.
+    pub field: String,
+    /// The table's column.
+    pub column: String,
+    /// How its type reads, so that the stream's text is spelled as a read
+    /// from Postgres spells it (`boolean` as `true`, typed JSON members).
+    pub kind: MemberKind,
+}
+
+impl MappedColumn {
+    /// The field's value for the text the stream carries.
+    fn value(&self, output: &str, json: bool) -> String {
+        let text = self.kind.as_cast_text(output);
+        if json {
+            self.kind.member(text)
+        } else {
+            text.to_string()
+        }
+    }
 }
 
 /// What the transaction did to one mapping's rows.
@@ -116,9 +143,9 @@ impl Txn {
             let fields: Fields = t
                 .fields
                 .iter()
-                .filter_map(|(field, column)| match value(rel, new, column) {
-                    Some(Value::Text(text)) => Some((field.clone(), Some(text.clone()))),
-                    Some(Value::Null) => Some((field.clone(), None)),
+                .filter_map(|c| match value(rel, new, &c.column) {
+                    Some(Value::Text(text)) => Some((c.field.clone(), Some(c.value(text, t.json)))),
+                    Some(Value::Null) => Some((c.field.clone(), None)),
                     // Unchanged TOAST values and columns the stream lacks keep what Redis has.
                     Some(Value::Unchanged) | None => None,
                 })

@@ -12,7 +12,8 @@ fn relations() -> Relations {
         mapping: 0,
         key: m.key.clone(),
         key_types: vec![KeyType::from_catalog("integer", None).unwrap()],
-        fields: vec![("name".into(), "username".into()), ("score".into(), "score".into())],
+        fields: vec![column("name", "username", MemberKind::Text), column("score", "score", MemberKind::Number)],
+        json: false,
     };
     let mut r = Relations::new([(("public".to_string(), "users".to_string()), vec![target])].into_iter().collect());
     let columns = ["id", "username", "secret", "score"].map(String::from).to_vec();
@@ -24,6 +25,10 @@ fn relations() -> Relations {
         Message::Relation(Relation { id: 8, namespace: "public".into(), name: "other".into(), columns: other }),
     );
     r
+}
+
+fn column(field: &str, column: &str, kind: MemberKind) -> MappedColumn {
+    MappedColumn { field: field.into(), column: column.into(), kind }
 }
 
 fn t(s: &str) -> Value {
@@ -90,4 +95,19 @@ fn a_key_that_cannot_be_spelled_is_counted_not_applied() {
     let users = &txn.changes[&0];
     assert!(users.rows.is_empty());
     assert_eq!(users.unkeyed.0, 1);
+}
+
+#[test]
+fn values_are_spelled_as_a_read_from_postgres_spells_them() {
+    // pgoutput sends a boolean as its output function prints it (`t`); the
+    // module's SELECTs read `::text` (`true`): a row must not change spelling
+    // with the change source.
+    let flag = column("flag", "flag", MemberKind::Boolean);
+    assert_eq!(flag.value("t", false), "true");
+    assert_eq!(flag.value("f", false), "false");
+    assert_eq!(flag.value("t", true), "true", "a JSON boolean");
+    assert_eq!(column("n", "n", MemberKind::Number).value("12.50", true), "12.50", "a JSON number");
+    assert_eq!(column("s", "s", MemberKind::Text).value("t", true), "\"t\"", "a JSON string");
+    assert_eq!(column("s", "s", MemberKind::Text).value("t", false), "t", "text stays as it is");
+    assert_eq!(column("j", "j", MemberKind::Json).value("{\"a\": 1}", true), "{\"a\":1}");
 }
