@@ -26,10 +26,7 @@ const ITEMS_WRITE_BEHIND: &str = r#"{"mappings": [{"name": "items", "table": "it
   "fields": {"name": "name", "score": "score"}}]}"#;
 
 fn logical_pg() -> PrivatePg {
-    PrivatePg::start_with(PgSetup {
-        settings: "-c wal_level=logical -c max_replication_slots=4 -c max_wal_senders=8",
-        ..PgSetup::default()
-    })
+    PrivatePg::start_with(PgSetup::logical())
 }
 
 /// Waits for `check`; on giving up, shows the status and the server's log.

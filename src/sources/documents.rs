@@ -58,6 +58,27 @@ pub fn refresh(
     Ok(apply(rt, mapping, document, &docs, &gone, source).later)
 }
 
+/// Rebuilds the roots a listener heard of. A failure of the user's query is
+/// reported on the mapping and its documents wait for the next change (the
+/// other mappings go on); only a lost connection is an error. Returns the roots
+/// to rebuild later (their slot is moving between cluster nodes).
+pub fn rebuild_announced(
+    rt: &Runtime,
+    client: &mut impl GenericClient,
+    mapping: usize,
+    ids: &[String],
+) -> Result<Vec<String>, Error> {
+    match refresh(rt, client, mapping, ids, Source::Postgres) {
+        Err(e) if e.kind != ErrorKind::Unavailable => {
+            let message = format!("{}: documents not rebuilt: {e}", rt.mappings.all()[mapping].name);
+            warn(&message);
+            rt.stats[mapping].set_last_error(&message);
+            Ok(Vec::new())
+        }
+        other => other,
+    }
+}
+
 /// Rebuilds every document of `mapping` from `ids_query`, a chunk of root ids at
 /// a time; with `flush`, then deletes the mapping's keys whose root has no
 /// document. Returns the number of documents read (on a cluster node, written:

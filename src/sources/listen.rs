@@ -135,19 +135,9 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
                     channels.to_catch_up.push(*mapping);
                 } else if !ids.is_empty() {
                     let ids: Vec<String> = ids.into_iter().collect();
-                    // The user's query may raise for some data: that mapping reports
-                    // it and its documents wait for the next change; the others go on.
-                    match documents::refresh(rt, &mut client, *mapping, &ids, Source::Postgres) {
-                        Err(e) if e.kind != ErrorKind::Unavailable => {
-                            let message = format!("{}: documents not rebuilt: {e}", rt.mappings.all()[*mapping].name);
-                            warn(&message);
-                            rt.stats[*mapping].set_last_error(&message);
-                        }
-                        // Roots whose slot is moving between cluster nodes.
-                        Ok(later) if !later.is_empty() => {
-                            deferred.insert(channel, later.into_iter().collect());
-                        }
-                        other => drop(other?),
+                    let later = documents::rebuild_announced(rt, &mut client, *mapping, &ids)?;
+                    if !later.is_empty() {
+                        deferred.insert(channel, later.into_iter().collect());
                     }
                 }
                 continue;

@@ -300,6 +300,16 @@ pub struct PgSetup {
     pub settings: &'static str,
 }
 
+impl PgSetup {
+    /// A Postgres that allows logical replication (`wal_level = logical`).
+    pub fn logical() -> PgSetup {
+        PgSetup {
+            settings: "-c wal_level=logical -c max_replication_slots=4 -c max_wal_senders=8",
+            ..PgSetup::default()
+        }
+    }
+}
+
 fn pg_bin_dir() -> PathBuf {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())

@@ -3,8 +3,10 @@
 //! publication holds, and the state of the module's slot. Names are quoted
 //! identifiers or bound parameters.
 
+use crate::model::mapping::{Document, Mapping};
 use crate::pg::error::Error;
 use crate::pg::sql::{quote_ident, quote_table};
+use crate::pg::triggers::watch_triggers;
 use postgres::Client;
 
 /// A listened table as Postgres names it in the stream.
@@ -19,8 +21,10 @@ pub struct TableName {
 /// Why logical replication cannot serve these tables, or `None` when it can:
 /// `wal_level` must be `logical`, the role needs `REPLICATION` (or superuser),
 /// and each table needs a replica identity (a primary key, by default), or
-/// Postgres would refuse its updates and deletes once it is published.
-pub fn unusable(client: &mut Client, tables: &[&str]) -> Result<Option<String>, Error> {
+/// Postgres would refuse its updates and deletes once it is published; each
+/// document mapping's watched `(table, column)` must be in the table's replica
+/// identity (or the identity FULL).
+pub fn unusable(client: &mut Client, tables: &[&str], watched: &[(&str, &str)]) -> Result<Option<String>, Error> {
     let level: String = client.query_one("SHOW wal_level", &[])?.get(0);
     if level != "logical" {
         return Ok(Some(format!("wal_level is {level}, not logical")));
@@ -42,7 +46,47 @@ pub fn unusable(client: &mut Client, tables: &[&str]) -> Result<Option<String>, 
             return Ok(Some(format!("table {table} has no replica identity (no primary key)")));
         }
     }
+    for (table, column) in watched {
+        // A delete carries only the replica identity's columns: the watched one
+        // must be among them, or the stream could not say whose document to rebuild.
+        let row = client.query_opt(
+            "SELECT c.relreplident = 'f' OR EXISTS (SELECT 1 FROM pg_index i \
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+               WHERE i.indrelid = c.oid AND a.attname = $2 \
+               AND ((c.relreplident = 'd' AND i.indisprimary) OR (c.relreplident = 'i' AND i.indisreplident))) \
+             FROM pg_class c WHERE c.oid = to_regclass($1)",
+            &[&quote_table(table), column],
+        )?;
+        let Some(row) = row else { return Ok(Some(format!("watched table {table} does not exist"))) };
+        if !row.get::<_, bool>(0) {
+            return Ok(Some(format!(
+                "watched column {column} of table {table} is not in its replica identity, so a delete \
+                 would not name its document (ALTER TABLE {table} REPLICA IDENTITY FULL)"
+            )));
+        }
+    }
     Ok(None)
+}
+
+/// Waits until transaction `xid` (as the stream names it) is visible to new
+/// snapshots. The stream may deliver a COMMIT a moment before other sessions
+/// see it, and a document rebuilt in that moment would be read without it.
+pub fn wait_visible(client: &mut Client, xid: u32) -> Result<(), Error> {
+    for _ in 0..1000 {
+        // The stream's xid lacks the epoch: take it from the next xid, one
+        // less when the counter wrapped since.
+        let next: String = client.query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])?.get(0);
+        let next: u64 = next.parse().unwrap_or_default();
+        let epoch = (next >> 32) - u64::from(u64::from(xid) > (next & 0xffff_ffff) && next >> 32 > 0);
+        let full = (epoch << 32 | u64::from(xid)).to_string();
+        let visible: bool =
+            client.query_one("SELECT pg_visible_in_snapshot($1::text::xid8, pg_current_snapshot())", &[&full])?.get(0);
+        if visible {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Ok(())
 }
 
 /// The schema and name Postgres gives `table` (as the mapping spells it).
@@ -107,6 +151,18 @@ pub fn drop_triggers(client: &mut Client, table: &str) -> Result<(), Error> {
     client.batch_execute(&format!(
         "DROP TRIGGER IF EXISTS pgsync_notify ON {table}; DROP TRIGGER IF EXISTS pgsync_truncate ON {table}"
     ))?;
+    Ok(())
+}
+
+/// Drops a document mapping's watch triggers (`triggers::watch_triggers`).
+pub fn drop_watch_triggers(client: &mut Client, mapping: &Mapping, document: &Document) -> Result<(), Error> {
+    for trigger in watch_triggers(mapping, document) {
+        client.batch_execute(&format!(
+            "DROP TRIGGER IF EXISTS {} ON {}",
+            quote_ident(&trigger.name),
+            quote_table(&trigger.table)
+        ))?;
+    }
     Ok(())
 }
 

@@ -59,7 +59,10 @@ impl Endpoint {
 #[derive(Debug)]
 pub enum Event {
     /// A transaction starts.
-    Begin,
+    Begin {
+        /// Its id (32 bits, as the protocol sends it).
+        xid: u32,
+    },
     /// A `pgoutput` message of the transaction (see `pgoutput::decode`).
     Data(Vec<u8>),
     /// A logical message, transactional or not, with its prefix.
@@ -155,7 +158,7 @@ impl Stream {
             Ok(Ok(Some(event))) => event,
         };
         Ok(Some(match event {
-            ReplicationEvent::Begin { .. } => Event::Begin,
+            ReplicationEvent::Begin { xid, .. } => Event::Begin { xid },
             ReplicationEvent::XLogData { data, .. } => Event::Data(data.to_vec()),
             ReplicationEvent::Message { transactional, prefix, .. } => Event::Message { transactional, prefix },
             ReplicationEvent::Commit { end_lsn, .. } => Event::Commit { end: end_lsn.as_u64() },

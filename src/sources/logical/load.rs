@@ -9,6 +9,7 @@ use crate::pg::reader::{Refused, RowShape};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::notify::Source;
 use crate::sources::apply_pg::apply_pg_rows;
+use crate::sources::documents;
 use crate::sources::reload::{flush_missing, report_unkeyed};
 use postgres::Client;
 use std::collections::{BTreeMap, HashSet};
@@ -27,6 +28,13 @@ pub fn run(
     let mut total = 0;
     let mut later: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for &mapping in mappings {
+        if rt.mappings.all()[mapping].document.is_some() {
+            // Documents are read as Postgres is now, not in the snapshot: a
+            // change the stream then brings rebuilds them again, so none is
+            // missed, and a rebuild is the same whichever came first.
+            total += documents::reload(rt, client, mapping, true, Source::Postgres)?;
+            continue;
+        }
         let schema = rt.usable_schema(mapping)?;
         let shape = RowShape::new(&rt.mappings.all()[mapping], &schema);
         // Rows Redis changes from now on are newer than what is read.

@@ -28,12 +28,13 @@ use crate::redis::notify::Source as NotifySource;
 use crate::redis::redis_io::{bytes, call, notice, warn};
 use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
+use crate::sources::documents;
 use crate::sources::listen::not_ready;
 use postgres::Client;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use txn::{MappedColumn, Relations, Target, Txn};
+use txn::{MappedColumn, Relations, Target, Txn, Watcher};
 
 const POLL: Duration = Duration::from_millis(200);
 /// How often the slot's lag is read while streaming.
@@ -46,12 +47,15 @@ pub fn chosen(rt: &Runtime, listening: &[usize]) -> Result<bool, Error> {
     let setting = config::cdc();
     let obstacle = if setting == config::Cdc::notify {
         None
-    } else if let Some(m) = listening.iter().map(|&i| &rt.mappings.all()[i]).find(|m| m.document.is_some()) {
-        Some(format!("mapping {} is a document mapping, which the triggers serve", m.name))
     } else {
         let mut client = connect(rt)?;
-        let tables: Vec<&str> = listening.iter().map(|&i| rt.mappings.all()[i].table.as_str()).collect();
-        catalog::unusable(&mut client, &tables)?
+        let mappings = || listening.iter().map(|&i| &rt.mappings.all()[i]);
+        let tables: Vec<&str> = mappings().filter(|m| m.document.is_none()).map(|m| m.table.as_str()).collect();
+        let watched: Vec<(&str, &str)> = mappings()
+            .filter_map(|m| m.document.as_ref())
+            .flat_map(|d| d.watch.iter().map(|w| (w.table.as_str(), w.column.as_str())))
+            .collect();
+        catalog::unusable(&mut client, &tables, &watched)?
     };
     match mode::choose(setting, obstacle) {
         Ok((source, line)) => {
@@ -133,6 +137,12 @@ pub fn follow(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
     stream_changes(rt, &mut client, &session, &mut stream, position, deferred)
 }
 
+/// The schema and name Postgres gives `table`; an error when it does not exist.
+fn resolve(client: &mut Client, table: &str) -> Result<catalog::TableName, Error> {
+    catalog::resolve(client, table)?
+        .ok_or_else(|| Error::new(ErrorKind::Schema, format!("table {table} does not exist")))
+}
+
 fn unavailable(e: String) -> Error {
     Error::new(ErrorKind::Unavailable, e)
 }
@@ -195,7 +205,7 @@ fn stream_changes(
     mut position: u64,
     mut deferred: BTreeMap<usize, BTreeSet<String>>,
 ) -> Result<(), Error> {
-    let mut relations = Relations::new(session.targets.clone());
+    let mut relations = Relations::new(session.targets.clone(), session.watchers.clone());
     let mut txn = Txn::default();
     let mut lag_read = Instant::now() - LAG_EVERY;
     let mut reread_at = Instant::now();
@@ -215,7 +225,7 @@ fn stream_changes(
         }
         match stream.next(POLL).map_err(unavailable)? {
             None | Some(Event::KeepAlive) => {}
-            Some(Event::Begin) => txn = Txn::default(),
+            Some(Event::Begin { xid }) => txn = Txn { xid, ..Txn::default() },
             Some(Event::Data(bytes)) => {
                 let message = pgoutput::decode(&bytes).map_err(|e| unavailable(format!("pgoutput: {e}")))?;
                 txn.add(&mut relations, message);
@@ -226,11 +236,45 @@ fn stream_changes(
                 let done = std::mem::take(&mut txn);
                 // Postgres may send again what a session before this one applied.
                 if end > position {
+                    // Documents first: the position stored with the rows then
+                    // covers them (a crash in between rebuilds them again).
+                    if !done.own {
+                        rebuild_documents(rt, client, &done, &mut deferred)?;
+                    }
                     absorb(&mut deferred, apply::commit(rt, &done, end, &session.scope));
                     position = end;
                 }
                 stream.ack(position);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the documents whose roots the transaction named (all of a mapping's
+/// when it truncated a watched table), from Postgres as it is now.
+fn rebuild_documents(
+    rt: &Runtime,
+    client: &mut Client,
+    txn: &Txn,
+    deferred: &mut BTreeMap<usize, BTreeSet<String>>,
+) -> Result<(), Error> {
+    if !txn.roots.is_empty() {
+        catalog::wait_visible(client, txn.xid)?;
+    }
+    for (&mapping, roots) in &txn.roots {
+        if roots.truncated {
+            match documents::reload(rt, client, mapping, true, NotifySource::Postgres) {
+                Err(e) if e.kind != ErrorKind::Unavailable => {
+                    let message = format!("{}: documents not rebuilt: {e}", rt.mappings.all()[mapping].name);
+                    warn(&message);
+                    rt.stats[mapping].set_last_error(&message);
+                }
+                other => drop(other?),
+            }
+        } else if !roots.ids.is_empty() {
+            let ids: Vec<String> = roots.ids.iter().cloned().collect();
+            deferred.entry(mapping).or_default().extend(documents::rebuild_announced(rt, client, mapping, &ids)?);
         }
     }
     Ok(())
@@ -252,8 +296,15 @@ fn reread(
     deferred: &mut BTreeMap<usize, BTreeSet<String>>,
 ) -> Result<(), Error> {
     for (mapping, ids) in std::mem::take(deferred) {
-        let Some(shape) = session.shapes.get(&mapping) else { continue };
         let ids: Vec<String> = ids.into_iter().collect();
+        let Some(shape) = session.shapes.get(&mapping) else {
+            // A document mapping: roots whose slot was moving.
+            let later = documents::rebuild_announced(rt, client, mapping, &ids)?;
+            if !later.is_empty() {
+                deferred.insert(mapping, later.into_iter().collect());
+            }
+            continue;
+        };
         let snapshot = rt.queue().snapshot();
         let rows = shape.fetch(client, &ids)?;
         let present: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
@@ -273,6 +324,7 @@ struct Session {
     endpoint: Endpoint,
     mappings: Vec<usize>,
     targets: HashMap<(String, String), Vec<Target>>,
+    watchers: HashMap<(String, String), Vec<Watcher>>,
     shapes: HashMap<usize, RowShape>,
     /// Whether the lag is past `pgsync.cdc-max-lag-bytes` and was warned of.
     lag_warned: std::cell::Cell<bool>,
@@ -290,6 +342,7 @@ impl Session {
             return Ok(None);
         };
         let mut targets: HashMap<(String, String), Vec<Target>> = HashMap::new();
+        let mut watchers: HashMap<(String, String), Vec<Watcher>> = HashMap::new();
         let mut shapes = HashMap::new();
         let mut tables = Vec::new();
         let mut names = Vec::new();
@@ -301,8 +354,22 @@ impl Session {
                 rt.shutdown.sleep(POLL);
                 return Ok(None);
             };
-            let name = catalog::resolve(client, &m.table)?
-                .ok_or_else(|| Error::new(ErrorKind::Schema, format!("table {} does not exist", m.table)))?;
+            if let Some(document) = &m.document {
+                // A document mapping streams its watched tables, and no longer
+                // needs the triggers a trigger-path run installed on them.
+                for w in &document.watch {
+                    let name = resolve(client, &w.table)?;
+                    tables.push(format!("{}.{}", name.namespace, name.name));
+                    names.push(name.clone());
+                    let watcher = Watcher { mapping: i, column: w.column.clone() };
+                    watchers.entry((name.namespace, name.name)).or_default().push(watcher);
+                }
+                if let Err(e) = catalog::drop_watch_triggers(client, m, document) {
+                    warn(&format!("cannot drop the watch triggers of {}: {e}", m.name));
+                }
+                continue;
+            }
+            let name = resolve(client, &m.table)?;
             tables.push(format!("{}.{}", name.namespace, name.name));
             names.push(name.clone());
             let target = Target {
@@ -341,6 +408,7 @@ impl Session {
             endpoint,
             mappings: listening.to_vec(),
             targets,
+            watchers,
             shapes,
             lag_warned: Default::default(),
         }))

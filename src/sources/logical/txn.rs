@@ -8,7 +8,7 @@ use crate::model::json_row::MemberKind;
 use crate::model::key_text::KeyType;
 use crate::model::row_id::KeyShape;
 use crate::pg::replication::pgoutput::{Message, Relation, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Fields of a row as a hash gets them: `None` removes the field (a NULL column).
 pub type Fields = Vec<(String, Option<String>)>;
@@ -52,6 +52,25 @@ impl MappedColumn {
     }
 }
 
+/// A document mapping's watched column in one table: a change to a row
+/// rebuilds the document of the root its value names.
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    /// The document mapping (index).
+    pub mapping: usize,
+    /// The column holding the root id.
+    pub column: String,
+}
+
+/// What the transaction did to one document mapping's roots.
+#[derive(Debug, Default, PartialEq)]
+pub struct RootChanges {
+    /// A watched table was truncated: every document is rebuilt.
+    pub truncated: bool,
+    /// The roots whose documents are rebuilt.
+    pub ids: BTreeSet<String>,
+}
+
 /// What the transaction did to one mapping's rows.
 #[derive(Debug, Default, PartialEq)]
 pub struct MappingChanges {
@@ -69,18 +88,29 @@ pub struct Relations {
     known: HashMap<u32, Relation>,
     /// Targets by (schema, table).
     targets: HashMap<(String, String), Vec<Target>>,
+    /// Document mappings' watched columns by (schema, table).
+    watchers: HashMap<(String, String), Vec<Watcher>>,
 }
 
 impl Relations {
-    /// Relations feeding `targets`, by (schema, table).
-    pub fn new(targets: HashMap<(String, String), Vec<Target>>) -> Relations {
-        Relations { known: HashMap::new(), targets }
+    /// Relations feeding `targets` and `watchers`, by (schema, table).
+    pub fn new(
+        targets: HashMap<(String, String), Vec<Target>>,
+        watchers: HashMap<(String, String), Vec<Watcher>>,
+    ) -> Relations {
+        Relations { known: HashMap::new(), targets, watchers }
     }
 
     fn targets(&self, relation: u32) -> (&[Target], Option<&Relation>) {
         let Some(rel) = self.known.get(&relation) else { return (&[], None) };
         let targets = self.targets.get(&(rel.namespace.clone(), rel.name.clone()));
         (targets.map_or(&[][..], Vec::as_slice), Some(rel))
+    }
+
+    fn watchers(&self, relation: u32) -> (&[Watcher], Option<&Relation>) {
+        let Some(rel) = self.known.get(&relation) else { return (&[], None) };
+        let watchers = self.watchers.get(&(rel.namespace.clone(), rel.name.clone()));
+        (watchers.map_or(&[][..], Vec::as_slice), Some(rel))
     }
 }
 
@@ -89,8 +119,12 @@ impl Relations {
 pub struct Txn {
     /// Per mapping (index), what it changed.
     pub changes: BTreeMap<usize, MappingChanges>,
+    /// Per document mapping (index), the roots to rebuild.
+    pub roots: BTreeMap<usize, RootChanges>,
     /// The module wrote it (its mark was seen): nothing of it is applied.
     pub own: bool,
+    /// Its id, as the stream sends it.
+    pub xid: u32,
 }
 
 impl Txn {
@@ -100,9 +134,17 @@ impl Txn {
             Message::Relation(rel) => {
                 relations.known.insert(rel.id, rel);
             }
-            Message::Insert { relation, new } => self.upsert(relations, relation, None, &new),
-            Message::Update { relation, old, new } => self.upsert(relations, relation, old.as_deref(), &new),
+            Message::Insert { relation, new } => {
+                self.announce(relations, relation, &[&new]);
+                self.upsert(relations, relation, None, &new);
+            }
+            Message::Update { relation, old, new } => {
+                // The old row names the root a row moved away from.
+                self.announce(relations, relation, &[&new, old.as_deref().unwrap_or_default()]);
+                self.upsert(relations, relation, old.as_deref(), &new);
+            }
             Message::Delete { relation, old } => {
+                self.announce(relations, relation, &[&old]);
                 let (targets, Some(rel)) = relations.targets(relation) else { return };
                 for t in targets {
                     let changes = self.changes.entry(t.mapping).or_default();
@@ -114,6 +156,11 @@ impl Txn {
             }
             Message::Truncate { relations: truncated } => {
                 for relation in truncated {
+                    for w in relations.watchers(relation).0 {
+                        let roots = self.roots.entry(w.mapping).or_default();
+                        roots.truncated = true;
+                        roots.ids.clear();
+                    }
                     for t in relations.targets(relation).0 {
                         let changes = self.changes.entry(t.mapping).or_default();
                         changes.truncated = true;
@@ -122,6 +169,19 @@ impl Txn {
                 }
             }
             Message::Other(_) => {}
+        }
+    }
+
+    /// Adds the roots the watched columns of `tuples` name (a NULL names none).
+    fn announce(&mut self, relations: &Relations, relation: u32, tuples: &[&[Value]]) {
+        let (watchers, Some(rel)) = relations.watchers(relation) else { return };
+        for w in watchers {
+            let roots = self.roots.entry(w.mapping).or_default();
+            for tuple in tuples {
+                if let Some(Value::Text(id)) = value(rel, tuple, &w.column) {
+                    roots.ids.insert(id.clone());
+                }
+            }
         }
     }
 

@@ -15,7 +15,17 @@ fn relations() -> Relations {
         fields: vec![column("name", "username", MemberKind::Text), column("score", "score", MemberKind::Number)],
         json: false,
     };
-    let mut r = Relations::new([(("public".to_string(), "users".to_string()), vec![target])].into_iter().collect());
+    // Mapping 1 is a document mapping whose roots are users, watching orders.user_id.
+    let watcher = Watcher { mapping: 1, column: "user_id".into() };
+    let mut r = Relations::new(
+        [(("public".to_string(), "users".to_string()), vec![target])].into_iter().collect(),
+        [(("public".to_string(), "orders".to_string()), vec![watcher])].into_iter().collect(),
+    );
+    let orders = ["id", "user_id", "total"].map(String::from).to_vec();
+    Txn::default().add(
+        &mut r,
+        Message::Relation(Relation { id: 9, namespace: "public".into(), name: "orders".into(), columns: orders }),
+    );
     let columns = ["id", "username", "secret", "score"].map(String::from).to_vec();
     Txn::default()
         .add(&mut r, Message::Relation(Relation { id: 7, namespace: "public".into(), name: "users".into(), columns }));
@@ -110,4 +120,39 @@ fn values_are_spelled_as_a_read_from_postgres_spells_them() {
     assert_eq!(column("s", "s", MemberKind::Text).value("t", true), "\"t\"", "a JSON string");
     assert_eq!(column("s", "s", MemberKind::Text).value("t", false), "t", "text stays as it is");
     assert_eq!(column("j", "j", MemberKind::Json).value("{\"a\": 1}", true), "{\"a\":1}");
+}
+
+fn roots(txn: &Txn) -> Vec<&str> {
+    txn.roots.get(&1).map(|r| r.ids.iter().map(String::as_str).collect()).unwrap_or_default()
+}
+
+#[test]
+fn a_change_to_a_watched_table_names_the_roots_of_its_old_and_new_rows() {
+    let mut r = relations();
+    let mut txn = Txn::default();
+    txn.add(&mut r, Message::Insert { relation: 9, new: vec![t("1"), t("7"), t("10")] });
+    assert_eq!(roots(&txn), ["7"]);
+    // An order moving to another user rebuilds both users' documents.
+    txn.add(
+        &mut r,
+        Message::Update { relation: 9, old: Some(vec![t("1"), t("7"), t("10")]), new: vec![t("1"), t("8"), t("10")] },
+    );
+    txn.add(&mut r, Message::Delete { relation: 9, old: vec![t("2"), t("9"), Value::Null] });
+    // A NULL watched column names no root.
+    txn.add(&mut r, Message::Insert { relation: 9, new: vec![t("3"), Value::Null, t("1")] });
+    assert_eq!(roots(&txn), ["7", "8", "9"]);
+    assert!(txn.changes.is_empty(), "no table mapping reads orders");
+    assert!(!txn.roots[&1].truncated);
+}
+
+#[test]
+fn a_truncated_watched_table_rebuilds_every_document() {
+    let mut r = relations();
+    let mut txn = Txn::default();
+    txn.add(&mut r, Message::Insert { relation: 9, new: vec![t("1"), t("7"), t("10")] });
+    txn.add(&mut r, Message::Truncate { relations: vec![9] });
+    assert!(txn.roots[&1].truncated);
+    assert!(roots(&txn).is_empty(), "the rebuild of all covers them");
+    txn.add(&mut r, Message::Insert { relation: 7, new: vec![t("1"), t("ann"), t("x"), t("5")] });
+    assert!(txn.roots[&1].truncated, "a change to another table leaves it so");
 }
