@@ -432,3 +432,45 @@ fn json_writes_waiting_for_postgres_survive_a_kill9_and_land_once() {
     assert_eq!(account(&db, 3).unwrap().4, Some(json!({"a": 1})));
     assert_eq!(doc(&mut c, "acct:3"), Some(json!({"name": "Cy", "profile": {"a": 1}})), "the AOF kept the document");
 }
+
+/// `SYNC.JSONSET key path value`, its reply.
+fn jsonset(c: &mut redis::Connection, key: &str, path: &str, value: &str) -> redis::RedisResult<redis::Value> {
+    redis::cmd("SYNC.JSONSET").arg(key).arg(path).arg(value).query(c)
+}
+
+#[test]
+fn sync_jsonset_replies_once_the_row_is_committed_or_with_postgres_refusal() {
+    let db = test_db(&format!("{ACCOUNTS_SQL}; ALTER TABLE accounts ADD CONSTRAINT positive CHECK (score >= 0)"));
+    db.client().batch_execute("INSERT INTO accounts VALUES (2, 'Bob', 'b@x', 100, false, NULL, 'bob')").unwrap();
+    let server = Server::with_mapping_and_rejson(&db, ACCOUNTS_MAPPING, &[], &[]);
+    let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
+
+    // A member of a key Redis does not hold: the reply comes after the commit,
+    // so the row is in Postgres when it arrives (no SYNC.WAIT).
+    assert_eq!(jsonset(&mut c, "acct:1", "$.score", "5").unwrap(), redis::Value::Okay);
+    let one = account(&db, 1).expect("committed before the reply");
+    assert_eq!((one.0, one.2, one.4, one.5.as_str()), (None, Some(5), None, "anon"));
+    assert_eq!(doc(&mut c, "acct:1"), Some(json!({"score": 5})));
+
+    // A root set changes only the columns it names.
+    assert_eq!(jsonset(&mut c, "acct:2", "$", r#"{"name": "Bo", "vip": true}"#).unwrap(), redis::Value::Okay);
+    let bo = account(&db, 2).unwrap();
+    assert_eq!((bo.0.as_deref(), bo.1.as_deref(), bo.2, bo.3), (Some("Bo"), Some("b@x"), Some(100), Some(true)));
+
+    // Postgres refuses the row: the client hears its error.
+    let err = jsonset(&mut c, "acct:3", "$.score", "-1").unwrap_err().to_string();
+    assert!(err.contains("Postgres rejected the row") && err.contains("positive"), "{err}");
+    assert_eq!(account(&db, 3), None);
+    // A value Postgres would certainly refuse is refused before anything runs.
+    let err = jsonset(&mut c, "acct:4", "$.score", "\"many\"").unwrap_err().to_string();
+    assert!(err.contains("not an integer"), "{err}");
+    assert!(!exists(&mut c, "acct:4"));
+    // XX on a key Redis does not hold sets nothing and replies at once.
+    let xx: redis::Value =
+        redis::cmd("SYNC.JSONSET").arg("acct:5").arg("$.score").arg("1").arg("XX").query(&mut c).unwrap();
+    assert_eq!(xx, redis::Value::Nil);
+    // A mapping whose rows are not JSON documents.
+    let err = jsonset(&mut c, "nothing:1", "$.a", "1").unwrap_err().to_string();
+    assert!(err.contains("matches no mapping"), "{err}");
+}

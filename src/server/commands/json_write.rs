@@ -1,25 +1,27 @@
 //! `SYNC.JSONWRITE`: a RedisJSON write (`JSON.SET`, `JSON.DEL`, `JSON.FORGET`,
 //! `JSON.NUMINCRBY`, and the writes that change a member in place, such as
-//! `JSON.TOGGLE` or `JSON.ARRAPPEND`) to a `"type": "json"` write-behind key, run and captured in
-//! one step, as `SYNC.WRITE` does for hashes: the command filter routes it here,
+//! `JSON.TOGGLE` or `JSON.ARRAPPEND`) to a `"type": "json"` row key
+//! (write-behind) or staging key (write-through), run and captured in one step, as `SYNC.WRITE` does for hashes: the command filter routes it here,
 //! the arguments say which members (columns) it sets, removes or increments
 //! (`model/json_intent.rs`), and the command runs as the caller would have run
 //! it. A write to a member of a key Redis does not hold, or an increment of a
 //! member the document lacks, creates it (RedisJSON would refuse a path into
-//! nothing) and changes only that column in Postgres.
+//! nothing) and changes only that column in Postgres. `SYNC.JSONSET` is the
+//! same capture of a `JSON.SET`, replying once the row is committed.
 
-use super::runtime_or_err;
 use super::write::target_of;
+use super::{committed_write, reply_when_committed, runtime_or_err};
 use crate::model::change::{Delta, FieldChange, Fields, RowOp, Write};
 use crate::model::intent::Effect;
 use crate::model::json_intent::{self, JsonCommand, JsonEffect};
 use crate::model::json_row::{self, MemberKind};
-use crate::model::mapping::OnSet;
+use crate::model::mapping::{KeyRole, Mode, OnSet, ValueType};
 use crate::model::slots::key_slot;
 use crate::pipeline::capture::{record, refuse, Target};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::acl::Caller;
-use crate::redis::client_call::{call_named_as_client, ClientReply};
+use crate::redis::blocked::Reply;
+use crate::redis::client_call::{call_named_as_client, client_argv, ClientReply};
 use crate::redis::cluster;
 use crate::redis::json_doc;
 use crate::redis::redis_io::{bytes, key_exists};
@@ -39,23 +41,59 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if command == JsonCommand::MSet {
         return sync_jsonmset(ctx, rt, &args);
     }
-    let key = args[2].as_slice();
     let argv = &args[1..];
-    let rest: Vec<&[u8]> = args[3..].iter().map(|a| a.as_slice()).collect();
-    let Some(target) = target_of(ctx, rt, key)? else { return run(ctx, command, argv)?.forward(ctx) };
+    let Some(target) = target_of(ctx, rt, args[2].as_slice())? else { return run(ctx, command, argv)?.forward(ctx) };
+    capture(ctx, rt, &target, command, argv)?.0.forward(ctx)
+}
+
+/// `SYNC.JSONSET key path value [NX|XX]`: `JSON.SET` on a `"type": "json"`
+/// row (its staging key in write-through, the row key in write-behind), with
+/// the field-level meaning of a captured `JSON.SET`, replying only once the
+/// row is committed in Postgres, or with Postgres's error, as `SYNC.HSET`.
+pub fn sync_jsonset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if !(4..=5).contains(&args.len()) {
+        return Err(RedisError::WrongArity);
+    }
+    let rt = runtime_or_err()?;
+    let (target, written) =
+        committed_write(ctx, rt, args[1].as_slice(), "SYNC.JSONSET", |m| match (m.value_type, m.mode) {
+            (ValueType::Json, Mode::WriteThrough | Mode::WriteBehind) => Ok(()),
+            (value_type, mode) => {
+                Err(replies::jsonset_needs_json_mapping(&m.name, mode.as_str(), value_type == ValueType::Json))
+            }
+        })?;
+    let argv = client_argv(ctx, b"JSON.SET", &[written.as_bytes()], &args[2..]);
+    let (reply, version) = capture(ctx, rt, &target, JsonCommand::Set, &argv)?;
+    reply_when_committed(ctx, rt, &target, version, Reply::Ok, &reply)
+}
+
+/// Runs the JSON write `argv` (its name first, then the key of `target`) as
+/// the caller and records what it changed. Returns RedisJSON's reply and the
+/// version of the change queued for Postgres (`None`: nothing goes there).
+fn capture(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    command: JsonCommand,
+    argv: &[RedisString],
+) -> Result<(ClientReply, Option<u64>), RedisError> {
+    let key = argv[1].as_slice();
+    let rest: Vec<&[u8]> = argv[2..].iter().map(|a| a.as_slice()).collect();
     let effect = match json_intent::parse(command, &rest) {
         Ok(Some(effect)) => effect,
-        Ok(None) => return run(ctx, command, argv)?.forward(ctx),
-        Err(why) => return Err(refusal(ctx, rt, &target, argv, &why)),
+        Ok(None) => return Ok((run(ctx, command, argv)?, None)),
+        Err(why) => return Err(refusal(ctx, rt, target, argv, &why)),
     };
-    let effect = replacing(rt, &target, effect);
-    check(ctx, rt, &target, argv, &effect)?;
-    let cold = !key_exists(ctx, &args[2]);
+    let effect = replacing(rt, target, effect);
+    check(ctx, rt, target, argv, &effect)?;
+    let cold = !key_exists(ctx, &argv[1]);
     let (reply, fields) = match effect {
+        // Deleting a staging key drops what it stages, as `DEL` of a hash one.
+        JsonEffect::DeleteRow if target.role == KeyRole::Temp => return Ok((run(ctx, command, argv)?, None)),
         JsonEffect::DeleteRow => {
             let reply = run(ctx, command, argv)?;
-            record(ctx, rt, &target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
-            return reply.forward(ctx);
+            let delete = Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() };
+            return Ok((reply, record(ctx, rt, target, key, delete)));
         }
         JsonEffect::Members(members) | JsonEffect::Document(members) if cold && creates_member(command, &rest) => {
             let created = create(ctx, key, &members)?;
@@ -85,10 +123,11 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
         JsonEffect::Incr { member, delta } => increment(ctx, command, argv, &rest, cold, member, delta)?,
     };
-    if !fields.is_empty() {
-        record(ctx, rt, &target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
-    }
-    reply.forward(ctx)
+    let version = match fields.is_empty() {
+        true => None,
+        false => record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() }),
+    };
+    Ok((reply, version))
 }
 
 /// `JSON.NUMINCRBY` of `member`: recorded as an `Add` with the value Redis
