@@ -474,3 +474,92 @@ fn sync_jsonset_replies_once_the_row_is_committed_or_with_postgres_refusal() {
     let err = jsonset(&mut c, "nothing:1", "$.a", "1").unwrap_err().to_string();
     assert!(err.contains("matches no mapping"), "{err}");
 }
+
+/// Write-through accounts kept as JSON documents, staged in `__{acct:<id>}`.
+fn accounts_through() -> String {
+    ACCOUNTS_MAPPING.replace(
+        r#""mode": "write-behind", "type": "json","#,
+        r#""mode": "write-through", "type": "json", "notify": "sync:acct","#,
+    )
+}
+
+#[test]
+fn write_through_json_commits_the_staged_members_then_the_row_key_holds_them() {
+    let db = test_db(ACCOUNTS_SQL);
+    db.client()
+        .batch_execute(
+            "INSERT INTO accounts VALUES (1, 'Ann', 'a@x', 10, false, '{\"city\": \"Oslo\"}', 'ann'), \
+             (2, 'Bob', 'b@x', 100, NULL, NULL, 'bob'), (3, 'Cy', 'c@x', 7, false, NULL, 'cy')",
+        )
+        .unwrap();
+    let server = Server::with_mapping_and_rejson(&db, &accounts_through(), &[], &[]);
+    let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
+    let s = |v: &str| Some(v.to_string());
+    // Row 1 is cached (warm); rows 2 and 3 are not (cold).
+    let _: redis::Value = redis::cmd("SYNC.RELOAD").arg("accounts").query(&mut c).unwrap();
+    for id in [2, 3] {
+        let _: i64 = redis::cmd("DEL").arg(format!("acct:{id}")).query(&mut c).unwrap();
+    }
+    let ann =
+        json!({"name": "Ann", "email": "a@x", "score": 10, "vip": false, "profile": {"city": "Oslo"}, "nick": "ann"});
+    assert_eq!(doc(&mut c, "acct:1"), Some(ann.clone()));
+    let mut events_conn = server.conn();
+    let mut events = events_conn.as_pubsub();
+    events.subscribe("sync:acct:1").unwrap();
+
+    // Warm key, one member: only that column changes; the row key gets it after the commit.
+    json(&mut c, "SET", "__{acct:1}", &["$.score", "5"]).unwrap();
+    sync_wait(&mut c);
+    let profile = json!({"city": "Oslo"});
+    assert_eq!(account(&db, 1), Some((s("Ann"), s("a@x"), Some(5), Some(false), Some(profile.clone()), "ann".into())));
+    let mut expected = ann.clone();
+    expected["score"] = json!(5);
+    assert_eq!(doc(&mut c, "acct:1"), Some(expected.clone()), "the other members stay");
+    assert!(!exists(&mut c, "__{acct:1}"), "the staging key goes once its members are committed");
+    let event: Value = serde_json::from_str(&events.get_message().unwrap().get_payload::<String>().unwrap()).unwrap();
+    assert_eq!((event["op"].as_str(), event["source"].as_str()), (Some("upsert"), Some("redis")));
+    assert_eq!(event["fields"], json!(["score"]));
+
+    // Cold key, one member: the row key holds only that member, typed after its column.
+    json(&mut c, "SET", "__{acct:3}", &["$.vip", "true"]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 3), Some((s("Cy"), s("c@x"), Some(7), Some(true), None, "cy".into())));
+    assert_eq!(doc(&mut c, "acct:3"), Some(json!({"vip": true})));
+    assert!(!exists(&mut c, "__{acct:3}"));
+
+    // Cold key, a root set: the named members (null is NULL), an unmapped one kept in Redis only.
+    json(&mut c, "SET", "__{acct:2}", &["$", r#"{"name": "Bo", "email": null, "note": "5", "profile": {"a": [1]}}"#])
+        .unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 2), Some((s("Bo"), None, Some(100), None, Some(json!({"a": [1]})), "bob".into())));
+    assert_eq!(doc(&mut c, "acct:2"), Some(json!({"name": "Bo", "note": "5", "profile": {"a": [1]}})));
+    // An increment adds to Postgres's value; the row key gets the sum.
+    let reply: String = redis::cmd("JSON.NUMINCRBY").arg("__{acct:2}").arg("$.score").arg(4).query(&mut c).unwrap();
+    assert_eq!(reply, "[4]", "the staging key held nothing to add to");
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 2).unwrap().2, Some(104));
+    assert_eq!(doc(&mut c, "acct:2").unwrap()["score"], 104);
+    assert_eq!(doc(&mut c, "__{acct:2}"), None, "the staging key goes");
+
+    // A member removed: its column is NULL, and the row key loses it.
+    json(&mut c, "DEL", "__{acct:1}", &["$.email"]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).unwrap().1, None);
+    expected.as_object_mut().unwrap().remove("email");
+    assert_eq!(doc(&mut c, "acct:1"), Some(expected.clone()));
+
+    // SYNC.JSONSET on a write-through row: the reply comes after the commit and
+    // after the row key got the member.
+    assert_eq!(jsonset(&mut c, "acct:1", "$.name", "\"Ann B\"").unwrap(), redis::Value::Okay);
+    assert_eq!(account(&db, 1).unwrap().0.as_deref(), Some("Ann B"));
+    assert_eq!(doc(&mut c, "acct:1").unwrap()["name"], "Ann B");
+    assert_eq!(jsonset(&mut c, "__{acct:1}", "$.nick", "\"annie\"").unwrap(), redis::Value::Okay);
+    assert_eq!(account(&db, 1).unwrap().5, "annie");
+    let err = jsonset(&mut c, "acct:1", "$.nick", "\"toolong\"").unwrap_err().to_string();
+    assert!(err.contains("nick"), "{err}");
+    assert_eq!(doc(&mut c, "acct:1").unwrap()["nick"], "annie", "a refused write reaches neither side");
+    // SYNC.HSET is for hash rows.
+    let err = redis::cmd("SYNC.HSET").arg("acct:1").arg("name").arg("x").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("SYNC.JSONSET"), "{err}");
+}

@@ -15,7 +15,7 @@ use crate::model::change::{Delta, FieldChange, Fields, RowOp, Write};
 use crate::model::intent::Effect;
 use crate::model::json_intent::{self, JsonCommand, JsonEffect};
 use crate::model::json_row::{self, MemberKind};
-use crate::model::mapping::{KeyRole, Mode, OnSet, ValueType};
+use crate::model::mapping::{KeyRole, Mapping, Mode, OnSet, ValueType};
 use crate::model::slots::key_slot;
 use crate::pipeline::capture::{record, refuse, Target};
 use crate::pipeline::runtime::Runtime;
@@ -78,6 +78,7 @@ fn capture(
     argv: &[RedisString],
 ) -> Result<(ClientReply, Option<u64>), RedisError> {
     let key = argv[1].as_slice();
+    let m = &rt.mappings.all()[target.mapping];
     let rest: Vec<&[u8]> = argv[2..].iter().map(|a| a.as_slice()).collect();
     let effect = match json_intent::parse(command, &rest) {
         Ok(Some(effect)) => effect,
@@ -97,20 +98,20 @@ fn capture(
         }
         JsonEffect::Members(members) | JsonEffect::Document(members) if cold && creates_member(command, &rest) => {
             let created = create(ctx, key, &members)?;
-            (created, members_changed(members))
+            (created, members_changed(m, members))
         }
         JsonEffect::Members(members) | JsonEffect::Document(members) => {
             let reply = run(ctx, command, argv)?;
-            let changed = if matched(&reply) { members_changed(members) } else { Fields::new() };
+            let changed = if matched(&reply) { members_changed(m, members) } else { Fields::new() };
             (reply, changed)
         }
         JsonEffect::Merged { members, reread } => {
             let reply = run(ctx, command, argv)?;
             let mut changed = Fields::new();
             if matched(&reply) {
-                changed = members_changed(members);
+                changed = members_changed(m, members);
                 for member in reread {
-                    changed.insert(member.clone().into_bytes(), member_now(ctx, key, &member));
+                    changed.insert(member.clone().into_bytes(), member_now(ctx, m, key, &member));
                 }
             }
             (reply, changed)
@@ -118,7 +119,7 @@ fn capture(
         JsonEffect::Below(member) | JsonEffect::Reread(member) => {
             let reply = run(ctx, command, argv)?;
             let changed =
-                if matched(&reply) { one(member.clone(), member_now(ctx, key, &member)) } else { Fields::new() };
+                if matched(&reply) { one(member.clone(), member_now(ctx, m, key, &member)) } else { Fields::new() };
             (reply, changed)
         }
         JsonEffect::Incr { member, delta } => increment(ctx, command, argv, &rest, cold, member, delta)?,
@@ -189,9 +190,10 @@ fn sync_jsonmset(ctx: &Context, rt: &Runtime, args: &[RedisString]) -> RedisResu
     }
     let reply = run(ctx, JsonCommand::MSet, argv)?;
     for (target, key, effect) in writes {
+        let m = &rt.mappings.all()[target.mapping];
         let fields = match effect {
-            JsonEffect::Members(members) | JsonEffect::Document(members) => members_changed(members),
-            JsonEffect::Below(member) => one(member.clone(), member_now(ctx, key, &member)),
+            JsonEffect::Members(members) | JsonEffect::Document(members) => members_changed(m, members),
+            JsonEffect::Below(member) => one(member.clone(), member_now(ctx, m, key, &member)),
             _ => Fields::new(),
         };
         if !fields.is_empty() {
@@ -255,18 +257,19 @@ fn matched(reply: &ClientReply) -> bool {
 }
 
 /// Members set or removed, as the column changes they make.
-fn members_changed(members: Vec<(String, Option<String>)>) -> Fields {
+fn members_changed(m: &Mapping, members: Vec<(String, Option<String>)>) -> Fields {
     members
         .into_iter()
         .map(|(name, value)| {
-            let change = value.map_or(FieldChange::Remove, |v| FieldChange::Set(json_intent::column_text(&v)));
+            let change =
+                value.map_or(FieldChange::Remove, |v| FieldChange::Set(json_intent::captured_text(m, &name, &v)));
             (name.into_bytes(), change)
         })
         .collect()
 }
 
 /// A member's whole value after a write inside it, as its column's change.
-fn member_now(ctx: &Context, key: &[u8], member: &str) -> FieldChange {
+fn member_now(ctx: &Context, m: &Mapping, key: &[u8], member: &str) -> FieldChange {
     let doc = match ctx.call("JSON.GET", &[key]) {
         Ok(value) => bytes(&value),
         Err(_) => None,
@@ -274,7 +277,7 @@ fn member_now(ctx: &Context, key: &[u8], member: &str) -> FieldChange {
     let members = doc.and_then(|d| json_row::object_members(&String::from_utf8_lossy(&d)));
     let now = members.and_then(|m| m.into_iter().find(|(n, _)| n == member)).map(|(_, v)| v);
     match now {
-        Some(v) if v != "null" => FieldChange::Set(json_intent::column_text(&v)),
+        Some(v) if v != "null" => FieldChange::Set(json_intent::captured_text(m, member, &v)),
         _ => FieldChange::Remove,
     }
 }
