@@ -527,6 +527,11 @@ fn write_through_json_commits_the_staged_members_then_the_row_key_holds_them() {
     assert_eq!(account(&db, 3), Some((s("Cy"), s("c@x"), Some(7), Some(true), None, "cy".into())));
     assert_eq!(doc(&mut c, "acct:3"), Some(json!({"vip": true})));
     assert!(!exists(&mut c, "__{acct:3}"));
+    // A member lands typed after its column, as a row read from Postgres does.
+    json(&mut c, "SET", "__{acct:3}", &["$.score", "\"9\""]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 3).unwrap().2, Some(9));
+    assert_eq!(doc(&mut c, "acct:3"), Some(json!({"vip": true, "score": 9})));
 
     // Cold key, a root set: the named members (null is NULL), an unmapped one kept in Redis only.
     json(&mut c, "SET", "__{acct:2}", &["$", r#"{"name": "Bo", "email": null, "note": "5", "profile": {"a": [1]}}"#])
