@@ -567,4 +567,27 @@ fn write_through_json_commits_the_staged_members_then_the_row_key_holds_them() {
     // SYNC.HSET is for hash rows.
     let err = redis::cmd("SYNC.HSET").arg("acct:1").arg("name").arg("x").query::<i64>(&mut c).unwrap_err();
     assert!(err.to_string().contains("SYNC.JSONSET"), "{err}");
+
+    // rgsync's `#` as a member of a root set: `=` with a uuid acks in
+    // `{acct:1}<uuid>` once committed; `#` is stored nowhere.
+    json(&mut c, "SET", "__{acct:1}", &["$", r##"{"score": 6, "#": "=u1"}"##]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).unwrap().2, Some(6));
+    assert_eq!(ack(&mut c, "{acct:1}u1"), ["status", "done"]);
+    let one = doc(&mut c, "acct:1").unwrap();
+    assert_eq!((&one["score"], one.get("#")), (&json!(6), None));
+    assert!(!exists(&mut c, "__{acct:1}"));
+    // `~` deletes the row in Redis and Postgres.
+    json(&mut c, "SET", "__{acct:3}", &["$", r##"{"#": "~u3"}"##]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 3), None);
+    assert!(!exists(&mut c, "acct:3") && !exists(&mut c, "__{acct:3}"));
+    assert_eq!(ack(&mut c, "{acct:3}u3"), ["status", "done"]);
+}
+
+/// The one entry of an ack stream, as its field/value list.
+fn ack(c: &mut redis::Connection, stream: &str) -> Vec<String> {
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query(c).unwrap();
+    assert_eq!(entries.len(), 1, "one ack in {stream}");
+    entries[0].1.clone()
 }

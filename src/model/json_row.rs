@@ -137,6 +137,13 @@ pub fn object_members(text: &str) -> Option<Vec<(String, String)>> {
     serde_json::from_str::<Members>(text).ok().map(|m| m.0)
 }
 
+/// A JSON object's text without its member `name` (the others as written, in
+/// their order); `None` when `text` is no JSON object.
+pub fn without_member(text: &str, name: &str) -> Option<String> {
+    let members = object_members(text)?;
+    Some(document(members.iter().filter(|(n, _)| n != name).map(|(n, v)| (n.as_str(), v.as_str()))))
+}
+
 /// Whether two JSON texts hold the same value (`1.50` and `1.5` do; texts
 /// that are not JSON, such as a string member's column text, when equal).
 pub fn same(a: &str, b: &str) -> bool {
@@ -206,6 +213,14 @@ mod tests {
         assert_eq!(kind("character varying(20)").member("42"), "\"42\"", "text stays text");
         assert_eq!(kind("timestamp with time zone").member("2024-01-01 10:00:00+00"), "\"2024-01-01 10:00:00+00\"");
         assert_eq!(kind("integer[]").member("{1,2}"), "\"{1,2}\"");
+    }
+
+    #[test]
+    fn a_member_can_be_taken_out_of_an_object() {
+        let tagged = r##"{"a": 1, "#": "=u1", "b": [1, 2]}"##;
+        assert_eq!(without_member(tagged, "#").as_deref(), Some(r#"{"a":1,"b":[1, 2]}"#));
+        assert_eq!(without_member(r##"{"#": "="}"##, "#").as_deref(), Some("{}"));
+        assert_eq!(without_member("[1]", "#"), None);
     }
 
     #[test]

@@ -11,13 +11,13 @@
 
 use super::write::target_of;
 use super::{committed_write, reply_when_committed, runtime_or_err};
-use crate::model::change::{Delta, FieldChange, Fields, RowOp, Write};
+use crate::model::change::{Delta, FieldChange, Fields, RowOp, Write, OP_FIELD};
 use crate::model::intent::Effect;
 use crate::model::json_intent::{self, JsonCommand, JsonEffect};
 use crate::model::json_row::{self, MemberKind};
 use crate::model::mapping::{KeyRole, Mapping, Mode, OnSet, ValueType};
 use crate::model::slots::key_slot;
-use crate::pipeline::capture::{record, refuse, Target};
+use crate::pipeline::capture::{record, refuse, tagged_write, Target};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::acl::Caller;
 use crate::redis::blocked::Reply;
@@ -87,6 +87,12 @@ fn capture(
     };
     let effect = replacing(rt, target, effect);
     check(ctx, rt, target, argv, &effect)?;
+    let effect = match effect {
+        JsonEffect::Document(members) if command == JsonCommand::Set && members.iter().any(|(n, _)| is_op(n)) => {
+            return tagged(ctx, rt, target, argv, members);
+        }
+        effect => effect,
+    };
     let cold = !key_exists(ctx, &argv[1]);
     let (reply, fields) = match effect {
         // Deleting a staging key drops what it stages, as `DEL` of a hash one.
@@ -129,6 +135,45 @@ fn capture(
         false => record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() }),
     };
     Ok((reply, version))
+}
+
+/// Whether a member is rgsync's `#` field.
+fn is_op(member: &str) -> bool {
+    member.as_bytes() == OP_FIELD
+}
+
+/// `JSON.SET key $ '{..., "#": "=6ce0ab"}'`: rgsync's `#` operation as a member
+/// of a root set, carried out as `HSET key # ...` is (`capture::tagged_write`:
+/// `=` with its ack, `~`, `+`, `-`); the document is written without it.
+fn tagged(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    argv: &[RedisString],
+    members: Vec<(String, Option<String>)>,
+) -> Result<(ClientReply, Option<u64>), RedisError> {
+    if argv.len() != 4 {
+        return Err(refusal(ctx, rt, target, argv, "the # member does not go with NX or XX"));
+    }
+    let m = &rt.mappings.all()[target.mapping];
+    let (ops, members): (Vec<_>, Vec<_>) = members.into_iter().partition(|(n, _)| is_op(n));
+    let op = ops.into_iter().last().and_then(|(_, v)| v).map(|v| json_intent::column_text(&v)).unwrap_or_default();
+    let key = argv[1].as_slice();
+    let document = json_row::without_member(&String::from_utf8_lossy(argv[3].as_slice()), "#").unwrap_or_default();
+    let fields = members_changed(m, members.clone());
+    let write = |to: &[u8]| {
+        if to != key {
+            // `+` in write-through: merged into the cached row, as HSET merges.
+            return create(ctx, to, &members).map(drop);
+        }
+        // Nothing else staged stages nothing (no `{}` left behind).
+        match document.as_str() {
+            "{}" => Ok(()),
+            doc => call_named_as_client(ctx, "JSON.SET", true, &[to, b"$", doc.as_bytes()]).map(drop),
+        }
+    };
+    let version = tagged_write(ctx, rt, target, key, &op, fields, write)?;
+    Ok((ClientReply::Direct(RedisValue::SimpleStringStatic("OK")), version))
 }
 
 /// `JSON.NUMINCRBY` of `member`: recorded as an `Add` with the value Redis

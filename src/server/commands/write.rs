@@ -100,7 +100,9 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
         (Command::Hset | Command::Hmset, Effect::Set(pairs)) => match intent::take_op_field(pairs) {
             (pairs, Some(op)) => {
                 let written = pairs.len();
-                let done = capture::tagged_write(ctx, rt, &target, key, &op, pairs)?;
+                let fields = set_fields(pairs.clone());
+                let write = |to: &[u8]| capture::hset(ctx, to, &pairs);
+                let done = capture::tagged_write(ctx, rt, &target, key, &op, fields, write)?;
                 if done.is_some() {
                     if let Some(row) = fill {
                         loads::fill_after_write(row);
