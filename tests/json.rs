@@ -591,3 +591,31 @@ fn ack(c: &mut redis::Connection, stream: &str) -> Vec<String> {
     assert_eq!(entries.len(), 1, "one ack in {stream}");
     entries[0].1.clone()
 }
+
+#[test]
+fn write_through_json_staged_while_postgres_is_down_survives_a_kill9_and_lands() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url(), ACCOUNTS_SQL);
+    db.client().batch_execute("INSERT INTO accounts (id, name, score) VALUES (1, 'Ann', 10)").unwrap();
+    let args = ["--appendonly", "yes", "--appendfsync", "always"];
+    let mut server = Server::with_mapping_and_rejson(&db, &accounts_through(), &[("retry-max-delay-ms", "200")], &args);
+    let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
+
+    pg.down();
+    json(&mut c, "NUMINCRBY", "__{acct:1}", &["$.score", "5"]).unwrap();
+    json(&mut c, "SET", "__{acct:1}", &["$.email", "\"ann@x\""]).unwrap();
+    json(&mut c, "SET", "__{acct:2}", &["$", r#"{"name": "Bob", "profile": {"a": 1}}"#]).unwrap();
+    assert!(!exists(&mut c, "acct:1") && !exists(&mut c, "acct:2"), "nothing lands before the commit");
+
+    server.restart();
+    let mut c = server.conn();
+    pg.up();
+    sync_wait(&mut c);
+    let ann = account(&db, 1).unwrap();
+    assert_eq!((ann.0.as_deref(), ann.1.as_deref(), ann.2), (Some("Ann"), Some("ann@x"), Some(15)), "added once");
+    assert_eq!(account(&db, 2).unwrap().4, Some(json!({"a": 1})));
+    assert_eq!(doc(&mut c, "acct:1"), Some(json!({"score": 15, "email": "ann@x"})));
+    assert_eq!(doc(&mut c, "acct:2"), Some(json!({"name": "Bob", "profile": {"a": 1}})));
+    assert!(!exists(&mut c, "__{acct:1}") && !exists(&mut c, "__{acct:2}"));
+}
