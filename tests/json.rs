@@ -554,6 +554,22 @@ fn write_through_json_commits_the_staged_members_then_the_row_key_holds_them() {
     expected.as_object_mut().unwrap().remove("email");
     assert_eq!(doc(&mut c, "acct:1"), Some(expected.clone()));
 
+    // A write inside a member that the cached row holds: the row's member is
+    // staged first, so its other members are kept, as on a write-behind key.
+    json(&mut c, "SET", "__{acct:1}", &["$.profile.zip", "\"0150\""]).unwrap();
+    json(&mut c, "TOGGLE", "__{acct:1}", &["$.vip"]).unwrap();
+    sync_wait(&mut c);
+    let zipped = json!({"city": "Oslo", "zip": "0150"});
+    let one = account(&db, 1).unwrap();
+    assert_eq!((one.3, one.4), (Some(true), Some(zipped.clone())));
+    let one = doc(&mut c, "acct:1").unwrap();
+    assert_eq!((&one["vip"], &one["profile"], &one["name"]), (&json!(true), &zipped, &json!("Ann")));
+    assert!(!exists(&mut c, "__{acct:1}"));
+    // Inside a member of a row Redis does not hold: RedisJSON refuses the path
+    // (not sent to Postgres as a jsonb_set yet).
+    assert!(json(&mut c, "SET", "__{acct:9}", &["$.profile.city", "\"Bergen\""]).is_err());
+    assert_eq!(account(&db, 9), None);
+
     // SYNC.JSONSET on a write-through row: the reply comes after the commit and
     // after the row key got the member.
     assert_eq!(jsonset(&mut c, "acct:1", "$.name", "\"Ann B\"").unwrap(), redis::Value::Okay);

@@ -123,6 +123,9 @@ fn capture(
             (reply, changed)
         }
         JsonEffect::Below(member) | JsonEffect::Reread(member) => {
+            if target.role == KeyRole::Temp {
+                stage_from_row(ctx, m, target, key, &member)?;
+            }
             let reply = run(ctx, command, argv)?;
             let changed =
                 if matched(&reply) { one(member.clone(), member_now(ctx, m, key, &member)) } else { Fields::new() };
@@ -135,6 +138,23 @@ fn capture(
         false => record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() }),
     };
     Ok((reply, version))
+}
+
+/// A write inside a member, or in place on it, on a write-through staging
+/// document that lacks the member: the cached row's member, when Redis holds
+/// it, is staged first, so that the write changes the row's value as it does
+/// on a write-behind key (`JSON.SET __{acct:1} $.profile.zip '"0150"'` keeps
+/// the profile's other members). Without one, the write runs on what is staged.
+fn stage_from_row(ctx: &Context, m: &Mapping, target: &Target, staged: &[u8], member: &str) -> RedisResult<()> {
+    let name = [member.as_bytes()];
+    if json_doc::members(ctx, staged, &name).is_none_or(|held| held.iter().any(Option::is_some)) {
+        return Ok(());
+    }
+    let row = m.main_key(&target.id);
+    let Some(Some(value)) = json_doc::members(ctx, row.as_bytes(), &name).and_then(|v| v.into_iter().next()) else {
+        return Ok(());
+    };
+    create(ctx, staged, &[(member.to_string(), Some(value))]).map(drop)
 }
 
 /// Whether a member is rgsync's `#` field.
