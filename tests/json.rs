@@ -565,6 +565,17 @@ fn write_through_json_commits_the_staged_members_then_the_row_key_holds_them() {
     let one = doc(&mut c, "acct:1").unwrap();
     assert_eq!((&one["vip"], &one["profile"], &one["name"]), (&json!(true), &zipped, &json!("Ann")));
     assert!(!exists(&mut c, "__{acct:1}"));
+    // A merge patch into a member, and JSON.MSET, on staging keys.
+    json(&mut c, "MERGE", "__{acct:1}", &["$", r#"{"profile": {"zip": null, "floor": 2}}"#]).unwrap();
+    // (A member path into a key Redis does not hold fails JSON.MSET, as in RedisJSON.)
+    json(&mut c, "MSET", "__{acct:1}", &["$.score", "11", "__{acct:2}", "$", r#"{"vip": false}"#]).unwrap();
+    sync_wait(&mut c);
+    let floor = json!({"city": "Oslo", "floor": 2});
+    let one = account(&db, 1).unwrap();
+    assert_eq!((one.2, one.4), (Some(11), Some(floor.clone())));
+    assert_eq!(doc(&mut c, "acct:1").unwrap()["profile"], floor);
+    assert_eq!(account(&db, 2).unwrap().3, Some(false));
+    assert!(!exists(&mut c, "__{acct:1}") && !exists(&mut c, "__{acct:2}"));
     // Inside a member of a row Redis does not hold: RedisJSON refuses the path
     // (not sent to Postgres as a jsonb_set yet).
     assert!(json(&mut c, "SET", "__{acct:9}", &["$.profile.city", "\"Bergen\""]).is_err());

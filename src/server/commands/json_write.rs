@@ -112,6 +112,11 @@ fn capture(
             (reply, changed)
         }
         JsonEffect::Merged { members, reread } => {
+            if target.role == KeyRole::Temp {
+                for member in &reread {
+                    stage_from_row(ctx, m, target, key, member)?;
+                }
+            }
             let reply = run(ctx, command, argv)?;
             let mut changed = Fields::new();
             if matched(&reply) {
@@ -140,8 +145,8 @@ fn capture(
     Ok((reply, version))
 }
 
-/// A write inside a member, or in place on it, on a write-through staging
-/// document that lacks the member: the cached row's member, when Redis holds
+/// A write inside a member, in place on it or merged into it, on a
+/// write-through staging document that lacks the member: the cached row's member, when Redis holds
 /// it, is staged first, so that the write changes the row's value as it does
 /// on a write-behind key (`JSON.SET __{acct:1} $.profile.zip '"0150"'` keeps
 /// the profile's other members). Without one, the write runs on what is staged.
