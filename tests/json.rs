@@ -349,6 +349,9 @@ fn json_writes_postgres_would_refuse_are_refused_with_nothing_written() {
     assert!(err.contains("JSON.TOGGLE needs a member's path"), "{err}");
     let err = json(&mut c, "DEL", "acct:1", &["$.nick"]).unwrap_err().to_string();
     assert!(err.contains("NOT NULL"), "{err}");
+    let err = redis::cmd("HSET").arg("acct:5").arg("name").arg("x").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("keeps its rows as JSON documents"), "{err}");
+    assert!(!exists(&mut c, "acct:5"), "a hash write to a JSON row's key is refused");
     assert_eq!(doc(&mut c, "acct:1"), Some(json!({"name": "Ann"})), "nothing was written to Redis");
     sync_wait(&mut c);
     assert_eq!(account(&db, 1).unwrap().2, Some(1), "nor to Postgres");
@@ -594,6 +597,10 @@ fn write_through_json_commits_the_staged_members_then_the_row_key_holds_them() {
     // SYNC.HSET is for hash rows.
     let err = redis::cmd("SYNC.HSET").arg("acct:1").arg("name").arg("x").query::<i64>(&mut c).unwrap_err();
     assert!(err.to_string().contains("SYNC.JSONSET"), "{err}");
+    // A hash write to a staging key of JSON rows is refused: nothing would read it back.
+    let err = redis::cmd("HSET").arg("__{acct:1}").arg("name").arg("x").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("keeps its rows as JSON documents"), "{err}");
+    assert!(!exists(&mut c, "__{acct:1}"));
 
     // rgsync's `#` as a member of a root set: `=` with a uuid acks in
     // `{acct:1}<uuid>` once committed; `#` is stored nowhere.

@@ -163,6 +163,11 @@ pub fn json_rows_need_jsonset(mapping: &str) -> RedisError {
     ))
 }
 
+/// Why a hash write to a key of a `"type": "json"` mapping is refused (the
+/// text after `refused: `, see [`refused`]).
+pub const JSON_ROWS_TAKE_JSON: &str =
+    "the mapping keeps its rows as JSON documents; write them with JSON.SET (or SYNC.JSONSET)";
+
 /// `SYNC.JSONSET` on a mapping that does not write JSON rows to Postgres.
 pub fn jsonset_needs_json_mapping(mapping: &str, mode: &str, json: bool) -> RedisError {
     let what = if json { format!("is {mode}") } else { "keeps its rows as hashes (use SYNC.HSET)".to_string() };
