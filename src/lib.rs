@@ -138,6 +138,7 @@ redis_module! {
     deinit: deinit,
     commands: [
         ["sync.hset", |ctx, args| commands::guarded(ctx, args, commands::sync_hset), first_command_flags("write deny-oom"), 1, 1, 1, "write hash slow blocking", "pgsync"],
+        ["sync.jsonset", |ctx, args| commands::guarded(ctx, args, commands::json_write::sync_jsonset), "write deny-oom", 1, 1, 1, "write slow blocking", "pgsync"],
         ["sync.wait", |ctx, args| commands::guarded(ctx, args, commands::sync_wait), "readonly", 0, 0, 0, "read slow blocking", "pgsync"],
         ["sync.status", |ctx, args| commands::guarded(ctx, args, commands::sync_status), "readonly", 0, 0, 0, "read slow", "pgsync"],
         ["sync.reload", |ctx, args| commands::guarded(ctx, args, commands::sync_reload), "write", 0, 0, 0, "write slow blocking dangerous", "pgsync"],

@@ -95,6 +95,7 @@ fn command_info_shows_the_categories_and_command_docs_describe_every_command() {
     let mut c = server.conn();
     let expected: &[(&str, &[&str])] = &[
         ("sync.hset", &["@write", "@hash", "@slow", "@blocking", "@pgsync"]),
+        ("sync.jsonset", &["@write", "@slow", "@blocking", "@pgsync"]),
         ("sync.wait", &["@read", "@slow", "@blocking", "@pgsync"]),
         ("sync.status", &["@read", "@slow", "@pgsync"]),
         ("sync.failed", &["@read", "@slow", "@pgsync"]),

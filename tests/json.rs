@@ -349,6 +349,9 @@ fn json_writes_postgres_would_refuse_are_refused_with_nothing_written() {
     assert!(err.contains("JSON.TOGGLE needs a member's path"), "{err}");
     let err = json(&mut c, "DEL", "acct:1", &["$.nick"]).unwrap_err().to_string();
     assert!(err.contains("NOT NULL"), "{err}");
+    let err = redis::cmd("HSET").arg("acct:5").arg("name").arg("x").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("keeps its rows as JSON documents"), "{err}");
+    assert!(!exists(&mut c, "acct:5"), "a hash write to a JSON row's key is refused");
     assert_eq!(doc(&mut c, "acct:1"), Some(json!({"name": "Ann"})), "nothing was written to Redis");
     sync_wait(&mut c);
     assert_eq!(account(&db, 1).unwrap().2, Some(1), "nor to Postgres");
@@ -431,4 +434,222 @@ fn json_writes_waiting_for_postgres_survive_a_kill9_and_land_once() {
     assert_eq!(account(&db, 2), None, "the delete landed");
     assert_eq!(account(&db, 3).unwrap().4, Some(json!({"a": 1})));
     assert_eq!(doc(&mut c, "acct:3"), Some(json!({"name": "Cy", "profile": {"a": 1}})), "the AOF kept the document");
+}
+
+/// `SYNC.JSONSET key path value`, its reply.
+fn jsonset(c: &mut redis::Connection, key: &str, path: &str, value: &str) -> redis::RedisResult<redis::Value> {
+    redis::cmd("SYNC.JSONSET").arg(key).arg(path).arg(value).query(c)
+}
+
+#[test]
+fn sync_jsonset_replies_once_the_row_is_committed_or_with_postgres_refusal() {
+    let db = test_db(&format!("{ACCOUNTS_SQL}; ALTER TABLE accounts ADD CONSTRAINT positive CHECK (score >= 0)"));
+    db.client().batch_execute("INSERT INTO accounts VALUES (2, 'Bob', 'b@x', 100, false, NULL, 'bob')").unwrap();
+    let server = Server::with_mapping_and_rejson(&db, ACCOUNTS_MAPPING, &[], &[]);
+    let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
+
+    // A member of a key Redis does not hold: the reply comes after the commit,
+    // so the row is in Postgres when it arrives (no SYNC.WAIT).
+    assert_eq!(jsonset(&mut c, "acct:1", "$.score", "5").unwrap(), redis::Value::Okay);
+    let one = account(&db, 1).expect("committed before the reply");
+    assert_eq!((one.0, one.2, one.4, one.5.as_str()), (None, Some(5), None, "anon"));
+    assert_eq!(doc(&mut c, "acct:1"), Some(json!({"score": 5})));
+
+    // A root set changes only the columns it names.
+    assert_eq!(jsonset(&mut c, "acct:2", "$", r#"{"name": "Bo", "vip": true}"#).unwrap(), redis::Value::Okay);
+    let bo = account(&db, 2).unwrap();
+    assert_eq!((bo.0.as_deref(), bo.1.as_deref(), bo.2, bo.3), (Some("Bo"), Some("b@x"), Some(100), Some(true)));
+
+    // Postgres refuses the row: the client hears its error.
+    let err = jsonset(&mut c, "acct:3", "$.score", "-1").unwrap_err().to_string();
+    assert!(err.contains("Postgres rejected the row") && err.contains("positive"), "{err}");
+    assert_eq!(account(&db, 3), None);
+    // A value Postgres would certainly refuse is refused before anything runs.
+    let err = jsonset(&mut c, "acct:4", "$.score", "\"many\"").unwrap_err().to_string();
+    assert!(err.contains("not an integer"), "{err}");
+    assert!(!exists(&mut c, "acct:4"));
+    // XX on a key Redis does not hold sets nothing and replies at once.
+    let xx: redis::Value =
+        redis::cmd("SYNC.JSONSET").arg("acct:5").arg("$.score").arg("1").arg("XX").query(&mut c).unwrap();
+    assert_eq!(xx, redis::Value::Nil);
+    // A mapping whose rows are not JSON documents.
+    let err = jsonset(&mut c, "nothing:1", "$.a", "1").unwrap_err().to_string();
+    assert!(err.contains("matches no mapping"), "{err}");
+}
+
+/// Write-through accounts kept as JSON documents, staged in `__{acct:<id>}`.
+fn accounts_through() -> String {
+    ACCOUNTS_MAPPING.replace(
+        r#""mode": "write-behind", "type": "json","#,
+        r#""mode": "write-through", "type": "json", "notify": "sync:acct","#,
+    )
+}
+
+#[test]
+fn write_through_json_commits_the_staged_members_then_the_row_key_holds_them() {
+    let db = test_db(ACCOUNTS_SQL);
+    db.client()
+        .batch_execute(
+            "INSERT INTO accounts VALUES (1, 'Ann', 'a@x', 10, false, '{\"city\": \"Oslo\"}', 'ann'), \
+             (2, 'Bob', 'b@x', 100, NULL, NULL, 'bob'), (3, 'Cy', 'c@x', 7, false, NULL, 'cy')",
+        )
+        .unwrap();
+    let server = Server::with_mapping_and_rejson(&db, &accounts_through(), &[], &[]);
+    let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
+    let s = |v: &str| Some(v.to_string());
+    // Row 1 is cached (warm); rows 2 and 3 are not (cold).
+    let _: redis::Value = redis::cmd("SYNC.RELOAD").arg("accounts").query(&mut c).unwrap();
+    for id in [2, 3] {
+        let _: i64 = redis::cmd("DEL").arg(format!("acct:{id}")).query(&mut c).unwrap();
+    }
+    let ann =
+        json!({"name": "Ann", "email": "a@x", "score": 10, "vip": false, "profile": {"city": "Oslo"}, "nick": "ann"});
+    assert_eq!(doc(&mut c, "acct:1"), Some(ann.clone()));
+    let mut events_conn = server.conn();
+    let mut events = events_conn.as_pubsub();
+    events.subscribe("sync:acct:1").unwrap();
+
+    // Warm key, one member: only that column changes; the row key gets it after the commit.
+    json(&mut c, "SET", "__{acct:1}", &["$.score", "5"]).unwrap();
+    sync_wait(&mut c);
+    let profile = json!({"city": "Oslo"});
+    assert_eq!(account(&db, 1), Some((s("Ann"), s("a@x"), Some(5), Some(false), Some(profile.clone()), "ann".into())));
+    let mut expected = ann.clone();
+    expected["score"] = json!(5);
+    assert_eq!(doc(&mut c, "acct:1"), Some(expected.clone()), "the other members stay");
+    assert!(!exists(&mut c, "__{acct:1}"), "the staging key goes once its members are committed");
+    let event: Value = serde_json::from_str(&events.get_message().unwrap().get_payload::<String>().unwrap()).unwrap();
+    assert_eq!((event["op"].as_str(), event["source"].as_str()), (Some("upsert"), Some("redis")));
+    assert_eq!(event["fields"], json!(["score"]));
+
+    // Cold key, one member: the row key holds only that member, typed after its column.
+    json(&mut c, "SET", "__{acct:3}", &["$.vip", "true"]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 3), Some((s("Cy"), s("c@x"), Some(7), Some(true), None, "cy".into())));
+    assert_eq!(doc(&mut c, "acct:3"), Some(json!({"vip": true})));
+    assert!(!exists(&mut c, "__{acct:3}"));
+    // A member lands typed after its column, as a row read from Postgres does.
+    json(&mut c, "SET", "__{acct:3}", &["$.score", "\"9\""]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 3).unwrap().2, Some(9));
+    assert_eq!(doc(&mut c, "acct:3"), Some(json!({"vip": true, "score": 9})));
+
+    // Cold key, a root set: the named members (null is NULL), an unmapped one kept in Redis only.
+    json(&mut c, "SET", "__{acct:2}", &["$", r#"{"name": "Bo", "email": null, "note": "5", "profile": {"a": [1]}}"#])
+        .unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 2), Some((s("Bo"), None, Some(100), None, Some(json!({"a": [1]})), "bob".into())));
+    assert_eq!(doc(&mut c, "acct:2"), Some(json!({"name": "Bo", "note": "5", "profile": {"a": [1]}})));
+    // An increment adds to Postgres's value; the row key gets the sum.
+    let reply: String = redis::cmd("JSON.NUMINCRBY").arg("__{acct:2}").arg("$.score").arg(4).query(&mut c).unwrap();
+    assert_eq!(reply, "[4]", "the staging key held nothing to add to");
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 2).unwrap().2, Some(104));
+    assert_eq!(doc(&mut c, "acct:2").unwrap()["score"], 104);
+    assert_eq!(doc(&mut c, "__{acct:2}"), None, "the staging key goes");
+
+    // A member removed: its column is NULL, and the row key loses it.
+    json(&mut c, "DEL", "__{acct:1}", &["$.email"]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).unwrap().1, None);
+    expected.as_object_mut().unwrap().remove("email");
+    assert_eq!(doc(&mut c, "acct:1"), Some(expected.clone()));
+
+    // A write inside a member that the cached row holds: the row's member is
+    // staged first, so its other members are kept, as on a write-behind key.
+    json(&mut c, "SET", "__{acct:1}", &["$.profile.zip", "\"0150\""]).unwrap();
+    json(&mut c, "TOGGLE", "__{acct:1}", &["$.vip"]).unwrap();
+    sync_wait(&mut c);
+    let zipped = json!({"city": "Oslo", "zip": "0150"});
+    let one = account(&db, 1).unwrap();
+    assert_eq!((one.3, one.4), (Some(true), Some(zipped.clone())));
+    let one = doc(&mut c, "acct:1").unwrap();
+    assert_eq!((&one["vip"], &one["profile"], &one["name"]), (&json!(true), &zipped, &json!("Ann")));
+    assert!(!exists(&mut c, "__{acct:1}"));
+    // A merge patch into a member, and JSON.MSET, on staging keys.
+    json(&mut c, "MERGE", "__{acct:1}", &["$", r#"{"profile": {"zip": null, "floor": 2}}"#]).unwrap();
+    // (A member path into a key Redis does not hold fails JSON.MSET, as in RedisJSON.)
+    json(&mut c, "MSET", "__{acct:1}", &["$.score", "11", "__{acct:2}", "$", r#"{"vip": false}"#]).unwrap();
+    sync_wait(&mut c);
+    let floor = json!({"city": "Oslo", "floor": 2});
+    let one = account(&db, 1).unwrap();
+    assert_eq!((one.2, one.4), (Some(11), Some(floor.clone())));
+    assert_eq!(doc(&mut c, "acct:1").unwrap()["profile"], floor);
+    assert_eq!(account(&db, 2).unwrap().3, Some(false));
+    assert!(!exists(&mut c, "__{acct:1}") && !exists(&mut c, "__{acct:2}"));
+    // Inside a member of a row Redis does not hold: RedisJSON refuses the path
+    // (not sent to Postgres as a jsonb_set yet).
+    assert!(json(&mut c, "SET", "__{acct:9}", &["$.profile.city", "\"Bergen\""]).is_err());
+    assert_eq!(account(&db, 9), None);
+
+    // SYNC.JSONSET on a write-through row: the reply comes after the commit and
+    // after the row key got the member.
+    assert_eq!(jsonset(&mut c, "acct:1", "$.name", "\"Ann B\"").unwrap(), redis::Value::Okay);
+    assert_eq!(account(&db, 1).unwrap().0.as_deref(), Some("Ann B"));
+    assert_eq!(doc(&mut c, "acct:1").unwrap()["name"], "Ann B");
+    assert_eq!(jsonset(&mut c, "__{acct:1}", "$.nick", "\"annie\"").unwrap(), redis::Value::Okay);
+    assert_eq!(account(&db, 1).unwrap().5, "annie");
+    let err = jsonset(&mut c, "acct:1", "$.nick", "\"toolong\"").unwrap_err().to_string();
+    assert!(err.contains("nick"), "{err}");
+    assert_eq!(doc(&mut c, "acct:1").unwrap()["nick"], "annie", "a refused write reaches neither side");
+    // SYNC.HSET is for hash rows.
+    let err = redis::cmd("SYNC.HSET").arg("acct:1").arg("name").arg("x").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("SYNC.JSONSET"), "{err}");
+    // A hash write to a staging key of JSON rows is refused: nothing would read it back.
+    let err = redis::cmd("HSET").arg("__{acct:1}").arg("name").arg("x").query::<i64>(&mut c).unwrap_err();
+    assert!(err.to_string().contains("keeps its rows as JSON documents"), "{err}");
+    assert!(!exists(&mut c, "__{acct:1}"));
+
+    // rgsync's `#` as a member of a root set: `=` with a uuid acks in
+    // `{acct:1}<uuid>` once committed; `#` is stored nowhere.
+    json(&mut c, "SET", "__{acct:1}", &["$", r##"{"score": 6, "#": "=u1"}"##]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).unwrap().2, Some(6));
+    assert_eq!(ack(&mut c, "{acct:1}u1"), ["status", "done"]);
+    let one = doc(&mut c, "acct:1").unwrap();
+    assert_eq!((&one["score"], one.get("#")), (&json!(6), None));
+    assert!(!exists(&mut c, "__{acct:1}"));
+    // `~` deletes the row in Redis and Postgres.
+    json(&mut c, "SET", "__{acct:3}", &["$", r##"{"#": "~u3"}"##]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 3), None);
+    assert!(!exists(&mut c, "acct:3") && !exists(&mut c, "__{acct:3}"));
+    assert_eq!(ack(&mut c, "{acct:3}u3"), ["status", "done"]);
+}
+
+/// The one entry of an ack stream, as its field/value list.
+fn ack(c: &mut redis::Connection, stream: &str) -> Vec<String> {
+    let entries: Vec<(String, Vec<String>)> = redis::cmd("XRANGE").arg(stream).arg("-").arg("+").query(c).unwrap();
+    assert_eq!(entries.len(), 1, "one ack in {stream}");
+    entries[0].1.clone()
+}
+
+#[test]
+fn write_through_json_staged_while_postgres_is_down_survives_a_kill9_and_lands() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url(), ACCOUNTS_SQL);
+    db.client().batch_execute("INSERT INTO accounts (id, name, score) VALUES (1, 'Ann', 10)").unwrap();
+    let args = ["--appendonly", "yes", "--appendfsync", "always"];
+    let mut server = Server::with_mapping_and_rejson(&db, &accounts_through(), &[("retry-max-delay-ms", "200")], &args);
+    let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
+
+    pg.down();
+    json(&mut c, "NUMINCRBY", "__{acct:1}", &["$.score", "5"]).unwrap();
+    json(&mut c, "SET", "__{acct:1}", &["$.email", "\"ann@x\""]).unwrap();
+    json(&mut c, "SET", "__{acct:2}", &["$", r#"{"name": "Bob", "profile": {"a": 1}}"#]).unwrap();
+    assert!(!exists(&mut c, "acct:1") && !exists(&mut c, "acct:2"), "nothing lands before the commit");
+
+    server.restart();
+    let mut c = server.conn();
+    pg.up();
+    sync_wait(&mut c);
+    let ann = account(&db, 1).unwrap();
+    assert_eq!((ann.0.as_deref(), ann.1.as_deref(), ann.2), (Some("Ann"), Some("ann@x"), Some(15)), "added once");
+    assert_eq!(account(&db, 2).unwrap().4, Some(json!({"a": 1})));
+    assert_eq!(doc(&mut c, "acct:1"), Some(json!({"score": 15, "email": "ann@x"})));
+    assert_eq!(doc(&mut c, "acct:2"), Some(json!({"name": "Bob", "profile": {"a": 1}})));
+    assert!(!exists(&mut c, "__{acct:1}") && !exists(&mut c, "__{acct:2}"));
 }

@@ -6,6 +6,7 @@
 
 use crate::model::change::Delta;
 use crate::model::json_row;
+use crate::model::mapping::Mapping;
 use serde_json::value::RawValue;
 
 /// A RedisJSON write the module captures on mapped JSON keys.
@@ -292,6 +293,16 @@ pub fn column_text(json: &str) -> Vec<u8> {
     match serde_json::from_str::<serde_json::Value>(json) {
         Ok(serde_json::Value::String(s)) => s.into_bytes(),
         _ => json.as_bytes().to_vec(),
+    }
+}
+
+/// The text a write captures for member `name` holding `json`: a mapped
+/// member's [`column_text`]; a member no column takes keeps its JSON text,
+/// so that write-through puts it into the row's document as it was written.
+pub fn captured_text(m: &Mapping, name: &str, json: &str) -> Vec<u8> {
+    match m.column_for(name) {
+        Some(_) => column_text(json),
+        None => json.as_bytes().to_vec(),
     }
 }
 

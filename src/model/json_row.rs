@@ -107,6 +107,18 @@ fn is_json_number(text: &str) -> bool {
     at == b.len()
 }
 
+/// The member a committed write's value becomes in the row's document
+/// (write-through): a column's text typed after its column (`kind`), as rows
+/// read from Postgres are; a member no column takes (kept in Redis only, so
+/// captured as its JSON text) as that JSON, or a string when it is none.
+pub fn committed_member(kind: Option<MemberKind>, text: &str) -> String {
+    match kind {
+        Some(kind) => kind.member(text),
+        None if serde_json::from_str::<&RawValue>(text).is_ok() => compact(text),
+        None => quote(text),
+    }
+}
+
 /// A JSON object's members in their order, each as its JSON text.
 struct Members(Vec<(String, String)>);
 
@@ -136,8 +148,16 @@ pub fn object_members(text: &str) -> Option<Vec<(String, String)>> {
     serde_json::from_str::<Members>(text).ok().map(|m| m.0)
 }
 
-/// Whether two JSON texts hold the same value (`1.50` and `1.5` do).
-fn same(a: &str, b: &str) -> bool {
+/// A JSON object's text without its member `name` (the others as written, in
+/// their order); `None` when `text` is no JSON object.
+pub fn without_member(text: &str, name: &str) -> Option<String> {
+    let members = object_members(text)?;
+    Some(document(members.iter().filter(|(n, _)| n != name).map(|(n, v)| (n.as_str(), v.as_str()))))
+}
+
+/// Whether two JSON texts hold the same value (`1.50` and `1.5` do; texts
+/// that are not JSON, such as a string member's column text, when equal).
+pub fn same(a: &str, b: &str) -> bool {
     match (serde_json::from_str::<serde_json::Value>(a), serde_json::from_str::<serde_json::Value>(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
@@ -204,6 +224,24 @@ mod tests {
         assert_eq!(kind("character varying(20)").member("42"), "\"42\"", "text stays text");
         assert_eq!(kind("timestamp with time zone").member("2024-01-01 10:00:00+00"), "\"2024-01-01 10:00:00+00\"");
         assert_eq!(kind("integer[]").member("{1,2}"), "\"{1,2}\"");
+    }
+
+    #[test]
+    fn a_member_can_be_taken_out_of_an_object() {
+        let tagged = r##"{"a": 1, "#": "=u1", "b": [1, 2]}"##;
+        assert_eq!(without_member(tagged, "#").as_deref(), Some(r#"{"a":1,"b":[1, 2]}"#));
+        assert_eq!(without_member(r##"{"#": "="}"##, "#").as_deref(), Some("{}"));
+        assert_eq!(without_member("[1]", "#"), None);
+    }
+
+    #[test]
+    fn committed_values_become_members_typed_after_their_column() {
+        assert_eq!(committed_member(Some(MemberKind::Number), "5"), "5");
+        assert_eq!(committed_member(Some(MemberKind::Text), "5"), "\"5\"");
+        assert_eq!(committed_member(Some(MemberKind::Json), r#"{"a": 1}"#), r#"{"a":1}"#);
+        assert_eq!(committed_member(None, "\"mine\""), "\"mine\"", "an unmapped member's own JSON");
+        assert_eq!(committed_member(None, "[1, 2]"), "[1,2]");
+        assert_eq!(committed_member(None, "plain"), "\"plain\"");
     }
 
     #[test]

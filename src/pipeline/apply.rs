@@ -8,7 +8,8 @@
 //! from Postgres are written into Redis by `apply_pg`.
 
 use crate::model::change::{Change, FieldChange, RowOp};
-use crate::model::json_row::MemberKind;
+use crate::model::json_intent;
+use crate::model::json_row::{self, MemberKind};
 use crate::model::mapping::{Mapping, Mode, ValueType};
 use crate::model::queue::{Entry, RowKey};
 use crate::model::stats::MappingStats;
@@ -116,7 +117,10 @@ fn apply_row(
                     let fill = m.fill_on_write
                         && change.op == RowOp::Upsert
                         && !key_exists(ctx, &string(ctx, main.as_bytes()));
-                    merge_into_main(ctx, &main, change, &sums);
+                    match m.value_type {
+                        ValueType::Hash => merge_into_main(ctx, &main, change, &sums),
+                        ValueType::Json => merge_into_document(ctx, rt, row.mapping, &main, change, &sums),
+                    }
                     ttl::set_on(ctx, m, main.as_bytes());
                     if fill {
                         loads::fill_after_write(row.clone());
@@ -135,7 +139,7 @@ fn apply_row(
         }
     }
     if m.mode == Mode::WriteThrough {
-        clear_synced_fields(ctx, written, change);
+        clear_synced_fields(ctx, m, written, change);
     }
     if outcome.is_ok() {
         let key = m.main_key(&row.id);
@@ -233,6 +237,28 @@ fn correct_sums(ctx: &Context, m: &Mapping, key: &str, sums: &[(Vec<u8>, Option<
     }
 }
 
+/// Write-through: what the committed change makes each field of the cached
+/// row: its value, or `None` for a removed one. An increment's value is the sum
+/// Postgres computed; without one (an unmapped field), Redis's own result.
+fn committed_fields<'a>(
+    change: &'a Change,
+    sums: &'a [(Vec<u8>, Option<String>)],
+) -> Vec<(&'a [u8], Option<&'a [u8]>)> {
+    let mut fields = Vec::with_capacity(change.fields.len());
+    for (field, value) in &change.fields {
+        match value {
+            FieldChange::Set(v) => fields.push((field.as_slice(), Some(v.as_slice()))),
+            FieldChange::Remove => fields.push((field.as_slice(), None)),
+            FieldChange::Add { redis_after, .. } if !sums.iter().any(|(f, _)| f == field) => {
+                fields.push((field.as_slice(), Some(redis_after.as_slice())))
+            }
+            FieldChange::Add { .. } => {}
+        }
+    }
+    fields.extend(sums.iter().map(|(f, v)| (f.as_slice(), v.as_deref().map(str::as_bytes))));
+    fields
+}
+
 /// Write-through: the committed change becomes the cached row's state.
 fn merge_into_main(ctx: &Context, main_key: &str, change: &Change, sums: &[(Vec<u8>, Option<String>)]) {
     let key = main_key.as_bytes();
@@ -241,26 +267,11 @@ fn merge_into_main(ctx: &Context, main_key: &str, change: &Change, sums: &[(Vec<
     }
     let mut set: Vec<&[u8]> = vec![key];
     let mut unset: Vec<&[u8]> = vec![key];
-    for (field, value) in &change.fields {
-        match value {
-            FieldChange::Set(v) => {
-                set.push(field);
-                set.push(v);
-            }
-            FieldChange::Remove => unset.push(field),
-            // Without a sum from Postgres (an unmapped field), Redis's own result.
-            FieldChange::Add { redis_after, .. } if !sums.iter().any(|(f, _)| f == field) => {
-                set.push(field);
-                set.push(redis_after);
-            }
-            FieldChange::Add { .. } => {}
-        }
-    }
-    for (field, value) in sums {
+    for (field, value) in committed_fields(change, sums) {
         match value {
             Some(v) => {
                 set.push(field);
-                set.push(v.as_bytes());
+                set.push(v);
             }
             None => unset.push(field),
         }
@@ -273,15 +284,58 @@ fn merge_into_main(ctx: &Context, main_key: &str, change: &Change, sums: &[(Vec<
     }
 }
 
+/// Write-through of a JSON row: the committed change merged into the row's
+/// document (a missing key becomes one), each value typed after its column as
+/// rows read from Postgres are; members it does not name stay.
+fn merge_into_document(
+    ctx: &Context,
+    rt: &Runtime,
+    mapping: usize,
+    main_key: &str,
+    change: &Change,
+    sums: &[(Vec<u8>, Option<String>)],
+) {
+    let key = main_key.as_bytes();
+    if change.op != RowOp::Upsert {
+        call_logged(ctx, "DEL", &[key]);
+    }
+    if change.op == RowOp::Delete {
+        return;
+    }
+    let m = &rt.mappings.all()[mapping];
+    let schema = rt.schema(mapping);
+    let kind = |field: &str| {
+        let column = m.column_for(field)?;
+        // Before the schema is known, a mapped member keeps its text's own JSON.
+        schema.as_ref()?.columns.get(column).map(|c| MemberKind::of(&c.key_type.0))
+    };
+    let members: Vec<(String, Option<String>)> = committed_fields(change, sums)
+        .into_iter()
+        .map(|(field, value)| {
+            let field = String::from_utf8_lossy(field).into_owned();
+            let member = value.map(|v| json_row::committed_member(kind(&field), &String::from_utf8_lossy(v)));
+            (field, member)
+        })
+        .collect();
+    let set = |args: &[&[u8]]| call(ctx, "JSON.SET", args).map(drop);
+    if let Err(e) = json_doc::merge_into(ctx, key, &members, set) {
+        warn(&format!("{main_key}: {e}; the committed change is in Postgres, not in this key"));
+    }
+}
+
 /// Removes the staged fields whose value is still the one that was synced; a field
-/// rewritten meanwhile stays for the next round.
-fn clear_synced_fields(ctx: &Context, staged_key: &str, change: &Change) {
-    let synced: Vec<(&[u8], &[u8])> = change
+/// rewritten meanwhile stays for the next round. A JSON staging key loses those
+/// members (compared as the text captured for them), and goes once empty.
+fn clear_synced_fields(ctx: &Context, m: &Mapping, staged_key: &str, change: &Change) {
+    // A removal leaves nothing in a staging hash, but a `null` member in a
+    // staging document (`JSON.SET __{acct:1} $ '{"email": null}'`).
+    let synced: Vec<(&[u8], Option<&[u8]>)> = change
         .fields
         .iter()
         .filter_map(|(f, c)| match c {
-            FieldChange::Set(v) => Some((f.as_slice(), v.as_slice())),
-            FieldChange::Add { redis_after, .. } => Some((f.as_slice(), redis_after.as_slice())),
+            FieldChange::Set(v) => Some((f.as_slice(), Some(v.as_slice()))),
+            FieldChange::Add { redis_after, .. } => Some((f.as_slice(), Some(redis_after.as_slice()))),
+            FieldChange::Remove if m.value_type == ValueType::Json => Some((f.as_slice(), None)),
             FieldChange::Remove => None,
         })
         .collect();
@@ -289,23 +343,59 @@ fn clear_synced_fields(ctx: &Context, staged_key: &str, change: &Change) {
         return;
     }
     let key = staged_key.as_bytes();
-    let mut args = vec![key];
-    args.extend(synced.iter().map(|(f, _)| *f));
-    let current = match call(ctx, "HMGET", &args) {
-        Ok(RedisValue::Array(values)) => values,
-        Ok(_) => return,
-        Err(e) => {
-            warn(&format!("cannot read {staged_key}: {e}"));
-            return;
+    let names: Vec<&[u8]> = synced.iter().map(|(f, _)| *f).collect();
+    let current: Vec<Option<Vec<u8>>> = match m.value_type {
+        ValueType::Hash => {
+            let mut args = vec![key];
+            args.extend(&names);
+            match call(ctx, "HMGET", &args) {
+                Ok(RedisValue::Array(values)) => values.iter().map(bytes).collect(),
+                Ok(_) => return,
+                Err(e) => {
+                    warn(&format!("cannot read {staged_key}: {e}"));
+                    return;
+                }
+            }
         }
+        ValueType::Json => match json_doc::members(ctx, key, &names) {
+            Some(members) => {
+                let captured = |(name, json): (&&[u8], Option<String>)| {
+                    json.map(|j| json_intent::captured_text(m, &String::from_utf8_lossy(name), &j))
+                };
+                names.iter().zip(members).map(captured).collect()
+            }
+            None => {
+                warn(&format!("cannot read {staged_key}: it holds no JSON object"));
+                return;
+            }
+        },
     };
-    let mut delete = vec![key];
-    for ((name, value), now) in synced.iter().zip(&current) {
-        if bytes(now).as_deref() == Some(*value) {
-            delete.push(name);
-        }
+    let unchanged: Vec<&[u8]> = synced
+        .iter()
+        .zip(&current)
+        .filter(|((_, value), now)| match (m.value_type, now.as_deref(), value) {
+            (ValueType::Hash, now, value) => now == *value,
+            // RedisJSON prints what it holds its own way (`{"a":[1]}` for `{"a": [1]}`).
+            (ValueType::Json, Some(now), Some(value)) => {
+                json_row::same(&String::from_utf8_lossy(now), &String::from_utf8_lossy(value))
+            }
+            (ValueType::Json, now, value) => now.is_none() && value.is_none(),
+        })
+        .map(|((name, _), _)| *name)
+        .collect();
+    if unchanged.is_empty() {
+        return;
     }
-    if delete.len() > 1 {
-        call_logged(ctx, "HDEL", &delete);
+    match m.value_type {
+        ValueType::Hash => {
+            let mut delete = vec![key];
+            delete.extend(unchanged);
+            call_logged(ctx, "HDEL", &delete);
+        }
+        ValueType::Json => {
+            if let Err(e) = json_doc::remove_members(ctx, key, &unchanged) {
+                warn(&format!("cannot clear {staged_key}: {e}"));
+            }
+        }
     }
 }

@@ -156,16 +156,19 @@ pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: W
     Some(rt.dirty.mark(ctx, target.row(), key, write))
 }
 
-/// Carries out an rgsync `#` operation written with HSET: `=` writes the other
-/// fields and syncs them, `~` deletes in Redis and Postgres, `+` and `-` change
-/// Redis only. Returns the version when the change goes to Postgres.
+/// Carries out an rgsync `#` operation written with HSET (or as the `#` member
+/// of a root `JSON.SET`): `=` writes the other fields and syncs them, `~`
+/// deletes in Redis and Postgres, `+` and `-` change Redis only. `write`
+/// writes the other fields into a key as the client (the key written, or the
+/// cached row's for `+`). Returns the version when the change goes to Postgres.
 pub fn tagged_write(
     ctx: &Context,
     rt: &Runtime,
     target: &Target,
     key: &[u8],
     op_value: &[u8],
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    fields: Fields,
+    write: impl FnOnce(&[u8]) -> Result<(), RedisError>,
 ) -> Result<Option<u64>, RedisError> {
     let m = &rt.mappings.all()[target.mapping];
     let tag = decode_op(op_value).map_err(|e| {
@@ -175,18 +178,18 @@ pub fn tagged_write(
     })?;
     let acks: Vec<String> = tag.uuid.into_iter().collect();
     let main_key = m.main_key(&target.id);
-    let names = || pairs.iter().map(|(f, _)| String::from_utf8_lossy(f).into_owned()).collect();
+    let names = || fields.keys().map(|f| String::from_utf8_lossy(f).into_owned()).collect();
     match tag.op {
         SyncOp::Replicate => {
-            hset(ctx, key, &pairs)?;
-            Ok(record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields: set_fields(pairs), acks }))
+            write(key)?;
+            Ok(record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks }))
         }
         SyncOp::Delete => {
             delete(ctx, &[main_key.as_bytes(), key])?;
             Ok(record(ctx, rt, target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks }))
         }
         SyncOp::RedisOnlyUpsert => {
-            hset(ctx, main_key.as_bytes(), &pairs)?;
+            write(main_key.as_bytes())?;
             // A Redis-only write is still a writer's write to the cached row.
             if m.ttl_on_write {
                 ttl::set_on(ctx, m, main_key.as_bytes());
@@ -206,7 +209,7 @@ pub fn tagged_write(
 
 /// The `#` operations write as the client would (its ACL, the OOM rule), also to
 /// the cached row's key, which the client did not name.
-fn hset(ctx: &Context, key: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), RedisError> {
+pub fn hset(ctx: &Context, key: &[u8], pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), RedisError> {
     if pairs.is_empty() {
         return Ok(());
     }

@@ -28,11 +28,13 @@ pub trait Answer: Send + 'static {
     fn disconnected(id: usize);
 }
 
-/// What a `SYNC.HSET` or `SYNC.WAIT` client is answered.
+/// What a `SYNC.HSET`, `SYNC.JSONSET` or `SYNC.WAIT` client is answered.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     /// An integer reply.
     Integer(i64),
+    /// `+OK` (`SYNC.JSONSET`, as `JSON.SET` replies).
+    Ok,
     /// An error reply, with its code (`ERR ...`).
     Error(String),
 }
@@ -41,6 +43,7 @@ impl From<Reply> for RedisResult {
     fn from(reply: Reply) -> RedisResult {
         match reply {
             Reply::Integer(n) => Ok(RedisValue::Integer(n)),
+            Reply::Ok => Ok(RedisValue::SimpleStringStatic("OK")),
             Reply::Error(e) => Err(RedisError::String(e)),
         }
     }

@@ -2,10 +2,11 @@
 //! in (`model::json_row::merge`), every other member kept as it was. Used by
 //! Postgres -> Redis (`sources/apply_json.rs`), by JSON writes to keys or
 //! members Redis does not hold (`commands/json_write.rs`), and by apply, which
-//! sets incremented members to the sums Postgres computed.
+//! sets incremented members to the sums Postgres computed, merges a committed
+//! write-through change into the row's document and clears what it staged.
 
 use crate::model::json_row;
-use crate::redis::redis_io::bytes;
+use crate::redis::redis_io::{bytes, call};
 use redis_module::{Context, RedisValue};
 
 /// Merges `members` (name, JSON text, `None` to remove) into the document at
@@ -28,5 +29,36 @@ pub fn merge_into(
     match json_row::merge(held.as_deref(), members)? {
         Some(doc) => write(&[key, b"$", doc.as_bytes()]).map(|()| true),
         None => Ok(false),
+    }
+}
+
+/// The members `names` of the document at `key` as their JSON text (`None`:
+/// absent or `null`), in the order asked; `None` when the key holds no JSON object.
+pub fn members(ctx: &Context, key: &[u8], names: &[&[u8]]) -> Option<Vec<Option<String>>> {
+    let held = match ctx.call("JSON.GET", &[key]) {
+        Ok(RedisValue::Null) => return Some(vec![None; names.len()]),
+        Ok(value) => bytes(&value)?,
+        Err(_) => return None,
+    };
+    let members = json_row::object_members(&String::from_utf8_lossy(&held))?;
+    let value = |name: &[u8]| members.iter().find(|(n, _)| n.as_bytes() == name).map(|(_, v)| v.clone());
+    Some(names.iter().map(|name| value(name).filter(|v| v != "null")).collect())
+}
+
+/// Removes `names` from the document at `key`, and the key once no member is
+/// left (a write-through staging key goes away when all it staged is
+/// committed, as a hash does with its last field).
+pub fn remove_members(ctx: &Context, key: &[u8], names: &[&[u8]]) -> Result<(), String> {
+    let removed: Vec<(String, Option<String>)> =
+        names.iter().map(|n| (String::from_utf8_lossy(n).into_owned(), None)).collect();
+    let mut left = None;
+    merge_into(ctx, key, &removed, |args| {
+        left = args.get(2).map(|doc| doc.to_vec());
+        Ok(())
+    })?;
+    match left {
+        None => Ok(()),
+        Some(doc) if doc == b"{}" => call(ctx, "DEL", &[key]).map(drop),
+        Some(doc) => call(ctx, "JSON.SET", &[key, b"$", &doc]).map(drop),
     }
 }

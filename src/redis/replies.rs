@@ -156,6 +156,26 @@ pub fn not_write_through(mapping: &str, mode: &str) -> RedisError {
     RedisError::String(format!("ERR mapping \"{mapping}\" is {mode}; SYNC.HSET needs a write-through mapping"))
 }
 
+/// `SYNC.HSET` on a mapping whose rows are JSON documents.
+pub fn json_rows_need_jsonset(mapping: &str) -> RedisError {
+    RedisError::String(format!(
+        "ERR mapping \"{mapping}\" keeps its rows as JSON documents; write them with SYNC.JSONSET"
+    ))
+}
+
+/// Why a hash write to a key of a `"type": "json"` mapping is refused (the
+/// text after `refused: `, see [`refused`]).
+pub const JSON_ROWS_TAKE_JSON: &str =
+    "the mapping keeps its rows as JSON documents; write them with JSON.SET (or SYNC.JSONSET)";
+
+/// `SYNC.JSONSET` on a mapping that does not write JSON rows to Postgres.
+pub fn jsonset_needs_json_mapping(mapping: &str, mode: &str, json: bool) -> RedisError {
+    let what = if json { format!("is {mode}") } else { "keeps its rows as hashes (use SYNC.HSET)".to_string() };
+    RedisError::String(format!(
+        "ERR mapping \"{mapping}\" {what}; SYNC.JSONSET needs a \"type\": \"json\" write-through or write-behind mapping"
+    ))
+}
+
 /// `SYNC.HSET` given the `#` field.
 pub fn hset_takes_no_op_field() -> RedisError {
     RedisError::Str("ERR SYNC.HSET does not take the # field")

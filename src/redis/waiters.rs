@@ -1,4 +1,4 @@
-//! Clients blocked in `SYNC.HSET` (until their row settles) and `SYNC.WAIT` (until
+//! Clients blocked in `SYNC.HSET` and `SYNC.JSONSET` (until their row settles) and `SYNC.WAIT` (until
 //! every change captured before the call has settled). They wait here, not in a
 //! thread each: apply answers them as rows settle, Redis answers them at their
 //! deadline through [`timed_out`], and one that disconnects is forgotten.
@@ -17,9 +17,9 @@ use std::time::Duration;
 
 /// What a client waits for.
 enum Awaits {
-    /// `SYNC.HSET`: its row's change; answered with `reply` (HSET's count) or
-    /// Postgres's error.
-    Row { row: RowKey, reply: i64, timeout: Option<Duration> },
+    /// `SYNC.HSET`, `SYNC.JSONSET`: its row's change; answered with `reply`
+    /// (HSET's count, JSON.SET's OK) or Postgres's error.
+    Row { row: RowKey, reply: Reply, timeout: Option<Duration> },
     /// `SYNC.WAIT`: every change up to the waiter's version; answered with the
     /// number of rows still pending in `queue`.
     Everything { queue: &'static Queue },
@@ -83,7 +83,7 @@ pub fn wait_for_row(
     ctx: &Context,
     row: RowKey,
     version: u64,
-    reply: i64,
+    reply: Reply,
     timeout: Option<Duration>,
 ) -> Result<(), RedisError> {
     let client = Blocked::new(ctx, timeout)?;
@@ -129,7 +129,7 @@ fn answer(row: &RowKey, version: u64, outcome: Result<(), String>) {
     };
     for w in ready {
         let reply = match (&outcome, &w.awaits) {
-            (Ok(()), Awaits::Row { reply, .. }) => Reply::Integer(*reply),
+            (Ok(()), Awaits::Row { reply, .. }) => reply.clone(),
             (Ok(()), Awaits::Everything { .. }) => Reply::Integer(0),
             (Err(e), _) => Reply::Error(e.clone()),
         };

@@ -273,12 +273,13 @@ fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
     }))
 }
 
-/// Checks a `"type": "json"` mapping: a read-only or write-behind table
-/// mapping (documents say how they are kept with `"store"`; write-through
-/// staging, `fill_on_write` and Kafka sources write hashes).
+/// Checks a `"type": "json"` mapping: a table mapping of any mode (documents
+/// say how they are kept with `"store"`; `fill_on_write` and Kafka sources
+/// write hashes). Write-through stages its writes in JSON documents too.
 fn json_type(raw: &RawMapping) -> Result<(), String> {
-    if raw.on_set.is_some() && (raw.value_type != ValueType::Json || raw.mode != Mode::WriteBehind) {
-        return Err("\"on_set\" is for \"type\": \"json\" write-behind mappings".into());
+    let writes = matches!(raw.mode, Mode::WriteBehind | Mode::WriteThrough);
+    if raw.on_set.is_some() && (raw.value_type != ValueType::Json || !writes) {
+        return Err("\"on_set\" is for \"type\": \"json\" write-behind and write-through mappings".into());
     }
     if raw.on_set == Some(OnSet::Replace) && raw.fields.is_none() {
         return Err(
@@ -292,13 +293,10 @@ fn json_type(raw: &RawMapping) -> Result<(), String> {
         Mode::Document => Err("a document mapping says how its documents are kept with \"store\" \
                                (\"rejson\" for RedisJSON), not \"type\""
             .into()),
-        Mode::WriteThrough => Err("\"type\": \"json\" is for read-only and write-behind mappings: \
-                                   write-through staging keys are hashes (leave \"type\" out)"
-            .into()),
         _ if raw.fill_on_write || raw.kafka.is_some() => {
             Err("\"fill_on_write\" and \"kafka\" write hashes; they do not apply to \"type\": \"json\"".into())
         }
-        Mode::ReadOnly | Mode::WriteBehind => Ok(()),
+        Mode::ReadOnly | Mode::WriteBehind | Mode::WriteThrough => Ok(()),
     }
 }
 

@@ -75,6 +75,18 @@ const DOCS: &[Doc] = &[
         args: &[arg("key", KEY), arg("data", BLOCK).multiple().of(&[arg("field", STRING), arg("value", STRING)])],
     },
     Doc {
+        name: "sync.jsonset",
+        summary: "Sets a path of a JSON row (RedisJSON) through to Postgres; replies once the row is committed, or with an error after pgsync.hset-timeout-ms",
+        complexity: "O(N) where N is the size of the value (or of the member read back), plus the wait for the commit",
+        arity: -4,
+        args: &[
+            arg("key", KEY),
+            arg("path", STRING),
+            arg("value", STRING),
+            arg("condition", ONE_OF).optional().of(&[arg("nx", TOKEN).token("NX"), arg("xx", TOKEN).token("XX")]),
+        ],
+    },
+    Doc {
         name: "sync.wait",
         summary: "Blocks until every change captured before the call reached Postgres; replies with the rows still pending",
         complexity: "O(1), plus the wait",
@@ -244,7 +256,7 @@ impl Lowered {
             array.push(raw::RedisModuleCommandArg {
                 name: self.text(a.name),
                 type_: a.kind,
-                // The only key argument is SYNC.HSET's, the registration's key spec 0.
+                // A key argument is always the registration's key spec 0 (one key each).
                 key_spec_index: if a.kind == KEY { 0 } else { -1 },
                 token,
                 summary: ptr::null(),

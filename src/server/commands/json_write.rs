@@ -1,25 +1,27 @@
 //! `SYNC.JSONWRITE`: a RedisJSON write (`JSON.SET`, `JSON.DEL`, `JSON.FORGET`,
 //! `JSON.NUMINCRBY`, and the writes that change a member in place, such as
-//! `JSON.TOGGLE` or `JSON.ARRAPPEND`) to a `"type": "json"` write-behind key, run and captured in
-//! one step, as `SYNC.WRITE` does for hashes: the command filter routes it here,
+//! `JSON.TOGGLE` or `JSON.ARRAPPEND`) to a `"type": "json"` row key
+//! (write-behind) or staging key (write-through), run and captured in one step, as `SYNC.WRITE` does for hashes: the command filter routes it here,
 //! the arguments say which members (columns) it sets, removes or increments
 //! (`model/json_intent.rs`), and the command runs as the caller would have run
 //! it. A write to a member of a key Redis does not hold, or an increment of a
 //! member the document lacks, creates it (RedisJSON would refuse a path into
-//! nothing) and changes only that column in Postgres.
+//! nothing) and changes only that column in Postgres. `SYNC.JSONSET` is the
+//! same capture of a `JSON.SET`, replying once the row is committed.
 
-use super::runtime_or_err;
 use super::write::target_of;
-use crate::model::change::{Delta, FieldChange, Fields, RowOp, Write};
+use super::{committed_write, reply_when_committed, runtime_or_err};
+use crate::model::change::{Delta, FieldChange, Fields, RowOp, Write, OP_FIELD};
 use crate::model::intent::Effect;
 use crate::model::json_intent::{self, JsonCommand, JsonEffect};
 use crate::model::json_row::{self, MemberKind};
-use crate::model::mapping::OnSet;
+use crate::model::mapping::{KeyRole, Mapping, Mode, OnSet, ValueType};
 use crate::model::slots::key_slot;
-use crate::pipeline::capture::{record, refuse, Target};
+use crate::pipeline::capture::{record, refuse, tagged_write, Target};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::acl::Caller;
-use crate::redis::client_call::{call_named_as_client, ClientReply};
+use crate::redis::blocked::Reply;
+use crate::redis::client_call::{call_named_as_client, client_argv, ClientReply};
 use crate::redis::cluster;
 use crate::redis::json_doc;
 use crate::redis::redis_io::{bytes, key_exists};
@@ -39,56 +41,164 @@ pub fn sync_jsonwrite(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if command == JsonCommand::MSet {
         return sync_jsonmset(ctx, rt, &args);
     }
-    let key = args[2].as_slice();
     let argv = &args[1..];
-    let rest: Vec<&[u8]> = args[3..].iter().map(|a| a.as_slice()).collect();
-    let Some(target) = target_of(ctx, rt, key)? else { return run(ctx, command, argv)?.forward(ctx) };
+    let Some(target) = target_of(ctx, rt, args[2].as_slice())? else { return run(ctx, command, argv)?.forward(ctx) };
+    capture(ctx, rt, &target, command, argv)?.0.forward(ctx)
+}
+
+/// `SYNC.JSONSET key path value [NX|XX]`: `JSON.SET` on a `"type": "json"`
+/// row (its staging key in write-through, the row key in write-behind), with
+/// the field-level meaning of a captured `JSON.SET`, replying only once the
+/// row is committed in Postgres, or with Postgres's error, as `SYNC.HSET`.
+pub fn sync_jsonset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if !(4..=5).contains(&args.len()) {
+        return Err(RedisError::WrongArity);
+    }
+    let rt = runtime_or_err()?;
+    let (target, written) =
+        committed_write(ctx, rt, args[1].as_slice(), "SYNC.JSONSET", |m| match (m.value_type, m.mode) {
+            (ValueType::Json, Mode::WriteThrough | Mode::WriteBehind) => Ok(()),
+            (value_type, mode) => {
+                Err(replies::jsonset_needs_json_mapping(&m.name, mode.as_str(), value_type == ValueType::Json))
+            }
+        })?;
+    let argv = client_argv(ctx, b"JSON.SET", &[written.as_bytes()], &args[2..]);
+    let (reply, version) = capture(ctx, rt, &target, JsonCommand::Set, &argv)?;
+    reply_when_committed(ctx, rt, &target, version, Reply::Ok, &reply)
+}
+
+/// Runs the JSON write `argv` (its name first, then the key of `target`) as
+/// the caller and records what it changed. Returns RedisJSON's reply and the
+/// version of the change queued for Postgres (`None`: nothing goes there).
+fn capture(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    command: JsonCommand,
+    argv: &[RedisString],
+) -> Result<(ClientReply, Option<u64>), RedisError> {
+    let key = argv[1].as_slice();
+    let m = &rt.mappings.all()[target.mapping];
+    let rest: Vec<&[u8]> = argv[2..].iter().map(|a| a.as_slice()).collect();
     let effect = match json_intent::parse(command, &rest) {
         Ok(Some(effect)) => effect,
-        Ok(None) => return run(ctx, command, argv)?.forward(ctx),
-        Err(why) => return Err(refusal(ctx, rt, &target, argv, &why)),
+        Ok(None) => return Ok((run(ctx, command, argv)?, None)),
+        Err(why) => return Err(refusal(ctx, rt, target, argv, &why)),
     };
-    let effect = replacing(rt, &target, effect);
-    check(ctx, rt, &target, argv, &effect)?;
-    let cold = !key_exists(ctx, &args[2]);
+    let effect = replacing(rt, target, effect);
+    check(ctx, rt, target, argv, &effect)?;
+    let effect = match effect {
+        JsonEffect::Document(members) if command == JsonCommand::Set && members.iter().any(|(n, _)| is_op(n)) => {
+            return tagged(ctx, rt, target, argv, members);
+        }
+        effect => effect,
+    };
+    let cold = !key_exists(ctx, &argv[1]);
     let (reply, fields) = match effect {
+        // Deleting a staging key drops what it stages, as `DEL` of a hash one.
+        JsonEffect::DeleteRow if target.role == KeyRole::Temp => return Ok((run(ctx, command, argv)?, None)),
         JsonEffect::DeleteRow => {
             let reply = run(ctx, command, argv)?;
-            record(ctx, rt, &target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });
-            return reply.forward(ctx);
+            let delete = Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() };
+            return Ok((reply, record(ctx, rt, target, key, delete)));
         }
         JsonEffect::Members(members) | JsonEffect::Document(members) if cold && creates_member(command, &rest) => {
             let created = create(ctx, key, &members)?;
-            (created, members_changed(members))
+            (created, members_changed(m, members))
         }
         JsonEffect::Members(members) | JsonEffect::Document(members) => {
             let reply = run(ctx, command, argv)?;
-            let changed = if matched(&reply) { members_changed(members) } else { Fields::new() };
+            let changed = if matched(&reply) { members_changed(m, members) } else { Fields::new() };
             (reply, changed)
         }
         JsonEffect::Merged { members, reread } => {
+            if target.role == KeyRole::Temp {
+                for member in &reread {
+                    stage_from_row(ctx, m, target, key, member)?;
+                }
+            }
             let reply = run(ctx, command, argv)?;
             let mut changed = Fields::new();
             if matched(&reply) {
-                changed = members_changed(members);
+                changed = members_changed(m, members);
                 for member in reread {
-                    changed.insert(member.clone().into_bytes(), member_now(ctx, key, &member));
+                    changed.insert(member.clone().into_bytes(), member_now(ctx, m, key, &member));
                 }
             }
             (reply, changed)
         }
         JsonEffect::Below(member) | JsonEffect::Reread(member) => {
+            if target.role == KeyRole::Temp {
+                stage_from_row(ctx, m, target, key, &member)?;
+            }
             let reply = run(ctx, command, argv)?;
             let changed =
-                if matched(&reply) { one(member.clone(), member_now(ctx, key, &member)) } else { Fields::new() };
+                if matched(&reply) { one(member.clone(), member_now(ctx, m, key, &member)) } else { Fields::new() };
             (reply, changed)
         }
         JsonEffect::Incr { member, delta } => increment(ctx, command, argv, &rest, cold, member, delta)?,
     };
-    if !fields.is_empty() {
-        record(ctx, rt, &target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() });
+    let version = match fields.is_empty() {
+        true => None,
+        false => record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() }),
+    };
+    Ok((reply, version))
+}
+
+/// A write inside a member, in place on it or merged into it, on a
+/// write-through staging document that lacks the member: the cached row's member, when Redis holds
+/// it, is staged first, so that the write changes the row's value as it does
+/// on a write-behind key (`JSON.SET __{acct:1} $.profile.zip '"0150"'` keeps
+/// the profile's other members). Without one, the write runs on what is staged.
+fn stage_from_row(ctx: &Context, m: &Mapping, target: &Target, staged: &[u8], member: &str) -> RedisResult<()> {
+    let name = [member.as_bytes()];
+    if json_doc::members(ctx, staged, &name).is_none_or(|held| held.iter().any(Option::is_some)) {
+        return Ok(());
     }
-    reply.forward(ctx)
+    let row = m.main_key(&target.id);
+    let Some(Some(value)) = json_doc::members(ctx, row.as_bytes(), &name).and_then(|v| v.into_iter().next()) else {
+        return Ok(());
+    };
+    create(ctx, staged, &[(member.to_string(), Some(value))]).map(drop)
+}
+
+/// Whether a member is rgsync's `#` field.
+fn is_op(member: &str) -> bool {
+    member.as_bytes() == OP_FIELD
+}
+
+/// `JSON.SET key $ '{..., "#": "=6ce0ab"}'`: rgsync's `#` operation as a member
+/// of a root set, carried out as `HSET key # ...` is (`capture::tagged_write`:
+/// `=` with its ack, `~`, `+`, `-`); the document is written without it.
+fn tagged(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    argv: &[RedisString],
+    members: Vec<(String, Option<String>)>,
+) -> Result<(ClientReply, Option<u64>), RedisError> {
+    if argv.len() != 4 {
+        return Err(refusal(ctx, rt, target, argv, "the # member does not go with NX or XX"));
+    }
+    let m = &rt.mappings.all()[target.mapping];
+    let (ops, members): (Vec<_>, Vec<_>) = members.into_iter().partition(|(n, _)| is_op(n));
+    let op = ops.into_iter().last().and_then(|(_, v)| v).map(|v| json_intent::column_text(&v)).unwrap_or_default();
+    let key = argv[1].as_slice();
+    let document = json_row::without_member(&String::from_utf8_lossy(argv[3].as_slice()), "#").unwrap_or_default();
+    let fields = members_changed(m, members.clone());
+    let write = |to: &[u8]| {
+        if to != key {
+            // `+` in write-through: merged into the cached row, as HSET merges.
+            return create(ctx, to, &members).map(drop);
+        }
+        // Nothing else staged stages nothing (no `{}` left behind).
+        match document.as_str() {
+            "{}" => Ok(()),
+            doc => call_named_as_client(ctx, "JSON.SET", true, &[to, b"$", doc.as_bytes()]).map(drop),
+        }
+    };
+    let version = tagged_write(ctx, rt, target, key, &op, fields, write)?;
+    Ok((ClientReply::Direct(RedisValue::SimpleStringStatic("OK")), version))
 }
 
 /// `JSON.NUMINCRBY` of `member`: recorded as an `Add` with the value Redis
@@ -150,9 +260,10 @@ fn sync_jsonmset(ctx: &Context, rt: &Runtime, args: &[RedisString]) -> RedisResu
     }
     let reply = run(ctx, JsonCommand::MSet, argv)?;
     for (target, key, effect) in writes {
+        let m = &rt.mappings.all()[target.mapping];
         let fields = match effect {
-            JsonEffect::Members(members) | JsonEffect::Document(members) => members_changed(members),
-            JsonEffect::Below(member) => one(member.clone(), member_now(ctx, key, &member)),
+            JsonEffect::Members(members) | JsonEffect::Document(members) => members_changed(m, members),
+            JsonEffect::Below(member) => one(member.clone(), member_now(ctx, m, key, &member)),
             _ => Fields::new(),
         };
         if !fields.is_empty() {
@@ -216,18 +327,19 @@ fn matched(reply: &ClientReply) -> bool {
 }
 
 /// Members set or removed, as the column changes they make.
-fn members_changed(members: Vec<(String, Option<String>)>) -> Fields {
+fn members_changed(m: &Mapping, members: Vec<(String, Option<String>)>) -> Fields {
     members
         .into_iter()
         .map(|(name, value)| {
-            let change = value.map_or(FieldChange::Remove, |v| FieldChange::Set(json_intent::column_text(&v)));
+            let change =
+                value.map_or(FieldChange::Remove, |v| FieldChange::Set(json_intent::captured_text(m, &name, &v)));
             (name.into_bytes(), change)
         })
         .collect()
 }
 
 /// A member's whole value after a write inside it, as its column's change.
-fn member_now(ctx: &Context, key: &[u8], member: &str) -> FieldChange {
+fn member_now(ctx: &Context, m: &Mapping, key: &[u8], member: &str) -> FieldChange {
     let doc = match ctx.call("JSON.GET", &[key]) {
         Ok(value) => bytes(&value),
         Err(_) => None,
@@ -235,7 +347,7 @@ fn member_now(ctx: &Context, key: &[u8], member: &str) -> FieldChange {
     let members = doc.and_then(|d| json_row::object_members(&String::from_utf8_lossy(&d)));
     let now = members.and_then(|m| m.into_iter().find(|(n, _)| n == member)).map(|(_, v)| v);
     match now {
-        Some(v) if v != "null" => FieldChange::Set(json_intent::column_text(&v)),
+        Some(v) if v != "null" => FieldChange::Set(json_intent::captured_text(m, member, &v)),
         _ => FieldChange::Remove,
     }
 }

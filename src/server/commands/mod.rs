@@ -1,6 +1,6 @@
 //! The `SYNC.*` commands. Handlers are thin: check arguments, call into the queue
 //! or capture, turn the result into a reply. Blocking commands block only their own
-//! client: `SYNC.HSET` and `SYNC.WAIT` wait in [`waiters`] (no thread each), and
+//! client: `SYNC.HSET`, `SYNC.JSONSET` and `SYNC.WAIT` wait in [`waiters`] (no thread each), and
 //! `SYNC.RELOAD`'s own thread replies when it ends.
 
 pub mod cdc;
@@ -13,13 +13,14 @@ pub mod write;
 use crate::model::change::{RowOp, Write};
 use crate::model::guard;
 use crate::model::intent::Command;
-use crate::model::mapping::Mode;
+use crate::model::mapping::{Mapping, Mode, ValueType};
 use crate::model::row_id::check_id;
-use crate::pipeline::capture;
+use crate::pipeline::capture::{self, Target};
 use crate::pipeline::runtime::{self, Runtime};
 use crate::pipeline::threads;
 use crate::redis::acl::{Access, Caller};
-use crate::redis::client_call::{client_argv, run_as_client};
+use crate::redis::blocked::Reply;
+use crate::redis::client_call::{client_argv, run_as_client, ClientReply};
 use crate::redis::config;
 use crate::redis::notify::Source;
 use crate::redis::replies;
@@ -108,47 +109,78 @@ pub fn sync_hset(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         return Err(RedisError::WrongArity);
     }
     let rt = runtime_or_err()?;
-    refuse_when_cannot_block(ctx, "SYNC.HSET")?;
-    let key = args[1].as_slice();
-    let resolved = rt.mappings.resolve(key).ok_or_else(|| replies::no_mapping_for_key(key))?;
-    let m = &rt.mappings.all()[resolved.mapping];
-    if m.mode != Mode::WriteThrough {
-        return Err(replies::not_write_through(&m.name, m.mode.as_str()));
-    }
     if args[2..].chunks(2).any(|p| p[0].as_slice() == crate::model::change::OP_FIELD) {
         return Err(replies::hset_takes_no_op_field());
     }
+    let (target, staged) = committed_write(ctx, rt, args[1].as_slice(), "SYNC.HSET", |m| match m.mode {
+        Mode::WriteThrough if m.value_type == ValueType::Hash => Ok(()),
+        Mode::WriteThrough => Err(replies::json_rows_need_jsonset(&m.name)),
+        _ => Err(replies::not_write_through(&m.name, m.mode.as_str())),
+    })?;
+    let reply = run_as_client(ctx, Command::Hset, &client_argv(ctx, b"HSET", &[staged.as_bytes()], &args[2..]))?;
+    let pairs = args[2..].chunks_exact(2).map(|p| (p[0].as_slice().to_vec(), p[1].as_slice().to_vec())).collect();
+    let write = Write { op: RowOp::Upsert, fields: capture::set_fields(pairs), acks: Vec::new() };
+    let version = capture::record(ctx, rt, &target, staged.as_bytes(), write);
+    reply_when_committed(ctx, rt, &target, version, Reply::Integer(reply.integer().unwrap_or(0)), &reply)
+}
+
+/// The checks of a write that replies once committed (`SYNC.HSET`,
+/// `SYNC.JSONSET`) on `key` (the row's key or its staging key): the client can
+/// block, the mapping is one `accepts`, this server is a primary, the key is a
+/// row's, and the caller may write both the key written (the staging key in
+/// write-through, the row key in write-behind) and the row key, which the
+/// commit writes. Returns the row and the key to write.
+pub(crate) fn committed_write(
+    ctx: &Context,
+    rt: &Runtime,
+    key: &[u8],
+    command: &str,
+    accepts: impl FnOnce(&Mapping) -> Result<(), RedisError>,
+) -> Result<(Target, String), RedisError> {
+    refuse_when_cannot_block(ctx, command)?;
+    let resolved = rt.mappings.resolve(key).ok_or_else(|| replies::no_mapping_for_key(key))?;
+    let m = &rt.mappings.all()[resolved.mapping];
+    accepts(m)?;
     if rt.is_replica() {
         return Err(RedisError::Str("READONLY this server is a replica"));
     }
     let id = check_id(resolved.id).map_err(replies::error)?;
-    let staged = m.temp_key(id);
+    let written = match m.mode {
+        Mode::WriteThrough => m.temp_key(id),
+        Mode::WriteBehind | Mode::ReadOnly | Mode::Document => m.main_key(id),
+    };
     // Redis checked the key as given; the command writes both the staging key
     // and, once committed, the row.
     let caller = Caller::of(ctx)?;
-    caller.check(ctx, staged.as_bytes(), Access::Write)?;
+    caller.check(ctx, written.as_bytes(), Access::Write)?;
     caller.check(ctx, m.main_key(id).as_bytes(), Access::Write)?;
-    let target = match capture::target(rt, staged.as_bytes()) {
-        Some(Ok(target)) => target,
+    match capture::target(rt, written.as_bytes()) {
+        Some(Ok(target)) => Ok((target, written)),
         Some(Err((mapping, message))) => {
             capture::refuse(rt, mapping, &message);
-            return Err(replies::refused(&message));
+            Err(replies::refused(&message))
         }
-        None => return Err(replies::not_synced()),
-    };
-    let reply = run_as_client(ctx, Command::Hset, &client_argv(ctx, b"HSET", &[staged.as_bytes()], &args[2..]))?;
-    let pairs = args[2..].chunks_exact(2).map(|p| (p[0].as_slice().to_vec(), p[1].as_slice().to_vec())).collect();
-    let write = Write { op: RowOp::Upsert, fields: capture::set_fields(pairs), acks: Vec::new() };
-    match capture::record(ctx, rt, &target, staged.as_bytes(), write) {
-        Some(version) => {
-            // Still under the Redis lock: apply cannot settle the row before the
-            // client is registered.
-            waiters::wait_for_row(ctx, target.row(), version, reply.integer().unwrap_or(0), config::hset_timeout())?;
-            rt.queue().hurry();
-            Ok(RedisValue::NoReply)
-        }
-        None => reply.forward(ctx),
+        None => Err(replies::not_synced()),
     }
+}
+
+/// Blocks the client until the change `version` of `target`'s row is committed,
+/// then it gets `committed` (or Postgres's error, or the timeout's); a write
+/// that sent nothing to Postgres (`None`) is answered `now` at once.
+pub(crate) fn reply_when_committed(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    version: Option<u64>,
+    committed: Reply,
+    now: &ClientReply,
+) -> RedisResult {
+    let Some(version) = version else { return now.forward(ctx) };
+    // Still under the Redis lock: apply cannot settle the row before the
+    // client is registered.
+    waiters::wait_for_row(ctx, target.row(), version, committed, config::hset_timeout())?;
+    rt.queue().hurry();
+    Ok(RedisValue::NoReply)
 }
 
 /// `SYNC.WAIT [timeout-ms]`: blocks until every change captured before the call has

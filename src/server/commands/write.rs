@@ -8,7 +8,7 @@
 use super::runtime_or_err;
 use crate::model::change::{FieldChange, Fields, RowOp, Write};
 use crate::model::intent::{self, Command, Effect};
-use crate::model::mapping::{KeyRole, Mode};
+use crate::model::mapping::{KeyRole, Mode, ValueType};
 use crate::model::queue::RowKey;
 use crate::pipeline::capture::{self, record, refuse, set_fields, Target};
 use crate::pipeline::runtime::Runtime;
@@ -90,6 +90,14 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
     let Some(target) = target_of(ctx, rt, key)? else {
         return run_as_client(ctx, command, argv)?.forward(ctx);
     };
+    let m = &rt.mappings.all()[target.mapping];
+    if m.value_type == ValueType::Json {
+        // A hash where the mapping keeps JSON documents would be a row nobody
+        // reads back, and a staging hash apply never clears.
+        let message = format!("{}: write to {} refused: {}", m.name, key.escape_ascii(), replies::JSON_ROWS_TAKE_JSON);
+        refuse(rt, target.mapping, &message);
+        return Err(replies::refused(&message));
+    }
     let fill = fill_after(ctx, rt, &target, &args[2]);
     let rest: Vec<&[u8]> = args[3..].iter().map(|a| a.as_slice()).collect();
     let Some(effect) = intent::parse(command, &rest) else {
@@ -100,7 +108,9 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
         (Command::Hset | Command::Hmset, Effect::Set(pairs)) => match intent::take_op_field(pairs) {
             (pairs, Some(op)) => {
                 let written = pairs.len();
-                let done = capture::tagged_write(ctx, rt, &target, key, &op, pairs)?;
+                let fields = set_fields(pairs.clone());
+                let write = |to: &[u8]| capture::hset(ctx, to, &pairs);
+                let done = capture::tagged_write(ctx, rt, &target, key, &op, fields, write)?;
                 if done.is_some() {
                     if let Some(row) = fill {
                         loads::fill_after_write(row);
