@@ -9,6 +9,7 @@
 
 use super::apply::{self, Applied};
 use super::client::{Broker, FetchError, Fetched};
+use super::offsets;
 use super::status::{self, SourceStatus, State};
 use super::tls;
 use crate::model::kafka::KafkaSource;
@@ -165,7 +166,7 @@ impl Consumer {
     /// start. `Ok(false)`: this server does not write now.
     async fn load_positions(&mut self, broker: &Broker) -> Result<bool, String> {
         let partitions = broker.partitions();
-        let Some(stored) = apply::read_offsets(self.rt, self.source, &partitions) else { return Ok(false) };
+        let Some(stored) = offsets::read_offsets(self.rt, self.source, &partitions) else { return Ok(false) };
         let mut positions = BTreeMap::new();
         for (partition, stored) in partitions.into_iter().zip(stored) {
             let next = match stored {

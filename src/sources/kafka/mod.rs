@@ -9,6 +9,7 @@
 pub mod apply;
 mod client;
 mod consumer;
+mod offsets;
 pub mod status;
 mod tls;
 
