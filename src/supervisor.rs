@@ -83,7 +83,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         read_through::probe::init(ctx);
         spawn("pgsync-loader", move || loader::run(rt, rx))?;
     }
-    kafka::start(rt, spawn)?;
+    kafka::start(rt, spawn).map_err(|e| e.to_string())?;
     ensure_workers();
     filter::register(ctx)?;
     eviction::watch(ctx)?;
