@@ -63,8 +63,9 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     if url.is_empty() {
         return Err("pgsync.postgres-url is not set".into());
     }
-    let password = pg::connect::password_override(&config::string(&config::PASSWORD_FILE))?;
-    let settings = pg::connect::settings(&url, password.as_deref())?;
+    let password =
+        pg::connect::password_override(&config::string(&config::PASSWORD_FILE)).map_err(|e| e.to_string())?;
+    let settings = pg::connect::settings(&url, password.as_deref()).map_err(|e| e.to_string())?;
     let mappings = Mappings::load(&path)?;
     crate::sources::documents::check_stores(ctx, &mappings)?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
