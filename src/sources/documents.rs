@@ -96,10 +96,34 @@ pub fn reload(
     Ok(written)
 }
 
+/// A mapping whose keys are RedisJSON values on a server without RedisJSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoJsonModule {
+    /// The mapping.
+    pub mapping: String,
+    /// The option that asks for RedisJSON.
+    pub option: &'static str,
+    /// What to write instead.
+    pub otherwise: &'static str,
+}
+
+impl std::fmt::Display for NoJsonModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let NoJsonModule { mapping, option, otherwise } = self;
+        write!(
+            f,
+            "mapping \"{mapping}\": {option} needs the JSON.SET command: load the RedisJSON or valkey-json module \
+             before pgsync, or {otherwise}"
+        )
+    }
+}
+
+impl std::error::Error for NoJsonModule {}
+
 /// Refuses, at load, a mapping whose keys are RedisJSON values (`"store":
 /// "rejson"`, `"type": "json"`) on a server without the `JSON.SET` command
 /// (RedisJSON or valkey-json, which must load before pgsync).
-pub fn check_stores(ctx: &Context, mappings: &Mappings) -> Result<(), String> {
+pub fn check_stores(ctx: &Context, mappings: &Mappings) -> Result<(), NoJsonModule> {
     let Some(m) = mappings.all().iter().find(|m| m.needs_json_module()) else { return Ok(()) };
     let found = match ctx.call("COMMAND", &["INFO", "JSON.SET"]) {
         Ok(RedisValue::Array(info)) => info.first().is_some_and(|i| !matches!(i, RedisValue::Null)),
@@ -111,11 +135,7 @@ pub fn check_stores(ctx: &Context, mappings: &Mappings) -> Result<(), String> {
     };
     match found {
         true => Ok(()),
-        false => Err(format!(
-            "mapping \"{}\": {option} needs the JSON.SET command: load the RedisJSON or valkey-json module \
-             before pgsync, or {otherwise}",
-            m.name
-        )),
+        false => Err(NoJsonModule { mapping: m.name.clone(), option, otherwise }),
     }
 }
 
