@@ -19,6 +19,7 @@ struct FakeStore {
     places: HashMap<String, Place>,
     writes: RefCell<Vec<String>>,
     events: RefCell<Vec<(String, EventOp, Source)>>,
+    event_fields: RefCell<Vec<Vec<String>>>,
     changed: RefCell<Vec<String>>,
 }
 
@@ -51,6 +52,7 @@ impl RowStore for FakeStore {
 
     fn announce(&self, _: &Mapping, _: usize, event: &Event<'_>) {
         self.events.borrow_mut().push((event.key.to_string(), event.op, event.source));
+        self.event_fields.borrow_mut().push(event.fields.clone());
     }
 
     fn rows_changed(&self, _: usize, ids: &[&str]) {
@@ -217,4 +219,22 @@ fn a_newer_row_is_left_for_later_even_on_another_node() {
     captured(&queue, "1");
     let applied = apply(&store, &mappings, &queue, &[row("1", &[("n", Some("a"))])], &[], Source::Postgres, || ());
     assert_eq!(applied.later, ["1"], "the snapshot is asked first, as before");
+}
+
+#[test]
+fn loads_in_flight_hear_of_every_row_even_those_not_written() {
+    let mut store = FakeStore::default();
+    store.places.insert("users:2".into(), Place::Elsewhere);
+    let (mappings, queue) = (users(false), Queue::default());
+    let rows = [row("1", &[("n", Some("a"))]), row("2", &[("n", Some("b"))])];
+    apply(&store, &mappings, &queue, &rows, &gone(&["3"]), Source::Postgres, || captured(&queue, "1"));
+    assert_eq!(*store.changed.borrow(), ["1", "2", "3"]);
+}
+
+#[test]
+fn an_event_names_every_column_of_the_row_nulls_included() {
+    let (store, mappings, queue) = (FakeStore::default(), users(false), Queue::default());
+    let rows = [row("1", &[("name", Some("a")), ("city", None)])];
+    apply(&store, &mappings, &queue, &rows, &gone(&["2"]), Source::Postgres, || ());
+    assert_eq!(*store.event_fields.borrow(), [vec!["name".to_string(), "city".to_string()], Vec::new()]);
 }
