@@ -63,10 +63,11 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     if url.is_empty() {
         return Err("pgsync.postgres-url is not set".into());
     }
-    let password = pg::connect::password_override(&config::string(&config::PASSWORD_FILE))?;
-    let settings = pg::connect::settings(&url, password.as_deref())?;
+    let password =
+        pg::connect::password_override(&config::string(&config::PASSWORD_FILE)).map_err(|e| e.to_string())?;
+    let settings = pg::connect::settings(&url, password.as_deref()).map_err(|e| e.to_string())?;
     let mappings = Mappings::load(&path)?;
-    crate::sources::documents::check_stores(ctx, &mappings)?;
+    crate::sources::documents::check_stores(ctx, &mappings).map_err(|e| e.to_string())?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     cluster::detect(ctx);
     if cluster::enabled() {
@@ -83,7 +84,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         read_through::probe::init(ctx);
         spawn("pgsync-loader", move || loader::run(rt, rx))?;
     }
-    kafka::start(rt, spawn)?;
+    kafka::start(rt, spawn).map_err(|e| e.to_string())?;
     ensure_workers();
     filter::register(ctx)?;
     eviction::watch(ctx)?;

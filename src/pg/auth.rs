@@ -3,7 +3,49 @@
 //! request the setting does not allow before the client crate sees it, so the
 //! password (or its MD5 hash) is never sent in reply.
 
+use std::fmt;
 use std::str::FromStr;
+
+/// Why a `require_auth` setting is refused, or a connection closed by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// The setting mixes methods with and without `!` (as written).
+    Mixed(String),
+    /// The setting names a method that does not exist.
+    Unknown(String),
+    /// The server's startup messages do not follow the protocol.
+    Malformed,
+    /// The server asked for a method the setting does not allow.
+    Refused {
+        /// What the server asked for (a phrase, see `Method::request`).
+        request: &'static str,
+        /// The setting, as written.
+        setting: String,
+    },
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Mixed(s) => {
+                write!(f, "require_auth \"{s}\" mixes methods with and without \"!\", which libpq refuses")
+            }
+            AuthError::Unknown(name) => write!(
+                f,
+                "require_auth method \"{name}\" is not known; use password, md5, gss, sspi, scram-sha-256 or \
+                 none, or the same with \"!\" to forbid them"
+            ),
+            AuthError::Malformed => f.write_str("the server sent a malformed message during authentication"),
+            AuthError::Refused { request, setting } => write!(
+                f,
+                "the server {request}, which require_auth={setting} does not allow; the module closed the \
+                 connection without answering (the password was not sent)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
 
 /// An authentication method, named as in `require_auth`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +98,9 @@ pub struct RequireAuth {
 }
 
 impl FromStr for RequireAuth {
-    type Err = String;
+    type Err = AuthError;
 
-    fn from_str(s: &str) -> Result<RequireAuth, String> {
+    fn from_str(s: &str) -> Result<RequireAuth, AuthError> {
         let mut listed = Vec::new();
         let mut forbids = None;
         for word in s.split(',') {
@@ -67,14 +109,11 @@ impl FromStr for RequireAuth {
                 None => (false, word),
             };
             if forbids.is_some_and(|f| f != negated) {
-                return Err(format!("require_auth \"{s}\" mixes methods with and without \"!\", which libpq refuses"));
+                return Err(AuthError::Mixed(s.to_string()));
             }
             forbids = Some(negated);
             let Some(&(_, method)) = METHODS.iter().find(|(known, _)| *known == name) else {
-                return Err(format!(
-                    "require_auth method \"{name}\" is not known; use password, md5, gss, sspi, scram-sha-256 \
-                     or none, or the same with \"!\" to forbid them"
-                ));
+                return Err(AuthError::Unknown(name.to_string()));
             };
             listed.push(method);
         }
@@ -87,16 +126,11 @@ impl RequireAuth {
         self.listed.contains(&method) != self.forbids
     }
 
-    fn refuse(&self, method: Method) -> Result<(), String> {
+    fn refuse(&self, method: Method) -> Result<(), AuthError> {
         if self.allows(method) {
             return Ok(());
         }
-        Err(format!(
-            "the server {}, which require_auth={} does not allow; the module closed the connection without \
-             answering (the password was not sent)",
-            method.request(),
-            self.text
-        ))
+        Err(AuthError::Refused { request: method.request(), setting: self.text.clone() })
     }
 }
 
@@ -133,7 +167,7 @@ impl AuthWatch {
 
     /// Looks at the next bytes from the server, before the client crate reads
     /// them; an error when they hold a request the policy forbids.
-    pub fn inspect(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    pub fn inspect(&mut self, mut bytes: &[u8]) -> Result<(), AuthError> {
         while !bytes.is_empty() && !self.done {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len());
@@ -150,7 +184,7 @@ impl AuthWatch {
             let length = i32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]);
             let body = usize::try_from(length).ok().and_then(|l| l.checked_sub(wanted - 1));
             let Some(rest) = body else {
-                return Err("the server sent a malformed message during authentication".into());
+                return Err(AuthError::Malformed);
             };
             self.skip = rest;
             if self.header[0] == AUTH {
@@ -167,7 +201,7 @@ impl AuthWatch {
     /// Checks one authentication message by its code (as the protocol numbers
     /// them); continuations of an exchange already allowed, and methods the
     /// client crate does not speak, pass.
-    fn check(&mut self, code: i32) -> Result<(), String> {
+    fn check(&mut self, code: i32) -> Result<(), AuthError> {
         let method = match code {
             0 => {
                 self.done = true;
@@ -201,7 +235,7 @@ mod tests {
     }
 
     /// Feeds `bytes` to a watch in pieces of `step` bytes.
-    fn watch(policy: &str, bytes: &[u8], step: usize) -> Result<(), String> {
+    fn watch(policy: &str, bytes: &[u8], step: usize) -> Result<(), AuthError> {
         let mut w = AuthWatch::new(policy.parse().unwrap());
         bytes.chunks(step).try_for_each(|piece| w.inspect(piece))
     }
@@ -210,8 +244,9 @@ mod tests {
     fn settings_parse_as_libpq_writes_them() {
         assert!("scram-sha-256".parse::<RequireAuth>().is_ok());
         assert!("!password,!md5".parse::<RequireAuth>().is_ok());
-        assert!("password,!md5".parse::<RequireAuth>().unwrap_err().contains("mixes"));
-        assert!("scram".parse::<RequireAuth>().unwrap_err().contains("\"scram\" is not known"));
+        assert_eq!("password,!md5".parse::<RequireAuth>(), Err(AuthError::Mixed("password,!md5".into())));
+        assert_eq!("scram".parse::<RequireAuth>(), Err(AuthError::Unknown("scram".into())));
+        assert!(AuthError::Unknown("scram".into()).to_string().contains("\"scram\" is not known"));
     }
 
     #[test]
@@ -225,14 +260,14 @@ mod tests {
         notice_then_cleartext.extend(b"abc");
         notice_then_cleartext.extend(auth(3));
         for step in [1, 2, 5, 100] {
-            let e = watch("scram-sha-256", &auth(3), step).unwrap_err();
+            let e = watch("scram-sha-256", &auth(3), step).unwrap_err().to_string();
             assert!(e.contains("cleartext") && e.contains("require_auth=scram-sha-256"), "{e}");
-            assert!(watch("!password", &notice_then_cleartext, step).unwrap_err().contains("cleartext"));
+            assert!(watch("!password", &notice_then_cleartext, step).unwrap_err().to_string().contains("cleartext"));
             assert!(watch("!password", &auth(5), step).is_ok());
-            assert!(watch("scram-sha-256", &auth(5), step).unwrap_err().contains("MD5"));
+            assert!(watch("scram-sha-256", &auth(5), step).unwrap_err().to_string().contains("MD5"));
             assert!(watch("scram-sha-256", &[sasl.clone(), auth(11), auth(12), auth(0)].concat(), step).is_ok());
             // Trust: allowed only when `none` is.
-            assert!(watch("scram-sha-256", &auth(0), step).unwrap_err().contains("without any"));
+            assert!(watch("scram-sha-256", &auth(0), step).unwrap_err().to_string().contains("without any"));
             assert!(watch("scram-sha-256,none", &auth(0), step).is_ok());
             // After authentication, anything passes.
             assert!(watch("!password", &[auth(0), auth(3)].concat(), step).is_ok());
@@ -240,6 +275,6 @@ mod tests {
         let mut short = vec![AUTH];
         short.extend(2i32.to_be_bytes());
         short.extend(0i32.to_be_bytes());
-        assert!(watch("!password", &short, 1).unwrap_err().contains("malformed"));
+        assert!(watch("!password", &short, 1).unwrap_err().to_string().contains("malformed"));
     }
 }

@@ -4,6 +4,7 @@
 //! the chosen `sslmode`.
 
 use super::auth::RequireAuth;
+use super::connect_error::{Invalid, SettingsError};
 use super::conninfo;
 use super::tls::Tls;
 use native_tls::{Certificate, Protocol, TlsConnector};
@@ -35,9 +36,9 @@ pub enum SslMode {
 }
 
 impl FromStr for SslMode {
-    type Err = String;
+    type Err = Invalid;
 
-    fn from_str(s: &str) -> Result<SslMode, String> {
+    fn from_str(s: &str) -> Result<SslMode, Invalid> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
@@ -46,11 +47,7 @@ impl FromStr for SslMode {
             "verify-full" => SslMode::VerifyFull,
             // libpq's `allow` tries plain first; rust-postgres cannot, and
             // silently treating it as `prefer` would change its meaning.
-            _ => {
-                return Err(format!(
-                    "sslmode \"{s}\" is not supported; use disable, prefer, require, verify-ca or verify-full"
-                ))
-            }
+            _ => return Err(Invalid::SslMode(s.to_string())),
         })
     }
 }
@@ -76,9 +73,9 @@ pub struct Settings {
 /// Parses a connection string; `password`, when given, replaces the string's own.
 /// Errors name the problem and never show the string: rust-postgres parses it
 /// with the password taken out, which is set apart.
-pub fn settings(url: &str, password: Option<&str>) -> Result<Settings, String> {
+pub fn settings(url: &str, password: Option<&str>) -> Result<Settings, SettingsError> {
     let Read { config, mode, roots, require_auth } = read(url, password)?;
-    let tls = connector(mode, roots).map_err(|e| format!("cannot set up TLS for Postgres: {e}"))?;
+    let tls = connector(mode, roots).map_err(SettingsError::Tls)?;
     Ok(Settings { config, tls: Tls::new(tls, require_auth) })
 }
 
@@ -93,9 +90,8 @@ pub(super) struct Read {
 
 /// All of [`settings`] but building the TLS connector (which loads the
 /// system's certificate store: slow, for the tests that read many strings).
-pub(super) fn read(url: &str, password: Option<&str>) -> Result<Read, String> {
-    let invalid = |e: String| format!("pgsync.postgres-url is not a valid Postgres URL or connection string: {e}");
-    let info = conninfo::split(url, &OWN_PARAMS).map_err(invalid)?;
+pub(super) fn read(url: &str, password: Option<&str>) -> Result<Read, SettingsError> {
+    let info = conninfo::split(url, &OWN_PARAMS).map_err(Invalid::ConnInfo)?;
     let param = |name: &str| info.taken.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let root_path = param("sslrootcert");
     let roots = match root_path {
@@ -105,32 +101,27 @@ pub(super) fn read(url: &str, password: Option<&str>) -> Result<Read, String> {
     };
     let mode = match (param("sslmode"), &roots) {
         (Some(mode), Roots::System) if mode != "verify-full" => {
-            return Err(format!("sslrootcert=system needs sslmode=verify-full (not {mode}), as in libpq"));
+            return Err(SettingsError::SystemRootsNeedVerifyFull { mode: mode.to_string() });
         }
-        (Some(mode), _) => mode.parse().map_err(invalid)?,
+        (Some(mode), _) => mode.parse()?,
         (None, Roots::System) => SslMode::VerifyFull,
         (None, _) => SslMode::Prefer,
     };
     if matches!((mode, &roots), (SslMode::VerifyCa | SslMode::VerifyFull, Roots::None)) {
         // libpq would look for ~/.postgresql/root.crt; the server's home is no
         // place to hide the trust anchor of the database, so ask for it.
-        return Err("sslmode=verify-ca and verify-full need sslrootcert=<CA file> (or sslrootcert=system \
-                    for the system's trusted roots)"
-            .into());
+        return Err(SettingsError::VerifyNeedsRoots);
     }
     let require_auth = match param("require_auth").filter(|v| !v.is_empty()) {
-        Some(text) => Some(text.parse::<RequireAuth>().map_err(invalid)?),
+        Some(text) => Some(text.parse::<RequireAuth>().map_err(Invalid::RequireAuth)?),
         None => None,
     };
     if require_auth.is_some() && matches!(mode, SslMode::Disable | SslMode::Prefer) {
         // The client crate hands the module the stream only when it is TLS: on a
         // plain connection the check could not happen.
-        return Err("require_auth needs sslmode=require, verify-ca or verify-full: the module checks the \
-                    server's authentication requests inside TLS only (the Postgres client crate gives it no \
-                    hold on a plain connection)"
-            .into());
+        return Err(SettingsError::RequireAuthNeedsTls);
     }
-    let mut config = postgres::Config::from_str(&info.rest).map_err(|e| invalid(e.to_string()))?;
+    let mut config = postgres::Config::from_str(&info.rest).map_err(Invalid::Config)?;
     match (password, info.password) {
         (Some(password), _) => config.password(password),
         (None, Some(password)) => config.password(password),
@@ -174,21 +165,22 @@ fn connector(mode: SslMode, roots: Roots) -> Result<TlsConnector, native_tls::Er
 }
 
 /// The certificates of a PEM file (one or a bundle, as cloud providers ship).
-fn read_roots(path: &str) -> Result<Vec<Certificate>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read sslrootcert \"{path}\": {e}"))?;
-    let certs = Certificate::stack_from_pem(&pem).map_err(|e| format!("sslrootcert \"{path}\" is not PEM: {e}"))?;
+fn read_roots(path: &str) -> Result<Vec<Certificate>, SettingsError> {
+    let pem = std::fs::read(path).map_err(|source| SettingsError::RootsUnreadable { path: path.into(), source })?;
+    let certs =
+        Certificate::stack_from_pem(&pem).map_err(|source| SettingsError::RootsNotPem { path: path.into(), source })?;
     if certs.is_empty() {
-        return Err(format!("sslrootcert \"{path}\" holds no certificate"));
+        return Err(SettingsError::NoRoots { path: path.into() });
     }
     Ok(certs)
 }
 
 /// The password to use instead of the connection string's: the content of
 /// `file` (if set; one trailing newline trimmed), else `PGSYNC_POSTGRES_PASSWORD`.
-pub fn password_override(file: &str) -> Result<Option<String>, String> {
+pub fn password_override(file: &str) -> Result<Option<String>, SettingsError> {
     if !file.is_empty() {
         let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read pgsync.postgres-password-file \"{file}\": {e}"))?;
+            .map_err(|source| SettingsError::PasswordFile { file: file.into(), source })?;
         let text = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
         return Ok(Some(text.to_string()));
     }
@@ -225,24 +217,27 @@ mod tests {
 
     #[test]
     fn sslmode_values() {
-        assert_eq!("verify-full".parse::<SslMode>(), Ok(SslMode::VerifyFull));
-        assert!("allow".parse::<SslMode>().unwrap_err().contains("not supported"));
+        assert_eq!("verify-full".parse::<SslMode>().ok(), Some(SslMode::VerifyFull));
+        assert!("allow".parse::<SslMode>().unwrap_err().to_string().contains("not supported"));
         assert!("Require".parse::<SslMode>().is_err());
     }
 
     #[test]
     fn load_errors_are_clear_and_hide_the_password() {
-        let e = settings("postgres://u:hunter2@h/db?sslmode=bogus", None).err().unwrap();
+        let e = settings("postgres://u:hunter2@h/db?sslmode=bogus", None).err().unwrap().to_string();
         assert!(e.contains("bogus") && !e.contains("hunter2"), "{e}");
-        let e = settings("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem", None).err().unwrap();
+        let e = settings("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem", None)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
-        let e = settings("host=h sslrootcert=system sslmode=require", None).err().unwrap();
+        let e = settings("host=h sslrootcert=system sslmode=require", None).err().unwrap().to_string();
         assert!(e.contains("verify-full"), "{e}");
-        let e = settings("host=h sslmode=verify-ca", None).err().unwrap();
+        let e = settings("host=h sslmode=verify-ca", None).err().unwrap().to_string();
         assert!(e.contains("sslrootcert"), "{e}");
-        let e = settings("host=h require_auth=scram-sha-256", None).err().unwrap();
+        let e = settings("host=h require_auth=scram-sha-256", None).err().unwrap().to_string();
         assert!(e.contains("require_auth needs sslmode=require"), "{e}");
-        let e = settings("host=h sslmode=require require_auth=scram", None).err().unwrap();
+        let e = settings("host=h sslmode=require require_auth=scram", None).err().unwrap().to_string();
         assert!(e.contains("\"scram\" is not known"), "{e}");
         assert!(settings("postgres://h/db?sslmode=require&require_auth=!password,!md5", None).is_ok());
     }

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod commit_marker;
 pub mod connect;
+pub mod connect_error;
 pub mod conninfo;
 pub mod documents;
 pub mod error;

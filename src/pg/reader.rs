@@ -22,6 +22,18 @@ pub struct PgRow {
     pub fields: Vec<(String, Option<String>)>,
 }
 
+/// Why an id names no row the way a write to its key must (the key rules' reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRefused(pub String);
+
+impl std::fmt::Display for KeyRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KeyRefused {}
+
 /// How a mapping's rows are read.
 pub struct RowShape {
     key: KeyShape,
@@ -54,19 +66,19 @@ impl RowShape {
     /// the way a write to its key must: `Err` says why not. Every enum label
     /// passes: Postgres printed it (a label added since the schema was read is
     /// accepted by writes once the schema is read again).
-    pub fn check(&self, id: &str) -> Result<(), String> {
-        check_id(id.as_bytes()).and_then(|id| self.key.check(id, &self.key_types)).map(|_| ())
+    pub fn check(&self, id: &str) -> Result<(), KeyRefused> {
+        check_id(id.as_bytes()).and_then(|id| self.key.check(id, &self.key_types)).map(|_| ()).map_err(KeyRefused)
     }
 
     /// The row as a hash, or (inner `Err`) why its key cannot be spelled: a
     /// write to that key would be refused (a key column's value could be read
     /// back as another row's, or is not its type's canonical text).
-    fn convert(&self, row: &Row) -> Result<Result<PgRow, String>, Error> {
+    fn convert(&self, row: &Row) -> Result<Result<PgRow, KeyRefused>, Error> {
         let k = self.key.columns().len();
         let key = (0..k).map(|i| row.try_get(i)).collect::<Result<Vec<String>, _>>()?;
         let id = match self.key.spell(&key.iter().map(String::as_str).collect::<Vec<_>>(), &self.key_types) {
             Ok(id) => id,
-            Err(why) => return Ok(Err(why)),
+            Err(why) => return Ok(Err(KeyRefused(why))),
         };
         let mut fields = Vec::with_capacity(self.fields.len());
         for (i, field) in self.fields.iter().enumerate() {
@@ -128,7 +140,7 @@ impl RowShape {
             for row in &rows {
                 match self.convert(row)? {
                     Ok(row) => good.push(row),
-                    Err(why) => refused.add(why),
+                    Err(KeyRefused(why)) => refused.add(why),
                 }
             }
             each(good)

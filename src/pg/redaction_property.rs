@@ -78,13 +78,14 @@ fn no_form_of_a_password_shows_it_and_accepted_ones_keep_it() {
                     accepted_raw += usize::from(!must_accept);
                 }
                 Err(e) => {
+                    let e = e.to_string();
                     assert!(!must_accept, "{s:?} refused: {e}");
                     assert!(!secret(&e), "the error shows the password: {e}");
                     refused += 1;
                 }
             }
             let bad = if s.contains("://") { format!("{s}&sslmode=bogus") } else { format!("{s} sslmode=bogus") };
-            let e = read(&bad, None).err().expect("sslmode=bogus is refused");
+            let e = read(&bad, None).err().expect("sslmode=bogus is refused").to_string();
             assert!(!secret(&e), "the error shows the password: {e}");
         }
     }

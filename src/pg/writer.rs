@@ -47,6 +47,57 @@ pub type RowOutcome = Result<Returned, Error>;
 /// Column types an increment can add to.
 const NUMERIC_TYPES: &[&str] = &["smallint", "integer", "bigint", "numeric", "real", "double precision"];
 
+/// Why a row cannot be written, whatever Postgres would say: it is rejected
+/// (dead-lettered) before any statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepareError {
+    /// The id is not the key columns' canonical text (the key rules' reason).
+    Key(String),
+    /// A field's value is not UTF-8.
+    NotUtf8 {
+        /// The field.
+        field: String,
+        /// Its column.
+        column: String,
+    },
+    /// A field was incremented whose column is not a number.
+    NotNumeric {
+        /// The field.
+        field: String,
+        /// Its column.
+        column: String,
+        /// The column's SQL type.
+        sql_type: String,
+    },
+    /// The row's values are over `pgsync.max-row-bytes`.
+    TooLarge {
+        /// Their size.
+        bytes: usize,
+        /// The setting.
+        max: usize,
+    },
+}
+
+impl std::fmt::Display for PrepareError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrepareError::Key(why) => f.write_str(why),
+            PrepareError::NotUtf8 { field, column } => write!(
+                f,
+                "field \"{field}\" holds bytes that are not valid UTF-8 and cannot be stored in column \"{column}\""
+            ),
+            PrepareError::NotNumeric { field, column, sql_type } => {
+                write!(f, "field \"{field}\" was incremented, but column \"{column}\" is {sql_type}, not a number")
+            }
+            PrepareError::TooLarge { bytes, max } => {
+                write!(f, "the row's values are {bytes} bytes, over pgsync.max-row-bytes ({max}); not sent to Postgres")
+            }
+        }
+    }
+}
+
+impl std::error::Error for PrepareError {}
+
 /// Translates a change into columns. Unmapped fields are dropped here, so they never
 /// reach SQL. An id that is not the key column's canonical text, a value that is not
 /// UTF-8, or an increment of a non-numeric column rejects the row. A removed field
@@ -57,8 +108,9 @@ pub fn prepare(
     schema: &TableSchema,
     id: &str,
     change: &Change,
-) -> Result<PreparedRow, String> {
-    let key = mapping.key.check(id, &schema.key_types)?.into_iter().map(str::to_string).collect();
+) -> Result<PreparedRow, PrepareError> {
+    let key = mapping.key.check(id, &schema.key_types).map_err(PrepareError::Key)?;
+    let key = key.into_iter().map(str::to_string).collect();
     let mut values = BTreeMap::new();
     if change.op != RowOp::Delete {
         for (field, value) in &change.fields {
@@ -72,18 +124,20 @@ pub fn prepare(
                 continue;
             };
             let write = match value {
-                FieldChange::Set(bytes) => ColumnWrite::Set(Some(String::from_utf8(bytes.clone()).map_err(|_| {
-                    format!("field \"{field}\" holds bytes that are not valid UTF-8 and cannot be stored in column \"{column}\"")
-                })?)),
+                FieldChange::Set(bytes) => ColumnWrite::Set(Some(
+                    String::from_utf8(bytes.clone())
+                        .map_err(|_| PrepareError::NotUtf8 { field: field.to_string(), column: column.to_string() })?,
+                )),
                 FieldChange::Remove => ColumnWrite::Set(None),
                 FieldChange::Add { delta, .. } if NUMERIC_TYPES.contains(&info.typed.sql_type.as_str()) => {
                     ColumnWrite::Add(delta.to_text())
                 }
                 FieldChange::Add { .. } => {
-                    return Err(format!(
-                        "field \"{field}\" was incremented, but column \"{column}\" is {}, not a number",
-                        info.typed.sql_type
-                    ))
+                    return Err(PrepareError::NotNumeric {
+                        field: field.to_string(),
+                        column: column.to_string(),
+                        sql_type: info.typed.sql_type.clone(),
+                    })
                 }
             };
             values.insert(column.to_string(), write);
@@ -354,14 +408,15 @@ mod tests {
     fn non_utf8_values_are_rejected_with_the_field_name() {
         let m = users();
         let err = prepare(0, &m.all()[0], &schema(), "1", &change(&[(b"score", b"\xff\xfe")])).unwrap_err();
-        assert!(err.contains("\"score\""), "{err}");
+        assert_eq!(err, PrepareError::NotUtf8 { field: "score".into(), column: "score".into() });
+        assert!(err.to_string().contains("\"score\""), "{err}");
     }
 
     #[test]
     fn a_key_that_is_not_canonical_is_rejected() {
         let m = users();
         let err = prepare(0, &m.all()[0], &schema(), "007", &change(&[(b"score", b"1")])).unwrap_err();
-        assert!(err.contains("canonical"), "{err}");
+        assert!(matches!(&err, PrepareError::Key(why) if why.contains("canonical")), "{err}");
     }
 
     #[test]
@@ -377,6 +432,7 @@ mod tests {
         assert_eq!(row.values.get("score"), Some(&ColumnWrite::Add("2".into())));
         schema.columns.get_mut("score").unwrap().typed.sql_type = "text".into();
         let err = prepare(0, &m.all()[0], &schema, "1", &c).unwrap_err();
-        assert!(err.contains("not a number"), "{err}");
+        assert!(matches!(err, PrepareError::NotNumeric { .. }), "{err}");
+        assert!(err.to_string().contains("not a number"), "{err}");
     }
 }

@@ -2,23 +2,29 @@
 //! reload or a TRUNCATE's clearing) into their hashes, skipping the rows Redis
 //! changed since the read began, since Redis is newer for those, and, in a
 //! cluster, the rows whose key is another node's (`cluster::place`).
+//!
+//! The rules live here, over the narrow [`RowStore`] trait, so that they are
+//! unit-tested with an in-memory fake (`apply_pg/tests.rs`); `apply_pg/live.rs`
+//! is the store over the Redis key API.
 
-use crate::model::mapping::{Mapping, ValueType};
+mod live;
+#[cfg(test)]
+mod tests;
+
+use crate::model::mapping::Mapping;
 use crate::model::queue::Snapshot;
 use crate::pg::reader::PgRow;
 use crate::pipeline::runtime::Runtime;
-use crate::redis::cluster::{self, Place};
-use crate::redis::hash_key::Key;
+use crate::redis::cluster::Place;
 use crate::redis::notify::{self, now_ms, Event, EventOp, Source};
-use crate::redis::read_through::loads;
-use crate::redis::redis_io::{own_writes, replicate, string, warn};
+use crate::redis::redis_io::own_writes;
 use crate::redis::redis_lock::with_redis_lock;
-use crate::redis::ttl;
-use crate::sources::apply_json::write_json_row;
-use redis_module::{raw, Context, NotifyEvent, RedisString};
+use redis_module::Context;
+
+pub(crate) use live::{fill_missing_fields, write_row};
 
 /// What [`apply_pg_rows`] did.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
     /// Ids to read and apply again later: Redis changed them since the
     /// snapshot, or their slot is moving between cluster nodes.
@@ -27,6 +33,26 @@ pub struct Applied {
     /// Postgres has; in a cluster, rows of other nodes' keys are neither written
     /// nor counted.
     pub written: usize,
+}
+
+/// What applying rows read from Postgres needs of Redis, under the Redis lock
+/// the caller holds. Narrow so that the rules above it run against a fake.
+pub(crate) trait RowStore {
+    /// Where `key` stands in a cluster (always [`Place::Mine`] outside one).
+    fn place(&self, key: &str) -> Place;
+
+    /// Writes a row into `key` (see [`write_row`]); false when nothing changed.
+    fn write(&self, m: &Mapping, key: &str, fields: &[(String, Option<String>)]) -> bool;
+
+    /// Deletes the key of a row that no longer exists in Postgres.
+    fn delete(&self, key: &str);
+
+    /// Publishes a change event of mapping `mapping` (if `m` asks for them).
+    fn announce(&self, m: &Mapping, mapping: usize, event: &Event<'_>);
+
+    /// Tells read-through loads in flight that these rows were written: a load
+    /// reading one now may read an older value.
+    fn rows_changed(&self, mapping: usize, ids: &[&str]);
 }
 
 /// Writes rows read from Postgres (listener, reload) into their hashes, under one
@@ -59,163 +85,72 @@ pub fn apply_locked(
     gone: &[String],
     source: Source,
 ) -> Applied {
-    let m = &rt.mappings.all()[mapping];
-    let mut applied = Applied::default();
-    {
-        // Checked under the Redis lock, so capture (which needs it) cannot dirty a row
-        // between the check and the write; one queue lock for the whole chunk.
-        let ids = rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str));
-        let newer_ids = snapshot.newer_among(mapping, ids);
-        let newer = |id: &str| newer_ids.contains(id);
-        loads::rows_changed(mapping, rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str)));
-        own_writes(|| {
-            // Keys of other nodes are theirs to write; a key whose slot is moving is
-            // read again once the move is over.
-            let mut mine = |id: &str, key: &str| match cluster::place(ctx, key.as_bytes()) {
-                _ if newer(id) => {
-                    applied.later.push(id.to_string());
-                    false
-                }
-                Place::Mine => {
-                    applied.written += 1;
-                    true
-                }
-                Place::Moving => {
-                    applied.later.push(id.to_string());
-                    false
-                }
-                Place::Elsewhere => false,
-            };
-            for row in rows {
-                let key = m.main_key(&row.id);
-                if !mine(&row.id, &key) {
-                    continue;
-                }
-                let changed = write_row(ctx, m, &key, &row.fields);
-                // `notify_reload` asks for an event per row loaded, changed or not.
-                if (changed || source == Source::Reload) && notify::wanted(m, source) {
-                    let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
-                    let event = Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() };
-                    notify::send(ctx, m, &rt.stats[mapping], &event);
-                }
-            }
-            for id in gone {
-                let key = m.main_key(id);
-                if !mine(id, &key) {
-                    continue;
-                }
-                delete_row(ctx, &key);
-                let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
-                notify::send(ctx, m, &rt.stats[mapping], &event);
-            }
-        });
-    }
-    applied
+    let store = live::LiveStore { ctx, stats: &rt.stats };
+    let batch = Batch { mapping, m: &rt.mappings.all()[mapping], rows, gone, source };
+    own_writes(|| apply_rows(&store, snapshot, &batch))
 }
 
-/// Writes one row read from Postgres into its hash with the key API (a command
-/// call per row cost a reload a third of its speed): mapped fields set, NULL
-/// columns removed, replicated and announced as `HDEL` and `HSET` would be; and
-/// the mapping's expiry, if it has one. Returns false, having written nothing,
-/// when the hash already holds every field as `fields` has it (it keeps its
-/// expiry). A `"type": "json"` mapping's row goes to its JSON document instead
-/// (`apply_json`).
-pub(crate) fn write_row(ctx: &Context, m: &Mapping, key: &str, fields: &[(String, Option<String>)]) -> bool {
-    if m.value_type == ValueType::Json {
-        return write_json_row(ctx, m, key, fields);
-    }
-    let name = string(ctx, key.as_bytes());
-    let hash = match Key::open(ctx, &name) {
-        Ok(hash) if hash.is_hash_or_empty() => hash,
-        Ok(_) => {
-            warn(&format!("{key} holds no hash; the row read from Postgres is not written"));
-            return false;
+/// One mapping's rows read from Postgres, and where they came from.
+pub(crate) struct Batch<'a> {
+    /// Index of the mapping.
+    pub mapping: usize,
+    /// The mapping itself.
+    pub m: &'a Mapping,
+    /// Rows to write.
+    pub rows: &'a [PgRow],
+    /// Ids whose row no longer exists.
+    pub gone: &'a [String],
+    /// Who read them (decides which events go out).
+    pub source: Source,
+}
+
+/// The rules of [`apply_pg_rows`] over any [`RowStore`]. Must run under the
+/// Redis lock, so capture (which needs it) cannot dirty a row between the
+/// snapshot's check and the write; one queue lock for the whole chunk.
+pub(crate) fn apply_rows(store: &impl RowStore, snapshot: &Snapshot<'_>, batch: &Batch<'_>) -> Applied {
+    let Batch { mapping, m, rows, gone, source } = *batch;
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).chain(gone.iter().map(String::as_str)).collect();
+    let newer_ids = snapshot.newer_among(mapping, ids.iter().copied());
+    store.rows_changed(mapping, &ids);
+    let mut applied = Applied::default();
+    // Keys of other nodes are theirs to write; a key whose slot is moving is
+    // read again once the move is over, and so is a row Redis changed since.
+    let mut mine = |id: &str, key: &str| match store.place(key) {
+        _ if newer_ids.contains(id) => {
+            applied.later.push(id.to_string());
+            false
         }
-        Err(e) => {
-            warn(&format!("cannot write {key}: {e}"));
-            return false;
+        Place::Mine => {
+            applied.written += 1;
+            true
         }
+        Place::Moving => {
+            applied.later.push(id.to_string());
+            false
+        }
+        Place::Elsewhere => false,
     };
-    if holds_row(ctx, &hash, fields) {
-        return false;
-    }
-    let (mut set, mut unset): (Vec<RedisString>, Vec<RedisString>) = (Vec::new(), Vec::new());
-    for (field, value) in fields {
-        let field = string(ctx, field.as_bytes());
-        match value {
-            Some(value) => {
-                let value = string(ctx, value.as_bytes());
-                hash.set(&field, Some(&value));
-                set.extend([field, value]);
-            }
-            None if hash.set(&field, None) => unset.push(field),
-            None => {}
-        }
-    }
-    let emptied = hash.kind() == raw::REDISMODULE_KEYTYPE_EMPTY;
-    ttl::set(ctx, m, &hash, &name);
-    drop(hash);
-    for (command, event, args) in [(c"HDEL", "hdel", &unset), (c"HSET", "hset", &set)] {
-        if args.is_empty() {
+    for row in rows {
+        let key = m.main_key(&row.id);
+        if !mine(&row.id, &key) {
             continue;
         }
-        ctx.notify_keyspace_event(NotifyEvent::HASH, event, &name);
-        let argv: Vec<&RedisString> = std::iter::once(&name).chain(args.iter()).collect();
-        replicate(ctx, command, &argv);
-    }
-    if emptied && !unset.is_empty() {
-        ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", &name);
-    }
-    true
-}
-
-/// Whether the open `hash` holds each field as `fields` has it: the value for a
-/// column with one, no field for a NULL column. Other fields do not count.
-fn holds_row(ctx: &Context, hash: &Key, fields: &[(String, Option<String>)]) -> bool {
-    fields.iter().all(|(field, value)| {
-        let held = hash.get(&string(ctx, field.as_bytes()));
-        held.as_ref().map(RedisString::as_slice) == value.as_ref().map(String::as_bytes)
-    })
-}
-
-/// Adds to an existing hash the row's fields it lacks, never changing a field it
-/// holds (a writer's value is newer): `fill_on_write` after a write to a key
-/// Redis did not hold. Replicated and announced as `HSET`.
-pub(crate) fn fill_missing_fields(ctx: &Context, key: &str, fields: &[(String, Option<String>)]) {
-    let name = string(ctx, key.as_bytes());
-    let hash = match Key::open(ctx, &name) {
-        Ok(hash) if hash.kind() == raw::REDISMODULE_KEYTYPE_HASH => hash,
-        Ok(_) => return,
-        Err(e) => return warn(&format!("cannot fill {key}: {e}")),
-    };
-    let mut set: Vec<RedisString> = Vec::new();
-    for (field, value) in fields {
-        let Some(value) = value else { continue };
-        let field = string(ctx, field.as_bytes());
-        if hash.get(&field).is_none() {
-            let value = string(ctx, value.as_bytes());
-            hash.set(&field, Some(&value));
-            set.extend([field, value]);
+        let changed = store.write(m, &key, &row.fields);
+        // `notify_reload` asks for an event per row loaded, changed or not.
+        if (changed || source == Source::Reload) && notify::wanted(m, source) {
+            let fields = row.fields.iter().map(|(f, _)| f.clone()).collect();
+            let event = Event { key: &key, id: &row.id, op: EventOp::Upsert, source, fields, time: now_ms() };
+            store.announce(m, mapping, &event);
         }
     }
-    drop(hash);
-    if !set.is_empty() {
-        ctx.notify_keyspace_event(NotifyEvent::HASH, "hset", &name);
-        let argv: Vec<&RedisString> = std::iter::once(&name).chain(set.iter()).collect();
-        replicate(ctx, c"HSET", &argv);
-    }
-}
-
-/// Deletes the hash of a row that no longer exists in Postgres.
-fn delete_row(ctx: &Context, key: &str) {
-    let name = string(ctx, key.as_bytes());
-    match Key::open(ctx, &name) {
-        Ok(hash) if hash.delete(false) => {
-            drop(hash);
-            ctx.notify_keyspace_event(NotifyEvent::GENERIC, "del", &name);
-            replicate(ctx, c"DEL", &[&name]);
+    for id in gone {
+        let key = m.main_key(id);
+        if !mine(id, &key) {
+            continue;
         }
-        Ok(_) => {}
-        Err(e) => warn(&format!("cannot delete {key}: {e}")),
+        store.delete(&key);
+        let event = Event { key: &key, id, op: EventOp::Delete, source, fields: Vec::new(), time: now_ms() };
+        store.announce(m, mapping, &event);
     }
+    applied
 }

@@ -117,10 +117,34 @@ pub fn reload(
     Ok(written)
 }
 
+/// A mapping whose keys are RedisJSON values on a server without RedisJSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoJsonModule {
+    /// The mapping.
+    pub mapping: String,
+    /// The option that asks for RedisJSON.
+    pub option: &'static str,
+    /// What to write instead.
+    pub otherwise: &'static str,
+}
+
+impl std::fmt::Display for NoJsonModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let NoJsonModule { mapping, option, otherwise } = self;
+        write!(
+            f,
+            "mapping \"{mapping}\": {option} needs the JSON.SET command: load the RedisJSON or valkey-json module \
+             before pgsync, or {otherwise}"
+        )
+    }
+}
+
+impl std::error::Error for NoJsonModule {}
+
 /// Refuses, at load, a mapping whose keys are RedisJSON values (`"store":
 /// "rejson"`, `"type": "json"`) on a server without the `JSON.SET` command
 /// (RedisJSON or valkey-json, which must load before pgsync).
-pub fn check_stores(ctx: &Context, mappings: &Mappings) -> Result<(), String> {
+pub fn check_stores(ctx: &Context, mappings: &Mappings) -> Result<(), NoJsonModule> {
     let Some(m) = mappings.all().iter().find(|m| m.needs_json_module()) else { return Ok(()) };
     let found = match ctx.call("COMMAND", &["INFO", "JSON.SET"]) {
         Ok(RedisValue::Array(info)) => info.first().is_some_and(|i| !matches!(i, RedisValue::Null)),
@@ -132,11 +156,7 @@ pub fn check_stores(ctx: &Context, mappings: &Mappings) -> Result<(), String> {
     };
     match found {
         true => Ok(()),
-        false => Err(format!(
-            "mapping \"{}\": {option} needs the JSON.SET command: load the RedisJSON or valkey-json module \
-             before pgsync, or {otherwise}",
-            m.name
-        )),
+        false => Err(NoJsonModule { mapping: m.name.clone(), option, otherwise }),
     }
 }
 
@@ -238,16 +258,47 @@ fn refuse(stats: &MappingStats, message: &str) {
     MappingStats::bump(&stats.refused, 1);
 }
 
+/// Why a document cannot be written into its key.
+#[derive(Debug)]
+enum DocRefused {
+    /// The `"hash"` store's document is not JSON.
+    NotJson(serde_json::Error),
+    /// The `"hash"` store's document is JSON but no object.
+    NotObject,
+    /// Redis refused the write (its error text).
+    Call(String),
+}
+
+impl std::fmt::Display for DocRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DocRefused::NotJson(e) => write!(f, "not JSON: {e}"),
+            DocRefused::NotObject => f.write_str("the \"hash\" store needs a JSON object"),
+            DocRefused::Call(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for DocRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DocRefused::NotJson(e) => Some(e),
+            DocRefused::NotObject | DocRefused::Call(_) => None,
+        }
+    }
+}
+
 /// Writes one document as its store keeps it; returns the fields written (a
 /// hash's top-level keys, none for the other stores).
-fn write(ctx: &Context, key: &str, store: Store, doc: &str) -> Result<Vec<String>, String> {
+fn write(ctx: &Context, key: &str, store: Store, doc: &str) -> Result<Vec<String>, DocRefused> {
+    let call = |command: &str, args: &[&[u8]]| call(ctx, command, args).map_err(DocRefused::Call);
     match store {
-        Store::Json => call(ctx, "SET", &[key.as_bytes(), doc.as_bytes()]).map(|_| Vec::new()),
-        Store::Rejson => call(ctx, "JSON.SET", &[key.as_bytes(), b"$", doc.as_bytes()]).map(|_| Vec::new()),
+        Store::Json => call("SET", &[key.as_bytes(), doc.as_bytes()]).map(|_| Vec::new()),
+        Store::Rejson => call("JSON.SET", &[key.as_bytes(), b"$", doc.as_bytes()]).map(|_| Vec::new()),
         Store::Hash => {
             let pairs = hash_fields(doc)?;
             // The document replaces the hash: fields it no longer has go.
-            call(ctx, "DEL", &[key.as_bytes()])?;
+            call("DEL", &[key.as_bytes()])?;
             if pairs.is_empty() {
                 return Ok(Vec::new());
             }
@@ -255,7 +306,7 @@ fn write(ctx: &Context, key: &str, store: Store, doc: &str) -> Result<Vec<String
             for (f, v) in &pairs {
                 args.extend([f.as_bytes(), v.as_bytes()]);
             }
-            call(ctx, "HSET", &args)?;
+            call("HSET", &args)?;
             Ok(pairs.into_iter().map(|(f, _)| f).collect())
         }
     }
@@ -263,10 +314,10 @@ fn write(ctx: &Context, key: &str, store: Store, doc: &str) -> Result<Vec<String
 
 /// A document's top-level keys as hash fields: strings as they are, other
 /// values as JSON text, `null` left out. Only a JSON object has fields.
-fn hash_fields(doc: &str) -> Result<Vec<(String, String)>, String> {
-    let value: serde_json::Value = serde_json::from_str(doc).map_err(|e| format!("not JSON: {e}"))?;
+fn hash_fields(doc: &str) -> Result<Vec<(String, String)>, DocRefused> {
+    let value: serde_json::Value = serde_json::from_str(doc).map_err(DocRefused::NotJson)?;
     let serde_json::Value::Object(object) = value else {
-        return Err("the \"hash\" store needs a JSON object".into());
+        return Err(DocRefused::NotObject);
     };
     Ok(object
         .into_iter()
@@ -294,7 +345,8 @@ mod tests {
                 ("name".into(), "Ann".into())
             ]
         );
-        assert!(hash_fields("[1]").unwrap_err().contains("JSON object"));
-        assert!(hash_fields("{").unwrap_err().contains("not JSON"));
+        assert!(matches!(hash_fields("[1]"), Err(DocRefused::NotObject)));
+        assert!(matches!(hash_fields("{"), Err(DocRefused::NotJson(_))));
+        assert!(hash_fields("{").unwrap_err().to_string().starts_with("not JSON: "));
     }
 }

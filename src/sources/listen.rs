@@ -150,7 +150,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
             // skipped (and counted), never written or deleted under that key.
             let (ids, unkeyed): (Vec<String>, Vec<String>) = ids.into_iter().partition(|id| shape.check(id).is_ok());
             if let Some(Err(why)) = unkeyed.first().map(|id| shape.check(id)) {
-                reload::report_unkeyed(rt, *mapping, unkeyed.len() as u64, &why);
+                reload::report_unkeyed(rt, *mapping, unkeyed.len() as u64, &why.to_string());
             }
             if !ids.is_empty() {
                 let snapshot = rt.queue().snapshot();

@@ -29,10 +29,22 @@ use std::time::Duration;
 /// Rows per chunk (one short Redis lock each).
 const CHUNK: i32 = 1000;
 
+/// A second reload asked for while one runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlreadyRunning;
+
+impl std::fmt::Display for AlreadyRunning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a reload is already running; see SYNC.STATUS")
+    }
+}
+
+impl std::error::Error for AlreadyRunning {}
+
 /// Marks a reload as running; refuses a second one.
-pub fn begin(rt: &Runtime) -> Result<ReloadGuard<'_>, String> {
+pub fn begin(rt: &Runtime) -> Result<ReloadGuard<'_>, AlreadyRunning> {
     if rt.reload_running.swap(true, Ordering::SeqCst) {
-        return Err("a reload is already running; see SYNC.STATUS".into());
+        return Err(AlreadyRunning);
     }
     rt.reload_rows.store(0, Ordering::Relaxed);
     Ok(ReloadGuard(rt))
@@ -224,7 +236,7 @@ pub fn on_start(rt: &Runtime) {
     let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
     let round = || {
         begin(rt)
-            .map_err(|e| Error::new(ErrorKind::Unavailable, e))
+            .map_err(|e| Error::new(ErrorKind::Unavailable, e.to_string()))
             .and_then(|_guard| run(rt, &all, false, Source::Reload))
             .map(Round::Done)
     };

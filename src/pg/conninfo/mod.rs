@@ -6,7 +6,36 @@
 
 mod url;
 
+use std::fmt;
 use std::ops::Range;
+pub use url::UrlError;
+
+/// Why a connection string cannot be taken apart; never quotes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnInfoError {
+    /// A key=value string stops parsing at this byte.
+    At(usize),
+    /// A URL that cannot be read.
+    Url(UrlError),
+}
+
+impl fmt::Display for ConnInfoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnInfoError::At(at) => write!(f, "the connection string does not parse at byte {at}"),
+            ConnInfoError::Url(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ConnInfoError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConnInfoError::Url(e) => Some(e),
+            ConnInfoError::At(_) => None,
+        }
+    }
+}
 
 /// One `key=value` parameter: its decoded key and value, where the whole parameter
 /// lies in the string (to remove it) and where its value lies (to hide it).
@@ -139,11 +168,11 @@ pub struct ConnInfo {
 
 /// Takes the password and the parameters named in `names` out of a connection
 /// string. Errors say what does not parse, never quoting the string.
-pub fn split(s: &str, names: &[&str]) -> Result<ConnInfo, String> {
+pub fn split(s: &str, names: &[&str]) -> Result<ConnInfo, ConnInfoError> {
     if url::after_scheme(s).is_some() {
         return split_url(s, names);
     }
-    let params = key_value_params(s).map_err(|at| format!("the connection string does not parse at byte {at}"))?;
+    let params = key_value_params(s).map_err(ConnInfoError::At)?;
     let mut info = ConnInfo { rest: String::new(), password: None, taken: Vec::new() };
     let mut kept = Vec::new();
     for p in params {
@@ -160,8 +189,8 @@ pub fn split(s: &str, names: &[&str]) -> Result<ConnInfo, String> {
 /// [`split`] for a URL. The URL given to rust-postgres has at most the one `@`
 /// that ends the user name: it reads the user info up to the first `@`, so any
 /// other is percent-encoded.
-fn split_url(s: &str, names: &[&str]) -> Result<ConnInfo, String> {
-    let parsed = url::parse(s)?;
+fn split_url(s: &str, names: &[&str]) -> Result<ConnInfo, ConnInfoError> {
+    let parsed = url::parse(s).map_err(ConnInfoError::Url)?;
     let mut info = ConnInfo {
         rest: parsed.scheme.to_string(),
         password: parsed.password.map(percent_decode_bytes),

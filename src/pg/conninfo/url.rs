@@ -27,28 +27,49 @@ pub struct Url<'a> {
     pub rest: &'a str,
 }
 
+/// Why a Postgres URL cannot be read; never quotes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlError {
+    /// Another scheme than `postgres://` or `postgresql://`.
+    Scheme,
+    /// No way of reading it leaves a valid host list after the user info.
+    NoHosts,
+    /// More than one way of reading it does.
+    Ambiguous,
+}
+
+impl std::fmt::Display for UrlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UrlError::Scheme => "it does not start with postgres:// or postgresql://",
+            UrlError::NoHosts => {
+                "no valid host list (host[:port], comma-separated) follows its user info; an `@`, `/`, `?` or `:` \
+                 in the password must be percent-encoded: %40, %2F, %3F, %3A"
+            }
+            UrlError::Ambiguous => {
+                "it can be read in more than one way (where the user info ends, so which part is the password and \
+                 which the host): percent-encode the `@`, `/`, `?` and `:` of the password (%40, %2F, %3F, %3A) \
+                 and any `@` of the database name or parameters"
+            }
+        })
+    }
+}
+
+impl std::error::Error for UrlError {}
+
 /// Reads a URL. The user info may end at any `@` (or there may be none), and a
 /// password may hold any character; so every way of reading it is tried, and the
 /// URL is taken only when exactly one of them leaves a valid host list after the
 /// user info. Errors never quote the URL.
-pub fn parse(s: &str) -> Result<Url<'_>, String> {
-    let start = after_scheme(s).ok_or("it does not start with postgres:// or postgresql://")?;
+pub fn parse(s: &str) -> Result<Url<'_>, UrlError> {
+    let start = after_scheme(s).ok_or(UrlError::Scheme)?;
     let body = &s[start..];
     let ends = std::iter::once(None).chain(body.match_indices('@').map(|(at, _)| Some(at)));
     let mut readings = ends.filter(|end| hosts_are_valid(end.map_or(body, |at| &body[at + 1..])));
     let end = match (readings.next(), readings.next()) {
         (Some(end), None) => end,
-        (None, _) => {
-            return Err("no valid host list (host[:port], comma-separated) follows its user info; an `@`, `/`, \
-                        `?` or `:` in the password must be percent-encoded: %40, %2F, %3F, %3A"
-                .into())
-        }
-        (Some(_), Some(_)) => {
-            return Err("it can be read in more than one way (where the user info ends, so which part is the \
-                        password and which the host): percent-encode the `@`, `/`, `?` and `:` of the password \
-                        (%40, %2F, %3F, %3A) and any `@` of the database name or parameters"
-                .into())
-        }
+        (None, _) => return Err(UrlError::NoHosts),
+        (Some(_), Some(_)) => return Err(UrlError::Ambiguous),
     };
     let Some(at) = end else { return Ok(Url { scheme: &s[..start], user: None, password: None, rest: body }) };
     let userinfo = &body[..at];
@@ -159,7 +180,7 @@ mod tests {
             "postgresql://u:pw@[::1]x/x",
             "mysql://u:pw@db/x",
         ] {
-            let e = parse(bad).unwrap_err();
+            let e = parse(bad).unwrap_err().to_string();
             assert!(!e.contains(bad) && !e.contains("pw"), "{bad}: {e}");
         }
     }

@@ -65,8 +65,73 @@ pub enum Message {
     Other(u8),
 }
 
+/// What is malformed in a `pgoutput` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The message ends before a field it announces.
+    CutShort {
+        /// Bytes the field needs.
+        wanted: usize,
+        /// Bytes left.
+        left: usize,
+    },
+    /// A tuple tag this message kind cannot carry.
+    TupleTag {
+        /// The message kind (`update`, `delete`).
+        message: &'static str,
+        /// The tag found.
+        found: u8,
+    },
+    /// A fixed tag is not where it should be.
+    Expected {
+        /// The tag the format puts here.
+        wanted: u8,
+        /// The tag found.
+        found: u8,
+    },
+    /// A name runs to the end of the message.
+    Unterminated,
+    /// A name or a value is not UTF-8.
+    NotUtf8 {
+        /// Which: `name` or `value`.
+        what: &'static str,
+        /// The conversion's error.
+        source: std::string::FromUtf8Error,
+    },
+    /// A value kind other than null, unchanged and text (binary is never asked for).
+    ValueKind(u8),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::CutShort { wanted, left } => {
+                write!(f, "message cut short: {wanted} bytes wanted, {left} left")
+            }
+            DecodeError::TupleTag { message, found } => write!(f, "{message}: unexpected tuple tag {found}"),
+            DecodeError::Expected { wanted, found } => {
+                write!(f, "expected tag {}, found {}", *wanted as char, *found as char)
+            }
+            DecodeError::Unterminated => f.write_str("a name without its terminating zero"),
+            DecodeError::NotUtf8 { what, source } => write!(f, "a {what} not in UTF-8: {source}"),
+            DecodeError::ValueKind(kind) => {
+                write!(f, "value kind {} (binary values are not requested)", *kind as char)
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DecodeError::NotUtf8 { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// Decodes one `pgoutput` message; `Err` names what is malformed.
-pub fn decode(bytes: &[u8]) -> Result<Message, String> {
+pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
     let mut r = Reader(bytes);
     let tag = r.u8()?;
     let message = match tag {
@@ -99,7 +164,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
                     Some(old)
                 }
                 b'N' => None,
-                other => return Err(format!("update: unexpected tuple tag {other}")),
+                found => return Err(DecodeError::TupleTag { message: "update", found }),
             };
             Message::Update { relation, old, new: r.tuple()? }
         }
@@ -107,7 +172,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
             let relation = r.u32()?;
             match r.u8()? {
                 b'K' | b'O' => Message::Delete { relation, old: r.tuple()? },
-                other => return Err(format!("delete: unexpected tuple tag {other}")),
+                found => return Err(DecodeError::TupleTag { message: "delete", found }),
             }
         }
         b'T' => {
@@ -125,44 +190,45 @@ pub fn decode(bytes: &[u8]) -> Result<Message, String> {
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         if self.0.len() < n {
-            return Err(format!("message cut short: {n} bytes wanted, {} left", self.0.len()));
+            return Err(DecodeError::CutShort { wanted: n, left: self.0.len() });
         }
         let (head, tail) = self.0.split_at(n);
         self.0 = tail;
         Ok(head)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
-    fn u16(&mut self) -> Result<u16, String> {
+    fn u16(&mut self) -> Result<u16, DecodeError> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn expect(&mut self, tag: u8) -> Result<(), String> {
+    fn expect(&mut self, tag: u8) -> Result<(), DecodeError> {
         match self.u8()? {
             t if t == tag => Ok(()),
-            t => Err(format!("expected tag {}, found {}", tag as char, t as char)),
+            found => Err(DecodeError::Expected { wanted: tag, found }),
         }
     }
 
-    fn cstr(&mut self) -> Result<String, String> {
-        let end = self.0.iter().position(|&b| b == 0).ok_or("a name without its terminating zero")?;
-        let text = String::from_utf8(self.0[..end].to_vec()).map_err(|e| format!("a name not in UTF-8: {e}"))?;
+    fn cstr(&mut self) -> Result<String, DecodeError> {
+        let end = self.0.iter().position(|&b| b == 0).ok_or(DecodeError::Unterminated)?;
+        let text = String::from_utf8(self.0[..end].to_vec())
+            .map_err(|source| DecodeError::NotUtf8 { what: "name", source })?;
         self.0 = &self.0[end + 1..];
         Ok(text)
     }
 
-    fn tuple(&mut self) -> Result<Vec<Value>, String> {
+    fn tuple(&mut self) -> Result<Vec<Value>, DecodeError> {
         let count = self.u16()?;
         let mut values = Vec::with_capacity(count as usize);
         for _ in 0..count {
@@ -172,9 +238,12 @@ impl Reader<'_> {
                 b't' => {
                     let len = self.u32()? as usize;
                     let bytes = self.take(len)?;
-                    Value::Text(String::from_utf8(bytes.to_vec()).map_err(|e| format!("a value not in UTF-8: {e}"))?)
+                    Value::Text(
+                        String::from_utf8(bytes.to_vec())
+                            .map_err(|source| DecodeError::NotUtf8 { what: "value", source })?,
+                    )
                 }
-                other => return Err(format!("value kind {} (binary values are not requested)", other as char)),
+                other => return Err(DecodeError::ValueKind(other)),
             });
         }
         Ok(values)

@@ -5,9 +5,58 @@
 //! before the stream starts. Postgres hears a position as flushed only through
 //! [`Stream::ack`], which the listener calls once Redis holds it.
 
-use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig};
+use pgwire_replication::{
+    Lsn, PgWireError, ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig,
+};
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Why the replication connection cannot be set up or read.
+#[derive(Debug)]
+pub enum StreamError {
+    /// The connection string's `sslmode` is one the replication client lacks.
+    SslMode(String),
+    /// The session's own tokio runtime cannot start.
+    Runtime(std::io::Error),
+    /// The connection or the protocol failed.
+    Wire(PgWireError),
+    /// `CREATE_REPLICATION_SLOT` answered without the column it returns.
+    SlotColumn(usize),
+    /// `CREATE_REPLICATION_SLOT` answered a position that does not parse.
+    SlotPosition(String),
+    /// The server closed the stream.
+    Ended,
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::SslMode(mode) => write!(f, "sslmode {mode} is not supported"),
+            StreamError::Runtime(e) => write!(f, "cannot start the replication runtime: {e}"),
+            StreamError::Wire(e) => e.fmt(f),
+            StreamError::SlotColumn(i) => write!(f, "CREATE_REPLICATION_SLOT returned no column {i}"),
+            StreamError::SlotPosition(point) => write!(f, "CREATE_REPLICATION_SLOT: bad position {point}"),
+            StreamError::Ended => f.write_str("the replication stream ended"),
+        }
+    }
+}
+
+impl std::error::Error for StreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StreamError::Runtime(e) => Some(e),
+            StreamError::Wire(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<PgWireError> for StreamError {
+    fn from(e: PgWireError) -> StreamError {
+        StreamError::Wire(e)
+    }
+}
 
 /// Where and how to connect, taken from the module's connection settings.
 #[derive(Clone)]
@@ -25,7 +74,7 @@ impl Endpoint {
     /// The endpoint of `config` (host, port, user, password, database, session
     /// options), with the TLS policy of the connection string's `sslmode` and
     /// `sslrootcert` (`taken`, as `pg::conninfo::split` takes them out).
-    pub fn new(config: &postgres::Config, taken: &[(String, String)]) -> Result<Endpoint, String> {
+    pub fn new(config: &postgres::Config, taken: &[(String, String)]) -> Result<Endpoint, StreamError> {
         let host = match config.get_hosts().first() {
             Some(postgres::config::Host::Tcp(host)) => host.clone(),
             Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
@@ -40,7 +89,7 @@ impl Endpoint {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            other => return Err(format!("sslmode {other} is not supported")),
+            other => return Err(StreamError::SslMode(other.to_string())),
         };
         let tls = TlsConfig { mode, ca_pem_path: root, ..TlsConfig::disabled() };
         Ok(Endpoint {
@@ -98,13 +147,13 @@ pub struct Stream {
 impl Stream {
     /// Connects (gated: nothing streams before [`Stream::start`]) for `slot`
     /// over `publication`, to resume after `start` (0: the slot's confirmed position).
-    pub fn open(endpoint: &Endpoint, slot: &str, publication: &str, start: u64) -> Result<Stream, String> {
+    pub fn open(endpoint: &Endpoint, slot: &str, publication: &str, start: u64) -> Result<Stream, StreamError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("pgsync-cdc-io")
             .enable_all()
             .build()
-            .map_err(|e| format!("cannot start the replication runtime: {e}"))?;
+            .map_err(StreamError::Runtime)?;
         let e = endpoint;
         let config = ReplicationConfig::new(&e.host, &e.user, &e.password, &e.database, slot, publication)
             .with_port(e.port)
@@ -115,46 +164,46 @@ impl Stream {
             .with_status_interval(Duration::from_millis(500))
             .with_wakeup_interval(Duration::from_secs(1))
             .with_buffer_size(1024);
-        let client = runtime.block_on(ReplicationClient::connect_gated(config)).map_err(|e| e.to_string())?;
+        let client = runtime.block_on(ReplicationClient::connect_gated(config))?;
         Ok(Stream { runtime, client })
     }
 
     /// Creates `slot` with its snapshot exported (valid until [`Stream::start`]).
-    pub fn create_slot(&mut self, slot: &str) -> Result<NewSlot, String> {
+    pub fn create_slot(&mut self, slot: &str) -> Result<NewSlot, StreamError> {
         let sql =
             format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", crate::pg::sql::quote_ident(slot));
-        let rows = self.runtime.block_on(self.client.simple_query(&sql)).map_err(|e| e.to_string())?;
+        let rows = self.runtime.block_on(self.client.simple_query(&sql))?;
         let text = |i: usize| {
             rows.first()
                 .and_then(|row| row.get(i).cloned().flatten())
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .ok_or_else(|| format!("CREATE_REPLICATION_SLOT returned no column {i}"))
+                .ok_or(StreamError::SlotColumn(i))
         };
         let point = text(1)?;
-        let consistent_point = super::catalog::parse_lsn(&point)
-            .ok_or_else(|| format!("CREATE_REPLICATION_SLOT: bad position {point}"))?;
+        let consistent_point =
+            super::catalog::parse_lsn(&point).ok_or_else(|| StreamError::SlotPosition(point.clone()))?;
         Ok(NewSlot { consistent_point, snapshot: text(2)? })
     }
 
     /// Starts streaming; waits until Postgres accepted it (the slot is then ours).
-    pub fn start(&mut self) -> Result<(), String> {
+    pub fn start(&mut self) -> Result<(), StreamError> {
         self.runtime
             .block_on(async {
                 self.client.start().await?;
                 self.client.wait_started().await
             })
-            .map_err(|e| e.to_string())
+            .map_err(StreamError::Wire)
     }
 
     /// The next event, or `None` when `wait` passes without one.
-    pub fn next(&mut self, wait: Duration) -> Result<Option<Event>, String> {
+    pub fn next(&mut self, wait: Duration) -> Result<Option<Event>, StreamError> {
         // The timer is made inside the runtime, which drives it.
         let client = &mut self.client;
         let received = self.runtime.block_on(async move { tokio::time::timeout(wait, client.recv()).await });
         let event = match received {
             Err(_elapsed) => return Ok(None),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Ok(Ok(None)) => return Err("the replication stream ended".into()),
+            Ok(Err(e)) => return Err(StreamError::Wire(e)),
+            Ok(Ok(None)) => return Err(StreamError::Ended),
             Ok(Ok(Some(event))) => event,
         };
         Ok(Some(match event {

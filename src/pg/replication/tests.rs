@@ -90,7 +90,18 @@ fn malformed_messages_are_errors_not_panics() {
     cut.push(b't');
     cut.extend(100u32.to_be_bytes());
     cut.extend(b"short");
-    assert!(decode(&cut).unwrap_err().contains("cut short"));
+    assert_eq!(decode(&cut), Err(DecodeError::CutShort { wanted: 100, left: 5 }));
+    assert_eq!(decode(&cut).unwrap_err().to_string(), "message cut short: 100 bytes wanted, 5 left");
+    let mut untagged = vec![b'I'];
+    untagged.extend(7u32.to_be_bytes());
+    untagged.push(b'X');
+    assert_eq!(decode(&untagged), Err(DecodeError::Expected { wanted: b'N', found: b'X' }));
+    let mut binary = vec![b'D'];
+    binary.extend(7u32.to_be_bytes());
+    binary.push(b'K');
+    binary.extend(1u16.to_be_bytes());
+    binary.push(b'b');
+    assert_eq!(decode(&binary), Err(DecodeError::ValueKind(b'b')));
     assert_eq!(decode(&[b'Y', 1, 2]), Ok(Message::Other(b'Y')));
 }
 

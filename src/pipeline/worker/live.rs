@@ -10,7 +10,7 @@ use crate::model::stats::{MappingStats, Reachability};
 use crate::pg::commit_marker::{self, Marker, Proof};
 use crate::pg::error::{Action, Error, ErrorKind};
 use crate::pg::prepared::Prepared;
-use crate::pg::writer::{self, ColumnWrite, PreparedRow, RowOutcome};
+use crate::pg::writer::{self, ColumnWrite, PrepareError, PreparedRow, RowOutcome};
 use crate::pipeline::apply;
 use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
@@ -161,7 +161,7 @@ impl PostgresSide<Row> for LivePostgres<'_> {
                     prepared.push(p);
                     positions.push(i);
                 }
-                Err(e) => outcomes[i] = Err(Error::new(ErrorKind::Rejected, e)),
+                Err(e) => outcomes[i] = Err(Error::new(ErrorKind::Rejected, e.to_string())),
             }
         }
         if !prepared.is_empty() {
@@ -234,7 +234,7 @@ fn resolve_marker(rt: &Runtime, id: i64) -> Result<bool, Error> {
 /// Rejects a row whose values are over `pgsync.max-row-bytes`: Postgres takes at
 /// most 1 GiB in one message, and such a row would fail the same way forever,
 /// looking like a lost connection. A rejection is a dead letter, not a retry.
-fn within(row: PreparedRow, max: usize) -> Result<PreparedRow, String> {
+fn within(row: PreparedRow, max: usize) -> Result<PreparedRow, PrepareError> {
     let bytes: usize = row
         .values
         .iter()
@@ -247,9 +247,7 @@ fn within(row: PreparedRow, max: usize) -> Result<PreparedRow, String> {
         })
         .sum();
     if bytes > max {
-        return Err(format!(
-            "the row's values are {bytes} bytes, over pgsync.max-row-bytes ({max}); not sent to Postgres"
-        ));
+        return Err(PrepareError::TooLarge { bytes, max });
     }
     Ok(row)
 }

@@ -4,6 +4,7 @@
 //! Every call is bounded in time, so a broker that stops answering turns into
 //! an error the consumer reports and retries, never a thread stuck for good.
 
+use super::error::KafkaError;
 use crate::model::kafka::{KafkaSource, SaslMechanism};
 use rskafka::client::error::{Error, ProtocolError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest any one call to the broker may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a fetch waits on the broker for records when there are none.
 pub const FETCH_WAIT_MS: i32 = 500;
@@ -41,7 +42,7 @@ pub enum FetchError {
     /// topic was made again).
     OutOfRange,
     /// Anything else: the broker is unreachable, slow, or refused.
-    Other(String),
+    Other(KafkaError),
 }
 
 /// A connected source: the client and one handle per consumed partition.
@@ -50,18 +51,18 @@ pub struct Broker {
 }
 
 /// Runs `call` within [`CALL_TIMEOUT`], naming `what` in the error.
-async fn bounded<T>(what: &str, call: impl Future<Output = Result<T, Error>>) -> Result<T, String> {
-    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+async fn bounded<T>(call: &'static str, future: impl Future<Output = Result<T, Error>>) -> Result<T, KafkaError> {
+    match tokio::time::timeout(CALL_TIMEOUT, future).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(format!("{what}: {e}")),
-        Err(_) => Err(format!("{what}: no answer within {} s", CALL_TIMEOUT.as_secs())),
+        Ok(Err(source)) => Err(KafkaError::Broker { call, source }),
+        Err(_) => Err(KafkaError::Timeout { call }),
     }
 }
 
 impl Broker {
     /// Connects and opens the source's partitions (the configured ones, or all
     /// of the topic's).
-    pub async fn connect(source: &KafkaSource, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Broker, String> {
+    pub async fn connect(source: &KafkaSource, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Broker, KafkaError> {
         // The client's own retries end quickly: the consumer's backoff (shown in
         // SYNC.STATUS) is the one that waits for a broker to come back.
         let backoff = BackoffConfig {
@@ -85,14 +86,14 @@ impl Broker {
         let client: Client = bounded("connect", builder.build()).await?;
         let topics = bounded("list topics", client.list_topics()).await?;
         let Some(topic) = topics.into_iter().find(|t| t.name == source.topic) else {
-            return Err(format!("topic \"{}\" does not exist", source.topic));
+            return Err(KafkaError::NoTopic(source.topic.clone()));
         };
         let wanted: Vec<i32> = match &source.partitions {
             Some(list) => list.clone(),
             None => topic.partitions.iter().copied().collect(),
         };
         if let Some(missing) = wanted.iter().find(|p| !topic.partitions.contains(p)) {
-            return Err(format!("topic \"{}\" has no partition {missing}", source.topic));
+            return Err(KafkaError::NoPartition { topic: source.topic.clone(), partition: *missing });
         }
         let mut partitions = BTreeMap::new();
         for partition in wanted {
@@ -107,8 +108,8 @@ impl Broker {
         self.partitions.keys().copied().collect()
     }
 
-    fn partition(&self, partition: i32) -> Result<&PartitionClient, String> {
-        self.partitions.get(&partition).ok_or_else(|| format!("partition {partition} is not consumed"))
+    fn partition(&self, partition: i32) -> Result<&PartitionClient, KafkaError> {
+        self.partitions.get(&partition).ok_or(KafkaError::NotConsumed(partition))
     }
 
     /// Records from `offset` on (up to a few MB), and the partition's end.
@@ -120,8 +121,8 @@ impl Broker {
             Ok(Err(Error::ServerError { protocol_error: ProtocolError::OffsetOutOfRange, .. })) => {
                 return Err(FetchError::OutOfRange)
             }
-            Ok(Err(e)) => return Err(FetchError::Other(format!("fetch: {e}"))),
-            Err(_) => return Err(FetchError::Other(format!("fetch: no answer within {} s", CALL_TIMEOUT.as_secs()))),
+            Ok(Err(source)) => return Err(FetchError::Other(KafkaError::Broker { call: "fetch", source })),
+            Err(_) => return Err(FetchError::Other(KafkaError::Timeout { call: "fetch" })),
         };
         // A position past the log's end (a broker that lost its log, a topic made
         // again) is out of range too, though some brokers answer it with nothing.
@@ -137,7 +138,7 @@ impl Broker {
     }
 
     /// The first offset still in the partition's log.
-    pub async fn earliest(&self, partition: i32) -> Result<i64, String> {
+    pub async fn earliest(&self, partition: i32) -> Result<i64, KafkaError> {
         let client = self.partition(partition)?;
         bounded("earliest offset", client.get_offset(OffsetAt::Earliest)).await
     }

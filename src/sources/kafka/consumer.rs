@@ -9,6 +9,8 @@
 
 use super::apply::{self, Applied};
 use super::client::{Broker, FetchError, Fetched};
+use super::error::KafkaError;
+use super::offsets;
 use super::status::{self, SourceStatus, State};
 use super::tls;
 use crate::model::kafka::KafkaSource;
@@ -44,7 +46,7 @@ pub fn run(rt: &'static Runtime, mapping: usize) {
     };
     status.set_state(State::Connecting);
     let mut consumer = Consumer { rt, mapping, source, status, broker: None, positions: BTreeMap::new() };
-    let round = || -> Result<Round, String> {
+    let round = || -> Result<Round, KafkaError> {
         if rt.is_replica() {
             consumer.forget_positions();
             status.set_state(State::Replica);
@@ -53,11 +55,11 @@ pub fn run(rt: &'static Runtime, mapping: usize) {
         let wrote = tokio.block_on(consumer.round())?;
         Ok(if wrote { Round::Worked } else { Round::Idle(IDLE_POLL) })
     };
-    let failed = |e: String| {
+    let failed = |e: KafkaError| {
         if !matches!(status.state(), State::Down(_)) {
             warn(&format!("{}: Kafka source down: {e}", m.name));
         }
-        status.set_state(State::Down(e));
+        status.set_state(State::Down(e.to_string()));
     };
     retry::until_done(rt.shutdown, round, failed);
 }
@@ -90,7 +92,7 @@ impl Consumer {
     /// One round: connect if needed, read the positions if needed, fetch and
     /// apply. `Ok(false)`: this server does not write now, or a partition waits
     /// for a slot move (pause before the next round); `Err`: the broker failed.
-    async fn round(&mut self) -> Result<bool, String> {
+    async fn round(&mut self) -> Result<bool, KafkaError> {
         let broker = match self.broker.take() {
             Some(broker) => broker,
             None => self.connect().await?,
@@ -103,7 +105,7 @@ impl Consumer {
         outcome
     }
 
-    async fn connect(&mut self) -> Result<Broker, String> {
+    async fn connect(&mut self) -> Result<Broker, KafkaError> {
         let name = &self.rt.mappings.all()[self.mapping].name;
         // The files are read again: a renewed certificate needs no restart.
         let tls =
@@ -119,7 +121,7 @@ impl Consumer {
         Ok(broker)
     }
 
-    async fn round_with(&mut self, broker: &Broker) -> Result<bool, String> {
+    async fn round_with(&mut self, broker: &Broker) -> Result<bool, KafkaError> {
         if self.positions.is_empty() && !self.load_positions(broker).await? {
             return Ok(false);
         }
@@ -163,9 +165,9 @@ impl Consumer {
 
     /// Reads the stored offsets; a partition never consumed starts at its log's
     /// start. `Ok(false)`: this server does not write now.
-    async fn load_positions(&mut self, broker: &Broker) -> Result<bool, String> {
+    async fn load_positions(&mut self, broker: &Broker) -> Result<bool, KafkaError> {
         let partitions = broker.partitions();
-        let Some(stored) = apply::read_offsets(self.rt, self.source, &partitions) else { return Ok(false) };
+        let Some(stored) = offsets::read_offsets(self.rt, self.source, &partitions) else { return Ok(false) };
         let mut positions = BTreeMap::new();
         for (partition, stored) in partitions.into_iter().zip(stored) {
             let next = match stored {

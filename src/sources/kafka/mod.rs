@@ -9,10 +9,13 @@
 pub mod apply;
 mod client;
 mod consumer;
+pub mod error;
+mod offsets;
 pub mod status;
 mod tls;
 
 use crate::pipeline::runtime::Runtime;
+use error::StartError;
 
 /// Starts the consumer thread of every mapping with a Kafka source, through
 /// `spawn` (the supervisor's, which joins it at shutdown). A `"tls"` whose
@@ -21,14 +24,15 @@ use crate::pipeline::runtime::Runtime;
 pub fn start(
     rt: &'static Runtime,
     spawn: impl Fn(&str, Box<dyn FnOnce() + Send>) -> Result<(), String>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     for (mapping, m) in rt.mappings.all().iter().enumerate() {
         let Some(source) = &m.kafka else { continue };
         if let Some(tls) = &source.tls {
-            tls::client_config(&format!("mapping \"{}\"", m.name), tls)?;
+            tls::client_config(&format!("mapping \"{}\"", m.name), tls).map_err(StartError::Tls)?;
         }
         status::of(rt, mapping);
-        spawn(&format!("pgsync-kafka-{}", m.name), Box::new(move || consumer::run(rt, mapping)))?;
+        spawn(&format!("pgsync-kafka-{}", m.name), Box::new(move || consumer::run(rt, mapping)))
+            .map_err(StartError::Spawn)?;
     }
     Ok(())
 }

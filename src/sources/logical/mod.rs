@@ -143,8 +143,8 @@ fn resolve(client: &mut Client, table: &str) -> Result<catalog::TableName, Error
         .ok_or_else(|| Error::new(ErrorKind::Schema, format!("table {table} does not exist")))
 }
 
-fn unavailable(e: String) -> Error {
-    Error::new(ErrorKind::Unavailable, e)
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Unavailable, e.to_string())
 }
 
 /// Where the session resumes: the position Redis holds when it is the slot's and
@@ -400,7 +400,8 @@ impl Session {
         catalog::ensure_publication(client, &slot, &names)?;
         let url = config::POSTGRES_URL.get();
         let taken = crate::pg::conninfo::split(&url, &["sslmode", "sslrootcert"]).map(|c| c.taken).unwrap_or_default();
-        let endpoint = Endpoint::new(&rt.pg_config, &taken).map_err(|e| Error::new(ErrorKind::Schema, e))?;
+        let endpoint =
+            Endpoint::new(&rt.pg_config, &taken).map_err(|e| Error::new(ErrorKind::Schema, e.to_string()))?;
         status::set_slot(&slot);
         Ok(Some(Session {
             scope: state::fingerprint(&slot, &tables),
