@@ -294,7 +294,7 @@ fn variant(
                 rate(m.ops),
                 m.stat.usec_per_call
             );
-            let what = format!("depth {depth} round {round} {}", kind.label());
+            let what = format!("{name} depth {depth} round {round} {}", kind.label());
             if let Some(b) = m.busy {
                 notes.push(format!("{what}: {b}"));
             }
