@@ -207,16 +207,15 @@ struct Measurement {
 }
 
 /// One measurement on a fresh server: the prefill (if any), a warm-up of 5%
-/// (every key's first write is an insert), command stats reset, then the timed load.
+/// (every key's first write is an insert), command stats reset, then the timed
+/// load of `total` calls, `depth` per round trip.
 fn measure(
     setup: &Setup,
     db: &Db,
     tool: &str,
-    w: &Workload,
-    kind: Kind,
+    (w, kind): (&Workload, Kind),
     cfg: &Config,
-    total: u64,
-    depth: usize,
+    (total, depth): (u64, usize),
 ) -> Measurement {
     db.exec(&format!("TRUNCATE {}", w.table));
     harness::checkpoint(db);
@@ -287,7 +286,7 @@ fn variant(
         let mut order = w.kinds.to_vec();
         order.rotate_left(round % w.kinds.len());
         for kind in order {
-            let m = measure(setup, db, tool, w, kind, cfg, total, depth);
+            let m = measure(setup, db, tool, (w, kind), cfg, (total, depth));
             println!(
                 "  {name} depth {depth} round {round} {}: {}, {:.2} µs per call",
                 kind.label(),
