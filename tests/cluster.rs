@@ -1,11 +1,13 @@
 //! Redis Cluster (3 primaries, 3 replicas, every node with the module): each
-//! primary syncs its own slots; resharding and failover lose nothing; the
-//! module's own keys stay in owned slots.
+//! primary syncs its own slots; resharding and failover lose nothing (a JSON
+//! document's pending change moves with its slot too); the module's own keys
+//! stay in owned slots.
 
 mod common;
 
 use common::cluster::*;
 use common::items::*;
+use common::json::*;
 use common::*;
 use redis::cluster::ClusterConnection;
 use redis::Commands;
@@ -667,4 +669,50 @@ fn logical_replication_gives_each_shard_its_slot_and_writes_each_row_on_its_owne
     for &port in &primaries {
         assert_eq!(keys_outside_owned_slots(port), 0, "node {port} holds only its own keys");
     }
+}
+
+/// `SYNC.STATUS accts` figure `name` on the node on `port`.
+fn accts_figure(port: u16, name: &str) -> String {
+    status(&mut connect(port), "accts")[name].clone()
+}
+
+/// A JSON write-behind row (every node with RedisJSON loaded first).
+#[test]
+fn a_pending_json_change_moves_with_its_slot_and_lands_once() {
+    let db = test_db(ACCTS_SQL);
+    let cluster = Cluster::start_after(&[rejson_path()], &db, ACCTS_MAPPING, &[], &[]);
+    let mut c = cluster.client();
+    json(&mut c, "SET", "acct:1", &["$", r#"{"name": "Ann", "score": 1}"#]).unwrap();
+    cluster.sync_wait();
+    assert_eq!(pg_accts(&db)[&1], (Some("Ann".into()), None, Some(1)));
+
+    // The table away: the next changes wait, journaled on the row's node.
+    db.client().batch_execute("ALTER TABLE accts RENAME TO accts_away").unwrap();
+    json(&mut c, "NUMINCRBY", "acct:1", &["$.score", "5"]).unwrap();
+    json(&mut c, "NUMINCRBY", "acct:1", &["$.score", "5"]).unwrap();
+    json(&mut c, "SET", "acct:1", &["$.email", r#""ann@x""#]).unwrap();
+    let any = cluster.primaries()[0];
+    let slot = key_slot(any, "acct:1");
+    let from = owner_of(any, slot);
+    let to = cluster.primaries().into_iter().find(|p| *p != from).unwrap();
+    eventually("the change waits for the table, not in a batch", || {
+        accts_figure(from, "pending") == "1" && accts_figure(from, "in_flight") == "0"
+    });
+    // MIGRATE names only the document: its journal log must leave with it.
+    move_slot(&cluster, slot, to, &["acct:1"]);
+    assert_eq!(accts_figure(from, "pending"), "0", "the old node forgot the change");
+    assert_eq!(accts_figure(to, "pending"), "1", "the new node carries on with it");
+    assert_eq!(doc(&mut connect(to), "acct:1").unwrap()["score"], 11, "the document moved as it was");
+
+    db.client().batch_execute("ALTER TABLE accts_away RENAME TO accts").unwrap();
+    cluster.sync_wait();
+    assert_eq!(pg_accts(&db)[&1], (Some("Ann".into()), Some("ann@x".into()), Some(11)), "each increment once");
+    json(&mut c, "NUMINCRBY", "acct:1", &["$.score", "1"]).unwrap();
+    cluster.sync_wait();
+    assert_eq!(pg_accts(&db)[&1].2, Some(12));
+    eventually("Redis holds Postgres's sum", || doc(&mut c, "acct:1").is_some_and(|d| d["score"] == 12));
+    for port in cluster.primaries() {
+        assert_eq!(keys_outside_owned_slots(port), 0, "node {port} holds keys of slots it does not own");
+    }
+    cluster.check();
 }

@@ -2,7 +2,7 @@
 //! without the module), a Postgres database of the run's own, and small helpers
 //! around `SYNC.*` commands.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -92,7 +92,21 @@ impl Server {
         extra: &[(&str, &str)],
         server_args: &[&str],
     ) -> Server {
-        let server = Self::start_module_with(setup, &db.url, mapping, extra, server_args);
+        let server = Self::start_module_with(setup, &[], &db.url, mapping, extra, server_args);
+        server.wait_module_ready(mapping_name);
+        server
+    }
+
+    /// [`Server::with_module`] with the modules `before` (RedisJSON) loaded first.
+    pub fn with_module_after(
+        setup: &Setup,
+        before: &[&Path],
+        db: &Db,
+        mapping: &str,
+        mapping_name: &str,
+        extra: &[(&str, &str)],
+    ) -> Server {
+        let server = Self::start_module_with(setup, before, &db.url, mapping, extra, &[]);
         server.wait_module_ready(mapping_name);
         server
     }
@@ -101,7 +115,7 @@ impl Server {
     /// change stays queued in Redis. Waits until `SYNC.STATUS <mapping_name>` answers.
     /// `server_args` are extra server arguments (`--appendonly yes`).
     pub fn with_module_queueing(setup: &Setup, mapping: &str, mapping_name: &str, server_args: &[&str]) -> Server {
-        let server = Self::start_module_with(setup, UNREACHABLE_PG, mapping, &[], server_args);
+        let server = Self::start_module_with(setup, &[], UNREACHABLE_PG, mapping, &[], server_args);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut c = server.conn();
         while status(&mut c, mapping_name).is_empty() {
@@ -116,6 +130,7 @@ impl Server {
 
     fn start_module_with(
         setup: &Setup,
+        before: &[&Path],
         url: &str,
         mapping: &str,
         extra: &[(&str, &str)],
@@ -123,14 +138,16 @@ impl Server {
     ) -> Server {
         let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_bench_mapping")));
         std::fs::write(&file, mapping).expect("write mapping file");
-        let mut args = vec![
+        let mut args: Vec<String> =
+            before.iter().flat_map(|m| ["--loadmodule".to_string(), m.display().to_string()]).collect();
+        args.extend([
             "--loadmodule".to_string(),
             setup.module.display().to_string(),
             "postgres-url".into(),
             url.to_string(),
             "mappings".into(),
             file.display().to_string(),
-        ];
+        ]);
         for (name, value) in extra {
             args.push(name.to_string());
             args.push(value.to_string());

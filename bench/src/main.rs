@@ -3,7 +3,7 @@
 //! baseline on the same machine, prints the results and writes them as Markdown.
 //!
 //! Usage: `pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>]
-//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9]
+//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9,10]
 //! [--module-before <libredis_pgsync.so>]` (figure 9's baseline: another build of the module)
 
 mod capture;
@@ -44,7 +44,7 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>] \
-         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9] \
+         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9,10] \
          [--module-before <libredis_pgsync.so>]"
     );
     std::process::exit(2)
@@ -55,7 +55,7 @@ fn parse_args() -> Options {
     let mut server_bin = "valkey-server".to_string();
     let mut pg_admin = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
     let mut out = PathBuf::from("BENCHMARKS.md");
-    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     let mut module_before = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -163,6 +163,7 @@ fn run_phases(opts: &Options, sizes: &Sizes, db: &Db) -> Vec<Section> {
             7 => read_through::run(&opts.setup, db, &sizes.read_through),
             8 => cluster::run(&opts.setup, db, &sizes.cluster),
             9 => catch_up::run(&opts.setup, opts.module_before.as_deref(), &sizes.catch_up),
+            10 => capture::run_json(&opts.setup, db, &sizes.capture),
             _ => continue,
         };
         let (busy, waited) = settled;

@@ -5,6 +5,7 @@
 pub const SCHEMA_SQL: &str = concat!(
     "CREATE TABLE items (id integer PRIMARY KEY, name text, score bigint, tag text);\n",
     "CREATE TABLE scores (id text PRIMARY KEY, score bigint);\n",
+    "CREATE TABLE accts (id text PRIMARY KEY, score bigint);\n",
     include_str!("../../examples/schema.sql")
 );
 
@@ -17,6 +18,11 @@ pub const ITEMS_MAPPING: &str = r#"{"mappings": [{"name": "items", "table": "ite
 /// ids of a `text` key column (an `integer` one would refuse the leading zeros).
 pub const SCORES_MAPPING: &str = r#"{"mappings": [{"name": "scores", "table": "scores", "key_prefix": "scores:",
     "primary_key": "id", "mode": "write-behind", "fields": {"score": "score"}}]}"#;
+
+/// Write-behind mapping of `acct:<id>` RedisJSON documents onto `accts` (the
+/// member `score`), for figure 10's load: keys as in [`SCORES_MAPPING`].
+pub const ACCTS_MAPPING: &str = r#"{"mappings": [{"name": "accts", "table": "accts", "key_prefix": "acct:",
+    "primary_key": "id", "mode": "write-behind", "type": "json", "fields": {"score": "score"}}]}"#;
 
 /// Write-through mapping of `users:<id>` onto `users` (`examples/pgsync.json`).
 pub const USERS_MAPPING: &str = include_str!("../../examples/pgsync.json");

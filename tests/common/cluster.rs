@@ -64,6 +64,18 @@ impl Cluster {
     /// `extra` module settings and `args` server settings for every node, and
     /// waits until every node sees the whole cluster healthy.
     pub fn start(db: &TestDb, mapping: &str, extra: &[(&str, &str)], args: &[&str]) -> Cluster {
+        Self::start_after(&[], db, mapping, extra, args)
+    }
+
+    /// As [`Cluster::start`], with the modules `before` (RedisJSON) loaded ahead
+    /// of ours on every node.
+    pub fn start_after(
+        before: &[PathBuf],
+        db: &TestDb,
+        mapping: &str,
+        extra: &[(&str, &str)],
+        args: &[&str],
+    ) -> Cluster {
         let turn = Turn::take();
         let file = std::env::temp_dir().join(format!("{}.json", unique("pgsync_mapping")));
         std::fs::write(&file, mapping).expect("write mapping file");
@@ -89,7 +101,7 @@ impl Cluster {
                     "0",
                 ];
                 all.extend_from_slice(args);
-                Server::start(&module_args, &all)
+                Server::start_after(before, &module_args, &all, &[])
             })
             .collect();
         let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();

@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod items;
+pub mod json;
 pub mod kafka;
 pub mod scratch;
 pub mod tls;
