@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::json::{doc, json};
 use common::*;
 use serde_json::{json, Value};
 
@@ -19,12 +20,6 @@ fn products(extra: &str) -> String {
         "fields": {{"name": "name", "price": "price", "stock": "stock", "active": "active",
                    "attrs": "attrs", "made": "made"}}}}]}}"#
     )
-}
-
-/// The document at `key` (`JSON.GET key`), or `None` when the key is absent.
-fn doc(c: &mut redis::Connection, key: &str) -> Option<Value> {
-    let text: Option<String> = redis::cmd("JSON.GET").arg(key).query(c).expect("JSON.GET");
-    text.map(|t| serde_json::from_str(&t).expect("a JSON document"))
 }
 
 fn key_type(c: &mut redis::Connection, key: &str) -> String {
@@ -198,11 +193,6 @@ const ACCOUNTS_SQL: &str = "CREATE TABLE accounts (id integer PRIMARY KEY, name 
 const ACCOUNTS_MAPPING: &str = r#"{"mappings": [{"name": "accounts", "table": "accounts", "key_prefix": "acct:",
     "primary_key": "id", "mode": "write-behind", "type": "json",
     "fields": {"name": "name", "email": "email", "score": "score", "vip": "vip", "profile": "profile", "nick": "nick"}}]}"#;
-
-/// `JSON.<command> key args...`, its reply as a Redis value.
-fn json(c: &mut redis::Connection, command: &str, key: &str, args: &[&str]) -> redis::RedisResult<redis::Value> {
-    redis::cmd(&format!("JSON.{command}")).arg(key).arg(args).query(c)
-}
 
 /// The account row as `(name, email, score, vip, profile, nick)`, `None` when absent.
 type Account = (Option<String>, Option<String>, Option<i32>, Option<bool>, Option<Value>, String);

@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::json::doc;
 use common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -374,10 +375,6 @@ fn the_stream_spells_values_as_a_read_from_postgres_does_in_hashes_and_json_docu
     });
     assert_eq!(status(&mut c, "docs")["cdc"], "logical");
     row(2);
-    let doc = |c: &mut redis::Connection, key: &str| -> Option<serde_json::Value> {
-        let text: Option<String> = redis::cmd("JSON.GET").arg(key).query(c).unwrap();
-        text.map(|t| serde_json::from_str(&t).unwrap())
-    };
     wait(&server, &mut c, "the streamed row", |c| exists(c, "gadget:2") && doc(c, "doc:2").is_some());
     for id in [1, 2] {
         let hash = hgetall(&mut c, &format!("gadget:{id}"));
