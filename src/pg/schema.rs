@@ -69,12 +69,9 @@ const COLUMNS_SQL: &str = "SELECT a.attname::text, format_type(a.atttypid, NULL)
      WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
-/// Loads and checks the schema of one mapping's table (for a document mapping,
-/// its watched tables and queries).
+/// Loads and checks the schema of one table mapping's table (a document
+/// mapping's is checked by `pg::documents::check`).
 pub fn load(client: &mut Client, mapping: &Mapping) -> Result<TableSchema, Error> {
-    if let Some(document) = &mapping.document {
-        return super::documents::check(client, mapping, document);
-    }
     let rows = client.query_typed(COLUMNS_SQL, &[(&quote_table(&mapping.table), Type::TEXT)])?;
     if rows.is_empty() {
         return Err(Error::new(

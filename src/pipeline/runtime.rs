@@ -177,4 +177,17 @@ impl Runtime {
     pub fn is_replica(&self) -> bool {
         self.replica.load(Ordering::Relaxed)
     }
+
+    /// Why rows read from Postgres may not be written into Redis now: a replica's
+    /// keys come from its primary, and before the journal is recovered a row could be
+    /// written over a Redis change that is journaled but not queued again yet.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        if self.is_replica() {
+            Some("waiting: this server is a replica")
+        } else if !self.dirty.recovery().is_done() {
+            Some("waiting for the journal recovery")
+        } else {
+            None
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use crate::model::stats::Reachability;
 use crate::pg::error::Error;
-use crate::pg::schema;
+use crate::pg::{documents, schema};
 use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::redis_io::{notice, warn};
@@ -35,7 +35,11 @@ fn check(rt: &Runtime) {
                 rt.postgres.mark_up();
                 for i in missing {
                     let mapping = &rt.mappings.all()[i];
-                    match schema::load(&mut conn, mapping) {
+                    let loaded = match &mapping.document {
+                        Some(document) => documents::check(&mut *conn, mapping, document),
+                        None => schema::load(&mut conn, mapping),
+                    };
+                    match loaded {
                         Ok(schema) => {
                             if rt.stats[i].schema_error().is_some() {
                                 notice(&format!("mapping \"{}\": schema is fine now", mapping.name));

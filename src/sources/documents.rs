@@ -14,7 +14,7 @@ use crate::redis::cluster::{self, Place};
 use crate::redis::notify::{self, now_ms, Event, EventOp, Source};
 use crate::redis::redis_io::{call, own_writes, warn};
 use crate::redis::redis_lock::with_redis_lock;
-use crate::sources::reload;
+use crate::sources::full_read;
 use postgres::GenericClient;
 use redis_module::{Context, RedisValue};
 use std::collections::HashSet;
@@ -68,12 +68,24 @@ pub fn rebuild_announced(
     mapping: usize,
     ids: &[String],
 ) -> Result<Vec<String>, Error> {
-    match refresh(rt, client, mapping, ids, Source::Postgres) {
+    reported(rt, mapping, refresh(rt, client, mapping, ids, Source::Postgres))
+}
+
+/// Rebuilds every document of `mapping` (with FLUSH) for a listener that heard
+/// a watched table was truncated; failures as in [`rebuild_announced`].
+pub fn rebuild_all(rt: &Runtime, client: &mut postgres::Client, mapping: usize) -> Result<(), Error> {
+    reported(rt, mapping, reload(rt, client, mapping, true, Source::Postgres).map(drop))
+}
+
+/// `result`, with a failure other than a lost connection reported on the
+/// mapping and taken as done.
+fn reported<T: Default>(rt: &Runtime, mapping: usize, result: Result<T, Error>) -> Result<T, Error> {
+    match result {
         Err(e) if e.kind != ErrorKind::Unavailable => {
             let message = format!("{}: documents not rebuilt: {e}", rt.mappings.all()[mapping].name);
             warn(&message);
             rt.stats[mapping].set_last_error(&message);
-            Ok(Vec::new())
+            Ok(T::default())
         }
         other => other,
     }
@@ -112,7 +124,7 @@ pub fn reload(
         Ok(())
     })?;
     if flush {
-        reload::flush_missing(rt, mapping, &loaded, &snapshot);
+        full_read::flush_missing(rt, mapping, &loaded, &snapshot);
     }
     Ok(written)
 }

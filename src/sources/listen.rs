@@ -6,7 +6,7 @@
 //! up with a reload when it joins (at start, after a lost connection, once its
 //! schema loads), so no change made while nobody listened is missed.
 
-use crate::model::handover::{self, Announced};
+use crate::model::handover::Announced;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::reader::RowShape;
 use crate::pg::sql::quote_ident;
@@ -17,6 +17,7 @@ use crate::redis::notify::Source;
 use crate::redis::redis_io::{notice, warn};
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::documents;
+use crate::sources::full_read;
 use crate::sources::reload;
 use crate::sources::truncate;
 use postgres::fallible_iterator::FallibleIterator;
@@ -27,14 +28,6 @@ use std::time::Duration;
 const POLL: Duration = Duration::from_millis(200);
 const MAX_NOTIFICATIONS_PER_ROUND: usize = 5000;
 
-/// Adds one notification to `out`, by channel; a malformed one is logged and
-/// ignored.
-pub(crate) fn hear(out: &mut BTreeMap<String, Announced>, channel: &str, payload: &str) {
-    if let Err(e) = handover::hear(out, channel, payload) {
-        warn(&format!("ignored a malformed notification on {channel}: {e}"));
-    }
-}
-
 /// Body of the listener thread; returns on shutdown, or at once when no mapping
 /// listens.
 pub fn run(rt: &Runtime) {
@@ -44,7 +37,7 @@ pub fn run(rt: &Runtime) {
         return;
     }
     let round = || -> Result<Round, Error> {
-        if let Some(why) = not_ready(rt) {
+        if let Some(why) = rt.not_ready() {
             for &i in &listening {
                 rt.stats[i].set_listener(why);
             }
@@ -65,19 +58,6 @@ pub fn run(rt: &Runtime) {
             rt.stats[i].set_listener(&format!("down: {e}"));
         }
     });
-}
-
-/// Why rows read from Postgres may not be written into Redis now: a replica's
-/// keys come from its primary, and before the journal is recovered a row could be
-/// written over a Redis change that is journaled but not queued again yet.
-pub(crate) fn not_ready(rt: &Runtime) -> Option<&'static str> {
-    if rt.is_replica() {
-        Some("waiting: this server is a replica")
-    } else if !rt.dirty.recovery().is_done() {
-        Some("waiting for the journal recovery")
-    } else {
-        None
-    }
 }
 
 /// The mappings of one connection: those listening (by channel), those waiting
@@ -108,7 +88,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
     // change to other columns still arrives once Redis's own change has landed.
     let mut deferred: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     while !rt.shutdown.is_stopped() {
-        if not_ready(rt).is_some() {
+        if rt.not_ready().is_some() {
             return Ok(());
         }
         join(rt, &mut client, &mut channels)?;
@@ -150,7 +130,7 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
             // skipped (and counted), never written or deleted under that key.
             let (ids, unkeyed): (Vec<String>, Vec<String>) = ids.into_iter().partition(|id| shape.check(id).is_ok());
             if let Some(Err(why)) = unkeyed.first().map(|id| shape.check(id)) {
-                reload::report_unkeyed(rt, *mapping, unkeyed.len() as u64, &why.to_string());
+                full_read::report_unkeyed(rt, *mapping, unkeyed.len() as u64, &why.to_string());
             }
             if !ids.is_empty() {
                 let snapshot = rt.queue().snapshot();
@@ -260,7 +240,7 @@ fn receive(client: &mut Client, out: &mut BTreeMap<String, Announced>) -> Result
         }
     }
     for n in batch {
-        hear(out, n.channel(), n.payload());
+        reload::hear(out, n.channel(), n.payload());
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod apply_json;
 pub mod apply_pg;
 pub mod documents;
+pub mod full_read;
 pub mod kafka;
 pub mod listen;
 pub mod loader;

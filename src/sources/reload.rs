@@ -4,6 +4,7 @@
 //! One reload runs at a time; `SYNC.STATUS` shows its progress. The same load runs
 //! at start under `pgsync.reload-on-start` ([`on_start`]).
 
+use crate::model::handover::{self, Announced};
 use crate::model::mapping::Mapping;
 use crate::model::queue::Snapshot;
 use crate::model::stats::MappingStats;
@@ -14,12 +15,10 @@ use crate::pg::triggers;
 use crate::pipeline::retry::{self, Round};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::cluster;
-use crate::redis::keyscan::RowKeys;
 use crate::redis::notify::Source;
-use crate::redis::redis_io::{call_logged, notice, own_writes, warn};
-use crate::redis::redis_lock::with_redis_lock;
+use crate::redis::redis_io::{notice, warn};
 use crate::sources::apply_pg::apply_pg_rows;
-use crate::sources::listen;
+use crate::sources::full_read::{flush_missing, report_unkeyed};
 use postgres::fallible_iterator::FallibleIterator;
 use std::collections::BTreeMap;
 use std::collections::HashSet;
@@ -140,7 +139,7 @@ fn unlisten(rt: &Runtime, conn: &mut postgres::Client, mapping: usize, covered: 
     let mut notifications = conn.notifications();
     let mut buffered = notifications.iter();
     while let Some(n) = buffered.next()? {
-        listen::hear(&mut heard, n.channel(), n.payload());
+        hear(&mut heard, n.channel(), n.payload());
     }
     rt.handover.hand_over(heard);
     if covered {
@@ -195,38 +194,11 @@ fn read_and_apply(
     })
 }
 
-/// Counts (in `refused`) rows read from Postgres that were not written because
-/// a write to their key would be refused (a value that could be read back as
-/// another row's, or that is not its type's canonical text). Logged the first
-/// time only; `last_error` shows the latest.
-pub fn report_unkeyed(rt: &Runtime, mapping: usize, count: u64, why: &str) {
-    let message =
-        format!("{}: {count} row(s) read from Postgres not written to Redis: {why}", rt.mappings.all()[mapping].name);
-    if !rt.stats[mapping].unkeyed_logged.swap(true, Ordering::Relaxed) {
-        warn(&format!("{message} (such rows are counted in refused; this is logged once)"));
-    }
-    rt.stats[mapping].set_last_error(&message);
-    MappingStats::bump(&rt.stats[mapping].refused, count);
-}
-
-/// Deletes the mapping's keys whose row does not exist (and that have no change
-/// on its way to Postgres), scanning the keyspace a step per short lock.
-pub fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
-    let m = &rt.mappings.all()[mapping];
-    let mut keys = RowKeys::new(&rt.mappings, mapping);
-    let mut more = true;
-    while more {
-        more = with_redis_lock(|ctx| {
-            let Some(ids) = keys.next_step(ctx) else { return false };
-            let stray = ids.iter().map(String::as_str).filter(|id| !loaded.contains(*id));
-            let newer = snapshot.newer_among(mapping, stray.clone());
-            own_writes(|| {
-                for id in stray.filter(|id| !newer.contains(id)) {
-                    call_logged(ctx, "DEL", &[m.main_key(id).as_bytes()]);
-                }
-            });
-            true
-        });
+/// Adds one notification to `out`, by channel; a malformed one is logged and
+/// ignored.
+pub(crate) fn hear(out: &mut BTreeMap<String, Announced>, channel: &str, payload: &str) {
+    if let Err(e) = handover::hear(out, channel, payload) {
+        warn(&format!("ignored a malformed notification on {channel}: {e}"));
     }
 }
 

@@ -55,7 +55,7 @@ async fn bounded<T>(call: &'static str, future: impl Future<Output = Result<T, E
     match tokio::time::timeout(CALL_TIMEOUT, future).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(source)) => Err(KafkaError::Broker { call, source }),
-        Err(_) => Err(KafkaError::Timeout { call }),
+        Err(_) => Err(KafkaError::Timeout { call, after: CALL_TIMEOUT }),
     }
 }
 
@@ -122,7 +122,7 @@ impl Broker {
                 return Err(FetchError::OutOfRange)
             }
             Ok(Err(source)) => return Err(FetchError::Other(KafkaError::Broker { call: "fetch", source })),
-            Err(_) => return Err(FetchError::Other(KafkaError::Timeout { call: "fetch" })),
+            Err(_) => return Err(FetchError::Other(KafkaError::Timeout { call: "fetch", after: CALL_TIMEOUT })),
         };
         // A position past the log's end (a broker that lost its log, a topic made
         // again) is out of range too, though some brokers answer it with nothing.

@@ -4,8 +4,6 @@
 
 use std::fmt;
 
-use super::client::CALL_TIMEOUT;
-
 /// A failure talking to the brokers.
 #[derive(Debug)]
 pub enum KafkaError {
@@ -16,10 +14,12 @@ pub enum KafkaError {
         /// The client's error.
         source: rskafka::client::error::Error,
     },
-    /// A broker call had no answer within [`CALL_TIMEOUT`].
+    /// A broker call had no answer in time.
     Timeout {
         /// The call.
         call: &'static str,
+        /// How long it was given.
+        after: std::time::Duration,
     },
     /// The topic is not on the brokers.
     NoTopic(String),
@@ -40,7 +40,7 @@ impl fmt::Display for KafkaError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             KafkaError::Broker { call, source } => write!(f, "{call}: {source}"),
-            KafkaError::Timeout { call } => write!(f, "{call}: no answer within {} s", CALL_TIMEOUT.as_secs()),
+            KafkaError::Timeout { call, after } => write!(f, "{call}: no answer within {} s", after.as_secs()),
             KafkaError::NoTopic(topic) => write!(f, "topic \"{topic}\" does not exist"),
             KafkaError::NoPartition { topic, partition } => write!(f, "topic \"{topic}\" has no partition {partition}"),
             KafkaError::NotConsumed(partition) => write!(f, "partition {partition} is not consumed"),
@@ -183,8 +183,8 @@ mod tests {
             tls(TlsPart::SystemRoots, TlsCause::NoSystemRoots(None)),
             "mapping \"m\": kafka tls: the system's certificates: none found"
         );
-        let timeout = KafkaError::Timeout { call: "fetch" }.to_string();
-        assert_eq!(timeout, format!("fetch: no answer within {} s", CALL_TIMEOUT.as_secs()));
+        let timeout = KafkaError::Timeout { call: "fetch", after: std::time::Duration::from_secs(10) }.to_string();
+        assert_eq!(timeout, "fetch: no answer within 10 s");
         let missing = KafkaError::NoPartition { topic: "t".into(), partition: 3 };
         assert_eq!(missing.to_string(), "topic \"t\" has no partition 3");
     }

@@ -15,7 +15,7 @@ use crate::redis::keyscan::RowKeys;
 use crate::redis::notify::Source;
 use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_locked;
-use crate::sources::reload::report_unkeyed;
+use crate::sources::full_read::report_unkeyed;
 use std::collections::BTreeMap;
 
 /// Applies `txn`, committed before `end`, and stores `end` (for `scope`).

@@ -10,7 +10,7 @@ use crate::pipeline::runtime::Runtime;
 use crate::redis::notify::Source;
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::documents;
-use crate::sources::reload::{flush_missing, report_unkeyed};
+use crate::sources::full_read::{flush_missing, report_unkeyed};
 use postgres::Client;
 use std::collections::{BTreeMap, HashSet};
 

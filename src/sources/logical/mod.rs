@@ -29,7 +29,6 @@ use crate::redis::redis_io::{bytes, call, notice, warn};
 use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::documents;
-use crate::sources::listen::not_ready;
 use postgres::Client;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -209,7 +208,7 @@ fn stream_changes(
     let mut txn = Txn::default();
     let mut lag_read = Instant::now() - LAG_EVERY;
     let mut reread_at = Instant::now();
-    while !rt.shutdown.is_stopped() && not_ready(rt).is_none() {
+    while !rt.shutdown.is_stopped() && rt.not_ready().is_none() {
         if state::get().is_none_or(|p| p.scope != session.scope) {
             notice("the logical position Redis held is gone (flushed): starting again");
             return Ok(());
@@ -264,14 +263,7 @@ fn rebuild_documents(
     }
     for (&mapping, roots) in &txn.roots {
         if roots.truncated {
-            match documents::reload(rt, client, mapping, true, NotifySource::Postgres) {
-                Err(e) if e.kind != ErrorKind::Unavailable => {
-                    let message = format!("{}: documents not rebuilt: {e}", rt.mappings.all()[mapping].name);
-                    warn(&message);
-                    rt.stats[mapping].set_last_error(&message);
-                }
-                other => drop(other?),
-            }
+            documents::rebuild_all(rt, client, mapping)?;
         } else if !roots.ids.is_empty() {
             let ids: Vec<String> = roots.ids.iter().cloned().collect();
             deferred.entry(mapping).or_default().extend(documents::rebuild_announced(rt, client, mapping, &ids)?);
