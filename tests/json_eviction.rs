@@ -61,8 +61,10 @@ fn json_changes_waiting_for_postgres_survive_eviction_and_land() {
     assert!(info_number(&mut c, "stats", "evicted_keys") > 0, "the test must evict");
     let evicted: Vec<i32> = (1..=EARLY).filter(|id| !exists(&mut c, &format!("acct:{id}"))).collect();
     assert!(evicted.len() >= 50, "only {} early documents evicted", evicted.len());
+    // How many new documents it took depends on the allocator and the build;
+    // what matters is that some were acknowledged (and must land).
     let acknowledged_new = expected.len() - EARLY as usize;
-    assert!(acknowledged_new > 500, "only {acknowledged_new} new documents acknowledged");
+    assert!(acknowledged_new >= 100, "only {acknowledged_new} new documents acknowledged");
 
     // The evictions have happened. An increment on an evicted key, whose earlier
     // increment is still waiting, creates a cold document and adds again.
