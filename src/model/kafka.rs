@@ -3,8 +3,9 @@
 //! where each partition's consumed offset is kept in Redis. Pure: the consumer
 //! thread (`sources/kafka/`) does the I/O.
 
-use crate::model::row_id::check_id;
+use crate::model::row_id::{check_id, IdError};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// The `"kafka"` object of a mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -190,30 +191,72 @@ impl Decoded {
     }
 }
 
+/// Why a record cannot be read as a row (it is dead-lettered with this text).
+#[derive(Debug)]
+pub enum DecodeError {
+    /// The id comes from the record key, and there is none.
+    NoKey,
+    /// The record key cannot be a row's id.
+    Key(IdError),
+    /// The value does not parse.
+    NotJson(serde_json::Error),
+    /// The value is JSON but not an object.
+    NotObject,
+    /// The id field is missing or null (its name).
+    NoIdField(String),
+    /// The id field holds neither a string nor a number (its name).
+    IdNotScalar(String),
+    /// The id field's value cannot be a row's id.
+    Id(IdError),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::NoKey => f.write_str("the record has no key to take the id from"),
+            DecodeError::Key(e) => write!(f, "record key: {e}"),
+            DecodeError::NotJson(e) => write!(f, "the record is not valid JSON: {e}"),
+            DecodeError::NotObject => f.write_str("the record is not a JSON object"),
+            DecodeError::NoIdField(name) => write!(f, "the record has no id field \"{name}\""),
+            DecodeError::IdNotScalar(name) => write!(f, "the id field \"{name}\" is neither a string nor a number"),
+            DecodeError::Id(e) => write!(f, "id: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DecodeError::Key(e) | DecodeError::Id(e) => Some(e),
+            DecodeError::NotJson(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Reads one record. `Err` says why it cannot be applied (it is dead-lettered).
-pub fn decode(source: &KafkaSource, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, String> {
-    let record_key_id = || -> Result<String, String> {
-        let key = key.ok_or("the record has no key to take the id from")?;
-        check_id(key).map(String::from).map_err(|e| format!("record key: {e}"))
+pub fn decode(source: &KafkaSource, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
+    let record_key_id = || -> Result<String, DecodeError> {
+        let key = key.ok_or(DecodeError::NoKey)?;
+        check_id(key).map(String::from).map_err(DecodeError::Key)
     };
     let Some(value) = value else {
         return Ok(Decoded::Delete { id: record_key_id()? });
     };
-    let json: serde_json::Value =
-        serde_json::from_slice(value).map_err(|e| format!("the record is not valid JSON: {e}"))?;
+    let json: serde_json::Value = serde_json::from_slice(value).map_err(DecodeError::NotJson)?;
     let serde_json::Value::Object(object) = json else {
-        return Err("the record is not a JSON object".into());
+        return Err(DecodeError::NotObject);
     };
     let id = match &source.id_field {
         None => record_key_id()?,
         Some(name) => match object.get(name) {
-            None | Some(serde_json::Value::Null) => return Err(format!("the record has no id field \"{name}\"")),
+            None | Some(serde_json::Value::Null) => return Err(DecodeError::NoIdField(name.clone())),
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Number(n)) => n.to_string(),
-            Some(_) => return Err(format!("the id field \"{name}\" is neither a string nor a number")),
+            Some(_) => return Err(DecodeError::IdNotScalar(name.clone())),
         },
     };
-    let id = check_id(id.as_bytes()).map_err(|e| format!("id: {e}"))?.to_string();
+    let id = check_id(id.as_bytes()).map_err(DecodeError::Id)?.to_string();
     let fields = object
         .into_iter()
         .filter(|(name, _)| Some(name) != source.id_field.as_ref())
@@ -290,18 +333,19 @@ mod tests {
         let decoded = decode(&source(None), Some(b"7"), Some(br#"{"a": "b"}"#)).unwrap();
         assert_eq!(decoded.id(), "7");
         assert_eq!(decode(&source(Some("id")), Some(b"9"), None).unwrap(), Decoded::Delete { id: "9".into() });
-        assert!(decode(&source(None), None, None).unwrap_err().contains("no key"));
+        assert!(matches!(decode(&source(None), None, None), Err(DecodeError::NoKey)));
     }
 
     #[test]
     fn bad_records_say_why() {
         let s = source(Some("id"));
-        assert!(decode(&s, None, Some(b"{not json")).unwrap_err().contains("not valid JSON"));
-        assert!(decode(&s, None, Some(b"[1]")).unwrap_err().contains("not a JSON object"));
-        assert!(decode(&s, None, Some(br#"{"name": "x"}"#)).unwrap_err().contains("no id field"));
-        assert!(decode(&s, None, Some(br#"{"id": {"a": 1}}"#)).unwrap_err().contains("neither"));
-        assert!(decode(&s, None, Some(br#"{"id": "a{b"}"#)).unwrap_err().contains("brace"));
-        assert!(decode(&s, None, Some(br#"{"id": ""}"#)).unwrap_err().contains("no id"));
+        let why = |value: &[u8]| decode(&s, None, Some(value)).unwrap_err().to_string();
+        assert!(why(b"{not json").contains("not valid JSON"));
+        assert!(why(b"[1]").contains("not a JSON object"));
+        assert!(why(br#"{"name": "x"}"#).contains("no id field"));
+        assert!(why(br#"{"id": {"a": 1}}"#).contains("neither"));
+        assert!(why(br#"{"id": "a{b"}"#).contains("brace"));
+        assert!(why(br#"{"id": ""}"#).contains("no id"));
     }
 
     #[test]

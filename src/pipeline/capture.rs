@@ -14,7 +14,7 @@ use crate::model::intent::Command;
 use crate::model::key_text::KeyType;
 use crate::model::mapping::{KeyRole, Mapping, Mode};
 use crate::model::queue::RowKey;
-use crate::model::row_id::check_id;
+use crate::model::row_id::{check_id, IdError};
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime::Runtime;
 use crate::redis::ack;
@@ -80,7 +80,7 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
 /// each key column spelled as Postgres prints it (see `model::key_text`).
 /// Pure Rust, for the main thread. Before the first schema check the key types
 /// are unknown; the worker checks the id again against the schema before any SQL.
-pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a str, String> {
+pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a str, IdError> {
     let id = check_id(id)?;
     let key = &rt.mappings.all()[mapping].key;
     match rt.schema(mapping) {
