@@ -134,7 +134,7 @@ fn apply_row(
             let logged = if crate::redis::config::log_values() { e.message.clone() } else { e.without_values() };
             let message = format!("{}{logged}", rejection_prefix(m, &row.id));
             warn(&message);
-            stats.set_last_error(&message);
+            stats.set_row_rejected(&row.id, &message);
             deadletter::add(ctx, rt.drop_counters(), m, row, change, &e.message);
         }
     }
@@ -188,7 +188,7 @@ impl Rejections {
             }
             Err(_) => {}
             Ok(_) if self.listed && deadletter::landed(ctx, m, row, change) => {
-                rt.stats[row.mapping].clear_last_error_if(&rejection_prefix(m, &row.id));
+                rt.stats[row.mapping].clear_row_rejected(&row.id);
             }
             Ok(_) => {}
         }
