@@ -66,7 +66,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
     let password =
         pg::connect::password_override(&config::string(&config::PASSWORD_FILE)).map_err(|e| e.to_string())?;
     let settings = pg::connect::settings(&url, password.as_deref()).map_err(|e| e.to_string())?;
-    let mappings = Mappings::load(&path)?;
+    let mappings = Mappings::load(&path).map_err(|e| e.to_string())?;
     crate::sources::documents::check_stores(ctx, &mappings).map_err(|e| e.to_string())?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     cluster::detect(ctx);
