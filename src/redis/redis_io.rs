@@ -190,6 +190,29 @@ pub fn key_exists(ctx: &Context, key: &redis_module::RedisString) -> bool {
     ctx.open_key(key).key_type() != redis_module::KeyType::Empty
 }
 
+/// A hook into the server that the load needs and the server would not give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookError {
+    /// The server has no keyspace events API to notify evictions.
+    NoEvictionEvents,
+    /// The subscription to eviction events was refused.
+    EvictionSubscription,
+    /// The command filter was refused.
+    CommandFilter,
+}
+
+impl std::fmt::Display for HookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HookError::NoEvictionEvents => "the server cannot notify evictions",
+            HookError::EvictionSubscription => "cannot subscribe to eviction events",
+            HookError::CommandFilter => "cannot register the command filter",
+        })
+    }
+}
+
+impl std::error::Error for HookError {}
+
 #[cfg(test)]
 mod tests {
     use super::{is_own_write, own_writes};
@@ -210,7 +233,7 @@ mod tests {
         assert!(nested, "the inner scope must restore the outer one's flag");
         assert!(!is_own_write());
         let caught = crate::model::guard::catch(|| own_writes(|| panic!("bug while writing")));
-        assert_eq!(caught, Err("bug while writing".to_string()));
+        assert_eq!(caught.map_err(|panic| panic.0), Err("bug while writing".to_string()));
         assert!(!is_own_write(), "a caught panic left capture switched off");
     }
 }

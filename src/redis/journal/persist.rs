@@ -71,7 +71,7 @@ extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int
         logs::replace_all(entries, marks);
         Ok(())
     })
-    .and_then(|loaded| loaded);
+    .unwrap_or_else(|panic| Err(panic.0));
     match loaded {
         Ok(()) => raw::REDISMODULE_OK as c_int,
         Err(e) => {

@@ -39,7 +39,7 @@ pub fn guarded(
     args: Vec<RedisString>,
     handler: fn(&Context, Vec<RedisString>) -> RedisResult,
 ) -> RedisResult {
-    guard::catch(|| handler(ctx, args)).unwrap_or_else(|panic| Err(replies::internal(&panic)))
+    guard::catch(|| handler(ctx, args)).unwrap_or_else(|panic| Err(replies::internal(&panic.0)))
 }
 
 pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
