@@ -48,16 +48,36 @@ impl Drop for RestoreOwnWrite {
     }
 }
 
-fn call_with(ctx: &Context, options: &CallOptions, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
-    let reply: CallResult = ctx.call_ext(command, options, args);
-    match reply {
-        Ok(r) => Ok((&r).into()),
-        Err(e) => Err(e.to_utf8_string().unwrap_or_else(|| "unknown error".into())),
+/// A command called from the module that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The server's error reply (`WRONGTYPE ...`), as it wrote it.
+    Reply(String),
+    /// An error reply that is not UTF-8 text.
+    Unreadable,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Reply(text) => f.write_str(text),
+            CallError::Unreadable => f.write_str("unknown error"),
+        }
     }
 }
 
-/// Calls a Redis command, replicating it, and returns its reply or error text.
-pub fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
+impl std::error::Error for CallError {}
+
+fn call_with(ctx: &Context, options: &CallOptions, command: &str, args: &[&[u8]]) -> Result<RedisValue, CallError> {
+    let reply: CallResult = ctx.call_ext(command, options, args);
+    match reply {
+        Ok(r) => Ok((&r).into()),
+        Err(e) => Err(e.to_utf8_string().map_or(CallError::Unreadable, CallError::Reply)),
+    }
+}
+
+/// Calls a Redis command, replicating it, and returns its reply or error.
+pub fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<RedisValue, CallError> {
     // `replicate`: the write goes to the AOF and replicas with the command that
     // caused it; `errors_as_replies`: a failing call returns its error to us.
     call_with(ctx, &CallOptionsBuilder::new().replicate().errors_as_replies().build(), command, args)
@@ -109,7 +129,7 @@ pub type HashPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every field and value of a hash: empty when the key is missing, an error when
 /// the key holds another type.
-pub fn hgetall(ctx: &Context, key: &[u8]) -> Result<HashPairs, String> {
+pub fn hgetall(ctx: &Context, key: &[u8]) -> Result<HashPairs, CallError> {
     match call(ctx, "HGETALL", &[key])? {
         RedisValue::Array(items) => {
             let flat: Vec<Vec<u8>> = items.iter().filter_map(bytes).collect();

@@ -23,7 +23,7 @@ use crate::redis::acl::Caller;
 use crate::redis::blocked::Reply;
 use crate::redis::client_call::{call_named_as_client, client_argv, ClientReply};
 use crate::redis::cluster;
-use crate::redis::json_doc;
+use crate::redis::json_doc::{self, DocError};
 use crate::redis::redis_io::{bytes, key_exists};
 use crate::redis::replies;
 use crate::server::value_refusal;
@@ -299,17 +299,13 @@ fn run(ctx: &Context, command: JsonCommand, argv: &[RedisString]) -> Result<Clie
 /// Writes `members` into the document at `key` (a missing key becomes one), as
 /// the caller's `JSON.SET key $ <document>`; replies as `JSON.SET` does.
 fn create(ctx: &Context, key: &[u8], members: &[(String, Option<String>)]) -> Result<ClientReply, RedisError> {
-    let mut failed = None;
-    let written = json_doc::merge_into(ctx, key, members, |args| {
-        call_named_as_client(ctx, "JSON.SET", true, args).map(drop).map_err(|e| {
-            failed = Some(e);
-            String::new()
-        })
-    });
-    match (written, failed) {
-        (_, Some(e)) => Err(e),
-        (Err(why), None) => Err(replies::error(why)),
-        (Ok(_), None) => Ok(ClientReply::Direct(RedisValue::SimpleStringStatic("OK"))),
+    let written =
+        json_doc::merge_into(ctx, key, members, |args| call_named_as_client(ctx, "JSON.SET", true, args).map(drop));
+    match written {
+        // The client's own JSON.SET failed: its error is the reply, as is.
+        Err(DocError::Write(e)) => Err(e),
+        Err(why) => Err(replies::error(why)),
+        Ok(_) => Ok(ClientReply::Direct(RedisValue::SimpleStringStatic("OK"))),
     }
 }
 
