@@ -13,6 +13,7 @@ pub use options::Watch;
 
 use crate::model::kafka::KafkaSource;
 use crate::model::row_id::KeyShape;
+use crate::model::template::TemplateError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,6 +60,8 @@ pub enum MappingError {
     Json(std::sync::Arc<serde_json::Error>),
     /// A mapping breaks a rule; the text names the mapping and the option.
     Invalid(String),
+    /// A `"notify"` channel template cannot be read.
+    Template(TemplateError),
     /// An error in the file at `path`.
     In {
         /// The file.
@@ -74,6 +77,7 @@ impl fmt::Display for MappingError {
             MappingError::Read { path, source } => write!(f, "cannot read mapping file {path}: {source}"),
             MappingError::Json(e) => write!(f, "invalid mapping file: {e}"),
             MappingError::Invalid(why) => f.write_str(why),
+            MappingError::Template(e) => e.fmt(f),
             MappingError::In { path, error } => write!(f, "{path}: {error}"),
         }
     }
@@ -85,6 +89,7 @@ impl std::error::Error for MappingError {
             MappingError::Read { source, .. } => Some(source.as_ref()),
             MappingError::Json(e) => Some(e.as_ref()),
             MappingError::Invalid(_) => None,
+            MappingError::Template(e) => Some(e),
             MappingError::In { error, .. } => Some(error.as_ref()),
         }
     }
@@ -94,6 +99,13 @@ impl std::error::Error for MappingError {
 impl From<String> for MappingError {
     fn from(why: String) -> MappingError {
         MappingError::Invalid(why)
+    }
+}
+
+/// A channel template's error is the mapping file's.
+impl From<TemplateError> for MappingError {
+    fn from(e: TemplateError) -> MappingError {
+        MappingError::Template(e)
     }
 }
 

@@ -178,7 +178,7 @@ fn tagged(
     members: Vec<(String, Option<String>)>,
 ) -> Result<(ClientReply, Option<u64>), RedisError> {
     if argv.len() != 4 {
-        return Err(refusal(ctx, rt, target, argv, "the # member does not go with NX or XX"));
+        return Err(refusal(ctx, rt, target, argv, &"the # member does not go with NX or XX"));
     }
     let m = &rt.mappings.all()[target.mapping];
     let (ops, members): (Vec<_>, Vec<_>) = members.into_iter().partition(|(n, _)| is_op(n));
@@ -410,7 +410,13 @@ fn check(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], eff
 
 /// Counts, logs and returns the refusal of a write; a caller who may not run
 /// the command hears that instead.
-fn refusal(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], why: &str) -> RedisError {
+fn refusal(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    argv: &[RedisString],
+    why: &dyn std::fmt::Display,
+) -> RedisError {
     if let Err(e) = Caller::of(ctx).and_then(|caller| caller.check_command(ctx, argv)) {
         return e;
     }
