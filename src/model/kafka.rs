@@ -97,39 +97,92 @@ pub enum SaslMechanism {
     ScramSha512,
 }
 
+/// A `"kafka"` option a mapping cannot have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOptionError {
+    /// The mapping, as the mapping file's errors name it.
+    pub who: String,
+    /// Which option, and how.
+    pub option: KafkaOption,
+}
+
+/// The option a [`KafkaOptionError`] is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaOption {
+    /// `"brokers"` lists none.
+    NoBrokers,
+    /// A broker without a port (the broker).
+    BrokerNotHostPort(String),
+    /// `"topic"` is no Kafka topic name (the topic).
+    Topic(String),
+    /// `"group"` is empty or holds braces or `:`.
+    Group,
+    /// `"id_field"` is empty.
+    IdField,
+    /// Only one of `"cert_file"` and `"key_file"`.
+    HalfClientCertificate,
+    /// `"partitions"` is empty, negative or repeats.
+    Partitions,
+}
+
+impl fmt::Display for KafkaOptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = &self.who;
+        match &self.option {
+            KafkaOption::NoBrokers => write!(f, "{who}: kafka \"brokers\" needs at least one host:port"),
+            KafkaOption::BrokerNotHostPort(bad) => write!(f, "{who}: kafka broker \"{bad}\" must be host:port"),
+            KafkaOption::Topic(topic) => write!(
+                f,
+                "{who}: kafka \"topic\" \"{topic}\" is not a Kafka topic name (letters, digits, '.', '_', '-')"
+            ),
+            KafkaOption::Group => write!(
+                f,
+                "{who}: kafka \"group\" must be a non-empty name without braces or ':' (it is part of the offset keys)"
+            ),
+            KafkaOption::IdField => {
+                write!(f, "{who}: kafka \"id_field\" must not be empty (leave it out to use the record key)")
+            }
+            KafkaOption::HalfClientCertificate => {
+                write!(f, "{who}: kafka tls \"cert_file\" and \"key_file\" go together")
+            }
+            KafkaOption::Partitions => {
+                write!(f, "{who}: kafka \"partitions\" must list distinct partition numbers (0 and up)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for KafkaOptionError {}
+
 impl KafkaSource {
     /// Checks the options; `who` names the mapping in the message.
-    pub fn validate(&self, who: &str) -> Result<(), String> {
+    pub fn validate(&self, who: &str) -> Result<(), KafkaOptionError> {
+        let refuse = |option| Err(KafkaOptionError { who: who.to_string(), option });
         if self.broker_list().is_empty() {
-            return Err(format!("{who}: kafka \"brokers\" needs at least one host:port"));
+            return refuse(KafkaOption::NoBrokers);
         }
         if let Some(bad) = self.broker_list().into_iter().find(|b| !b.contains(':')) {
-            return Err(format!("{who}: kafka broker \"{bad}\" must be host:port"));
+            return refuse(KafkaOption::BrokerNotHostPort(bad));
         }
         let topic_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if self.topic.is_empty() || self.topic.len() > 249 || !self.topic.chars().all(topic_char) {
-            return Err(format!(
-                "{who}: kafka \"topic\" \"{}\" is not a Kafka topic name (letters, digits, '.', '_', '-')",
-                self.topic
-            ));
+            return refuse(KafkaOption::Topic(self.topic.clone()));
         }
         if self.group.trim().is_empty() || self.group.contains(['{', '}', ':']) {
-            return Err(format!(
-                "{who}: kafka \"group\" must be a non-empty name without braces or ':' (it is part of the offset keys)"
-            ));
+            return refuse(KafkaOption::Group);
         }
         if self.id_field.as_deref().is_some_and(str::is_empty) {
-            return Err(format!("{who}: kafka \"id_field\" must not be empty (leave it out to use the record key)"));
+            return refuse(KafkaOption::IdField);
         }
         if let Some(tls) = &self.tls {
             if tls.cert_file.is_some() != tls.key_file.is_some() {
-                return Err(format!("{who}: kafka tls \"cert_file\" and \"key_file\" go together"));
+                return refuse(KafkaOption::HalfClientCertificate);
             }
         }
         if let Some(partitions) = &self.partitions {
             let mut seen = std::collections::BTreeSet::new();
             if partitions.is_empty() || partitions.iter().any(|p| *p < 0 || !seen.insert(*p)) {
-                return Err(format!("{who}: kafka \"partitions\" must list distinct partition numbers (0 and up)"));
+                return refuse(KafkaOption::Partitions);
             }
         }
         Ok(())
@@ -354,7 +407,7 @@ mod tests {
         let bad = |f: &dyn Fn(&mut KafkaSource)| {
             let mut s = source(None);
             f(&mut s);
-            s.validate("m").unwrap_err()
+            s.validate("m").unwrap_err().to_string()
         };
         assert!(bad(&|s| s.brokers = " , ".into()).contains("brokers"));
         assert!(bad(&|s| s.brokers = "localhost".into()).contains("host:port"));

@@ -219,6 +219,12 @@ pub enum HookError {
     EvictionSubscription,
     /// The command filter was refused.
     CommandFilter,
+    /// The server has no API to describe commands (`COMMAND DOCS`).
+    NoCommandInfo,
+    /// The command to describe is not registered.
+    NotRegistered,
+    /// The server refused the description.
+    CommandInfoRefused,
 }
 
 impl std::fmt::Display for HookError {
@@ -227,6 +233,9 @@ impl std::fmt::Display for HookError {
             HookError::NoEvictionEvents => "the server cannot notify evictions",
             HookError::EvictionSubscription => "cannot subscribe to eviction events",
             HookError::CommandFilter => "cannot register the command filter",
+            HookError::NoCommandInfo => "the server has no RM_SetCommandInfo",
+            HookError::NotRegistered => "command not registered",
+            HookError::CommandInfoRefused => "RM_SetCommandInfo refused it (see the lines above in the log)",
         })
     }
 }

@@ -11,7 +11,7 @@ pub use options::{Changelog, Document, Notify, NotifyPayload, OnSet, Store, Valu
 #[cfg(test)]
 pub use options::Watch;
 
-use crate::model::kafka::KafkaSource;
+use crate::model::kafka::{KafkaOptionError, KafkaSource};
 use crate::model::row_id::KeyShape;
 use crate::model::template::TemplateError;
 use serde::Deserialize;
@@ -62,6 +62,8 @@ pub enum MappingError {
     Invalid(String),
     /// A `"notify"` channel template cannot be read.
     Template(TemplateError),
+    /// A `"kafka"` option is wrong.
+    Kafka(KafkaOptionError),
     /// An error in the file at `path`.
     In {
         /// The file.
@@ -78,6 +80,7 @@ impl fmt::Display for MappingError {
             MappingError::Json(e) => write!(f, "invalid mapping file: {e}"),
             MappingError::Invalid(why) => f.write_str(why),
             MappingError::Template(e) => e.fmt(f),
+            MappingError::Kafka(e) => e.fmt(f),
             MappingError::In { path, error } => write!(f, "{path}: {error}"),
         }
     }
@@ -90,6 +93,7 @@ impl std::error::Error for MappingError {
             MappingError::Json(e) => Some(e.as_ref()),
             MappingError::Invalid(_) => None,
             MappingError::Template(e) => Some(e),
+            MappingError::Kafka(e) => Some(e),
             MappingError::In { error, .. } => Some(error.as_ref()),
         }
     }
@@ -106,6 +110,13 @@ impl From<String> for MappingError {
 impl From<TemplateError> for MappingError {
     fn from(e: TemplateError) -> MappingError {
         MappingError::Template(e)
+    }
+}
+
+/// A Kafka source's option error is the mapping file's.
+impl From<KafkaOptionError> for MappingError {
+    fn from(e: KafkaOptionError) -> MappingError {
+        MappingError::Kafka(e)
     }
 }
 
