@@ -156,8 +156,9 @@ pub(crate) fn committed_write(
     caller.check(ctx, m.main_key(id).as_bytes(), Access::Write)?;
     match capture::target(rt, written.as_bytes()) {
         Some(Ok(target)) => Ok((target, written)),
-        Some(Err((mapping, message))) => {
-            capture::refuse(rt, mapping, &message);
+        Some(Err(refusal)) => {
+            let message = refusal.to_string();
+            capture::refuse(rt, refusal.mapping, &message);
             Err(replies::refused(&message))
         }
         None => Err(replies::not_synced()),

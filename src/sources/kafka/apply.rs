@@ -27,6 +27,7 @@ use crate::model::change::{FieldChange, Fields, RowOp, Write};
 use crate::model::intent::Command;
 use crate::model::kafka::{decode, DecodeError, Decoded, KafkaOrigin, KafkaSource};
 use crate::model::mapping::{Mapping, Mode};
+use crate::pipeline::capture::KeyRefusal;
 use crate::pipeline::runtime::Runtime;
 use crate::redis::cluster::Place;
 use crate::redis::deadletter;
@@ -78,8 +79,8 @@ pub enum Refusal {
         /// The row's key.
         key: String,
     },
-    /// Capture refuses the key (why).
-    Capture(String),
+    /// Capture refuses the key (boxed: the refusal is large, and rare).
+    Capture(Box<KeyRefusal>),
     /// The write command failed (Redis's error text).
     Command(String),
 }
@@ -88,7 +89,8 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Undecodable(why) => why.fmt(f),
-            Refusal::Capture(why) | Refusal::Command(why) => f.write_str(why),
+            Refusal::Capture(why) => why.fmt(f),
+            Refusal::Command(why) => f.write_str(why),
             Refusal::NoSource => f.write_str("the mapping has no kafka source"),
             Refusal::OtherNode { key } => {
                 write!(f, "{key} lives on another cluster node: retry there (SYNC.RETRY is per node)")
@@ -102,6 +104,7 @@ impl std::error::Error for Refusal {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Refusal::Undecodable(why) => Some(why),
+            Refusal::Capture(why) => Some(why.as_ref()),
             _ => None,
         }
     }
