@@ -39,7 +39,8 @@ const ALLOCATOR: Allocator = std::alloc::System;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     commands::docs::register(ctx);
-    match guard::catch(|| supervisor::start(ctx, args)).and_then(|started| started) {
+    match guard::catch(|| supervisor::start(ctx, args)).map_err(supervisor::LoadError::Bug).and_then(|started| started)
+    {
         Ok(()) => {
             subscribe_to_shutdown(ctx);
             redis::journal::persist::watch(ctx);

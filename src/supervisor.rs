@@ -12,7 +12,8 @@
 //! and the log names them. Nothing is lost by that: every change not yet settled
 //! is still in the journal and is synced after the restart.
 
-use crate::model::mapping::Mappings;
+use crate::model::guard::Panic;
+use crate::model::mapping::{MappingError, Mappings};
 use crate::model::shutdown::Shutdown;
 use crate::pg;
 use crate::pipeline::runtime::{self, Runtime};
@@ -23,15 +24,17 @@ use crate::redis::cluster;
 use crate::redis::config;
 use crate::redis::eviction;
 use crate::redis::read_through::loads;
-use crate::redis::redis_io::{notice, warn};
+use crate::redis::redis_io::{notice, warn, HookError};
 use crate::redis::waiters;
 use crate::server::filter;
 use crate::server::read_through;
+use crate::sources::documents::NoJsonModule;
 use crate::sources::kafka;
 use crate::sources::listen;
 use crate::sources::loader;
 use crate::sources::reload;
 use redis_module::{Context, ContextFlags, RedisString};
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -50,24 +53,108 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Why the module does not load; the text follows `pgsync not loaded: ` in the log.
+#[derive(Debug)]
+pub enum LoadError {
+    /// A module argument is refused.
+    Args(config::ArgError),
+    /// `pgsync.mappings` is not set.
+    NoMappingsPath,
+    /// `pgsync.postgres-url` is not set.
+    NoPostgresUrl,
+    /// The Postgres settings (URL, password file, TLS) cannot be used.
+    Postgres(pg::connect_error::SettingsError),
+    /// The mapping file cannot be used.
+    Mappings(MappingError),
+    /// A mapping needs the JSON module, and the server has none.
+    Stores(NoJsonModule),
+    /// The state is installed already.
+    Install(runtime::InstallError),
+    /// A thread cannot be started.
+    Thread(threads::SpawnError),
+    /// A Kafka source cannot start.
+    Kafka(kafka::error::StartError),
+    /// The server refuses a hook the module needs.
+    Hook(HookError),
+    /// A bug: the load panicked.
+    Bug(Panic),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Args(e) => e.fmt(f),
+            LoadError::NoMappingsPath => f.write_str("pgsync.mappings is not set (path of the JSON mapping file)"),
+            LoadError::NoPostgresUrl => f.write_str("pgsync.postgres-url is not set"),
+            LoadError::Postgres(e) => e.fmt(f),
+            LoadError::Mappings(e) => e.fmt(f),
+            LoadError::Stores(e) => e.fmt(f),
+            LoadError::Install(e) => e.fmt(f),
+            LoadError::Thread(e) => e.fmt(f),
+            LoadError::Kafka(e) => e.fmt(f),
+            LoadError::Hook(e) => e.fmt(f),
+            LoadError::Bug(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            LoadError::Args(e) => Some(e),
+            LoadError::NoMappingsPath | LoadError::NoPostgresUrl => None,
+            LoadError::Postgres(e) => Some(e),
+            LoadError::Mappings(e) => Some(e),
+            LoadError::Stores(e) => Some(e),
+            LoadError::Install(e) => Some(e),
+            LoadError::Thread(e) => Some(e),
+            LoadError::Kafka(e) => Some(e),
+            LoadError::Hook(e) => Some(e),
+            LoadError::Bug(e) => Some(e),
+        }
+    }
+}
+
+/// Each step's error becomes its kind, so `start` reads as its steps with `?`.
+macro_rules! load_error_from {
+    ($($kind:ident($error:ty)),* $(,)?) => {
+        $(impl From<$error> for LoadError {
+            fn from(e: $error) -> LoadError {
+                LoadError::$kind(e)
+            }
+        })*
+    };
+}
+
+load_error_from!(
+    Args(config::ArgError),
+    Postgres(pg::connect_error::SettingsError),
+    Mappings(MappingError),
+    Stores(NoJsonModule),
+    Install(runtime::InstallError),
+    Thread(threads::SpawnError),
+    Kafka(kafka::error::StartError),
+    Hook(HookError),
+    Bug(Panic),
+);
+
 /// Loads the module: reads the configs and the mapping file, builds the state and
 /// starts the threads. Postgres need not be reachable.
-pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
+pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), LoadError> {
     let args: Vec<String> = args.iter().map(|a| a.to_string_lossy()).collect();
     config::check_module_args(&args)?;
     let path = config::string(&config::MAPPINGS_PATH);
     if path.is_empty() {
-        return Err("pgsync.mappings is not set (path of the JSON mapping file)".into());
+        return Err(LoadError::NoMappingsPath);
     }
     let url = crate::postgres_url::postgres_url(&args);
     if url.is_empty() {
-        return Err("pgsync.postgres-url is not set".into());
+        return Err(LoadError::NoPostgresUrl);
     }
-    let password =
-        pg::connect::password_override(&config::string(&config::PASSWORD_FILE)).map_err(|e| e.to_string())?;
-    let settings = pg::connect::settings(&url, password.as_deref()).map_err(|e| e.to_string())?;
+    let password = pg::connect::password_override(&config::string(&config::PASSWORD_FILE))?;
+    let settings = pg::connect::settings(&url, password.as_deref())?;
     let mappings = Mappings::load(&path)?;
-    crate::sources::documents::check_stores(ctx, &mappings).map_err(|e| e.to_string())?;
+    crate::sources::documents::check_stores(ctx, &mappings)?;
     let replica = ctx.get_flags().contains(ContextFlags::SLAVE);
     cluster::detect(ctx);
     if cluster::enabled() {
@@ -84,7 +171,7 @@ pub fn start(ctx: &Context, args: &[RedisString]) -> Result<(), String> {
         read_through::probe::init(ctx);
         spawn("pgsync-loader", move || loader::run(rt, rx))?;
     }
-    kafka::start(rt, spawn).map_err(|e| e.to_string())?;
+    kafka::start(rt, spawn)?;
     ensure_workers();
     filter::register(ctx)?;
     eviction::watch(ctx)?;
@@ -103,7 +190,7 @@ pub fn ensure_workers() {
             let name = format!("pgsync-worker-{slot}");
             match spawn(&name, move || worker::run(rt, || keep_worker(rt, slot))) {
                 Ok(()) => slots[slot] = true,
-                Err(e) => warn(&e),
+                Err(e) => warn(&e.to_string()),
             }
         }
     }
@@ -136,7 +223,7 @@ pub fn on_cron(ctx: &Context) {
         let empty = matches!(ctx.call("DBSIZE", &[] as &[&str]), Ok(redis_module::RedisValue::Integer(0)));
         if empty {
             if let Err(e) = spawn("pgsync-reload", move || reload::on_start(rt)) {
-                warn(&e);
+                warn(&e.to_string());
             }
         }
     }

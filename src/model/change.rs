@@ -28,25 +28,45 @@ pub struct OpTag {
     pub uuid: Option<String>,
 }
 
+/// Why a `#` value cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpError {
+    /// The value is empty.
+    Empty,
+    /// An unknown operation (the value, shown lossily).
+    Unknown(String),
+    /// The uuid after the operation holds other characters.
+    BadUuid,
+}
+
+impl std::fmt::Display for OpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpError::Empty => f.write_str("the # field is empty; expected one of = + - ~"),
+            OpError::Unknown(value) => write!(f, "unknown # operation \"{value}\"; expected one of = + - ~"),
+            OpError::BadUuid => f.write_str("the uuid after the # operation may hold only letters, digits, - and _"),
+        }
+    }
+}
+
+impl std::error::Error for OpError {}
+
 /// Decodes a `#` value such as `=`, `~` or `=6ce0...`.
-pub fn decode_op(value: &[u8]) -> Result<OpTag, String> {
-    let (sign, rest) =
-        value.split_first().ok_or_else(|| "the # field is empty; expected one of = + - ~".to_string())?;
+pub fn decode_op(value: &[u8]) -> Result<OpTag, OpError> {
+    let (sign, rest) = value.split_first().ok_or(OpError::Empty)?;
     let op = match sign {
         b'=' => SyncOp::Replicate,
         b'+' => SyncOp::RedisOnlyUpsert,
         b'-' => SyncOp::RedisOnlyDelete,
         b'~' => SyncOp::Delete,
-        _ => {
-            return Err(format!("unknown # operation \"{}\"; expected one of = + - ~", String::from_utf8_lossy(value)))
-        }
+        _ => return Err(OpError::Unknown(String::from_utf8_lossy(value).into_owned())),
     };
     let uuid = match rest {
         [] => None,
         id if id.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_') => {
             Some(String::from_utf8_lossy(id).into_owned())
         }
-        _ => return Err("the uuid after the # operation may hold only letters, digits, - and _".into()),
+        _ => return Err(OpError::BadUuid),
     };
     Ok(OpTag { op, uuid })
 }
@@ -308,6 +328,14 @@ mod tests {
         assert!(c.fields.is_empty());
         c.absorb(with("c", FieldChange::Set(b"3".to_vec())));
         assert_eq!((c.op, c.fields.len()), (RowOp::Replace, 1));
+    }
+
+    #[test]
+    fn bad_op_tags_read_as_before_they_were_kinds() {
+        let why = |value: &[u8]| decode_op(value).unwrap_err().to_string();
+        assert_eq!(why(b""), "the # field is empty; expected one of = + - ~");
+        assert_eq!(why(b"*x"), "unknown # operation \"*x\"; expected one of = + - ~");
+        assert_eq!(why(b"=a b"), "the uuid after the # operation may hold only letters, digits, - and _");
     }
 
     #[test]

@@ -97,11 +97,43 @@ pub enum Place {
     Below(String),
 }
 
+/// Why capture cannot give a JSON write a meaning for columns (the write is
+/// refused with this text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonRefused {
+    /// The path is not UTF-8.
+    PathNotUtf8,
+    /// The path does not name one top-level member (the path).
+    NotOneMember(String),
+    /// A write at the root whose value is no object (the command).
+    RootNotObject(&'static str),
+    /// A command that changes a member in place, given the root (the command).
+    RootNotMember(&'static str),
+}
+
+impl std::fmt::Display for JsonRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonRefused::PathNotUtf8 => f.write_str("the path is not UTF-8"),
+            JsonRefused::NotOneMember(path) => write!(
+                f,
+                "path {path} does not name one top-level member (a column); use $ for the row, $.member or $[\"member\"]"
+            ),
+            JsonRefused::RootNotObject(command) => {
+                write!(f, "a JSON row is an object: {command} at the root takes an object")
+            }
+            JsonRefused::RootNotMember(command) => write!(f, "{command} needs a member's path, not the root"),
+        }
+    }
+}
+
+impl std::error::Error for JsonRefused {}
+
 /// Reads a JSONPath (RedisJSON's `$` syntax or its legacy `.` syntax) down to
 /// its first member; `Err` for a path that does not start with one member
 /// (`$..name`, `$.*`, `$[0]`): it could touch any column.
-pub fn place(path: &[u8]) -> Result<Place, String> {
-    let text = std::str::from_utf8(path).map_err(|_| "the path is not UTF-8".to_string())?;
+pub fn place(path: &[u8]) -> Result<Place, JsonRefused> {
+    let text = std::str::from_utf8(path).map_err(|_| JsonRefused::PathNotUtf8)?;
     let rest = match text {
         "$" | "." => return Ok(Place::Root),
         _ if text.starts_with("$.") || text.starts_with("$[") => &text[1..],
@@ -117,12 +149,12 @@ pub fn place(path: &[u8]) -> Result<Place, String> {
     }
 }
 
-fn unsupported(path: &str) -> String {
-    format!("path {path} does not name one top-level member (a column); use $ for the row, $.member or $[\"member\"]")
+fn unsupported(path: &str) -> JsonRefused {
+    JsonRefused::NotOneMember(path.to_string())
 }
 
 /// A dotted member name at the start of `after` (the path's own text is `path`).
-fn member_then(path: &str, after: &str) -> Result<Place, String> {
+fn member_then(path: &str, after: &str) -> Result<Place, JsonRefused> {
     let end = after.find(['.', '[']).unwrap_or(after.len());
     let name = &after[..end];
     if name.is_empty() || name == "*" {
@@ -132,7 +164,7 @@ fn member_then(path: &str, after: &str) -> Result<Place, String> {
 }
 
 /// A bracketed, quoted member name at the start of `rest` (`["name"]`, `['name']`).
-fn bracketed(path: &str, rest: &str) -> Result<Place, String> {
+fn bracketed(path: &str, rest: &str) -> Result<Place, JsonRefused> {
     let inner = rest.strip_prefix('[').ok_or_else(|| unsupported(path))?;
     let quote = inner.chars().next().filter(|q| *q == '"' || *q == '\'').ok_or_else(|| unsupported(path))?;
     let mut name = String::new();
@@ -206,7 +238,7 @@ impl JsonEffect {
 /// Reads the effect of a JSON write from its arguments after the key. `Err`
 /// says why capture cannot give it a meaning for columns (the write is refused);
 /// `Ok(None)` is a malformed call, which RedisJSON refuses with its own error.
-pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>, String> {
+pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>, JsonRefused> {
     match (command, args) {
         (JsonCommand::Set | JsonCommand::MSet, [path, value, flags @ ..]) if flags.len() <= 1 => {
             let Some(value) = std::str::from_utf8(value).ok().filter(|v| serde_json::from_str::<&RawValue>(v).is_ok())
@@ -218,7 +250,7 @@ pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>,
                     Some(members) => {
                         JsonEffect::Document(members.into_iter().map(|(n, v)| (n, not_null(&v))).collect())
                     }
-                    None => return Err("a JSON row is an object: JSON.SET at the root takes an object".into()),
+                    None => return Err(JsonRefused::RootNotObject("JSON.SET")),
                 },
                 Place::Member(name) => JsonEffect::Members(vec![(name, not_null(value))]),
                 Place::Below(name) => JsonEffect::Below(name),
@@ -238,22 +270,22 @@ pub fn parse(command: JsonCommand, args: &[&[u8]]) -> Result<Option<JsonEffect>,
             Ok(Some(match place(path)? {
                 Place::Root => match json_row::object_members(value) {
                     Some(patch) => merged(patch),
-                    None => return Err("a JSON row is an object: JSON.MERGE at the root takes an object".into()),
+                    None => return Err(JsonRefused::RootNotObject("JSON.MERGE")),
                 },
                 Place::Member(name) => merged(vec![(name, value.trim().to_string())]),
                 Place::Below(name) => JsonEffect::Below(name),
             }))
         }
         (JsonCommand::InPlace(name), [path, ..]) => match place(path)? {
-            Place::Root => Err(format!("{name} needs a member's path, not the root")),
+            Place::Root => Err(JsonRefused::RootNotMember(name)),
             Place::Member(member) => Ok(Some(JsonEffect::Reread(member))),
             Place::Below(member) => Ok(Some(JsonEffect::Below(member))),
         },
-        (JsonCommand::InPlace(name), []) => Err(format!("{name} needs a member's path, not the root")),
+        (JsonCommand::InPlace(name), []) => Err(JsonRefused::RootNotMember(name)),
         (JsonCommand::NumIncrBy, [path, number]) => {
             let Some(delta) = json_delta(number) else { return Ok(None) };
             match place(path)? {
-                Place::Root => Err("JSON.NUMINCRBY needs a member's path, not the root".into()),
+                Place::Root => Err(JsonRefused::RootNotMember("JSON.NUMINCRBY")),
                 Place::Member(member) => Ok(Some(JsonEffect::Incr { member, delta })),
                 Place::Below(name) => Ok(Some(JsonEffect::Below(name))),
             }
@@ -413,7 +445,7 @@ mod tests {
         assert_eq!(set(&["$.score", "5", "XX"]), Ok(Some(members(&[("score", Some("5"))]))));
         assert_eq!(set(&["$.email", "null"]), Ok(Some(members(&[("email", None)]))));
         assert_eq!(set(&["$.address.city", "\"Bergen\""]), Ok(Some(JsonEffect::Below("address".into()))));
-        assert!(set(&["$", "[1, 2]"]).unwrap_err().contains("takes an object"));
+        assert!(set(&["$", "[1, 2]"]).unwrap_err().to_string().contains("takes an object"));
         assert_eq!(set(&["$.score", "not json"]), Ok(None), "RedisJSON refuses it itself");
         assert_eq!(set(&["$.score"]), Ok(None));
         let del = |a: &[&str]| parse(JsonCommand::Del, &args(a));
@@ -436,8 +468,8 @@ mod tests {
         let toggle = |a: &[&str]| parse(JsonCommand::InPlace("JSON.TOGGLE"), &args(a));
         assert_eq!(toggle(&["$.vip"]), Ok(Some(JsonEffect::Reread("vip".into()))));
         assert_eq!(toggle(&["$.profile.active"]), Ok(Some(JsonEffect::Below("profile".into()))));
-        assert!(toggle(&["$"]).unwrap_err().contains("needs a member's path"));
-        assert!(toggle(&[]).unwrap_err().contains("needs a member's path"));
+        assert!(toggle(&["$"]).unwrap_err().to_string().contains("needs a member's path"));
+        assert!(toggle(&[]).unwrap_err().to_string().contains("needs a member's path"));
         let mset = parse(JsonCommand::MSet, &args(&["$.score", "1"]));
         assert_eq!(mset, Ok(Some(members(&[("score", Some("1"))]))));
         let merge = |a: &[&str]| parse(JsonCommand::Merge, &args(a));
@@ -457,7 +489,7 @@ mod tests {
             Ok(Some(JsonEffect::Merged { members: pairs(&[("score", Some("7"))]), reread: vec![] }))
         );
         assert_eq!(merge(&["$.profile.city", "\"Bergen\""]), Ok(Some(JsonEffect::Below("profile".into()))));
-        assert!(merge(&["$", "3"]).unwrap_err().contains("takes an object"));
+        assert!(merge(&["$", "3"]).unwrap_err().to_string().contains("takes an object"));
     }
 
     #[test]

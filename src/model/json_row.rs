@@ -164,13 +164,26 @@ pub fn same(a: &str, b: &str) -> bool {
     }
 }
 
+/// What Redis holds at a document's key is no JSON object, so no member can be
+/// merged into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoObject;
+
+impl std::fmt::Display for NoObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("it holds no JSON object")
+    }
+}
+
+impl std::error::Error for NoObject {}
+
 /// The document to write for a row whose mapped members are `fields` (member
 /// name, its JSON text or `None` for NULL), given the document Redis holds
 /// (`None`: no key). `Ok(None)` when the document already holds the row as
 /// Postgres has it; `Err` when what Redis holds is no JSON object.
-pub fn merge(held: Option<&str>, fields: &[(String, Option<String>)]) -> Result<Option<String>, String> {
+pub fn merge(held: Option<&str>, fields: &[(String, Option<String>)]) -> Result<Option<String>, NoObject> {
     let mut members = match held {
-        Some(text) => object_members(text).ok_or("it holds no JSON object")?,
+        Some(text) => object_members(text).ok_or(NoObject)?,
         None => Vec::new(),
     };
     let mut changed = held.is_none();

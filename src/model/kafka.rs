@@ -3,8 +3,9 @@
 //! where each partition's consumed offset is kept in Redis. Pure: the consumer
 //! thread (`sources/kafka/`) does the I/O.
 
-use crate::model::row_id::check_id;
+use crate::model::row_id::{check_id, IdError};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// The `"kafka"` object of a mapping.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -96,39 +97,92 @@ pub enum SaslMechanism {
     ScramSha512,
 }
 
+/// A `"kafka"` option a mapping cannot have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOptionError {
+    /// The mapping, as the mapping file's errors name it.
+    pub who: String,
+    /// Which option, and how.
+    pub option: KafkaOption,
+}
+
+/// The option a [`KafkaOptionError`] is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaOption {
+    /// `"brokers"` lists none.
+    NoBrokers,
+    /// A broker without a port (the broker).
+    BrokerNotHostPort(String),
+    /// `"topic"` is no Kafka topic name (the topic).
+    Topic(String),
+    /// `"group"` is empty or holds braces or `:`.
+    Group,
+    /// `"id_field"` is empty.
+    IdField,
+    /// Only one of `"cert_file"` and `"key_file"`.
+    HalfClientCertificate,
+    /// `"partitions"` is empty, negative or repeats.
+    Partitions,
+}
+
+impl fmt::Display for KafkaOptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let who = &self.who;
+        match &self.option {
+            KafkaOption::NoBrokers => write!(f, "{who}: kafka \"brokers\" needs at least one host:port"),
+            KafkaOption::BrokerNotHostPort(bad) => write!(f, "{who}: kafka broker \"{bad}\" must be host:port"),
+            KafkaOption::Topic(topic) => write!(
+                f,
+                "{who}: kafka \"topic\" \"{topic}\" is not a Kafka topic name (letters, digits, '.', '_', '-')"
+            ),
+            KafkaOption::Group => write!(
+                f,
+                "{who}: kafka \"group\" must be a non-empty name without braces or ':' (it is part of the offset keys)"
+            ),
+            KafkaOption::IdField => {
+                write!(f, "{who}: kafka \"id_field\" must not be empty (leave it out to use the record key)")
+            }
+            KafkaOption::HalfClientCertificate => {
+                write!(f, "{who}: kafka tls \"cert_file\" and \"key_file\" go together")
+            }
+            KafkaOption::Partitions => {
+                write!(f, "{who}: kafka \"partitions\" must list distinct partition numbers (0 and up)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for KafkaOptionError {}
+
 impl KafkaSource {
     /// Checks the options; `who` names the mapping in the message.
-    pub fn validate(&self, who: &str) -> Result<(), String> {
+    pub fn validate(&self, who: &str) -> Result<(), KafkaOptionError> {
+        let refuse = |option| Err(KafkaOptionError { who: who.to_string(), option });
         if self.broker_list().is_empty() {
-            return Err(format!("{who}: kafka \"brokers\" needs at least one host:port"));
+            return refuse(KafkaOption::NoBrokers);
         }
         if let Some(bad) = self.broker_list().into_iter().find(|b| !b.contains(':')) {
-            return Err(format!("{who}: kafka broker \"{bad}\" must be host:port"));
+            return refuse(KafkaOption::BrokerNotHostPort(bad));
         }
         let topic_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if self.topic.is_empty() || self.topic.len() > 249 || !self.topic.chars().all(topic_char) {
-            return Err(format!(
-                "{who}: kafka \"topic\" \"{}\" is not a Kafka topic name (letters, digits, '.', '_', '-')",
-                self.topic
-            ));
+            return refuse(KafkaOption::Topic(self.topic.clone()));
         }
         if self.group.trim().is_empty() || self.group.contains(['{', '}', ':']) {
-            return Err(format!(
-                "{who}: kafka \"group\" must be a non-empty name without braces or ':' (it is part of the offset keys)"
-            ));
+            return refuse(KafkaOption::Group);
         }
         if self.id_field.as_deref().is_some_and(str::is_empty) {
-            return Err(format!("{who}: kafka \"id_field\" must not be empty (leave it out to use the record key)"));
+            return refuse(KafkaOption::IdField);
         }
         if let Some(tls) = &self.tls {
             if tls.cert_file.is_some() != tls.key_file.is_some() {
-                return Err(format!("{who}: kafka tls \"cert_file\" and \"key_file\" go together"));
+                return refuse(KafkaOption::HalfClientCertificate);
             }
         }
         if let Some(partitions) = &self.partitions {
             let mut seen = std::collections::BTreeSet::new();
             if partitions.is_empty() || partitions.iter().any(|p| *p < 0 || !seen.insert(*p)) {
-                return Err(format!("{who}: kafka \"partitions\" must list distinct partition numbers (0 and up)"));
+                return refuse(KafkaOption::Partitions);
             }
         }
         Ok(())
@@ -190,30 +244,72 @@ impl Decoded {
     }
 }
 
+/// Why a record cannot be read as a row (it is dead-lettered with this text).
+#[derive(Debug)]
+pub enum DecodeError {
+    /// The id comes from the record key, and there is none.
+    NoKey,
+    /// The record key cannot be a row's id.
+    Key(IdError),
+    /// The value does not parse.
+    NotJson(serde_json::Error),
+    /// The value is JSON but not an object.
+    NotObject,
+    /// The id field is missing or null (its name).
+    NoIdField(String),
+    /// The id field holds neither a string nor a number (its name).
+    IdNotScalar(String),
+    /// The id field's value cannot be a row's id.
+    Id(IdError),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::NoKey => f.write_str("the record has no key to take the id from"),
+            DecodeError::Key(e) => write!(f, "record key: {e}"),
+            DecodeError::NotJson(e) => write!(f, "the record is not valid JSON: {e}"),
+            DecodeError::NotObject => f.write_str("the record is not a JSON object"),
+            DecodeError::NoIdField(name) => write!(f, "the record has no id field \"{name}\""),
+            DecodeError::IdNotScalar(name) => write!(f, "the id field \"{name}\" is neither a string nor a number"),
+            DecodeError::Id(e) => write!(f, "id: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DecodeError::Key(e) | DecodeError::Id(e) => Some(e),
+            DecodeError::NotJson(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// Reads one record. `Err` says why it cannot be applied (it is dead-lettered).
-pub fn decode(source: &KafkaSource, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, String> {
-    let record_key_id = || -> Result<String, String> {
-        let key = key.ok_or("the record has no key to take the id from")?;
-        check_id(key).map(String::from).map_err(|e| format!("record key: {e}"))
+pub fn decode(source: &KafkaSource, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
+    let record_key_id = || -> Result<String, DecodeError> {
+        let key = key.ok_or(DecodeError::NoKey)?;
+        check_id(key).map(String::from).map_err(DecodeError::Key)
     };
     let Some(value) = value else {
         return Ok(Decoded::Delete { id: record_key_id()? });
     };
-    let json: serde_json::Value =
-        serde_json::from_slice(value).map_err(|e| format!("the record is not valid JSON: {e}"))?;
+    let json: serde_json::Value = serde_json::from_slice(value).map_err(DecodeError::NotJson)?;
     let serde_json::Value::Object(object) = json else {
-        return Err("the record is not a JSON object".into());
+        return Err(DecodeError::NotObject);
     };
     let id = match &source.id_field {
         None => record_key_id()?,
         Some(name) => match object.get(name) {
-            None | Some(serde_json::Value::Null) => return Err(format!("the record has no id field \"{name}\"")),
+            None | Some(serde_json::Value::Null) => return Err(DecodeError::NoIdField(name.clone())),
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Number(n)) => n.to_string(),
-            Some(_) => return Err(format!("the id field \"{name}\" is neither a string nor a number")),
+            Some(_) => return Err(DecodeError::IdNotScalar(name.clone())),
         },
     };
-    let id = check_id(id.as_bytes()).map_err(|e| format!("id: {e}"))?.to_string();
+    let id = check_id(id.as_bytes()).map_err(DecodeError::Id)?.to_string();
     let fields = object
         .into_iter()
         .filter(|(name, _)| Some(name) != source.id_field.as_ref())
@@ -290,18 +386,19 @@ mod tests {
         let decoded = decode(&source(None), Some(b"7"), Some(br#"{"a": "b"}"#)).unwrap();
         assert_eq!(decoded.id(), "7");
         assert_eq!(decode(&source(Some("id")), Some(b"9"), None).unwrap(), Decoded::Delete { id: "9".into() });
-        assert!(decode(&source(None), None, None).unwrap_err().contains("no key"));
+        assert!(matches!(decode(&source(None), None, None), Err(DecodeError::NoKey)));
     }
 
     #[test]
     fn bad_records_say_why() {
         let s = source(Some("id"));
-        assert!(decode(&s, None, Some(b"{not json")).unwrap_err().contains("not valid JSON"));
-        assert!(decode(&s, None, Some(b"[1]")).unwrap_err().contains("not a JSON object"));
-        assert!(decode(&s, None, Some(br#"{"name": "x"}"#)).unwrap_err().contains("no id field"));
-        assert!(decode(&s, None, Some(br#"{"id": {"a": 1}}"#)).unwrap_err().contains("neither"));
-        assert!(decode(&s, None, Some(br#"{"id": "a{b"}"#)).unwrap_err().contains("brace"));
-        assert!(decode(&s, None, Some(br#"{"id": ""}"#)).unwrap_err().contains("no id"));
+        let why = |value: &[u8]| decode(&s, None, Some(value)).unwrap_err().to_string();
+        assert!(why(b"{not json").contains("not valid JSON"));
+        assert!(why(b"[1]").contains("not a JSON object"));
+        assert!(why(br#"{"name": "x"}"#).contains("no id field"));
+        assert!(why(br#"{"id": {"a": 1}}"#).contains("neither"));
+        assert!(why(br#"{"id": "a{b"}"#).contains("brace"));
+        assert!(why(br#"{"id": ""}"#).contains("no id"));
     }
 
     #[test]
@@ -310,7 +407,7 @@ mod tests {
         let bad = |f: &dyn Fn(&mut KafkaSource)| {
             let mut s = source(None);
             f(&mut s);
-            s.validate("m").unwrap_err()
+            s.validate("m").unwrap_err().to_string()
         };
         assert!(bad(&|s| s.brokers = " , ".into()).contains("brokers"));
         assert!(bad(&|s| s.brokers = "localhost".into()).contains("host:port"));

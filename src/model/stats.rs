@@ -40,16 +40,24 @@ pub struct MappingStats {
     pub reload_rows_read: AtomicU64,
     /// How long the loader's queries took.
     pub read_latency: crate::model::latency::Latency,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<LastError>>,
     schema_error: Mutex<Option<String>>,
     listener: Mutex<Option<String>>,
 }
 
-fn read(slot: &Mutex<Option<String>>) -> Option<String> {
+/// A mapping's latest error, with the row it was about when a row was
+/// rejected: that row landing later clears it, decided on the id, not the text.
+#[derive(Clone)]
+struct LastError {
+    text: String,
+    row: Option<String>,
+}
+
+fn read<T: Clone>(slot: &Mutex<Option<T>>) -> Option<T> {
     slot.lock().map(|s| s.clone()).unwrap_or_else(|p| p.into_inner().clone())
 }
 
-fn write(slot: &Mutex<Option<String>>, value: Option<String>) {
+fn write<T>(slot: &Mutex<Option<T>>, value: Option<T>) {
     match slot.lock() {
         Ok(mut s) => *s = value,
         Err(p) => *p.into_inner() = value,
@@ -69,21 +77,26 @@ impl MappingStats {
 
     /// Remembers the latest error of this mapping.
     pub fn set_last_error(&self, message: &str) {
-        write(&self.last_error, Some(message.to_string()));
+        write(&self.last_error, Some(LastError { text: message.to_string(), row: None }));
     }
 
-    /// Forgets the latest error if it begins with `prefix` (it was about a row
-    /// that has landed since).
-    pub fn clear_last_error_if(&self, prefix: &str) {
+    /// Remembers the rejection of row `id` as the latest error.
+    pub fn set_row_rejected(&self, id: &str, message: &str) {
+        write(&self.last_error, Some(LastError { text: message.to_string(), row: Some(id.to_string()) }));
+    }
+
+    /// Forgets the latest error if it is row `id`'s rejection (the row has
+    /// landed since).
+    pub fn clear_row_rejected(&self, id: &str) {
         let mut slot = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_deref().is_some_and(|e| e.starts_with(prefix)) {
+        if slot.as_ref().is_some_and(|e| e.row.as_deref() == Some(id)) {
             *slot = None;
         }
     }
 
     /// The latest error of this mapping, if any.
     pub fn last_error(&self) -> Option<String> {
-        read(&self.last_error)
+        read(&self.last_error).map(|e| e.text)
     }
 
     /// Records the outcome of the latest schema check (`None` = schema is fine).
@@ -172,4 +185,22 @@ pub enum Figure {
     Int(i64),
     /// A word or message.
     Text(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_landed_row_clears_only_its_own_rejection() {
+        let stats = MappingStats::default();
+        stats.set_row_rejected("7", "users: row 7 rejected: boom");
+        stats.clear_row_rejected("70");
+        assert_eq!(stats.last_error().as_deref(), Some("users: row 7 rejected: boom"), "another row, same prefix");
+        stats.clear_row_rejected("7");
+        assert_eq!(stats.last_error(), None);
+        stats.set_last_error("users: row 7 rejected: looks alike, but is no rejection");
+        stats.clear_row_rejected("7");
+        assert!(stats.last_error().is_some(), "decided on the row, not the text");
+    }
 }

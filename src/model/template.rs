@@ -12,6 +12,29 @@ pub enum Part {
     Name(String),
 }
 
+/// Why a template cannot be read (the template's text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateError {
+    /// A `}` that closes nothing.
+    UnopenedBrace(String),
+    /// A `{` never closed.
+    UnclosedBrace(String),
+    /// `{}` or `{a{b}`.
+    BadPlaceholder(String),
+}
+
+impl std::fmt::Display for TemplateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TemplateError::UnopenedBrace(text) => write!(f, "template \"{text}\" has a \"}}\" without its \"{{\""),
+            TemplateError::UnclosedBrace(text) => write!(f, "template \"{text}\" has a \"{{\" without its \"}}\""),
+            TemplateError::BadPlaceholder(text) => write!(f, "template \"{text}\" has an empty or nested placeholder"),
+        }
+    }
+}
+
+impl std::error::Error for TemplateError {}
+
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
@@ -21,7 +44,7 @@ pub struct Template {
 impl Template {
     /// Parses `text`. Braces only open and close placeholders: an unmatched or
     /// nested brace, or an empty name, is an error naming the template.
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while !rest.is_empty() {
@@ -32,15 +55,14 @@ impl Template {
             rest = &rest[open..];
             let Some(inner) = rest.strip_prefix('{') else {
                 if rest.starts_with('}') {
-                    return Err(format!("template \"{text}\" has a \"}}\" without its \"{{\""));
+                    return Err(TemplateError::UnopenedBrace(text.to_string()));
                 }
                 break;
             };
-            let close =
-                inner.find('}').ok_or_else(|| format!("template \"{text}\" has a \"{{\" without its \"}}\""))?;
+            let close = inner.find('}').ok_or_else(|| TemplateError::UnclosedBrace(text.to_string()))?;
             let name = &inner[..close];
             if name.is_empty() || name.contains('{') {
-                return Err(format!("template \"{text}\" has an empty or nested placeholder"));
+                return Err(TemplateError::BadPlaceholder(text.to_string()));
             }
             parts.push(Part::Name(name.to_string()));
             rest = &inner[close + 1..];
@@ -79,6 +101,14 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_templates_read_as_before_they_were_kinds() {
+        let why = |text: &str| Template::parse(text).unwrap_err().to_string();
+        assert_eq!(why("a}"), "template \"a}\" has a \"}\" without its \"{\"");
+        assert_eq!(why("a{b"), "template \"a{b\" has a \"{\" without its \"}\"");
+        assert_eq!(why("a{}"), "template \"a{}\" has an empty or nested placeholder");
+    }
 
     #[test]
     fn placeholders_and_literals_alternate() {

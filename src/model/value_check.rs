@@ -18,16 +18,53 @@ pub struct ColumnType<'a> {
     pub labels: Option<&'a [String]>,
 }
 
+/// Why Postgres would refuse a value for a column; the text follows the field
+/// and column in the refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadValue {
+    /// Not one of the enum's labels.
+    NotALabel {
+        /// The enum type.
+        sql_type: String,
+        /// Its labels.
+        labels: Vec<String>,
+    },
+    /// Not an integer at all (the integer type).
+    NotAnInteger(&'static str),
+    /// An integer outside the type's range (the type).
+    OutOfRange(&'static str),
+    /// Not a value of the type (the type).
+    Invalid(String),
+    /// More characters than `varchar(n)`/`char(n)` holds (`n`).
+    TooLong(usize),
+}
+
+impl std::fmt::Display for BadValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadValue::NotALabel { sql_type, labels } => {
+                write!(f, "not a label of enum {sql_type} ({})", labels.join(", "))
+            }
+            BadValue::NotAnInteger(name) => write!(f, "not an integer ({name})"),
+            BadValue::OutOfRange(name) => write!(f, "out of range for {name}"),
+            BadValue::Invalid(sql_type) => write!(f, "not a valid {sql_type}"),
+            BadValue::TooLong(max) => write!(f, "longer than {max} characters"),
+        }
+    }
+}
+
+impl std::error::Error for BadValue {}
+
 /// Why Postgres would refuse `value` for a column of this type, or `Ok` when it
 /// may accept it. Types without a check here (text, domains, arrays, ...) pass.
-pub fn check(column: &ColumnType, value: &[u8]) -> Result<(), String> {
+pub fn check(column: &ColumnType, value: &[u8]) -> Result<(), BadValue> {
     // Postgres refuses bytes that are not text in the database's encoding; that
     // is the writer's concern (it names the field), not a type's.
     let Ok(text) = std::str::from_utf8(value) else { return Ok(()) };
     if let Some(labels) = column.labels {
         return match labels.iter().any(|l| l == text) {
             true => Ok(()),
-            false => Err(format!("not a label of enum {} ({})", column.sql_type, labels.join(", "))),
+            false => Err(BadValue::NotALabel { sql_type: column.sql_type.to_string(), labels: labels.to_vec() }),
         };
     }
     let ok = match column.sql_type {
@@ -45,7 +82,7 @@ pub fn check(column: &ColumnType, value: &[u8]) -> Result<(), String> {
     };
     match ok {
         true => Ok(()),
-        false => Err(format!("not a valid {}", column.sql_type)),
+        false => Err(BadValue::Invalid(column.sql_type.to_string())),
     }
 }
 
@@ -70,7 +107,7 @@ fn digits(text: &str, radix: u32) -> Option<Option<i128>> {
 
 /// An integer as `int2in`/`int4in`/`int8in` read it: sign, decimal or
 /// `0x`/`0o`/`0b` digits, underscores between digits, surrounding spaces.
-fn integer(text: &str, min: i128, max: i128, name: &str) -> Result<(), String> {
+fn integer(text: &str, min: i128, max: i128, name: &'static str) -> Result<(), BadValue> {
     let text = trim(text);
     let (negative, unsigned) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
@@ -84,11 +121,11 @@ fn integer(text: &str, min: i128, max: i128, name: &str) -> Result<(), String> {
         Some("0b") => (2, &unsigned[2..]),
         _ => (10, unsigned),
     };
-    let magnitude = digits(body, radix).ok_or_else(|| format!("not an integer ({name})"))?;
+    let magnitude = digits(body, radix).ok_or(BadValue::NotAnInteger(name))?;
     let value = magnitude.map(|m| if negative { -m } else { m });
     match value {
         Some(v) if (min..=max).contains(&v) => Ok(()),
-        _ => Err(format!("out of range for {name}")),
+        _ => Err(BadValue::OutOfRange(name)),
     }
 }
 
@@ -378,10 +415,10 @@ impl Json<'_> {
 
 /// `varchar(n)`/`char(n)`: at most `n` characters, or more when the excess is
 /// only spaces (Postgres cuts those off).
-fn chars(text: &str, max: Option<usize>) -> Result<(), String> {
+fn chars(text: &str, max: Option<usize>) -> Result<(), BadValue> {
     let Some(max) = max else { return Ok(()) };
     match text.char_indices().nth(max) {
-        Some((at, _)) if text[at..].bytes().any(|b| b != b' ') => Err(format!("longer than {max} characters")),
+        Some((at, _)) if text[at..].bytes().any(|b| b != b' ') => Err(BadValue::TooLong(max)),
         _ => Ok(()),
     }
 }

@@ -7,7 +7,7 @@ use super::sql;
 use crate::model::json_row::MemberKind;
 use crate::model::key_text::KeyType;
 use crate::model::mapping::{Mapping, ValueType};
-use crate::model::row_id::{check_id, KeyShape};
+use crate::model::row_id::{check_id, IdError, KeyShape};
 use postgres::types::{ToSql, Type};
 use postgres::{Client, Row, Transaction};
 
@@ -24,15 +24,19 @@ pub struct PgRow {
 
 /// Why an id names no row the way a write to its key must (the key rules' reason).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRefused(pub String);
+pub struct KeyRefused(pub IdError);
 
 impl std::fmt::Display for KeyRefused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        self.0.fmt(f)
     }
 }
 
-impl std::error::Error for KeyRefused {}
+impl std::error::Error for KeyRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
 
 /// How a mapping's rows are read.
 pub struct RowShape {
@@ -140,7 +144,7 @@ impl RowShape {
             for row in &rows {
                 match self.convert(row)? {
                     Ok(row) => good.push(row),
-                    Err(KeyRefused(why)) => refused.add(why),
+                    Err(KeyRefused(why)) => refused.add(why.to_string()),
                 }
             }
             each(good)

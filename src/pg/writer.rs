@@ -9,6 +9,7 @@ use super::schema::TableSchema;
 use super::sql::{self, TypedColumn, WrittenColumn};
 use crate::model::change::{Change, FieldChange, RowOp};
 use crate::model::mapping::Mapping;
+use crate::model::row_id::IdError;
 use postgres::types::ToSql;
 use postgres::GenericClient;
 use std::collections::{BTreeMap, HashMap};
@@ -52,7 +53,7 @@ const NUMERIC_TYPES: &[&str] = &["smallint", "integer", "bigint", "numeric", "re
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrepareError {
     /// The id is not the key columns' canonical text (the key rules' reason).
-    Key(String),
+    Key(IdError),
     /// A field's value is not UTF-8.
     NotUtf8 {
         /// The field.
@@ -81,7 +82,7 @@ pub enum PrepareError {
 impl std::fmt::Display for PrepareError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PrepareError::Key(why) => f.write_str(why),
+            PrepareError::Key(why) => why.fmt(f),
             PrepareError::NotUtf8 { field, column } => write!(
                 f,
                 "field \"{field}\" holds bytes that are not valid UTF-8 and cannot be stored in column \"{column}\""
@@ -96,7 +97,14 @@ impl std::fmt::Display for PrepareError {
     }
 }
 
-impl std::error::Error for PrepareError {}
+impl std::error::Error for PrepareError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PrepareError::Key(why) => Some(why),
+            _ => None,
+        }
+    }
+}
 
 /// Translates a change into columns. Unmapped fields are dropped here, so they never
 /// reach SQL. An id that is not the key column's canonical text, a value that is not
@@ -416,7 +424,7 @@ mod tests {
     fn a_key_that_is_not_canonical_is_rejected() {
         let m = users();
         let err = prepare(0, &m.all()[0], &schema(), "007", &change(&[(b"score", b"1")])).unwrap_err();
-        assert!(matches!(&err, PrepareError::Key(why) if why.contains("canonical")), "{err}");
+        assert!(matches!(&err, PrepareError::Key(IdError::NotCanonical { .. })), "{err}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::model::change::{Change, FieldChange, RowOp};
 use crate::model::json_intent;
 use crate::model::json_row::{self, MemberKind};
 use crate::model::mapping::{Mapping, Mode, ValueType};
-use crate::model::queue::{Entry, RowKey};
+use crate::model::queue::{Entry, Outcome, Rejected, RowKey};
 use crate::model::stats::MappingStats;
 use crate::pg::writer::{Returned, RowOutcome};
 use crate::pipeline::runtime::Runtime;
@@ -55,7 +55,7 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         }
         rt.dirty.settle(&ctx, batch, &logs);
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
-            waiters::settle(row, entry.change.version, &outcome.as_ref().map(|_| ()).map_err(|e| e.message.clone()));
+            waiters::settle(row, entry.change.version, &settled(outcome));
         }
         waiters::settle_waits(rt.queue());
     });
@@ -134,7 +134,7 @@ fn apply_row(
             let logged = if crate::redis::config::log_values() { e.message.clone() } else { e.without_values() };
             let message = format!("{}{logged}", rejection_prefix(m, &row.id));
             warn(&message);
-            stats.set_last_error(&message);
+            stats.set_row_rejected(&row.id, &message);
             deadletter::add(ctx, rt.drop_counters(), m, row, change, &e.message);
         }
     }
@@ -152,7 +152,13 @@ fn apply_row(
         let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
         notify::send(ctx, m, stats, &event);
     }
-    ack::send(ctx, m, &row.id, &change.acks, &outcome.as_ref().map(|_| ()).map_err(|e| e.message.clone()));
+    ack::send(ctx, m, &row.id, &change.acks, &settled(outcome));
+}
+
+/// What waiters and ack streams are told of a row's outcome: Postgres's
+/// message when it was rejected.
+fn settled(outcome: &RowOutcome) -> Outcome {
+    outcome.as_ref().map(|_| ()).map_err(|e| Rejected(e.message.clone()))
 }
 
 /// How the log line and `last_error` of a row's rejection begin.
@@ -188,7 +194,7 @@ impl Rejections {
             }
             Err(_) => {}
             Ok(_) if self.listed && deadletter::landed(ctx, m, row, change) => {
-                rt.stats[row.mapping].clear_last_error_if(&rejection_prefix(m, &row.id));
+                rt.stats[row.mapping].clear_row_rejected(&row.id);
             }
             Ok(_) => {}
         }

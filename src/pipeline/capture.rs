@@ -14,7 +14,7 @@ use crate::model::intent::Command;
 use crate::model::key_text::KeyType;
 use crate::model::mapping::{KeyRole, Mapping, Mode};
 use crate::model::queue::RowKey;
-use crate::model::row_id::check_id;
+use crate::model::row_id::{check_id, IdError};
 use crate::model::stats::MappingStats;
 use crate::pipeline::runtime::Runtime;
 use crate::redis::ack;
@@ -59,9 +59,34 @@ pub fn capturing(ctx: &Context, rt: &Runtime) -> bool {
     !rt.is_replica() && !flags.intersects(ContextFlags::LOADING | ContextFlags::REPLICATED) && selected_db(ctx) == 0
 }
 
+/// A write to a key of a mapping whose id can be no row's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRefusal {
+    /// The mapping (its index).
+    pub mapping: usize,
+    /// The mapping's name, for the message.
+    pub name: String,
+    /// The key written.
+    pub key: Vec<u8>,
+    /// Why its id is refused.
+    pub why: IdError,
+}
+
+impl std::fmt::Display for KeyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: write to {} refused: {}", self.name, self.key.escape_ascii(), self.why)
+    }
+}
+
+impl std::error::Error for KeyRefusal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.why)
+    }
+}
+
 /// The row behind `key` when writes to it are captured: `None` for keys the module
-/// does not sync, `Err` (with the mapping) for a key whose id can be no row's key.
-pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)>> {
+/// does not sync, `Err` for a key whose id can be no row's key.
+pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, KeyRefusal>> {
     let resolved = rt.mappings.resolve(key)?;
     let m = &rt.mappings.all()[resolved.mapping];
     if !captured(m, resolved.role) {
@@ -69,10 +94,7 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
     }
     Some(match checked_id(rt, resolved.mapping, resolved.id) {
         Ok(id) => Ok(Target { mapping: resolved.mapping, role: resolved.role, id: CompactString::new(id) }),
-        Err(why) => {
-            let message = format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
-            Err((resolved.mapping, message))
-        }
+        Err(why) => Err(KeyRefusal { mapping: resolved.mapping, name: m.name.clone(), key: key.to_vec(), why }),
     })
 }
 
@@ -80,7 +102,7 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, (usize, String)
 /// each key column spelled as Postgres prints it (see `model::key_text`).
 /// Pure Rust, for the main thread. Before the first schema check the key types
 /// are unknown; the worker checks the id again against the schema before any SQL.
-pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a str, String> {
+pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a str, IdError> {
     let id = check_id(id)?;
     let key = &rt.mappings.all()[mapping].key;
     match rt.schema(mapping) {

@@ -68,10 +68,31 @@ pub fn get() -> Option<&'static Arc<Runtime>> {
     RUNTIME.get()
 }
 
+/// Why the state cannot be installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallError {
+    /// A state is installed already (the module is loaded once per process).
+    AlreadyLoaded,
+    /// The state set is not there to read back (cannot happen: kept for the
+    /// `Option` rather than an `expect`).
+    NotRunning,
+}
+
+impl std::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InstallError::AlreadyLoaded => "pgsync is already loaded",
+            InstallError::NotRunning => "pgsync is not running",
+        })
+    }
+}
+
+impl std::error::Error for InstallError {}
+
 /// Makes `runtime` the running module's state; refuses a second one.
-pub fn install(runtime: Runtime) -> Result<&'static Arc<Runtime>, String> {
-    RUNTIME.set(Arc::new(runtime)).map_err(|_| "pgsync is already loaded".to_string())?;
-    RUNTIME.get().ok_or_else(|| "pgsync is not running".to_string())
+pub fn install(runtime: Runtime) -> Result<&'static Arc<Runtime>, InstallError> {
+    RUNTIME.set(Arc::new(runtime)).map_err(|_| InstallError::AlreadyLoaded)?;
+    RUNTIME.get().ok_or(InstallError::NotRunning)
 }
 
 impl Runtime {

@@ -18,8 +18,29 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A thread the system would not start.
+#[derive(Debug)]
+pub struct SpawnError {
+    /// The thread's name.
+    pub name: String,
+    /// The system's reason.
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot start the {} thread: {}", self.name, self.source)
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 /// Starts a named thread under the panic guard, and keeps its handle to join it.
-pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String> {
+pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
     let handle = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
@@ -27,7 +48,7 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), String
                 warn(&format!("thread stopped by a bug: {panic}"));
             }
         })
-        .map_err(|e| format!("cannot start the {name} thread: {e}"))?;
+        .map_err(|source| SpawnError { name: name.to_string(), source })?;
     let mut threads = lock(&THREADS);
     // Workers no longer wanted and finished reloads end on their own: joining them
     // here keeps the list as long as the threads that run.

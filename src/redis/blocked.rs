@@ -139,7 +139,7 @@ extern "C" fn on_reply<A: Answer>(ctx: *mut RedisModuleCtx, argv: *mut *mut Redi
         }
     });
     if let Err(panic) = sent {
-        context.reply(Err(RedisError::String(replies::internal_text(&panic))));
+        context.reply(Err(RedisError::String(replies::internal_text(&panic.0))));
     }
     REDISMODULE_OK as c_int
 }
@@ -161,7 +161,7 @@ extern "C" fn on_timeout<A: Answer>(ctx: *mut RedisModuleCtx, argv: *mut *mut Re
     let context = Context::new(ctx);
     let sent = guard::catch(|| A::timed_out(handle as usize, &context, &decode_args(ctx, argv, argc)));
     if let Err(panic) = sent {
-        context.reply(Err(RedisError::String(replies::internal_text(&panic))));
+        context.reply(Err(RedisError::String(replies::internal_text(&panic.0))));
     }
     REDISMODULE_OK as c_int
 }

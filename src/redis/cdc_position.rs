@@ -112,15 +112,15 @@ extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
 extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
     let loaded = catch(|| {
         if encver != ENCODING {
-            return Err(format!("the RDB's logical position has layout {encver}; this module reads {ENCODING}"));
+            return Err(aux_type::AuxError::Layout { what: "logical position", found: encver, reads: ENCODING });
         }
-        let lsn = raw::load_unsigned(rdb).map_err(|e| e.to_string())?;
-        let scope = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?;
+        let lsn = raw::load_unsigned(rdb)?;
+        let scope = raw::load_string_buffer(rdb)?;
         let scope = String::from_utf8_lossy(scope.as_ref()).into_owned();
         *slot() = Some(Position { lsn, scope });
         Ok(())
     })
-    .and_then(|loaded| loaded);
+    .unwrap_or_else(|panic| Err(aux_type::AuxError::Bug(panic)));
     match loaded {
         Ok(()) => raw::REDISMODULE_OK as c_int,
         Err(e) => {

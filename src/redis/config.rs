@@ -190,20 +190,46 @@ pub fn read_errors_as_nil() -> bool {
     *READ_THROUGH_ON_ERROR.lock().unwrap_or_else(|p| p.into_inner()) == OnReadError::nil
 }
 
+/// A module argument the load refuses (the argument as given).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArgError {
+    /// No option has this name.
+    Unknown(String),
+    /// The name carries the `pgsync.` prefix, which arguments leave out.
+    Prefixed(String),
+    /// The last name has no value after it.
+    NoValue(String),
+}
+
+impl std::fmt::Display for ArgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArgError::Unknown(name) => write!(f, "unknown option \"{name}\"; known options: {}", NAMES.join(", ")),
+            ArgError::Prefixed(name) => {
+                let bare = name.strip_prefix("pgsync.").unwrap_or(name);
+                write!(f, "write module arguments without the prefix: \"{bare}\", not \"{name}\"")
+            }
+            ArgError::NoValue(name) => write!(f, "option \"{name}\" has no value"),
+        }
+    }
+}
+
+impl std::error::Error for ArgError {}
+
 /// Checks module arguments: `name value` pairs with known names, so a typo fails
 /// the load instead of being silently ignored.
-pub fn check_module_args(args: &[String]) -> Result<(), String> {
+pub fn check_module_args(args: &[String]) -> Result<(), ArgError> {
     let mut it = args.iter();
     while let Some(name) = it.next() {
         let bare = name.strip_prefix("pgsync.").unwrap_or(name);
         if !NAMES.contains(&bare) {
-            return Err(format!("unknown option \"{name}\"; known options: {}", NAMES.join(", ")));
+            return Err(ArgError::Unknown(name.clone()));
         }
         if bare != name.as_str() {
-            return Err(format!("write module arguments without the prefix: \"{bare}\", not \"{name}\""));
+            return Err(ArgError::Prefixed(name.clone()));
         }
         if it.next().is_none() {
-            return Err(format!("option \"{name}\" has no value"));
+            return Err(ArgError::NoValue(name.clone()));
         }
     }
     Ok(())
@@ -217,7 +243,11 @@ mod tests {
     fn unknown_module_arguments_are_refused() {
         let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(check_module_args(&args(&["workers", "4", "mappings", "/x.json"])).is_ok());
-        assert!(check_module_args(&args(&["wrokers", "4"])).unwrap_err().contains("wrokers"));
-        assert!(check_module_args(&args(&["workers"])).unwrap_err().contains("no value"));
+        assert_eq!(check_module_args(&args(&["wrokers", "4"])), Err(ArgError::Unknown("wrokers".into())));
+        assert_eq!(check_module_args(&args(&["workers"])).unwrap_err().to_string(), "option \"workers\" has no value");
+        assert_eq!(
+            check_module_args(&args(&["pgsync.workers", "4"])).unwrap_err().to_string(),
+            "write module arguments without the prefix: \"workers\", not \"pgsync.workers\""
+        );
     }
 }

@@ -12,7 +12,7 @@ use crate::model::guard::guard;
 use crate::redis::deadletter::{is_deadletter_key, DEADLETTER_KEY, ORDER_KEY};
 use crate::redis::journal::is_journal_key;
 use crate::redis::notify::now_ms;
-use crate::redis::redis_io::{api, config_value, names_config, warn};
+use crate::redis::redis_io::{api, config_value, names_config, warn, HookError};
 use redis_module::{raw, Context, RedisString};
 use redis_module_macros::config_changed_event_handler;
 use std::os::raw::{c_char, c_int};
@@ -28,12 +28,12 @@ pub fn journal_evictions() -> u64 {
 
 /// At load: subscribes to evictions, and warns if the policy in force can evict
 /// the module's keys.
-pub fn watch(ctx: &Context) -> Result<(), String> {
-    let subscribe = api!(RedisModule_SubscribeToKeyspaceEvents).ok_or("the server cannot notify evictions")?;
+pub fn watch(ctx: &Context) -> Result<(), HookError> {
+    let subscribe = api!(RedisModule_SubscribeToKeyspaceEvents).ok_or(HookError::NoEvictionEvents)?;
     // SAFETY: a live context at load, and a callback with the signature Redis expects.
     let status = unsafe { subscribe(ctx.ctx, raw::REDISMODULE_NOTIFY_EVICTED as c_int, Some(on_evicted)) };
     if status != raw::REDISMODULE_OK as c_int {
-        return Err("cannot subscribe to eviction events".into());
+        return Err(HookError::EvictionSubscription);
     }
     check_policy(ctx);
     Ok(())

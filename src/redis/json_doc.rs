@@ -5,29 +5,60 @@
 //! sets incremented members to the sums Postgres computed, merges a committed
 //! write-through change into the row's document and clears what it staged.
 
-use crate::model::json_row;
-use crate::redis::redis_io::{bytes, call};
-use redis_module::{Context, RedisValue};
+use crate::model::json_row::{self, NoObject};
+use crate::redis::redis_io::{bytes, call, CallError};
+use redis_module::{Context, RedisError, RedisValue};
+
+/// Why a document was not merged; `E` is the error of the caller's write.
+#[derive(Debug)]
+pub enum DocError<E> {
+    /// Reading the document failed.
+    Read(RedisError),
+    /// The key holds something other than a JSON object.
+    Held(NoObject),
+    /// The write failed.
+    Write(E),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for DocError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DocError::Read(e) => e.fmt(f),
+            DocError::Held(e) => e.fmt(f),
+            DocError::Write(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for DocError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DocError::Read(_) => None,
+            DocError::Held(e) => Some(e),
+            DocError::Write(e) => Some(e),
+        }
+    }
+}
 
 /// Merges `members` (name, JSON text, `None` to remove) into the document at
 /// `key` (a missing key becomes a new document), writing the result with
 /// `write` (the arguments of `JSON.SET`: key, `$`, document). `Ok(false)` when
 /// the document already held them and nothing was written; `Err` when the key
 /// holds something else or the write failed.
-pub fn merge_into(
+pub fn merge_into<E>(
     ctx: &Context,
     key: &[u8],
     members: &[(String, Option<String>)],
-    write: impl FnOnce(&[&[u8]]) -> Result<(), String>,
-) -> Result<bool, String> {
+    write: impl FnOnce(&[&[u8]]) -> Result<(), E>,
+) -> Result<bool, DocError<E>> {
     let held = match ctx.call("JSON.GET", &[key]) {
         Ok(RedisValue::Null) => None,
         Ok(value) => bytes(&value),
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(DocError::Read(e)),
     };
     let held = held.as_deref().map(String::from_utf8_lossy);
-    match json_row::merge(held.as_deref(), members)? {
-        Some(doc) => write(&[key, b"$", doc.as_bytes()]).map(|()| true),
+    match json_row::merge(held.as_deref(), members).map_err(DocError::Held)? {
+        Some(doc) => write(&[key, b"$", doc.as_bytes()]).map(|()| true).map_err(DocError::Write),
         None => Ok(false),
     }
 }
@@ -48,17 +79,17 @@ pub fn members(ctx: &Context, key: &[u8], names: &[&[u8]]) -> Option<Vec<Option<
 /// Removes `names` from the document at `key`, and the key once no member is
 /// left (a write-through staging key goes away when all it staged is
 /// committed, as a hash does with its last field).
-pub fn remove_members(ctx: &Context, key: &[u8], names: &[&[u8]]) -> Result<(), String> {
+pub fn remove_members(ctx: &Context, key: &[u8], names: &[&[u8]]) -> Result<(), DocError<CallError>> {
     let removed: Vec<(String, Option<String>)> =
         names.iter().map(|n| (String::from_utf8_lossy(n).into_owned(), None)).collect();
     let mut left = None;
     merge_into(ctx, key, &removed, |args| {
         left = args.get(2).map(|doc| doc.to_vec());
-        Ok(())
+        Ok::<(), CallError>(())
     })?;
     match left {
         None => Ok(()),
-        Some(doc) if doc == b"{}" => call(ctx, "DEL", &[key]).map(drop),
-        Some(doc) => call(ctx, "JSON.SET", &[key, b"$", &doc]).map(drop),
+        Some(doc) if doc == b"{}" => call(ctx, "DEL", &[key]).map(drop).map_err(DocError::Write),
+        Some(doc) => call(ctx, "JSON.SET", &[key, b"$", &doc]).map(drop).map_err(DocError::Write),
     }
 }

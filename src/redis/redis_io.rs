@@ -48,16 +48,36 @@ impl Drop for RestoreOwnWrite {
     }
 }
 
-fn call_with(ctx: &Context, options: &CallOptions, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
-    let reply: CallResult = ctx.call_ext(command, options, args);
-    match reply {
-        Ok(r) => Ok((&r).into()),
-        Err(e) => Err(e.to_utf8_string().unwrap_or_else(|| "unknown error".into())),
+/// A command called from the module that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// The server's error reply (`WRONGTYPE ...`), as it wrote it.
+    Reply(String),
+    /// An error reply that is not UTF-8 text.
+    Unreadable,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Reply(text) => f.write_str(text),
+            CallError::Unreadable => f.write_str("unknown error"),
+        }
     }
 }
 
-/// Calls a Redis command, replicating it, and returns its reply or error text.
-pub fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<RedisValue, String> {
+impl std::error::Error for CallError {}
+
+fn call_with(ctx: &Context, options: &CallOptions, command: &str, args: &[&[u8]]) -> Result<RedisValue, CallError> {
+    let reply: CallResult = ctx.call_ext(command, options, args);
+    match reply {
+        Ok(r) => Ok((&r).into()),
+        Err(e) => Err(e.to_utf8_string().map_or(CallError::Unreadable, CallError::Reply)),
+    }
+}
+
+/// Calls a Redis command, replicating it, and returns its reply or error.
+pub fn call(ctx: &Context, command: &str, args: &[&[u8]]) -> Result<RedisValue, CallError> {
     // `replicate`: the write goes to the AOF and replicas with the command that
     // caused it; `errors_as_replies`: a failing call returns its error to us.
     call_with(ctx, &CallOptionsBuilder::new().replicate().errors_as_replies().build(), command, args)
@@ -109,7 +129,7 @@ pub type HashPairs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Every field and value of a hash: empty when the key is missing, an error when
 /// the key holds another type.
-pub fn hgetall(ctx: &Context, key: &[u8]) -> Result<HashPairs, String> {
+pub fn hgetall(ctx: &Context, key: &[u8]) -> Result<HashPairs, CallError> {
     match call(ctx, "HGETALL", &[key])? {
         RedisValue::Array(items) => {
             let flat: Vec<Vec<u8>> = items.iter().filter_map(bytes).collect();
@@ -190,6 +210,38 @@ pub fn key_exists(ctx: &Context, key: &redis_module::RedisString) -> bool {
     ctx.open_key(key).key_type() != redis_module::KeyType::Empty
 }
 
+/// A hook into the server that the load needs and the server would not give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookError {
+    /// The server has no keyspace events API to notify evictions.
+    NoEvictionEvents,
+    /// The subscription to eviction events was refused.
+    EvictionSubscription,
+    /// The command filter was refused.
+    CommandFilter,
+    /// The server has no API to describe commands (`COMMAND DOCS`).
+    NoCommandInfo,
+    /// The command to describe is not registered.
+    NotRegistered,
+    /// The server refused the description.
+    CommandInfoRefused,
+}
+
+impl std::fmt::Display for HookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HookError::NoEvictionEvents => "the server cannot notify evictions",
+            HookError::EvictionSubscription => "cannot subscribe to eviction events",
+            HookError::CommandFilter => "cannot register the command filter",
+            HookError::NoCommandInfo => "the server has no RM_SetCommandInfo",
+            HookError::NotRegistered => "command not registered",
+            HookError::CommandInfoRefused => "RM_SetCommandInfo refused it (see the lines above in the log)",
+        })
+    }
+}
+
+impl std::error::Error for HookError {}
+
 #[cfg(test)]
 mod tests {
     use super::{is_own_write, own_writes};
@@ -210,7 +262,7 @@ mod tests {
         assert!(nested, "the inner scope must restore the outer one's flag");
         assert!(!is_own_write());
         let caught = crate::model::guard::catch(|| own_writes(|| panic!("bug while writing")));
-        assert_eq!(caught, Err("bug while writing".to_string()));
+        assert_eq!(caught.map_err(|panic| panic.0), Err("bug while writing".to_string()));
         assert!(!is_own_write(), "a caught panic left capture switched off");
     }
 }

@@ -107,15 +107,17 @@ pub fn wait_for_all(
 
 /// Answers the clients waiting for changes of `row` up to `version`.
 pub fn settle(row: &RowKey, version: u64, outcome: &Outcome) {
-    answer(row, version, outcome.clone().map_err(|e| replies::rejected_text(&e)));
+    answer(row, version, outcome.as_ref().err().map(|e| replies::rejected_text(&e.0)));
 }
 
 /// Answers the clients waiting for changes of `row` up to `version` with an error.
 pub fn fail(row: &RowKey, version: u64, message: &str) {
-    answer(row, version, Err(message.to_string()));
+    answer(row, version, Some(message.to_string()));
 }
 
-fn answer(row: &RowKey, version: u64, outcome: Result<(), String>) {
+/// Answers the waiters of `row` up to `version`: with the error reply `error`,
+/// or with success when there is none.
+fn answer(row: &RowKey, version: u64, error: Option<String>) {
     let ready: Vec<Waiter> = {
         let mut all = registry();
         let ids: Vec<usize> = all
@@ -128,10 +130,10 @@ fn answer(row: &RowKey, version: u64, outcome: Result<(), String>) {
         ids.into_iter().filter_map(|id| all.remove(id)).collect()
     };
     for w in ready {
-        let reply = match (&outcome, &w.awaits) {
-            (Ok(()), Awaits::Row { reply, .. }) => reply.clone(),
-            (Ok(()), Awaits::Everything { .. }) => Reply::Integer(0),
-            (Err(e), _) => Reply::Error(e.clone()),
+        let reply = match (&error, &w.awaits) {
+            (None, Awaits::Row { reply, .. }) => reply.clone(),
+            (None, Awaits::Everything { .. }) => Reply::Integer(0),
+            (Some(e), _) => Reply::Error(e.clone()),
         };
         w.client.reply(reply);
     }

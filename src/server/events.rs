@@ -54,7 +54,7 @@ fn schedule_whole_key(ctx: &Context, key: &[u8], gone: bool) {
     }
     let target = match target(rt, key) {
         None => return,
-        Some(Err((mapping, message))) => return refuse(rt, mapping, &message),
+        Some(Err(refusal)) => return refuse(rt, refusal.mapping, &refusal.to_string()),
         Some(Ok(target)) => target,
     };
     let key = key.to_vec();

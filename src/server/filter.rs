@@ -18,7 +18,7 @@ use crate::model::stats::MappingStats;
 use crate::pipeline::capture::captured;
 use crate::pipeline::runtime;
 use crate::redis::cluster;
-use crate::redis::redis_io::is_own_write;
+use crate::redis::redis_io::{is_own_write, HookError};
 use crate::server::read_through::probe;
 use redis_module::raw;
 use std::os::raw::c_int;
@@ -30,7 +30,7 @@ const READ: &[u8] = b"SYNC.READ";
 const JSON_WRITE: &[u8] = b"SYNC.JSONWRITE";
 
 /// Registers the filter; called once at load with the load context.
-pub fn register(ctx: &redis_module::Context) -> Result<(), String> {
+pub fn register(ctx: &redis_module::Context) -> Result<(), HookError> {
     let ctx = ctx.ctx;
     // SAFETY: the API table is filled at load; `ctx` is the load context.
     let registered = unsafe {
@@ -39,7 +39,7 @@ pub fn register(ctx: &redis_module::Context) -> Result<(), String> {
     };
     match registered {
         Some(filter) if !filter.is_null() => Ok(()),
-        _ => Err("cannot register the command filter".into()),
+        _ => Err(HookError::CommandFilter),
     }
 }
 

@@ -12,7 +12,7 @@ use crate::pg::error::{Error, ErrorKind};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::cluster::{self, Place};
 use crate::redis::notify::{self, now_ms, Event, EventOp, Source};
-use crate::redis::redis_io::{call, own_writes, warn};
+use crate::redis::redis_io::{call, own_writes, warn, CallError};
 use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::full_read;
 use postgres::GenericClient;
@@ -277,8 +277,8 @@ enum DocRefused {
     NotJson(serde_json::Error),
     /// The `"hash"` store's document is JSON but no object.
     NotObject,
-    /// Redis refused the write (its error text).
-    Call(String),
+    /// Redis refused the write.
+    Call(CallError),
 }
 
 impl std::fmt::Display for DocRefused {
@@ -286,7 +286,7 @@ impl std::fmt::Display for DocRefused {
         match self {
             DocRefused::NotJson(e) => write!(f, "not JSON: {e}"),
             DocRefused::NotObject => f.write_str("the \"hash\" store needs a JSON object"),
-            DocRefused::Call(why) => f.write_str(why),
+            DocRefused::Call(why) => why.fmt(f),
         }
     }
 }
@@ -295,7 +295,8 @@ impl std::error::Error for DocRefused {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             DocRefused::NotJson(e) => Some(e),
-            DocRefused::NotObject | DocRefused::Call(_) => None,
+            DocRefused::Call(e) => Some(e),
+            DocRefused::NotObject => None,
         }
     }
 }

@@ -9,6 +9,8 @@
 mod datetime;
 mod numbers;
 
+use std::fmt;
+
 /// What the canonical text of a key column's values is, from its type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyType {
@@ -56,15 +58,10 @@ impl KeyType {
     /// type modifier (`numeric(10,2)`, `timestamp(3) without time zone`), and
     /// the labels when it is an enum. A type whose values have no single text
     /// the module can check (`real`, `inet`, `citext`...) is an error.
-    pub fn from_catalog(sql_type: &str, enum_labels: Option<Vec<String>>) -> Result<KeyType, String> {
+    pub fn from_catalog(sql_type: &str, enum_labels: Option<Vec<String>>) -> Result<KeyType, UnsupportedKeyType> {
         let kind = match enum_labels {
             Some(labels) => Kind::Enum(labels),
-            None => kind_of(sql_type).ok_or_else(|| {
-                format!(
-                    "type {sql_type} has no single text per value that redis-pgsync can check at write time, so it \
-                     cannot be a key column (supported: {SUPPORTED})"
-                )
-            })?,
+            None => kind_of(sql_type).ok_or_else(|| UnsupportedKeyType(sql_type.to_string()))?,
         };
         Ok(KeyType { name: sql_type.to_string(), kind })
     }
@@ -101,33 +98,144 @@ impl KeyType {
 
     /// Whether `text` is the canonical text of a value of this type. `Err`
     /// describes the canonical form, for the refusal's message.
-    pub fn check(&self, text: &str) -> Result<(), String> {
+    pub fn check(&self, text: &str) -> Result<(), Form> {
         match &self.kind {
             Kind::Integer(min, max) => numbers::integer(text, *min, *max),
             Kind::Numeric(typmod) => numbers::numeric(text, *typmod),
             Kind::Text { max_chars, max_bytes, padded } => {
                 if *padded && text.ends_with(' ') {
-                    return Err("no trailing spaces: Postgres drops them".into());
+                    return Err(Form::NoTrailingSpaces);
                 }
-                if max_chars.is_some_and(|n| text.chars().count() > n) {
-                    return Err(format!("at most {} characters", max_chars.unwrap_or_default()));
+                if let Some(n) = max_chars.filter(|n| text.chars().count() > *n) {
+                    return Err(Form::MaxChars(n));
                 }
-                if max_bytes.is_some_and(|n| text.len() > n) {
-                    return Err(format!("at most {} bytes", max_bytes.unwrap_or_default()));
+                if let Some(n) = max_bytes.filter(|n| text.len() > *n) {
+                    return Err(Form::MaxBytes(n));
                 }
                 Ok(())
             }
             Kind::Uuid => uuid(text),
             Kind::Boolean if text == "true" || text == "false" => Ok(()),
-            Kind::Boolean => Err("true or false".into()),
+            Kind::Boolean => Err(Form::Boolean),
             Kind::Date => datetime::date(text),
             Kind::Timestamp { zone, precision } => datetime::timestamp(text, *zone, *precision),
             Kind::Time { precision } => datetime::time(text, *precision),
             Kind::Enum(labels) if labels.iter().any(|l| l == text) => Ok(()),
-            Kind::Enum(labels) => Err(format!("one of the labels {}", labels.join(", "))),
+            Kind::Enum(labels) => Err(Form::Label(labels.clone())),
         }
     }
 }
+
+/// A key column type with no single text per value ([`SUPPORTED`] lists those
+/// that have one): its name as `format_type` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedKeyType(pub String);
+
+impl fmt::Display for UnsupportedKeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "type {} has no single text per value that redis-pgsync can check at write time, so it \
+             cannot be a key column (supported: {SUPPORTED})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnsupportedKeyType {}
+
+/// The canonical form a key column's text must have, when a text does not: the
+/// kind of check it failed, shown in the refusal's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Form {
+    /// An integer type within these bounds.
+    Integer {
+        /// The least value.
+        min: i128,
+        /// The greatest value.
+        max: i128,
+    },
+    /// `numeric`, with its `(precision, scale)` when declared.
+    Numeric(Option<(i32, i32)>),
+    /// `character(n)`: `::text` drops trailing spaces.
+    NoTrailingSpaces,
+    /// A length in characters.
+    MaxChars(usize),
+    /// A length in bytes (`name`).
+    MaxBytes(usize),
+    /// A uuid as Postgres prints it.
+    Uuid,
+    /// `true` or `false`.
+    Boolean,
+    /// An ISO date.
+    Date,
+    /// A timestamp at UTC (`zone`: `with time zone`).
+    Timestamp {
+        /// Whether the type has a time zone.
+        zone: bool,
+        /// Its fractional digits.
+        precision: u8,
+    },
+    /// A time of day.
+    Time {
+        /// Its fractional digits.
+        precision: u8,
+    },
+    /// An enum: one of its labels.
+    Label(Vec<String>),
+}
+
+impl fmt::Display for Form {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let fraction = |precision: u8| if precision > 0 { "[.ffffff]" } else { "" };
+        match self {
+            Form::Integer { min, max } => {
+                write!(f, "digits only, an optional -, no leading zeros, from {min} to {max}")
+            }
+            Form::Numeric(None) => f.write_str(
+                "digits with an optional - and . (no leading zeros, no trailing fractional zeros, \
+                 no exponent, no -0), NaN, Infinity or -Infinity, as 1.5 rather than 1.50",
+            ),
+            Form::Numeric(Some((p, s))) if *s > 0 => write!(
+                f,
+                "an optional -, digits, then exactly {s} decimals (as 12.{}), at most {p} digits in all, or NaN",
+                "0".repeat(*s as usize)
+            ),
+            Form::Numeric(Some((p, 0))) => {
+                write!(f, "digits only, an optional -, no leading zeros, at most {p} digits, or NaN")
+            }
+            Form::Numeric(Some((p, s))) => {
+                write!(f, "digits only, an optional -, ending in {} zeros, at most {} digits, or NaN", -s, p - s)
+            }
+            Form::NoTrailingSpaces => f.write_str("no trailing spaces: Postgres drops them"),
+            Form::MaxChars(n) => write!(f, "at most {n} characters"),
+            Form::MaxBytes(n) => write!(f, "at most {n} bytes"),
+            Form::Uuid => f.write_str("lowercase xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"),
+            Form::Boolean => f.write_str("true or false"),
+            Form::Date => f.write_str(
+                "YYYY-MM-DD (a real day, 4-digit year zero-padded, ' BC' after years before 1), \
+                   infinity or -infinity, as 2024-01-31",
+            ),
+            Form::Timestamp { zone, precision } => write!(
+                f,
+                "YYYY-MM-DD HH:MM:SS{} (a space, not T; fractional seconds only when not zero, at most {precision} \
+             digits, no trailing zeros{}; ' BC' last for years before 1), infinity or -infinity, as 2024-01-31 08:00:00{}",
+                fraction(*precision),
+                if *zone { "; in UTC, written +00" } else { "; no time zone" },
+                if *zone { "+00" } else { "" },
+            ),
+            Form::Time { precision } => write!(
+                f,
+                "HH:MM:SS{} (00:00:00 to 24:00:00; fractional seconds only when not zero, at most {precision} digits, \
+             no trailing zeros), as 08:30:00",
+                fraction(*precision)
+            ),
+            Form::Label(labels) => write!(f, "one of the labels {}", labels.join(", ")),
+        }
+    }
+}
+
+impl std::error::Error for Form {}
 
 /// The kind of a type named by `format_type` (with its modifier), if supported.
 fn kind_of(sql_type: &str) -> Option<Kind> {
@@ -173,14 +281,14 @@ fn with_modifier(sql_type: &str) -> Option<Kind> {
 }
 
 /// A uuid as Postgres prints it: lowercase, hyphenated.
-fn uuid(text: &str) -> Result<(), String> {
+fn uuid(text: &str) -> Result<(), Form> {
     let lower_hex = |s: &str| s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     let groups: Vec<&str> = text.split('-').collect();
     let lengths: Vec<usize> = groups.iter().map(|g| g.len()).collect();
     if lengths == [8, 4, 4, 4, 12] && groups.iter().all(|g| lower_hex(g)) {
         Ok(())
     } else {
-        Err("lowercase xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx".into())
+        Err(Form::Uuid)
     }
 }
 
@@ -204,7 +312,7 @@ mod tests {
         for unsupported in
             ["real", "double precision", "inet", "citext", "bytea", "interval", "integer[]", "time with time zone"]
         {
-            let err = KeyType::from_catalog(unsupported, None).unwrap_err();
+            let err = KeyType::from_catalog(unsupported, None).unwrap_err().to_string();
             assert!(err.contains(unsupported) && err.contains("supported:"), "{err}");
         }
     }
@@ -246,10 +354,49 @@ mod tests {
     }
 
     #[test]
+    fn the_forms_read_as_before_they_were_kinds() {
+        let form = |sql_type: &str, text: &str| key_type(sql_type).check(text).unwrap_err().to_string();
+        assert_eq!(form("smallint", "x"), "digits only, an optional -, no leading zeros, from -32768 to 32767");
+        assert_eq!(
+            form("numeric(10,2)", "x"),
+            "an optional -, digits, then exactly 2 decimals (as 12.00), at most 10 digits in all, or NaN"
+        );
+        assert_eq!(
+            form("numeric(5,-2)", "x"),
+            "digits only, an optional -, ending in 2 zeros, at most 7 digits, or NaN"
+        );
+        assert_eq!(
+            form("numeric", "x"),
+            "digits with an optional - and . (no leading zeros, no trailing fractional zeros, no exponent, no -0), \
+             NaN, Infinity or -Infinity, as 1.5 rather than 1.50"
+        );
+        assert_eq!(
+            form("date", "x"),
+            "YYYY-MM-DD (a real day, 4-digit year zero-padded, ' BC' after years before 1), infinity or -infinity, \
+             as 2024-01-31"
+        );
+        assert_eq!(
+            form("timestamp(3) with time zone", "x"),
+            "YYYY-MM-DD HH:MM:SS[.ffffff] (a space, not T; fractional seconds only when not zero, at most 3 digits, \
+             no trailing zeros; in UTC, written +00; ' BC' last for years before 1), infinity or -infinity, \
+             as 2024-01-31 08:00:00+00"
+        );
+        assert_eq!(
+            form("time(0) without time zone", "x"),
+            "HH:MM:SS (00:00:00 to 24:00:00; fractional seconds only when not zero, at most 0 digits, \
+             no trailing zeros), as 08:30:00"
+        );
+        assert_eq!(form("character(2)", "a "), "no trailing spaces: Postgres drops them");
+        assert_eq!(form("character varying(2)", "abc"), "at most 2 characters");
+        assert_eq!(form("name", &"x".repeat(64)), "at most 63 bytes");
+        assert_eq!(form("uuid", "x"), "lowercase xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx");
+    }
+
+    #[test]
     fn enums_are_their_labels() {
         let mood = KeyType::from_catalog("mood", Some(vec!["happy".into(), "sad".into()])).unwrap();
         assert!(mood.check("sad").is_ok());
-        assert_eq!(mood.check("Sad").unwrap_err(), "one of the labels happy, sad");
+        assert_eq!(mood.check("Sad").unwrap_err().to_string(), "one of the labels happy, sad");
         assert_eq!(mood.name(), "mood");
         assert!(mood.printed_by_postgres().check("calm").is_ok(), "a label added since is Postgres's own");
     }

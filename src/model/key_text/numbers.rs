@@ -2,10 +2,12 @@
 //! prints for integers and `numeric`, so that `007`, `+7` and `7.0` cannot all
 //! name row 7.
 
+use super::Form;
+
 /// Checks an integer type's text: optional `-`, digits without leading zeros,
 /// no `-0`, within `min..=max`. `Err` is the canonical form.
-pub fn integer(text: &str, min: i128, max: i128) -> Result<(), String> {
-    let form = || format!("digits only, an optional -, no leading zeros, from {min} to {max}");
+pub fn integer(text: &str, min: i128, max: i128) -> Result<(), Form> {
+    let form = || Form::Integer { min, max };
     let digits = text.strip_prefix('-').unwrap_or(text);
     if !plain_digits(digits) || text == "-0" {
         return Err(form());
@@ -26,18 +28,8 @@ fn plain_digits(digits: &str) -> bool {
 /// others, so `1.5` and `1.50` would both write `1.50`). A bare `numeric` keeps
 /// the scale it was given, and `1.5 = 1.50`: its one spelling has no trailing
 /// fractional zero. `Err` is the canonical form.
-pub fn numeric(text: &str, typmod: Option<(i32, i32)>) -> Result<(), String> {
-    let form = || match typmod {
-        None => "digits with an optional - and . (no leading zeros, no trailing fractional zeros, \
-                 no exponent, no -0), NaN, Infinity or -Infinity, as 1.5 rather than 1.50"
-            .to_string(),
-        Some((p, s)) if s > 0 => format!(
-            "an optional -, digits, then exactly {s} decimals (as 12.{}), at most {p} digits in all, or NaN",
-            "0".repeat(s as usize)
-        ),
-        Some((p, 0)) => format!("digits only, an optional -, no leading zeros, at most {p} digits, or NaN"),
-        Some((p, s)) => format!("digits only, an optional -, ending in {} zeros, at most {} digits, or NaN", -s, p - s),
-    };
+pub fn numeric(text: &str, typmod: Option<(i32, i32)>) -> Result<(), Form> {
+    let form = || Form::Numeric(typmod);
     if text == "NaN" || (typmod.is_none() && (text == "Infinity" || text == "-Infinity")) {
         return Ok(());
     }
@@ -90,7 +82,7 @@ mod tests {
         for bad in ["00012", "+12", " 12", "12 ", "12\n", "-0", "", "-", "1e3", "2147483648", "0x1", "1.0"] {
             assert!(int(bad).is_err(), "{bad:?}");
         }
-        assert!(integer("40000", i16::MIN as i128, i16::MAX as i128).unwrap_err().contains("32767"));
+        assert!(integer("40000", i16::MIN as i128, i16::MAX as i128).unwrap_err().to_string().contains("32767"));
     }
 
     #[test]
@@ -113,7 +105,7 @@ mod tests {
         for bad in ["1.5", "1.500", "1", "-0.00", "123456789.00", "Infinity", "00.50"] {
             assert!(numeric(bad, money).is_err(), "{bad:?}");
         }
-        assert!(numeric("1.5", money).unwrap_err().contains("exactly 2 decimals"));
+        assert!(numeric("1.5", money).unwrap_err().to_string().contains("exactly 2 decimals"));
         assert!(numeric("12345", Some((5, 0))).is_ok());
         assert!(numeric("12345.0", Some((5, 0))).is_err());
         assert!(numeric("123456", Some((5, 0))).is_err(), "overflows numeric(5,0)");

@@ -11,10 +11,12 @@ pub use options::{Changelog, Document, Notify, NotifyPayload, OnSet, Store, Valu
 #[cfg(test)]
 pub use options::Watch;
 
-use crate::model::kafka::KafkaSource;
+use crate::model::kafka::{KafkaOptionError, KafkaSource};
 use crate::model::row_id::KeyShape;
+use crate::model::template::TemplateError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 
 /// How changes flow for one mapping.
@@ -40,6 +42,88 @@ impl Mode {
             Mode::ReadOnly => "read-only",
             Mode::Document => "document",
         }
+    }
+}
+
+/// Why a mapping file cannot be used. Its text is what the module logs when it
+/// refuses to load, and what `SYNC.RELOAD` answers.
+#[derive(Debug, Clone)]
+pub enum MappingError {
+    /// The file cannot be read (shared: `io::Error` is not `Clone`).
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// The text is not a mapping file's JSON (shared, as above).
+    Json(std::sync::Arc<serde_json::Error>),
+    /// A mapping breaks a rule; the text names the mapping and the option.
+    Invalid(String),
+    /// A `"notify"` channel template cannot be read.
+    Template(TemplateError),
+    /// A `"kafka"` option is wrong.
+    Kafka(KafkaOptionError),
+    /// An error in the file at `path`.
+    In {
+        /// The file.
+        path: String,
+        /// The error.
+        error: Box<MappingError>,
+    },
+}
+
+impl fmt::Display for MappingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MappingError::Read { path, source } => write!(f, "cannot read mapping file {path}: {source}"),
+            MappingError::Json(e) => write!(f, "invalid mapping file: {e}"),
+            MappingError::Invalid(why) => f.write_str(why),
+            MappingError::Template(e) => e.fmt(f),
+            MappingError::Kafka(e) => e.fmt(f),
+            MappingError::In { path, error } => write!(f, "{path}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for MappingError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MappingError::Read { source, .. } => Some(source.as_ref()),
+            MappingError::Json(e) => Some(e.as_ref()),
+            MappingError::Invalid(_) => None,
+            MappingError::Template(e) => Some(e),
+            MappingError::Kafka(e) => Some(e),
+            MappingError::In { error, .. } => Some(error.as_ref()),
+        }
+    }
+}
+
+/// The validators spell a broken rule as text (it is only ever shown).
+impl From<String> for MappingError {
+    fn from(why: String) -> MappingError {
+        MappingError::Invalid(why)
+    }
+}
+
+/// A channel template's error is the mapping file's.
+impl From<TemplateError> for MappingError {
+    fn from(e: TemplateError) -> MappingError {
+        MappingError::Template(e)
+    }
+}
+
+/// A Kafka source's option error is the mapping file's.
+impl From<KafkaOptionError> for MappingError {
+    fn from(e: KafkaOptionError) -> MappingError {
+        MappingError::Kafka(e)
+    }
+}
+
+/// The same, for a fixed text.
+impl From<&str> for MappingError {
+    fn from(why: &str) -> MappingError {
+        MappingError::Invalid(why.to_string())
     }
 }
 
@@ -195,16 +279,17 @@ pub struct Mappings {
 
 impl Mappings {
     /// Parses and validates a mapping file's JSON text.
-    pub fn parse(json: &str) -> Result<Mappings, String> {
+    pub fn parse(json: &str) -> Result<Mappings, MappingError> {
         let all = parse::mappings(json)?;
         let any_read_through = all.iter().any(|m| m.read_through);
         Ok(Mappings { all, any_read_through })
     }
 
     /// Reads and parses a mapping file.
-    pub fn load(path: &str) -> Result<Mappings, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read mapping file {path}: {e}"))?;
-        Self::parse(&text).map_err(|e| format!("{path}: {e}"))
+    pub fn load(path: &str) -> Result<Mappings, MappingError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| MappingError::Read { path: path.to_string(), source: std::sync::Arc::new(source) })?;
+        Self::parse(&text).map_err(|e| MappingError::In { path: path.to_string(), error: Box::new(e) })
     }
 
     /// Whether any mapping reads through, so the command filter need not look

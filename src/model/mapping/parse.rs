@@ -2,7 +2,7 @@
 //! the checks across mappings (names, prefixes, Kafka groups, changelogs).
 
 use super::options::{Changelog, Document, Notify, NotifyPayload, OnSet, Store, ValueType, Watch};
-use super::{Mapping, Mode};
+use super::{Mapping, MappingError, Mode};
 use crate::model::kafka::{KafkaSource, OFFSET_PREFIX};
 use crate::model::row_id::KeyShape;
 use crate::model::template::{Part, Template};
@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// Parses and validates a mapping file's JSON text into its mappings, in file order.
-pub fn mappings(json: &str) -> Result<Vec<Mapping>, String> {
-    let file: MappingFile = serde_json::from_str(json).map_err(|e| format!("invalid mapping file: {e}"))?;
+pub fn mappings(json: &str) -> Result<Vec<Mapping>, MappingError> {
+    let file: MappingFile = serde_json::from_str(json).map_err(|e| MappingError::Json(std::sync::Arc::new(e)))?;
     if file.mappings.is_empty() {
         return Err("invalid mapping file: \"mappings\" is empty".into());
     }
@@ -21,7 +21,7 @@ pub fn mappings(json: &str) -> Result<Vec<Mapping>, String> {
     for raw in file.mappings {
         let m = validate(raw)?;
         if !names.insert(m.name.clone()) {
-            return Err(format!("mapping \"{}\" is defined twice", m.name));
+            return Err(format!("mapping \"{}\" is defined twice", m.name).into());
         }
         all.push(m);
     }
@@ -31,7 +31,8 @@ pub fn mappings(json: &str) -> Result<Vec<Mapping>, String> {
                 return Err(format!(
                     "mapping \"{}\": changelog stream \"{stream}\" lies under the key prefix of mapping \"{}\"",
                     m.name, owner.name
-                ));
+                )
+                .into());
             }
         }
     }
@@ -42,14 +43,15 @@ pub fn mappings(json: &str) -> Result<Vec<Mapping>, String> {
                     return Err(format!(
                         "mappings \"{}\" and \"{}\" consume topic \"{}\" with one group \"{}\"; give each its own group",
                         a.name, b.name, x.topic, x.group
-                    ));
+                    ).into());
                 }
             }
             if a.key_prefix.starts_with(&b.key_prefix) || b.key_prefix.starts_with(&a.key_prefix) {
                 return Err(format!(
                     "mappings \"{}\" and \"{}\" have overlapping key prefixes \"{}\" and \"{}\"",
                     a.name, b.name, a.key_prefix, b.key_prefix
-                ));
+                )
+                .into());
             }
         }
     }
@@ -128,7 +130,7 @@ const MAX_NAME_LEN: usize = 56;
 const OWN_KEYS: &[&str] =
     &["pgsync:{journal}", "pgsync:{deadletter}", "pgsync:deadletter:{", "pgsync:journal:{", OFFSET_PREFIX];
 
-fn validate(raw: RawMapping) -> Result<Mapping, String> {
+fn validate(raw: RawMapping) -> Result<Mapping, MappingError> {
     let who = format!("mapping \"{}\"", raw.name);
     let non_empty = |what: &str, v: &str| {
         if v.trim().is_empty() {
@@ -143,7 +145,8 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         return Err(format!(
             "{who}: the name may hold only letters, digits, _ and -, at most {MAX_NAME_LEN} of them \
              (it names the Postgres NOTIFY channel)"
-        ));
+        )
+        .into());
     }
     let document = document(&raw).map_err(|e| format!("{who}: {e}"))?;
     json_type(&raw).map_err(|e| format!("{who}: {e}"))?;
@@ -152,26 +155,26 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
         (Some(d), None) => d.watch.first().map(|w| w.table.clone()).unwrap_or_default(),
         (None, Some(table)) => table.clone(),
         (Some(_), Some(_)) => {
-            return Err(format!("{who}: a document mapping reads through \"query\"; give no \"table\""))
+            return Err(format!("{who}: a document mapping reads through \"query\"; give no \"table\"").into())
         }
-        (None, None) => return Err(format!("{who}: \"table\" is missing")),
+        (None, None) => return Err(format!("{who}: \"table\" is missing").into()),
     };
     non_empty("table", &table)?;
     let (key_prefix, key) = key_shape(&raw).map_err(|e| format!("{who}: {e}"))?;
     non_empty("key_prefix", &key_prefix)?;
     if key_prefix.contains(['{', '}']) || key_prefix.starts_with("__") {
-        return Err(format!("{who}: key_prefix \"{}\" must not contain braces or start with \"__\"", key_prefix));
+        return Err(format!("{who}: key_prefix \"{}\" must not contain braces or start with \"__\"", key_prefix).into());
     }
     if let Some(own) = OWN_KEYS.iter().find(|k| k.starts_with(&key_prefix) || key_prefix.starts_with(**k)) {
-        return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", key_prefix));
+        return Err(format!("{who}: key_prefix \"{}\" would cover the module's own key {own}", key_prefix).into());
     }
     let tables = std::iter::once(&table).chain(document.iter().flat_map(|d| d.watch.iter().map(|w| &w.table)));
     if let Some(bad) = tables.into_iter().find(|t| t.split('.').count() > 2 || t.split('.').any(str::is_empty)) {
-        return Err(format!("{who}: table \"{bad}\" must be \"table\" or \"schema.table\""));
+        return Err(format!("{who}: table \"{bad}\" must be \"table\" or \"schema.table\"").into());
     }
     if let Some(fields) = &raw.fields {
         if fields.contains_key("#") {
-            return Err(format!("{who}: the field \"#\" is reserved for the sync operation"));
+            return Err(format!("{who}: the field \"#\" is reserved for the sync operation").into());
         }
         let mut columns = HashSet::new();
         for (field, column) in fields {
@@ -179,39 +182,42 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
             if key.columns().contains(column) {
                 return Err(format!(
                     "{who}: field \"{field}\" maps to key column \"{column}\", which comes from the key name"
-                ));
+                )
+                .into());
             }
             if !columns.insert(column) {
-                return Err(format!("{who}: column \"{column}\" is mapped by two fields"));
+                return Err(format!("{who}: column \"{column}\" is mapped by two fields").into());
             }
         }
     }
     let notify = raw.notify.map(|n| notify_channels(n).map_err(|e| format!("{who}: \"notify\": {e}"))).transpose()?;
     if raw.changelog.as_ref().is_some_and(|c| c.stream.is_empty() || c.maxlen == 0) {
-        return Err(format!("{who}: \"changelog\" needs a stream name and a maxlen above 0"));
+        return Err(format!("{who}: \"changelog\" needs a stream name and a maxlen above 0").into());
     }
     if raw.notify_sharded && !matches!(notify, Some(Notify::Prefix(_))) {
-        return Err(format!("{who}: \"notify_sharded\" needs \"notify\" as a channel prefix (a string)"));
+        return Err(format!("{who}: \"notify_sharded\" needs \"notify\" as a channel prefix (a string)").into());
     }
     if raw.ttl == Some(0) {
-        return Err(format!("{who}: \"ttl\" is in seconds and must be above 0 (leave it out for no expiry)"));
+        return Err(format!("{who}: \"ttl\" is in seconds and must be above 0 (leave it out for no expiry)").into());
     }
     if raw.ttl_on_write && (raw.ttl.is_none() || raw.mode != Mode::WriteBehind) {
         return Err(format!(
             "{who}: \"ttl_on_write\" needs a \"ttl\" and a write-behind mapping (write-through rows get the ttl when their commit is applied)"
-        ));
+        ).into());
     }
     if raw.fill_on_write && raw.mode == Mode::ReadOnly {
         return Err(format!(
             "{who}: \"fill_on_write\" needs a write-behind or write-through mapping (read-only keys take no writes)"
-        ));
+        )
+        .into());
     }
     if let Some(kafka) = &raw.kafka {
         kafka.validate(&who)?;
         if !matches!(raw.mode, Mode::WriteBehind | Mode::WriteThrough) {
             return Err(format!(
                 "{who}: a \"kafka\" source writes rows to Postgres; use write-behind or write-through"
-            ));
+            )
+            .into());
         }
     }
     Ok(Mapping {
@@ -241,13 +247,13 @@ fn validate(raw: RawMapping) -> Result<Mapping, String> {
 
 /// The document options of a `"mode": "document"` mapping (`None` for others,
 /// which may not use them).
-fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
+fn document(raw: &RawMapping) -> Result<Option<Document>, MappingError> {
     let given = [("query", raw.query.is_some()), ("ids_query", raw.ids_query.is_some())]
         .into_iter()
         .chain([("watch", raw.watch.is_some()), ("store", raw.store.is_some())]);
     if raw.mode != Mode::Document {
         return match given.into_iter().find(|(_, given)| *given) {
-            Some((option, _)) => Err(format!("\"{option}\" is for \"mode\": \"document\" mappings")),
+            Some((option, _)) => Err(format!("\"{option}\" is for \"mode\": \"document\" mappings").into()),
             None => Ok(None),
         };
     }
@@ -255,7 +261,7 @@ fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
         .into_iter()
         .chain([("read_through", raw.read_through), ("fill_on_write", raw.fill_on_write)]);
     if let Some((option, _)) = refused.into_iter().find(|(_, given)| *given) {
-        return Err(format!("\"{option}\" does not apply to a document mapping"));
+        return Err(format!("\"{option}\" does not apply to a document mapping").into());
     }
     let text = |what: &str, v: &Option<String>| match v.as_deref().map(str::trim) {
         Some(sql) if !sql.is_empty() && !sql.contains(';') => Ok(sql.to_string()),
@@ -276,7 +282,7 @@ fn document(raw: &RawMapping) -> Result<Option<Document>, String> {
 /// Checks a `"type": "json"` mapping: a table mapping of any mode (documents
 /// say how they are kept with `"store"`; `fill_on_write` and Kafka sources
 /// write hashes). Write-through stages its writes in JSON documents too.
-fn json_type(raw: &RawMapping) -> Result<(), String> {
+fn json_type(raw: &RawMapping) -> Result<(), MappingError> {
     let writes = matches!(raw.mode, Mode::WriteBehind | Mode::WriteThrough);
     if raw.on_set.is_some() && (raw.value_type != ValueType::Json || !writes) {
         return Err("\"on_set\" is for \"type\": \"json\" write-behind and write-through mappings".into());
@@ -302,13 +308,13 @@ fn json_type(raw: &RawMapping) -> Result<(), String> {
 
 /// The key prefix and key columns: from `"key"` (a template whose leading literal
 /// is the prefix), or from `"key_prefix"` and `"primary_key"`, its short form.
-fn key_shape(raw: &RawMapping) -> Result<(String, KeyShape), String> {
+fn key_shape(raw: &RawMapping) -> Result<(String, KeyShape), MappingError> {
     match (&raw.key, &raw.key_prefix, &raw.primary_key) {
         (Some(template), None, None) => {
             let parsed = Template::parse(template).map_err(|e| format!("\"key\": {e}"))?;
             let (prefix, rest) = match parsed.parts() {
                 [Part::Literal(prefix), rest @ ..] => (prefix.clone(), rest),
-                _ => return Err(format!("\"key\" template \"{template}\" must start with a literal prefix")),
+                _ => return Err(format!("\"key\" template \"{template}\" must start with a literal prefix").into()),
             };
             let shape = KeyShape::from_parts(rest).map_err(|e| format!("\"key\" template \"{template}\" {e}"))?;
             Ok((prefix, shape))
@@ -326,7 +332,7 @@ fn key_shape(raw: &RawMapping) -> Result<(String, KeyShape), String> {
 
 /// Checks and parses `"notify"`: a non-empty prefix, or a non-empty list of
 /// channel templates.
-fn notify_channels(raw: RawNotify) -> Result<Notify, String> {
+fn notify_channels(raw: RawNotify) -> Result<Notify, MappingError> {
     match raw {
         RawNotify::Prefix(p) if p.is_empty() => Err("must not be empty".into()),
         RawNotify::Prefix(p) => Ok(Notify::Prefix(p)),

@@ -36,8 +36,22 @@ impl Captured for Entry {
     }
 }
 
-/// How a settled row ended: committed, or rejected with Postgres's message.
-pub type Outcome = Result<(), String>;
+/// How a settled row ended: committed, or rejected.
+pub type Outcome = Result<(), Rejected>;
+
+/// Why a settled row did not commit: the text its waiting clients and ack
+/// streams are shown (Postgres's message, or the module's own refusal before
+/// any SQL). The model holds the text, as it imports neither error type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected(pub String);
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
 
 /// What the queue keeps of a row while its batch is being written: the worker
 /// holds the change itself, and the journal its records.

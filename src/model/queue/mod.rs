@@ -14,7 +14,7 @@ mod unsettled;
 use compaction::compact;
 pub use compaction::{Compaction, Journaled};
 use entry::Flight;
-pub use entry::{Entry, Outcome, RowKey};
+pub use entry::{Entry, Outcome, Rejected, RowKey};
 use line::Line;
 pub use snapshot::Snapshot;
 use unsettled::Unsettled;

@@ -8,7 +8,7 @@ fn key_type(sql_type: &str) -> KeyType {
     KeyType::from_catalog(sql_type, None).unwrap()
 }
 
-fn shape(template: &str) -> Result<KeyShape, String> {
+fn shape(template: &str) -> Result<KeyShape, ShapeError> {
     let t = crate::model::template::Template::parse(template).unwrap();
     KeyShape::from_parts(t.parts())
 }
@@ -29,22 +29,22 @@ fn composite_ids_split_and_join() {
     assert_eq!(shape.split("7_12"), Ok(vec!["7", "12"]));
     assert_eq!(shape.join(&["7", "12"]).unwrap(), "7_12");
     assert_eq!(shape.check("7_12", &ints), Ok(vec!["7", "12"]));
-    let err = shape.check("7_012", &ints).unwrap_err();
+    let err = shape.check("7_012", &ints).unwrap_err().to_string();
     assert!(err.contains("\"012\" of key column \"category_id\" is not a canonical integer"), "{err}");
     let single = KeyShape::single("id");
     assert_eq!(single.split("a_b"), Ok(vec!["a_b"]), "one column has no separator to hold");
     assert_eq!(single.join(&["a_b"]).unwrap(), "a_b");
-    let err = single.check("007", &ints[..1]).unwrap_err();
+    let err = single.check("007", &ints[..1]).unwrap_err().to_string();
     assert!(err.starts_with("the key's id \"007\" is not a canonical integer"), "{err}");
 }
 
 #[test]
 fn ambiguous_values_are_refused_both_ways() {
     let shape = shape("{brand_id}_{category_id}").unwrap();
-    let err = shape.join(&["ben_jerry", "icecream"]).unwrap_err();
+    let err = shape.join(&["ben_jerry", "icecream"]).unwrap_err().to_string();
     assert!(err.contains("ambiguous") && err.contains("brand_id"), "{err}");
-    assert!(shape.split("ben_jerry_icecream").unwrap_err().contains("ambiguous"));
-    assert!(shape.split("7").unwrap_err().contains("does not spell 2 columns"));
+    assert!(shape.split("ben_jerry_icecream").unwrap_err().to_string().contains("ambiguous"));
+    assert!(shape.split("7").unwrap_err().to_string().contains("does not spell 2 columns"));
     assert!(shape.split("_7").is_err(), "an empty value");
 }
 
@@ -52,11 +52,11 @@ fn ambiguous_values_are_refused_both_ways() {
 fn a_value_may_not_run_into_a_longer_separator() {
     // ('a:', 'b') and ('a', ':b') would both spell a:::b.
     let shape = shape("{lft}::{rgt}").unwrap();
-    let err = shape.join(&["a:", "b"]).unwrap_err();
+    let err = shape.join(&["a:", "b"]).unwrap_err().to_string();
     assert!(err.contains("ends with the start of the separator \"::\""), "{err}");
-    let err = shape.join(&["a", ":b"]).unwrap_err();
+    let err = shape.join(&["a", ":b"]).unwrap_err().to_string();
     assert!(err.contains("begins with the end of the separator \"::\""), "{err}");
-    assert!(shape.split("a:::b").unwrap_err().contains("ambiguous"));
+    assert!(shape.split("a:::b").unwrap_err().to_string().contains("ambiguous"));
     assert_eq!(shape.split("a::b"), Ok(vec!["a", "b"]));
     assert_eq!(shape.split("a:b::c:d"), Ok(vec!["a:b", "c:d"]), "a single : is no separator");
     // A separator that cannot overlap itself only refuses values holding it.
@@ -70,17 +70,46 @@ fn rows_read_from_postgres_get_the_key_a_write_would_accept() {
     let shape = shape("{sensor}@{ts}").unwrap();
     let types = [key_type("integer"), key_type("timestamp without time zone")];
     assert_eq!(shape.spell(&["1", "2024-01-01 08:00:00"], &types).unwrap(), "1@2024-01-01 08:00:00");
-    let brace = KeyShape::single("id").spell(&["x}{y"], &[key_type("text")]).unwrap_err();
+    let brace = KeyShape::single("id").spell(&["x}{y"], &[key_type("text")]).unwrap_err().to_string();
     assert!(brace.contains("brace"), "{brace}");
-    let numeric = KeyShape::single("id").spell(&["1.50"], &[key_type("numeric")]).unwrap_err();
+    let numeric = KeyShape::single("id").spell(&["1.50"], &[key_type("numeric")]).unwrap_err().to_string();
     assert!(numeric.contains("not a canonical numeric"), "{numeric}");
 }
 
 #[test]
+fn the_refusals_read_as_before_they_were_kinds() {
+    assert_eq!(check_id(b"").unwrap_err().to_string(), "the key has no id after its prefix");
+    assert_eq!(check_id(b"\xff").unwrap_err().to_string(), "the key's id is not valid UTF-8");
+    assert_eq!(
+        check_id(b"a\x00").unwrap_err().to_string(),
+        "the key's id contains a NUL byte, which Postgres cannot store"
+    );
+    assert_eq!(check_id(b"a}\n").unwrap_err().to_string(), "the key's id \"a}\\n\" contains a brace");
+    let shape = shape("{a}::{b}").unwrap();
+    assert_eq!(shape.split("x").unwrap_err().to_string(), "the key's id \"x\" does not spell 2 columns");
+    assert_eq!(shape.join(&["", "b"]).unwrap_err().to_string(), "key column \"a\" is empty");
+    assert_eq!(
+        shape.join(&["a::", "b"]).unwrap_err().to_string(),
+        "the value \"a::\" of key column \"a\" holds the separator \"::\", so its key would be ambiguous"
+    );
+    assert_eq!(
+        shape.join(&["a", ":b"]).unwrap_err().to_string(),
+        "the value \":b\" of key column \"b\" begins with the end of the separator \"::\" before it, so its key would be ambiguous"
+    );
+    let err = shape.check("a::01", &[key_type("text"), key_type("integer")]).unwrap_err();
+    assert!(matches!(&err, IdError::NotCanonical { column: Some(c), .. } if c == "b"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the value \"01\" of key column \"b\" is not a canonical integer (digits only, an optional -, no leading zeros, \
+         from -2147483648 to 2147483647); one row has exactly one key"
+    );
+}
+
+#[test]
 fn key_templates_need_separators_and_a_final_column() {
-    assert!(shape("{a}{b}").unwrap_err().contains("separator"));
-    assert!(shape("{a}_{b}:x").unwrap_err().contains("end with a column"));
-    assert!(shape("{a}_{a}").unwrap_err().contains("twice"));
+    assert!(shape("{a}{b}").unwrap_err().to_string().contains("separator"));
+    assert!(shape("{a}_{b}:x").unwrap_err().to_string().contains("end with a column"));
+    assert!(shape("{a}_{a}").unwrap_err().to_string().contains("twice"));
     assert_eq!(shape("{a}:{b}:{c}").unwrap().columns(), ["a", "b", "c"]);
 }
 

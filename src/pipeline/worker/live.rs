@@ -5,7 +5,7 @@ use super::sync::{BatchRow, PostgresSide, RedisSide};
 use super::IDLE_WAIT;
 use crate::model::doubt::{without_committed, Doubt};
 use crate::model::fault;
-use crate::model::queue::{BatchLimits, Entry, RowKey};
+use crate::model::queue::{BatchLimits, Entry, Rejected, RowKey};
 use crate::model::stats::{MappingStats, Reachability};
 use crate::pg::commit_marker::{self, Marker, Proof};
 use crate::pg::error::{Action, Error, ErrorKind};
@@ -80,7 +80,7 @@ impl RedisSide for LiveRedis<'_> {
         warn(why);
         self.0.dirty.release(rows);
         for (row, entry) in rows {
-            waiters::settle(row, entry.change.version, &Err(why.to_string()));
+            waiters::settle(row, entry.change.version, &Err(Rejected(why.to_string())));
         }
     }
 }

@@ -3,6 +3,7 @@
 use super::sync::{step, BatchRow, PostgresSide, RedisSide};
 use crate::model::backoff::SharedBackoff;
 use crate::model::backoff::FIRST_RETRY_DELAY;
+use crate::model::queue::{Outcome, Rejected};
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::writer::RowOutcome;
 use std::cell::RefCell;
@@ -22,7 +23,7 @@ impl BatchRow for Row {
 struct FakeRedis {
     queued: RefCell<Vec<Row>>,
     requeued: RefCell<Vec<(usize, Vec<&'static str>, ErrorKind)>>,
-    applied: RefCell<Vec<(&'static str, Result<(), String>)>>,
+    applied: RefCell<Vec<(&'static str, Outcome)>>,
     released: RefCell<Vec<(&'static str, String)>>,
     apply_panics: bool,
 }
@@ -32,7 +33,7 @@ impl FakeRedis {
         FakeRedis { queued: RefCell::new(rows.to_vec()), ..Default::default() }
     }
 
-    fn applied(&self) -> Vec<(&'static str, Result<(), String>)> {
+    fn applied(&self) -> Vec<(&'static str, Outcome)> {
         self.applied.borrow().clone()
     }
 }
@@ -58,7 +59,7 @@ impl RedisSide for FakeRedis {
         }
         let mut applied = self.applied.borrow_mut();
         for (row, outcome) in rows.iter().zip(outcomes) {
-            applied.push((row.1, outcome.as_ref().map(|_| ()).map_err(|e| e.message.clone())));
+            applied.push((row.1, outcome.as_ref().map(|_| ()).map_err(|e| Rejected(e.message.clone()))));
         }
     }
 
@@ -117,7 +118,7 @@ fn backoffs(n: usize) -> Vec<SharedBackoff> {
     (0..n).map(|_| SharedBackoff::new(FIRST_RETRY_DELAY)).collect()
 }
 
-fn ok(id: &'static str) -> (&'static str, Result<(), String>) {
+fn ok(id: &'static str) -> (&'static str, Outcome) {
     (id, Ok(()))
 }
 
@@ -196,7 +197,7 @@ fn outcomes_reach_apply_row_by_row() {
     let redis = FakeRedis::with(&[Row(0, "a"), Row(0, "b"), Row(0, "c")]);
     let mut pg = FakePostgres { refused_per_row: vec!["b"], ..Default::default() };
     step(&redis, &mut pg, &backoffs(1));
-    assert_eq!(redis.applied(), [ok("a"), ("b", Err("b refused".into())), ok("c")]);
+    assert_eq!(redis.applied(), [ok("a"), ("b", Err(Rejected("b refused".into()))), ok("c")]);
     assert!(redis.requeued.borrow().is_empty());
     assert_eq!(pg.writes, 1);
 }
@@ -208,7 +209,7 @@ fn a_rejected_batch_is_written_row_by_row_and_only_the_bad_row_is_dead_lettered(
     let backoffs = backoffs(1);
     let before = Instant::now();
     step(&redis, &mut pg, &backoffs);
-    assert_eq!(redis.applied(), [ok("a"), ("bad", Err("violates check constraint".into())), ok("c")]);
+    assert_eq!(redis.applied(), [ok("a"), ("bad", Err(Rejected("violates check constraint".into()))), ok("c")]);
     assert_eq!(pg.committed, ["a", "c"]);
     assert!(redis.requeued.borrow().is_empty());
     assert!(backoffs[0].ready(before), "a dead letter is no reason to wait");
@@ -223,7 +224,7 @@ fn a_row_that_makes_the_writer_panic_is_dead_lettered_alone() {
     assert_eq!(applied.len(), 3);
     assert_eq!((applied[0].clone(), applied[2].clone()), (ok("a"), ok("c")));
     assert_eq!(applied[1].0, "boom");
-    let why = applied[1].1.clone().unwrap_err();
+    let why = applied[1].1.clone().unwrap_err().0;
     assert!(why.starts_with("pgsync bug: the worker panicked writing this row: injected on boom"), "{why}");
     assert_eq!(pg.committed, ["a", "c"]);
 }

@@ -20,7 +20,7 @@ use crate::model::queue::RowKey;
 use crate::model::stats::MappingStats;
 use crate::redis::cluster;
 use crate::redis::config;
-use crate::redis::redis_io::{bytes, call, call_logged, own_writes, warn};
+use crate::redis::redis_io::{bytes, call, call_logged, own_writes, warn, CallError};
 use redis_module::key::KeyFlags;
 use redis_module::{Context, KeyType, RedisValue};
 
@@ -381,19 +381,19 @@ fn trim(ctx: &Context, counters: DropCounters, keys: &Keys, max: usize) {
 }
 
 /// The entry `entry`, if there is one.
-pub fn get(ctx: &Context, entry: &str) -> Result<Option<DeadLetter>, String> {
+pub fn get(ctx: &Context, entry: &str) -> Result<Option<DeadLetter>, CallError> {
     let json = call(ctx, "HGET", &[&keys(ctx).hash, entry.as_bytes()])?;
     Ok(bytes(&json).and_then(|json| serde_json::from_slice(&json).ok()))
 }
 
 /// Whether there is an entry `entry` (without reading it).
-pub fn exists(ctx: &Context, entry: &str) -> Result<bool, String> {
+pub fn exists(ctx: &Context, entry: &str) -> Result<bool, CallError> {
     Ok(matches!(call(ctx, "HEXISTS", &[&keys(ctx).hash, entry.as_bytes()])?, RedisValue::Integer(1)))
 }
 
 /// Walks the entry ids oldest first, a step at a time, and returns up to `max`
 /// of those `wanted` accepts. Costs O(ids walked), never a read of an entry.
-pub fn ids(ctx: &Context, max: usize, wanted: &mut dyn FnMut(&str) -> bool) -> Result<Vec<String>, String> {
+pub fn ids(ctx: &Context, max: usize, wanted: &mut dyn FnMut(&str) -> bool) -> Result<Vec<String>, CallError> {
     let mut out = Vec::new();
     let mut start = 0usize;
     let order = keys(ctx).order;
@@ -419,7 +419,7 @@ pub fn ids(ctx: &Context, max: usize, wanted: &mut dyn FnMut(&str) -> bool) -> R
 }
 
 /// The entries `ids` (in that order), skipping any that are gone.
-pub fn entries(ctx: &Context, ids: Vec<String>) -> Result<Vec<(String, DeadLetter)>, String> {
+pub fn entries(ctx: &Context, ids: Vec<String>) -> Result<Vec<(String, DeadLetter)>, CallError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }

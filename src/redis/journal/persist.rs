@@ -51,27 +51,27 @@ extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
 extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, _when: c_int) -> c_int {
     let loaded = catch(|| {
         if encver != ENCODING {
-            return Err(format!("the RDB's journal has layout {encver}; this module reads {ENCODING}"));
+            return Err(aux_type::AuxError::Layout { what: "journal", found: encver, reads: ENCODING });
         }
-        let count = raw::load_unsigned(rdb).map_err(|e| e.to_string())?;
+        let count = raw::load_unsigned(rdb)?;
         let mut entries = Vec::with_capacity(count.min(1 << 20) as usize);
         for _ in 0..count {
-            let key = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?.as_ref().to_vec();
-            let log = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?.as_ref().to_vec();
+            let key = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+            let log = raw::load_string_buffer(rdb)?.as_ref().to_vec();
             entries.push((key, log));
         }
-        let count = raw::load_unsigned(rdb).map_err(|e| e.to_string())?;
+        let count = raw::load_unsigned(rdb)?;
         let mut marks = Vec::with_capacity(count.min(1 << 20) as usize);
         for _ in 0..count {
-            let key = raw::load_string_buffer(rdb).map_err(|e| e.to_string())?.as_ref().to_vec();
-            let id = raw::load_signed(rdb).map_err(|e| e.to_string())?;
-            let len = raw::load_unsigned(rdb).map_err(|e| e.to_string())?;
+            let key = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+            let id = raw::load_signed(rdb)?;
+            let len = raw::load_unsigned(rdb)?;
             marks.push((key, id, len as usize));
         }
         logs::replace_all(entries, marks);
         Ok(())
     })
-    .and_then(|loaded| loaded);
+    .unwrap_or_else(|panic| Err(aux_type::AuxError::Bug(panic)));
     match loaded {
         Ok(()) => raw::REDISMODULE_OK as c_int,
         Err(e) => {

@@ -4,7 +4,7 @@
 //! command-info support would register the commands itself, which skips the
 //! old-server gate in lib.rs).
 
-use crate::redis::redis_io::{api, warn};
+use crate::redis::redis_io::{api, warn, HookError};
 use redis_module::raw;
 use redis_module::Context;
 use std::ffi::{c_char, c_int, CString};
@@ -190,17 +190,17 @@ pub fn register(ctx: &Context) {
     }
 }
 
-fn set_info(ctx: &Context, doc: &Doc) -> Result<(), String> {
+fn set_info(ctx: &Context, doc: &Doc) -> Result<(), HookError> {
     let (Some(get_command), Some(set_command_info)) = (api!(RedisModule_GetCommand), api!(RedisModule_SetCommandInfo))
     else {
-        return Err("the server has no RM_SetCommandInfo".into());
+        return Err(HookError::NoCommandInfo);
     };
     let mut keep = Lowered::default();
     let name = keep.text(doc.name);
     // SAFETY: the context is the load's; the name is a live C string.
     let command = unsafe { get_command(ctx.ctx, name) };
     if command.is_null() {
-        return Err("command not registered".into());
+        return Err(HookError::NotRegistered);
     }
     let version = raw::RedisModuleCommandInfoVersion {
         version: 1,
@@ -224,7 +224,7 @@ fn set_info(ctx: &Context, doc: &Doc) -> Result<(), String> {
     // the call returns; Redis copies what it keeps.
     match unsafe { set_command_info(command, &info) } {
         status if status == raw::REDISMODULE_OK as c_int => Ok(()),
-        _ => Err("RM_SetCommandInfo refused it (see the lines above in the log)".into()),
+        _ => Err(HookError::CommandInfoRefused),
     }
 }
 

@@ -23,7 +23,7 @@ use crate::redis::acl::Caller;
 use crate::redis::blocked::Reply;
 use crate::redis::client_call::{call_named_as_client, client_argv, ClientReply};
 use crate::redis::cluster;
-use crate::redis::json_doc;
+use crate::redis::json_doc::{self, DocError};
 use crate::redis::redis_io::{bytes, key_exists};
 use crate::redis::replies;
 use crate::server::value_refusal;
@@ -178,7 +178,7 @@ fn tagged(
     members: Vec<(String, Option<String>)>,
 ) -> Result<(ClientReply, Option<u64>), RedisError> {
     if argv.len() != 4 {
-        return Err(refusal(ctx, rt, target, argv, "the # member does not go with NX or XX"));
+        return Err(refusal(ctx, rt, target, argv, &"the # member does not go with NX or XX"));
     }
     let m = &rt.mappings.all()[target.mapping];
     let (ops, members): (Vec<_>, Vec<_>) = members.into_iter().partition(|(n, _)| is_op(n));
@@ -299,17 +299,13 @@ fn run(ctx: &Context, command: JsonCommand, argv: &[RedisString]) -> Result<Clie
 /// Writes `members` into the document at `key` (a missing key becomes one), as
 /// the caller's `JSON.SET key $ <document>`; replies as `JSON.SET` does.
 fn create(ctx: &Context, key: &[u8], members: &[(String, Option<String>)]) -> Result<ClientReply, RedisError> {
-    let mut failed = None;
-    let written = json_doc::merge_into(ctx, key, members, |args| {
-        call_named_as_client(ctx, "JSON.SET", true, args).map(drop).map_err(|e| {
-            failed = Some(e);
-            String::new()
-        })
-    });
-    match (written, failed) {
-        (_, Some(e)) => Err(e),
-        (Err(why), None) => Err(replies::error(why)),
-        (Ok(_), None) => Ok(ClientReply::Direct(RedisValue::SimpleStringStatic("OK"))),
+    let written =
+        json_doc::merge_into(ctx, key, members, |args| call_named_as_client(ctx, "JSON.SET", true, args).map(drop));
+    match written {
+        // The client's own JSON.SET failed: its error is the reply, as is.
+        Err(DocError::Write(e)) => Err(e),
+        Err(why) => Err(replies::error(why)),
+        Ok(_) => Ok(ClientReply::Direct(RedisValue::SimpleStringStatic("OK"))),
     }
 }
 
@@ -414,7 +410,13 @@ fn check(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], eff
 
 /// Counts, logs and returns the refusal of a write; a caller who may not run
 /// the command hears that instead.
-fn refusal(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], why: &str) -> RedisError {
+fn refusal(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    argv: &[RedisString],
+    why: &dyn std::fmt::Display,
+) -> RedisError {
     if let Err(e) = Caller::of(ctx).and_then(|caller| caller.check_command(ctx, argv)) {
         return e;
     }

@@ -39,7 +39,7 @@ pub fn guarded(
     args: Vec<RedisString>,
     handler: fn(&Context, Vec<RedisString>) -> RedisResult,
 ) -> RedisResult {
-    guard::catch(|| handler(ctx, args)).unwrap_or_else(|panic| Err(replies::internal(&panic)))
+    guard::catch(|| handler(ctx, args)).unwrap_or_else(|panic| Err(replies::internal(&panic.0)))
 }
 
 pub(crate) fn runtime_or_err() -> Result<&'static Runtime, RedisError> {
@@ -156,8 +156,9 @@ pub(crate) fn committed_write(
     caller.check(ctx, m.main_key(id).as_bytes(), Access::Write)?;
     match capture::target(rt, written.as_bytes()) {
         Some(Ok(target)) => Ok((target, written)),
-        Some(Err((mapping, message))) => {
-            capture::refuse(rt, mapping, &message);
+        Some(Err(refusal)) => {
+            let message = refusal.to_string();
+            capture::refuse(rt, refusal.mapping, &message);
             Err(replies::refused(&message))
         }
         None => Err(replies::not_synced()),

@@ -60,8 +60,9 @@ pub(super) fn target_of(ctx: &Context, rt: &Runtime, key: &[u8]) -> Result<Optio
     match capture::target(rt, key) {
         None => Ok(None),
         Some(Ok(target)) => Ok(Some(target)),
-        Some(Err((mapping, message))) => {
-            refuse(rt, mapping, &message);
+        Some(Err(refusal)) => {
+            let message = refusal.to_string();
+            refuse(rt, refusal.mapping, &message);
             Err(replies::refused(&message))
         }
     }

@@ -25,8 +25,9 @@ mod tests;
 use super::client::Fetched;
 use crate::model::change::{FieldChange, Fields, RowOp, Write};
 use crate::model::intent::Command;
-use crate::model::kafka::{decode, Decoded, KafkaOrigin, KafkaSource};
+use crate::model::kafka::{decode, DecodeError, Decoded, KafkaOrigin, KafkaSource};
 use crate::model::mapping::{Mapping, Mode};
+use crate::pipeline::capture::KeyRefusal;
 use crate::pipeline::runtime::Runtime;
 use crate::redis::cluster::Place;
 use crate::redis::deadletter;
@@ -62,10 +63,10 @@ pub enum Applied {
 }
 
 /// Why a record cannot be applied; its text is what the dead letter says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Refusal {
     /// The record cannot be read as a row (the decoder's reason).
-    Undecodable(String),
+    Undecodable(DecodeError),
     /// The mapping has no Kafka source (any more: a retry after a reload).
     NoSource,
     /// A retried record's row lives on another cluster node.
@@ -78,8 +79,8 @@ pub enum Refusal {
         /// The row's key.
         key: String,
     },
-    /// Capture refuses the key (why).
-    Capture(String),
+    /// Capture refuses the key (boxed: the refusal is large, and rare).
+    Capture(Box<KeyRefusal>),
     /// The write command failed (Redis's error text).
     Command(String),
 }
@@ -87,7 +88,9 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Undecodable(why) | Refusal::Capture(why) | Refusal::Command(why) => f.write_str(why),
+            Refusal::Undecodable(why) => why.fmt(f),
+            Refusal::Capture(why) => why.fmt(f),
+            Refusal::Command(why) => f.write_str(why),
             Refusal::NoSource => f.write_str("the mapping has no kafka source"),
             Refusal::OtherNode { key } => {
                 write!(f, "{key} lives on another cluster node: retry there (SYNC.RETRY is per node)")
@@ -97,7 +100,15 @@ impl fmt::Display for Refusal {
     }
 }
 
-impl std::error::Error for Refusal {}
+impl std::error::Error for Refusal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Refusal::Undecodable(why) => Some(why),
+            Refusal::Capture(why) => Some(why.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 /// One record's write: the commands a client would send, in order (each
 /// `argv` starts with the command's name), and the change captured after them.

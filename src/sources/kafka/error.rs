@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::pipeline::threads::SpawnError;
+
 /// A failure talking to the brokers.
 #[derive(Debug)]
 pub enum KafkaError {
@@ -143,15 +145,15 @@ impl std::error::Error for TlsError {
 pub enum StartError {
     /// A source's `"tls"` files cannot be used.
     Tls(TlsError),
-    /// Its thread cannot be started (the supervisor's reason).
-    Spawn(String),
+    /// Its thread cannot be started.
+    Spawn(SpawnError),
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Tls(e) => e.fmt(f),
-            StartError::Spawn(why) => f.write_str(why),
+            StartError::Spawn(e) => e.fmt(f),
         }
     }
 }
@@ -160,7 +162,7 @@ impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StartError::Tls(e) => Some(e),
-            StartError::Spawn(_) => None,
+            StartError::Spawn(e) => Some(e),
         }
     }
 }

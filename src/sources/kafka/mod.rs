@@ -15,6 +15,7 @@ pub mod status;
 mod tls;
 
 use crate::pipeline::runtime::Runtime;
+use crate::pipeline::threads::SpawnError;
 use error::StartError;
 
 /// Starts the consumer thread of every mapping with a Kafka source, through
@@ -23,7 +24,7 @@ use error::StartError;
 /// connection, so renewed certificates need no restart.
 pub fn start(
     rt: &'static Runtime,
-    spawn: impl Fn(&str, Box<dyn FnOnce() + Send>) -> Result<(), String>,
+    spawn: impl Fn(&str, Box<dyn FnOnce() + Send>) -> Result<(), SpawnError>,
 ) -> Result<(), StartError> {
     for (mapping, m) in rt.mappings.all().iter().enumerate() {
         let Some(source) = &m.kafka else { continue };

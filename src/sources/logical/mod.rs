@@ -65,7 +65,7 @@ pub fn chosen(rt: &Runtime, listening: &[usize]) -> Result<bool, Error> {
         }
         Err(why) => {
             mode::show(&format!("waiting: {why}"));
-            Err(Error::new(ErrorKind::Schema, why))
+            Err(Error::new(ErrorKind::Schema, why.to_string()))
         }
     }
 }

@@ -16,15 +16,28 @@ pub enum Source {
     Triggers,
 }
 
+/// `pgsync.cdc` is `logical`, and Postgres cannot serve logical replication:
+/// why it cannot (the catalog's reason).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalRefused(pub String);
+
+impl std::fmt::Display for LogicalRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pgsync.cdc is logical but {}", self.0)
+    }
+}
+
+impl std::error::Error for LogicalRefused {}
+
 /// Chooses from the setting and what keeps logical replication from serving
 /// (`obstacle`), with the line `SYNC.STATUS` shows; `Err` when the setting
 /// demands logical replication and Postgres does not allow it.
-pub fn choose(setting: Cdc, obstacle: Option<String>) -> Result<(Source, String), String> {
+pub fn choose(setting: Cdc, obstacle: Option<String>) -> Result<(Source, String), LogicalRefused> {
     match (setting, obstacle) {
         (Cdc::notify, _) => Ok((Source::Triggers, "notify (pgsync.cdc is notify)".into())),
         (Cdc::auto | Cdc::logical, None) => Ok((Source::Logical, "logical".into())),
         (Cdc::auto, Some(why)) => Ok((Source::Triggers, format!("notify: {why}"))),
-        (Cdc::logical, Some(why)) => Err(format!("pgsync.cdc is logical but {why}")),
+        (Cdc::logical, Some(why)) => Err(LogicalRefused(why)),
     }
 }
 
@@ -60,6 +73,8 @@ mod tests {
     fn an_explicit_setting_is_obeyed() {
         assert_eq!(choose(Cdc::notify, None).unwrap().0, Source::Triggers);
         assert_eq!(choose(Cdc::logical, None).unwrap().0, Source::Logical);
-        assert!(choose(Cdc::logical, Some("x".into())).unwrap_err().contains("pgsync.cdc is logical but x"));
+        let refused = choose(Cdc::logical, Some("x".into())).unwrap_err();
+        assert_eq!(refused, LogicalRefused("x".into()));
+        assert_eq!(refused.to_string(), "pgsync.cdc is logical but x");
     }
 }

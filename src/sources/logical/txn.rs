@@ -6,9 +6,10 @@
 
 use crate::model::json_row::MemberKind;
 use crate::model::key_text::KeyType;
-use crate::model::row_id::KeyShape;
+use crate::model::row_id::{IdError, KeyShape};
 use crate::pg::replication::pgoutput::{Message, Relation, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 
 /// Fields of a row as a hash gets them: `None` removes the field (a NULL column).
 pub type Fields = Vec<(String, Option<String>)>;
@@ -150,7 +151,7 @@ impl Txn {
                     let changes = self.changes.entry(t.mapping).or_default();
                     match spell(t, rel, &old) {
                         Ok(id) => drop(changes.rows.insert(id, None)),
-                        Err(why) => changes.refuse(why),
+                        Err(why) => changes.refuse(why.to_string()),
                     }
                 }
             }
@@ -192,7 +193,7 @@ impl Txn {
             let id = match spell(t, rel, new) {
                 Ok(id) => id,
                 Err(why) => {
-                    changes.refuse(why);
+                    changes.refuse(why.to_string());
                     continue;
                 }
             };
@@ -239,16 +240,34 @@ fn value<'v>(rel: &Relation, values: &'v [Value], column: &str) -> Option<&'v Va
     rel.columns.iter().position(|c| c == column).and_then(|i| values.get(i))
 }
 
+/// Why a change's row has no id: it is counted and the first reason logged.
+#[derive(Debug)]
+enum Unkeyed {
+    /// A key column is missing or NULL in the change (the column).
+    NoValue(String),
+    /// The values spell no key a write would accept.
+    Key(IdError),
+}
+
+impl fmt::Display for Unkeyed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unkeyed::NoValue(column) => write!(f, "key column {column} has no value in the change"),
+            Unkeyed::Key(why) => why.fmt(f),
+        }
+    }
+}
+
 /// The row's id from its key columns, as a write to its key would spell it.
-fn spell(t: &Target, rel: &Relation, values: &[Value]) -> Result<String, String> {
+fn spell(t: &Target, rel: &Relation, values: &[Value]) -> Result<String, Unkeyed> {
     let mut key = Vec::with_capacity(t.key.columns().len());
     for column in t.key.columns() {
         match value(rel, values, column) {
             Some(Value::Text(text)) => key.push(text.as_str()),
-            _ => return Err(format!("key column {column} has no value in the change")),
+            _ => return Err(Unkeyed::NoValue(column.clone())),
         }
     }
-    t.key.spell(&key, &t.key_types)
+    t.key.spell(&key, &t.key_types).map_err(Unkeyed::Key)
 }
 
 #[cfg(test)]

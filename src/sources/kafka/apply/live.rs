@@ -47,7 +47,7 @@ impl RecordStore for LiveStore<'_> {
         let ctx = self.ctx;
         let target: Target = match capture::target(self.rt, plan.key.as_bytes()) {
             Some(Ok(target)) => target,
-            Some(Err((_, why))) => return Err(Refusal::Capture(why)),
+            Some(Err(why)) => return Err(Refusal::Capture(Box::new(why))),
             None => return Err(Refusal::NotSynced { key: plan.key }),
         };
         for (command, argv) in &plan.commands {
