@@ -167,11 +167,12 @@ impl Restart {
     /// One line for the console.
     pub fn summary(&self) -> String {
         format!(
-            "catch-up {} worst PING {}, {} rows read, {} published",
+            "catch-up {} worst PING {}, {} rows read, {} published, {} received",
             ms(self.elapsed),
             ms(self.pings.latency.max),
             self.rows_read,
-            self.published
+            self.published,
+            self.received
         )
     }
 }

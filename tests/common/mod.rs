@@ -11,6 +11,7 @@ pub mod private_pg;
 pub mod scratch;
 pub mod tls;
 
+#[allow(unused_imports)]
 pub use private_pg::{PgSetup, PrivatePg};
 pub use scratch::{free_port, unique, TempDir, TestDb};
 
