@@ -53,6 +53,8 @@ pub struct Restart {
     /// From the restarted server's first PONG to the listener's `listening`.
     pub pings: Pings,
     pub elapsed: Duration,
+    /// From the first PONG to the last notification the subscriber received.
+    pub last_message: Duration,
     /// Rows the catch-up read from Postgres: `reload_rows_read` of `SYNC.STATUS`
     /// (counted since the start, i.e. the restart) plus the rows of a logical
     /// stream's initial load (`logical stream: loaded N rows` in the log, which
@@ -148,9 +150,13 @@ pub fn restart_catch_up(server: &mut Server, db: &Db, cfg: &Config, notes: &mut 
     }
     let elapsed = start.elapsed();
     let pings = prober.finish();
+    // A source may show `listening` before it applied what it missed: the
+    // subscriber stops only after a moment without messages.
+    let heard = counter.finish();
+    let received = heard.len() as u64;
+    let last_message = heard.iter().map(|(at, _)| at.saturating_duration_since(start)).max().unwrap_or_default();
     let mut c = server.conn();
     let published = commandstat_calls(&mut c, "publish");
-    let received = counter.finish().len() as u64;
     let reloaded = harness::status_int(&mut c, "items", "reload_rows_read").max(0) as u64;
     let log = server.log();
     let loaded: u64 = log
@@ -160,15 +166,16 @@ pub fn restart_catch_up(server: &mut Server, db: &Db, cfg: &Config, notes: &mut 
         .skip(1)
         .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
         .sum();
-    Restart { pings, elapsed, rows_read: reloaded + loaded, published, received }
+    Restart { pings, elapsed, last_message, rows_read: reloaded + loaded, published, received }
 }
 
 impl Restart {
     /// One line for the console.
     pub fn summary(&self) -> String {
         format!(
-            "catch-up {} worst PING {}, {} rows read, {} published, {} received",
+            "catch-up {} (last notification at {}) worst PING {}, {} rows read, {} published, {} received",
             ms(self.elapsed),
+            ms(self.last_message),
             ms(self.pings.latency.max),
             self.rows_read,
             self.published,
