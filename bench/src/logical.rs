@@ -27,6 +27,8 @@ pub struct Config {
     pub bulk: u64,
     /// The paced single-row commits (rate and duration; `poll_every` unused).
     pub lag: lag::Config,
+    /// The rate of a second, gentler lag run (where the apply keeps up).
+    pub lag_low: u64,
     /// Client threads of the commit-throughput run.
     pub clients: usize,
     /// How long each commit-throughput run lasts.
@@ -49,6 +51,7 @@ struct Side {
     commits_with: f64,
     bulk: Bulk,
     lag: Lag,
+    lag_low: Lag,
     restart: Restart,
     notes: Vec<String>,
 }
@@ -80,6 +83,13 @@ struct Lag {
     missing: u64,
     failures: u64,
     elapsed: Duration,
+}
+
+impl Lag {
+    /// The commit rate driven.
+    fn rate(&self) -> f64 {
+        self.written as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
 }
 
 /// Runs figure 11 on a private Postgres of its own.
@@ -128,13 +138,19 @@ fn measure(setup: &Setup, db: &Db, cfg: &Config, cdc: &str) -> Side {
         side.bulk.wrong
     );
     barrier(&server, db, &format!("{cdc}-2"), &mut side.notes);
-    side.lag = paced_lag(&server, db, cfg, cdc, &mut side.notes);
+    side.lag = paced_lag(&server, db, cfg, cfg.lag, &format!("lag-{cdc}"), &mut side.notes);
+    let low = lag::Config { rate: cfg.lag_low, ..cfg.lag };
+    side.lag_low = paced_lag(&server, db, cfg, low, &format!("low-{cdc}"), &mut side.notes);
     println!(
-        "  {cdc}: lag at {}: p50 {} p99 {} ({} missing)",
-        rate(side.lag.written as f64 / side.lag.elapsed.as_secs_f64().max(1e-9)),
+        "  {cdc}: lag at {}: p50 {} p99 {} ({} missing); at {}: p50 {} p99 {} ({} missing)",
+        rate(side.lag.rate()),
         ms(side.lag.latency.p50),
         ms(side.lag.latency.p99),
-        side.lag.missing
+        side.lag.missing,
+        rate(side.lag_low.rate()),
+        ms(side.lag_low.latency.p50),
+        ms(side.lag_low.latency.p99),
+        side.lag_low.missing
     );
     barrier(&server, db, &format!("{cdc}-3"), &mut side.notes);
     side.restart = catch_up::restart_catch_up(&mut server, db, &cfg.catch_up, &mut side.notes);
@@ -271,20 +287,20 @@ fn bulk(server: &Server, db: &Db, cfg: &Config, tag: &str) -> Bulk {
     Bulk { statement, elapsed, pings: prober.finish(), wrong }
 }
 
-/// Single-row autocommit UPDATEs of rows 1, 2, ... paced to `cfg.lag.rate`
-/// (a value new to each side: an unchanged row is not announced);
+/// Single-row autocommit UPDATEs of rows 1, 2, ... paced to `pace.rate`
+/// (`name` set to `<value>-<id>`, new to each run: an unchanged row is not announced);
 /// each lag runs from the commit's acknowledgement to its notification
 /// (published in the same step as the key's write).
-fn paced_lag(server: &Server, db: &Db, cfg: &Config, cdc: &str, notes: &mut Vec<String>) -> Lag {
-    let capacity = cfg.lag.capacity().min(cfg.catch_up.rows as usize + 1);
+fn paced_lag(server: &Server, db: &Db, cfg: &Config, pace: lag::Config, value: &str, notes: &mut Vec<String>) -> Lag {
+    let capacity = pace.capacity().min(cfg.catch_up.rows as usize + 1);
     let marks = Marks::new(capacity);
     let subscriber = Subscriber::start(server, CHANNELS);
     let mut client = db.client();
     let update = client.prepare("UPDATE items SET name = $2 WHERE id = $1").expect("prepare");
-    let (failures, elapsed) = lag::paced_writer(&cfg.lag, &marks, |id| {
-        client.execute(&update, &[&(id as i32), &format!("lag-{cdc}-{id}")]).is_ok()
+    let (failures, elapsed) = lag::paced_writer(&pace, &marks, |id| {
+        client.execute(&update, &[&(id as i32), &format!("{value}-{id}")]).is_ok()
     });
-    barrier(server, db, "lag-done", notes);
+    barrier(server, db, &format!("{value}-done"), notes);
     let mut visible = vec![0u64; capacity];
     for (at, channel) in subscriber.finish() {
         let id = channel.strip_prefix("sync:items:").and_then(|id| id.parse::<usize>().ok());
@@ -326,9 +342,10 @@ fn method(cfg: &Config) -> Vec<String> {
             "Lag: figure 3's paced writer, {} single-row autocommit UPDATEs/s (`name` of rows 1, 2, ...) for {} s on \
              one connection; a subscriber (`PSUBSCRIBE sync:items:*`) records when each row's notification arrives \
              (published in the same step as the key's write); lag = notification − the commit's acknowledgement. \
-             Each side writes values new to it. The rate actually driven is shown.",
+             Each run writes values new to it. The rate actually driven is shown. Then the same at {} commits/s.",
             thousands(cfg.lag.rate),
-            cfg.lag.duration.as_secs()
+            cfg.lag.duration.as_secs(),
+            thousands(cfg.lag_low)
         ),
         format!(
             "Restart catch-up: figure 9's: `SHUTDOWN` (the AOF is written), {} rows updated in Postgres, the server \
@@ -349,7 +366,6 @@ fn method(cfg: &Config) -> Vec<String> {
 
 fn rows(cfg: &Config, ours: &Side, base: &Side) -> Vec<Row> {
     let times = |a: Duration, b: Duration| format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64().max(1e-9));
-    let lag_rate = |s: &Side| s.lag.written as f64 / s.lag.elapsed.as_secs_f64().max(1e-9);
     let r = &ours.restart;
     vec![
         Row::info("`SYNC.STATUS` `cdc`", format!("`{}`", ours.cdc), format!("`{}`", base.cdc), "—".into()),
@@ -425,8 +441,8 @@ fn rows(cfg: &Config, ours: &Side, base: &Side) -> Vec<Row> {
             name: format!(
                 "lag, commit → key visible, p99 ({} single-row commits/s asked; driven: {} / {})",
                 thousands(cfg.lag.rate),
-                rate(lag_rate(ours)),
-                rate(lag_rate(base))
+                rate(ours.lag.rate()),
+                rate(base.lag.rate())
             ),
             ours: ms(ours.lag.latency.p99),
             baseline: ms(base.lag.latency.p99),
@@ -451,6 +467,17 @@ fn rows(cfg: &Config, ours: &Side, base: &Side) -> Vec<Row> {
                 thousands(base.lag.failures)
             ),
             "—".into(),
+        ),
+        Row::info(
+            &format!(
+                "lag p50 / p99 at {} commits/s asked (driven: {} / {})",
+                thousands(cfg.lag_low),
+                rate(ours.lag_low.rate()),
+                rate(base.lag_low.rate())
+            ),
+            format!("{} / {}", ms(ours.lag_low.latency.p50), ms(ours.lag_low.latency.p99)),
+            format!("{} / {}", ms(base.lag_low.latency.p50), ms(base.lag_low.latency.p99)),
+            times(ours.lag_low.latency.p99, base.lag_low.latency.p99),
         ),
         Row {
             name: format!(

@@ -158,6 +158,7 @@ impl Sizes {
                     duration: Duration::from_secs(if quick { 2 } else { 10 }),
                     poll_every: Duration::from_millis(1),
                 },
+                lag_low: 1_000,
                 clients: 8,
                 commit_for: Duration::from_secs(if quick { 3 } else { 10 }),
             },
