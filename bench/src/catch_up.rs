@@ -24,17 +24,17 @@ pub struct Config {
     pub ping_every: Duration,
 }
 
-const TABLE_SQL: &str = "CREATE TABLE items (id integer PRIMARY KEY, name text, score bigint, tag text)";
+pub const TABLE_SQL: &str = "CREATE TABLE items (id integer PRIMARY KEY, name text, score bigint, tag text)";
 
 /// A read-only (hence listening) mapping that publishes every change it applies.
-const MAPPING: &str = r#"{"mappings": [{"name": "items", "table": "items", "key_prefix": "items:",
+pub const MAPPING: &str = r#"{"mappings": [{"name": "items", "table": "items", "key_prefix": "items:",
     "primary_key": "id", "mode": "read-only", "notify": "sync:items",
     "fields": {"name": "name", "score": "score", "tag": "tag"}}]}"#;
 
 /// Worst PING allowed.
-const PING_TARGET: Duration = Duration::from_millis(50);
+pub const PING_TARGET: Duration = Duration::from_millis(50);
 /// Longest wait for a load or a catch-up.
-const PATIENCE: Duration = Duration::from_secs(600);
+pub const PATIENCE: Duration = Duration::from_secs(600);
 
 /// What one build of the module showed.
 #[derive(Default)]
@@ -42,27 +42,34 @@ struct Side {
     /// Worst PING and elapsed time of `SYNC.RELOAD items FLUSH`.
     flush: Pings,
     flush_elapsed: Duration,
+    /// The restart's catch-up.
+    restart: Restart,
+    notes: Vec<String>,
+}
+
+/// What a restart's catch-up showed (figures 9 and 11).
+#[derive(Default)]
+pub struct Restart {
     /// From the restarted server's first PONG to the listener's `listening`.
-    catch_up: Pings,
-    catch_up_elapsed: Duration,
-    /// Rows the catch-up read (`last reload loaded N rows` of `SYNC.STATUS`).
-    rows_read: u64,
+    pub pings: Pings,
+    pub elapsed: Duration,
+    /// From the first PONG to the last notification the subscriber received.
+    pub last_message: Duration,
+    /// Rows the catch-up read from Postgres: `reload_rows_read` of `SYNC.STATUS`
+    /// (counted since the start, i.e. the restart) plus the rows of a logical
+    /// stream's initial load (`logical stream: loaded N rows` in the log, which
+    /// that counter does not include).
+    pub rows_read: u64,
     /// `PUBLISH` calls since the restart (`INFO commandstats`), and the
     /// messages a subscriber connected right after the first PONG received.
-    published: u64,
-    received: u64,
-    notes: Vec<String>,
+    pub published: u64,
+    pub received: u64,
 }
 
 /// Runs figure 9; without `before` (no baseline build) only ours is measured.
 pub fn run(setup: &Setup, before: Option<&Path>, cfg: &Config) -> Section {
     println!("== 9. Catch-up and RELOAD FLUSH over a cached table");
-    let db = Db::on(&setup.pg_admin, TABLE_SQL);
-    db.exec(&format!(
-        "INSERT INTO items SELECT g, 'item-' || g, g, 'tag-' || (g % 97) FROM generate_series(1, {}) g",
-        cfg.rows
-    ));
-    db.exec("VACUUM ANALYZE items");
+    let db = items_db(&setup.pg_admin, cfg.rows);
     let ours = measure(setup, &setup.module, &db, cfg);
     let base = before.map(|module| measure(setup, module, &db, cfg));
     let mut notes = ours.notes.iter().map(|n| format!("ours: {n}")).collect::<Vec<_>>();
@@ -77,19 +84,21 @@ pub fn run(setup: &Setup, before: Option<&Path>, cfg: &Config) -> Section {
     }
 }
 
+/// A database of its own on the Postgres of `admin`, with `items` holding `rows` rows.
+pub fn items_db(admin: &str, rows: u64) -> Db {
+    let db = Db::on(admin, TABLE_SQL);
+    db.exec(&format!(
+        "INSERT INTO items SELECT g, 'item-' || g, g, 'tag-' || (g % 97) FROM generate_series(1, {rows}) g"
+    ));
+    db.exec("VACUUM ANALYZE items");
+    db
+}
+
 fn measure(setup: &Setup, module: &Path, db: &Db, cfg: &Config) -> Side {
     let mut side = Side::default();
     let setup = Setup { module: PathBuf::from(module), ..setup.clone() };
-    let aof = ["--appendonly", "yes"];
-    let mut server = Server::with_module_args(&setup, db, MAPPING, "items", &[], &aof);
+    let mut server = start_cached(&setup, db, &[], &mut side.notes);
     let mut c = server.conn();
-    // The first catch-up caches the whole table.
-    if let Err(state) = wait_listening(&server) {
-        side.notes.push(format!("the listener was `{state}` after the first load"));
-    }
-    if let Some(busy) = quiet::settle(Duration::from_secs(60)) {
-        side.notes.push(busy);
-    }
     let prober = Prober::start(&server, cfg.ping_every);
     let start = Instant::now();
     let flushed: redis::RedisResult<i64> = redis::cmd("SYNC.RELOAD").arg("items").arg("FLUSH").query(&mut c);
@@ -104,37 +113,79 @@ fn measure(setup: &Setup, module: &Path, db: &Db, cfg: &Config) -> Side {
         ms(side.flush_elapsed),
         ms(side.flush.latency.max)
     );
-
-    let step = (cfg.rows / cfg.changed.max(1)).max(1);
-    server.restart_with(PATIENCE, || {
-        db.exec(&format!("UPDATE items SET score = score + 1 WHERE id % {step} = 0 AND id <= {}", step * cfg.changed))
-    });
-    let counter = Subscriber::start(&server);
-    let prober = Prober::start(&server, cfg.ping_every);
-    let start = Instant::now();
-    if let Err(state) = wait_listening(&server) {
-        side.notes.push(format!("the listener was `{state}` after the restart"));
-    }
-    side.catch_up_elapsed = start.elapsed();
-    side.catch_up = prober.finish();
-    let mut c = server.conn();
-    side.published = commandstat_calls(&mut c, "publish");
-    side.received = counter.finish();
-    let reload = harness::status_text(&mut c, "items", "reload");
-    side.rows_read = reload.split("loaded ").nth(1).and_then(|r| r.split(' ').next()?.parse().ok()).unwrap_or(0);
-    println!(
-        "  {}: catch-up {} worst PING {}, {} rows read, {} published",
-        module.display(),
-        ms(side.catch_up_elapsed),
-        ms(side.catch_up.latency.max),
-        side.rows_read,
-        side.published
-    );
+    side.restart = restart_catch_up(&mut server, db, cfg, &mut side.notes);
+    println!("  {}: {}", module.display(), side.restart.summary());
     side
 }
 
+/// Starts a server with the module (AOF on, `extra` module settings) on `db`'s
+/// `items` with [`MAPPING`], and waits until its listener is `listening` (its
+/// first catch-up caches every row) and the machine settled.
+pub fn start_cached(setup: &Setup, db: &Db, extra: &[(&str, &str)], notes: &mut Vec<String>) -> Server {
+    let aof = ["--appendonly", "yes"];
+    let server = Server::with_module_args(setup, db, MAPPING, "items", extra, &aof);
+    if let Err(state) = wait_listening(&server) {
+        notes.push(format!("the listener was `{state}` after the first load"));
+    }
+    if let Some(busy) = quiet::settle(Duration::from_secs(60)) {
+        notes.push(busy);
+    }
+    server
+}
+
+/// Restarts `server` (`SHUTDOWN`, the AOF written) with `cfg.changed` rows
+/// updated in Postgres while it is down, and measures the catch-up from the
+/// first PONG to `listening`.
+pub fn restart_catch_up(server: &mut Server, db: &Db, cfg: &Config, notes: &mut Vec<String>) -> Restart {
+    let step = (cfg.rows / cfg.changed.max(1)).max(1);
+    let log_before = server.log().len();
+    server.restart_with(PATIENCE, || {
+        db.exec(&format!("UPDATE items SET score = score + 1 WHERE id % {step} = 0 AND id <= {}", step * cfg.changed))
+    });
+    let counter = Subscriber::start(server, CHANNELS);
+    let prober = Prober::start(server, cfg.ping_every);
+    let start = Instant::now();
+    if let Err(state) = wait_listening(server) {
+        notes.push(format!("the listener was `{state}` after the restart"));
+    }
+    let elapsed = start.elapsed();
+    let pings = prober.finish();
+    // A source may show `listening` before it applied what it missed: the
+    // subscriber stops only after a moment without messages.
+    let heard = counter.finish();
+    let received = heard.len() as u64;
+    let last_message = heard.iter().map(|(at, _)| at.saturating_duration_since(start)).max().unwrap_or_default();
+    let mut c = server.conn();
+    let published = commandstat_calls(&mut c, "publish");
+    let reloaded = harness::status_int(&mut c, "items", "reload_rows_read").max(0) as u64;
+    let log = server.log();
+    let loaded: u64 = log
+        .get(log_before..)
+        .unwrap_or_default()
+        .split("logical stream: loaded ")
+        .skip(1)
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    Restart { pings, elapsed, last_message, rows_read: reloaded + loaded, published, received }
+}
+
+impl Restart {
+    /// One line for the console.
+    pub fn summary(&self) -> String {
+        format!(
+            "catch-up {} (last notification at {}) worst PING {}, {} rows read, {} published, {} received",
+            ms(self.elapsed),
+            ms(self.last_message),
+            ms(self.pings.latency.max),
+            self.rows_read,
+            self.published,
+            self.received
+        )
+    }
+}
+
 /// Waits until the listener shows `listening`; its last state when it does not in time.
-fn wait_listening(server: &Server) -> Result<(), String> {
+pub fn wait_listening(server: &Server) -> Result<(), String> {
     let deadline = Instant::now() + PATIENCE;
     let mut c = server.conn();
     loop {
@@ -150,7 +201,7 @@ fn wait_listening(server: &Server) -> Result<(), String> {
 }
 
 /// `calls` of `cmdstat_<command>` in `INFO commandstats` (0 when absent).
-fn commandstat_calls(c: &mut redis::Connection, command: &str) -> u64 {
+pub fn commandstat_calls(c: &mut redis::Connection, command: &str) -> u64 {
     let info: String = redis::cmd("INFO").arg("commandstats").query(c).unwrap_or_default();
     let prefix = format!("cmdstat_{command}:calls=");
     info.lines()
@@ -159,39 +210,49 @@ fn commandstat_calls(c: &mut redis::Connection, command: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A `PSUBSCRIBE sync:items:*` client counting what it receives.
-struct Subscriber {
-    handle: thread::JoinHandle<u64>,
+/// The mapping's notification channels, `sync:items:<id>`.
+pub const CHANNELS: &str = "sync:items:*";
+
+/// A `PSUBSCRIBE <pattern>` client recording when each message arrived and on
+/// which channel.
+pub struct Subscriber {
+    handle: thread::JoinHandle<Vec<(Instant, String)>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Subscriber {
-    fn start(server: &Server) -> Subscriber {
+    /// Subscribes (before returning) and starts recording.
+    pub fn start(server: &Server, pattern: &str) -> Subscriber {
         let mut conn = server.conn();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
+        let (ready, subscribed) = std::sync::mpsc::channel();
+        let pattern = pattern.to_string();
         let handle = thread::spawn(move || {
+            let mut heard = Vec::new();
             let mut sub = conn.as_pubsub();
-            if sub.psubscribe("sync:items:*").is_err() {
-                return 0;
+            let ok = sub.psubscribe(&pattern).is_ok();
+            let _ = ready.send(());
+            if !ok {
+                return heard;
             }
             let _ = sub.set_read_timeout(Some(Duration::from_millis(200)));
-            let mut n = 0;
             loop {
                 match sub.get_message() {
-                    Ok(_) => n += 1,
-                    Err(_) if flag.load(std::sync::atomic::Ordering::Relaxed) => return n,
+                    Ok(m) => heard.push((Instant::now(), m.get_channel_name().to_string())),
+                    Err(_) if flag.load(std::sync::atomic::Ordering::Relaxed) => return heard,
                     Err(_) => {}
                 }
             }
         });
+        let _ = subscribed.recv_timeout(Duration::from_secs(10));
         Subscriber { handle, stop }
     }
 
     /// Stops once nothing has arrived for a moment; the messages received.
-    fn finish(self) -> u64 {
+    pub fn finish(self) -> Vec<(Instant, String)> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.join().unwrap_or(0)
+        self.handle.join().unwrap_or_default()
     }
 }
 
@@ -212,8 +273,8 @@ fn method(cfg: &Config, before: Option<&Path>) -> Vec<String> {
         format!(
             "Restart catch-up: `SHUTDOWN` (the AOF is written), {} rows updated in Postgres (`score + 1`), the server \
              started again on its AOF. From the first PONG, the PING probe runs and a subscriber (`PSUBSCRIBE \
-             sync:items:*`) counts messages, until `SYNC.STATUS items` shows the listener `listening`. Rows read: the \
-             catch-up reload's `last reload loaded N rows`; published: `cmdstat_publish` calls since the restart.",
+             sync:items:*`) counts messages, until `SYNC.STATUS items` shows the listener `listening`. Rows read: \
+             `reload_rows_read` of `SYNC.STATUS` (since the restart); published: `cmdstat_publish` calls since the restart.",
             thousands(cfg.changed)
         ),
         match before {
@@ -243,30 +304,30 @@ fn rows(cfg: &Config, ours: &Side, base: Option<&Side>) -> Vec<Row> {
         },
         Row {
             name: format!("worst PING during the restart catch-up over {} cached rows", thousands(cfg.rows)),
-            ours: ms(ours.catch_up.latency.max),
-            baseline: other(&|b| ms(b.catch_up.latency.max)),
-            ratio: times(ours.catch_up.latency.max, |b| b.catch_up.latency.max),
+            ours: ms(ours.restart.pings.latency.max),
+            baseline: other(&|b| ms(b.restart.pings.latency.max)),
+            ratio: times(ours.restart.pings.latency.max, |b| b.restart.pings.latency.max),
             target: format!("≤ {}", ms(PING_TARGET)),
-            met: Met::from(ours.catch_up.latency.max <= PING_TARGET),
+            met: Met::from(ours.restart.pings.latency.max <= PING_TARGET),
         },
         Row {
             name: format!("notifications published by the restart catch-up ({} rows changed)", thousands(cfg.changed)),
-            ours: thousands(ours.published),
-            baseline: other(&|b| thousands(b.published)),
+            ours: thousands(ours.restart.published),
+            baseline: other(&|b| thousands(b.restart.published)),
             ratio: "—".into(),
             target: format!("= {}", thousands(cfg.changed)),
-            met: Met::from(ours.published == cfg.changed),
+            met: Met::from(ours.restart.published == cfg.changed),
         },
         Row::info(
             "messages the subscriber received during the catch-up",
-            thousands(ours.received),
-            other(&|b| thousands(b.received)),
+            thousands(ours.restart.received),
+            other(&|b| thousands(b.restart.received)),
             "—".into(),
         ),
         Row::info(
             "rows read from Postgres by the restart catch-up (≤ 1,000 needs logical replication)",
-            thousands(ours.rows_read),
-            other(&|b| thousands(b.rows_read)),
+            thousands(ours.restart.rows_read),
+            other(&|b| thousands(b.restart.rows_read)),
             "—".into(),
         ),
         Row::info(
@@ -277,14 +338,14 @@ fn rows(cfg: &Config, ours: &Side, base: Option<&Side>) -> Vec<Row> {
         ),
         Row::info(
             "restart: first PONG → listening",
-            ms(ours.catch_up_elapsed),
-            other(&|b| ms(b.catch_up_elapsed)),
-            times(ours.catch_up_elapsed, |b| b.catch_up_elapsed),
+            ms(ours.restart.elapsed),
+            other(&|b| ms(b.restart.elapsed)),
+            times(ours.restart.elapsed, |b| b.restart.elapsed),
         ),
         Row::info(
             "PING p99 during RELOAD FLUSH / during the catch-up",
-            format!("{} / {}", ms(ours.flush.latency.p99), ms(ours.catch_up.latency.p99)),
-            other(&|b| format!("{} / {}", ms(b.flush.latency.p99), ms(b.catch_up.latency.p99))),
+            format!("{} / {}", ms(ours.flush.latency.p99), ms(ours.restart.pings.latency.p99)),
+            other(&|b| format!("{} / {}", ms(b.flush.latency.p99), ms(b.restart.pings.latency.p99))),
             "—".into(),
         ),
     ]

@@ -24,22 +24,24 @@ pub struct Config {
 }
 
 impl Config {
-    fn capacity(&self) -> usize {
+    /// Ids the writer may use (slots of [`Marks`]).
+    pub fn capacity(&self) -> usize {
         (self.rate as f64 * self.duration.as_secs_f64() * 1.1) as usize + 16
     }
 }
 
 /// Times recorded per row id (nanoseconds since the run's epoch, 0 = not yet).
-struct Marks {
+pub struct Marks {
     epoch: Instant,
-    sent: Vec<AtomicU64>,
-    replied: Vec<AtomicU64>,
-    total: AtomicU64,
+    pub sent: Vec<AtomicU64>,
+    pub replied: Vec<AtomicU64>,
+    pub total: AtomicU64,
     writing: AtomicBool,
 }
 
 impl Marks {
-    fn new(capacity: usize) -> Marks {
+    /// Marks for ids below `capacity`.
+    pub fn new(capacity: usize) -> Marks {
         let zeros = || (0..capacity).map(|_| AtomicU64::new(0)).collect();
         Marks {
             epoch: Instant::now(),
@@ -51,21 +53,34 @@ impl Marks {
     }
 
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64 + 1
+        self.at(Instant::now())
+    }
+
+    /// `t` as a mark (nanoseconds since the epoch, plus one).
+    pub fn at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
     }
 }
 
-/// What the poller saw.
-struct Seen {
-    visible: Vec<u64>,
+/// What the poller (or figure 11's subscriber) saw.
+pub struct Seen {
+    /// Per id, the mark of when it was first seen (0 = never).
+    pub visible: Vec<u64>,
     polls: u64,
     poll_time: Duration,
+}
+
+impl Seen {
+    /// What a watcher other than the poller saw (no polls of its own).
+    pub fn visible(visible: Vec<u64>) -> Seen {
+        Seen { visible, polls: 0, poll_time: Duration::ZERO }
+    }
 }
 
 /// Paces `write(id)` for ids 1.. at `cfg.rate` per second for `cfg.duration`
 /// (send times follow a fixed schedule, so a stall is followed by a catch-up, not
 /// a lower rate). Returns the number of failed writes and the time it took.
-fn paced_writer(cfg: &Config, marks: &Marks, mut write: impl FnMut(u64) -> bool) -> (u64, Duration) {
+pub fn paced_writer(cfg: &Config, marks: &Marks, mut write: impl FnMut(u64) -> bool) -> (u64, Duration) {
     let period = Duration::from_secs_f64(1.0 / cfg.rate as f64);
     let start = Instant::now();
     let mut failures = 0;
@@ -131,7 +146,7 @@ fn poller(mut client: postgres::Client, marks: &Marks, every: Duration, patience
 }
 
 /// Latencies from `from` (send or reply marks) to visibility; counts ids never seen.
-fn latencies(marks: &Marks, from: &[AtomicU64], seen: &Seen) -> (Latency, u64) {
+pub fn latencies(marks: &Marks, from: &[AtomicU64], seen: &Seen) -> (Latency, u64) {
     let total = marks.total.load(Ordering::Acquire) as usize;
     let mut samples = Vec::with_capacity(total);
     let mut missing = 0;
@@ -145,7 +160,7 @@ fn latencies(marks: &Marks, from: &[AtomicU64], seen: &Seen) -> (Latency, u64) {
 }
 
 /// Client-side round trips (send to reply).
-fn round_trips(marks: &Marks) -> Latency {
+pub fn round_trips(marks: &Marks) -> Latency {
     let total = marks.total.load(Ordering::Acquire) as usize;
     let mut samples: Vec<Duration> = (1..=total)
         .map(|id| {

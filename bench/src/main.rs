@@ -3,7 +3,7 @@
 //! baseline on the same machine, prints the results and writes them as Markdown.
 //!
 //! Usage: `pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>]
-//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9,10]
+//! [--out BENCHMARKS.md] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9,10,11]
 //! [--module-before <libredis_pgsync.so>]` (figure 9's baseline: another build of the module)
 
 mod capture;
@@ -12,7 +12,11 @@ mod cluster;
 mod harness;
 mod lag;
 mod load;
+mod logical;
 mod pending;
+#[path = "../../tests/common/private_pg.rs"]
+#[allow(dead_code)]
+mod private_pg;
 mod probe;
 mod quiet;
 mod read_through;
@@ -44,7 +48,7 @@ struct Options {
 fn usage() -> ! {
     eprintln!(
         "usage: pgsync-bench --module <libredis_pgsync.so> [--server <bin>] [--pg <admin url>] \
-         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9,10] \
+         [--out <file.md>] [--commit <text>] [--quick] [--phases 1,2,3,4,5,6,7,8,9,10,11] \
          [--module-before <libredis_pgsync.so>]"
     );
     std::process::exit(2)
@@ -55,7 +59,7 @@ fn parse_args() -> Options {
     let mut server_bin = "valkey-server".to_string();
     let mut pg_admin = "postgres://postgres@127.0.0.1:5432/postgres".to_string();
     let mut out = PathBuf::from("BENCHMARKS.md");
-    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    let (mut commit, mut quick, mut phases) = (None, false, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
     let mut module_before = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -98,6 +102,7 @@ struct Sizes {
     read_through: read_through::Config,
     cluster: cluster::Config,
     catch_up: catch_up::Config,
+    logical: logical::Config,
 }
 
 impl Sizes {
@@ -111,6 +116,7 @@ impl Sizes {
             batch: 500,
             connections: 2,
         };
+        let catch_up = catch_up::Config { rows: 1_000_000 / scale, changed: 100, ping_every: Duration::from_millis(1) };
         Sizes {
             capture: capture::Config {
                 clients: 50,
@@ -143,7 +149,19 @@ impl Sizes {
                 rounds: if quick { 1 } else { 3 },
             },
             cluster: cluster::Config { stream: throughput, rounds: if quick { 1 } else { 3 } },
-            catch_up: catch_up::Config { rows: 1_000_000 / scale, changed: 100, ping_every: Duration::from_millis(1) },
+            catch_up,
+            logical: logical::Config {
+                catch_up,
+                bulk: 200_000 / scale,
+                lag: lag::Config {
+                    rate: 5_000,
+                    duration: Duration::from_secs(if quick { 2 } else { 10 }),
+                    poll_every: Duration::from_millis(1),
+                },
+                lag_low: 1_000,
+                clients: 8,
+                commit_for: Duration::from_secs(if quick { 3 } else { 10 }),
+            },
         }
     }
 }
@@ -164,6 +182,7 @@ fn run_phases(opts: &Options, sizes: &Sizes, db: &Db) -> Vec<Section> {
             8 => cluster::run(&opts.setup, db, &sizes.cluster),
             9 => catch_up::run(&opts.setup, opts.module_before.as_deref(), &sizes.catch_up),
             10 => capture::run_json(&opts.setup, db, &sizes.capture),
+            11 => logical::run(&opts.setup, &sizes.logical),
             _ => continue,
         };
         let (busy, waited) = settled;
