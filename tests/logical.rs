@@ -87,6 +87,7 @@ fn logical_replication_is_chosen_and_follows_every_kind_of_change() {
     assert_eq!(s["cdc"], "logical", "{s:?}");
     assert_eq!(s["cdc_slot"], "pgsync");
     assert_eq!(hgetall(&mut c, "items:2")["name"], "item2", "the initial load");
+    assert_eq!(s["reload_rows_read"], "3", "the initial load's reads are counted");
     let triggers: i64 = db
         .client()
         .query_one("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal", &[])
@@ -167,6 +168,7 @@ fn a_restart_resumes_with_exactly_the_missed_changes() {
         "exactly the changed rows, none for unchanged ones (11 changed only an unmapped column)"
     );
     assert!(server.log().contains("logical stream resumes at"), "no full reload:\n{}", server.log());
+    assert_eq!(status(&mut c, "items")["reload_rows_read"], "0", "no row read again from Postgres");
     assert_eq!(hgetall(&mut c, "items:7")["score"], "-1");
 }
 

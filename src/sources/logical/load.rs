@@ -4,6 +4,7 @@
 //! row are removed (a load with FLUSH). Rows already cached as Postgres has them
 //! are neither written nor announced.
 
+use crate::model::stats::MappingStats;
 use crate::pg::error::Error;
 use crate::pg::reader::{Refused, RowShape};
 use crate::pipeline::runtime::Runtime;
@@ -42,6 +43,8 @@ pub fn run(
         let mut loaded = HashSet::new();
         let mut refused = Refused::default();
         total += shape.stream_at(client, Some(snapshot), CHUNK, &mut refused, |rows| {
+            // Counted as a catch-up's reads are (SYNC.STATUS reload_rows_read).
+            MappingStats::bump(&rt.stats[mapping].reload_rows_read, rows.len() as u64);
             loaded.extend(rows.iter().map(|r| r.id.clone()));
             let applied = apply_pg_rows(rt, mapping, &queue, &rows, &[], Source::Postgres);
             later.entry(mapping).or_default().extend(applied.later);
