@@ -108,6 +108,14 @@ fn logical_replication_is_chosen_and_follows_every_kind_of_change() {
     pg_client.batch_execute("BEGIN; TRUNCATE items; INSERT INTO items VALUES (20, 'after', 1, 's'); COMMIT").unwrap();
     wait(&server, &mut c, "truncate", |c| !exists(c, "items:2") && !exists(c, "items:10") && exists(c, "items:20"));
     assert!(!exists(&mut c, "items:3"));
+    // A transaction larger than one lock's worth of rows lands whole.
+    insert(&db, 1000, 3499);
+    let cached = |c: &mut redis::Connection| -> usize {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("items:*").query(c).unwrap();
+        keys.len()
+    };
+    wait(&server, &mut c, "a 2,500-row transaction", |c| cached(c) == 2501);
+    assert_eq!(hgetall(&mut c, "items:3499")["name"], "item3499");
     wait(&server, &mut c, "the slot's lag is shown", |c| {
         status(c, "items")["cdc_lag_bytes"].parse::<i64>().unwrap() >= 0
     });
