@@ -217,6 +217,64 @@ fn the_initial_load_hands_over_to_the_stream_under_concurrent_writes() {
     });
 }
 
+/// Every row of `items` as Postgres has it, and as Redis has it, by key.
+fn both_sides(db: &TestDb, c: &mut redis::Connection) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let in_pg: Vec<(String, String)> = db
+        .client()
+        .query("SELECT id, coalesce(name, '-') || '/' || coalesce(score::text, '-') FROM items ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (format!("items:{}", r.get::<_, i32>(0)), r.get(1)))
+        .collect();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("items:*").query(c).unwrap();
+    keys.sort_by_key(|k| k.trim_start_matches("items:").parse::<i32>().unwrap_or(i32::MAX));
+    let in_redis = keys
+        .into_iter()
+        .map(|k| {
+            let h = hgetall(c, &k);
+            let field = |f: &str| h.get(f).cloned().unwrap_or_else(|| "-".into());
+            let row = format!("{}/{}", field("name"), field("score"));
+            (k, row)
+        })
+        .collect();
+    (in_pg, in_redis)
+}
+
+#[test]
+fn transactions_committed_back_to_back_land_as_each_committed_them() {
+    let pg = logical_pg();
+    let db = TestDb::on(&pg.admin_url(), SCHEMA);
+    insert(&db, 1, 3);
+    let server = Server::with_mapping(&db, ITEMS, &[], &[]);
+    let mut c = server.conn();
+    listening(&server, &mut c);
+    // One round trip of many small transactions: the stream delivers them back
+    // to back, and the module gathers them into few apply steps.
+    let mut burst: String =
+        (10..400).map(|i| format!("BEGIN; INSERT INTO items VALUES ({i}, 'n{i}', {i}, 's'); COMMIT; ")).collect();
+    burst += "BEGIN; UPDATE items SET score = 50 WHERE id = 10; COMMIT; ";
+    burst += "BEGIN; DELETE FROM items WHERE id = 11; COMMIT; BEGIN; INSERT INTO items VALUES (11, 'again', NULL, 's'); COMMIT; ";
+    burst += "BEGIN; DELETE FROM items WHERE id = 12; COMMIT; ";
+    burst += "BEGIN; UPDATE items SET name = NULL WHERE id = 13; COMMIT; BEGIN; UPDATE items SET score = 1 WHERE id = 13; COMMIT; ";
+    burst += "BEGIN; INSERT INTO items VALUES (500, 'last', 5, 's'); COMMIT";
+    db.client().batch_execute(&burst).unwrap();
+    wait(&server, &mut c, "the burst", |c| exists(c, "items:500"));
+    let (in_pg, in_redis) = both_sides(&db, &mut c);
+    assert_eq!(in_redis, in_pg, "Redis holds every row as Postgres does");
+    assert_eq!(hgetall(&mut c, "items:13").get("name"), None, "a NULL set by an earlier transaction stays NULL");
+
+    // A TRUNCATE among them drops the rows the earlier ones wrote, not the later.
+    let mut burst: String =
+        (600..700).map(|i| format!("BEGIN; INSERT INTO items VALUES ({i}, 'm{i}', 1, 's'); COMMIT; ")).collect();
+    burst += "BEGIN; TRUNCATE items; INSERT INTO items VALUES (700, 'after', 1, 's'); COMMIT; ";
+    burst += "BEGIN; INSERT INTO items VALUES (701, 'later', 2, 's'); COMMIT";
+    db.client().batch_execute(&burst).unwrap();
+    wait(&server, &mut c, "the truncate", |c| exists(c, "items:701") && !exists(c, "items:500"));
+    let (in_pg, in_redis) = both_sides(&db, &mut c);
+    assert_eq!(in_redis, in_pg);
+    assert_eq!(in_pg.len(), 2);
+}
+
 #[test]
 fn the_modules_own_writes_do_not_come_back() {
     let pg = logical_pg();

@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod deadletter;
 pub mod direct_write;
+pub mod event_loop;
 pub mod eviction;
 pub mod hash_key;
 pub mod journal;

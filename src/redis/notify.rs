@@ -12,6 +12,7 @@
 use crate::model::mapping::{Mapping, Notify, NotifyPayload};
 use crate::model::stats::MappingStats;
 use crate::redis::cluster;
+use crate::redis::event_loop;
 use crate::redis::hash_key::Key;
 use crate::redis::redis_io::{call_logged, publish, string};
 use redis_module::Context;
@@ -95,10 +96,13 @@ pub fn send(ctx: &Context, mapping: &Mapping, stats: &MappingStats, event: &Even
         None => {}
     }
     if let Some(log) = &mapping.changelog {
-        let Some(stream) = changelog_key(ctx, &log.stream) else { return };
-        let maxlen = log.maxlen.to_string();
-        call_logged(ctx, "XADD", &[&stream, b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event", json.as_bytes()]);
+        if let Some(stream) = changelog_key(ctx, &log.stream) {
+            let maxlen = log.maxlen.to_string();
+            call_logged(ctx, "XADD", &[&stream, b"MAXLEN", b"~", maxlen.as_bytes(), b"*", b"event", json.as_bytes()]);
+        }
     }
+    // Sent from a module thread, it would wait for the idle server's next tick.
+    event_loop::wake();
 }
 
 /// What a channel template's `{name}` stands for: a key column's value (from the

@@ -3,12 +3,14 @@
 //! named by `pgsync.cdc-slot`. A session resumes from the position Redis holds
 //! (`redis::cdc_position`) when it is the slot's own and not behind it; otherwise (first start,
 //! Redis lost data, the tables changed) the slot is made anew and the tables
-//! are loaded from its exported snapshot (`load`). Each committed transaction is
-//! then applied with its position in one step (`apply`), and only then is
+//! are loaded from its exported snapshot (`load`). Committed transactions are
+//! then applied with their position in one step (`apply`), those the stream
+//! delivered back to back gathered into one (`group`), and only then is
 //! Postgres told that Redis holds it. Transactions the module wrote itself
 //! carry its mark and are not applied again.
 
 pub mod apply;
+pub mod group;
 pub mod load;
 pub mod mode;
 pub mod status;
@@ -29,6 +31,7 @@ use crate::redis::redis_io::{bytes, call, notice, warn};
 use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::documents;
+use group::Group;
 use postgres::Client;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
@@ -206,6 +209,7 @@ fn stream_changes(
 ) -> Result<(), Error> {
     let mut relations = Relations::new(session.targets.clone(), session.watchers.clone());
     let mut txn = Txn::default();
+    let mut group = Group::default();
     let mut lag_read = Instant::now() - LAG_EVERY;
     let mut reread_at = Instant::now();
     while !rt.shutdown.is_stopped() && rt.not_ready().is_none() {
@@ -222,7 +226,17 @@ fn stream_changes(
             reread_at = Instant::now();
             reread(rt, client, session, &mut deferred)?;
         }
-        match stream.next(POLL).map_err(unavailable)? {
+        // While a group waits, only what the stream already holds is read.
+        let wait = if group.end().is_some() { Duration::ZERO } else { POLL };
+        let event = stream.next(wait).map_err(unavailable)?;
+        if event.is_none() || group.is_due() {
+            if let Some((done, end)) = group.take() {
+                absorb(&mut deferred, apply::commit(rt, &done, end, &session.scope));
+                position = end;
+                stream.ack(position);
+            }
+        }
+        match event {
             None | Some(Event::KeepAlive) => {}
             Some(Event::Begin { xid }) => txn = Txn { xid, ..Txn::default() },
             Some(Event::Data(bytes)) => {
@@ -234,16 +248,14 @@ fn stream_changes(
             Some(Event::Commit { end }) => {
                 let done = std::mem::take(&mut txn);
                 // Postgres may send again what a session before this one applied.
-                if end > position {
+                if end > group.end().unwrap_or(position) {
                     // Documents first: the position stored with the rows then
                     // covers them (a crash in between rebuilds them again).
                     if !done.own {
                         rebuild_documents(rt, client, &done, &mut deferred)?;
                     }
-                    absorb(&mut deferred, apply::commit(rt, &done, end, &session.scope));
-                    position = end;
+                    group.add(done, end);
                 }
-                stream.ack(position);
             }
         }
     }

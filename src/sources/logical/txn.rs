@@ -173,6 +173,40 @@ impl Txn {
         }
     }
 
+    /// Adds the rows of `later`, committed just after this transaction, as if
+    /// one transaction had made both: per row the later change wins (an
+    /// upsert's fields merged over an earlier upsert's), and a TRUNCATE drops
+    /// what came before it. Roots are not carried: each transaction's documents
+    /// are rebuilt at its own COMMIT, and a transaction the module wrote adds
+    /// nothing.
+    pub fn then(&mut self, later: Txn) {
+        if later.own {
+            return;
+        }
+        for (mapping, c) in later.changes {
+            let mine = self.changes.entry(mapping).or_default();
+            if c.truncated {
+                mine.truncated = true;
+                mine.rows.clear();
+            }
+            for (id, fields) in c.rows {
+                match (mine.rows.get_mut(&id), fields) {
+                    (Some(Some(earlier)), Some(fields)) => merge(earlier, fields),
+                    (_, fields) => drop(mine.rows.insert(id, fields)),
+                }
+            }
+            mine.unkeyed.0 += c.unkeyed.0;
+            if mine.unkeyed.1.is_none() {
+                mine.unkeyed.1 = c.unkeyed.1;
+            }
+        }
+    }
+
+    /// How many rows the transaction writes or deletes.
+    pub fn row_count(&self) -> usize {
+        self.changes.values().map(|c| c.rows.len()).sum()
+    }
+
     /// Adds the roots the watched columns of `tuples` name (a NULL names none).
     fn announce(&mut self, relations: &Relations, relation: u32, tuples: &[&[Value]]) {
         let (watchers, Some(rel)) = relations.watchers(relation) else { return };

@@ -75,6 +75,41 @@ fn rows_merge_in_commit_order_and_unchanged_values_are_left_alone() {
 }
 
 #[test]
+fn transactions_gathered_into_one_step_merge_as_if_one_had_made_them() {
+    let mut r = relations();
+    let mut one = |messages: Vec<Message>, own: bool| {
+        let mut txn = Txn { own, ..Txn::default() };
+        messages.into_iter().for_each(|m| txn.add(&mut r, m));
+        txn
+    };
+    let gone = |id: &str| Message::Delete { relation: 7, old: vec![t(id), Value::Null, Value::Null, Value::Null] };
+    let mut group =
+        one(vec![Message::Insert { relation: 7, new: vec![t("1"), t("ann"), t("x"), t("5")] }, gone("3")], false);
+    group.then(one(
+        vec![
+            Message::Update { relation: 7, old: None, new: vec![t("1"), Value::Unchanged, t("x"), t("6")] },
+            Message::Insert { relation: 7, new: vec![t("3"), t("cy"), t("x"), t("1")] },
+        ],
+        false,
+    ));
+    group.then(one(vec![gone("1")], true));
+    let rows = &group.changes[&0].rows;
+    assert_eq!(rows["1"], row(&[("name", Some("ann")), ("score", Some("6"))]), "a later update merges its fields");
+    assert_eq!(rows["3"], row(&[("name", Some("cy")), ("score", Some("1"))]), "an insert after a delete wins");
+    assert_eq!(group.row_count(), 2, "the module's own transaction adds nothing");
+    group.then(one(
+        vec![
+            Message::Truncate { relations: vec![7] },
+            Message::Insert { relation: 7, new: vec![t("2"), t("bo"), t("x"), t("2")] },
+        ],
+        false,
+    ));
+    let users = &group.changes[&0];
+    assert!(users.truncated);
+    assert_eq!(users.rows.keys().collect::<Vec<_>>(), vec!["2"], "a truncate drops the earlier transactions' rows");
+}
+
+#[test]
 fn a_changed_key_removes_the_old_row() {
     let mut r = relations();
     let mut txn = Txn::default();
