@@ -217,9 +217,12 @@ fn the_initial_load_hands_over_to_the_stream_under_concurrent_writes() {
     });
 }
 
+/// Rows as (key, "name/score").
+type Rows = Vec<(String, String)>;
+
 /// Every row of `items` as Postgres has it, and as Redis has it, by key.
-fn both_sides(db: &TestDb, c: &mut redis::Connection) -> (Vec<(String, String)>, Vec<(String, String)>) {
-    let in_pg: Vec<(String, String)> = db
+fn both_sides(db: &TestDb, c: &mut redis::Connection) -> (Rows, Rows) {
+    let in_pg: Rows = db
         .client()
         .query("SELECT id, coalesce(name, '-') || '/' || coalesce(score::text, '-') FROM items ORDER BY id", &[])
         .unwrap()

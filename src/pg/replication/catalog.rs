@@ -68,21 +68,29 @@ pub fn unusable(client: &mut Client, tables: &[&str], watched: &[(&str, &str)]) 
     Ok(None)
 }
 
-/// Waits until transaction `xid` (as the stream names it) is visible to new
-/// snapshots. The stream may deliver a COMMIT a moment before other sessions
-/// see it, and a document rebuilt in that moment would be read without it.
-pub fn wait_visible(client: &mut Client, xid: u32) -> Result<(), Error> {
+/// Waits until the transactions `xids` (as the stream names them) are visible
+/// to new snapshots. The stream may deliver a COMMIT a moment before other
+/// sessions see it, and a document rebuilt in that moment would be read
+/// without it. One query per try: the stream's xids lack the epoch, which is
+/// taken from the snapshot's next xid (one less for an xid above the counter,
+/// which wrapped since).
+pub fn wait_visible(client: &mut Client, xids: &[u32]) -> Result<(), Error> {
+    if xids.is_empty() {
+        return Ok(());
+    }
+    let xids: Vec<i64> = xids.iter().map(|&x| i64::from(x)).collect();
     for _ in 0..1000 {
-        // The stream's xid lacks the epoch: take it from the next xid, one
-        // less when the counter wrapped since.
-        let next: String = client.query_one("SELECT pg_snapshot_xmax(pg_current_snapshot())::text", &[])?.get(0);
-        // Unreadable (it never is): do not wait on a guess.
-        let Ok(next) = next.parse::<u64>() else { return Ok(()) };
-        let epoch = (next >> 32) - u64::from(u64::from(xid) > (next & 0xffff_ffff) && next >> 32 > 0);
-        let full = (epoch << 32 | u64::from(xid)).to_string();
-        let visible: bool =
-            client.query_one("SELECT pg_visible_in_snapshot($1::text::xid8, pg_current_snapshot())", &[&full])?.get(0);
-        if visible {
+        let visible: Option<bool> = client
+            .query_one(
+                "WITH s AS (SELECT snap, pg_snapshot_xmax(snap)::text::bigint AS next \
+                   FROM (SELECT pg_current_snapshot() AS snap) c) \
+                 SELECT bool_and(pg_visible_in_snapshot(((((next >> 32) \
+                   - CASE WHEN x > (next & 4294967295) AND next >> 32 > 0 THEN 1 ELSE 0 END) << 32) | x) \
+                   ::text::xid8, snap)) FROM s, unnest($1::bigint[]) AS x",
+                &[&xids],
+            )?
+            .get(0);
+        if visible != Some(false) {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(1));

@@ -23,12 +23,28 @@ pub struct Group {
     txn: Txn,
     end: Option<u64>,
     since: Option<Instant>,
+    xids: Vec<u32>,
+}
+
+/// A group to apply.
+#[derive(Debug, Default)]
+pub struct Ready {
+    /// Its transactions, merged.
+    pub txn: Txn,
+    /// The position past the last of them.
+    pub end: u64,
+    /// The transactions that named documents to rebuild: those are read once
+    /// Postgres shows them to new snapshots.
+    pub xids: Vec<u32>,
 }
 
 impl Group {
     /// Adds a transaction that committed before `end`.
     pub fn add(&mut self, txn: Txn, end: u64) {
         self.since.get_or_insert_with(Instant::now);
+        if !txn.own && !txn.roots.is_empty() {
+            self.xids.push(txn.xid);
+        }
         self.txn.then(txn);
         self.end = Some(end);
     }
@@ -43,10 +59,10 @@ impl Group {
         self.txn.row_count() >= MAX_ROWS || self.since.is_some_and(|since| since.elapsed() >= MAX_WAIT)
     }
 
-    /// The merged transaction and its end, leaving the group empty.
-    pub fn take(&mut self) -> Option<(Txn, u64)> {
+    /// What to apply, leaving the group empty.
+    pub fn take(&mut self) -> Option<Ready> {
         let group = std::mem::take(self);
-        Some((group.txn, group.end?))
+        Some(Ready { txn: group.txn, end: group.end?, xids: group.xids })
     }
 }
 
@@ -64,15 +80,21 @@ mod tests {
     #[test]
     fn a_group_is_due_at_its_row_limit_and_keeps_the_last_end() {
         let mut group = Group::default();
-        assert_eq!(group.take().map(|(_, end)| end), None, "nothing to apply");
+        assert!(group.take().is_none(), "nothing to apply");
         group.add(rows(10), 100);
-        group.add(Txn { own: true, ..Txn::default() }, 150);
+        let mut own = Txn { own: true, xid: 7, ..Txn::default() };
+        own.roots.entry(1).or_default().ids.insert("4".into());
+        group.add(own, 150);
         assert_eq!(group.end(), Some(150), "the module's own transaction moves the position too");
         assert!(!group.is_due() || group.since.is_some_and(|s| s.elapsed() >= MAX_WAIT));
-        group.add(rows(MAX_ROWS), 200);
+        let mut named = rows(MAX_ROWS);
+        named.xid = 9;
+        named.roots.entry(1).or_default().ids.insert("5".into());
+        group.add(named, 200);
         assert!(group.is_due());
-        let (txn, end) = group.take().unwrap_or_default();
-        assert_eq!((txn.row_count(), end), (MAX_ROWS, 200), "ids 0..9 were merged into the second's");
+        let ready = group.take().unwrap_or_default();
+        assert_eq!((ready.txn.row_count(), ready.end), (MAX_ROWS + 1, 200), "ids 0..9 merged into the second's");
+        assert_eq!(ready.xids, [9], "only a transaction of others that named roots is waited for");
         assert_eq!(group.end(), None);
     }
 }

@@ -13,14 +13,13 @@ pub mod apply;
 pub mod group;
 pub mod load;
 pub mod mode;
+mod session;
 pub mod status;
 pub mod txn;
 
-use crate::model::mapping::ValueType;
 use crate::pg::error::{Error, ErrorKind};
-use crate::pg::reader::RowShape;
 use crate::pg::replication::catalog::{self, format_lsn};
-use crate::pg::replication::stream::{Endpoint, Event, NewSlot, Stream};
+use crate::pg::replication::stream::{Event, NewSlot, Stream};
 use crate::pg::replication::{pgoutput, OWN_WRITES_PREFIX};
 use crate::pipeline::runtime::Runtime;
 use crate::redis::cdc_position as state;
@@ -31,12 +30,13 @@ use crate::redis::redis_io::{bytes, call, notice, warn};
 use crate::redis::redis_lock::with_redis_lock;
 use crate::sources::apply_pg::apply_pg_rows;
 use crate::sources::documents;
-use group::Group;
+use group::{Group, Ready};
 use postgres::Client;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use session::Session;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use txn::{MappedColumn, Relations, Target, Txn, Watcher};
+use txn::{Relations, Txn};
 
 const POLL: Duration = Duration::from_millis(200);
 /// How often the slot's lag is read while streaming.
@@ -139,12 +139,6 @@ pub fn follow(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
     stream_changes(rt, &mut client, &session, &mut stream, position, deferred)
 }
 
-/// The schema and name Postgres gives `table`; an error when it does not exist.
-fn resolve(client: &mut Client, table: &str) -> Result<catalog::TableName, Error> {
-    catalog::resolve(client, table)?
-        .ok_or_else(|| Error::new(ErrorKind::Schema, format!("table {table} does not exist")))
-}
-
 fn unavailable(e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Unavailable, e.to_string())
 }
@@ -230,9 +224,12 @@ fn stream_changes(
         let wait = if group.end().is_some() { Duration::ZERO } else { POLL };
         let event = stream.next(wait).map_err(unavailable)?;
         if event.is_none() || group.is_due() {
-            if let Some((done, end)) = group.take() {
-                absorb(&mut deferred, apply::commit(rt, &done, end, &session.scope));
-                position = end;
+            if let Some(ready) = group.take() {
+                // Documents first: the position stored with the rows then
+                // covers them (a crash in between rebuilds them again).
+                rebuild_documents(rt, client, &ready, &mut deferred)?;
+                absorb(&mut deferred, apply::commit(rt, &ready.txn, ready.end, &session.scope));
+                position = ready.end;
                 stream.ack(position);
             }
         }
@@ -249,11 +246,6 @@ fn stream_changes(
                 let done = std::mem::take(&mut txn);
                 // Postgres may send again what a session before this one applied.
                 if end > group.end().unwrap_or(position) {
-                    // Documents first: the position stored with the rows then
-                    // covers them (a crash in between rebuilds them again).
-                    if !done.own {
-                        rebuild_documents(rt, client, &done, &mut deferred)?;
-                    }
                     group.add(done, end);
                 }
             }
@@ -262,18 +254,17 @@ fn stream_changes(
     Ok(())
 }
 
-/// Rebuilds the documents whose roots the transaction named (all of a mapping's
-/// when it truncated a watched table), from Postgres as it is now.
+/// Rebuilds the documents whose roots the group's transactions named (all of a
+/// mapping's when one truncated a watched table), from Postgres as it is once
+/// they are visible: one query per mapping for the whole group.
 fn rebuild_documents(
     rt: &Runtime,
     client: &mut Client,
-    txn: &Txn,
+    ready: &Ready,
     deferred: &mut BTreeMap<usize, BTreeSet<String>>,
 ) -> Result<(), Error> {
-    if !txn.roots.is_empty() {
-        catalog::wait_visible(client, txn.xid)?;
-    }
-    for (&mapping, roots) in &txn.roots {
+    catalog::wait_visible(client, &ready.xids)?;
+    for (&mapping, roots) in &ready.txn.roots {
         if roots.truncated {
             documents::rebuild_all(rt, client, mapping)?;
         } else if !roots.ids.is_empty() {
@@ -319,130 +310,4 @@ fn reread(
         }
     }
     Ok(())
-}
-
-/// What a session needs to know of its mappings.
-struct Session {
-    slot: String,
-    scope: String,
-    endpoint: Endpoint,
-    mappings: Vec<usize>,
-    targets: HashMap<(String, String), Vec<Target>>,
-    watchers: HashMap<(String, String), Vec<Watcher>>,
-    shapes: HashMap<usize, RowShape>,
-    /// Whether the lag is past `pgsync.cdc-max-lag-bytes` and was warned of.
-    lag_warned: std::cell::Cell<bool>,
-}
-
-impl Session {
-    /// Reads every listening mapping's schema and table and sets the
-    /// publication; `None` while a schema is not loaded yet.
-    fn prepare(rt: &Runtime, client: &mut Client, listening: &[usize]) -> Result<Option<Session>, Error> {
-        let Some(slot) = slot_name() else {
-            for &i in listening {
-                rt.stats[i].set_listener("waiting: this cluster node owns no slot");
-            }
-            rt.shutdown.sleep(POLL);
-            return Ok(None);
-        };
-        let mut targets: HashMap<(String, String), Vec<Target>> = HashMap::new();
-        let mut watchers: HashMap<(String, String), Vec<Watcher>> = HashMap::new();
-        let mut shapes = HashMap::new();
-        let mut tables = Vec::new();
-        let mut names = Vec::new();
-        for &i in listening {
-            let m = &rt.mappings.all()[i];
-            let Some(schema) = rt.schema(i) else {
-                let why = rt.stats[i].schema_error().unwrap_or_else(|| "not checked yet".into());
-                rt.stats[i].set_listener(&format!("waiting for the schema: {why}"));
-                rt.shutdown.sleep(POLL);
-                return Ok(None);
-            };
-            if let Some(document) = &m.document {
-                // A document mapping streams its watched tables, and no longer
-                // needs the triggers a trigger-path run installed on them.
-                for w in &document.watch {
-                    let name = resolve(client, &w.table)?;
-                    tables.push(format!("{}.{}", name.namespace, name.name));
-                    names.push(name.clone());
-                    let watcher = Watcher { mapping: i, column: w.column.clone() };
-                    watchers.entry((name.namespace, name.name)).or_default().push(watcher);
-                }
-                if let Err(e) = catalog::drop_watch_triggers(client, m, document) {
-                    warn(&format!("cannot drop the watch triggers of {}: {e}", m.name));
-                }
-                continue;
-            }
-            let name = resolve(client, &m.table)?;
-            tables.push(format!("{}.{}", name.namespace, name.name));
-            names.push(name.clone());
-            let target = Target {
-                mapping: i,
-                key: m.key.clone(),
-                key_types: schema.key_types.iter().map(|t| t.printed_by_postgres()).collect(),
-                fields: m
-                    .field_columns(schema.columns.keys())
-                    .into_iter()
-                    .map(|(field, column)| MappedColumn { kind: schema.member_kind(&column), field, column })
-                    .collect(),
-                json: m.value_type == ValueType::Json,
-            };
-            targets.entry((name.namespace, name.name)).or_default().push(target);
-            shapes.insert(i, RowShape::new(m, &schema));
-            // Triggers a trigger-path run left would tax every write for nothing.
-            if let Err(e) = catalog::drop_triggers(client, &m.table) {
-                warn(&format!(
-                    "cannot drop the NOTIFY triggers on {}, which logical replication does not need: {e}",
-                    m.table
-                ));
-            }
-        }
-        tables.sort();
-        tables.dedup();
-        names.sort_by(|a: &catalog::TableName, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        names.dedup();
-        catalog::ensure_publication(client, &slot, &names)?;
-        let url = config::POSTGRES_URL.get();
-        let taken = crate::pg::conninfo::split(&url, &["sslmode", "sslrootcert"]).map(|c| c.taken).unwrap_or_default();
-        let endpoint =
-            Endpoint::new(&rt.pg_config, &taken).map_err(|e| Error::new(ErrorKind::Schema, e.to_string()))?;
-        status::set_slot(&slot);
-        Ok(Some(Session {
-            scope: state::fingerprint(&slot, &tables),
-            slot,
-            endpoint,
-            mappings: listening.to_vec(),
-            targets,
-            watchers,
-            shapes,
-            lag_warned: Default::default(),
-        }))
-    }
-
-    fn show(&self, rt: &Runtime, listener: &str) {
-        for &i in &self.mappings {
-            rt.stats[i].set_listener(listener);
-        }
-    }
-
-    /// Reads the slot's confirmed position and lag; warns past `pgsync.cdc-max-lag-bytes`.
-    fn read_lag(&self, client: &mut Client) -> Result<(), Error> {
-        let confirmed = catalog::confirmed_flush(client, &self.slot)?;
-        let lag = catalog::lag_bytes(client, &self.slot)?;
-        status::set_slot_state(confirmed, lag);
-        let max = config::CDC_MAX_LAG_BYTES.load(Ordering::Relaxed);
-        let over = lag.is_some_and(|lag| lag > max);
-        // Once per crossing, not once a second.
-        if over && !self.lag_warned.replace(true) {
-            warn(&format!(
-                "replication slot {} holds {} bytes of WAL, over pgsync.cdc-max-lag-bytes ({max})",
-                self.slot,
-                lag.unwrap_or_default()
-            ));
-        }
-        if !over {
-            self.lag_warned.set(false);
-        }
-        Ok(())
-    }
 }

@@ -173,15 +173,19 @@ impl Txn {
         }
     }
 
-    /// Adds the rows of `later`, committed just after this transaction, as if
-    /// one transaction had made both: per row the later change wins (an
-    /// upsert's fields merged over an earlier upsert's), and a TRUNCATE drops
-    /// what came before it. Roots are not carried: each transaction's documents
-    /// are rebuilt at its own COMMIT, and a transaction the module wrote adds
-    /// nothing.
+    /// Adds the rows and roots of `later`, committed just after this
+    /// transaction, as if one transaction had made both: per row the later
+    /// change wins (an upsert's fields merged over an earlier upsert's), a
+    /// TRUNCATE drops what came before it, and the roots to rebuild add up. A
+    /// transaction the module wrote adds nothing.
     pub fn then(&mut self, later: Txn) {
         if later.own {
             return;
+        }
+        for (mapping, r) in later.roots {
+            let mine = self.roots.entry(mapping).or_default();
+            mine.truncated |= r.truncated;
+            mine.ids.extend(r.ids);
         }
         for (mapping, c) in later.changes {
             let mine = self.changes.entry(mapping).or_default();
@@ -202,9 +206,10 @@ impl Txn {
         }
     }
 
-    /// How many rows the transaction writes or deletes.
+    /// How many rows the transaction writes or deletes, and roots it rebuilds.
     pub fn row_count(&self) -> usize {
-        self.changes.values().map(|c| c.rows.len()).sum()
+        self.changes.values().map(|c| c.rows.len()).sum::<usize>()
+            + self.roots.values().map(|r| r.ids.len()).sum::<usize>()
     }
 
     /// Adds the roots the watched columns of `tuples` name (a NULL names none).
