@@ -680,18 +680,32 @@ fn accts_figure(port: u16, name: &str) -> String {
 /// A JSON write-behind row (every node with RedisJSON loaded first).
 #[test]
 fn a_pending_json_change_moves_with_its_slot_and_lands_once() {
+    pending_json_change_moves_with_its_slot(false);
+}
+
+/// The same through a write-through staging document, `__{acct:1}`, which
+/// shares the row's slot.
+#[test]
+fn a_pending_write_through_json_change_moves_with_its_slot_and_lands_once() {
+    pending_json_change_moves_with_its_slot(true);
+}
+
+fn pending_json_change_moves_with_its_slot(through: bool) {
     let db = test_db(ACCTS_SQL);
-    let cluster = Cluster::start_after(&[rejson_path()], &db, ACCTS_MAPPING, &[], &[]);
+    let mapping =
+        if through { ACCTS_MAPPING.replace("write-behind", "write-through") } else { ACCTS_MAPPING.to_string() };
+    let cluster = Cluster::start_after(&[rejson_path()], &db, &mapping, &[], &[]);
+    let key = if through { "__{acct:1}" } else { "acct:1" };
     let mut c = cluster.client();
-    json(&mut c, "SET", "acct:1", &["$", r#"{"name": "Ann", "score": 1}"#]).unwrap();
+    json(&mut c, "SET", key, &["$", r#"{"name": "Ann", "score": 1}"#]).unwrap();
     cluster.sync_wait();
     assert_eq!(pg_accts(&db)[&1], (Some("Ann".into()), None, Some(1)));
 
     // The table away: the next changes wait, journaled on the row's node.
     db.client().batch_execute("ALTER TABLE accts RENAME TO accts_away").unwrap();
-    json(&mut c, "NUMINCRBY", "acct:1", &["$.score", "5"]).unwrap();
-    json(&mut c, "NUMINCRBY", "acct:1", &["$.score", "5"]).unwrap();
-    json(&mut c, "SET", "acct:1", &["$.email", r#""ann@x""#]).unwrap();
+    json(&mut c, "NUMINCRBY", key, &["$.score", "5"]).unwrap();
+    json(&mut c, "NUMINCRBY", key, &["$.score", "5"]).unwrap();
+    json(&mut c, "SET", key, &["$.email", r#""ann@x""#]).unwrap();
     let any = cluster.primaries()[0];
     let slot = key_slot(any, "acct:1");
     let from = owner_of(any, slot);
@@ -699,16 +713,21 @@ fn a_pending_json_change_moves_with_its_slot_and_lands_once() {
     eventually("the change waits for the table, not in a batch", || {
         accts_figure(from, "pending") == "1" && accts_figure(from, "in_flight") == "0"
     });
-    // MIGRATE names only the document: its journal log must leave with it.
-    move_slot(&cluster, slot, to, &["acct:1"]);
+    // MIGRATE names only the documents: the journal log must leave with them.
+    let keys: &[&str] = if through { &["acct:1", "__{acct:1}"] } else { &["acct:1"] };
+    move_slot(&cluster, slot, to, keys);
     assert_eq!(accts_figure(from, "pending"), "0", "the old node forgot the change");
     assert_eq!(accts_figure(to, "pending"), "1", "the new node carries on with it");
-    assert_eq!(doc(&mut connect(to), "acct:1").unwrap()["score"], 11, "the document moved as it was");
+    let moved = doc(&mut connect(to), "acct:1").unwrap();
+    assert_eq!(moved["score"], if through { 1 } else { 11 }, "the document moved as it was");
+    if through {
+        assert!(doc(&mut connect(to), key).is_some(), "the staging document moved with it");
+    }
 
     db.client().batch_execute("ALTER TABLE accts_away RENAME TO accts").unwrap();
     cluster.sync_wait();
     assert_eq!(pg_accts(&db)[&1], (Some("Ann".into()), Some("ann@x".into()), Some(11)), "each increment once");
-    json(&mut c, "NUMINCRBY", "acct:1", &["$.score", "1"]).unwrap();
+    json(&mut c, "NUMINCRBY", key, &["$.score", "1"]).unwrap();
     cluster.sync_wait();
     assert_eq!(pg_accts(&db)[&1].2, Some(12));
     eventually("Redis holds Postgres's sum", || doc(&mut c, "acct:1").is_some_and(|d| d["score"] == 12));
