@@ -23,14 +23,83 @@ pub struct TypedColumn {
     pub sql_type: String,
 }
 
-/// One column an upsert writes: set to the given value, or (`add`) incremented by
-/// it, as HINCRBY asks, on top of the row's own value (NULL counts as 0).
+/// How an upsert writes a column.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Written {
+    /// Set to the given value.
+    Set,
+    /// Incremented by it, as HINCRBY asks, on top of the row's own value (NULL counts as 0).
+    Add,
+    /// Paths set inside its `json`/`jsonb` value ([`path_sets`]); the value is
+    /// a `jsonb` array of `[names, value]`, and these are the numbers of names.
+    Paths(Vec<usize>),
+}
+
+/// One column an upsert writes, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WrittenColumn<'a> {
     /// The column.
     pub column: &'a TypedColumn,
-    /// Whether the value is an increment.
-    pub add: bool,
+    /// Set, added to, or paths set inside.
+    pub how: &'a Written,
+}
+
+impl WrittenColumn<'_> {
+    /// Whether the statement returns the column's new value (Postgres computed
+    /// it from the row's own, so Redis learns it).
+    pub fn returned(&self) -> bool {
+        *self.how != Written::Set
+    }
+
+    /// The type its parameter's texts are cast to.
+    fn param_type(&self) -> &str {
+        match self.how {
+            Written::Paths(_) => "jsonb",
+            _ => &self.column.sql_type,
+        }
+    }
+}
+
+/// The value `base` (a `json`/`jsonb` expression; NULL is `{}`) takes after
+/// the path sets in `sets` (a `jsonb` array of `[[name, ...], value]`, whose
+/// paths have `depths` names), as `model::json_path_set` applies them: each
+/// missing intermediate becomes `{}` (`jsonb_set` creates only the last
+/// level), and a value on the way that is not an object leaves the column as
+/// it was. Names and values stay in the bound parameter; the text holds only
+/// positions. A chain of lateral steps, each naming the one before, so the
+/// text grows with the names, not exponentially.
+pub fn path_sets(base: &str, sets: &str, depths: &[usize], sql_type: &str) -> String {
+    let mut sql = format!(
+        "(SELECT s{}.d::{sql_type} FROM (SELECT b.d, b.o, jsonb_typeof(b.d) = 'object' AS ok \
+         FROM (SELECT coalesce({base}::jsonb, '{{}}'::jsonb) AS d, {sets} AS o) AS b) AS s0",
+        depths.iter().sum::<usize>()
+    );
+    let mut step = 0;
+    for (i, depth) in depths.iter().enumerate() {
+        for k in 1..=*depth {
+            let names = (0..k).map(|j| format!("s0.o #>> '{{{i},0,{j}}}'")).collect::<Vec<_>>().join(", ");
+            let path = format!("ARRAY[{names}]");
+            let p = format!("s{step}");
+            let (d, ok) = if k < *depth {
+                (
+                    format!(
+                        "CASE WHEN {p}.ok AND {p}.d #> {path} IS NULL THEN jsonb_set({p}.d, {path}, '{{}}'::jsonb, true) \
+                         ELSE {p}.d END"
+                    ),
+                    format!("{p}.ok AND coalesce(jsonb_typeof({p}.d #> {path}) = 'object', true)"),
+                )
+            } else {
+                (
+                    format!("CASE WHEN {p}.ok THEN jsonb_set({p}.d, {path}, s0.o #> '{{{i},1}}', true) ELSE {p}.d END"),
+                    "s0.ok".to_string(),
+                )
+            };
+            step += 1;
+            let _ = write!(sql, " CROSS JOIN LATERAL (SELECT {d} AS d, {ok} AS ok) AS s{step}");
+        }
+    }
+    sql.push(')');
+    sql
 }
 
 /// Multi-row upsert of `columns` for rows keyed by the `keys` columns. Parameters
@@ -57,10 +126,17 @@ pub fn upsert(table: &str, keys: &[TypedColumn], columns: &[WrittenColumn<'_>]) 
         all.iter().enumerate().map(|(i, c)| f(i, c)).collect::<Vec<_>>().join(", ")
     };
     let names = list(&|_, c| quote_ident(&c.name));
-    let values = list(&|i, _| format!("v.c{i}"));
+    let values = list(&|i, c| match i.checked_sub(k).map(|at| columns[at].how) {
+        Some(Written::Paths(depths)) => path_sets("NULL", &format!("v.c{i}"), depths, &c.sql_type),
+        _ => format!("v.c{i}"),
+    });
+    let param_type = |i: usize| match i.checked_sub(k) {
+        Some(at) => columns[at].param_type(),
+        None => &keys[i].sql_type,
+    };
     let mut sql = format!(
         "WITH v AS (SELECT {} FROM unnest({}) AS u({}))",
-        list(&|i, c| format!("u.c{i}::{} AS c{i}", c.sql_type)),
+        list(&|i, _| format!("u.c{i}::{} AS c{i}", param_type(i))),
         list(&|i, _| format!("${}::text[]", i + 1)),
         list(&|i, _| format!("c{i}")),
     );
@@ -76,21 +152,29 @@ pub fn upsert(table: &str, keys: &[TypedColumn], columns: &[WrittenColumn<'_>]) 
             .map(|(i, c)| {
                 let q = quote_ident(&c.column.name);
                 let value = source(k + i, &q);
-                if c.add {
-                    format!("{q} = coalesce(t.{q}, 0) + {value}")
-                } else {
-                    format!("{q} = {value}")
+                match c.how {
+                    Written::Set => format!("{q} = {value}"),
+                    Written::Add => format!("{q} = coalesce(t.{q}, 0) + {value}"),
+                    Written::Paths(depths) => {
+                        format!("{q} = {}", path_sets(&format!("t.{q}"), &value, depths, &c.column.sql_type))
+                    }
                 }
             })
             .collect::<Vec<_>>()
             .join(", ")
     };
     let sets = assign(&|i, _| format!("v.c{i}"));
-    let excluded = assign(&|_, q| format!("EXCLUDED.{q}"));
+    // On a conflict the path sets are read again from `v`: EXCLUDED holds the
+    // value made from nothing, not the sets.
+    let v_of_excluded = same_key(&|_, c| format!("EXCLUDED.{}", quote_ident(&c.name)), "v");
+    let excluded = assign(&|i, q| match columns[i - k].how {
+        Written::Paths(_) => format!("(SELECT v.c{i} FROM v WHERE {v_of_excluded})"),
+        _ => format!("EXCLUDED.{q}"),
+    });
     let returned: Vec<String> = columns
         .iter()
         .enumerate()
-        .filter(|(_, c)| c.add)
+        .filter(|(_, c)| c.returned())
         .map(|(i, c)| format!(", t.{}::text AS r{}", quote_ident(&c.column.name), k + i))
         .collect();
     let returned = returned.concat();
@@ -114,7 +198,7 @@ pub fn upsert(table: &str, keys: &[TypedColumn], columns: &[WrittenColumn<'_>]) 
         let _ = write!(sql, " {insert}");
     } else {
         let outputs: String =
-            columns.iter().enumerate().filter(|(_, c)| c.add).map(|(i, _)| format!(", r{}", k + i)).collect();
+            columns.iter().enumerate().filter(|(_, c)| c.returned()).map(|(i, _)| format!(", r{}", k + i)).collect();
         let selected = key_outputs.iter().map(|o| format!("{o}::text")).collect::<Vec<_>>().join(", ");
         let _ = write!(
             sql,
@@ -196,7 +280,7 @@ mod tests {
     #[test]
     fn upsert_updates_only_listed_columns() {
         let score = col("score", "integer");
-        let sql = upsert("users", &[col("id", "integer")], &[WrittenColumn { column: &score, add: false }]);
+        let sql = upsert("users", &[col("id", "integer")], &[WrittenColumn { column: &score, how: &Written::Set }]);
         assert_eq!(
             sql,
             "WITH v AS (SELECT u.c0::integer AS c0, u.c1::integer AS c1 FROM unnest($1::text[], $2::text[]) AS u(c0, c1)), \
@@ -212,7 +296,7 @@ mod tests {
     #[test]
     fn update_only_never_inserts() {
         let score = col("score", "integer");
-        let sql = update("users", &[col("id", "integer")], &[WrittenColumn { column: &score, add: false }]);
+        let sql = update("users", &[col("id", "integer")], &[WrittenColumn { column: &score, how: &Written::Set }]);
         assert!(sql.ends_with("UPDATE \"users\" AS t SET \"score\" = v.c1 FROM v WHERE t.\"id\" = v.c0"), "{sql}");
         assert!(!sql.contains("INSERT"), "{sql}");
     }
@@ -220,11 +304,33 @@ mod tests {
     #[test]
     fn increments_add_to_the_row_and_return_the_sum() {
         let (name, score) = (col("name", "text"), col("score", "integer"));
-        let columns = [WrittenColumn { column: &name, add: false }, WrittenColumn { column: &score, add: true }];
+        let columns =
+            [WrittenColumn { column: &name, how: &Written::Set }, WrittenColumn { column: &score, how: &Written::Add }];
         let sql = upsert("users", &[col("id", "integer")], &columns);
         assert!(sql.contains("SET \"name\" = v.c1, \"score\" = coalesce(t.\"score\", 0) + v.c2 FROM v"), "{sql}");
         assert!(sql.contains("\"score\" = coalesce(t.\"score\", 0) + EXCLUDED.\"score\" RETURNING"), "{sql}");
         assert!(sql.ends_with("SELECT k0::text, r2 FROM updated UNION ALL SELECT k0::text, r2 FROM inserted"), "{sql}");
+    }
+
+    #[test]
+    fn path_sets_make_each_level_and_return_the_new_value() {
+        let sql = path_sets("t.\"p\"", "v.c1", &[1, 2], "json");
+        assert!(
+            sql.starts_with("(SELECT s3.d::json FROM (SELECT b.d, b.o, jsonb_typeof(b.d) = 'object' AS ok"),
+            "{sql}"
+        );
+        assert!(sql.contains("coalesce(t.\"p\"::jsonb, '{}'::jsonb) AS d, v.c1 AS o"), "{sql}");
+        assert!(sql.contains("jsonb_set(s0.d, ARRAY[s0.o #>> '{0,0,0}'], s0.o #> '{0,1}', true)"), "{sql}");
+        assert!(sql.contains("THEN jsonb_set(s1.d, ARRAY[s0.o #>> '{1,0,0}'], '{}'::jsonb, true)"), "{sql}");
+        assert!(sql.contains("ARRAY[s0.o #>> '{1,0,0}', s0.o #>> '{1,0,1}'], s0.o #> '{1,1}', true)"), "{sql}");
+        let profile = col("profile", "jsonb");
+        let how = Written::Paths(vec![1]);
+        let sql = upsert("accounts", &[col("id", "integer")], &[WrittenColumn { column: &profile, how: &how }]);
+        assert!(sql.contains("u.c1::jsonb AS c1"), "{sql}");
+        assert!(sql.contains("SET \"profile\" = (SELECT s1.d::jsonb FROM"), "{sql}");
+        assert!(sql.contains("SELECT v.c0, (SELECT s1.d::jsonb FROM (SELECT b.d, b.o, jsonb_typeof(b.d) = 'object' AS ok FROM (SELECT coalesce(NULL::jsonb"), "{sql}");
+        assert!(sql.contains("(SELECT v.c1 FROM v WHERE EXCLUDED.\"id\" = v.c0) AS o"), "{sql}");
+        assert!(sql.ends_with("SELECT k0::text, r1 FROM updated UNION ALL SELECT k0::text, r1 FROM inserted"), "{sql}");
     }
 
     #[test]
@@ -248,7 +354,7 @@ mod tests {
     fn composite_keys_use_every_key_column() {
         let keys = [col("brand_id", "text"), col("category_id", "integer")];
         let rank = col("rank", "integer");
-        let sql = upsert("bc", &keys, &[WrittenColumn { column: &rank, add: true }]);
+        let sql = upsert("bc", &keys, &[WrittenColumn { column: &rank, how: &Written::Add }]);
         assert!(sql.contains("unnest($1::text[], $2::text[], $3::text[])"), "{sql}");
         assert!(sql.contains("WHERE t.\"brand_id\" = v.c0 AND t.\"category_id\" = v.c1 RETURNING t.\"brand_id\" AS k0, t.\"category_id\" AS k1, t.\"rank\"::text AS r2"), "{sql}");
         assert!(sql.contains("WHERE updated.k0 = v.c0 AND updated.k1 = v.c1"), "{sql}");
