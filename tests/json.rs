@@ -444,6 +444,7 @@ fn a_set_below_a_member_redis_does_not_hold_sets_that_path_in_postgres() {
         .unwrap();
     let server = Server::with_mapping_and_rejson(&db, ACCOUNTS_MAPPING, &[], &[]);
     let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
     let oslo = |zip: &str| json!({"city": "Oslo", "zip": zip});
 
     // Redis does not hold acct:1: the path is set in Postgres, the other keys stay.
@@ -465,6 +466,10 @@ fn a_set_below_a_member_redis_does_not_hold_sets_that_path_in_postgres() {
     eventually("Redis holds Postgres's member", || {
         doc(&mut c, "acct:3") == Some(json!({"vip": true, "profile": oslo("9")}))
     });
+
+    // A member no column takes lives in Redis alone: RedisJSON's own answer, nothing recorded.
+    assert_ne!(json(&mut c, "SET", "acct:3", &["$.note.x", "1"]).ok(), Some(redis::Value::Okay));
+    assert_eq!(doc(&mut c, "acct:3").unwrap().get("note"), None);
 
     // An intermediate that is no object: nothing changes, as RedisJSON matches nothing there.
     json(&mut c, "SET", "acct:4", &["$.profile.a.b", "1"]).unwrap();
@@ -500,6 +505,7 @@ fn a_path_set_waiting_for_postgres_survives_a_kill9_and_redis_holds_no_part_of_t
     let args = ["--appendonly", "yes", "--appendfsync", "always"];
     let mut server = Server::with_mapping_and_rejson(&db, ACCOUNTS_MAPPING, &[("retry-max-delay-ms", "200")], &args);
     let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
     json(&mut c, "SET", "acct:1", &["$.name", "\"Ann\""]).unwrap();
     sync_wait(&mut c);
 

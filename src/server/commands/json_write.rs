@@ -154,8 +154,8 @@ fn capture(
 
 /// `JSON.SET key $.member.a.b value` (names only, no `NX`/`XX`) on a
 /// write-behind row key that holds no such member (no key, no member, or
-/// `null`), which RedisJSON would refuse: the path is set in Postgres inside
-/// the member's `json`/`jsonb` column (`model/json_path_set.rs`), replying `OK`
+/// `null`), which RedisJSON would refuse, when the member's column is known to
+/// be `json`/`jsonb`: the path is set in Postgres inside that column (`model/json_path_set.rs`), replying `OK`
 /// as a set does. Redis holds nothing for the member meanwhile, never a part
 /// of it that would look whole; after the commit, apply writes the member as
 /// Postgres has it into the key, if Redis holds the key then (as it sets a
@@ -175,6 +175,16 @@ fn cold_path_set(
     let Some((member, set)) = json_intent::path_set(command, rest).filter(|(named, _)| named == member) else {
         return Ok(None);
     };
+    // Only a column Postgres keeps the path in: a member no column takes lives
+    // in Redis alone, and before the schema is known the column's type is not.
+    let m = &rt.mappings.all()[target.mapping];
+    let json_column = rt.schema(target.mapping).is_some_and(|schema| {
+        let column = m.column_for(&member).and_then(|c| schema.columns.get(c));
+        column.is_some_and(|c| MemberKind::of(&c.key_type.0) == MemberKind::Json)
+    });
+    if !json_column {
+        return Ok(None);
+    }
     let key = argv[1].as_slice();
     // A key that holds no JSON object is RedisJSON's to refuse.
     let held = json_doc::members(ctx, key, &[member.as_bytes()]);
