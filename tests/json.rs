@@ -512,13 +512,19 @@ fn a_path_set_waiting_for_postgres_survives_a_kill9_and_redis_holds_no_part_of_t
     pg.down();
     json(&mut c, "SET", "acct:1", &["$.profile.zip", "\"2\""]).unwrap();
     json(&mut c, "SET", "acct:1", &["$.profile.home.floor", "3"]).unwrap();
+    // Many sets coalesced into one change: one statement of bounded size and memory.
+    let mut many = serde_json::Map::new();
+    for i in 0..150 {
+        json(&mut c, "SET", "acct:1", &[&format!("$.profile.many.k{i}"), &i.to_string()]).unwrap();
+        many.insert(format!("k{i}"), json!(i));
+    }
     assert_eq!(doc(&mut c, "acct:1"), Some(json!({"name": "Ann"})), "no part of the member meanwhile");
 
     server.restart();
     let mut c = server.conn();
     pg.up();
     sync_wait(&mut c);
-    let profile = json!({"city": "Oslo", "zip": "2", "home": {"floor": 3}});
+    let profile = json!({"city": "Oslo", "zip": "2", "home": {"floor": 3}, "many": many});
     assert_eq!(account(&db, 1).unwrap().4, Some(profile.clone()));
     eventually("Redis holds Postgres's member", || {
         doc(&mut c, "acct:1") == Some(json!({"name": "Ann", "profile": profile}))

@@ -31,8 +31,8 @@ pub enum Written {
     /// Incremented by it, as HINCRBY asks, on top of the row's own value (NULL counts as 0).
     Add,
     /// Paths set inside its `json`/`jsonb` value ([`path_sets`]); the value is
-    /// a `jsonb` array of `[names, value]`, and these are the numbers of names.
-    Paths(Vec<usize>),
+    /// a `jsonb` array of `[names, value]`.
+    Paths,
 }
 
 /// One column an upsert writes, and how.
@@ -54,52 +54,38 @@ impl WrittenColumn<'_> {
     /// The type its parameter's texts are cast to.
     fn param_type(&self) -> &str {
         match self.how {
-            Written::Paths(_) => "jsonb",
+            Written::Paths => "jsonb",
             _ => &self.column.sql_type,
         }
     }
 }
 
 /// The value `base` (a `json`/`jsonb` expression; NULL is `{}`) takes after
-/// the path sets in `sets` (a `jsonb` array of `[[name, ...], value]`, whose
-/// paths have `depths` names), as `model::json_path_set` applies them: each
-/// missing intermediate becomes `{}` (`jsonb_set` creates only the last
-/// level), and a value on the way that is not an object leaves the column as
-/// it was. Names and values stay in the bound parameter; the text holds only
-/// positions. A chain of lateral steps, each naming the one before, so the
-/// text grows with the names, not exponentially.
-pub fn path_sets(base: &str, sets: &str, depths: &[usize], sql_type: &str) -> String {
-    let mut sql = format!(
-        "(SELECT s{}.d::{sql_type} FROM (SELECT b.d, b.o, jsonb_typeof(b.d) = 'object' AS ok \
-         FROM (SELECT coalesce({base}::jsonb, '{{}}'::jsonb) AS d, {sets} AS o) AS b) AS s0",
-        depths.iter().sum::<usize>()
-    );
-    let mut step = 0;
-    for (i, depth) in depths.iter().enumerate() {
-        for k in 1..=*depth {
-            let names = (0..k).map(|j| format!("s0.o #>> '{{{i},0,{j}}}'")).collect::<Vec<_>>().join(", ");
-            let path = format!("ARRAY[{names}]");
-            let p = format!("s{step}");
-            let (d, ok) = if k < *depth {
-                (
-                    format!(
-                        "CASE WHEN {p}.ok AND {p}.d #> {path} IS NULL THEN jsonb_set({p}.d, {path}, '{{}}'::jsonb, true) \
-                         ELSE {p}.d END"
-                    ),
-                    format!("{p}.ok AND coalesce(jsonb_typeof({p}.d #> {path}) = 'object', true)"),
-                )
-            } else {
-                (
-                    format!("CASE WHEN {p}.ok THEN jsonb_set({p}.d, {path}, s0.o #> '{{{i},1}}', true) ELSE {p}.d END"),
-                    "s0.ok".to_string(),
-                )
-            };
-            step += 1;
-            let _ = write!(sql, " CROSS JOIN LATERAL (SELECT {d} AS d, {ok} AS ok) AS s{step}");
-        }
-    }
-    sql.push(')');
-    sql
+/// the path sets in `sets` (a `jsonb` array of `[[name, ...], value]`), in
+/// order, as `model::json_path_set` makes them: a missing intermediate member
+/// becomes `{}` (`jsonb_set` alone creates only the last level: the missing
+/// rest of the path is set at once as nested objects, spelled as JSON text
+/// from `to_jsonb` of each name), and when the value or a member on the way
+/// is not an object the value stays. A recursive query takes one set per
+/// step, so the text is the same whatever the sets; names and values stay in
+/// the bound parameter. `OFFSET 0` keeps each step's path from being inlined
+/// into every use of it, and the row estimates stay small enough not to wake
+/// the JIT compiler for a statement of a few rows.
+pub fn path_sets(base: &str, sets: &str, sql_type: &str) -> String {
+    format!(
+        "(WITH RECURSIVE f(n, d) AS (SELECT 0, coalesce({base}::jsonb, '{{}}'::jsonb) UNION ALL \
+         SELECT f.n + 1, CASE WHEN jsonb_typeof(f.d) IS DISTINCT FROM 'object' THEN f.d \
+         WHEN s.first IS NULL THEN jsonb_set(f.d, s.p, s.v, true) \
+         WHEN f.d #> s.p[:s.first] IS NULL THEN jsonb_set(f.d, s.p[:s.first], \
+         (SELECT (string_agg('{{' || to_jsonb(x.m)::text || ':', '' ORDER BY x.i) || s.v::text \
+         || repeat('}}', count(*)::integer))::jsonb FROM unnest(s.p[s.first + 1:]) WITH ORDINALITY AS x(m, i)), true) \
+         ELSE f.d END FROM f CROSS JOIN LATERAL (SELECT o.p, o.v, (SELECT min(y.i) \
+         FROM unnest(o.p[:cardinality(o.p) - 1]) WITH ORDINALITY AS y(m, i) \
+         WHERE jsonb_typeof(f.d #> o.p[:y.i]) IS DISTINCT FROM 'object') AS first \
+         FROM (SELECT ARRAY(SELECT jsonb_array_elements_text(({sets}) -> f.n -> 0)) AS p, ({sets}) -> f.n -> 1 AS v \
+         OFFSET 0) AS o OFFSET 0) AS s WHERE f.n < jsonb_array_length({sets})) \
+         SELECT f.d::{sql_type} FROM f ORDER BY f.n DESC LIMIT 1)"
+    )
 }
 
 /// Multi-row upsert of `columns` for rows keyed by the `keys` columns. Parameters
@@ -127,7 +113,7 @@ pub fn upsert(table: &str, keys: &[TypedColumn], columns: &[WrittenColumn<'_>]) 
     };
     let names = list(&|_, c| quote_ident(&c.name));
     let values = list(&|i, c| match i.checked_sub(k).map(|at| columns[at].how) {
-        Some(Written::Paths(depths)) => path_sets("NULL", &format!("v.c{i}"), depths, &c.sql_type),
+        Some(Written::Paths) => path_sets("NULL", &format!("v.c{i}"), &c.sql_type),
         _ => format!("v.c{i}"),
     });
     let param_type = |i: usize| match i.checked_sub(k) {
@@ -155,9 +141,7 @@ pub fn upsert(table: &str, keys: &[TypedColumn], columns: &[WrittenColumn<'_>]) 
                 match c.how {
                     Written::Set => format!("{q} = {value}"),
                     Written::Add => format!("{q} = coalesce(t.{q}, 0) + {value}"),
-                    Written::Paths(depths) => {
-                        format!("{q} = {}", path_sets(&format!("t.{q}"), &value, depths, &c.column.sql_type))
-                    }
+                    Written::Paths => format!("{q} = {}", path_sets(&format!("t.{q}"), &value, &c.column.sql_type)),
                 }
             })
             .collect::<Vec<_>>()
@@ -168,7 +152,7 @@ pub fn upsert(table: &str, keys: &[TypedColumn], columns: &[WrittenColumn<'_>]) 
     // value made from nothing, not the sets.
     let v_of_excluded = same_key(&|_, c| format!("EXCLUDED.{}", quote_ident(&c.name)), "v");
     let excluded = assign(&|i, q| match columns[i - k].how {
-        Written::Paths(_) => format!("(SELECT v.c{i} FROM v WHERE {v_of_excluded})"),
+        Written::Paths => format!("(SELECT v.c{i} FROM v WHERE {v_of_excluded})"),
         _ => format!("EXCLUDED.{q}"),
     });
     let returned: Vec<String> = columns
@@ -313,23 +297,24 @@ mod tests {
     }
 
     #[test]
-    fn path_sets_make_each_level_and_return_the_new_value() {
-        let sql = path_sets("t.\"p\"", "v.c1", &[1, 2], "json");
+    fn path_sets_are_one_recursive_expression_and_return_the_new_value() {
+        let sql = path_sets("t.\"p\"", "v.c1", "json");
         assert!(
-            sql.starts_with("(SELECT s3.d::json FROM (SELECT b.d, b.o, jsonb_typeof(b.d) = 'object' AS ok"),
+            sql.starts_with("(WITH RECURSIVE f(n, d) AS (SELECT 0, coalesce(t.\"p\"::jsonb, '{}'::jsonb)"),
             "{sql}"
         );
-        assert!(sql.contains("coalesce(t.\"p\"::jsonb, '{}'::jsonb) AS d, v.c1 AS o"), "{sql}");
-        assert!(sql.contains("jsonb_set(s0.d, ARRAY[s0.o #>> '{0,0,0}'], s0.o #> '{0,1}', true)"), "{sql}");
-        assert!(sql.contains("THEN jsonb_set(s1.d, ARRAY[s0.o #>> '{1,0,0}'], '{}'::jsonb, true)"), "{sql}");
-        assert!(sql.contains("ARRAY[s0.o #>> '{1,0,0}', s0.o #>> '{1,0,1}'], s0.o #> '{1,1}', true)"), "{sql}");
+        assert!(sql.contains("jsonb_array_elements_text((v.c1) -> f.n -> 0)"), "{sql}");
+        assert!(sql.ends_with("SELECT f.d::json FROM f ORDER BY f.n DESC LIMIT 1)"), "{sql}");
         let profile = col("profile", "jsonb");
-        let how = Written::Paths(vec![1]);
-        let sql = upsert("accounts", &[col("id", "integer")], &[WrittenColumn { column: &profile, how: &how }]);
+        let sql =
+            upsert("accounts", &[col("id", "integer")], &[WrittenColumn { column: &profile, how: &Written::Paths }]);
         assert!(sql.contains("u.c1::jsonb AS c1"), "{sql}");
-        assert!(sql.contains("SET \"profile\" = (SELECT s1.d::jsonb FROM"), "{sql}");
-        assert!(sql.contains("SELECT v.c0, (SELECT s1.d::jsonb FROM (SELECT b.d, b.o, jsonb_typeof(b.d) = 'object' AS ok FROM (SELECT coalesce(NULL::jsonb"), "{sql}");
-        assert!(sql.contains("(SELECT v.c1 FROM v WHERE EXCLUDED.\"id\" = v.c0) AS o"), "{sql}");
+        assert!(
+            sql.contains("SET \"profile\" = (WITH RECURSIVE f(n, d) AS (SELECT 0, coalesce(t.\"profile\"::jsonb"),
+            "{sql}"
+        );
+        assert!(sql.contains("SELECT v.c0, (WITH RECURSIVE f(n, d) AS (SELECT 0, coalesce(NULL::jsonb"), "{sql}");
+        assert!(sql.contains("((SELECT v.c1 FROM v WHERE EXCLUDED.\"id\" = v.c0)) -> f.n -> 0"), "{sql}");
         assert!(sql.ends_with("SELECT k0::text, r1 FROM updated UNION ALL SELECT k0::text, r1 FROM inserted"), "{sql}");
     }
 

@@ -22,13 +22,9 @@ pub enum ColumnWrite {
     Set(Option<String>),
     /// Add this delta (text) to the column's value.
     Add(String),
-    /// Set paths inside the column's `json`/`jsonb` value.
-    Paths {
-        /// The sets as one JSON array (`json_path_set::to_json`).
-        sets: String,
-        /// The number of names of each set's path, which shapes the SQL.
-        depths: Vec<usize>,
-    },
+    /// Set paths inside the column's `json`/`jsonb` value: the sets as one
+    /// JSON array (`json_path_set::to_json`).
+    Paths(String),
 }
 
 impl ColumnWrite {
@@ -37,7 +33,7 @@ impl ColumnWrite {
         match self {
             ColumnWrite::Set(_) => Written::Set,
             ColumnWrite::Add(_) => Written::Add,
-            ColumnWrite::Paths { depths, .. } => Written::Paths(depths.clone()),
+            ColumnWrite::Paths(_) => Written::Paths,
         }
     }
 
@@ -46,7 +42,7 @@ impl ColumnWrite {
         match self {
             ColumnWrite::Set(v) => v.clone(),
             ColumnWrite::Add(delta) => Some(delta.clone()),
-            ColumnWrite::Paths { sets, .. } => Some(sets.clone()),
+            ColumnWrite::Paths(sets) => Some(sets.clone()),
         }
     }
 }
@@ -191,10 +187,9 @@ pub fn prepare(
                         sql_type: info.typed.sql_type.clone(),
                     })
                 }
-                FieldChange::Paths(sets) if JSON_TYPES.contains(&info.typed.sql_type.as_str()) => ColumnWrite::Paths {
-                    sets: json_path_set::to_json(sets),
-                    depths: sets.iter().map(|s| s.path.len()).collect(),
-                },
+                FieldChange::Paths(sets) if JSON_TYPES.contains(&info.typed.sql_type.as_str()) => {
+                    ColumnWrite::Paths(json_path_set::to_json(sets))
+                }
                 FieldChange::Paths(_) => {
                     return Err(PrepareError::NotJson {
                         field: field.to_string(),
@@ -499,7 +494,7 @@ mod tests {
         schema.columns.get_mut("password_hash").unwrap().typed.sql_type = "jsonb".into();
         let row = prepare(0, &m.all()[0], &schema, "1", &c).unwrap();
         let sets = r#"[[["a","b"],1]]"#.to_string();
-        assert_eq!(row.values.get("password_hash"), Some(&ColumnWrite::Paths { sets, depths: vec![2] }));
+        assert_eq!(row.values.get("password_hash"), Some(&ColumnWrite::Paths(sets)));
         schema.columns.get_mut("password_hash").unwrap().typed.sql_type = "text".into();
         let err = prepare(0, &m.all()[0], &schema, "1", &c).unwrap_err();
         assert!(err.to_string().contains("is text, not json or jsonb"), "{err}");
