@@ -467,6 +467,15 @@ fn a_set_below_a_member_redis_does_not_hold_sets_that_path_in_postgres() {
         doc(&mut c, "acct:3") == Some(json!({"vip": true, "profile": oslo("9")}))
     });
 
+    // Nothing runs in Redis, yet the caller must be allowed to run JSON.SET.
+    let nojson = ["SETUSER", "nojson", "on", ">pw", "~*", "&*", "+@all", "-json.set"];
+    let _: () = redis::cmd("ACL").arg(&nojson).query(&mut c).unwrap();
+    let mut refused = redis::Client::open(format!("redis://nojson:pw@127.0.0.1:{}/", server.port))
+        .and_then(|client| client.get_connection())
+        .unwrap();
+    let err = json(&mut refused, "SET", "acct:4", &["$.profile.z", "1"]).unwrap_err();
+    assert!(err.to_string().contains("NOPERM"), "{err}");
+
     // A member no column takes lives in Redis alone: RedisJSON's own answer, nothing recorded.
     assert_ne!(json(&mut c, "SET", "acct:3", &["$.note.x", "1"]).ok(), Some(redis::Value::Okay));
     assert_eq!(doc(&mut c, "acct:3").unwrap().get("note"), None);

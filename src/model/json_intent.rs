@@ -1,6 +1,7 @@
 //! What a RedisJSON write asks for, read from its arguments, on a `"type":
 //! "json"` write-behind key: which top-level members (columns) it sets, removes
-//! or increments, whether it writes below a member, or deletes the row. As with
+//! or increments, whether it writes below a member (and the path set that
+//! write makes when Redis lacks the member), or deletes the row. As with
 //! hashes, the command is the writer's intent, whether or not Redis held the
 //! key. Pure: no Redis types, unit-tested.
 
@@ -240,7 +241,8 @@ pub enum JsonEffect {
     /// it omits become NULL too ([`JsonEffect::omitted_as_null`]).
     Document(Vec<(String, Option<String>)>),
     /// Writes inside a member (a `json`/`jsonb` column): its whole new value,
-    /// read back after the write, goes to its column.
+    /// read back after the write, goes to its column. A `JSON.SET` there on a
+    /// member Redis does not hold is a [`path_set`] instead.
     Below(String),
     /// Changes a top-level member in place (`JSON.TOGGLE key $.vip`): its new
     /// value, read back after the write, goes to its column.
