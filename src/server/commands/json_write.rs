@@ -8,8 +8,8 @@
 //! member the document lacks, creates it (RedisJSON would refuse a path into
 //! nothing) and changes only that column in Postgres; a `JSON.SET` below a
 //! member Redis does not hold sets that path in the column (`cold_path_set`).
-//! `SYNC.JSONSET` is the
-//! same capture of a `JSON.SET`, replying once the row is committed.
+//! `SYNC.JSONSET` is the same capture of a `JSON.SET`, replying once the row
+//! is committed.
 
 use super::write::target_of;
 use super::{committed_write, reply_when_committed, runtime_or_err};
@@ -155,11 +155,12 @@ fn capture(
 /// `JSON.SET key $.member.a.b value` (names only, no `NX`/`XX`) on a
 /// write-behind row key that holds no such member (no key, no member, or
 /// `null`), which RedisJSON would refuse, when the member's column is known to
-/// be `json`/`jsonb`: the path is set in Postgres inside that column (`model/json_path_set.rs`), replying `OK`
-/// as a set does. Redis holds nothing for the member meanwhile, never a part
-/// of it that would look whole; after the commit, apply writes the member as
-/// Postgres has it into the key, if Redis holds the key then (as it sets a
-/// sum). `None`: not such a write, which runs as it is.
+/// be `json`/`jsonb`: the path is set in Postgres inside that column
+/// (`model/json_path_set.rs`), replying `OK` as a set does. Redis holds
+/// nothing for the member meanwhile, never a part of it that would look whole;
+/// after the commit, apply writes the member as Postgres has it into the key,
+/// if Redis holds the key then (as it sets a sum). `None`: not such a write,
+/// which runs as it is.
 fn cold_path_set(
     ctx: &Context,
     rt: &Runtime,
