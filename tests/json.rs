@@ -426,6 +426,120 @@ fn json_writes_waiting_for_postgres_survive_a_kill9_and_land_once() {
     assert_eq!(doc(&mut c, "acct:3"), Some(json!({"name": "Cy", "profile": {"a": 1}})), "the AOF kept the document");
 }
 
+/// `(name, profile)` of an account row.
+fn name_and_profile(db: &TestDb, id: i32) -> Option<(Option<String>, Option<Value>)> {
+    account(db, id).map(|a| (a.0, a.4))
+}
+
+#[test]
+fn a_set_below_a_member_redis_does_not_hold_sets_that_path_in_postgres() {
+    let db = test_db(&format!(
+        "{ACCOUNTS_SQL}; ALTER TABLE accounts ADD CONSTRAINT zip CHECK (profile->>'zip' IS DISTINCT FROM 'bad')"
+    ));
+    db.client()
+        .batch_execute(
+            "INSERT INTO accounts (id, name, profile) VALUES (1, 'Ann', '{\"city\": \"Oslo\", \"zip\": \"1\"}'), \
+             (2, 'Bob', NULL), (3, 'Cy', '{\"city\": \"Oslo\", \"zip\": \"1\"}'), (4, 'Di', '{\"a\": \"text\"}')",
+        )
+        .unwrap();
+    let server = Server::with_mapping_and_rejson(&db, ACCOUNTS_MAPPING, &[], &[]);
+    let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
+    let oslo = |zip: &str| json!({"city": "Oslo", "zip": zip});
+
+    // Redis does not hold acct:1: the path is set in Postgres, the other keys stay.
+    assert_eq!(json(&mut c, "SET", "acct:1", &["$.profile.zip", "\"2\""]).unwrap(), redis::Value::Okay);
+    sync_wait(&mut c);
+    assert_eq!(name_and_profile(&db, 1), Some((Some("Ann".into()), Some(oslo("2")))));
+    assert!(!exists(&mut c, "acct:1"), "a key Redis did not hold stays out of Redis");
+
+    // A deeper path makes the missing intermediate object; NULL counts as {}.
+    json(&mut c, "SET", "acct:2", &["$.profile.address.city", "\"Bergen\""]).unwrap();
+    jsonset(&mut c, "acct:2", "$[\"profile\"].address.zip", "\"5003\"").unwrap();
+    assert_eq!(account(&db, 2).unwrap().4, Some(json!({"address": {"city": "Bergen", "zip": "5003"}})), "committed");
+
+    // Redis holds the key but not the member: it converges to Postgres's member.
+    json(&mut c, "SET", "acct:3", &["$.vip", "true"]).unwrap();
+    json(&mut c, "SET", "acct:3", &["$.profile.zip", "\"9\""]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(name_and_profile(&db, 3), Some((Some("Cy".into()), Some(oslo("9")))));
+    eventually("Redis holds Postgres's member", || {
+        doc(&mut c, "acct:3") == Some(json!({"vip": true, "profile": oslo("9")}))
+    });
+
+    // Nothing runs in Redis, yet the caller must be allowed to run JSON.SET.
+    let nojson = ["SETUSER", "nojson", "on", ">pw", "~*", "&*", "+@all", "-json.set"];
+    let _: () = redis::cmd("ACL").arg(&nojson).query(&mut c).unwrap();
+    let mut refused = redis::Client::open(format!("redis://nojson:pw@127.0.0.1:{}/", server.port))
+        .and_then(|client| client.get_connection())
+        .unwrap();
+    let err = json(&mut refused, "SET", "acct:4", &["$.profile.z", "1"]).unwrap_err();
+    assert!(err.to_string().contains("NOPERM"), "{err}");
+
+    // A member no column takes lives in Redis alone: RedisJSON's own answer, nothing recorded.
+    assert_ne!(json(&mut c, "SET", "acct:3", &["$.note.x", "1"]).ok(), Some(redis::Value::Okay));
+    assert_eq!(doc(&mut c, "acct:3").unwrap().get("note"), None);
+
+    // An intermediate that is no object: nothing changes, as RedisJSON matches nothing there.
+    json(&mut c, "SET", "acct:4", &["$.profile.a.b", "1"]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 4).unwrap().4, Some(json!({"a": "text"})));
+
+    // A rejected path set is a dead letter that shows it, carried by the row's next write.
+    json(&mut c, "SET", "acct:1", &["$.profile.zip", "\"bad\""]).unwrap();
+    sync_wait(&mut c);
+    let entries: Vec<Vec<redis::Value>> = redis::cmd("SYNC.FAILED").query(&mut c).unwrap();
+    let entry = pairs(entries.first().cloned().expect("an entry"));
+    assert!(entry["error"].contains("zip"), "{entry:?}");
+    let paths: Value = serde_json::from_str(&entry["paths"]).unwrap();
+    assert_eq!(paths, json!({"profile": [{"path": "$.zip", "names": ["zip"], "value": "\"bad\""}]}));
+    json(&mut c, "SET", "acct:1", &["$.profile.city", "\"Bergen\""]).unwrap();
+    json(&mut c, "SET", "acct:1", &["$.profile.zip", "\"3\""]).unwrap();
+    sync_wait(&mut c);
+    assert_eq!(account(&db, 1).unwrap().4, Some(json!({"city": "Bergen", "zip": "3"})), "both sets, in order");
+    eventually("the entry resolved", || {
+        redis::cmd("SYNC.FAILED").query::<Vec<redis::Value>>(&mut c).unwrap().is_empty()
+    });
+}
+
+#[test]
+fn a_path_set_waiting_for_postgres_survives_a_kill9_and_redis_holds_no_part_of_the_member() {
+    let pg = PrivatePg::start();
+    let db = TestDb::on(&pg.admin_url(), ACCOUNTS_SQL);
+    db.client()
+        .batch_execute(
+            "INSERT INTO accounts (id, name, profile) VALUES (1, 'Ann', '{\"city\": \"Oslo\", \"zip\": \"1\"}')",
+        )
+        .unwrap();
+    let args = ["--appendonly", "yes", "--appendfsync", "always"];
+    let mut server = Server::with_mapping_and_rejson(&db, ACCOUNTS_MAPPING, &[("retry-max-delay-ms", "200")], &args);
+    let mut c = server.conn();
+    eventually("schema checked", || status(&mut c, "accounts")["schema"] == "ok");
+    json(&mut c, "SET", "acct:1", &["$.name", "\"Ann\""]).unwrap();
+    sync_wait(&mut c);
+
+    pg.down();
+    json(&mut c, "SET", "acct:1", &["$.profile.zip", "\"2\""]).unwrap();
+    json(&mut c, "SET", "acct:1", &["$.profile.home.floor", "3"]).unwrap();
+    // Many sets coalesced into one change: one statement of bounded size and memory.
+    let mut many = serde_json::Map::new();
+    for i in 0..150 {
+        json(&mut c, "SET", "acct:1", &[&format!("$.profile.many.k{i}"), &i.to_string()]).unwrap();
+        many.insert(format!("k{i}"), json!(i));
+    }
+    assert_eq!(doc(&mut c, "acct:1"), Some(json!({"name": "Ann"})), "no part of the member meanwhile");
+
+    server.restart();
+    let mut c = server.conn();
+    pg.up();
+    sync_wait(&mut c);
+    let profile = json!({"city": "Oslo", "zip": "2", "home": {"floor": 3}, "many": many});
+    assert_eq!(account(&db, 1).unwrap().4, Some(profile.clone()));
+    eventually("Redis holds Postgres's member", || {
+        doc(&mut c, "acct:1") == Some(json!({"name": "Ann", "profile": profile}))
+    });
+}
+
 /// `SYNC.JSONSET key path value`, its reply.
 fn jsonset(c: &mut redis::Connection, key: &str, path: &str, value: &str) -> redis::RedisResult<redis::Value> {
     redis::cmd("SYNC.JSONSET").arg(key).arg(path).arg(value).query(c)

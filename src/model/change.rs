@@ -2,6 +2,7 @@
 //! rule for coalescing several changes to the same row into one.
 
 use crate::model::field_map::FieldMap;
+use crate::model::json_path_set::{self, PathSet};
 
 /// The hash field that carries the rgsync operation; never stored.
 pub const OP_FIELD: &[u8] = b"#";
@@ -87,6 +88,10 @@ pub enum FieldChange {
         /// The field's value in Redis after the latest of them.
         redis_after: Vec<u8>,
     },
+    /// Paths set inside a `json`/`jsonb` column's value, in order, by a JSON
+    /// write below a member Redis did not hold (`json_path_set`): Postgres
+    /// sets them on the row's own value, and Redis learns the result.
+    Paths(Vec<PathSet>),
 }
 
 /// An increment, as HINCRBY (integer) or HINCRBYFLOAT (float) gave it.
@@ -172,6 +177,20 @@ fn merge_field(older: &mut FieldChange, newer: FieldChange) {
             FieldChange::Set(delta.added_to(&value).unwrap_or(redis_after))
         }
         (FieldChange::Remove, FieldChange::Add { delta, .. }) => FieldChange::Set(delta.to_text().into_bytes()),
+        (FieldChange::Paths(mut sets), FieldChange::Paths(more)) => {
+            sets.extend(more);
+            FieldChange::Paths(sets)
+        }
+        // On a known value the sets are made here. A value that is no JSON
+        // stays as it is: Postgres refuses it, and the row is a dead letter.
+        (FieldChange::Set(value), FieldChange::Paths(sets)) => {
+            let now = json_path_set::apply(Some(&String::from_utf8_lossy(&value)), &sets);
+            FieldChange::Set(now.map_or(value, String::into_bytes))
+        }
+        (FieldChange::Remove, FieldChange::Paths(sets)) => match json_path_set::apply(None, &sets) {
+            Some(now) => FieldChange::Set(now.into_bytes()),
+            None => FieldChange::Paths(sets),
+        },
         (_, newer) => newer,
     };
 }
@@ -257,6 +276,7 @@ impl Change {
                         FieldChange::Set(value) => value.len(),
                         FieldChange::Remove => 0,
                         FieldChange::Add { redis_after, .. } => redis_after.len(),
+                        FieldChange::Paths(sets) => sets.iter().map(PathSet::size_bytes).sum(),
                     }
             })
             .sum()
@@ -316,6 +336,40 @@ mod tests {
             FieldChange::Set(b"4".to_vec()),
             "removed then incremented: the delta"
         );
+    }
+
+    fn paths(sets: &[(&[&str], &str)]) -> FieldChange {
+        let set = |(path, value): &(&[&str], &str)| PathSet {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            value: value.to_string(),
+        };
+        FieldChange::Paths(sets.iter().map(set).collect())
+    }
+
+    #[test]
+    fn path_sets_keep_their_order_a_set_replaces_them_and_a_known_value_takes_them() {
+        let mut c = with("profile", paths(&[(&["zip"], "\"2\"")]));
+        c.absorb(with("profile", paths(&[(&["a", "b"], "1")])));
+        assert_eq!(
+            c.fields.get(b"profile"),
+            Some(&paths(&[(&["zip"], "\"2\""), (&["a", "b"], "1")])),
+            "both, in order"
+        );
+        c.absorb(with("profile", FieldChange::Set(br#"{"city":"Oslo"}"#.to_vec())));
+        assert_eq!(c.fields.get(b"profile"), Some(&FieldChange::Set(br#"{"city":"Oslo"}"#.to_vec())), "a set replaces");
+        c.absorb(with("profile", paths(&[(&["zip"], "\"2\"")])));
+        assert_eq!(
+            c.fields.get(b"profile"),
+            Some(&FieldChange::Set(br#"{"city":"Oslo","zip":"2"}"#.to_vec())),
+            "applied to the known value"
+        );
+        c.absorb(with("profile", FieldChange::Remove));
+        c.absorb(with("profile", paths(&[(&["a", "b"], "1")])));
+        assert_eq!(c.fields.get(b"profile"), Some(&FieldChange::Set(br#"{"a":{"b":1}}"#.to_vec())), "on NULL: {{}}");
+        let mut bad = with("profile", FieldChange::Set(b"not json".to_vec()));
+        bad.absorb(with("profile", paths(&[(&["a"], "1")])));
+        assert_eq!(bad.fields.get(b"profile"), Some(&FieldChange::Set(b"not json".to_vec())), "Postgres refuses it");
+        assert_eq!(with("p", paths(&[(&["ab"], "12")])).size_bytes(), 5);
     }
 
     #[test]

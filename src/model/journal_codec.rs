@@ -5,11 +5,15 @@
 //! Layout: `P3`, the op (`u`/`d`/`r`), then the fields as a u32 count followed by
 //! items, then the acks as a u32 count followed by strings; every byte string is a
 //! u32 length and the bytes (little endian). A field is a kind (`s` set, `x`
-//! remove, `i`/`f` integer/float increment), its name, then its value (set) or
-//! delta text and Redis's value after (increment). `P2`, the previous version's
-//! format, is the same without the acks; it is still read.
+//! remove, `i`/`f` integer/float increment, `p` paths set inside a JSON
+//! member), its name, then its value (set), delta text and Redis's value after
+//! (increment), or a u32 count of path sets, each a u32 count of member names,
+//! the names and the JSON value (paths). `P2`, the previous version's format,
+//! is the same without the acks; it is still read. (`p` came later than `P3`
+//! itself: a record holding one is unknown to a version without path sets.)
 
 use crate::model::change::{Delta, FieldChange, Fields, RowOp, Write};
+use crate::model::json_path_set::PathSet;
 
 const MAGIC: &[u8] = b"P3";
 const MAGIC_V2: &[u8] = b"P2";
@@ -52,6 +56,16 @@ pub fn encode(op: RowOp, fields: &Fields, acks: &[String]) -> Vec<u8> {
                 put(&mut out, delta.to_text().as_bytes());
                 put(&mut out, redis_after);
             }
+            FieldChange::Paths(sets) => {
+                out.push(b'p');
+                put(&mut out, name);
+                out.extend_from_slice(&(sets.len() as u32).to_le_bytes());
+                for set in sets {
+                    out.extend_from_slice(&(set.path.len() as u32).to_le_bytes());
+                    set.path.iter().for_each(|n| put(&mut out, n.as_bytes()));
+                    put(&mut out, set.value.as_bytes());
+                }
+            }
         }
     }
     out.extend_from_slice(&(acks.len() as u32).to_le_bytes());
@@ -66,6 +80,7 @@ fn field_size(change: &FieldChange) -> usize {
         FieldChange::Set(value) => value.len(),
         FieldChange::Remove => 0,
         FieldChange::Add { redis_after, .. } => redis_after.len() + 24,
+        FieldChange::Paths(sets) => sets.iter().map(|s| s.size_bytes() + 8 + 4 * s.path.len()).sum(),
     }
 }
 
@@ -94,6 +109,20 @@ impl<'a> Reader<'a> {
         let n = self.count()?;
         self.take(n)
     }
+
+    fn text(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+
+    /// Path sets: a count, then each a count of names, the names, the value.
+    fn paths(&mut self) -> Option<Vec<PathSet>> {
+        let mut sets = Vec::new();
+        for _ in 0..self.count()? {
+            let path = (0..self.count()?).map(|_| self.text()).collect::<Option<Vec<_>>>()?;
+            sets.push(PathSet { path, value: self.text()? });
+        }
+        Some(sets)
+    }
 }
 
 /// Decodes a record written by [`encode`] (or a `P2` entry of the previous
@@ -121,6 +150,7 @@ pub fn decode(value: &[u8]) -> Option<Write> {
                 let delta = Delta::parse(r.bytes()?, kind == b'f')?;
                 FieldChange::Add { delta, redis_after: r.bytes()?.to_vec() }
             }
+            b'p' => FieldChange::Paths(r.paths()?),
             _ => return None,
         };
         fields.insert(name, change);
@@ -128,7 +158,7 @@ pub fn decode(value: &[u8]) -> Option<Write> {
     let mut acks = Vec::new();
     if with_acks {
         for _ in 0..r.count()? {
-            acks.push(String::from_utf8(r.bytes()?.to_vec()).ok()?);
+            acks.push(r.text()?);
         }
     }
     r.0.is_empty().then_some(Write { op, fields, acks })
@@ -145,6 +175,11 @@ mod tests {
         fields.insert(b"gone".to_vec(), FieldChange::Remove);
         fields.insert(b"n".to_vec(), FieldChange::Add { delta: Delta::Int(-12), redis_after: b"3".to_vec() });
         fields.insert(b"x".to_vec(), FieldChange::Add { delta: Delta::Float(0.25), redis_after: b"1.25".to_vec() });
+        let sets = vec![
+            PathSet { path: vec!["city".into()], value: "\"Bergen\"".into() },
+            PathSet { path: vec!["a\0b".into(), "".into(), "ø".into()], value: r#"{"x":[1,null]}"#.into() },
+        ];
+        fields.insert(b"profile\xff".to_vec(), FieldChange::Paths(sets));
         let acks = vec!["6ce0".to_string(), "b-2".to_string()];
         let bytes = encode(RowOp::Replace, &fields, &acks);
         assert_eq!(decode(&bytes), Some(Write { op: RowOp::Replace, fields, acks }));
@@ -173,5 +208,20 @@ mod tests {
         v2.push(b'1');
         let write = decode(&v2).expect("a P2 entry");
         assert_eq!((write.op, write.fields.len(), write.acks.len()), (RowOp::Upsert, 1, 0));
+    }
+
+    #[test]
+    fn a_path_set_cut_short_or_not_utf8_is_refused() {
+        let mut fields = Fields::new();
+        let sets = vec![PathSet { path: vec!["a".into(), "b".into()], value: "1".into() }];
+        fields.insert(b"p".to_vec(), FieldChange::Paths(sets));
+        let bytes = encode(RowOp::Upsert, &fields, &[]);
+        for cut in 1..bytes.len() {
+            assert_eq!(decode(&bytes[..cut]), None, "{cut}");
+        }
+        let name = bytes.iter().position(|b| *b == b'a').expect("the name a");
+        let mut bad = bytes.clone();
+        bad[name] = 0xff;
+        assert_eq!(decode(&bad), None);
     }
 }

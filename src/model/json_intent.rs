@@ -1,10 +1,12 @@
 //! What a RedisJSON write asks for, read from its arguments, on a `"type":
 //! "json"` write-behind key: which top-level members (columns) it sets, removes
-//! or increments, whether it writes below a member, or deletes the row. As with
+//! or increments, whether it writes below a member (and the path set that
+//! write makes when Redis lacks the member), or deletes the row. As with
 //! hashes, the command is the writer's intent, whether or not Redis held the
 //! key. Pure: no Redis types, unit-tested.
 
 use crate::model::change::Delta;
+use crate::model::json_path_set::PathSet;
 use crate::model::json_row;
 use crate::model::mapping::Mapping;
 use serde_json::value::RawValue;
@@ -134,19 +136,52 @@ impl std::error::Error for JsonRefused {}
 /// (`$..name`, `$.*`, `$[0]`): it could touch any column.
 pub fn place(path: &[u8]) -> Result<Place, JsonRefused> {
     let text = std::str::from_utf8(path).map_err(|_| JsonRefused::PathNotUtf8)?;
+    let (name, after) = match first_member(text)? {
+        Some(first) => first,
+        None => return Ok(Place::Root),
+    };
+    Ok(match after.is_empty() {
+        true => Place::Member(name),
+        false => Place::Below(name),
+    })
+}
+
+/// The first member a path names and the rest of the path after it; `None`
+/// for the root.
+fn first_member(text: &str) -> Result<Option<(String, &str)>, JsonRefused> {
     let rest = match text {
-        "$" | "." => return Ok(Place::Root),
+        "$" | "." => return Ok(None),
         _ if text.starts_with("$.") || text.starts_with("$[") => &text[1..],
         _ if text.starts_with('.') || text.starts_with('[') => text,
         _ if text.starts_with('$') => return Err(unsupported(text)),
         // The legacy syntax's leading dot is optional: `score` is `.score`.
-        _ => return member_then(text, text),
+        _ => return member_then(text, text).map(Some),
     };
+    next_member(text, rest).map(Some)
+}
+
+/// The member named at the start of `rest` (`.name` or `["name"]`) and what follows it.
+fn next_member<'a>(path: &str, rest: &'a str) -> Result<(String, &'a str), JsonRefused> {
     match rest.strip_prefix('.') {
-        Some(after) if !after.starts_with('.') => member_then(text, after),
-        Some(_) => Err(unsupported(text)),
-        None => bracketed(text, rest),
+        Some(after) if !after.starts_with('.') => member_then(path, after),
+        Some(_) => Err(unsupported(path)),
+        None => bracketed(path, rest),
     }
+}
+
+/// Every member name of a path made of names only (`$.profile.address.city`,
+/// `$["a b"].c`), in order; `None` for the root or a path with anything else
+/// (an index, a wildcard, a filter, `..`).
+pub fn member_names(path: &[u8]) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(path).ok()?;
+    let (first, mut rest) = first_member(text).ok()??;
+    let mut names = vec![first];
+    while !rest.is_empty() {
+        let (name, after) = next_member(text, rest).ok()?;
+        names.push(name);
+        rest = after;
+    }
+    Some(names)
 }
 
 fn unsupported(path: &str) -> JsonRefused {
@@ -154,17 +189,17 @@ fn unsupported(path: &str) -> JsonRefused {
 }
 
 /// A dotted member name at the start of `after` (the path's own text is `path`).
-fn member_then(path: &str, after: &str) -> Result<Place, JsonRefused> {
+fn member_then<'a>(path: &str, after: &'a str) -> Result<(String, &'a str), JsonRefused> {
     let end = after.find(['.', '[']).unwrap_or(after.len());
     let name = &after[..end];
     if name.is_empty() || name == "*" {
         return Err(unsupported(path));
     }
-    Ok(below_if(name.to_string(), &after[end..]))
+    Ok((name.to_string(), &after[end..]))
 }
 
 /// A bracketed, quoted member name at the start of `rest` (`["name"]`, `['name']`).
-fn bracketed(path: &str, rest: &str) -> Result<Place, JsonRefused> {
+fn bracketed<'a>(path: &str, rest: &'a str) -> Result<(String, &'a str), JsonRefused> {
     let inner = rest.strip_prefix('[').ok_or_else(|| unsupported(path))?;
     let quote = inner.chars().next().filter(|q| *q == '"' || *q == '\'').ok_or_else(|| unsupported(path))?;
     let mut name = String::new();
@@ -174,7 +209,7 @@ fn bracketed(path: &str, rest: &str) -> Result<Place, JsonRefused> {
             '\\' => name.push(chars.next().ok_or_else(|| unsupported(path))?.1),
             c if c == quote => {
                 let after = inner[1 + i + 1..].strip_prefix(']').ok_or_else(|| unsupported(path))?;
-                return Ok(below_if(name, after));
+                return Ok((name, after));
             }
             c => name.push(c),
         }
@@ -182,11 +217,17 @@ fn bracketed(path: &str, rest: &str) -> Result<Place, JsonRefused> {
     Err(unsupported(path))
 }
 
-fn below_if(name: String, after: &str) -> Place {
-    match after.is_empty() {
-        true => Place::Member(name),
-        false => Place::Below(name),
-    }
+/// The path set a `JSON.SET key <path> <value>` (no `NX`/`XX`) below a member
+/// makes when Redis does not hold that member: the member and the set inside
+/// it. `None` for any other write, or a path that is not names only, which
+/// then runs in RedisJSON as it is.
+pub fn path_set(command: JsonCommand, args: &[&[u8]]) -> Option<(String, PathSet)> {
+    let (JsonCommand::Set, [path, value]) = (command, args) else { return None };
+    let value = std::str::from_utf8(value).ok().filter(|v| serde_json::from_str::<&RawValue>(v).is_ok())?;
+    let mut names = member_names(path)?.into_iter();
+    let member = names.next()?;
+    let path: Vec<String> = names.collect();
+    (!path.is_empty()).then(|| (member, PathSet { path, value: value.trim().to_string() }))
 }
 
 /// What a JSON write does to its row.
@@ -200,7 +241,8 @@ pub enum JsonEffect {
     /// it omits become NULL too ([`JsonEffect::omitted_as_null`]).
     Document(Vec<(String, Option<String>)>),
     /// Writes inside a member (a `json`/`jsonb` column): its whole new value,
-    /// read back after the write, goes to its column.
+    /// read back after the write, goes to its column. A `JSON.SET` there on a
+    /// member Redis does not hold is a [`path_set`] instead.
     Below(String),
     /// Changes a top-level member in place (`JSON.TOGGLE key $.vip`): its new
     /// value, read back after the write, goes to its column.
@@ -397,6 +439,29 @@ mod tests {
         for bad in ["$..name", "$.*", "$[0]", "$[*]", "$x", "$.", "$[\"open", "$['a'", ""] {
             assert!(place(bad.as_bytes()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_set_below_a_member_is_a_path_set_when_its_path_is_names_only() {
+        let names = |p: &str| member_names(p.as_bytes());
+        let owned = |n: &[&str]| Some(n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(names("$.profile.address.city"), owned(&["profile", "address", "city"]));
+        assert_eq!(names(".profile.city"), owned(&["profile", "city"]));
+        assert_eq!(names(r#"$["a b"]['c'].d"#), owned(&["a b", "c", "d"]));
+        assert_eq!(names("$.score"), owned(&["score"]));
+        for other in ["$", "$.tags[0]", "$.a.*", "$.a..b", "$.a[*].b", "$.a.", "$.a[?(@.x)]"] {
+            assert_eq!(names(other), None, "{other}");
+        }
+        let set = |a: &[&str]| path_set(JsonCommand::Set, &args(a));
+        let city = PathSet { path: vec!["city".into()], value: "\"Bergen\"".into() };
+        assert_eq!(set(&["$.profile.city", " \"Bergen\" "]), Some(("profile".into(), city)));
+        let deep = set(&["$.profile.a.b", "{}"]).expect("a deeper path");
+        assert_eq!((deep.0.as_str(), deep.1.path.len()), ("profile", 2));
+        assert_eq!(set(&["$.profile", "{}"]), None, "a whole member is no path set");
+        assert_eq!(set(&["$.profile.city", "1", "NX"]), None, "NX and XX need what Redis holds");
+        assert_eq!(set(&["$.profile.city", "nope"]), None);
+        assert_eq!(set(&["$.tags[0]", "1"]), None);
+        assert_eq!(path_set(JsonCommand::Merge, &args(&["$.profile.city", "1"])), None);
     }
 
     fn args<'a>(items: &'a [&'a str]) -> Vec<&'a [u8]> {

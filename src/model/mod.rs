@@ -13,6 +13,7 @@ pub mod handover;
 pub mod intent;
 pub mod journal_codec;
 pub mod json_intent;
+pub mod json_path_set;
 pub mod json_row;
 pub mod kafka;
 pub mod key_text;

@@ -6,8 +6,9 @@ use super::commit_marker::{self, Proof};
 use super::error::{Error, ErrorKind};
 use super::prepared::Prepared;
 use super::schema::TableSchema;
-use super::sql::{self, TypedColumn, WrittenColumn};
+use super::sql::{self, TypedColumn, Written, WrittenColumn};
 use crate::model::change::{Change, FieldChange, RowOp};
+use crate::model::json_path_set;
 use crate::model::mapping::Mapping;
 use crate::model::row_id::IdError;
 use postgres::types::ToSql;
@@ -21,6 +22,29 @@ pub enum ColumnWrite {
     Set(Option<String>),
     /// Add this delta (text) to the column's value.
     Add(String),
+    /// Set paths inside the column's `json`/`jsonb` value: the sets as one
+    /// JSON array (`json_path_set::to_json`).
+    Paths(String),
+}
+
+impl ColumnWrite {
+    /// How the statement writes it.
+    fn written(&self) -> Written {
+        match self {
+            ColumnWrite::Set(_) => Written::Set,
+            ColumnWrite::Add(_) => Written::Add,
+            ColumnWrite::Paths(_) => Written::Paths,
+        }
+    }
+
+    /// Its bound value (text; NULL for a NULL column).
+    fn param(&self) -> Option<String> {
+        match self {
+            ColumnWrite::Set(v) => v.clone(),
+            ColumnWrite::Add(delta) => Some(delta.clone()),
+            ColumnWrite::Paths(sets) => Some(sets.clone()),
+        }
+    }
 }
 
 /// A row change translated to columns, ready for SQL.
@@ -48,6 +72,9 @@ pub type RowOutcome = Result<Returned, Error>;
 /// Column types an increment can add to.
 const NUMERIC_TYPES: &[&str] = &["smallint", "integer", "bigint", "numeric", "real", "double precision"];
 
+/// Column types a path can be set inside.
+const JSON_TYPES: &[&str] = &["json", "jsonb"];
+
 /// Why a row cannot be written, whatever Postgres would say: it is rejected
 /// (dead-lettered) before any statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +90,15 @@ pub enum PrepareError {
     },
     /// A field was incremented whose column is not a number.
     NotNumeric {
+        /// The field.
+        field: String,
+        /// Its column.
+        column: String,
+        /// The column's SQL type.
+        sql_type: String,
+    },
+    /// Paths were set inside a field whose column is not `json`/`jsonb`.
+    NotJson {
         /// The field.
         field: String,
         /// Its column.
@@ -90,6 +126,10 @@ impl std::fmt::Display for PrepareError {
             PrepareError::NotNumeric { field, column, sql_type } => {
                 write!(f, "field \"{field}\" was incremented, but column \"{column}\" is {sql_type}, not a number")
             }
+            PrepareError::NotJson { field, column, sql_type } => write!(
+                f,
+                "a path was set inside field \"{field}\", but column \"{column}\" is {sql_type}, not json or jsonb"
+            ),
             PrepareError::TooLarge { bytes, max } => {
                 write!(f, "the row's values are {bytes} bytes, over pgsync.max-row-bytes ({max}); not sent to Postgres")
             }
@@ -147,6 +187,16 @@ pub fn prepare(
                         sql_type: info.typed.sql_type.clone(),
                     })
                 }
+                FieldChange::Paths(sets) if JSON_TYPES.contains(&info.typed.sql_type.as_str()) => {
+                    ColumnWrite::Paths(json_path_set::to_json(sets))
+                }
+                FieldChange::Paths(_) => {
+                    return Err(PrepareError::NotJson {
+                        field: field.to_string(),
+                        column: column.to_string(),
+                        sql_type: info.typed.sql_type.clone(),
+                    })
+                }
             };
             values.insert(column.to_string(), write);
         }
@@ -177,8 +227,8 @@ struct Statement {
 pub type Tables<'a> = dyn Fn(usize) -> Option<(&'a Mapping, &'a TableSchema)> + 'a;
 
 /// Upserts group rows by table, by whether they may insert, and by which columns
-/// they set or increment.
-type UpsertGroup<'r> = (usize, bool, Vec<(&'r str, bool)>);
+/// they write and how.
+type UpsertGroup<'r> = (usize, bool, Vec<(&'r str, Written)>);
 
 /// Whether a row only removes fields: HDEL on a key Redis may not hold must
 /// not bring a row into being, so such a write updates an existing row only.
@@ -199,7 +249,7 @@ fn plan(tables: &Tables<'_>, rows: &[(usize, &PreparedRow)]) -> Result<Vec<State
         // A replace that only removes fields leaves no key in Redis: a delete.
         let inserts = !only_removals(row);
         if row.op == RowOp::Upsert && !writes_nothing(row) || row.op == RowOp::Replace && inserts {
-            let shape = row.values.iter().map(|(c, w)| (c.as_str(), matches!(w, ColumnWrite::Add(_)))).collect();
+            let shape = row.values.iter().map(|(c, w)| (c.as_str(), w.written())).collect();
             upserts.entry((row.mapping, inserts, shape)).or_default().push((pos, row));
         }
     }
@@ -213,24 +263,14 @@ fn plan(tables: &Tables<'_>, rows: &[(usize, &PreparedRow)]) -> Result<Vec<State
     }
     for ((mapping, inserts, shape), group) in upserts {
         let (m, schema) = table(mapping)?;
-        let typed: Vec<(&TypedColumn, bool)> =
-            shape.iter().filter_map(|(c, add)| schema.column(c).map(|t| (t, *add))).collect();
-        let columns: Vec<WrittenColumn<'_>> =
-            typed.iter().map(|(column, add)| WrittenColumn { column, add: *add }).collect();
+        let typed: Vec<(&TypedColumn, &Written)> =
+            shape.iter().filter_map(|(c, how)| schema.column(c).map(|t| (t, how))).collect();
+        let columns: Vec<WrittenColumn<'_>> = typed.iter().map(|(column, how)| WrittenColumn { column, how }).collect();
         let mut params = key_params(schema, group.iter().map(|(_, r)| *r));
         for (col, _) in &typed {
-            params.push(
-                group
-                    .iter()
-                    .map(|(_, r)| match r.values.get(&col.name) {
-                        Some(ColumnWrite::Set(v)) => v.clone(),
-                        Some(ColumnWrite::Add(delta)) => Some(delta.clone()),
-                        None => None,
-                    })
-                    .collect(),
-            );
+            params.push(group.iter().map(|(_, r)| r.values.get(&col.name).and_then(ColumnWrite::param)).collect());
         }
-        let returning: Vec<String> = typed.iter().filter(|(_, add)| *add).map(|(c, _)| c.name.clone()).collect();
+        let returning: Vec<String> = columns.iter().filter(|c| c.returned()).map(|c| c.column.name.clone()).collect();
         let rows = if returning.is_empty() {
             HashMap::new()
         } else {
@@ -442,5 +482,21 @@ mod tests {
         let err = prepare(0, &m.all()[0], &schema, "1", &c).unwrap_err();
         assert!(matches!(err, PrepareError::NotNumeric { .. }), "{err}");
         assert!(err.to_string().contains("not a number"), "{err}");
+    }
+
+    #[test]
+    fn paths_are_set_inside_json_columns_only() {
+        let m = users();
+        let mut c = change(&[]);
+        let set = json_path_set::PathSet { path: vec!["a".into(), "b".into()], value: "1".into() };
+        c.fields.insert(b"pwhash".to_vec(), FieldChange::Paths(vec![set]));
+        let mut schema = schema();
+        schema.columns.get_mut("password_hash").unwrap().typed.sql_type = "jsonb".into();
+        let row = prepare(0, &m.all()[0], &schema, "1", &c).unwrap();
+        let sets = r#"[[["a","b"],1]]"#.to_string();
+        assert_eq!(row.values.get("password_hash"), Some(&ColumnWrite::Paths(sets)));
+        schema.columns.get_mut("password_hash").unwrap().typed.sql_type = "text".into();
+        let err = prepare(0, &m.all()[0], &schema, "1", &c).unwrap_err();
+        assert!(err.to_string().contains("is text, not json or jsonb"), "{err}");
     }
 }

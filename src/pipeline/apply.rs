@@ -126,7 +126,9 @@ fn apply_row(
                         loads::fill_after_write(row.clone());
                     }
                 }
-                Mode::WriteBehind | Mode::ReadOnly | Mode::Document => correct_sums(ctx, m, written, &sums, pending),
+                Mode::WriteBehind | Mode::ReadOnly | Mode::Document => {
+                    correct_sums(ctx, m, written, change, &sums, pending)
+                }
             }
         }
         Err(e) => {
@@ -201,12 +203,13 @@ impl Rejections {
     }
 }
 
-/// The values Postgres computed for the incremented fields: field → new value.
+/// The values Postgres computed for the incremented fields and those paths were
+/// set inside: field → new value.
 fn sums(m: &Mapping, change: &Change, returned: &Returned) -> Vec<(Vec<u8>, Option<String>)> {
     change
         .fields
         .iter()
-        .filter(|(_, c)| matches!(c, FieldChange::Add { .. }))
+        .filter(|(_, c)| matches!(c, FieldChange::Add { .. } | FieldChange::Paths(_)))
         .filter_map(|(field, _)| {
             let column = m.column_for(std::str::from_utf8(field).ok()?)?;
             returned.get(column).map(|v| (field.clone(), v.clone()))
@@ -214,19 +217,31 @@ fn sums(m: &Mapping, change: &Change, returned: &Returned) -> Vec<(Vec<u8>, Opti
         .collect()
 }
 
-/// Write-behind: an increment was added to the row's own value, which Redis may
-/// not have held (the key was not cached): set each incremented field to the sum
-/// Postgres computed, unless a newer write to that field is still on its way (its
-/// own commit brings the sum later). A key that is gone stays gone. A JSON
-/// row's members are set in its document, as numbers.
-fn correct_sums(ctx: &Context, m: &Mapping, key: &str, sums: &[(Vec<u8>, Option<String>)], pending: Option<&Change>) {
+/// Write-behind: an increment was added to the row's own value, or paths set
+/// inside it, which Redis may not have held (the key or member was not
+/// cached): set each such field to the value Postgres computed, unless a newer
+/// write to that field is still on its way (its own commit brings the value
+/// later). A key that is gone stays gone. A JSON row's members are set in its
+/// document, as numbers (sums) or as the JSON they hold (paths set).
+fn correct_sums(
+    ctx: &Context,
+    m: &Mapping,
+    key: &str,
+    change: &Change,
+    sums: &[(Vec<u8>, Option<String>)],
+    pending: Option<&Change>,
+) {
     let sums: Vec<_> = sums.iter().filter(|(f, _)| !pending.is_some_and(|p| p.touches(f))).collect();
     if sums.is_empty() || !matches!(call(ctx, "EXISTS", &[key.as_bytes()]), Ok(RedisValue::Integer(1))) {
         return;
     }
     if m.value_type == ValueType::Json {
         let member = |(f, v): &&(Vec<u8>, Option<String>)| {
-            (String::from_utf8_lossy(f).into_owned(), v.as_deref().map(|v| MemberKind::Number.member(v)))
+            let kind = match change.fields.get(f) {
+                Some(FieldChange::Paths(_)) => MemberKind::Json,
+                _ => MemberKind::Number,
+            };
+            (String::from_utf8_lossy(f).into_owned(), v.as_deref().map(|v| kind.member(v)))
         };
         let members: Vec<_> = sums.iter().map(member).collect();
         let set = |args: &[&[u8]]| call(ctx, "JSON.SET", args).map(drop);
@@ -258,7 +273,7 @@ fn committed_fields<'a>(
             FieldChange::Add { redis_after, .. } if !sums.iter().any(|(f, _)| f == field) => {
                 fields.push((field.as_slice(), Some(redis_after.as_slice())))
             }
-            FieldChange::Add { .. } => {}
+            FieldChange::Add { .. } | FieldChange::Paths(_) => {}
         }
     }
     fields.extend(sums.iter().map(|(f, v)| (f.as_slice(), v.as_deref().map(str::as_bytes))));
@@ -342,7 +357,8 @@ fn clear_synced_fields(ctx: &Context, m: &Mapping, staged_key: &str, change: &Ch
             FieldChange::Set(v) => Some((f.as_slice(), Some(v.as_slice()))),
             FieldChange::Add { redis_after, .. } => Some((f.as_slice(), Some(redis_after.as_slice()))),
             FieldChange::Remove if m.value_type == ValueType::Json => Some((f.as_slice(), None)),
-            FieldChange::Remove => None,
+            // Staged nowhere: a path set is captured only where Redis does not hold the member.
+            FieldChange::Remove | FieldChange::Paths(_) => None,
         })
         .collect();
     if synced.is_empty() {

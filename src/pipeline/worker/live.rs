@@ -243,6 +243,7 @@ fn within(row: PreparedRow, max: usize) -> Result<PreparedRow, PrepareError> {
                 + match write {
                     ColumnWrite::Set(value) => value.as_ref().map_or(0, String::len),
                     ColumnWrite::Add(delta) => delta.len(),
+                    ColumnWrite::Paths(sets) => sets.len(),
                 }
         })
         .sum();

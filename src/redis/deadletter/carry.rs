@@ -27,15 +27,20 @@ impl DeadLetter {
         if resolved {
             self.fields.clear();
             self.increments.clear();
+            self.paths.clear();
         }
         for (field, change) in landed.fields.iter() {
             let field = String::from_utf8_lossy(field);
             self.fields.remove(field.as_ref());
+            // Increments and path sets keep older ones of their kind: they still add.
             if !matches!(change, FieldChange::Add { .. }) {
                 self.increments.remove(field.as_ref());
             }
+            if !matches!(change, FieldChange::Paths(_)) {
+                self.paths.remove(field.as_ref());
+            }
         }
-        resolved || (self.fields.is_empty() && self.increments.is_empty())
+        resolved || (self.fields.is_empty() && self.increments.is_empty() && self.paths.is_empty())
     }
 }
 
@@ -87,6 +92,7 @@ mod tests {
             op: op.into(),
             fields: fields.iter().map(|(f, v)| (f.to_string(), v.map(str::to_string))).collect(),
             increments: increments.iter().map(|(f, d)| (f.to_string(), d.to_string())).collect(),
+            paths: Default::default(),
             error: "e".into(),
             first_error: String::new(),
             time_ms: 0,

@@ -14,6 +14,7 @@
 //! `<mapping>:kafka:<topic>:<partition>:<offset>`, holding the raw record.
 
 use crate::model::change::{Change, Delta, FieldChange, Fields, RowOp, Write};
+use crate::model::json_path_set::PathSet;
 use crate::model::kafka::KafkaOrigin;
 use crate::model::mapping::{Mapping, Mappings};
 use crate::model::queue::RowKey;
@@ -82,6 +83,10 @@ pub struct DeadLetter {
     /// The fields that were incremented, with the increment.
     #[serde(default)]
     pub increments: BTreeMap<String, String>,
+    /// The `json`/`jsonb` fields paths were set inside, each with its sets in
+    /// order (path, as JSONPath below the member, and the JSON value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub paths: BTreeMap<String, Vec<ShownPathSet>>,
     /// The latest error.
     pub error: String,
     /// The first error since the entry was made.
@@ -105,6 +110,24 @@ fn one() -> u64 {
     1
 }
 
+/// A path set as an entry shows it: `{"path": "$.address.city", "names":
+/// ["address", "city"], "value": "\"Bergen\""}` (`names` is what a retry sets).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShownPathSet {
+    /// The path below the member, as JSONPath, for people.
+    pub path: String,
+    /// The member names of the path.
+    pub names: Vec<String>,
+    /// The JSON value set there.
+    pub value: String,
+}
+
+impl ShownPathSet {
+    fn of(set: &PathSet) -> ShownPathSet {
+        ShownPathSet { path: set.shown(), names: set.path.clone(), value: set.value.clone() }
+    }
+}
+
 impl DeadLetter {
     /// The rejected change as a write to queue again (`SYNC.RETRY`).
     pub fn to_write(&self) -> Write {
@@ -126,6 +149,10 @@ impl DeadLetter {
             if let Some(delta) = Delta::parse(delta.as_bytes(), float) {
                 fields.insert(f.clone().into_bytes(), FieldChange::Add { delta, redis_after: Vec::new() });
             }
+        }
+        for (f, sets) in &self.paths {
+            let sets = sets.iter().map(|s| PathSet { path: s.names.clone(), value: s.value.clone() }).collect();
+            fields.insert(f.clone().into_bytes(), FieldChange::Paths(sets));
         }
         Write { op, fields, acks: Vec::new() }
     }
@@ -186,6 +213,7 @@ pub fn add_record(ctx: &Context, counters: DropCounters, mapping: &Mapping, orig
         op: "record".into(),
         fields: BTreeMap::new(),
         increments: BTreeMap::new(),
+        paths: BTreeMap::new(),
         error: error.to_string(),
         first_error: String::new(),
         time_ms: 0,
@@ -210,7 +238,7 @@ pub fn add(ctx: &Context, counters: DropCounters, mapping: &Mapping, row: &RowKe
                 let value = match c {
                     FieldChange::Set(v) => Some(String::from_utf8_lossy(v).into_owned()),
                     FieldChange::Remove => None,
-                    FieldChange::Add { .. } => return None,
+                    FieldChange::Add { .. } | FieldChange::Paths(_) => return None,
                 };
                 Some((String::from_utf8_lossy(f).into_owned(), value))
             })
@@ -220,6 +248,16 @@ pub fn add(ctx: &Context, counters: DropCounters, mapping: &Mapping, row: &RowKe
             .iter()
             .filter_map(|(f, c)| match c {
                 FieldChange::Add { delta, .. } => Some((String::from_utf8_lossy(f).into_owned(), delta.to_text())),
+                _ => None,
+            })
+            .collect(),
+        paths: change
+            .fields
+            .iter()
+            .filter_map(|(f, c)| match c {
+                FieldChange::Paths(sets) => {
+                    Some((String::from_utf8_lossy(f).into_owned(), sets.iter().map(ShownPathSet::of).collect()))
+                }
                 _ => None,
             })
             .collect(),
@@ -478,6 +516,20 @@ mod tests {
         let id = entry_id("users", "a:b");
         assert_eq!(id, "users:a:b");
         assert_eq!(parse_entry_id(&id), Some(("users", "a:b")));
+    }
+
+    #[test]
+    fn a_path_set_shows_readably_and_is_retried_as_it_was() {
+        let set = PathSet { path: vec!["address".into(), "city".into()], value: "\"Bergen\"".into() };
+        let paths = [("profile".to_string(), vec![ShownPathSet::of(&set)])].into_iter().collect();
+        let json = serde_json::to_string(&paths).unwrap();
+        assert_eq!(json, r#"{"profile":[{"path":"$.address.city","names":["address","city"],"value":"\"Bergen\""}]}"#);
+        let old = r#"{"mapping":"m","id":"1","op":"upsert","fields":{},"error":"e","time_ms":5}"#;
+        let mut entry: DeadLetter = serde_json::from_str(old).unwrap();
+        assert!(entry.paths.is_empty());
+        entry.paths = paths;
+        let write = entry.to_write();
+        assert_eq!(write.fields.get(b"profile"), Some(&FieldChange::Paths(vec![set])));
     }
 
     #[test]

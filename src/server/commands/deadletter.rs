@@ -18,7 +18,8 @@ const DEFAULT_COUNT: usize = 100;
 
 /// `SYNC.FAILED [mapping] [COUNT n]`: the rows rejected longest ago, each as a
 /// list of name, value pairs (entry, mapping, id, op, error, time_ms, fields,
-/// increments as JSON, count, first_time_ms, first_error).
+/// increments as JSON, count, first_time_ms, first_error, and paths as JSON
+/// when paths were set inside a JSON member).
 pub fn sync_failed(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let rt = runtime_or_err()?;
     let args: Vec<String> = args.iter().skip(1).map(|a| a.to_string_lossy()).collect();
@@ -93,6 +94,10 @@ fn entry_reply(id: String, e: DeadLetter) -> RedisValue {
         text("first_error"),
         text(if e.first_error.is_empty() { &e.error } else { &e.first_error }),
     ];
+    if !e.paths.is_empty() {
+        // Only entries with path sets have them, so other replies keep their shape.
+        reply.extend([text("paths"), text(&serde_json::to_string(&e.paths).unwrap_or_default())]);
+    }
     reply.extend(origin.into_iter().flatten());
     RedisValue::Array(reply)
 }

@@ -6,8 +6,10 @@
 //! (`model/json_intent.rs`), and the command runs as the caller would have run
 //! it. A write to a member of a key Redis does not hold, or an increment of a
 //! member the document lacks, creates it (RedisJSON would refuse a path into
-//! nothing) and changes only that column in Postgres. `SYNC.JSONSET` is the
-//! same capture of a `JSON.SET`, replying once the row is committed.
+//! nothing) and changes only that column in Postgres; a `JSON.SET` below a
+//! member Redis does not hold sets that path in the column (`cold_path_set`).
+//! `SYNC.JSONSET` is the same capture of a `JSON.SET`, replying once the row
+//! is committed.
 
 use super::write::target_of;
 use super::{committed_write, reply_when_committed, runtime_or_err};
@@ -93,6 +95,11 @@ fn capture(
         }
         effect => effect,
     };
+    if let JsonEffect::Below(member) = &effect {
+        if let Some(captured) = cold_path_set(ctx, rt, target, command, argv, &rest, member)? {
+            return Ok(captured);
+        }
+    }
     let cold = !key_exists(ctx, &argv[1]);
     let (reply, fields) = match effect {
         // Deleting a staging key drops what it stages, as `DEL` of a hash one.
@@ -143,6 +150,53 @@ fn capture(
         false => record(ctx, rt, target, key, Write { op: RowOp::Upsert, fields, acks: Vec::new() }),
     };
     Ok((reply, version))
+}
+
+/// `JSON.SET key $.member.a.b value` (names only, no `NX`/`XX`) on a
+/// write-behind row key that holds no such member (no key, no member, or
+/// `null`), which RedisJSON would refuse, when the member's column is known to
+/// be `json`/`jsonb`: the path is set in Postgres inside that column
+/// (`model/json_path_set.rs`), replying `OK` as a set does. Redis holds
+/// nothing for the member meanwhile, never a part of it that would look whole;
+/// after the commit, apply writes the member as Postgres has it into the key,
+/// if Redis holds the key then (as it sets a sum). `None`: not such a write,
+/// which runs as it is.
+fn cold_path_set(
+    ctx: &Context,
+    rt: &Runtime,
+    target: &Target,
+    command: JsonCommand,
+    argv: &[RedisString],
+    rest: &[&[u8]],
+    member: &str,
+) -> Result<Option<(ClientReply, Option<u64>)>, RedisError> {
+    if target.role != KeyRole::Main {
+        return Ok(None);
+    }
+    let Some((member, set)) = json_intent::path_set(command, rest).filter(|(named, _)| named == member) else {
+        return Ok(None);
+    };
+    // Only a column Postgres keeps the path in: a member no column takes lives
+    // in Redis alone, and before the schema is known the column's type is not.
+    let m = &rt.mappings.all()[target.mapping];
+    let json_column = rt.schema(target.mapping).is_some_and(|schema| {
+        let column = m.column_for(&member).and_then(|c| schema.columns.get(c));
+        column.is_some_and(|c| MemberKind::of(&c.key_type.0) == MemberKind::Json)
+    });
+    if !json_column {
+        return Ok(None);
+    }
+    let key = argv[1].as_slice();
+    // A key that holds no JSON object is RedisJSON's to refuse.
+    let held = json_doc::members(ctx, key, &[member.as_bytes()]);
+    if !held.is_some_and(|held| held.iter().all(Option::is_none)) {
+        return Ok(None);
+    }
+    // Nothing runs as the caller: the caller must still be allowed to run it.
+    Caller::of(ctx).and_then(|caller| caller.check_command(ctx, argv))?;
+    let write = Write { op: RowOp::Upsert, fields: one(member, FieldChange::Paths(vec![set])), acks: Vec::new() };
+    let version = record(ctx, rt, target, key, write);
+    Ok(Some((ClientReply::Direct(RedisValue::SimpleStringStatic("OK")), version)))
 }
 
 /// A write inside a member, in place on it or merged into it, on a
