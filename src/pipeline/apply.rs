@@ -47,7 +47,7 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         let mut logs = Vec::with_capacity(batch.len());
         let rejections = Rejections { listed: deadletter::any(&ctx) };
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
-            let key = written_key(&rt.mappings.all()[row.mapping], &row.id);
+            let key = written_key(rt.mapping(row.mapping).def, &row.id);
             let mut pending = rt.queue().pending_change(row);
             apply_row(&ctx, rt, row, &entry.change, outcome, &key, pending.as_ref());
             rejections.settle(&ctx, rt, row, &entry.change, outcome, &mut pending);
@@ -74,7 +74,7 @@ pub fn mark_in_flight(rt: &Runtime, batch: &[(RowKey, Entry)], marker: i64) {
         return;
     }
     let rows: Vec<(&RowKey, String)> =
-        batch.iter().map(|(row, _)| (row, written_key(&rt.mappings.all()[row.mapping], &row.id))).collect();
+        batch.iter().map(|(row, _)| (row, written_key(rt.mapping(row.mapping).def, &row.id))).collect();
     rt.dirty.mark_in_flight(&ctx, &rows, marker);
 }
 
@@ -104,8 +104,8 @@ fn apply_row(
     written: &str,
     pending: Option<&Change>,
 ) {
-    let m = &rt.mappings.all()[row.mapping];
-    let stats = &rt.stats[row.mapping];
+    let m = rt.mapping(row.mapping).def;
+    let stats = rt.mapping(row.mapping).stats;
     match outcome {
         Ok(returned) => {
             MappingStats::bump(&stats.synced, 1);
@@ -189,14 +189,14 @@ impl Rejections {
         outcome: &RowOutcome,
         pending: &mut Option<Change>,
     ) {
-        let m = &rt.mappings.all()[row.mapping];
+        let m = rt.mapping(row.mapping).def;
         match outcome {
             Err(_) if m.mode == Mode::WriteBehind && pending.is_some() => {
                 *pending = rt.dirty.carry_rejected(row, change).or(pending.take());
             }
             Err(_) => {}
             Ok(_) if self.listed && deadletter::landed(ctx, m, row, change) => {
-                rt.stats[row.mapping].clear_row_rejected(&row.id);
+                rt.mapping(row.mapping).stats.clear_row_rejected(&row.id);
             }
             Ok(_) => {}
         }
@@ -323,7 +323,7 @@ fn merge_into_document(
     if change.op == RowOp::Delete {
         return;
     }
-    let m = &rt.mappings.all()[mapping];
+    let m = rt.mapping(mapping).def;
     let schema = rt.schema(mapping);
     let kind = |field: &str| {
         let column = m.column_for(field)?;

@@ -88,7 +88,7 @@ impl std::error::Error for KeyRefusal {
 /// does not sync, `Err` for a key whose id can be no row's key.
 pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, KeyRefusal>> {
     let resolved = rt.mappings.resolve(key)?;
-    let m = &rt.mappings.all()[resolved.mapping];
+    let m = rt.mapping(resolved.mapping).def;
     if !captured(m, resolved.role) {
         return None;
     }
@@ -104,7 +104,7 @@ pub fn target(rt: &Runtime, key: &[u8]) -> Option<Result<Target, KeyRefusal>> {
 /// are unknown; the worker checks the id again against the schema before any SQL.
 pub fn checked_id<'a>(rt: &Runtime, mapping: usize, id: &'a [u8]) -> Result<&'a str, IdError> {
     let id = check_id(id)?;
-    let key = &rt.mappings.all()[mapping].key;
+    let key = &rt.mapping(mapping).def.key;
     match rt.schema(mapping) {
         Some(schema) => key.check(id, &schema.key_types).inspect_err(|_| {
             // A label added to an enum key since the schema was read is unknown
@@ -127,7 +127,7 @@ pub const ENUM_REREAD: Duration = Duration::from_secs(1);
 /// Counts and logs a write refused before it reached Redis or Postgres.
 pub fn refuse(rt: &Runtime, mapping: usize, message: &str) {
     warn(message);
-    let stats = &rt.stats[mapping];
+    let stats = rt.mapping(mapping).stats;
     MappingStats::bump(&stats.refused, 1);
     stats.set_last_error(message);
 }
@@ -151,7 +151,7 @@ pub fn set_fields(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Fields {
 /// the write. Returns the change's version, or `None` when
 /// nothing goes to Postgres (a write of unmapped fields only: its acks are done).
 pub fn record(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], write: Write) -> Option<u64> {
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     // Write-through merges every staged field into the cached row after the commit,
     // unmapped ones included; write-behind need not remember fields SQL ignores.
     let fields = match m.mode {
@@ -192,7 +192,7 @@ pub fn tagged_write(
     fields: Fields,
     write: impl FnOnce(&[u8]) -> Result<(), RedisError>,
 ) -> Result<Option<u64>, RedisError> {
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     let tag = decode_op(op_value).map_err(|e| {
         let message = format!("{}: write to {} refused: {e}", m.name, key.escape_ascii());
         refuse(rt, target.mapping, &message);
@@ -250,5 +250,5 @@ fn delete(ctx: &Context, keys: &[&[u8]]) -> Result<(), RedisError> {
 /// Publishes a Redis-only change (`#` `+` or `-`).
 fn announce(ctx: &Context, rt: &Runtime, target: &Target, key: &str, op: EventOp, fields: Vec<String>) {
     let event = Event { key, id: &target.id, op, source: Source::Redis, fields, time: now_ms() };
-    notify::send(ctx, &rt.mappings.all()[target.mapping], &rt.stats[target.mapping], &event);
+    notify::send(ctx, rt.mapping(target.mapping).def, rt.mapping(target.mapping).stats, &event);
 }

@@ -4,7 +4,7 @@
 //! (`src/supervisor.rs`).
 
 use crate::model::backoff::{SharedBackoff, FIRST_RETRY_DELAY};
-use crate::model::mapping::Mappings;
+use crate::model::mapping::{Mapping, Mappings};
 use crate::model::queue::Queue;
 use crate::model::shutdown::Shutdown;
 use crate::model::stats::{MappingStats, PostgresState};
@@ -29,8 +29,8 @@ pub struct Runtime {
     pub mappings: Mappings,
     /// Dirty rows waiting for, or in, a batch.
     pub dirty: DirtySet,
-    /// Counters by mapping index.
-    pub stats: Vec<MappingStats>,
+    /// Counters by mapping index: reached through [`Runtime::mapping`].
+    stats: Vec<MappingStats>,
     /// Whether Postgres is reachable.
     pub postgres: PostgresState,
     /// Postgres connections shared by workers and the schema checker.
@@ -59,6 +59,19 @@ pub struct Runtime {
     /// Mappings whose schema the checker reads again while the one it has stays
     /// in use (an enum key column may have gained labels).
     stale_schemas: Vec<AtomicBool>,
+}
+
+/// One mapping and the module's counters for it, as one argument: what most
+/// functions need to know of a mapping, instead of an index into the mappings
+/// and another into the counters.
+#[derive(Clone, Copy)]
+pub struct MappingRef<'a> {
+    /// Its index: how the queue, the schemas and the backoffs name it.
+    pub index: usize,
+    /// The mapping as the mapping file declares it.
+    pub def: &'a Mapping,
+    /// Its counters and shown state.
+    pub stats: &'a MappingStats,
 }
 
 static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
@@ -139,6 +152,16 @@ impl Runtime {
         }
     }
 
+    /// Mapping `index` (an index the mappings handed out: always in range).
+    pub fn mapping(&self, index: usize) -> MappingRef<'_> {
+        MappingRef { index, def: &self.mappings.all()[index], stats: &self.stats[index] }
+    }
+
+    /// Every mapping, in the mapping file's order.
+    pub fn each_mapping(&self) -> impl Iterator<Item = MappingRef<'_>> {
+        (0..self.mappings.all().len()).map(|index| self.mapping(index))
+    }
+
     /// The checked schema of a mapping's table, once loaded.
     pub fn schema(&self, mapping: usize) -> Option<Arc<TableSchema>> {
         let schemas = self.schemas.read().unwrap_or_else(|p| p.into_inner());
@@ -148,14 +171,14 @@ impl Runtime {
     /// Whether the checker has looked at a mapping's table since it was last
     /// invalidated: it found it usable, or said why not.
     pub fn schema_checked(&self, mapping: usize) -> bool {
-        self.schema(mapping).is_some() || self.stats[mapping].schema_error().is_some()
+        self.schema(mapping).is_some() || self.mapping(mapping).stats.schema_error().is_some()
     }
 
     /// The checked schema of a mapping's table, or why it cannot be used yet.
     pub fn usable_schema(&self, mapping: usize) -> Result<Arc<TableSchema>, Error> {
         self.schema(mapping).ok_or_else(|| {
-            let why = self.stats[mapping].schema_error().unwrap_or_else(|| "not checked yet".into());
-            let name = &self.mappings.all()[mapping].name;
+            let why = self.mapping(mapping).stats.schema_error().unwrap_or_else(|| "not checked yet".into());
+            let name = &self.mapping(mapping).def.name;
             Error::new(crate::pg::error::ErrorKind::Schema, format!("table of mapping \"{name}\" unusable: {why}"))
         })
     }

@@ -28,23 +28,23 @@ pub fn run(rt: &Runtime) {
 /// Loads the schemas still missing or asked to be read again.
 fn check(rt: &Runtime) {
     let missing: Vec<usize> =
-        (0..rt.mappings.all().len()).filter(|&i| rt.take_stale_schema(i) || rt.schema(i).is_none()).collect();
+        rt.each_mapping().map(|m| m.index).filter(|&i| rt.take_stale_schema(i) || rt.schema(i).is_none()).collect();
     if !missing.is_empty() {
         match rt.pool.get() {
             Ok(mut conn) => {
                 rt.postgres.mark_up();
                 for i in missing {
-                    let mapping = &rt.mappings.all()[i];
+                    let mapping = rt.mapping(i).def;
                     let loaded = match &mapping.document {
                         Some(document) => documents::check(&mut *conn, mapping, document),
                         None => schema::load(&mut conn, mapping),
                     };
                     match loaded {
                         Ok(schema) => {
-                            if rt.stats[i].schema_error().is_some() {
+                            if rt.mapping(i).stats.schema_error().is_some() {
                                 notice(&format!("mapping \"{}\": schema is fine now", mapping.name));
                             }
-                            rt.stats[i].set_schema_error(None);
+                            rt.mapping(i).stats.set_schema_error(None);
                             rt.set_schema(i, schema);
                         }
                         Err(e) => report_schema_error(rt, i, &e),
@@ -63,9 +63,9 @@ fn check(rt: &Runtime) {
 }
 
 fn report_schema_error(rt: &Runtime, mapping: usize, e: &Error) {
-    if rt.stats[mapping].schema_error().as_deref() != Some(e.message.as_str()) {
+    if rt.mapping(mapping).stats.schema_error().as_deref() != Some(e.message.as_str()) {
         warn(&format!("schema check failed: {e}"));
     }
-    rt.stats[mapping].set_schema_error(Some(e.message.clone()));
-    rt.stats[mapping].set_last_error(&e.message);
+    rt.mapping(mapping).stats.set_schema_error(Some(e.message.clone()));
+    rt.mapping(mapping).stats.set_last_error(&e.message);
 }

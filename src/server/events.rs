@@ -67,7 +67,7 @@ fn schedule_whole_key(ctx: &Context, key: &[u8], gone: bool) {
 }
 
 fn capture_whole_key(ctx: &Context, rt: &Runtime, target: &Target, key: &[u8], gone: bool) {
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     if gone {
         if m.mode == Mode::WriteBehind {
             record(ctx, rt, target, key, Write { op: RowOp::Delete, fields: Fields::new(), acks: Vec::new() });

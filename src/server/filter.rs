@@ -99,7 +99,7 @@ fn json_wrapper(
         let resolved =
             c_int::try_from(pos).ok().and_then(|pos| arg(fctx, pos)).and_then(|key| rt.mappings.resolve(key));
         resolved.is_some_and(|r| {
-            let m = &rt.mappings.all()[r.mapping];
+            let m = rt.mapping(r.mapping).def;
             m.value_type == ValueType::Json && captured(m, r.role)
         })
     };
@@ -119,13 +119,13 @@ fn read_wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx, count: c_int, name:
         let pos = c_int::try_from(pos).ok()?;
         let key = arg(fctx, pos)?;
         let Some(resolved) = rt.mappings.resolve(key) else { continue };
-        if resolved.role != KeyRole::Main || !rt.mappings.all()[resolved.mapping].read_through {
+        if resolved.role != KeyRole::Main || !rt.mapping(resolved.mapping).def.read_through {
             continue;
         }
         if probe::is_missing(arg_string(fctx, pos)?) {
             return Some(READ);
         }
-        MappingStats::bump(&rt.stats[resolved.mapping].read_hits, 1);
+        MappingStats::bump(&rt.mapping(resolved.mapping).stats.read_hits, 1);
     }
     None
 }
@@ -145,7 +145,7 @@ fn write_wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx, count: c_int, comm
         let row_key = |key: &[u8]| {
             rt.mappings
                 .resolve(key)
-                .is_some_and(|r| r.role == KeyRole::Main && rt.mappings.all()[r.mapping].mode == Mode::WriteBehind)
+                .is_some_and(|r| r.role == KeyRole::Main && rt.mapping(r.mapping).def.mode == Mode::WriteBehind)
         };
         return (1..count).any(|i| arg(fctx, i).is_some_and(row_key)).then_some(DELETE);
     }
@@ -154,7 +154,7 @@ fn write_wrapper(fctx: *mut raw::RedisModuleCommandFilterCtx, count: c_int, comm
     // Removals have their own wrapper: Redis refuses `deny-oom` commands under
     // maxmemory, and HDEL is not one.
     let wrapper = if command.deny_oom() { WRITE } else { REMOVE };
-    captured(&rt.mappings.all()[resolved.mapping], resolved.role).then_some(wrapper)
+    captured(rt.mapping(resolved.mapping).def, resolved.role).then_some(wrapper)
 }
 
 extern "C" fn route_writes(fctx: *mut raw::RedisModuleCommandFilterCtx) {

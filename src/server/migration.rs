@@ -61,7 +61,7 @@ fn unit_of(ctx: &Context, rt: &Runtime, key: &[u8]) -> Option<RowUnit> {
     let row_key = journal::row_key_of(key).filter(|_| journal::is_log_key(key)).unwrap_or(key);
     let resolved = rt.mappings.resolve(row_key)?;
     let id = check_id(resolved.id).ok()?.to_string();
-    let m = &rt.mappings.all()[resolved.mapping];
+    let m = rt.mapping(resolved.mapping).def;
     let mut names = vec![m.main_key(&id).into_bytes()];
     if m.mode == Mode::WriteThrough {
         names.push(m.temp_key(&id).into_bytes());

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 
 /// Every figure of one mapping, in display order.
 pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
-    let m = &rt.mappings.all()[mapping];
-    let s = &rt.stats[mapping];
+    let m = rt.mapping(mapping).def;
+    let s = rt.mapping(mapping).stats;
     let backlog = rt.queue().backlog(mapping);
     let lag_ms = backlog.oldest.map_or(0, |t| t.elapsed().as_millis() as i64);
     let count = |c: &std::sync::atomic::AtomicU64| Figure::Int(MappingStats::get(c) as i64);
@@ -53,9 +53,10 @@ pub fn figures(rt: &Runtime, mapping: usize) -> Vec<(&'static str, Figure)> {
 
 /// The figures of the whole module, in display order: the same for every mapping.
 pub fn module_figures(rt: &Runtime) -> Vec<(&'static str, Figure)> {
-    let unsynced: usize = (0..rt.mappings.all().len())
-        .map(|i| {
-            let backlog = rt.queue().backlog(i);
+    let unsynced: usize = rt
+        .each_mapping()
+        .map(|m| {
+            let backlog = rt.queue().backlog(m.index);
             backlog.pending + backlog.in_flight
         })
         .sum();
@@ -121,9 +122,9 @@ pub fn add_info(ctx: &InfoContext, rt: &Runtime) {
     for (name, figure) in module_figures(rt) {
         add_info_field(ctx, name, figure);
     }
-    for (i, m) in rt.mappings.all().iter().enumerate() {
-        for (name, figure) in figures(rt, i) {
-            add_info_field(ctx, &format!("{}_{}", m.name, name), figure);
+    for m in rt.each_mapping() {
+        for (name, figure) in figures(rt, m.index) {
+            add_info_field(ctx, &format!("{}_{}", m.def.name, name), figure);
         }
     }
 }

@@ -28,7 +28,7 @@ pub fn check(
     argv: &[RedisString],
     effect: &Effect,
 ) -> Result<(), RedisError> {
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     let Some(schema) = rt.schema(target.mapping) else { return Ok(()) };
     let Some(Refusal { problem, unknown_label }) = bad_value(m, &schema, effect) else { return Ok(()) };
     // A client that may not run the command hears that, and nothing of the table.

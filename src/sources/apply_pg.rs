@@ -85,8 +85,8 @@ pub fn apply_locked(
     gone: &[String],
     source: Source,
 ) -> Applied {
-    let store = live::LiveStore { ctx, stats: &rt.stats };
-    let batch = Batch { mapping, m: &rt.mappings.all()[mapping], rows, gone, source };
+    let store = live::LiveStore { ctx, rt };
+    let batch = Batch { mapping, m: rt.mapping(mapping).def, rows, gone, source };
     own_writes(|| apply_rows(&store, snapshot, &batch))
 }
 

@@ -36,7 +36,7 @@ pub fn refresh(
     ids: &[String],
     source: Source,
 ) -> Result<Vec<String>, Error> {
-    let m = &rt.mappings.all()[mapping];
+    let m = rt.mapping(mapping).def;
     let Some(document) = &m.document else { return Ok(Vec::new()) };
     let docs = match documents::fetch(client, document, ids) {
         Ok(docs) => docs,
@@ -82,9 +82,9 @@ pub fn rebuild_all(rt: &Runtime, client: &mut postgres::Client, mapping: usize) 
 fn reported<T: Default>(rt: &Runtime, mapping: usize, result: Result<T, Error>) -> Result<T, Error> {
     match result {
         Err(e) if e.kind != ErrorKind::Unavailable => {
-            let message = format!("{}: documents not rebuilt: {e}", rt.mappings.all()[mapping].name);
+            let message = format!("{}: documents not rebuilt: {e}", rt.mapping(mapping).def.name);
             warn(&message);
-            rt.stats[mapping].set_last_error(&message);
+            rt.mapping(mapping).stats.set_last_error(&message);
             Ok(T::default())
         }
         other => other,
@@ -103,7 +103,7 @@ pub fn reload(
     flush: bool,
     source: Source,
 ) -> Result<u64, Error> {
-    let m = &rt.mappings.all()[mapping];
+    let m = rt.mapping(mapping).def;
     let Some(document) = &m.document else { return Ok(0) };
     let snapshot = rt.queue().snapshot();
     let mut loaded = HashSet::new();
@@ -117,7 +117,7 @@ pub fn reload(
         // cluster node the ones it wrote.
         written += if cluster::enabled() { applied.written } else { docs.len() as u64 };
         rt.reload_rows.fetch_add(docs.len() as u64, Ordering::Relaxed);
-        MappingStats::bump(&rt.stats[mapping].reload_rows_read, docs.len() as u64);
+        MappingStats::bump(&rt.mapping(mapping).stats.reload_rows_read, docs.len() as u64);
         if flush {
             loaded.extend(docs.into_iter().map(|(id, _)| id));
         }
@@ -200,7 +200,7 @@ fn apply(
     let no_docs: &[(String, String)] = &[];
     let steps =
         docs.chunks(DOCS_PER_LOCK).map(|d| (d, &[][..])).chain(gone.chunks(DOCS_PER_LOCK).map(|g| (no_docs, g)));
-    let writer = Writer { m: &rt.mappings.all()[mapping], stats: &rt.stats[mapping], store: document.store, source };
+    let writer = Writer { m: rt.mapping(mapping).def, stats: rt.mapping(mapping).stats, store: document.store, source };
     let mut applied = Applied::default();
     for (docs, gone) in steps {
         with_redis_lock(|ctx| own_writes(|| writer.write_and_delete(ctx, docs, gone, &mut applied)));

@@ -19,18 +19,18 @@ use std::sync::atomic::Ordering;
 /// time only; `last_error` shows the latest.
 pub fn report_unkeyed(rt: &Runtime, mapping: usize, count: u64, why: &str) {
     let message =
-        format!("{}: {count} row(s) read from Postgres not written to Redis: {why}", rt.mappings.all()[mapping].name);
-    if !rt.stats[mapping].unkeyed_logged.swap(true, Ordering::Relaxed) {
+        format!("{}: {count} row(s) read from Postgres not written to Redis: {why}", rt.mapping(mapping).def.name);
+    if !rt.mapping(mapping).stats.unkeyed_logged.swap(true, Ordering::Relaxed) {
         warn(&format!("{message} (such rows are counted in refused; this is logged once)"));
     }
-    rt.stats[mapping].set_last_error(&message);
-    MappingStats::bump(&rt.stats[mapping].refused, count);
+    rt.mapping(mapping).stats.set_last_error(&message);
+    MappingStats::bump(&rt.mapping(mapping).stats.refused, count);
 }
 
 /// Deletes the mapping's keys whose row does not exist (and that have no change
 /// on its way to Postgres), scanning the keyspace a step per short lock.
 pub fn flush_missing(rt: &Runtime, mapping: usize, loaded: &HashSet<String>, snapshot: &Snapshot<'_>) {
-    let m = &rt.mappings.all()[mapping];
+    let m = rt.mapping(mapping).def;
     let mut keys = RowKeys::new(&rt.mappings, mapping);
     let mut more = true;
     while more {

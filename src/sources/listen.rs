@@ -31,7 +31,7 @@ const MAX_NOTIFICATIONS_PER_ROUND: usize = 5000;
 /// Body of the listener thread; returns on shutdown, or at once when no mapping
 /// listens.
 pub fn run(rt: &Runtime) {
-    let listening: Vec<usize> = (0..rt.mappings.all().len()).filter(|&i| rt.mappings.all()[i].listen).collect();
+    let listening: Vec<usize> = rt.each_mapping().filter(|m| m.def.listen).map(|m| m.index).collect();
     if listening.is_empty() {
         crate::sources::logical::release(rt);
         return;
@@ -39,7 +39,7 @@ pub fn run(rt: &Runtime) {
     let round = || -> Result<Round, Error> {
         if let Some(why) = rt.not_ready() {
             for &i in &listening {
-                rt.stats[i].set_listener(why);
+                rt.mapping(i).stats.set_listener(why);
             }
             return Ok(Round::Idle(POLL));
         }
@@ -55,7 +55,7 @@ pub fn run(rt: &Runtime) {
     };
     retry::until_done(rt.shutdown, round, |e| {
         for &i in &listening {
-            rt.stats[i].set_listener(&format!("down: {e}"));
+            rt.mapping(i).stats.set_listener(&format!("down: {e}"));
         }
     });
 }
@@ -153,10 +153,11 @@ fn connect_and_listen(rt: &Runtime, listening: &[usize]) -> Result<(), Error> {
 fn join(rt: &Runtime, client: &mut Client, channels: &mut Channels) -> Result<(), Error> {
     let mut still_waiting = Vec::new();
     for i in std::mem::take(&mut channels.waiting) {
-        let m = &rt.mappings.all()[i];
+        let mapping = rt.mapping(i);
+        let m = mapping.def;
         let Some(schema) = rt.schema(i) else {
-            let why = rt.stats[i].schema_error().unwrap_or_else(|| "not checked yet".into());
-            rt.stats[i].set_listener(&format!("waiting for the schema: {why}"));
+            let why = mapping.stats.schema_error().unwrap_or_else(|| "not checked yet".into());
+            mapping.stats.set_listener(&format!("waiting for the schema: {why}"));
             still_waiting.push(i);
             continue;
         };
@@ -166,11 +167,11 @@ fn join(rt: &Runtime, client: &mut Client, channels: &mut Channels) -> Result<()
                 m.table
             );
             warn(&message);
-            rt.stats[i].set_listener(&format!("error: {message}"));
+            mapping.stats.set_listener(&format!("error: {message}"));
             continue;
         }
         client.batch_execute(&format!("LISTEN {}", quote_ident(&m.pg_channel())))?;
-        rt.stats[i].set_listener("catching up");
+        mapping.stats.set_listener("catching up");
         let shape = m.document.is_none().then(|| RowShape::new(m, &schema));
         channels.joined.insert(m.pg_channel(), (i, shape));
         channels.since.insert(i, rt.handover.now());
@@ -189,10 +190,10 @@ fn catch_up(rt: &Runtime, mappings: &mut Vec<usize>, since: &BTreeMap<usize, u64
     let (covered, rest): (Vec<usize>, Vec<usize>) =
         mappings.iter().partition(|&&i| since.get(&i).is_some_and(|&at| rt.handover.covers(i, at)));
     if !covered.is_empty() {
-        let names: Vec<&str> = covered.iter().map(|&i| rt.mappings.all()[i].name.as_str()).collect();
+        let names: Vec<&str> = covered.iter().map(|&i| rt.mapping(i).def.name.as_str()).collect();
         notice(&format!("listener caught up on [{}] by the reload it waited for", names.join(", ")));
         for &i in &covered {
-            rt.stats[i].set_listener("listening");
+            rt.mapping(i).stats.set_listener("listening");
         }
         *mappings = rest;
     }
@@ -201,20 +202,20 @@ fn catch_up(rt: &Runtime, mappings: &mut Vec<usize>, since: &BTreeMap<usize, u64
     }
     let Ok(guard) = reload::begin(rt) else {
         for &i in mappings.iter() {
-            rt.stats[i].set_listener("catching up: waiting for the running reload");
+            rt.mapping(i).stats.set_listener("catching up: waiting for the running reload");
         }
         return Ok(());
     };
     for &i in mappings.iter() {
-        rt.stats[i].set_listener("catching up");
+        rt.mapping(i).stats.set_listener("catching up");
     }
     let rows = reload::run(rt, mappings, true, Source::Postgres)?;
     // Over before it shows `listening`, so a SYNC.RELOAD sent on seeing it runs.
     drop(guard);
-    let names: Vec<&str> = mappings.iter().map(|&i| rt.mappings.all()[i].name.as_str()).collect();
+    let names: Vec<&str> = mappings.iter().map(|&i| rt.mapping(i).def.name.as_str()).collect();
     notice(&format!("listener caught up on [{}] ({rows} rows)", names.join(", ")));
     for &i in mappings.iter() {
-        rt.stats[i].set_listener("listening");
+        rt.mapping(i).stats.set_listener("listening");
     }
     mappings.clear();
     Ok(())

@@ -123,8 +123,8 @@ fn load(
     shapes: &mut HashMap<usize, (Arc<TableSchema>, RowShape)>,
     batch: Batch,
 ) -> Result<Vec<Request>, Vec<Request>> {
-    let m = &rt.mappings.all()[mapping];
-    let stats = &rt.stats[mapping];
+    let m = rt.mapping(mapping).def;
+    let stats = rt.mapping(mapping).stats;
     let load_rows: Vec<RowKey> = batch.loads.iter().map(|id| RowKey { mapping, id: CompactString::new(id) }).collect();
     let fills_later = || batch.fills.iter().map(|id| Request::Fill(RowKey { mapping, id: CompactString::new(id) }));
     let Some(schema) = rt.schema(mapping) else {

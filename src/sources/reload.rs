@@ -80,7 +80,7 @@ fn run_once(rt: &Runtime, mappings: &[usize], flush: bool, source: Source) -> Re
     let mut total = 0;
     for &mapping in mappings {
         // The listener's own catch-up needs no ears: the listener hears those changes itself.
-        let listening = source != Source::Postgres && listen(&mut conn, &rt.mappings.all()[mapping])?;
+        let listening = source != Source::Postgres && listen(&mut conn, rt.mapping(mapping).def)?;
         let loaded = reload_one(rt, &mut conn, mapping, flush, source);
         // What was heard goes to the listener even when the reload failed: rows
         // it wrote may be older than those changes.
@@ -99,7 +99,7 @@ fn reload_one(
     flush: bool,
     source: Source,
 ) -> Result<u64, Error> {
-    let m = &rt.mappings.all()[mapping];
+    let m = rt.mapping(mapping).def;
     let schema = rt.usable_schema(mapping)?;
     if m.document.is_some() {
         return crate::sources::documents::reload(rt, conn, mapping, flush, source);
@@ -134,7 +134,7 @@ fn listen(conn: &mut postgres::Client, m: &Mapping) -> Result<bool, Error> {
 /// it joined before now, is done.
 fn unlisten(rt: &Runtime, conn: &mut postgres::Client, mapping: usize, covered: bool) -> Result<(), Error> {
     let stopped = rt.handover.now();
-    conn.batch_execute(&format!("UNLISTEN {}", quote_ident(&rt.mappings.all()[mapping].pg_channel())))?;
+    conn.batch_execute(&format!("UNLISTEN {}", quote_ident(&rt.mapping(mapping).def.pg_channel())))?;
     let mut heard = BTreeMap::new();
     let mut notifications = conn.notifications();
     let mut buffered = notifications.iter();
@@ -168,7 +168,7 @@ fn read_and_apply(
             let mut loaded = HashSet::new();
             let mut written = 0u64;
             for rows in received {
-                MappingStats::bump(&rt.stats[mapping].reload_rows_read, rows.len() as u64);
+                MappingStats::bump(&rt.mapping(mapping).stats.reload_rows_read, rows.len() as u64);
                 if flush {
                     loaded.extend(rows.iter().map(|r| r.id.clone()));
                 }
@@ -205,7 +205,7 @@ pub(crate) fn hear(out: &mut BTreeMap<String, Announced>, channel: &str, payload
 /// Body of the `pgsync.reload-on-start` thread: reloads every mapping, retrying
 /// until it succeeds or the module stops; the recovery after Redis lost its data.
 pub fn on_start(rt: &Runtime) {
-    let all: Vec<usize> = (0..rt.mappings.all().len()).collect();
+    let all: Vec<usize> = rt.each_mapping().map(|m| m.index).collect();
     let round = || {
         begin(rt)
             .map_err(|e| Error::new(ErrorKind::Unavailable, e.to_string()))

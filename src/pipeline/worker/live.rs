@@ -55,7 +55,7 @@ impl RedisSide for LiveRedis<'_> {
 
     fn requeue(&self, mapping: usize, rows: Vec<Row>, failure: &Error) {
         let rt = self.0;
-        let stats = &rt.stats[mapping];
+        let stats = rt.mapping(mapping).stats;
         MappingStats::bump(&stats.retries, 1);
         stats.set_last_error(&failure.message);
         match failure.action() {
@@ -141,7 +141,7 @@ impl PostgresSide<Row> for LivePostgres<'_> {
     /// rejected on its own) and writes the rest in multi-row statements.
     fn write(&mut self, mapping: usize, rows: &[Row]) -> Result<Vec<RowOutcome>, Error> {
         let rt = self.rt;
-        let m = &rt.mappings.all()[mapping];
+        let m = rt.mapping(mapping).def;
         let schema = rt.usable_schema(mapping)?;
         let max_row_bytes = config::count(&config::MAX_ROW_BYTES);
         let mut outcomes: Vec<RowOutcome> = vec![Ok(Default::default()); rows.len()];

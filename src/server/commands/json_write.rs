@@ -80,7 +80,7 @@ fn capture(
     argv: &[RedisString],
 ) -> Result<(ClientReply, Option<u64>), RedisError> {
     let key = argv[1].as_slice();
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     let rest: Vec<&[u8]> = argv[2..].iter().map(|a| a.as_slice()).collect();
     let effect = match json_intent::parse(command, &rest) {
         Ok(Some(effect)) => effect,
@@ -178,7 +178,7 @@ fn cold_path_set(
     };
     // Only a column Postgres keeps the path in: a member no column takes lives
     // in Redis alone, and before the schema is known the column's type is not.
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     let json_column = rt.schema(target.mapping).is_some_and(|schema| {
         let column = m.column_for(&member).and_then(|c| schema.columns.get(c));
         column.is_some_and(|c| MemberKind::of(&c.key_type.0) == MemberKind::Json)
@@ -234,7 +234,7 @@ fn tagged(
     if argv.len() != 4 {
         return Err(refusal(ctx, rt, target, argv, &"the # member does not go with NX or XX"));
     }
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     let (ops, members): (Vec<_>, Vec<_>) = members.into_iter().partition(|(n, _)| is_op(n));
     let op = ops.into_iter().last().and_then(|(_, v)| v).map(|v| json_intent::column_text(&v)).unwrap_or_default();
     let key = argv[1].as_slice();
@@ -314,7 +314,7 @@ fn sync_jsonmset(ctx: &Context, rt: &Runtime, args: &[RedisString]) -> RedisResu
     }
     let reply = run(ctx, JsonCommand::MSet, argv)?;
     for (target, key, effect) in writes {
-        let m = &rt.mappings.all()[target.mapping];
+        let m = rt.mapping(target.mapping).def;
         let fields = match effect {
             JsonEffect::Members(members) | JsonEffect::Document(members) => members_changed(m, members),
             JsonEffect::Below(member) => one(member.clone(), member_now(ctx, m, key, &member)),
@@ -329,7 +329,7 @@ fn sync_jsonmset(ctx: &Context, rt: &Runtime, args: &[RedisString]) -> RedisResu
 
 /// With `"on_set": "replace"`, a root set's omitted mapped members become NULL.
 fn replacing(rt: &Runtime, target: &Target, effect: JsonEffect) -> JsonEffect {
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     match (m.on_set, &m.fields) {
         (OnSet::Replace, Some(fields)) => effect.omitted_as_null(fields.keys()),
         _ => effect,
@@ -423,7 +423,7 @@ fn incremented(reply: &ClientReply) -> Option<Vec<u8>> {
 /// a column that is not `json`/`jsonb`, a write inside a member whose column is
 /// not one.
 fn check(ctx: &Context, rt: &Runtime, target: &Target, argv: &[RedisString], effect: &JsonEffect) -> RedisResult<()> {
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     let Some(schema) = rt.schema(target.mapping) else { return Ok(()) };
     let is_json_column = |member: &str| {
         let column = m.column_for(member).and_then(|c| schema.columns.get(c));
@@ -474,7 +474,7 @@ fn refusal(
     if let Err(e) = Caller::of(ctx).and_then(|caller| caller.check_command(ctx, argv)) {
         return e;
     }
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     let key = argv.get(1).map(|k| k.as_slice()).unwrap_or_default();
     let message = format!("{}: write to {} refused: {why}", m.name, key.escape_ascii());
     refuse(rt, target.mapping, &message);

@@ -139,7 +139,7 @@ pub(crate) fn committed_write(
 ) -> Result<(Target, String), RedisError> {
     refuse_when_cannot_block(ctx, command)?;
     let resolved = rt.mappings.resolve(key).ok_or_else(|| replies::no_mapping_for_key(key))?;
-    let m = &rt.mappings.all()[resolved.mapping];
+    let m = rt.mapping(resolved.mapping).def;
     accepts(m)?;
     if rt.is_replica() {
         return Err(RedisError::Str("READONLY this server is a replica"));
@@ -229,8 +229,9 @@ pub fn sync_status(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
             Ok(status::mapping_reply(rt, i))
         }
         None => Ok(RedisValue::Array(
-            (0..rt.mappings.all().len())
-                .flat_map(|i| [RedisValue::BulkString(rt.mappings.all()[i].name.clone()), status::mapping_reply(rt, i)])
+            rt.each_mapping()
+                .map(|m| m.index)
+                .flat_map(|i| [RedisValue::BulkString(rt.mapping(i).def.name.clone()), status::mapping_reply(rt, i)])
                 .collect(),
         )),
     }
@@ -255,7 +256,7 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
         }
     }
     if mappings.is_empty() {
-        mappings = (0..rt.mappings.all().len()).collect();
+        mappings = rt.each_mapping().map(|m| m.index).collect();
     }
     if rt.is_replica() {
         return Err(RedisError::Str("READONLY SYNC.RELOAD writes keys; run it on the primary"));
@@ -272,7 +273,7 @@ pub fn sync_reload(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 fn check_reload_access(ctx: &Context, rt: &Runtime, mappings: &[usize]) -> Result<(), RedisError> {
     let caller = Caller::of(ctx)?;
     for &i in mappings {
-        let m = &rt.mappings.all()[i];
+        let m = rt.mapping(i).def;
         let what = format!("SYNC.RELOAD writes the keys of mapping \"{}\"", m.name);
         caller.check_prefix(ctx, m.key_prefix.as_bytes(), Access::Write, &what)?;
         if let (true, Some(log)) = (m.notify_reload, &m.changelog) {

@@ -91,7 +91,7 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
     let Some(target) = target_of(ctx, rt, key)? else {
         return run_as_client(ctx, command, argv)?.forward(ctx);
     };
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     if m.value_type == ValueType::Json {
         // A hash where the mapping keeps JSON documents would be a row nobody
         // reads back, and a staging hash apply never clears.
@@ -147,7 +147,7 @@ fn hash_write(ctx: &Context, args: Vec<RedisString>, wrapper: Wrapper) -> RedisR
 /// write to a key Redis does not hold leaves only the fields it wrote.
 /// (Write-through rows are filled when their commit is applied.)
 fn fill_after(ctx: &Context, rt: &Runtime, target: &Target, key: &RedisString) -> Option<RowKey> {
-    let m = &rt.mappings.all()[target.mapping];
+    let m = rt.mapping(target.mapping).def;
     (m.fill_on_write && m.mode == Mode::WriteBehind && target.role == KeyRole::Main && !key_exists(ctx, key))
         .then(|| target.row())
 }
@@ -179,7 +179,7 @@ pub fn sync_delete(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     let mut rows = Vec::new();
     for key in &keys {
         if let Some(target) = target_of(ctx, rt, key)? {
-            let m = &rt.mappings.all()[target.mapping];
+            let m = rt.mapping(target.mapping).def;
             // DEL of a write-through staging key only drops what is staged.
             if m.mode == Mode::WriteBehind && target.role == KeyRole::Main {
                 rows.push((*key, target));

@@ -50,7 +50,7 @@ pub fn sync_read(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     }
     let (absent, to_load): (Vec<RowKey>, Vec<RowKey>) = missing.into_iter().partition(loads::is_absent);
     for row in &absent {
-        MappingStats::bump(&rt.stats[row.mapping].read_negative_hits, 1);
+        MappingStats::bump(&rt.mapping(row.mapping).stats.read_negative_hits, 1);
     }
     if to_load.is_empty() {
         return run_on_redis(ctx, wrapped);
@@ -72,13 +72,13 @@ fn missing_rows(ctx: &Context, rt: &Runtime, read: ReadCommand, wrapped: &[Redis
     let mut rows: Vec<RowKey> = Vec::new();
     for key in read.key_positions(wrapped.len()).filter_map(|pos| wrapped.get(pos)) {
         let Some(resolved) = rt.mappings.resolve(key.as_slice()) else { continue };
-        let m = &rt.mappings.all()[resolved.mapping];
+        let m = rt.mapping(resolved.mapping).def;
         if !m.read_through || resolved.role != KeyRole::Main || key_exists(ctx, key) {
             continue;
         }
         // A key no write could make (`users:007`) names no row: Redis answers it.
         let Ok(id) = checked_id(rt, resolved.mapping, resolved.id) else { continue };
-        MappingStats::bump(&rt.stats[resolved.mapping].read_misses, 1);
+        MappingStats::bump(&rt.mapping(resolved.mapping).stats.read_misses, 1);
         let row = RowKey { mapping: resolved.mapping, id: CompactString::new(id) };
         if !rows.contains(&row) {
             rows.push(row);

@@ -4,7 +4,7 @@
 
 use super::RowStore;
 use crate::model::mapping::{Mapping, ValueType};
-use crate::model::stats::MappingStats;
+use crate::pipeline::runtime::Runtime;
 use crate::redis::cluster::{self, Place};
 use crate::redis::hash_key::Key;
 use crate::redis::notify::{self, Event};
@@ -18,8 +18,8 @@ use redis_module::{raw, Context, NotifyEvent, RedisString};
 pub(super) struct LiveStore<'a> {
     /// The context of the Redis lock the caller holds.
     pub ctx: &'a Context,
-    /// Counters by mapping index.
-    pub stats: &'a [MappingStats],
+    /// The running module, for each mapping's counters.
+    pub rt: &'a Runtime,
 }
 
 impl RowStore for LiveStore<'_> {
@@ -36,7 +36,7 @@ impl RowStore for LiveStore<'_> {
     }
 
     fn announce(&self, m: &Mapping, mapping: usize, event: &Event<'_>) {
-        notify::send(self.ctx, m, &self.stats[mapping], event);
+        notify::send(self.ctx, m, self.rt.mapping(mapping).stats, event);
     }
 
     fn rows_changed(&self, mapping: usize, ids: &[&str]) {

@@ -158,7 +158,7 @@ pub fn apply_records(
     records: &[Fetched],
     next: i64,
 ) -> Applied {
-    let m = &rt.mappings.all()[mapping];
+    let m = rt.mapping(mapping).def;
     let Some(source) = &m.kafka else { return Applied::Idle };
     let tsc = ThreadSafeContext::new();
     let ctx = tsc.lock();
@@ -301,7 +301,7 @@ pub(crate) fn plan(m: &Mapping, decoded: Decoded) -> Plan {
 /// as loaded now); if it still cannot be applied, it goes back to the list.
 /// Returns whether it was applied.
 pub fn retry(ctx: &Context, rt: &Runtime, mapping: usize, origin: KafkaOrigin) -> bool {
-    retry_record(&live::LiveStore { ctx, rt }, &rt.mappings.all()[mapping], origin)
+    retry_record(&live::LiveStore { ctx, rt }, rt.mapping(mapping).def, origin)
 }
 
 /// The rules of [`retry`] over any [`RecordStore`].

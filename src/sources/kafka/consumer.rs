@@ -38,7 +38,7 @@ struct Position {
 
 /// The thread body of mapping `mapping`'s source; returns at shutdown.
 pub fn run(rt: &'static Runtime, mapping: usize) {
-    let m = &rt.mappings.all()[mapping];
+    let m = rt.mapping(mapping).def;
     let (Some(source), Some(status)) = (m.kafka.as_ref(), status::of(rt, mapping)) else { return };
     let tokio = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(tokio) => tokio,
@@ -106,7 +106,7 @@ impl Consumer {
     }
 
     async fn connect(&mut self) -> Result<Broker, KafkaError> {
-        let name = &self.rt.mappings.all()[self.mapping].name;
+        let name = &self.rt.mapping(self.mapping).def.name;
         // The files are read again: a renewed certificate needs no restart.
         let tls =
             self.source.tls.as_ref().map(|t| tls::client_config(&format!("mapping \"{name}\""), t)).transpose()?;
@@ -148,7 +148,7 @@ impl Consumer {
                     let Some(pos) = self.positions.get_mut(&partition) else { continue };
                     warn(&format!(
                         "{}: Kafka offset {} of {}/{partition} is outside the partition's log; going on from {earliest}",
-                        self.rt.mappings.all()[self.mapping].name,
+                        self.rt.mapping(self.mapping).def.name,
                         pos.next,
                         self.source.topic
                     ));

@@ -26,13 +26,14 @@ pub fn start(
     rt: &'static Runtime,
     spawn: impl Fn(&str, Box<dyn FnOnce() + Send>) -> Result<(), SpawnError>,
 ) -> Result<(), StartError> {
-    for (mapping, m) in rt.mappings.all().iter().enumerate() {
-        let Some(source) = &m.kafka else { continue };
+    for m in rt.each_mapping() {
+        let Some(source) = &m.def.kafka else { continue };
         if let Some(tls) = &source.tls {
-            tls::client_config(&format!("mapping \"{}\"", m.name), tls).map_err(StartError::Tls)?;
+            tls::client_config(&format!("mapping \"{}\"", m.def.name), tls).map_err(StartError::Tls)?;
         }
-        status::of(rt, mapping);
-        spawn(&format!("pgsync-kafka-{}", m.name), Box::new(move || consumer::run(rt, mapping)))
+        status::of(rt, m.index);
+        let mapping = m.index;
+        spawn(&format!("pgsync-kafka-{}", m.def.name), Box::new(move || consumer::run(rt, mapping)))
             .map_err(StartError::Spawn)?;
     }
     Ok(())

@@ -29,7 +29,7 @@ pub fn run(
     let mut total = 0;
     let mut later: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     for &mapping in mappings {
-        if rt.mappings.all()[mapping].document.is_some() {
+        if rt.mapping(mapping).def.document.is_some() {
             // Documents are read as Postgres is now, not in the snapshot: a
             // change the stream then brings rebuilds them again, so none is
             // missed, and a rebuild is the same whichever came first.
@@ -37,14 +37,14 @@ pub fn run(
             continue;
         }
         let schema = rt.usable_schema(mapping)?;
-        let shape = RowShape::new(&rt.mappings.all()[mapping], &schema);
+        let shape = RowShape::new(rt.mapping(mapping).def, &schema);
         // Rows Redis changes from now on are newer than what is read.
         let queue = rt.queue().snapshot();
         let mut loaded = HashSet::new();
         let mut refused = Refused::default();
         total += shape.stream_at(client, Some(snapshot), CHUNK, &mut refused, |rows| {
             // Counted as a catch-up's reads are (SYNC.STATUS reload_rows_read).
-            MappingStats::bump(&rt.stats[mapping].reload_rows_read, rows.len() as u64);
+            MappingStats::bump(&rt.mapping(mapping).stats.reload_rows_read, rows.len() as u64);
             loaded.extend(rows.iter().map(|r| r.id.clone()));
             let applied = apply_pg_rows(rt, mapping, &queue, &rows, &[], Source::Postgres);
             later.entry(mapping).or_default().extend(applied.later);

@@ -51,7 +51,7 @@ pub fn chosen(rt: &Runtime, listening: &[usize]) -> Result<bool, Error> {
         None
     } else {
         let mut client = connect(rt)?;
-        let mappings = || listening.iter().map(|&i| &rt.mappings.all()[i]);
+        let mappings = || listening.iter().map(|&i| rt.mapping(i).def);
         let tables: Vec<&str> = mappings().filter(|m| m.document.is_none()).map(|m| m.table.as_str()).collect();
         let watched: Vec<(&str, &str)> = mappings()
             .filter_map(|m| m.document.as_ref())

@@ -36,7 +36,7 @@ impl Session {
     pub(super) fn prepare(rt: &Runtime, client: &mut Client, listening: &[usize]) -> Result<Option<Session>, Error> {
         let Some(slot) = slot_name() else {
             for &i in listening {
-                rt.stats[i].set_listener("waiting: this cluster node owns no slot");
+                rt.mapping(i).stats.set_listener("waiting: this cluster node owns no slot");
             }
             rt.shutdown.sleep(POLL);
             return Ok(None);
@@ -47,10 +47,10 @@ impl Session {
         let mut tables = Vec::new();
         let mut names = Vec::new();
         for &i in listening {
-            let m = &rt.mappings.all()[i];
+            let m = rt.mapping(i).def;
             let Some(schema) = rt.schema(i) else {
-                let why = rt.stats[i].schema_error().unwrap_or_else(|| "not checked yet".into());
-                rt.stats[i].set_listener(&format!("waiting for the schema: {why}"));
+                let why = rt.mapping(i).stats.schema_error().unwrap_or_else(|| "not checked yet".into());
+                rt.mapping(i).stats.set_listener(&format!("waiting for the schema: {why}"));
                 rt.shutdown.sleep(POLL);
                 return Ok(None);
             };
@@ -117,7 +117,7 @@ impl Session {
 
     pub(super) fn show(&self, rt: &Runtime, listener: &str) {
         for &i in &self.mappings {
-            rt.stats[i].set_listener(listener);
+            rt.mapping(i).stats.set_listener(listener);
         }
     }
 
