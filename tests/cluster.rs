@@ -670,6 +670,36 @@ fn logical_replication_gives_each_shard_its_slot_and_writes_each_row_on_its_owne
     for &port in &primaries {
         assert_eq!(keys_outside_owned_slots(port), 0, "node {port} holds only its own keys");
     }
+
+    // A replica promoted in a failover continues its primary's slot from the
+    // position it replicated: no new slot, no table read again.
+    let old = primaries[0];
+    let old_slot = status(&mut connect(old), "things")["cdc_slot"].clone();
+    let heir = replica_of(old);
+    let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query(&mut connect(heir)).unwrap();
+    eventually("the replica promoted", || {
+        let now = cluster.primaries();
+        now.len() == 3 && now.contains(&heir) && !now.contains(&old)
+    });
+    cluster.wait_healthy();
+    let mut h = connect(heir);
+    eventually("the promoted replica streams", || {
+        let st = status(&mut h, "things");
+        st["listener"] == "listening" && st["cdc"] == "logical"
+    });
+    let st = status(&mut h, "things");
+    assert_eq!(st["cdc_slot"], old_slot, "the shard's slot, continued");
+    assert_eq!(st["reload_rows_read"], "0", "resumed, not loaded again: {st:?}");
+    db.client().batch_execute("UPDATE things SET name = 'third' || id").unwrap();
+    let mut c = cluster.client();
+    eventually("every row on its owner after the failover", || {
+        (1..=60).all(|id| {
+            let name: Option<String> = c.hget(format!("things:{id}"), "name").unwrap_or_default();
+            name == Some(format!("third{id}"))
+        })
+    });
+    let in_postgres: i64 = db.client().query_one("SELECT count(*) FROM pg_replication_slots", &[]).unwrap().get(0);
+    assert_eq!(in_postgres, 3, "still a slot per shard");
 }
 
 /// `SYNC.STATUS accts` figure `name` on the node on `port`.
