@@ -6,6 +6,15 @@
 //! change) and resolve the entries of rows that landed, send acks and
 //! notifications, update the journal, and answer `SYNC.HSET` clients. Rows read
 //! from Postgres are written into Redis by `apply_pg`.
+//!
+//! The rules of a row's apply live here, over the narrow [`Store`] trait of
+//! what they do to Redis, so that they are unit-tested with an in-memory fake
+//! (`apply/tests.rs`); `apply/live.rs` is the store over the Redis lock's
+//! context.
+
+mod live;
+#[cfg(test)]
+mod tests;
 
 use crate::model::change::{Change, FieldChange, RowOp};
 use crate::model::json_intent;
@@ -15,15 +24,50 @@ use crate::model::queue::{Entry, Outcome, Rejected, RowKey};
 use crate::model::stats::MappingStats;
 use crate::pg::writer::{Returned, RowOutcome};
 use crate::pipeline::runtime::Runtime;
-use crate::redis::ack;
 use crate::redis::deadletter;
-use crate::redis::json_doc;
-use crate::redis::notify::{self, now_ms, Event, EventOp, Source};
-use crate::redis::read_through::loads;
-use crate::redis::redis_io::{bytes, call, call_logged, key_exists, own_writes, string, warn};
-use crate::redis::ttl;
+use crate::redis::notify::{now_ms, Event, EventOp, Source};
+use crate::redis::redis_io::{own_writes, warn};
 use crate::redis::waiters;
-use redis_module::{Context, ContextFlags, RedisValue, ThreadSafeContext};
+use redis_module::{Context, ContextFlags, ThreadSafeContext};
+use std::fmt::Display;
+
+/// What apply does to Redis, as the rules need it: the row's keys (hashes and
+/// RedisJSON documents), and the messages that follow an outcome.
+pub(crate) trait Store {
+    /// Why a document could not be read or written.
+    type Error: Display;
+
+    /// Whether Redis holds `key`.
+    fn exists(&self, key: &str) -> bool;
+    /// `HSET key field value ...`.
+    fn hash_set(&self, key: &str, pairs: &[(&[u8], &[u8])]);
+    /// `HDEL key field ...`.
+    fn hash_remove(&self, key: &str, fields: &[&[u8]]);
+    /// `DEL key`.
+    fn delete(&self, key: &str);
+    /// The hash's values of `fields`, in order; `None` when it cannot be read.
+    fn hash_values(&self, key: &str, fields: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, Self::Error>;
+    /// Merges `members` (name, JSON text, `None` to remove) into the document
+    /// at `key`; a missing key becomes one.
+    fn json_merge(&self, key: &str, members: &[(String, Option<String>)]) -> Result<(), Self::Error>;
+    /// The document's members `names` as JSON text; `None` when the key holds
+    /// no JSON object.
+    fn json_members(&self, key: &str, names: &[&[u8]]) -> Option<Vec<Option<String>>>;
+    /// Removes `names` from the document at `key`, and the key once empty.
+    fn json_remove(&self, key: &str, names: &[&[u8]]) -> Result<(), Self::Error>;
+    /// Gives a row key the mapping's `ttl`, if it has one.
+    fn expire(&self, m: &Mapping, key: &str);
+    /// Loads the rest of a row a commit wrote only some fields of (`fill_on_write`).
+    fn fill(&self, row: &RowKey);
+    /// Publishes a change event.
+    fn announce(&self, m: &Mapping, stats: &MappingStats, event: &Event<'_>);
+    /// Tells the row's ack streams how it ended.
+    fn ack(&self, m: &Mapping, id: &str, uuids: &[String], outcome: &Outcome);
+    /// Adds the row's rejected change to the dead-letter list.
+    fn dead_letter(&self, m: &Mapping, row: &RowKey, change: &Change, error: &str);
+    /// Resolves the row's dead-letter entry now that `change` landed; whether one was.
+    fn landed(&self, m: &Mapping, row: &RowKey, change: &Change) -> bool;
+}
 
 /// The key a row's writers write: the staging key (write-through) or the row's
 /// own hash (write-behind).
@@ -45,12 +89,13 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         // Each row's written key and the change queued for it since: read once,
         // for apply and for the journal.
         let mut logs = Vec::with_capacity(batch.len());
+        let store = live::LiveStore { ctx: &ctx, rt };
         let rejections = Rejections { listed: deadletter::any(&ctx) };
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
             let key = written_key(rt.mapping(row.mapping).def, &row.id);
             let mut pending = rt.queue().pending_change(row);
-            apply_row(&ctx, rt, row, &entry.change, outcome, &key, pending.as_ref());
-            rejections.settle(&ctx, rt, row, &entry.change, outcome, &mut pending);
+            apply_row(&store, rt, row, &entry.change, outcome, &key, pending.as_ref());
+            rejections.settle(&store, rt, row, &entry.change, outcome, &mut pending);
             logs.push((key, pending));
         }
         rt.dirty.settle(&ctx, batch, &logs);
@@ -95,8 +140,10 @@ fn settle_without_writes(rt: &Runtime, batch: &[(RowKey, Entry)]) {
     }
 }
 
+/// A row's apply: the committed change into its keys, or its rejection into
+/// the dead letters; then its change event (when it landed) and its acks.
 fn apply_row(
-    ctx: &Context,
+    store: &impl Store,
     rt: &Runtime,
     row: &RowKey,
     change: &Change,
@@ -114,20 +161,18 @@ fn apply_row(
                 Mode::WriteThrough => {
                     let main = m.main_key(&row.id);
                     // The commit wrote only some fields of a row Redis did not hold.
-                    let fill = m.fill_on_write
-                        && change.op == RowOp::Upsert
-                        && !key_exists(ctx, &string(ctx, main.as_bytes()));
+                    let fill = m.fill_on_write && change.op == RowOp::Upsert && !store.exists(&main);
                     match m.value_type {
-                        ValueType::Hash => merge_into_main(ctx, &main, change, &sums),
-                        ValueType::Json => merge_into_document(ctx, rt, row.mapping, &main, change, &sums),
+                        ValueType::Hash => merge_into_main(store, &main, change, &sums),
+                        ValueType::Json => merge_into_document(store, rt, row.mapping, &main, change, &sums),
                     }
-                    ttl::set_on(ctx, m, main.as_bytes());
+                    store.expire(m, &main);
                     if fill {
-                        loads::fill_after_write(row.clone());
+                        store.fill(row);
                     }
                 }
                 Mode::WriteBehind | Mode::ReadOnly | Mode::Document => {
-                    correct_sums(ctx, m, written, change, &sums, pending)
+                    correct_sums(store, m, written, change, &sums, pending)
                 }
             }
         }
@@ -137,11 +182,11 @@ fn apply_row(
             let message = format!("{}{logged}", rejection_prefix(m, &row.id));
             warn(&message);
             stats.set_row_rejected(&row.id, &message);
-            deadletter::add(ctx, rt.drop_counters(), m, row, change, &e.message);
+            store.dead_letter(m, row, change, &e.message);
         }
     }
     if m.mode == Mode::WriteThrough {
-        clear_synced_fields(ctx, m, written, change);
+        clear_synced_fields(store, m, written, change);
     }
     if outcome.is_ok() {
         let key = m.main_key(&row.id);
@@ -152,9 +197,9 @@ fn apply_row(
             }
         };
         let event = Event { key: &key, id: &row.id, op, source: Source::Redis, fields, time: now_ms() };
-        notify::send(ctx, m, stats, &event);
+        store.announce(m, stats, &event);
     }
-    ack::send(ctx, m, &row.id, &change.acks, &settled(outcome));
+    store.ack(m, &row.id, &change.acks, &settled(outcome));
 }
 
 /// What waiters and ack streams are told of a row's outcome: Postgres's
@@ -182,7 +227,7 @@ impl Rejections {
     /// rejection leaves the mapping's `last_error`.
     fn settle(
         &self,
-        ctx: &Context,
+        store: &impl Store,
         rt: &Runtime,
         row: &RowKey,
         change: &Change,
@@ -195,7 +240,7 @@ impl Rejections {
                 *pending = rt.dirty.carry_rejected(row, change).or(pending.take());
             }
             Err(_) => {}
-            Ok(_) if self.listed && deadletter::landed(ctx, m, row, change) => {
+            Ok(_) if self.listed && store.landed(m, row, change) => {
                 rt.mapping(row.mapping).stats.clear_row_rejected(&row.id);
             }
             Ok(_) => {}
@@ -224,7 +269,7 @@ fn sums(m: &Mapping, change: &Change, returned: &Returned) -> Vec<(Vec<u8>, Opti
 /// later). A key that is gone stays gone. A JSON row's members are set in its
 /// document, as numbers (sums) or as the JSON they hold (paths set).
 fn correct_sums(
-    ctx: &Context,
+    store: &impl Store,
     m: &Mapping,
     key: &str,
     change: &Change,
@@ -232,7 +277,7 @@ fn correct_sums(
     pending: Option<&Change>,
 ) {
     let sums: Vec<_> = sums.iter().filter(|(f, _)| !pending.is_some_and(|p| p.touches(f))).collect();
-    if sums.is_empty() || !matches!(call(ctx, "EXISTS", &[key.as_bytes()]), Ok(RedisValue::Integer(1))) {
+    if sums.is_empty() || !store.exists(key) {
         return;
     }
     if m.value_type == ValueType::Json {
@@ -244,16 +289,15 @@ fn correct_sums(
             (String::from_utf8_lossy(f).into_owned(), v.as_deref().map(|v| kind.member(v)))
         };
         let members: Vec<_> = sums.iter().map(member).collect();
-        let set = |args: &[&[u8]]| call(ctx, "JSON.SET", args).map(drop);
-        if let Err(e) = json_doc::merge_into(ctx, key.as_bytes(), &members, set) {
+        if let Err(e) = store.json_merge(key, &members) {
             warn(&format!("cannot set the sums in {key}: {e}"));
         }
         return;
     }
     for (field, value) in sums {
         match value {
-            Some(v) => call_logged(ctx, "HSET", &[key.as_bytes(), field, v.as_bytes()]),
-            None => call_logged(ctx, "HDEL", &[key.as_bytes(), field]),
+            Some(v) => store.hash_set(key, &[(field, v.as_bytes())]),
+            None => store.hash_remove(key, &[field]),
         }
     }
 }
@@ -281,27 +325,23 @@ fn committed_fields<'a>(
 }
 
 /// Write-through: the committed change becomes the cached row's state.
-fn merge_into_main(ctx: &Context, main_key: &str, change: &Change, sums: &[(Vec<u8>, Option<String>)]) {
-    let key = main_key.as_bytes();
+fn merge_into_main(store: &impl Store, key: &str, change: &Change, sums: &[(Vec<u8>, Option<String>)]) {
     if change.op != RowOp::Upsert {
-        call_logged(ctx, "DEL", &[key]);
+        store.delete(key);
     }
-    let mut set: Vec<&[u8]> = vec![key];
-    let mut unset: Vec<&[u8]> = vec![key];
+    let mut set = Vec::new();
+    let mut unset = Vec::new();
     for (field, value) in committed_fields(change, sums) {
         match value {
-            Some(v) => {
-                set.push(field);
-                set.push(v);
-            }
+            Some(v) => set.push((field, v)),
             None => unset.push(field),
         }
     }
-    if unset.len() > 1 {
-        call_logged(ctx, "HDEL", &unset);
+    if !unset.is_empty() {
+        store.hash_remove(key, &unset);
     }
-    if set.len() > 1 {
-        call_logged(ctx, "HSET", &set);
+    if !set.is_empty() {
+        store.hash_set(key, &set);
     }
 }
 
@@ -309,16 +349,15 @@ fn merge_into_main(ctx: &Context, main_key: &str, change: &Change, sums: &[(Vec<
 /// document (a missing key becomes one), each value typed after its column as
 /// rows read from Postgres are; members it does not name stay.
 fn merge_into_document(
-    ctx: &Context,
+    store: &impl Store,
     rt: &Runtime,
     mapping: usize,
     main_key: &str,
     change: &Change,
     sums: &[(Vec<u8>, Option<String>)],
 ) {
-    let key = main_key.as_bytes();
     if change.op != RowOp::Upsert {
-        call_logged(ctx, "DEL", &[key]);
+        store.delete(main_key);
     }
     if change.op == RowOp::Delete {
         return;
@@ -338,8 +377,7 @@ fn merge_into_document(
             (field, member)
         })
         .collect();
-    let set = |args: &[&[u8]]| call(ctx, "JSON.SET", args).map(drop);
-    if let Err(e) = json_doc::merge_into(ctx, key, &members, set) {
+    if let Err(e) = store.json_merge(main_key, &members) {
         warn(&format!("{main_key}: {e}; the committed change is in Postgres, not in this key"));
     }
 }
@@ -347,7 +385,7 @@ fn merge_into_document(
 /// Removes the staged fields whose value is still the one that was synced; a field
 /// rewritten meanwhile stays for the next round. A JSON staging key loses those
 /// members (compared as the text captured for them), and goes once empty.
-fn clear_synced_fields(ctx: &Context, m: &Mapping, staged_key: &str, change: &Change) {
+fn clear_synced_fields(store: &impl Store, m: &Mapping, staged_key: &str, change: &Change) {
     // A removal leaves nothing in a staging hash, but a `null` member in a
     // staging document (`JSON.SET __{acct:1} $ '{"email": null}'`).
     let synced: Vec<(&[u8], Option<&[u8]>)> = change
@@ -364,22 +402,16 @@ fn clear_synced_fields(ctx: &Context, m: &Mapping, staged_key: &str, change: &Ch
     if synced.is_empty() {
         return;
     }
-    let key = staged_key.as_bytes();
     let names: Vec<&[u8]> = synced.iter().map(|(f, _)| *f).collect();
     let current: Vec<Option<Vec<u8>>> = match m.value_type {
-        ValueType::Hash => {
-            let mut args = vec![key];
-            args.extend(&names);
-            match call(ctx, "HMGET", &args) {
-                Ok(RedisValue::Array(values)) => values.iter().map(bytes).collect(),
-                Ok(_) => return,
-                Err(e) => {
-                    warn(&format!("cannot read {staged_key}: {e}"));
-                    return;
-                }
+        ValueType::Hash => match store.hash_values(staged_key, &names) {
+            Ok(values) => values,
+            Err(e) => {
+                warn(&format!("cannot read {staged_key}: {e}"));
+                return;
             }
-        }
-        ValueType::Json => match json_doc::members(ctx, key, &names) {
+        },
+        ValueType::Json => match store.json_members(staged_key, &names) {
             Some(members) => {
                 let captured = |(name, json): (&&[u8], Option<String>)| {
                     json.map(|j| json_intent::captured_text(m, &String::from_utf8_lossy(name), &j))
@@ -409,13 +441,9 @@ fn clear_synced_fields(ctx: &Context, m: &Mapping, staged_key: &str, change: &Ch
         return;
     }
     match m.value_type {
-        ValueType::Hash => {
-            let mut delete = vec![key];
-            delete.extend(unchanged);
-            call_logged(ctx, "HDEL", &delete);
-        }
+        ValueType::Hash => store.hash_remove(staged_key, &unchanged),
         ValueType::Json => {
-            if let Err(e) = json_doc::remove_members(ctx, key, &unchanged) {
+            if let Err(e) = store.json_remove(staged_key, &unchanged) {
                 warn(&format!("cannot clear {staged_key}: {e}"));
             }
         }
