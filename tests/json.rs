@@ -683,10 +683,22 @@ fn write_through_json_commits_the_staged_members_then_the_row_key_holds_them() {
     assert_eq!(doc(&mut c, "acct:1").unwrap()["profile"], floor);
     assert_eq!(account(&db, 2).unwrap().3, Some(false));
     assert!(!exists(&mut c, "__{acct:1}") && !exists(&mut c, "__{acct:2}"));
-    // Inside a member of a row Redis does not hold: RedisJSON refuses the path
-    // (not sent to Postgres as a jsonb_set yet).
-    assert!(json(&mut c, "SET", "__{acct:9}", &["$.profile.city", "\"Bergen\""]).is_err());
-    assert_eq!(account(&db, 9), None);
+    // Inside a member neither the staging key nor the cached row holds: the
+    // path is set in Postgres, and the row key gets the member as Postgres has it.
+    assert_eq!(doc(&mut c, "acct:3").unwrap().get("profile"), None);
+    json(&mut c, "SET", "__{acct:3}", &["$.profile.home.city", "\"Bergen\""]).unwrap();
+    assert!(!exists(&mut c, "__{acct:3}"), "nothing of the member is staged in Redis");
+    sync_wait(&mut c);
+    let bergen = json!({"home": {"city": "Bergen"}});
+    assert_eq!(account(&db, 3).unwrap().4, Some(bergen.clone()), "a NULL column takes the path");
+    eventually("the row key holds Postgres's member", || {
+        doc(&mut c, "acct:3").is_some_and(|d| d["profile"] == bergen && d["vip"] == true)
+    });
+    json(&mut c, "SET", "__{acct:3}", &["$.profile.zip", "\"5003\""]).unwrap();
+    sync_wait(&mut c);
+    let zipped = json!({"home": {"city": "Bergen"}, "zip": "5003"});
+    assert_eq!(account(&db, 3).unwrap().4, Some(zipped.clone()), "a cached member: staged from the row, written whole");
+    assert_eq!(doc(&mut c, "acct:3").unwrap()["profile"], zipped);
 
     // SYNC.JSONSET on a write-through row: the reply comes after the commit and
     // after the row key got the member.

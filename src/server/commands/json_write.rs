@@ -153,14 +153,16 @@ fn capture(
 }
 
 /// `JSON.SET key $.member.a.b value` (names only, no `NX`/`XX`) on a
-/// write-behind row key that holds no such member (no key, no member, or
-/// `null`), which RedisJSON would refuse, when the member's column is known to
-/// be `json`/`jsonb`: the path is set in Postgres inside that column
+/// write-behind row key, or a write-through staging key, that holds no such
+/// member (no key, no member, or `null`; in write-through, the cached row
+/// neither), which RedisJSON would refuse, when the member's column is known
+/// to be `json`/`jsonb`: the path is set in Postgres inside that column
 /// (`model/json_path_set.rs`), replying `OK` as a set does. Redis holds
 /// nothing for the member meanwhile, never a part of it that would look whole;
-/// after the commit, apply writes the member as Postgres has it into the key,
-/// if Redis holds the key then (as it sets a sum). `None`: not such a write,
-/// which runs as it is.
+/// after the commit, apply writes the member as Postgres has it into the row
+/// key (write-behind: if Redis holds the key then, as it sets a sum;
+/// write-through: merged into the row's document, as every committed member
+/// is). `None`: not such a write, which runs as it is.
 fn cold_path_set(
     ctx: &Context,
     rt: &Runtime,
@@ -170,9 +172,6 @@ fn cold_path_set(
     rest: &[&[u8]],
     member: &str,
 ) -> Result<Option<(ClientReply, Option<u64>)>, RedisError> {
-    if target.role != KeyRole::Main {
-        return Ok(None);
-    }
     let Some((member, set)) = json_intent::path_set(command, rest).filter(|(named, _)| named == member) else {
         return Ok(None);
     };
@@ -188,8 +187,15 @@ fn cold_path_set(
     }
     let key = argv[1].as_slice();
     // A key that holds no JSON object is RedisJSON's to refuse.
-    let held = json_doc::members(ctx, key, &[member.as_bytes()]);
-    if !held.is_some_and(|held| held.iter().all(Option::is_none)) {
+    let lacks = |key: &[u8]| {
+        json_doc::members(ctx, key, &[member.as_bytes()]).is_some_and(|held| held.iter().all(Option::is_none))
+    };
+    if !lacks(key) {
+        return Ok(None);
+    }
+    // Write-through: a member the cached row holds is staged from it first
+    // (`stage_from_row`), and the write runs in Redis on the whole member.
+    if target.role == KeyRole::Temp && !lacks(m.main_key(&target.id).as_bytes()) {
         return Ok(None);
     }
     // Nothing runs as the caller: the caller must still be allowed to run it.
