@@ -260,6 +260,18 @@ fn replica_of(port: u16) -> u16 {
     address.split(['@', ':']).nth(1).and_then(|p| p.parse().ok()).expect("replica port")
 }
 
+/// Promotes `primary`'s replica with `CLUSTER FAILOVER`; returns it once the
+/// cluster shows it as a primary and `primary` as none.
+fn fail_over(cluster: &Cluster, primary: u16) -> u16 {
+    let heir = replica_of(primary);
+    let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query(&mut connect(heir)).unwrap();
+    eventually("the replica promoted and its old primary demoted", || {
+        let now = cluster.primaries();
+        now.len() == 3 && now.contains(&heir) && !now.contains(&primary)
+    });
+    heir
+}
+
 #[test]
 fn a_primary_killed_under_load_leaves_its_pending_changes_to_the_promoted_replica() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -606,12 +618,7 @@ fn every_primary_applies_the_kafka_records_of_its_own_keys_once_and_keeps_its_of
             redis::cmd("KEYS").arg("pgsync:kafka:{*}:pgsync:users:*").query(&mut connect(to)).unwrap();
         offsets.len() == 3 && offsets.iter().all(|key| key_slot(to, key) != 0)
     });
-    let heir = replica_of(to);
-    let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query(&mut connect(heir)).unwrap();
-    eventually("the replica promoted and its old primary demoted", || {
-        let now = cluster.primaries();
-        now.len() == 3 && now.contains(&heir) && !now.contains(&to)
-    });
+    let heir = fail_over(&cluster, to);
     // The move is finished from the new primary, as `--cluster fix` would.
     cluster.wait_healthy();
     eventually("the others see the new primary", || owner_of(other, 0) == heir);
@@ -675,12 +682,7 @@ fn logical_replication_gives_each_shard_its_slot_and_writes_each_row_on_its_owne
     // position it replicated: no new slot, no table read again.
     let old = primaries[0];
     let old_slot = status(&mut connect(old), "things")["cdc_slot"].clone();
-    let heir = replica_of(old);
-    let _: () = redis::cmd("CLUSTER").arg("FAILOVER").query(&mut connect(heir)).unwrap();
-    eventually("the replica promoted", || {
-        let now = cluster.primaries();
-        now.len() == 3 && now.contains(&heir) && !now.contains(&old)
-    });
+    let heir = fail_over(&cluster, old);
     cluster.wait_healthy();
     let mut h = connect(heir);
     eventually("the promoted replica streams", || {

@@ -48,6 +48,18 @@ fn listening(server: &Server, c: &mut redis::Connection) {
     wait(server, c, "the listener", |c| status(c, "items")["listener"] == "listening");
 }
 
+/// A private logical Postgres with items 1..=3, and a server streaming them
+/// into Redis (listening already).
+fn items_streaming() -> (PrivatePg, TestDb, Server, redis::Connection) {
+    let pg = logical_pg();
+    let db = TestDb::on(&pg.admin_url(), SCHEMA);
+    insert(&db, 1, 3);
+    let server = Server::with_mapping(&db, ITEMS, &[], &[]);
+    let mut c = server.conn();
+    listening(&server, &mut c);
+    (pg, db, server, c)
+}
+
 fn insert(db: &TestDb, from: i32, to: i32) {
     db.client()
         .execute(
@@ -77,12 +89,7 @@ fn events(c: &mut redis::Connection) -> Vec<String> {
 
 #[test]
 fn logical_replication_is_chosen_and_follows_every_kind_of_change() {
-    let pg = logical_pg();
-    let db = TestDb::on(&pg.admin_url(), SCHEMA);
-    insert(&db, 1, 3);
-    let server = Server::with_mapping(&db, ITEMS, &[], &[]);
-    let mut c = server.conn();
-    listening(&server, &mut c);
+    let (_pg, db, server, mut c) = items_streaming();
     let s = status(&mut c, "items");
     assert_eq!(s["cdc"], "logical", "{s:?}");
     assert_eq!(s["cdc_slot"], "pgsync");
@@ -245,12 +252,7 @@ fn both_sides(db: &TestDb, c: &mut redis::Connection) -> (Rows, Rows) {
 
 #[test]
 fn transactions_committed_back_to_back_land_as_each_committed_them() {
-    let pg = logical_pg();
-    let db = TestDb::on(&pg.admin_url(), SCHEMA);
-    insert(&db, 1, 3);
-    let server = Server::with_mapping(&db, ITEMS, &[], &[]);
-    let mut c = server.conn();
-    listening(&server, &mut c);
+    let (_pg, db, server, mut c) = items_streaming();
     // One round trip of many small transactions: the stream delivers them back
     // to back, and the module gathers them into few apply steps.
     let mut burst: String =
