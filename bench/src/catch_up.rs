@@ -152,7 +152,7 @@ pub fn restart_catch_up(server: &mut Server, db: &Db, cfg: &Config, notes: &mut 
     let pings = prober.finish();
     // A source may show `listening` before it applied what it missed: the
     // subscriber stops only after a moment without messages.
-    let heard = counter.finish();
+    let heard = counter.finish(cfg.changed as usize);
     let received = heard.len() as u64;
     let last_message = heard.iter().map(|(at, _)| at.saturating_duration_since(start)).max().unwrap_or_default();
     let mut c = server.conn();
@@ -218,14 +218,22 @@ pub const CHANNELS: &str = "sync:items:*";
 pub struct Subscriber {
     handle: thread::JoinHandle<Vec<(Instant, String)>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Messages to wait for after the stop, up to [`LATE`].
+    expect: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// How long a stopped subscriber still waits for the messages it expects: a
+/// source may show `listening` well before it applied what it missed (logical
+/// decoding first reads the WAL again from the slot's restart point).
+const LATE: Duration = Duration::from_secs(10);
 
 impl Subscriber {
     /// Subscribes (before returning) and starts recording.
     pub fn start(server: &Server, pattern: &str) -> Subscriber {
         let mut conn = server.conn();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        let expect = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (flag, wanted) = (stop.clone(), expect.clone());
         let (ready, subscribed) = std::sync::mpsc::channel();
         let pattern = pattern.to_string();
         let handle = thread::spawn(move || {
@@ -237,20 +245,29 @@ impl Subscriber {
                 return heard;
             }
             let _ = sub.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut stopped_at = None;
             loop {
                 match sub.get_message() {
                     Ok(m) => heard.push((Instant::now(), m.get_channel_name().to_string())),
-                    Err(_) if flag.load(std::sync::atomic::Ordering::Relaxed) => return heard,
+                    Err(_) if flag.load(std::sync::atomic::Ordering::Relaxed) => {
+                        let since = *stopped_at.get_or_insert_with(Instant::now);
+                        let expected = wanted.load(std::sync::atomic::Ordering::Relaxed);
+                        if heard.len() >= expected || since.elapsed() >= LATE {
+                            return heard;
+                        }
+                    }
                     Err(_) => {}
                 }
             }
         });
         let _ = subscribed.recv_timeout(Duration::from_secs(10));
-        Subscriber { handle, stop }
+        Subscriber { handle, stop, expect }
     }
 
-    /// Stops once nothing has arrived for a moment; the messages received.
-    pub fn finish(self) -> Vec<(Instant, String)> {
+    /// Stops once nothing has arrived for a moment and at least `expected`
+    /// messages have (or [`LATE`] passed without them); the messages received.
+    pub fn finish(self, expected: usize) -> Vec<(Instant, String)> {
+        self.expect.store(expected, std::sync::atomic::Ordering::Relaxed);
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.handle.join().unwrap_or_default()
     }

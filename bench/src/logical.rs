@@ -307,7 +307,7 @@ fn paced_lag(server: &Server, db: &Db, cfg: &Config, pace: lag::Config, value: &
     barrier(server, db, &format!("{value}-done"), notes);
     prober.finish();
     let mut visible = vec![0u64; capacity];
-    for (at, channel) in subscriber.finish() {
+    for (at, channel) in subscriber.finish(0) {
         let id = channel.strip_prefix("sync:items:").and_then(|id| id.parse::<usize>().ok());
         if let Some(slot) = id.and_then(|id| visible.get_mut(id)) {
             if *slot == 0 {
@@ -359,10 +359,12 @@ fn method(cfg: &Config) -> Vec<String> {
             "Restart catch-up: figure 9's: `SHUTDOWN` (the AOF is written), {} rows updated in Postgres, the server \
              started again on its AOF; PING probe and subscriber from the first PONG until `listening`. Rows read: \
              `reload_rows_read` of `SYNC.STATUS` plus the rows of a logical initial load if one ran (the log's \
-             `logical stream: loaded N rows`); notifications: the messages the subscriber received until 200 ms passed \
-             without one (`cmdstat_publish` calls since the restart are shown too). The logical path shows \
-             `listening` as soon as it streams, before it applied what it missed: the time to the last \
-             notification is shown beside the time to `listening`.",
+             `logical stream: loaded N rows`); notifications: the messages the subscriber received from the first \
+             PONG until, after `listening`, as many as rows changed have arrived and 200 ms passed without one (or \
+             10 s passed); `cmdstat_publish` calls since the restart are shown too. The logical path shows \
+             `listening` as soon as it streams, before it applied what it missed (Postgres first decodes the WAL \
+             again from the slot's restart point): the time to the last notification is shown beside the time to \
+             `listening`.",
             thousands(cfg.catch_up.changed)
         ),
         "Before each step a barrier (a change to row 1, awaited in Redis) makes sure nothing of the previous step \
