@@ -301,10 +301,21 @@ fn paced_lag(server: &Server, db: &Db, cfg: &Config, pace: lag::Config, value: &
     let prober = Prober::start(server, Duration::from_millis(1));
     let mut client = db.client();
     let update = client.prepare("UPDATE items SET name = $2 WHERE id = $1").expect("prepare");
+    let forks = || harness::info_number(&mut server.conn(), "stats", "total_forks");
+    let forks_before = forks();
     let (failures, elapsed) = lag::paced_writer(&pace, &marks, |id| {
         client.execute(&update, &[&(id as i32), &format!("{value}-{id}")]).is_ok()
     });
     barrier(server, db, &format!("{value}-done"), notes);
+    // A fork (an automatic AOF rewrite) stops the server's main thread for its
+    // duration, and every change applied meanwhile waits for it.
+    if forks() > forks_before {
+        let took = harness::info_number(&mut server.conn(), "stats", "latest_fork_usec");
+        notes.push(format!(
+            "{value}: the server forked during the run (an AOF rewrite); the latest fork took {} ms",
+            took / 1000
+        ));
+    }
     prober.finish();
     let mut visible = vec![0u64; capacity];
     for (at, channel) in subscriber.finish(0) {
