@@ -291,6 +291,31 @@ mod tests {
         assert!(!logs.apply(Op::Mark, b"a", b"short"), "a cut mark is ignored");
     }
 
+    /// What the logs hold per pending row of figure 6 (`PGSYNC_MEMORY_ROWS`
+    /// rows, 200,000 by default: key `items:<id>`, one 60-byte record), printed
+    /// for `--nocapture`; the budget catches a regression.
+    #[test]
+    fn memory_per_pending_row() {
+        use crate::model::counting_alloc::per_thread::heap_of;
+        let rows: usize = std::env::var("PGSYNC_MEMORY_ROWS").ok().and_then(|n| n.parse().ok()).unwrap_or(200_000);
+        let record = [7u8; 60];
+        let (logs, bytes) = heap_of(|| {
+            let mut logs = LogMap::default();
+            (0..rows).for_each(|id| {
+                logs.apply(Op::Append, format!("items:{id}").as_bytes(), &record);
+            });
+            logs
+        });
+        let per_row = bytes as f64 / rows as f64;
+        println!(
+            "{rows} logs, bytes per row: {per_row:.1}, of which the records {} (map entry {} B)",
+            record.len(),
+            std::mem::size_of::<(u64, LogKey, Vec<u8>)>()
+        );
+        assert_eq!(logs.size().0, rows);
+        assert!(per_row < 250.0, "{per_row:.1} B per log");
+    }
+
     #[test]
     fn a_walk_from_the_end_of_each_shard_misses_no_log_when_others_are_removed() {
         let mut logs = LogMap::default();
