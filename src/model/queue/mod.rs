@@ -14,7 +14,7 @@ mod unsettled;
 use compaction::compact;
 pub use compaction::{Compaction, Journaled};
 use entry::Flight;
-pub use entry::{Entry, Outcome, Rejected, RowKey};
+pub use entry::{Entry, Outcome, Rejected, RowKey, Stamp};
 use line::Line;
 pub use snapshot::Snapshot;
 use unsettled::Unsettled;
@@ -142,7 +142,7 @@ impl Queue {
                 // batch's worth: a wake-up per write would cost more than the write.
                 let queued = inner.order.len();
                 wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
-                inner.pending.insert(row, Entry { change, since: Instant::now(), journal_bytes: bytes });
+                inner.pending.insert(row, Entry { change, since: Stamp::now(), journal_bytes: bytes });
             }
         }
         drop(guard);
@@ -303,7 +303,8 @@ impl Queue {
         let oldest = match (pending_since, flight_since) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
+        }
+        .map(Stamp::instant);
         Backlog { pending, in_flight, oldest }
     }
 

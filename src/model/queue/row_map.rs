@@ -5,28 +5,27 @@
 //! million rows pending as with none.
 //!
 //! The oldest capture time is exact to the millisecond: capture times are kept in
-//! a per-mapping ordered count of milliseconds since the map was made, so many
-//! rows captured in the same millisecond cost one entry.
+//! a per-mapping ordered count of [`Stamp`]s, so many rows captured in the same
+//! millisecond cost one entry.
 
-use crate::model::queue::RowKey;
+use crate::model::queue::{RowKey, Stamp};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 /// A queued value that knows when its oldest write was captured. It must not
 /// change while the value is in the map (the figures were taken from it).
 pub trait Captured {
     /// Capture time of the oldest write in the value.
-    fn since(&self) -> Instant;
+    fn since(&self) -> Stamp;
 }
 
 /// Count and capture times of one mapping's rows.
 #[derive(Default)]
 struct Figures {
     count: usize,
-    /// Milliseconds since `RowMap::epoch` → rows captured then.
-    times: BTreeMap<u64, usize>,
+    /// Capture time → rows captured then.
+    times: BTreeMap<Stamp, usize>,
 }
 
 /// The map; see the module docs. The methods mirror `HashMap`'s.
@@ -36,7 +35,6 @@ pub struct RowMap<V> {
     shards: Vec<HashMap<RowKey, V>>,
     hasher: ahash::RandomState,
     figures: HashMap<usize, Figures>,
-    epoch: Instant,
 }
 
 impl<V> Default for RowMap<V> {
@@ -45,7 +43,6 @@ impl<V> Default for RowMap<V> {
             shards: (0..SHARDS).map(|_| HashMap::default()).collect(),
             hasher: ahash::RandomState::new(),
             figures: HashMap::default(),
-            epoch: Instant::now(),
         }
     }
 }
@@ -61,25 +58,20 @@ impl<V: Captured> RowMap<V> {
         (self.hasher.hash_one(row) >> 58) as usize % SHARDS
     }
 
-    fn millis(&self, value: &V) -> u64 {
-        value.since().saturating_duration_since(self.epoch).as_millis() as u64
-    }
-
     fn count_in(&mut self, row: &RowKey, value: &V) {
-        let ms = self.millis(value);
         let figures = self.figures.entry(row.mapping).or_default();
         figures.count += 1;
-        *figures.times.entry(ms).or_default() += 1;
+        *figures.times.entry(value.since()).or_default() += 1;
     }
 
     fn count_out(&mut self, mapping: usize, value: &V) {
-        let ms = self.millis(value);
+        let since = value.since();
         let Some(figures) = self.figures.get_mut(&mapping) else { return };
         figures.count = figures.count.saturating_sub(1);
-        if let Some(n) = figures.times.get_mut(&ms) {
+        if let Some(n) = figures.times.get_mut(&since) {
             *n -= 1;
             if *n == 0 {
-                figures.times.remove(&ms);
+                figures.times.remove(&since);
             }
         }
     }
@@ -132,10 +124,9 @@ impl<V: Captured> RowMap<V> {
     }
 
     /// Rows of `mapping`, and the capture time of the oldest of them.
-    pub fn figures(&self, mapping: usize) -> (usize, Option<Instant>) {
+    pub fn figures(&self, mapping: usize) -> (usize, Option<Stamp>) {
         let Some(figures) = self.figures.get(&mapping) else { return (0, None) };
-        let oldest = figures.times.keys().next().map(|ms| self.epoch + Duration::from_millis(*ms));
-        (figures.count, oldest)
+        (figures.count, figures.times.keys().next().copied())
     }
 
     /// The mappings that have rows in the map (at most one per mapping).
@@ -166,11 +157,12 @@ fn shrink_above<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, min: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
-    struct At(Instant);
+    struct At(Stamp);
 
     impl Captured for At {
-        fn since(&self) -> Instant {
+        fn since(&self) -> Stamp {
             self.0
         }
     }
@@ -184,15 +176,16 @@ mod tests {
         let mut map = RowMap::default();
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(5);
-        map.insert(row(0, "a"), At(t1));
-        map.insert(row(0, "b"), At(t0));
-        map.insert(row(1, "c"), At(t1));
+        map.insert(row(0, "a"), At(Stamp::of(t1)));
+        map.insert(row(0, "b"), At(Stamp::of(t0)));
+        map.insert(row(1, "c"), At(Stamp::of(t1)));
         let (count, oldest) = map.figures(0);
         assert_eq!(count, 2);
+        let oldest = oldest.map(Stamp::instant);
         assert!(oldest.is_some_and(|o| o <= t0 && t0 - o < Duration::from_millis(1)));
-        map.insert(row(0, "b"), At(t1));
+        map.insert(row(0, "b"), At(Stamp::of(t1)));
         assert_eq!(map.figures(0).0, 2, "a replacement is no new row");
-        assert!(map.figures(0).1.is_some_and(|o| o > t0), "the replaced time is gone");
+        assert!(map.figures(0).1.is_some_and(|o| o > Stamp::of(t0)), "the replaced time is gone");
         map.remove(&row(0, "a"));
         map.remove(&row(0, "b"));
         map.remove(&row(0, "b"));
@@ -205,7 +198,7 @@ mod tests {
     #[test]
     fn a_drained_map_gives_its_memory_back() {
         let mut map = RowMap::default();
-        let now = Instant::now();
+        let now = Stamp::now();
         for i in 0..100_000 {
             map.insert(row(0, &i.to_string()), At(now));
         }
