@@ -20,7 +20,7 @@ pub use snapshot::Snapshot;
 use unsettled::Unsettled;
 
 use crate::model::change::{Change, Write};
-use crate::model::queue::row_map::{shrink_map, RowMap};
+use crate::model::queue::row_map::{shrink_map, Hashed, RowMap};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -126,13 +126,16 @@ impl Queue {
         };
         let mut wake = false;
         let mut compaction = None;
-        match inner.pending.get_mut(&row) {
+        // Hashed once for the lookup, the insert that may follow, and the
+        // in-flight check of a compaction.
+        let hash = Hashed::of(&row);
+        match inner.pending.get_mut_hashed(&row, hash) {
             Some(entry) => {
                 entry.change.absorb(change);
                 entry.journal_bytes += bytes;
                 if fresh {
                     let in_flight = &inner.in_flight;
-                    compaction = compact(entry, || in_flight.contains_key(&row));
+                    compaction = compact(entry, || in_flight.get_hashed(&row, hash).is_some());
                 }
             }
             None => {
@@ -142,7 +145,7 @@ impl Queue {
                 // batch's worth: a wake-up per write would cost more than the write.
                 let queued = inner.order.len();
                 wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
-                inner.pending.insert(row, Entry { change, since: Stamp::now(), journal_bytes: bytes });
+                inner.pending.insert_new(row, hash, Entry { change, since: Stamp::now(), journal_bytes: bytes });
             }
         }
         drop(guard);
