@@ -140,7 +140,7 @@ impl Queue {
             }
             None => {
                 inner.unsettled.add(version);
-                inner.order.push_back(row.clone());
+                inner.order.push_back(hash);
                 // Wake an idle worker for the first row, and for every further
                 // batch's worth: a wake-up per write would cost more than the write.
                 let queued = inner.order.len();
@@ -218,7 +218,7 @@ impl Queue {
                     inner.pending.insert(row, old);
                 }
                 None => {
-                    inner.order.push_front(row.clone());
+                    inner.order.push_front(Hashed::of(&row));
                     inner.pending.insert(row, old);
                 }
             }
@@ -354,7 +354,7 @@ impl Queue {
     pub fn take_back(&self, row: RowKey, entry: Entry) {
         let mut inner = self.lock();
         inner.unsettled.add(entry.change.first_version);
-        inner.order.push_front(row.clone());
+        inner.order.push_front(Hashed::of(&row));
         inner.pending.insert(row, entry);
         drop(inner);
         self.work.notify_all();
@@ -396,16 +396,18 @@ impl Inner {
         }
         let mut skipped = Vec::new();
         while batch.len() < max && skipped.len() < MAX_SKIPPED {
-            let Some(row) = self.order.pop_front() else { break };
+            let Some(hash) = self.order.pop_front() else { break };
+            // No row pending under this hash: it was handed off; its place goes too.
+            let Some(row) = self.pending.key_of(hash).cloned() else { continue };
             if self.in_flight.contains_key(&row) || !ready(row.mapping) {
-                skipped.push(row);
+                skipped.push(hash);
                 continue;
             }
             let size = self.pending.get(&row).map_or(0, |entry| entry.change.size_bytes());
             if !batch.is_empty() && bytes.saturating_add(size) > max_bytes {
                 // Big rows go in a batch of their own: one message to Postgres
                 // holds a whole batch, and it must stay far below its 1 GiB limit.
-                self.order.push_front(row);
+                self.order.push_front(hash);
                 break;
             }
             bytes = bytes.saturating_add(size);

@@ -39,7 +39,7 @@ static HASHER: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::
 
 /// The hash of a row's key, valid in every [`RowMap`]; the `*_hashed` methods
 /// take it with the row it is of.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hashed(u64);
 
 impl Hashed {
@@ -149,6 +149,12 @@ impl<V: Captured> RowMap<V> {
     /// A row's value, to change anything but its capture time, given its hash.
     pub fn get_mut_hashed(&mut self, row: &RowKey, hash: Hashed) -> Option<&mut V> {
         self.shards[hash.shard()].find_mut(hash.0, is(row)).map(|(_, value)| value)
+    }
+
+    /// The row whose key hashes to `hash`, if the map holds one (of two rows
+    /// whose 64-bit hashes are equal, either one).
+    pub fn key_of(&self, hash: Hashed) -> Option<&RowKey> {
+        self.shards[hash.shard()].find(hash.0, |(row, _)| Hashed::of(row) == hash).map(|(row, _)| row)
     }
 
     /// Whether the row is in the map.

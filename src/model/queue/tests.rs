@@ -294,7 +294,7 @@ fn memory_per_pending_row() {
     let total = total + (rows * std::mem::size_of::<Write>()) as isize;
     let (_, line) = heap_of(|| {
         let mut line = Line::default();
-        (0..rows).for_each(|id| line.push_back(key(id)));
+        (0..rows).for_each(|id| line.push_back(row_map::Hashed::of(&key(id))));
         line
     });
     let (_, unsettled) = heap_of(|| {
