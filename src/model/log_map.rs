@@ -404,7 +404,7 @@ mod tests {
             std::mem::size_of::<(LogKey, Log)>()
         );
         assert_eq!(logs.size().0, rows);
-        assert!(per_row < 250.0, "{per_row:.1} B per log");
+        assert!(per_row < 150.0, "{per_row:.1} B per log");
     }
 
     #[test]

@@ -403,7 +403,7 @@ impl Inner {
                 skipped.push(hash);
                 continue;
             }
-            let size = self.pending.get(&row).map_or(0, |entry| entry.change.size_bytes());
+            let size = self.pending.get_hashed(&row, hash).map_or(0, |entry| entry.change.size_bytes());
             if !batch.is_empty() && bytes.saturating_add(size) > max_bytes {
                 // Big rows go in a batch of their own: one message to Postgres
                 // holds a whole batch, and it must stay far below its 1 GiB limit.

@@ -314,5 +314,5 @@ fn memory_per_pending_row() {
         per_row(fields),
     );
     assert_eq!(queue.lock().order.len(), rows);
-    assert!(per_row(total) < 400.0, "{:.1} B per pending row", per_row(total));
+    assert!(per_row(total) < 200.0, "{:.1} B per pending row", per_row(total));
 }
