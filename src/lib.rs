@@ -27,15 +27,16 @@ use redis_module::{redis_module, AclCategory, Context, InfoContext, RedisResult,
 use redis_module_macros::{cron_event_handler, info_command_handler, role_changed_event_handler};
 use std::sync::atomic::AtomicI64;
 
-// Redis's allocator exists only inside redis-server; unit tests use the system one.
+// Redis's allocator exists only inside redis-server; unit tests use the system
+// one, counted per thread (memory tests measure what they build).
 #[cfg(not(test))]
 type Allocator = counting_alloc::Counting<redis_module::alloc::RedisAlloc>;
 #[cfg(not(test))]
 const ALLOCATOR: Allocator = counting_alloc::Counting::global(redis_module::alloc::RedisAlloc);
 #[cfg(test)]
-type Allocator = std::alloc::System;
+type Allocator = model::counting_alloc::per_thread::PerThread;
 #[cfg(test)]
-const ALLOCATOR: Allocator = std::alloc::System;
+const ALLOCATOR: Allocator = model::counting_alloc::per_thread::PerThread;
 
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
     commands::docs::register(ctx);

@@ -76,6 +76,73 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     }
 }
 
+/// The unit tests' global allocator: the system one, counting per thread the
+/// bytes each thread holds (allocated minus freed), so that a test can measure
+/// what a structure it builds costs while other tests run on other threads.
+#[cfg(test)]
+pub mod per_thread {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        // `const`: reading it never allocates, so the allocator may use it.
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    /// Bytes this thread allocated and has not freed (negative when it freed
+    /// others' blocks).
+    pub fn live() -> isize {
+        LIVE.with(Cell::get)
+    }
+
+    /// What `build` built, and the bytes it left allocated on this thread.
+    pub fn heap_of<T>(build: impl FnOnce() -> T) -> (T, isize) {
+        let before = live();
+        let built = build();
+        (built, live() - before)
+    }
+
+    fn count(delta: isize) {
+        // During a thread's teardown the counter may be gone: skip the count.
+        let _ = LIVE.try_with(|live| live.set(live.get() + delta));
+    }
+
+    /// The system allocator, counted per thread in [`live`].
+    pub struct PerThread;
+
+    // SAFETY: every call is forwarded unchanged to `System`; the wrapper only counts.
+    unsafe impl GlobalAlloc for PerThread {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let ptr = System.alloc(layout);
+            if !ptr.is_null() {
+                count(layout.size() as isize);
+            }
+            ptr
+        }
+
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            let ptr = System.alloc_zeroed(layout);
+            if !ptr.is_null() {
+                count(layout.size() as isize);
+            }
+            ptr
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout);
+            count(-(layout.size() as isize));
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            let new = System.realloc(ptr, layout, new_size);
+            if !new.is_null() {
+                count(new_size as isize - layout.size() as isize);
+            }
+            new
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Counting;

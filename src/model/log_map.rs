@@ -4,11 +4,16 @@
 //!
 //! - **Sharded.** 64 maps, so that growing never moves every log at once (one
 //!   map of a million logs doubling in one step would stall the server).
-//! - **Walkable.** Each shard is an insertion-ordered map whose entries can be
-//!   read by position, so a recovery can resume where it stopped. Removing a
-//!   log moves its shard's last log into its place, so a walk from the end of a
-//!   shard towards its start never misses a log that was there when it began
-//!   (it may see one twice).
+//! - **Walkable.** Each shard keeps its logs in a vector, found through a
+//!   table of their positions, so a recovery can read them by position and
+//!   resume where it stopped. Removing a log moves its shard's last log into
+//!   its place, so a walk from the end of a shard towards its start never
+//!   misses a log that was there when it began (it may see one twice).
+//! - **Dense.** The table holds 4-byte positions and no hashes (a key is
+//!   hashed again when its shard's table grows); the vector grows by doubling
+//!   on its own schedule. An `IndexMap` held 8-byte positions, a stored hash
+//!   per log, and room for as many logs as its table, which at 1M logs is
+//!   nearly twice as many.
 //! - **Counted.** The number of logs and their bytes are kept as they change, so
 //!   `SYNC.STATUS` costs the same with a million logs as with none.
 //! - **Indexed by cluster slot** when asked ([`LogMap::index_slots`], in a
@@ -18,7 +23,7 @@
 
 use crate::model::slots::key_slot;
 use ahash::{AHashMap, AHashSet};
-use indexmap::IndexMap;
+use hashbrown::HashTable;
 use smallvec::SmallVec;
 use std::collections::HashMap;
 
@@ -29,7 +34,72 @@ pub const SHARDS: usize = 64;
 /// the entry it already reads, without a cache miss on a separate allocation.
 type LogKey = SmallVec<[u8; 24]>;
 
-type Shard = IndexMap<LogKey, Vec<u8>, ahash::RandomState>;
+/// A log's records. Exactly as long as they are, and 16 bytes in the entry
+/// where a `Vec` takes 24: most logs hold one record and never grow, and an
+/// append reallocates (usually in place) rather than leave room for more.
+type Log = Box<[u8]>;
+
+/// One shard; see the module docs.
+#[derive(Default)]
+struct Shard {
+    logs: Vec<(LogKey, Log)>,
+    /// Positions in `logs`, by the hash of their key.
+    at: HashTable<u32>,
+}
+
+impl Shard {
+    /// The position of the log of `key`, whose hash is `hash`.
+    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        let logs = &self.logs;
+        self.at.find(hash, |&i| logs.get(i as usize).is_some_and(|(k, _)| k.as_slice() == key)).map(|&i| i as usize)
+    }
+
+    fn get_mut(&mut self, hash: u64, key: &[u8]) -> Option<&mut Log> {
+        let at = self.find(hash, key)?;
+        self.logs.get_mut(at).map(|(_, log)| log)
+    }
+
+    /// Adds the log of `key`, which has none.
+    fn push(&mut self, hasher: &ahash::RandomState, hash: u64, key: &[u8], log: Log) {
+        // A shard never holds 2^32 logs: they would take more than 192 GiB.
+        let position = self.logs.len() as u32;
+        self.logs.push((LogKey::from_slice(key), log));
+        let logs = &self.logs;
+        self.at.insert_unique(hash, position, |&i| rehash(hasher, logs, i));
+    }
+
+    /// Removes the log of `key`; the shard's last log takes its position.
+    fn swap_remove(&mut self, hasher: &ahash::RandomState, hash: u64, key: &[u8]) -> Option<Log> {
+        let logs = &self.logs;
+        let found = self.at.find_entry(hash, |&i| logs.get(i as usize).is_some_and(|(k, _)| k.as_slice() == key));
+        let (position, _) = found.ok()?.remove();
+        let (_, log) = self.logs.swap_remove(position as usize);
+        if let Some((moved, _)) = self.logs.get(position as usize) {
+            let last = self.logs.len() as u32;
+            if let Some(slot) = self.at.find_mut(hasher.hash_one(moved.as_slice()), |&i| i == last) {
+                *slot = position;
+            }
+        }
+        Some(log)
+    }
+
+    /// A drained shard gives its memory back: once its logs fill less than an
+    /// eighth of it, it shrinks to twice their number (a rehash of the few left,
+    /// amortized over the many removals since it grew).
+    fn give_back(&mut self, hasher: &ahash::RandomState) {
+        if self.at.capacity() > 1024 && self.logs.len() * 8 < self.at.capacity() {
+            let logs = &self.logs;
+            self.at.shrink_to(logs.len() * 2, |&i| rehash(hasher, logs, i));
+            self.logs.shrink_to(self.logs.len() * 2);
+        }
+    }
+}
+
+/// The hash of the key of the log at position `i`, for a table that moves its
+/// positions.
+fn rehash(hasher: &ahash::RandomState, logs: &[(LogKey, Log)], i: u32) -> u64 {
+    logs.get(i as usize).map_or(0, |(key, _)| hasher.hash_one(key.as_slice()))
+}
 
 /// The marks of in-flight batches on a log: (the batch's commit marker, the
 /// length of the log's prefix it wrote).
@@ -91,31 +161,41 @@ impl Default for LogMap {
 }
 
 impl LogMap {
-    fn shard_of(&self, key: &[u8]) -> usize {
-        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    /// The hash of `key`, and its shard: bits the table uses neither for a
+    /// position (the low ones) nor for its tags (the top seven).
+    fn locate(&self, key: &[u8]) -> (u64, usize) {
+        let hash = self.hasher.hash_one(key);
+        (hash, ((hash >> 40) % SHARDS as u64) as usize)
     }
 
     /// Applies `op` to the log of `key`; false when it changed nothing.
     pub fn apply(&mut self, op: Op, key: &[u8], bytes: &[u8]) -> bool {
-        let shard = self.shard_of(key);
+        let (hash, shard) = self.locate(key);
         let map = &mut self.shards[shard];
         match op {
-            Op::Append => match map.get_mut(key) {
+            Op::Append => match map.get_mut(hash, key) {
                 Some(log) => {
-                    log.extend_from_slice(bytes);
+                    let mut grown = std::mem::take(log).into_vec();
+                    grown.reserve_exact(bytes.len());
+                    grown.extend_from_slice(bytes);
+                    *log = grown.into_boxed_slice();
                     self.bytes += bytes.len();
                 }
                 None => {
-                    map.insert(LogKey::from_slice(key), bytes.to_vec());
+                    map.push(&self.hasher, hash, key, bytes.into());
                     self.count += 1;
                     self.bytes += key.len() + bytes.len();
                     self.index(key);
                 }
             },
             Op::Set => {
-                match map.insert(LogKey::from_slice(key), bytes.to_vec()) {
-                    Some(old) => self.bytes = self.bytes - old.len() + bytes.len(),
+                match map.get_mut(hash, key) {
+                    Some(log) => {
+                        self.bytes = self.bytes - log.len() + bytes.len();
+                        *log = bytes.into();
+                    }
                     None => {
+                        map.push(&self.hasher, hash, key, bytes.into());
                         self.count += 1;
                         self.bytes += key.len() + bytes.len();
                         self.index(key);
@@ -124,15 +204,15 @@ impl LogMap {
                 self.marks.remove(key);
             }
             Op::Del => {
-                let Some(old) = map.swap_remove(key) else { return false };
+                let Some(old) = map.swap_remove(&self.hasher, hash, key) else { return false };
                 self.count -= 1;
                 self.bytes -= key.len() + old.len();
-                give_back(map);
+                map.give_back(&self.hasher);
                 self.marks.remove(key);
                 self.unindex(key);
             }
             Op::Mark => {
-                let Some(mark) = parse_mark(bytes).filter(|_| map.contains_key(key)) else { return false };
+                let Some(mark) = parse_mark(bytes).filter(|_| map.find(hash, key).is_some()) else { return false };
                 self.marks.entry(key.to_vec()).or_default().push(mark);
             }
         }
@@ -145,7 +225,7 @@ impl LogMap {
         if self.slots.is_none() {
             self.slots = Some(AHashMap::new());
             let keys: Vec<Vec<u8>> =
-                self.shards.iter().flat_map(|shard| shard.keys().map(|key| key.to_vec())).collect();
+                self.shards.iter().flat_map(|shard| shard.logs.iter().map(|(key, _)| key.to_vec())).collect();
             keys.iter().for_each(|key| self.index(key));
         }
     }
@@ -173,8 +253,10 @@ impl LogMap {
     }
 
     /// The log of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
-        self.shards[self.shard_of(key)].get(key)
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        let (hash, shard) = self.locate(key);
+        let shard = &self.shards[shard];
+        shard.find(hash, key).and_then(|at| shard.logs.get(at)).map(|(_, log)| &**log)
     }
 
     /// The marks on the log of `key`.
@@ -189,17 +271,17 @@ impl LogMap {
 
     /// How many logs shard `shard` holds.
     pub fn shard_len(&self, shard: usize) -> usize {
-        self.shards.get(shard).map_or(0, Shard::len)
+        self.shards.get(shard).map_or(0, |shard| shard.logs.len())
     }
 
     /// The key of the log at `index` of shard `shard`.
     pub fn key_at(&self, shard: usize, index: usize) -> Option<&[u8]> {
-        self.shards.get(shard)?.get_index(index).map(|(key, _)| key.as_slice())
+        self.shards.get(shard)?.logs.get(index).map(|(key, _)| key.as_slice())
     }
 
     /// Calls `log` on every log.
     pub fn for_each_log(&self, mut log: impl FnMut(&[u8], &[u8])) {
-        self.shards.iter().flatten().for_each(|(key, bytes)| log(key, bytes));
+        self.shards.iter().flat_map(|shard| &shard.logs).for_each(|(key, bytes)| log(key, bytes));
     }
 
     /// Calls `mark` on every mark.
@@ -222,15 +304,6 @@ impl LogMap {
     }
 }
 
-/// A drained shard gives its memory back: once its logs fill less than an
-/// eighth of it, it shrinks to twice their number (a rehash of the few left,
-/// amortized over the many removals since it grew).
-fn give_back(map: &mut Shard) {
-    if map.capacity() > 1024 && map.len() * 8 < map.capacity() {
-        map.shrink_to(map.len() * 2);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,11 +313,11 @@ mod tests {
         let mut logs = LogMap::default();
         assert!(logs.apply(Op::Append, b"a", b"1"));
         assert!(logs.apply(Op::Append, b"a", b"2"));
-        assert_eq!(logs.get(b"a").map(Vec::as_slice), Some(&b"12"[..]));
+        assert_eq!(logs.get(b"a"), Some(&b"12"[..]));
         assert_eq!(logs.size(), (1, 3));
         logs.apply(Op::Set, b"a", b"345");
         logs.apply(Op::Set, b"b", b"6");
-        assert_eq!(logs.get(b"a").map(Vec::as_slice), Some(&b"345"[..]));
+        assert_eq!(logs.get(b"a"), Some(&b"345"[..]));
         assert_eq!(logs.size(), (2, 6));
         assert!(logs.apply(Op::Del, b"a", b""));
         assert!(!logs.apply(Op::Del, b"a", b""), "nothing to delete: nothing to replicate");
@@ -292,6 +365,49 @@ mod tests {
     }
 
     #[test]
+    fn a_drained_map_finds_the_logs_left_and_gives_its_memory_back() {
+        let mut logs = LogMap::default();
+        for i in 0..100_000u32 {
+            logs.apply(Op::Set, &i.to_le_bytes(), b"x");
+        }
+        let capacity = |logs: &LogMap| logs.shards.iter().map(|shard| shard.at.capacity()).sum::<usize>();
+        let full = capacity(&logs);
+        for i in 10..100_000u32 {
+            assert!(logs.apply(Op::Del, &i.to_le_bytes(), b""));
+        }
+        assert!(capacity(&logs) < full / 3, "{} of {full}", capacity(&logs));
+        for i in 0..10u32 {
+            assert_eq!(logs.get(&i.to_le_bytes()), Some(&b"x"[..]));
+        }
+        assert_eq!(logs.size(), (10, 50));
+    }
+
+    /// What the logs hold per pending row of figure 6 (`PGSYNC_MEMORY_ROWS`
+    /// rows, 200,000 by default: key `items:<id>`, one 60-byte record), printed
+    /// for `--nocapture`; the budget catches a regression.
+    #[test]
+    fn memory_per_pending_row() {
+        use crate::model::counting_alloc::per_thread::heap_of;
+        let rows: usize = std::env::var("PGSYNC_MEMORY_ROWS").ok().and_then(|n| n.parse().ok()).unwrap_or(200_000);
+        let record = [7u8; 60];
+        let (logs, bytes) = heap_of(|| {
+            let mut logs = LogMap::default();
+            (0..rows).for_each(|id| {
+                logs.apply(Op::Append, format!("items:{id}").as_bytes(), &record);
+            });
+            logs
+        });
+        let per_row = bytes as f64 / rows as f64;
+        println!(
+            "{rows} logs, bytes per row: {per_row:.1}, of which the records {} (map entry {} B)",
+            record.len(),
+            std::mem::size_of::<(LogKey, Log)>()
+        );
+        assert_eq!(logs.size().0, rows);
+        assert!(per_row < 150.0, "{per_row:.1} B per log");
+    }
+
+    #[test]
     fn a_walk_from_the_end_of_each_shard_misses_no_log_when_others_are_removed() {
         let mut logs = LogMap::default();
         for i in 0..2000u32 {
@@ -313,6 +429,7 @@ mod tests {
             for index in 0..logs.shard_len(shard) {
                 let key = logs.key_at(shard, index).map(<[u8]>::to_vec).unwrap_or_default();
                 assert!(seen.contains(&key), "log {key:?} missed");
+                assert!(logs.get(&key).is_some(), "log {key:?} moved and lost");
             }
         }
     }

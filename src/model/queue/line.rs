@@ -1,8 +1,13 @@
 //! The queue's line of rows waiting for a worker, kept in chunks: a single
 //! `VecDeque` of a million rows doubles by copying every one of them at once
 //! (tens of milliseconds on the main thread); chunks grow one at a time.
+//!
+//! A row stands in line as the hash of its key, 8 bytes where the key takes 32:
+//! `take` finds the row in the pending map by that hash. Two pending rows whose
+//! 64-bit hashes are equal (a chance of about 3 in 10^8 with a million rows
+//! pending) may then be taken in each other's turn: each still has a place.
 
-use super::RowKey;
+use super::row_map::Hashed;
 use std::collections::VecDeque;
 
 /// Rows per chunk.
@@ -11,12 +16,12 @@ const CHUNK: usize = 4096;
 /// A FIFO of rows, with a front for rows put back.
 #[derive(Default)]
 pub(super) struct Line {
-    chunks: VecDeque<VecDeque<RowKey>>,
+    chunks: VecDeque<VecDeque<Hashed>>,
     len: usize,
 }
 
 impl Line {
-    pub(super) fn push_back(&mut self, row: RowKey) {
+    pub(super) fn push_back(&mut self, row: Hashed) {
         if self.chunks.back().is_none_or(|c| c.len() >= CHUNK) {
             self.chunks.push_back(VecDeque::with_capacity(CHUNK));
         }
@@ -26,7 +31,7 @@ impl Line {
         }
     }
 
-    pub(super) fn push_front(&mut self, row: RowKey) {
+    pub(super) fn push_front(&mut self, row: Hashed) {
         if self.chunks.front().is_none_or(|c| c.len() >= CHUNK) {
             self.chunks.push_front(VecDeque::with_capacity(CHUNK));
         }
@@ -36,7 +41,7 @@ impl Line {
         }
     }
 
-    pub(super) fn pop_front(&mut self) -> Option<RowKey> {
+    pub(super) fn pop_front(&mut self) -> Option<Hashed> {
         let chunk = self.chunks.front_mut()?;
         let row = chunk.pop_front();
         if chunk.is_empty() {
@@ -70,9 +75,10 @@ impl Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::queue::RowKey;
 
-    fn row(i: usize) -> RowKey {
-        RowKey { mapping: 0, id: i.to_string().into() }
+    fn row(i: usize) -> Hashed {
+        Hashed::of(&RowKey { mapping: 0, id: i.to_string().into() })
     }
 
     #[test]

@@ -14,13 +14,13 @@ mod unsettled;
 use compaction::compact;
 pub use compaction::{Compaction, Journaled};
 use entry::Flight;
-pub use entry::{Entry, Outcome, Rejected, RowKey};
+pub use entry::{Entry, Outcome, Rejected, RowKey, Stamp};
 use line::Line;
 pub use snapshot::Snapshot;
 use unsettled::Unsettled;
 
 use crate::model::change::{Change, Write};
-use crate::model::queue::row_map::{shrink_map, RowMap};
+use crate::model::queue::row_map::{shrink_map, Hashed, RowMap};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -126,23 +126,26 @@ impl Queue {
         };
         let mut wake = false;
         let mut compaction = None;
-        match inner.pending.get_mut(&row) {
+        // Hashed once for the lookup, the insert that may follow, and the
+        // in-flight check of a compaction.
+        let hash = Hashed::of(&row);
+        match inner.pending.get_mut_hashed(&row, hash) {
             Some(entry) => {
                 entry.change.absorb(change);
                 entry.journal_bytes += bytes;
                 if fresh {
                     let in_flight = &inner.in_flight;
-                    compaction = compact(entry, || in_flight.contains_key(&row));
+                    compaction = compact(entry, || in_flight.get_hashed(&row, hash).is_some());
                 }
             }
             None => {
                 inner.unsettled.add(version);
-                inner.order.push_back(row.clone());
+                inner.order.push_back(hash);
                 // Wake an idle worker for the first row, and for every further
                 // batch's worth: a wake-up per write would cost more than the write.
                 let queued = inner.order.len();
                 wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
-                inner.pending.insert(row, Entry { change, since: Instant::now(), journal_bytes: bytes });
+                inner.pending.insert_new(row, hash, Entry { change, since: Stamp::now(), journal_bytes: bytes });
             }
         }
         drop(guard);
@@ -215,7 +218,7 @@ impl Queue {
                     inner.pending.insert(row, old);
                 }
                 None => {
-                    inner.order.push_front(row.clone());
+                    inner.order.push_front(Hashed::of(&row));
                     inner.pending.insert(row, old);
                 }
             }
@@ -303,7 +306,8 @@ impl Queue {
         let oldest = match (pending_since, flight_since) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        };
+        }
+        .map(Stamp::instant);
         Backlog { pending, in_flight, oldest }
     }
 
@@ -350,7 +354,7 @@ impl Queue {
     pub fn take_back(&self, row: RowKey, entry: Entry) {
         let mut inner = self.lock();
         inner.unsettled.add(entry.change.first_version);
-        inner.order.push_front(row.clone());
+        inner.order.push_front(Hashed::of(&row));
         inner.pending.insert(row, entry);
         drop(inner);
         self.work.notify_all();
@@ -392,16 +396,18 @@ impl Inner {
         }
         let mut skipped = Vec::new();
         while batch.len() < max && skipped.len() < MAX_SKIPPED {
-            let Some(row) = self.order.pop_front() else { break };
+            let Some(hash) = self.order.pop_front() else { break };
+            // No row pending under this hash: it was handed off; its place goes too.
+            let Some(row) = self.pending.key_of(hash).cloned() else { continue };
             if self.in_flight.contains_key(&row) || !ready(row.mapping) {
-                skipped.push(row);
+                skipped.push(hash);
                 continue;
             }
-            let size = self.pending.get(&row).map_or(0, |entry| entry.change.size_bytes());
+            let size = self.pending.get_hashed(&row, hash).map_or(0, |entry| entry.change.size_bytes());
             if !batch.is_empty() && bytes.saturating_add(size) > max_bytes {
                 // Big rows go in a batch of their own: one message to Postgres
                 // holds a whole batch, and it must stay far below its 1 GiB limit.
-                self.order.push_front(row);
+                self.order.push_front(hash);
                 break;
             }
             bytes = bytes.saturating_add(size);

@@ -5,48 +5,76 @@
 //! million rows pending as with none.
 //!
 //! The oldest capture time is exact to the millisecond: capture times are kept in
-//! a per-mapping ordered count of milliseconds since the map was made, so many
-//! rows captured in the same millisecond cost one entry.
+//! a per-mapping ordered count of [`Stamp`]s, so many rows captured in the same
+//! millisecond cost one entry.
+//!
+//! A row's key is hashed once for every map and every step (which shard, where
+//! in it, an insert after a failed lookup): see [`Hashed`].
 
-use crate::model::queue::RowKey;
+use crate::model::queue::{RowKey, Stamp};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
+use hashbrown::HashTable;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
 
 /// A queued value that knows when its oldest write was captured. It must not
 /// change while the value is in the map (the figures were taken from it).
 pub trait Captured {
     /// Capture time of the oldest write in the value.
-    fn since(&self) -> Instant;
+    fn since(&self) -> Stamp;
 }
 
 /// Count and capture times of one mapping's rows.
 #[derive(Default)]
 struct Figures {
     count: usize,
-    /// Milliseconds since `RowMap::epoch` → rows captured then.
-    times: BTreeMap<u64, usize>,
+    /// Capture time → rows captured then.
+    times: BTreeMap<Stamp, usize>,
 }
 
-/// The map; see the module docs. The methods mirror `HashMap`'s.
+/// The one hasher of every row map, so that a row hashed once can be looked up
+/// in any of them.
+static HASHER: LazyLock<ahash::RandomState> = LazyLock::new(ahash::RandomState::new);
+
+/// The hash of a row's key, valid in every [`RowMap`]; the `*_hashed` methods
+/// take it with the row it is of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hashed(u64);
+
+impl Hashed {
+    /// Hashes `row`.
+    pub fn of(row: &RowKey) -> Hashed {
+        Hashed(HASHER.hash_one(row))
+    }
+
+    /// Its shard: bits the tables use neither for positions (the low ones) nor
+    /// for their tags (the top seven).
+    fn shard(self) -> usize {
+        ((self.0 >> 40) % SHARDS as u64) as usize
+    }
+}
+
+fn is<V>(row: &RowKey) -> impl Fn(&(RowKey, V)) -> bool + '_ {
+    move |(key, _)| key == row
+}
+
+fn rehash<V>((row, _): &(RowKey, V)) -> u64 {
+    HASHER.hash_one(row)
+}
+
+/// The map; see the module docs. The methods mirror `HashMap`'s; those named
+/// `*_hashed` take a row already hashed.
 pub struct RowMap<V> {
     // Sharded, so that growing never moves every row at once: a map of a
     // million rows doubling in one step stalled the server for hundreds of ms.
-    shards: Vec<HashMap<RowKey, V>>,
-    hasher: ahash::RandomState,
+    shards: Vec<HashTable<(RowKey, V)>>,
     figures: HashMap<usize, Figures>,
-    epoch: Instant,
 }
 
 impl<V> Default for RowMap<V> {
     fn default() -> Self {
-        RowMap {
-            shards: (0..SHARDS).map(|_| HashMap::default()).collect(),
-            hasher: ahash::RandomState::new(),
-            figures: HashMap::default(),
-            epoch: Instant::now(),
-        }
+        RowMap { shards: (0..SHARDS).map(|_| HashTable::new()).collect(), figures: HashMap::default() }
     }
 }
 
@@ -57,72 +85,86 @@ const MIN_SHRINK_CAPACITY: usize = 1024;
 const SHARDS: usize = 64;
 
 impl<V: Captured> RowMap<V> {
-    fn shard(&self, row: &RowKey) -> usize {
-        (self.hasher.hash_one(row) >> 58) as usize % SHARDS
-    }
-
-    fn millis(&self, value: &V) -> u64 {
-        value.since().saturating_duration_since(self.epoch).as_millis() as u64
-    }
-
-    fn count_in(&mut self, row: &RowKey, value: &V) {
-        let ms = self.millis(value);
-        let figures = self.figures.entry(row.mapping).or_default();
+    fn count_in(&mut self, mapping: usize, since: Stamp) {
+        let figures = self.figures.entry(mapping).or_default();
         figures.count += 1;
-        *figures.times.entry(ms).or_default() += 1;
+        *figures.times.entry(since).or_default() += 1;
     }
 
-    fn count_out(&mut self, mapping: usize, value: &V) {
-        let ms = self.millis(value);
+    fn count_out(&mut self, mapping: usize, since: Stamp) {
         let Some(figures) = self.figures.get_mut(&mapping) else { return };
         figures.count = figures.count.saturating_sub(1);
-        if let Some(n) = figures.times.get_mut(&ms) {
+        if let Some(n) = figures.times.get_mut(&since) {
             *n -= 1;
             if *n == 0 {
-                figures.times.remove(&ms);
+                figures.times.remove(&since);
             }
         }
     }
 
     /// Adds or replaces a row's value.
     pub fn insert(&mut self, row: RowKey, value: V) -> Option<V> {
-        self.count_in(&row, &value);
-        let mapping = row.mapping;
-        let shard = self.shard(&row);
-        let old = self.shards[shard].insert(row, value);
-        if let Some(old) = &old {
-            self.count_out(mapping, old);
-        }
-        old
+        let hash = Hashed::of(&row);
+        let Some((_, slot)) = self.shards[hash.shard()].find_mut(hash.0, is(&row)) else {
+            self.insert_new(row, hash, value);
+            return None;
+        };
+        let since = value.since();
+        let old = std::mem::replace(slot, value);
+        self.count_out(row.mapping, old.since());
+        self.count_in(row.mapping, since);
+        Some(old)
+    }
+
+    /// Adds `row`, which the map does not hold (a lookup just said so), with
+    /// its `hash`.
+    pub fn insert_new(&mut self, row: RowKey, hash: Hashed, value: V) {
+        self.count_in(row.mapping, value.since());
+        self.shards[hash.shard()].insert_unique(hash.0, (row, value), rehash);
     }
 
     /// Removes a row.
     pub fn remove(&mut self, row: &RowKey) -> Option<V> {
-        let shard = self.shard(row);
-        let old = self.shards[shard].remove(row)?;
-        self.count_out(row.mapping, &old);
+        let hash = Hashed::of(row);
+        let ((_, old), _) = self.shards[hash.shard()].find_entry(hash.0, is(row)).ok()?.remove();
+        self.count_out(row.mapping, old.since());
         Some(old)
     }
 
     /// A row's value.
     pub fn get(&self, row: &RowKey) -> Option<&V> {
-        self.shards[self.shard(row)].get(row)
+        self.get_hashed(row, Hashed::of(row))
+    }
+
+    /// A row's value, given its hash.
+    pub fn get_hashed(&self, row: &RowKey, hash: Hashed) -> Option<&V> {
+        self.shards[hash.shard()].find(hash.0, is(row)).map(|(_, value)| value)
     }
 
     /// A row's value, to change anything but its capture time.
     pub fn get_mut(&mut self, row: &RowKey) -> Option<&mut V> {
-        let shard = self.shard(row);
-        self.shards[shard].get_mut(row)
+        self.get_mut_hashed(row, Hashed::of(row))
+    }
+
+    /// A row's value, to change anything but its capture time, given its hash.
+    pub fn get_mut_hashed(&mut self, row: &RowKey, hash: Hashed) -> Option<&mut V> {
+        self.shards[hash.shard()].find_mut(hash.0, is(row)).map(|(_, value)| value)
+    }
+
+    /// The row whose key hashes to `hash`, if the map holds one (of two rows
+    /// whose 64-bit hashes are equal, either one).
+    pub fn key_of(&self, hash: Hashed) -> Option<&RowKey> {
+        self.shards[hash.shard()].find(hash.0, |(row, _)| Hashed::of(row) == hash).map(|(row, _)| row)
     }
 
     /// Whether the row is in the map.
     pub fn contains_key(&self, row: &RowKey) -> bool {
-        self.shards[self.shard(row)].contains_key(row)
+        self.get(row).is_some()
     }
 
     /// Every value.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.shards.iter().flat_map(|shard| shard.values())
+        self.shards.iter().flat_map(|shard| shard.iter().map(|(_, value)| value))
     }
 
     /// Removes every row.
@@ -132,10 +174,9 @@ impl<V: Captured> RowMap<V> {
     }
 
     /// Rows of `mapping`, and the capture time of the oldest of them.
-    pub fn figures(&self, mapping: usize) -> (usize, Option<Instant>) {
+    pub fn figures(&self, mapping: usize) -> (usize, Option<Stamp>) {
         let Some(figures) = self.figures.get(&mapping) else { return (0, None) };
-        let oldest = figures.times.keys().next().map(|ms| self.epoch + Duration::from_millis(*ms));
-        (figures.count, oldest)
+        (figures.count, figures.times.keys().next().copied())
     }
 
     /// The mappings that have rows in the map (at most one per mapping).
@@ -146,19 +187,20 @@ impl<V: Captured> RowMap<V> {
     /// Gives memory back once the map holds far fewer rows than it has room for
     /// (a drained backlog): a `HashMap` never shrinks on its own.
     pub fn shrink_if_sparse(&mut self) {
-        self.shards.iter_mut().for_each(|shard| shrink_above(shard, MIN_SHRINK_CAPACITY / SHARDS));
+        for shard in &mut self.shards {
+            let len = shard.len();
+            if shard.capacity() > MIN_SHRINK_CAPACITY / SHARDS && len * 8 < shard.capacity() {
+                shard.shrink_to(len * 2, rehash);
+            }
+        }
     }
 }
 
 /// Shrinks a map to twice its length when it uses less than an eighth of its
 /// capacity. Halving steps keep the rehashing cost linear in what was removed.
 pub fn shrink_map<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>) {
-    shrink_above(map, MIN_SHRINK_CAPACITY);
-}
-
-fn shrink_above<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, min: usize) {
     let len = map.len();
-    if map.capacity() > min && len * 8 < map.capacity() {
+    if map.capacity() > MIN_SHRINK_CAPACITY && len * 8 < map.capacity() {
         map.shrink_to(len * 2);
     }
 }
@@ -166,11 +208,12 @@ fn shrink_above<K: Eq + std::hash::Hash, V>(map: &mut HashMap<K, V>, min: usize)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
-    struct At(Instant);
+    struct At(Stamp);
 
     impl Captured for At {
-        fn since(&self) -> Instant {
+        fn since(&self) -> Stamp {
             self.0
         }
     }
@@ -184,15 +227,16 @@ mod tests {
         let mut map = RowMap::default();
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(5);
-        map.insert(row(0, "a"), At(t1));
-        map.insert(row(0, "b"), At(t0));
-        map.insert(row(1, "c"), At(t1));
+        map.insert(row(0, "a"), At(Stamp::of(t1)));
+        map.insert(row(0, "b"), At(Stamp::of(t0)));
+        map.insert(row(1, "c"), At(Stamp::of(t1)));
         let (count, oldest) = map.figures(0);
         assert_eq!(count, 2);
+        let oldest = oldest.map(Stamp::instant);
         assert!(oldest.is_some_and(|o| o <= t0 && t0 - o < Duration::from_millis(1)));
-        map.insert(row(0, "b"), At(t1));
+        map.insert(row(0, "b"), At(Stamp::of(t1)));
         assert_eq!(map.figures(0).0, 2, "a replacement is no new row");
-        assert!(map.figures(0).1.is_some_and(|o| o > t0), "the replaced time is gone");
+        assert!(map.figures(0).1.is_some_and(|o| o > Stamp::of(t0)), "the replaced time is gone");
         map.remove(&row(0, "a"));
         map.remove(&row(0, "b"));
         map.remove(&row(0, "b"));
@@ -205,7 +249,7 @@ mod tests {
     #[test]
     fn a_drained_map_gives_its_memory_back() {
         let mut map = RowMap::default();
-        let now = Instant::now();
+        let now = Stamp::now();
         for i in 0..100_000 {
             map.insert(row(0, &i.to_string()), At(now));
         }

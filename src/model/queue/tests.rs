@@ -261,3 +261,58 @@ fn a_rejected_change_goes_under_the_write_queued_since() {
     let taken = take(&q);
     assert_eq!((&taken[0].1.change, taken[0].1.journal_bytes), (&merged, 77), "the log holds the merged change");
 }
+
+/// The write of `HSET items:<id> name item-<id> score <id> tag tag-<id % 97>`,
+/// figure 6's row, as capture makes it.
+fn figure_six_write(id: usize) -> Write {
+    let fields = [("name", format!("item-{id}")), ("score", id.to_string()), ("tag", format!("tag-{}", id % 97))]
+        .into_iter()
+        .map(|(name, value)| (name.as_bytes().to_vec(), FieldChange::Set(value.into_bytes())))
+        .collect();
+    Write { op: RowOp::Upsert, fields, acks: Vec::new() }
+}
+
+/// What the queue holds per pending row of figure 6 (`PGSYNC_MEMORY_ROWS` rows,
+/// 200,000 by default), whole and by part, printed for `--nocapture`; the
+/// budget catches a regression. The changes' own heap (their fields) is
+/// counted apart: it is the change's, whatever holds it.
+#[test]
+fn memory_per_pending_row() {
+    use crate::model::counting_alloc::per_thread::heap_of;
+    let rows: usize = std::env::var("PGSYNC_MEMORY_ROWS").ok().and_then(|n| n.parse().ok()).unwrap_or(200_000);
+    let key = |id: usize| RowKey { mapping: 0, id: id.to_string().into() };
+    let (writes, fields) = heap_of(|| (0..rows).map(figure_six_write).collect::<Vec<_>>());
+    let fields = fields - (writes.capacity() * std::mem::size_of::<Write>()) as isize;
+    let (queue, total) = heap_of(|| {
+        let q = Queue::default();
+        for (id, write) in writes.into_iter().enumerate() {
+            q.push(key(id), write, Journaled::Fresh { bytes: 60 });
+        }
+        q
+    });
+    // The writes' vector was freed inside; their fields live on in the queue.
+    let total = total + (rows * std::mem::size_of::<Write>()) as isize;
+    let (_, line) = heap_of(|| {
+        let mut line = Line::default();
+        (0..rows).for_each(|id| line.push_back(row_map::Hashed::of(&key(id))));
+        line
+    });
+    let (_, unsettled) = heap_of(|| {
+        let mut unsettled = Unsettled::default();
+        (1..=rows as u64).for_each(|version| unsettled.add(version));
+        unsettled
+    });
+    let per_row = |bytes: isize| bytes as f64 / rows as f64;
+    println!(
+        "{rows} pending rows, bytes per row: queue {:.1} = pending map {:.1} + line {:.1} + unsettled {:.1} \
+         (map entry {} B); the changes' fields {:.1}",
+        per_row(total),
+        per_row(total - line - unsettled),
+        per_row(line),
+        per_row(unsettled),
+        std::mem::size_of::<(RowKey, Entry)>(),
+        per_row(fields),
+    );
+    assert_eq!(queue.lock().order.len(), rows);
+    assert!(per_row(total) < 200.0, "{:.1} B per pending row", per_row(total));
+}

@@ -59,18 +59,18 @@ pub fn apply_replicated(op: Op, key: &[u8], bytes: &[u8]) {
 
 /// The log of `key`, if there is one.
 pub fn read(key: &[u8]) -> Option<Vec<u8>> {
-    logs().get(key).cloned()
+    logs().get(key).map(<[u8]>::to_vec)
 }
 
 /// The log of `key` and its marks.
 pub fn read_marked(key: &[u8]) -> Option<(Vec<u8>, Marks)> {
     let logs = logs();
-    Some((logs.get(key)?.clone(), logs.marks(key)))
+    Some((logs.get(key)?.to_vec(), logs.marks(key)))
 }
 
 /// The length of the log of `key` (0 without one).
 pub fn log_len(key: &[u8]) -> usize {
-    logs().get(key).map_or(0, Vec::len)
+    logs().get(key).map_or(0, <[u8]>::len)
 }
 
 /// Whether `key` has a log.
