@@ -1,7 +1,7 @@
 //! How a write reaches the journal, and when a row's journal is rewritten as one
 //! record (the queue decides, since it holds the coalesced change).
 
-use super::Entry;
+use super::Pending;
 use crate::model::change::Change;
 
 /// How the write being pushed is journaled.
@@ -34,16 +34,21 @@ pub struct Compaction {
 const COMPACTION_SLACK: usize = 256;
 
 /// Decides whether a row's pending records are rewritten as one (see
-/// [`Compaction`]), and if so notes the size of that one record. `in_flight` is
-/// asked last: it costs a lookup, and most writes are far from compaction.
-pub(super) fn compact(entry: &mut Entry, in_flight: impl FnOnce() -> bool) -> Option<Compaction> {
-    if entry.journal_bytes <= 2 * entry.change.size_bytes() + COMPACTION_SLACK {
+/// [`Compaction`]), and if so rewrites them so and notes the size of that one
+/// record. `in_flight` is asked last: it costs a lookup, and most writes are far
+/// from compaction. The records are decoded only once they have grown past
+/// twice what they were when last coalesced: amortized O(size of the write).
+pub(super) fn compact(entry: &mut Pending, in_flight: impl FnOnce() -> bool) -> Option<Compaction> {
+    if !entry.grown(COMPACTION_SLACK) {
         return None;
     }
-    let needed = entry.change.size_bytes() + entry.change.acks.iter().map(|a| a.len()).sum::<usize>();
+    let change = entry.change();
+    let needed = change.size_bytes() + change.acks.iter().map(|a| a.len()).sum::<usize>();
     if entry.journal_bytes <= 2 * needed + COMPACTION_SLACK || in_flight() {
+        // Not now: looked at again once the records have doubled once more.
+        entry.checked();
         return None;
     }
-    entry.journal_bytes = needed;
-    Some(Compaction { change: entry.change.clone() })
+    entry.replace(&change, needed);
+    Some(Compaction { change })
 }

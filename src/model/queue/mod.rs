@@ -7,6 +7,7 @@
 mod compaction;
 mod entry;
 mod line;
+mod pending;
 pub(crate) mod row_map;
 mod snapshot;
 mod unsettled;
@@ -16,10 +17,12 @@ pub use compaction::{Compaction, Journaled};
 use entry::Flight;
 pub use entry::{Entry, Outcome, Rejected, RowKey, Stamp};
 use line::Line;
+use pending::Pending;
 pub use snapshot::Snapshot;
 use unsettled::Unsettled;
 
 use crate::model::change::{Change, Write};
+use crate::model::journal_codec;
 use crate::model::queue::row_map::{shrink_map, Hashed, RowMap};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
@@ -35,7 +38,7 @@ struct Inner {
     order: Line,
     // Both keep per-mapping counts and oldest capture times (for `backlog`, and
     // so that `take` sees which mappings have rows without walking them).
-    pending: RowMap<Entry>,
+    pending: RowMap<Pending>,
     in_flight: RowMap<Flight>,
     last_version: u64,
     unsettled: Unsettled,
@@ -112,6 +115,11 @@ impl Queue {
 
     /// Records a write to `row`, journaled as `journaled` says; see [`Pushed`].
     pub fn push(&self, row: RowKey, write: Write, journaled: Journaled) -> Pushed {
+        self.push_record(row, &journal_codec::encode(write.op, &write.fields, &write.acks), journaled)
+    }
+
+    /// [`Queue::push`] of a write already encoded as its journal record.
+    pub fn push_record(&self, row: RowKey, record: &[u8], journaled: Journaled) -> Pushed {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.last_version += 1;
@@ -119,7 +127,6 @@ impl Queue {
         if inner.open_snapshots > 0 {
             inner.touched.insert(row.clone(), version);
         }
-        let change = Change::new(write, version);
         let (bytes, fresh) = match journaled {
             Journaled::Fresh { bytes } => (bytes, true),
             Journaled::Recovered { bytes } => (bytes, false),
@@ -131,8 +138,7 @@ impl Queue {
         let hash = Hashed::of(&row);
         match inner.pending.get_mut_hashed(&row, hash) {
             Some(entry) => {
-                entry.change.absorb(change);
-                entry.journal_bytes += bytes;
+                entry.append(record, version, bytes);
                 if fresh {
                     let in_flight = &inner.in_flight;
                     compaction = compact(entry, || in_flight.get_hashed(&row, hash).is_some());
@@ -145,7 +151,7 @@ impl Queue {
                 // batch's worth: a wake-up per write would cost more than the write.
                 let queued = inner.order.len();
                 wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
-                inner.pending.insert_new(row, hash, Entry { change, since: Stamp::now(), journal_bytes: bytes });
+                inner.pending.insert_new(row, hash, Pending::new(record, version, bytes));
             }
         }
         drop(guard);
@@ -207,14 +213,14 @@ impl Queue {
     /// captured meanwhile stays on top of the old one.
     pub fn requeue(&self, batch: Vec<(RowKey, Entry)>) {
         let mut inner = self.lock();
-        for (row, mut old) in batch.into_iter().rev() {
+        for (row, old) in batch.into_iter().rev() {
             inner.in_flight.remove(&row);
             inner.note_settled(&row);
+            let mut old = Pending::of(&old);
             match inner.pending.remove(&row) {
                 Some(newer) => {
-                    inner.unsettled.remove(newer.change.first_version);
-                    old.change.absorb(newer.change);
-                    old.journal_bytes += newer.journal_bytes;
+                    inner.unsettled.remove(newer.first_version);
+                    old.then(newer);
                     inner.pending.insert(row, old);
                 }
                 None => {
@@ -252,7 +258,7 @@ impl Queue {
 
     /// The change queued for `row` (not in flight), if any.
     pub fn pending_change(&self, row: &RowKey) -> Option<Change> {
-        self.lock().pending.get(row).map(|e| e.change.clone())
+        self.lock().pending.get(row).map(Pending::change)
     }
 
     /// Puts a rejected change of `row` under the change queued for it since (the
@@ -270,13 +276,11 @@ impl Queue {
         let mut inner = self.lock();
         let entry = inner.pending.get_mut(row)?;
         let mut merged = rejected.without_acks();
-        let (version, first_version) = (entry.change.version, entry.change.first_version);
-        merged.absorb(std::mem::replace(&mut entry.change, rejected.without_acks()));
+        merged.absorb(entry.change());
         // Versions are the queued change's: what `SYNC.WAIT` waits for is its writes.
-        merged.version = version;
-        merged.first_version = first_version;
-        entry.journal_bytes = journal_bytes(&merged);
-        entry.change = merged.clone();
+        merged.version = entry.version;
+        merged.first_version = entry.first_version;
+        entry.replace(&merged, journal_bytes(&merged));
         Some(merged)
     }
 
@@ -342,11 +346,11 @@ impl Queue {
         let entry = inner.pending.remove(row);
         if let Some(entry) = &entry {
             // Its place in line is skipped by `take`, which finds no entry there.
-            inner.unsettled.remove(entry.change.first_version);
+            inner.unsettled.remove(entry.first_version);
         }
         drop(inner);
         self.settled.notify_all();
-        HandOff::Taken(entry)
+        HandOff::Taken(entry.map(Pending::into_entry))
     }
 
     /// Puts back a change [`Queue::hand_off`] took, when the row did not leave
@@ -355,7 +359,7 @@ impl Queue {
         let mut inner = self.lock();
         inner.unsettled.add(entry.change.first_version);
         inner.order.push_front(Hashed::of(&row));
-        inner.pending.insert(row, entry);
+        inner.pending.insert(row, Pending::of(&entry));
         drop(inner);
         self.work.notify_all();
     }
@@ -365,7 +369,7 @@ impl Queue {
         let mut guard = self.lock();
         let inner = &mut *guard;
         for entry in inner.pending.values() {
-            inner.unsettled.remove(entry.change.first_version);
+            inner.unsettled.remove(entry.first_version);
         }
         inner.pending.clear();
         inner.order.clear();
@@ -403,7 +407,7 @@ impl Inner {
                 skipped.push(hash);
                 continue;
             }
-            let size = self.pending.get_hashed(&row, hash).map_or(0, |entry| entry.change.size_bytes());
+            let size = self.pending.get_hashed(&row, hash).map_or(0, Pending::size_bytes);
             if !batch.is_empty() && bytes.saturating_add(size) > max_bytes {
                 // Big rows go in a batch of their own: one message to Postgres
                 // holds a whole batch, and it must stay far below its 1 GiB limit.
@@ -412,9 +416,9 @@ impl Inner {
             }
             bytes = bytes.saturating_add(size);
             if let Some(entry) = self.pending.remove(&row) {
-                let flight = Flight { since: entry.since, first_version: entry.change.first_version };
+                let flight = Flight { since: entry.since, first_version: entry.first_version };
                 self.in_flight.insert(row.clone(), flight);
-                batch.push((row, entry));
+                batch.push((row, entry.into_entry()));
             }
         }
         for row in skipped.into_iter().rev() {

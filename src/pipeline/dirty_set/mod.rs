@@ -68,7 +68,7 @@ impl DirtySet {
         recovery::recover_row(ctx, self, key);
         let record = encode(write.op, &write.fields, &write.acks);
         let bytes = journal::framed_len(record.len());
-        let pushed = self.queue.push(row, write, Journaled::Fresh { bytes });
+        let pushed = self.queue.push_record(row, &record, Journaled::Fresh { bytes });
         match pushed.compaction {
             None => journal::append(ctx, key, &record),
             Some(compaction) => {
