@@ -30,25 +30,29 @@ pub struct Compaction {
     pub change: Change,
 }
 
-/// Slack before a row's records are compacted: small rows never pay for it.
+/// Slack before a row's journal is rewritten as one record: small rows never pay for it.
 const COMPACTION_SLACK: usize = 256;
 
-/// Decides whether a row's pending records are rewritten as one (see
-/// [`Compaction`]), and if so rewrites them so and notes the size of that one
-/// record. `in_flight` is asked last: it costs a lookup, and most writes are far
-/// from compaction. The records are decoded only once they have grown past
-/// twice what they were when last coalesced: amortized O(size of the write).
+/// Slack before the queue's own copy of a row's records is coalesced into
+/// one: a row written over and over keeps a few records in memory, not one per
+/// write, at the cost of a decode every few writes (amortized by the doubling).
+const QUEUE_SLACK: usize = 128;
+
+/// Coalesces the queue's copy of a row's records once it has grown past twice
+/// what it was when last coalesced (plus [`QUEUE_SLACK`]), and then decides
+/// whether the row's journal is rewritten as one record too (see
+/// [`Compaction`]), noting the size of that one record. `in_flight` is asked
+/// last: it costs a lookup. Amortized O(size of the write).
 pub(super) fn compact(entry: &mut Pending, in_flight: impl FnOnce() -> bool) -> Option<Compaction> {
-    if !entry.grown(COMPACTION_SLACK) {
+    if !entry.grown(QUEUE_SLACK) {
         return None;
     }
     let change = entry.change();
+    entry.replace(&change, entry.journal_bytes);
     let needed = change.size_bytes() + change.acks.iter().map(|a| a.len()).sum::<usize>();
     if entry.journal_bytes <= 2 * needed + COMPACTION_SLACK || in_flight() {
-        // Not now: looked at again once the records have doubled once more.
-        entry.checked();
         return None;
     }
-    entry.replace(&change, needed);
+    entry.journal_bytes = needed;
     Some(Compaction { change })
 }

@@ -23,8 +23,8 @@ pub(super) struct Pending {
     /// Bytes the journal holds for the change: the records of the writes
     /// merged in, or the one record they were rewritten as.
     pub(super) journal_bytes: usize,
-    /// Length of `records` when they were last coalesced into one, or looked
-    /// at for it (0: never): they are again once they grow past twice that.
+    /// Length of `records` when they were last coalesced into one (0: never):
+    /// they are again once they grow past twice that.
     coalesced: usize,
 }
 
@@ -124,11 +124,6 @@ impl Pending {
         self.coalesced = records.len();
         self.records = records;
         self.journal_bytes = journal_bytes;
-    }
-
-    /// Notes that the records, as they are, were looked at for coalescing.
-    pub(super) fn checked(&mut self) {
-        self.coalesced = self.records.len();
     }
 
     /// Whether the records have grown enough since they were last coalesced
