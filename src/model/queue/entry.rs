@@ -1,5 +1,5 @@
-//! What the queue holds for a row: its key, its queued change, and what is left
-//! of it while a batch writes it.
+//! A row's key, its change as a batch takes it, and what the queue keeps of
+//! it while the batch writes it.
 
 use crate::model::change::Change;
 use crate::model::queue::row_map::Captured;
@@ -18,7 +18,8 @@ pub struct RowKey {
     pub id: CompactString,
 }
 
-/// A queued change, when its oldest write was captured, and the journal records
+/// A row's change as a batch takes it (decoded from what the queue kept,
+/// `pending.rs`), when its oldest write was captured, and the journal bytes
 /// that hold it.
 #[derive(Debug, Clone)]
 pub struct Entry {
@@ -54,12 +55,6 @@ impl Stamp {
     /// The time this stamp stands for (the start of its millisecond).
     pub fn instant(self) -> Instant {
         *EPOCH + Duration::from_millis(self.0)
-    }
-}
-
-impl Captured for Entry {
-    fn since(&self) -> Stamp {
-        self.since
     }
 }
 
