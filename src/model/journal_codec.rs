@@ -12,7 +12,7 @@
 //! is the same without the acks; it is still read. (`p` came later than `P3`
 //! itself: a record holding one is unknown to a version without path sets.)
 
-use crate::model::change::{Delta, FieldChange, Fields, RowOp, Write};
+use crate::model::change::{Change, Delta, FieldChange, Fields, RowOp, Write};
 use crate::model::json_path_set::PathSet;
 
 const MAGIC: &[u8] = b"P3";
@@ -123,6 +123,11 @@ impl<'a> Reader<'a> {
         }
         Some(sets)
     }
+}
+
+/// The record a coalesced change is journaled as (a row's log rewritten as one).
+pub fn encode_change(change: &Change) -> Vec<u8> {
+    encode(change.op, &change.fields, &change.acks)
 }
 
 /// Decodes a record written by [`encode`] (or a `P2` entry of the previous

@@ -6,7 +6,7 @@
 
 use super::entry::{Entry, Stamp};
 use crate::model::change::{Change, Fields, RowOp, Write};
-use crate::model::journal_codec::{decode, encode};
+use crate::model::journal_codec::{decode, encode_change};
 use crate::model::queue::row_map::Captured;
 
 /// A row's queued change, encoded.
@@ -51,11 +51,6 @@ fn records(mut buf: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
-/// The record a change is journaled as.
-pub(super) fn record_of(change: &Change) -> Vec<u8> {
-    encode(change.op, &change.fields, &change.acks)
-}
-
 impl Pending {
     /// A row's first record.
     pub(super) fn new(record: &[u8], version: u64, journal_bytes: usize) -> Pending {
@@ -66,7 +61,7 @@ impl Pending {
 
     /// A decoded change, queued again (a failed batch, a hand-off taken back).
     pub(super) fn of(entry: &Entry) -> Pending {
-        let mut pending = Pending::new(&record_of(&entry.change), entry.change.version, entry.journal_bytes);
+        let mut pending = Pending::new(&encode_change(&entry.change), entry.change.version, entry.journal_bytes);
         pending.first_version = entry.change.first_version;
         pending.since = entry.since;
         pending
@@ -120,7 +115,7 @@ impl Pending {
     /// are `journal_bytes`.
     pub(super) fn replace(&mut self, change: &Change, journal_bytes: usize) {
         let mut records = Vec::new();
-        frame(&mut records, &record_of(change));
+        frame(&mut records, &encode_change(change));
         self.coalesced = records.len();
         self.records = records;
         self.journal_bytes = journal_bytes;
@@ -137,6 +132,7 @@ impl Pending {
 mod tests {
     use super::*;
     use crate::model::change::FieldChange;
+    use crate::model::journal_codec::encode;
 
     fn write(field: &str, value: &str) -> Write {
         let fields = [(field.as_bytes().to_vec(), FieldChange::Set(value.as_bytes().to_vec()))].into_iter().collect();

@@ -18,7 +18,7 @@ pub mod recovery;
 
 use crate::model::change::{Change, Write};
 use crate::model::doubt::Doubt;
-use crate::model::journal_codec::encode;
+use crate::model::journal_codec::{encode, encode_change};
 use crate::model::mapping::Mappings;
 use crate::model::queue::{BatchLimits, Entry, Journaled, Queue, RowKey};
 use crate::redis::journal;
@@ -73,7 +73,7 @@ impl DirtySet {
             None => journal::append(ctx, key, &record),
             Some(compaction) => {
                 let change = &compaction.change;
-                journal::rewrite(ctx, key, &encode(change.op, &change.fields, &change.acks));
+                journal::rewrite(ctx, key, &encode_change(change));
             }
         }
         pushed.version
@@ -127,7 +127,7 @@ impl DirtySet {
         for (key, newer) in logs {
             match newer {
                 None => journal::forget(ctx, key.as_bytes()),
-                Some(newer) => journal::rewrite(ctx, key.as_bytes(), &encode(newer.op, &newer.fields, &newer.acks)),
+                Some(newer) => journal::rewrite(ctx, key.as_bytes(), &encode_change(newer)),
             }
         }
         let mut doubts = self.lock_doubts();
@@ -178,7 +178,7 @@ impl DirtySet {
     /// is merged on top of it in the queue. Returns the merged change, which
     /// the row's journal must then hold ([`DirtySet::settle`] writes it).
     pub fn carry_rejected(&self, row: &RowKey, rejected: &Change) -> Option<Change> {
-        let bytes = |merged: &Change| journal::framed_len(encode(merged.op, &merged.fields, &merged.acks).len());
+        let bytes = |merged: &Change| journal::framed_len(encode_change(merged).len());
         self.queue.carry_under(row, rejected, bytes)
     }
 }
