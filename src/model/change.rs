@@ -265,23 +265,6 @@ impl Change {
         Change { op: self.op, fields: self.fields.clone(), acks: Vec::new(), ..*self }
     }
 
-    /// Bytes of field names and values the change carries: what bounds a batch
-    /// (`pgsync.batch-max-bytes`).
-    pub fn size_bytes(&self) -> usize {
-        self.fields
-            .iter()
-            .map(|(field, change)| {
-                field.len()
-                    + match change {
-                        FieldChange::Set(value) => value.len(),
-                        FieldChange::Remove => 0,
-                        FieldChange::Add { redis_after, .. } => redis_after.len(),
-                        FieldChange::Paths(sets) => sets.iter().map(PathSet::size_bytes).sum(),
-                    }
-            })
-            .sum()
-    }
-
     /// Whether a field has a change here (used to keep apply from overwriting it).
     pub fn touches(&self, field: &[u8]) -> bool {
         self.op != RowOp::Upsert || self.fields.contains_key(field)
@@ -369,7 +352,6 @@ mod tests {
         let mut bad = with("profile", FieldChange::Set(b"not json".to_vec()));
         bad.absorb(with("profile", paths(&[(&["a"], "1")])));
         assert_eq!(bad.fields.get(b"profile"), Some(&FieldChange::Set(b"not json".to_vec())), "Postgres refuses it");
-        assert_eq!(with("p", paths(&[(&["ab"], "12")])).size_bytes(), 5);
     }
 
     #[test]

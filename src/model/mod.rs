@@ -12,6 +12,7 @@ pub mod guard;
 pub mod handover;
 pub mod intent;
 pub mod journal_codec;
+pub mod journal_log;
 pub mod json_intent;
 pub mod json_path_set;
 pub mod json_row;

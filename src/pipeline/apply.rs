@@ -69,15 +69,6 @@ pub(crate) trait Store {
     fn landed(&self, m: &Mapping, row: &RowKey, change: &Change) -> bool;
 }
 
-/// The key a row's writers write: the staging key (write-through) or the row's
-/// own hash (write-behind).
-fn written_key(m: &Mapping, id: &str) -> String {
-    match m.mode {
-        Mode::WriteThrough => m.temp_key(id),
-        Mode::WriteBehind | Mode::ReadOnly | Mode::Document => m.main_key(id),
-    }
-}
-
 /// Applies a settled batch; `outcomes[i]` belongs to `batch[i]`.
 pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutcome]) {
     let tsc = ThreadSafeContext::new();
@@ -92,8 +83,8 @@ pub fn apply_batch(rt: &Runtime, batch: &[(RowKey, Entry)], outcomes: &[RowOutco
         let store = live::LiveStore { ctx: &ctx, rt };
         let rejections = Rejections { listed: deadletter::any(&ctx) };
         for ((row, entry), outcome) in batch.iter().zip(outcomes) {
-            let key = written_key(rt.mapping(row.mapping).def, &row.id);
-            let mut pending = rt.queue().pending_change(row);
+            let key = rt.mapping(row.mapping).def.written_key(&row.id);
+            let mut pending = rt.dirty.pending_change(row, &key);
             apply_row(&store, rt, row, &entry.change, outcome, &key, pending.as_ref());
             rejections.settle(&store, rt, row, &entry.change, outcome, &mut pending);
             logs.push((key, pending));
@@ -119,7 +110,7 @@ pub fn mark_in_flight(rt: &Runtime, batch: &[(RowKey, Entry)], marker: i64) {
         return;
     }
     let rows: Vec<(&RowKey, String)> =
-        batch.iter().map(|(row, _)| (row, written_key(rt.mapping(row.mapping).def, &row.id))).collect();
+        batch.iter().map(|(row, _)| (row, rt.mapping(row.mapping).def.written_key(&row.id))).collect();
     rt.dirty.mark_in_flight(&ctx, &rows, marker);
 }
 
@@ -237,7 +228,7 @@ impl Rejections {
         let m = rt.mapping(row.mapping).def;
         match outcome {
             Err(_) if m.mode == Mode::WriteBehind && pending.is_some() => {
-                *pending = rt.dirty.carry_rejected(row, change).or(pending.take());
+                *pending = rt.dirty.carry_rejected(row, change, pending.take());
             }
             Err(_) => {}
             Ok(_) if self.listed && store.landed(m, row, change) => {

@@ -32,6 +32,9 @@ pub fn journal_is_internal() -> RedisError {
 /// To clients blocked on a row when the server becomes a replica.
 pub const DEMOTED: &str = "ERR this server became a replica; the new primary syncs the row";
 
+/// To clients blocked on a row whose pending change a flush of the data dropped.
+pub const JOURNAL_FLUSHED: &str = "ERR the row's pending change was dropped with the data (FLUSHALL or FLUSHDB)";
+
 /// To clients blocked on a row when the server shuts down.
 pub const STOPPED: &str = "ERR pgsync stopped before the row was synced; it lands after the restart";
 

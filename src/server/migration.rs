@@ -33,7 +33,7 @@
 
 use crate::model::mapping::Mode;
 use crate::model::migrate_args::MigrateArgs;
-use crate::model::queue::{Entry, HandOff, RowKey};
+use crate::model::queue::{HandOff, Pending, RowKey};
 use crate::model::row_id::check_id;
 use crate::pipeline::runtime::{self, Runtime};
 use crate::redis::client_call::ClientReply;
@@ -76,7 +76,7 @@ struct Handed {
     row: RowKey,
     /// The keys its logs were written to, for `MIGRATE` to carry.
     logs: Vec<Vec<u8>>,
-    entry: Option<Entry>,
+    entry: Option<Pending>,
 }
 
 /// `SYNC.MIGRATE MIGRATE ...`: `MIGRATE` as the client sent it, with the keys

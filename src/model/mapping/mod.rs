@@ -209,6 +209,15 @@ impl Mapping {
         format!("__{{{}{}}}", self.key_prefix, id)
     }
 
+    /// The key a row's writers write, whose journal log holds its unsynced
+    /// writes: the staging key (write-through) or the row's own key.
+    pub fn written_key(&self, id: &str) -> String {
+        match self.mode {
+            Mode::WriteThrough => self.temp_key(id),
+            Mode::WriteBehind | Mode::ReadOnly | Mode::Document => self.main_key(id),
+        }
+    }
+
     /// The Postgres NOTIFY channel of this mapping's triggers.
     pub fn pg_channel(&self) -> String {
         format!("pgsync_{}", self.name)

@@ -18,17 +18,17 @@ pub struct RowKey {
     pub id: CompactString,
 }
 
-/// A row's change as a batch takes it (decoded from what the queue kept,
-/// `pending.rs`), when its oldest write was captured, and the journal bytes
-/// that hold it.
+/// A row's change as a batch takes it (decoded from the row's journal log,
+/// `model/journal_log.rs`), when its oldest write was captured, and the
+/// journal bytes that hold it.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// The coalesced change.
     pub change: Change,
     /// Capture time of the oldest write merged in (for lag).
     pub since: Stamp,
-    /// Bytes the journal holds for the change (the records of the writes merged
-    /// in), to tell when rewriting them as one pays off.
+    /// Bytes of the row's log that hold the change (the records of the writes
+    /// merged in): what the row is queued with again should the batch fail.
     pub journal_bytes: usize,
 }
 

@@ -12,17 +12,15 @@ pub(crate) mod row_map;
 mod snapshot;
 mod unsettled;
 
-use compaction::compact;
-pub use compaction::{Compaction, Journaled};
+pub use compaction::Journaled;
+use compaction::COMPACTION_SLACK;
 use entry::Flight;
 pub use entry::{Entry, Outcome, Rejected, RowKey, Stamp};
 use line::Line;
-use pending::Pending;
+pub use pending::Pending;
 pub use snapshot::Snapshot;
 use unsettled::Unsettled;
 
-use crate::model::change::{Change, Write};
-use crate::model::journal_codec;
 use crate::model::queue::row_map::{shrink_map, Hashed, RowMap};
 // aHash: fast, and seeded per process, so crafted key names cannot force collisions.
 use ahash::AHashMap as HashMap;
@@ -55,8 +53,12 @@ struct Inner {
 pub struct Pushed {
     /// Version of the pushed change.
     pub version: u64,
-    /// Set when the row's pending records are to be rewritten as one.
-    pub compaction: Option<Compaction>,
+    /// Set when the row's journal log is to be rewritten as one record: its
+    /// records have grown to more than twice what they were when last
+    /// rewritten, and no batch holds the row (its log is then its pending
+    /// change alone). This keeps the journal's work O(size of the write),
+    /// amortized, for a row written over and over while Postgres is down.
+    pub rewrite: bool,
 }
 
 /// How much one batch may take, and how long a worker waits for it.
@@ -89,7 +91,7 @@ pub enum HandOff {
     /// The row is in a batch being written: it stays.
     InFlight,
     /// The row's queued change, taken out (`None`: nothing was queued).
-    Taken(Option<Entry>),
+    Taken(Option<Pending>),
 }
 
 /// The shared queue; see the module docs.
@@ -114,12 +116,7 @@ impl Queue {
     }
 
     /// Records a write to `row`, journaled as `journaled` says; see [`Pushed`].
-    pub fn push(&self, row: RowKey, write: Write, journaled: Journaled) -> Pushed {
-        self.push_record(row, &journal_codec::encode(write.op, &write.fields, &write.acks), journaled)
-    }
-
-    /// [`Queue::push`] of a write already encoded as its journal record.
-    pub fn push_record(&self, row: RowKey, record: &[u8], journaled: Journaled) -> Pushed {
+    pub fn push(&self, row: &RowKey, journaled: Journaled) -> Pushed {
         let mut guard = self.lock();
         let inner = &mut *guard;
         inner.last_version += 1;
@@ -132,17 +129,15 @@ impl Queue {
             Journaled::Recovered { bytes } => (bytes, false),
         };
         let mut wake = false;
-        let mut compaction = None;
+        let mut rewrite = false;
         // Hashed once for the lookup, the insert that may follow, and the
-        // in-flight check of a compaction.
-        let hash = Hashed::of(&row);
-        match inner.pending.get_mut_hashed(&row, hash) {
+        // in-flight check of a rewrite.
+        let hash = Hashed::of(row);
+        match inner.pending.get_mut_hashed(row, hash) {
             Some(entry) => {
-                entry.append(record, version, bytes);
-                if fresh {
-                    let in_flight = &inner.in_flight;
-                    compaction = compact(entry, || in_flight.get_hashed(&row, hash).is_some());
-                }
+                entry.append(version, bytes);
+                // The in-flight lookup last: it costs a probe.
+                rewrite = fresh && entry.grown(COMPACTION_SLACK) && inner.in_flight.get_hashed(row, hash).is_none();
             }
             None => {
                 inner.unsettled.add(version);
@@ -151,7 +146,7 @@ impl Queue {
                 // batch's worth: a wake-up per write would cost more than the write.
                 let queued = inner.order.len();
                 wake = inner.idle_workers > 0 && (queued == 1 || queued.is_multiple_of(inner.batch_hint.max(1)));
-                inner.pending.insert_new(row, hash, Pending::new(record, version, bytes));
+                inner.pending.insert_new(row.clone(), hash, Pending::new(version, bytes));
             }
         }
         drop(guard);
@@ -160,7 +155,16 @@ impl Queue {
             // and must not swallow the wake-up meant for an idle one.
             self.work.notify_all();
         }
-        Pushed { version, compaction }
+        Pushed { version, rewrite }
+    }
+
+    /// The row's journal log now holds its pending change as one record of
+    /// `bytes` (a rewrite after [`Pushed::rewrite`], a rejected change merged
+    /// under it, or what was left once a batch settled); false when nothing of
+    /// the row is pending.
+    pub fn rewritten(&self, row: &RowKey, bytes: usize) -> bool {
+        let mut inner = self.lock();
+        inner.pending.get_mut(row).map(|entry| entry.rewritten(bytes)).is_some()
     }
 
     /// The version of the newest change captured so far.
@@ -173,7 +177,9 @@ impl Queue {
     /// `limits.bytes` (a larger row goes alone). When fewer are queued it lingers
     /// up to `limits.linger` for more, unless someone is in a hurry. Returns an
     /// empty batch on shutdown, or after `limits.idle` with nothing to take.
-    pub fn take_batch(&self, limits: BatchLimits, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Entry)> {
+    /// The rows come with what the queue keeps of them: the log holds their
+    /// change.
+    pub fn take_batch(&self, limits: BatchLimits, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Pending)> {
         let BatchLimits { rows: max, bytes: max_bytes, linger: delay, idle } = limits;
         let mut inner = self.lock();
         inner.batch_hint = max;
@@ -256,32 +262,9 @@ impl Queue {
         self.work.notify_all();
     }
 
-    /// The change queued for `row` (not in flight), if any.
-    pub fn pending_change(&self, row: &RowKey) -> Option<Change> {
-        self.lock().pending.get(row).map(Pending::change)
-    }
-
-    /// Puts a rejected change of `row` under the change queued for it since (the
-    /// newer write is merged on top: per field the newer wins, increments add),
-    /// so the row tries them together; returns the merged change, or `None` when
-    /// nothing is queued. The queued change keeps its versions and place in line;
-    /// its journal bytes become `journal_bytes(merged)`, what the row's log holds
-    /// once it is rewritten as the merged change.
-    pub fn carry_under(
-        &self,
-        row: &RowKey,
-        rejected: &Change,
-        journal_bytes: impl FnOnce(&Change) -> usize,
-    ) -> Option<Change> {
-        let mut inner = self.lock();
-        let entry = inner.pending.get_mut(row)?;
-        let mut merged = rejected.without_acks();
-        merged.absorb(entry.change());
-        // Versions are the queued change's: what `SYNC.WAIT` waits for is its writes.
-        merged.version = entry.version;
-        merged.first_version = entry.first_version;
-        entry.replace(&merged, journal_bytes(&merged));
-        Some(merged)
+    /// What the queue keeps of the change queued for `row` (not in flight), if any.
+    pub fn pending(&self, row: &RowKey) -> Option<Pending> {
+        self.lock().pending.get(row).copied()
     }
 
     /// The journal bytes of the change queued for `row` behind its batch (0 when
@@ -350,16 +333,16 @@ impl Queue {
         }
         drop(inner);
         self.settled.notify_all();
-        HandOff::Taken(entry.map(Pending::into_entry))
+        HandOff::Taken(entry)
     }
 
     /// Puts back a change [`Queue::hand_off`] took, when the row did not leave
     /// after all (the `MIGRATE` failed): same versions, front of the line.
-    pub fn take_back(&self, row: RowKey, entry: Entry) {
+    pub fn take_back(&self, row: RowKey, entry: Pending) {
         let mut inner = self.lock();
-        inner.unsettled.add(entry.change.first_version);
+        inner.unsettled.add(entry.first_version);
         inner.order.push_front(Hashed::of(&row));
-        inner.pending.insert(row, Pending::of(&entry));
+        inner.pending.insert(row, entry);
         drop(inner);
         self.work.notify_all();
     }
@@ -390,7 +373,7 @@ impl Inner {
     /// Takes up to `max` queued rows (and `max_bytes` of changes, but at least
     /// one row) that are not in flight and whose mapping is ready; the rest keep
     /// their place in line.
-    fn take(&mut self, max: usize, max_bytes: usize, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Entry)> {
+    fn take(&mut self, max: usize, max_bytes: usize, ready: &dyn Fn(usize) -> bool) -> Vec<(RowKey, Pending)> {
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         // While Postgres is down every mapping waits: say so without walking a
@@ -407,7 +390,7 @@ impl Inner {
                 skipped.push(hash);
                 continue;
             }
-            let size = self.pending.get_hashed(&row, hash).map_or(0, Pending::size_bytes);
+            let size = self.pending.get_hashed(&row, hash).map_or(0, |p| p.journal_bytes);
             if !batch.is_empty() && bytes.saturating_add(size) > max_bytes {
                 // Big rows go in a batch of their own: one message to Postgres
                 // holds a whole batch, and it must stay far below its 1 GiB limit.
@@ -418,7 +401,7 @@ impl Inner {
             if let Some(entry) = self.pending.remove(&row) {
                 let flight = Flight { since: entry.since, first_version: entry.first_version };
                 self.in_flight.insert(row.clone(), flight);
-                batch.push((row, entry.into_entry()));
+                batch.push((row, entry));
             }
         }
         for row in skipped.into_iter().rev() {

@@ -3,6 +3,8 @@
 
 use super::{apply_row, Rejections, Store};
 use crate::model::change::{Change, Delta, FieldChange, Fields, RowOp, Write};
+use crate::model::journal_codec::{encode, encode_change};
+use crate::model::journal_log::{frame, framed_len};
 use crate::model::json_row;
 use crate::model::mapping::{Mapping, Mappings};
 use crate::model::queue::{Journaled, Outcome, RowKey};
@@ -11,6 +13,7 @@ use crate::model::stats::MappingStats;
 use crate::pg::error::{Error, ErrorKind};
 use crate::pg::writer::{Returned, RowOutcome};
 use crate::pipeline::runtime::Runtime;
+use crate::redis::journal::logs::{self, Op};
 use crate::redis::notify::{Event, EventOp};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -167,6 +170,15 @@ fn rejected(message: &str) -> RowOutcome {
     Err(Error::new(ErrorKind::Rejected, message))
 }
 
+/// A write to `row` captured while its batch was being written: journaled
+/// (the log's records are what the queue reads back) and queued.
+fn queue_since(rt: &Runtime, row: &RowKey, write: Write) {
+    let key = rt.mapping(row.mapping).def.written_key(&row.id);
+    let record = encode(write.op, &write.fields, &write.acks);
+    logs::apply_replicated(Op::Set, key.as_bytes(), &frame(&record));
+    rt.queue().push(row, Journaled::Fresh { bytes: framed_len(record.len()) });
+}
+
 /// Applies one row as `apply_batch` does, with what the queue holds for it since.
 fn apply(store: &FakeStore, rt: &Runtime, row: &RowKey, change: &Change, outcome: &RowOutcome) -> Option<Change> {
     let m = rt.mapping(row.mapping).def;
@@ -174,7 +186,7 @@ fn apply(store: &FakeStore, rt: &Runtime, row: &RowKey, change: &Change, outcome
         crate::model::mapping::Mode::WriteThrough => m.temp_key(&row.id),
         _ => m.main_key(&row.id),
     };
-    let mut pending = rt.queue().pending_change(row);
+    let mut pending = rt.dirty.pending_change(row, &written);
     apply_row(store, rt, row, change, outcome, &written, pending.as_ref());
     let listed = !store.listed.borrow().is_empty();
     Rejections { listed }.settle(store, rt, row, change, outcome, &mut pending);
@@ -203,7 +215,7 @@ fn an_increment_takes_postgres_sum_unless_a_newer_write_to_the_field_is_on_its_w
     // A newer write to the field is queued: its own commit brings the value.
     let newer =
         Write { op: RowOp::Upsert, fields: [(b"score".to_vec(), set("7"))].into_iter().collect(), acks: vec![] };
-    rt.queue().push(row(0, "1"), newer, Journaled::Fresh { bytes: 1 });
+    queue_since(&rt, &row(0, "1"), newer);
     apply(&store, &rt, &row(0, "1"), &incr, &committed(&[("score", "110")]));
     assert_eq!(hash(&store, "items:1"), pairs(&[("name", "a"), ("score", "105")]));
 
@@ -261,14 +273,19 @@ fn a_rejected_row_is_dead_lettered_and_carried_by_its_newer_write_then_resolved_
     let store = FakeStore::default();
     let bad = change(RowOp::Upsert, &[("score", set("-1"))], &["u9"]);
     let newer = Write { op: RowOp::Upsert, fields: [(b"name".to_vec(), set("b"))].into_iter().collect(), acks: vec![] };
-    rt.queue().push(row(0, "3"), newer, Journaled::Fresh { bytes: 1 });
+    queue_since(&rt, &row(0, "3"), newer);
     let carried = apply(&store, &rt, &row(0, "3"), &bad, &rejected("violates check constraint"));
     assert_eq!(*store.dead.borrow(), vec![("3".to_string(), "violates check constraint".to_string())]);
     assert!(store.events.borrow().is_empty(), "a rejected row is not announced");
     assert_eq!(store.acks.borrow()[0].2, Err(crate::model::queue::Rejected("violates check constraint".into())));
     let carried = carried.unwrap();
     assert!(carried.fields.contains_key(b"score") && carried.fields.contains_key(b"name"), "{carried:?}");
-    assert_eq!(rt.queue().pending_change(&row(0, "3")), Some(carried.clone()), "the queue holds the merged change");
+    let bytes = framed_len(encode_change(&carried).len());
+    assert_eq!(
+        rt.queue().pending(&row(0, "3")).map(|p| p.journal_bytes),
+        Some(bytes),
+        "the log will hold the merged change"
+    );
     assert_eq!(rt.mapping(0).stats.failed.load(std::sync::atomic::Ordering::Relaxed), 1);
 
     // The merged change lands: its dead-letter entry is resolved.

@@ -19,11 +19,14 @@ pub mod recovery;
 use crate::model::change::{Change, Write};
 use crate::model::doubt::Doubt;
 use crate::model::journal_codec::{encode, encode_change};
+use crate::model::journal_log::{coalesce, frame_into, framed_len};
 use crate::model::mapping::Mappings;
-use crate::model::queue::{BatchLimits, Entry, Journaled, Queue, RowKey};
-use crate::redis::journal;
+use crate::model::queue::{BatchLimits, Entry, Journaled, Pending, Queue, RowKey};
+use crate::redis::journal::{self, logs};
+use crate::redis::redis_lock::with_redis_lock;
+use crate::redis::{replies, waiters};
 use recovery::Recovery;
-use redis_module::Context;
+use redis_module::{Context, ContextFlags};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -67,15 +70,17 @@ impl DirtySet {
     pub fn mark(&self, ctx: &Context, row: RowKey, key: &[u8], write: Write) -> u64 {
         recovery::recover_row(ctx, self, key);
         let record = encode(write.op, &write.fields, &write.acks);
-        let bytes = journal::framed_len(record.len());
-        let pushed = self.queue.push_record(row, &record, Journaled::Fresh { bytes });
-        match pushed.compaction {
-            None => journal::append(ctx, key, &record),
-            Some(compaction) => {
-                let change = &compaction.change;
-                journal::rewrite(ctx, key, &encode_change(change));
-            }
+        let pushed = self.queue.push(&row, Journaled::Fresh { bytes: framed_len(record.len()) });
+        if !pushed.rewrite {
+            journal::append(ctx, key, &record);
+            return pushed.version;
         }
+        // No batch holds the row: its whole log, with this write, is its change.
+        let mut log = logs::read(key).unwrap_or_default();
+        frame_into(&mut log, &record);
+        let one = encode_change(&coalesce(&log, pushed.version, pushed.version));
+        journal::rewrite(ctx, key, &one);
+        self.queue.rewritten(&row, framed_len(one.len()));
         pushed.version
     }
 
@@ -108,10 +113,64 @@ impl DirtySet {
         }
     }
 
-    /// Waits for work and takes a batch (see `Queue::take_batch`); the journal is
-    /// untouched until the batch settles.
+    /// Waits for work and takes a batch (see `Queue::take_batch`), then reads
+    /// its rows' changes from their logs under the Redis lock (one step for the
+    /// batch) and decodes them outside it. Of a row's log, the batch takes what
+    /// was there before the writes queued since. A row whose log is gone (a
+    /// `FLUSHALL`), or every row once this server is a replica, leaves the
+    /// queue unwritten, its waiters told why.
     pub fn take(&self, limits: BatchLimits, ready: &dyn Fn(usize) -> bool) -> Batch {
-        self.queue.take_batch(limits, ready)
+        let taken = self.queue.take_batch(limits, ready);
+        if taken.is_empty() {
+            return Vec::new();
+        }
+        let logs = with_redis_lock(|ctx| {
+            if ctx.get_flags().contains(ContextFlags::SLAVE) {
+                return None;
+            }
+            Some(taken.iter().map(|(row, _)| self.taken_log(row)).collect::<Vec<_>>())
+        });
+        let Some(logs) = logs else {
+            self.drop_taken(&taken, replies::DEMOTED);
+            return Vec::new();
+        };
+        let (batch, gone): (Vec<_>, Vec<_>) = taken.into_iter().zip(logs).partition(|(_, log)| log.is_some());
+        let gone: Vec<(RowKey, Pending)> = gone.into_iter().map(|(taken, _)| taken).collect();
+        self.drop_taken(&gone, replies::JOURNAL_FLUSHED);
+        batch
+            .into_iter()
+            .filter_map(|((row, pending), log)| {
+                let log = log?;
+                let change = coalesce(&log, pending.version, pending.first_version);
+                Some((row, Entry { change, since: pending.since, journal_bytes: log.len() }))
+            })
+            .collect()
+    }
+
+    /// The records of `row`'s log that a batch takes: all but the writes
+    /// queued for it since. Under the Redis lock.
+    fn taken_log(&self, row: &RowKey) -> Option<Vec<u8>> {
+        let key = self.mappings.all().get(row.mapping)?.written_key(&row.id);
+        let mut log = logs::read(key.as_bytes())?;
+        log.truncate(log.len().saturating_sub(self.queue.pending_journal_bytes(row)));
+        (!log.is_empty()).then_some(log)
+    }
+
+    /// Taken rows that will not be written: out of the queue, waiters told `why`.
+    fn drop_taken(&self, rows: &[(RowKey, Pending)], why: &str) {
+        self.queue.complete(rows.iter().map(|(row, _)| row));
+        for (row, pending) in rows {
+            waiters::fail(row, pending.version, why);
+        }
+    }
+
+    /// The change queued for `row` (written through `key`) behind its batch,
+    /// read from its log. Under the Redis lock.
+    pub fn pending_change(&self, row: &RowKey, key: &str) -> Option<Change> {
+        let pending = self.queue.pending(row)?;
+        let log = logs::read(key.as_bytes())?;
+        let start = log.len().saturating_sub(pending.journal_bytes);
+        Some(coalesce(&log[start..], pending.version, pending.first_version))
     }
 
     /// Puts a batch back after a failure that may heal; its records stay.
@@ -124,10 +183,14 @@ impl DirtySet {
     /// both read under the Redis lock: the row's log is deleted, or rewritten to
     /// hold just that newer change; then the rows leave the queue.
     pub fn settle(&self, ctx: &Context, batch: &[(RowKey, Entry)], logs: &[(String, Option<Change>)]) {
-        for (key, newer) in logs {
+        for ((row, _), (key, newer)) in batch.iter().zip(logs) {
             match newer {
                 None => journal::forget(ctx, key.as_bytes()),
-                Some(newer) => journal::rewrite(ctx, key.as_bytes(), &encode_change(newer)),
+                Some(newer) => {
+                    let one = encode_change(newer);
+                    journal::rewrite(ctx, key.as_bytes(), &one);
+                    self.queue.rewritten(row, framed_len(one.len()));
+                }
             }
         }
         let mut doubts = self.lock_doubts();
@@ -174,11 +237,19 @@ impl DirtySet {
         self.queue.holds(row)
     }
 
-    /// A change of `row` was rejected while a newer one was queued: the newer
-    /// is merged on top of it in the queue. Returns the merged change, which
-    /// the row's journal must then hold ([`DirtySet::settle`] writes it).
-    pub fn carry_rejected(&self, row: &RowKey, rejected: &Change) -> Option<Change> {
-        let bytes = |merged: &Change| journal::framed_len(encode_change(merged).len());
-        self.queue.carry_under(row, rejected, bytes)
+    /// A change of `row` was rejected while `pending` was queued: the newer is
+    /// merged on top of it (per field the newer wins, increments add), keeping
+    /// the queued change's versions, so the row tries them together. Returns
+    /// the merged change, which the row's journal must then hold
+    /// ([`DirtySet::settle`] writes it); `None` when nothing is queued.
+    pub fn carry_rejected(&self, row: &RowKey, rejected: &Change, pending: Option<Change>) -> Option<Change> {
+        let pending = pending?;
+        let mut merged = rejected.without_acks();
+        // Versions are the queued change's: what `SYNC.WAIT` waits for is its writes.
+        let (version, first_version) = (pending.version, pending.first_version);
+        merged.absorb(pending);
+        merged.version = version;
+        merged.first_version = first_version;
+        self.queue.rewritten(row, framed_len(encode_change(&merged).len())).then_some(merged)
     }
 }

@@ -8,14 +8,14 @@
 //! top).
 
 use super::legacy;
-use crate::model::change::{Change, Write};
+use crate::model::change::Change;
 use crate::model::doubt::{increments_of, Doubt};
-use crate::model::journal_codec::decode;
+use crate::model::journal_log::writes;
 use crate::model::queue::{Journaled, RowKey};
 use crate::model::row_id::check_id;
 use crate::pipeline::dirty_set::DirtySet;
 use crate::redis::journal::logs::{self, SHARDS};
-use crate::redis::journal::{self, keys, records};
+use crate::redis::journal::{self, keys};
 use crate::redis::redis_io::{bytes, call, notice, warn};
 use compact_str::CompactString;
 use redis_module::{Context, RedisValue};
@@ -234,10 +234,10 @@ pub fn adopt(ctx: &Context, set: &DirtySet, journal: &[u8]) {
     recover_log(ctx, set, &key);
 }
 
-/// Queues the records of the log of the row written through `key`, oldest first,
-/// unless the queue holds its row already: a row written since the start had its
-/// log queued first (or had none), and a walk may see a log twice; reading a log
-/// again would count its increments twice.
+/// Queues the log of the row written through `key` (a worker decodes it when
+/// it takes the row), unless the queue holds its row already: a row written
+/// since the start had its log queued first (or had none), and a walk may see a
+/// log twice; queueing a log again would count its increments twice.
 fn recover_log(ctx: &Context, set: &DirtySet, key: &[u8]) {
     let Some(row) = row_of(set, key) else {
         warn(&format!("dropped the journal of {}: it names no mapped row", key.escape_ascii()));
@@ -247,31 +247,24 @@ fn recover_log(ctx: &Context, set: &DirtySet, key: &[u8]) {
         return;
     }
     let Some((log, marks)) = logs::read_marked(key) else { return };
-    let Some(writes) = decode_all(&log) else {
+    // Read whole once here, so that a log no version of the module could
+    // have written is dropped with a line in the log, not carried along.
+    if writes(&log).is_none() {
         warn(&format!("dropped the unreadable journal of {}", key.escape_ascii()));
         return journal::forget(ctx, key);
-    };
+    }
     let doubts: Vec<Doubt> = marks.iter().filter_map(|&(marker, prefix)| doubt(&log, marker, prefix)).collect();
     if !doubts.is_empty() {
         set.doubt(row.clone(), doubts);
     }
-    for (bytes, write) in writes {
-        set.queue().push(row.clone(), write, Journaled::Recovered { bytes });
-    }
+    set.queue().push(&row, Journaled::Recovered { bytes: log.len() });
     set.recovery().count(1);
-}
-
-/// The writes of a log, with each record's size in the log; `None` when a
-/// record cannot be read.
-fn decode_all(log: &[u8]) -> Option<Vec<(usize, Write)>> {
-    let read = |record: &[u8]| decode(record).map(|write| (journal::framed_len(record.len()), write));
-    records(log)?.into_iter().map(read).collect()
 }
 
 /// What a batch marked `marker` may have committed of a log: the increments of
 /// its first `prefix` bytes, coalesced.
 fn doubt(log: &[u8], marker: i64, prefix: usize) -> Option<Doubt> {
-    let mut writes = decode_all(log.get(..prefix)?)?.into_iter().map(|(_, write)| Change::new(write, 0));
+    let mut writes = writes(log.get(..prefix)?)?.into_iter().map(|(_, write)| Change::new(write, 0));
     let mut change = writes.next()?;
     writes.for_each(|newer| change.absorb(newer));
     Some(Doubt { marker, prefix, increments: increments_of(&change.fields) })

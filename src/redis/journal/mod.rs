@@ -16,33 +16,10 @@ pub mod persist;
 
 pub use keys::is_journal_key;
 
+use crate::model::journal_log::{frame, records};
 use crate::redis::redis_io::warn;
 use logs::Op;
 use redis_module::Context;
-
-/// Frames one record for a log: its length (u32, little endian), then its bytes.
-fn frame(record: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(record.len() + 4);
-    out.extend_from_slice(&(record.len() as u32).to_le_bytes());
-    out.extend_from_slice(record);
-    out
-}
-
-/// The records of a log, oldest first; `None` when it is not a whole log.
-pub(crate) fn records(mut log: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut out = Vec::new();
-    while !log.is_empty() {
-        let len = u32::from_le_bytes(log.get(..4)?.try_into().ok()?) as usize;
-        out.push(log.get(4..4 + len)?);
-        log = &log[4 + len..];
-    }
-    Some(out)
-}
-
-/// Size in the journal of a record of `len` bytes.
-pub fn framed_len(len: usize) -> usize {
-    len + 4
-}
 
 /// Appends the record of a write to the log of the row written through `key`.
 pub fn append(ctx: &Context, key: &[u8], record: &[u8]) {
@@ -128,14 +105,6 @@ pub fn from_key(ctx: &Context, journal: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_log_splits_back_into_its_records() {
-        let log = [frame(b"one"), frame(b""), frame(b"three\0")].concat();
-        assert_eq!(records(&log), Some(vec![&b"one"[..], b"", b"three\0"]));
-        assert_eq!(records(&log[..log.len() - 1]), None, "a cut record");
-        assert_eq!(records(b""), Some(Vec::new()));
-    }
 
     #[test]
     fn journal_keys_name_their_row() {

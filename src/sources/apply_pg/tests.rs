@@ -2,7 +2,6 @@
 //! queue (whose snapshot decides which rows Redis is newer for).
 
 use super::{apply_rows, Applied, Batch, RowStore};
-use crate::model::change::{RowOp, Write};
 use crate::model::mapping::{Mapping, Mappings};
 use crate::model::queue::{Journaled, Queue, RowKey};
 use crate::pg::reader::PgRow;
@@ -89,8 +88,7 @@ fn gone(ids: &[&str]) -> Vec<String> {
 
 /// A client's write to row `id`, captured into the queue.
 fn captured(queue: &Queue, id: &str) {
-    let write = Write { op: RowOp::Upsert, fields: Default::default(), acks: Vec::new() };
-    queue.push(RowKey { mapping: 0, id: id.into() }, write, Journaled::Fresh { bytes: 10 });
+    queue.push(&RowKey { mapping: 0, id: id.into() }, Journaled::Fresh { bytes: 10 });
 }
 
 /// Applies `rows` and `gone` of mapping 0 with a snapshot taken before any of
