@@ -26,15 +26,22 @@ pub fn frame(record: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The records of a log, oldest first, up to a cut frame (never written so by
+/// the module) if there is one.
+fn frames(log: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = log;
+    std::iter::from_fn(move || {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let record = rest.get(4..4 + len)?;
+        rest = &rest[4 + len..];
+        Some(record)
+    })
+}
+
 /// The records of a log, oldest first; `None` when it is not a whole log.
-pub fn records(mut log: &[u8]) -> Option<Vec<&[u8]>> {
-    let mut out = Vec::new();
-    while !log.is_empty() {
-        let len = u32::from_le_bytes(log.get(..4)?.try_into().ok()?) as usize;
-        out.push(log.get(4..4 + len)?);
-        log = &log[4 + len..];
-    }
-    Some(out)
+pub fn records(log: &[u8]) -> Option<Vec<&[u8]>> {
+    let out: Vec<&[u8]> = frames(log).collect();
+    (out.iter().map(|record| framed_len(record.len())).sum::<usize>() == log.len()).then_some(out)
 }
 
 /// The writes of a log, oldest first, each with its size in the log; `None`
@@ -49,11 +56,7 @@ pub fn writes(log: &[u8]) -> Option<Vec<(usize, Write)>> {
 /// module) gives what its readable records hold.
 pub fn coalesce(log: &[u8], version: u64, first_version: u64) -> Change {
     let mut change: Option<Change> = None;
-    let mut rest = log;
-    while let Some(len) = rest.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) {
-        let Some(record) = rest.get(4..4 + len as usize) else { break };
-        rest = &rest[4 + len as usize..];
-        let Some(write) = decode(record) else { continue };
+    for write in frames(log).filter_map(decode) {
         match &mut change {
             Some(change) => change.absorb(Change::new(write, version)),
             None => change = Some(Change::new(write, version)),

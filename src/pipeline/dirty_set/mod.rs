@@ -134,17 +134,19 @@ impl DirtySet {
             self.drop_taken(&taken, replies::DEMOTED);
             return Vec::new();
         };
-        let (batch, gone): (Vec<_>, Vec<_>) = taken.into_iter().zip(logs).partition(|(_, log)| log.is_some());
-        let gone: Vec<(RowKey, Pending)> = gone.into_iter().map(|(taken, _)| taken).collect();
+        let mut batch = Vec::with_capacity(taken.len());
+        let mut gone = Vec::new();
+        for ((row, pending), log) in taken.into_iter().zip(logs) {
+            match log {
+                Some(log) => {
+                    let change = coalesce(&log, pending.version, pending.first_version);
+                    batch.push((row, Entry { change, since: pending.since, journal_bytes: log.len() }));
+                }
+                None => gone.push((row, pending)),
+            }
+        }
         self.drop_taken(&gone, replies::JOURNAL_FLUSHED);
         batch
-            .into_iter()
-            .filter_map(|((row, pending), log)| {
-                let log = log?;
-                let change = coalesce(&log, pending.version, pending.first_version);
-                Some((row, Entry { change, since: pending.since, journal_bytes: log.len() }))
-            })
-            .collect()
     }
 
     /// The records of `row`'s log that a batch takes: all but the writes
@@ -158,6 +160,9 @@ impl DirtySet {
 
     /// Taken rows that will not be written: out of the queue, waiters told `why`.
     fn drop_taken(&self, rows: &[(RowKey, Pending)], why: &str) {
+        if rows.is_empty() {
+            return;
+        }
         self.queue.complete(rows.iter().map(|(row, _)| row));
         for (row, pending) in rows {
             waiters::fail(row, pending.version, why);
