@@ -168,7 +168,7 @@ fn walk_cursor(shards_left: usize, position: usize) -> u64 {
 }
 
 /// Queues the logs in memory, shard by shard, each from its last position
-/// towards its first (see `model/log_map.rs`); true when the walk has ended.
+/// towards its first (see `model/log_map/`); true when the walk has ended.
 fn walk(ctx: &Context, set: &DirtySet, over: &dyn Fn() -> bool) -> bool {
     let recovery = set.recovery();
     let cursor = recovery.cursor.load(Ordering::Relaxed);

@@ -11,7 +11,7 @@
 //! - an RDB (a snapshot, the base of a rewritten AOF, a full resync) holds every
 //!   log as the module's auxiliary data (`persist.rs`).
 //!
-//! The structure itself is `model/log_map.rs`. Only the holder of the Redis
+//! The structure itself is `model/log_map/`. Only the holder of the Redis
 //! lock touches the logs (the main thread, or a
 //! worker inside a thread-safe context's lock), so the mutex is never contended,
 //! and is free whenever Redis forks a child that saves them.
